@@ -1,0 +1,253 @@
+//! The directory: the configured hierarchy of nation, regions, systems, providers and sites.
+//!
+//! It answers two questions for the rest of sitrep: is this provider (or site) known, and which providers does a
+//! filter of providers, systems and regions select. Parsing checks every reference resolves and every code is
+//! unique, so a bad directory fails at start-up with the offending code named, never at report time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Org {
+    pub code: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct System {
+    pub code: String,
+    pub name: String,
+    pub region: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Acute,
+    MentalHealth,
+    Community,
+    Specialist,
+    Ambulance,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Acute => "acute",
+            ProviderKind::MentalHealth => "mental_health",
+            ProviderKind::Community => "community",
+            ProviderKind::Specialist => "specialist",
+            ProviderKind::Ambulance => "ambulance",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub code: String,
+    pub name: String,
+    pub system: String,
+    pub kind: ProviderKind,
+    #[serde(default)]
+    pub sites: Vec<Org>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryFile {
+    nation: Org,
+    #[serde(rename = "region", default)]
+    regions: Vec<Org>,
+    #[serde(rename = "system", default)]
+    systems: Vec<System>,
+    #[serde(rename = "provider", default)]
+    providers: Vec<Provider>,
+}
+
+/// The configured hierarchy. Immutable once built; cheap to share behind an `Arc`.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    nation: Org,
+    regions: BTreeMap<String, Org>,
+    systems: BTreeMap<String, System>,
+    providers: BTreeMap<String, Provider>,
+}
+
+/// The providers a filter selects: every provider, or a set of codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl Selection {
+    pub fn contains(&self, provider: &str) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Only(set) => set.contains(provider),
+        }
+    }
+}
+
+/// A filter code that the directory does not know, e.g. `systems[1]: unknown system "QXX"`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: unknown {what} {code:?}")]
+pub struct UnknownCode {
+    pub field: String,
+    pub what: &'static str,
+    pub code: String,
+}
+
+impl Directory {
+    /// Parses a directory from TOML text; `what` names the source in errors (e.g. a file path).
+    pub fn from_toml(what: &str, text: &str) -> Result<Self, ConfigError> {
+        let file: DirectoryFile =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { what: what.to_owned(), source })?;
+        let invalid = |message: String| ConfigError::Invalid { what: what.to_owned(), message };
+        let mut regions = BTreeMap::new();
+        for r in file.regions {
+            if regions.insert(r.code.clone(), r.clone()).is_some() {
+                return Err(invalid(format!("region {} is defined twice", r.code)));
+            }
+        }
+        let mut systems = BTreeMap::new();
+        for s in file.systems {
+            if !regions.contains_key(&s.region) {
+                return Err(invalid(format!("system {}: unknown region {}", s.code, s.region)));
+            }
+            if systems.insert(s.code.clone(), s.clone()).is_some() {
+                return Err(invalid(format!("system {} is defined twice", s.code)));
+            }
+        }
+        let mut providers = BTreeMap::new();
+        let mut sites = BTreeSet::new();
+        for p in file.providers {
+            if p.code.is_empty() {
+                return Err(invalid("a provider has an empty code".to_owned()));
+            }
+            if !systems.contains_key(&p.system) {
+                return Err(invalid(format!("provider {}: unknown system {}", p.code, p.system)));
+            }
+            for site in &p.sites {
+                if !sites.insert(site.code.clone()) {
+                    return Err(invalid(format!("provider {}: site {} is defined twice", p.code, site.code)));
+                }
+            }
+            if providers.insert(p.code.clone(), p.clone()).is_some() {
+                return Err(invalid(format!("provider {} is defined twice", p.code)));
+            }
+        }
+        Ok(Directory { nation: file.nation, regions, systems, providers })
+    }
+
+    pub fn nation(&self) -> &Org {
+        &self.nation
+    }
+
+    pub fn regions(&self) -> impl Iterator<Item = &Org> {
+        self.regions.values()
+    }
+
+    pub fn systems(&self) -> impl Iterator<Item = &System> {
+        self.systems.values()
+    }
+
+    pub fn providers(&self) -> impl Iterator<Item = &Provider> {
+        self.providers.values()
+    }
+
+    pub fn provider(&self, code: &str) -> Option<&Provider> {
+        self.providers.get(code)
+    }
+
+    pub fn system(&self, code: &str) -> Option<&System> {
+        self.systems.get(code)
+    }
+
+    /// The providers selected by lists of provider, system and region codes (their union); all providers when
+    /// every list is empty. Unknown codes are errors, naming the list and position, so a typo in a wallboard's
+    /// filter is reported rather than silently showing nothing.
+    pub fn select(&self, providers: &[String], systems: &[String], regions: &[String]) -> Result<Selection, UnknownCode> {
+        if providers.is_empty() && systems.is_empty() && regions.is_empty() {
+            return Ok(Selection::All);
+        }
+        let unknown = |list: &str, i: usize, what, code: &String| UnknownCode {
+            field: format!("{list}[{i}]"),
+            what,
+            code: code.clone(),
+        };
+        let mut set = BTreeSet::new();
+        for (i, p) in providers.iter().enumerate() {
+            if !self.providers.contains_key(p) {
+                return Err(unknown("providers", i, "provider", p));
+            }
+            set.insert(p.clone());
+        }
+        for (i, s) in systems.iter().enumerate() {
+            if !self.systems.contains_key(s) {
+                return Err(unknown("systems", i, "system", s));
+            }
+            set.extend(self.providers.values().filter(|p| &p.system == s).map(|p| p.code.clone()));
+        }
+        for (i, r) in regions.iter().enumerate() {
+            if !self.regions.contains_key(r) {
+                return Err(unknown("regions", i, "region", r));
+            }
+            set.extend(
+                self.providers
+                    .values()
+                    .filter(|p| self.systems.get(&p.system).is_some_and(|s| &s.region == r))
+                    .map(|p| p.code.clone()),
+            );
+        }
+        Ok(Selection::Only(set))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::demo_directory;
+
+    fn codes(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn select_is_the_union_of_providers_systems_and_regions() {
+        let d = demo_directory();
+        assert_eq!(d.select(&[], &[], &[]).unwrap(), Selection::All);
+        let Selection::Only(set) = d.select(&codes(&["RGT"]), &codes(&["QWE"]), &[]).unwrap() else { panic!() };
+        assert_eq!(set, ["RAX", "RGT", "RJ6", "RJ7", "RQY", "RVR"].iter().map(|s| s.to_string()).collect());
+        let Selection::Only(london) = d.select(&[], &[], &codes(&["Y56"])).unwrap() else { panic!() };
+        assert!(london.contains("RJ7") && london.contains("RAL") && !london.contains("RGT"));
+        let err = d.select(&[], &codes(&["QWE", "QXX"]), &[]).unwrap_err();
+        assert_eq!(err.to_string(), "systems[1]: unknown system \"QXX\"");
+    }
+
+    #[test]
+    fn rejects_dangling_references_and_duplicates() {
+        let base = "[nation]\ncode = \"ENG\"\nname = \"England\"\n[[region]]\ncode = \"R\"\nname = \"r\"\n";
+        let cases = [
+            ("[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"X\"\n", "system S: unknown region X"),
+            (
+                "[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n[[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"T\"\nkind = \"acute\"\n",
+                "provider P: unknown system T",
+            ),
+            (
+                "[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n[[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"S\"\nkind = \"hospice\"\n",
+                "unknown variant `hospice`",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let err = Directory::from_toml("t", &format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+    }
+}

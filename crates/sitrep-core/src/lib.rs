@@ -1,0 +1,49 @@
+//! The sitrep domain: what a report is, what makes it valid, and what changes when it is accepted.
+//!
+//! This crate is pure: no I/O, no async, no wire types. Everything that touches a network, a clock or a disk lives
+//! in `sitrep-store`, `sitrep-server` or `sitrep-cli` and calls in here with plain values (the current time is a
+//! parameter, configuration arrives as text).
+//!
+//! # Layout
+//! - [`time`]: [`Timestamp`], millisecond UTC instants, and hour arithmetic for periods.
+//! - [`catalogue`]: the metrics a deployment accepts ([`Catalogue`], [`Metric`]), parsed from TOML.
+//! - [`directory`]: nation, regions, systems, providers and sites ([`Directory`]), parsed from TOML, and filters.
+//! - [`profile`]: the data that ships with sitrep: the NHS England catalogue and a small demo directory.
+//! - [`report`]: a provider's report and its values ([`Report`], [`Value`]).
+//! - [`validate`]: the rules a report must satisfy ([`validate()`], [`Limits`], [`Violation`]).
+//! - [`state`]: live state of a provider and the diff of a report against it into an [`Event`].
+//! - [`cursor`]: [`Cursor`], the position of an event in the event log, with its epoch.
+//! - [`sim`]: plausible, slowly drifting synthetic values for the simulator.
+
+pub mod catalogue;
+pub mod cursor;
+pub mod directory;
+pub mod profile;
+pub mod report;
+pub mod sim;
+pub mod state;
+pub mod time;
+pub mod validate;
+
+pub use catalogue::{Catalogue, Kind, Metric};
+pub use cursor::Cursor;
+pub use directory::{Directory, Selection};
+pub use report::{AbsentReason, MetricInput, Report, Value};
+pub use state::{Event, MetricChange, ProviderLive, Reading};
+pub use time::Timestamp;
+pub use validate::{Limits, ValidReport, Violation, validate};
+
+/// Configuration text that could not be understood, with the key or item at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not valid TOML or does not have the expected shape.
+    #[error("{what}: {source}")]
+    Parse {
+        what: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The text parsed but says something inconsistent (a dangling reference, a duplicate code, ...).
+    #[error("{what}: {message}")]
+    Invalid { what: String, message: String },
+}

@@ -1,0 +1,181 @@
+//! Live state of a provider, and what an accepted report changes: the diff that becomes an [`Event`].
+//!
+//! Stores call these functions inside their one atomic step so that every backend agrees on what "changed" means:
+//! a metric changed if the report carries a value for it that differs from the current one (numbers compare
+//! exactly; absent with a reason is a value of its own). Metrics a report does not mention keep their reading.
+
+use std::collections::BTreeMap;
+
+use crate::{Cursor, Timestamp, ValidReport, Value};
+
+/// The current value of one metric, with the report that set it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    pub value: Value,
+    pub period: Timestamp,
+    pub observed_at: Timestamp,
+}
+
+/// The live state of one provider: latest reading of every metric it has reported, and the latest report's facts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProviderLive {
+    pub provider: String,
+    pub site: Option<String>,
+    pub readings: BTreeMap<String, Reading>,
+    pub period: Timestamp,
+    pub revision: u32,
+    pub observed_at: Timestamp,
+    pub received_at: Timestamp,
+    pub narrative: Option<String>,
+    pub source: Option<String>,
+}
+
+/// One metric's change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricChange {
+    pub metric: String,
+    pub before: Option<Value>,
+    pub after: Value,
+}
+
+/// What changed because of one accepted report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub cursor: Cursor,
+    pub provider: String,
+    pub site: Option<String>,
+    pub period: Timestamp,
+    pub revision: u32,
+    pub observed_at: Timestamp,
+    pub received_at: Timestamp,
+    /// False when the report was late (an earlier period, or a lower revision) and went into history only.
+    pub live: bool,
+    /// Changed metrics, in code order.
+    pub changes: Vec<MetricChange>,
+    pub narrative: Option<String>,
+    pub source: Option<String>,
+}
+
+impl Event {
+    /// Keeps only the changes to `metrics` (all when `None`). Returns whether anything is left worth delivering
+    /// to a subscriber that asked for those metrics.
+    pub fn retain_metrics(&mut self, metrics: Option<&std::collections::BTreeSet<String>>) -> bool {
+        match metrics {
+            None => true,
+            Some(set) => {
+                self.changes.retain(|c| set.contains(&c.metric));
+                !self.changes.is_empty()
+            }
+        }
+    }
+}
+
+/// Whether a report for (`period`, `revision`) is newer than live state last set by (`live_period`,
+/// `live_revision`), and so updates live state rather than only history.
+pub fn is_newer(period: Timestamp, revision: u32, live: Option<&ProviderLive>) -> bool {
+    live.is_none_or(|l| (period, revision) > (l.period, l.revision))
+}
+
+/// The changes `report` makes relative to `before` (metric code -> current value).
+pub fn diff<'a>(before: impl Fn(&str) -> Option<&'a Value>, report: &ValidReport) -> Vec<MetricChange> {
+    report
+        .values()
+        .iter()
+        .filter_map(|(code, after)| {
+            let old = before(code);
+            (old != Some(after)).then(|| MetricChange { metric: code.clone(), before: old.copied(), after: *after })
+        })
+        .collect()
+}
+
+/// Diffs `report` against live state (if any), applies it, and returns the changes. The caller must already know
+/// the report is newer (see [`is_newer`]).
+pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, received_at: Timestamp) -> Vec<MetricChange> {
+    let changes = diff(|code| live.as_ref().and_then(|l| l.readings.get(code)).map(|r| &r.value), report);
+    let state = live.get_or_insert_with(|| ProviderLive {
+        provider: report.provider().to_owned(),
+        site: None,
+        readings: BTreeMap::new(),
+        period: report.period(),
+        revision: report.revision(),
+        observed_at: report.observed_at(),
+        received_at,
+        narrative: None,
+        source: None,
+    });
+    for (code, value) in report.values() {
+        state.readings.insert(
+            code.clone(),
+            Reading { value: *value, period: report.period(), observed_at: report.observed_at() },
+        );
+    }
+    state.site = report.site().map(str::to_owned);
+    state.period = report.period();
+    state.revision = report.revision();
+    state.observed_at = report.observed_at();
+    state.received_at = received_at;
+    state.narrative = report.narrative().map(str::to_owned);
+    state.source = report.source().map(str::to_owned);
+    changes
+}
+
+/// The event for an accepted report, once the store has given it a cursor.
+pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: Vec<MetricChange>, cursor: Cursor) -> Event {
+    Event {
+        cursor,
+        provider: report.provider().to_owned(),
+        site: report.site().map(str::to_owned),
+        period: report.period(),
+        revision: report.revision(),
+        observed_at: report.observed_at(),
+        received_at,
+        live,
+        changes,
+        narrative: report.narrative().map(str::to_owned),
+        source: report.source().map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{demo_directory, nhs_england_catalogue};
+    use crate::{AbsentReason, Limits, Report, validate};
+
+    fn report(revision: u32, values: &[(&str, Value)]) -> ValidReport {
+        let now = Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap();
+        let r = Report {
+            provider: "RJ7".into(),
+            period: Some(now.hour_start()),
+            revision,
+            observed_at: Some(now),
+            values: values.iter().map(|(c, v)| (c.to_string(), (*v).into())).collect(),
+            ..Default::default()
+        };
+        validate(&r, &demo_directory(), &nhs_england_catalogue(), &Limits::default(), now).unwrap()
+    }
+
+    #[test]
+    fn diff_lists_only_what_changed_and_keeps_unmentioned_metrics() {
+        let n = Value::Number;
+        let mut live = None;
+        let first = report(1, &[("beds.cc_adult.open", n(28.0)), ("beds.cc_adult.occupied", n(25.0))]);
+        let changes = apply_live(&mut live, &first, Timestamp(1));
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| c.before.is_none()));
+
+        let absent = Value::Absent(AbsentReason::NotAvailable);
+        let second = report(2, &[("beds.cc_adult.open", n(28.0)), ("beds.cc_adult.occupied", absent)]);
+        assert!(is_newer(second.period(), second.revision(), live.as_ref()));
+        let changes = apply_live(&mut live, &second, Timestamp(2));
+        assert_eq!(
+            changes,
+            vec![MetricChange { metric: "beds.cc_adult.occupied".into(), before: Some(n(25.0)), after: absent }]
+        );
+        let state = live.unwrap();
+        assert_eq!(state.readings.len(), 2);
+        assert_eq!(state.revision, 2);
+        assert!(!is_newer(first.period(), 1, Some(&state)));
+        assert!(!is_newer(second.period(), 2, Some(&state)));
+    }
+}

@@ -1,0 +1,115 @@
+//! Instants in UTC with millisecond precision, and the hour arithmetic that periods need.
+//!
+//! A period is identified by the [`Timestamp`] of the start of its hour. Keeping one type for both keeps
+//! conversions at the edges trivial; [`Timestamp::is_hour_aligned`] says whether an instant can be a period.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub const HOUR_MS: i64 = 3_600_000;
+
+    pub fn from_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    pub fn from_secs(secs: i64) -> Self {
+        Timestamp(secs * 1000)
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// The current time from the system clock.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// The start of the hour this instant falls in.
+    pub fn hour_start(self) -> Self {
+        Timestamp(self.0.div_euclid(Self::HOUR_MS) * Self::HOUR_MS)
+    }
+
+    pub fn is_hour_aligned(self) -> bool {
+        self.0.rem_euclid(Self::HOUR_MS) == 0
+    }
+
+    pub fn add_hours(self, hours: i64) -> Self {
+        Timestamp(self.0 + hours * Self::HOUR_MS)
+    }
+
+    pub fn add_millis(self, ms: i64) -> Self {
+        Timestamp(self.0 + ms)
+    }
+
+    /// RFC 3339 text, e.g. `2026-11-27T14:00:00Z` (milliseconds shown only when non-zero).
+    pub fn to_rfc3339(self) -> String {
+        self.to_string()
+    }
+
+    /// Parses RFC 3339 text such as `2026-11-27T14:00:00Z`.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        humantime::parse_rfc3339(text)
+            .or_else(|_| humantime::parse_rfc3339_weak(text))
+            .ok()
+            .map(Self::from)
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(d.as_millis() as i64),
+            Err(e) => Timestamp(-(e.duration().as_millis() as i64)),
+        }
+    }
+}
+
+impl From<Timestamp> for SystemTime {
+    fn from(t: Timestamp) -> Self {
+        if t.0 >= 0 {
+            UNIX_EPOCH + Duration::from_millis(t.0 as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_millis(t.0.unsigned_abs())
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = SystemTime::from(*self);
+        if self.0 % 1000 == 0 {
+            write!(f, "{}", humantime::format_rfc3339_seconds(st))
+        } else {
+            write!(f, "{}", humantime::format_rfc3339_millis(st))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours() {
+        let t = Timestamp::parse_rfc3339("2026-11-27T14:35:10Z").unwrap();
+        assert!(!t.is_hour_aligned());
+        assert_eq!(t.hour_start().to_string(), "2026-11-27T14:00:00Z");
+        assert!(t.hour_start().is_hour_aligned());
+        assert_eq!(t.hour_start().add_hours(-1).to_string(), "2026-11-27T13:00:00Z");
+        assert_eq!(Timestamp(-1).hour_start(), Timestamp(-Timestamp::HOUR_MS));
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for text in ["2026-11-27T14:00:00Z", "2026-11-27T14:00:00.250Z"] {
+            assert_eq!(Timestamp::parse_rfc3339(text).unwrap().to_string(), text);
+        }
+        assert!(Timestamp::parse_rfc3339("yesterday").is_none());
+    }
+}

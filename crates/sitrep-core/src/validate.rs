@@ -1,0 +1,420 @@
+//! The rules a report must satisfy before it may change anything, and the precise complaint for each.
+//!
+//! [`validate()`] checks a [`Report`] against the directory, the catalogue, the [`Limits`] and the current time,
+//! and returns either a [`ValidReport`] (the only thing a store will apply) or every [`Violation`] found. Each
+//! violation names the field (`values[beds.cc_adult.occupied]`), the rule (`at_most`) and a sentence with the
+//! values, so a feed's operator can fix the export without reading sitrep's code.
+
+use std::collections::BTreeMap;
+
+use crate::catalogue::OPEL_METRIC;
+use crate::{AbsentReason, Catalogue, Directory, Kind, Report, Timestamp, Value};
+
+/// Bounds on what one report may carry and how far its times may stray.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Most entries in a report's values.
+    pub max_values: usize,
+    /// Longest narrative, in characters.
+    pub max_narrative_chars: usize,
+    /// Longest source name, in characters.
+    pub max_source_chars: usize,
+    /// How far in the future `observed_at` may be (clock skew allowance), in milliseconds.
+    pub future_tolerance_ms: i64,
+    /// How many hours back a period may be; it is also how long history (and so idempotency) is kept.
+    pub retention_hours: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_values: 200,
+            max_narrative_chars: 2000,
+            max_source_chars: 100,
+            future_tolerance_ms: 5 * 60 * 1000,
+            retention_hours: 35 * 24,
+        }
+    }
+}
+
+/// One broken rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Path of the field, e.g. `period` or `values[beds.cc_adult.occupied]`.
+    pub field: String,
+    /// Stable rule name, e.g. `hour_aligned`.
+    pub rule: &'static str,
+    /// A sentence naming the field, the rule and the value.
+    pub description: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.field, self.rule, self.description)
+    }
+}
+
+/// A report that passed validation: every metric known, every value in range, times sane. Its declared OPEL level
+/// is folded into its values as `opel.level`. Only [`validate()`] makes one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidReport {
+    pub(crate) provider: String,
+    pub(crate) site: Option<String>,
+    pub(crate) period: Timestamp,
+    pub(crate) revision: u32,
+    pub(crate) observed_at: Timestamp,
+    pub(crate) values: BTreeMap<String, Value>,
+    pub(crate) narrative: Option<String>,
+    pub(crate) source: Option<String>,
+}
+
+impl ValidReport {
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+    pub fn site(&self) -> Option<&str> {
+        self.site.as_deref()
+    }
+    pub fn period(&self) -> Timestamp {
+        self.period
+    }
+    pub fn revision(&self) -> u32 {
+        self.revision
+    }
+    pub fn observed_at(&self) -> Timestamp {
+        self.observed_at
+    }
+    /// Metric code -> value, in code order.
+    pub fn values(&self) -> &BTreeMap<String, Value> {
+        &self.values
+    }
+    pub fn narrative(&self) -> Option<&str> {
+        self.narrative.as_deref()
+    }
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+}
+
+fn field(code: &str) -> String {
+    format!("values[{code}]")
+}
+
+/// Checks `report` and returns the validated form, or every violation found (never an empty list).
+pub fn validate(
+    report: &Report,
+    directory: &Directory,
+    catalogue: &Catalogue,
+    limits: &Limits,
+    now: Timestamp,
+) -> Result<ValidReport, Vec<Violation>> {
+    let mut out = Vec::new();
+    let mut bad = |field: String, rule: &'static str, description: String| {
+        out.push(Violation { field, rule, description })
+    };
+    let who = if report.provider.is_empty() { "report".to_owned() } else { format!("report for {}", report.provider) };
+
+    // Who.
+    match directory.provider(&report.provider) {
+        _ if report.provider.is_empty() => bad("provider".into(), "required", "provider code is required".into()),
+        None => bad(
+            "provider".into(),
+            "known_provider",
+            format!("provider {:?} is not in the directory", report.provider),
+        ),
+        Some(p) => {
+            if let Some(site) = &report.site
+                && !p.sites.iter().any(|s| &s.code == site)
+            {
+                bad("site".into(), "known_site", format!("{who}: site {site:?} is not a site of provider {}", p.code));
+            }
+        }
+    }
+
+    // When.
+    let current_hour = now.hour_start();
+    match report.period {
+        None => bad("period".into(), "required", format!("{who}: period (the start of the hour reported) is required")),
+        Some(p) if !p.is_hour_aligned() => bad(
+            "period".into(),
+            "hour_aligned",
+            format!("{who}: period {p} is not the start of an hour (expected {})", p.hour_start()),
+        ),
+        Some(p) if p > current_hour => bad(
+            "period".into(),
+            "not_in_future",
+            format!("{who}: period {p} is later than the current hour {current_hour}"),
+        ),
+        Some(p) if p < current_hour.add_hours(-limits.retention_hours) => bad(
+            "period".into(),
+            "within_retention",
+            format!(
+                "{who}: period {p} is older than the {} hours of history kept (earliest {})",
+                limits.retention_hours,
+                current_hour.add_hours(-limits.retention_hours)
+            ),
+        ),
+        Some(_) => {}
+    }
+    if report.revision == 0 {
+        bad("revision".into(), "min", format!("{who}: revision = 0 must be at least 1"));
+    }
+    match report.observed_at {
+        None => bad("observed_at".into(), "required", format!("{who}: observed_at is required")),
+        Some(t) if t > now.add_millis(limits.future_tolerance_ms) => bad(
+            "observed_at".into(),
+            "not_in_future",
+            format!(
+                "{who}: observed_at {t} is more than {} s ahead of the server's clock ({now})",
+                limits.future_tolerance_ms / 1000
+            ),
+        ),
+        Some(_) => {}
+    }
+
+    // What.
+    if report.values.len() > limits.max_values {
+        bad(
+            "values".into(),
+            "max_values",
+            format!("{who}: {} values exceed the limit of {} per report", report.values.len(), limits.max_values),
+        );
+    }
+    let mut values = BTreeMap::new();
+    for (code, input) in &report.values {
+        let Some(metric) = catalogue.get(code) else {
+            bad(field(code), "known_metric", format!("{who}: metric {code:?} is not in the catalogue"));
+            continue;
+        };
+        if let Some(unit) = &input.unit
+            && unit != &metric.unit
+        {
+            bad(
+                field(code),
+                "unit_matches",
+                format!("{who}: metric {code} is measured in {}, not {unit}", metric.unit),
+            );
+            continue;
+        }
+        let n = match input.value {
+            None => {
+                bad(field(code), "required", format!("{who}: metric {code} has neither a number nor an absent reason"));
+                continue;
+            }
+            Some(Value::Absent(AbsentReason::Unspecified)) => {
+                bad(field(code), "absent_reason", format!("{who}: metric {code} is absent without a reason"));
+                continue;
+            }
+            Some(v @ Value::Absent(_)) => {
+                values.insert(code.clone(), v);
+                continue;
+            }
+            Some(Value::Number(n)) => n,
+        };
+        let rule = if !n.is_finite() {
+            Some(("finite", format!("{code} = {n} is not a finite number")))
+        } else {
+            match metric.kind {
+                Kind::Count | Kind::Minutes if n < 0.0 => {
+                    Some(("non_negative", format!("{code} = {n} is negative ({} cannot be)", metric.unit)))
+                }
+                Kind::Count if n.fract() != 0.0 => {
+                    Some(("integer", format!("{code} = {n} is not a whole number of {}", metric.unit)))
+                }
+                Kind::Percent if !(0.0..=100.0).contains(&n) => {
+                    Some(("range", format!("{code} = {n} is outside 0..=100 percent")))
+                }
+                Kind::Level => {
+                    let (lo, hi) = (metric.min.unwrap_or(0), metric.max.unwrap_or(u32::MAX));
+                    if n.fract() != 0.0 || n < f64::from(lo) || n > f64::from(hi) {
+                        Some(("range", format!("{code} = {n} is not a whole level in {lo}..={hi}")))
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            }
+        };
+        match rule {
+            Some((rule, text)) => bad(field(code), rule, format!("{who}: {text}")),
+            None => {
+                values.insert(code.clone(), Value::Number(n));
+            }
+        }
+    }
+    // Bounds between metrics of the same report (occupied beds may not exceed open beds).
+    for (code, v) in &values {
+        if let (Value::Number(n), Some(bound)) = (v, catalogue.get(code).and_then(|m| m.at_most.as_ref()))
+            && let Some(Value::Number(limit)) = values.get(bound)
+            && n > limit
+        {
+            bad(field(code), "at_most", format!("{who}: {code} = {n} exceeds {bound} = {limit}"));
+        }
+    }
+    if let Some(level) = report.opel_level {
+        match catalogue.get(OPEL_METRIC) {
+            None => bad(
+                "opel_level".into(),
+                "known_metric",
+                format!("{who}: this deployment's catalogue has no {OPEL_METRIC} metric"),
+            ),
+            Some(m) => {
+                let (lo, hi) = (m.min.unwrap_or(1), m.max.unwrap_or(4));
+                let declared = Value::Number(f64::from(level));
+                if !(lo..=hi).contains(&level) {
+                    bad("opel_level".into(), "range", format!("{who}: opel_level = {level} is outside {lo}..={hi}"));
+                } else if values.get(OPEL_METRIC).is_some_and(|v| v != &declared) {
+                    bad(
+                        "opel_level".into(),
+                        "consistent",
+                        format!("{who}: opel_level = {level} disagrees with values[{OPEL_METRIC}]"),
+                    );
+                } else {
+                    values.insert(OPEL_METRIC.to_owned(), declared);
+                }
+            }
+        }
+    }
+    let narrative = report.narrative.as_ref().filter(|n| !n.is_empty());
+    if let Some(n) = narrative
+        && n.chars().count() > limits.max_narrative_chars
+    {
+        bad(
+            "narrative".into(),
+            "max_length",
+            format!("{who}: narrative of {} characters exceeds {}", n.chars().count(), limits.max_narrative_chars),
+        );
+    }
+    let source = report.source.as_ref().filter(|s| !s.is_empty());
+    if let Some(s) = source
+        && s.chars().count() > limits.max_source_chars
+    {
+        bad(
+            "source".into(),
+            "max_length",
+            format!("{who}: source of {} characters exceeds {}", s.chars().count(), limits.max_source_chars),
+        );
+    }
+
+    if !out.is_empty() {
+        return Err(out);
+    }
+    Ok(ValidReport {
+        provider: report.provider.clone(),
+        site: report.site.clone().filter(|s| !s.is_empty()),
+        period: report.period.expect("checked above"),
+        revision: report.revision,
+        observed_at: report.observed_at.expect("checked above"),
+        values,
+        narrative: narrative.cloned(),
+        source: source.cloned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MetricInput;
+    use crate::profile::{demo_directory, nhs_england_catalogue};
+
+    fn now() -> Timestamp {
+        Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap()
+    }
+
+    fn good() -> Report {
+        let mut r = Report {
+            provider: "RJ7".into(),
+            period: Some(now().hour_start()),
+            revision: 1,
+            observed_at: Some(now()),
+            ..Default::default()
+        };
+        r.values.insert("beds.cc_adult.open".into(), 28.0.into());
+        r.values.insert("beds.cc_adult.occupied".into(), 25.0.into());
+        r
+    }
+
+    fn check(report: &Report) -> Result<ValidReport, Vec<Violation>> {
+        validate(report, &demo_directory(), &nhs_england_catalogue(), &Limits::default(), now())
+    }
+
+    #[test]
+    fn accepts_a_good_report_and_folds_opel_into_values() {
+        let mut r = good();
+        r.opel_level = Some(3);
+        r.values.insert("ed.over_12h".into(), Value::Absent(AbsentReason::NotAvailable).into());
+        let v = check(&r).unwrap();
+        assert_eq!(v.values().get("opel.level"), Some(&Value::Number(3.0)));
+        assert_eq!(v.values().get("ed.over_12h"), Some(&Value::Absent(AbsentReason::NotAvailable)));
+        assert_eq!(v.values().len(), 4);
+    }
+
+    /// Each case: a change to a good report, and the (field, rule) it must be rejected with, and a fragment of the
+    /// description that shows the value.
+    #[test]
+    fn every_rule_names_field_rule_and_value() {
+        type Edit = Box<dyn Fn(&mut Report)>;
+        let set = |code: &'static str, v: MetricInput| -> Edit { Box::new(move |r| drop(r.values.insert(code.into(), v.clone()))) };
+        let cases: Vec<(Edit, &str, &str, &str)> = vec![
+            (Box::new(|r| r.provider = String::new()), "provider", "required", "required"),
+            (Box::new(|r| r.provider = "XYZ".into()), "provider", "known_provider", "\"XYZ\""),
+            (Box::new(|r| r.site = Some("RGT01".into())), "site", "known_site", "\"RGT01\""),
+            (set("beds.bogus", 1.0.into()), "values[beds.bogus]", "known_metric", "\"beds.bogus\""),
+            (
+                set("ambulance.handover_mean_minutes", MetricInput { value: Some(Value::Number(1.0)), unit: Some("hours".into()) }),
+                "values[ambulance.handover_mean_minutes]",
+                "unit_matches",
+                "minutes, not hours",
+            ),
+            (set("beds.cc_adult.open", (-1.0).into()), "values[beds.cc_adult.open]", "non_negative", "= -1"),
+            (set("ed.in_department", 2.5.into()), "values[ed.in_department]", "integer", "= 2.5"),
+            (set("ed.in_department", f64::NAN.into()), "values[ed.in_department]", "finite", "NaN"),
+            (set("staff.absence_percent", 101.0.into()), "values[staff.absence_percent]", "range", "= 101"),
+            (set("beds.cc_adult.occupied", 31.0.into()), "values[beds.cc_adult.occupied]", "at_most", "beds.cc_adult.occupied = 31 exceeds beds.cc_adult.open = 28"),
+            (set("ed.in_department", MetricInput { value: None, unit: None }), "values[ed.in_department]", "required", "neither"),
+            (set("ed.in_department", Value::Absent(AbsentReason::Unspecified).into()), "values[ed.in_department]", "absent_reason", "without a reason"),
+            (Box::new(|r| r.period = None), "period", "required", "required"),
+            (Box::new(|r| r.period = Some(now())), "period", "hour_aligned", "2026-11-27T14:35:00Z"),
+            (Box::new(|r| r.period = Some(now().hour_start().add_hours(1))), "period", "not_in_future", "2026-11-27T15:00:00Z"),
+            (Box::new(|r| r.period = Some(now().hour_start().add_hours(-24 * 36))), "period", "within_retention", "840 hours"),
+            (Box::new(|r| r.revision = 0), "revision", "min", "revision = 0"),
+            (Box::new(|r| r.observed_at = Some(now().add_millis(600_000))), "observed_at", "not_in_future", "2026-11-27T14:45:00Z"),
+            (Box::new(|r| r.observed_at = None), "observed_at", "required", "required"),
+            (
+                Box::new(|r| for i in 0..201 { r.values.insert(format!("m{i}"), 1.0.into()); }),
+                "values",
+                "max_values",
+                "203 values exceed the limit of 200",
+            ),
+            (Box::new(|r| r.opel_level = Some(5)), "opel_level", "range", "opel_level = 5"),
+            (
+                Box::new(|r| {
+                    r.opel_level = Some(2);
+                    r.values.insert("opel.level".into(), 3.0.into());
+                }),
+                "opel_level",
+                "consistent",
+                "opel_level = 2",
+            ),
+            (Box::new(|r| r.narrative = Some("x".repeat(2001))), "narrative", "max_length", "2001 characters"),
+            (Box::new(|r| r.source = Some("s".repeat(101))), "source", "max_length", "101 characters"),
+        ];
+        for (edit, field, rule, fragment) in cases {
+            let mut r = good();
+            edit(&mut r);
+            let errors = check(&r).expect_err(&format!("{field}/{rule} should be rejected"));
+            let hit = errors.iter().find(|v| v.field == field && v.rule == rule);
+            let hit = hit.unwrap_or_else(|| panic!("expected {field}/{rule}, got {errors:?}"));
+            assert!(hit.description.contains(fragment), "{:?} should contain {fragment:?}", hit.description);
+        }
+    }
+
+    #[test]
+    fn reports_every_violation_at_once() {
+        let mut r = good();
+        r.revision = 0;
+        r.values.insert("ed.in_department".into(), (-3.0).into());
+        let errors = check(&r).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+}

@@ -1,0 +1,18 @@
+//! Compiles the gRPC contract in `proto/sitrep/v1` with protox (a pure-Rust protobuf compiler, so no `protoc` install
+//! is needed) and generates prost messages and tonic clients and servers from the resulting descriptors. The encoded
+//! descriptor set is kept too: the server offers it through gRPC reflection.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["sitrep/v1/common.proto", "sitrep/v1/provider.proto", "sitrep/v1/subscriber.proto", "sitrep/v1/query.proto"];
+    let fds = protox::compile(files, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("sitrep_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}
