@@ -1,1 +1,106 @@
+//! Where sitrep keeps live state, the hour-by-hour history and the event log, behind one contract.
+//!
+//! # Layout
+//! - [`Store`]: the contract every backend keeps (documented on the trait), with [`Applied`], [`Snapshot`],
+//!   [`Read`] and [`StoreError`].
+//! - [`memory`]: [`MemoryStore`], the embedded default: everything in one process, one lock.
+//! - [`conformance`]: `pub async fn` checks any backend must pass; each backend's tests run all of them.
+//!
+//! The store knows the domain types of `sitrep-core` and nothing of gRPC.
 
+pub mod conformance;
+pub mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sitrep_core::{Cursor, Event, ProviderLive, Selection, Timestamp, ValidReport};
+
+pub use memory::{MemoryOptions, MemoryStore};
+
+/// The outcome of [`Store::apply`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// The report was stored and produced this event.
+    Accepted(Event),
+    /// A report with the same (provider, period, revision) was stored before, with the event at `cursor` (if the
+    /// backend still knows it). Nothing changed.
+    Duplicate { cursor: Option<Cursor> },
+}
+
+/// The live state of a set of providers as of one cursor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Every event up to and including this cursor is reflected in `providers`; no later one is.
+    pub cursor: Cursor,
+    /// Providers that have reported, in code order.
+    pub providers: Vec<ProviderLive>,
+}
+
+/// Why the log cannot serve a read from a cursor: the reader must start again from a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetReason {
+    /// Events after the cursor have been trimmed from the log.
+    TooOld,
+    /// The cursor belongs to another epoch of the log (or is malformed).
+    OtherEpoch,
+    /// The cursor is beyond the end of the log.
+    Ahead,
+}
+
+/// The outcome of [`Store::read`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Read {
+    /// The events after the cursor, in order (empty if none arrived within the wait).
+    Events(Vec<Event>),
+    /// The cursor cannot be served; see the reason.
+    Reset(ResetReason),
+}
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or did not answer; nothing was changed by the failed call, which may be
+    /// retried.
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The backend answered with something this version of sitrep cannot understand.
+    #[error("store internal error: {0}")]
+    Internal(String),
+}
+
+/// The contract of a sitrep store.
+///
+/// - **One atomic step.** [`apply`](Store::apply) checks idempotency, diffs the report against live state, writes
+///   live state, writes the hourly history and appends the event, all or nothing. Concurrent applies behave as if
+///   run one after the other.
+/// - **Idempotent.** (provider, period, revision) identifies a report. Applying a key seen before returns
+///   [`Applied::Duplicate`] and changes nothing, for as long as history keeps that period.
+/// - **Late reports.** A report whose (period, revision) is not newer than the provider's live state goes into
+///   history only; its event has `live == false` and diffs against the previous revision of that period.
+/// - **Total order.** Events get strictly increasing cursors in the order they were applied. A
+///   [`Snapshot`] reflects exactly the events up to its cursor.
+/// - **Bounded log.** The event log keeps a bounded number of recent events. A [`read`](Store::read) from a cursor
+///   whose successors were trimmed, of another epoch, or beyond the end, answers [`Read::Reset`]: never a gap.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs ("memory", "redis").
+    fn name(&self) -> &'static str;
+
+    /// Stores a validated report received at `received_at` (see the contract above).
+    async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError>;
+
+    /// The live state of the selected providers, and the cursor it is as of.
+    async fn snapshot(&self, selection: &Selection) -> Result<Snapshot, StoreError>;
+
+    /// The cursor of the latest event (the start of the log when there is none).
+    async fn head(&self) -> Result<Cursor, StoreError>;
+
+    /// Up to `max` events after `after`, in order. If there are none yet, waits up to `wait` for one to be
+    /// appended, then answers (possibly with no events).
+    async fn read(&self, after: &Cursor, max: usize, wait: Duration) -> Result<Read, StoreError>;
+}

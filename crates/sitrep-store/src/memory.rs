@@ -1,0 +1,208 @@
+//! `MemoryStore`: the embedded store, for a single aggregator with no Redis (demos, development, tests).
+//!
+//! All state lives behind one `std::sync::Mutex`: `apply` is a few map operations, so a blocking lock held for
+//! microseconds, never across an `.await`, is both the simplest and the fastest way to make it atomic. Readers
+//! waiting for new events park on a `watch` channel that `apply` bumps. Nothing survives the process: every
+//! start is a new epoch, so subscribers that resume across a restart are reset rather than misled.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sitrep_core::cursor::Position;
+use sitrep_core::state::{apply_live, diff, event, is_newer};
+use sitrep_core::{Cursor, Event, ProviderLive, Selection, Timestamp, ValidReport, Value};
+use tokio::sync::watch;
+
+use crate::{Applied, Read, ResetReason, Snapshot, Store, StoreError};
+
+/// Tunables of the memory store.
+#[derive(Clone, Debug)]
+pub struct MemoryOptions {
+    /// How many recent events the log keeps for resuming subscribers.
+    pub event_log_capacity: usize,
+    /// How many hours of history are kept per provider, counted back from its latest period.
+    pub retention_hours: i64,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        MemoryOptions { event_log_capacity: 100_000, retention_hours: 35 * 24 }
+    }
+}
+
+/// One stored revision of one period.
+#[derive(Clone, Debug)]
+struct Revision {
+    values: BTreeMap<String, Value>,
+    cursor: Cursor,
+}
+
+struct Inner {
+    /// Sequence number the next event gets; the first event is 1, so position 0 means "before everything".
+    next_seq: u64,
+    log: VecDeque<Event>,
+    live: BTreeMap<String, ProviderLive>,
+    /// provider -> period -> revision -> what it said.
+    history: HashMap<String, BTreeMap<Timestamp, BTreeMap<u32, Revision>>>,
+}
+
+pub struct MemoryStore {
+    epoch: String,
+    options: MemoryOptions,
+    inner: Mutex<Inner>,
+    appended: watch::Sender<u64>,
+}
+
+/// A fresh epoch id: the start time and process id in base 36, unique per process start.
+fn new_epoch() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let mut n = (nanos as u64) ^ (u64::from(std::process::id()) << 48);
+    let mut s = String::from("m");
+    while n > 0 {
+        s.push(char::from_digit((n % 36) as u32, 36).expect("digit"));
+        n /= 36;
+    }
+    s
+}
+
+impl MemoryStore {
+    pub fn new(options: MemoryOptions) -> Self {
+        let (appended, _) = watch::channel(0);
+        MemoryStore {
+            epoch: new_epoch(),
+            options,
+            inner: Mutex::new(Inner { next_seq: 1, log: VecDeque::new(), live: BTreeMap::new(), history: HashMap::new() }),
+            appended,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock would be a bug in this file; the data is still consistent because every
+        // mutation below completes before anything can panic, so carry on with it rather than poison everyone.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cursor(&self, seq: u64) -> Cursor {
+        Cursor::new(self.epoch.clone(), Position(seq, 0))
+    }
+
+    fn read_now(&self, inner: &Inner, after: &Cursor, max: usize) -> Read {
+        if after.epoch != self.epoch {
+            return Read::Reset(ResetReason::OtherEpoch);
+        }
+        let head = inner.next_seq - 1;
+        let after = after.pos.0;
+        if after > head {
+            return Read::Reset(ResetReason::Ahead);
+        }
+        let first = inner.log.front().map_or(inner.next_seq, |e| e.cursor.pos.0);
+        if after + 1 < first {
+            return Read::Reset(ResetReason::TooOld);
+        }
+        let skip = (after + 1 - first) as usize;
+        Read::Events(inner.log.iter().skip(skip).take(max).cloned().collect())
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(MemoryOptions::default())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let periods = inner.history.entry(report.provider().to_owned()).or_default();
+        let revisions = periods.entry(report.period()).or_default();
+        if let Some(seen) = revisions.get(&report.revision()) {
+            return Ok(Applied::Duplicate { cursor: Some(seen.cursor.clone()) });
+        }
+        let cursor = self.cursor(inner.next_seq);
+        let mut live = inner.live.remove(report.provider());
+        let fresh = is_newer(report.period(), report.revision(), live.as_ref());
+        let changes = if fresh {
+            apply_live(&mut live, report, received_at)
+        } else {
+            // Late: diff against the previous revision of the same period, if there is one.
+            let previous = revisions.range(..report.revision()).next_back().map(|(_, r)| &r.values);
+            diff(|code| previous.and_then(|v| v.get(code)), report)
+        };
+        if let Some(live) = live {
+            inner.live.insert(report.provider().to_owned(), live);
+        }
+        revisions.insert(report.revision(), Revision { values: report.values().clone(), cursor: cursor.clone() });
+        let newest = *periods.keys().next_back().expect("just inserted");
+        let keep_from = newest.add_hours(-self.options.retention_hours);
+        *periods = periods.split_off(&keep_from);
+
+        let ev = event(report, received_at, fresh, changes, cursor);
+        inner.log.push_back(ev.clone());
+        while inner.log.len() > self.options.event_log_capacity {
+            inner.log.pop_front();
+        }
+        inner.next_seq += 1;
+        let head = inner.next_seq - 1;
+        drop(guard);
+        self.appended.send_replace(head);
+        Ok(Applied::Accepted(ev))
+    }
+
+    async fn snapshot(&self, selection: &Selection) -> Result<Snapshot, StoreError> {
+        let inner = self.lock();
+        let providers = inner.live.values().filter(|p| selection.contains(&p.provider)).cloned().collect();
+        Ok(Snapshot { cursor: self.cursor(inner.next_seq - 1), providers })
+    }
+
+    async fn head(&self) -> Result<Cursor, StoreError> {
+        Ok(self.cursor(self.lock().next_seq - 1))
+    }
+
+    async fn read(&self, after: &Cursor, max: usize, wait: Duration) -> Result<Read, StoreError> {
+        // Subscribe before looking, so an event appended between the look and the wait still wakes us.
+        let mut appended = self.appended.subscribe();
+        appended.borrow_and_update();
+        let first = self.read_now(&self.lock(), after, max);
+        match first {
+            Read::Events(ref events) if events.is_empty() && !wait.is_zero() => {
+                if tokio::time::timeout(wait, appended.changed()).await.is_err() {
+                    return Ok(first);
+                }
+                Ok(self.read_now(&self.lock(), after, max))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance;
+
+    fn store() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    #[tokio::test]
+    async fn conformance_suite() {
+        conformance::accepts_and_snapshots(&store()).await;
+        conformance::duplicate_is_idempotent(&store()).await;
+        conformance::diffs_against_live_state(&store()).await;
+        conformance::late_reports_go_to_history_only(&store()).await;
+        conformance::reads_events_after_a_cursor_in_order(&store()).await;
+        conformance::read_wakes_when_an_event_is_appended(&store()).await;
+        conformance::resets_foreign_and_future_cursors(&store()).await;
+        conformance::concurrent_applies_are_serialised(&store()).await;
+        let small = MemoryStore::new(MemoryOptions { event_log_capacity: 3, ..Default::default() });
+        conformance::bounded_log_resets_trimmed_cursors(&small, 3).await;
+    }
+}
