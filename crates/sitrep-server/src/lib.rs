@@ -1,1 +1,23 @@
+//! The sitrep aggregator: validates what providers send, stores it, and streams every change to subscribers.
+//!
+//! # Layout
+//! - [`config`]: the one typed configuration struct, parsed from TOML, and the directory and catalogue it names.
+//! - [`convert`]: the only place wire types (`sitrep-proto`) meet domain types (`sitrep-core`).
+//! - [`error`]: how domain and store failures become gRPC statuses.
+//! - [`hub`]: the Hub, which tails the store's event log and fans events out to bounded per-subscriber queues.
+//! - [`services`]: the gRPC services: `ProviderService` (ingest), `SubscriberService`, `QueryService`.
+//! - [`app`]: builds the services, health and reflection into one router and serves it until shutdown.
+//! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC.
+//! - [`display`]: readable one-line renderings of updates, for terminals and logs.
 
+pub mod app;
+pub mod config;
+pub mod convert;
+pub mod display;
+pub mod error;
+pub mod hub;
+pub mod services;
+pub mod sim;
+
+pub use app::{App, serve};
+pub use config::Config;

@@ -1,0 +1,149 @@
+//! Assembly and serving: the three services, health checking and reflection on one listener, until shutdown.
+//!
+//! The services are collected into `tonic::service::Routes`, which is also an axum router: HTTP endpoints (the
+//! wallboard, server-sent events, a JSON API) can later join the same port without a second listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sitrep_core::{Catalogue, Directory};
+use sitrep_proto::v1 as pb;
+use sitrep_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::{Config, ConfigError};
+use crate::hub::Hub;
+use crate::services::provider::ProviderApi;
+use crate::services::query::QueryApi;
+use crate::services::subscriber::SubscriberApi;
+use crate::services::Context;
+
+type ProviderServer = pb::provider_service_server::ProviderServiceServer<ProviderApi>;
+type SubscriberServer = pb::subscriber_service_server::SubscriberServiceServer<SubscriberApi>;
+type QueryServer = pb::query_service_server::QueryServiceServer<QueryApi>;
+
+/// The names of sitrep's own services, as health checking and reflection know them.
+pub const SERVICE_NAMES: [&str; 3] = [ProviderServer::NAME, SubscriberServer::NAME, QueryServer::NAME];
+
+/// A built aggregator: shared context and the routes that serve it.
+pub struct App {
+    ctx: Arc<Context>,
+    grace: Duration,
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot set up reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+impl App {
+    /// Builds the aggregator from configuration (reading the directory and catalogue files it names) and a store.
+    pub fn new(config: &Config, store: Arc<dyn Store>, cancel: CancellationToken) -> Result<Self, ConfigError> {
+        let directory = config.load_directory()?;
+        let catalogue = config.load_catalogue()?;
+        Ok(Self::with_parts(config, store, directory, catalogue, cancel))
+    }
+
+    pub fn with_parts(
+        config: &Config,
+        store: Arc<dyn Store>,
+        directory: Directory,
+        catalogue: Catalogue,
+        cancel: CancellationToken,
+    ) -> Self {
+        let ctx = Context {
+            store,
+            directory: Arc::new(directory),
+            catalogue: Arc::new(catalogue),
+            limits: config.limits.to_limits(),
+            hub: Hub::new(config.subscribers.queue_capacity),
+            subscribers: config.subscribers.clone(),
+            cancel,
+            tasks: TaskTracker::new(),
+        };
+        App { ctx: Arc::new(ctx), grace: Duration::from_secs(config.shutdown_grace_seconds) }
+    }
+
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.ctx.directory
+    }
+
+    fn routes(&self, health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) -> Result<Routes, ServeError> {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sitrep_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sitrep_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        let mut routes = Routes::builder();
+        routes
+            .add_service(ProviderServer::new(ProviderApi::new(self.ctx.clone())))
+            .add_service(SubscriberServer::new(SubscriberApi::new(self.ctx.clone())))
+            .add_service(QueryServer::new(QueryApi::new(self.ctx.clone())))
+            .add_service(health)
+            .add_service(reflection.build_v1()?)
+            .add_service(reflection_alpha.build_v1alpha()?);
+        Ok(routes.routes())
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Serves `app` on `listener` until `cancel` fires, then drains: health turns NOT_SERVING, streams are told to
+/// end (a report being stored is finished and acknowledged first), and the server waits up to the configured
+/// grace period for them.
+pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::Serving).await;
+    let routes = app.routes(health)?;
+    let ctx = app.ctx.clone();
+    let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        result = &mut server => {
+            // The server stopped by itself: that is an error unless shutdown was requested at the same moment.
+            cancel.cancel();
+            result?;
+        }
+        _ = cancel.cancelled() => {
+            tracing::info!(grace = ?app.grace, "shutting down: draining streams");
+            set_health(&reporter, ServingStatus::NotServing).await;
+            match tokio::time::timeout(app.grace, &mut server).await {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!("streams did not drain within the grace period; closing them"),
+            }
+        }
+    }
+    ctx.tasks.close();
+    if tokio::time::timeout(app.grace, ctx.tasks.wait()).await.is_err() {
+        tracing::warn!("some stream tasks did not finish within the grace period");
+    }
+    let _ = hub.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! Configuration: one typed struct, parsed once at start-up from a TOML file, passed explicitly.
+//!
+//! Every key has a default, so `sitrep serve` runs with no file at all: the built-in NHS England catalogue, the
+//! demo directory and the embedded memory store. Unknown keys are errors, so a misspelt key is reported rather than
+//! silently ignored. Paths in the file are relative to the file's own directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sitrep_core::profile::{DEMO_DIRECTORY, NHS_ENGLAND_CATALOGUE};
+use sitrep_core::{Catalogue, Directory, Limits};
+
+/// The whole configuration of an aggregator.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on for gRPC (and, later, HTTP on the same port).
+    pub listen: SocketAddr,
+    /// Directory file (TOML). Default: the built-in demo directory.
+    pub directory: Option<PathBuf>,
+    /// Metric catalogue file (TOML). Default: the built-in NHS England profile.
+    pub catalogue: Option<PathBuf>,
+    pub limits: LimitsConfig,
+    pub store: StoreConfig,
+    pub subscribers: SubscriberConfig,
+    /// Seconds to let streams drain at shutdown before giving up on them.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            directory: None,
+            catalogue: None,
+            limits: LimitsConfig::default(),
+            store: StoreConfig::default(),
+            subscribers: SubscriberConfig::default(),
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+/// Bounds on reports (see `sitrep_core::Limits`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_values: usize,
+    pub max_narrative_chars: usize,
+    pub max_source_chars: usize,
+    pub future_tolerance_seconds: i64,
+    /// Hours of history kept; reports for older periods are rejected, and duplicates are recognised this long.
+    pub retention_hours: i64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsConfig {
+            max_values: l.max_values,
+            max_narrative_chars: l.max_narrative_chars,
+            max_source_chars: l.max_source_chars,
+            future_tolerance_seconds: l.future_tolerance_ms / 1000,
+            retention_hours: l.retention_hours,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            max_values: self.max_values,
+            max_narrative_chars: self.max_narrative_chars,
+            max_source_chars: self.max_source_chars,
+            future_tolerance_ms: self.future_tolerance_seconds * 1000,
+            retention_hours: self.retention_hours,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Recent events kept for subscribers to resume from.
+    pub event_log_capacity: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { event_log_capacity: 100_000 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriberConfig {
+    /// Events queued per subscriber before it counts as slow and is reset.
+    pub queue_capacity: usize,
+    /// Heartbeat interval when the subscriber does not ask for one.
+    pub default_heartbeat_seconds: u32,
+}
+
+impl Default for SubscriberConfig {
+    fn default() -> Self {
+        SubscriberConfig { queue_capacity: 1024, default_heartbeat_seconds: 15 }
+    }
+}
+
+/// A configuration problem, naming the file and the key or item at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+    #[error(transparent)]
+    Domain(#[from] sitrep_core::ConfigError),
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
+}
+
+impl Config {
+    /// Reads and checks a configuration file. Relative paths inside it are resolved against its directory.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config =
+            toml::from_str(&read(path)?).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut config.directory, &mut config.catalogue].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { path: path.to_owned(), key, message: message.into() });
+        if self.subscribers.queue_capacity == 0 {
+            return invalid("subscribers.queue_capacity", "must be at least 1");
+        }
+        if !(1..=300).contains(&self.subscribers.default_heartbeat_seconds) {
+            return invalid("subscribers.default_heartbeat_seconds", "must be in 1..=300");
+        }
+        if self.store.event_log_capacity == 0 {
+            return invalid("store.event_log_capacity", "must be at least 1");
+        }
+        if self.limits.retention_hours < 1 {
+            return invalid("limits.retention_hours", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The directory this configuration names (reading its file), or the built-in demo directory.
+    pub fn load_directory(&self) -> Result<Directory, ConfigError> {
+        Ok(match &self.directory {
+            Some(p) => Directory::from_toml(&p.display().to_string(), &read(p)?)?,
+            None => Directory::from_toml("built-in demo directory", DEMO_DIRECTORY)?,
+        })
+    }
+
+    /// The catalogue this configuration names (reading its file), or the built-in NHS England profile.
+    pub fn load_catalogue(&self) -> Result<Catalogue, ConfigError> {
+        Ok(match &self.catalogue {
+            Some(p) => Catalogue::from_toml(&p.display().to_string(), &read(p)?)?,
+            None => Catalogue::from_toml("built-in nhs-england catalogue", NHS_ENGLAND_CATALOGUE)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sitrep-config-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sitrep.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let path = write("ok", "listen = \"0.0.0.0:9000\"\n[subscribers]\nqueue_capacity = 8\n");
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.subscribers.queue_capacity, 8);
+        assert_eq!(c.subscribers.default_heartbeat_seconds, 15);
+        assert_eq!(c.load_catalogue().unwrap().profile, "nhs-england");
+        assert!(c.load_directory().unwrap().provider("RJ7").is_some());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let cases = [
+            ("typo", "lisen = \"0.0.0.0:1\"\n", "unknown field `lisen`"),
+            ("zero", "[subscribers]\nqueue_capacity = 0\n", "subscribers.queue_capacity: must be at least 1"),
+            ("missing", "directory = \"nope.toml\"\n", "cannot read"),
+        ];
+        for (name, text, expected) in cases {
+            let path = write(name, text);
+            let err = Config::from_file(&path).and_then(|c| c.load_directory().map(|_| c)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            assert!(err.contains("sitrep.toml") || err.contains("nope.toml"), "{err:?} names the file");
+        }
+    }
+}

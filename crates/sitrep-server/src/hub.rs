@@ -1,0 +1,242 @@
+//! The Hub: tails the store's event log and fans every event out to subscribers through bounded queues.
+//!
+//! Ingest never touches the Hub: a report is acknowledged once the store has it, and the Hub picks the event up
+//! from the log (on Redis, from the stream every replica tails), so a slow or broken subscriber cannot slow ingest.
+//! Each subscriber has its own bounded queue; the Hub only ever `try_send`s into it. When a queue is full the
+//! subscriber is cut loose and flagged as lagged: its session then resyncs it with a reset and a fresh snapshot, so
+//! it is never silently skipped past events. When the log itself resets (a new epoch), every subscriber is flagged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sitrep_core::{Cursor, Event};
+use sitrep_store::{Read, Store};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why the Hub stopped feeding a subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kicked {
+    /// Still subscribed (or the Hub stopped: shutdown).
+    No,
+    /// The subscriber's queue overflowed.
+    Lagged,
+    /// The event log started a new epoch; cursors from before mean nothing now.
+    NewEpoch,
+}
+
+const NOT_KICKED: u8 = 0;
+const LAGGED: u8 = 1;
+const NEW_EPOCH: u8 = 2;
+
+struct Slot {
+    tx: mpsc::Sender<Arc<Event>>,
+    kicked: Arc<AtomicU8>,
+}
+
+struct Shared {
+    // A std mutex: held only to register, unregister, or `try_send` to each queue (never across an await).
+    slots: Mutex<HashMap<u64, Slot>>,
+    next_id: AtomicU64,
+    queue_capacity: usize,
+}
+
+impl Shared {
+    fn slots(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Handle to the Hub; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+/// A subscriber's end of its queue. Dropping it unregisters the subscriber.
+pub struct Subscription {
+    id: u64,
+    rx: mpsc::Receiver<Arc<Event>>,
+    kicked: Arc<AtomicU8>,
+    shared: Arc<Shared>,
+}
+
+impl Subscription {
+    /// The next event, or `None` when the Hub stopped feeding this subscriber; see [`Subscription::kicked`].
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        if self.kicked() != Kicked::No {
+            return None;
+        }
+        self.rx.recv().await
+    }
+
+    /// Whether (and why) the Hub cut this subscriber loose.
+    pub fn kicked(&self) -> Kicked {
+        match self.kicked.load(Ordering::Acquire) {
+            LAGGED => Kicked::Lagged,
+            NEW_EPOCH => Kicked::NewEpoch,
+            _ => Kicked::No,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.slots().remove(&self.id);
+    }
+}
+
+impl Hub {
+    pub fn new(queue_capacity: usize) -> Self {
+        Hub {
+            shared: Arc::new(Shared {
+                slots: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                queue_capacity: queue_capacity.max(1),
+            }),
+        }
+    }
+
+    /// Registers a subscriber. Every event the Hub fans out after this call is queued for it.
+    pub fn subscribe(&self) -> Subscription {
+        let (tx, rx) = mpsc::channel(self.shared.queue_capacity);
+        let kicked = Arc::new(AtomicU8::new(NOT_KICKED));
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.slots().insert(id, Slot { tx, kicked: kicked.clone() });
+        Subscription { id, rx, kicked, shared: self.shared.clone() }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.slots().len()
+    }
+
+    fn fan_out(&self, event: Arc<Event>) {
+        let mut slots = self.shared.slots();
+        slots.retain(|id, slot| match slot.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(subscriber = id, "subscriber queue overflowed; it will be reset");
+                slot.kicked.store(LAGGED, Ordering::Release);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    fn kick_all(&self, why: u8) {
+        for (_, slot) in self.shared.slots().drain() {
+            slot.kicked.store(why, Ordering::Release);
+        }
+    }
+
+    /// Tails the store's log and fans events out until `cancel` fires. Store errors are retried with backoff.
+    pub async fn run(self, store: Arc<dyn Store>, cancel: CancellationToken) {
+        let mut backoff = Backoff::default();
+        let mut position: Option<Cursor> = None;
+        loop {
+            let step = async {
+                let after = match &position {
+                    Some(p) => p.clone(),
+                    None => store.head().await?,
+                };
+                store.read(&after, 1024, Duration::from_secs(5)).await.map(|r| (after, r))
+            };
+            let result = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = step => r,
+            };
+            match result {
+                Ok((after, Read::Events(events))) => {
+                    backoff.reset();
+                    position = Some(events.last().map_or(after, |e| e.cursor.clone()));
+                    for e in events {
+                        self.fan_out(Arc::new(e));
+                    }
+                }
+                Ok((after, Read::Reset(reason))) => {
+                    tracing::warn!(?reason, cursor = %after, "event log cannot continue from the hub's position; resetting subscribers");
+                    position = None;
+                    self.kick_all(NEW_EPOCH);
+                }
+                Err(e) => {
+                    let delay = backoff.next();
+                    tracing::warn!(error = %e, retry_in = ?delay, "hub cannot read the event log");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        // Dropping every queue's sender ends each session's stream (it sees `None` and not kicked).
+        self.shared.slots().clear();
+        tracing::debug!("hub stopped");
+    }
+}
+
+/// Exponential backoff with jitter, 50 ms doubling to 5 s.
+#[derive(Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn next(&mut self) -> Duration {
+        let base = 50u64.saturating_mul(1 << self.attempt.min(7)).min(5_000);
+        self.attempt += 1;
+        // Jitter from the clock's sub-second nanos: good enough to keep replicas from retrying in lockstep.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        Duration::from_millis(base / 2 + u64::from(nanos) % (base / 2 + 1))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sitrep_core::Value;
+    use sitrep_store::{MemoryStore, conformance::report};
+
+    #[tokio::test]
+    async fn fans_out_in_order_and_cuts_loose_a_full_queue() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let hub = Hub::new(4);
+        let cancel = CancellationToken::new();
+        let mut fast = hub.subscribe();
+        let slow = hub.subscribe();
+        let task = tokio::spawn(hub.clone().run(store.clone(), cancel.clone()));
+        // Let the hub find the head before anything is written.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut cursors = Vec::new();
+        for rev in 1..=10u32 {
+            let r = report("RJ7", 0, rev, &[("flow.discharges", Value::Number(f64::from(rev)))]);
+            let sitrep_store::Applied::Accepted(e) = store.apply(&r, sitrep_core::Timestamp::now()).await.unwrap() else {
+                panic!()
+            };
+            cursors.push(e.cursor);
+            let got = fast.recv().await.expect("fast subscriber keeps up");
+            assert_eq!(got.cursor, *cursors.last().unwrap());
+        }
+        assert_eq!(slow.kicked(), Kicked::Lagged, "a queue of 4 overflowed after 10 events");
+        assert_eq!(fast.kicked(), Kicked::No);
+        assert_eq!(hub.subscriber_count(), 1);
+        cancel.cancel();
+        task.await.unwrap();
+        assert!(fast.recv().await.is_none(), "queues close when the hub stops");
+        assert_eq!(fast.kicked(), Kicked::No);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        let mut b = Backoff::default();
+        let first = b.next();
+        assert!(first <= Duration::from_millis(50));
+        let late = (0..20).map(|_| b.next()).last().unwrap();
+        assert!(late >= Duration::from_millis(2_500) && late <= Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,119 @@
+//! `ProviderService`: where reports come in. Validate with the core, apply to the store, acknowledge.
+//!
+//! An ack is sent only after the store has answered, so an acknowledged report is stored. On the streaming call
+//! each report is handled to completion before the next is read, which keeps acks in the order of the reports; a
+//! rejected report is answered with its violations and the stream goes on. If the store fails, the stream ends with
+//! `UNAVAILABLE`, so the feed knows exactly which reports (the unacknowledged ones) to send again.
+
+use std::sync::Arc;
+
+use sitrep_core::{Timestamp, Violation, validate};
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::report_ack::Outcome;
+use sitrep_store::Applied;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Context;
+use crate::convert::{report_from_wire, violation_to_wire};
+use crate::error;
+
+pub struct ProviderApi {
+    ctx: Arc<Context>,
+}
+
+impl ProviderApi {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        ProviderApi { ctx }
+    }
+}
+
+/// Handles one report: `Ok` with the ack (accepted, duplicate or rejected, plus the violations when rejected),
+/// `Err` when the store could not be reached.
+pub async fn ingest(ctx: &Context, wire: &pb::StatusReport) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
+    let mut ack = pb::ReportAck {
+        provider: wire.provider.clone(),
+        period: wire.period,
+        revision: wire.revision,
+        ..Default::default()
+    };
+    let now = Timestamp::now();
+    let report = match validate(&report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now) {
+        Ok(r) => r,
+        Err(violations) => {
+            tracing::info!(provider = %wire.provider, revision = wire.revision, violations = violations.len(), first = %violations[0], "report rejected");
+            ack.set_outcome(Outcome::Rejected);
+            ack.violations = violations.iter().map(violation_to_wire).collect();
+            ack.message = format!("rejected: {}", violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "));
+            return Ok((ack, violations));
+        }
+    };
+    match ctx.store.apply(&report, now).await.map_err(error::store)? {
+        Applied::Accepted(event) => {
+            tracing::debug!(provider = %event.provider, period = %event.period, revision = event.revision, cursor = %event.cursor, changes = event.changes.len(), live = event.live, "report accepted");
+            ack.set_outcome(Outcome::Accepted);
+            ack.message = match (event.live, event.changes.len()) {
+                (true, n) => format!("accepted: {n} metric(s) changed"),
+                (false, n) => format!("accepted into history only (a later report is live): {n} metric(s) differ from the previous revision"),
+            };
+            ack.cursor = event.cursor.to_string();
+        }
+        Applied::Duplicate { cursor } => {
+            tracing::debug!(provider = %report.provider(), period = %report.period(), revision = report.revision(), "duplicate report");
+            ack.set_outcome(Outcome::Duplicate);
+            ack.message = "duplicate: this provider, period and revision were stored before; nothing changed".into();
+            ack.cursor = cursor.map(|c| c.to_string()).unwrap_or_default();
+        }
+    }
+    Ok((ack, Vec::new()))
+}
+
+#[tonic::async_trait]
+impl pb::provider_service_server::ProviderService for ProviderApi {
+    type ReportStream = ReceiverStream<Result<pb::ReportAck, Status>>;
+
+    async fn report(&self, request: Request<Streaming<pb::StatusReport>>) -> Result<Response<Self::ReportStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(32);
+        let ctx = self.ctx.clone();
+        tracing::debug!(?peer, "provider stream opened");
+        self.ctx.tasks.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = ctx.cancel.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("sitrep is shutting down; reconnect and resend unacknowledged reports"))).await;
+                        break;
+                    }
+                    next = inbound.message() => next,
+                };
+                match next {
+                    Ok(Some(report)) => {
+                        // Not raced against shutdown: a report being stored is finished and acknowledged first.
+                        let reply = ingest(&ctx, &report).await.map(|(ack, _)| ack);
+                        let failed = reply.is_err();
+                        if tx.send(reply).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(?peer, %status, "provider stream failed");
+                        break;
+                    }
+                }
+            }
+            tracing::debug!(?peer, "provider stream closed");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn submit(&self, request: Request<pb::StatusReport>) -> Result<Response<pb::ReportAck>, Status> {
+        let (ack, violations) = ingest(&self.ctx, request.get_ref()).await?;
+        if !violations.is_empty() {
+            return Err(error::invalid(&violations));
+        }
+        Ok(Response::new(ack))
+    }
+}

@@ -1,0 +1,223 @@
+//! `SubscriberService`: one session task per subscription, turning the Hub's events into a gap-free stream.
+//!
+//! A session registers with the Hub *before* it reads the store (snapshot, or catch-up from a resume cursor), then
+//! forwards queued events whose cursor is past what it has already sent. Every event is therefore either in what
+//! it read from the store or in its queue, and none is sent twice. If the Hub cuts the session loose (its queue
+//! overflowed because the client was not reading, or the log started a new epoch), the session sends a `Reset`
+//! and a fresh `Snapshot` and carries on: the subscriber is resynced, never silently skipped. Heartbeats carry the
+//! cursor reached, including events the filter left out, so resuming from a heartbeat is cheap and exact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sitrep_core::{Cursor, Event};
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::reset::Reason;
+use sitrep_store::{Read, ResetReason};
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{Context, ResolvedFilter};
+use crate::convert::{event_to_wire, live_to_wire, timestamp_to_wire};
+use crate::error;
+use crate::hub::Kicked;
+
+/// Updates buffered between a session and the gRPC transport.
+const OUTBOUND_BUFFER: usize = 16;
+/// Events read from the store per catch-up round trip.
+const CATCH_UP_BATCH: usize = 512;
+
+pub struct SubscriberApi {
+    ctx: Arc<Context>,
+}
+
+impl SubscriberApi {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        SubscriberApi { ctx }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::subscriber_service_server::SubscriberService for SubscriberApi {
+    type SubscribeStream = ReceiverStream<Result<pb::Update, Status>>;
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let peer = request.remote_addr();
+        let req = request.into_inner();
+        let filter = self.ctx.resolve(req.filter.as_ref())?;
+        let heartbeat = match req.heartbeat_seconds {
+            0 => self.ctx.subscribers.default_heartbeat_seconds,
+            s @ 1..=300 => s,
+            s => {
+                return Err(error::invalid_field(
+                    "heartbeat_seconds",
+                    "range",
+                    format!("heartbeat_seconds = {s} is outside 1..=300"),
+                ));
+            }
+        };
+        let resume = (!req.resume_from.is_empty()).then_some(req.resume_from);
+        tracing::info!(?peer, resume = resume.as_deref(), "subscriber connected");
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let session = Session { ctx: self.ctx.clone(), filter, heartbeat: Duration::from_secs(heartbeat.into()), tx };
+        self.ctx.tasks.spawn(async move {
+            let end = session.run(resume).await;
+            match end {
+                End::ClientGone => tracing::info!(?peer, "subscriber disconnected"),
+                End::Shutdown => {
+                    let _ = session.tx.try_send(Err(Status::unavailable("sitrep is shutting down; resume from your last cursor")));
+                    tracing::debug!(?peer, "subscriber stream closed for shutdown");
+                }
+                End::Failed(status) => {
+                    tracing::warn!(?peer, %status, "subscriber stream failed");
+                    let _ = session.tx.send(Err(status)).await;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Why a session ended.
+enum End {
+    ClientGone,
+    Shutdown,
+    Failed(Status),
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    filter: ResolvedFilter,
+    heartbeat: Duration,
+    tx: mpsc::Sender<Result<pb::Update, Status>>,
+}
+
+fn update(kind: pb::update::Kind) -> pb::Update {
+    pb::Update { kind: Some(kind) }
+}
+
+impl Session {
+    async fn run(&self, resume: Option<String>) -> End {
+        match self.serve(resume).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
+    async fn serve(&self, resume: Option<String>) -> Result<std::convert::Infallible, End> {
+        let mut sub = self.ctx.hub.subscribe();
+        let mut cursor = match resume.as_deref().map(Cursor::parse) {
+            None => self.send_snapshot().await?,
+            Some(None) => self.resync(Reason::OtherEpoch, "the resume cursor is not one sitrep issued").await?,
+            Some(Some(from)) => match self.catch_up(from).await? {
+                Ok(reached) => reached,
+                Err(reason) => {
+                    let (reason, text) = match reason {
+                        ResetReason::TooOld => (Reason::CursorTooOld, "the event log no longer holds the events after the resume cursor"),
+                        ResetReason::OtherEpoch => (Reason::OtherEpoch, "the resume cursor belongs to another epoch of the event log"),
+                        ResetReason::Ahead => (Reason::CursorAhead, "the resume cursor is ahead of the event log"),
+                    };
+                    self.resync(reason, text).await?
+                }
+            },
+        };
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.ctx.cancel.cancelled() => return Err(End::Shutdown),
+                event = sub.recv() => match event {
+                    Some(event) if event.cursor.epoch != cursor.epoch => {
+                        sub = self.ctx.hub.subscribe();
+                        cursor = self.resync(Reason::OtherEpoch, "the event log started a new epoch").await?;
+                        heartbeat.reset();
+                    }
+                    Some(event) if event.cursor.pos <= cursor.pos => {}
+                    Some(event) => {
+                        cursor = event.cursor.clone();
+                        if self.send_event(&event).await? {
+                            heartbeat.reset();
+                        }
+                    }
+                    None => {
+                        let (reason, text) = match sub.kicked() {
+                            Kicked::No => return Err(End::Shutdown),
+                            Kicked::Lagged => (Reason::SlowSubscriber, "this subscriber fell behind and its queue overflowed"),
+                            Kicked::NewEpoch => (Reason::OtherEpoch, "the event log started a new epoch"),
+                        };
+                        tracing::info!(?reason, "resyncing subscriber");
+                        sub = self.ctx.hub.subscribe();
+                        cursor = self.resync(reason, text).await?;
+                        heartbeat.reset();
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    let beat = pb::Heartbeat { cursor: cursor.to_string(), server_time: Some(timestamp_to_wire(sitrep_core::Timestamp::now())) };
+                    self.send(update(pb::update::Kind::Heartbeat(beat))).await?;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, update: pb::Update) -> Result<(), End> {
+        tokio::select! {
+            _ = self.ctx.cancel.cancelled() => Err(End::Shutdown),
+            sent = self.tx.send(Ok(update)) => sent.map_err(|_| End::ClientGone),
+        }
+    }
+
+    /// Sends the event if the filter selects it; returns whether it was sent.
+    async fn send_event(&self, event: &Event) -> Result<bool, End> {
+        if !self.filter.providers.contains(&event.provider) {
+            return Ok(false);
+        }
+        let wire = match &self.filter.metrics {
+            None => event_to_wire(event),
+            Some(metrics) => {
+                let mut kept = event.clone();
+                if !kept.retain_metrics(Some(metrics)) {
+                    return Ok(false);
+                }
+                event_to_wire(&kept)
+            }
+        };
+        self.send(update(pb::update::Kind::Event(wire))).await?;
+        Ok(true)
+    }
+
+    async fn send_snapshot(&self) -> Result<Cursor, End> {
+        let snap = self.ctx.store.snapshot(&self.filter.providers).await.map_err(|e| End::Failed(error::store(e)))?;
+        let wire = pb::Snapshot {
+            cursor: snap.cursor.to_string(),
+            providers: snap.providers.iter().map(|p| live_to_wire(p, self.filter.metrics.as_ref())).collect(),
+        };
+        self.send(update(pb::update::Kind::Snapshot(wire))).await?;
+        Ok(snap.cursor)
+    }
+
+    async fn resync(&self, reason: Reason, text: &str) -> Result<Cursor, End> {
+        let reset = pb::Reset { reason: reason as i32, message: text.to_owned() };
+        self.send(update(pb::update::Kind::Reset(reset))).await?;
+        self.send_snapshot().await
+    }
+
+    /// Sends every stored event after `from`. `Ok(Err(reason))` if the log cannot serve that cursor.
+    async fn catch_up(&self, from: Cursor) -> Result<Result<Cursor, ResetReason>, End> {
+        let mut cursor = from;
+        loop {
+            let read = self.ctx.store.read(&cursor, CATCH_UP_BATCH, Duration::ZERO).await;
+            match read.map_err(|e| End::Failed(error::store(e)))? {
+                Read::Reset(reason) => return Ok(Err(reason)),
+                Read::Events(events) if events.is_empty() => return Ok(Ok(cursor)),
+                Read::Events(events) => {
+                    for e in &events {
+                        self.send_event(e).await?;
+                    }
+                    cursor = events.last().expect("non-empty").cursor.clone();
+                }
+            }
+        }
+    }
+}
