@@ -1,1 +1,396 @@
-fn main() {}
+//! `sitrep`: the command-line entry point. Thin by design: it parses arguments, sets up logging, and calls into
+//! `sitrep-server` (serve, simulate) or the generated gRPC clients (push, watch).
+
+mod report_file;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use sitrep_core::Timestamp;
+use sitrep_core::directory::ProviderKind;
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
+use sitrep_proto::v1::query_service_client::QueryServiceClient;
+use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
+use sitrep_server::display::update_line;
+use sitrep_server::hub::Backoff;
+use sitrep_server::sim::{SimOptions, SimStats};
+use sitrep_server::{App, Config};
+use sitrep_store::{MemoryOptions, MemoryStore};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+
+#[derive(Parser)]
+#[command(name = "sitrep", version, about = "A live, shared picture of health and care capacity and pressure.")]
+#[command(long_about = "A live, shared picture of health and care capacity and pressure.\n\n\
+Providers stream status reports over gRPC; the aggregator validates them, keeps live state and hourly history, \
+and streams every change to subscribers (wallboards, other systems, terminals).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the aggregator.
+    #[command(after_help = "Examples:\n  \
+        sitrep serve --demo                       # in-memory store, simulated providers, changes printed\n  \
+        sitrep serve --listen 0.0.0.0:50051       # serve on all interfaces\n  \
+        sitrep serve --config /etc/sitrep/sitrep.toml\n\n\
+        Logging is controlled by RUST_LOG (default: info), e.g. RUST_LOG=sitrep_server=debug.")]
+    Serve(ServeArgs),
+    /// Send one report from a JSON file and print the acknowledgement.
+    #[command(after_help = "The file holds one report, e.g.\n  \
+        {\"provider\": \"RJ7\", \"period\": \"2026-11-27T14:00:00Z\", \"revision\": 1,\n   \
+        \"values\": {\"beds.cc_adult.open\": 28, \"beds.cc_adult.occupied\": 25,\n              \
+        \"ed.over_12h\": {\"absent\": \"not_available\"}},\n   \
+        \"opel_level\": 3, \"narrative\": \"Two wards closed\"}\n\
+        period defaults to the current hour, observed_at to now, revision to 1.\n\n\
+        Examples:\n  \
+        sitrep push report.json\n  \
+        sitrep push - --server http://sitrep.example:50051 < report.json\n\n\
+        Exit status: 0 accepted or duplicate, 2 rejected (each violation is printed), 1 any other failure.")]
+    Push(PushArgs),
+    /// Subscribe to changes and print each as a line.
+    #[command(after_help = "Examples:\n  \
+        sitrep watch                                   # everything\n  \
+        sitrep watch --system QWE --metric beds.cc_adult.occupied\n  \
+        sitrep watch --provider RJ7 --provider RGT --resume m1abc:42-0\n\n\
+        The watch reconnects by itself and resumes from the last cursor it saw.")]
+    Watch(WatchArgs),
+    /// Stream synthetic reports from the directory's providers to an aggregator.
+    #[command(after_help = "Examples:\n  \
+        sitrep simulate                                # every provider, one simulated hour per 2 s\n  \
+        sitrep simulate --providers 5 --seconds-per-hour 0.5 --backfill-hours 48\n\n\
+        Simulated time starts --backfill-hours in the past and never runs ahead of real time; once caught up, each \
+        tick sends a new revision of the current hour.")]
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Configuration file (TOML). Without one, built-in defaults are used (see docs/ARCHITECTURE.md).
+    #[arg(long, short, env = "SITREP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on; overrides the configuration. Port 0 picks a free port.
+    #[arg(long, env = "SITREP_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Also run simulated providers and print every change, so there is something to see at once.
+    #[arg(long)]
+    demo: bool,
+    /// With --demo: real seconds per simulated hour.
+    #[arg(long, default_value_t = 2.0, requires = "demo")]
+    demo_seconds_per_hour: f64,
+}
+
+#[derive(Args)]
+struct ServerArg {
+    /// The aggregator's address.
+    #[arg(long, short, env = "SITREP_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+}
+
+#[derive(Args)]
+struct PushArgs {
+    /// The report file, or - for standard input.
+    file: PathBuf,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Follow this provider (repeatable).
+    #[arg(long = "provider", value_name = "CODE")]
+    providers: Vec<String>,
+    /// Follow every provider of this system (repeatable).
+    #[arg(long = "system", value_name = "CODE")]
+    systems: Vec<String>,
+    /// Follow every provider of this region (repeatable).
+    #[arg(long = "region", value_name = "CODE")]
+    regions: Vec<String>,
+    /// Show only this metric (repeatable).
+    #[arg(long = "metric", value_name = "CODE")]
+    metrics: Vec<String>,
+    /// Resume after this cursor instead of starting with a snapshot.
+    #[arg(long)]
+    resume: Option<String>,
+    /// Seconds between heartbeats (1..=300).
+    #[arg(long, default_value_t = 15)]
+    heartbeat: u32,
+    /// Do not print heartbeats.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// How many providers to simulate, from the aggregator's directory in code order (0: all).
+    #[arg(long, default_value_t = 0)]
+    providers: usize,
+    /// Real seconds per simulated hour.
+    #[arg(long, default_value_t = 2.0)]
+    seconds_per_hour: f64,
+    /// Hours of history to fill in before reaching real time.
+    #[arg(long, default_value_t = 24)]
+    backfill_hours: i64,
+    /// Seed of the synthetic values.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Push(args) => push(args).await,
+            Command::Watch(args) => watch(args).await,
+            Command::Simulate(args) => simulate(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+            _ = term => tracing::info!("terminate signal received"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let cancel = shutdown_on_signal();
+    let store = Arc::new(MemoryStore::new(MemoryOptions {
+        event_log_capacity: config.store.event_log_capacity,
+        retention_hours: config.limits.retention_hours,
+    }));
+    let app = App::new(&config, store, cancel.clone())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (set --listen or `listen` in the config)", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = "memory", "sitrep aggregator serving gRPC");
+    // A plain line on stdout, for people and for scripts (and tests) that start sitrep on port 0.
+    println!("sitrep listening on {addr}");
+    if args.demo {
+        let providers = app.directory().providers().map(|p| (p.code.clone(), p.kind)).collect();
+        tokio::spawn(demo(addr, providers, args.demo_seconds_per_hour, cancel.clone()));
+    }
+    sitrep_server::serve(app, listener, cancel).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo: simulated providers feeding the aggregator, and a subscriber printing what changes.
+async fn demo(addr: SocketAddr, providers: Vec<(String, ProviderKind)>, seconds_per_hour: f64, cancel: CancellationToken) {
+    let url = format!("http://{addr}");
+    let channel = match Endpoint::from_shared(url.clone()).map(|e| e.connect_lazy()) {
+        Ok(c) => c,
+        Err(e) => return tracing::error!(error = %e, "demo cannot connect to its own aggregator"),
+    };
+    let options = SimOptions { seconds_per_hour, source: "sitrep demo".into(), ..Default::default() };
+    let sim = sitrep_server::sim::run(channel.clone(), &providers, options, Arc::new(SimStats::default()), cancel.clone());
+    let request = pb::SubscribeRequest { heartbeat_seconds: 15, ..Default::default() };
+    let printer = follow(channel, request, true, cancel.clone());
+    let _ = tokio::join!(sim, printer);
+}
+
+fn connect(server: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(server.to_owned())
+        .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:50051"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the report from standard input")?
+    } else {
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
+    };
+    let report = report_file::parse(&text, Timestamp::now()).with_context(|| format!("{}", args.file.display()))?;
+    let mut client = ProviderServiceClient::new(connect(&args.server.server)?);
+    match client.submit(sitrep_server::convert::report_to_wire(&report)).await {
+        Ok(ack) => {
+            let ack = ack.into_inner();
+            println!("{}: {} {} r{}", ack.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(), ack.provider,
+                ack.period.as_ref().map(|p| sitrep_server::convert::timestamp_from_wire(p).to_string()).unwrap_or_default(), ack.revision);
+            println!("  {}", ack.message);
+            if !ack.cursor.is_empty() {
+                println!("  cursor {}", ack.cursor);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            println!("rejected: {}", report.provider);
+            match status.get_details_bad_request() {
+                Some(bad) => {
+                    for v in bad.field_violations {
+                        println!("  {} ({}): {}", v.field, v.reason.to_lowercase(), v.description);
+                    }
+                }
+                None => println!("  {}", status.message()),
+            }
+            Ok(ExitCode::from(2))
+        }
+        Err(status) => bail!("{}: {} ({:?})", args.server.server, status.message(), status.code()),
+    }
+}
+
+async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let cancel = shutdown_on_signal();
+    let request = pb::SubscribeRequest {
+        filter: Some(pb::Filter { providers: args.providers, systems: args.systems, regions: args.regions, metrics: args.metrics }),
+        resume_from: args.resume.unwrap_or_default(),
+        heartbeat_seconds: args.heartbeat,
+    };
+    follow(connect(&args.server.server)?, request, !args.quiet, cancel).await
+}
+
+/// Subscribes and prints every update until cancelled; reconnects with backoff and resumes from the last cursor.
+/// A request the server rejects (a bad filter) is an error, not something to retry.
+async fn follow(channel: Channel, mut request: pb::SubscribeRequest, heartbeats: bool, cancel: CancellationToken) -> anyhow::Result<ExitCode> {
+    let mut client = SubscriberServiceClient::new(channel);
+    let mut backoff = Backoff::default();
+    loop {
+        let run = async {
+            let mut stream = client.subscribe(request.clone()).await?.into_inner();
+            while let Some(update) = stream.message().await? {
+                backoff.reset();
+                let cursor = match &update.kind {
+                    Some(pb::update::Kind::Event(e)) => Some(&e.cursor),
+                    Some(pb::update::Kind::Snapshot(s)) => Some(&s.cursor),
+                    Some(pb::update::Kind::Heartbeat(h)) => Some(&h.cursor),
+                    _ => None,
+                };
+                if let Some(c) = cursor {
+                    request.resume_from = c.clone();
+                }
+                if heartbeats || !matches!(update.kind, Some(pb::update::Kind::Heartbeat(_))) {
+                    println!("{}", update_line(&update));
+                }
+            }
+            Ok::<_, tonic::Status>(())
+        };
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return Ok(ExitCode::SUCCESS),
+            r = run => r,
+        };
+        match result {
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                let details = status.get_details_bad_request().map(|b| b.field_violations).unwrap_or_default();
+                for v in &details {
+                    eprintln!("  {}: {}", v.field, v.description);
+                }
+                bail!("the server rejected the subscription: {}", status.message());
+            }
+            other => {
+                let delay = backoff.next();
+                match other {
+                    Ok(()) => tracing::warn!(retry_in = ?delay, "subscription ended; reconnecting"),
+                    Err(status) => tracing::warn!(%status, retry_in = ?delay, "subscription failed; reconnecting"),
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(ExitCode::SUCCESS),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    if !(args.seconds_per_hour > 0.0) {
+        bail!("--seconds-per-hour must be positive, not {}", args.seconds_per_hour);
+    }
+    let cancel = shutdown_on_signal();
+    let channel = connect(&args.server.server)?;
+    let directory = QueryServiceClient::new(channel.clone())
+        .get_directory(pb::GetDirectoryRequest {})
+        .await
+        .with_context(|| format!("cannot read the directory from {}", args.server.server))?
+        .into_inner();
+    let providers: Vec<_> = directory
+        .providers
+        .iter()
+        .map(|p| (p.code.clone(), ProviderKind::parse(&p.kind).unwrap_or(ProviderKind::Acute)))
+        .collect();
+    let options = SimOptions {
+        providers: args.providers,
+        seconds_per_hour: args.seconds_per_hour,
+        backfill_hours: args.backfill_hours,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let stats = Arc::new(SimStats::default());
+    let progress = {
+        let (stats, cancel) = (stats.clone(), cancel.clone());
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = every.tick() => tracing::info!("simulate: {}", stats.summary()),
+                }
+            }
+        }
+    };
+    tokio::join!(sitrep_server::sim::run(channel, &providers, options, stats.clone(), cancel), progress);
+    println!("simulate: {}", stats.summary());
+    Ok(ExitCode::SUCCESS)
+}

@@ -45,6 +45,12 @@ impl ProviderKind {
             ProviderKind::Ambulance => "ambulance",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Acute, Self::MentalHealth, Self::Community, Self::Specialist, Self::Ambulance]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

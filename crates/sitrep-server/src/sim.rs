@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sitrep_core::sim::SimProvider;
-use sitrep_core::{Directory, Report, Timestamp};
+use sitrep_core::directory::ProviderKind;
+use sitrep_core::{Report, Timestamp};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
@@ -66,10 +67,17 @@ impl SimStats {
     }
 }
 
-/// Runs the simulated providers against `channel` until `cancel` fires.
-pub async fn run(channel: Channel, directory: &Directory, options: SimOptions, stats: Arc<SimStats>, cancel: CancellationToken) {
+/// Runs simulated providers (code and kind, usually the directory's, in code order) against `channel` until
+/// `cancel` fires.
+pub async fn run(
+    channel: Channel,
+    directory: &[(String, ProviderKind)],
+    options: SimOptions,
+    stats: Arc<SimStats>,
+    cancel: CancellationToken,
+) {
     let count = if options.providers == 0 { usize::MAX } else { options.providers };
-    let providers: Vec<_> = directory.providers().take(count).collect();
+    let providers: Vec<_> = directory.iter().take(count).collect();
     if options.providers > providers.len() {
         tracing::warn!(asked = options.providers, available = providers.len(), "the directory has fewer providers than asked for");
     }
@@ -79,10 +87,10 @@ pub async fn run(channel: Channel, directory: &Directory, options: SimOptions, s
     let speed = 3600.0 / options.seconds_per_hour.max(0.001);
     let tick = Duration::from_secs_f64(options.seconds_per_hour.max(0.001));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, p) in providers.iter().enumerate() {
-        let mut sim = SimProvider::new(&p.code, p.kind, options.seed);
+    for (i, (code, kind)) in providers.iter().enumerate() {
+        let mut sim = SimProvider::new(code, *kind, options.seed);
         let client = ProviderServiceClient::new(channel.clone());
-        let (code, source, stats, cancel) = (p.code.clone(), options.source.clone(), stats.clone(), cancel.clone());
+        let (code, source, stats, cancel) = (code.clone(), options.source.clone(), stats.clone(), cancel.clone());
         // Spread providers across the tick so reports arrive steadily rather than in bursts.
         let phase = tick.mul_f64(i as f64 / providers.len().max(1) as f64);
         tasks.spawn(async move {
