@@ -1,1 +1,407 @@
-fn main(){}
+//! End-to-end tests: the real `sitrep serve` process, real gRPC clients over TCP.
+
+mod support;
+
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::report_ack::Outcome;
+use sitrep_proto::v1::reset::Reason;
+use support::*;
+use tonic_types::StatusExt;
+
+fn subscribe_all(heartbeat: u32) -> pb::SubscribeRequest {
+    pb::SubscribeRequest { heartbeat_seconds: heartbeat, ..Default::default() }
+}
+
+/// Several providers stream several reports; a subscriber receives exactly each accepted report's diff, raw
+/// values, in cursor order; a filtered subscriber receives only its providers and metrics.
+#[tokio::test]
+async fn subscriber_receives_exact_diffs_in_order() {
+    let server = Server::start("").await;
+    let mut sub = server.subscriber().await;
+    let mut all = sub.subscribe(subscribe_all(15)).await.unwrap().into_inner();
+    let snap = expect_snapshot(next(&mut all).await);
+    assert!(snap.providers.is_empty());
+    let filter = pb::Filter {
+        systems: vec!["QWE".into()],
+        metrics: vec!["beds.cc_adult.occupied".into()],
+        ..Default::default()
+    };
+    let mut filtered = sub.subscribe(pb::SubscribeRequest { filter: Some(filter), ..Default::default() }).await.unwrap().into_inner();
+    expect_snapshot(next(&mut filtered).await);
+
+    let mut client = server.provider().await;
+    let providers = ["RJ7", "RGT", "RAL"]; // RJ7 is in system QWE; the others are not.
+    let mut feeds = Vec::new();
+    for _ in providers {
+        feeds.push(Feed::open(&mut client).await);
+    }
+    let mut model = Model::default();
+    let mut expected = Vec::new();
+    for round in 0..4u32 {
+        for (i, p) in providers.iter().enumerate() {
+            let occupied = 20.0 + f64::from(round % 2) + i as f64;
+            let values = [
+                ("beds.cc_adult.open", 30.0),
+                ("beds.cc_adult.occupied", occupied),
+                ("ed.in_department", 50.0 + f64::from(round * 3)),
+            ];
+            let ack = feeds[i].send(report(p, 0, round + 1, &values)).await;
+            assert_eq!(ack.outcome(), Outcome::Accepted, "{ack:?}");
+            assert_eq!((ack.provider.as_str(), ack.revision), (*p, round + 1));
+            expected.push((ack.cursor, p.to_string(), round + 1, model.apply(p, &values)));
+        }
+    }
+    for (cursor, provider, revision, diff) in &expected {
+        let e = expect_event(next_non_heartbeat(&mut all).await);
+        assert_eq!((&e.cursor, &e.provider, e.revision), (cursor, provider, *revision));
+        assert!(e.live);
+        assert_eq!(&changes(&e), diff, "event {cursor} carries the exact diff");
+        assert_eq!(e.source, "e2e");
+    }
+    // The filtered subscriber sees only RJ7's changes to the one metric, and only when it changed.
+    let rj7_occupied: Vec<_> = expected
+        .iter()
+        .filter(|(_, p, _, d)| p == "RJ7" && d.iter().any(|c| c.0 == "beds.cc_adult.occupied"))
+        .map(|(c, ..)| c.clone())
+        .collect();
+    assert_eq!(rj7_occupied.len(), 4);
+    for cursor in rj7_occupied {
+        let e = expect_event(next_non_heartbeat(&mut filtered).await);
+        assert_eq!(e.cursor, cursor);
+        assert_eq!(e.changes.len(), 1);
+        assert_eq!(e.changes[0].metric, "beds.cc_adult.occupied");
+    }
+    // The live picture agrees.
+    let snap = server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    assert_eq!(snap.cursor, expected.last().unwrap().0);
+    assert_eq!(snap.providers.len(), 3);
+    let rj7 = snap.providers.iter().find(|p| p.provider == "RJ7").unwrap();
+    assert_eq!(num(&rj7.readings["ed.in_department"].value), Some(59.0));
+}
+
+/// A subscriber that disconnects and resumes from its last cursor receives exactly the events it missed; cursors
+/// the log cannot serve get an explicit reset and a fresh snapshot.
+#[tokio::test]
+async fn resume_delivers_exactly_the_missed_events() {
+    let server = Server::start("").await;
+    let mut client = server.provider().await;
+    let mut feed = Feed::open(&mut client).await;
+    let mut sub = server.subscriber().await;
+
+    let mut stream = sub.subscribe(subscribe_all(1)).await.unwrap().into_inner();
+    expect_snapshot(next(&mut stream).await);
+    let mut seen = String::new();
+    for rev in 1..=2 {
+        let ack = feed.send(report("RM1", 0, rev, &[("flow.discharges", f64::from(rev))])).await;
+        let e = expect_event(next_non_heartbeat(&mut stream).await);
+        assert_eq!(e.cursor, ack.cursor);
+        seen = e.cursor;
+    }
+    drop(stream);
+
+    let mut missed = Vec::new();
+    for rev in 3..=5 {
+        missed.push(feed.send(report("RM1", 0, rev, &[("flow.discharges", f64::from(rev))])).await.cursor);
+    }
+    let resume = pb::SubscribeRequest { resume_from: seen.clone(), heartbeat_seconds: 1, ..Default::default() };
+    let mut stream = sub.subscribe(resume).await.unwrap().into_inner();
+    for cursor in &missed {
+        // No snapshot first: straight to the missed events, in order.
+        let e = expect_event(next(&mut stream).await);
+        assert_eq!(&e.cursor, cursor);
+    }
+    // Nothing more: the next update is a heartbeat at the last cursor.
+    match next(&mut stream).await {
+        pb::update::Kind::Heartbeat(h) => assert_eq!(&h.cursor, missed.last().unwrap()),
+        other => panic!("expected a heartbeat, got {other:?}"),
+    }
+    // And it continues live.
+    let ack = feed.send(report("RM1", 0, 6, &[("flow.discharges", 6.0)])).await;
+    assert_eq!(expect_event(next_non_heartbeat(&mut stream).await).cursor, ack.cursor);
+
+    // Cursors that cannot be served: reset and snapshot, never a silent gap.
+    let (epoch, pos) = seen.rsplit_once(':').unwrap();
+    let cases = [
+        (format!("otherepoch:{pos}"), Reason::OtherEpoch),
+        ("not a cursor".to_owned(), Reason::OtherEpoch),
+        (format!("{epoch}:999999-0"), Reason::CursorAhead),
+    ];
+    for (cursor, reason) in cases {
+        let req = pb::SubscribeRequest { resume_from: cursor.clone(), heartbeat_seconds: 1, ..Default::default() };
+        let mut stream = sub.subscribe(req).await.unwrap().into_inner();
+        match next(&mut stream).await {
+            pb::update::Kind::Reset(r) => assert_eq!(r.reason(), reason, "{cursor}"),
+            other => panic!("{cursor}: expected a reset, got {other:?}"),
+        }
+        let snap = expect_snapshot(next(&mut stream).await);
+        assert_eq!(snap.cursor, ack.cursor);
+        assert_eq!(num(&snap.providers[0].readings["flow.discharges"].value), Some(6.0));
+    }
+}
+
+/// The same provider, period and revision twice: one accepted, one duplicate, and only one event.
+#[tokio::test]
+async fn duplicate_reports_make_one_event() {
+    let server = Server::start("").await;
+    let mut sub = server.subscriber().await;
+    let mut stream = sub.subscribe(subscribe_all(1)).await.unwrap().into_inner();
+    expect_snapshot(next(&mut stream).await);
+    let mut client = server.provider().await;
+    let mut feed = Feed::open(&mut client).await;
+    let r = report("RGT", 1, 1, &[("ed.in_department", 40.0)]);
+    let first = feed.send(r.clone()).await;
+    let second = feed.send(r.clone()).await;
+    let third = client.submit(r).await.unwrap().into_inner();
+    assert_eq!(first.outcome(), Outcome::Accepted);
+    for dup in [&second, &third] {
+        assert_eq!(dup.outcome(), Outcome::Duplicate, "{dup:?}");
+        assert_eq!(dup.cursor, first.cursor, "a duplicate names the original event");
+    }
+    assert_eq!(expect_event(next(&mut stream).await).cursor, first.cursor);
+    match next(&mut stream).await {
+        pb::update::Kind::Heartbeat(h) => assert_eq!(h.cursor, first.cursor, "no second event"),
+        other => panic!("expected only a heartbeat after the one event, got {other:?}"),
+    }
+}
+
+/// Every validation rule: the bad report is refused with INVALID_ARGUMENT whose BadRequest names the field and
+/// the rule, and the live picture does not change. On the stream, a rejected report is acked as such and the
+/// stream carries on.
+#[tokio::test]
+async fn every_validation_rule_is_reported_and_changes_nothing() {
+    let server = Server::start("").await;
+    let mut client = server.provider().await;
+    let mut query = server.query().await;
+    let good = || report("RJ7", 0, 1, &[("beds.cc_adult.open", 28.0), ("beds.cc_adult.occupied", 25.0)]);
+    let ack = client.submit(good()).await.unwrap().into_inner();
+    assert_eq!(ack.outcome(), Outcome::Accepted);
+    let before = query.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+
+    let now = sitrep_core::Timestamp::now();
+    type Edit = Box<dyn Fn(&mut pb::StatusReport)>;
+    let set = |code: &'static str, v: pb::MetricValue| -> Edit { Box::new(move |r| drop(r.values.insert(code.into(), v.clone()))) };
+    let cases: Vec<(&str, Edit, &str, &str)> = vec![
+        ("unknown provider", Box::new(|r| r.provider = "XYZ".into()), "provider", "KNOWN_PROVIDER"),
+        ("unknown site", Box::new(|r| r.site = "RGT01".into()), "site", "KNOWN_SITE"),
+        ("unknown metric", set("beds.unicorn.open", number(1.0)), "values[beds.unicorn.open]", "KNOWN_METRIC"),
+        (
+            "wrong unit",
+            set("ambulance.handover_mean_minutes", pb::MetricValue { unit: "hours".into(), ..number(1.0) }),
+            "values[ambulance.handover_mean_minutes]",
+            "UNIT_MATCHES",
+        ),
+        ("negative count", set("ed.in_department", number(-4.0)), "values[ed.in_department]", "NON_NEGATIVE"),
+        ("occupied above open", set("beds.cc_adult.occupied", number(31.0)), "values[beds.cc_adult.occupied]", "AT_MOST"),
+        ("non-integer count", set("ed.in_department", number(4.5)), "values[ed.in_department]", "INTEGER"),
+        ("period not aligned", Box::new(move |r| r.period = Some(ts(now.hour_start().add_millis(90_000)))), "period", "HOUR_ALIGNED"),
+        ("observed_at in the future", Box::new(move |r| r.observed_at = Some(ts(now.add_millis(3_600_000)))), "observed_at", "NOT_IN_FUTURE"),
+        (
+            "too many values",
+            Box::new(|r| {
+                for i in 0..250 {
+                    r.values.insert(format!("x{i}"), number(1.0));
+                }
+            }),
+            "values",
+            "MAX_VALUES",
+        ),
+        ("oversized narrative", Box::new(|r| r.narrative = "n".repeat(2001)), "narrative", "MAX_LENGTH"),
+        ("revision zero", Box::new(|r| r.revision = 0), "revision", "MIN"),
+        ("OPEL out of range", Box::new(|r| r.opel_level = Some(7)), "opel_level", "RANGE"),
+    ];
+    for (name, edit, field, rule) in &cases {
+        let mut bad = good();
+        bad.revision = 2;
+        edit(&mut bad);
+        let status = client.submit(bad).await.expect_err(name);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{name}: {status:?}");
+        let details = status.get_details_bad_request().unwrap_or_else(|| panic!("{name}: no BadRequest details"));
+        let hit = details.field_violations.iter().find(|v| v.field == *field && v.reason == *rule);
+        let hit = hit.unwrap_or_else(|| panic!("{name}: expected {field}/{rule} in {:?}", details.field_violations));
+        assert!(!hit.description.is_empty());
+    }
+    let after = query.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    assert_eq!(after, before, "no rejected report changed the live picture");
+
+    // On the stream: rejected with violations, and the stream carries on.
+    let mut feed = Feed::open(&mut client).await;
+    let mut bad = good();
+    bad.revision = 2;
+    bad.values.insert("beds.cc_adult.occupied".into(), number(31.0));
+    let ack = feed.send(bad).await;
+    assert_eq!(ack.outcome(), Outcome::Rejected);
+    assert_eq!(ack.violations[0].field, "values[beds.cc_adult.occupied]");
+    assert_eq!(ack.violations[0].rule, "at_most");
+    assert_eq!(ack.violations[0].description, "report for RJ7: beds.cc_adult.occupied = 31 exceeds beds.cc_adult.open = 28");
+    let mut next_good = good();
+    next_good.revision = 2;
+    assert_eq!(feed.send(next_good).await.outcome(), Outcome::Accepted);
+}
+
+/// A subscriber that never reads does not hold up ingest or another subscriber, and when it reads again it is
+/// told it was reset and gets a fresh snapshot.
+#[tokio::test]
+async fn slow_subscriber_is_resynced_without_delaying_anyone() {
+    let server = Server::start("[subscribers]\nqueue_capacity = 8\n").await;
+    // Separate connections, so HTTP/2 flow control on the slow one cannot touch the others; small windows so the
+    // slow one's transport buffers fill after a few dozen events rather than megabytes.
+    let slow_channel = tonic::transport::Endpoint::from_shared(server.url.clone())
+        .unwrap()
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await
+        .unwrap();
+    let mut slow_client = sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient::new(slow_channel);
+    let mut slow = slow_client.subscribe(subscribe_all(300)).await.unwrap().into_inner();
+    let mut fast = server.subscriber().await.subscribe(subscribe_all(300)).await.unwrap().into_inner();
+    expect_snapshot(next(&mut fast).await);
+
+    let mut client = server.provider().await;
+    let mut feed = Feed::open(&mut client).await;
+    // Events of ~2 KB: 1200 of them overflow the transport's buffers (the server's per-stream send buffer is
+    // 400 KB) and then the queue of 8.
+    let narrative = "Ward 7 closed to admissions. ".repeat(68);
+    let mut last = String::new();
+    for rev in 1..=1200u32 {
+        let mut r = report("RJ7", 0, rev, &[("flow.discharges", f64::from(rev))]);
+        r.narrative = narrative.clone();
+        let ack = feed.send(r).await;
+        assert_eq!(ack.outcome(), Outcome::Accepted);
+        // The fast subscriber gets each event while the slow one sits unread.
+        let e = expect_event(next_non_heartbeat(&mut fast).await);
+        assert_eq!(e.cursor, ack.cursor);
+        last = ack.cursor;
+    }
+    // Now the slow subscriber reads: some early events, then a reset and a snapshot as of the latest event.
+    assert!(matches!(next(&mut slow).await, pb::update::Kind::Snapshot(_)));
+    let mut events_before_reset = 0;
+    loop {
+        match next(&mut slow).await {
+            pb::update::Kind::Event(_) => events_before_reset += 1,
+            pb::update::Kind::Reset(r) => {
+                assert_eq!(r.reason(), Reason::SlowSubscriber);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(events_before_reset < 1200, "the slow subscriber was never reset");
+    }
+    let snap = expect_snapshot(next(&mut slow).await);
+    assert_eq!(snap.cursor, last);
+    assert_eq!(num(&snap.providers[0].readings["flow.discharges"].value), Some(1200.0));
+    // It is live again.
+    let ack = feed.send(report("RJ7", 0, 1201, &[("flow.discharges", 1201.0)])).await;
+    assert_eq!(expect_event(next_non_heartbeat(&mut slow).await).cursor, ack.cursor);
+}
+
+/// Health checking answers SERVING for the server and each service; reflection lists the three services.
+#[tokio::test]
+async fn health_and_reflection() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let server = Server::start("").await;
+    let mut health = HealthClient::new(server.channel().await);
+    for service in ["", "sitrep.v1.ProviderService", "sitrep.v1.SubscriberService", "sitrep.v1.QueryService"] {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else { panic!("{response:?}") };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for expected in ["sitrep.v1.ProviderService", "sitrep.v1.SubscriberService", "sitrep.v1.QueryService", "grpc.health.v1.Health"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    // The descriptors are served too, so generic clients can build requests.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("sitrep.v1.ProviderService".into())),
+    };
+    let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    assert!(matches!(response.message_response, Some(MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()));
+}
+
+/// Query: the directory and the catalogue; filters with unknown codes are refused, naming the field.
+#[tokio::test]
+async fn query_directory_catalogue_and_bad_filters() {
+    let server = Server::start("").await;
+    let mut query = server.query().await;
+    let dir = query.get_directory(pb::GetDirectoryRequest {}).await.unwrap().into_inner();
+    assert_eq!(dir.nation.unwrap().code, "ENG");
+    assert_eq!((dir.regions.len(), dir.systems.len()), (2, 4));
+    assert!(dir.providers.len() >= 20);
+    let cat = query.get_catalogue(pb::GetCatalogueRequest {}).await.unwrap().into_inner();
+    assert_eq!(cat.profile, "nhs-england");
+    let occupied = cat.metrics.iter().find(|m| m.code == "beds.cc_adult.occupied").unwrap();
+    assert_eq!((occupied.kind.as_str(), occupied.at_most.as_str()), ("count", "beds.cc_adult.open"));
+
+    let bad = pb::Filter { systems: vec!["QWE".into(), "NOPE".into()], ..Default::default() };
+    let status = query.get_snapshot(pb::GetSnapshotRequest { filter: Some(bad.clone()) }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "filter.systems[1]");
+    let status = server.subscriber().await.subscribe(pb::SubscribeRequest { filter: Some(bad), ..Default::default() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let metrics = pb::Filter { metrics: vec!["beds.unicorn".into()], ..Default::default() };
+    let status = query.get_snapshot(pb::GetSnapshotRequest { filter: Some(metrics) }).await.unwrap_err();
+    assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "filter.metrics[0]");
+}
+
+/// SIGTERM: subscribers are told the server is going away, and the process exits cleanly.
+#[tokio::test]
+async fn sigterm_drains_streams_and_exits_cleanly() {
+    let mut server = Server::start("").await;
+    let mut stream = server.subscriber().await.subscribe(subscribe_all(300)).await.unwrap().into_inner();
+    expect_snapshot(next(&mut stream).await);
+    let pid = server.child.id().unwrap();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    let end = tokio::time::timeout(DEADLINE, stream.message()).await.expect("stream ends in time");
+    match end {
+        Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        Ok(None) => {}
+        Ok(Some(u)) => panic!("unexpected update {u:?}"),
+    }
+    let exit = tokio::time::timeout(DEADLINE, server.child.wait()).await.expect("exits in time").unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// The `push` command sends a JSON report and prints the ack; a bad one exits 2 listing the violations.
+#[tokio::test]
+async fn push_command_prints_the_ack() {
+    let server = Server::start("").await;
+    let dir = TempDir::new("push");
+    let good = dir.0.join("good.json");
+    std::fs::write(&good, r#"{"provider":"RJ7","values":{"beds.cc_adult.open":28,"beds.cc_adult.occupied":25,"ed.over_12h":{"absent":"not_available"}},"opel_level":3}"#).unwrap();
+    let bad = dir.0.join("bad.json");
+    std::fs::write(&bad, r#"{"provider":"RJ7","revision":2,"values":{"beds.cc_adult.open":28,"beds.cc_adult.occupied":31}}"#).unwrap();
+    let run = |file: std::path::PathBuf| {
+        let url = server.url.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
+                .args(["push", "--server", &url])
+                .arg(file)
+                .output()
+                .await
+                .unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let (code, out) = run(good).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("accepted: RJ7"), "{out}");
+    let (code, out) = run(bad).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("values[beds.cc_adult.occupied] (at_most): report for RJ7: beds.cc_adult.occupied = 31 exceeds beds.cc_adult.open = 28"), "{out}");
+    let snap = server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    assert_eq!(snap.providers[0].readings.len(), 4, "three values and the declared OPEL level");
+}

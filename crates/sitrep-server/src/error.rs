@@ -5,9 +5,28 @@ use sitrep_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` listing every violation (field, description, and the rule as
-/// the violation's reason in SCREAMING_SNAKE_CASE).
+/// Most violations listed in one answer. Status details travel in an HTTP/2 header, which peers cap (16 KiB by
+/// default); a report with hundreds of bad values must still get a readable answer rather than a protocol error.
+pub const MAX_LISTED_VIOLATIONS: usize = 25;
+
+/// The violations to list, at most [`MAX_LISTED_VIOLATIONS`], the last one saying how many more there were.
+pub fn listed(violations: &[Violation]) -> Vec<Violation> {
+    if violations.len() <= MAX_LISTED_VIOLATIONS {
+        return violations.to_vec();
+    }
+    let mut out = violations[..MAX_LISTED_VIOLATIONS - 1].to_vec();
+    out.push(Violation {
+        field: "report".into(),
+        rule: "more_violations",
+        description: format!("{} more violations not listed; fix the ones above and resend", violations.len() - out.len()),
+    });
+    out
+}
+
+/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` listing the violations (field, description, and the rule as
+/// the violation's reason in SCREAMING_SNAKE_CASE), at most [`MAX_LISTED_VIOLATIONS`] of them.
 pub fn invalid(violations: &[Violation]) -> Status {
+    let violations = &listed(violations)[..];
     let summary = match violations {
         [one] => one.description.clone(),
         [first, rest @ ..] => format!("{} (and {} more)", first.description, rest.len()),

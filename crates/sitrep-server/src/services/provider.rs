@@ -44,8 +44,9 @@ pub async fn ingest(ctx: &Context, wire: &pb::StatusReport) -> Result<(pb::Repor
         Err(violations) => {
             tracing::info!(provider = %wire.provider, revision = wire.revision, violations = violations.len(), first = %violations[0], "report rejected");
             ack.set_outcome(Outcome::Rejected);
-            ack.violations = violations.iter().map(violation_to_wire).collect();
-            ack.message = format!("rejected: {}", violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "));
+            let listed = error::listed(&violations);
+            ack.violations = listed.iter().map(violation_to_wire).collect();
+            ack.message = format!("rejected: {}", listed.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "));
             return Ok((ack, violations));
         }
     };

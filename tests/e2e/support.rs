@@ -1,0 +1,197 @@
+//! Helpers for the end-to-end tests: start the real `sitrep` binary on a free port, connect real gRPC clients,
+//! build reports, and read streams with a deadline (a deadline that passes is a failure, never a measurement).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
+use sitrep_proto::v1::query_service_client::QueryServiceClient;
+use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long any single expected message may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running `sitrep serve` process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    _dir: TempDir,
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let path = std::env::temp_dir().join(format!("sitrep-e2e-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Server {
+    /// Starts `sitrep serve` on port 0 with the given configuration file text (may be empty).
+    pub async fn start(config: &str) -> Server {
+        let dir = TempDir::new("server");
+        let config_path = dir.0.join("sitrep.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sitrep");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("sitrep prints its address")
+            .unwrap()
+            .expect("sitrep printed nothing");
+        let addr = first.strip_prefix("sitrep listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let url = format!("http://{addr}");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Server { child, url, _dir: dir }
+    }
+
+    /// A new HTTP/2 connection to the server.
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.url.clone()).unwrap().connect().await.expect("connect")
+    }
+
+    pub async fn provider(&self) -> ProviderServiceClient<Channel> {
+        ProviderServiceClient::new(self.channel().await)
+    }
+
+    pub async fn subscriber(&self) -> SubscriberServiceClient<Channel> {
+        SubscriberServiceClient::new(self.channel().await)
+    }
+
+    pub async fn query(&self) -> QueryServiceClient<Channel> {
+        QueryServiceClient::new(self.channel().await)
+    }
+}
+
+pub fn ts(t: sitrep_core::Timestamp) -> prost_types::Timestamp {
+    sitrep_server::convert::timestamp_to_wire(t)
+}
+
+pub fn number(n: f64) -> pb::MetricValue {
+    pb::MetricValue { kind: Some(pb::metric_value::Kind::Number(n)), unit: String::new() }
+}
+
+/// A report for `provider`, `hours_ago` hours before the current hour, with numeric values.
+pub fn report(provider: &str, hours_ago: i64, revision: u32, values: &[(&str, f64)]) -> pb::StatusReport {
+    let now = sitrep_core::Timestamp::now();
+    pb::StatusReport {
+        provider: provider.into(),
+        period: Some(ts(now.hour_start().add_hours(-hours_ago))),
+        revision,
+        observed_at: Some(ts(now)),
+        values: values.iter().map(|(k, v)| (k.to_string(), number(*v))).collect(),
+        source: "e2e".into(),
+        ..Default::default()
+    }
+}
+
+/// A provider's open Report stream: send a report, await its ack.
+pub struct Feed {
+    tx: mpsc::Sender<pb::StatusReport>,
+    acks: Streaming<pb::ReportAck>,
+}
+
+impl Feed {
+    pub async fn open(client: &mut ProviderServiceClient<Channel>) -> Feed {
+        let (tx, rx) = mpsc::channel(16);
+        let acks = client.report(ReceiverStream::new(rx)).await.expect("open report stream").into_inner();
+        Feed { tx, acks }
+    }
+
+    pub async fn send(&mut self, report: pb::StatusReport) -> pb::ReportAck {
+        self.tx.send(report).await.expect("stream open");
+        tokio::time::timeout(DEADLINE, self.acks.message()).await.expect("ack in time").expect("ack").expect("stream open")
+    }
+}
+
+/// The next update of a subscription, failing the test if none comes in time.
+pub async fn next(stream: &mut Streaming<pb::Update>) -> pb::update::Kind {
+    let u = tokio::time::timeout(DEADLINE, stream.message()).await.expect("update in time").expect("stream ok");
+    u.expect("stream still open").kind.expect("update has a kind")
+}
+
+/// The next update that is not a heartbeat.
+pub async fn next_non_heartbeat(stream: &mut Streaming<pb::Update>) -> pb::update::Kind {
+    loop {
+        match next(stream).await {
+            pb::update::Kind::Heartbeat(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+pub fn expect_event(kind: pb::update::Kind) -> pb::Event {
+    match kind {
+        pb::update::Kind::Event(e) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+pub fn expect_snapshot(kind: pb::update::Kind) -> pb::Snapshot {
+    match kind {
+        pb::update::Kind::Snapshot(s) => s,
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+/// The number a wire value carries (panics if absent).
+pub fn num(v: &Option<pb::MetricValue>) -> Option<f64> {
+    match v.as_ref()?.kind? {
+        pb::metric_value::Kind::Number(n) => Some(n),
+        pb::metric_value::Kind::Absent(_) => panic!("value is absent"),
+    }
+}
+
+/// The changes of an event as (metric, before, after) triples.
+pub fn changes(e: &pb::Event) -> Vec<(String, Option<f64>, f64)> {
+    e.changes.iter().map(|c| (c.metric.clone(), num(&c.before), num(&c.after).unwrap())).collect()
+}
+
+/// Tracks what the live state should be, to predict each report's diff.
+#[derive(Default)]
+pub struct Model {
+    live: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl Model {
+    /// The changes a live report should produce, updating the model.
+    pub fn apply(&mut self, provider: &str, values: &[(&str, f64)]) -> Vec<(String, Option<f64>, f64)> {
+        let state = self.live.entry(provider.to_owned()).or_default();
+        let mut sorted: Vec<_> = values.to_vec();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        sorted
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let before = state.insert(k.to_owned(), v);
+                (before != Some(v)).then(|| (k.to_owned(), before, v))
+            })
+            .collect()
+    }
+}
