@@ -26,7 +26,8 @@ async fn subscriber_receives_exact_diffs_in_order() {
         metrics: vec!["beds.cc_adult.occupied".into()],
         ..Default::default()
     };
-    let mut filtered = sub.subscribe(pb::SubscribeRequest { filter: Some(filter), ..Default::default() }).await.unwrap().into_inner();
+    let mut filtered =
+        sub.subscribe(pb::SubscribeRequest { filter: Some(filter), ..Default::default() }).await.unwrap().into_inner();
     expect_snapshot(next(&mut filtered).await);
 
     let mut client = server.provider().await;
@@ -179,7 +180,9 @@ async fn every_validation_rule_is_reported_and_changes_nothing() {
 
     let now = sitrep_core::Timestamp::now();
     type Edit = Box<dyn Fn(&mut pb::StatusReport)>;
-    let set = |code: &'static str, v: pb::MetricValue| -> Edit { Box::new(move |r| drop(r.values.insert(code.into(), v.clone()))) };
+    let set = |code: &'static str, v: pb::MetricValue| -> Edit {
+        Box::new(move |r| drop(r.values.insert(code.into(), v.clone())))
+    };
     let cases: Vec<(&str, Edit, &str, &str)> = vec![
         ("unknown provider", Box::new(|r| r.provider = "XYZ".into()), "provider", "KNOWN_PROVIDER"),
         ("unknown site", Box::new(|r| r.site = "RGT01".into()), "site", "KNOWN_SITE"),
@@ -191,10 +194,25 @@ async fn every_validation_rule_is_reported_and_changes_nothing() {
             "UNIT_MATCHES",
         ),
         ("negative count", set("ed.in_department", number(-4.0)), "values[ed.in_department]", "NON_NEGATIVE"),
-        ("occupied above open", set("beds.cc_adult.occupied", number(31.0)), "values[beds.cc_adult.occupied]", "AT_MOST"),
+        (
+            "occupied above open",
+            set("beds.cc_adult.occupied", number(31.0)),
+            "values[beds.cc_adult.occupied]",
+            "AT_MOST",
+        ),
         ("non-integer count", set("ed.in_department", number(4.5)), "values[ed.in_department]", "INTEGER"),
-        ("period not aligned", Box::new(move |r| r.period = Some(ts(now.hour_start().add_millis(90_000)))), "period", "HOUR_ALIGNED"),
-        ("observed_at in the future", Box::new(move |r| r.observed_at = Some(ts(now.add_millis(3_600_000)))), "observed_at", "NOT_IN_FUTURE"),
+        (
+            "period not aligned",
+            Box::new(move |r| r.period = Some(ts(now.hour_start().add_millis(90_000)))),
+            "period",
+            "HOUR_ALIGNED",
+        ),
+        (
+            "observed_at in the future",
+            Box::new(move |r| r.observed_at = Some(ts(now.add_millis(3_600_000)))),
+            "observed_at",
+            "NOT_IN_FUTURE",
+        ),
         (
             "too many values",
             Box::new(|r| {
@@ -232,7 +250,10 @@ async fn every_validation_rule_is_reported_and_changes_nothing() {
     assert_eq!(ack.outcome(), Outcome::Rejected);
     assert_eq!(ack.violations[0].field, "values[beds.cc_adult.occupied]");
     assert_eq!(ack.violations[0].rule, "at_most");
-    assert_eq!(ack.violations[0].description, "report for RJ7: beds.cc_adult.occupied = 31 exceeds beds.cc_adult.open = 28");
+    assert_eq!(
+        ack.violations[0].description,
+        "report for RJ7: beds.cc_adult.occupied = 31 exceeds beds.cc_adult.open = 28"
+    );
     let mut next_good = good();
     next_good.revision = 2;
     assert_eq!(feed.send(next_good).await.outcome(), Outcome::Accepted);
@@ -300,10 +321,10 @@ async fn slow_subscriber_is_resynced_without_delaying_anyone() {
 async fn health_and_reflection() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let server = Server::start("").await;
     let mut health = HealthClient::new(server.channel().await);
@@ -313,12 +334,17 @@ async fn health_and_reflection() {
     }
 
     let mut reflection = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let response = responses.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else { panic!("{response:?}") };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for expected in ["sitrep.v1.ProviderService", "sitrep.v1.SubscriberService", "sitrep.v1.QueryService", "grpc.health.v1.Health"] {
+    for expected in
+        ["sitrep.v1.ProviderService", "sitrep.v1.SubscriberService", "sitrep.v1.QueryService", "grpc.health.v1.Health"]
+    {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
     // The descriptors are served too, so generic clients can build requests.
@@ -328,7 +354,9 @@ async fn health_and_reflection() {
     };
     let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let response = responses.message().await.unwrap().unwrap();
-    assert!(matches!(response.message_response, Some(MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()));
+    assert!(
+        matches!(response.message_response, Some(MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty())
+    );
 }
 
 /// Query: the directory and the catalogue; filters with unknown codes are refused, naming the field.
@@ -349,7 +377,12 @@ async fn query_directory_catalogue_and_bad_filters() {
     let status = query.get_snapshot(pb::GetSnapshotRequest { filter: Some(bad.clone()) }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "filter.systems[1]");
-    let status = server.subscriber().await.subscribe(pb::SubscribeRequest { filter: Some(bad), ..Default::default() }).await.unwrap_err();
+    let status = server
+        .subscriber()
+        .await
+        .subscribe(pb::SubscribeRequest { filter: Some(bad), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let metrics = pb::Filter { metrics: vec!["beds.unicorn".into()], ..Default::default() };
     let status = query.get_snapshot(pb::GetSnapshotRequest { filter: Some(metrics) }).await.unwrap_err();
@@ -383,7 +416,11 @@ async fn push_command_prints_the_ack() {
     let good = dir.0.join("good.json");
     std::fs::write(&good, r#"{"provider":"RJ7","values":{"beds.cc_adult.open":28,"beds.cc_adult.occupied":25,"ed.over_12h":{"absent":"not_available"}},"opel_level":3}"#).unwrap();
     let bad = dir.0.join("bad.json");
-    std::fs::write(&bad, r#"{"provider":"RJ7","revision":2,"values":{"beds.cc_adult.open":28,"beds.cc_adult.occupied":31}}"#).unwrap();
+    std::fs::write(
+        &bad,
+        r#"{"provider":"RJ7","revision":2,"values":{"beds.cc_adult.open":28,"beds.cc_adult.occupied":31}}"#,
+    )
+    .unwrap();
     let run = |file: std::path::PathBuf| {
         let url = server.url.clone();
         async move {
@@ -404,4 +441,41 @@ async fn push_command_prints_the_ack() {
     assert!(out.contains("values[beds.cc_adult.occupied] (at_most): report for RJ7: beds.cc_adult.occupied = 31 exceeds beds.cc_adult.open = 28"), "{out}");
     let snap = server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
     assert_eq!(snap.providers[0].readings.len(), 4, "three values and the declared OPEL level");
+}
+
+/// `serve --demo` runs simulated providers inside the aggregator, and `sitrep watch` (a separate process) prints
+/// their changes, filtered to one system.
+#[tokio::test]
+async fn demo_and_watch_show_live_changes() {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--demo-seconds-per-hour", "0.2"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut demo_out = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let first = demo_out.next_line().await.unwrap().unwrap();
+    let addr = first.strip_prefix("sitrep listening on ").unwrap().to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = demo_out.next_line().await {} });
+
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["watch", "--quiet", "--system", "QWE", "--server", &format!("http://{addr}")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut line =
+        async || tokio::time::timeout(DEADLINE, lines.next_line()).await.expect("a line in time").unwrap().unwrap();
+    assert!(line().await.starts_with("snapshot: "));
+    let qwe = ["RJ7", "RVR", "RAX", "RJ6", "RQY"];
+    for _ in 0..10 {
+        let l = line().await;
+        let provider = l.split_whitespace().nth(1).unwrap_or_default();
+        assert!(qwe.contains(&provider), "only system QWE's providers: {l}");
+        assert!(l.contains("→") || l.contains("no change"), "{l}");
+    }
 }

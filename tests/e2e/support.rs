@@ -65,7 +65,8 @@ impl Server {
             .expect("sitrep prints its address")
             .unwrap()
             .expect("sitrep printed nothing");
-        let addr = first.strip_prefix("sitrep listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let addr =
+            first.strip_prefix("sitrep listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
         let url = format!("http://{addr}");
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -127,7 +128,11 @@ impl Feed {
 
     pub async fn send(&mut self, report: pb::StatusReport) -> pb::ReportAck {
         self.tx.send(report).await.expect("stream open");
-        tokio::time::timeout(DEADLINE, self.acks.message()).await.expect("ack in time").expect("ack").expect("stream open")
+        tokio::time::timeout(DEADLINE, self.acks.message())
+            .await
+            .expect("ack in time")
+            .expect("ack")
+            .expect("stream open")
     }
 }
 

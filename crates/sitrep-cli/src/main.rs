@@ -236,14 +236,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The demo: simulated providers feeding the aggregator, and a subscriber printing what changes.
-async fn demo(addr: SocketAddr, providers: Vec<(String, ProviderKind)>, seconds_per_hour: f64, cancel: CancellationToken) {
+async fn demo(
+    addr: SocketAddr,
+    providers: Vec<(String, ProviderKind)>,
+    seconds_per_hour: f64,
+    cancel: CancellationToken,
+) {
     let url = format!("http://{addr}");
     let channel = match Endpoint::from_shared(url.clone()).map(|e| e.connect_lazy()) {
         Ok(c) => c,
         Err(e) => return tracing::error!(error = %e, "demo cannot connect to its own aggregator"),
     };
     let options = SimOptions { seconds_per_hour, source: "sitrep demo".into(), ..Default::default() };
-    let sim = sitrep_server::sim::run(channel.clone(), &providers, options, Arc::new(SimStats::default()), cancel.clone());
+    let sim =
+        sitrep_server::sim::run(channel.clone(), &providers, options, Arc::new(SimStats::default()), cancel.clone());
     let request = pb::SubscribeRequest { heartbeat_seconds: 15, ..Default::default() };
     let printer = follow(channel, request, true, cancel.clone());
     let _ = tokio::join!(sim, printer);
@@ -267,8 +273,16 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     match client.submit(sitrep_server::convert::report_to_wire(&report)).await {
         Ok(ack) => {
             let ack = ack.into_inner();
-            println!("{}: {} {} r{}", ack.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(), ack.provider,
-                ack.period.as_ref().map(|p| sitrep_server::convert::timestamp_from_wire(p).to_string()).unwrap_or_default(), ack.revision);
+            println!(
+                "{}: {} {} r{}",
+                ack.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(),
+                ack.provider,
+                ack.period
+                    .as_ref()
+                    .map(|p| sitrep_server::convert::timestamp_from_wire(p).to_string())
+                    .unwrap_or_default(),
+                ack.revision
+            );
             println!("  {}", ack.message);
             if !ack.cursor.is_empty() {
                 println!("  cursor {}", ack.cursor);
@@ -294,7 +308,12 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
 async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_on_signal();
     let request = pb::SubscribeRequest {
-        filter: Some(pb::Filter { providers: args.providers, systems: args.systems, regions: args.regions, metrics: args.metrics }),
+        filter: Some(pb::Filter {
+            providers: args.providers,
+            systems: args.systems,
+            regions: args.regions,
+            metrics: args.metrics,
+        }),
         resume_from: args.resume.unwrap_or_default(),
         heartbeat_seconds: args.heartbeat,
     };
@@ -303,7 +322,12 @@ async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
 
 /// Subscribes and prints every update until cancelled; reconnects with backoff and resumes from the last cursor.
 /// A request the server rejects (a bad filter) is an error, not something to retry.
-async fn follow(channel: Channel, mut request: pb::SubscribeRequest, heartbeats: bool, cancel: CancellationToken) -> anyhow::Result<ExitCode> {
+async fn follow(
+    channel: Channel,
+    mut request: pb::SubscribeRequest,
+    heartbeats: bool,
+    cancel: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let mut client = SubscriberServiceClient::new(channel);
     let mut backoff = Backoff::default();
     loop {
@@ -339,7 +363,7 @@ async fn follow(channel: Channel, mut request: pb::SubscribeRequest, heartbeats:
                 bail!("the server rejected the subscription: {}", status.message());
             }
             other => {
-                let delay = backoff.next();
+                let delay = backoff.next_delay();
                 match other {
                     Ok(()) => tracing::warn!(retry_in = ?delay, "subscription ended; reconnecting"),
                     Err(status) => tracing::warn!(%status, retry_in = ?delay, "subscription failed; reconnecting"),
@@ -354,7 +378,7 @@ async fn follow(channel: Channel, mut request: pb::SubscribeRequest, heartbeats:
 }
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    if !(args.seconds_per_hour > 0.0) {
+    if args.seconds_per_hour.is_nan() || args.seconds_per_hour <= 0.0 {
         bail!("--seconds-per-hour must be positive, not {}", args.seconds_per_hour);
     }
     let cancel = shutdown_on_signal();

@@ -54,12 +54,14 @@ enum ValueJson {
 }
 
 fn time(field: &str, text: &str) -> anyhow::Result<Timestamp> {
-    Timestamp::parse_rfc3339(text).with_context(|| format!("{field}: {text:?} is not an RFC 3339 UTC time like 2026-11-27T14:00:00Z"))
+    Timestamp::parse_rfc3339(text)
+        .with_context(|| format!("{field}: {text:?} is not an RFC 3339 UTC time like 2026-11-27T14:00:00Z"))
 }
 
 /// Parses the JSON text of a report, filling defaults from `now`.
 pub fn parse(text: &str, now: Timestamp) -> anyhow::Result<Report> {
-    let json: ReportJson = serde_json::from_str(text).context("not a report in sitrep's JSON form (see `sitrep push --help`)")?;
+    let json: ReportJson =
+        serde_json::from_str(text).context("not a report in sitrep's JSON form (see `sitrep push --help`)")?;
     let mut values = BTreeMap::new();
     for (code, v) in json.values {
         let input = match v {
@@ -67,7 +69,9 @@ pub fn parse(text: &str, now: Timestamp) -> anyhow::Result<Report> {
             ValueJson::WithUnit { value, unit } => MetricInput { value: Some(Value::Number(value)), unit: Some(unit) },
             ValueJson::Absent { absent, unit } => match AbsentReason::parse(&absent) {
                 Some(r) => MetricInput { value: Some(Value::Absent(r)), unit },
-                None => bail!("values.{code}.absent: {absent:?} is not one of not_applicable, not_available, suppressed"),
+                None => {
+                    bail!("values.{code}.absent: {absent:?} is not one of not_applicable, not_available, suppressed")
+                }
             },
         };
         values.insert(code, input);

@@ -177,7 +177,9 @@ mod tests {
     fn rejects_inconsistent_catalogues() {
         let head = "profile = \"t\"\n";
         let count = |code: &str, extra: &str| {
-            format!("[[metric]]\ncode = \"{code}\"\nlabel = \"x\"\nunit = \"beds\"\nkind = \"count\"\nrollup = \"sum\"\n{extra}\n")
+            format!(
+                "[[metric]]\ncode = \"{code}\"\nlabel = \"x\"\nunit = \"beds\"\nkind = \"count\"\nrollup = \"sum\"\n{extra}\n"
+            )
         };
         let cases = [
             (format!("{head}{}{}", count("a", ""), count("a", "")), "metric a is defined twice"),

@@ -179,7 +179,12 @@ impl Directory {
     /// The providers selected by lists of provider, system and region codes (their union); all providers when
     /// every list is empty. Unknown codes are errors, naming the list and position, so a typo in a wallboard's
     /// filter is reported rather than silently showing nothing.
-    pub fn select(&self, providers: &[String], systems: &[String], regions: &[String]) -> Result<Selection, UnknownCode> {
+    pub fn select(
+        &self,
+        providers: &[String],
+        systems: &[String],
+        regions: &[String],
+    ) -> Result<Selection, UnknownCode> {
         if providers.is_empty() && systems.is_empty() && regions.is_empty() {
             return Ok(Selection::All);
         }

@@ -18,7 +18,8 @@ pub fn nhs_england_catalogue() -> Catalogue {
 }
 
 pub fn demo_directory() -> Directory {
-    Directory::from_toml("built-in demo directory", DEMO_DIRECTORY).expect("the built-in directory is valid (checked by tests)")
+    Directory::from_toml("built-in demo directory", DEMO_DIRECTORY)
+        .expect("the built-in directory is valid (checked by tests)")
 }
 
 #[cfg(test)]

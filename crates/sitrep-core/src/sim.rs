@@ -88,7 +88,9 @@ impl SimProvider {
                 ("escalation", 20.0),
                 ("ventilators", 45.0),
             ],
-            ProviderKind::Specialist => &[("ga_paed", 200.0), ("cc_paed", 40.0), ("cc_adult", 20.0), ("ventilators", 60.0)],
+            ProviderKind::Specialist => {
+                &[("ga_paed", 200.0), ("cc_paed", 40.0), ("cc_adult", 20.0), ("ventilators", 60.0)]
+            }
             ProviderKind::MentalHealth => &[("mh_adult", 280.0)],
             ProviderKind::Community => &[("ga_adult", 90.0)],
             ProviderKind::Ambulance => &[],
@@ -118,7 +120,11 @@ impl SimProvider {
         for bed in BEDS {
             let Some(&open) = self.capacity.get(bed) else { continue };
             // Escalation beds open only under pressure.
-            let open = if bed == "escalation" { (open * ((self.occupancy.x - 0.9) * 10.0).clamp(0.0, 1.0)).round() } else { open };
+            let open = if bed == "escalation" {
+                (open * ((self.occupancy.x - 0.9) * 10.0).clamp(0.0, 1.0)).round()
+            } else {
+                open
+            };
             let jitter = 1.0 + 0.02 * rng.normal();
             let occupied = (open * self.occupancy.x * jitter).round().clamp(0.0, open);
             out.insert(format!("beds.{bed}.open"), open);

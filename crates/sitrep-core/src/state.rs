@@ -120,7 +120,13 @@ pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, receive
 }
 
 /// The event for an accepted report, once the store has given it a cursor.
-pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: Vec<MetricChange>, cursor: Cursor) -> Event {
+pub fn event(
+    report: &ValidReport,
+    received_at: Timestamp,
+    live: bool,
+    changes: Vec<MetricChange>,
+    cursor: Cursor,
+) -> Event {
     Event {
         cursor,
         provider: report.provider().to_owned(),

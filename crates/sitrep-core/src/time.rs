@@ -54,10 +54,7 @@ impl Timestamp {
 
     /// Parses RFC 3339 text such as `2026-11-27T14:00:00Z`.
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
-        humantime::parse_rfc3339(text)
-            .or_else(|_| humantime::parse_rfc3339_weak(text))
-            .ok()
-            .map(Self::from)
+        humantime::parse_rfc3339(text).or_else(|_| humantime::parse_rfc3339_weak(text)).ok().map(Self::from)
     }
 }
 

@@ -109,19 +109,16 @@ pub fn validate(
     now: Timestamp,
 ) -> Result<ValidReport, Vec<Violation>> {
     let mut out = Vec::new();
-    let mut bad = |field: String, rule: &'static str, description: String| {
-        out.push(Violation { field, rule, description })
-    };
+    let mut bad =
+        |field: String, rule: &'static str, description: String| out.push(Violation { field, rule, description });
     let who = if report.provider.is_empty() { "report".to_owned() } else { format!("report for {}", report.provider) };
 
     // Who.
     match directory.provider(&report.provider) {
         _ if report.provider.is_empty() => bad("provider".into(), "required", "provider code is required".into()),
-        None => bad(
-            "provider".into(),
-            "known_provider",
-            format!("provider {:?} is not in the directory", report.provider),
-        ),
+        None => {
+            bad("provider".into(), "known_provider", format!("provider {:?} is not in the directory", report.provider))
+        }
         Some(p) => {
             if let Some(site) = &report.site
                 && !p.sites.iter().any(|s| &s.code == site)
@@ -354,14 +351,19 @@ mod tests {
     #[test]
     fn every_rule_names_field_rule_and_value() {
         type Edit = Box<dyn Fn(&mut Report)>;
-        let set = |code: &'static str, v: MetricInput| -> Edit { Box::new(move |r| drop(r.values.insert(code.into(), v.clone()))) };
+        let set = |code: &'static str, v: MetricInput| -> Edit {
+            Box::new(move |r| drop(r.values.insert(code.into(), v.clone())))
+        };
         let cases: Vec<(Edit, &str, &str, &str)> = vec![
             (Box::new(|r| r.provider = String::new()), "provider", "required", "required"),
             (Box::new(|r| r.provider = "XYZ".into()), "provider", "known_provider", "\"XYZ\""),
             (Box::new(|r| r.site = Some("RGT01".into())), "site", "known_site", "\"RGT01\""),
             (set("beds.bogus", 1.0.into()), "values[beds.bogus]", "known_metric", "\"beds.bogus\""),
             (
-                set("ambulance.handover_mean_minutes", MetricInput { value: Some(Value::Number(1.0)), unit: Some("hours".into()) }),
+                set(
+                    "ambulance.handover_mean_minutes",
+                    MetricInput { value: Some(Value::Number(1.0)), unit: Some("hours".into()) },
+                ),
                 "values[ambulance.handover_mean_minutes]",
                 "unit_matches",
                 "minutes, not hours",
@@ -370,18 +372,52 @@ mod tests {
             (set("ed.in_department", 2.5.into()), "values[ed.in_department]", "integer", "= 2.5"),
             (set("ed.in_department", f64::NAN.into()), "values[ed.in_department]", "finite", "NaN"),
             (set("staff.absence_percent", 101.0.into()), "values[staff.absence_percent]", "range", "= 101"),
-            (set("beds.cc_adult.occupied", 31.0.into()), "values[beds.cc_adult.occupied]", "at_most", "beds.cc_adult.occupied = 31 exceeds beds.cc_adult.open = 28"),
-            (set("ed.in_department", MetricInput { value: None, unit: None }), "values[ed.in_department]", "required", "neither"),
-            (set("ed.in_department", Value::Absent(AbsentReason::Unspecified).into()), "values[ed.in_department]", "absent_reason", "without a reason"),
+            (
+                set("beds.cc_adult.occupied", 31.0.into()),
+                "values[beds.cc_adult.occupied]",
+                "at_most",
+                "beds.cc_adult.occupied = 31 exceeds beds.cc_adult.open = 28",
+            ),
+            (
+                set("ed.in_department", MetricInput { value: None, unit: None }),
+                "values[ed.in_department]",
+                "required",
+                "neither",
+            ),
+            (
+                set("ed.in_department", Value::Absent(AbsentReason::Unspecified).into()),
+                "values[ed.in_department]",
+                "absent_reason",
+                "without a reason",
+            ),
             (Box::new(|r| r.period = None), "period", "required", "required"),
             (Box::new(|r| r.period = Some(now())), "period", "hour_aligned", "2026-11-27T14:35:00Z"),
-            (Box::new(|r| r.period = Some(now().hour_start().add_hours(1))), "period", "not_in_future", "2026-11-27T15:00:00Z"),
-            (Box::new(|r| r.period = Some(now().hour_start().add_hours(-24 * 36))), "period", "within_retention", "840 hours"),
+            (
+                Box::new(|r| r.period = Some(now().hour_start().add_hours(1))),
+                "period",
+                "not_in_future",
+                "2026-11-27T15:00:00Z",
+            ),
+            (
+                Box::new(|r| r.period = Some(now().hour_start().add_hours(-24 * 36))),
+                "period",
+                "within_retention",
+                "840 hours",
+            ),
             (Box::new(|r| r.revision = 0), "revision", "min", "revision = 0"),
-            (Box::new(|r| r.observed_at = Some(now().add_millis(600_000))), "observed_at", "not_in_future", "2026-11-27T14:45:00Z"),
+            (
+                Box::new(|r| r.observed_at = Some(now().add_millis(600_000))),
+                "observed_at",
+                "not_in_future",
+                "2026-11-27T14:45:00Z",
+            ),
             (Box::new(|r| r.observed_at = None), "observed_at", "required", "required"),
             (
-                Box::new(|r| for i in 0..201 { r.values.insert(format!("m{i}"), 1.0.into()); }),
+                Box::new(|r| {
+                    for i in 0..201 {
+                        r.values.insert(format!("m{i}"), 1.0.into());
+                    }
+                }),
                 "values",
                 "max_values",
                 "203 values exceed the limit of 200",

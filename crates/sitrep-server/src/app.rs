@@ -20,10 +20,10 @@ use tonic_health::server::HealthReporter;
 
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
+use crate::services::Context;
 use crate::services::provider::ProviderApi;
 use crate::services::query::QueryApi;
 use crate::services::subscriber::SubscriberApi;
-use crate::services::Context;
 
 type ProviderServer = pb::provider_service_server::ProviderServiceServer<ProviderApi>;
 type SubscriberServer = pb::subscriber_service_server::SubscriberServiceServer<SubscriberApi>;
@@ -81,7 +81,10 @@ impl App {
         &self.ctx.directory
     }
 
-    fn routes(&self, health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) -> Result<Routes, ServeError> {
+    fn routes(
+        &self,
+        health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ) -> Result<Routes, ServeError> {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sitrep_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);

@@ -148,7 +148,8 @@ impl Config {
     }
 
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| Err(ConfigError::Invalid { path: path.to_owned(), key, message: message.into() });
+        let invalid =
+            |key, message: &str| Err(ConfigError::Invalid { path: path.to_owned(), key, message: message.into() });
         if self.subscribers.queue_capacity == 0 {
             return invalid("subscribers.queue_capacity", "must be at least 1");
         }

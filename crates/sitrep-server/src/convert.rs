@@ -4,7 +4,9 @@
 //! unspecified absent reason, a missing timestamp) is carried into the domain report so validation can name it.
 
 use sitrep_core::catalogue::Catalogue;
-use sitrep_core::{AbsentReason, Directory, Event, MetricChange, MetricInput, ProviderLive, Report, Timestamp, Value, Violation};
+use sitrep_core::{
+    AbsentReason, Directory, Event, MetricChange, MetricInput, ProviderLive, Report, Timestamp, Value, Violation,
+};
 use sitrep_proto::v1 as pb;
 
 pub fn timestamp_to_wire(t: Timestamp) -> prost_types::Timestamp {
@@ -98,7 +100,11 @@ pub fn violation_to_wire(v: &Violation) -> pb::Violation {
 }
 
 fn change_to_wire(c: &MetricChange) -> pb::MetricChange {
-    pb::MetricChange { metric: c.metric.clone(), before: c.before.map(value_to_wire), after: Some(value_to_wire(c.after)) }
+    pb::MetricChange {
+        metric: c.metric.clone(),
+        before: c.before.map(value_to_wire),
+        after: Some(value_to_wire(c.after)),
+    }
 }
 
 pub fn event_to_wire(e: &Event) -> pb::Event {
@@ -204,7 +210,10 @@ mod tests {
             ..Default::default()
         };
         r.values.insert("a".into(), 1.5.into());
-        r.values.insert("b".into(), MetricInput { value: Some(Value::Absent(AbsentReason::Suppressed)), unit: Some("beds".into()) });
+        r.values.insert(
+            "b".into(),
+            MetricInput { value: Some(Value::Absent(AbsentReason::Suppressed)), unit: Some("beds".into()) },
+        );
         r.values.insert("c".into(), MetricInput { value: None, unit: None });
         assert_eq!(report_from_wire(&report_to_wire(&r)), r);
     }

@@ -33,7 +33,14 @@ pub fn event_line(e: &pb::Event) -> String {
         line.push_str(" no change");
     }
     for (i, c) in e.changes.iter().enumerate() {
-        let _ = write!(line, "{} {} {}→{}", if i == 0 { "" } else { "," }, c.metric, value(c.before.as_ref()), value(c.after.as_ref()));
+        let _ = write!(
+            line,
+            "{} {} {}→{}",
+            if i == 0 { "" } else { "," },
+            c.metric,
+            value(c.before.as_ref()),
+            value(c.after.as_ref())
+        );
     }
     if !e.narrative.is_empty() {
         let _ = write!(line, " “{}”", e.narrative);
@@ -71,7 +78,11 @@ mod tests {
             revision: 3,
             live: true,
             changes: vec![
-                pb::MetricChange { metric: "a".into(), before: Some(value_to_wire(Value::Number(25.0))), after: Some(value_to_wire(Value::Number(27.0))) },
+                pb::MetricChange {
+                    metric: "a".into(),
+                    before: Some(value_to_wire(Value::Number(25.0))),
+                    after: Some(value_to_wire(Value::Number(27.0))),
+                },
                 pb::MetricChange { metric: "b".into(), before: None, after: Some(value_to_wire(Value::Number(1.5))) },
             ],
             ..Default::default()

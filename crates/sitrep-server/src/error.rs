@@ -18,7 +18,10 @@ pub fn listed(violations: &[Violation]) -> Vec<Violation> {
     out.push(Violation {
         field: "report".into(),
         rule: "more_violations",
-        description: format!("{} more violations not listed; fix the ones above and resend", violations.len() - out.len()),
+        description: format!(
+            "{} more violations not listed; fix the ones above and resend",
+            violations.len() - out.len()
+        ),
     });
     out
 }

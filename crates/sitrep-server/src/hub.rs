@@ -161,7 +161,7 @@ impl Hub {
                     self.kick_all(NEW_EPOCH);
                 }
                 Err(e) => {
-                    let delay = backoff.next();
+                    let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "hub cannot read the event log");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -183,11 +183,12 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = 50u64.saturating_mul(1 << self.attempt.min(7)).min(5_000);
         self.attempt += 1;
         // Jitter from the clock's sub-second nanos: good enough to keep replicas from retrying in lockstep.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
         Duration::from_millis(base / 2 + u64::from(nanos) % (base / 2 + 1))
     }
 
@@ -215,7 +216,8 @@ mod tests {
         let mut cursors = Vec::new();
         for rev in 1..=10u32 {
             let r = report("RJ7", 0, rev, &[("flow.discharges", Value::Number(f64::from(rev)))]);
-            let sitrep_store::Applied::Accepted(e) = store.apply(&r, sitrep_core::Timestamp::now()).await.unwrap() else {
+            let sitrep_store::Applied::Accepted(e) = store.apply(&r, sitrep_core::Timestamp::now()).await.unwrap()
+            else {
                 panic!()
             };
             cursors.push(e.cursor);
@@ -234,9 +236,9 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_bounded() {
         let mut b = Backoff::default();
-        let first = b.next();
+        let first = b.next_delay();
         assert!(first <= Duration::from_millis(50));
-        let late = (0..20).map(|_| b.next()).last().unwrap();
+        let late = (0..20).map(|_| b.next_delay()).last().unwrap();
         assert!(late >= Duration::from_millis(2_500) && late <= Duration::from_secs(5));
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sitrep_core::sim::SimProvider;
 use sitrep_core::directory::ProviderKind;
+use sitrep_core::sim::SimProvider;
 use sitrep_core::{Report, Timestamp};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
@@ -42,7 +42,13 @@ pub struct SimOptions {
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions { providers: 0, seconds_per_hour: 2.0, backfill_hours: 24, seed: 1, source: "sitrep-simulate".into() }
+        SimOptions {
+            providers: 0,
+            seconds_per_hour: 2.0,
+            backfill_hours: 24,
+            seed: 1,
+            source: "sitrep-simulate".into(),
+        }
     }
 }
 
@@ -79,9 +85,18 @@ pub async fn run(
     let count = if options.providers == 0 { usize::MAX } else { options.providers };
     let providers: Vec<_> = directory.iter().take(count).collect();
     if options.providers > providers.len() {
-        tracing::warn!(asked = options.providers, available = providers.len(), "the directory has fewer providers than asked for");
+        tracing::warn!(
+            asked = options.providers,
+            available = providers.len(),
+            "the directory has fewer providers than asked for"
+        );
     }
-    tracing::info!(providers = providers.len(), seconds_per_hour = options.seconds_per_hour, backfill_hours = options.backfill_hours, "simulating");
+    tracing::info!(
+        providers = providers.len(),
+        seconds_per_hour = options.seconds_per_hour,
+        backfill_hours = options.backfill_hours,
+        "simulating"
+    );
     let start_real = tokio::time::Instant::now();
     let start_sim = Timestamp::now().hour_start().add_hours(-options.backfill_hours);
     let speed = 3600.0 / options.seconds_per_hour.max(0.001);
@@ -103,7 +118,8 @@ pub async fn run(
                     _ = interval.tick() => {}
                 }
                 let elapsed = start_real.elapsed().as_secs_f64() * speed;
-                let sim_now = Timestamp::from_millis(start_sim.millis() + (elapsed * 1000.0) as i64).min(Timestamp::now());
+                let sim_now =
+                    Timestamp::from_millis(start_sim.millis() + (elapsed * 1000.0) as i64).min(Timestamp::now());
                 let period = sim_now.hour_start();
                 revision = if last_period == Some(period) { revision + 1 } else { 1 };
                 last_period = Some(period);
@@ -171,7 +187,7 @@ impl Feed {
                 Err(status) => {
                     self.stream = None;
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    let delay = backoff.next();
+                    let delay = backoff.next_delay();
                     tracing::warn!(provider = %report.provider, %status, retry_in = ?delay, "report stream failed; reconnecting");
                     tokio::select! {
                         _ = cancel.cancelled() => return false,

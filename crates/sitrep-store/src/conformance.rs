@@ -27,7 +27,8 @@ pub fn report(provider: &str, hours_ago: i64, revision: u32, values: &[(&str, Va
         source: Some("conformance".into()),
         ..Default::default()
     };
-    validate(&r, &demo_directory(), &nhs_england_catalogue(), &Limits::default(), now).expect("conformance reports are valid")
+    validate(&r, &demo_directory(), &nhs_england_catalogue(), &Limits::default(), now)
+        .expect("conformance reports are valid")
 }
 
 fn n(x: f64) -> Value {
@@ -54,7 +55,9 @@ pub async fn accepts_and_snapshots(store: &dyn Store) {
     assert!(empty.providers.is_empty());
     assert_eq!(empty.cursor, store.head().await.expect("head"));
 
-    let a = accept(store, &report("RJ7", 0, 1, &[("beds.cc_adult.open", n(28.0)), ("beds.cc_adult.occupied", n(25.0))])).await;
+    let a =
+        accept(store, &report("RJ7", 0, 1, &[("beds.cc_adult.open", n(28.0)), ("beds.cc_adult.occupied", n(25.0))]))
+            .await;
     let b = accept(store, &report("RGT", 0, 1, &[("ed.in_department", n(70.0))])).await;
     assert!(a.live && b.live);
     assert!(a.cursor.pos < b.cursor.pos, "cursors increase");
@@ -72,7 +75,10 @@ pub async fn accepts_and_snapshots(store: &dyn Store) {
     assert_eq!(rj7.narrative.as_deref(), Some("RJ7 r1"));
     assert_eq!(rj7.source.as_deref(), Some("conformance"));
 
-    let only = store.snapshot(&Selection::Only(BTreeSet::from(["RJ7".to_string(), "RAL".to_string()]))).await.expect("snapshot");
+    let only = store
+        .snapshot(&Selection::Only(BTreeSet::from(["RJ7".to_string(), "RAL".to_string()])))
+        .await
+        .expect("snapshot");
     assert_eq!(only.providers.len(), 1);
     assert_eq!(only.providers[0].provider, "RJ7");
 }
@@ -94,8 +100,16 @@ pub async fn duplicate_is_idempotent(store: &dyn Store) {
 /// A later revision's event lists exactly the metrics whose values changed, with before and after.
 pub async fn diffs_against_live_state(store: &dyn Store) {
     let absent = Value::Absent(AbsentReason::NotAvailable);
-    accept(store, &report("RAL", 1, 1, &[("ed.in_department", n(40.0)), ("ed.over_12h", n(2.0)), ("ed.dta_waiting", n(5.0))])).await;
-    let e = accept(store, &report("RAL", 0, 1, &[("ed.in_department", n(40.0)), ("ed.over_12h", n(3.0)), ("ed.dta_waiting", absent)])).await;
+    accept(
+        store,
+        &report("RAL", 1, 1, &[("ed.in_department", n(40.0)), ("ed.over_12h", n(2.0)), ("ed.dta_waiting", n(5.0))]),
+    )
+    .await;
+    let e = accept(
+        store,
+        &report("RAL", 0, 1, &[("ed.in_department", n(40.0)), ("ed.over_12h", n(3.0)), ("ed.dta_waiting", absent)]),
+    )
+    .await;
     assert!(e.live);
     let changes: Vec<_> = e.changes.iter().map(|c| (c.metric.as_str(), c.before, c.after)).collect();
     assert_eq!(changes, [("ed.dta_waiting", Some(n(5.0)), absent), ("ed.over_12h", Some(n(2.0)), n(3.0))]);

@@ -73,7 +73,12 @@ impl MemoryStore {
         MemoryStore {
             epoch: new_epoch(),
             options,
-            inner: Mutex::new(Inner { next_seq: 1, log: VecDeque::new(), live: BTreeMap::new(), history: HashMap::new() }),
+            inner: Mutex::new(Inner {
+                next_seq: 1,
+                log: VecDeque::new(),
+                live: BTreeMap::new(),
+                history: HashMap::new(),
+            }),
             appended,
         }
     }

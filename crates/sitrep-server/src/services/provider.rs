@@ -56,7 +56,9 @@ pub async fn ingest(ctx: &Context, wire: &pb::StatusReport) -> Result<(pb::Repor
             ack.set_outcome(Outcome::Accepted);
             ack.message = match (event.live, event.changes.len()) {
                 (true, n) => format!("accepted: {n} metric(s) changed"),
-                (false, n) => format!("accepted into history only (a later report is live): {n} metric(s) differ from the previous revision"),
+                (false, n) => format!(
+                    "accepted into history only (a later report is live): {n} metric(s) differ from the previous revision"
+                ),
             };
             ack.cursor = event.cursor.to_string();
         }
@@ -74,7 +76,10 @@ pub async fn ingest(ctx: &Context, wire: &pb::StatusReport) -> Result<(pb::Repor
 impl pb::provider_service_server::ProviderService for ProviderApi {
     type ReportStream = ReceiverStream<Result<pb::ReportAck, Status>>;
 
-    async fn report(&self, request: Request<Streaming<pb::StatusReport>>) -> Result<Response<Self::ReportStream>, Status> {
+    async fn report(
+        &self,
+        request: Request<Streaming<pb::StatusReport>>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(32);

@@ -43,7 +43,10 @@ impl SubscriberApi {
 impl pb::subscriber_service_server::SubscriberService for SubscriberApi {
     type SubscribeStream = ReceiverStream<Result<pb::Update, Status>>;
 
-    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let peer = request.remote_addr();
         let req = request.into_inner();
         let filter = self.ctx.resolve(req.filter.as_ref())?;
@@ -67,7 +70,9 @@ impl pb::subscriber_service_server::SubscriberService for SubscriberApi {
             match end {
                 End::ClientGone => tracing::info!(?peer, "subscriber disconnected"),
                 End::Shutdown => {
-                    let _ = session.tx.try_send(Err(Status::unavailable("sitrep is shutting down; resume from your last cursor")));
+                    let _ = session
+                        .tx
+                        .try_send(Err(Status::unavailable("sitrep is shutting down; resume from your last cursor")));
                     tracing::debug!(?peer, "subscriber stream closed for shutdown");
                 }
                 End::Failed(status) => {
@@ -115,8 +120,12 @@ impl Session {
                 Ok(reached) => reached,
                 Err(reason) => {
                     let (reason, text) = match reason {
-                        ResetReason::TooOld => (Reason::CursorTooOld, "the event log no longer holds the events after the resume cursor"),
-                        ResetReason::OtherEpoch => (Reason::OtherEpoch, "the resume cursor belongs to another epoch of the event log"),
+                        ResetReason::TooOld => {
+                            (Reason::CursorTooOld, "the event log no longer holds the events after the resume cursor")
+                        }
+                        ResetReason::OtherEpoch => {
+                            (Reason::OtherEpoch, "the resume cursor belongs to another epoch of the event log")
+                        }
                         ResetReason::Ahead => (Reason::CursorAhead, "the resume cursor is ahead of the event log"),
                     };
                     self.resync(reason, text).await?
