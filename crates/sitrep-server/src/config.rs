@@ -206,6 +206,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_documents_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/sitrep.example.toml");
+        assert_eq!(Config::from_file(&example).unwrap(), Config::default());
+    }
+
+    #[test]
     fn errors_name_the_file_and_key() {
         let cases = [
             ("typo", "lisen = \"0.0.0.0:1\"\n", "unknown field `lisen`"),
