@@ -4,19 +4,26 @@
 //! - [`Store`]: the contract every backend keeps (documented on the trait), with [`Applied`], [`Snapshot`],
 //!   [`Read`] and [`StoreError`].
 //! - [`memory`]: [`MemoryStore`], the embedded default: everything in one process, one lock.
+//! - [`redis`]: [`RedisStore`], the store of record: one Lua script per report, a stream as the event log, shared
+//!   by any number of aggregator replicas; and [`redis::RedisProcess`], a `redis-server` started on a free port for
+//!   tests and benchmarks.
 //! - [`conformance`]: `pub async fn` checks any backend must pass; each backend's tests run all of them.
 //!
 //! The store knows the domain types of `sitrep-core` and nothing of gRPC.
 
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sitrep_core::{Cursor, Event, ProviderLive, Selection, Timestamp, ValidReport};
+use std::collections::BTreeMap;
+
+use sitrep_core::{Cursor, Event, ProviderLive, Selection, Timestamp, ValidReport, Value};
 
 pub use memory::{MemoryOptions, MemoryStore};
+pub use redis::{RedisOptions, RedisStore};
 
 /// The outcome of [`Store::apply`].
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +62,35 @@ pub enum Read {
     Events(Vec<Event>),
     /// The cursor cannot be served; see the reason.
     Reset(ResetReason),
+}
+
+/// One stored revision of one period of a provider: what the report said, and when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryRecord {
+    pub period: Timestamp,
+    pub revision: u32,
+    pub observed_at: Timestamp,
+    pub received_at: Timestamp,
+    /// Metric code -> value, as reported (including the declared OPEL level as `opel.level`).
+    pub values: BTreeMap<String, Value>,
+    pub narrative: Option<String>,
+    pub source: Option<String>,
+    pub site: Option<String>,
+}
+
+/// A fresh epoch id: the time, the process id and a counter, in base 36. Unique per call, so a log recreated by
+/// the same process (a flushed Redis) still gets a new epoch.
+pub(crate) fn new_epoch(tag: char) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut n = (nanos as u64) ^ (u64::from(std::process::id()) << 40) ^ count.rotate_right(8);
+    let mut s = String::from(tag);
+    while n > 0 {
+        s.push(char::from_digit((n % 36) as u32, 36).expect("digit"));
+        n /= 36;
+    }
+    s
 }
 
 /// What can go wrong in a store.
@@ -103,4 +139,7 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `max` events after `after`, in order. If there are none yet, waits up to `wait` for one to be
     /// appended, then answers (possibly with no events).
     async fn read(&self, after: &Cursor, max: usize, wait: Duration) -> Result<Read, StoreError>;
+
+    /// Every stored revision of `provider`'s periods from `from` to `to` inclusive, in (period, revision) order.
+    async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError>;
 }

@@ -1,0 +1,552 @@
+//! `RedisStore`: the store of record. Live state, hourly history and the event log in Redis, shared by replicas.
+//!
+//! Every `apply` is one Lua script (`apply.lua`): the idempotency check, the diff, live state, history and the
+//! event all happen atomically on the server, in one round trip. Scripts are invoked by SHA and re-loaded by
+//! redis-rs when Redis answers `NOSCRIPT` (after a restart). Calls go over one multiplexed, auto-reconnecting
+//! connection, so concurrent reports from many providers are pipelined rather than queued behind a lock.
+//! Blocking reads of the event stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout.
+//!
+//! # Keys
+//! Every key starts with `{<prefix>}:` (the braces are a hash tag, so all keys share one Redis Cluster slot and
+//! one script may touch them all):
+//! - `state:<provider>` hash: metric -> `value|period|observed_at`
+//! - `meta:<provider>` hash: period, revision, observed, received, narrative, source, site of the live report
+//! - `hist:<provider>` hash: `period:revision` -> JSON record; `histidx:<provider>` zset of those by period
+//! - `providers` set of providers with live state; `events` stream (entry id = cursor position); `epoch` string
+//!
+//! Values are encoded as the shortest text that round-trips the `f64` (so equal numbers encode equally and the
+//! script can diff by string), or `~reason` when absent.
+
+mod process;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, Value as RValue};
+use sitrep_core::cursor::Position;
+use sitrep_core::state::event;
+use sitrep_core::{
+    AbsentReason, Cursor, Event, MetricChange, ProviderLive, Reading, Selection, Timestamp, ValidReport, Value,
+};
+use tokio::sync::Mutex;
+
+pub use process::RedisProcess;
+
+use crate::{Applied, HistoryRecord, Read, ResetReason, Snapshot, Store, StoreError};
+
+/// How to reach Redis and how much to keep there.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port/db` (or `rediss://` for TLS).
+    pub url: String,
+    /// Keys are `{prefix}:...`; deployments sharing a Redis use different prefixes.
+    pub key_prefix: String,
+    /// Approximate most events kept in the stream (`XADD MAXLEN ~`).
+    pub event_log_max_len: usize,
+    /// If set, events older than this are trimmed too (`XTRIM MINID ~`).
+    pub event_log_max_age: Option<Duration>,
+    /// Hours of history kept per provider, counted back from its latest period.
+    pub retention_hours: i64,
+    /// How long a command may take before the call fails as unavailable.
+    pub response_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            url: "redis://127.0.0.1:6379/".into(),
+            key_prefix: "sitrep".into(),
+            event_log_max_len: 100_000,
+            event_log_max_age: None,
+            retention_hours: 35 * 24,
+            response_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Keys {
+    prefix: String,
+    events: String,
+    epoch: String,
+    providers: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        let prefix = format!("{{{prefix}}}:");
+        Keys {
+            events: format!("{prefix}events"),
+            epoch: format!("{prefix}epoch"),
+            providers: format!("{prefix}providers"),
+            prefix,
+        }
+    }
+
+    fn of(&self, kind: &str, provider: &str) -> String {
+        format!("{}{kind}:{provider}", self.prefix)
+    }
+}
+
+struct Scripts {
+    apply: Script,
+    read: Script,
+    snapshot: Script,
+    history: Script,
+}
+
+const COMMON: &str = include_str!("common.lua");
+
+impl Scripts {
+    fn new() -> Self {
+        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Scripts {
+            apply: with_common(include_str!("apply.lua")),
+            read: with_common(include_str!("read.lua")),
+            snapshot: with_common(include_str!("snapshot.lua")),
+            history: Script::new(include_str!("history.lua")),
+        }
+    }
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    /// For `XREAD BLOCK` only; `None` until first needed and after a failure.
+    blocking: Mutex<Option<MultiplexedConnection>>,
+    keys: Keys,
+    scripts: Scripts,
+    options: RedisOptions,
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ResponseError) | ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
+            StoreError::Internal(format!("redis: {e}"))
+        }
+        _ => StoreError::Unavailable { message: format!("redis: {e}"), source: Some(Box::new(e)) },
+    }
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Internal(format!("unexpected reply from redis: {what}"))
+}
+
+/// Text for a value, as stored and diffed by the scripts.
+pub fn encode_value(v: Value) -> String {
+    match v {
+        // -0.0 and 0.0 are the same count; give them one spelling so the script's string diff agrees with `==`.
+        Value::Number(n) if n == 0.0 => "0".to_owned(),
+        Value::Number(n) => n.to_string(),
+        Value::Absent(r) => format!("~{}", r.as_str()),
+    }
+}
+
+pub fn decode_value(text: &str) -> Result<Value, StoreError> {
+    match text.strip_prefix('~') {
+        Some(reason) => match reason {
+            "unspecified" => Ok(Value::Absent(AbsentReason::Unspecified)),
+            r => AbsentReason::parse(r).map(Value::Absent).ok_or_else(|| bad(&format!("absent reason {r:?}"))),
+        },
+        None => text.parse().map(Value::Number).map_err(|_| bad(&format!("value {text:?}"))),
+    }
+}
+
+fn text(v: &RValue) -> Result<String, StoreError> {
+    match v {
+        RValue::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| bad("non-UTF-8 text")),
+        RValue::SimpleString(s) => Ok(s.clone()),
+        RValue::Int(i) => Ok(i.to_string()),
+        RValue::Okay => Ok("OK".into()),
+        other => Err(bad(&format!("expected text, got {other:?}"))),
+    }
+}
+
+fn array(v: &RValue) -> Result<&[RValue], StoreError> {
+    match v {
+        RValue::Array(items) => Ok(items),
+        RValue::Nil => Ok(&[]),
+        other => Err(bad(&format!("expected an array, got {other:?}"))),
+    }
+}
+
+fn int(v: &RValue) -> Result<i64, StoreError> {
+    match v {
+        RValue::Int(i) => Ok(*i),
+        other => text(other)?.parse().map_err(|_| bad("expected an integer")),
+    }
+}
+
+fn position(id: &str) -> Result<Position, StoreError> {
+    let (ms, seq) = id.split_once('-').ok_or_else(|| bad(&format!("stream id {id:?}")))?;
+    Ok(Position(ms.parse().map_err(|_| bad("stream id"))?, seq.parse().map_err(|_| bad("stream id"))?))
+}
+
+/// A flat `[field, value, field, value, ...]` reply as a map.
+fn pairs(v: &RValue) -> Result<BTreeMap<String, String>, StoreError> {
+    let items = array(v)?;
+    items.chunks(2).map(|kv| Ok((text(&kv[0])?, text(kv.get(1).ok_or_else(|| bad("odd pairs"))?)?))).collect()
+}
+
+fn ms(text: &str) -> Result<Timestamp, StoreError> {
+    text.parse().map(Timestamp::from_millis).map_err(|_| bad(&format!("time {text:?}")))
+}
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// `metric before after` triples joined by spaces, as `apply.lua` returns and stores them.
+fn parse_changes(text: &str) -> Result<Vec<MetricChange>, StoreError> {
+    let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
+    if words.len() % 3 != 0 {
+        return Err(bad("changes"));
+    }
+    words
+        .chunks(3)
+        .map(|c| {
+            let before = if c[1] == "~" { None } else { Some(decode_value(c[1])?) };
+            Ok(MetricChange { metric: c[0].to_owned(), before, after: decode_value(c[2])? })
+        })
+        .collect()
+}
+
+fn parse_event(epoch: &str, entry: &RValue) -> Result<Event, StoreError> {
+    let parts = array(entry)?;
+    let (id, fields) = match parts {
+        [id, fields] => (text(id)?, pairs(fields)?),
+        _ => return Err(bad("stream entry")),
+    };
+    let get = |k: &str| fields.get(k).cloned().ok_or_else(|| bad(&format!("event field {k}")));
+    Ok(Event {
+        cursor: Cursor::new(epoch, position(&id)?),
+        provider: get("p")?,
+        site: opt(get("s")?),
+        period: ms(&get("per")?)?,
+        revision: get("rev")?.parse().map_err(|_| bad("revision"))?,
+        observed_at: ms(&get("obs")?)?,
+        received_at: ms(&get("rcv")?)?,
+        live: get("live")? == "1",
+        changes: parse_changes(&get("ch")?)?,
+        narrative: opt(get("nar")?),
+        source: opt(get("src")?),
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct RecordJson {
+    v: BTreeMap<String, String>,
+    o: String,
+    r: String,
+    #[serde(default)]
+    n: String,
+    #[serde(default)]
+    s: String,
+    #[serde(default)]
+    t: String,
+}
+
+impl RedisStore {
+    /// A store for `options`. Does not connect: the aggregator can start while Redis is down, and calls fail as
+    /// unavailable until it is up.
+    pub fn new(options: RedisOptions) -> Result<Self, StoreError> {
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| StoreError::Internal(format!("invalid redis url {:?}: {e}", options.url)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.response_timeout))
+            .set_connection_timeout(Some(options.response_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        Ok(RedisStore {
+            client,
+            conn,
+            blocking: Mutex::new(None),
+            keys: Keys::new(&options.key_prefix),
+            scripts: Scripts::new(),
+            options,
+        })
+    }
+
+    /// A store for `options` that has answered a PING.
+    pub async fn connect(options: RedisOptions) -> Result<Self, StoreError> {
+        let store = Self::new(options)?;
+        store.ping().await?;
+        Ok(store)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(unavailable).map(|_| ())
+    }
+
+    fn new_epoch() -> String {
+        crate::new_epoch('r')
+    }
+
+    /// One non-blocking read: `Read` decided against the log's epoch and ends.
+    async fn read_once(&self, after: &Cursor, max: usize) -> Result<Read, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: RValue = self
+            .scripts
+            .read
+            .key(&self.keys.events)
+            .key(&self.keys.epoch)
+            .arg(Self::new_epoch())
+            .arg(after.pos.to_string())
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let parts = array(&reply)?;
+        let [epoch, last, oldest, entries] = parts else { return Err(bad("read reply")) };
+        let epoch = text(epoch)?;
+        if after.epoch != epoch {
+            return Ok(Read::Reset(ResetReason::OtherEpoch));
+        }
+        if after.pos > position(&text(last)?)? {
+            return Ok(Read::Reset(ResetReason::Ahead));
+        }
+        // A reader exactly at the last trimmed entry is reset too (its successor is unknowable): safe, if rare.
+        if after.pos < position(&text(oldest)?)? {
+            return Ok(Read::Reset(ResetReason::TooOld));
+        }
+        array(entries)?.iter().map(|e| parse_event(&epoch, e)).collect::<Result<_, _>>().map(Read::Events)
+    }
+
+    /// Waits (up to `wait`) until the stream has an entry after `after`.
+    async fn wait_for_entry(&self, after: &Cursor, wait: Duration) -> Result<(), StoreError> {
+        let mut guard = self.blocking.lock().await;
+        if guard.is_none() {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.options.response_timeout))
+                // A blocking read answers only when an entry arrives or BLOCK expires: no response timeout.
+                .set_response_timeout(None);
+            let conn = self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unavailable)?;
+            *guard = Some(conn);
+        }
+        let conn = guard.as_mut().expect("connected above");
+        let block_ms = wait.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
+        let xread = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&self.keys.events)
+            .arg(after.pos.to_string())
+            .query_async::<RValue>(conn)
+            .await;
+        // The blocking connection has no response timeout, so guard against a peer that vanished silently.
+        match tokio::time::timeout(wait + self.options.response_timeout, async { xread }).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                *guard = None;
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                *guard = None;
+                Err(StoreError::Unavailable { message: "redis: blocking read timed out".into(), source: None })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
+        let p = report.provider();
+        let mut invocation = self.scripts.apply.prepare_invoke();
+        invocation
+            .key(self.keys.of("state", p))
+            .key(self.keys.of("meta", p))
+            .key(self.keys.of("hist", p))
+            .key(self.keys.of("histidx", p))
+            .key(&self.keys.events)
+            .key(&self.keys.epoch)
+            .key(&self.keys.providers)
+            .arg(p)
+            .arg(report.site().unwrap_or(""))
+            .arg(report.period().millis())
+            .arg(report.revision())
+            .arg(report.observed_at().millis())
+            .arg(received_at.millis())
+            .arg(report.narrative().unwrap_or(""))
+            .arg(report.source().unwrap_or(""))
+            .arg(self.options.event_log_max_len)
+            .arg(match self.options.event_log_max_age {
+                Some(age) => format!("{}-0", Timestamp::now().millis() - age.as_millis() as i64),
+                None => String::new(),
+            })
+            .arg(self.options.retention_hours * Timestamp::HOUR_MS)
+            .arg(Self::new_epoch());
+        for (code, value) in report.values() {
+            invocation.arg(code).arg(encode_value(*value));
+        }
+        let mut conn = self.conn.clone();
+        let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let parts = array(&reply)?;
+        match parts {
+            [kind, epoch, id] if text(kind)? == "duplicate" => {
+                let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
+                Ok(Applied::Duplicate { cursor: Some(cursor) })
+            }
+            [kind, epoch, id, live, changes] if text(kind)? == "accepted" => {
+                let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
+                let changes = parse_changes(&text(changes)?)?;
+                Ok(Applied::Accepted(event(report, received_at, int(live)? == 1, changes, cursor)))
+            }
+            _ => Err(bad("apply reply")),
+        }
+    }
+
+    async fn snapshot(&self, selection: &Selection) -> Result<Snapshot, StoreError> {
+        let mut invocation = self.scripts.snapshot.prepare_invoke();
+        invocation
+            .key(&self.keys.providers)
+            .key(&self.keys.events)
+            .key(&self.keys.epoch)
+            .arg(Self::new_epoch())
+            .arg(&self.keys.prefix);
+        if let Selection::Only(set) = selection {
+            if set.is_empty() {
+                // No provider selected: still answer with the cursor, from an empty selection.
+                invocation.arg("\u{0}");
+            }
+            for p in set {
+                invocation.arg(p);
+            }
+        }
+        let mut conn = self.conn.clone();
+        let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let [epoch, last, providers] = array(&reply)? else { return Err(bad("snapshot reply")) };
+        let cursor = Cursor::new(text(epoch)?, position(&text(last)?)?);
+        let mut out = Vec::new();
+        for p in array(providers)? {
+            let [code, meta, state] = array(p)? else { return Err(bad("snapshot provider")) };
+            let meta = pairs(meta)?;
+            let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(&format!("meta field {k}")));
+            let mut readings = BTreeMap::new();
+            for (metric, encoded) in pairs(state)? {
+                let mut parts = encoded.splitn(3, '|');
+                let (Some(v), Some(period), Some(observed)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(bad("reading"));
+                };
+                readings.insert(
+                    metric,
+                    Reading { value: decode_value(v)?, period: ms(period)?, observed_at: ms(observed)? },
+                );
+            }
+            out.push(ProviderLive {
+                provider: text(code)?,
+                site: opt(get("site")?),
+                readings,
+                period: ms(&get("period")?)?,
+                revision: get("revision")?.parse().map_err(|_| bad("revision"))?,
+                observed_at: ms(&get("observed")?)?,
+                received_at: ms(&get("received")?)?,
+                narrative: opt(get("narrative")?),
+                source: opt(get("source")?),
+            });
+        }
+        out.sort_by(|a, b| a.provider.cmp(&b.provider));
+        Ok(Snapshot { cursor, providers: out })
+    }
+
+    async fn head(&self) -> Result<Cursor, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: RValue = self
+            .scripts
+            .read
+            .key(&self.keys.events)
+            .key(&self.keys.epoch)
+            .arg(Self::new_epoch())
+            .arg("0-0")
+            .arg(0)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let [epoch, last, ..] = array(&reply)? else { return Err(bad("read reply")) };
+        Ok(Cursor::new(text(epoch)?, position(&text(last)?)?))
+    }
+
+    async fn read(&self, after: &Cursor, max: usize, wait: Duration) -> Result<Read, StoreError> {
+        let first = self.read_once(after, max).await?;
+        match first {
+            Read::Events(ref events) if events.is_empty() && !wait.is_zero() => {
+                self.wait_for_entry(after, wait).await?;
+                // Read again through the script, which checks the epoch: the stream may have been recreated.
+                self.read_once(after, max).await
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: RValue = self
+            .scripts
+            .history
+            .key(self.keys.of("hist", provider))
+            .key(self.keys.of("histidx", provider))
+            .arg(from.millis())
+            .arg(to.millis())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for pair in array(&reply)?.chunks(2) {
+            let field = text(&pair[0])?;
+            let json = text(pair.get(1).ok_or_else(|| bad("history pairs"))?)?;
+            let (period, revision) = field.split_once(':').ok_or_else(|| bad("history field"))?;
+            let r: RecordJson = serde_json::from_str(&json).map_err(|e| bad(&format!("history record: {e}")))?;
+            out.push(HistoryRecord {
+                period: ms(period)?,
+                revision: revision.parse().map_err(|_| bad("history revision"))?,
+                observed_at: ms(&r.o)?,
+                received_at: ms(&r.r)?,
+                values: r
+                    .v
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), decode_value(v)?)))
+                    .collect::<Result<_, StoreError>>()?,
+                narrative: opt(r.n),
+                source: opt(r.s),
+                site: opt(r.t),
+            });
+        }
+        out.sort_by_key(|h| (h.period, h.revision));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_encode_to_one_spelling_and_round_trip() {
+        for v in [0.0, 1.0, 28.0, 41.5, 0.1, 1e21, 123456789.125] {
+            let text = encode_value(Value::Number(v));
+            assert!(!text.contains(' ') && !text.contains('|'));
+            assert_eq!(decode_value(&text).unwrap(), Value::Number(v));
+        }
+        assert_eq!(encode_value(Value::Number(-0.0)), encode_value(Value::Number(0.0)));
+        let absent = Value::Absent(AbsentReason::NotAvailable);
+        assert_eq!(encode_value(absent), "~not_available");
+        assert_eq!(decode_value("~not_available").unwrap(), absent);
+    }
+
+    #[test]
+    fn changes_parse() {
+        let c = parse_changes("a ~ 1 b 2 ~suppressed").unwrap();
+        assert_eq!(c[0], MetricChange { metric: "a".into(), before: None, after: Value::Number(1.0) });
+        assert_eq!(c[1].after, Value::Absent(AbsentReason::Suppressed));
+        assert!(parse_changes("").unwrap().is_empty());
+    }
+}
