@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `sitrep serve` process, real gRPC clients over TCP.
 
+mod redis;
 mod support;
 
 use sitrep_proto::v1 as pb;

@@ -47,12 +47,23 @@ impl Drop for TempDir {
 impl Server {
     /// Starts `sitrep serve` on port 0 with the given configuration file text (may be empty).
     pub async fn start(config: &str) -> Server {
+        Self::start_with(config, &[]).await
+    }
+
+    /// Starts `sitrep serve` on port 0 with the given configuration, keeping state in the Redis at `url`.
+    pub async fn start_redis(url: &str) -> Server {
+        Self::start_with("", &["--redis", url]).await
+    }
+
+    /// Starts `sitrep serve` on port 0 with the given configuration file text and extra arguments.
+    pub async fn start_with(config: &str, extra: &[&str]) -> Server {
         let dir = TempDir::new("server");
         let config_path = dir.0.join("sitrep.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sitrep"))
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

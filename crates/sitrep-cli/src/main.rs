@@ -17,11 +17,11 @@ use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::query_service_client::QueryServiceClient;
 use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
+use sitrep_server::config::RedisUrl;
 use sitrep_server::display::update_line;
 use sitrep_server::hub::Backoff;
 use sitrep_server::sim::{SimOptions, SimStats};
 use sitrep_server::{App, Config};
-use sitrep_store::{MemoryOptions, MemoryStore};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
@@ -41,6 +41,7 @@ enum Command {
     /// Run the aggregator.
     #[command(after_help = "Examples:\n  \
         sitrep serve --demo                       # in-memory store, simulated providers, changes printed\n  \
+        sitrep serve --redis redis://127.0.0.1:6379/   # state in Redis, shared by every replica\n  \
         sitrep serve --listen 0.0.0.0:50051       # serve on all interfaces\n  \
         sitrep serve --config /etc/sitrep/sitrep.toml\n\n\
         Logging is controlled by RUST_LOG (default: info), e.g. RUST_LOG=sitrep_server=debug.")]
@@ -81,6 +82,9 @@ struct ServeArgs {
     /// Address to listen on; overrides the configuration. Port 0 picks a free port.
     #[arg(long, env = "SITREP_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Keep state in this Redis (redis://host:port/db) instead of the embedded in-memory store.
+    #[arg(long, env = "SITREP_REDIS", value_name = "URL")]
+    redis: Option<String>,
     /// Also run simulated providers and print every change, so there is something to see at once.
     #[arg(long)]
     demo: bool,
@@ -214,17 +218,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(url) = args.redis {
+        config.store.redis = Some(RedisUrl::new(url));
+    }
     let cancel = shutdown_on_signal();
-    let store = Arc::new(MemoryStore::new(MemoryOptions {
-        event_log_capacity: config.store.event_log_capacity,
-        retention_hours: config.limits.retention_hours,
-    }));
+    let store = sitrep_server::store_from_config(&config)?;
+    let store_name = store.name();
+    if let Some(url) = &config.store.redis {
+        tracing::info!(redis = %url.redacted(), prefix = %config.store.key_prefix, "using redis");
+    }
     let app = App::new(&config, store, cancel.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (set --listen or `listen` in the config)", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, store = "memory", "sitrep aggregator serving gRPC");
+    tracing::info!(%addr, store = store_name, "sitrep aggregator serving gRPC");
     // A plain line on stdout, for people and for scripts (and tests) that start sitrep on port 0.
     println!("sitrep listening on {addr}");
     if args.demo {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sitrep_core::{Catalogue, Directory};
 use sitrep_proto::v1 as pb;
-use sitrep_store::Store;
+use sitrep_store::{MemoryOptions, MemoryStore, RedisOptions, RedisStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,6 +47,29 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot set up reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Store(#[from] sitrep_store::StoreError),
+}
+
+/// The store the configuration asks for: Redis when `store.redis` is set, else the embedded memory store. Does not
+/// connect to Redis (the aggregator serves, degraded, until Redis is reachable).
+pub fn store_from_config(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    let s = &config.store;
+    Ok(match &s.redis {
+        None => Arc::new(MemoryStore::new(MemoryOptions {
+            event_log_capacity: s.event_log_capacity,
+            retention_hours: config.limits.retention_hours,
+        })),
+        Some(url) => Arc::new(RedisStore::new(RedisOptions {
+            url: url.expose().to_owned(),
+            key_prefix: s.key_prefix.clone(),
+            event_log_max_len: s.event_log_capacity,
+            event_log_max_age: (s.event_log_max_age_seconds > 0)
+                .then(|| Duration::from_secs(s.event_log_max_age_seconds)),
+            retention_hours: config.limits.retention_hours,
+            response_timeout: Duration::from_millis(s.redis_timeout_ms),
+        })?),
+    })
 }
 
 impl App {
@@ -119,6 +142,23 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     let routes = app.routes(health)?;
     let ctx = app.ctx.clone();
     let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
+    // Health follows the picture: NOT_SERVING while the store is unreachable.
+    let (mut status, health_reporter, health_cancel) = (ctx.hub.status(), reporter.clone(), cancel.clone());
+    ctx.tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = health_cancel.cancelled() => break,
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let degraded = status.borrow_and_update().degraded;
+                    let serving = if degraded { ServingStatus::NotServing } else { ServingStatus::Serving };
+                    set_health(&health_reporter, serving).await;
+                }
+            }
+        }
+    });
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()

@@ -82,13 +82,61 @@ impl LimitsConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Recent events kept for subscribers to resume from.
+    /// Redis to keep state in. Without it, the embedded in-memory store is used (nothing survives a restart).
+    pub redis: Option<RedisUrl>,
+    /// Redis keys are `{key_prefix}:...`, so deployments can share a Redis.
+    pub key_prefix: String,
+    /// Recent events kept for subscribers to resume from (approximately, on Redis).
     pub event_log_capacity: usize,
+    /// On Redis, also trim events older than this many seconds (0: trim by count only).
+    pub event_log_max_age_seconds: u64,
+    /// On Redis, how long a command may take before the call fails as unavailable, in milliseconds.
+    pub redis_timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { event_log_capacity: 100_000 }
+        StoreConfig {
+            redis: None,
+            key_prefix: "sitrep".into(),
+            event_log_capacity: 100_000,
+            event_log_max_age_seconds: 0,
+            redis_timeout_ms: 2000,
+        }
+    }
+}
+
+/// A Redis URL, which may carry a password: never printed whole (Debug shows it with the password hidden).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisUrl(url.into())
+    }
+
+    /// The full URL, password included: for connecting, never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`, for logs and errors.
+    pub fn redacted(&self) -> String {
+        match (self.0.split_once("://"), self.0.rfind('@')) {
+            (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
+                let userinfo = &rest[..at - scheme.len() - 3];
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{}", &self.0[at + 1..])
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
     }
 }
 
@@ -156,6 +204,14 @@ impl Config {
         if !(1..=300).contains(&self.subscribers.default_heartbeat_seconds) {
             return invalid("subscribers.default_heartbeat_seconds", "must be in 1..=300");
         }
+        if let Some(url) = &self.store.redis
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            return invalid("store.redis", &format!("{} is not a redis:// or rediss:// URL", url.redacted()));
+        }
+        if self.store.key_prefix.is_empty() || self.store.key_prefix.contains(['{', '}']) {
+            return invalid("store.key_prefix", "must be non-empty without braces");
+        }
         if self.store.event_log_capacity == 0 {
             return invalid("store.event_log_capacity", "must be at least 1");
         }
@@ -203,6 +259,17 @@ mod tests {
         assert_eq!(c.subscribers.default_heartbeat_seconds, 15);
         assert_eq!(c.load_catalogue().unwrap().profile, "nhs-england");
         assert!(c.load_directory().unwrap().provider("RJ7").is_some());
+    }
+
+    #[test]
+    fn redis_passwords_are_never_printed() {
+        let url = RedisUrl::new("redis://sitrep:hunter2@redis.internal:6379/0");
+        assert_eq!(url.redacted(), "redis://sitrep:***@redis.internal:6379/0");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert_eq!(RedisUrl::new("redis://127.0.0.1:6379/").redacted(), "redis://127.0.0.1:6379/");
+        let path = write("redis", "[store]\nredis = \"http://x\"\n");
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("store.redis: http://x is not a redis://"), "{err}");
     }
 
     #[test]

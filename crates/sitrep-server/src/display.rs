@@ -59,6 +59,14 @@ pub fn update_line(u: &pb::Update) -> String {
         }
         Some(pb::update::Kind::Heartbeat(h)) => format!("heartbeat {}  [{}]", time(h.server_time.as_ref()), h.cursor),
         Some(pb::update::Kind::Reset(r)) => format!("reset ({}): {}", r.reason().as_str_name(), r.message),
+        Some(pb::update::Kind::Status(s)) => {
+            format!(
+                "{} since {}: {}",
+                if s.degraded { "DEGRADED" } else { "restored" },
+                time(s.since.as_ref()),
+                s.message
+            )
+        }
         None => "empty update".to_owned(),
     }
 }

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sitrep_core::{Cursor, Event};
+use sitrep_core::{Cursor, Event, Timestamp};
 use sitrep_store::{Read, Store};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Why the Hub stopped feeding a subscriber.
@@ -49,10 +49,19 @@ impl Shared {
     }
 }
 
+/// Whether the Hub can read the event log, i.e. whether the picture is being kept up to date.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PictureState {
+    pub degraded: bool,
+    pub message: String,
+    pub since: Timestamp,
+}
+
 /// Handle to the Hub; cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
     shared: Arc<Shared>,
+    status: watch::Sender<PictureState>,
 }
 
 /// A subscriber's end of its queue. Dropping it unregisters the subscriber.
@@ -90,13 +99,30 @@ impl Drop for Subscription {
 
 impl Hub {
     pub fn new(queue_capacity: usize) -> Self {
+        let healthy = PictureState { degraded: false, message: "up to date".into(), since: Timestamp::now() };
         Hub {
             shared: Arc::new(Shared {
                 slots: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 queue_capacity: queue_capacity.max(1),
             }),
+            status: watch::channel(healthy).0,
         }
+    }
+
+    /// Follows the picture's state: degraded while the event log cannot be read.
+    pub fn status(&self) -> watch::Receiver<PictureState> {
+        self.status.subscribe()
+    }
+
+    fn set_degraded(&self, degraded: bool, message: String) {
+        self.status.send_if_modified(|s| {
+            if s.degraded == degraded {
+                return false;
+            }
+            *s = PictureState { degraded, message, since: Timestamp::now() };
+            true
+        });
     }
 
     /// Registers a subscriber. Every event the Hub fans out after this call is queued for it.
@@ -147,6 +173,9 @@ impl Hub {
                 _ = cancel.cancelled() => break,
                 r = step => r,
             };
+            if result.is_ok() {
+                self.set_degraded(false, "the store is reachable again; reports are being accepted".into());
+            }
             match result {
                 Ok((after, Read::Events(events))) => {
                     backoff.reset();
@@ -163,6 +192,7 @@ impl Hub {
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "hub cannot read the event log");
+                    self.set_degraded(true, format!("the store is unreachable; no reports are being accepted ({e})"));
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}

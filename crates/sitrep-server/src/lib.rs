@@ -19,5 +19,5 @@ pub mod hub;
 pub mod services;
 pub mod sim;
 
-pub use app::{App, serve};
+pub use app::{App, serve, store_from_config};
 pub use config::Config;

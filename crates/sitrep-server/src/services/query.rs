@@ -2,12 +2,63 @@
 
 use std::sync::Arc;
 
+use sitrep_core::{Selection, Timestamp};
 use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Context;
-use crate::convert::{catalogue_to_wire, directory_to_wire, live_to_wire};
+use crate::convert::{
+    catalogue_to_wire, directory_to_wire, live_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,
+};
 use crate::error;
+
+/// The periods a history request covers: its `from` and `to`, defaulting to the 24 hours up to the current hour,
+/// and bounded by the history kept.
+fn range(
+    ctx: &Context,
+    from: Option<&prost_types::Timestamp>,
+    to: Option<&prost_types::Timestamp>,
+) -> Result<(Timestamp, Timestamp), Status> {
+    let to = to.map(timestamp_from_wire).unwrap_or_else(|| Timestamp::now().hour_start());
+    let from = from.map(timestamp_from_wire).unwrap_or_else(|| to.add_hours(-23));
+    if from > to {
+        return Err(error::invalid_field("from", "before_to", format!("from {from} is later than to {to}")));
+    }
+    let hours = (to.millis() - from.millis()) / Timestamp::HOUR_MS;
+    if hours > ctx.limits.retention_hours {
+        return Err(error::invalid_field(
+            "to",
+            "within_retention",
+            format!(
+                "{hours} hours from {from} to {to} exceed the {} hours of history kept",
+                ctx.limits.retention_hours
+            ),
+        ));
+    }
+    Ok((from, to))
+}
+
+fn known_provider(ctx: &Context, code: &str) -> Result<(), Status> {
+    match ctx.directory.provider(code) {
+        Some(_) => Ok(()),
+        None => Err(error::invalid_field(
+            "provider",
+            "known_provider",
+            format!("provider {code:?} is not in the directory"),
+        )),
+    }
+}
+
+fn known_metric(ctx: &Context, field: &str, code: &str) -> Result<(), Status> {
+    match ctx.catalogue.contains(code) {
+        true => Ok(()),
+        false => Err(error::invalid_field(
+            field,
+            "known_metric",
+            format!("{field}: metric {code:?} is not in the catalogue"),
+        )),
+    }
+}
 
 pub struct QueryApi {
     ctx: Arc<Context>,
@@ -36,5 +87,73 @@ impl pb::query_service_server::QueryService for QueryApi {
 
     async fn get_catalogue(&self, _: Request<pb::GetCatalogueRequest>) -> Result<Response<pb::Catalogue>, Status> {
         Ok(Response::new(catalogue_to_wire(&self.ctx.catalogue)))
+    }
+
+    async fn get_history(&self, request: Request<pb::GetHistoryRequest>) -> Result<Response<pb::History>, Status> {
+        let req = request.into_inner();
+        let ctx = &self.ctx;
+        known_provider(ctx, &req.provider)?;
+        for (i, m) in req.metrics.iter().enumerate() {
+            known_metric(ctx, &format!("metrics[{i}]"), m)?;
+        }
+        let (from, to) = range(ctx, req.from.as_ref(), req.to.as_ref())?;
+        let records = ctx.store.history(&req.provider, from, to).await.map_err(error::store)?;
+        let entries = records
+            .into_iter()
+            .map(|h| pb::HistoryEntry {
+                period: Some(timestamp_to_wire(h.period)),
+                revision: h.revision,
+                observed_at: Some(timestamp_to_wire(h.observed_at)),
+                received_at: Some(timestamp_to_wire(h.received_at)),
+                values: h
+                    .values
+                    .into_iter()
+                    .filter(|(code, _)| req.metrics.is_empty() || req.metrics.contains(code))
+                    .map(|(code, v)| (code, value_to_wire(v)))
+                    .collect(),
+                narrative: h.narrative.unwrap_or_default(),
+                source: h.source.unwrap_or_default(),
+                site: h.site.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::History { provider: req.provider, entries }))
+    }
+
+    async fn get_metric_history(
+        &self,
+        request: Request<pb::GetMetricHistoryRequest>,
+    ) -> Result<Response<pb::MetricHistory>, Status> {
+        let req = request.into_inner();
+        let ctx = &self.ctx;
+        known_metric(ctx, "metric", &req.metric)?;
+        let filter =
+            ctx.resolve(req.filter.as_ref().map(|f| pb::Filter { metrics: Vec::new(), ..f.clone() }).as_ref())?;
+        let (from, to) = range(ctx, req.from.as_ref(), req.to.as_ref())?;
+        let providers: Vec<String> = match filter.providers {
+            Selection::All => ctx.directory.providers().map(|p| p.code.clone()).collect(),
+            Selection::Only(set) => set.into_iter().collect(),
+        };
+        let mut series = Vec::new();
+        for provider in providers {
+            let records = ctx.store.history(&provider, from, to).await.map_err(error::store)?;
+            // Records come in (period, revision) order, so the last one seen for a period is its latest revision.
+            let mut points: Vec<pb::MetricPoint> = Vec::new();
+            for h in records {
+                let Some(v) = h.values.get(&req.metric) else { continue };
+                let point = pb::MetricPoint {
+                    period: Some(timestamp_to_wire(h.period)),
+                    revision: h.revision,
+                    value: Some(value_to_wire(*v)),
+                };
+                match points.last_mut() {
+                    Some(last) if last.period == point.period => *last = point,
+                    _ => points.push(point),
+                }
+            }
+            if !points.is_empty() {
+                series.push(pb::MetricSeries { provider, points });
+            }
+        }
+        Ok(Response::new(pb::MetricHistory { metric: req.metric, series }))
     }
 }

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use super::{Context, ResolvedFilter};
 use crate::convert::{event_to_wire, live_to_wire, timestamp_to_wire};
 use crate::error;
-use crate::hub::Kicked;
+use crate::hub::{Kicked, PictureState};
 
 /// Updates buffered between a session and the gRPC transport.
 const OUTBOUND_BUFFER: usize = 16;
@@ -103,6 +103,14 @@ fn update(kind: pb::update::Kind) -> pb::Update {
     pb::Update { kind: Some(kind) }
 }
 
+fn status_update(state: &PictureState) -> pb::Update {
+    update(pb::update::Kind::Status(pb::PictureStatus {
+        degraded: state.degraded,
+        message: state.message.clone(),
+        since: Some(timestamp_to_wire(state.since)),
+    }))
+}
+
 impl Session {
     async fn run(&self, resume: Option<String>) -> End {
         match self.serve(resume).await {
@@ -132,6 +140,11 @@ impl Session {
                 }
             },
         };
+        let mut status = self.ctx.hub.status();
+        if status.borrow_and_update().degraded {
+            let state = status.borrow().clone();
+            self.send(status_update(&state)).await?;
+        }
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -162,6 +175,10 @@ impl Session {
                         heartbeat.reset();
                     }
                 },
+                Ok(()) = status.changed() => {
+                    let state = status.borrow_and_update().clone();
+                    self.send(status_update(&state)).await?;
+                }
                 _ = heartbeat.tick() => {
                     let beat = pb::Heartbeat { cursor: cursor.to_string(), server_time: Some(timestamp_to_wire(sitrep_core::Timestamp::now())) };
                     self.send(update(pb::update::Kind::Heartbeat(beat))).await?;

@@ -137,7 +137,7 @@ fn bad(what: &str) -> StoreError {
 pub fn encode_value(v: Value) -> String {
     match v {
         // -0.0 and 0.0 are the same count; give them one spelling so the script's string diff agrees with `==`.
-        Value::Number(n) if n == 0.0 => "0".to_owned(),
+        Value::Number(0.0) => "0".to_owned(),
         Value::Number(n) => n.to_string(),
         Value::Absent(r) => format!("~{}", r.as_str()),
     }
@@ -200,7 +200,7 @@ fn opt(s: String) -> Option<String> {
 /// `metric before after` triples joined by spaces, as `apply.lua` returns and stores them.
 fn parse_changes(text: &str) -> Result<Vec<MetricChange>, StoreError> {
     let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
-    if words.len() % 3 != 0 {
+    if !words.len().is_multiple_of(3) {
         return Err(bad("changes"));
     }
     words

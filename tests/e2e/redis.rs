@@ -1,0 +1,169 @@
+//! End-to-end tests with Redis as the store: real `redis-server` processes started by the tests on free ports,
+//! real `sitrep serve` processes, real gRPC clients.
+
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::report_ack::Outcome;
+use sitrep_store::redis::RedisProcess;
+
+use crate::support::*;
+
+fn all(heartbeat: u32) -> pb::SubscribeRequest {
+    pb::SubscribeRequest { heartbeat_seconds: heartbeat, ..Default::default() }
+}
+
+/// A report accepted by one replica reaches subscribers of another; both serve the same picture; a replica that
+/// is replaced lets its subscribers resume from their cursors on the new one.
+#[tokio::test]
+async fn replicas_share_one_picture_through_redis() {
+    let redis = RedisProcess::start().expect("redis-server");
+    let a = Server::start_redis(&redis.url()).await;
+    let b = Server::start_redis(&redis.url()).await;
+    let mut on_a = a.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
+    let mut on_b = b.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
+    expect_snapshot(next(&mut on_a).await);
+    expect_snapshot(next(&mut on_b).await);
+
+    let mut to_a = a.provider().await;
+    let mut to_b = b.provider().await;
+    let first = to_a.submit(report("RJ7", 0, 1, &[("beds.cc_adult.open", 30.0)])).await.unwrap().into_inner();
+    let second = to_b.submit(report("RGT", 0, 1, &[("beds.cc_adult.open", 12.0)])).await.unwrap().into_inner();
+    assert_eq!((first.outcome(), second.outcome()), (Outcome::Accepted, Outcome::Accepted));
+    for stream in [&mut on_a, &mut on_b] {
+        assert_eq!(expect_event(next_non_heartbeat(stream).await).cursor, first.cursor);
+        assert_eq!(expect_event(next_non_heartbeat(stream).await).cursor, second.cursor);
+    }
+    // A duplicate sent to the other replica is still a duplicate: idempotency lives in Redis.
+    let again = to_b.submit(report("RJ7", 0, 1, &[("beds.cc_adult.open", 30.0)])).await.unwrap().into_inner();
+    assert_eq!((again.outcome(), again.cursor.as_str()), (Outcome::Duplicate, first.cursor.as_str()));
+    let snap_a = a.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    let snap_b = b.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    assert_eq!(snap_a, snap_b);
+    assert_eq!(snap_a.cursor, second.cursor);
+
+    // Replace replica A: its subscriber resumes from its last cursor on a brand-new replica, missing nothing.
+    drop(on_a);
+    drop(a);
+    let third = to_b.submit(report("RJ7", 0, 2, &[("beds.cc_adult.open", 31.0)])).await.unwrap().into_inner();
+    let a2 = Server::start_redis(&redis.url()).await;
+    let resume =
+        pb::SubscribeRequest { resume_from: second.cursor.clone(), heartbeat_seconds: 1, ..Default::default() };
+    let mut resumed = a2.subscriber().await.subscribe(resume).await.unwrap().into_inner();
+    let e = expect_event(next(&mut resumed).await);
+    assert_eq!(e.cursor, third.cursor);
+    assert_eq!(changes(&e), vec![("beds.cc_adult.open".to_string(), Some(30.0), 31.0)]);
+    assert_eq!(expect_event(next_non_heartbeat(&mut on_b).await).cursor, third.cursor);
+}
+
+/// While Redis is down: ingest answers UNAVAILABLE and acknowledges nothing, health is NOT_SERVING, subscribers
+/// are told the picture is degraded. When it returns, everything resumes by itself, without gaps or duplicates.
+#[tokio::test]
+async fn redis_outage_degrades_then_resumes_without_gaps() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let mut redis = RedisProcess::start().expect("redis-server");
+    let server = Server::start_redis(&redis.url()).await;
+    let mut provider = server.provider().await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watcher = server.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
+    expect_snapshot(next(&mut watcher).await);
+    let before = provider.submit(report("RM1", 0, 1, &[("ed.in_department", 10.0)])).await.unwrap().into_inner();
+    assert_eq!(before.outcome(), Outcome::Accepted);
+    assert_eq!(expect_event(next_non_heartbeat(&mut watcher).await).cursor, before.cursor);
+    // A second subscriber that will be away during the outage.
+    let away_from = before.cursor.clone();
+
+    redis.kill();
+    let during = report("RM1", 0, 2, &[("ed.in_department", 20.0)]);
+    let status = provider.submit(during.clone()).await.expect_err("nothing can be stored while redis is down");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    match next_non_heartbeat(&mut watcher).await {
+        pb::update::Kind::Status(s) => assert!(s.degraded, "{s:?}"),
+        other => panic!("expected a degraded status, got {other:?}"),
+    }
+    let check = HealthCheckRequest { service: "sitrep.v1.ProviderService".into() };
+    let serving = health.check(check.clone()).await.unwrap().into_inner();
+    assert_eq!(serving.status(), ServingStatus::NotServing);
+
+    redis.restart().expect("restart redis-server");
+    match next_non_heartbeat(&mut watcher).await {
+        pb::update::Kind::Status(s) => assert!(!s.degraded, "{s:?}"),
+        other => panic!("expected a restored status, got {other:?}"),
+    }
+    assert_eq!(health.check(check).await.unwrap().into_inner().status(), ServingStatus::Serving);
+    // The report refused during the outage was not stored: resent, it is accepted (not a duplicate).
+    let after = provider.submit(during).await.unwrap().into_inner();
+    assert_eq!(after.outcome(), Outcome::Accepted, "{after:?}");
+    let e = expect_event(next_non_heartbeat(&mut watcher).await);
+    assert_eq!(e.cursor, after.cursor);
+    assert_eq!(changes(&e), vec![("ed.in_department".to_string(), Some(10.0), 20.0)]);
+    // Exactly once: the next update is a heartbeat at that cursor.
+    match next(&mut watcher).await {
+        pb::update::Kind::Heartbeat(h) => assert_eq!(h.cursor, after.cursor),
+        other => panic!("expected a heartbeat, got {other:?}"),
+    }
+    // The subscriber that was away resumes from its cursor: exactly the one event it missed.
+    let resume = pb::SubscribeRequest { resume_from: away_from, heartbeat_seconds: 1, ..Default::default() };
+    let mut back = server.subscriber().await.subscribe(resume).await.unwrap().into_inner();
+    assert_eq!(expect_event(next(&mut back).await).cursor, after.cursor);
+    assert!(matches!(next(&mut back).await, pb::update::Kind::Heartbeat(_)));
+}
+
+/// The hour-by-hour history of a provider and of a metric, from Redis.
+#[tokio::test]
+async fn history_of_a_provider_and_of_a_metric() {
+    let redis = RedisProcess::start().expect("redis-server");
+    let server = Server::start_redis(&redis.url()).await;
+    let mut provider = server.provider().await;
+    for (who, hours_ago, revision, value) in
+        [("RJ7", 3, 1, 20.0), ("RJ7", 2, 1, 21.0), ("RJ7", 2, 2, 22.0), ("RJ7", 0, 1, 23.0), ("RGT", 2, 1, 9.0)]
+    {
+        let ack = provider
+            .submit(report(
+                who,
+                hours_ago,
+                revision,
+                &[("beds.cc_adult.occupied", value), ("beds.cc_adult.open", 30.0)],
+            ))
+            .await;
+        assert_eq!(ack.unwrap().into_inner().outcome(), Outcome::Accepted);
+    }
+    let mut query = server.query().await;
+    let history = query
+        .get_history(pb::GetHistoryRequest {
+            provider: "RJ7".into(),
+            metrics: vec!["beds.cc_adult.occupied".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<_> = history
+        .entries
+        .iter()
+        .map(|e| (e.revision, num(&Some(e.values["beds.cc_adult.occupied"].clone())), e.values.len()))
+        .collect();
+    assert_eq!(got, [(1, Some(20.0), 1), (1, Some(21.0), 1), (2, Some(22.0), 1), (1, Some(23.0), 1)]);
+
+    let filter = pb::Filter { systems: vec!["QWE".into(), "QUE".into()], ..Default::default() };
+    let metric = query
+        .get_metric_history(pb::GetMetricHistoryRequest {
+            metric: "beds.cc_adult.occupied".into(),
+            filter: Some(filter),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let series: Vec<_> = metric
+        .series
+        .iter()
+        .map(|s| {
+            (s.provider.as_str(), s.points.iter().map(|p| (p.revision, num(&p.value).unwrap())).collect::<Vec<_>>())
+        })
+        .collect();
+    assert_eq!(series, [("RGT", vec![(1, 9.0)]), ("RJ7", vec![(1, 20.0), (2, 22.0), (1, 23.0)])]);
+
+    let bad = pb::GetHistoryRequest { provider: "NOPE".into(), ..Default::default() };
+    assert_eq!(query.get_history(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+}
