@@ -1,6 +1,7 @@
 //! `sitrep`: the command-line entry point. Thin by design: it parses arguments, sets up logging, and calls into
 //! `sitrep-server` (serve, simulate) or the generated gRPC clients (push, watch).
 
+mod bench;
 mod report_file;
 
 use std::net::SocketAddr;
@@ -72,6 +73,16 @@ enum Command {
         Simulated time starts --backfill-hours in the past and never runs ahead of real time; once caught up, each \
         tick sends a new revision of the current hour.")]
     Simulate(SimulateArgs),
+    /// Benchmark the hot path against a real Redis, with a baseline of the bare Redis work.
+    #[command(
+        after_help = "Starts its own redis-server (unless --redis) and its own aggregator process, drives P provider \
+        streams with S subscribers attached, and prints throughput, latencies, the aggregator's CPU per report and \
+        peak memory, and the same Redis work done without gRPC or the aggregator.\n\n\
+        Examples:\n  \
+        sitrep bench\n  \
+        sitrep bench --providers 200 --subscribers 50 --seconds 30"
+    )]
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -169,6 +180,7 @@ fn main() -> ExitCode {
             Command::Push(args) => push(args).await,
             Command::Watch(args) => watch(args).await,
             Command::Simulate(args) => simulate(args).await,
+            Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -15,6 +15,7 @@ pub struct RedisProcess {
     port: u16,
     dir: PathBuf,
     owns_dir: bool,
+    extra: Vec<String>,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -33,10 +34,17 @@ fn ping(port: u16) -> bool {
 impl RedisProcess {
     /// Starts `redis-server` on a free port with a new data directory under the system's temp directory.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`RedisProcess::start`], with extra `redis-server` arguments that override the defaults, e.g.
+    /// `["--appendfsync", "everysec"]`.
+    pub fn start_with(extra: &[&str]) -> std::io::Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let dir = std::env::temp_dir().join(format!("sitrep-redis-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut p = RedisProcess { child: None, port: free_port()?, dir, owns_dir: true };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut p = RedisProcess { child: None, port: free_port()?, dir, owns_dir: true, extra };
         p.spawn()?;
         Ok(p)
     }
@@ -44,9 +52,15 @@ impl RedisProcess {
     /// Starts `redis-server` on a free port using `dir` for its data (kept when the process is dropped).
     pub fn start_in(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut p = RedisProcess { child: None, port: free_port()?, dir: dir.to_owned(), owns_dir: false };
+        let mut p =
+            RedisProcess { child: None, port: free_port()?, dir: dir.to_owned(), owns_dir: false, extra: Vec::new() };
         p.spawn()?;
         Ok(p)
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
@@ -57,6 +71,7 @@ impl RedisProcess {
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.dir.join("redis.log"))
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
