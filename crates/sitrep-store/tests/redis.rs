@@ -23,3 +23,86 @@ async fn redis_store_passes_the_conformance_suite() {
     });
     conformance::run_all(make, async { small.await.expect("connect") }, 3).await;
 }
+
+fn report(provider: &str, revision: u32) -> sitrep_core::ValidReport {
+    conformance::report(provider, 0, revision, &[("flow.discharges", sitrep_core::Value::Number(f64::from(revision)))])
+}
+
+async fn raw(url: &str, args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+/// Redis forgets loaded scripts when it restarts (or on SCRIPT FLUSH); the store re-loads them by itself.
+#[tokio::test]
+async fn scripts_are_reloaded_when_redis_forgets_them() {
+    use sitrep_store::{Applied, Store};
+    let redis = RedisProcess::start().expect("redis-server");
+    let store = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    assert!(matches!(
+        store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap(),
+        Applied::Accepted(_)
+    ));
+    raw(&redis.url(), &["SCRIPT", "FLUSH"]).await;
+    assert!(matches!(
+        store.apply(&report("RJ7", 2), sitrep_core::Timestamp::now()).await.unwrap(),
+        Applied::Accepted(_)
+    ));
+}
+
+/// Deployments sharing a Redis under different key prefixes do not see each other; every key carries the
+/// deployment's hash tag.
+#[tokio::test]
+async fn key_prefixes_isolate_deployments() {
+    use sitrep_core::Selection;
+    use sitrep_store::Store;
+    let redis = RedisProcess::start().expect("redis-server");
+    let a = RedisStore::connect(RedisOptions { url: redis.url(), key_prefix: "east".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let b = RedisStore::connect(RedisOptions { url: redis.url(), key_prefix: "west".into(), ..Default::default() })
+        .await
+        .unwrap();
+    a.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap();
+    assert_eq!(a.snapshot(&Selection::All).await.unwrap().providers.len(), 1);
+    assert!(b.snapshot(&Selection::All).await.unwrap().providers.is_empty());
+    assert!(
+        matches!(b.history("RJ7", sitrep_core::Timestamp(0), sitrep_core::Timestamp::now()).await, Ok(h) if h.is_empty())
+    );
+    let redis::Value::Array(keys) = raw(&redis.url(), &["KEYS", "*"]).await else { panic!() };
+    assert!(!keys.is_empty());
+    for k in keys {
+        let redis::Value::BulkString(k) = k else { panic!() };
+        let k = String::from_utf8(k).unwrap();
+        assert!(k.starts_with("{east}:") || k.starts_with("{west}:"), "{k} is outside the deployments' prefixes");
+    }
+}
+
+/// With a maximum age, events older than it are trimmed from the log, and a cursor before them is reset.
+#[tokio::test]
+async fn events_older_than_the_maximum_age_are_trimmed() {
+    use sitrep_store::{Read, ResetReason, Store};
+    let redis = RedisProcess::start().expect("redis-server");
+    let options = RedisOptions {
+        url: redis.url(),
+        event_log_max_age: Some(std::time::Duration::from_millis(50)),
+        ..Default::default()
+    };
+    let store = RedisStore::connect(options).await.unwrap();
+    let start = store.head().await.unwrap();
+    // Enough old events to fill whole stream nodes (trimming is approximate: it drops whole nodes).
+    for rev in 1..=300 {
+        store.apply(&report("RJ7", rev), sitrep_core::Timestamp::now()).await.unwrap();
+    }
+    // Let them age past the limit (a step over the boundary, not a timing measurement).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    store.apply(&report("RJ7", 301), sitrep_core::Timestamp::now()).await.unwrap();
+    assert_eq!(store.read(&start, 10, std::time::Duration::ZERO).await.unwrap(), Read::Reset(ResetReason::TooOld));
+    let redis::Value::Int(len) = raw(&redis.url(), &["XLEN", "{sitrep}:events"]).await else { panic!() };
+    assert!(len < 300, "old events were trimmed ({len} left)");
+}
