@@ -187,6 +187,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let phase = phase.clone();
         subscriber_tasks.push(tokio::spawn(async move {
             let (mut samples, mut events, mut resets) = (Samples::default(), 0u64, 0u64);
+            let mut from_receipt = Samples::default();
             while let Ok(Ok(Some(u))) = tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
                 match u.kind {
                     Some(pb::update::Kind::Event(e)) => {
@@ -196,6 +197,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                             let sent_at = phase.start + Duration::from_micros(sent_us);
                             if phase.measuring(sent_at) {
                                 samples.0.push(now.duration_since(sent_at).as_micros() as u64);
+                                // The aggregator stamps received_at (ms) on receipt, before storing: from then to
+                                // here is publication plus delivery, on the same host clock.
+                                if let Some(rcv) = &e.received_at {
+                                    let rcv_ms = sitrep_server::convert::timestamp_from_wire(rcv).millis();
+                                    let now_ms = Timestamp::now().millis();
+                                    from_receipt.0.push((now_ms - rcv_ms).max(0) as u64 * 1000);
+                                }
                             }
                         }
                     }
@@ -208,7 +216,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     _ => {}
                 }
             }
-            (samples, events, resets)
+            (samples, from_receipt, events, resets)
         }));
     }
 
@@ -260,10 +268,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         accepted += a;
         values += v;
     }
-    let (mut delivery, mut delivered, mut resets) = (Samples::default(), 0, 0);
+    let (mut delivery, mut publish, mut delivered, mut resets) = (Samples::default(), Samples::default(), 0, 0);
     for t in subscriber_tasks {
-        let (s, e, r) = t.await?;
+        let (s, p, e, r) = t.await?;
         delivery.0.extend(s.0);
+        publish.0.extend(p.0);
         delivered += e;
         resets += r;
     }
@@ -348,6 +357,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("    metric values        {:>10.0} /s", values as f64 / window);
     println!("    ack latency          {}", ack_samples.summary());
     println!("    send -> subscriber   {}", delivery.summary());
+    println!("    receipt -> subscriber {} (ms clock)", publish.summary());
     println!("    events delivered     {delivered} to {} subscribers ({} resets)", args.subscribers, resets);
     println!("    aggregator CPU       {cpu_per_report} per report");
     println!("    aggregator peak RSS  {peak}");

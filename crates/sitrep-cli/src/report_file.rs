@@ -49,7 +49,8 @@ enum ValueJson {
     },
     WithUnit {
         value: f64,
-        unit: String,
+        #[serde(default)]
+        unit: Option<String>,
     },
 }
 
@@ -66,7 +67,7 @@ pub fn parse(text: &str, now: Timestamp) -> anyhow::Result<Report> {
     for (code, v) in json.values {
         let input = match v {
             ValueJson::Number(n) => MetricInput { value: Some(Value::Number(n)), unit: None },
-            ValueJson::WithUnit { value, unit } => MetricInput { value: Some(Value::Number(value)), unit: Some(unit) },
+            ValueJson::WithUnit { value, unit } => MetricInput { value: Some(Value::Number(value)), unit },
             ValueJson::Absent { absent, unit } => match AbsentReason::parse(&absent) {
                 Some(r) => MetricInput { value: Some(Value::Absent(r)), unit },
                 None => {
@@ -116,6 +117,8 @@ mod tests {
         assert!(err.contains("period: \"2pm\""), "{err}");
         let err = parse(r#"{"provider":"RJ7","values":{"x":{"absent":"gone"}}}"#, now).unwrap_err().to_string();
         assert!(err.contains("values.x.absent"), "{err}");
+        let plain = parse(r#"{"provider":"RJ7","values":{"a":{"value":3}}}"#, now).unwrap();
+        assert_eq!(plain.values["a"], MetricInput { value: Some(Value::Number(3.0)), unit: None });
         let err = format!("{:#}", parse(r#"{"provider":"RJ7","colour":1}"#, now).unwrap_err());
         assert!(err.contains("unknown field `colour`"), "{err}");
     }

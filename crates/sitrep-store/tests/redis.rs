@@ -106,3 +106,35 @@ async fn events_older_than_the_maximum_age_are_trimmed() {
     let redis::Value::Int(len) = raw(&redis.url(), &["XLEN", "{sitrep}:events"]).await else { panic!() };
     assert!(len < 300, "old events were trimmed ({len} left)");
 }
+
+/// A flushed Redis is a new epoch: cursors from before are reset, whether read directly or by a waiting tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_redis_starts_a_new_epoch() {
+    use sitrep_store::{Applied, Read, ResetReason, Store};
+    let redis = RedisProcess::start().expect("redis-server");
+    let store = std::sync::Arc::new(
+        RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap(),
+    );
+    let Applied::Accepted(first) = store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap() else {
+        panic!()
+    };
+    let waiting = {
+        let (store, cursor) = (store.clone(), first.cursor.clone());
+        tokio::spawn(async move { store.read(&cursor, 10, std::time::Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    raw(&redis.url(), &["FLUSHALL"]).await;
+    let Applied::Accepted(second) = store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap() else {
+        panic!("after a flush the same report is new again")
+    };
+    assert_ne!(second.cursor.epoch, first.cursor.epoch);
+    assert_eq!(
+        waiting.await.unwrap().unwrap(),
+        Read::Reset(ResetReason::OtherEpoch),
+        "the waiting tail sees the new epoch"
+    );
+    assert_eq!(
+        store.read(&first.cursor, 10, std::time::Duration::ZERO).await.unwrap(),
+        Read::Reset(ResetReason::OtherEpoch)
+    );
+}

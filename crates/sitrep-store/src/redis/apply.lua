@@ -1,12 +1,14 @@
 -- Store::apply in one atomic step: idempotency check, diff, live state, history, event.
 --
--- KEYS: 1 state hash, 2 meta hash, 3 history hash, 4 history index (zset), 5 events stream, 6 epoch, 7 providers set
+-- KEYS: 1 state hash, 2 meta hash, 3 history hash, 4 history index (zset), 5 events stream, 6 epoch, 7 providers set,
+--       8 head (the id of the latest event)
 -- ARGV: 1 provider, 2 site, 3 period (ms), 4 revision, 5 observed_at (ms), 6 received_at (ms), 7 narrative,
 --       8 source, 9 stream max length, 10 stream min id ('' for none), 11 retention (ms), 12 epoch candidate,
 --       13.. metric code, encoded value, metric code, encoded value, ... (in code order)
 -- Encoded values are numbers in shortest round-trip form or '~reason' for absent; they contain no '|' or ' '.
 -- Returns {'duplicate', epoch, original id} or {'accepted', epoch, id, live (1/0), changes}, where changes is
 -- 'metric before after' triples joined by spaces ('~' for no previous value).
+-- Each event names its epoch and the id of the event before it ('prev'), so a reader can prove it missed nothing.
 local provider, site, period, revision = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local observed, received, narrative, source = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local epoch = sitrep_epoch(KEYS[6], ARGV[12])
@@ -62,9 +64,11 @@ for i = 1, n do
 end
 changes = table.concat(changes, ' ')
 
-local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*',
+local prev = redis.call('GET', KEYS[8]) or '0-0'
+local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'e', epoch, 'prev', prev,
   'p', provider, 's', site, 'per', period, 'rev', revision, 'obs', observed, 'rcv', received,
   'live', fresh and '1' or '0', 'nar', narrative, 'src', source, 'ch', changes)
+redis.call('SET', KEYS[8], id)
 if ARGV[10] ~= '' then
   redis.call('XTRIM', KEYS[5], 'MINID', '~', ARGV[10])
 end

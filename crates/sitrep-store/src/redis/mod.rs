@@ -12,7 +12,13 @@
 //! - `state:<provider>` hash: metric -> `value|period|observed_at`
 //! - `meta:<provider>` hash: period, revision, observed, received, narrative, source, site of the live report
 //! - `hist:<provider>` hash: `period:revision` -> JSON record; `histidx:<provider>` zset of those by period
-//! - `providers` set of providers with live state; `events` stream (entry id = cursor position); `epoch` string
+//! - `providers` set of providers with live state; `events` stream (entry id = cursor position); `epoch` string;
+//!   `head` string, the id of the latest event
+//!
+//! Every event in the stream carries its epoch and the id of the event before it (`prev`). A reader resuming
+//! after cursor C checks that the first event it gets names C as its predecessor: that proves nothing between was
+//! trimmed, exactly, without asking the stream about its ends. It also lets the Hub tail the log with plain
+//! `XREAD BLOCK` (one round trip per batch) and fall back to the checking script only when the link breaks.
 //!
 //! Values are encoded as the shortest text that round-trips the `f64` (so equal numbers encode equally and the
 //! script can diff by string), or `~reason` when absent.
@@ -70,6 +76,7 @@ struct Keys {
     prefix: String,
     events: String,
     epoch: String,
+    head: String,
     providers: String,
 }
 
@@ -79,6 +86,7 @@ impl Keys {
         Keys {
             events: format!("{prefix}events"),
             epoch: format!("{prefix}epoch"),
+            head: format!("{prefix}head"),
             providers: format!("{prefix}providers"),
             prefix,
         }
@@ -212,15 +220,24 @@ fn parse_changes(text: &str) -> Result<Vec<MetricChange>, StoreError> {
         .collect()
 }
 
-fn parse_event(epoch: &str, entry: &RValue) -> Result<Event, StoreError> {
+/// A stream entry: the event, the epoch it was written in, and the position of the event before it.
+struct Entry {
+    event: Event,
+    epoch: String,
+    prev: Position,
+}
+
+fn parse_entry(entry: &RValue) -> Result<Entry, StoreError> {
     let parts = array(entry)?;
     let (id, fields) = match parts {
         [id, fields] => (text(id)?, pairs(fields)?),
         _ => return Err(bad("stream entry")),
     };
     let get = |k: &str| fields.get(k).cloned().ok_or_else(|| bad(&format!("event field {k}")));
-    Ok(Event {
-        cursor: Cursor::new(epoch, position(&id)?),
+    let epoch = get("e")?;
+    let prev = position(&get("prev")?)?;
+    let event = Event {
+        cursor: Cursor::new(epoch.clone(), position(&id)?),
         provider: get("p")?,
         site: opt(get("s")?),
         period: ms(&get("per")?)?,
@@ -231,7 +248,20 @@ fn parse_event(epoch: &str, entry: &RValue) -> Result<Event, StoreError> {
         changes: parse_changes(&get("ch")?)?,
         narrative: opt(get("nar")?),
         source: opt(get("src")?),
-    })
+    };
+    Ok(Entry { event, epoch, prev })
+}
+
+/// Whether `entries` continue the log right after `after`, in the same epoch, with nothing missing in between.
+fn linked(after: &Cursor, entries: &[Entry]) -> bool {
+    let mut pos = after.pos;
+    for e in entries {
+        if e.epoch != after.epoch || e.prev != pos {
+            return false;
+        }
+        pos = e.event.cursor.pos;
+    }
+    !entries.is_empty()
 }
 
 #[derive(serde::Deserialize)]
@@ -285,7 +315,7 @@ impl RedisStore {
         crate::new_epoch('r')
     }
 
-    /// One non-blocking read: `Read` decided against the log's epoch and ends.
+    /// One read through the checking script: `Read` decided against the log's epoch, head and links.
     async fn read_once(&self, after: &Cursor, max: usize) -> Result<Read, StoreError> {
         let mut conn = self.conn.clone();
         let reply: RValue = self
@@ -293,30 +323,35 @@ impl RedisStore {
             .read
             .key(&self.keys.events)
             .key(&self.keys.epoch)
+            .key(&self.keys.head)
             .arg(Self::new_epoch())
             .arg(after.pos.to_string())
             .arg(max)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let parts = array(&reply)?;
-        let [epoch, last, oldest, entries] = parts else { return Err(bad("read reply")) };
-        let epoch = text(epoch)?;
-        if after.epoch != epoch {
+        let [epoch, head, entries] = array(&reply)? else { return Err(bad("read reply")) };
+        if after.epoch != text(epoch)? {
             return Ok(Read::Reset(ResetReason::OtherEpoch));
         }
-        if after.pos > position(&text(last)?)? {
+        let head = position(&text(head)?)?;
+        if after.pos > head {
             return Ok(Read::Reset(ResetReason::Ahead));
         }
-        // A reader exactly at the last trimmed entry is reset too (its successor is unknowable): safe, if rare.
-        if after.pos < position(&text(oldest)?)? {
+        let entries = array(entries)?.iter().map(parse_entry).collect::<Result<Vec<_>, _>>()?;
+        if entries.is_empty() && after.pos < head {
+            // Everything after the cursor has been trimmed.
             return Ok(Read::Reset(ResetReason::TooOld));
         }
-        array(entries)?.iter().map(|e| parse_event(&epoch, e)).collect::<Result<_, _>>().map(Read::Events)
+        if !entries.is_empty() && !linked(after, &entries) {
+            return Ok(Read::Reset(ResetReason::TooOld));
+        }
+        Ok(Read::Events(entries.into_iter().map(|e| e.event).collect()))
     }
 
-    /// Waits (up to `wait`) until the stream has an entry after `after`.
-    async fn wait_for_entry(&self, after: &Cursor, wait: Duration) -> Result<(), StoreError> {
+    /// `XREAD BLOCK` on the dedicated connection: entries after `after` as soon as there are any, or none after
+    /// `wait`.
+    async fn read_blocking(&self, after: &Cursor, max: usize, wait: Duration) -> Result<Vec<Entry>, StoreError> {
         let mut guard = self.blocking.lock().await;
         if guard.is_none() {
             let config = AsyncConnectionConfig::new()
@@ -328,27 +363,30 @@ impl RedisStore {
         }
         let conn = guard.as_mut().expect("connected above");
         let block_ms = wait.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
-        let xread = redis::cmd("XREAD")
-            .arg("BLOCK")
-            .arg(block_ms)
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg(&self.keys.events)
-            .arg(after.pos.to_string())
-            .query_async::<RValue>(conn)
-            .await;
-        // The blocking connection has no response timeout, so guard against a peer that vanished silently.
-        match tokio::time::timeout(wait + self.options.response_timeout, async { xread }).await {
-            Ok(Ok(_)) => Ok(()),
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("BLOCK").arg(block_ms).arg("COUNT").arg(max.max(1)).arg("STREAMS");
+        cmd.arg(&self.keys.events).arg(after.pos.to_string());
+        let xread = cmd.query_async::<RValue>(conn);
+        // The connection has no response timeout, so guard against a peer that vanished silently.
+        let reply = match tokio::time::timeout(wait + self.options.response_timeout, xread).await {
+            Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
                 *guard = None;
-                Err(unavailable(e))
+                return Err(unavailable(e));
             }
             Err(_) => {
                 *guard = None;
-                Err(StoreError::Unavailable { message: "redis: blocking read timed out".into(), source: None })
+                return Err(StoreError::Unavailable { message: "redis: blocking read timed out".into(), source: None });
             }
+        };
+        drop(guard);
+        // [[stream, [entry, ...]]], or nil when BLOCK expired.
+        match array(&reply)?.first() {
+            None => Ok(Vec::new()),
+            Some(stream) => match array(stream)? {
+                [_, entries] => array(entries)?.iter().map(parse_entry).collect(),
+                _ => Err(bad("XREAD reply")),
+            },
         }
     }
 }
@@ -370,6 +408,7 @@ impl Store for RedisStore {
             .key(&self.keys.events)
             .key(&self.keys.epoch)
             .key(&self.keys.providers)
+            .key(&self.keys.head)
             .arg(p)
             .arg(report.site().unwrap_or(""))
             .arg(report.period().millis())
@@ -409,7 +448,7 @@ impl Store for RedisStore {
         let mut invocation = self.scripts.snapshot.prepare_invoke();
         invocation
             .key(&self.keys.providers)
-            .key(&self.keys.events)
+            .key(&self.keys.head)
             .key(&self.keys.epoch)
             .arg(Self::new_epoch())
             .arg(&self.keys.prefix);
@@ -465,26 +504,28 @@ impl Store for RedisStore {
             .read
             .key(&self.keys.events)
             .key(&self.keys.epoch)
+            .key(&self.keys.head)
             .arg(Self::new_epoch())
             .arg("0-0")
             .arg(0)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let [epoch, last, ..] = array(&reply)? else { return Err(bad("read reply")) };
-        Ok(Cursor::new(text(epoch)?, position(&text(last)?)?))
+        let [epoch, head, _] = array(&reply)? else { return Err(bad("read reply")) };
+        Ok(Cursor::new(text(epoch)?, position(&text(head)?)?))
     }
 
     async fn read(&self, after: &Cursor, max: usize, wait: Duration) -> Result<Read, StoreError> {
-        let first = self.read_once(after, max).await?;
-        match first {
-            Read::Events(ref events) if events.is_empty() && !wait.is_zero() => {
-                self.wait_for_entry(after, wait).await?;
-                // Read again through the script, which checks the epoch: the stream may have been recreated.
-                self.read_once(after, max).await
-            }
-            other => Ok(other),
+        if wait.is_zero() {
+            return self.read_once(after, max).await;
         }
+        // The tail path: a plain blocking read, trusted only when its entries link onto the cursor. Anything else
+        // (a timeout, a broken link, another epoch) is decided by the checking script.
+        let entries = self.read_blocking(after, max, wait).await?;
+        if linked(after, &entries) {
+            return Ok(Read::Events(entries.into_iter().map(|e| e.event).collect()));
+        }
+        self.read_once(after, max).await
     }
 
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError> {

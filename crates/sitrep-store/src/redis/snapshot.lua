@@ -1,10 +1,10 @@
--- Live state of providers as of the stream's last id, atomically.
+-- Live state of providers as of the latest event, atomically.
 --
--- KEYS: 1 providers set, 2 events stream, 3 epoch
+-- KEYS: 1 providers set, 2 head, 3 epoch
 -- ARGV: 1 epoch candidate, 2 key prefix (e.g. '{sitrep}:'), 3.. provider codes (none: every provider)
 -- Returns {epoch, last id, {{provider, meta fields and values, state fields and values}, ...}}.
 local epoch = sitrep_epoch(KEYS[3], ARGV[1])
-local last = sitrep_stream_ends(KEYS[2])
+local last = redis.call('GET', KEYS[2]) or '0-0'
 local providers
 if #ARGV > 2 then
   providers = {}
