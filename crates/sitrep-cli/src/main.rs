@@ -348,7 +348,8 @@ async fn follow(
     heartbeats: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let mut client = SubscriberServiceClient::new(channel);
+    // Snapshots carry the whole (filtered) picture in one message: allow more than tonic's 4 MiB default.
+    let mut client = SubscriberServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let mut backoff = Backoff::default();
     loop {
         let run = async {

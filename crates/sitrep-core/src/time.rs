@@ -12,6 +12,10 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     pub const HOUR_MS: i64 = 3_600_000;
+    /// 1970-01-01T00:00:00Z: the earliest instant sitrep represents as text.
+    pub const MIN_TEXT: Timestamp = Timestamp(0);
+    /// 9999-12-31T23:59:59.999Z: the latest instant RFC 3339 can write.
+    pub const MAX_TEXT: Timestamp = Timestamp(253_402_300_799_999);
 
     pub fn from_millis(ms: i64) -> Self {
         Timestamp(ms)
@@ -32,7 +36,7 @@ impl Timestamp {
 
     /// The start of the hour this instant falls in.
     pub fn hour_start(self) -> Self {
-        Timestamp(self.0.div_euclid(Self::HOUR_MS) * Self::HOUR_MS)
+        Timestamp(self.0.div_euclid(Self::HOUR_MS).saturating_mul(Self::HOUR_MS))
     }
 
     pub fn is_hour_aligned(self) -> bool {
@@ -40,11 +44,11 @@ impl Timestamp {
     }
 
     pub fn add_hours(self, hours: i64) -> Self {
-        Timestamp(self.0 + hours * Self::HOUR_MS)
+        Timestamp(self.0.saturating_add(hours.saturating_mul(Self::HOUR_MS)))
     }
 
     pub fn add_millis(self, ms: i64) -> Self {
-        Timestamp(self.0 + ms)
+        Timestamp(self.0.saturating_add(ms))
     }
 
     /// RFC 3339 text, e.g. `2026-11-27T14:00:00Z` (milliseconds shown only when non-zero).
@@ -79,6 +83,10 @@ impl From<Timestamp> for SystemTime {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Outside what RFC 3339 can write (as a hostile or broken client may send), show the raw number.
+        if *self < Self::MIN_TEXT || *self > Self::MAX_TEXT {
+            return write!(f, "{} ms from 1970-01-01T00:00:00Z", self.0);
+        }
         let st = SystemTime::from(*self);
         if self.0 % 1000 == 0 {
             write!(f, "{}", humantime::format_rfc3339_seconds(st))
@@ -100,6 +108,16 @@ mod tests {
         assert!(t.hour_start().is_hour_aligned());
         assert_eq!(t.hour_start().add_hours(-1).to_string(), "2026-11-27T13:00:00Z");
         assert_eq!(Timestamp(-1).hour_start(), Timestamp(-Timestamp::HOUR_MS));
+    }
+
+    #[test]
+    fn extreme_instants_display_without_panicking() {
+        for t in [i64::MIN, -3_600_000, -1, 253_402_300_800_000, i64::MAX] {
+            let text = Timestamp(t).to_string();
+            assert!(text.contains("ms from 1970"), "{text}");
+            let _ = Timestamp(t).hour_start().add_hours(i64::MAX).add_millis(i64::MIN);
+        }
+        assert_eq!(Timestamp::MAX_TEXT.to_string(), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -405,6 +405,9 @@ mod tests {
                 "840 hours",
             ),
             (Box::new(|r| r.revision = 0), "revision", "min", "revision = 0"),
+            (Box::new(|r| r.period = Some(Timestamp(-3_600_000))), "period", "within_retention", "ms from 1970"),
+            (Box::new(|r| r.period = Some(Timestamp(i64::MAX))), "period", "hour_aligned", "ms from 1970"),
+            (Box::new(|r| r.observed_at = Some(Timestamp(i64::MAX))), "observed_at", "not_in_future", "ms from 1970"),
             (
                 Box::new(|r| r.observed_at = Some(now().add_millis(600_000))),
                 "observed_at",

@@ -161,29 +161,36 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     });
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // The server stops accepting only after health has turned NOT_SERVING, so load balancers hear it first.
+    let stop_accepting = CancellationToken::new();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     let mut server = std::pin::pin!(server);
-    tokio::select! {
+    let deadline = tokio::select! {
         result = &mut server => {
             // The server stopped by itself: that is an error unless shutdown was requested at the same moment.
             cancel.cancel();
             result?;
+            tokio::time::Instant::now() + app.grace
         }
         _ = cancel.cancelled() => {
             tracing::info!(grace = ?app.grace, "shutting down: draining streams");
             set_health(&reporter, ServingStatus::NotServing).await;
-            match tokio::time::timeout(app.grace, &mut server).await {
+            stop_accepting.cancel();
+            // One grace period for everything: the server's connections and every stream task.
+            let deadline = tokio::time::Instant::now() + app.grace;
+            match tokio::time::timeout_at(deadline, &mut server).await {
                 Ok(result) => result?,
                 Err(_) => tracing::warn!("streams did not drain within the grace period; closing them"),
             }
+            deadline
         }
-    }
+    };
     ctx.tasks.close();
-    if tokio::time::timeout(app.grace, ctx.tasks.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, ctx.tasks.wait()).await.is_err() {
         tracing::warn!("some stream tasks did not finish within the grace period");
     }
     let _ = hub.await;

@@ -47,10 +47,13 @@ pub fn invalid_field(field: &str, rule: &'static str, description: String) -> St
     invalid(&[Violation { field: field.to_owned(), rule, description }])
 }
 
-/// Store failures: `UNAVAILABLE` (retryable; nothing was stored) or `INTERNAL`.
+/// Store failures: `UNAVAILABLE` (retryable) or `INTERNAL`. Nothing is acknowledged; if the store did take the
+/// report before failing to answer, the retry is acknowledged as a duplicate, so retrying is always safe.
 pub fn store(e: StoreError) -> Status {
     match e {
-        StoreError::Unavailable { .. } => Status::unavailable(format!("{e}; nothing was stored, retry later")),
+        StoreError::Unavailable { .. } => {
+            Status::unavailable(format!("{e}; the report was not acknowledged: retry it (retrying is always safe)"))
+        }
         StoreError::Internal(_) => Status::internal(e.to_string()),
     }
 }

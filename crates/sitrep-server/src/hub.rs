@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sitrep_core::{Cursor, Event, Timestamp};
-use sitrep_store::{Read, Store};
+use sitrep_store::{Read, ResetReason, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -23,13 +23,27 @@ pub enum Kicked {
     No,
     /// The subscriber's queue overflowed.
     Lagged,
-    /// The event log started a new epoch; cursors from before mean nothing now.
-    NewEpoch,
+    /// The event log could not continue from the Hub's position (a new epoch, trimmed, or ahead of the log).
+    LogReset(ResetReason),
+    /// The Hub had no position in the log when the subscriber registered (start-up, or after a log reset while
+    /// the store was unreachable), so what it queued may not join up with what the subscriber read.
+    Resync,
 }
 
 const NOT_KICKED: u8 = 0;
 const LAGGED: u8 = 1;
-const NEW_EPOCH: u8 = 2;
+const OTHER_EPOCH: u8 = 2;
+const TOO_OLD: u8 = 3;
+const AHEAD: u8 = 4;
+const RESYNC: u8 = 5;
+
+fn reset_code(reason: ResetReason) -> u8 {
+    match reason {
+        ResetReason::OtherEpoch => OTHER_EPOCH,
+        ResetReason::TooOld => TOO_OLD,
+        ResetReason::Ahead => AHEAD,
+    }
+}
 
 struct Slot {
     tx: mpsc::Sender<Arc<Event>>,
@@ -85,7 +99,10 @@ impl Subscription {
     pub fn kicked(&self) -> Kicked {
         match self.kicked.load(Ordering::Acquire) {
             LAGGED => Kicked::Lagged,
-            NEW_EPOCH => Kicked::NewEpoch,
+            OTHER_EPOCH => Kicked::LogReset(ResetReason::OtherEpoch),
+            TOO_OLD => Kicked::LogReset(ResetReason::TooOld),
+            AHEAD => Kicked::LogReset(ResetReason::Ahead),
+            RESYNC => Kicked::Resync,
             _ => Kicked::No,
         }
     }
@@ -158,36 +175,53 @@ impl Hub {
     }
 
     /// Tails the store's log and fans events out until `cancel` fires. Store errors are retried with backoff.
+    ///
+    /// A session registers before it reads the store, and relies on the Hub queueing every event after the
+    /// Hub's position at that moment. While the Hub has no position (at start-up, or after the log reset), that
+    /// promise cannot be kept, so as soon as the Hub has one again it cuts loose everyone registered meanwhile and
+    /// they resync from a snapshot taken after it.
     pub async fn run(self, store: Arc<dyn Store>, cancel: CancellationToken) {
         let mut backoff = Backoff::default();
         let mut position: Option<Cursor> = None;
+        let mut why_lost = RESYNC;
         loop {
-            let step = async {
-                let after = match &position {
-                    Some(p) => p.clone(),
-                    None => store.head().await?,
-                };
-                store.read(&after, 1024, Duration::from_secs(5)).await.map(|r| (after, r))
-            };
-            let result = tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = step => r,
-            };
-            if result.is_ok() {
-                self.set_degraded(false, "the store is reachable again; reports are being accepted".into());
-            }
-            match result {
-                Ok((after, Read::Events(events))) => {
-                    backoff.reset();
-                    position = Some(events.last().map_or(after, |e| e.cursor.clone()));
-                    for e in events {
-                        self.fan_out(Arc::new(e));
-                    }
+            let result = match position.clone() {
+                None => {
+                    let head = tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        r = store.head() => r,
+                    };
+                    head.map(|h| {
+                        position = Some(h);
+                        self.kick_all(why_lost);
+                    })
                 }
-                Ok((after, Read::Reset(reason))) => {
-                    tracing::warn!(?reason, cursor = %after, "event log cannot continue from the hub's position; resetting subscribers");
-                    position = None;
-                    self.kick_all(NEW_EPOCH);
+                Some(after) => {
+                    let read = tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        r = store.read(&after, 1024, Duration::from_secs(5)) => r,
+                    };
+                    read.map(|r| match r {
+                        Read::Events(events) => {
+                            if let Some(last) = events.last() {
+                                position = Some(last.cursor.clone());
+                            }
+                            for e in events {
+                                self.fan_out(Arc::new(e));
+                            }
+                        }
+                        Read::Reset(reason) => {
+                            tracing::warn!(?reason, cursor = %after, "event log cannot continue from the hub's position; resetting subscribers");
+                            position = None;
+                            why_lost = reset_code(reason);
+                        }
+                    })
+                }
+            };
+            match result {
+                Ok(()) => {
+                    backoff.reset();
+                    self.set_degraded(false, "the store is reachable again; reports are being accepted".into());
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();
@@ -238,11 +272,15 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let hub = Hub::new(4);
         let cancel = CancellationToken::new();
+        let early = hub.subscribe();
+        let task = tokio::spawn(hub.clone().run(store.clone(), cancel.clone()));
+        // Whoever registered before the hub knew its position is cut loose to resync, once it knows it.
+        while early.kicked() == Kicked::No {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(early.kicked(), Kicked::Resync);
         let mut fast = hub.subscribe();
         let slow = hub.subscribe();
-        let task = tokio::spawn(hub.clone().run(store.clone(), cancel.clone()));
-        // Let the hub find the head before anything is written.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let mut cursors = Vec::new();
         for rev in 1..=10u32 {
             let r = report("RJ7", 0, rev, &[("flow.discharges", Value::Number(f64::from(rev)))]);

@@ -96,8 +96,8 @@ pub(crate) fn new_epoch(tag: char) -> String {
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend cannot be reached or did not answer; nothing was changed by the failed call, which may be
-    /// retried.
+    /// The backend cannot be reached or did not answer in time. The call may be retried: if it did take effect
+    /// before the answer was lost (a response timeout), an `apply` retry is answered as a duplicate.
     #[error("store unavailable: {message}")]
     Unavailable {
         message: String,

@@ -138,3 +138,35 @@ async fn a_flushed_redis_starts_a_new_epoch() {
         Read::Reset(ResetReason::OtherEpoch)
     );
 }
+
+/// Cursors no log could serve, and entries sitrep did not write, are answered with resets, never errors.
+#[tokio::test]
+async fn hostile_cursors_and_foreign_entries_reset_readers() {
+    use sitrep_core::Cursor;
+    use sitrep_core::cursor::Position;
+    use sitrep_store::{Read, ResetReason, Store};
+    let redis = RedisProcess::start().expect("redis-server");
+    let store = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap();
+    let head = store.head().await.unwrap();
+    let max = Cursor::new(head.epoch.clone(), Position(u64::MAX, u64::MAX));
+    assert_eq!(store.read(&max, 10, std::time::Duration::ZERO).await.unwrap(), Read::Reset(ResetReason::Ahead));
+    // Someone else writes into the stream.
+    raw(&redis.url(), &["XADD", "{sitrep}:events", "*", "junk", "1"]).await;
+    let junk_id = match raw(&redis.url(), &["XREVRANGE", "{sitrep}:events", "+", "-", "COUNT", "1"]).await {
+        redis::Value::Array(entries) => match &entries[0] {
+            redis::Value::Array(parts) => match &parts[0] {
+                redis::Value::BulkString(id) => String::from_utf8(id.clone()).unwrap(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    raw(&redis.url(), &["SET", "{sitrep}:head", &junk_id]).await;
+    assert_eq!(store.read(&head, 10, std::time::Duration::ZERO).await.unwrap(), Read::Reset(ResetReason::TooOld));
+    assert_eq!(
+        store.read(&head, 10, std::time::Duration::from_millis(50)).await.unwrap(),
+        Read::Reset(ResetReason::TooOld)
+    );
+}

@@ -22,12 +22,14 @@ use tonic::{Request, Response, Status};
 use super::{Context, ResolvedFilter};
 use crate::convert::{event_to_wire, live_to_wire, timestamp_to_wire};
 use crate::error;
-use crate::hub::{Kicked, PictureState};
+use crate::hub::{Kicked, PictureState, Subscription};
 
 /// Updates buffered between a session and the gRPC transport.
 const OUTBOUND_BUFFER: usize = 16;
 /// Events read from the store per catch-up round trip.
 const CATCH_UP_BATCH: usize = 512;
+/// How long a stream's final status may wait for room in the outbound buffer.
+const FINAL_SEND: Duration = Duration::from_secs(1);
 
 pub struct SubscriberApi {
     ctx: Arc<Context>,
@@ -70,14 +72,15 @@ impl pb::subscriber_service_server::SubscriberService for SubscriberApi {
             match end {
                 End::ClientGone => tracing::info!(?peer, "subscriber disconnected"),
                 End::Shutdown => {
-                    let _ = session
-                        .tx
-                        .try_send(Err(Status::unavailable("sitrep is shutting down; resume from your last cursor")));
+                    // Say why the stream ends, so the client resumes elsewhere; a client that does not read within
+                    // a second gets its stream cut (its transport error says as much).
+                    let status = Status::unavailable("sitrep is shutting down; resume from your last cursor");
+                    let _ = tokio::time::timeout(FINAL_SEND, session.tx.send(Err(status))).await;
                     tracing::debug!(?peer, "subscriber stream closed for shutdown");
                 }
                 End::Failed(status) => {
                     tracing::warn!(?peer, %status, "subscriber stream failed");
-                    let _ = session.tx.send(Err(status)).await;
+                    let _ = tokio::time::timeout(FINAL_SEND, session.tx.send(Err(status))).await;
                 }
             }
         });
@@ -124,7 +127,7 @@ impl Session {
         let mut cursor = match resume.as_deref().map(Cursor::parse) {
             None => self.send_snapshot().await?,
             Some(None) => self.resync(Reason::OtherEpoch, "the resume cursor is not one sitrep issued").await?,
-            Some(Some(from)) => match self.catch_up(from).await? {
+            Some(Some(from)) => match self.catch_up_fully(from, &mut sub).await? {
                 Ok(reached) => reached,
                 Err(reason) => {
                     let (reason, text) = match reason {
@@ -167,7 +170,10 @@ impl Session {
                         let (reason, text) = match sub.kicked() {
                             Kicked::No => return Err(End::Shutdown),
                             Kicked::Lagged => (Reason::SlowSubscriber, "this subscriber fell behind and its queue overflowed"),
-                            Kicked::NewEpoch => (Reason::OtherEpoch, "the event log started a new epoch"),
+                            Kicked::LogReset(ResetReason::OtherEpoch) => (Reason::OtherEpoch, "the event log started a new epoch"),
+                            Kicked::LogReset(ResetReason::TooOld) => (Reason::CursorTooOld, "the event log was trimmed past the aggregator's position"),
+                            Kicked::LogReset(ResetReason::Ahead) => (Reason::CursorAhead, "the event log is behind the aggregator's position (it was reset)"),
+                            Kicked::Resync => (Reason::Resync, "the aggregator resynchronised with the event log"),
                         };
                         tracing::info!(?reason, "resyncing subscriber");
                         sub = self.ctx.hub.subscribe();
@@ -227,6 +233,23 @@ impl Session {
         let reset = pb::Reset { reason: reason as i32, message: text.to_owned() };
         self.send(update(pb::update::Kind::Reset(reset))).await?;
         self.send_snapshot().await
+    }
+
+    /// Catches up from `from`. A long backlog can take long enough to send that the live queue overflows
+    /// meanwhile; the log still holds what overflowed, so register afresh and catch up again (a few times) rather
+    /// than resetting a subscriber that is doing exactly what it should.
+    async fn catch_up_fully(&self, from: Cursor, sub: &mut Subscription) -> Result<Result<Cursor, ResetReason>, End> {
+        let mut from = from;
+        for _ in 0..3 {
+            match self.catch_up(from).await? {
+                Ok(reached) if sub.kicked() == Kicked::Lagged => {
+                    *sub = self.ctx.hub.subscribe();
+                    from = reached;
+                }
+                other => return Ok(other),
+            }
+        }
+        self.catch_up(from).await
     }
 
     /// Sends every stored event after `from`. `Ok(Err(reason))` if the log cannot serve that cursor.

@@ -3,7 +3,7 @@
 -- KEYS: 1 state hash, 2 meta hash, 3 history hash, 4 history index (zset), 5 events stream, 6 epoch, 7 providers set,
 --       8 head (the id of the latest event)
 -- ARGV: 1 provider, 2 site, 3 period (ms), 4 revision, 5 observed_at (ms), 6 received_at (ms), 7 narrative,
---       8 source, 9 stream max length, 10 stream min id ('' for none), 11 retention (ms), 12 epoch candidate,
+--       8 source, 9 stream max length, 10 stream max age in ms ('' for none), 11 retention (ms), 12 epoch candidate,
 --       13.. metric code, encoded value, metric code, encoded value, ... (in code order)
 -- Encoded values are numbers in shortest round-trip form or '~reason' for absent; they contain no '|' or ' '.
 -- Returns {'duplicate', epoch, original id} or {'accepted', epoch, id, live (1/0), changes}, where changes is
@@ -70,7 +70,10 @@ local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'e', epoch, 
   'live', fresh and '1' or '0', 'nar', narrative, 'src', source, 'ch', changes)
 redis.call('SET', KEYS[8], id)
 if ARGV[10] ~= '' then
-  redis.call('XTRIM', KEYS[5], 'MINID', '~', ARGV[10])
+  -- Age is measured on Redis's clock, the one stream ids come from, not on any replica's.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XTRIM', KEYS[5], 'MINID', '~', string.format('%.0f', now - tonumber(ARGV[10])) .. '-0')
 end
 
 if fresh then

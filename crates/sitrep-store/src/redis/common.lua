@@ -9,3 +9,24 @@ local function sitrep_epoch(key, candidate)
   end
   return epoch
 end
+
+-- Whether stream id a ('ms-seq', decimal digits) is after id b. Compared as digit strings: ids may exceed what a
+-- Lua number holds exactly.
+local function sitrep_id_after(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  if not ams or not bms then
+    return false
+  end
+  local function gt(x, y)
+    x, y = string.gsub(x, '^0+(%d)', '%1'), string.gsub(y, '^0+(%d)', '%1')
+    if #x ~= #y then
+      return #x > #y
+    end
+    return x > y
+  end
+  if ams ~= bms then
+    return gt(ams, bms)
+  end
+  return gt(aseq, bseq)
+end

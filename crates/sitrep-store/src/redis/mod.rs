@@ -338,7 +338,15 @@ impl RedisStore {
         if after.pos > head {
             return Ok(Read::Reset(ResetReason::Ahead));
         }
-        let entries = array(entries)?.iter().map(parse_entry).collect::<Result<Vec<_>, _>>()?;
+        let entries = match array(entries)?.iter().map(parse_entry).collect::<Result<Vec<_>, _>>() {
+            Ok(entries) => entries,
+            Err(e) => {
+                // An entry sitrep did not write (or an older format): it cannot be served, but it must not wedge
+                // every reader either. Readers start again from a snapshot past it.
+                tracing::error!(error = %e, after = %after, "unreadable entry in the event stream; resetting the reader");
+                return Ok(Read::Reset(ResetReason::TooOld));
+            }
+        };
         if entries.is_empty() && after.pos < head {
             // Everything after the cursor has been trimmed.
             return Ok(Read::Reset(ResetReason::TooOld));
@@ -380,14 +388,16 @@ impl RedisStore {
             }
         };
         drop(guard);
-        // [[stream, [entry, ...]]], or nil when BLOCK expired.
-        match array(&reply)?.first() {
-            None => Ok(Vec::new()),
+        // [[stream, [entry, ...]]], or nil when BLOCK expired. Anything unreadable is left to the checking
+        // script to judge (returned as no entries).
+        let entries = match array(&reply)?.first() {
+            None => return Ok(Vec::new()),
             Some(stream) => match array(stream)? {
-                [_, entries] => array(entries)?.iter().map(parse_entry).collect(),
+                [_, entries] => array(entries)?.iter().map(parse_entry).collect::<Result<Vec<_>, _>>(),
                 _ => Err(bad("XREAD reply")),
             },
-        }
+        };
+        Ok(entries.unwrap_or_default())
     }
 }
 
@@ -418,10 +428,7 @@ impl Store for RedisStore {
             .arg(report.narrative().unwrap_or(""))
             .arg(report.source().unwrap_or(""))
             .arg(self.options.event_log_max_len)
-            .arg(match self.options.event_log_max_age {
-                Some(age) => format!("{}-0", Timestamp::now().millis() - age.as_millis() as i64),
-                None => String::new(),
-            })
+            .arg(self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default())
             .arg(self.options.retention_hours * Timestamp::HOUR_MS)
             .arg(Self::new_epoch());
         for (code, value) in report.values() {

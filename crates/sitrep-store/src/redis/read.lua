@@ -6,7 +6,8 @@
 local epoch = sitrep_epoch(KEYS[2], ARGV[1])
 local head = redis.call('GET', KEYS[3]) or '0-0'
 local entries = {}
-if tonumber(ARGV[3]) > 0 and head ~= '0-0' then
+-- A cursor ahead of the head gets no entries (the caller resets it); XRANGE would reject an id past the maximum.
+if tonumber(ARGV[3]) > 0 and head ~= '0-0' and not sitrep_id_after(ARGV[2], head) then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
 end
 return {epoch, head, entries}
