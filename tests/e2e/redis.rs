@@ -73,7 +73,12 @@ async fn redis_outage_degrades_then_resumes_without_gaps() {
     // A second subscriber that will be away during the outage.
     let away_from = before.cursor.clone();
 
+    let mut feed = Feed::open(&mut provider).await;
     redis.kill();
+    // A feed's stream ends with UNAVAILABLE: the report it was sending is not acknowledged.
+    let streamed = report("RM1", 0, 3, &[("ed.over_12h", 1.0)]);
+    let status = feed.try_send(streamed.clone()).await.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     let during = report("RM1", 0, 2, &[("ed.in_department", 20.0)]);
     let status = provider.submit(during.clone()).await.expect_err("nothing can be stored while redis is down");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
@@ -97,15 +102,21 @@ async fn redis_outage_degrades_then_resumes_without_gaps() {
     let e = expect_event(next_non_heartbeat(&mut watcher).await);
     assert_eq!(e.cursor, after.cursor);
     assert_eq!(changes(&e), vec![("ed.in_department".to_string(), Some(10.0), 20.0)]);
+    // The feed reconnects and resends what was not acknowledged: accepted.
+    let mut feed = Feed::open(&mut provider).await;
+    let resent = feed.send(streamed).await;
+    assert_eq!(resent.outcome(), Outcome::Accepted, "{resent:?}");
+    assert_eq!(expect_event(next_non_heartbeat(&mut watcher).await).cursor, resent.cursor);
     // Exactly once: the next update is a heartbeat at that cursor.
     match next(&mut watcher).await {
-        pb::update::Kind::Heartbeat(h) => assert_eq!(h.cursor, after.cursor),
+        pb::update::Kind::Heartbeat(h) => assert_eq!(h.cursor, resent.cursor),
         other => panic!("expected a heartbeat, got {other:?}"),
     }
     // The subscriber that was away resumes from its cursor: exactly the one event it missed.
     let resume = pb::SubscribeRequest { resume_from: away_from, heartbeat_seconds: 1, ..Default::default() };
     let mut back = server.subscriber().await.subscribe(resume).await.unwrap().into_inner();
     assert_eq!(expect_event(next(&mut back).await).cursor, after.cursor);
+    assert_eq!(expect_event(next(&mut back).await).cursor, resent.cursor);
     assert!(matches!(next(&mut back).await, pb::update::Kind::Heartbeat(_)));
 }
 

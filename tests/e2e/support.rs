@@ -138,12 +138,15 @@ impl Feed {
     }
 
     pub async fn send(&mut self, report: pb::StatusReport) -> pb::ReportAck {
-        self.tx.send(report).await.expect("stream open");
-        tokio::time::timeout(DEADLINE, self.acks.message())
-            .await
-            .expect("ack in time")
-            .expect("ack")
-            .expect("stream open")
+        self.try_send(report).await.expect("ack").expect("stream open")
+    }
+
+    /// Sends a report and returns what came back: an ack, the end of the stream, or the status it ended with.
+    pub async fn try_send(&mut self, report: pb::StatusReport) -> Result<Option<pb::ReportAck>, tonic::Status> {
+        if self.tx.send(report).await.is_err() {
+            return Ok(None);
+        }
+        tokio::time::timeout(DEADLINE, self.acks.message()).await.expect("an answer in time")
     }
 }
 

@@ -76,6 +76,8 @@ pub struct PictureState {
 pub struct Hub {
     shared: Arc<Shared>,
     status: watch::Sender<PictureState>,
+    /// Whether the Hub knows its position in the log (so a new subscriber's queue joins up with the store).
+    positioned: watch::Sender<bool>,
 }
 
 /// A subscriber's end of its queue. Dropping it unregisters the subscriber.
@@ -124,7 +126,15 @@ impl Hub {
                 queue_capacity: queue_capacity.max(1),
             }),
             status: watch::channel(healthy).0,
+            positioned: watch::channel(false).0,
         }
+    }
+
+    /// Waits (up to `timeout`) until the Hub knows its position in the event log. Sessions wait for this before
+    /// registering, so that wallboards reconnecting to a freshly started aggregator are not reset for nothing.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let mut positioned = self.positioned.subscribe();
+        matches!(tokio::time::timeout(timeout, positioned.wait_for(|p| *p)).await, Ok(Ok(_)))
     }
 
     /// Follows the picture's state: degraded while the event log cannot be read.
@@ -194,6 +204,7 @@ impl Hub {
                     head.map(|h| {
                         position = Some(h);
                         self.kick_all(why_lost);
+                        self.positioned.send_replace(true);
                     })
                 }
                 Some(after) => {
@@ -214,6 +225,7 @@ impl Hub {
                             tracing::warn!(?reason, cursor = %after, "event log cannot continue from the hub's position; resetting subscribers");
                             position = None;
                             why_lost = reset_code(reason);
+                            self.positioned.send_replace(false);
                         }
                     })
                 }
@@ -279,6 +291,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(early.kicked(), Kicked::Resync);
+        assert!(hub.ready(Duration::from_secs(10)).await);
         let mut fast = hub.subscribe();
         let slow = hub.subscribe();
         let mut cursors = Vec::new();

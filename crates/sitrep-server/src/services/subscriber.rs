@@ -28,6 +28,8 @@ use crate::hub::{Kicked, PictureState, Subscription};
 const OUTBOUND_BUFFER: usize = 16;
 /// Events read from the store per catch-up round trip.
 const CATCH_UP_BATCH: usize = 512;
+/// How long a new subscription waits for the Hub to know its place in the log.
+const HUB_READY_WAIT: Duration = Duration::from_secs(10);
 /// How long a stream's final status may wait for room in the outbound buffer.
 const FINAL_SEND: Duration = Duration::from_secs(1);
 
@@ -122,8 +124,21 @@ impl Session {
         }
     }
 
+    /// Registers with the Hub once it knows its place in the log (waiting a little at start-up).
+    async fn register(&self) -> Result<Subscription, End> {
+        let ready = tokio::select! {
+            _ = self.ctx.cancel.cancelled() => return Err(End::Shutdown),
+            ready = self.ctx.hub.ready(HUB_READY_WAIT) => ready,
+        };
+        if !ready {
+            let text = "sitrep has not caught up with its event log yet (is its store reachable?); retry shortly";
+            return Err(End::Failed(Status::unavailable(text)));
+        }
+        Ok(self.ctx.hub.subscribe())
+    }
+
     async fn serve(&self, resume: Option<String>) -> Result<std::convert::Infallible, End> {
-        let mut sub = self.ctx.hub.subscribe();
+        let mut sub = self.register().await?;
         let mut cursor = match resume.as_deref().map(Cursor::parse) {
             None => self.send_snapshot().await?,
             Some(None) => self.resync(Reason::OtherEpoch, "the resume cursor is not one sitrep issued").await?,
@@ -155,7 +170,7 @@ impl Session {
                 _ = self.ctx.cancel.cancelled() => return Err(End::Shutdown),
                 event = sub.recv() => match event {
                     Some(event) if event.cursor.epoch != cursor.epoch => {
-                        sub = self.ctx.hub.subscribe();
+                        sub = self.register().await?;
                         cursor = self.resync(Reason::OtherEpoch, "the event log started a new epoch").await?;
                         heartbeat.reset();
                     }
@@ -176,7 +191,7 @@ impl Session {
                             Kicked::Resync => (Reason::Resync, "the aggregator resynchronised with the event log"),
                         };
                         tracing::info!(?reason, "resyncing subscriber");
-                        sub = self.ctx.hub.subscribe();
+                        sub = self.register().await?;
                         cursor = self.resync(reason, text).await?;
                         heartbeat.reset();
                     }
@@ -243,7 +258,7 @@ impl Session {
         for _ in 0..3 {
             match self.catch_up(from).await? {
                 Ok(reached) if sub.kicked() == Kicked::Lagged => {
-                    *sub = self.ctx.hub.subscribe();
+                    *sub = self.register().await?;
                     from = reached;
                 }
                 other => return Ok(other),
