@@ -64,7 +64,7 @@ async fn redis_outage_degrades_then_resumes_without_gaps() {
     let mut redis = RedisProcess::start().expect("redis-server");
     let server = Server::start_redis(&redis.url()).await;
     let mut provider = server.provider().await;
-    let mut health = HealthClient::new(server.channel().await);
+    let health = HealthClient::new(server.channel().await);
     let mut watcher = server.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
     expect_snapshot(next(&mut watcher).await);
     let before = provider.submit(report("RM1", 0, 1, &[("ed.in_department", 10.0)])).await.unwrap().into_inner();
@@ -87,15 +87,29 @@ async fn redis_outage_degrades_then_resumes_without_gaps() {
         other => panic!("expected a degraded status, got {other:?}"),
     }
     let check = HealthCheckRequest { service: "sitrep.v1.ProviderService".into() };
-    let serving = health.check(check.clone()).await.unwrap().into_inner();
-    assert_eq!(serving.status(), ServingStatus::NotServing);
+    // Health follows the same signal on its own task: wait for it (failing after the deadline).
+    let health_becomes = |want: ServingStatus| {
+        let (mut health, check) = (health.clone(), check.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            loop {
+                let got = health.check(check.clone()).await.unwrap().into_inner().status();
+                if got == want {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "health stayed {got:?}, expected {want:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    health_becomes(ServingStatus::NotServing).await;
 
     redis.restart().expect("restart redis-server");
     match next_non_heartbeat(&mut watcher).await {
         pb::update::Kind::Status(s) => assert!(!s.degraded, "{s:?}"),
         other => panic!("expected a restored status, got {other:?}"),
     }
-    assert_eq!(health.check(check).await.unwrap().into_inner().status(), ServingStatus::Serving);
+    health_becomes(ServingStatus::Serving).await;
     // The report refused during the outage was not stored: resent, it is accepted (not a duplicate).
     let after = provider.submit(during).await.unwrap().into_inner();
     assert_eq!(after.outcome(), Outcome::Accepted, "{after:?}");
