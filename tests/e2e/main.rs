@@ -239,6 +239,11 @@ async fn every_validation_rule_is_reported_and_changes_nothing() {
         let hit = hit.unwrap_or_else(|| panic!("{name}: expected {field}/{rule} in {:?}", details.field_violations));
         assert!(!hit.description.is_empty());
     }
+    // A message over the size limit (1 MiB by default) is refused before it is even decoded.
+    let mut huge = good();
+    huge.narrative = "x".repeat(2 * 1024 * 1024);
+    let status = client.submit(huge).await.expect_err("oversized message");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     let after = query.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
     assert_eq!(after, before, "no rejected report changed the live picture");
 

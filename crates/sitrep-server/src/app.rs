@@ -36,6 +36,7 @@ pub const SERVICE_NAMES: [&str; 3] = [ProviderServer::NAME, SubscriberServer::NA
 pub struct App {
     ctx: Arc<Context>,
     grace: Duration,
+    max_message_bytes: usize,
 }
 
 /// Why serving stopped with an error.
@@ -97,7 +98,11 @@ impl App {
             cancel,
             tasks: TaskTracker::new(),
         };
-        App { ctx: Arc::new(ctx), grace: Duration::from_secs(config.shutdown_grace_seconds) }
+        App {
+            ctx: Arc::new(ctx),
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+            max_message_bytes: config.limits.max_message_bytes,
+        }
     }
 
     pub fn directory(&self) -> &Arc<Directory> {
@@ -116,9 +121,17 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
         let mut routes = Routes::builder();
         routes
-            .add_service(ProviderServer::new(ProviderApi::new(self.ctx.clone())))
-            .add_service(SubscriberServer::new(SubscriberApi::new(self.ctx.clone())))
-            .add_service(QueryServer::new(QueryApi::new(self.ctx.clone())))
+            .add_service(
+                ProviderServer::new(ProviderApi::new(self.ctx.clone()))
+                    .max_decoding_message_size(self.max_message_bytes),
+            )
+            .add_service(
+                SubscriberServer::new(SubscriberApi::new(self.ctx.clone()))
+                    .max_decoding_message_size(self.max_message_bytes),
+            )
+            .add_service(
+                QueryServer::new(QueryApi::new(self.ctx.clone())).max_decoding_message_size(self.max_message_bytes),
+            )
             .add_service(health)
             .add_service(reflection.build_v1()?)
             .add_service(reflection_alpha.build_v1alpha()?);

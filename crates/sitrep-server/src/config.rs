@@ -46,6 +46,8 @@ impl Default for Config {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Largest encoded report (or other request) accepted, in bytes; larger ones fail with OUT_OF_RANGE.
+    pub max_message_bytes: usize,
     pub max_values: usize,
     pub max_narrative_chars: usize,
     pub max_source_chars: usize,
@@ -58,6 +60,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         let l = Limits::default();
         LimitsConfig {
+            max_message_bytes: 1024 * 1024,
             max_values: l.max_values,
             max_narrative_chars: l.max_narrative_chars,
             max_source_chars: l.max_source_chars,
@@ -214,6 +217,9 @@ impl Config {
         }
         if self.store.event_log_capacity == 0 {
             return invalid("store.event_log_capacity", "must be at least 1");
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return invalid("limits.max_message_bytes", "must be at least 1024");
         }
         if self.limits.retention_hours < 1 {
             return invalid("limits.retention_hours", "must be at least 1");

@@ -315,8 +315,8 @@ impl RedisStore {
         crate::new_epoch('r')
     }
 
-    /// One read through the checking script: `Read` decided against the log's epoch, head and links.
-    async fn read_once(&self, after: &Cursor, max: usize) -> Result<Read, StoreError> {
+    /// `read.lua`: the log's epoch and head, and up to `max` raw entries after `after`.
+    async fn read_script(&self, after: Position, max: usize) -> Result<(String, Position, RValue), StoreError> {
         let mut conn = self.conn.clone();
         let reply: RValue = self
             .scripts
@@ -325,20 +325,27 @@ impl RedisStore {
             .key(&self.keys.epoch)
             .key(&self.keys.head)
             .arg(Self::new_epoch())
-            .arg(after.pos.to_string())
+            .arg(after.to_string())
             .arg(max)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let [epoch, head, entries] = array(&reply)? else { return Err(bad("read reply")) };
-        if after.epoch != text(epoch)? {
+        match <[RValue; 3]>::try_from(array(&reply)?.to_vec()) {
+            Ok([epoch, head, entries]) => Ok((text(&epoch)?, position(&text(&head)?)?, entries)),
+            Err(_) => Err(bad("read reply")),
+        }
+    }
+
+    /// One read through the checking script: `Read` decided against the log's epoch, head and links.
+    async fn read_once(&self, after: &Cursor, max: usize) -> Result<Read, StoreError> {
+        let (epoch, head, entries) = self.read_script(after.pos, max).await?;
+        if after.epoch != epoch {
             return Ok(Read::Reset(ResetReason::OtherEpoch));
         }
-        let head = position(&text(head)?)?;
         if after.pos > head {
             return Ok(Read::Reset(ResetReason::Ahead));
         }
-        let entries = match array(entries)?.iter().map(parse_entry).collect::<Result<Vec<_>, _>>() {
+        let entries = match array(&entries)?.iter().map(parse_entry).collect::<Result<Vec<_>, _>>() {
             Ok(entries) => entries,
             Err(e) => {
                 // An entry sitrep did not write (or an older format): it cannot be served, but it must not wedge
@@ -505,21 +512,8 @@ impl Store for RedisStore {
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: RValue = self
-            .scripts
-            .read
-            .key(&self.keys.events)
-            .key(&self.keys.epoch)
-            .key(&self.keys.head)
-            .arg(Self::new_epoch())
-            .arg("0-0")
-            .arg(0)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let [epoch, head, _] = array(&reply)? else { return Err(bad("read reply")) };
-        Ok(Cursor::new(text(epoch)?, position(&text(head)?)?))
+        let (epoch, head, _) = self.read_script(Position(0, 0), 0).await?;
+        Ok(Cursor::new(epoch, head))
     }
 
     async fn read(&self, after: &Cursor, max: usize, wait: Duration) -> Result<Read, StoreError> {
