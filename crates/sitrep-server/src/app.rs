@@ -26,7 +26,7 @@ use crate::services::query::QueryApi;
 use crate::services::subscriber::SubscriberApi;
 
 type ProviderServer = pb::provider_service_server::ProviderServiceServer<ProviderApi>;
-type SubscriberServer = pb::subscriber_service_server::SubscriberServiceServer<SubscriberApi>;
+use crate::services::subscriber_transport::SubscriberServer;
 type QueryServer = pb::query_service_server::QueryServiceServer<QueryApi>;
 
 /// The names of sitrep's own services, as health checking and reflection know them.
@@ -125,10 +125,7 @@ impl App {
                 ProviderServer::new(ProviderApi::new(self.ctx.clone()))
                     .max_decoding_message_size(self.max_message_bytes),
             )
-            .add_service(
-                SubscriberServer::new(SubscriberApi::new(self.ctx.clone()))
-                    .max_decoding_message_size(self.max_message_bytes),
-            )
+            .add_service(SubscriberServer::new(SubscriberApi::new(self.ctx.clone()), self.max_message_bytes))
             .add_service(
                 QueryServer::new(QueryApi::new(self.ctx.clone())).max_decoding_message_size(self.max_message_bytes),
             )

@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use prost::bytes::Bytes;
 use sitrep_core::{Cursor, Event, Timestamp};
 use sitrep_store::{Read, ResetReason, Store};
 use tokio::sync::{mpsc, watch};
@@ -45,8 +46,26 @@ fn reset_code(reason: ResetReason) -> u8 {
     }
 }
 
+/// An event as the Hub hands it to every subscriber, with room for its wire encoding, made once by the first
+/// subscriber that needs it and shared by the rest (encoding per subscriber dominated fan-out).
+pub struct HubEvent {
+    pub event: Event,
+    encoded: OnceLock<Bytes>,
+}
+
+impl HubEvent {
+    pub fn new(event: Event) -> Self {
+        HubEvent { event, encoded: OnceLock::new() }
+    }
+
+    /// The event's shared encoding, made by `encode` if nobody has made it yet.
+    pub fn encoded(&self, encode: impl FnOnce(&Event) -> Bytes) -> Bytes {
+        self.encoded.get_or_init(|| encode(&self.event)).clone()
+    }
+}
+
 struct Slot {
-    tx: mpsc::Sender<Arc<Event>>,
+    tx: mpsc::Sender<Arc<HubEvent>>,
     kicked: Arc<AtomicU8>,
 }
 
@@ -83,14 +102,14 @@ pub struct Hub {
 /// A subscriber's end of its queue. Dropping it unregisters the subscriber.
 pub struct Subscription {
     id: u64,
-    rx: mpsc::Receiver<Arc<Event>>,
+    rx: mpsc::Receiver<Arc<HubEvent>>,
     kicked: Arc<AtomicU8>,
     shared: Arc<Shared>,
 }
 
 impl Subscription {
     /// The next event, or `None` when the Hub stopped feeding this subscriber; see [`Subscription::kicked`].
-    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+    pub async fn recv(&mut self) -> Option<Arc<HubEvent>> {
         if self.kicked() != Kicked::No {
             return None;
         }
@@ -165,7 +184,7 @@ impl Hub {
         self.shared.slots().len()
     }
 
-    fn fan_out(&self, event: Arc<Event>) {
+    fn fan_out(&self, event: Arc<HubEvent>) {
         let mut slots = self.shared.slots();
         slots.retain(|id, slot| match slot.tx.try_send(event.clone()) {
             Ok(()) => true,
@@ -218,7 +237,7 @@ impl Hub {
                                 position = Some(last.cursor.clone());
                             }
                             for e in events {
-                                self.fan_out(Arc::new(e));
+                                self.fan_out(Arc::new(HubEvent::new(e)));
                             }
                         }
                         Read::Reset(reason) => {
@@ -303,7 +322,7 @@ mod tests {
             };
             cursors.push(e.cursor);
             let got = fast.recv().await.expect("fast subscriber keeps up");
-            assert_eq!(got.cursor, *cursors.last().unwrap());
+            assert_eq!(got.event.cursor, *cursors.last().unwrap());
         }
         assert_eq!(slow.kicked(), Kicked::Lagged, "a queue of 4 overflowed after 10 events");
         assert_eq!(fast.kicked(), Kicked::No);

@@ -4,11 +4,13 @@
 //! - [`Context`]: what every service shares (store, directory, catalogue, limits, Hub, shutdown token).
 //! - [`provider`]: `ProviderService`: validate, store, acknowledge.
 //! - [`subscriber`]: `SubscriberService`: one session task per stream: snapshot or catch-up, then live events.
+//! - [`subscriber_transport`]: its server, whose codec sends events encoded once for all subscribers.
 //! - [`query`]: `QueryService`: snapshot, directory, catalogue on request.
 
 pub mod provider;
 pub mod query;
 pub mod subscriber;
+pub mod subscriber_transport;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use sitrep_core::{Cursor, Event};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::reset::Reason;
@@ -19,10 +20,11 @@ use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::subscriber_transport::OutUpdate;
 use super::{Context, ResolvedFilter};
 use crate::convert::{event_to_wire, live_to_wire, timestamp_to_wire};
 use crate::error;
-use crate::hub::{Kicked, PictureState, Subscription};
+use crate::hub::{HubEvent, Kicked, PictureState, Subscription};
 
 /// Updates buffered between a session and the gRPC transport.
 const OUTBOUND_BUFFER: usize = 16;
@@ -43,14 +45,12 @@ impl SubscriberApi {
     }
 }
 
-#[tonic::async_trait]
-impl pb::subscriber_service_server::SubscriberService for SubscriberApi {
-    type SubscribeStream = ReceiverStream<Result<pb::Update, Status>>;
-
-    async fn subscribe(
+impl SubscriberApi {
+    /// `SubscriberService.Subscribe` (served by [`super::subscriber_transport::SubscriberServer`]).
+    pub async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    ) -> Result<Response<ReceiverStream<Result<OutUpdate, Status>>>, Status> {
         let peer = request.remote_addr();
         let req = request.into_inner();
         let filter = self.ctx.resolve(req.filter.as_ref())?;
@@ -101,7 +101,7 @@ struct Session {
     ctx: Arc<Context>,
     filter: ResolvedFilter,
     heartbeat: Duration,
-    tx: mpsc::Sender<Result<pb::Update, Status>>,
+    tx: mpsc::Sender<Result<OutUpdate, Status>>,
 }
 
 fn update(kind: pb::update::Kind) -> pb::Update {
@@ -169,15 +169,15 @@ impl Session {
             tokio::select! {
                 _ = self.ctx.cancel.cancelled() => return Err(End::Shutdown),
                 event = sub.recv() => match event {
-                    Some(event) if event.cursor.epoch != cursor.epoch => {
+                    Some(event) if event.event.cursor.epoch != cursor.epoch => {
                         sub = self.register().await?;
                         cursor = self.resync(Reason::OtherEpoch, "the event log started a new epoch").await?;
                         heartbeat.reset();
                     }
-                    Some(event) if event.cursor.pos <= cursor.pos => {}
+                    Some(event) if event.event.cursor.pos <= cursor.pos => {}
                     Some(event) => {
-                        cursor = event.cursor.clone();
-                        if self.send_event(&event).await? {
+                        cursor = event.event.cursor.clone();
+                        if self.send_event(&event.event, Some(&event)).await? {
                             heartbeat.reset();
                         }
                     }
@@ -209,16 +209,26 @@ impl Session {
     }
 
     async fn send(&self, update: pb::Update) -> Result<(), End> {
+        self.send_out(OutUpdate::Message(update)).await
+    }
+
+    async fn send_out(&self, update: OutUpdate) -> Result<(), End> {
         tokio::select! {
             _ = self.ctx.cancel.cancelled() => Err(End::Shutdown),
             sent = self.tx.send(Ok(update)) => sent.map_err(|_| End::ClientGone),
         }
     }
 
-    /// Sends the event if the filter selects it; returns whether it was sent.
-    async fn send_event(&self, event: &Event) -> Result<bool, End> {
+    /// Sends the event if the filter selects it; returns whether it was sent. An event from the Hub is sent
+    /// in its shared encoding when the subscriber takes every metric.
+    async fn send_event(&self, event: &Event, shared: Option<&HubEvent>) -> Result<bool, End> {
         if !self.filter.providers.contains(&event.provider) {
             return Ok(false);
+        }
+        if let (None, Some(shared)) = (&self.filter.metrics, shared) {
+            let bytes = shared.encoded(|e| update(pb::update::Kind::Event(event_to_wire(e))).encode_to_vec().into());
+            self.send_out(OutUpdate::Encoded(bytes)).await?;
+            return Ok(true);
         }
         let wire = match &self.filter.metrics {
             None => event_to_wire(event),
@@ -277,7 +287,7 @@ impl Session {
                 Read::Events(events) if events.is_empty() => return Ok(Ok(cursor)),
                 Read::Events(events) => {
                     for e in &events {
-                        self.send_event(e).await?;
+                        self.send_event(e, None).await?;
                     }
                     cursor = events.last().expect("non-empty").cursor.clone();
                 }
