@@ -485,3 +485,41 @@ async fn demo_and_watch_show_live_changes() {
         assert!(l.contains("→") || l.contains("no change"), "{l}");
     }
 }
+
+/// `sitrep history` prints a provider's revisions, or a metric across providers, from the aggregator's history.
+#[tokio::test]
+async fn history_command_prints_revisions_and_series() {
+    let server = Server::start("").await;
+    let mut client = server.provider().await;
+    for (who, hours_ago, revision, occupied) in
+        [("RJ7", 1, 1, 20.0), ("RJ7", 1, 2, 21.0), ("RJ7", 0, 1, 22.0), ("RVR", 0, 1, 9.0)]
+    {
+        let r = report(who, hours_ago, revision, &[("beds.cc_adult.open", 30.0), ("beds.cc_adult.occupied", occupied)]);
+        assert_eq!(client.submit(r).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    }
+    let run = |args: Vec<&'static str>| {
+        let url = server.url.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
+                .arg("history")
+                .args(args)
+                .args(["--server", &url])
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let text = run(vec!["--provider", "RJ7", "--metric", "beds.cc_adult.occupied"]).await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("RJ7: 3 revision(s)"), "{text}");
+    assert!(lines[1].ends_with(" r1 beds.cc_adult.occupied=20"), "{text}");
+    assert!(lines[2].ends_with(" r2 beds.cc_adult.occupied=21"), "{text}");
+    assert!(lines[3].ends_with(" r1 beds.cc_adult.occupied=22"), "{text}");
+    let text = run(vec!["--metric", "beds.cc_adult.occupied", "--system", "QWE"]).await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("beds.cc_adult.occupied: 2 provider(s)"), "{text}");
+    assert!(lines[1].starts_with("RJ7") && lines[1].contains(":00=21 ") && lines[1].ends_with(":00=22"), "{text}");
+    assert!(lines[2].starts_with("RVR") && lines[2].ends_with(":00=9"), "{text}");
+}

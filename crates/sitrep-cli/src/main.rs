@@ -73,6 +73,13 @@ enum Command {
         Simulated time starts --backfill-hours in the past and never runs ahead of real time; once caught up, each \
         tick sends a new revision of the current hour.")]
     Simulate(SimulateArgs),
+    /// Print the hour-by-hour history of a provider, or of a metric across providers.
+    #[command(after_help = "Examples:\n  \
+        sitrep history --provider RJ7                          # every revision of the last 24 hours\n  \
+        sitrep history --provider RJ7 --metric beds.cc_adult.occupied --hours 72\n  \
+        sitrep history --metric beds.cc_adult.occupied --system QWE   # one metric, each provider of a system\n  \
+        sitrep history --provider RGT --from 2026-11-26T00:00:00Z --to 2026-11-26T23:00:00Z")]
+    History(HistoryArgs),
     /// Benchmark the hot path against a real Redis, with a baseline of the bare Redis work.
     #[command(
         after_help = "Starts its own redis-server (unless --redis) and its own aggregator process, drives P provider \
@@ -147,6 +154,34 @@ struct WatchArgs {
 }
 
 #[derive(Args)]
+struct HistoryArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// The provider whose every stored revision to print. Without it, --metric is required and the metric's
+    /// history is printed for each provider selected by --system/--region (all when neither is given).
+    #[arg(long)]
+    provider: Option<String>,
+    /// Metric to include (repeatable; with --provider, empty means all).
+    #[arg(long = "metric", value_name = "CODE")]
+    metrics: Vec<String>,
+    /// With a metric's history: providers of this system (repeatable).
+    #[arg(long = "system", value_name = "CODE")]
+    systems: Vec<String>,
+    /// With a metric's history: providers of this region (repeatable).
+    #[arg(long = "region", value_name = "CODE")]
+    regions: Vec<String>,
+    /// Hours back from the current hour (ignored when --from is given).
+    #[arg(long, default_value_t = 24)]
+    hours: i64,
+    /// First period, RFC 3339 (e.g. 2026-11-26T00:00:00Z).
+    #[arg(long)]
+    from: Option<String>,
+    /// Last period, RFC 3339; default the current hour.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+#[derive(Args)]
 struct SimulateArgs {
     #[command(flatten)]
     server: ServerArg,
@@ -180,6 +215,7 @@ fn main() -> ExitCode {
             Command::Push(args) => push(args).await,
             Command::Watch(args) => watch(args).await,
             Command::Simulate(args) => simulate(args).await,
+            Command::History(args) => history(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
@@ -396,6 +432,78 @@ async fn follow(
             }
         }
     }
+}
+
+fn time_arg(name: &str, text: &Option<String>) -> anyhow::Result<Option<Timestamp>> {
+    text.as_deref()
+        .map(|t| {
+            Timestamp::parse_rfc3339(t)
+                .with_context(|| format!("--{name} {t:?} is not an RFC 3339 time like 2026-11-27T14:00:00Z"))
+        })
+        .transpose()
+}
+
+fn value_text(v: Option<&pb::MetricValue>) -> String {
+    v.and_then(sitrep_server::convert::value_from_wire).map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let to = time_arg("to", &args.to)?.unwrap_or_else(|| Timestamp::now().hour_start());
+    let from = time_arg("from", &args.from)?.unwrap_or_else(|| to.add_hours(-(args.hours.max(1) - 1)));
+    let wire = |t: Timestamp| Some(sitrep_server::convert::timestamp_to_wire(t));
+    let mut client = QueryServiceClient::new(connect(&args.server.server)?);
+    let failed = |status: tonic::Status| {
+        let details = status.get_details_bad_request().map(|b| b.field_violations).unwrap_or_default();
+        let mut text = status.message().to_owned();
+        for v in details {
+            text.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+        anyhow::anyhow!(text)
+    };
+    match args.provider {
+        Some(provider) => {
+            let request = pb::GetHistoryRequest { provider, from: wire(from), to: wire(to), metrics: args.metrics };
+            let history = client.get_history(request).await.map_err(failed)?.into_inner();
+            println!("{}: {} revision(s) from {from} to {to}", history.provider, history.entries.len());
+            for e in history.entries {
+                let period = e.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+                let mut values: Vec<_> = e.values.iter().collect();
+                values.sort_by(|a, b| a.0.cmp(b.0));
+                let values: Vec<String> = values.iter().map(|(k, v)| format!("{k}={}", value_text(Some(v)))).collect();
+                println!("{period} r{} {}", e.revision, values.join(" "));
+                if !e.narrative.is_empty() {
+                    println!("    “{}”", e.narrative);
+                }
+            }
+        }
+        None => {
+            let [metric] = &args.metrics[..] else {
+                bail!("give --provider, or exactly one --metric to see that metric across providers");
+            };
+            let filter = pb::Filter { systems: args.systems, regions: args.regions, ..Default::default() };
+            let request = pb::GetMetricHistoryRequest {
+                metric: metric.clone(),
+                filter: Some(filter),
+                from: wire(from),
+                to: wire(to),
+            };
+            let history = client.get_metric_history(request).await.map_err(failed)?.into_inner();
+            println!("{}: {} provider(s) from {from} to {to}", history.metric, history.series.len());
+            for series in history.series {
+                let points: Vec<String> = series
+                    .points
+                    .iter()
+                    .map(|p| {
+                        let period =
+                            p.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+                        format!("{}={}", period.to_string().get(5..16).unwrap_or("?"), value_text(p.value.as_ref()))
+                    })
+                    .collect();
+                println!("{:<6} {}", series.provider, points.join(" "));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
