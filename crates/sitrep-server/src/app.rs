@@ -171,7 +171,7 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     });
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    // The server stops accepting only after health has turned NOT_SERVING, so load balancers hear it first.
+    // Health turns NOT_SERVING before the server stops accepting, so a check during shutdown is answered truly.
     let stop_accepting = CancellationToken::new();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -215,6 +215,9 @@ impl Config {
         if self.store.key_prefix.is_empty() || self.store.key_prefix.contains(['{', '}']) {
             return invalid("store.key_prefix", "must be non-empty without braces");
         }
+        if self.store.event_log_max_age_seconds > 10 * 366 * 24 * 3600 {
+            return invalid("store.event_log_max_age_seconds", "must be at most ten years (0 turns age trimming off)");
+        }
         if self.store.event_log_capacity == 0 {
             return invalid("store.event_log_capacity", "must be at least 1");
         }

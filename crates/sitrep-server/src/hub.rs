@@ -213,7 +213,20 @@ impl Hub {
         let mut backoff = Backoff::default();
         let mut position: Option<Cursor> = None;
         let mut why_lost = RESYNC;
+        // A log that keeps resetting the Hub (something is wrong with it) must not become a storm of resets for
+        // every subscriber: after the first, each further reset in a row waits a backoff step first.
+        let mut resets_in_a_row = 0u32;
+        let mut reset_backoff = Backoff::default();
         loop {
+            if position.is_none() && resets_in_a_row > 1 {
+                let delay = reset_backoff.next_delay();
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            } else if resets_in_a_row == 0 {
+                reset_backoff.reset();
+            }
             let result = match position.clone() {
                 None => {
                     let head = tokio::select! {
@@ -235,6 +248,7 @@ impl Hub {
                         Read::Events(events) => {
                             if let Some(last) = events.last() {
                                 position = Some(last.cursor.clone());
+                                resets_in_a_row = 0;
                             }
                             for e in events {
                                 self.fan_out(Arc::new(HubEvent::new(e)));
@@ -245,6 +259,7 @@ impl Hub {
                             position = None;
                             why_lost = reset_code(reason);
                             self.positioned.send_replace(false);
+                            resets_in_a_row += 1;
                         }
                     })
                 }

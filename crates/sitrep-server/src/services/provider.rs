@@ -89,7 +89,8 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
             loop {
                 let next = tokio::select! {
                     _ = ctx.cancel.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("sitrep is shutting down; reconnect and resend unacknowledged reports"))).await;
+                        let status = Status::unavailable("sitrep is shutting down; reconnect and resend unacknowledged reports");
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.send(Err(status))).await;
                         break;
                     }
                     next = inbound.message() => next,

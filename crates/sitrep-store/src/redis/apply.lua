@@ -64,7 +64,7 @@ for i = 1, n do
 end
 changes = table.concat(changes, ' ')
 
-local prev = redis.call('GET', KEYS[8]) or '0-0'
+local prev = sitrep_head(KEYS[8], KEYS[5])
 local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'e', epoch, 'prev', prev,
   'p', provider, 's', site, 'per', period, 'rev', revision, 'obs', observed, 'rcv', received,
   'live', fresh and '1' or '0', 'nar', narrative, 'src', source, 'ch', changes)
@@ -73,7 +73,8 @@ if ARGV[10] ~= '' then
   -- Age is measured on Redis's clock, the one stream ids come from, not on any replica's.
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XTRIM', KEYS[5], 'MINID', '~', string.format('%.0f', now - tonumber(ARGV[10])) .. '-0')
+  local min_ms = math.max(0, now - tonumber(ARGV[10]))
+  redis.call('XTRIM', KEYS[5], 'MINID', '~', string.format('%.0f', min_ms) .. '-0')
 end
 
 if fresh then

@@ -30,3 +30,27 @@ local function sitrep_id_after(a, b)
   end
   return gt(aseq, bseq)
 end
+
+-- The id of the latest event: the head key, or (if it was lost) the stream's last id, or '0-0'.
+local function sitrep_head(head_key, events_key)
+  local head = redis.call('GET', head_key)
+  if head then
+    return head
+  end
+  local last = redis.call('XREVRANGE', events_key, '+', '-', 'COUNT', 1)
+  if last[1] then
+    return last[1][1]
+  end
+  return '0-0'
+end
+
+-- Whether a stream entry is one of sitrep's (it names its predecessor). Others are skipped by readers.
+local function sitrep_own(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'prev' then
+      return true
+    end
+  end
+  return false
+end

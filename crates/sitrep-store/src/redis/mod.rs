@@ -252,6 +252,21 @@ fn parse_entry(entry: &RValue) -> Result<Entry, StoreError> {
     Ok(Entry { event, epoch, prev })
 }
 
+/// The entries sitrep can read, in order. Anything else in the stream (written by someone else, or damaged) is
+/// skipped with a warning: the predecessor links between sitrep's own entries still prove nothing of sitrep's was
+/// missed, and a stray entry must neither stall readers nor reset them over and over.
+fn own_entries(raw: &[RValue]) -> Vec<Entry> {
+    raw.iter()
+        .filter_map(|e| match parse_entry(e) {
+            Ok(entry) => Some(entry),
+            Err(error) => {
+                tracing::warn!(%error, "skipping an entry of the event stream that sitrep did not write");
+                None
+            }
+        })
+        .collect()
+}
+
 /// Whether `entries` continue the log right after `after`, in the same epoch, with nothing missing in between.
 fn linked(after: &Cursor, entries: &[Entry]) -> bool {
     let mut pos = after.pos;
@@ -345,15 +360,7 @@ impl RedisStore {
         if after.pos > head {
             return Ok(Read::Reset(ResetReason::Ahead));
         }
-        let entries = match array(&entries)?.iter().map(parse_entry).collect::<Result<Vec<_>, _>>() {
-            Ok(entries) => entries,
-            Err(e) => {
-                // An entry sitrep did not write (or an older format): it cannot be served, but it must not wedge
-                // every reader either. Readers start again from a snapshot past it.
-                tracing::error!(error = %e, after = %after, "unreadable entry in the event stream; resetting the reader");
-                return Ok(Read::Reset(ResetReason::TooOld));
-            }
-        };
+        let entries = own_entries(array(&entries)?);
         if entries.is_empty() && after.pos < head {
             // Everything after the cursor has been trimmed.
             return Ok(Read::Reset(ResetReason::TooOld));
@@ -364,9 +371,30 @@ impl RedisStore {
         Ok(Read::Events(entries.into_iter().map(|e| e.event).collect()))
     }
 
-    /// `XREAD BLOCK` on the dedicated connection: entries after `after` as soon as there are any, or none after
-    /// `wait`.
+    /// `XREAD BLOCK` on the dedicated connection: sitrep's entries after `after` as soon as there are any, or
+    /// none after `wait`. Entries sitrep did not write are read past, not returned.
     async fn read_blocking(&self, after: &Cursor, max: usize, wait: Duration) -> Result<Vec<Entry>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut from = after.pos;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            let raw = self.xread(from, max, left).await?;
+            let Some(last) = raw.last() else { return Ok(Vec::new()) };
+            let own = own_entries(&raw);
+            if !own.is_empty() {
+                return Ok(own);
+            }
+            // Only entries that are not sitrep's: move past them and keep waiting.
+            let [id, _] = array(last)? else { return Err(bad("stream entry")) };
+            from = position(&text(id)?)?;
+        }
+    }
+
+    /// One `XREAD BLOCK` from `from`, raw entries (none if BLOCK expired).
+    async fn xread(&self, from: Position, max: usize, wait: Duration) -> Result<Vec<RValue>, StoreError> {
         let mut guard = self.blocking.lock().await;
         if guard.is_none() {
             let config = AsyncConnectionConfig::new()
@@ -380,7 +408,7 @@ impl RedisStore {
         let block_ms = wait.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("BLOCK").arg(block_ms).arg("COUNT").arg(max.max(1)).arg("STREAMS");
-        cmd.arg(&self.keys.events).arg(after.pos.to_string());
+        cmd.arg(&self.keys.events).arg(from.to_string());
         let xread = cmd.query_async::<RValue>(conn);
         // The connection has no response timeout, so guard against a peer that vanished silently.
         let reply = match tokio::time::timeout(wait + self.options.response_timeout, xread).await {
@@ -395,16 +423,14 @@ impl RedisStore {
             }
         };
         drop(guard);
-        // [[stream, [entry, ...]]], or nil when BLOCK expired. Anything unreadable is left to the checking
-        // script to judge (returned as no entries).
-        let entries = match array(&reply)?.first() {
-            None => return Ok(Vec::new()),
+        // [[stream, [entry, ...]]], or nil when BLOCK expired.
+        match array(&reply)?.first() {
+            None => Ok(Vec::new()),
             Some(stream) => match array(stream)? {
-                [_, entries] => array(entries)?.iter().map(parse_entry).collect::<Result<Vec<_>, _>>(),
+                [_, entries] => Ok(array(entries)?.to_vec()),
                 _ => Err(bad("XREAD reply")),
             },
-        };
-        Ok(entries.unwrap_or_default())
+        }
     }
 }
 

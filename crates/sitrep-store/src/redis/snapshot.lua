@@ -4,7 +4,7 @@
 -- ARGV: 1 epoch candidate, 2 key prefix (e.g. '{sitrep}:'), 3.. provider codes (none: every provider)
 -- Returns {epoch, last id, {{provider, meta fields and values, state fields and values}, ...}}.
 local epoch = sitrep_epoch(KEYS[3], ARGV[1])
-local last = redis.call('GET', KEYS[2]) or '0-0'
+local last = sitrep_head(KEYS[2], ARGV[2] .. 'events')
 local providers
 if #ARGV > 2 then
   providers = {}
