@@ -523,3 +523,43 @@ async fn history_command_prints_revisions_and_series() {
     assert!(lines[1].starts_with("RJ7") && lines[1].contains(":00=21 ") && lines[1].ends_with(":00=22"), "{text}");
     assert!(lines[2].starts_with("RVR") && lines[2].ends_with(":00=9"), "{text}");
 }
+
+/// `sitrep push --saner` sends a FHIR SANER MeasureReport: mapped counts arrive, absent counts stay absent,
+/// unmapped populations are named.
+#[tokio::test]
+async fn push_saner_measure_report() {
+    let server = Server::start("").await;
+    let now = sitrep_core::Timestamp::now();
+    let day = &now.to_string()[..10];
+    let text = format!(
+        r#"{{"resourceType": "MeasureReport", "id": "e2e", "status": "complete", "type": "summary",
+        "measure": "http://hl7.org/fhir/us/saner/Measure/CDCPatientImpactAndHospitalCapacity",
+        "date": "{now}", "period": {{"start": "{day}", "end": "{day}"}},
+        "group": [{{"population": [
+          {{"code": {{"coding": [{{"code": "numICUBeds"}}]}}, "count": 30}},
+          {{"code": {{"coding": [{{"code": "numICUBedsOcc"}}]}}}},
+          {{"code": {{"coding": [{{"code": "numC19Died"}}]}}, "count": 2}}]}}]}}"#
+    );
+    let dir = TempDir::new("saner");
+    let path = dir.0.join("measure-report.json");
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["push", "--saner", "--provider", "RGT", "--server", &server.url])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("no sitrep metric for SANER population(s) numC19Died"), "{stdout}");
+    assert!(stdout.contains("accepted: RGT"), "{stdout}");
+    let snap = server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    let rgt = &snap.providers[0];
+    assert_eq!(num(&rgt.readings["beds.cc_adult.open"].value), Some(30.0));
+    let occupied = rgt.readings["beds.cc_adult.occupied"].value.clone().unwrap();
+    assert_eq!(
+        occupied.kind,
+        Some(pb::metric_value::Kind::Absent(pb::AbsentReason::NotAvailable as i32)),
+        "absent, not zero"
+    );
+}

@@ -56,7 +56,8 @@ enum Command {
         period defaults to the current hour, observed_at to now, revision to 1.\n\n\
         Examples:\n  \
         sitrep push report.json\n  \
-        sitrep push - --server http://sitrep.example:50051 < report.json\n\n\
+        sitrep push - --server http://sitrep.example:50051 < report.json\n  \
+        sitrep push --saner --provider RJ7 MeasureReport.json     # a FHIR SANER MeasureReport or Bundle\n\n\
         Exit status: 0 accepted or duplicate, 2 rejected (each violation is printed), 1 any other failure.")]
     Push(PushArgs),
     /// Subscribe to changes and print each as a line.
@@ -124,6 +125,16 @@ struct PushArgs {
     file: PathBuf,
     #[command(flatten)]
     server: ServerArg,
+    /// The file is a FHIR SANER MeasureReport (or a Bundle of them), reported as --provider. Populations map to
+    /// metrics by the CDC hospital capacity mapping; absent counts stay absent; unmapped ones are listed.
+    #[arg(long, requires = "provider")]
+    saner: bool,
+    /// With --saner: the provider the SANER reports are for.
+    #[arg(long)]
+    provider: Option<String>,
+    /// With --saner: the revision to send (raise it to correct an earlier push of the same period).
+    #[arg(long, default_value_t = 1)]
+    revision: u32,
 }
 
 #[derive(Args)]
@@ -331,41 +342,51 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
     };
-    let report = report_file::parse(&text, Timestamp::now()).with_context(|| format!("{}", args.file.display()))?;
-    let mut client = ProviderServiceClient::new(connect(&args.server.server)?);
-    match client.submit(sitrep_server::convert::report_to_wire(&report)).await {
-        Ok(ack) => {
-            let ack = ack.into_inner();
-            println!(
-                "{}: {} {} r{}",
-                ack.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(),
-                ack.provider,
-                ack.period
-                    .as_ref()
-                    .map(|p| sitrep_server::convert::timestamp_from_wire(p).to_string())
-                    .unwrap_or_default(),
-                ack.revision
-            );
-            println!("  {}", ack.message);
-            if !ack.cursor.is_empty() {
-                println!("  cursor {}", ack.cursor);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            println!("rejected: {}", report.provider);
-            match status.get_details_bad_request() {
-                Some(bad) => {
-                    for v in bad.field_violations {
-                        println!("  {} ({}): {}", v.field, v.reason.to_lowercase(), v.description);
-                    }
+    let reports = match (&args.saner, &args.provider) {
+        (true, Some(provider)) => {
+            use sitrep_core::saner;
+            let parsed = saner::parse(&text).with_context(|| format!("{}", args.file.display()))?;
+            let converted = saner::to_reports(&parsed, provider, args.revision, &saner::Mapping::cdc_capacity());
+            for c in &converted {
+                if !c.unmapped.is_empty() {
+                    let period = c.report.period.map(|p| p.to_string()).unwrap_or_default();
+                    println!("note: {period}: no sitrep metric for SANER population(s) {}", c.unmapped.join(", "));
                 }
-                None => println!("  {}", status.message()),
             }
-            Ok(ExitCode::from(2))
+            converted.into_iter().map(|c| c.report).collect()
         }
-        Err(status) => bail!("{}: {} ({:?})", args.server.server, status.message(), status.code()),
+        _ => vec![report_file::parse(&text, Timestamp::now()).with_context(|| format!("{}", args.file.display()))?],
+    };
+    let mut client = ProviderServiceClient::new(connect(&args.server.server)?);
+    let mut code = ExitCode::SUCCESS;
+    for report in reports {
+        match client.submit(sitrep_server::convert::report_to_wire(&report)).await {
+            Ok(ack) => {
+                let ack = ack.into_inner();
+                let period = ack.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+                let outcome = ack.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase();
+                println!("{outcome}: {} {period} r{}", ack.provider, ack.revision);
+                println!("  {}", ack.message);
+                if !ack.cursor.is_empty() {
+                    println!("  cursor {}", ack.cursor);
+                }
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                println!("rejected: {}", report.provider);
+                match status.get_details_bad_request() {
+                    Some(bad) => {
+                        for v in bad.field_violations {
+                            println!("  {} ({}): {}", v.field, v.reason.to_lowercase(), v.description);
+                        }
+                    }
+                    None => println!("  {}", status.message()),
+                }
+                code = ExitCode::from(2);
+            }
+            Err(status) => bail!("{}: {} ({:?})", args.server.server, status.message(), status.code()),
+        }
     }
+    Ok(code)
 }
 
 async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {

@@ -14,12 +14,14 @@
 //! - [`state`]: live state of a provider and the diff of a report against it into an [`Event`].
 //! - [`cursor`]: [`Cursor`], the position of an event in the event log, with its epoch.
 //! - [`sim`]: plausible, slowly drifting synthetic values for the simulator.
+//! - [`saner`]: FHIR SANER MeasureReports read into reports (absent counts stay absent).
 
 pub mod catalogue;
 pub mod cursor;
 pub mod directory;
 pub mod profile;
 pub mod report;
+pub mod saner;
 pub mod sim;
 pub mod state;
 pub mod time;
