@@ -97,7 +97,7 @@ impl Catalogue {
     /// Parses a catalogue from TOML text; `what` names the source in errors (e.g. a file path).
     pub fn from_toml(what: &str, text: &str) -> Result<Self, ConfigError> {
         let file: CatalogueFile =
-            toml::from_str(text).map_err(|source| ConfigError::Parse { what: what.to_owned(), source })?;
+            toml::from_str(text).map_err(|cause| ConfigError::Parse { what: what.to_owned(), cause })?;
         Self::new(what, file.profile, file.metrics)
     }
 

@@ -114,7 +114,7 @@ impl Directory {
     /// Parses a directory from TOML text; `what` names the source in errors (e.g. a file path).
     pub fn from_toml(what: &str, text: &str) -> Result<Self, ConfigError> {
         let file: DirectoryFile =
-            toml::from_str(text).map_err(|source| ConfigError::Parse { what: what.to_owned(), source })?;
+            toml::from_str(text).map_err(|cause| ConfigError::Parse { what: what.to_owned(), cause })?;
         let invalid = |message: String| ConfigError::Invalid { what: what.to_owned(), message };
         let mut regions = BTreeMap::new();
         for r in file.regions {

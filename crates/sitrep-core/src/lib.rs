@@ -39,12 +39,8 @@ pub use validate::{Limits, ValidReport, Violation, validate};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The text is not valid TOML or does not have the expected shape.
-    #[error("{what}: {source}")]
-    Parse {
-        what: String,
-        #[source]
-        source: toml::de::Error,
-    },
+    #[error("{what}: {cause}")]
+    Parse { what: String, cause: toml::de::Error },
     /// The text parsed but says something inconsistent (a dangling reference, a duplicate code, ...).
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },

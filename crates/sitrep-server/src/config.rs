@@ -161,18 +161,12 @@ impl Default for SubscriberConfig {
 /// A configuration problem, naming the file and the key or item at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: toml::de::Error,
-    },
+    // The causes are part of the message rather than `#[source]`s, so a report of the error chain does not
+    // repeat them.
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("{path}: {cause}")]
+    Parse { path: PathBuf, cause: toml::de::Error },
     #[error("{path}: {key}: {message}")]
     Invalid { path: PathBuf, key: &'static str, message: String },
     #[error(transparent)]
@@ -180,14 +174,14 @@ pub enum ConfigError {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_owned(), cause })
 }
 
 impl Config {
     /// Reads and checks a configuration file. Relative paths inside it are resolved against its directory.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let mut config: Config =
-            toml::from_str(&read(path)?).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+            toml::from_str(&read(path)?).map_err(|cause| ConfigError::Parse { path: path.to_owned(), cause })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut config.directory, &mut config.catalogue].into_iter().flatten() {
             if p.is_relative() {
