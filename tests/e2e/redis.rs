@@ -192,3 +192,35 @@ async fn history_of_a_provider_and_of_a_metric() {
     let bad = pb::GetHistoryRequest { provider: "NOPE".into(), ..Default::default() };
     assert_eq!(query.get_history(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
+
+/// A Redis that still answers reads but refuses writes (here: a master that requires a replica it does not have,
+/// as after a failover gone wrong) degrades the picture too, and recovers when it accepts writes again.
+#[tokio::test]
+async fn a_redis_refusing_writes_degrades_the_picture() {
+    let redis = RedisProcess::start().expect("redis-server");
+    let server = Server::start_redis(&redis.url()).await;
+    let mut provider = server.provider().await;
+    let mut watcher = server.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
+    expect_snapshot(next(&mut watcher).await);
+    let first = provider.submit(report("RAP", 0, 1, &[("ed.in_department", 1.0)])).await.unwrap().into_inner();
+    assert_eq!(first.outcome(), Outcome::Accepted);
+    assert_eq!(expect_event(next_non_heartbeat(&mut watcher).await).cursor, first.cursor);
+
+    assert_eq!(redis.command("CONFIG SET min-replicas-to-write 1").unwrap(), "+OK");
+    for rev in 2..=4 {
+        let status = provider.submit(report("RAP", 0, rev, &[("ed.in_department", 2.0)])).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    match next_non_heartbeat(&mut watcher).await {
+        pb::update::Kind::Status(s) => assert!(s.degraded && s.message.contains("refuses reports"), "{s:?}"),
+        other => panic!("expected a degraded status, got {other:?}"),
+    }
+    assert_eq!(redis.command("CONFIG SET min-replicas-to-write 0").unwrap(), "+OK");
+    let after = provider.submit(report("RAP", 0, 2, &[("ed.in_department", 2.0)])).await.unwrap().into_inner();
+    assert_eq!(after.outcome(), Outcome::Accepted, "nothing refused was stored: revision 2 is new");
+    match next_non_heartbeat(&mut watcher).await {
+        pb::update::Kind::Status(s) => assert!(!s.degraded, "{s:?}"),
+        other => panic!("expected a restored status, got {other:?}"),
+    }
+    assert_eq!(expect_event(next_non_heartbeat(&mut watcher).await).cursor, after.cursor);
+}

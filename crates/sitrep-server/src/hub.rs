@@ -90,11 +90,23 @@ pub struct PictureState {
     pub since: Timestamp,
 }
 
+/// What the Hub knows of the store: reads come from its own tail, writes from ingest.
+#[derive(Default)]
+struct StoreHealth {
+    reads_failing: bool,
+    writes_failing: bool,
+}
+
+/// Consecutive refused writes after which the picture counts as degraded.
+const WRITE_FAILURES_TO_DEGRADE: u64 = 3;
+
 /// Handle to the Hub; cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
     shared: Arc<Shared>,
     status: watch::Sender<PictureState>,
+    health: Arc<Mutex<StoreHealth>>,
+    write_failures: Arc<AtomicU64>,
     /// Whether the Hub knows its position in the log (so a new subscriber's queue joins up with the store).
     positioned: watch::Sender<bool>,
 }
@@ -145,6 +157,8 @@ impl Hub {
                 queue_capacity: queue_capacity.max(1),
             }),
             status: watch::channel(healthy).0,
+            health: Arc::new(Mutex::new(StoreHealth::default())),
+            write_failures: Arc::new(AtomicU64::new(0)),
             positioned: watch::channel(false).0,
         }
     }
@@ -161,12 +175,39 @@ impl Hub {
         self.status.subscribe()
     }
 
-    fn set_degraded(&self, degraded: bool, message: String) {
+    /// Records whether the Hub can read the log.
+    fn reads(&self, ok: bool, message: impl FnOnce() -> String) {
+        self.update_health(|h| h.reads_failing = !ok, message);
+    }
+
+    /// Records the outcome of a write (a report stored, or refused by an unreachable store). A store that answers
+    /// reads but refuses writes (a demoted master, out of memory) is degraded too; a few failures in a row count,
+    /// not one slow answer under load.
+    pub fn writes(&self, ok: bool, message: impl FnOnce() -> String) {
+        let failures = if ok {
+            self.write_failures.store(0, Ordering::Relaxed);
+            0
+        } else {
+            self.write_failures.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        let failing = failures >= WRITE_FAILURES_TO_DEGRADE;
+        if failing {
+            self.update_health(|h| h.writes_failing = true, message);
+        } else if failures == 0 {
+            self.update_health(|h| h.writes_failing = false, || "the store accepts reports again".to_owned());
+        }
+    }
+
+    fn update_health(&self, change: impl FnOnce(&mut StoreHealth), message: impl FnOnce() -> String) {
+        // Decided and published under one lock, so concurrent reporters cannot publish out of order.
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut h);
+        let degraded = h.reads_failing || h.writes_failing;
         self.status.send_if_modified(|s| {
             if s.degraded == degraded {
                 return false;
             }
-            *s = PictureState { degraded, message, since: Timestamp::now() };
+            *s = PictureState { degraded, message: message(), since: Timestamp::now() };
             true
         });
     }
@@ -267,12 +308,12 @@ impl Hub {
             match result {
                 Ok(()) => {
                     backoff.reset();
-                    self.set_degraded(false, "the store is reachable again; reports are being accepted".into());
+                    self.reads(true, || "the store is reachable again; reports are being accepted".into());
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "hub cannot read the event log");
-                    self.set_degraded(true, format!("the store is unreachable; no reports are being accepted ({e})"));
+                    self.reads(false, || format!("the store is unreachable; no reports are being accepted ({e})"));
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -346,6 +387,22 @@ mod tests {
         task.await.unwrap();
         assert!(fast.recv().await.is_none(), "queues close when the hub stops");
         assert_eq!(fast.kicked(), Kicked::No);
+    }
+
+    #[test]
+    fn refused_writes_degrade_the_picture_until_one_succeeds() {
+        let hub = Hub::new(4);
+        let status = hub.status();
+        hub.writes(false, || "refused".into());
+        hub.writes(false, || "refused".into());
+        assert!(!status.borrow().degraded, "one or two failures are not an outage");
+        hub.writes(false, || "refused".into());
+        assert!(status.borrow().degraded);
+        assert_eq!(status.borrow().message, "refused");
+        hub.reads(true, || "reads fine".into());
+        assert!(status.borrow().degraded, "reads alone do not clear refused writes");
+        hub.writes(true, || unreachable!());
+        assert!(!status.borrow().degraded);
     }
 
     #[test]

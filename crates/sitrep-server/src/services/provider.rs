@@ -50,7 +50,15 @@ pub async fn ingest(ctx: &Context, wire: &pb::StatusReport) -> Result<(pb::Repor
             return Ok((ack, violations));
         }
     };
-    match ctx.store.apply(&report, now).await.map_err(error::store)? {
+    let applied = ctx.store.apply(&report, now).await;
+    match &applied {
+        Ok(_) => ctx.hub.writes(true, String::new),
+        Err(e @ sitrep_store::StoreError::Unavailable { .. }) => {
+            ctx.hub.writes(false, || format!("the store refuses reports; none are being accepted ({e})"))
+        }
+        Err(_) => {}
+    }
+    match applied.map_err(error::store)? {
         Applied::Accepted(event) => {
             tracing::debug!(provider = %event.provider, period = %event.period, revision = event.revision, cursor = %event.cursor, changes = event.changes.len(), live = event.live, "report accepted");
             ack.set_outcome(Outcome::Accepted);

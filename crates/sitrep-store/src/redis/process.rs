@@ -92,6 +92,20 @@ impl RedisProcess {
         Err(std::io::Error::other("redis-server did not answer PING within 20 s"))
     }
 
+    /// Sends one command in Redis's inline form (e.g. `CONFIG SET min-replicas-to-write 1`) and returns the first
+    /// line of the reply.
+    pub fn command(&self, line: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(format!("{line}\r\n").as_bytes())?;
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while s.read(&mut byte)? == 1 && byte[0] != b'\n' {
+            reply.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&reply).trim_end().to_owned())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
