@@ -177,7 +177,17 @@ impl Hub {
 
     /// Records whether the Hub can read the log.
     fn reads(&self, ok: bool, message: impl FnOnce() -> String) {
-        self.update_health(|h| h.reads_failing = !ok, message);
+        self.update_health(
+            |h| {
+                // Writes refused while the store was unreachable are explained by that; start counting afresh.
+                if ok && h.reads_failing {
+                    h.writes_failing = false;
+                    self.write_failures.store(0, Ordering::Relaxed);
+                }
+                h.reads_failing = !ok;
+            },
+            message,
+        );
     }
 
     /// Records the outcome of a write (a report stored, or refused by an unreachable store). A store that answers
@@ -402,6 +412,13 @@ mod tests {
         hub.reads(true, || "reads fine".into());
         assert!(status.borrow().degraded, "reads alone do not clear refused writes");
         hub.writes(true, || unreachable!());
+        assert!(!status.borrow().degraded);
+        // An outage of reads explains refused writes: when reads return, the slate is clean.
+        hub.reads(false, || "down".into());
+        for _ in 0..5 {
+            hub.writes(false, || "refused".into());
+        }
+        hub.reads(true, || "back".into());
         assert!(!status.borrow().degraded);
     }
 
