@@ -45,7 +45,8 @@ enum Command {
         sitrep serve --redis redis://127.0.0.1:6379/   # state in Redis, shared by every replica\n  \
         sitrep serve --listen 0.0.0.0:50051       # serve on all interfaces\n  \
         sitrep serve --config /etc/sitrep/sitrep.toml\n\n\
-        Logging is controlled by RUST_LOG (default: info), e.g. RUST_LOG=sitrep_server=debug.")]
+        Logging is controlled by RUST_LOG (default: info), e.g. RUST_LOG=sitrep_server=debug;\n\
+        SITREP_LOG_FORMAT=json writes one JSON object per line.")]
     Serve(ServeArgs),
     /// Send one report from a JSON file and print the acknowledgement.
     #[command(after_help = "The file holds one report, e.g.\n  \
@@ -239,9 +240,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to standard error: readable text by default, one JSON object per line with `SITREP_LOG_FORMAT=json`
+/// (for log collectors). `RUST_LOG` picks what is logged (default `info`).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match std::env::var("SITREP_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().init(),
+        Ok("text") | Err(_) => builder.init(),
+        Ok(other) => {
+            builder.init();
+            tracing::warn!(value = other, "SITREP_LOG_FORMAT must be text or json; using text");
+        }
+    }
 }
 
 /// A token cancelled on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed before this returns, so a signal
