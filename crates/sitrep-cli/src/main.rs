@@ -357,6 +357,7 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         (true, Some(provider)) => {
             use sitrep_core::saner;
             let parsed = saner::parse(&text).with_context(|| format!("{}", args.file.display()))?;
+            saner::single_subject(&parsed).with_context(|| format!("{}", args.file.display()))?;
             let converted = saner::to_reports(&parsed, provider, args.revision, &saner::Mapping::cdc_capacity());
             for c in &converted {
                 if !c.unmapped.is_empty() {

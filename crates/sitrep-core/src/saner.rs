@@ -21,6 +21,8 @@ pub enum SanerError {
     ResourceType(String),
     #[error("MeasureReport {id}: {field}: {message}")]
     Field { id: String, field: &'static str, message: String },
+    #[error("the reports are about several subjects ({0}); send each subject's reports with its own provider")]
+    Subjects(String),
 }
 
 #[derive(Deserialize)]
@@ -96,8 +98,9 @@ pub struct MeasureReport {
     /// When the report was produced (`date`), or the period start when it does not say.
     pub date: Timestamp,
     pub subject: Option<String>,
-    /// Population code -> count, in document order; `None` where the count is absent.
-    pub populations: Vec<(String, Option<f64>)>,
+    /// Each population's codes (every coding it carries, in document order) and its count; `None` where the
+    /// count is absent.
+    pub populations: Vec<(Vec<String>, Option<f64>)>,
 }
 
 /// A FHIR date (`2020-04-04`) or dateTime (`2020-04-04T10:00:00Z`) as an instant.
@@ -120,9 +123,11 @@ fn reduce(r: Resource) -> Result<MeasureReport, SanerError> {
     let mut populations = Vec::new();
     for g in r.group {
         for p in g.population {
-            let code = p.code.and_then(|c| c.coding.into_iter().find_map(|c| c.code));
-            if let Some(code) = code {
-                populations.push((code, p.count));
+            // FHIR does not order codings: keep them all, and let the mapping find the one it knows.
+            let codes: Vec<String> =
+                p.code.map(|c| c.coding.into_iter().filter_map(|c| c.code).collect()).unwrap_or_default();
+            if !codes.is_empty() {
+                populations.push((codes, p.count));
             }
         }
     }
@@ -183,8 +188,21 @@ pub struct Converted {
     pub unmapped: Vec<String>,
 }
 
+/// Checks that the reports are all about one subject, so they can be sent as one provider's. Returns the subject.
+pub fn single_subject(reports: &[MeasureReport]) -> Result<Option<&str>, SanerError> {
+    let mut subjects: Vec<&str> = reports.iter().filter_map(|r| r.subject.as_deref()).collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    match subjects[..] {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => Err(SanerError::Subjects(subjects.join(", "))),
+    }
+}
+
 /// Turns MeasureReports into one sitrep report per period for `provider` (later reports' values win within a
-/// period). Absent counts become `absent: not_available`.
+/// period). Absent counts become `absent: not_available`. The reports should be about one subject (see
+/// [`single_subject`]).
 pub fn to_reports(reports: &[MeasureReport], provider: &str, revision: u32, mapping: &Mapping) -> Vec<Converted> {
     let mut by_period: BTreeMap<Timestamp, Converted> = BTreeMap::new();
     for mr in reports {
@@ -201,8 +219,10 @@ pub fn to_reports(reports: &[MeasureReport], provider: &str, revision: u32, mapp
             unmapped: Vec::new(),
         });
         c.report.observed_at = c.report.observed_at.max(Some(mr.date));
-        for (code, count) in &mr.populations {
-            match mapping.0.get(code) {
+        for (codes, count) in &mr.populations {
+            let mapped = codes.iter().find_map(|c| mapping.0.get(c));
+            let code = &codes[0];
+            match mapped {
                 Some(metric) => {
                     let value = match count {
                         Some(n) => Value::Number(*n),
@@ -257,6 +277,21 @@ mod tests {
     }
 
     #[test]
+    fn codings_in_any_order_and_one_subject_only() {
+        let reordered = SAMPLE.replace(
+            r#"{"coding": [{"system": "x", "code": "numICUBeds"}]}"#,
+            r#"{"coding": [{"code": "measure-population"}, {"system": "x", "code": "numICUBeds"}]}"#,
+        );
+        let reports = parse(&reordered).unwrap();
+        let r = &to_reports(&reports, "RJ7", 1, &Mapping::cdc_capacity())[0].report;
+        assert_eq!(r.values["beds.cc_adult.open"].value, Some(Value::Number(28.0)));
+        assert_eq!(single_subject(&reports), Ok(Some("Sample Hospital")));
+        let mut two = reports.clone();
+        two.push(MeasureReport { subject: Some("Other Hospital".into()), ..reports[0].clone() });
+        assert!(matches!(single_subject(&two), Err(SanerError::Subjects(s)) if s == "Other Hospital, Sample Hospital"));
+    }
+
+    #[test]
     fn errors_name_the_report_and_field() {
         assert_eq!(parse(r#"{"resourceType": "Patient"}"#), Err(SanerError::ResourceType("Patient".into())));
         let err = parse(r#"{"resourceType": "MeasureReport", "id": "m1"}"#).unwrap_err().to_string();
@@ -280,8 +315,10 @@ mod tests {
             let text = std::fs::read_to_string(&path).unwrap();
             let reports = parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(!reports.is_empty(), "{}", path.display());
+            single_subject(&reports).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             for mr in &reports {
-                let absent: Vec<_> = mr.populations.iter().filter(|(_, c)| c.is_none()).map(|(code, _)| code).collect();
+                let absent: Vec<_> =
+                    mr.populations.iter().filter(|(_, c)| c.is_none()).flat_map(|(codes, _)| codes).collect();
                 for c in to_reports(std::slice::from_ref(mr), "RJ7", 1, &Mapping::cdc_capacity()) {
                     for (population, metric) in &Mapping::cdc_capacity().0 {
                         if absent.contains(&population) {

@@ -93,12 +93,36 @@ pub struct PictureState {
 /// What the Hub knows of the store: reads come from its own tail, writes from ingest.
 #[derive(Default)]
 struct StoreHealth {
-    reads_failing: bool,
-    writes_failing: bool,
+    reads_failing_since: Option<std::time::Instant>,
+    /// Refused writes since the last stored one.
+    write_failures: u64,
+    writes_failing_since: Option<std::time::Instant>,
+    last_write_failure: Option<std::time::Instant>,
+}
+
+/// Why the picture is degraded; a change of cause is published even while it stays degraded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    None,
+    WritesRefused,
+    Unreachable,
+}
+
+impl StoreHealth {
+    fn cause(&self) -> Cause {
+        match (self.reads_failing_since, self.writes_failing_since) {
+            (Some(_), _) => Cause::Unreachable,
+            (None, Some(_)) => Cause::WritesRefused,
+            (None, None) => Cause::None,
+        }
+    }
 }
 
 /// Consecutive refused writes after which the picture counts as degraded.
 const WRITE_FAILURES_TO_DEGRADE: u64 = 3;
+/// With no refused write for this long, refused writes no longer count: a replica that health checks took out of
+/// service (so it gets no reports to prove the store healthy again) comes back and tries.
+const WRITE_FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(30);
 
 /// Handle to the Hub; cheap to clone.
 #[derive(Clone)]
@@ -106,7 +130,7 @@ pub struct Hub {
     shared: Arc<Shared>,
     status: watch::Sender<PictureState>,
     health: Arc<Mutex<StoreHealth>>,
-    write_failures: Arc<AtomicU64>,
+    write_quiet: Duration,
     /// Whether the Hub knows its position in the log (so a new subscriber's queue joins up with the store).
     positioned: watch::Sender<bool>,
 }
@@ -158,7 +182,7 @@ impl Hub {
             }),
             status: watch::channel(healthy).0,
             health: Arc::new(Mutex::new(StoreHealth::default())),
-            write_failures: Arc::new(AtomicU64::new(0)),
+            write_quiet: WRITE_FAILURES_FORGOTTEN_AFTER,
             positioned: watch::channel(false).0,
         }
     }
@@ -175,51 +199,74 @@ impl Hub {
         self.status.subscribe()
     }
 
-    /// Records whether the Hub can read the log.
+    /// Records whether the Hub can read the log. Called after every read, so it also forgets refused writes
+    /// that have gone quiet.
     fn reads(&self, ok: bool, message: impl FnOnce() -> String) {
+        let now = std::time::Instant::now();
+        let quiet = self.write_quiet;
         self.update_health(
             |h| {
-                // Writes refused while the store was unreachable are explained by that; start counting afresh.
-                if ok && h.reads_failing {
-                    h.writes_failing = false;
-                    self.write_failures.store(0, Ordering::Relaxed);
+                if !ok {
+                    h.reads_failing_since.get_or_insert(now);
+                } else if let Some(down) = h.reads_failing_since.take() {
+                    // Writes refused only once the store was unreachable are explained by that: start afresh.
+                    // Writes refused before it went down are a problem of their own and still count.
+                    if h.writes_failing_since.is_some_and(|w| w >= down) {
+                        h.writes_failing_since = None;
+                        h.write_failures = 0;
+                    }
                 }
-                h.reads_failing = !ok;
+                if h.last_write_failure.is_some_and(|t| now.duration_since(t) >= quiet) {
+                    h.writes_failing_since = None;
+                    h.write_failures = 0;
+                    h.last_write_failure = None;
+                }
             },
             message,
         );
     }
 
-    /// Records the outcome of a write (a report stored, or refused by an unreachable store). A store that answers
-    /// reads but refuses writes (a demoted master, out of memory) is degraded too; a few failures in a row count,
-    /// not one slow answer under load.
+    /// Records the outcome of a write: a report stored (`true`), or refused by the store (`false`). A store that
+    /// answers reads but refuses writes (a demoted master, out of memory) is degraded too; a few refusals in a row
+    /// count, not one slow answer under load. Duplicates prove nothing either way: do not report them.
     pub fn writes(&self, ok: bool, message: impl FnOnce() -> String) {
-        let failures = if ok {
-            self.write_failures.store(0, Ordering::Relaxed);
-            0
-        } else {
-            self.write_failures.fetch_add(1, Ordering::Relaxed) + 1
-        };
-        let failing = failures >= WRITE_FAILURES_TO_DEGRADE;
-        if failing {
-            self.update_health(|h| h.writes_failing = true, message);
-        } else if failures == 0 {
-            self.update_health(|h| h.writes_failing = false, || "the store accepts reports again".to_owned());
-        }
+        let now = std::time::Instant::now();
+        self.update_health(
+            |h| {
+                if ok {
+                    h.write_failures = 0;
+                    h.writes_failing_since = None;
+                } else {
+                    h.write_failures += 1;
+                    h.last_write_failure = Some(now);
+                    if h.write_failures >= WRITE_FAILURES_TO_DEGRADE {
+                        h.writes_failing_since.get_or_insert(now);
+                    }
+                }
+            },
+            message,
+        );
     }
 
     fn update_health(&self, change: impl FnOnce(&mut StoreHealth), message: impl FnOnce() -> String) {
         // Decided and published under one lock, so concurrent reporters cannot publish out of order.
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let before = h.cause();
         change(&mut h);
-        let degraded = h.reads_failing || h.writes_failing;
-        self.status.send_if_modified(|s| {
-            if s.degraded == degraded {
-                return false;
+        let cause = h.cause();
+        if cause == before {
+            return;
+        }
+        // The caller's message explains the state it caused; other transitions get a plain sentence.
+        let message = match (before, cause) {
+            (Cause::None, _) | (Cause::WritesRefused, Cause::Unreachable) => message(),
+            (Cause::Unreachable, Cause::WritesRefused) => {
+                "the store is reachable again but still refuses reports".into()
             }
-            *s = PictureState { degraded, message: message(), since: Timestamp::now() };
-            true
-        });
+            (_, Cause::None) => "the store is reachable and accepts reports again".into(),
+            _ => message(),
+        };
+        self.status.send_replace(PictureState { degraded: cause != Cause::None, message, since: Timestamp::now() });
     }
 
     /// Registers a subscriber. Every event the Hub fans out after this call is queued for it.
@@ -400,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_writes_degrade_the_picture_until_one_succeeds() {
+    fn refused_writes_degrade_the_picture_until_one_succeeds_or_they_go_quiet() {
         let hub = Hub::new(4);
         let status = hub.status();
         hub.writes(false, || "refused".into());
@@ -411,15 +458,34 @@ mod tests {
         assert_eq!(status.borrow().message, "refused");
         hub.reads(true, || "reads fine".into());
         assert!(status.borrow().degraded, "reads alone do not clear refused writes");
+        // A blip in reads does not clear writes that were refused before it.
+        hub.reads(false, || "down".into());
+        assert_eq!(status.borrow().message, "down", "the cause changed");
+        hub.reads(true, || "back".into());
+        assert!(status.borrow().degraded);
+        assert_eq!(status.borrow().message, "the store is reachable again but still refuses reports");
         hub.writes(true, || unreachable!());
         assert!(!status.borrow().degraded);
-        // An outage of reads explains refused writes: when reads return, the slate is clean.
+        assert_eq!(status.borrow().message, "the store is reachable and accepts reports again");
+        // Writes refused while the store was unreachable are explained by it.
         hub.reads(false, || "down".into());
         for _ in 0..5 {
             hub.writes(false, || "refused".into());
         }
         hub.reads(true, || "back".into());
         assert!(!status.borrow().degraded);
+    }
+
+    #[test]
+    fn refused_writes_are_forgotten_when_quiet() {
+        let hub = Hub { write_quiet: Duration::ZERO, ..Hub::new(4) };
+        let status = hub.status();
+        for _ in 0..3 {
+            hub.writes(false, || "refused".into());
+        }
+        assert!(status.borrow().degraded);
+        hub.reads(true, || "quiet".into());
+        assert!(!status.borrow().degraded, "no refusal within the quiet period: try again");
     }
 
     #[test]

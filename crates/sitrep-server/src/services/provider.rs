@@ -52,7 +52,9 @@ pub async fn ingest(ctx: &Context, wire: &pb::StatusReport) -> Result<(pb::Repor
     };
     let applied = ctx.store.apply(&report, now).await;
     match &applied {
-        Ok(_) => ctx.hub.writes(true, String::new),
+        // A duplicate writes nothing, so it says nothing about whether the store takes writes.
+        Ok(Applied::Accepted(_)) => ctx.hub.writes(true, String::new),
+        Ok(Applied::Duplicate { .. }) => {}
         Err(e @ sitrep_store::StoreError::Unavailable { .. }) => {
             ctx.hub.writes(false, || format!("the store refuses reports; none are being accepted ({e})"))
         }

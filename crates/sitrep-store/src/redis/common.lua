@@ -31,19 +31,6 @@ local function sitrep_id_after(a, b)
   return gt(aseq, bseq)
 end
 
--- The id of the latest event: the head key, or (if it was lost) the stream's last id, or '0-0'.
-local function sitrep_head(head_key, events_key)
-  local head = redis.call('GET', head_key)
-  if head then
-    return head
-  end
-  local last = redis.call('XREVRANGE', events_key, '+', '-', 'COUNT', 1)
-  if last[1] then
-    return last[1][1]
-  end
-  return '0-0'
-end
-
 -- Whether a stream entry is one of sitrep's (it names its predecessor). Others are skipped by readers.
 local function sitrep_own(entry)
   local fields = entry[2]
@@ -53,4 +40,27 @@ local function sitrep_own(entry)
     end
   end
   return false
+end
+
+-- The id of the latest event: the head key, or (if it was lost) the last of sitrep's entries in the stream
+-- (searched back through a bounded number of others), or '0-0'.
+local function sitrep_head(head_key, events_key)
+  local head = redis.call('GET', head_key)
+  if head then
+    return head
+  end
+  local before = '+'
+  for _ = 1, 10 do
+    local page = redis.call('XREVRANGE', events_key, before, '-', 'COUNT', 100)
+    for _, entry in ipairs(page) do
+      if sitrep_own(entry) then
+        return entry[1]
+      end
+    end
+    if #page < 100 then
+      break
+    end
+    before = '(' .. page[#page][1]
+  end
+  return '0-0'
 end

@@ -128,9 +128,19 @@ pub struct RedisStore {
     options: RedisOptions,
 }
 
+/// Conditions in which Redis refuses a command for now but may take it later. Scripts can report them wrapped in a
+/// generic `ERR` (older Redis versions do), so they are recognised in the text too.
+const TRANSIENT: [&str; 7] = ["READONLY", "NOREPLICAS", "OOM", "MASTERDOWN", "LOADING", "BUSY", "TRYAGAIN"];
+
 fn unavailable(e: RedisError) -> StoreError {
+    let transient = || {
+        let text = e.to_string();
+        TRANSIENT.iter().any(|code| text.contains(code))
+    };
     match e.kind() {
-        ErrorKind::Server(ServerErrorKind::ResponseError) | ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
+        ErrorKind::Server(ServerErrorKind::ResponseError) | ErrorKind::Parse | ErrorKind::UnexpectedReturnType
+            if !transient() =>
+        {
             StoreError::Internal(format!("redis: {e}"))
         }
         _ => StoreError::Unavailable { message: format!("redis: {e}"), source: Some(Box::new(e)) },
