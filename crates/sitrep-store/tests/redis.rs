@@ -172,3 +172,32 @@ async fn hostile_cursors_reset_and_foreign_entries_are_skipped() {
     raw(&redis.url(), &["DEL", "{sitrep}:head"]).await;
     assert_eq!(store.head().await.unwrap(), next.cursor);
 }
+
+/// The production Redis configuration shipped in deploy/ starts, keeps what sitrep needs, and serves sitrep.
+#[tokio::test]
+async fn the_shipped_redis_configuration_serves_sitrep() {
+    use sitrep_store::{Applied, Store};
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/redis.conf");
+    let redis = RedisProcess::start_with_config(&config).expect("redis-server with deploy/redis.conf");
+    let policy = raw(&redis.url(), &["CONFIG", "GET", "maxmemory-policy"]).await;
+    assert_eq!(
+        policy,
+        redis::Value::Array(vec![
+            redis::Value::BulkString(b"maxmemory-policy".to_vec()),
+            redis::Value::BulkString(b"noeviction".to_vec()),
+        ])
+    );
+    let aof = raw(&redis.url(), &["CONFIG", "GET", "appendonly"]).await;
+    assert_eq!(
+        aof,
+        redis::Value::Array(vec![
+            redis::Value::BulkString(b"appendonly".to_vec()),
+            redis::Value::BulkString(b"yes".to_vec()),
+        ])
+    );
+    let store = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    assert!(matches!(
+        store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap(),
+        Applied::Accepted(_)
+    ));
+}

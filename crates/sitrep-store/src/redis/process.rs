@@ -16,6 +16,7 @@ pub struct RedisProcess {
     dir: PathBuf,
     owns_dir: bool,
     extra: Vec<String>,
+    config: Option<PathBuf>,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -44,7 +45,19 @@ impl RedisProcess {
         let dir = std::env::temp_dir().join(format!("sitrep-redis-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut p = RedisProcess { child: None, port: free_port()?, dir, owns_dir: true, extra };
+        let mut p = RedisProcess { child: None, port: free_port()?, dir, owns_dir: true, extra, config: None };
+        p.spawn()?;
+        Ok(p)
+    }
+
+    /// Starts `redis-server` with a configuration file (its port, data directory and persistence are then set for
+    /// the test, everything else comes from the file).
+    pub fn start_with_config(config: &Path) -> std::io::Result<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let dir = std::env::temp_dir().join(format!("sitrep-redis-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = Some(config.to_owned());
+        let mut p = RedisProcess { child: None, port: free_port()?, dir, owns_dir: true, extra: Vec::new(), config };
         p.spawn()?;
         Ok(p)
     }
@@ -52,8 +65,14 @@ impl RedisProcess {
     /// Starts `redis-server` on a free port using `dir` for its data (kept when the process is dropped).
     pub fn start_in(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut p =
-            RedisProcess { child: None, port: free_port()?, dir: dir.to_owned(), owns_dir: false, extra: Vec::new() };
+        let mut p = RedisProcess {
+            child: None,
+            port: free_port()?,
+            dir: dir.to_owned(),
+            owns_dir: false,
+            extra: Vec::new(),
+            config: None,
+        };
         p.spawn()?;
         Ok(p)
     }
@@ -64,7 +83,12 @@ impl RedisProcess {
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        // A configuration file must come first; the arguments after it override it.
+        if let Some(config) = &self.config {
+            command.arg(config);
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
             .args(["--appendfsync", "always", "--daemonize", "no", "--protected-mode", "no"])
             .arg("--dir")
