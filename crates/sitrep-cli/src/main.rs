@@ -19,7 +19,7 @@ use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::query_service_client::QueryServiceClient;
 use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
 use sitrep_server::config::RedisUrl;
-use sitrep_server::display::update_line;
+use sitrep_server::display::{update_line, value_text};
 use sitrep_server::hub::Backoff;
 use sitrep_server::sim::{SimOptions, SimStats};
 use sitrep_server::{App, Config};
@@ -481,10 +481,6 @@ fn time_arg(name: &str, text: &Option<String>) -> anyhow::Result<Option<Timestam
                 .with_context(|| format!("--{name} {t:?} is not an RFC 3339 time like 2026-11-27T14:00:00Z"))
         })
         .transpose()
-}
-
-fn value_text(v: Option<&pb::MetricValue>) -> String {
-    v.and_then(sitrep_server::convert::value_from_wire).map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
 async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {

@@ -172,10 +172,6 @@ impl Directory {
         self.providers.get(code)
     }
 
-    pub fn system(&self, code: &str) -> Option<&System> {
-        self.systems.get(code)
-    }
-
     /// The providers selected by lists of provider, system and region codes (their union); all providers when
     /// every list is empty. Unknown codes are errors, naming the list and position, so a typo in a wallboard's
     /// filter is reported rather than silently showing nothing.

@@ -51,11 +51,6 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }
 
-    /// RFC 3339 text, e.g. `2026-11-27T14:00:00Z` (milliseconds shown only when non-zero).
-    pub fn to_rfc3339(self) -> String {
-        self.to_string()
-    }
-
     /// Parses RFC 3339 text such as `2026-11-27T14:00:00Z`.
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
         humantime::parse_rfc3339(text).or_else(|_| humantime::parse_rfc3339_weak(text)).ok().map(Self::from)
@@ -81,6 +76,7 @@ impl From<Timestamp> for SystemTime {
     }
 }
 
+/// RFC 3339 text, e.g. `2026-11-27T14:00:00Z` (milliseconds shown only when non-zero).
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Outside what RFC 3339 can write (as a hostile or broken client may send), show the raw number.

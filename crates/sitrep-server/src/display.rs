@@ -8,7 +8,8 @@ use sitrep_proto::v1 as pb;
 
 use crate::convert::{timestamp_from_wire, value_from_wire};
 
-fn value(v: Option<&pb::MetricValue>) -> String {
+/// A wire value as text: the number, `absent(reason)`, or `–` when there is none.
+pub fn value_text(v: Option<&pb::MetricValue>) -> String {
     match v.and_then(value_from_wire) {
         None => "–".to_owned(),
         Some(v) => v.to_string(),
@@ -38,8 +39,8 @@ pub fn event_line(e: &pb::Event) -> String {
             "{} {} {}→{}",
             if i == 0 { "" } else { "," },
             c.metric,
-            value(c.before.as_ref()),
-            value(c.after.as_ref())
+            value_text(c.before.as_ref()),
+            value_text(c.after.as_ref())
         );
     }
     if !e.narrative.is_empty() {

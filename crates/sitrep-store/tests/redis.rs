@@ -179,22 +179,11 @@ async fn the_shipped_redis_configuration_serves_sitrep() {
     use sitrep_store::{Applied, Store};
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/redis.conf");
     let redis = RedisProcess::start_with_config(&config).expect("redis-server with deploy/redis.conf");
-    let policy = raw(&redis.url(), &["CONFIG", "GET", "maxmemory-policy"]).await;
-    assert_eq!(
-        policy,
-        redis::Value::Array(vec![
-            redis::Value::BulkString(b"maxmemory-policy".to_vec()),
-            redis::Value::BulkString(b"noeviction".to_vec()),
-        ])
-    );
-    let aof = raw(&redis.url(), &["CONFIG", "GET", "appendonly"]).await;
-    assert_eq!(
-        aof,
-        redis::Value::Array(vec![
-            redis::Value::BulkString(b"appendonly".to_vec()),
-            redis::Value::BulkString(b"yes".to_vec()),
-        ])
-    );
+    for (key, want) in [("maxmemory-policy", "noeviction"), ("appendonly", "yes")] {
+        let got = raw(&redis.url(), &["CONFIG", "GET", key]).await;
+        let pair = [redis::Value::BulkString(key.into()), redis::Value::BulkString(want.into())];
+        assert_eq!(got, redis::Value::Array(pair.to_vec()), "{key}");
+    }
     let store = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
     assert!(matches!(
         store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap(),

@@ -14,7 +14,6 @@ pub struct RedisProcess {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
-    owns_dir: bool,
     extra: Vec<String>,
     config: Option<PathBuf>,
 }
@@ -35,44 +34,26 @@ fn ping(port: u16) -> bool {
 impl RedisProcess {
     /// Starts `redis-server` on a free port with a new data directory under the system's temp directory.
     pub fn start() -> std::io::Result<Self> {
-        Self::start_with(&[])
+        Self::launch(Vec::new(), None)
     }
 
     /// Like [`RedisProcess::start`], with extra `redis-server` arguments that override the defaults, e.g.
     /// `["--appendfsync", "everysec"]`.
     pub fn start_with(extra: &[&str]) -> std::io::Result<Self> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let dir = std::env::temp_dir().join(format!("sitrep-redis-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut p = RedisProcess { child: None, port: free_port()?, dir, owns_dir: true, extra, config: None };
-        p.spawn()?;
-        Ok(p)
+        Self::launch(extra.iter().map(|s| s.to_string()).collect(), None)
     }
 
     /// Starts `redis-server` with a configuration file (its port, data directory and persistence are then set for
     /// the test, everything else comes from the file).
     pub fn start_with_config(config: &Path) -> std::io::Result<Self> {
+        Self::launch(Vec::new(), Some(config.to_owned()))
+    }
+
+    fn launch(extra: Vec<String>, config: Option<PathBuf>) -> std::io::Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let dir = std::env::temp_dir().join(format!("sitrep-redis-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let config = Some(config.to_owned());
-        let mut p = RedisProcess { child: None, port: free_port()?, dir, owns_dir: true, extra: Vec::new(), config };
-        p.spawn()?;
-        Ok(p)
-    }
-
-    /// Starts `redis-server` on a free port using `dir` for its data (kept when the process is dropped).
-    pub fn start_in(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let mut p = RedisProcess {
-            child: None,
-            port: free_port()?,
-            dir: dir.to_owned(),
-            owns_dir: false,
-            extra: Vec::new(),
-            config: None,
-        };
+        let mut p = RedisProcess { child: None, port: free_port()?, dir, extra, config };
         p.spawn()?;
         Ok(p)
     }
@@ -156,8 +137,6 @@ impl RedisProcess {
 impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.kill();
-        if self.owns_dir {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
