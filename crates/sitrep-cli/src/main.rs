@@ -299,12 +299,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.store.redis = Some(RedisUrl::new(url));
     }
     let cancel = shutdown_on_signal();
-    let store = sitrep_server::store_from_config(&config)?;
+    let rules = config.load_rules()?;
+    if rules.opel.as_ref().is_some_and(|f| f.example) {
+        tracing::warn!(
+            "computing OPEL levels with the shipped EXAMPLE framework; set [opel] framework to the current national one"
+        );
+    }
+    let store = sitrep_server::store_from_config(&config, &rules)?;
     let store_name = store.name();
     if let Some(url) = &config.store.redis {
         tracing::info!(redis = %url.redacted(), prefix = %config.store.key_prefix, "using redis");
     }
-    let app = App::new(&config, store, cancel.clone())?;
+    let app = App::new(&config, store, rules, cancel.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (set --listen or `listen` in the config)", config.listen))?;

@@ -2,7 +2,12 @@
 //!
 //! A catalogue is data (TOML), not code, so a deployment can extend or replace the shipped NHS England profile
 //! (see [`crate::profile`]) without a rebuild. Parsing checks the catalogue is self-consistent: unique codes,
-//! `at_most` naming an existing count, sensible level ranges.
+//! `at_most` naming an existing count, sensible level ranges, RAG thresholds that agree with their direction.
+//!
+//! Besides the metrics providers report, a catalogue defines *derived* metrics that sitrep computes: a ratio of two
+//! counts as a percentage (occupancy) or their difference (free beds). Derived metrics roll up from the rolled-up
+//! counts, so a system's occupancy is its summed occupied beds over its summed open beds, never an average of
+//! percentages.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +59,120 @@ impl Rollup {
     }
 }
 
+/// Which way a metric gets worse, for RAG ratings and OPEL scoring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    HigherIsWorse,
+    LowerIsWorse,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::HigherIsWorse => "higher_is_worse",
+            Direction::LowerIsWorse => "lower_is_worse",
+        }
+    }
+
+    /// Whether `value` is at or beyond `threshold` in the worsening direction.
+    pub fn reaches(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Direction::HigherIsWorse => value >= threshold,
+            Direction::LowerIsWorse => value <= threshold,
+        }
+    }
+}
+
+/// RAG thresholds of a metric: red at or beyond `red`, amber at or beyond `amber`, green otherwise ("beyond" in
+/// the worsening `direction`). With `min_capacity`, a figure whose capacity (a ratio's denominator, or the count
+/// a count is bounded by) is below it is not rated: one patient must not turn a four-bed unit from green to red.
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RagRule {
+    pub direction: Direction,
+    pub amber: f64,
+    pub red: f64,
+    #[serde(default)]
+    pub min_capacity: Option<f64>,
+}
+
+impl RagRule {
+    /// Why the thresholds are inconsistent, if they are.
+    pub fn problem(&self) -> Option<String> {
+        if !self.amber.is_finite() || !self.red.is_finite() {
+            return Some("rag thresholds must be finite numbers".into());
+        }
+        if self.min_capacity.is_some_and(|c| !c.is_finite() || c < 0.0) {
+            return Some("rag.min_capacity must be a non-negative number".into());
+        }
+        if !self.direction.reaches(self.red, self.amber) {
+            return Some(format!(
+                "rag: with direction {} red ({}) must be at or beyond amber ({})",
+                self.direction.as_str(),
+                self.red,
+                self.amber
+            ));
+        }
+        None
+    }
+}
+
+/// How a derived metric is computed from two reported counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Formula {
+    /// `100 * numerator / denominator`, a percentage; no value when the denominator is zero.
+    Ratio { numerator: String, denominator: String },
+    /// `minuend - subtrahend`.
+    Difference { minuend: String, subtrahend: String },
+}
+
+impl Formula {
+    /// The two metrics it reads.
+    pub fn inputs(&self) -> [&str; 2] {
+        match self {
+            Formula::Ratio { numerator, denominator } => [numerator, denominator],
+            Formula::Difference { minuend, subtrahend } => [minuend, subtrahend],
+        }
+    }
+
+    /// The value from its inputs' values.
+    pub fn apply(&self, a: f64, b: f64) -> Option<f64> {
+        match self {
+            Formula::Ratio { .. } => (b > 0.0).then(|| 100.0 * a / b),
+            Formula::Difference { .. } => Some(a - b),
+        }
+    }
+}
+
+/// A metric sitrep computes from reported ones; it cannot be reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DerivedMetric {
+    pub code: String,
+    pub label: String,
+    pub unit: String,
+    pub kind: Kind,
+    pub formula: Formula,
+    pub rag: Option<RagRule>,
+    pub description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DerivedFile {
+    code: String,
+    label: String,
+    unit: String,
+    #[serde(default)]
+    ratio: Option<[String; 2]>,
+    #[serde(default)]
+    difference: Option<[String; 2]>,
+    #[serde(default)]
+    rag: Option<RagRule>,
+    #[serde(default)]
+    description: String,
+}
+
 /// One entry of the catalogue.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +190,14 @@ pub struct Metric {
     pub min: Option<u32>,
     #[serde(default)]
     pub max: Option<u32>,
+    /// RAG thresholds, if the metric is rated.
+    #[serde(default)]
+    pub rag: Option<RagRule>,
+    /// A move between consecutive reports larger than this fraction of capacity is flagged as a suspicious jump
+    /// (a warning; the report is still accepted). Capacity is the `at_most` count, or else the larger of the two
+    /// values.
+    #[serde(default)]
+    pub jump: Option<f64>,
     #[serde(default)]
     pub description: String,
 }
@@ -80,6 +207,7 @@ pub struct Metric {
 pub struct Catalogue {
     pub profile: String,
     metrics: BTreeMap<String, Metric>,
+    derived: BTreeMap<String, DerivedMetric>,
 }
 
 /// The metric that a report's declared OPEL level is recorded as.
@@ -91,6 +219,8 @@ struct CatalogueFile {
     profile: String,
     #[serde(rename = "metric")]
     metrics: Vec<Metric>,
+    #[serde(rename = "derived", default)]
+    derived: Vec<DerivedFile>,
 }
 
 impl Catalogue {
@@ -98,11 +228,45 @@ impl Catalogue {
     pub fn from_toml(what: &str, text: &str) -> Result<Self, ConfigError> {
         let file: CatalogueFile =
             toml::from_str(text).map_err(|cause| ConfigError::Parse { what: what.to_owned(), cause })?;
-        Self::new(what, file.profile, file.metrics)
+        let invalid = |message: String| ConfigError::Invalid { what: what.to_owned(), message };
+        let mut derived = Vec::new();
+        for d in file.derived {
+            let formula = match (d.ratio, d.difference) {
+                (Some([numerator, denominator]), None) => Formula::Ratio { numerator, denominator },
+                (None, Some([minuend, subtrahend])) => Formula::Difference { minuend, subtrahend },
+                _ => {
+                    return Err(invalid(format!("derived metric {}: give exactly one of ratio or difference", d.code)));
+                }
+            };
+            let kind = match formula {
+                Formula::Ratio { .. } => Kind::Percent,
+                Formula::Difference { .. } => Kind::Count,
+            };
+            derived.push(DerivedMetric {
+                code: d.code,
+                label: d.label,
+                unit: d.unit,
+                kind,
+                formula,
+                rag: d.rag,
+                description: d.description,
+            });
+        }
+        Self::with_derived(what, file.profile, file.metrics, derived)
     }
 
     /// Builds a catalogue from metrics, checking it is self-consistent.
     pub fn new(what: &str, profile: String, list: Vec<Metric>) -> Result<Self, ConfigError> {
+        Self::with_derived(what, profile, list, Vec::new())
+    }
+
+    /// Builds a catalogue from reported and derived metrics, checking it is self-consistent.
+    pub fn with_derived(
+        what: &str,
+        profile: String,
+        list: Vec<Metric>,
+        derived_list: Vec<DerivedMetric>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { what: what.to_owned(), message };
         let mut metrics = BTreeMap::new();
         for m in list {
@@ -140,7 +304,88 @@ impl Catalogue {
         {
             return Err(invalid(format!("metric {OPEL_METRIC} must be a level")));
         }
-        Ok(Catalogue { profile, metrics })
+        for m in metrics.values() {
+            if let Some(problem) = m.rag.as_ref().and_then(RagRule::problem) {
+                return Err(invalid(format!("metric {}: {problem}", m.code)));
+            }
+            if m.rag.as_ref().is_some_and(|r| r.min_capacity.is_some()) && m.at_most.is_none() {
+                return Err(invalid(format!(
+                    "metric {}: rag.min_capacity needs a capacity (at_most) to compare with",
+                    m.code
+                )));
+            }
+            if let Some(j) = m.jump
+                && !(j > 0.0 && j.is_finite())
+            {
+                return Err(invalid(format!("metric {}: jump must be a fraction above 0, not {j}", m.code)));
+            }
+        }
+        let mut derived = BTreeMap::new();
+        for d in derived_list {
+            if d.code.is_empty() || d.code.chars().any(|c| c.is_whitespace() || c == '"') {
+                return Err(invalid(format!("metric code {:?} must be non-empty without spaces or quotes", d.code)));
+            }
+            if metrics.contains_key(&d.code) || derived.contains_key(&d.code) {
+                return Err(invalid(format!("metric {} is defined twice", d.code)));
+            }
+            for input in d.formula.inputs() {
+                match metrics.get(input) {
+                    Some(m) if m.kind == Kind::Count && m.rollup == Rollup::Sum => {}
+                    Some(_) => {
+                        return Err(invalid(format!(
+                            "derived metric {}: input {input} must be a count that rolls up by sum",
+                            d.code
+                        )));
+                    }
+                    None => return Err(invalid(format!("derived metric {}: unknown input {input}", d.code))),
+                }
+            }
+            if let Some(problem) = d.rag.as_ref().and_then(RagRule::problem) {
+                return Err(invalid(format!("derived metric {}: {problem}", d.code)));
+            }
+            if d.rag.as_ref().is_some_and(|r| r.min_capacity.is_some()) && !matches!(d.formula, Formula::Ratio { .. }) {
+                return Err(invalid(format!("derived metric {}: rag.min_capacity is for ratios only", d.code)));
+            }
+            derived.insert(d.code.clone(), d);
+        }
+        Ok(Catalogue { profile, metrics, derived })
+    }
+
+    /// A derived metric by code.
+    pub fn derived(&self, code: &str) -> Option<&DerivedMetric> {
+        self.derived.get(code)
+    }
+
+    /// Every derived metric, in code order.
+    pub fn derived_metrics(&self) -> impl Iterator<Item = &DerivedMetric> {
+        self.derived.values()
+    }
+
+    /// Whether `code` is a reported or a derived metric.
+    pub fn knows(&self, code: &str) -> bool {
+        self.metrics.contains_key(code) || self.derived.contains_key(code)
+    }
+
+    /// The catalogue's RAG thresholds for a reported or derived metric.
+    pub fn rag_rule(&self, code: &str) -> Option<&RagRule> {
+        match self.metrics.get(code) {
+            Some(m) => m.rag.as_ref(),
+            None => self.derived.get(code).and_then(|d| d.rag.as_ref()),
+        }
+    }
+
+    /// For each of `changed` reported metrics, itself and every derived metric that reads it, in code order.
+    pub fn affected<'a>(&self, changed: impl IntoIterator<Item = &'a str>) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for code in changed {
+            out.insert(code.to_owned());
+            for d in self.derived.values() {
+                if d.formula.inputs().contains(&code) {
+                    out.insert(d.code.clone());
+                }
+            }
+        }
+        out
     }
 
     pub fn get(&self, code: &str) -> Option<&Metric> {

@@ -53,7 +53,7 @@ impl ProviderKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {
     pub code: String,
@@ -62,6 +62,30 @@ pub struct Provider {
     pub kind: ProviderKind,
     #[serde(default)]
     pub sites: Vec<Org>,
+    /// How often the provider is expected to report (e.g. "1h"); the deployment's default when unset.
+    #[serde(default)]
+    pub cadence: Option<String>,
+    /// How late a report may be before the provider counts as stale (e.g. "15m"); the default when unset.
+    #[serde(default)]
+    pub grace: Option<String>,
+    /// This provider's own RAG thresholds, by metric code, replacing fields of the catalogue's (a small hospital's
+    /// thresholds differ from a large one's). Checked against the catalogue by [`crate::Rules::new`].
+    #[serde(default)]
+    pub rag: BTreeMap<String, RagOverride>,
+}
+
+/// Fields of a metric's RAG thresholds that one provider replaces; unset fields keep the catalogue's.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RagOverride {
+    #[serde(default)]
+    pub direction: Option<crate::catalogue::Direction>,
+    #[serde(default)]
+    pub amber: Option<f64>,
+    #[serde(default)]
+    pub red: Option<f64>,
+    #[serde(default)]
+    pub min_capacity: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +194,14 @@ impl Directory {
 
     pub fn provider(&self, code: &str) -> Option<&Provider> {
         self.providers.get(code)
+    }
+
+    pub fn system(&self, code: &str) -> Option<&System> {
+        self.systems.get(code)
+    }
+
+    pub fn region(&self, code: &str) -> Option<&Org> {
+        self.regions.get(code)
     }
 
     /// The providers selected by lists of provider, system and region codes (their union); all providers when

@@ -12,26 +12,43 @@
 //! - [`report`]: a provider's report and its values ([`Report`], [`Value`]).
 //! - [`validate`]: the rules a report must satisfy ([`validate()`], [`Limits`], [`Violation`]).
 //! - [`state`]: live state of a provider and the diff of a report against it into an [`Event`].
+//! - [`rules`]: [`Rules`], catalogue, directory, OPEL framework and staleness checked together; [`Scope`]s.
+//! - [`rag`]: red, amber or green from thresholds with a direction, and the small-denominator rule.
+//! - [`rollup`]: system, region and nation figures from per-scope totals, by each metric's rollup rule.
+//! - [`opel`]: the table-driven OPEL framework: a computed level with its explanation.
+//! - [`alert`]: [`Alert`]s, raised and cleared as events.
+//! - [`derive`]: what a report changes in a provider's derived picture: figures, ratings, OPEL, alerts.
+//! - [`hourly`]: the hour-by-hour view of a provider or a scope from stored revisions, with changes and completeness.
 //! - [`cursor`]: [`Cursor`], the position of an event in the event log, with its epoch.
 //! - [`sim`]: plausible, slowly drifting synthetic values for the simulator.
 //! - [`saner`]: FHIR SANER MeasureReports read into reports (absent counts stay absent).
 
+pub mod alert;
 pub mod catalogue;
 pub mod cursor;
+pub mod derive;
 pub mod directory;
+pub mod hourly;
+pub mod opel;
 pub mod profile;
+pub mod rag;
 pub mod report;
+pub mod rollup;
+pub mod rules;
 pub mod saner;
 pub mod sim;
 pub mod state;
 pub mod time;
 pub mod validate;
 
+pub use alert::{Alert, AlertKind, Severity};
 pub use catalogue::{Catalogue, Kind, Metric};
 pub use cursor::Cursor;
 pub use directory::{Directory, Selection};
+pub use rag::Rag;
 pub use report::{AbsentReason, MetricInput, Report, Value};
-pub use state::{Event, MetricChange, ProviderLive, Reading};
+pub use rules::{Level, Rules, Scope};
+pub use state::{Event, EventKind, MetricChange, ProviderLive, Reading};
 pub use time::Timestamp;
 pub use validate::{Limits, ValidReport, Violation, validate};
 

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Cursor, Timestamp, ValidReport, Value};
+use crate::derive::Derived;
+use crate::rollup::ScopeRollup;
+use crate::{Alert, Cursor, Timestamp, ValidReport, Value};
 
 /// The current value of one metric, with the report that set it.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +30,27 @@ pub struct ProviderLive {
     pub received_at: Timestamp,
     pub narrative: Option<String>,
     pub source: Option<String>,
+    /// Whether it has missed its expected report (see [`crate::derive::is_stale`]).
+    pub stale: bool,
+    /// Its open alerts, in key order.
+    pub alerts: Vec<Alert>,
+}
+
+impl ProviderLive {
+    /// Metric code -> current value.
+    pub fn values(&self) -> BTreeMap<String, Value> {
+        self.readings.iter().map(|(code, r)| (code.clone(), r.value)).collect()
+    }
+}
+
+/// What made an event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EventKind {
+    /// An accepted report.
+    #[default]
+    Report,
+    /// The clock: the provider missed its expected report and is now stale.
+    Stale,
 }
 
 /// One metric's change.
@@ -54,17 +77,28 @@ pub struct Event {
     pub changes: Vec<MetricChange>,
     pub narrative: Option<String>,
     pub source: Option<String>,
+    pub kind: EventKind,
+    /// What changed in the provider's derived picture: figures, ratings, OPEL, alerts raised and cleared.
+    pub derived: Derived,
+    /// The provider's system, region and nation as they are after this event: their provider counts, and the
+    /// figures of the metrics it changed (for a report that went into history only: none).
+    pub rollups: Vec<ScopeRollup>,
 }
 
 impl Event {
-    /// Keeps only the changes to `metrics` (all when `None`). Returns whether anything is left worth delivering
-    /// to a subscriber that asked for those metrics.
+    /// Keeps only the changes, figures and rollups of `metrics` (all when `None`). Returns whether anything is
+    /// left worth delivering to a subscriber that asked for those metrics: a change, or an alert.
     pub fn retain_metrics(&mut self, metrics: Option<&std::collections::BTreeSet<String>>) -> bool {
         match metrics {
             None => true,
             Some(set) => {
                 self.changes.retain(|c| set.contains(&c.metric));
-                !self.changes.is_empty()
+                self.derived.figures.retain(|f| set.contains(&f.metric));
+                for r in &mut self.rollups {
+                    r.metrics.retain(|m| set.contains(&m.metric));
+                }
+                let alerts = !self.derived.raised.is_empty() || !self.derived.cleared.is_empty();
+                !self.changes.is_empty() || alerts || self.kind == EventKind::Stale
             }
         }
     }
@@ -102,6 +136,8 @@ pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, receive
         received_at,
         narrative: None,
         source: None,
+        stale: false,
+        alerts: Vec::new(),
     });
     for (code, value) in report.values() {
         state.readings.insert(
@@ -119,7 +155,7 @@ pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, receive
     changes
 }
 
-/// The event for an accepted report, once the store has given it a cursor.
+/// The event for an accepted report, once the store has given it a cursor. Derived parts start empty.
 pub fn event(
     report: &ValidReport,
     received_at: Timestamp,
@@ -139,6 +175,9 @@ pub fn event(
         changes,
         narrative: report.narrative().map(str::to_owned),
         source: report.source().map(str::to_owned),
+        kind: EventKind::Report,
+        derived: Derived::default(),
+        rollups: Vec::new(),
     }
 }
 

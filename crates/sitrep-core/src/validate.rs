@@ -180,7 +180,17 @@ pub fn validate(
     let mut values = BTreeMap::new();
     for (code, input) in &report.values {
         let Some(metric) = catalogue.get(code) else {
-            bad(field(code), "known_metric", format!("{who}: metric {code:?} is not in the catalogue"));
+            match catalogue.derived(code) {
+                Some(d) => bad(
+                    field(code),
+                    "not_derived",
+                    format!(
+                        "{who}: metric {code:?} is computed by sitrep from {}; report those instead",
+                        d.formula.inputs().join(" and ")
+                    ),
+                ),
+                None => bad(field(code), "known_metric", format!("{who}: metric {code:?} is not in the catalogue")),
+            }
             continue;
         };
         if let Some(unit) = &input.unit
@@ -359,6 +369,12 @@ mod tests {
             (Box::new(|r| r.provider = "XYZ".into()), "provider", "known_provider", "\"XYZ\""),
             (Box::new(|r| r.site = Some("RGT01".into())), "site", "known_site", "\"RGT01\""),
             (set("beds.bogus", 1.0.into()), "values[beds.bogus]", "known_metric", "\"beds.bogus\""),
+            (
+                set("beds.cc_adult.occupancy", 90.0.into()),
+                "values[beds.cc_adult.occupancy]",
+                "not_derived",
+                "computed by sitrep from beds.cc_adult.occupied and beds.cc_adult.open",
+            ),
             (
                 set(
                     "ambulance.handover_mean_minutes",

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sitrep_core::{Catalogue, Directory};
+use sitrep_core::{Directory, Rules, Timestamp};
 use sitrep_proto::v1 as pb;
 use sitrep_store::{MemoryOptions, MemoryStore, RedisOptions, RedisStore, Store};
 use tokio::net::TcpListener;
@@ -37,6 +37,7 @@ pub struct App {
     ctx: Arc<Context>,
     grace: Duration,
     max_message_bytes: usize,
+    stale_check: Duration,
 }
 
 /// Why serving stopped with an error.
@@ -54,12 +55,13 @@ pub enum ServeError {
 
 /// The store the configuration asks for: Redis when `store.redis` is set, else the embedded memory store. Does not
 /// connect to Redis (the aggregator serves, degraded, until Redis is reachable).
-pub fn store_from_config(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+pub fn store_from_config(config: &Config, rules: &Rules) -> Result<Arc<dyn Store>, ServeError> {
     let s = &config.store;
     Ok(match &s.redis {
         None => Arc::new(MemoryStore::new(MemoryOptions {
             event_log_capacity: s.event_log_capacity,
             retention_hours: config.limits.retention_hours,
+            rules: rules.clone(),
         })),
         Some(url) => Arc::new(RedisStore::new(RedisOptions {
             url: url.expose().to_owned(),
@@ -69,29 +71,20 @@ pub fn store_from_config(config: &Config) -> Result<Arc<dyn Store>, ServeError> 
                 .then(|| Duration::from_secs(s.event_log_max_age_seconds)),
             retention_hours: config.limits.retention_hours,
             response_timeout: Duration::from_millis(s.redis_timeout_ms),
+            rules: rules.clone(),
         })?),
     })
 }
 
 impl App {
-    /// Builds the aggregator from configuration (reading the directory and catalogue files it names) and a store.
-    pub fn new(config: &Config, store: Arc<dyn Store>, cancel: CancellationToken) -> Result<Self, ConfigError> {
-        let directory = config.load_directory()?;
-        let catalogue = config.load_catalogue()?;
-        Ok(Self::with_parts(config, store, directory, catalogue, cancel))
-    }
-
-    pub fn with_parts(
-        config: &Config,
-        store: Arc<dyn Store>,
-        directory: Directory,
-        catalogue: Catalogue,
-        cancel: CancellationToken,
-    ) -> Self {
+    /// Builds the aggregator from configuration, the rules it loaded (see [`Config::load_rules`]) and a store
+    /// built with the same rules.
+    pub fn new(config: &Config, store: Arc<dyn Store>, rules: Rules, cancel: CancellationToken) -> Self {
         let ctx = Context {
             store,
-            directory: Arc::new(directory),
-            catalogue: Arc::new(catalogue),
+            directory: rules.directory.clone(),
+            catalogue: rules.catalogue.clone(),
+            rules,
             limits: config.limits.to_limits(),
             hub: Hub::new(config.subscribers.queue_capacity),
             subscribers: config.subscribers.clone(),
@@ -102,6 +95,7 @@ impl App {
             ctx: Arc::new(ctx),
             grace: Duration::from_secs(config.shutdown_grace_seconds),
             max_message_bytes: config.limits.max_message_bytes,
+            stale_check: config.staleness.durations().2,
         }
     }
 
@@ -136,6 +130,29 @@ impl App {
     }
 }
 
+/// The clock: every `interval`, asks the store to mark providers that have gone quiet as stale. Every replica
+/// runs it; the store makes each transition happen once, so there is no leader to elect or lose.
+async fn watch_staleness(store: Arc<dyn Store>, interval: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match store.check_stale(Timestamp::now()).await {
+            Ok(events) => {
+                for e in events {
+                    let message = e.derived.raised.first().map(|a| a.message.as_str()).unwrap_or_default();
+                    tracing::warn!(provider = %e.provider, cursor = %e.cursor, "{message}");
+                }
+            }
+            // The Hub reports the store's health; here it is enough to try again at the next tick.
+            Err(error) => tracing::debug!(%error, "cannot check for stale providers"),
+        }
+    }
+}
+
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     for name in SERVICE_NAMES {
@@ -152,6 +169,7 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     let routes = app.routes(health)?;
     let ctx = app.ctx.clone();
     let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
+    ctx.tasks.spawn(watch_staleness(ctx.store.clone(), app.stale_check, cancel.clone()));
     // Health follows the picture: NOT_SERVING while the store is unreachable.
     let (mut status, health_reporter, health_cancel) = (ctx.hub.status(), reporter.clone(), cancel.clone());
     ctx.tasks.spawn(async move {

@@ -8,8 +8,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sitrep_core::opel::{EXAMPLE_FRAMEWORK, Framework};
 use sitrep_core::profile::{DEMO_DIRECTORY, NHS_ENGLAND_CATALOGUE};
-use sitrep_core::{Catalogue, Directory, Limits};
+use sitrep_core::rules::Staleness;
+use sitrep_core::{Catalogue, Directory, Limits, Rules};
 
 /// The whole configuration of an aggregator.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -24,8 +29,51 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub store: StoreConfig,
     pub subscribers: SubscriberConfig,
+    pub staleness: StalenessConfig,
+    pub opel: OpelConfig,
     /// Seconds to let streams drain at shutdown before giving up on them.
     pub shutdown_grace_seconds: u64,
+}
+
+/// When a quiet provider counts as stale (each provider may override cadence and grace in the directory).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StalenessConfig {
+    /// How often providers are expected to report, e.g. "1h".
+    pub cadence: String,
+    /// How late a report may be on top of that before the provider is stale, e.g. "15m".
+    pub grace: String,
+    /// How often each aggregator looks for providers that have gone quiet, e.g. "15s".
+    pub check_interval: String,
+}
+
+impl Default for StalenessConfig {
+    fn default() -> Self {
+        StalenessConfig { cadence: "1h".into(), grace: "15m".into(), check_interval: "15s".into() }
+    }
+}
+
+impl StalenessConfig {
+    /// (cadence, grace, check interval); checked by `Config::from_file`, so defaults when unparsable.
+    pub fn durations(&self) -> (Duration, Duration, Duration) {
+        let d = |t: &str, default: u64| humantime::parse_duration(t).unwrap_or(Duration::from_secs(default));
+        (d(&self.cadence, 3600), d(&self.grace, 900), d(&self.check_interval, 15))
+    }
+}
+
+/// How sitrep computes OPEL levels.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpelConfig {
+    /// The framework file (TOML), "example" for the shipped example (to be replaced with the current national
+    /// framework), or "" to compute no level.
+    pub framework: String,
+}
+
+impl Default for OpelConfig {
+    fn default() -> Self {
+        OpelConfig { framework: "example".into() }
+    }
 }
 
 impl Default for Config {
@@ -37,6 +85,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             store: StoreConfig::default(),
             subscribers: SubscriberConfig::default(),
+            staleness: StalenessConfig::default(),
+            opel: OpelConfig::default(),
             shutdown_grace_seconds: 10,
         }
     }
@@ -188,6 +238,10 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        let framework = &mut config.opel.framework;
+        if !framework.is_empty() && framework != "example" && Path::new(framework.as_str()).is_relative() {
+            *framework = base.join(framework.as_str()).display().to_string();
+        }
         config.check(path)?;
         Ok(config)
     }
@@ -221,6 +275,18 @@ impl Config {
         if self.limits.retention_hours < 1 {
             return invalid("limits.retention_hours", "must be at least 1");
         }
+        let st = &self.staleness;
+        for (key, text) in [
+            ("staleness.cadence", &st.cadence),
+            ("staleness.grace", &st.grace),
+            ("staleness.check_interval", &st.check_interval),
+        ] {
+            match humantime::parse_duration(text) {
+                Err(e) => return invalid(key, &format!("{text:?} is not a duration like \"15m\": {e}")),
+                Ok(d) if d.is_zero() && key != "staleness.grace" => return invalid(key, "must be above zero"),
+                Ok(_) => {}
+            }
+        }
         Ok(())
     }
 
@@ -230,6 +296,26 @@ impl Config {
             Some(p) => Directory::from_toml(&p.display().to_string(), &read(p)?)?,
             None => Directory::from_toml("built-in demo directory", DEMO_DIRECTORY)?,
         })
+    }
+
+    /// The OPEL framework this configuration names (reading its file), the shipped example, or none.
+    pub fn load_opel(&self) -> Result<Option<Framework>, ConfigError> {
+        Ok(match self.opel.framework.as_str() {
+            "" => None,
+            "example" => Some(Framework::from_toml("built-in example OPEL framework", EXAMPLE_FRAMEWORK)?),
+            path => Some(Framework::from_toml(path, &read(Path::new(path))?)?),
+        })
+    }
+
+    /// Everything derived figures depend on, read and checked against each other.
+    pub fn load_rules(&self) -> Result<Rules, ConfigError> {
+        let (cadence, grace, _) = self.staleness.durations();
+        Ok(Rules::new(
+            Arc::new(self.load_catalogue()?),
+            Arc::new(self.load_directory()?),
+            self.load_opel()?.map(Arc::new),
+            Staleness { cadence, grace },
+        )?)
     }
 
     /// The catalogue this configuration names (reading its file), or the built-in NHS England profile.
@@ -262,6 +348,9 @@ mod tests {
         assert_eq!(c.subscribers.default_heartbeat_seconds, 15);
         assert_eq!(c.load_catalogue().unwrap().profile, "nhs-england");
         assert!(c.load_directory().unwrap().provider("RJ7").is_some());
+        let rules = c.load_rules().unwrap();
+        assert!(rules.opel.as_ref().is_some_and(|f| f.example), "the example framework, labelled as one");
+        assert_eq!(rules.stale_after("RJ7"), Duration::from_secs(75 * 60));
     }
 
     #[test]
@@ -286,13 +375,18 @@ mod tests {
         let cases = [
             ("typo", "lisen = \"0.0.0.0:1\"\n", "unknown field `lisen`"),
             ("zero", "[subscribers]\nqueue_capacity = 0\n", "subscribers.queue_capacity: must be at least 1"),
+            ("cadence", "[staleness]\ncadence = \"hourly\"\n", "staleness.cadence: \"hourly\" is not a duration"),
+            ("opel", "[opel]\nframework = \"opel.toml\"\n", "cannot read"),
             ("missing", "directory = \"nope.toml\"\n", "cannot read"),
         ];
         for (name, text, expected) in cases {
             let path = write(name, text);
-            let err = Config::from_file(&path).and_then(|c| c.load_directory().map(|_| c)).unwrap_err().to_string();
+            let err = Config::from_file(&path).and_then(|c| c.load_rules().map(|_| c)).unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
-            assert!(err.contains("sitrep.toml") || err.contains("nope.toml"), "{err:?} names the file");
+            assert!(
+                err.contains("sitrep.toml") || err.contains("nope.toml") || err.contains("opel.toml"),
+                "{err:?} names the file"
+            );
         }
     }
 }

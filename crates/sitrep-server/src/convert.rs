@@ -3,9 +3,13 @@
 //! This is the one module where both vocabularies meet. Conversions from the wire never fail: anything odd (an
 //! unspecified absent reason, a missing timestamp) is carried into the domain report so validation can name it.
 
-use sitrep_core::catalogue::Catalogue;
+use sitrep_core::catalogue::{Catalogue, Formula, RagRule};
+use sitrep_core::derive::{Figure, Opel, provider_view};
+use sitrep_core::opel::Assessment;
+use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::{
-    AbsentReason, Directory, Event, MetricChange, MetricInput, ProviderLive, Report, Timestamp, Value, Violation,
+    AbsentReason, Alert, AlertKind, Directory, Event, EventKind, MetricChange, MetricInput, ProviderLive, Rag, Report,
+    Rules, Scope, Severity, Timestamp, Value, Violation,
 };
 use sitrep_proto::v1 as pb;
 
@@ -107,7 +111,96 @@ fn change_to_wire(c: &MetricChange) -> pb::MetricChange {
     }
 }
 
-pub fn event_to_wire(e: &Event) -> pb::Event {
+pub fn rag_to_wire(r: Option<Rag>) -> pb::Rag {
+    match r {
+        None => pb::Rag::None,
+        Some(Rag::Green) => pb::Rag::Green,
+        Some(Rag::Amber) => pb::Rag::Amber,
+        Some(Rag::Red) => pb::Rag::Red,
+    }
+}
+
+fn figure_to_wire(f: &Figure) -> pb::Figure {
+    pb::Figure { metric: f.metric.clone(), value: f.value, rag: rag_to_wire(f.rag) as i32 }
+}
+
+pub fn assessment_to_wire(a: &Assessment) -> pb::OpelAssessment {
+    pb::OpelAssessment {
+        level: a.level,
+        score: a.score,
+        max_score: a.max_score,
+        percent: a.percent,
+        scored: a
+            .scored
+            .iter()
+            .map(|s| pb::OpelScore {
+                parameter: s.parameter.clone(),
+                label: s.label.clone(),
+                metric: s.metric.clone(),
+                value: s.value,
+                points: s.points,
+                max_points: s.max_points,
+                weight: s.weight,
+            })
+            .collect(),
+        missing: a.missing.clone(),
+        explanation: a.explain(),
+    }
+}
+
+fn opel_to_wire(o: &Opel) -> pb::Opel {
+    pb::Opel { declared: o.declared, computed: o.computed.as_ref().map(assessment_to_wire), mismatch: o.mismatch() }
+}
+
+pub fn alert_to_wire(a: &Alert) -> pb::Alert {
+    use pb::alert::{Kind, Severity as S};
+    let kind = match a.kind {
+        AlertKind::Threshold => Kind::Threshold,
+        AlertKind::Escalation => Kind::Escalation,
+        AlertKind::Stale => Kind::Stale,
+        AlertKind::Jump => Kind::Jump,
+        AlertKind::OpelMismatch => Kind::OpelMismatch,
+    };
+    let severity = match a.severity {
+        Severity::Warning => S::Warning,
+        Severity::Critical => S::Critical,
+    };
+    pb::Alert {
+        key: a.key.clone(),
+        kind: kind as i32,
+        severity: severity as i32,
+        provider: a.provider.clone(),
+        metric: a.metric.clone().unwrap_or_default(),
+        value: a.value,
+        message: a.message.clone(),
+        raised_at: Some(timestamp_to_wire(a.raised_at)),
+    }
+}
+
+pub fn scope_to_wire(rules: &Rules, s: &Scope) -> pb::Scope {
+    pb::Scope { level: s.level.as_str().to_owned(), code: s.code.clone(), name: rules.scope_name(s) }
+}
+
+pub fn rollup_to_wire(rules: &Rules, r: &ScopeRollup) -> pb::ScopeRollup {
+    pb::ScopeRollup {
+        scope: Some(scope_to_wire(rules, &r.scope)),
+        providers: r.providers,
+        reporting: r.reporting,
+        stale: r.stale,
+        metrics: r
+            .metrics
+            .iter()
+            .map(|m| pb::RollupValue {
+                metric: m.metric.clone(),
+                value: m.value,
+                providers: m.n,
+                rag: rag_to_wire(m.rag) as i32,
+            })
+            .collect(),
+    }
+}
+
+pub fn event_to_wire(rules: &Rules, e: &Event) -> pb::Event {
     pb::Event {
         cursor: e.cursor.to_string(),
         provider: e.provider.clone(),
@@ -120,12 +213,32 @@ pub fn event_to_wire(e: &Event) -> pb::Event {
         changes: e.changes.iter().map(change_to_wire).collect(),
         narrative: e.narrative.clone().unwrap_or_default(),
         source: e.source.clone().unwrap_or_default(),
+        kind: match e.kind {
+            EventKind::Report => pb::event::Kind::Report,
+            EventKind::Stale => pb::event::Kind::Stale,
+        } as i32,
+        figures: e.derived.figures.iter().map(figure_to_wire).collect(),
+        opel: e.derived.opel.as_ref().map(opel_to_wire),
+        raised: e.derived.raised.iter().map(alert_to_wire).collect(),
+        cleared: e.derived.cleared.iter().map(alert_to_wire).collect(),
+        rollups: e.rollups.iter().map(|r| rollup_to_wire(rules, r)).collect(),
     }
 }
 
-/// The wire form of a provider's live state, keeping only `metrics` when given.
-pub fn live_to_wire(p: &ProviderLive, metrics: Option<&std::collections::BTreeSet<String>>) -> pb::ProviderState {
+/// The wire form of a provider's live state, with its figures, ratings and OPEL levels derived afresh, keeping
+/// only `metrics` when given.
+pub fn live_to_wire(
+    rules: &Rules,
+    p: &ProviderLive,
+    metrics: Option<&std::collections::BTreeSet<String>>,
+) -> pb::ProviderState {
+    let (figures, opel) = provider_view(rules, &p.provider, &p.values());
+    let keep = |code: &str| metrics.is_none_or(|m| m.contains(code));
     pb::ProviderState {
+        figures: figures.iter().filter(|f| keep(&f.metric)).map(figure_to_wire).collect(),
+        opel: Some(opel_to_wire(&opel)),
+        stale: p.stale,
+        alerts: p.alerts.iter().map(alert_to_wire).collect(),
         provider: p.provider.clone(),
         readings: p
             .readings
@@ -172,8 +285,34 @@ pub fn directory_to_wire(d: &Directory) -> pb::Directory {
     }
 }
 
+fn rag_rule_to_wire(r: &RagRule) -> pb::RagThresholds {
+    pb::RagThresholds {
+        direction: r.direction.as_str().to_owned(),
+        amber: r.amber,
+        red: r.red,
+        min_capacity: r.min_capacity.unwrap_or(0.0),
+    }
+}
+
 pub fn catalogue_to_wire(c: &Catalogue) -> pb::Catalogue {
     pb::Catalogue {
+        derived: c
+            .derived_metrics()
+            .map(|d| pb::DerivedMetric {
+                code: d.code.clone(),
+                label: d.label.clone(),
+                unit: d.unit.clone(),
+                kind: d.kind.as_str().to_owned(),
+                formula: match d.formula {
+                    Formula::Ratio { .. } => "ratio",
+                    Formula::Difference { .. } => "difference",
+                }
+                .to_owned(),
+                inputs: d.formula.inputs().iter().map(|s| s.to_string()).collect(),
+                rag: d.rag.as_ref().map(rag_rule_to_wire),
+                description: d.description.clone(),
+            })
+            .collect(),
         profile: c.profile.clone(),
         metrics: c
             .metrics()
@@ -187,6 +326,8 @@ pub fn catalogue_to_wire(c: &Catalogue) -> pb::Catalogue {
                 min: m.min.unwrap_or(0),
                 max: m.max.unwrap_or(0),
                 description: m.description.clone(),
+                rag: m.rag.as_ref().map(rag_rule_to_wire),
+                jump: m.jump.unwrap_or(0.0),
             })
             .collect(),
     }
@@ -226,5 +367,24 @@ mod tests {
             assert!((0..1_000_000_000).contains(&w.nanos));
             assert_eq!(timestamp_from_wire(&w), t);
         }
+    }
+}
+
+/// The wire form of a snapshot, keeping only `metrics` (of providers and rollups) when given.
+pub fn snapshot_to_wire(
+    rules: &Rules,
+    snap: &sitrep_store::Snapshot,
+    metrics: Option<&std::collections::BTreeSet<String>>,
+) -> pb::Snapshot {
+    let mut rollups: Vec<pb::ScopeRollup> = snap.rollups.iter().map(|r| rollup_to_wire(rules, r)).collect();
+    if let Some(m) = metrics {
+        for r in &mut rollups {
+            r.metrics.retain(|v| m.contains(&v.metric));
+        }
+    }
+    pb::Snapshot {
+        cursor: snap.cursor.to_string(),
+        providers: snap.providers.iter().map(|p| live_to_wire(rules, p, metrics)).collect(),
+        rollups,
     }
 }

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use sitrep_core::cursor::Position;
 use sitrep_core::profile::{demo_directory, nhs_england_catalogue};
-use sitrep_core::{AbsentReason, Cursor, Event, Limits, Report, Selection, Timestamp, ValidReport, Value, validate};
+use sitrep_core::rollup::{ScopeRollup, Totals, rollup};
+use sitrep_core::{
+    AbsentReason, AlertKind, Cursor, Event, EventKind, Limits, Rag, Report, Rules, Selection, Timestamp, ValidReport,
+    Value, validate,
+};
 
 use crate::{Applied, Read, ResetReason, Store};
 
@@ -30,6 +34,9 @@ pub async fn run_all<S: Store, F: std::future::Future<Output = S>>(
     resets_foreign_and_future_cursors(&make().await).await;
     concurrent_applies_are_serialised(&make().await).await;
     history_keeps_every_revision(&make().await).await;
+    derives_in_the_same_step(&make().await).await;
+    rollups_match_a_fresh_count(&make().await).await;
+    stale_is_raised_once_and_cleared_by_a_report(&make().await).await;
     bounded_log_resets_trimmed_cursors(&small_log.await, capacity).await;
 }
 
@@ -282,4 +289,148 @@ pub async fn history_keeps_every_revision(store: &dyn Store) {
     let some = store.history("RAL", hour.add_hours(-2), hour.add_hours(-2)).await.expect("history");
     assert_eq!(some.len(), 1);
     assert!(store.history("RM1", hour.add_hours(-24), hour).await.expect("history").is_empty());
+}
+
+/// The rollups of a snapshot's providers, counted afresh, to compare a store's running totals with.
+fn fresh_rollups(rules: &Rules, snap: &crate::Snapshot) -> Vec<ScopeRollup> {
+    rules
+        .scopes()
+        .iter()
+        .map(|scope| {
+            let mut totals = Totals::default();
+            for p in snap.providers.iter().filter(|p| rules.in_scope(&p.provider, scope)) {
+                totals.add(&rules.catalogue, &p.values(), p.stale);
+            }
+            rollup(rules, scope, &totals, None)
+        })
+        .collect()
+}
+
+/// Whether two lists of rollups agree (figures to within rounding: running sums may differ in the last bits).
+fn assert_rollups_agree(store: &str, got: &[ScopeRollup], want: &[ScopeRollup]) {
+    assert_eq!(got.len(), want.len(), "{store}: scopes");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((&g.scope, g.providers, g.reporting, g.stale), (&w.scope, w.providers, w.reporting, w.stale));
+        let gm: Vec<_> = g.metrics.iter().map(|m| (&m.metric, m.n, m.rag)).collect();
+        let wm: Vec<_> = w.metrics.iter().map(|m| (&m.metric, m.n, m.rag)).collect();
+        assert_eq!(gm, wm, "{store}: metrics of {}", g.scope);
+        for (a, b) in g.metrics.iter().zip(&w.metrics) {
+            let close = match (a.value, b.value) {
+                (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * y.abs().max(1.0),
+                (x, y) => x == y,
+            };
+            assert!(close, "{store}: {} of {}: {:?} vs {:?}", a.metric, g.scope, a.value, b.value);
+        }
+    }
+}
+
+/// A report that takes a provider's critical care into red carries, in its one event, the provider's new figures
+/// and ratings, the raised alert, and its system's, region's and nation's new rollups; the alert stays open (in the
+/// snapshot and the alert list) until a report takes it out of red.
+pub async fn derives_in_the_same_step(store: &dyn Store) {
+    let rules = Rules::demo();
+    accept(store, &report("RVR", 0, 1, &[("beds.cc_adult.open", n(10.0)), ("beds.cc_adult.occupied", n(5.0))])).await;
+    accept(store, &report("RJ7", 0, 1, &[("beds.cc_adult.open", n(20.0)), ("beds.cc_adult.occupied", n(15.0))])).await;
+    let e = accept(store, &report("RJ7", 0, 2, &[("beds.cc_adult.occupied", n(19.0))])).await;
+    let figure = e.derived.figures.iter().find(|f| f.metric == "beds.cc_adult.occupancy").expect("occupancy");
+    assert_eq!((figure.value, figure.rag), (Some(95.0), Some(Rag::Red)));
+    let raised: Vec<_> = e.derived.raised.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(raised, ["threshold:RJ7:beds.cc_adult.occupancy"]);
+    let scopes: Vec<String> = e.rollups.iter().map(|r| r.scope.to_string()).collect();
+    assert_eq!(scopes, ["system:QWE", "region:Y56", "nation:ENG"]);
+    for r in &e.rollups {
+        let occ = r.metrics.iter().find(|m| m.metric == "beds.cc_adult.occupancy").expect("occupancy rollup");
+        // (19 + 5) / (20 + 10): recomputed from the sums.
+        assert_eq!((occ.value, occ.n, occ.rag), (Some(80.0), 2, Some(Rag::Green)), "{}", r.scope);
+        assert_eq!(r.reporting, 2);
+    }
+    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
+    let rj7 = snap.providers.iter().find(|p| p.provider == "RJ7").expect("RJ7");
+    assert_eq!(rj7.alerts.len(), 1);
+    assert_rollups_agree(store.name(), &snap.rollups, &fresh_rollups(&rules, &snap));
+    let open = store.alerts(&Selection::All).await.expect("alerts");
+    assert_eq!(open.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::Threshold]);
+
+    let out = accept(store, &report("RJ7", 0, 3, &[("beds.cc_adult.occupied", n(12.0))])).await;
+    let cleared: Vec<_> = out.derived.cleared.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(cleared, ["threshold:RJ7:beds.cc_adult.occupancy"]);
+    assert!(store.alerts(&Selection::All).await.expect("alerts").is_empty());
+    // A report into history only derives nothing.
+    let late = accept(store, &report("RJ7", 3, 1, &[("beds.cc_adult.occupied", n(20.0))])).await;
+    assert!(!late.live && late.derived.is_empty() && late.rollups.is_empty());
+}
+
+/// Running totals agree with counting afresh after values appear, change, become absent and providers come and go.
+pub async fn rollups_match_a_fresh_count(store: &dyn Store) {
+    let rules = Rules::demo();
+    let absent = Value::Absent(AbsentReason::NotAvailable);
+    let steps: [(&str, u32, &[(&str, Value)]); 8] = [
+        ("RJ7", 1, &[("beds.ga_adult.open", n(500.0)), ("beds.ga_adult.occupied", n(480.0)), ("opel.level", n(3.0))]),
+        ("RVR", 1, &[("beds.ga_adult.open", n(300.0)), ("beds.ga_adult.occupied", n(200.0)), ("opel.level", n(4.0))]),
+        ("RGT", 1, &[("ambulance.handover_mean_minutes", n(31.5)), ("opel.level", n(2.0))]),
+        ("RJ7", 2, &[("ambulance.handover_mean_minutes", n(17.25)), ("beds.ga_adult.occupied", absent)]),
+        ("RVR", 2, &[("opel.level", n(2.0)), ("staff.absence_percent", n(4.1))]),
+        ("RAL", 1, &[("staff.absence_percent", n(6.3)), ("beds.ga_adult.open", n(0.0))]),
+        ("RJ7", 3, &[("beds.ga_adult.occupied", n(450.0)), ("ambulance.handover_mean_minutes", n(0.1))]),
+        ("RGT", 2, &[("opel.level", absent), ("ambulance.handover_mean_minutes", n(0.2))]),
+    ];
+    let mut last = None;
+    for (provider, revision, values) in steps {
+        last = Some(accept(store, &report(provider, 0, revision, values)).await);
+    }
+    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
+    let fresh = fresh_rollups(&rules, &snap);
+    assert_rollups_agree(store.name(), &snap.rollups, &fresh);
+    let nation = fresh.last().expect("nation");
+    let opel = nation.metrics.iter().find(|m| m.metric == "opel.level").expect("opel rolls up");
+    assert_eq!((opel.value, opel.n), (Some(3.0), 2), "maximum over RJ7 (3) and RVR (2); RGT's is absent");
+    // The last event's rollups are the fresh count's, for the metrics it changed.
+    let last = last.expect("events");
+    for r in &last.rollups {
+        let want = fresh.iter().find(|f| f.scope == r.scope).expect("scope");
+        for m in &r.metrics {
+            let w = want.metrics.iter().find(|w| w.metric == m.metric);
+            assert_eq!(m.value.map(|v| (v * 1e6).round()), w.and_then(|w| w.value).map(|v| (v * 1e6).round()));
+        }
+    }
+    // A selection's snapshot carries the rollups of its scopes only.
+    let only = store.snapshot(&Selection::Only(BTreeSet::from(["RGT".to_string()]))).await.expect("snapshot");
+    let scopes: Vec<String> = only.rollups.iter().map(|r| r.scope.to_string()).collect();
+    assert_eq!(scopes, ["system:QUE", "region:Y61", "nation:ENG"]);
+}
+
+/// A quiet provider is marked stale once, however many callers check at the same moment; its next report clears
+/// it; a provider that reported recently is left alone.
+pub async fn stale_is_raised_once_and_cleared_by_a_report(store: &dyn Store) {
+    let rules = Rules::demo();
+    let t0 = Timestamp::now();
+    let r = report("RJ7", 0, 1, &[("ed.in_department", n(10.0))]);
+    assert!(matches!(store.apply(&r, t0).await.expect("apply"), Applied::Accepted(_)));
+    accept(store, &report("RGT", 0, 1, &[("ed.in_department", n(10.0))])).await;
+    assert!(store.check_stale(t0.add_millis(60_000)).await.expect("check").is_empty(), "not yet");
+    let later = t0.add_millis(rules.stale_after("RJ7").as_millis() as i64);
+    let (a, b) = tokio::join!(store.check_stale(later), store.check_stale(later));
+    let mut events = a.expect("check");
+    events.extend(b.expect("check"));
+    // RGT was received at about t0 too (a few ms later), so at exactly `later` only RJ7 may be due.
+    let rj7: Vec<&Event> = events.iter().filter(|e| e.provider == "RJ7").collect();
+    assert_eq!(rj7.len(), 1, "{}: one stale event, not {}", store.name(), rj7.len());
+    let e = rj7[0];
+    assert_eq!(e.kind, EventKind::Stale);
+    assert_eq!(e.derived.raised.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), ["stale:RJ7"]);
+    assert_eq!(e.rollups.iter().map(|r| r.stale).collect::<Vec<_>>(), [1, 1, 1]);
+    let head = store.head().await.expect("head");
+    assert!(head.pos >= e.cursor.pos);
+    assert!(store.check_stale(later).await.expect("check").iter().all(|e| e.provider != "RJ7"), "already stale");
+    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
+    assert!(snap.providers.iter().find(|p| p.provider == "RJ7").expect("RJ7").stale);
+    assert_rollups_agree(store.name(), &snap.rollups, &fresh_rollups(&rules, &snap));
+
+    let back = accept(store, &report("RJ7", 0, 2, &[("ed.in_department", n(11.0))])).await;
+    assert_eq!(back.derived.cleared.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), ["stale:RJ7"]);
+    assert!(back.rollups.iter().all(|r| r.stale == 0 || r.scope.level != sitrep_core::Level::System));
+    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
+    assert!(!snap.providers.iter().find(|p| p.provider == "RJ7").expect("RJ7").stale);
+    assert_rollups_agree(store.name(), &snap.rollups, &fresh_rollups(&rules, &snap));
+    assert!(store.alerts(&Selection::All).await.expect("alerts").iter().all(|a| a.kind != AlertKind::Stale));
 }

@@ -20,7 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 
-use sitrep_core::{Cursor, Event, ProviderLive, Selection, Timestamp, ValidReport, Value};
+use sitrep_core::rollup::ScopeRollup;
+use sitrep_core::{Alert, Cursor, Event, ProviderLive, Rules, Scope, Selection, Timestamp, ValidReport, Value};
 
 pub use memory::{MemoryOptions, MemoryStore};
 pub use redis::{RedisOptions, RedisStore};
@@ -42,6 +43,23 @@ pub struct Snapshot {
     pub cursor: Cursor,
     /// Providers that have reported, in code order.
     pub providers: Vec<ProviderLive>,
+    /// The figures of every scope a selected provider rolls up into (every scope for a full snapshot), in scope
+    /// order: systems, regions, the nation.
+    pub rollups: Vec<ScopeRollup>,
+}
+
+/// The scopes a snapshot of `selection` carries rollups for.
+pub fn snapshot_scopes(rules: &Rules, selection: &Selection) -> Vec<Scope> {
+    let mut scopes = rules.scopes();
+    if let Selection::Only(set) = selection {
+        scopes.retain(|scope| set.iter().any(|p| rules.in_scope(p, scope)));
+    }
+    scopes
+}
+
+/// The metrics whose rollups an event of `changes` carries: the changed ones and the derived metrics they feed.
+pub fn rollup_metrics(rules: &Rules, changes: &[sitrep_core::MetricChange]) -> std::collections::BTreeSet<String> {
+    rules.catalogue.affected(changes.iter().map(|c| c.metric.as_str()))
 }
 
 /// Why the log cannot serve a read from a cursor: the reader must start again from a snapshot.
@@ -120,6 +138,12 @@ pub enum StoreError {
 ///   history only; its event has `live == false` and diffs against the previous revision of that period.
 /// - **Total order.** Events get strictly increasing cursors in the order they were applied. A
 ///   [`Snapshot`] reflects exactly the events up to its cursor.
+/// - **Derived in the same step.** An accepted live report's event carries what it changed in the provider's
+///   derived picture ([`sitrep_core::derive::report`]) and its system's, region's and nation's rollups of the
+///   metrics it changed; the open alerts it raised or cleared are stored with it. Reports into history only derive
+///   nothing.
+/// - **Staleness once.** [`check_stale`](Store::check_stale) marks a quiet provider stale and appends its event
+///   exactly once however many aggregators call it at the same moment; its next live report clears it.
 /// - **Bounded log.** The event log keeps a bounded number of recent events. A [`read`](Store::read) from a cursor
 ///   whose successors were trimmed, of another epoch, or beyond the end, answers [`Read::Reset`]: never a gap.
 #[async_trait]
@@ -142,4 +166,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every stored revision of `provider`'s periods from `from` to `to` inclusive, in (period, revision) order.
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError>;
+
+    /// Marks every provider whose last live report is older than its cadence plus grace at `now` as stale, raising
+    /// its stale alert, unless it is already. Returns the events this call appended (none for providers another
+    /// caller marked first).
+    async fn check_stale(&self, now: Timestamp) -> Result<Vec<Event>, StoreError>;
+
+    /// The open alerts of the selected providers, by provider then key.
+    async fn alerts(&self, selection: &Selection) -> Result<Vec<Alert>, StoreError>;
 }

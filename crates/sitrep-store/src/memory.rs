@@ -5,14 +5,16 @@
 //! waiting for new events park on a `watch` channel that `apply` bumps. Nothing survives the process: every
 //! start is a new epoch, so subscribers that resume across a restart are reset rather than misled.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sitrep_core::cursor::Position;
+use sitrep_core::derive::{self, Before, Derived};
+use sitrep_core::rollup::{ScopeRollup, Totals, rollup};
 use sitrep_core::state::{apply_live, diff, event, is_newer};
-use sitrep_core::{Cursor, Event, ProviderLive, Selection, Timestamp, ValidReport};
+use sitrep_core::{Alert, Cursor, Event, EventKind, ProviderLive, Rules, Scope, Selection, Timestamp, ValidReport};
 use tokio::sync::watch;
 
 use crate::{Applied, HistoryRecord, Read, ResetReason, Snapshot, Store, StoreError};
@@ -24,11 +26,13 @@ pub struct MemoryOptions {
     pub event_log_capacity: usize,
     /// How many hours of history are kept per provider, counted back from its latest period.
     pub retention_hours: i64,
+    /// What derived figures, ratings, alerts and staleness are computed by.
+    pub rules: Rules,
 }
 
 impl Default for MemoryOptions {
     fn default() -> Self {
-        MemoryOptions { event_log_capacity: 100_000, retention_hours: 35 * 24 }
+        MemoryOptions { event_log_capacity: 100_000, retention_hours: 35 * 24, rules: Rules::demo() }
     }
 }
 
@@ -77,6 +81,31 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The rollups of `scopes`, from scratch: for `metrics`, or all. A memory store holds one deployment's
+    /// providers, so summing them afresh is cheap and obviously right; the Redis store keeps running totals, and
+    /// the conformance suite checks the two agree.
+    fn rollups(&self, inner: &Inner, scopes: &[Scope], metrics: Option<&BTreeSet<String>>) -> Vec<ScopeRollup> {
+        let rules = &self.options.rules;
+        scopes
+            .iter()
+            .map(|scope| {
+                let mut totals = Totals::default();
+                for p in inner.live.values().filter(|p| rules.in_scope(&p.provider, scope)) {
+                    totals.add(&rules.catalogue, &p.values(), p.stale);
+                }
+                rollup(rules, scope, &totals, metrics)
+            })
+            .collect()
+    }
+
+    fn append(&self, inner: &mut Inner, ev: Event) {
+        inner.log.push_back(ev);
+        while inner.log.len() > self.options.event_log_capacity {
+            inner.log.pop_front();
+        }
+        inner.next_seq += 1;
+    }
+
     fn cursor(&self, seq: u64) -> Cursor {
         Cursor::new(self.epoch.clone(), Position(seq, 0))
     }
@@ -122,8 +151,26 @@ impl Store for MemoryStore {
         let cursor = self.cursor(inner.next_seq);
         let mut live = inner.live.remove(report.provider());
         let fresh = is_newer(report.period(), report.revision(), live.as_ref());
+        let mut derived = Derived::default();
         let changes = if fresh {
-            apply_live(&mut live, report, received_at)
+            let before = live.as_ref().map(ProviderLive::values);
+            let open = live.as_ref().map(|l| l.alerts.clone()).unwrap_or_default();
+            let changes = apply_live(&mut live, report, received_at);
+            let state = live.as_mut().expect("applied");
+            derived = derive::report(
+                &self.options.rules,
+                report.provider(),
+                Before { values: before.as_ref(), open: &open },
+                &state.values(),
+                &changes,
+                received_at,
+            );
+            let cleared: BTreeSet<&str> = derived.cleared.iter().map(|a| a.key.as_str()).collect();
+            state.alerts.retain(|a| !cleared.contains(a.key.as_str()));
+            state.alerts.extend(derived.raised.iter().cloned());
+            state.alerts.sort_by(|a, b| a.key.cmp(&b.key));
+            state.stale = false;
+            changes
         } else {
             // Late: diff against the previous revision of the same period, if there is one.
             let previous = revisions.range(..report.revision()).next_back().map(|(_, r)| &r.record.values);
@@ -147,12 +194,13 @@ impl Store for MemoryStore {
         let keep_from = newest.add_hours(-self.options.retention_hours);
         *periods = periods.split_off(&keep_from);
 
-        let ev = event(report, received_at, fresh, changes, cursor);
-        inner.log.push_back(ev.clone());
-        while inner.log.len() > self.options.event_log_capacity {
-            inner.log.pop_front();
+        let mut ev = event(report, received_at, fresh, changes, cursor);
+        if fresh {
+            let metrics = crate::rollup_metrics(&self.options.rules, &ev.changes);
+            ev.rollups = self.rollups(inner, &self.options.rules.scopes_of(report.provider()), Some(&metrics));
+            ev.derived = derived;
         }
-        inner.next_seq += 1;
+        self.append(inner, ev.clone());
         let head = inner.next_seq - 1;
         drop(guard);
         self.appended.send_replace(head);
@@ -162,7 +210,8 @@ impl Store for MemoryStore {
     async fn snapshot(&self, selection: &Selection) -> Result<Snapshot, StoreError> {
         let inner = self.lock();
         let providers = inner.live.values().filter(|p| selection.contains(&p.provider)).cloned().collect();
-        Ok(Snapshot { cursor: self.cursor(inner.next_seq - 1), providers })
+        let rollups = self.rollups(&inner, &crate::snapshot_scopes(&self.options.rules, selection), None);
+        Ok(Snapshot { cursor: self.cursor(inner.next_seq - 1), providers, rollups })
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
@@ -192,6 +241,56 @@ impl Store for MemoryStore {
             return Ok(Vec::new());
         }
         Ok(periods.range(from..=to).flat_map(|(_, revisions)| revisions.values().map(|r| r.record.clone())).collect())
+    }
+
+    async fn check_stale(&self, now: Timestamp) -> Result<Vec<Event>, StoreError> {
+        let rules = &self.options.rules;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let quiet: Vec<String> = inner
+            .live
+            .values()
+            .filter(|p| !p.stale && derive::is_stale(rules, &p.provider, p.received_at, now))
+            .map(|p| p.provider.clone())
+            .collect();
+        let mut events = Vec::new();
+        for code in quiet {
+            let p = inner.live.get_mut(&code).expect("listed above");
+            let alert = derive::stale_alert(rules, &code, p.received_at, now);
+            p.stale = true;
+            p.alerts.retain(|a| a.key != alert.key);
+            p.alerts.push(alert.clone());
+            p.alerts.sort_by(|a, b| a.key.cmp(&b.key));
+            let ev = Event {
+                cursor: self.cursor(inner.next_seq),
+                provider: code.clone(),
+                site: None,
+                period: p.period,
+                revision: p.revision,
+                observed_at: p.observed_at,
+                received_at: now,
+                live: false,
+                changes: Vec::new(),
+                narrative: None,
+                source: None,
+                kind: EventKind::Stale,
+                derived: Derived { raised: vec![alert], ..Default::default() },
+                rollups: self.rollups(inner, &rules.scopes_of(&code), Some(&BTreeSet::new())),
+            };
+            self.append(inner, ev.clone());
+            events.push(ev);
+        }
+        let head = inner.next_seq - 1;
+        drop(guard);
+        if !events.is_empty() {
+            self.appended.send_replace(head);
+        }
+        Ok(events)
+    }
+
+    async fn alerts(&self, selection: &Selection) -> Result<Vec<Alert>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.live.values().filter(|p| selection.contains(&p.provider)).flat_map(|p| p.alerts.clone()).collect())
     }
 }
 

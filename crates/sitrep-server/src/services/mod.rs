@@ -15,7 +15,7 @@ pub mod subscriber_transport;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use sitrep_core::{Catalogue, Directory, Limits, Selection};
+use sitrep_core::{Catalogue, Directory, Limits, Rules, Selection};
 use sitrep_proto::v1 as pb;
 use sitrep_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,8 @@ use crate::hub::Hub;
 /// Everything the services share. Built once by [`crate::App`].
 pub struct Context {
     pub store: Arc<dyn Store>,
+    /// What derived figures are computed by; `directory` and `catalogue` are its parts, for brevity.
+    pub rules: Rules,
     pub directory: Arc<Directory>,
     pub catalogue: Arc<Catalogue>,
     pub limits: Limits,
@@ -58,7 +60,7 @@ impl Context {
             .select(&f.providers, &f.systems, &f.regions)
             .map_err(|e| error::invalid_field(&format!("filter.{}", e.field), "known_code", e.to_string()))?;
         for (i, m) in f.metrics.iter().enumerate() {
-            if !self.catalogue.contains(m) {
+            if !self.catalogue.knows(m) {
                 return Err(error::invalid_field(
                     &format!("filter.metrics[{i}]"),
                     "known_metric",

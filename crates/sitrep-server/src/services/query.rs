@@ -2,13 +2,18 @@
 
 use std::sync::Arc;
 
-use sitrep_core::{Selection, Timestamp};
+use std::collections::BTreeMap;
+
+use sitrep_core::hourly::{PeriodRevision, hours_ending, provider_hours, scope_hours};
+use sitrep_core::rollup::{Totals, rollup};
+use sitrep_core::{Scope, Selection, Timestamp, Value};
 use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Context;
 use crate::convert::{
-    catalogue_to_wire, directory_to_wire, live_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,
+    alert_to_wire, catalogue_to_wire, directory_to_wire, scope_to_wire, snapshot_to_wire, timestamp_from_wire,
+    timestamp_to_wire, value_to_wire,
 };
 use crate::error;
 
@@ -50,7 +55,7 @@ fn known_provider(ctx: &Context, code: &str) -> Result<(), Status> {
 }
 
 fn known_metric(ctx: &Context, field: &str, code: &str) -> Result<(), Status> {
-    match ctx.catalogue.contains(code) {
+    match ctx.catalogue.knows(code) {
         true => Ok(()),
         false => Err(error::invalid_field(
             field,
@@ -75,10 +80,7 @@ impl pb::query_service_server::QueryService for QueryApi {
     async fn get_snapshot(&self, request: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::Snapshot>, Status> {
         let filter = self.ctx.resolve(request.get_ref().filter.as_ref())?;
         let snap = self.ctx.store.snapshot(&filter.providers).await.map_err(error::store)?;
-        Ok(Response::new(pb::Snapshot {
-            cursor: snap.cursor.to_string(),
-            providers: snap.providers.iter().map(|p| live_to_wire(p, filter.metrics.as_ref())).collect(),
-        }))
+        Ok(Response::new(snapshot_to_wire(&self.ctx.rules, &snap, filter.metrics.as_ref())))
     }
 
     async fn get_directory(&self, _: Request<pb::GetDirectoryRequest>) -> Result<Response<pb::Directory>, Status> {
@@ -156,4 +158,144 @@ impl pb::query_service_server::QueryService for QueryApi {
         }
         Ok(Response::new(pb::MetricHistory { metric: req.metric, series }))
     }
+
+    async fn get_alerts(&self, request: Request<pb::GetAlertsRequest>) -> Result<Response<pb::Alerts>, Status> {
+        let filter = self.ctx.resolve(request.get_ref().filter.as_ref())?;
+        let alerts = self.ctx.store.alerts(&filter.providers).await.map_err(error::store)?;
+        Ok(Response::new(pb::Alerts { alerts: alerts.iter().map(alert_to_wire).collect() }))
+    }
+
+    async fn get_hourly(&self, request: Request<pb::GetHourlyRequest>) -> Result<Response<pb::Hourly>, Status> {
+        let req = request.into_inner();
+        let ctx = &self.ctx;
+        known_metric(ctx, "metric", &req.metric)?;
+        let hours = if req.hours == 0 { DEFAULT_HOURS } else { req.hours };
+        if i64::from(hours) > ctx.limits.retention_hours {
+            return Err(error::invalid_field(
+                "hours",
+                "within_retention",
+                format!("hours = {hours} exceeds the {} hours of history kept", ctx.limits.retention_hours),
+            ));
+        }
+        let to = req.to.as_ref().map(timestamp_from_wire).unwrap_or_else(Timestamp::now).hour_start();
+        let periods = hours_ending(to, hours);
+        // One hour more than shown, so the first hour has a change too.
+        let from = periods[0].add_hours(-1);
+        let history = |provider: String| async move {
+            let records = ctx.store.history(&provider, from, to).await.map_err(error::store)?;
+            let records: Vec<PeriodRevision> = records
+                .into_iter()
+                .map(|h| PeriodRevision { period: h.period, revision: h.revision, values: h.values })
+                .collect();
+            Ok::<_, Status>((provider, records))
+        };
+        let metric = req.metric.clone();
+        let figure = |merged: &BTreeMap<String, Value>| -> Option<f64> {
+            sitrep_core::derive::figures(&ctx.catalogue, merged).get(&metric).copied()
+        };
+        let mut out = pb::Hourly { metric: req.metric.clone(), ..Default::default() };
+        match (req.provider.is_empty(), req.scope.is_empty()) {
+            (false, true) => {
+                known_provider(ctx, &req.provider)?;
+                let (provider, records) = history(req.provider.clone()).await?;
+                if ctx.catalogue.get(&req.metric).is_some() {
+                    out.points = provider_hours(&records, &req.metric, &periods)
+                        .into_iter()
+                        .map(|h| pb::HourlyPoint {
+                            period: Some(timestamp_to_wire(h.period)),
+                            value: match h.value {
+                                Some(Value::Number(n)) => Some(n),
+                                _ => None,
+                            },
+                            absent: match h.value {
+                                Some(v @ Value::Absent(_)) => value_to_wire(v).kind.map_or(0, |k| match k {
+                                    pb::metric_value::Kind::Absent(r) => r,
+                                    pb::metric_value::Kind::Number(_) => 0,
+                                }),
+                                _ => 0,
+                            },
+                            change: h.change,
+                            revision: h.revision,
+                            corrections: h.corrections,
+                            reported: h.reported,
+                            ..Default::default()
+                        })
+                        .collect();
+                } else {
+                    // A derived figure: from each hour's merged values, like a one-provider scope.
+                    let histories = BTreeMap::from([(provider.clone(), records)]);
+                    let expected = [provider];
+                    out.points = scope_hours(&histories, &expected, &periods, |list| figure(list.first()?.1))
+                        .into_iter()
+                        .map(|h| pb::HourlyPoint {
+                            period: Some(timestamp_to_wire(h.period)),
+                            value: h.value,
+                            change: h.change,
+                            corrections: h.corrections,
+                            reported: !h.reported.is_empty(),
+                            ..Default::default()
+                        })
+                        .collect();
+                }
+                out.provider = req.provider;
+            }
+            (true, false) => {
+                let scope = Scope::parse(&req.scope).filter(|s| ctx.rules.scopes().contains(s)).ok_or_else(|| {
+                    error::invalid_field(
+                        "scope",
+                        "known_scope",
+                        format!(
+                            "scope {:?} is not a system, region or nation of the directory (e.g. \"system:QWE\")",
+                            req.scope
+                        ),
+                    )
+                })?;
+                let expected: Vec<String> = ctx
+                    .directory
+                    .providers()
+                    .filter(|p| ctx.rules.in_scope(&p.code, &scope))
+                    .map(|p| p.code.clone())
+                    .collect();
+                let mut histories = BTreeMap::new();
+                for provider in &expected {
+                    let (p, records) = history(provider.clone()).await?;
+                    histories.insert(p, records);
+                }
+                let metrics = std::collections::BTreeSet::from([req.metric.clone()]);
+                let roll = |list: &[(&str, &BTreeMap<String, Value>)]| {
+                    let mut totals = Totals::default();
+                    for (_, values) in list {
+                        totals.add(&ctx.catalogue, values, false);
+                    }
+                    rollup(&ctx.rules, &scope, &totals, Some(&metrics)).metrics.first().and_then(|m| m.value)
+                };
+                out.points = scope_hours(&histories, &expected, &periods, roll)
+                    .into_iter()
+                    .map(|h| pb::HourlyPoint {
+                        period: Some(timestamp_to_wire(h.period)),
+                        value: h.value,
+                        change: h.change,
+                        corrections: h.corrections,
+                        reported: !h.reported.is_empty(),
+                        providers_reported: h.reported,
+                        providers_expected: h.expected,
+                        completeness: h.completeness,
+                        ..Default::default()
+                    })
+                    .collect();
+                out.scope = Some(scope_to_wire(&ctx.rules, &scope));
+            }
+            _ => {
+                return Err(error::invalid_field(
+                    "provider",
+                    "one_of",
+                    "give exactly one of provider (e.g. \"RJ7\") or scope (e.g. \"system:QWE\")".to_owned(),
+                ));
+            }
+        }
+        Ok(Response::new(out))
+    }
 }
+
+/// Hours in an hour-by-hour view when the request does not say.
+const DEFAULT_HOURS: u32 = 72;

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 use super::subscriber_transport::OutUpdate;
 use super::{Context, ResolvedFilter};
-use crate::convert::{event_to_wire, live_to_wire, timestamp_to_wire};
+use crate::convert::{event_to_wire, snapshot_to_wire, timestamp_to_wire};
 use crate::error;
 use crate::hub::{HubEvent, Kicked, PictureState, Subscription};
 
@@ -226,18 +226,19 @@ impl Session {
             return Ok(false);
         }
         if let (None, Some(shared)) = (&self.filter.metrics, shared) {
-            let bytes = shared.encoded(|e| update(pb::update::Kind::Event(event_to_wire(e))).encode_to_vec().into());
+            let bytes = shared
+                .encoded(|e| update(pb::update::Kind::Event(event_to_wire(&self.ctx.rules, e))).encode_to_vec().into());
             self.send_out(OutUpdate::Encoded(bytes)).await?;
             return Ok(true);
         }
         let wire = match &self.filter.metrics {
-            None => event_to_wire(event),
+            None => event_to_wire(&self.ctx.rules, event),
             Some(metrics) => {
                 let mut kept = event.clone();
                 if !kept.retain_metrics(Some(metrics)) {
                     return Ok(false);
                 }
-                event_to_wire(&kept)
+                event_to_wire(&self.ctx.rules, &kept)
             }
         };
         self.send(update(pb::update::Kind::Event(wire))).await?;
@@ -246,10 +247,7 @@ impl Session {
 
     async fn send_snapshot(&self) -> Result<Cursor, End> {
         let snap = self.ctx.store.snapshot(&self.filter.providers).await.map_err(|e| End::Failed(error::store(e)))?;
-        let wire = pb::Snapshot {
-            cursor: snap.cursor.to_string(),
-            providers: snap.providers.iter().map(|p| live_to_wire(p, self.filter.metrics.as_ref())).collect(),
-        };
+        let wire = snapshot_to_wire(&self.ctx.rules, &snap, self.filter.metrics.as_ref());
         self.send(update(pb::update::Kind::Snapshot(wire))).await?;
         Ok(snap.cursor)
     }

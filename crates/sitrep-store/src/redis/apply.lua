@@ -1,81 +1,74 @@
--- Store::apply in one atomic step: idempotency check, diff, live state, history, event.
+-- Store::apply in one atomic step: idempotency check, version check, live state, history, alerts, rollup totals,
+-- and the event.
+--
+-- The aggregator read the provider's state with prior.lua, diffed and derived from it (pure functions of
+-- sitrep-core), and sends the outcome here with the version it read. If anything changed the provider since, the
+-- script answers 'conflict' and changes nothing; the aggregator reads again and retries. So the diff and the
+-- derived alerts always describe exactly the state they are applied to.
 --
 -- KEYS: 1 state hash, 2 meta hash, 3 history hash, 4 history index (zset), 5 events stream, 6 epoch, 7 providers set,
---       8 head (the id of the latest event)
+--       8 head, 9 alerts hash, 10 last-seen zset, 11 stale set
 -- ARGV: 1 provider, 2 site, 3 period (ms), 4 revision, 5 observed_at (ms), 6 received_at (ms), 7 narrative,
 --       8 source, 9 stream max length, 10 stream max age in ms ('' for none), 11 retention (ms), 12 epoch candidate,
---       13.. metric code, encoded value, metric code, encoded value, ... (in code order)
+--       13 expected version ('' for none), 14 live ('1' or '0'), 15 changes ('metric before after' triples joined
+--       by spaces, '~' for no previous value), 16 derived (JSON, carried in the event), 17 alerts (JSON: {clear =
+--       [key, ...], raise = [[key, json], ...]}), 18 rollup (JSON: {scopes = [...], max = [metric, ...], want =
+--       [metric, ...]}), 19 key prefix, 20.. metric code, encoded value, ... (in code order)
 -- Encoded values are numbers in shortest round-trip form or '~reason' for absent; they contain no '|' or ' '.
--- Returns {'duplicate', epoch, original id} or {'accepted', epoch, id, live (1/0), changes}, where changes is
--- 'metric before after' triples joined by spaces ('~' for no previous value).
--- Each event names its epoch and the id of the event before it ('prev'), so a reader can prove it missed nothing.
+-- Returns {'duplicate', epoch, original id}, {'conflict', epoch} or {'accepted', epoch, id, rollup totals JSON}.
 local provider, site, period, revision = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local observed, received, narrative, source = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local epoch = sitrep_epoch(KEYS[6], ARGV[12])
+local prefix = ARGV[19]
 
 local field = period .. ':' .. revision
 local seen = redis.call('HGET', KEYS[3], field)
 if seen then
   return {'duplicate', epoch, cjson.decode(seen)['c']}
 end
+if (redis.call('HGET', KEYS[2], 'ver') or '') ~= ARGV[13] then
+  return {'conflict', epoch}
+end
 
-local n = (#ARGV - 12) / 2
+local fresh = ARGV[14] == '1'
+local changes = ARGV[15]
+local n = (#ARGV - 19) / 2
 local metrics, values = {}, {}
 for i = 1, n do
-  metrics[i] = ARGV[11 + 2 * i]
-  values[i] = ARGV[12 + 2 * i]
+  metrics[i] = ARGV[18 + 2 * i]
+  values[i] = ARGV[19 + 2 * i]
 end
 
-local p, r = tonumber(period), tonumber(revision)
-local live = redis.call('HMGET', KEYS[2], 'period', 'revision')
-local fresh = (not live[1]) or p > tonumber(live[1]) or (p == tonumber(live[1]) and r > tonumber(live[2]))
-
--- What each metric was: the live reading, or for a late report the previous revision of its period.
-local before = {}
+-- Rollup totals of the provider's system, region and nation, before the event so it can carry them.
+local totals = ''
 if fresh then
-  if n > 0 then
-    local old = redis.call('HMGET', KEYS[1], unpack(metrics))
-    for i = 1, n do
-      before[i] = old[i] and string.match(old[i], '^[^|]*') or false
+  local roll = cjson.decode(ARGV[18])
+  local is_max = {}
+  for _, m in ipairs(roll.max) do
+    is_max[m] = true
+  end
+  local first = redis.call('HEXISTS', KEYS[2], 'period') == 0
+  local was_stale = redis.call('HGET', KEYS[2], 'stale') == '1'
+  local out = {}
+  for _, scope in ipairs(roll.scopes) do
+    local key = prefix .. 'agg:' .. scope
+    if first then
+      redis.call('HINCRBY', key, '|reporting', 1)
     end
-  end
-else
-  local best, best_r = nil, -1
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], period, period)) do
-    local mr = tonumber(string.match(member, ':(%d+)$'))
-    if mr < r and mr > best_r then
-      best, best_r = member, mr
+    if was_stale then
+      redis.call('HINCRBY', key, '|stale', -1)
     end
+    for metric, before, after in string.gmatch(changes, '(%S+) (%S+) (%S+)') do
+      sitrep_total(prefix, scope, metric, before, after, is_max[metric])
+    end
+    out[scope] = sitrep_totals(prefix, scope, roll.want, is_max)
   end
-  local prev = {}
-  if best then
-    prev = cjson.decode(redis.call('HGET', KEYS[3], best))['v']
-  end
-  for i = 1, n do
-    before[i] = prev[metrics[i]] or false
-  end
+  totals = cjson.encode(out)
 end
 
-local changes = {}
-for i = 1, n do
-  if before[i] ~= values[i] then
-    changes[#changes + 1] = metrics[i] .. ' ' .. (before[i] or '~') .. ' ' .. values[i]
-  end
-end
-changes = table.concat(changes, ' ')
-
-local prev = sitrep_head(KEYS[8], KEYS[5])
-local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'e', epoch, 'prev', prev,
+local id = sitrep_append(KEYS[5], KEYS[8], ARGV[9], ARGV[10], {'e', epoch, 'k', 'report',
   'p', provider, 's', site, 'per', period, 'rev', revision, 'obs', observed, 'rcv', received,
-  'live', fresh and '1' or '0', 'nar', narrative, 'src', source, 'ch', changes)
-redis.call('SET', KEYS[8], id)
-if ARGV[10] ~= '' then
-  -- Age is measured on Redis's clock, the one stream ids come from, not on any replica's.
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local min_ms = math.max(0, now - tonumber(ARGV[10]))
-  redis.call('XTRIM', KEYS[5], 'MINID', '~', string.format('%.0f', min_ms) .. '-0')
-end
+  'live', fresh and '1' or '0', 'nar', narrative, 'src', source, 'ch', changes, 'd', ARGV[16], 'agg', totals})
 
 if fresh then
   if n > 0 then
@@ -87,9 +80,19 @@ if fresh then
     redis.call('HSET', KEYS[1], unpack(readings))
   end
   redis.call('HSET', KEYS[2], 'period', period, 'revision', revision, 'observed', observed, 'received', received,
-    'narrative', narrative, 'source', source, 'site', site)
+    'narrative', narrative, 'source', source, 'site', site, 'stale', '0')
   redis.call('SADD', KEYS[7], provider)
+  redis.call('ZADD', KEYS[10], received, provider)
+  redis.call('SREM', KEYS[11], provider)
+  local alerts = cjson.decode(ARGV[17])
+  for _, key in ipairs(alerts.clear) do
+    redis.call('HDEL', KEYS[9], key)
+  end
+  for _, kv in ipairs(alerts.raise) do
+    redis.call('HSET', KEYS[9], kv[1], kv[2])
+  end
 end
+redis.call('HINCRBY', KEYS[2], 'ver', 1)
 
 local record = {}
 for i = 1, n do
@@ -101,7 +104,7 @@ redis.call('ZADD', KEYS[4], period, field)
 
 -- History older than the retention window, counted back from the newest period, goes (a bounded batch per call).
 if fresh then
-  local cutoff = string.format('%.0f', p - tonumber(ARGV[11]))
+  local cutoff = string.format('%.0f', tonumber(period) - tonumber(ARGV[11]))
   local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. cutoff, 'LIMIT', 0, 500)
   if #old > 0 then
     redis.call('HDEL', KEYS[3], unpack(old))
@@ -109,4 +112,4 @@ if fresh then
   end
 end
 
-return {'accepted', epoch, id, fresh and 1 or 0, changes}
+return {'accepted', epoch, id, totals}

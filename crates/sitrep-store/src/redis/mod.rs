@@ -1,7 +1,10 @@
 //! `RedisStore`: the store of record. Live state, hourly history and the event log in Redis, shared by replicas.
 //!
-//! Every `apply` is one Lua script (`apply.lua`): the idempotency check, the diff, live state, history and the
-//! event all happen atomically on the server, in one round trip. Scripts are invoked by SHA and re-loaded by
+//! Every `apply` reads the provider's state (`prior.lua`), diffs and derives in Rust with `sitrep-core`, then
+//! writes in one Lua script (`apply.lua`): the idempotency check, a check that the provider has not changed since
+//! it was read (else read again and retry), live state, history, open alerts, rollup totals and the event all
+//! happen atomically on the server. Rollup totals are kept per scope as running sums, which commute, so reports
+//! from different providers never conflict. Scripts are invoked by SHA and re-loaded by
 //! redis-rs when Redis answers `NOSCRIPT` (after a restart). Calls go over one multiplexed, auto-reconnecting
 //! connection, so concurrent reports from many providers are pipelined rather than queued behind a lock.
 //! Blocking reads of the event stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout.
@@ -14,6 +17,11 @@
 //! - `hist:<provider>` hash: `period:revision` -> JSON record; `histidx:<provider>` zset of those by period
 //! - `providers` set of providers with live state; `events` stream (entry id = cursor position); `epoch` string;
 //!   `head` string, the id of the latest event
+//! - `alerts:<provider>` hash: alert key -> JSON of an open alert; `lastseen` zset: provider by the receipt time
+//!   of its last live report; `stale` set of stale providers
+//! - `agg:<scope>` hash: rollup totals of a scope (`<metric>|s` sum, `<metric>|n` providers with a number,
+//!   `|reporting`, `|stale`); `aggmax:<scope>:<metric>` hash: value -> how many providers have it, for metrics
+//!   that roll up by maximum
 //!
 //! Every event in the stream carries its epoch and the id of the event before it (`prev`). A reader resuming
 //! after cursor C checks that the first event it gets names C as its predecessor: that proves nothing between was
@@ -25,16 +33,20 @@
 
 mod process;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, Value as RValue};
+use sitrep_core::catalogue::Rollup;
 use sitrep_core::cursor::Position;
-use sitrep_core::state::event;
+use sitrep_core::derive::{self, Before, Derived};
+use sitrep_core::rollup::{Agg, ScopeRollup, Totals, inputs, rollup};
+use sitrep_core::state::{diff, event};
 use sitrep_core::{
-    AbsentReason, Cursor, Event, MetricChange, ProviderLive, Reading, Selection, Timestamp, ValidReport, Value,
+    AbsentReason, Alert, Cursor, Event, EventKind, MetricChange, ProviderLive, Reading, Rules, Scope, Selection,
+    Timestamp, ValidReport, Value,
 };
 use tokio::sync::Mutex;
 
@@ -57,6 +69,8 @@ pub struct RedisOptions {
     pub retention_hours: i64,
     /// How long a command may take before the call fails as unavailable.
     pub response_timeout: Duration,
+    /// What derived figures, ratings, alerts and staleness are computed by.
+    pub rules: Rules,
 }
 
 impl Default for RedisOptions {
@@ -68,6 +82,7 @@ impl Default for RedisOptions {
             event_log_max_age: None,
             retention_hours: 35 * 24,
             response_timeout: Duration::from_secs(2),
+            rules: Rules::demo(),
         }
     }
 }
@@ -78,6 +93,8 @@ struct Keys {
     epoch: String,
     head: String,
     providers: String,
+    lastseen: String,
+    stale: String,
 }
 
 impl Keys {
@@ -88,6 +105,8 @@ impl Keys {
             epoch: format!("{prefix}epoch"),
             head: format!("{prefix}head"),
             providers: format!("{prefix}providers"),
+            lastseen: format!("{prefix}lastseen"),
+            stale: format!("{prefix}stale"),
             prefix,
         }
     }
@@ -98,7 +117,9 @@ impl Keys {
 }
 
 struct Scripts {
+    prior: Script,
     apply: Script,
+    stale: Script,
     read: Script,
     snapshot: Script,
     history: Script,
@@ -110,7 +131,9 @@ impl Scripts {
     fn new() -> Self {
         let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
         Scripts {
+            prior: Script::new(include_str!("prior.lua")),
             apply: with_common(include_str!("apply.lua")),
+            stale: with_common(include_str!("stale.lua")),
             read: with_common(include_str!("read.lua")),
             snapshot: with_common(include_str!("snapshot.lua")),
             history: Script::new(include_str!("history.lua")),
@@ -189,13 +212,6 @@ fn array(v: &RValue) -> Result<&[RValue], StoreError> {
     }
 }
 
-fn int(v: &RValue) -> Result<i64, StoreError> {
-    match v {
-        RValue::Int(i) => Ok(*i),
-        other => text(other)?.parse().map_err(|_| bad("expected an integer")),
-    }
-}
-
 fn position(id: &str) -> Result<Position, StoreError> {
     let (ms, seq) = id.split_once('-').ok_or_else(|| bad(&format!("stream id {id:?}")))?;
     Ok(Position(ms.parse().map_err(|_| bad("stream id"))?, seq.parse().map_err(|_| bad("stream id"))?))
@@ -230,6 +246,59 @@ fn parse_changes(text: &str) -> Result<Vec<MetricChange>, StoreError> {
         .collect()
 }
 
+/// `metric before after` triples joined by spaces, as `apply.lua` stores them.
+fn encode_changes(changes: &[MetricChange]) -> String {
+    let mut out = String::new();
+    for c in changes {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let before = c.before.map_or_else(|| "~".to_owned(), encode_value);
+        out.push_str(&format!("{} {before} {}", c.metric, encode_value(c.after)));
+    }
+    out
+}
+
+/// A scope's totals as the scripts return them: reporting, stale, and metric -> [sum, n, max?] as text.
+#[derive(serde::Deserialize)]
+struct TotalsJson {
+    r: u32,
+    s: u32,
+    #[serde(default)]
+    m: BTreeMap<String, Vec<String>>,
+}
+
+fn agg(entry: &[String]) -> Result<Agg, StoreError> {
+    let num = |t: &String| t.parse::<f64>().map_err(|_| bad(&format!("rollup total {t:?}")));
+    match entry {
+        [sum, n, rest @ ..] => Ok(Agg {
+            sum: num(sum)?,
+            n: n.parse().map_err(|_| bad("rollup count"))?,
+            max: rest.first().map(num).transpose()?,
+        }),
+        _ => Err(bad("rollup totals")),
+    }
+}
+
+/// The rollups of `metrics` from the scripts' totals JSON ('' when none), in scope order.
+fn rollups_from_json(rules: &Rules, json: &str, metrics: &BTreeSet<String>) -> Result<Vec<ScopeRollup>, StoreError> {
+    if json.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parsed: BTreeMap<String, TotalsJson> =
+        serde_json::from_str(json).map_err(|e| bad(&format!("rollup totals: {e}")))?;
+    let mut out = Vec::new();
+    for (scope, t) in parsed {
+        let scope = Scope::parse(&scope).ok_or_else(|| bad(&format!("scope {scope:?}")))?;
+        let metrics_totals =
+            t.m.iter().map(|(code, e)| Ok((code.clone(), agg(e)?))).collect::<Result<_, StoreError>>()?;
+        let totals = Totals { reporting: t.r, stale: t.s, metrics: metrics_totals };
+        out.push(rollup(rules, &scope, &totals, Some(metrics)));
+    }
+    out.sort_by(|a, b| a.scope.cmp(&b.scope));
+    Ok(out)
+}
+
 /// A stream entry: the event, the epoch it was written in, and the position of the event before it.
 struct Entry {
     event: Event,
@@ -237,15 +306,29 @@ struct Entry {
     prev: Position,
 }
 
-fn parse_entry(entry: &RValue) -> Result<Entry, StoreError> {
+fn parse_entry(rules: &Rules, entry: &RValue) -> Result<Entry, StoreError> {
     let parts = array(entry)?;
     let (id, fields) = match parts {
         [id, fields] => (text(id)?, pairs(fields)?),
         _ => return Err(bad("stream entry")),
     };
     let get = |k: &str| fields.get(k).cloned().ok_or_else(|| bad(&format!("event field {k}")));
+    let optional = |k: &str| fields.get(k).cloned().unwrap_or_default();
     let epoch = get("e")?;
     let prev = position(&get("prev")?)?;
+    let kind = match optional("k").as_str() {
+        "stale" => EventKind::Stale,
+        _ => EventKind::Report,
+    };
+    let changes = parse_changes(&get("ch")?)?;
+    let derived: Derived = match optional("d").as_str() {
+        "" => Derived::default(),
+        json => serde_json::from_str(json).map_err(|e| bad(&format!("derived: {e}")))?,
+    };
+    let metrics = match kind {
+        EventKind::Report => crate::rollup_metrics(rules, &changes),
+        EventKind::Stale => BTreeSet::new(),
+    };
     let event = Event {
         cursor: Cursor::new(epoch.clone(), position(&id)?),
         provider: get("p")?,
@@ -255,9 +338,12 @@ fn parse_entry(entry: &RValue) -> Result<Entry, StoreError> {
         observed_at: ms(&get("obs")?)?,
         received_at: ms(&get("rcv")?)?,
         live: get("live")? == "1",
-        changes: parse_changes(&get("ch")?)?,
+        rollups: rollups_from_json(rules, &optional("agg"), &metrics)?,
+        changes,
         narrative: opt(get("nar")?),
         source: opt(get("src")?),
+        kind,
+        derived,
     };
     Ok(Entry { event, epoch, prev })
 }
@@ -265,9 +351,9 @@ fn parse_entry(entry: &RValue) -> Result<Entry, StoreError> {
 /// The entries sitrep can read, in order. Anything else in the stream (written by someone else, or damaged) is
 /// skipped with a warning: the predecessor links between sitrep's own entries still prove nothing of sitrep's was
 /// missed, and a stray entry must neither stall readers nor reset them over and over.
-fn own_entries(raw: &[RValue]) -> Vec<Entry> {
+fn own_entries(rules: &Rules, raw: &[RValue]) -> Vec<Entry> {
     raw.iter()
-        .filter_map(|e| match parse_entry(e) {
+        .filter_map(|e| match parse_entry(rules, e) {
             Ok(entry) => Some(entry),
             Err(error) => {
                 tracing::warn!(%error, "skipping an entry of the event stream that sitrep did not write");
@@ -370,7 +456,7 @@ impl RedisStore {
         if after.pos > head {
             return Ok(Read::Reset(ResetReason::Ahead));
         }
-        let entries = own_entries(array(&entries)?);
+        let entries = own_entries(&self.options.rules, array(&entries)?);
         if entries.is_empty() && after.pos < head {
             // Everything after the cursor has been trimmed.
             return Ok(Read::Reset(ResetReason::TooOld));
@@ -393,7 +479,7 @@ impl RedisStore {
             }
             let raw = self.xread(from, max, left).await?;
             let Some(last) = raw.last() else { return Ok(Vec::new()) };
-            let own = own_entries(&raw);
+            let own = own_entries(&self.options.rules, &raw);
             if !own.is_empty() {
                 return Ok(own);
             }
@@ -444,14 +530,114 @@ impl RedisStore {
     }
 }
 
-#[async_trait]
-impl Store for RedisStore {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
+/// Attempts at applying a report whose provider changed between read and write, before giving up.
+const MAX_CONFLICTS: usize = 16;
 
-    async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
+/// A provider's stored state as `prior.lua` and `snapshot.lua` return it.
+struct Prior {
+    /// The version `apply.lua` checks ('' before the provider's first report).
+    version: String,
+    live: Option<ProviderLive>,
+}
+
+impl Prior {
+    fn parse(provider: &str, meta: &RValue, state: &RValue, alerts: &RValue) -> Result<Self, StoreError> {
+        let meta = pairs(meta)?;
+        let version = meta.get("ver").cloned().unwrap_or_default();
+        if !meta.contains_key("period") {
+            return Ok(Prior { version, live: None });
+        }
+        let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(&format!("meta field {k}")));
+        let mut readings = BTreeMap::new();
+        for (metric, encoded) in pairs(state)? {
+            let mut parts = encoded.splitn(3, '|');
+            let (Some(v), Some(period), Some(observed)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(bad("reading"));
+            };
+            readings
+                .insert(metric, Reading { value: decode_value(v)?, period: ms(period)?, observed_at: ms(observed)? });
+        }
+        let mut open = array(alerts)?
+            .iter()
+            .map(|a| serde_json::from_str(&text(a)?).map_err(|e| bad(&format!("alert: {e}"))))
+            .collect::<Result<Vec<Alert>, StoreError>>()?;
+        open.sort_by(|a, b| a.key.cmp(&b.key));
+        let live = ProviderLive {
+            provider: provider.to_owned(),
+            site: opt(get("site")?),
+            readings,
+            period: ms(&get("period")?)?,
+            revision: get("revision")?.parse().map_err(|_| bad("revision"))?,
+            observed_at: ms(&get("observed")?)?,
+            received_at: ms(&get("received")?)?,
+            narrative: opt(get("narrative")?),
+            source: opt(get("source")?),
+            stale: meta.get("stale").is_some_and(|s| s == "1"),
+            alerts: open,
+        };
+        Ok(Prior { version, live: Some(live) })
+    }
+}
+
+impl RedisStore {
+    /// One attempt: read the provider, derive, write if it has not changed meanwhile. `None` on a conflict.
+    async fn try_apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Option<Applied>, StoreError> {
+        let rules = &self.options.rules;
         let p = report.provider();
+        let mut conn = self.conn.clone();
+        let reply: RValue = self
+            .scripts
+            .prior
+            .key(self.keys.of("meta", p))
+            .key(self.keys.of("state", p))
+            .key(self.keys.of("alerts", p))
+            .key(self.keys.of("hist", p))
+            .key(self.keys.of("histidx", p))
+            .arg(report.period().millis())
+            .arg(report.revision())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let [meta, state, alerts, previous] = array(&reply)? else { return Err(bad("prior reply")) };
+        let prior = Prior::parse(p, meta, state, alerts)?;
+        let fresh = sitrep_core::state::is_newer(report.period(), report.revision(), prior.live.as_ref());
+        let before = prior.live.as_ref().map(ProviderLive::values);
+        let mut derived = Derived::default();
+        let changes = if fresh {
+            let changes = diff(|code| before.as_ref().and_then(|v| v.get(code)), report);
+            let mut after = before.clone().unwrap_or_default();
+            after.extend(report.values().iter().map(|(k, v)| (k.clone(), *v)));
+            let open = prior.live.as_ref().map(|l| l.alerts.as_slice()).unwrap_or_default();
+            derived = derive::report(rules, p, Before { values: before.as_ref(), open }, &after, &changes, received_at);
+            changes
+        } else {
+            let previous = match text(previous)?.as_str() {
+                "" => BTreeMap::new(),
+                json => {
+                    let r: RecordJson = serde_json::from_str(json).map_err(|e| bad(&format!("history record: {e}")))?;
+                    r.v.iter().map(|(k, v)| Ok((k.clone(), decode_value(v)?))).collect::<Result<_, StoreError>>()?
+                }
+            };
+            diff(|code| previous.get(code), report)
+        };
+        let metrics = crate::rollup_metrics(rules, &changes);
+        let want: Vec<String> = inputs(&rules.catalogue, &metrics).into_iter().collect();
+        let max: Vec<&str> = changes
+            .iter()
+            .map(|c| c.metric.as_str())
+            .chain(want.iter().map(String::as_str))
+            .filter(|m| rules.catalogue.get(m).is_some_and(|m| m.rollup == Rollup::Max))
+            .collect();
+        let scopes: Vec<String> = rules.scopes_of(p).iter().map(Scope::to_string).collect();
+        let roll = serde_json::json!({ "scopes": scopes, "max": max, "want": want });
+        let raise: Vec<(String, String)> = derived
+            .raised
+            .iter()
+            .map(|a| (a.key.clone(), serde_json::to_string(a).expect("alerts serialise")))
+            .collect();
+        let clear: Vec<&str> = derived.cleared.iter().map(|a| a.key.as_str()).collect();
+        let alerts = serde_json::json!({ "clear": clear, "raise": raise });
+
         let mut invocation = self.scripts.apply.prepare_invoke();
         invocation
             .key(self.keys.of("state", p))
@@ -462,6 +648,9 @@ impl Store for RedisStore {
             .key(&self.keys.epoch)
             .key(&self.keys.providers)
             .key(&self.keys.head)
+            .key(self.keys.of("alerts", p))
+            .key(&self.keys.lastseen)
+            .key(&self.keys.stale)
             .arg(p)
             .arg(report.site().unwrap_or(""))
             .arg(report.period().millis())
@@ -473,35 +662,71 @@ impl Store for RedisStore {
             .arg(self.options.event_log_max_len)
             .arg(self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default())
             .arg(self.options.retention_hours * Timestamp::HOUR_MS)
-            .arg(Self::new_epoch());
+            .arg(Self::new_epoch())
+            .arg(&prior.version)
+            .arg(if fresh { "1" } else { "0" })
+            .arg(encode_changes(&changes))
+            .arg(if derived.is_empty() { String::new() } else { serde_json::to_string(&derived).expect("serialises") })
+            .arg(alerts.to_string())
+            .arg(roll.to_string())
+            .arg(&self.keys.prefix);
         for (code, value) in report.values() {
             invocation.arg(code).arg(encode_value(*value));
         }
-        let mut conn = self.conn.clone();
         let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
-        let parts = array(&reply)?;
-        match parts {
+        match array(&reply)? {
             [kind, epoch, id] if text(kind)? == "duplicate" => {
                 let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
-                Ok(Applied::Duplicate { cursor: Some(cursor) })
+                Ok(Some(Applied::Duplicate { cursor: Some(cursor) }))
             }
-            [kind, epoch, id, live, changes] if text(kind)? == "accepted" => {
+            [kind, _] if text(kind)? == "conflict" => Ok(None),
+            [kind, epoch, id, totals] if text(kind)? == "accepted" => {
                 let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
-                let changes = parse_changes(&text(changes)?)?;
-                Ok(Applied::Accepted(event(report, received_at, int(live)? == 1, changes, cursor)))
+                let rollups = rollups_from_json(rules, &text(totals)?, &metrics)?;
+                let mut ev = event(report, received_at, fresh, changes, cursor);
+                ev.derived = derived;
+                ev.rollups = rollups;
+                Ok(Some(Applied::Accepted(ev)))
             }
             _ => Err(bad("apply reply")),
         }
     }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
+        // Conflicts need the same provider changed between our read and our write: another replica taking a
+        // retry of the same feed, or the clock marking it stale. A few attempts settle it.
+        for _ in 0..MAX_CONFLICTS {
+            if let Some(applied) = self.try_apply(report, received_at).await? {
+                return Ok(applied);
+            }
+        }
+        Err(StoreError::Unavailable {
+            message: format!("redis: provider {} kept changing while its report was applied", report.provider()),
+            source: None,
+        })
+    }
 
     async fn snapshot(&self, selection: &Selection) -> Result<Snapshot, StoreError> {
+        let rules = &self.options.rules;
+        let scopes: Vec<String> = crate::snapshot_scopes(rules, selection).iter().map(Scope::to_string).collect();
+        let max_metrics: Vec<&str> =
+            rules.catalogue.metrics().filter(|m| m.rollup == Rollup::Max).map(|m| m.code.as_str()).collect();
         let mut invocation = self.scripts.snapshot.prepare_invoke();
         invocation
             .key(&self.keys.providers)
             .key(&self.keys.head)
             .key(&self.keys.epoch)
             .arg(Self::new_epoch())
-            .arg(&self.keys.prefix);
+            .arg(&self.keys.prefix)
+            .arg(serde_json::to_string(&scopes).expect("strings serialise"))
+            .arg(serde_json::to_string(&max_metrics).expect("strings serialise"));
         if let Selection::Only(set) = selection {
             if set.is_empty() {
                 // No provider selected: still answer with the cursor, from an empty selection.
@@ -513,38 +738,43 @@ impl Store for RedisStore {
         }
         let mut conn = self.conn.clone();
         let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
-        let [epoch, last, providers] = array(&reply)? else { return Err(bad("snapshot reply")) };
+        let [epoch, last, providers, totals] = array(&reply)? else { return Err(bad("snapshot reply")) };
         let cursor = Cursor::new(text(epoch)?, position(&text(last)?)?);
         let mut out = Vec::new();
         for p in array(providers)? {
-            let [code, meta, state] = array(p)? else { return Err(bad("snapshot provider")) };
-            let meta = pairs(meta)?;
-            let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(&format!("meta field {k}")));
-            let mut readings = BTreeMap::new();
-            for (metric, encoded) in pairs(state)? {
-                let mut parts = encoded.splitn(3, '|');
-                let (Some(v), Some(period), Some(observed)) = (parts.next(), parts.next(), parts.next()) else {
-                    return Err(bad("reading"));
-                };
-                readings.insert(
-                    metric,
-                    Reading { value: decode_value(v)?, period: ms(period)?, observed_at: ms(observed)? },
-                );
-            }
-            out.push(ProviderLive {
-                provider: text(code)?,
-                site: opt(get("site")?),
-                readings,
-                period: ms(&get("period")?)?,
-                revision: get("revision")?.parse().map_err(|_| bad("revision"))?,
-                observed_at: ms(&get("observed")?)?,
-                received_at: ms(&get("received")?)?,
-                narrative: opt(get("narrative")?),
-                source: opt(get("source")?),
-            });
+            let [code, meta, state, alerts] = array(p)? else { return Err(bad("snapshot provider")) };
+            let code = text(code)?;
+            let prior = Prior::parse(&code, meta, state, alerts)?;
+            out.push(prior.live.ok_or_else(|| bad("snapshot provider without state"))?);
         }
         out.sort_by(|a, b| a.provider.cmp(&b.provider));
-        Ok(Snapshot { cursor, providers: out })
+        let mut rollups = Vec::new();
+        for t in array(totals)? {
+            let [scope, fields, maxes] = array(t)? else { return Err(bad("snapshot totals")) };
+            let scope = text(scope)?;
+            let scope = Scope::parse(&scope).ok_or_else(|| bad(&format!("scope {scope:?}")))?;
+            let mut totals = Totals::default();
+            for (field, value) in pairs(fields)? {
+                let Some((metric, part)) = field.rsplit_once('|') else { continue };
+                let count = || value.parse::<u32>().map_err(|_| bad(&format!("rollup count {value:?}")));
+                match (metric, part) {
+                    ("", "reporting") => totals.reporting = count()?,
+                    ("", "stale") => totals.stale = count()?,
+                    (m, "n") => totals.metrics.entry(m.to_owned()).or_default().n = count()?,
+                    (m, "s") => {
+                        totals.metrics.entry(m.to_owned()).or_default().sum =
+                            value.parse().map_err(|_| bad(&format!("rollup sum {value:?}")))?
+                    }
+                    _ => {}
+                }
+            }
+            for (metric, max) in pairs(maxes)? {
+                totals.metrics.entry(metric).or_default().max =
+                    Some(max.parse().map_err(|_| bad(&format!("rollup max {max:?}")))?);
+            }
+            rollups.push(rollup(rules, &scope, &totals, None));
+        }
+        Ok(Snapshot { cursor, providers: out, rollups })
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
@@ -599,6 +829,115 @@ impl Store for RedisStore {
             });
         }
         out.sort_by_key(|h| (h.period, h.revision));
+        Ok(out)
+    }
+
+    async fn check_stale(&self, now: Timestamp) -> Result<Vec<Event>, StoreError> {
+        let rules = &self.options.rules;
+        let mut conn = self.conn.clone();
+        let (seen, stale): (Vec<(String, f64)>, Vec<String>) = redis::pipe()
+            .cmd("ZRANGE")
+            .arg(&self.keys.lastseen)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .cmd("SMEMBERS")
+            .arg(&self.keys.stale)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let stale: BTreeSet<String> = stale.into_iter().collect();
+        let mut events = Vec::new();
+        for (provider, last) in seen {
+            let last = Timestamp::from_millis(last as i64);
+            if stale.contains(&provider)
+                || rules.directory.provider(&provider).is_none()
+                || !derive::is_stale(rules, &provider, last, now)
+            {
+                continue;
+            }
+            let alert = derive::stale_alert(rules, &provider, last, now);
+            let derived = Derived { raised: vec![alert.clone()], ..Default::default() };
+            let scopes: Vec<String> = rules.scopes_of(&provider).iter().map(Scope::to_string).collect();
+            let deadline = now.add_millis(-(rules.stale_after(&provider).as_millis().min(i64::MAX as u128) as i64));
+            let reply: RValue = self
+                .scripts
+                .stale
+                .key(self.keys.of("meta", &provider))
+                .key(self.keys.of("alerts", &provider))
+                .key(&self.keys.events)
+                .key(&self.keys.epoch)
+                .key(&self.keys.head)
+                .key(&self.keys.stale)
+                .arg(&provider)
+                .arg(deadline.millis())
+                .arg(&alert.key)
+                .arg(serde_json::to_string(&alert).expect("alerts serialise"))
+                .arg(serde_json::to_string(&derived).expect("derived serialises"))
+                .arg(serde_json::to_string(&scopes).expect("strings serialise"))
+                .arg(Self::new_epoch())
+                .arg(self.options.event_log_max_len)
+                .arg(self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default())
+                .arg(now.millis())
+                .arg(&self.keys.prefix)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            match array(&reply)? {
+                [kind, ..] if text(kind)? == "no" => {}
+                [kind, epoch, id, totals] if text(kind)? == "stale" => {
+                    let live = self.snapshot(&Selection::Only([provider.clone()].into())).await?;
+                    let Some(p) = live.providers.into_iter().next() else { continue };
+                    events.push(Event {
+                        cursor: Cursor::new(text(epoch)?, position(&text(id)?)?),
+                        provider: provider.clone(),
+                        site: None,
+                        period: p.period,
+                        revision: p.revision,
+                        observed_at: p.observed_at,
+                        received_at: now,
+                        live: false,
+                        changes: Vec::new(),
+                        narrative: None,
+                        source: None,
+                        kind: EventKind::Stale,
+                        derived,
+                        rollups: rollups_from_json(rules, &text(totals)?, &BTreeSet::new())?,
+                    });
+                }
+                _ => return Err(bad("stale reply")),
+            }
+        }
+        Ok(events)
+    }
+
+    async fn alerts(&self, selection: &Selection) -> Result<Vec<Alert>, StoreError> {
+        let providers: Vec<&str> = self
+            .options
+            .rules
+            .directory
+            .providers()
+            .map(|p| p.code.as_str())
+            .filter(|p| selection.contains(p))
+            .collect();
+        if providers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for p in &providers {
+            pipe.cmd("HVALS").arg(self.keys.of("alerts", p));
+        }
+        let mut conn = self.conn.clone();
+        let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        for list in lists {
+            let mut alerts = list
+                .iter()
+                .map(|json| serde_json::from_str(json).map_err(|e| bad(&format!("alert: {e}"))))
+                .collect::<Result<Vec<Alert>, StoreError>>()?;
+            alerts.sort_by(|a, b| a.key.cmp(&b.key));
+            out.extend(alerts);
+        }
         Ok(out)
     }
 }

@@ -1,0 +1,594 @@
+//! What people decide on, derived from a provider's figures: derived metrics, RAG ratings, the computed OPEL level
+//! and the alerts a report raises or clears.
+//!
+//! Everything here is a pure function of the provider's values before and after a report (and the open alerts),
+//! so every store computes the same thing inside its one atomic step and every subscriber sees the same numbers.
+//! Rollups across providers are in [`crate::rollup`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{Alert, AlertKind, Severity};
+use crate::catalogue::{Formula, OPEL_METRIC};
+use crate::opel::Assessment;
+use crate::rag::{Rag, rate};
+use crate::rules::Rules;
+use crate::state::MetricChange;
+use crate::{Catalogue, Timestamp, Value};
+
+/// A provider's numbers: every reported metric that has one, and every derived metric that can be computed.
+pub fn figures(catalogue: &Catalogue, values: &BTreeMap<String, Value>) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = values
+        .iter()
+        .filter_map(|(code, v)| match v {
+            Value::Number(n) => Some((code.clone(), *n)),
+            Value::Absent(_) => None,
+        })
+        .collect();
+    for d in catalogue.derived_metrics() {
+        let [a, b] = d.formula.inputs();
+        if let (Some(a), Some(b)) = (out.get(a), out.get(b))
+            && let Some(v) = d.formula.apply(*a, *b)
+        {
+            out.insert(d.code.clone(), v);
+        }
+    }
+    out
+}
+
+/// What `min_capacity` compares with for `metric`: a ratio's denominator, or the count a count is bounded by.
+fn capacity(catalogue: &Catalogue, metric: &str, figures: &BTreeMap<String, f64>) -> Option<f64> {
+    if let Some(d) = catalogue.derived(metric) {
+        return match &d.formula {
+            Formula::Ratio { denominator, .. } => figures.get(denominator).copied(),
+            Formula::Difference { .. } => None,
+        };
+    }
+    catalogue.get(metric)?.at_most.as_ref().and_then(|bound| figures.get(bound).copied())
+}
+
+/// The rating of every rated figure of `provider`.
+pub fn ratings(rules: &Rules, provider: &str, figures: &BTreeMap<String, f64>) -> BTreeMap<String, Rag> {
+    figures
+        .iter()
+        .filter_map(|(code, v)| {
+            let rule = rules.rag_rule(Some(provider), code)?;
+            Some((code.clone(), rate(&rule, *v, capacity(&rules.catalogue, code, figures))?))
+        })
+        .collect()
+}
+
+/// One figure of a provider with its rating.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    pub metric: String,
+    /// None when the figure no longer has a value.
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag: Option<Rag>,
+}
+
+/// A provider's OPEL level: declared by the provider and computed by sitrep, each when known.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Opel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed: Option<Assessment>,
+}
+
+impl Opel {
+    /// Both levels are known and they differ: itself a signal worth a look.
+    pub fn mismatch(&self) -> bool {
+        matches!((self.declared, &self.computed), (Some(d), Some(c)) if d != c.level)
+    }
+}
+
+/// What a report (or the clock) changed in a provider's derived picture.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Derived {
+    /// Figures (reported or derived) whose value or rating changed, as they are now, in metric order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
+    /// The provider's OPEL levels, when either changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opel: Option<Opel>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raised: Vec<Alert>,
+    /// The alerts this closed, as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleared: Vec<Alert>,
+}
+
+impl Derived {
+    pub fn is_empty(&self) -> bool {
+        self.figures.is_empty() && self.opel.is_none() && self.raised.is_empty() && self.cleared.is_empty()
+    }
+}
+
+/// A provider's whole derived picture from its live values: every figure with its rating, and its OPEL levels.
+pub fn provider_view(rules: &Rules, provider: &str, values: &BTreeMap<String, Value>) -> (Vec<Figure>, Opel) {
+    let f = figures(&rules.catalogue, values);
+    let r = ratings(rules, provider, &f);
+    let list = f.iter().map(|(m, v)| Figure { metric: m.clone(), value: Some(*v), rag: r.get(m).copied() }).collect();
+    (list, opel(rules, &f))
+}
+
+fn opel(rules: &Rules, figures: &BTreeMap<String, f64>) -> Opel {
+    Opel {
+        declared: figures.get(OPEL_METRIC).map(|v| *v as u32),
+        computed: rules.opel.as_ref().and_then(|f| f.assess(figures)),
+    }
+}
+
+/// A provider's state before a report, as far as derivation needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Before<'a> {
+    /// Its live values (None: it never reported).
+    pub values: Option<&'a BTreeMap<String, Value>>,
+    /// Its open alerts.
+    pub open: &'a [Alert],
+}
+
+/// A figure's label, for messages.
+fn label<'a>(catalogue: &'a Catalogue, metric: &'a str) -> &'a str {
+    catalogue
+        .get(metric)
+        .map(|m| m.label.as_str())
+        .or_else(|| catalogue.derived(metric).map(|d| d.label.as_str()))
+        .unwrap_or(metric)
+}
+
+/// A number as people read it: whole numbers plainly, others to one decimal, percentages with a `%`.
+pub fn show(catalogue: &Catalogue, metric: &str, value: f64) -> String {
+    let unit =
+        catalogue.get(metric).map(|m| m.unit.as_str()).or_else(|| catalogue.derived(metric).map(|d| d.unit.as_str()));
+    let text = if value.fract() == 0.0 && value.abs() < 1e15 { format!("{value:.0}") } else { format!("{value:.1}") };
+    match unit {
+        Some("percent") => format!("{text}%"),
+        _ => text,
+    }
+}
+
+/// What a live report changes in `provider`'s derived picture: figures and ratings, OPEL levels, and the alerts
+/// it raises (entering red, escalation, suspicious jumps, OPEL mismatch) and clears (leaving red, de-escalation,
+/// staleness, earlier jumps). `after` is the provider's live values once the report is applied; `changes` are the
+/// report's metric changes; `at` is when it was received.
+pub fn report(
+    rules: &Rules,
+    provider: &str,
+    before: Before<'_>,
+    after: &BTreeMap<String, Value>,
+    changes: &[MetricChange],
+    at: Timestamp,
+) -> Derived {
+    let c = &rules.catalogue;
+    let empty = BTreeMap::new();
+    let fb = figures(c, before.values.unwrap_or(&empty));
+    let fa = figures(c, after);
+    let rb = ratings(rules, provider, &fb);
+    let ra = ratings(rules, provider, &fa);
+    let mut out = Derived::default();
+
+    let codes: BTreeSet<&String> = fb.keys().chain(fa.keys()).collect();
+    for code in &codes {
+        if fb.get(*code) != fa.get(*code) || rb.get(*code) != ra.get(*code) {
+            out.figures.push(Figure {
+                metric: (*code).clone(),
+                value: fa.get(*code).copied(),
+                rag: ra.get(*code).copied(),
+            });
+        }
+    }
+
+    let open: BTreeMap<&str, &Alert> = before.open.iter().map(|a| (a.key.as_str(), a)).collect();
+    let raise = |out: &mut Derived, alert: Alert| out.raised.push(alert);
+    let clear = |out: &mut Derived, key: &str| {
+        if let Some(a) = open.get(key) {
+            out.cleared.push((*a).clone());
+        }
+    };
+
+    // Entering and leaving red.
+    let rated: BTreeSet<&str> = ra
+        .keys()
+        .chain(rb.keys())
+        .map(String::as_str)
+        .chain(before.open.iter().filter(|a| a.kind == AlertKind::Threshold).filter_map(|a| a.metric.as_deref()))
+        .collect();
+    for code in rated {
+        let key = Alert::key_for(AlertKind::Threshold, provider, Some(code));
+        let red = ra.get(code) == Some(&Rag::Red);
+        match (red, open.contains_key(key.as_str())) {
+            (true, false) => {
+                let value = fa[code];
+                let rule = rules.rag_rule(Some(provider), code).expect("rated metrics have a rule");
+                let beyond = match rule.direction {
+                    crate::catalogue::Direction::HigherIsWorse => "or more",
+                    crate::catalogue::Direction::LowerIsWorse => "or less",
+                };
+                let message = format!(
+                    "{provider}: {} is {}, in red (red at {} {beyond})",
+                    label(c, code),
+                    show(c, code, value),
+                    show(c, code, rule.red)
+                );
+                raise(
+                    &mut out,
+                    Alert::new(
+                        AlertKind::Threshold,
+                        Severity::Critical,
+                        provider,
+                        Some(code),
+                        Some(value),
+                        message,
+                        at,
+                    ),
+                );
+            }
+            (false, true) => clear(&mut out, &key),
+            _ => {}
+        }
+    }
+
+    // Escalation: the declared level went up (or was first declared at 3 or above); cleared when it comes down.
+    let declared_before = fb.get(OPEL_METRIC).copied();
+    let declared_after = fa.get(OPEL_METRIC).copied();
+    let key = Alert::key_for(AlertKind::Escalation, provider, None);
+    let raised = match (declared_before, declared_after) {
+        (Some(b), Some(a)) => a > b,
+        (None, Some(a)) => a >= 3.0,
+        _ => false,
+    };
+    let lowered = match (declared_before, declared_after) {
+        (Some(b), Some(a)) => a < b,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if raised || lowered {
+        clear(&mut out, &key);
+    }
+    if raised {
+        let a = declared_after.expect("raised");
+        let top = c.get(OPEL_METRIC).and_then(|m| m.max).map_or(4.0, f64::from);
+        let severity = if a >= top { Severity::Critical } else { Severity::Warning };
+        let was = declared_before.map_or_else(|| "none declared before".to_owned(), |b| format!("was {b}"));
+        let message = format!("{provider}: declared OPEL {a} ({was})");
+        raise(&mut out, Alert::new(AlertKind::Escalation, severity, provider, None, Some(a), message, at));
+    }
+
+    // Suspicious jumps: flagged, not refused. Earlier jump warnings close with this report unless it repeats them.
+    let mut jumped = BTreeSet::new();
+    for ch in changes {
+        let (Some(Value::Number(b)), Value::Number(a)) = (ch.before, ch.after) else { continue };
+        let Some(metric) = c.get(&ch.metric) else { continue };
+        let Some(fraction) = metric.jump else { continue };
+        let cap = metric.at_most.as_ref().and_then(|bound| fa.get(bound).copied()).unwrap_or(a.max(b));
+        if cap > 0.0 && (a - b).abs() > fraction * cap {
+            let key = Alert::key_for(AlertKind::Jump, provider, Some(&ch.metric));
+            clear(&mut out, &key);
+            jumped.insert(key);
+            let message = format!(
+                "{provider}: {} moved from {} to {} since the previous report, more than {:.0}% of capacity ({}); accepted, please check",
+                metric.label,
+                show(c, &ch.metric, b),
+                show(c, &ch.metric, a),
+                fraction * 100.0,
+                show(c, &ch.metric, cap)
+            );
+            raise(
+                &mut out,
+                Alert::new(AlertKind::Jump, Severity::Warning, provider, Some(&ch.metric), Some(a), message, at),
+            );
+        }
+    }
+    for a in before.open.iter().filter(|a| a.kind == AlertKind::Jump && !jumped.contains(&a.key)) {
+        out.cleared.push(a.clone());
+    }
+
+    // A report ends staleness.
+    clear(&mut out, &Alert::key_for(AlertKind::Stale, provider, None));
+
+    // OPEL: declared and computed, and whether they disagree.
+    let ob = opel(rules, &fb);
+    let oa = opel(rules, &fa);
+    let level = |o: &Opel| (o.declared, o.computed.as_ref().map(|c| (c.level, c.score.to_bits())));
+    if level(&ob) != level(&oa) {
+        out.opel = Some(oa.clone());
+    }
+    let key = Alert::key_for(AlertKind::OpelMismatch, provider, None);
+    let open_mismatch = open.get(key.as_str()).copied();
+    let now_level = (oa.declared, oa.computed.as_ref().map(|c| c.level));
+    let stale_mismatch = open_mismatch
+        .is_some_and(|_| level(&ob).0 != now_level.0 || ob.computed.as_ref().map(|c| c.level) != now_level.1);
+    if open_mismatch.is_some() && (!oa.mismatch() || stale_mismatch) {
+        clear(&mut out, &key);
+    }
+    if oa.mismatch() && (open_mismatch.is_none() || stale_mismatch) {
+        let computed = oa.computed.as_ref().expect("mismatch has both");
+        let message = format!(
+            "{provider}: declared OPEL {} but its figures compute OPEL {} ({})",
+            oa.declared.expect("mismatch has both"),
+            computed.level,
+            computed.explain()
+        );
+        raise(
+            &mut out,
+            Alert::new(
+                AlertKind::OpelMismatch,
+                Severity::Warning,
+                provider,
+                None,
+                Some(f64::from(computed.level)),
+                message,
+                at,
+            ),
+        );
+    }
+    out
+}
+
+/// Whether a provider whose last live report was received at `last` is stale at `now`.
+pub fn is_stale(rules: &Rules, provider: &str, last: Timestamp, now: Timestamp) -> bool {
+    let after = rules.stale_after(provider).as_millis().min(i64::MAX as u128) as i64;
+    now >= last.add_millis(after)
+}
+
+/// The alert raised when a provider goes quiet.
+pub fn stale_alert(rules: &Rules, provider: &str, last: Timestamp, now: Timestamp) -> Alert {
+    let (cadence, grace) = rules.cadence(provider);
+    let message = format!(
+        "{provider}: no report since {last} (expected every {}, with {} grace)",
+        humantime::format_duration(cadence),
+        humantime::format_duration(grace)
+    );
+    Alert::new(AlertKind::Stale, Severity::Critical, provider, None, None, message, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::diff;
+    use crate::{AbsentReason, Limits, Report, validate};
+
+    fn values(list: &[(&str, f64)]) -> BTreeMap<String, Value> {
+        list.iter().map(|(c, v)| (c.to_string(), Value::Number(*v))).collect()
+    }
+
+    /// Applies `report` on top of `before` the way a store does, and derives.
+    fn derive(rules: &Rules, before: &BTreeMap<String, Value>, report: &[(&str, f64)], open: &[Alert]) -> Derived {
+        let now = Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap();
+        let r = Report {
+            provider: "RJ7".into(),
+            period: Some(now.hour_start()),
+            revision: 1,
+            observed_at: Some(now),
+            values: report.iter().map(|(c, v)| (c.to_string(), (*v).into())).collect(),
+            ..Default::default()
+        };
+        let valid = validate(&r, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap();
+        let changes = diff(|code| before.get(code), &valid);
+        let mut after = before.clone();
+        after.extend(valid.values().clone());
+        let b = Before { values: (!before.is_empty()).then_some(before), open };
+        report_derived(rules, b, &after, &changes, now)
+    }
+
+    fn report_derived(
+        rules: &Rules,
+        before: Before<'_>,
+        after: &BTreeMap<String, Value>,
+        changes: &[MetricChange],
+        at: Timestamp,
+    ) -> Derived {
+        report(rules, "RJ7", before, after, changes, at)
+    }
+
+    fn keys(alerts: &[Alert]) -> Vec<&str> {
+        alerts.iter().map(|a| a.key.as_str()).collect()
+    }
+
+    #[test]
+    fn figures_include_derived_metrics_and_ratings_use_capacity() {
+        let rules = Rules::demo();
+        let v = values(&[
+            ("beds.cc_adult.open", 20.0),
+            ("beds.cc_adult.occupied", 19.0),
+            ("beds.cc_paed.open", 3.0),
+            ("beds.cc_paed.occupied", 3.0),
+        ]);
+        let f = figures(&rules.catalogue, &v);
+        assert_eq!(f["beds.cc_adult.occupancy"], 95.0);
+        assert_eq!(f["beds.cc_adult.free"], 1.0);
+        let r = ratings(&rules, "RJ7", &f);
+        assert_eq!(r["beds.cc_adult.occupancy"], Rag::Red);
+        assert_eq!(r["beds.cc_adult.free"], Rag::Amber);
+        // Three paediatric beds is below the minimum capacity of 4: full, but not rated on its percentage.
+        assert_eq!(f["beds.cc_paed.occupancy"], 100.0);
+        assert!(!r.contains_key("beds.cc_paed.occupancy"));
+        assert_eq!(r["beds.cc_paed.free"], Rag::Red, "absolute free beds still rate");
+    }
+
+    #[test]
+    fn alerts_raised_and_cleared_by_reports() {
+        let rules = Rules::demo();
+        let base = values(&[("beds.cc_adult.open", 20.0), ("beds.cc_adult.occupied", 15.0), ("opel.level", 2.0)]);
+        let red = Alert::new(
+            AlertKind::Threshold,
+            Severity::Critical,
+            "RJ7",
+            Some("beds.cc_adult.occupancy"),
+            Some(95.0),
+            "x".into(),
+            Timestamp(0),
+        );
+        let stale = Alert::new(AlertKind::Stale, Severity::Critical, "RJ7", None, None, "x".into(), Timestamp(0));
+        let jump = Alert::new(
+            AlertKind::Jump,
+            Severity::Warning,
+            "RJ7",
+            Some("beds.cc_adult.occupied"),
+            None,
+            "x".into(),
+            Timestamp(0),
+        );
+        let esc =
+            Alert::new(AlertKind::Escalation, Severity::Warning, "RJ7", None, Some(3.0), "x".into(), Timestamp(0));
+        type Case<'a> = (&'a str, &'a [(&'a str, f64)], Vec<Alert>, &'a [&'a str], &'a [&'a str]);
+        let cases: Vec<Case> = vec![
+            ("into red", &[("beds.cc_adult.occupied", 19.0)], vec![], &["threshold:RJ7:beds.cc_adult.occupancy"], &[]),
+            (
+                "still red raises nothing",
+                &[("beds.cc_adult.occupied", 20.0)],
+                vec![red.clone()],
+                &["threshold:RJ7:beds.cc_adult.free"],
+                &[],
+            ),
+            (
+                "out of red clears",
+                &[("beds.cc_adult.occupied", 10.0)],
+                vec![red.clone()],
+                &[],
+                &["threshold:RJ7:beds.cc_adult.occupancy"],
+            ),
+            ("escalation raised", &[("opel.level", 3.0)], vec![], &["escalation:RJ7"], &[]),
+            ("escalation lowered clears", &[("opel.level", 1.0)], vec![esc.clone()], &[], &["escalation:RJ7"]),
+            ("a report clears stale", &[("opel.level", 2.0)], vec![stale.clone()], &[], &["stale:RJ7"]),
+            (
+                "jump of more than half capacity",
+                &[("beds.cc_adult.occupied", 4.0)],
+                vec![],
+                &["jump:RJ7:beds.cc_adult.occupied"],
+                &[],
+            ),
+            ("exactly half is not a jump", &[("beds.cc_adult.occupied", 5.0)], vec![], &[], &[]),
+            (
+                "next report clears a jump",
+                &[("beds.cc_adult.occupied", 14.0)],
+                vec![jump.clone()],
+                &[],
+                &["jump:RJ7:beds.cc_adult.occupied"],
+            ),
+        ];
+        for (name, report, open, raised, cleared) in cases {
+            let d = derive(&rules, &base, report, &open);
+            let mut got_raised: Vec<&str> = keys(&d.raised);
+            got_raised.retain(|k| !k.starts_with("opel_mismatch"));
+            let mut want: Vec<&str> = raised.to_vec();
+            want.sort();
+            got_raised.sort();
+            assert_eq!(got_raised, want, "{name}: raised");
+            let mut got_cleared = keys(&d.cleared);
+            got_cleared.retain(|k| !k.starts_with("opel_mismatch"));
+            assert_eq!(got_cleared, cleared, "{name}: cleared");
+        }
+    }
+
+    #[test]
+    fn entering_red_names_the_figure_and_the_rule() {
+        let rules = Rules::demo();
+        let base = values(&[("beds.cc_adult.open", 20.0), ("beds.cc_adult.occupied", 15.0)]);
+        let d = derive(&rules, &base, &[("beds.cc_adult.occupied", 19.0)], &[]);
+        let a = d.raised.iter().find(|a| a.kind == AlertKind::Threshold).unwrap();
+        assert_eq!(a.message, "RJ7: Adult critical care occupancy is 95%, in red (red at 95% or more)");
+        assert_eq!(a.severity, Severity::Critical);
+        let f: Vec<(&str, Option<f64>, Option<Rag>)> =
+            d.figures.iter().map(|f| (f.metric.as_str(), f.value, f.rag)).collect();
+        assert_eq!(
+            f,
+            [
+                ("beds.cc_adult.free", Some(1.0), Some(Rag::Amber)),
+                ("beds.cc_adult.occupancy", Some(95.0), Some(Rag::Red)),
+                ("beds.cc_adult.occupied", Some(19.0), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn absent_values_end_ratings_and_their_alerts() {
+        let rules = Rules::demo();
+        let base = values(&[("beds.cc_adult.open", 20.0), ("beds.cc_adult.occupied", 19.0)]);
+        let red = Alert::new(
+            AlertKind::Threshold,
+            Severity::Critical,
+            "RJ7",
+            Some("beds.cc_adult.occupancy"),
+            Some(95.0),
+            "x".into(),
+            Timestamp(0),
+        );
+        let now = Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap();
+        let mut after = base.clone();
+        after.insert("beds.cc_adult.occupied".into(), Value::Absent(AbsentReason::NotAvailable));
+        let changes = [MetricChange {
+            metric: "beds.cc_adult.occupied".into(),
+            before: Some(Value::Number(19.0)),
+            after: Value::Absent(AbsentReason::NotAvailable),
+        }];
+        let d = report(&rules, "RJ7", Before { values: Some(&base), open: &[red] }, &after, &changes, now);
+        assert_eq!(keys(&d.cleared), ["threshold:RJ7:beds.cc_adult.occupancy"]);
+        assert!(d.figures.iter().any(|f| f.metric == "beds.cc_adult.occupancy" && f.value.is_none()));
+    }
+
+    #[test]
+    fn declared_and_computed_opel_and_their_mismatch() {
+        let rules = Rules::demo();
+        let calm = values(&[
+            ("beds.ga_adult.open", 100.0),
+            ("beds.ga_adult.occupied", 80.0),
+            ("beds.cc_adult.open", 20.0),
+            ("beds.cc_adult.occupied", 10.0),
+            ("ed.over_12h", 0.0),
+            ("ed.in_department", 40.0),
+            ("opel.level", 1.0),
+        ]);
+        let d = derive(&rules, &calm, &[("opel.level", 1.0)], &[]);
+        assert!(d.opel.is_none(), "nothing changed");
+        // Everything at its worst while the provider still declares OPEL 1: computed 4, a mismatch.
+        let d = derive(
+            &rules,
+            &calm,
+            &[("beds.ga_adult.occupied", 99.0), ("beds.cc_adult.occupied", 20.0), ("ed.over_12h", 35.0)],
+            &[],
+        );
+        let o = d.opel.as_ref().expect("levels changed");
+        assert_eq!(o.declared, Some(1));
+        let computed = o.computed.as_ref().unwrap();
+        assert_eq!(computed.level, 4);
+        assert!(computed.explain().starts_with("OPEL 4"), "{}", computed.explain());
+        let m = d.raised.iter().find(|a| a.kind == AlertKind::OpelMismatch).expect("mismatch raised");
+        assert!(m.message.starts_with("RJ7: declared OPEL 1 but its figures compute OPEL 4 (OPEL 4"), "{}", m.message);
+        // Declaring 4 resolves it.
+        let worst = {
+            let mut v = calm.clone();
+            v.extend(values(&[
+                ("beds.ga_adult.occupied", 99.0),
+                ("beds.cc_adult.occupied", 20.0),
+                ("ed.over_12h", 35.0),
+            ]));
+            v
+        };
+        let d = derive(&rules, &worst, &[("opel.level", 4.0)], &[m.clone()]);
+        assert_eq!(keys(&d.cleared), ["opel_mismatch:RJ7"]);
+        let escalation: Vec<&Alert> = d.raised.iter().filter(|a| a.kind == AlertKind::Escalation).collect();
+        assert_eq!(escalation.len(), 1);
+        assert_eq!(escalation[0].severity, Severity::Critical);
+        assert_eq!(escalation[0].message, "RJ7: declared OPEL 4 (was 1)");
+        assert!(!d.raised.iter().any(|a| a.kind == AlertKind::OpelMismatch));
+    }
+
+    #[test]
+    fn staleness_with_a_fake_clock() {
+        let rules = Rules::demo();
+        let last = Timestamp::parse_rfc3339("2026-11-27T14:05:00Z").unwrap();
+        let cases = [("15:19:59", false), ("15:20:00", true), ("16:00:00", true), ("14:05:00", false)];
+        for (time, stale) in cases {
+            let now = Timestamp::parse_rfc3339(&format!("2026-11-27T{time}Z")).unwrap();
+            assert_eq!(is_stale(&rules, "RJ7", last, now), stale, "at {time}");
+        }
+        let a = stale_alert(&rules, "RJ7", last, last.add_hours(2));
+        assert_eq!(a.key, "stale:RJ7");
+        assert_eq!(a.message, "RJ7: no report since 2026-11-27T14:05:00Z (expected every 1h, with 15m grace)");
+    }
+}

@@ -1,0 +1,285 @@
+//! [`Rules`]: everything the derived picture depends on, checked together once at start-up.
+//!
+//! The catalogue says how metrics roll up and where their RAG thresholds lie, the directory says who belongs to
+//! which system and region and which provider overrides which threshold, the OPEL framework says how a level is
+//! computed, and the staleness defaults say when a quiet provider counts as stale. Each is parsed on its own; only
+//! here can they be checked against each other (an override naming a metric the catalogue does not rate, a
+//! framework reading a metric that does not exist), so a bad combination fails at start-up naming the culprit.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::RagRule;
+use crate::opel::Framework;
+use crate::{Catalogue, ConfigError, Directory};
+
+/// Where a rollup applies: a system, a region, or the nation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    System,
+    Region,
+    Nation,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::System => "system",
+            Level::Region => "region",
+            Level::Nation => "nation",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Level::System, Level::Region, Level::Nation].into_iter().find(|l| l.as_str() == text)
+    }
+}
+
+/// One system, region or the nation, e.g. `system:QWE`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    pub level: Level,
+    pub code: String,
+}
+
+impl Scope {
+    pub fn new(level: Level, code: impl Into<String>) -> Self {
+        Scope { level, code: code.into() }
+    }
+
+    /// Parses `level:code` as written by `Display`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (level, code) = text.split_once(':')?;
+        Some(Scope::new(Level::parse(level)?, code))
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.level.as_str(), self.code)
+    }
+}
+
+/// When a provider that has gone quiet counts as stale, unless the directory says otherwise for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Staleness {
+    /// How often providers are expected to report.
+    pub cadence: Duration,
+    /// How late a report may be on top of that.
+    pub grace: Duration,
+}
+
+impl Default for Staleness {
+    fn default() -> Self {
+        Staleness { cadence: Duration::from_secs(3600), grace: Duration::from_secs(15 * 60) }
+    }
+}
+
+/// Catalogue, directory, OPEL framework and staleness, consistent with each other. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub catalogue: Arc<Catalogue>,
+    pub directory: Arc<Directory>,
+    /// The framework levels are computed by; `None` computes no level.
+    pub opel: Option<Arc<Framework>>,
+    pub staleness: Staleness,
+    /// Per provider: (cadence, grace) after applying the directory's overrides.
+    stale_after: std::collections::BTreeMap<String, (Duration, Duration)>,
+}
+
+impl Rules {
+    /// Checks the parts against each other; errors name the provider, metric or parameter at fault.
+    pub fn new(
+        catalogue: Arc<Catalogue>,
+        directory: Arc<Directory>,
+        opel: Option<Arc<Framework>>,
+        staleness: Staleness,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |what: &str, message: String| ConfigError::Invalid { what: what.to_owned(), message };
+        let mut stale_after = std::collections::BTreeMap::new();
+        for p in directory.providers() {
+            let duration = |field: &str, text: &Option<String>, default: Duration| match text {
+                None => Ok(default),
+                Some(t) => humantime::parse_duration(t).map_err(|e| {
+                    invalid(
+                        "directory",
+                        format!("provider {}: {field} {t:?} is not a duration like \"1h\": {e}", p.code),
+                    )
+                }),
+            };
+            let cadence = duration("cadence", &p.cadence, staleness.cadence)?;
+            let grace = duration("grace", &p.grace, staleness.grace)?;
+            if cadence.is_zero() {
+                return Err(invalid("directory", format!("provider {}: cadence must be above zero", p.code)));
+            }
+            stale_after.insert(p.code.clone(), (cadence, grace));
+            for (metric, o) in &p.rag {
+                let Some(base) = catalogue.rag_rule(metric) else {
+                    return Err(invalid(
+                        "directory",
+                        format!("provider {}: rag override for {metric:?}, which the catalogue does not rate", p.code),
+                    ));
+                };
+                if let Some(problem) = merge(base, o).problem() {
+                    return Err(invalid("directory", format!("provider {}: {metric}: {problem}", p.code)));
+                }
+            }
+        }
+        if let Some(f) = &opel {
+            f.check("opel framework", |code| catalogue.knows(code))?;
+        }
+        Ok(Rules { catalogue, directory, opel, staleness, stale_after })
+    }
+
+    /// The shipped catalogue and demo directory with the example OPEL framework and default staleness.
+    pub fn demo() -> Self {
+        Rules::new(
+            Arc::new(crate::profile::nhs_england_catalogue()),
+            Arc::new(crate::profile::demo_directory()),
+            Some(Arc::new(crate::opel::example_framework())),
+            Staleness::default(),
+        )
+        .expect("the shipped profile is consistent (checked by tests)")
+    }
+
+    /// The RAG thresholds for `metric`: the catalogue's, with `provider`'s overrides when given.
+    pub fn rag_rule(&self, provider: Option<&str>, metric: &str) -> Option<RagRule> {
+        let base = self.catalogue.rag_rule(metric)?;
+        let o = provider.and_then(|p| self.directory.provider(p)).and_then(|p| p.rag.get(metric));
+        Some(match o {
+            Some(o) => merge(base, o),
+            None => base.clone(),
+        })
+    }
+
+    /// How long after its last report a provider becomes stale: its cadence plus its grace.
+    pub fn stale_after(&self, provider: &str) -> Duration {
+        let (c, g) = self.stale_after.get(provider).copied().unwrap_or((self.staleness.cadence, self.staleness.grace));
+        c + g
+    }
+
+    /// The provider's expected cadence and grace.
+    pub fn cadence(&self, provider: &str) -> (Duration, Duration) {
+        self.stale_after.get(provider).copied().unwrap_or((self.staleness.cadence, self.staleness.grace))
+    }
+
+    /// The system, region and nation a provider rolls up into (empty for a provider not in the directory).
+    pub fn scopes_of(&self, provider: &str) -> Vec<Scope> {
+        let Some(p) = self.directory.provider(provider) else { return Vec::new() };
+        let mut out = vec![Scope::new(Level::System, &p.system)];
+        if let Some(s) = self.directory.system(&p.system) {
+            out.push(Scope::new(Level::Region, &s.region));
+        }
+        out.push(Scope::new(Level::Nation, &self.directory.nation().code));
+        out
+    }
+
+    /// Every scope: each system, each region, then the nation.
+    pub fn scopes(&self) -> Vec<Scope> {
+        let d = &self.directory;
+        let mut out: Vec<Scope> = d.systems().map(|s| Scope::new(Level::System, &s.code)).collect();
+        out.extend(d.regions().map(|r| Scope::new(Level::Region, &r.code)));
+        out.push(Scope::new(Level::Nation, &d.nation().code));
+        out
+    }
+
+    /// Whether `provider` rolls up into `scope`.
+    pub fn in_scope(&self, provider: &str, scope: &Scope) -> bool {
+        let Some(p) = self.directory.provider(provider) else { return false };
+        match scope.level {
+            Level::Nation => scope.code == self.directory.nation().code,
+            Level::System => p.system == scope.code,
+            Level::Region => self.directory.system(&p.system).is_some_and(|s| s.region == scope.code),
+        }
+    }
+
+    /// How many providers the directory places in `scope`.
+    pub fn providers_in(&self, scope: &Scope) -> u32 {
+        self.directory.providers().filter(|p| self.in_scope(&p.code, scope)).count() as u32
+    }
+
+    /// A scope's name for people, e.g. "South West London ICB".
+    pub fn scope_name(&self, scope: &Scope) -> String {
+        let d = &self.directory;
+        match scope.level {
+            Level::System => d.system(&scope.code).map(|s| s.name.clone()),
+            Level::Region => d.region(&scope.code).map(|r| r.name.clone()),
+            Level::Nation => Some(d.nation().name.clone()),
+        }
+        .unwrap_or_else(|| scope.code.clone())
+    }
+}
+
+fn merge(base: &RagRule, o: &crate::directory::RagOverride) -> RagRule {
+    RagRule {
+        direction: o.direction.unwrap_or(base.direction),
+        amber: o.amber.unwrap_or(base.amber),
+        red: o.red.unwrap_or(base.red),
+        min_capacity: o.min_capacity.or(base.min_capacity),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directory(extra: &str) -> Directory {
+        let text = format!(
+            "[nation]\ncode = \"ENG\"\nname = \"England\"\n[[region]]\ncode = \"R\"\nname = \"r\"\n\
+             [[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n\
+             [[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"S\"\nkind = \"acute\"\n{extra}"
+        );
+        Directory::from_toml("t", &text).unwrap()
+    }
+
+    fn rules(extra: &str) -> Result<Rules, String> {
+        let catalogue = Arc::new(crate::profile::nhs_england_catalogue());
+        Rules::new(catalogue, Arc::new(directory(extra)), None, Staleness::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn provider_overrides_replace_only_the_fields_they_name() {
+        let r = rules("[provider.rag.\"beds.cc_adult.occupancy\"]\nred = 100\namber = 90\n").unwrap();
+        let own = r.rag_rule(Some("P"), "beds.cc_adult.occupancy").unwrap();
+        assert_eq!((own.amber, own.red, own.min_capacity), (90.0, 100.0, Some(6.0)));
+        let base = r.rag_rule(None, "beds.cc_adult.occupancy").unwrap();
+        assert_eq!((base.amber, base.red), (85.0, 95.0));
+        assert!(r.rag_rule(Some("P"), "flow.discharges").is_none(), "not rated");
+    }
+
+    #[test]
+    fn inconsistent_overrides_and_durations_are_rejected_by_name() {
+        let cases = [
+            ("[provider.rag.\"flow.discharges\"]\nred = 3\n", "provider P: rag override for \"flow.discharges\""),
+            ("[provider.rag.\"beds.cc_adult.occupancy\"]\nred = 50\n", "beds.cc_adult.occupancy: rag: with direction"),
+            ("cadence = \"soon\"\n", "provider P: cadence \"soon\" is not a duration"),
+            ("cadence = \"0s\"\n", "provider P: cadence must be above zero"),
+        ];
+        for (extra, expected) in cases {
+            let err = rules(extra).unwrap_err();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+    }
+
+    #[test]
+    fn staleness_uses_the_providers_cadence_and_grace() {
+        let r = rules("cadence = \"30m\"\n").unwrap();
+        assert_eq!(r.stale_after("P"), Duration::from_secs(45 * 60));
+        assert_eq!(r.stale_after("unknown"), Duration::from_secs(75 * 60));
+    }
+
+    #[test]
+    fn scopes_of_a_provider_and_the_demo() {
+        let r = Rules::demo();
+        let names: Vec<String> = r.scopes_of("RJ7").iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, ["system:QWE", "region:Y56", "nation:ENG"]);
+        assert_eq!(r.scopes().len(), 4 + 2 + 1);
+        assert_eq!(r.providers_in(&Scope::new(Level::Nation, "ENG")) as usize, r.directory.providers().count());
+        assert_eq!(Scope::parse("region:Y56"), Some(Scope::new(Level::Region, "Y56")));
+        assert_eq!(r.scope_name(&Scope::new(Level::System, "QWE")), "South West London ICB");
+    }
+}
