@@ -569,7 +569,7 @@ mod tests {
             ]));
             v
         };
-        let d = derive(&rules, &worst, &[("opel.level", 4.0)], &[m.clone()]);
+        let d = derive(&rules, &worst, &[("opel.level", 4.0)], std::slice::from_ref(m));
         assert_eq!(keys(&d.cleared), ["opel_mismatch:RJ7"]);
         let escalation: Vec<&Alert> = d.raised.iter().filter(|a| a.kind == AlertKind::Escalation).collect();
         assert_eq!(escalation.len(), 1);

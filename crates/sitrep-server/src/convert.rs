@@ -333,6 +333,25 @@ pub fn catalogue_to_wire(c: &Catalogue) -> pb::Catalogue {
     }
 }
 
+/// The wire form of a snapshot, keeping only `metrics` (of providers and rollups) when given.
+pub fn snapshot_to_wire(
+    rules: &Rules,
+    snap: &sitrep_store::Snapshot,
+    metrics: Option<&std::collections::BTreeSet<String>>,
+) -> pb::Snapshot {
+    let mut rollups: Vec<pb::ScopeRollup> = snap.rollups.iter().map(|r| rollup_to_wire(rules, r)).collect();
+    if let Some(m) = metrics {
+        for r in &mut rollups {
+            r.metrics.retain(|v| m.contains(&v.metric));
+        }
+    }
+    pb::Snapshot {
+        cursor: snap.cursor.to_string(),
+        providers: snap.providers.iter().map(|p| live_to_wire(rules, p, metrics)).collect(),
+        rollups,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,24 +386,5 @@ mod tests {
             assert!((0..1_000_000_000).contains(&w.nanos));
             assert_eq!(timestamp_from_wire(&w), t);
         }
-    }
-}
-
-/// The wire form of a snapshot, keeping only `metrics` (of providers and rollups) when given.
-pub fn snapshot_to_wire(
-    rules: &Rules,
-    snap: &sitrep_store::Snapshot,
-    metrics: Option<&std::collections::BTreeSet<String>>,
-) -> pb::Snapshot {
-    let mut rollups: Vec<pb::ScopeRollup> = snap.rollups.iter().map(|r| rollup_to_wire(rules, r)).collect();
-    if let Some(m) = metrics {
-        for r in &mut rollups {
-            r.metrics.retain(|v| m.contains(&v.metric));
-        }
-    }
-    pb::Snapshot {
-        cursor: snap.cursor.to_string(),
-        providers: snap.providers.iter().map(|p| live_to_wire(rules, p, metrics)).collect(),
-        rollups,
     }
 }

@@ -364,7 +364,8 @@ pub async fn derives_in_the_same_step(store: &dyn Store) {
 pub async fn rollups_match_a_fresh_count(store: &dyn Store) {
     let rules = Rules::demo();
     let absent = Value::Absent(AbsentReason::NotAvailable);
-    let steps: [(&str, u32, &[(&str, Value)]); 8] = [
+    type Step<'a> = (&'a str, u32, &'a [(&'a str, Value)]);
+    let steps: [Step; 8] = [
         ("RJ7", 1, &[("beds.ga_adult.open", n(500.0)), ("beds.ga_adult.occupied", n(480.0)), ("opel.level", n(3.0))]),
         ("RVR", 1, &[("beds.ga_adult.open", n(300.0)), ("beds.ga_adult.occupied", n(200.0)), ("opel.level", n(4.0))]),
         ("RGT", 1, &[("ambulance.handover_mean_minutes", n(31.5)), ("opel.level", n(2.0))]),

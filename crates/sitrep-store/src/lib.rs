@@ -27,6 +27,8 @@ pub use memory::{MemoryOptions, MemoryStore};
 pub use redis::{RedisOptions, RedisStore};
 
 /// The outcome of [`Store::apply`].
+// One per report, moved once: boxing the event would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Applied {
     /// The report was stored and produced this event.

@@ -22,6 +22,8 @@ use tonic::server::NamedService;
 use super::subscriber::SubscriberApi;
 
 /// One response of a subscription.
+// Built and consumed one at a time per stream: boxing the message would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum OutUpdate {
     /// An update to encode.
     Message(pb::Update),
