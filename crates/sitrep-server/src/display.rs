@@ -1,6 +1,12 @@
-//! Readable one-line renderings of subscription updates, for `sitrep watch` and the demo's log.
+//! Readable renderings of subscription updates, for `sitrep watch` and the demo's log.
 //!
-//! Example: `14:00Z RJ7 r3 beds.cc_adult.occupied 25→27, ed.in_department 60→64  [m1x:42-0]`.
+//! An event is one line of what the report said, then indented lines for what it changed in the derived picture:
+//! ```text
+//! 2026-11-27T14:00:00Z RJ7 r3 beds.cc_adult.occupied 30→39  [r1x:1795-0]
+//!     RJ7: beds.cc_adult.free 1 AMBER, beds.cc_adult.occupancy 97.5 RED
+//!     RAISED critical: RJ7: Adult critical care occupancy is 97.5%, in red (red at 95% or more)
+//!     system QWE (South West London ICB) 2/5 reporting: beds.cc_adult.occupancy 81.7 GREEN
+//! ```
 
 use std::fmt::Write;
 
@@ -20,8 +26,77 @@ fn time(t: Option<&prost_types::Timestamp>) -> String {
     t.map(|t| timestamp_from_wire(t).to_string()).unwrap_or_else(|| "?".into())
 }
 
-/// One event as a line: period, provider, revision, each change, and the cursor.
+/// A number as people read it: whole numbers plainly, others to one decimal.
+fn number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{n:.0}") } else { format!("{n:.1}") }
+}
+
+fn rag(r: pb::Rag) -> &'static str {
+    match r {
+        pb::Rag::None => "",
+        pb::Rag::Green => " GREEN",
+        pb::Rag::Amber => " AMBER",
+        pb::Rag::Red => " RED",
+    }
+}
+
+fn figure_text(metric: &str, value: Option<f64>, r: pb::Rag) -> String {
+    format!("{metric} {}{}", value.map_or_else(|| "–".to_owned(), number), rag(r))
+}
+
+fn opel_text(o: &pb::Opel) -> String {
+    let declared = o.declared.map_or_else(|| "none".to_owned(), |d| d.to_string());
+    let mut text = format!("OPEL declared {declared}");
+    match &o.computed {
+        Some(c) => {
+            let _ = write!(text, ", computed {}", c.level);
+            if o.mismatch {
+                text.push_str(" (MISMATCH)");
+            }
+            let _ = write!(text, ": {}", c.explanation);
+        }
+        None => text.push_str(", not computed (too few figures)"),
+    }
+    text
+}
+
+fn alert_text(a: &pb::Alert) -> String {
+    let severity = match a.severity() {
+        pb::alert::Severity::Critical => "critical",
+        _ => "warning",
+    };
+    format!("{severity}: {}", a.message)
+}
+
+/// A scope's rollup as text: its counts and figures (red and amber ones first when `headline`).
+pub fn rollup_text(r: &pb::ScopeRollup, headline: bool) -> String {
+    let scope = r.scope.clone().unwrap_or_default();
+    let mut text = format!("{} {} ({}) {}/{} reporting", scope.level, scope.code, scope.name, r.reporting, r.providers);
+    if r.stale > 0 {
+        let _ = write!(text, ", {} STALE", r.stale);
+    }
+    let mut metrics: Vec<&pb::RollupValue> = r.metrics.iter().collect();
+    if headline {
+        metrics.retain(|m| matches!(m.rag(), pb::Rag::Red | pb::Rag::Amber));
+        metrics.sort_by_key(|m| std::cmp::Reverse(m.rag));
+    }
+    for (i, m) in metrics.iter().enumerate() {
+        let _ = write!(text, "{} {}", if i == 0 { ":" } else { "," }, figure_text(&m.metric, m.value, m.rag()));
+    }
+    text
+}
+
+/// One event: period, provider, revision, each change, and the cursor; then, indented, the figures whose value or
+/// rating changed, the OPEL levels, alerts raised and cleared, and the rollups it changed.
 pub fn event_line(e: &pb::Event) -> String {
+    if e.kind() == pb::event::Kind::Stale {
+        let why = e.raised.first().map(|a| a.message.as_str()).unwrap_or("missed its expected report");
+        let mut line = format!("{} {} STALE: {why}  [{}]", time(e.received_at.as_ref()), e.provider, e.cursor);
+        for r in &e.rollups {
+            let _ = write!(line, "\n    {}", rollup_text(r, false));
+        }
+        return line;
+    }
     let mut line = format!("{} {}", time(e.period.as_ref()), e.provider);
     if !e.site.is_empty() {
         let _ = write!(line, "/{}", e.site);
@@ -47,17 +122,65 @@ pub fn event_line(e: &pb::Event) -> String {
         let _ = write!(line, " “{}”", e.narrative);
     }
     let _ = write!(line, "  [{}]", e.cursor);
+    let rated: Vec<String> = e
+        .figures
+        .iter()
+        .filter(|f| f.rag() != pb::Rag::None || e.changes.iter().all(|c| c.metric != f.metric))
+        .map(|f| figure_text(&f.metric, f.value, f.rag()))
+        .collect();
+    if !rated.is_empty() {
+        let _ = write!(line, "\n    {}: {}", e.provider, rated.join(", "));
+    }
+    if let Some(o) = &e.opel {
+        let _ = write!(line, "\n    {}", opel_text(o));
+    }
+    for a in &e.raised {
+        let _ = write!(line, "\n    RAISED {}", alert_text(a));
+    }
+    for a in &e.cleared {
+        let _ = write!(line, "\n    cleared {}", a.key);
+    }
+    for r in &e.rollups {
+        let _ = write!(line, "\n    {}", rollup_text(r, false));
+    }
     line
+}
+
+/// A snapshot: a summary line, each scope's headline (red and amber figures), and each provider's state.
+pub fn snapshot_text(s: &pb::Snapshot) -> String {
+    let readings: usize = s.providers.iter().map(|p| p.readings.len()).sum();
+    let mut text = format!("snapshot: {} providers, {} readings  [{}]", s.providers.len(), readings, s.cursor);
+    for r in &s.rollups {
+        let _ = write!(text, "\n  {}", rollup_text(r, true));
+    }
+    for p in &s.providers {
+        let _ = write!(text, "\n  {} r{} {}", p.provider, p.revision, time(p.period.as_ref()));
+        if p.stale {
+            text.push_str(" STALE");
+        }
+        let mut worst: Vec<&pb::Figure> =
+            p.figures.iter().filter(|f| matches!(f.rag(), pb::Rag::Red | pb::Rag::Amber)).collect();
+        worst.sort_by_key(|f| std::cmp::Reverse(f.rag));
+        for (i, f) in worst.iter().enumerate() {
+            let _ = write!(text, "{} {}", if i == 0 { ":" } else { "," }, figure_text(&f.metric, f.value, f.rag()));
+        }
+        if let Some(o) = &p.opel
+            && (o.declared.is_some() || o.computed.is_some())
+        {
+            let _ = write!(text, "\n    {}", opel_text(o));
+        }
+        for a in &p.alerts {
+            let _ = write!(text, "\n    OPEN {}", alert_text(a));
+        }
+    }
+    text
 }
 
 /// Any update as a line.
 pub fn update_line(u: &pb::Update) -> String {
     match &u.kind {
         Some(pb::update::Kind::Event(e)) => event_line(e),
-        Some(pb::update::Kind::Snapshot(s)) => {
-            let readings: usize = s.providers.iter().map(|p| p.readings.len()).sum();
-            format!("snapshot: {} providers, {} readings  [{}]", s.providers.len(), readings, s.cursor)
-        }
+        Some(pb::update::Kind::Snapshot(s)) => snapshot_text(s),
         Some(pb::update::Kind::Heartbeat(h)) => format!("heartbeat {}  [{}]", time(h.server_time.as_ref()), h.cursor),
         Some(pb::update::Kind::Reset(r)) => format!("reset ({}): {}", r.reason().as_str_name(), r.message),
         Some(pb::update::Kind::Status(s)) => {
@@ -97,5 +220,55 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(event_line(&e), "2026-11-27T14:00:00Z RJ7 r3 a 25→27, b –→1.5  [m1:7-0]");
+    }
+
+    #[test]
+    fn event_lines_show_the_derived_picture() {
+        let alert = pb::Alert {
+            key: "threshold:RJ7:occ".into(),
+            severity: pb::alert::Severity::Critical as i32,
+            message: "RJ7: occ is 97.5%, in red".into(),
+            ..Default::default()
+        };
+        let e = pb::Event {
+            cursor: "m1:8-0".into(),
+            provider: "RJ7".into(),
+            period: Some(prost_types::Timestamp { seconds: 1_795_788_000, nanos: 0 }),
+            revision: 4,
+            live: true,
+            changes: vec![pb::MetricChange {
+                metric: "occupied".into(),
+                before: Some(value_to_wire(Value::Number(30.0))),
+                after: Some(value_to_wire(Value::Number(39.0))),
+            }],
+            figures: vec![
+                pb::Figure { metric: "occ".into(), value: Some(97.5), rag: pb::Rag::Red as i32 },
+                pb::Figure { metric: "occupied".into(), value: Some(39.0), rag: 0 },
+            ],
+            opel: Some(pb::Opel {
+                declared: Some(2),
+                computed: Some(pb::OpelAssessment {
+                    level: 3,
+                    explanation: "OPEL 3 (score 9 of 12)".into(),
+                    ..Default::default()
+                }),
+                mismatch: true,
+            }),
+            raised: vec![alert],
+            cleared: vec![pb::Alert { key: "stale:RJ7".into(), ..Default::default() }],
+            rollups: vec![pb::ScopeRollup {
+                scope: Some(pb::Scope { level: "system".into(), code: "QWE".into(), name: "SWL".into() }),
+                providers: 5,
+                reporting: 2,
+                stale: 1,
+                metrics: vec![pb::RollupValue { metric: "occ".into(), value: Some(81.66), providers: 2, rag: 1 }],
+            }],
+            ..Default::default()
+        };
+        let expected = "2026-11-27T14:00:00Z RJ7 r4 occupied 30→39  [m1:8-0]\n    RJ7: occ 97.5 RED\n    \
+            OPEL declared 2, computed 3 (MISMATCH): OPEL 3 (score 9 of 12)\n    \
+            RAISED critical: RJ7: occ is 97.5%, in red\n    cleared stale:RJ7\n    \
+            system QWE (SWL) 2/5 reporting, 1 STALE: occ 81.7 GREEN";
+        assert_eq!(event_line(&e), expected);
     }
 }
