@@ -141,3 +141,86 @@ async fn two_replicas_raise_one_stale_alert_and_clear_it() {
     let alerts = a.query().await.get_alerts(pb::GetAlertsRequest::default()).await.unwrap().into_inner().alerts;
     assert!(alerts.is_empty(), "{alerts:?}");
 }
+
+/// The hour-by-hour view of a provider and of its system: the latest revision of each hour with its corrections,
+/// the change since the previous hour, ratios recomputed from the hour's sums, and which providers reported.
+#[tokio::test]
+async fn hour_by_hour_for_a_provider_and_its_system() {
+    let server = Server::start("").await;
+    let mut provider = server.provider().await;
+    let now = sitrep_core::Timestamp::now();
+    let at = |p: &str, hours_ago: i64, revision: u32, values: &[(&str, f64)]| {
+        let mut r = report(p, 0, revision, values);
+        r.period = Some(ts(now.hour_start().add_hours(-hours_ago)));
+        r
+    };
+    let reports = [
+        at("RJ7", 2, 1, &[("beds.cc_adult.open", 20.0), ("beds.cc_adult.occupied", 10.0)]),
+        at("RJ7", 1, 1, &[("beds.cc_adult.open", 20.0), ("beds.cc_adult.occupied", 15.0)]),
+        // A correction that only restates occupied beds: the hour keeps its open beds.
+        at("RJ7", 1, 2, &[("beds.cc_adult.occupied", 16.0)]),
+        at("RVR", 1, 1, &[("beds.cc_adult.open", 10.0), ("beds.cc_adult.occupied", 9.0)]),
+        at("RJ7", 0, 1, &[("beds.cc_adult.open", 20.0), ("beds.cc_adult.occupied", 18.0)]),
+    ];
+    for r in reports {
+        assert_eq!(provider.submit(r).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    }
+    let mut query = server.query().await;
+    let to = Some(ts(now.hour_start()));
+    let hourly = |provider: &str, scope: &str, metric: &str| pb::GetHourlyRequest {
+        metric: metric.into(),
+        provider: provider.into(),
+        scope: scope.into(),
+        hours: 3,
+        to,
+    };
+    let rj7 = query.get_hourly(hourly("RJ7", "", "beds.cc_adult.occupied")).await.unwrap().into_inner();
+    let got: Vec<_> = rj7.points.iter().map(|p| (p.value, p.change, p.revision, p.corrections)).collect();
+    assert_eq!(
+        got,
+        [(Some(10.0), None, Some(1), 0), (Some(16.0), Some(6.0), Some(2), 1), (Some(18.0), Some(2.0), Some(1), 0)]
+    );
+
+    let qwe = query.get_hourly(hourly("", "system:QWE", "beds.cc_adult.occupancy")).await.unwrap().into_inner();
+    assert_eq!(qwe.scope.as_ref().unwrap().name, "South West London ICB");
+    let got: Vec<_> = qwe
+        .points
+        .iter()
+        .map(|p| {
+            (
+                p.value.map(|v| (v * 100.0).round() / 100.0),
+                p.providers_reported.clone(),
+                p.providers_expected,
+                p.corrections,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(50.0), vec!["RJ7".to_string()], 5, 0),
+            (Some(83.33), vec!["RJ7".to_string(), "RVR".to_string()], 5, 1),
+            (Some(90.0), vec!["RJ7".to_string()], 5, 0),
+        ]
+    );
+    assert_eq!(qwe.points[1].completeness, 0.4);
+    assert!((qwe.points[1].change.unwrap() - (100.0 * 25.0 / 30.0 - 50.0)).abs() < 1e-9);
+
+    // Bad requests name the field and the rule.
+    let err = query.get_hourly(hourly("RJ7", "system:QWE", "beds.cc_adult.occupied")).await.unwrap_err();
+    assert!(err.message().contains("give exactly one of provider"), "{}", err.message());
+    let err = query.get_hourly(hourly("", "system:QXX", "beds.cc_adult.occupied")).await.unwrap_err();
+    assert!(err.message().contains("scope \"system:QXX\" is not"), "{}", err.message());
+
+    // The command line shows the same.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["hourly", "--server", &server.url, "--scope", "system:QWE", "--metric", "beds.cc_adult.occupancy"])
+        .args(["--hours", "3"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("beds.cc_adult.occupancy for system QWE (South West London ICB)"), "{text}");
+    assert!(text.contains("83.3  +33.3  1 correction(s)  2/5 reported (40%)"), "{text}");
+}

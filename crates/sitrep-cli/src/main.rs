@@ -82,6 +82,18 @@ enum Command {
         sitrep history --metric beds.cc_adult.occupied --system QWE   # one metric, each provider of a system\n  \
         sitrep history --provider RGT --from 2026-11-26T00:00:00Z --to 2026-11-26T23:00:00Z")]
     History(HistoryArgs),
+    /// Print one metric hour by hour for a provider, a system, a region or the nation: value, change since the
+    /// previous hour, corrections, and which providers reported (completeness).
+    #[command(after_help = "Examples:\n  \
+        sitrep hourly --provider RJ7 --metric beds.cc_adult.occupancy       # the last 72 hours\n  \
+        sitrep hourly --scope system:QWE --metric beds.ga_adult.occupancy --hours 24\n  \
+        sitrep hourly --scope nation:ENG --metric ed.over_12h")]
+    Hourly(HourlyArgs),
+    /// Print the open alerts (threshold, escalation, stale, jump, OPEL mismatch).
+    #[command(after_help = "Examples:\n  \
+        sitrep alerts\n  \
+        sitrep alerts --system QWE --provider RGT")]
+    Alerts(AlertsArgs),
     /// Benchmark the hot path against a real Redis, with a baseline of the bare Redis work.
     #[command(
         after_help = "Starts its own redis-server (unless --redis) and its own aggregator process, drives P provider \
@@ -194,6 +206,39 @@ struct HistoryArgs {
 }
 
 #[derive(Args)]
+struct HourlyArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Metric code, reported (e.g. beds.cc_adult.occupied) or derived (e.g. beds.cc_adult.occupancy).
+    #[arg(long)]
+    metric: String,
+    /// A provider's hours (give this or --scope).
+    #[arg(long)]
+    provider: Option<String>,
+    /// A scope's hours: system:CODE, region:CODE or nation:CODE.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Hours up to and including the current one.
+    #[arg(long, default_value_t = 72)]
+    hours: u32,
+}
+
+#[derive(Args)]
+struct AlertsArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Only this provider's alerts (repeatable).
+    #[arg(long = "provider", value_name = "CODE")]
+    providers: Vec<String>,
+    /// Only alerts of this system's providers (repeatable).
+    #[arg(long = "system", value_name = "CODE")]
+    systems: Vec<String>,
+    /// Only alerts of this region's providers (repeatable).
+    #[arg(long = "region", value_name = "CODE")]
+    regions: Vec<String>,
+}
+
+#[derive(Args)]
 struct SimulateArgs {
     #[command(flatten)]
     server: ServerArg,
@@ -228,6 +273,8 @@ fn main() -> ExitCode {
             Command::Watch(args) => watch(args).await,
             Command::Simulate(args) => simulate(args).await,
             Command::History(args) => history(args).await,
+            Command::Hourly(args) => hourly(args).await,
+            Command::Alerts(args) => alerts(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
@@ -489,19 +536,88 @@ fn time_arg(name: &str, text: &Option<String>) -> anyhow::Result<Option<Timestam
         .transpose()
 }
 
+/// A failed query as an error naming every field violation the server listed.
+fn query_failed(status: tonic::Status) -> anyhow::Error {
+    let details = status.get_details_bad_request().map(|b| b.field_violations).unwrap_or_default();
+    let mut text = status.message().to_owned();
+    for v in details {
+        text.push_str(&format!("\n  {}: {}", v.field, v.description));
+    }
+    anyhow::anyhow!(text)
+}
+
+async fn hourly(args: HourlyArgs) -> anyhow::Result<ExitCode> {
+    let mut client = QueryServiceClient::new(connect(&args.server.server)?);
+    let request = pb::GetHourlyRequest {
+        metric: args.metric,
+        provider: args.provider.unwrap_or_default(),
+        scope: args.scope.unwrap_or_default(),
+        hours: args.hours,
+        to: None,
+    };
+    let h = client.get_hourly(request).await.map_err(query_failed)?.into_inner();
+    let number = |v: f64| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") };
+    match &h.scope {
+        Some(s) => println!("{} for {} {} ({}), hour by hour", h.metric, s.level, s.code, s.name),
+        None => println!("{} for {}, hour by hour", h.metric, h.provider),
+    }
+    for p in &h.points {
+        let period = p.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+        let value = match (p.value, p.reported) {
+            (Some(v), _) => number(v),
+            (None, true) if p.absent != 0 => {
+                format!("absent ({})", pb::AbsentReason::try_from(p.absent).map_or("?", |r| r.as_str_name()))
+            }
+            (None, true) => "–".to_owned(),
+            (None, false) => "not reported".to_owned(),
+        };
+        let mut line = format!("{period}  {value:>12}");
+        if let Some(c) = p.change {
+            line.push_str(&format!("  {}{}", if c >= 0.0 { "+" } else { "" }, number(c)));
+        }
+        if let Some(r) = p.revision {
+            line.push_str(&format!("  r{r}"));
+        }
+        if p.corrections > 0 {
+            line.push_str(&format!("  {} correction(s)", p.corrections));
+        }
+        if h.scope.is_some() {
+            line.push_str(&format!(
+                "  {}/{} reported ({:.0}%)",
+                p.providers_reported.len(),
+                p.providers_expected,
+                p.completeness * 100.0
+            ));
+        }
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
+    let mut client = QueryServiceClient::new(connect(&args.server.server)?);
+    let filter =
+        pb::Filter { providers: args.providers, systems: args.systems, regions: args.regions, metrics: vec![] };
+    let alerts = client.get_alerts(pb::GetAlertsRequest { filter: Some(filter) }).await.map_err(query_failed)?;
+    let alerts = alerts.into_inner().alerts;
+    println!("{} open alert(s)", alerts.len());
+    for a in alerts {
+        let since = a.raised_at.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+        let severity = match a.severity() {
+            pb::alert::Severity::Critical => "CRITICAL",
+            _ => "warning ",
+        };
+        println!("{severity} since {since}  {}", a.message);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let to = time_arg("to", &args.to)?.unwrap_or_else(|| Timestamp::now().hour_start());
     let from = time_arg("from", &args.from)?.unwrap_or_else(|| to.add_hours(-(args.hours.max(1) - 1)));
     let wire = |t: Timestamp| Some(sitrep_server::convert::timestamp_to_wire(t));
     let mut client = QueryServiceClient::new(connect(&args.server.server)?);
-    let failed = |status: tonic::Status| {
-        let details = status.get_details_bad_request().map(|b| b.field_violations).unwrap_or_default();
-        let mut text = status.message().to_owned();
-        for v in details {
-            text.push_str(&format!("\n  {}: {}", v.field, v.description));
-        }
-        anyhow::anyhow!(text)
-    };
+    let failed = query_failed;
     match args.provider {
         Some(provider) => {
             let request = pb::GetHistoryRequest { provider, from: wire(from), to: wire(to), metrics: args.metrics };
