@@ -89,6 +89,8 @@ pub struct Rules {
     pub staleness: Staleness,
     /// Per provider: (cadence, grace) after applying the directory's overrides.
     stale_after: std::collections::BTreeMap<String, (Duration, Duration)>,
+    /// How many providers each scope has (asked for by every rollup of every event).
+    sizes: std::collections::BTreeMap<Scope, u32>,
 }
 
 impl Rules {
@@ -132,7 +134,16 @@ impl Rules {
         if let Some(f) = &opel {
             f.check("opel framework", |code| catalogue.knows(code))?;
         }
-        Ok(Rules { catalogue, directory, opel, staleness, stale_after })
+        let mut rules = Rules { catalogue, directory, opel, staleness, stale_after, sizes: Default::default() };
+        rules.sizes = rules
+            .scopes()
+            .into_iter()
+            .map(|scope| {
+                let n = rules.directory.providers().filter(|p| rules.in_scope(&p.code, &scope)).count() as u32;
+                (scope, n)
+            })
+            .collect();
+        Ok(rules)
     }
 
     /// The shipped catalogue and demo directory with the example OPEL framework and default staleness.
@@ -199,7 +210,7 @@ impl Rules {
 
     /// How many providers the directory places in `scope`.
     pub fn providers_in(&self, scope: &Scope) -> u32 {
-        self.directory.providers().filter(|p| self.in_scope(&p.code, scope)).count() as u32
+        self.sizes.get(scope).copied().unwrap_or(0)
     }
 
     /// A scope's name for people, e.g. "South West London ICB".

@@ -190,3 +190,42 @@ async fn the_shipped_redis_configuration_serves_sitrep() {
         Applied::Accepted(_)
     ));
 }
+
+/// Two stores (two aggregator replicas) take turns with one provider. Each remembers what it last wrote, but that
+/// is only a hint: when the other replica (or the clock) has changed the provider since, the version check refuses
+/// the write and the provider is read afresh, so diffs and alerts always describe the state they apply to.
+#[tokio::test]
+async fn replicas_taking_turns_with_one_provider_derive_from_the_current_state() {
+    use sitrep_core::{Timestamp, Value};
+    use sitrep_store::{Applied, Store};
+    let redis = RedisProcess::start().expect("redis-server");
+    let a = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    let b = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    let occupied = |revision: u32, n: f64| {
+        conformance::report(
+            "RJ7",
+            0,
+            revision,
+            &[("beds.cc_adult.open", Value::Number(20.0)), ("beds.cc_adult.occupied", Value::Number(n))],
+        )
+    };
+    let accept = |applied: Applied| match applied {
+        Applied::Accepted(e) => e,
+        other => panic!("{other:?}"),
+    };
+    let t0 = Timestamp::now();
+    accept(a.apply(&occupied(1, 10.0), t0).await.unwrap());
+    let on_b = accept(b.apply(&occupied(2, 19.0), t0).await.unwrap());
+    assert_eq!(on_b.derived.raised.len(), 1, "B read A's write and saw the move into red");
+    // A last wrote 10 occupied; B has since written 19. A must diff against 19: no change, no second alert.
+    let on_a = accept(a.apply(&occupied(3, 19.0), t0).await.unwrap());
+    assert!(on_a.changes.is_empty(), "{:?}", on_a.changes);
+    assert!(on_a.derived.raised.is_empty() && on_a.derived.cleared.is_empty(), "{:?}", on_a.derived);
+    // B marks the provider stale; A's next report clears it.
+    let stale = b.check_stale(t0.add_millis(2 * 3_600_000)).await.unwrap();
+    assert_eq!(stale.len(), 1);
+    let back = accept(a.apply(&occupied(4, 12.0), t0.add_millis(2 * 3_600_000)).await.unwrap());
+    let cleared: Vec<&str> = back.derived.cleared.iter().map(|al| al.key.as_str()).collect();
+    assert_eq!(cleared, ["threshold:RJ7:beds.cc_adult.occupancy", "stale:RJ7"]);
+    assert!(back.rollups.iter().all(|r| r.stale == 0));
+}

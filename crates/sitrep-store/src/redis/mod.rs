@@ -149,6 +149,11 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Scripts,
     options: RedisOptions,
+    /// What this store last wrote for each provider: enough to derive its next report without reading it back
+    /// (one round trip instead of two). Only a hint: `apply.lua` checks the version, so if another replica or the
+    /// clock changed the provider meanwhile, the write is refused and the provider is read afresh. A std mutex,
+    /// held for a map operation, never across an await.
+    known: std::sync::Mutex<std::collections::HashMap<String, Prior>>,
 }
 
 /// Conditions in which Redis refuses a command for now but may take it later. Scripts can report them wrapped in a
@@ -404,6 +409,7 @@ impl RedisStore {
             client,
             conn,
             blocking: Mutex::new(None),
+            known: Default::default(),
             keys: Keys::new(&options.key_prefix),
             scripts: Scripts::new(),
             options,
@@ -534,6 +540,7 @@ impl RedisStore {
 const MAX_CONFLICTS: usize = 16;
 
 /// A provider's stored state as `prior.lua` and `snapshot.lua` return it.
+#[derive(Clone)]
 struct Prior {
     /// The version `apply.lua` checks ('' before the provider's first report).
     version: String,
@@ -580,9 +587,8 @@ impl Prior {
 }
 
 impl RedisStore {
-    /// One attempt: read the provider, derive, write if it has not changed meanwhile. `None` on a conflict.
-    async fn try_apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Option<Applied>, StoreError> {
-        let rules = &self.options.rules;
+    /// `prior.lua`: the provider's state, and the previous revision of the report's period (JSON, '' if none).
+    async fn read_prior(&self, report: &ValidReport) -> Result<(Prior, String), StoreError> {
         let p = report.provider();
         let mut conn = self.conn.clone();
         let reply: RValue = self
@@ -599,7 +605,41 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         let [meta, state, alerts, previous] = array(&reply)? else { return Err(bad("prior reply")) };
-        let prior = Prior::parse(p, meta, state, alerts)?;
+        Ok((Prior::parse(p, meta, state, alerts)?, text(previous)?))
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Prior>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget(&self, provider: &str) {
+        self.known().remove(provider);
+    }
+
+    /// What this store last wrote for `provider`, if `report` would be live on top of it (a late report needs the
+    /// history that only a read brings).
+    fn remembered(&self, report: &ValidReport) -> Option<Prior> {
+        let known = self.known();
+        let prior = known.get(report.provider())?;
+        let live = prior.live.as_ref()?;
+        sitrep_core::state::is_newer(report.period(), report.revision(), Some(live)).then(|| prior.clone())
+    }
+
+    /// One attempt: read the provider (or trust what this store last wrote, when `remembered`), derive, write if
+    /// it has not changed meanwhile. `None` on a conflict.
+    async fn try_apply(
+        &self,
+        report: &ValidReport,
+        received_at: Timestamp,
+        remembered: bool,
+    ) -> Result<Option<Applied>, StoreError> {
+        let rules = &self.options.rules;
+        let p = report.provider();
+        let mut conn = self.conn.clone();
+        let (prior, previous) = match remembered.then(|| self.remembered(report)).flatten() {
+            Some(prior) => (prior, String::new()),
+            None => self.read_prior(report).await?,
+        };
         let fresh = sitrep_core::state::is_newer(report.period(), report.revision(), prior.live.as_ref());
         let before = prior.live.as_ref().map(ProviderLive::values);
         let mut derived = Derived::default();
@@ -611,7 +651,7 @@ impl RedisStore {
             derived = derive::report(rules, p, Before { values: before.as_ref(), open }, &after, &changes, received_at);
             changes
         } else {
-            let previous = match text(previous)?.as_str() {
+            let previous = match previous.as_str() {
                 "" => BTreeMap::new(),
                 json => {
                     let r: RecordJson = serde_json::from_str(json).map_err(|e| bad(&format!("history record: {e}")))?;
@@ -679,10 +719,26 @@ impl RedisStore {
                 let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
                 Ok(Some(Applied::Duplicate { cursor: Some(cursor) }))
             }
-            [kind, _] if text(kind)? == "conflict" => Ok(None),
+            [kind, _] if text(kind)? == "conflict" => {
+                self.forget(p);
+                Ok(None)
+            }
             [kind, epoch, id, totals] if text(kind)? == "accepted" => {
                 let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
                 let rollups = rollups_from_json(rules, &text(totals)?, &metrics)?;
+                // Remember what the script wrote, exactly as a read would find it.
+                let mut next = prior;
+                next.version = (next.version.parse::<u64>().unwrap_or(0) + 1).to_string();
+                if fresh {
+                    sitrep_core::state::apply_live(&mut next.live, report, received_at);
+                    let live = next.live.as_mut().expect("applied");
+                    let cleared: BTreeSet<&str> = derived.cleared.iter().map(|a| a.key.as_str()).collect();
+                    live.alerts.retain(|a| !cleared.contains(a.key.as_str()));
+                    live.alerts.extend(derived.raised.iter().cloned());
+                    live.alerts.sort_by(|a, b| a.key.cmp(&b.key));
+                    live.stale = false;
+                }
+                self.known().insert(p.to_owned(), next);
                 let mut ev = event(report, received_at, fresh, changes, cursor);
                 ev.derived = derived;
                 ev.rollups = rollups;
@@ -701,10 +757,16 @@ impl Store for RedisStore {
 
     async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
         // Conflicts need the same provider changed between our read and our write: another replica taking a
-        // retry of the same feed, or the clock marking it stale. A few attempts settle it.
-        for _ in 0..MAX_CONFLICTS {
-            if let Some(applied) = self.try_apply(report, received_at).await? {
-                return Ok(applied);
+        // retry of the same feed, or the clock marking it stale. A few attempts settle it. The first attempt may
+        // trust what this store last wrote; later ones read.
+        for attempt in 0..MAX_CONFLICTS {
+            match self.try_apply(report, received_at, attempt == 0).await {
+                Ok(Some(applied)) => return Ok(applied),
+                Ok(None) => {}
+                Err(e) => {
+                    self.forget(report.provider());
+                    return Err(e);
+                }
             }
         }
         Err(StoreError::Unavailable {
