@@ -479,12 +479,20 @@ async fn demo_and_watch_show_live_changes() {
         async || tokio::time::timeout(DEADLINE, lines.next_line()).await.expect("a line in time").unwrap().unwrap();
     assert!(line().await.starts_with("snapshot: "));
     let qwe = ["RJ7", "RVR", "RAX", "RJ6", "RQY"];
-    for _ in 0..10 {
+    let (mut events, mut rollups) = (0, 0);
+    while events < 10 {
         let l = line().await;
+        if let Some(detail) = l.strip_prefix("  ") {
+            // The snapshot's scopes and providers, and each event's derived picture, are indented.
+            rollups += usize::from(detail.trim_start().starts_with("system QWE (South West London ICB)"));
+            continue;
+        }
         let provider = l.split_whitespace().nth(1).unwrap_or_default();
         assert!(qwe.contains(&provider), "only system QWE's providers: {l}");
         assert!(l.contains("→") || l.contains("no change"), "{l}");
+        events += 1;
     }
+    assert!(rollups >= 10, "each event shows its system's rollup ({rollups} seen)");
 }
 
 /// `sitrep history` prints a provider's revisions, or a metric across providers, from the aggregator's history.

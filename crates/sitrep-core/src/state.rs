@@ -87,7 +87,8 @@ pub struct Event {
 
 impl Event {
     /// Keeps only the changes, figures and rollups of `metrics` (all when `None`). Returns whether anything is
-    /// left worth delivering to a subscriber that asked for those metrics: a change, or an alert.
+    /// left worth delivering to a subscriber that asked for those metrics: a change, a changed figure (a derived
+    /// metric such as occupancy changes when its inputs do), or an alert.
     pub fn retain_metrics(&mut self, metrics: Option<&std::collections::BTreeSet<String>>) -> bool {
         match metrics {
             None => true,
@@ -98,7 +99,7 @@ impl Event {
                     r.metrics.retain(|m| set.contains(&m.metric));
                 }
                 let alerts = !self.derived.raised.is_empty() || !self.derived.cleared.is_empty();
-                !self.changes.is_empty() || alerts || self.kind == EventKind::Stale
+                !self.changes.is_empty() || !self.derived.figures.is_empty() || alerts || self.kind == EventKind::Stale
             }
         }
     }
@@ -184,7 +185,28 @@ pub fn event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::derive::Figure;
     use crate::profile::{demo_directory, nhs_england_catalogue};
+
+    #[test]
+    fn a_metric_filter_keeps_derived_figures_and_alerts() {
+        let n = Value::Number;
+        let mut live = None;
+        let r = report(1, &[("beds.cc_adult.open", n(20.0)), ("beds.cc_adult.occupied", n(19.0))]);
+        let changes = apply_live(&mut live, &r, Timestamp(1));
+        let mut e = event(&r, Timestamp(1), true, changes, Cursor::new("e", crate::cursor::Position(1, 0)));
+        e.derived.figures.push(Figure { metric: "beds.cc_adult.occupancy".into(), value: Some(95.0), rag: None });
+        let only = |codes: &[&str]| codes.iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>();
+        let mut occupancy = e.clone();
+        assert!(occupancy.retain_metrics(Some(&only(&["beds.cc_adult.occupancy"]))), "its inputs changed");
+        assert!(occupancy.changes.is_empty() && occupancy.derived.figures.len() == 1);
+        let mut other = e.clone();
+        assert!(!other.retain_metrics(Some(&only(&["ed.over_12h"]))), "nothing of interest");
+        let stale = crate::alert::AlertKind::Stale;
+        let alert = Alert::new(stale, crate::Severity::Critical, "RJ7", None, None, "quiet".into(), Timestamp(2));
+        other.derived.raised.push(alert);
+        assert!(other.retain_metrics(Some(&only(&["ed.over_12h"]))), "alerts always go through");
+    }
     use crate::{AbsentReason, Limits, Report, validate};
 
     fn report(revision: u32, values: &[(&str, Value)]) -> ValidReport {
