@@ -5,6 +5,8 @@
 //! - [`convert`]: the only place wire types (`sitrep-proto`) meet domain types (`sitrep-core`).
 //! - [`error`]: how domain and store failures become gRPC statuses.
 //! - [`hub`]: the Hub, which tails the store's event log and fans events out to bounded per-subscriber queues.
+//! - [`session`]: one subscription's gap-free sequence of snapshot, events, heartbeats, resets and status, shared
+//!   by gRPC `Subscribe` and the browser's Server-Sent Events.
 //! - [`services`]: the gRPC services: `ProviderService` (ingest), `SubscriberService`, `QueryService`.
 //! - [`app`]: builds the services, health and reflection into one router and serves it until shutdown.
 //! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC.
@@ -17,6 +19,7 @@ pub mod display;
 pub mod error;
 pub mod hub;
 pub mod services;
+pub mod session;
 pub mod sim;
 
 pub use app::{App, serve, store_from_config};

@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use prost::Message;
 use prost::bytes::{BufMut, Bytes};
 use sitrep_proto::v1 as pb;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
@@ -100,7 +99,7 @@ struct SubscribeMethod(Arc<SubscriberApi>);
 
 impl tonic::server::ServerStreamingService<pb::SubscribeRequest> for SubscribeMethod {
     type Response = OutUpdate;
-    type ResponseStream = ReceiverStream<Result<OutUpdate, Status>>;
+    type ResponseStream = super::subscriber::UpdateStream;
     type Future = BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: tonic::Request<pb::SubscribeRequest>) -> Self::Future {

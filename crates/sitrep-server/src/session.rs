@@ -1,0 +1,289 @@
+//! A subscription session: one task per subscriber, turning the Hub's events into a gap-free sequence of
+//! [`Out`] items. gRPC `Subscribe` and the browser's Server-Sent Events both run it and only encode differently.
+//!
+//! A session registers with the Hub *before* it reads the store (snapshot, or catch-up from a resume cursor), then
+//! forwards queued events whose cursor is past what it has already sent. Every event is therefore either in what
+//! it read from the store or in its queue, and none is sent twice. If the Hub cuts the session loose (its queue
+//! overflowed because the client was not reading, or the log started a new epoch), the session sends a reset and
+//! a fresh snapshot and carries on: the subscriber is resynced, never silently skipped. Heartbeats carry the
+//! cursor reached, including events the filter left out, so resuming from a heartbeat is cheap and exact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sitrep_core::{Cursor, Event};
+use sitrep_store::{Read, ResetReason, Snapshot};
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+use tonic::Status;
+
+use crate::error;
+use crate::hub::{HubEvent, Kicked, PictureState, Subscription};
+use crate::services::{Context, ResolvedFilter};
+
+/// Items buffered between a session and its transport.
+const OUTBOUND_BUFFER: usize = 16;
+/// Events read from the store per catch-up round trip.
+const CATCH_UP_BATCH: usize = 512;
+/// How long a new subscription waits for the Hub to know its place in the log.
+const HUB_READY_WAIT: Duration = Duration::from_secs(10);
+/// How long a stream's final status may wait for room in the outbound buffer.
+const FINAL_SEND: Duration = Duration::from_secs(1);
+
+/// Why a subscriber is being sent a fresh snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resync {
+    CursorTooOld,
+    OtherEpoch,
+    CursorAhead,
+    SlowSubscriber,
+    Resync,
+}
+
+impl Resync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resync::CursorTooOld => "cursor_too_old",
+            Resync::OtherEpoch => "other_epoch",
+            Resync::CursorAhead => "cursor_ahead",
+            Resync::SlowSubscriber => "slow_subscriber",
+            Resync::Resync => "resync",
+        }
+    }
+}
+
+/// An event for one subscriber: the Hub's, shared by everyone who takes every metric, or its own filtered copy.
+pub enum OutEvent {
+    Shared(Arc<HubEvent>),
+    Own(Box<Event>),
+}
+
+impl OutEvent {
+    pub fn event(&self) -> &Event {
+        match self {
+            OutEvent::Shared(e) => &e.event,
+            OutEvent::Own(e) => e,
+        }
+    }
+}
+
+/// What a session sends, in order.
+pub enum Out {
+    Snapshot(Box<Snapshot>),
+    Event(OutEvent),
+    Heartbeat(Cursor),
+    /// Always followed by a snapshot.
+    Reset(Resync, &'static str),
+    Status(PictureState),
+}
+
+/// The sending end a session writes to: items, then possibly one final error (shutdown, or a failure).
+pub type Outbound = mpsc::Sender<Result<Out, Status>>;
+
+/// Starts a session for `filter`, resuming after `resume` if given (a cursor text, which may be malformed: that
+/// is answered with a reset). Returns the receiving end; the session ends when it is dropped.
+pub fn start(
+    ctx: Arc<Context>,
+    filter: ResolvedFilter,
+    heartbeat: Duration,
+    resume: Option<String>,
+    who: String,
+) -> mpsc::Receiver<Result<Out, Status>> {
+    let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+    let tasks = ctx.tasks.clone();
+    let session = Session { ctx, filter, heartbeat, tx };
+    tasks.spawn(async move {
+        match session.run(resume).await {
+            End::ClientGone => tracing::info!(%who, "subscriber disconnected"),
+            End::Shutdown => {
+                // Say why the stream ends, so the client resumes elsewhere; a client that does not read within
+                // a second gets its stream cut (its transport error says as much).
+                let status = Status::unavailable("sitrep is shutting down; resume from your last cursor");
+                let _ = tokio::time::timeout(FINAL_SEND, session.tx.send(Err(status))).await;
+                tracing::debug!(%who, "subscriber stream closed for shutdown");
+            }
+            End::Failed(status) => {
+                tracing::warn!(%who, %status, "subscriber stream failed");
+                let _ = tokio::time::timeout(FINAL_SEND, session.tx.send(Err(status))).await;
+            }
+        }
+    });
+    rx
+}
+
+/// Why a session ended.
+enum End {
+    ClientGone,
+    Shutdown,
+    Failed(Status),
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    filter: ResolvedFilter,
+    heartbeat: Duration,
+    tx: Outbound,
+}
+
+impl Session {
+    async fn run(&self, resume: Option<String>) -> End {
+        match self.serve(resume).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
+    /// Registers with the Hub once it knows its place in the log (waiting a little at start-up).
+    async fn register(&self) -> Result<Subscription, End> {
+        let ready = tokio::select! {
+            _ = self.ctx.cancel.cancelled() => return Err(End::Shutdown),
+            ready = self.ctx.hub.ready(HUB_READY_WAIT) => ready,
+        };
+        if !ready {
+            let text = "sitrep has not caught up with its event log yet (is its store reachable?); retry shortly";
+            return Err(End::Failed(Status::unavailable(text)));
+        }
+        Ok(self.ctx.hub.subscribe())
+    }
+
+    async fn serve(&self, resume: Option<String>) -> Result<std::convert::Infallible, End> {
+        let mut sub = self.register().await?;
+        let mut cursor = match resume.as_deref().map(Cursor::parse) {
+            None => self.send_snapshot().await?,
+            Some(None) => self.resync(Resync::OtherEpoch, "the resume cursor is not one sitrep issued").await?,
+            Some(Some(from)) => match self.catch_up_fully(from, &mut sub).await? {
+                Ok(reached) => reached,
+                Err(reason) => {
+                    let (reason, text) = match reason {
+                        ResetReason::TooOld => {
+                            (Resync::CursorTooOld, "the event log no longer holds the events after the resume cursor")
+                        }
+                        ResetReason::OtherEpoch => {
+                            (Resync::OtherEpoch, "the resume cursor belongs to another epoch of the event log")
+                        }
+                        ResetReason::Ahead => (Resync::CursorAhead, "the resume cursor is ahead of the event log"),
+                    };
+                    self.resync(reason, text).await?
+                }
+            },
+        };
+        let mut status = self.ctx.hub.status();
+        if status.borrow_and_update().degraded {
+            let state = status.borrow().clone();
+            self.send(Out::Status(state)).await?;
+        }
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.ctx.cancel.cancelled() => return Err(End::Shutdown),
+                event = sub.recv() => match event {
+                    Some(event) if event.event.cursor.epoch != cursor.epoch => {
+                        sub = self.register().await?;
+                        cursor = self.resync(Resync::OtherEpoch, "the event log started a new epoch").await?;
+                        heartbeat.reset();
+                    }
+                    Some(event) if event.event.cursor.pos <= cursor.pos => {}
+                    Some(event) => {
+                        cursor = event.event.cursor.clone();
+                        if self.send_event(OutEvent::Shared(event)).await? {
+                            heartbeat.reset();
+                        }
+                    }
+                    None => {
+                        let (reason, text) = match sub.kicked() {
+                            Kicked::No => return Err(End::Shutdown),
+                            Kicked::Lagged => (Resync::SlowSubscriber, "this subscriber fell behind and its queue overflowed"),
+                            Kicked::LogReset(ResetReason::OtherEpoch) => (Resync::OtherEpoch, "the event log started a new epoch"),
+                            Kicked::LogReset(ResetReason::TooOld) => (Resync::CursorTooOld, "the event log was trimmed past the aggregator's position"),
+                            Kicked::LogReset(ResetReason::Ahead) => (Resync::CursorAhead, "the event log is behind the aggregator's position (it was reset)"),
+                            Kicked::Resync => (Resync::Resync, "the aggregator resynchronised with the event log"),
+                        };
+                        tracing::info!(?reason, "resyncing subscriber");
+                        sub = self.register().await?;
+                        cursor = self.resync(reason, text).await?;
+                        heartbeat.reset();
+                    }
+                },
+                Ok(()) = status.changed() => {
+                    let state = status.borrow_and_update().clone();
+                    self.send(Out::Status(state)).await?;
+                }
+                _ = heartbeat.tick() => self.send(Out::Heartbeat(cursor.clone())).await?,
+            }
+        }
+    }
+
+    async fn send(&self, out: Out) -> Result<(), End> {
+        tokio::select! {
+            _ = self.ctx.cancel.cancelled() => Err(End::Shutdown),
+            sent = self.tx.send(Ok(out)) => sent.map_err(|_| End::ClientGone),
+        }
+    }
+
+    /// Sends the event if the filter selects it (trimmed to the filter's metrics); returns whether it was sent.
+    async fn send_event(&self, event: OutEvent) -> Result<bool, End> {
+        if !self.filter.providers.contains(&event.event().provider) {
+            return Ok(false);
+        }
+        let out = match &self.filter.metrics {
+            None => event,
+            Some(metrics) => {
+                let mut kept = event.event().clone();
+                if !kept.retain_metrics(Some(metrics)) {
+                    return Ok(false);
+                }
+                OutEvent::Own(Box::new(kept))
+            }
+        };
+        self.send(Out::Event(out)).await?;
+        Ok(true)
+    }
+
+    async fn send_snapshot(&self) -> Result<Cursor, End> {
+        let snap = self.ctx.store.snapshot(&self.filter.providers).await.map_err(|e| End::Failed(error::store(e)))?;
+        let cursor = snap.cursor.clone();
+        self.send(Out::Snapshot(Box::new(snap))).await?;
+        Ok(cursor)
+    }
+
+    async fn resync(&self, reason: Resync, text: &'static str) -> Result<Cursor, End> {
+        self.send(Out::Reset(reason, text)).await?;
+        self.send_snapshot().await
+    }
+
+    /// Catches up from `from`. A long backlog can take long enough to send that the live queue overflows
+    /// meanwhile; the log still holds what overflowed, so register afresh and catch up again (a few times) rather
+    /// than resetting a subscriber that is doing exactly what it should.
+    async fn catch_up_fully(&self, from: Cursor, sub: &mut Subscription) -> Result<Result<Cursor, ResetReason>, End> {
+        let mut from = from;
+        for _ in 0..3 {
+            match self.catch_up(from).await? {
+                Ok(reached) if sub.kicked() == Kicked::Lagged => {
+                    *sub = self.register().await?;
+                    from = reached;
+                }
+                other => return Ok(other),
+            }
+        }
+        self.catch_up(from).await
+    }
+
+    /// Sends every stored event after `from`. `Ok(Err(reason))` if the log cannot serve that cursor.
+    async fn catch_up(&self, from: Cursor) -> Result<Result<Cursor, ResetReason>, End> {
+        let mut cursor = from;
+        loop {
+            let read = self.ctx.store.read(&cursor, CATCH_UP_BATCH, Duration::ZERO).await;
+            match read.map_err(|e| End::Failed(error::store(e)))? {
+                Read::Reset(reason) => return Ok(Err(reason)),
+                Read::Events(events) if events.is_empty() => return Ok(Ok(cursor)),
+                Read::Events(events) => {
+                    cursor = events.last().expect("non-empty").cursor.clone();
+                    for e in events {
+                        self.send_event(OutEvent::Own(Box::new(e))).await?;
+                    }
+                }
+            }
+        }
+    }
+}
