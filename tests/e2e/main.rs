@@ -1,8 +1,10 @@
 //! End-to-end tests: the real `sitrep serve` process, real gRPC clients over TCP.
 
 mod derived;
+mod http;
 mod redis;
 mod support;
+mod web;
 
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::report_ack::Outcome;

@@ -495,16 +495,21 @@ async fn follow(
                     request.resume_from = c.clone();
                 }
                 if heartbeats || !matches!(update.kind, Some(pb::update::Kind::Heartbeat(_))) {
-                    println!("{}", update_line(&update));
+                    use std::io::Write;
+                    // A closed pipe (`sitrep watch | head`) means nobody is reading any more: stop quietly.
+                    if writeln!(std::io::stdout(), "{}", update_line(&update)).is_err() {
+                        return Ok(true);
+                    }
                 }
             }
-            Ok::<_, tonic::Status>(())
+            Ok::<_, tonic::Status>(false)
         };
         let result = tokio::select! {
             _ = cancel.cancelled() => return Ok(ExitCode::SUCCESS),
             r = run => r,
         };
         match result {
+            Ok(true) => return Ok(ExitCode::SUCCESS),
             Err(status) if status.code() == tonic::Code::InvalidArgument => {
                 let details = status.get_details_bad_request().map(|b| b.field_violations).unwrap_or_default();
                 for v in &details {
@@ -515,7 +520,7 @@ async fn follow(
             other => {
                 let delay = backoff.next_delay();
                 match other {
-                    Ok(()) => tracing::warn!(retry_in = ?delay, "subscription ended; reconnecting"),
+                    Ok(_) => tracing::warn!(retry_in = ?delay, "subscription ended; reconnecting"),
                     Err(status) => tracing::warn!(%status, retry_in = ?delay, "subscription failed; reconnecting"),
                 }
                 tokio::select! {

@@ -1,7 +1,9 @@
-//! Assembly and serving: the three services, health checking and reflection on one listener, until shutdown.
+//! Assembly and serving: the three services, health checking, reflection and the HTTP side (wallboard, JSON API,
+//! Server-Sent Events, `/healthz` and `/readyz`) on one listener, until shutdown.
 //!
-//! The services are collected into `tonic::service::Routes`, which is also an axum router: HTTP endpoints (the
-//! wallboard, server-sent events, a JSON API) can later join the same port without a second listener.
+//! The gRPC services are collected into `tonic::service::Routes`, which is also an axum router, and merged with
+//! the HTTP routes. The listener takes HTTP/2 (gRPC) and HTTP/1.1 (browsers); sitrep's own services also answer
+//! gRPC-Web, so a browser can call them directly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower_layer::Layer;
 
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
@@ -113,20 +116,29 @@ impl App {
         let reflection_alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sitrep_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        // gRPC-Web only where it is asked for: the layer turns away plain HTTP/1.1, which the wallboard needs.
+        let web = tonic_web::GrpcWebLayer::new();
         let mut routes = Routes::builder();
         routes
             .add_service(
-                ProviderServer::new(ProviderApi::new(self.ctx.clone()))
-                    .max_decoding_message_size(self.max_message_bytes),
+                web.layer(
+                    ProviderServer::new(ProviderApi::new(self.ctx.clone()))
+                        .max_decoding_message_size(self.max_message_bytes),
+                ),
             )
-            .add_service(SubscriberServer::new(SubscriberApi::new(self.ctx.clone()), self.max_message_bytes))
-            .add_service(
+            .add_service(web.layer(SubscriberServer::new(SubscriberApi::new(self.ctx.clone()), self.max_message_bytes)))
+            .add_service(web.layer(
                 QueryServer::new(QueryApi::new(self.ctx.clone())).max_decoding_message_size(self.max_message_bytes),
-            )
+            ))
             .add_service(health)
             .add_service(reflection.build_v1()?)
             .add_service(reflection_alpha.build_v1alpha()?);
-        Ok(routes.routes())
+        let router = routes
+            .routes()
+            .into_axum_router()
+            .merge(crate::http::router(self.ctx.clone()))
+            .fallback(crate::http::fallback);
+        Ok(Routes::from(router))
     }
 }
 
@@ -192,6 +204,7 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     // Health turns NOT_SERVING before the server stops accepting, so a check during shutdown is answered truly.
     let stop_accepting = CancellationToken::new();
     let server = tonic::transport::Server::builder()
+        .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_routes(routes)

@@ -8,6 +8,7 @@
 //! - [`session`]: one subscription's gap-free sequence of snapshot, events, heartbeats, resets and status, shared
 //!   by gRPC `Subscribe` and the browser's Server-Sent Events.
 //! - [`services`]: the gRPC services: `ProviderService` (ingest), `SubscriberService`, `QueryService`.
+//! - [`http`]: the wallboard page, the JSON API, Server-Sent Events and health endpoints, on the same port.
 //! - [`app`]: builds the services, health and reflection into one router and serves it until shutdown.
 //! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC.
 //! - [`display`]: readable one-line renderings of updates, for terminals and logs.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod convert;
 pub mod display;
 pub mod error;
+pub mod http;
 pub mod hub;
 pub mod services;
 pub mod session;

@@ -1,0 +1,182 @@
+//! The JSON forms of the picture, for the HTTP API and the Server-Sent Events stream.
+//!
+//! They mirror the gRPC messages field for field (snake_case names), with two conventions a browser finds easy:
+//! times are milliseconds since the Unix epoch (UTC), and a value is a number or `{"absent": "<reason>"}`.
+//! Absent-from-the-object means unset. The shapes are documented in `docs/API.md`.
+
+use serde_json::{Map, Value as Json, json};
+use sitrep_core::derive::provider_view;
+use sitrep_core::rollup::ScopeRollup;
+use sitrep_core::{Event, EventKind, ProviderLive, Rules, Timestamp, Value};
+use sitrep_store::{HistoryRecord, Snapshot};
+
+use crate::hub::PictureState;
+
+pub fn value(v: &Value) -> Json {
+    match v {
+        Value::Number(n) => json!(n),
+        Value::Absent(r) => json!({ "absent": r.as_str() }),
+    }
+}
+
+fn opt_text(s: &Option<String>) -> Json {
+    s.as_ref().map_or(Json::Null, |s| json!(s))
+}
+
+/// A scope's rollup, with its name.
+pub fn rollup(rules: &Rules, r: &ScopeRollup) -> Json {
+    json!({
+        "scope": { "level": r.scope.level.as_str(), "code": r.scope.code, "name": rules.scope_name(&r.scope) },
+        "providers": r.providers,
+        "reporting": r.reporting,
+        "stale": r.stale,
+        "metrics": r.metrics,
+    })
+}
+
+/// A provider's live state with every figure rated, its OPEL levels and open alerts.
+pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
+    let (figures, opel) = provider_view(rules, &p.provider, &p.values());
+    let dir = rules.directory.provider(&p.provider);
+    let readings: Map<String, Json> = p.readings.iter().map(|(code, r)| (code.clone(), value(&r.value))).collect();
+    json!({
+        "provider": p.provider,
+        "name": dir.map(|d| d.name.as_str()),
+        "system": dir.map(|d| d.system.as_str()),
+        "site": opt_text(&p.site),
+        "period": p.period,
+        "revision": p.revision,
+        "observed_at": p.observed_at,
+        "received_at": p.received_at,
+        "narrative": opt_text(&p.narrative),
+        "source": opt_text(&p.source),
+        "stale": p.stale,
+        "readings": readings,
+        "figures": figures,
+        "opel": { "declared": opel.declared, "computed": opel.computed.as_ref().map(|c| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            v["explanation"] = json!(c.explain());
+            v
+        }), "mismatch": opel.mismatch() },
+        "alerts": p.alerts,
+    })
+}
+
+/// A snapshot: providers in code order, then every scope's rollups.
+pub fn snapshot(rules: &Rules, snap: &Snapshot) -> Json {
+    let rollups: Vec<Json> = snap.rollups.iter().map(|r| rollup(rules, r)).collect();
+    json!({
+        "cursor": snap.cursor.to_string(),
+        "providers": snap.providers.iter().map(|p| provider(rules, p)).collect::<Vec<_>>(),
+        "rollups": rollups,
+        "server_time": Timestamp::now(),
+    })
+}
+
+/// An event with everything it changed.
+pub fn event(rules: &Rules, e: &Event) -> Json {
+    let changes: Vec<Json> = e
+        .changes
+        .iter()
+        .map(|c| json!({ "metric": c.metric, "before": c.before.as_ref().map(value), "after": value(&c.after) }))
+        .collect();
+    let opel = e.derived.opel.as_ref().map(|o| {
+        json!({ "declared": o.declared, "computed": o.computed.as_ref().map(|c| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            v["explanation"] = json!(c.explain());
+            v
+        }), "mismatch": o.mismatch() })
+    });
+    json!({
+        "cursor": e.cursor.to_string(),
+        "kind": match e.kind { EventKind::Report => "report", EventKind::Stale => "stale" },
+        "provider": e.provider,
+        "site": opt_text(&e.site),
+        "period": e.period,
+        "revision": e.revision,
+        "observed_at": e.observed_at,
+        "received_at": e.received_at,
+        "live": e.live,
+        "changes": changes,
+        "narrative": opt_text(&e.narrative),
+        "source": opt_text(&e.source),
+        "figures": e.derived.figures,
+        "opel": opel,
+        "raised": e.derived.raised,
+        "cleared": e.derived.cleared,
+        "rollups": e.rollups.iter().map(|r| rollup(rules, r)).collect::<Vec<_>>(),
+    })
+}
+
+pub fn status(s: &PictureState) -> Json {
+    json!({ "degraded": s.degraded, "message": s.message, "since": s.since })
+}
+
+pub fn history(provider: &str, records: &[HistoryRecord]) -> Json {
+    let entries: Vec<Json> = records
+        .iter()
+        .map(|h| {
+            let values: Map<String, Json> = h.values.iter().map(|(k, v)| (k.clone(), value(v))).collect();
+            json!({
+                "period": h.period,
+                "revision": h.revision,
+                "observed_at": h.observed_at,
+                "received_at": h.received_at,
+                "values": values,
+                "narrative": opt_text(&h.narrative),
+                "source": opt_text(&h.source),
+                "site": opt_text(&h.site),
+            })
+        })
+        .collect();
+    json!({ "provider": provider, "entries": entries })
+}
+
+pub fn directory(rules: &Rules) -> Json {
+    let d = &rules.directory;
+    json!({
+        "nation": { "code": d.nation().code, "name": d.nation().name },
+        "regions": d.regions().map(|r| json!({ "code": r.code, "name": r.name })).collect::<Vec<_>>(),
+        "systems": d.systems().map(|s| json!({ "code": s.code, "name": s.name, "region": s.region })).collect::<Vec<_>>(),
+        "providers": d.providers().map(|p| json!({
+            "code": p.code,
+            "name": p.name,
+            "system": p.system,
+            "kind": p.kind.as_str(),
+            "sites": p.sites.iter().map(|s| json!({ "code": s.code, "name": s.name })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn catalogue(rules: &Rules) -> Json {
+    let c = &rules.catalogue;
+    json!({
+        "profile": c.profile,
+        "metrics": c.metrics().map(|m| json!({
+            "code": m.code,
+            "label": m.label,
+            "unit": m.unit,
+            "kind": m.kind.as_str(),
+            "rollup": m.rollup.as_str(),
+            "at_most": m.at_most,
+            "min": m.min,
+            "max": m.max,
+            "rag": m.rag,
+            "jump": m.jump,
+            "description": m.description,
+        })).collect::<Vec<_>>(),
+        "derived": c.derived_metrics().map(|d| json!({
+            "code": d.code,
+            "label": d.label,
+            "unit": d.unit,
+            "kind": d.kind.as_str(),
+            "inputs": d.formula.inputs(),
+            "formula": match d.formula {
+                sitrep_core::catalogue::Formula::Ratio { .. } => "ratio",
+                sitrep_core::catalogue::Formula::Difference { .. } => "difference",
+            },
+            "rag": d.rag,
+            "description": d.description,
+        })).collect::<Vec<_>>(),
+    })
+}

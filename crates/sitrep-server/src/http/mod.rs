@@ -1,0 +1,424 @@
+//! HTTP on the aggregator's port, beside gRPC: the wallboard page, a JSON API, Server-Sent Events, and health
+//! endpoints for load balancers.
+//!
+//! # Layout
+//! - [`router`]: every route. Handlers are thin: they resolve the same filters as gRPC (`Context::resolve`) and
+//!   read the same store; subscriptions run the same [`crate::session`] as gRPC `Subscribe`.
+//! - [`json`]: the JSON forms of snapshots, events, the directory, the catalogue and history.
+//! - The wallboard itself (`web/`: one HTML page, its script and style) is compiled into the binary.
+//!
+//! `/api/v1/events` is an SSE stream whose event ids are cursors: a browser that reconnects sends `Last-Event-ID`
+//! (or `?last_event_id=`; the header wins) and resumes exactly where it left off, or gets a `reset` and a fresh
+//! `snapshot` when its cursor cannot be served.
+
+pub mod json;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value as Json, json};
+use sitrep_core::rollup::{Totals, rollup};
+use sitrep_core::{Timestamp, Value};
+use sitrep_proto::v1 as pb;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
+use tonic_types::StatusExt;
+
+use crate::error;
+use crate::services::Context;
+use crate::session::{self, Out, OutEvent};
+
+const PAGE: &str = include_str!("../../web/index.html");
+const SCRIPT: &str = include_str!("../../web/wallboard.js");
+const STYLE: &str = include_str!("../../web/wallboard.css");
+
+/// Every HTTP route, sharing the services' context.
+pub fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
+        .route("/wallboard.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/wallboard.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/healthz", get(|| async { (StatusCode::OK, axum::Json(json!({ "live": true }))) }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/previous_hour", get(previous_hour))
+        .route(
+            "/api/v1/directory",
+            get(|State(ctx): State<Arc<Context>>| async move { ok(json::directory(&ctx.rules)) }),
+        )
+        .route(
+            "/api/v1/catalogue",
+            get(|State(ctx): State<Arc<Context>>| async move { ok(json::catalogue(&ctx.rules)) }),
+        )
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/events", get(events))
+        .with_state(ctx)
+}
+
+/// What unknown paths get: gRPC's "unimplemented" for gRPC clients, a 404 for everyone else.
+pub async fn fallback(request: axum::extract::Request) -> Response {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        let mut r = StatusCode::OK.into_response();
+        r.headers_mut().insert("grpc-status", HeaderValue::from(tonic::Code::Unimplemented as i32));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        return r;
+    }
+    let path = request.uri().path().to_owned();
+    (StatusCode::NOT_FOUND, axum::Json(json!({ "error": format!("no such page or API: {path}") }))).into_response()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The page is small and changes with the binary: always revalidate.
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn ok(body: Json) -> Response {
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// A failure as HTTP: the gRPC status's meaning as a status code, and a JSON body naming every violated field.
+struct ApiError(Status);
+
+impl From<Status> for ApiError {
+    fn from(s: Status) -> Self {
+        ApiError(s)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let s = self.0;
+        let code = match s.code() {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let violations: Vec<Json> = s
+            .get_details_bad_request()
+            .map(|b| b.field_violations)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| json!({ "field": v.field, "description": v.description }))
+            .collect();
+        (code, axum::Json(json!({ "error": s.message(), "violations": violations }))).into_response()
+    }
+}
+
+/// Query parameters in order, percent-decoded (`+` is a space).
+fn params(query: Option<String>) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+                (b'+', _) => out.push(b' '),
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 2;
+                }
+                (b, _) => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// Every value of `key` (or its plural), each split at commas: `?system=QWE&system=QMJ` or `?systems=QWE,QMJ`.
+fn list(params: &[(String, String)], key: &str) -> Vec<String> {
+    let plural = format!("{key}s");
+    params
+        .iter()
+        .filter(|(k, _)| k == key || *k == plural)
+        .flat_map(|(_, v)| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+fn one<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+}
+
+fn filter(params: &[(String, String)]) -> pb::Filter {
+    pb::Filter {
+        providers: list(params, "provider"),
+        systems: list(params, "system"),
+        regions: list(params, "region"),
+        metrics: list(params, "metric"),
+    }
+}
+
+fn time_param(params: &[(String, String)], key: &str) -> Result<Option<Timestamp>, Status> {
+    match one(params, key) {
+        None => Ok(None),
+        Some(text) => match text.parse::<i64>() {
+            Ok(ms) => Ok(Some(Timestamp::from_millis(ms))),
+            Err(_) => Timestamp::parse_rfc3339(text).map(Some).ok_or_else(|| {
+                error::invalid_field(
+                    key,
+                    "time",
+                    format!("{key} = {text:?} is neither RFC 3339 (2026-11-27T14:00:00Z) nor milliseconds since 1970"),
+                )
+            }),
+        },
+    }
+}
+
+/// Ready only when the store answers and the Hub is following the log: what a load balancer should route on.
+async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
+    let state = ctx.hub.status().borrow().clone();
+    let positioned = ctx.hub.ready(Duration::ZERO).await;
+    let head = tokio::time::timeout(Duration::from_secs(1), ctx.store.head()).await;
+    let reason = match (&head, positioned, state.degraded) {
+        (Err(_), _, _) => Some("the store did not answer within 1 s".to_owned()),
+        (Ok(Err(e)), _, _) => Some(format!("the store is unreachable: {e}")),
+        (_, _, true) => Some(state.message.clone()),
+        (_, false, _) => Some("the aggregator has not caught up with its event log yet".to_owned()),
+        _ => None,
+    };
+    match reason {
+        None => ok(json!({ "ready": true })),
+        Some(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "ready": false, "reason": reason }))).into_response()
+        }
+    }
+}
+
+/// Keeps only `metrics` (when given) in a JSON snapshot's readings, figures and rollups.
+fn retain_metrics(v: &mut Json, metrics: Option<&BTreeSet<String>>) {
+    let Some(m) = metrics else { return };
+    let keep = |f: &Json| f["metric"].as_str().is_some_and(|c| m.contains(c));
+    if let Some(providers) = v["providers"].as_array_mut() {
+        for p in providers {
+            if let Some(r) = p["readings"].as_object_mut() {
+                r.retain(|k, _| m.contains(k));
+            }
+            if let Some(f) = p["figures"].as_array_mut() {
+                f.retain(keep);
+            }
+        }
+    }
+    if let Some(rollups) = v["rollups"].as_array_mut() {
+        for r in rollups {
+            if let Some(list) = r["metrics"].as_array_mut() {
+                list.retain(keep);
+            }
+        }
+    }
+}
+
+async fn snapshot(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = params(q);
+    let f = ctx.resolve(Some(&filter(&params)))?;
+    let snap = ctx.store.snapshot(&f.providers).await.map_err(error::store)?;
+    let mut body = json::snapshot(&ctx.rules, &snap);
+    retain_metrics(&mut body, f.metrics.as_ref());
+    Ok(ok(body))
+}
+
+/// Each selected provider's figures, and each of their scopes' rollup figures, for the hour before the current
+/// one: what the wallboard shows changes against.
+async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = params(q);
+    let f = ctx.resolve(Some(&filter(&params)))?;
+    let hour = time_param(&params, "hour")?.unwrap_or_else(Timestamp::now).hour_start().add_hours(-1);
+    let rules = &ctx.rules;
+    let scopes = sitrep_store::snapshot_scopes(rules, &f.providers);
+    // Every provider of those scopes counts towards their rollups, selected or not.
+    let wanted: BTreeSet<String> = rules
+        .directory
+        .providers()
+        .filter(|p| f.providers.contains(&p.code) || scopes.iter().any(|s| rules.in_scope(&p.code, s)))
+        .map(|p| p.code.clone())
+        .collect();
+    let mut merged: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    for p in &wanted {
+        let records = ctx.store.history(p, hour, hour).await.map_err(error::store)?;
+        if records.is_empty() {
+            continue;
+        }
+        let values = merged.entry(p.clone()).or_default();
+        for r in records {
+            values.extend(r.values);
+        }
+    }
+    let providers: BTreeMap<&String, BTreeMap<String, f64>> = merged
+        .iter()
+        .filter(|(p, _)| f.providers.contains(p))
+        .map(|(p, v)| (p, sitrep_core::derive::figures(&rules.catalogue, v)))
+        .collect();
+    let mut rollups = BTreeMap::new();
+    for scope in &scopes {
+        let mut totals = Totals::default();
+        for (p, values) in merged.iter().filter(|(p, _)| rules.in_scope(p, scope)) {
+            let _ = p;
+            totals.add(&rules.catalogue, values, false);
+        }
+        let figures: BTreeMap<String, f64> = rollup(rules, scope, &totals, None)
+            .metrics
+            .into_iter()
+            .filter_map(|m| Some((m.metric, m.value?)))
+            .collect();
+        rollups.insert(scope.to_string(), figures);
+    }
+    Ok(ok(json!({ "hour": hour, "providers": providers, "rollups": rollups })))
+}
+
+async fn history(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = params(q);
+    let provider = one(&params, "provider").ok_or_else(|| {
+        error::invalid_field("provider", "required", "provider is required, e.g. ?provider=RJ7".into())
+    })?;
+    if ctx.directory.provider(provider).is_none() {
+        return Err(error::invalid_field(
+            "provider",
+            "known_provider",
+            format!("provider {provider:?} is not in the directory"),
+        )
+        .into());
+    }
+    let to = time_param(&params, "to")?.unwrap_or_else(|| Timestamp::now().hour_start());
+    let from = time_param(&params, "from")?.unwrap_or_else(|| to.add_hours(-23));
+    if from > to {
+        return Err(error::invalid_field("from", "before_to", format!("from {from} is later than to {to}")).into());
+    }
+    let hours = (to.millis() - from.millis()) / Timestamp::HOUR_MS;
+    if hours > ctx.limits.retention_hours {
+        return Err(error::invalid_field(
+            "to",
+            "within_retention",
+            format!(
+                "{hours} hours from {from} to {to} exceed the {} hours of history kept",
+                ctx.limits.retention_hours
+            ),
+        )
+        .into());
+    }
+    let mut records = ctx.store.history(provider, from, to).await.map_err(error::store)?;
+    let metrics = list(&params, "metric");
+    if !metrics.is_empty() {
+        for r in &mut records {
+            r.values.retain(|k, _| metrics.contains(k));
+        }
+    }
+    Ok(ok(json::history(provider, &records)))
+}
+
+async fn alerts(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let f = ctx.resolve(Some(&filter(&params(q))))?;
+    let alerts = ctx.store.alerts(&f.providers).await.map_err(error::store)?;
+    Ok(ok(json!({ "alerts": alerts })))
+}
+
+/// The Server-Sent Events stream of the picture: `snapshot`, `event`, `heartbeat`, `reset`, `status` and, last,
+/// `error`. Ids are cursors.
+async fn events(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let params = params(q);
+    let f = ctx.resolve(Some(&filter(&params)))?;
+    let heartbeat = match one(&params, "heartbeat").map(str::parse::<u64>) {
+        None => u64::from(ctx.subscribers.default_heartbeat_seconds),
+        Some(Ok(s @ 1..=300)) => s,
+        Some(_) => {
+            return Err(error::invalid_field(
+                "heartbeat",
+                "range",
+                "heartbeat must be whole seconds in 1..=300".into(),
+            )
+            .into());
+        }
+    };
+    // The header a reconnecting EventSource sends wins over the query parameter a page sets on its first connect.
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .or_else(|| one(&params, "last_event_id").map(str::to_owned));
+    tracing::info!(resume = resume.as_deref(), "browser subscriber connected");
+    let metrics = f.metrics.clone();
+    let rx = session::start(ctx.clone(), f, Duration::from_secs(heartbeat), resume, "sse".into());
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let stream = ReceiverStream::new(rx).map(move |item| {
+        let ev = match item {
+            Ok(out) => sse_event(&ctx, metrics.as_ref(), out),
+            Err(status) => SseEvent::default().event("error").data(json!({ "message": status.message() }).to_string()),
+        };
+        // Ask browsers to wait a moment before reconnecting by themselves; the wallboard backs off further.
+        Ok(if first.swap(false, std::sync::atomic::Ordering::Relaxed) { ev.retry(Duration::from_secs(1)) } else { ev })
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(20))))
+}
+
+fn sse_event(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> SseEvent {
+    let rules = &ctx.rules;
+    match out {
+        Out::Snapshot(snap) => {
+            let mut body = json::snapshot(rules, &snap);
+            retain_metrics(&mut body, metrics);
+            SseEvent::default().event("snapshot").id(snap.cursor.to_string()).data(body.to_string())
+        }
+        Out::Event(OutEvent::Shared(shared)) => {
+            let data = shared.json(|e| json::event(rules, e).to_string());
+            SseEvent::default().event("event").id(shared.event.cursor.to_string()).data(data.as_ref())
+        }
+        Out::Event(OutEvent::Own(e)) => {
+            SseEvent::default().event("event").id(e.cursor.to_string()).data(json::event(rules, &e).to_string())
+        }
+        Out::Heartbeat(cursor) => SseEvent::default()
+            .event("heartbeat")
+            .id(cursor.to_string())
+            .data(json!({ "cursor": cursor.to_string(), "server_time": Timestamp::now() }).to_string()),
+        Out::Reset(reason, text) => {
+            SseEvent::default().event("reset").data(json!({ "reason": reason.as_str(), "message": text }).to_string())
+        }
+        Out::Status(state) => SseEvent::default().event("status").data(json::status(&state).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_decode_and_split() {
+        let p = params(Some("system=QWE,QMJ&systems=QUE&last_event_id=m1%3A42-0&metric=a+b&x".into()));
+        assert_eq!(list(&p, "system"), ["QWE", "QMJ", "QUE"]);
+        assert_eq!(one(&p, "last_event_id"), Some("m1:42-0"));
+        assert_eq!(one(&p, "metric"), Some("a b"));
+        assert_eq!(one(&p, "x"), None);
+        assert_eq!(params(Some("a=%zz&b=%4".into())), [("a".into(), "%zz".into()), ("b".into(), "%4".into())]);
+    }
+}
