@@ -1,9 +1,11 @@
 //! End-to-end tests: the real `sitrep serve` process, real gRPC clients over TCP.
 
+mod browser;
 mod derived;
 mod http;
 mod redis;
 mod support;
+mod wallboard;
 mod web;
 
 use sitrep_proto::v1 as pb;

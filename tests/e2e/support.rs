@@ -57,11 +57,20 @@ impl Server {
 
     /// Starts `sitrep serve` on port 0 with the given configuration file text and extra arguments.
     pub async fn start_with(config: &str, extra: &[&str]) -> Server {
+        Self::start_full(config, extra, "127.0.0.1:0", &[]).await
+    }
+
+    /// Starts `sitrep serve` listening on `listen`, with the configuration text, extra arguments, and other files
+    /// (name, content) written beside the configuration (a directory, say).
+    pub async fn start_full(config: &str, extra: &[&str], listen: &str, files: &[(&str, &str)]) -> Server {
         let dir = TempDir::new("server");
         let config_path = dir.0.join("sitrep.toml");
         std::fs::write(&config_path, config).unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.0.join(name), content).unwrap();
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_sitrep"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", listen, "--config"])
             .arg(&config_path)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -213,4 +222,10 @@ impl Model {
             })
             .collect()
     }
+}
+
+/// A local address with a port that was free a moment ago, for a server that must come back on the same port.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }

@@ -28,6 +28,8 @@
     { label: "Handovers > 60 min", metrics: ["ambulance.handover_over_60"], delta: "ambulance.handover_over_60" },
   ];
 
+  const FLASH = [{ boxShadow: "0 0 0 4px #58a6ff" }, { boxShadow: "0 0 0 0 rgba(0, 0, 0, 0)" }];
+
   const state = {
     directory: null,
     units: {},
@@ -42,7 +44,8 @@
   };
 
   // Measurements the browser test reads: time from an SSE message arriving to the DOM reflecting it.
-  const stats = (window.sitrepStats = { events: 0, snapshots: 0, samples: [], connects: 0, resets: 0 });
+  // `samples`: the handler's own work, up to the DOM being updated; `frames`: until the next frame is drawn.
+  const stats = (window.sitrepStats = { events: 0, snapshots: 0, samples: [], frames: [], connects: 0, resets: 0 });
 
   const $ = (sel, root = document) => root.querySelector(sel);
   const el = (tag, cls, text) => {
@@ -165,9 +168,10 @@
       if (c.textContent !== text) {
         c.textContent = text;
         if (flash) {
-          c.classList.remove("flash");
-          void c.offsetWidth; // restart the animation
+          // The Web Animations API restarts the flash without forcing a layout of the whole page.
           c.classList.add("flash");
+          const anim = c.animate(FLASH, { duration: 1200, easing: "ease-out" });
+          anim.onfinish = () => c.classList.remove("flash");
         }
       }
       const rated = figures.get(c.dataset.rated);
@@ -232,6 +236,17 @@
     if (!ms) return "no report yet";
     const minutes = Math.max(0, Math.round((Date.now() + state.serverOffset - ms) / 60000));
     return `reported ${hhmm(ms)} · ${minutes < 1 ? "just now" : `${minutes} min ago`}`;
+  }
+
+  // The tickers summarise every provider: redraw them at most once a frame, however many events arrive.
+  let tickersDue = false;
+  function scheduleTickers() {
+    if (tickersDue) return;
+    tickersDue = true;
+    requestAnimationFrame(() => {
+      tickersDue = false;
+      paintTickers();
+    });
   }
 
   function paintTickers() {
@@ -334,7 +349,7 @@
         (e.changes.length > 3 ? ` +${e.changes.length - 3}` : "") + (e.live ? "" : " (correction)");
     state.changes.unshift({ at: e.received_at, text: `${e.provider}: ${what || "no change"}` });
     state.changes.length = Math.min(state.changes.length, 12);
-    paintTickers();
+    scheduleTickers();
   }
 
   function connect() {
@@ -352,7 +367,9 @@
         if (name === "event") {
           stats.events += 1;
           stats.samples.push(performance.now() - t0);
+          requestAnimationFrame(() => stats.frames.push(performance.now() - t0));
           if (stats.samples.length > 5000) stats.samples.shift();
+          if (stats.frames.length > 5000) stats.frames.shift();
         }
       });
     source.onopen = () => {
