@@ -20,6 +20,9 @@ const OCCUPIED: &str = "beds.cc_adult.occupied";
 async fn a_pushed_report_changes_the_tile_within_a_second() {
     let server = Server::start("").await;
     let mut provider = server.provider().await;
+    // The hour before: 12 beds free; now 10. The tile shows the change since the previous hour.
+    let before = report("RJ7", 1, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 8.0)]);
+    assert_eq!(provider.submit(before).await.unwrap().into_inner().outcome(), Outcome::Accepted);
     let first = report("RJ7", 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 10.0)]);
     assert_eq!(provider.submit(first).await.unwrap().into_inner().outcome(), Outcome::Accepted);
 
@@ -27,6 +30,8 @@ async fn a_pushed_report_changes_the_tile_within_a_second() {
     let page = browser.open(&format!("{}/?system=QWE", server.url));
     browser.wait_for(&page, &format!("{}.textContent === '10'", cell("RJ7", OCCUPIED)), DEADLINE);
     browser.wait_for(&page, "document.querySelector('#link').classList.contains('live')", DEADLINE);
+    let delta = "document.querySelector('#tile-RJ7 .delta[data-delta=\"beds.cc_adult.free\"]').textContent";
+    browser.wait_for(&page, &format!("{delta} === '▼2'"), DEADLINE);
     // 10 of 20 beds: green.
     assert_eq!(browser.eval(&page, &format!("{}.className", cell("RJ7", OCCUPIED))), "cell green");
     assert_eq!(browser.eval(&page, "document.querySelector('#scope-name').textContent"), "South West London ICB");
@@ -151,6 +156,26 @@ async fn three_hundred_providers_and_an_update_every_100_ms() {
     );
     assert_eq!(s["tiles"], 300);
     assert!(s["events"].as_u64().unwrap() >= u64::from(updates));
+}
+
+/// A provider that misses its hour is marked stale on its tile, and unmarked by its next report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_provider_is_marked_stale_until_it_reports() {
+    let config = "[staleness]\ncadence = \"1s\"\ngrace = \"1s\"\ncheck_interval = \"100ms\"\n";
+    let server = Server::start(config).await;
+    let mut provider = server.provider().await;
+    let first = report("RJ7", 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 10.0)]);
+    assert_eq!(provider.submit(first).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?provider=RJ7", server.url));
+    browser.wait_for(&page, "document.querySelector('#tile-RJ7.stale') !== null", DEADLINE);
+    let fresh = browser.eval(&page, "getComputedStyle(document.querySelector('#tile-RJ7 .fresh'), '::before').content");
+    assert_eq!(fresh, "\"STALE · \"");
+    let ticker = browser.eval(&page, "document.querySelector('#alerts').textContent");
+    assert!(ticker.as_str().unwrap().contains("RJ7: no report since"), "{ticker}");
+    let again = report("RJ7", 0, 2, &[(OCCUPIED, 11.0)]);
+    assert_eq!(provider.submit(again).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    browser.wait_for(&page, "document.querySelector('#tile-RJ7.stale') === null", DEADLINE);
 }
 
 /// The demo wallboard, saved as a picture (to `$SITREP_SCREENSHOT`, or the test's scratch directory).
