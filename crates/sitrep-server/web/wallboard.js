@@ -45,7 +45,7 @@
 
   // Measurements the browser test reads: time from an SSE message arriving to the DOM reflecting it.
   // `samples`: the handler's own work, up to the DOM being updated; `frames`: until the next frame is drawn.
-  const stats = (window.sitrepStats = { events: 0, snapshots: 0, samples: [], frames: [], connects: 0, resets: 0 });
+  const stats = (window.sitrepStats = { events: 0, snapshots: 0, samples: [], frames: [], connects: 0, resets: 0, flashes: 0 });
 
   const $ = (sel, root = document) => root.querySelector(sel);
   const el = (tag, cls, text) => {
@@ -170,6 +170,7 @@
         if (flash) {
           // The Web Animations API restarts the flash without forcing a layout of the whole page.
           c.classList.add("flash");
+          stats.flashes += 1;
           const anim = c.animate(FLASH, { duration: 1200, easing: "ease-out" });
           anim.onfinish = () => c.classList.remove("flash");
         }
