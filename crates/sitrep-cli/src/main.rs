@@ -2,7 +2,6 @@
 //! `sitrep-server` (serve, simulate) or the generated gRPC clients (push, watch).
 
 mod bench;
-mod report_file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use sitrep_core::Timestamp;
 use sitrep_core::directory::ProviderKind;
+use sitrep_core::input::{self, Format, Mapping};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::query_service_client::QueryServiceClient;
@@ -138,14 +138,22 @@ struct PushArgs {
     file: PathBuf,
     #[command(flatten)]
     server: ServerArg,
-    /// The file is a FHIR SANER MeasureReport (or a Bundle of them), reported as --provider. Populations map to
-    /// metrics by the CDC hospital capacity mapping; absent counts stay absent; unmapped ones are listed.
-    #[arg(long, requires = "provider")]
+    /// The file's format: json (sitrep's own), csv, or fhir (a SANER MeasureReport or a Bundle of them).
+    /// Default: from the file's name and content.
+    #[arg(long, value_parser = ["json", "csv", "fhir"])]
+    format: Option<String>,
+    /// Same as --format fhir.
+    #[arg(long)]
     saner: bool,
-    /// With --saner: the provider the SANER reports are for.
+    /// A mapping file (TOML) from the trust's own column names, codes and absent markers to sitrep's; see
+    /// docs/FEEDS.md.
+    #[arg(long)]
+    mapping: Option<PathBuf>,
+    /// The provider the reports are for, when the file does not say (a SANER subject, a CSV without a provider
+    /// column).
     #[arg(long)]
     provider: Option<String>,
-    /// With --saner: the revision to send (raise it to correct an earlier push of the same period).
+    /// The revision to send when the file gives none (raise it to correct an earlier push of the same period).
     #[arg(long, default_value_t = 1)]
     revision: u32,
 }
@@ -406,22 +414,35 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
     };
-    let reports = match (&args.saner, &args.provider) {
-        (true, Some(provider)) => {
-            use sitrep_core::saner;
-            let parsed = saner::parse(&text).with_context(|| format!("{}", args.file.display()))?;
-            saner::single_subject(&parsed).with_context(|| format!("{}", args.file.display()))?;
-            let converted = saner::to_reports(&parsed, provider, args.revision, &saner::Mapping::cdc_capacity());
-            for c in &converted {
-                if !c.unmapped.is_empty() {
-                    let period = c.report.period.map(|p| p.to_string()).unwrap_or_default();
-                    println!("note: {period}: no sitrep metric for SANER population(s) {}", c.unmapped.join(", "));
-                }
-            }
-            converted.into_iter().map(|c| c.report).collect()
+    let mut mapping = match &args.mapping {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Mapping::from_toml(&path.display().to_string(), &text)?
         }
-        _ => vec![report_file::parse(&text, Timestamp::now()).with_context(|| format!("{}", args.file.display()))?],
+        None => Mapping::default(),
     };
+    if args.provider.is_some() {
+        mapping.provider = args.provider.clone();
+    }
+    let name = args.file.display().to_string();
+    let format = match (args.saner, args.format.as_deref()) {
+        (true, _) => Format::Fhir,
+        (false, Some(f)) => Format::parse(f).expect("clap checked it"),
+        (false, None) => Format::detect(&name, &text),
+    };
+    let read = input::read(&name, &text, format, &mapping, Timestamp::now())?;
+    for note in &read.notes {
+        println!("note: {note}");
+    }
+    let reports = read.reports.into_iter().map(|mut r| {
+        if r.revision == 0 {
+            r.revision = args.revision;
+        }
+        if r.source.is_none() {
+            r.source = Some("sitrep push".into());
+        }
+        r
+    });
     let mut client = ProviderServiceClient::new(connect(&args.server.server)?);
     let mut code = ExitCode::SUCCESS;
     for report in reports {

@@ -21,7 +21,7 @@
 //! - [`hourly`]: the hour-by-hour view of a provider or a scope from stored revisions, with changes and completeness.
 //! - [`cursor`]: [`Cursor`], the position of an event in the event log, with its epoch.
 //! - [`sim`]: plausible, slowly drifting synthetic values for the simulator.
-//! - [`saner`]: FHIR SANER MeasureReports read into reports (absent counts stay absent).
+//! - [`input`]: what feeds export (sitrep JSON, CSV, FHIR MeasureReports) read into reports, with a mapping.
 
 pub mod alert;
 pub mod catalogue;
@@ -29,13 +29,13 @@ pub mod cursor;
 pub mod derive;
 pub mod directory;
 pub mod hourly;
+pub mod input;
 pub mod opel;
 pub mod profile;
 pub mod rag;
 pub mod report;
 pub mod rollup;
 pub mod rules;
-pub mod saner;
 pub mod sim;
 pub mod state;
 pub mod time;
