@@ -2,6 +2,7 @@
 
 mod browser;
 mod derived;
+mod feed;
 mod http;
 mod redis;
 mod support;

@@ -2,6 +2,7 @@
 //! `sitrep-server` (serve, simulate) or the generated gRPC clients (push, watch).
 
 mod bench;
+mod feed;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +62,17 @@ enum Command {
         sitrep push --saner --provider RJ7 MeasureReport.json     # a FHIR SANER MeasureReport or Bundle\n\n\
         Exit status: 0 accepted or duplicate, 2 rejected (each violation is printed), 1 any other failure.")]
     Push(PushArgs),
+    /// Run a trust's feed agent: read exported files (CSV, JSON, FHIR) from a drop folder or the command line,
+    /// keep them in an on-disk spool, and stream them to the aggregator until each is acknowledged.
+    #[command(after_help = "Examples:\n  \
+        sitrep feed --watch /data/exports --mapping trust.toml --server http://sitrep:50051\n  \
+        sitrep feed beds.csv --mapping trust.toml        # one file; exits when it is acknowledged\n  \
+        sitrep feed --status                             # the spool's depth and the last acknowledgement\n\n\
+        Nothing is lost: reports are fsync'd to the spool (--spool, default ./sitrep-spool) before a file leaves \
+        the folder, and removed only when acknowledged; after a restart they are sent again, in order, with the \
+        same revisions (so the aggregator sees duplicates, not new reports). Unreadable files and rejected reports \
+        go to <folder>/rejected/ with a .reason.txt. See docs/FEEDS.md.")]
+    Feed(feed::FeedArgs),
     /// Subscribe to changes and print each as a line.
     #[command(after_help = "Examples:\n  \
         sitrep watch                                   # everything\n  \
@@ -278,6 +290,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Push(args) => push(args).await,
+            Command::Feed(args) => feed::run(args, shutdown_on_signal()).await,
             Command::Watch(args) => watch(args).await,
             Command::Simulate(args) => simulate(args).await,
             Command::History(args) => history(args).await,

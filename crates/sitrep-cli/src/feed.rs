@@ -1,0 +1,543 @@
+//! `sitrep feed`: the agent a trust runs next to its systems. It turns exported files into reports and streams
+//! them to the aggregator, losing nothing and sending nothing twice as a new report.
+//!
+//! **Store and forward.** A file is read and converted, its reports are given revisions (when the file has none),
+//! and all of them are written to the spool as one entry (written to a temporary file, fsync'd, renamed into
+//! `queue/`, and the directory fsync'd) before the file leaves the drop folder. An entry is deleted only once the
+//! aggregator has acknowledged every report in it. After a crash or a power cut the agent replays the queue in
+//! order; a report that was stored but not yet deleted is sent again with the same revision and acknowledged as a
+//! duplicate, which changes nothing.
+//!
+//! **Revisions** are assigned when a report is spooled: the current Unix time in seconds, or one more than the
+//! last revision given to the same provider and period if that is higher (kept in `state.json`, saved before the
+//! entry is written), so a later correction always wins and no two reports share a key.
+//!
+//! **Files once.** Each entry records the content hash of its file; so does `state.json` for entries already
+//! sent. A file found again (the agent stopped between spooling it and moving it away) is recognised and not
+//! spooled twice.
+//!
+//! Drop folder: `<watch>/` takes files (names starting with `.` or ending in `.tmp` or `.part` are left alone, so
+//! writers can write then rename); read files move to `<watch>/processed/`; files that cannot be read, and reports
+//! the aggregator rejects, go to `<watch>/rejected/` beside a `.reason.txt` saying why.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sitrep_core::Timestamp;
+use sitrep_core::input::{self, Format, Mapping, json};
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
+use sitrep_proto::v1::report_ack::Outcome;
+use sitrep_server::hub::Backoff;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args)]
+pub struct FeedArgs {
+    /// The aggregator's address.
+    #[arg(long, short, env = "SITREP_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// A drop folder to watch: every file that appears in it is read, spooled and sent (runs until stopped).
+    #[arg(long)]
+    watch: Option<PathBuf>,
+    /// Files to send once (- for standard input); the agent exits when all are acknowledged.
+    files: Vec<PathBuf>,
+    /// The spool: where reports wait until the aggregator has acknowledged them.
+    #[arg(long, default_value = "sitrep-spool")]
+    spool: PathBuf,
+    /// The files' format: json, csv or fhir. Default: from each file's name and content.
+    #[arg(long, value_parser = ["json", "csv", "fhir"])]
+    format: Option<String>,
+    /// A mapping file (TOML) from the trust's own names and codes to sitrep's (see docs/FEEDS.md).
+    #[arg(long)]
+    mapping: Option<PathBuf>,
+    /// Milliseconds between looks at the watched folder.
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+    /// Print the spool's depth and the last acknowledgement, then exit.
+    #[arg(long)]
+    status: bool,
+}
+
+/// One spooled file: its reports (in sitrep's JSON form, revisions assigned) and where they came from.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    source: String,
+    hash: String,
+    spooled_at: Timestamp,
+    reports: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct State {
+    /// The last revision given to each `provider|period`.
+    #[serde(default)]
+    revisions: BTreeMap<String, u32>,
+    /// Content hashes of files whose entries were sent (the most recent ones).
+    #[serde(default)]
+    sent: Vec<String>,
+    #[serde(default)]
+    last_ack: Option<LastAck>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct LastAck {
+    at: Timestamp,
+    outcome: String,
+    provider: String,
+    period: String,
+    revision: u32,
+    cursor: String,
+}
+
+const SENT_KEPT: usize = 10_000;
+
+/// FNV-1a, 64 bits: a stable content hash with no dependency (not for security; to recognise a file seen before).
+fn hash(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}-{}", bytes.len())
+}
+
+struct Spool {
+    dir: PathBuf,
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` so that after a crash it is either there whole or not at all.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("spool paths have a parent");
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    fsync_dir(dir)
+}
+
+impl Spool {
+    fn open(dir: &Path) -> anyhow::Result<Spool> {
+        std::fs::create_dir_all(dir.join("queue"))
+            .with_context(|| format!("cannot create the spool {}", dir.display()))?;
+        Ok(Spool { dir: dir.to_owned() })
+    }
+
+    fn state(&self) -> anyhow::Result<State> {
+        match std::fs::read_to_string(self.dir.join("state.json")) {
+            Ok(text) => {
+                serde_json::from_str(&text).with_context(|| format!("{}/state.json is damaged", self.dir.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}/state.json", self.dir.display())),
+        }
+    }
+
+    fn save_state(&self, state: &State) -> anyhow::Result<()> {
+        write_durably(&self.dir.join("state.json"), &serde_json::to_vec(state)?)
+            .context("cannot save the spool's state")
+    }
+
+    /// Queued entries in order: (path, entry).
+    fn queue(&self) -> anyhow::Result<Vec<(PathBuf, Entry)>> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.join("queue"))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json") && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+            })
+            .collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p)?;
+                let entry: Entry =
+                    serde_json::from_str(&text).with_context(|| format!("{} is damaged", p.display()))?;
+                Ok((p, entry))
+            })
+            .collect()
+    }
+
+    fn next_name(&self) -> anyhow::Result<PathBuf> {
+        let last = self.queue()?.last().and_then(|(p, _)| p.file_stem()?.to_str()?.parse::<u64>().ok()).unwrap_or(0);
+        // Never reuse a number, even across restarts: the time in microseconds is a floor.
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+        Ok(self.dir.join("queue").join(format!("{:020}.json", (last + 1).max(now))))
+    }
+}
+
+/// What the watcher and the sender share.
+struct Agent {
+    spool: Spool,
+    mapping: Mapping,
+    format: Option<Format>,
+    /// Rejected reports and unreadable files go here (the drop folder's `rejected/`, or the spool's).
+    rejected: PathBuf,
+    spooled: Notify,
+    state: std::sync::Mutex<State>,
+}
+
+fn log(line: &str) {
+    let now = Timestamp::now().to_string();
+    println!("{} {line}", now.get(11..19).unwrap_or(&now));
+}
+
+impl Agent {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads one file into the spool; returns how many reports it queued (0 for a file seen before).
+    fn ingest(&self, name: &str, bytes: &[u8]) -> Result<usize, String> {
+        let h = hash(bytes);
+        let known = self.state().sent.contains(&h)
+            || self.spool.queue().map_err(|e| e.to_string())?.iter().any(|(_, e)| e.hash == h);
+        if known {
+            log(&format!("{name}: already spooled; not sending it twice"));
+            return Ok(0);
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| format!("{name}: not UTF-8 text (rule: utf8)"))?;
+        let format = self.format.unwrap_or_else(|| Format::detect(name, text));
+        let read = input::read(name, text, format, &self.mapping, Timestamp::now()).map_err(|e| e.to_string())?;
+        for note in &read.notes {
+            log(&format!("note: {note}"));
+        }
+        let mut reports = read.reports;
+        {
+            let mut state = self.state();
+            let now = Timestamp::now().millis() / 1000;
+            for r in &mut reports {
+                if r.revision != 0 {
+                    continue;
+                }
+                let key = format!("{}|{}", r.provider, r.period.map(|p| p.millis()).unwrap_or_default());
+                let last = state.revisions.get(&key).copied().unwrap_or(0);
+                r.revision = (now.clamp(1, i64::from(u32::MAX)) as u32).max(last.saturating_add(1));
+                state.revisions.insert(key, r.revision);
+            }
+            // Keep the map small: periods older than the history the aggregator keeps no longer matter.
+            let horizon = Timestamp::now().add_hours(-24 * 40).millis();
+            state
+                .revisions
+                .retain(|k, _| k.rsplit('|').next().and_then(|p| p.parse::<i64>().ok()).is_none_or(|p| p >= horizon));
+            self.spool.save_state(&state).map_err(|e| format!("{e:#}"))?;
+        }
+        let entry = Entry {
+            source: name.to_owned(),
+            hash: h,
+            spooled_at: Timestamp::now(),
+            reports: reports.iter().map(json::write).collect(),
+        };
+        let path = self.spool.next_name().map_err(|e| format!("{e:#}"))?;
+        write_durably(&path, &serde_json::to_vec(&entry).expect("entries serialise"))
+            .map_err(|e| format!("cannot write to the spool: {e}"))?;
+        self.spooled.notify_one();
+        Ok(reports.len())
+    }
+
+    fn reject_file(&self, name: &str, bytes: &[u8], why: &str) {
+        let _ = std::fs::create_dir_all(&self.rejected);
+        let _ = std::fs::write(self.rejected.join(name), bytes);
+        let _ = std::fs::write(self.rejected.join(format!("{name}.reason.txt")), format!("{why}\n"));
+        log(&format!("rejected {name}: {why} (moved to {})", self.rejected.display()));
+    }
+
+    fn reject_report(&self, source: &str, report: &str, ack: &pb::ReportAck) {
+        let period = ack.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+        let stem = format!("{source}.{}-{}-r{}", ack.provider, period.millis(), ack.revision);
+        let _ = std::fs::create_dir_all(&self.rejected);
+        let _ = std::fs::write(self.rejected.join(format!("{stem}.json")), report);
+        let mut why = String::new();
+        for v in &ack.violations {
+            why.push_str(&format!("{} ({}): {}\n", v.field, v.rule, v.description));
+        }
+        let _ = std::fs::write(self.rejected.join(format!("{stem}.reason.txt")), &why);
+        log(&format!(
+            "rejected {} {period} r{} from {source}: {}",
+            ack.provider,
+            ack.revision,
+            why.trim_end().replace('\n', "; ")
+        ));
+    }
+
+    fn queued_reports(&self) -> usize {
+        self.spool.queue().map(|q| q.iter().map(|(_, e)| e.reports.len()).sum()).unwrap_or(0)
+    }
+
+    /// Sends the queue in order over one stream, forever (until `cancel`), reconnecting with backoff. With
+    /// `until_empty`, returns once the queue is empty.
+    async fn send(&self, server: &str, cancel: &CancellationToken, until_empty: bool) -> anyhow::Result<()> {
+        let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
+            .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:50051"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let mut client = ProviderServiceClient::new(channel);
+        let mut backoff = Backoff::default();
+        loop {
+            let queue = self.spool.queue()?;
+            if queue.is_empty() {
+                if until_empty {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = self.spooled.notified() => continue,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                }
+            }
+            match self.send_queue(&mut client, queue, cancel).await {
+                Ok(()) => backoff.reset(),
+                Err(why) => {
+                    if cancel.is_cancelled() {
+                        return Ok(());
+                    }
+                    let delay = backoff.next_delay().max(Duration::from_millis(200));
+                    log(&format!(
+                        "aggregator unreachable ({why}); {} report(s) queued in the spool; retrying in {:.1} s",
+                        self.queued_reports(),
+                        delay.as_secs_f64()
+                    ));
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One stream: every queued entry, report by report, each awaited before the next.
+    async fn send_queue(
+        &self,
+        client: &mut ProviderServiceClient<tonic::transport::Channel>,
+        queue: Vec<(PathBuf, Entry)>,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel(1);
+        let mut acks = client.report(ReceiverStream::new(rx)).await.map_err(|s| s.message().to_owned())?.into_inner();
+        for (path, entry) in queue {
+            for text in &entry.reports {
+                if cancel.is_cancelled() {
+                    return Err("stopping".into());
+                }
+                let report = json::parse("spool", text, &Mapping::default(), Timestamp::now())
+                    .map_err(|e| format!("spool entry {}: {e}", path.display()))?
+                    .remove(0);
+                tx.send(sitrep_server::convert::report_to_wire(&report))
+                    .await
+                    .map_err(|_| "the stream closed".to_owned())?;
+                let ack = match acks.message().await {
+                    Ok(Some(ack)) => ack,
+                    Ok(None) => return Err("the aggregator ended the stream".into()),
+                    Err(status) => return Err(format!("{}: {}", status.code(), status.message())),
+                };
+                let period = ack.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+                match ack.outcome() {
+                    Outcome::Rejected => self.reject_report(&entry.source, text, &ack),
+                    outcome => {
+                        let word = if outcome == Outcome::Duplicate { "duplicate" } else { "accepted" };
+                        log(&format!(
+                            "{word} {} {period} r{} from {}: {}",
+                            ack.provider, ack.revision, entry.source, ack.message
+                        ));
+                        let mut state = self.state();
+                        state.last_ack = Some(LastAck {
+                            at: Timestamp::now(),
+                            outcome: word.into(),
+                            provider: ack.provider.clone(),
+                            period: period.to_string(),
+                            revision: ack.revision,
+                            cursor: ack.cursor.clone(),
+                        });
+                    }
+                }
+            }
+            // Everything in the entry is acknowledged: remember its file, then let it go.
+            {
+                let mut state = self.state();
+                state.sent.push(entry.hash.clone());
+                let excess = state.sent.len().saturating_sub(SENT_KEPT);
+                state.sent.drain(..excess);
+                self.spool.save_state(&state).map_err(|e| format!("{e:#}"))?;
+            }
+            std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            let _ = fsync_dir(path.parent().expect("queue"));
+        }
+        Ok(())
+    }
+}
+
+/// Files in the drop folder ready to read, oldest name first.
+fn ready_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            !name.starts_with('.') && !name.ends_with(".tmp") && !name.ends_with(".part")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn status(spool: &Path) -> anyhow::Result<ExitCode> {
+    let s = Spool::open(spool)?;
+    let queue = s.queue()?;
+    let reports: usize = queue.iter().map(|(_, e)| e.reports.len()).sum();
+    println!("spool {}: {} report(s) waiting in {} file(s)", spool.display(), reports, queue.len());
+    if let Some((_, oldest)) = queue.first() {
+        println!("  oldest waiting since {} (from {})", oldest.spooled_at, oldest.source);
+    }
+    let state = s.state()?;
+    match state.last_ack {
+        Some(a) => println!(
+            "  last acknowledged: {} {} {} r{} at {} (cursor {})",
+            a.outcome,
+            a.provider,
+            a.period,
+            a.revision,
+            a.at,
+            if a.cursor.is_empty() { "-" } else { &a.cursor }
+        ),
+        None => println!("  nothing acknowledged yet"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<ExitCode> {
+    if args.status {
+        return status(&args.spool);
+    }
+    if args.watch.is_none() && args.files.is_empty() {
+        bail!("give a folder to watch (--watch DIR), or files to send (or - for standard input); see --help");
+    }
+    let mapping = match &args.mapping {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Mapping::from_toml(&path.display().to_string(), &text)?
+        }
+        None => Mapping::default(),
+    };
+    let spool = Spool::open(&args.spool)?;
+    let state = spool.state()?;
+    let rejected = match &args.watch {
+        Some(w) => w.join("rejected"),
+        None => args.spool.join("rejected"),
+    };
+    let agent = std::sync::Arc::new(Agent {
+        spool,
+        mapping,
+        format: args.format.as_deref().and_then(Format::parse),
+        rejected,
+        spooled: Notify::new(),
+        state: std::sync::Mutex::new(state),
+    });
+    let waiting = agent.queued_reports();
+    if waiting > 0 {
+        log(&format!("{waiting} report(s) waiting in the spool from before; sending them first"));
+    }
+
+    // One-shot files first: spooled before anything is sent, so a crash loses none of them.
+    let mut failed = false;
+    for file in &args.files {
+        let (name, bytes) = if file.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read standard input")?;
+            ("stdin".to_owned(), buf)
+        } else {
+            let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            (file.file_name().unwrap_or_default().to_string_lossy().into_owned(), bytes)
+        };
+        match agent.ingest(&name, &bytes) {
+            Ok(n) => log(&format!("{name}: {n} report(s) spooled")),
+            Err(why) => {
+                agent.reject_file(&name, &bytes, &why);
+                failed = true;
+            }
+        }
+    }
+
+    let Some(watch) = args.watch.clone() else {
+        agent.send(&args.server, &cancel, true).await?;
+        return Ok(if failed || agent.rejected.exists() && std::fs::read_dir(&agent.rejected)?.next().is_some() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
+    };
+    std::fs::create_dir_all(watch.join("processed")).with_context(|| format!("cannot use {}", watch.display()))?;
+    let sender = {
+        let (agent, server, cancel) = (agent.clone(), args.server.clone(), cancel.clone());
+        tokio::spawn(async move { agent.send(&server, &cancel, false).await })
+    };
+    log(&format!("watching {} for files; spool {}", watch.display(), args.spool.display()));
+    let mut seen_errors = BTreeSet::new();
+    loop {
+        match ready_files(&watch) {
+            Ok(files) => {
+                for path in files {
+                    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    let bytes = match std::fs::read(&path) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            if seen_errors.insert(name.clone()) {
+                                log(&format!("cannot read {name} yet: {e}"));
+                            }
+                            continue;
+                        }
+                    };
+                    match agent.ingest(&name, &bytes) {
+                        Ok(n) => {
+                            if n > 0 {
+                                log(&format!("{name}: {n} report(s) spooled; {} waiting", agent.queued_reports()));
+                            }
+                            let to = watch.join("processed").join(&name);
+                            if let Err(e) = std::fs::rename(&path, &to) {
+                                log(&format!("cannot move {name} to processed/: {e}"));
+                            }
+                        }
+                        Err(why) => {
+                            agent.reject_file(&name, &bytes, &why);
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+            }
+            Err(e) => log(&format!("cannot list {}: {e}", watch.display())),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(args.poll_ms.max(10))) => {}
+        }
+    }
+    let _ = sender.await;
+    log(&format!("stopped; {} report(s) left in the spool for next time", agent.queued_reports()));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_stable_and_tell_content_apart() {
+        assert_eq!(hash(b"provider,period\n"), hash(b"provider,period\n"));
+        assert_ne!(hash(b"a"), hash(b"b"));
+        assert_eq!(hash(b""), "cbf29ce484222325-0");
+    }
+}

@@ -1,0 +1,238 @@
+//! End-to-end tests of `sitrep feed`, the trust's agent: every input format from a drop folder to a subscriber,
+//! bad files set aside with their reasons, and nothing lost or duplicated when the aggregator or the agent itself
+//! is killed midway.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use sitrep_proto::v1 as pb;
+use sitrep_store::redis::RedisProcess;
+use tokio::process::{Child, Command};
+
+use crate::support::*;
+
+fn agent(server: &str, drop: &Path, spool: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["feed", "--server", server, "--poll-ms", "50", "--watch"])
+        .arg(drop)
+        .arg("--spool")
+        .arg(spool)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start sitrep feed")
+}
+
+fn all() -> pb::SubscribeRequest {
+    pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() }
+}
+
+/// Events (not heartbeats) until `n` have arrived, failing the test if they take longer than `limit`.
+async fn events_within(stream: &mut tonic::Streaming<pb::Update>, n: usize, limit: Duration) -> Vec<pb::Event> {
+    let mut out = Vec::new();
+    let collect = async {
+        while out.len() < n {
+            match next(stream).await {
+                pb::update::Kind::Event(e) => out.push(e),
+                pb::update::Kind::Heartbeat(_) | pb::update::Kind::Status(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    if tokio::time::timeout(limit, collect).await.is_err() {
+        panic!(
+            "only {} of {n} events within {limit:?}: {:?}",
+            out.len(),
+            out.iter().map(|e| &e.narrative).collect::<Vec<_>>()
+        );
+    }
+    out
+}
+
+async fn events(stream: &mut tonic::Streaming<pb::Update>, n: usize) -> Vec<pb::Event> {
+    events_within(stream, n, DEADLINE).await
+}
+
+fn value(e: &pb::Event, metric: &str) -> Option<pb::metric_value::Kind> {
+    e.changes.iter().find(|c| c.metric == metric).and_then(|c| c.after.as_ref()).and_then(|v| v.kind)
+}
+
+/// Each format, dropped in the folder, reaches a subscriber; a file that cannot be read and a report the
+/// aggregator rejects are set aside with their reasons while the good ones arrive.
+#[tokio::test]
+async fn every_format_arrives_and_bad_files_are_set_aside() {
+    let server = Server::start("").await;
+    let mut watch = server.subscriber().await.subscribe(all()).await.unwrap().into_inner();
+    expect_snapshot(next(&mut watch).await);
+    let dir = TempDir::new("feed");
+    let folder = dir.0.join("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mapping = dir.0.join("trust.toml");
+    std::fs::write(
+        &mapping,
+        "source = \"e2e exports\"\n[providers]\nSTG = \"RJ7\"\n[columns]\n\"ICU open\" = \"beds.cc_adult.open\"\n\
+         \"ICU occupied\" = \"beds.cc_adult.occupied\"\n[absent]\n\"N/A\" = \"not_applicable\"\n\
+         [fhir.subjects]\n\"Organization/guys\" = \"RGN\"\n\"Organization/kings\" = \"RGM\"\n",
+    )
+    .unwrap();
+    let hour = sitrep_core::Timestamp::now().hour_start().to_string();
+    let files = [
+        (
+            "1-sitrep.json",
+            format!(
+                r#"{{"provider":"RAL","period":"{hour}","values":{{"ed.in_department":41,"ed.over_12h":{{"absent":"suppressed"}}}}}}"#
+            ),
+        ),
+        ("2-wide.csv", "Provider,ICU open,ICU occupied,ed.over_12h\nSTG,28,25,N/A\n".to_owned()),
+        ("3-long.csv", "provider,metric,value\nRGT,flow.discharges,17\nRGT,ed.in_department,30\n".to_owned()),
+        (
+            "4-fhir.json",
+            format!(
+                r#"{{"resourceType":"MeasureReport","subject":{{"reference":"Organization/guys"}},"period":{{"start":"{hour}"}},
+                "group":[{{"population":[{{"code":{{"coding":[{{"code":"numICUBeds"}}]}},"count":40}},
+                {{"code":{{"coding":[{{"code":"numICUBedsOcc"}}]}},"_count":{{"extension":[{{"url":"http://hl7.org/fhir/StructureDefinition/data-absent-reason","valueCode":"unknown"}}]}}}}]}}]}}"#
+            ),
+        ),
+        (
+            "5-bundle.json",
+            format!(
+                r#"{{"resourceType":"Bundle","entry":[{{"resource":{{"resourceType":"MeasureReport","reporter":{{"reference":"Organization/kings"}},
+                "period":{{"start":"{hour}"}},"group":[{{"population":[{{"code":{{"coding":[{{"code":"numVent"}}]}},"count":12}}]}}]}}}}]}}"#
+            ),
+        ),
+        ("6-bad.csv", "provider,beds.cc_adult.open\nRJ7,lots\n".to_owned()),
+        (
+            "7-bad-fhir.json",
+            format!(
+                r#"{{"resourceType":"MeasureReport","subject":{{"reference":"Organization/guys"}},"period":{{"start":"{hour}"}},"group":[{{"population":[{{"code":{{"coding":[{{"code":"numICUBeds"}}]}},"count":"forty"}}]}}]}}"#
+            ),
+        ),
+        ("8-unknown-provider.json", r#"{"provider":"XYZ","values":{"ed.in_department":1}}"#.to_owned()),
+    ];
+    for (name, text) in &files {
+        std::fs::write(folder.join(name), text).unwrap();
+    }
+    let _agent = agent(&server.url, &folder, &dir.0.join("spool"), &["--mapping", mapping.to_str().unwrap()]);
+
+    let got = events(&mut watch, 5).await;
+    let by: std::collections::BTreeMap<&str, &pb::Event> = got.iter().map(|e| (e.provider.as_str(), e)).collect();
+    use pb::metric_value::Kind::{Absent, Number};
+    assert_eq!(value(by["RAL"], "ed.in_department"), Some(Number(41.0)));
+    assert_eq!(value(by["RAL"], "ed.over_12h"), Some(Absent(pb::AbsentReason::Suppressed as i32)));
+    assert_eq!(value(by["RJ7"], "beds.cc_adult.occupied"), Some(Number(25.0)), "mapped column and provider");
+    assert_eq!(value(by["RJ7"], "ed.over_12h"), Some(Absent(pb::AbsentReason::NotApplicable as i32)));
+    assert_eq!(value(by["RGT"], "flow.discharges"), Some(Number(17.0)));
+    assert_eq!(value(by["RGN"], "beds.cc_adult.open"), Some(Number(40.0)));
+    assert_eq!(
+        value(by["RGN"], "beds.cc_adult.occupied"),
+        Some(Absent(pb::AbsentReason::NotAvailable as i32)),
+        "absent, not zero"
+    );
+    assert_eq!(value(by["RGM"], "ventilators.total"), Some(Number(12.0)));
+    assert_eq!(by["RJ7"].source, "e2e exports");
+
+    let rejected = folder.join("rejected");
+    let reason = |name: &str| {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(rejected.join(name)) {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {name} in rejected/");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(reason("6-bad.csv.reason.txt").contains("6-bad.csv:2: column \"beds.cc_adult.open\": value \"lots\""));
+    let fhir = reason("7-bad-fhir.json.reason.txt");
+    assert!(fhir.contains("$.group[0].population[0].count: expected a number"), "{fhir}");
+    let listing: Vec<String> =
+        std::fs::read_dir(&rejected).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !std::fs::read_dir(&rejected).unwrap().flatten().any(|e| {
+        e.file_name().to_string_lossy().ends_with("reason.txt")
+            && e.file_name().to_string_lossy().starts_with("8-unknown")
+    }) {
+        assert!(std::time::Instant::now() < deadline, "the aggregator's rejection is set aside: {listing:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let processed: Vec<String> = std::fs::read_dir(folder.join("processed"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(processed.len(), 6, "{processed:?}");
+    // Nothing more arrives (no report twice).
+    let extra = async {
+        loop {
+            if let pb::update::Kind::Event(e) = next(&mut watch).await {
+                return e;
+            }
+        }
+    };
+    if let Ok(e) = tokio::time::timeout(Duration::from_millis(1500), extra).await {
+        panic!("an unexpected event: {e:?}");
+    }
+}
+
+/// 1,000 reports from 100 files. The aggregator is killed while they are being sent and restarted; later the
+/// agent itself is killed (SIGKILL) and restarted. A subscriber (on another replica) sees every report exactly
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_reports_survive_killing_the_aggregator_and_the_agent() {
+    let redis = RedisProcess::start().expect("redis-server");
+    let addr = free_addr();
+    let aggregator = Server::start_full("", &["--redis", &redis.url()], &addr, &[]).await;
+    let observer = Server::start_redis(&redis.url()).await;
+    let mut watch = observer.subscriber().await.subscribe(all()).await.unwrap().into_inner();
+    expect_snapshot(next(&mut watch).await);
+
+    let dir = TempDir::new("feed-kill");
+    let folder = dir.0.join("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    let providers =
+        ["RJ7", "RVR", "RAX", "RJ6", "RQY", "RAL", "RAP", "RKE", "RP4", "RRV", "RGT", "RGP", "RGN", "RCX", "RM1"];
+    for f in 0..100 {
+        let reports: Vec<String> = (0..10)
+            .map(|i| {
+                let n = f * 10 + i;
+                format!(
+                    r#"{{"provider":"{}","values":{{"flow.discharges":{n}}},"narrative":"report {n}"}}"#,
+                    providers[n % providers.len()]
+                )
+            })
+            .collect();
+        std::fs::write(folder.join(format!("{f:03}.json")), format!("[{}]", reports.join(","))).unwrap();
+    }
+    let spool = dir.0.join("spool");
+    let server_url = format!("http://{addr}");
+    let mut feed = agent(&server_url, &folder, &spool, &[]);
+
+    let mut seen = events(&mut watch, 250).await;
+    drop(aggregator);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let _restarted = Server::start_full("", &["--redis", &redis.url()], &addr, &[]).await;
+    seen.extend(events(&mut watch, 600 - seen.len()).await);
+    feed.start_kill().unwrap();
+    feed.wait().await.unwrap();
+    let _feed = agent(&server_url, &folder, &spool, &[]);
+    let deadline = DEADLINE * 3;
+    seen.extend(
+        tokio::time::timeout(deadline, events(&mut watch, 1000 - seen.len())).await.expect("all 1,000 in time"),
+    );
+    // And nothing after: no report arrived twice.
+    let extra = tokio::time::timeout(Duration::from_secs(2), events(&mut watch, 1)).await;
+    assert!(extra.is_err(), "an event beyond the 1,000: {:?}", extra.unwrap());
+    let narratives: Vec<String> = seen.iter().map(|e| e.narrative.clone()).collect();
+    let expected: Vec<String> = (0..1000).map(|n| format!("report {n}")).collect();
+    assert_eq!(narratives, expected, "every report exactly once, in order");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["feed", "--status", "--spool"])
+        .arg(&spool)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("0 report(s) waiting"), "{text}");
+}
