@@ -211,10 +211,15 @@ async fn a_thousand_reports_survive_killing_the_aggregator_and_the_agent() {
     let mut feed = agent(&server_url, &folder, &spool, &[]);
 
     let mut seen = events(&mut watch, 250).await;
+    // The aggregator goes down while the agent is sending (reports are still waiting in its spool).
+    let waiting = |spool: &Path| std::fs::read_dir(spool.join("queue")).map(|d| d.count()).unwrap_or(0);
+    assert!(waiting(&spool) > 0, "the agent is mid-way");
     drop(aggregator);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let _restarted = Server::start_full("", &["--redis", &redis.url()], &addr, &[]).await;
     seen.extend(events(&mut watch, 600 - seen.len()).await);
+    // The agent itself is killed outright (SIGKILL), mid-stream.
+    assert!(waiting(&spool) > 0, "the agent is mid-way");
     feed.start_kill().unwrap();
     feed.wait().await.unwrap();
     let _feed = agent(&server_url, &folder, &spool, &[]);
@@ -235,4 +240,56 @@ async fn a_thousand_reports_survive_killing_the_aggregator_and_the_agent() {
         .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("0 report(s) waiting"), "{text}");
+}
+
+/// One-shot use: a file, or standard input, is sent and the agent exits once it is acknowledged; `--status` then
+/// shows the last acknowledgement.
+#[tokio::test]
+async fn one_shot_files_and_standard_input() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start("").await;
+    let mut watch = server.subscriber().await.subscribe(all()).await.unwrap().into_inner();
+    expect_snapshot(next(&mut watch).await);
+    let dir = TempDir::new("feed-once");
+    let file = dir.0.join("beds.json");
+    std::fs::write(&file, r#"{"provider":"RM1","values":{"beds.cc_adult.open":9}}"#).unwrap();
+    let spool = dir.0.join("spool");
+    let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["feed", "--server", &server.url, "--spool"])
+        .arg(&spool)
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("accepted RM1"), "{text}");
+    assert_eq!(events(&mut watch, 1).await[0].provider, "RM1");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["feed", "--format", "csv", "--server", &server.url, "--spool"])
+        .arg(&spool)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"provider,metric,value\nRMY,ed.in_department,12\n").await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let e = events(&mut watch, 1).await.remove(0);
+    assert_eq!(
+        (e.provider.as_str(), value(&e, "ed.in_department")),
+        ("RMY", Some(pb::metric_value::Kind::Number(12.0)))
+    );
+    let status = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["feed", "--status", "--spool"])
+        .arg(&spool)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("0 report(s) waiting") && text.contains("last acknowledged: accepted RMY"), "{text}");
 }
