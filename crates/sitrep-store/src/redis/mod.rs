@@ -154,7 +154,13 @@ pub struct RedisStore {
     /// clock changed the provider meanwhile, the write is refused and the provider is read afresh. A std mutex,
     /// held for a map operation, never across an await.
     known: std::sync::Mutex<std::collections::HashMap<String, Prior>>,
+    /// Events this store appended, until its own tail reads them back: the Hub then takes them as they are
+    /// instead of parsing them again (most events of a single-replica deployment). Bounded; oldest dropped.
+    recent: std::sync::Mutex<BTreeMap<Position, Event>>,
 }
+
+/// Appended events kept for the tail to reuse.
+const RECENT_KEPT: usize = 4096;
 
 /// Conditions in which Redis refuses a command for now but may take it later. Scripts can report them wrapped in a
 /// generic `ERR` (older Redis versions do), so they are recognised in the text too.
@@ -353,12 +359,29 @@ fn parse_entry(rules: &Rules, entry: &RValue) -> Result<Entry, StoreError> {
     Ok(Entry { event, epoch, prev })
 }
 
+/// A stream entry this store appended itself, taken from `recent` rather than parsed: only its epoch and
+/// predecessor are read from the entry.
+fn reuse_entry(entry: &RValue, recent: &std::sync::Mutex<BTreeMap<Position, Event>>) -> Option<Entry> {
+    let [id, fields] = array(entry).ok()? else { return None };
+    let pos = position(&text(id).ok()?).ok()?;
+    let fields = array(fields).ok()?;
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|kv| matches!(&kv[0], RValue::BulkString(b) if b == name.as_bytes()))
+            .and_then(|kv| text(kv.get(1)?).ok())
+    };
+    let (epoch, prev) = (field("e")?, position(&field("prev")?).ok()?);
+    let event = recent.lock().unwrap_or_else(|e| e.into_inner()).remove(&pos)?;
+    (event.cursor.epoch == epoch).then_some(Entry { event, epoch, prev })
+}
+
 /// The entries sitrep can read, in order. Anything else in the stream (written by someone else, or damaged) is
 /// skipped with a warning: the predecessor links between sitrep's own entries still prove nothing of sitrep's was
 /// missed, and a stray entry must neither stall readers nor reset them over and over.
-fn own_entries(rules: &Rules, raw: &[RValue]) -> Vec<Entry> {
+fn own_entries(rules: &Rules, raw: &[RValue], recent: &std::sync::Mutex<BTreeMap<Position, Event>>) -> Vec<Entry> {
     raw.iter()
-        .filter_map(|e| match parse_entry(rules, e) {
+        .filter_map(|e| match reuse_entry(e, recent).map_or_else(|| parse_entry(rules, e), Ok) {
             Ok(entry) => Some(entry),
             Err(error) => {
                 tracing::warn!(%error, "skipping an entry of the event stream that sitrep did not write");
@@ -410,6 +433,7 @@ impl RedisStore {
             conn,
             blocking: Mutex::new(None),
             known: Default::default(),
+            recent: Default::default(),
             keys: Keys::new(&options.key_prefix),
             scripts: Scripts::new(),
             options,
@@ -462,7 +486,7 @@ impl RedisStore {
         if after.pos > head {
             return Ok(Read::Reset(ResetReason::Ahead));
         }
-        let entries = own_entries(&self.options.rules, array(&entries)?);
+        let entries = own_entries(&self.options.rules, array(&entries)?, &self.recent);
         if entries.is_empty() && after.pos < head {
             // Everything after the cursor has been trimmed.
             return Ok(Read::Reset(ResetReason::TooOld));
@@ -485,7 +509,7 @@ impl RedisStore {
             }
             let raw = self.xread(from, max, left).await?;
             let Some(last) = raw.last() else { return Ok(Vec::new()) };
-            let own = own_entries(&self.options.rules, &raw);
+            let own = own_entries(&self.options.rules, &raw, &self.recent);
             if !own.is_empty() {
                 return Ok(own);
             }
@@ -610,6 +634,14 @@ impl RedisStore {
 
     fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Prior>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, ev: &Event) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.insert(ev.cursor.pos, ev.clone());
+        while recent.len() > RECENT_KEPT {
+            recent.pop_first();
+        }
     }
 
     fn forget(&self, provider: &str) {
@@ -742,6 +774,7 @@ impl RedisStore {
                 let mut ev = event(report, received_at, fresh, changes, cursor);
                 ev.derived = derived;
                 ev.rollups = rollups;
+                self.remember(&ev);
                 Ok(Some(Applied::Accepted(ev)))
             }
             _ => Err(bad("apply reply")),
