@@ -188,6 +188,16 @@ struct Agent {
     rejected: PathBuf,
     spooled: Notify,
     state: std::sync::Mutex<State>,
+    /// What is in the queue, kept in memory so that spooling a file does not read the whole queue: the content
+    /// hashes of its entries, how many reports wait, and the number of the newest entry.
+    queued: std::sync::Mutex<Queued>,
+}
+
+#[derive(Default)]
+struct Queued {
+    hashes: BTreeSet<String>,
+    reports: usize,
+    last: u64,
 }
 
 fn log(line: &str) {
@@ -203,8 +213,7 @@ impl Agent {
     /// Reads one file into the spool; returns how many reports it queued (0 for a file seen before).
     fn ingest(&self, name: &str, bytes: &[u8]) -> Result<usize, String> {
         let h = hash(bytes);
-        let known = self.state().sent.contains(&h)
-            || self.spool.queue().map_err(|e| e.to_string())?.iter().any(|(_, e)| e.hash == h);
+        let known = self.state().sent.contains(&h) || self.queued().hashes.contains(&h);
         if known {
             log(&format!("{name}: already spooled; not sending it twice"));
             return Ok(0);
@@ -273,8 +282,12 @@ impl Agent {
         ));
     }
 
+    fn queued(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn queued_reports(&self) -> usize {
-        self.spool.queue().map(|q| q.iter().map(|(_, e)| e.reports.len()).sum()).unwrap_or(0)
+        self.queued().reports
     }
 
     /// Sends the queue in order over one stream, forever (until `cancel`), reconnecting with backoff. With
@@ -375,6 +388,9 @@ impl Agent {
             }
             std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
             let _ = fsync_dir(path.parent().expect("queue"));
+            let mut queued = self.queued();
+            queued.hashes.remove(&entry.hash);
+            queued.reports = queued.reports.saturating_sub(entry.reports.len());
         }
         Ok(())
     }
@@ -435,6 +451,13 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
     };
     let spool = Spool::open(&args.spool)?;
     let state = spool.state()?;
+    let mut queued = Queued::default();
+    for (path, entry) in spool.queue()? {
+        queued.hashes.insert(entry.hash);
+        queued.reports += entry.reports.len();
+        let n = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        queued.last = queued.last.max(n);
+    }
     let rejected = match &args.watch {
         Some(w) => w.join("rejected"),
         None => args.spool.join("rejected"),
@@ -446,6 +469,7 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
         rejected,
         spooled: Notify::new(),
         state: std::sync::Mutex::new(state),
+        queued: std::sync::Mutex::new(queued),
     });
     let waiting = agent.queued_reports();
     if waiting > 0 {
