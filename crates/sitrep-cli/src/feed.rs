@@ -266,7 +266,8 @@ impl Agent {
 
     fn reject_report(&self, source: &str, report: &str, ack: &pb::ReportAck) {
         let period = ack.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
-        let stem = format!("{source}.{}-{}-r{}", ack.provider, period.millis(), ack.revision);
+        // The provider code comes from the file: keep it from naming a path outside rejected/.
+        let stem = safe_name(&format!("{source}.{}-{}-r{}", ack.provider, period.millis(), ack.revision));
         let _ = std::fs::create_dir_all(&self.rejected);
         let _ = std::fs::write(self.rejected.join(format!("{stem}.json")), report);
         let mut why = String::new();
@@ -394,6 +395,13 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// A file name made only of letters, digits, `.`, `-` and `_` (anything else becomes `_`), never `.` or `..`.
+fn safe_name(name: &str) -> String {
+    let cleaned: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
+    if cleaned.chars().all(|c| c == '.') { format!("_{cleaned}") } else { cleaned }
 }
 
 /// Files in the drop folder ready to read, oldest name first.
@@ -557,6 +565,13 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejected_names_stay_in_their_folder() {
+        assert_eq!(safe_name("beds.csv.../../etc/x-1-r2"), "beds.csv..._.._etc_x-1-r2");
+        assert_eq!(safe_name(".."), "_..");
+        assert_eq!(safe_name("a b/c"), "a_b_c");
+    }
 
     #[test]
     fn hashes_are_stable_and_tell_content_apart() {
