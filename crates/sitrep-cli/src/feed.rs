@@ -170,12 +170,13 @@ impl Spool {
             .collect()
     }
 
-    fn next_name(&self) -> anyhow::Result<PathBuf> {
-        let last = self.queue()?.last().and_then(|(p, _)| p.file_stem()?.to_str()?.parse::<u64>().ok()).unwrap_or(0);
-        // Never reuse a number, even across restarts: the time in microseconds is a floor.
+    /// The next entry's path after `last` (the number of the newest entry), which it advances. Never reuses a
+    /// number, even across restarts: the time in microseconds is a floor.
+    fn next_name(&self, last: &mut u64) -> PathBuf {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
-        Ok(self.dir.join("queue").join(format!("{:020}.json", (last + 1).max(now))))
+        *last = (*last + 1).max(now);
+        self.dir.join("queue").join(format!("{:020}.json", *last))
     }
 }
 
@@ -191,6 +192,13 @@ struct Agent {
     /// What is in the queue, kept in memory so that spooling a file does not read the whole queue: the content
     /// hashes of its entries, how many reports wait, and the number of the newest entry.
     queued: std::sync::Mutex<Queued>,
+}
+
+/// Why a file was not spooled: it cannot be read as reports (set it aside), or the spool cannot take it (leave
+/// it where it is and try again).
+enum IngestError {
+    Invalid(String),
+    Spool(String),
 }
 
 #[derive(Default)]
@@ -210,17 +218,20 @@ impl Agent {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads one file into the spool; returns how many reports it queued (0 for a file seen before).
-    fn ingest(&self, name: &str, bytes: &[u8]) -> Result<usize, String> {
-        let h = hash(bytes);
-        let known = self.state().sent.contains(&h) || self.queued().hashes.contains(&h);
-        if known {
+    /// Reads one file into the spool; returns how many reports it queued (0 for this very file, spooled before).
+    /// `identity` tells this file from another with the same content (its name and modification time), so that
+    /// an identical export an hour later is sent, while the same file found again after a crash is not.
+    fn ingest(&self, name: &str, identity: &str, bytes: &[u8]) -> Result<usize, IngestError> {
+        let h = format!("{}/{identity}", hash(bytes));
+        if self.queued().hashes.contains(&h) || self.state().sent.contains(&h) {
             log(&format!("{name}: already spooled; not sending it twice"));
             return Ok(0);
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| format!("{name}: not UTF-8 text (rule: utf8)"))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| IngestError::Invalid(format!("{name}: not UTF-8 text (rule: utf8)")))?;
         let format = self.format.unwrap_or_else(|| Format::detect(name, text));
-        let read = input::read(name, text, format, &self.mapping, Timestamp::now()).map_err(|e| e.to_string())?;
+        let read = input::read(name, text, format, &self.mapping, Timestamp::now())
+            .map_err(|e| IngestError::Invalid(e.to_string()))?;
         for note in &read.notes {
             log(&format!("note: {note}"));
         }
@@ -229,20 +240,20 @@ impl Agent {
             let mut state = self.state();
             let now = Timestamp::now().millis() / 1000;
             for r in &mut reports {
-                if r.revision != 0 {
-                    continue;
-                }
                 let key = format!("{}|{}", r.provider, r.period.map(|p| p.millis()).unwrap_or_default());
                 let last = state.revisions.get(&key).copied().unwrap_or(0);
-                r.revision = (now.clamp(1, i64::from(u32::MAX)) as u32).max(last.saturating_add(1));
-                state.revisions.insert(key, r.revision);
+                if r.revision == 0 {
+                    r.revision = (now.clamp(1, i64::from(u32::MAX)) as u32).max(last.saturating_add(1));
+                }
+                // Revisions a file gives count too, so one assigned later still comes after them.
+                state.revisions.insert(key, last.max(r.revision));
             }
             // Keep the map small: periods older than the history the aggregator keeps no longer matter.
             let horizon = Timestamp::now().add_hours(-24 * 40).millis();
             state
                 .revisions
                 .retain(|k, _| k.rsplit('|').next().and_then(|p| p.parse::<i64>().ok()).is_none_or(|p| p >= horizon));
-            self.spool.save_state(&state).map_err(|e| format!("{e:#}"))?;
+            self.spool.save_state(&state).map_err(|e| IngestError::Spool(format!("{e:#}")))?;
         }
         let entry = Entry {
             source: name.to_owned(),
@@ -250,18 +261,41 @@ impl Agent {
             spooled_at: Timestamp::now(),
             reports: reports.iter().map(json::write).collect(),
         };
-        let path = self.spool.next_name().map_err(|e| format!("{e:#}"))?;
+        let mut queued = self.queued();
+        let path = self.spool.next_name(&mut queued.last);
         write_durably(&path, &serde_json::to_vec(&entry).expect("entries serialise"))
-            .map_err(|e| format!("cannot write to the spool: {e}"))?;
+            .map_err(|e| IngestError::Spool(format!("cannot write to the spool {}: {e}", self.spool.dir.display())))?;
+        queued.hashes.insert(entry.hash);
+        queued.reports += reports.len();
+        drop(queued);
         self.spooled.notify_one();
         Ok(reports.len())
     }
 
-    fn reject_file(&self, name: &str, bytes: &[u8], why: &str) {
-        let _ = std::fs::create_dir_all(&self.rejected);
-        let _ = std::fs::write(self.rejected.join(name), bytes);
-        let _ = std::fs::write(self.rejected.join(format!("{name}.reason.txt")), format!("{why}\n"));
-        log(&format!("rejected {name}: {why} (moved to {})", self.rejected.display()));
+    /// Moves a file that cannot be read into `rejected/` (under a new name if one is taken), beside its reason,
+    /// durably; `source` is where it was (None: it came from standard input, `bytes` are all there is).
+    fn reject_file(&self, name: &str, source: Option<&Path>, bytes: &[u8], why: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.rejected)?;
+        let mut target = self.rejected.join(name);
+        let mut n = 1;
+        while target.exists() {
+            target = self.rejected.join(format!("{name}.{n}"));
+            n += 1;
+        }
+        let target_name = target.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        write_durably(&self.rejected.join(format!("{target_name}.reason.txt")), format!("{why}\n").as_bytes())?;
+        match source {
+            Some(path) => {
+                std::fs::rename(path, &target)?;
+                fsync_dir(&self.rejected)?;
+                if let Some(dir) = path.parent() {
+                    fsync_dir(dir)?;
+                }
+            }
+            None => write_durably(&target, bytes)?,
+        }
+        log(&format!("rejected {name}: {why} (moved to {})", target.display()));
+        Ok(())
     }
 
     fn reject_report(&self, source: &str, report: &str, ack: &pb::ReportAck) {
@@ -347,9 +381,22 @@ impl Agent {
                 if cancel.is_cancelled() {
                     return Err("stopping".into());
                 }
-                let report = json::parse("spool", text, &Mapping::default(), Timestamp::now())
-                    .map_err(|e| format!("spool entry {}: {e}", path.display()))?
-                    .remove(0);
+                let report = match json::parse("spool", text, &Mapping::default(), Timestamp::now()) {
+                    Ok(mut r) if r.len() == 1 => r.remove(0),
+                    // A damaged entry must not hold up everything behind it: set it aside and carry on.
+                    other => {
+                        let why = match other {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "not one report".into(),
+                        };
+                        let _ = std::fs::create_dir_all(&self.rejected);
+                        let stem = safe_name(&format!("{}.damaged-spool-entry", entry.source));
+                        let _ = std::fs::write(self.rejected.join(format!("{stem}.json")), text);
+                        let _ = std::fs::write(self.rejected.join(format!("{stem}.reason.txt")), format!("{why}\n"));
+                        log(&format!("rejected a damaged spool entry from {}: {why}", entry.source));
+                        continue;
+                    }
+                };
                 tx.send(sitrep_server::convert::report_to_wire(&report))
                     .await
                     .map_err(|_| "the stream closed".to_owned())?;
@@ -359,8 +406,15 @@ impl Agent {
                     Err(status) => return Err(format!("{}: {}", status.code(), status.message())),
                 };
                 let period = ack.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+                if ack.provider != report.provider || ack.revision != report.revision {
+                    return Err(format!(
+                        "the acknowledgement is for {} r{}, not the {} r{} just sent",
+                        ack.provider, ack.revision, report.provider, report.revision
+                    ));
+                }
                 match ack.outcome() {
                     Outcome::Rejected => self.reject_report(&entry.source, text, &ack),
+                    Outcome::Unspecified => return Err("an acknowledgement with no outcome".into()),
                     outcome => {
                         let word = if outcome == Outcome::Duplicate { "duplicate" } else { "accepted" };
                         log(&format!(
@@ -404,19 +458,25 @@ fn safe_name(name: &str) -> String {
     if cleaned.chars().all(|c| c == '.') { format!("_{cleaned}") } else { cleaned }
 }
 
-/// Files in the drop folder ready to read, oldest name first.
-fn ready_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+/// Files in the drop folder ready to read, oldest first (then by name), with their modification times in
+/// nanoseconds. A file modified within the last second may still be being written, so it waits for a later look.
+fn ready_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, u128)>> {
+    let settled = std::time::SystemTime::now() - Duration::from_secs(1);
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)?
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
             !name.starts_with('.') && !name.ends_with(".tmp") && !name.ends_with(".part")
         })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter(|(modified, _)| *modified <= settled)
         .collect();
     files.sort();
-    Ok(files)
+    Ok(files
+        .into_iter()
+        .map(|(m, p)| (p, m.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()))
+        .collect())
 }
 
 fn status(spool: &Path) -> anyhow::Result<ExitCode> {
@@ -450,6 +510,8 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
     if args.watch.is_none() && args.files.is_empty() {
         bail!("give a folder to watch (--watch DIR), or files to send (or - for standard input); see --help");
     }
+    tonic::transport::Endpoint::from_shared(args.server.clone())
+        .with_context(|| format!("--server {:?} is not a URL like http://127.0.0.1:50051", args.server))?;
     let mapping = match &args.mapping {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -487,20 +549,28 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
     // One-shot files first: spooled before anything is sent, so a crash loses none of them.
     let mut failed = false;
     for file in &args.files {
-        let (name, bytes) = if file.as_os_str() == "-" {
+        // What tells this file from the same content sent another time: its modification time (standard input
+        // is always new).
+        let (name, identity, bytes) = if file.as_os_str() == "-" {
             let mut buf = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read standard input")?;
-            ("stdin".to_owned(), buf)
+            ("stdin".to_owned(), format!("stdin/{}", Timestamp::now().millis()), buf)
         } else {
             let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            (file.file_name().unwrap_or_default().to_string_lossy().into_owned(), bytes)
+            let modified = std::fs::metadata(file)
+                .and_then(|m| m.modified())
+                .map(|m| m.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos())
+                .unwrap_or_default();
+            let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            (name.clone(), format!("{name}/{modified}"), bytes)
         };
-        match agent.ingest(&name, &bytes) {
+        match agent.ingest(&name, &identity, &bytes) {
             Ok(n) => log(&format!("{name}: {n} report(s) spooled")),
-            Err(why) => {
-                agent.reject_file(&name, &bytes, &why);
+            Err(IngestError::Invalid(why)) => {
+                agent.reject_file(&name, None, &bytes, &why).with_context(|| format!("cannot set {name} aside"))?;
                 failed = true;
             }
+            Err(IngestError::Spool(why)) => bail!("{why}"),
         }
     }
 
@@ -522,7 +592,7 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
     loop {
         match ready_files(&watch) {
             Ok(files) => {
-                for path in files {
+                for (path, modified) in files {
                     let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
                     let bytes = match std::fs::read(&path) {
                         Ok(b) => b,
@@ -533,19 +603,35 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
                             continue;
                         }
                     };
-                    match agent.ingest(&name, &bytes) {
+                    match agent.ingest(&name, &format!("{name}/{modified}"), &bytes) {
                         Ok(n) => {
                             if n > 0 {
                                 log(&format!("{name}: {n} report(s) spooled; {} waiting", agent.queued_reports()));
                             }
-                            let to = watch.join("processed").join(&name);
-                            if let Err(e) = std::fs::rename(&path, &to) {
+                            let mut to = watch.join("processed").join(&name);
+                            let mut k = 1;
+                            while to.exists() {
+                                to = watch.join("processed").join(format!("{name}.{k}"));
+                                k += 1;
+                            }
+                            if let Err(e) = std::fs::rename(&path, &to)
+                                && seen_errors.insert(format!("move {name}"))
+                            {
                                 log(&format!("cannot move {name} to processed/: {e}"));
                             }
                         }
-                        Err(why) => {
-                            agent.reject_file(&name, &bytes, &why);
-                            let _ = std::fs::remove_file(&path);
+                        Err(IngestError::Invalid(why)) => {
+                            if let Err(e) = agent.reject_file(&name, Some(&path), &bytes, &why)
+                                && seen_errors.insert(format!("reject {name}"))
+                            {
+                                log(&format!("cannot set {name} aside ({e}); leaving it in place"));
+                            }
+                        }
+                        // The spool cannot take it now: the file stays, and is tried again.
+                        Err(IngestError::Spool(why)) => {
+                            if seen_errors.insert(format!("spool {name}")) {
+                                log(&format!("cannot spool {name} ({why}); leaving it in place and retrying"));
+                            }
                         }
                     }
                 }

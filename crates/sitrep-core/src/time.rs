@@ -52,9 +52,38 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }
 
-    /// Parses RFC 3339 text such as `2026-11-27T14:00:00Z`.
+    /// Parses RFC 3339 text such as `2026-11-27T14:00:00Z` or `2026-06-01T15:00:00.250+01:00` (the zone is
+    /// required; fractions of a second are kept to the millisecond).
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
-        humantime::parse_rfc3339(text).or_else(|_| humantime::parse_rfc3339_weak(text)).ok().map(Self::from)
+        let t = text.trim();
+        // The zone is read here: humantime's lenient parser reads the date and time, but would ignore an offset
+        // that follows a fraction of a second.
+        let (body, offset_ms) = match t.strip_suffix(['Z', 'z']) {
+            Some(body) => (body, 0),
+            None => {
+                let split = t.len().checked_sub(6).filter(|&i| t.is_char_boundary(i))?;
+                let (body, zone) = t.split_at(split);
+                let z = zone.as_bytes();
+                let digits = |a: u8, b: u8| {
+                    (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i64::from((a - b'0') * 10 + (b - b'0')))
+                };
+                let sign = match z[0] {
+                    b'+' => 1,
+                    b'-' => -1,
+                    _ => return None,
+                };
+                let (hours, minutes) = (digits(z[1], z[2])?, digits(z[4], z[5])?);
+                if z[3] != b':' || hours > 23 || minutes > 59 {
+                    return None;
+                }
+                (body, sign * (hours * 60 + minutes) * 60_000)
+            }
+        };
+        if body.ends_with(['+', '-', 'Z', 'z']) {
+            return None;
+        }
+        let local = humantime::parse_rfc3339_weak(body).ok().map(Self::from)?;
+        Some(local.add_millis(-offset_ms))
     }
 }
 
@@ -115,6 +144,24 @@ mod tests {
             let _ = Timestamp(t).hour_start().add_hours(i64::MAX).add_millis(i64::MIN);
         }
         assert_eq!(Timestamp::MAX_TEXT.to_string(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn offsets_are_honoured_and_junk_refused() {
+        let utc = Timestamp::parse_rfc3339("2026-06-01T14:00:00Z").unwrap();
+        for text in [
+            "2026-06-01T15:00:00+01:00",
+            "2026-06-01T15:00:00.000+01:00",
+            "2026-06-01T13:30:00-00:30",
+            "2026-06-01 14:00:00Z",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(text), Some(utc), "{text}");
+        }
+        for text in
+            ["2026-06-01T14:00:00Zjunk", "2026-06-01T14:00:00+1:00", "2026-06-01T14:00:00", "2026-06-01T14:00:00+25:00"]
+        {
+            assert_eq!(Timestamp::parse_rfc3339(text), None, "{text}");
+        }
     }
 
     #[test]

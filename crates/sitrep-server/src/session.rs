@@ -177,6 +177,8 @@ impl Session {
         loop {
             tokio::select! {
                 _ = self.ctx.cancel.cancelled() => return Err(End::Shutdown),
+                // A client that left is noticed now, not at the next send.
+                _ = self.tx.closed() => return Err(End::ClientGone),
                 event = sub.recv() => match event {
                     Some(event) if event.event.cursor.epoch != cursor.epoch => {
                         sub = self.register().await?;

@@ -99,6 +99,9 @@ pub fn parse(name: &str, text: &str, mapping: &Mapping, now: Timestamp) -> Resul
     let mut index: BTreeMap<(String, Option<String>, Timestamp, u32), usize> = BTreeMap::new();
     for (line, row) in &rows[1..] {
         let line = *line;
+        if row.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
         if row.len() > header.len() {
             return Err(InputError::new(
                 format!("{name}:{line}"),
@@ -142,12 +145,17 @@ pub fn parse(name: &str, text: &str, mapping: &Mapping, now: Timestamp) -> Resul
             if let Some(reason) = mapping.absent_reason(text) {
                 return Ok(Some(Value::Absent(reason)));
             }
-            text.parse::<f64>().map(|n| Some(Value::Number(n))).map_err(|_| {
-                InputError::new(
+            match text.parse::<f64>() {
+                Ok(n) if n.is_finite() => Ok(Some(Value::Number(n))),
+                Ok(_) => Err(InputError::new(
+                    at(line, column),
+                    format!("value {text:?} is not a finite number (rule: finite)"),
+                )),
+                Err(_) => Err(InputError::new(
                     at(line, column),
                     format!("value {text:?} is neither a number nor an absent reason (rule: number)"),
-                )
-            })
+                )),
+            }
         };
         let key = (provider.clone(), site.clone(), period, revision);
         let i = match (long, index.get(&key)) {
@@ -255,6 +263,8 @@ mod tests {
             ),
             ("provider,a\nRJ7,1,2\n", "x.csv:2: 3 fields, but the header has 2"),
             ("provider,revision\nRJ7,-1\n", "x.csv:2: column \"revision\": value \"-1\" is not a whole number"),
+            ("provider,a\n,,\nRJ7,inf\n", "x.csv:3: column \"a\": value \"inf\" is not a finite number (rule: finite)"),
+            ("provider,a\nRJ7,NaN\n", "x.csv:2: column \"a\": value \"NaN\" is not a finite number"),
         ];
         for (text, expected) in cases {
             let err = parse("x.csv", text, &m, now()).unwrap_err().to_string();

@@ -68,7 +68,7 @@ impl Format {
         if lower.ends_with(".csv") {
             return Format::Csv;
         }
-        let start = text.trim_start();
+        let start = text.trim_start_matches('\u{feff}').trim_start();
         if (start.starts_with('{') || start.starts_with('[')) && text.contains("\"resourceType\"") {
             return Format::Fhir;
         }
@@ -195,6 +195,8 @@ pub struct Read {
 /// Reads `text` (the content of the file `name`) in `format`. `now` fills in what a file may leave out: the
 /// period (the current hour) and the observation time.
 pub fn read(name: &str, text: &str, format: Format, mapping: &Mapping, now: Timestamp) -> Result<Read, InputError> {
+    // Windows tools often start a file with a byte-order mark.
+    let text = text.trim_start_matches('\u{feff}');
     let (mut reports, notes) = match format {
         Format::Json => (json::parse(name, text, mapping, now)?, Vec::new()),
         Format::Csv => (csv::parse(name, text, mapping, now)?, Vec::new()),

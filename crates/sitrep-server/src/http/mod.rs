@@ -130,7 +130,10 @@ fn params(query: Option<String>) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
         while i < bytes.len() {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok());
             match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
                 (b'+', _) => out.push(b' '),
                 (b'%', Some(b)) => {
@@ -311,7 +314,7 @@ async fn history(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resu
     if from > to {
         return Err(error::invalid_field("from", "before_to", format!("from {from} is later than to {to}")).into());
     }
-    let hours = (to.millis() - from.millis()) / Timestamp::HOUR_MS;
+    let hours = to.millis().checked_sub(from.millis()).map_or(i64::MAX, |ms| ms / Timestamp::HOUR_MS);
     if hours > ctx.limits.retention_hours {
         return Err(error::invalid_field(
             "to",
@@ -420,5 +423,6 @@ mod tests {
         assert_eq!(one(&p, "metric"), Some("a b"));
         assert_eq!(one(&p, "x"), None);
         assert_eq!(params(Some("a=%zz&b=%4".into())), [("a".into(), "%zz".into()), ("b".into(), "%4".into())]);
+        assert_eq!(one(&params(Some("a=%+1".into())), "a"), Some("% 1"), "not hex: no byte 0x01");
     }
 }

@@ -29,7 +29,7 @@ fn range(
     if from > to {
         return Err(error::invalid_field("from", "before_to", format!("from {from} is later than to {to}")));
     }
-    let hours = (to.millis() - from.millis()) / Timestamp::HOUR_MS;
+    let hours = to.millis().checked_sub(from.millis()).map_or(i64::MAX, |ms| ms / Timestamp::HOUR_MS);
     if hours > ctx.limits.retention_hours {
         return Err(error::invalid_field(
             "to",
