@@ -37,6 +37,7 @@ use sitrep_server::hub::Backoff;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 #[derive(clap::Args)]
 pub struct FeedArgs {
@@ -327,11 +328,7 @@ impl Agent {
 
     /// Sends the queue in order over one stream, forever (until `cancel`), reconnecting with backoff. With
     /// `until_empty`, returns once the queue is empty.
-    async fn send(&self, server: &str, cancel: &CancellationToken, until_empty: bool) -> anyhow::Result<()> {
-        let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
-            .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:50051"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+    async fn send(&self, channel: Channel, cancel: &CancellationToken, until_empty: bool) -> anyhow::Result<()> {
         let mut client = ProviderServiceClient::new(channel);
         let mut backoff = Backoff::default();
         loop {
@@ -510,15 +507,9 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
     if args.watch.is_none() && args.files.is_empty() {
         bail!("give a folder to watch (--watch DIR), or files to send (or - for standard input); see --help");
     }
-    tonic::transport::Endpoint::from_shared(args.server.clone())
-        .with_context(|| format!("--server {:?} is not a URL like http://127.0.0.1:50051", args.server))?;
-    let mapping = match &args.mapping {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Mapping::from_toml(&path.display().to_string(), &text)?
-        }
-        None => Mapping::default(),
-    };
+    // Connects lazily, but checks the address now rather than spooling for ever towards a bad one.
+    let channel = crate::connect(&args.server)?;
+    let mapping = crate::load_mapping(args.mapping.as_deref())?;
     let spool = Spool::open(&args.spool)?;
     let state = spool.state()?;
     let mut queued = Queued::default();
@@ -575,7 +566,7 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
     }
 
     let Some(watch) = args.watch.clone() else {
-        agent.send(&args.server, &cancel, true).await?;
+        agent.send(channel, &cancel, true).await?;
         return Ok(if failed || agent.rejected.exists() && std::fs::read_dir(&agent.rejected)?.next().is_some() {
             ExitCode::from(2)
         } else {
@@ -584,8 +575,8 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
     };
     std::fs::create_dir_all(watch.join("processed")).with_context(|| format!("cannot use {}", watch.display()))?;
     let sender = {
-        let (agent, server, cancel) = (agent.clone(), args.server.clone(), cancel.clone());
-        tokio::spawn(async move { agent.send(&server, &cancel, false).await })
+        let (agent, cancel) = (agent.clone(), cancel.clone());
+        tokio::spawn(async move { agent.send(channel, &cancel, false).await })
     };
     log(&format!("watching {} for files; spool {}", watch.display(), args.spool.display()));
     let mut seen_errors = BTreeSet::new();

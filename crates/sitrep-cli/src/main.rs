@@ -170,19 +170,33 @@ struct PushArgs {
     revision: u32,
 }
 
+/// Which providers a command is about: the union of those listed and those of the systems and regions listed;
+/// every provider when none is given.
+#[derive(Args)]
+struct ProvidersArg {
+    /// This provider (repeatable).
+    #[arg(long = "provider", value_name = "CODE")]
+    providers: Vec<String>,
+    /// Every provider of this system (repeatable).
+    #[arg(long = "system", value_name = "CODE")]
+    systems: Vec<String>,
+    /// Every provider of this region (repeatable).
+    #[arg(long = "region", value_name = "CODE")]
+    regions: Vec<String>,
+}
+
+impl ProvidersArg {
+    fn filter(self, metrics: Vec<String>) -> pb::Filter {
+        pb::Filter { providers: self.providers, systems: self.systems, regions: self.regions, metrics }
+    }
+}
+
 #[derive(Args)]
 struct WatchArgs {
     #[command(flatten)]
     server: ServerArg,
-    /// Follow this provider (repeatable).
-    #[arg(long = "provider", value_name = "CODE")]
-    providers: Vec<String>,
-    /// Follow every provider of this system (repeatable).
-    #[arg(long = "system", value_name = "CODE")]
-    systems: Vec<String>,
-    /// Follow every provider of this region (repeatable).
-    #[arg(long = "region", value_name = "CODE")]
-    regions: Vec<String>,
+    #[command(flatten)]
+    who: ProvidersArg,
     /// Show only this metric (repeatable).
     #[arg(long = "metric", value_name = "CODE")]
     metrics: Vec<String>,
@@ -247,15 +261,8 @@ struct HourlyArgs {
 struct AlertsArgs {
     #[command(flatten)]
     server: ServerArg,
-    /// Only this provider's alerts (repeatable).
-    #[arg(long = "provider", value_name = "CODE")]
-    providers: Vec<String>,
-    /// Only alerts of this system's providers (repeatable).
-    #[arg(long = "system", value_name = "CODE")]
-    systems: Vec<String>,
-    /// Only alerts of this region's providers (repeatable).
-    #[arg(long = "region", value_name = "CODE")]
-    regions: Vec<String>,
+    #[command(flatten)]
+    who: ProvidersArg,
 }
 
 #[derive(Args)]
@@ -421,19 +428,20 @@ fn connect(server: &str) -> anyhow::Result<Channel> {
         .connect_lazy())
 }
 
+/// A feed's mapping file (see docs/FEEDS.md), or the empty mapping.
+fn load_mapping(path: Option<&std::path::Path>) -> anyhow::Result<Mapping> {
+    let Some(path) = path else { return Ok(Mapping::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Mapping::from_toml(&path.display().to_string(), &text)?)
+}
+
 async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let text = if args.file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read the report from standard input")?
     } else {
         std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
     };
-    let mut mapping = match &args.mapping {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Mapping::from_toml(&path.display().to_string(), &text)?
-        }
-        None => Mapping::default(),
-    };
+    let mut mapping = load_mapping(args.mapping.as_deref())?;
     if args.provider.is_some() {
         mapping.provider = args.provider.clone();
     }
@@ -491,12 +499,7 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
 async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_on_signal();
     let request = pb::SubscribeRequest {
-        filter: Some(pb::Filter {
-            providers: args.providers,
-            systems: args.systems,
-            regions: args.regions,
-            metrics: args.metrics,
-        }),
+        filter: Some(args.who.filter(args.metrics)),
         resume_from: args.resume.unwrap_or_default(),
         heartbeat_seconds: args.heartbeat,
     };
@@ -635,8 +638,7 @@ async fn hourly(args: HourlyArgs) -> anyhow::Result<ExitCode> {
 
 async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
     let mut client = QueryServiceClient::new(connect(&args.server.server)?);
-    let filter =
-        pb::Filter { providers: args.providers, systems: args.systems, regions: args.regions, metrics: vec![] };
+    let filter = args.who.filter(Vec::new());
     let alerts = client.get_alerts(pb::GetAlertsRequest { filter: Some(filter) }).await.map_err(query_failed)?;
     let alerts = alerts.into_inner().alerts;
     println!("{} open alert(s)", alerts.len());

@@ -329,10 +329,42 @@ pub fn report(
     out
 }
 
+/// Applies a live report to a provider's state (see [`crate::state::apply_live`]) together with what it means:
+/// derives the picture from the state before and after, records the alerts it raised and cleared, and ends
+/// staleness. Every store calls this one function, so every backend derives and keeps the same thing. The caller
+/// must already know the report is newer than `live`.
+pub fn advance(
+    rules: &Rules,
+    live: &mut Option<crate::ProviderLive>,
+    report: &crate::ValidReport,
+    received_at: Timestamp,
+) -> (Vec<MetricChange>, Derived) {
+    let before = live.as_ref().map(crate::ProviderLive::values);
+    let open = live.as_ref().map(|l| l.alerts.clone()).unwrap_or_default();
+    let changes = crate::state::apply_live(live, report, received_at);
+    let state = live.as_mut().expect("just applied");
+    let derived = self::report(
+        rules,
+        report.provider(),
+        Before { values: before.as_ref(), open: &open },
+        &state.values(),
+        &changes,
+        received_at,
+    );
+    state.record_alerts(&derived);
+    state.stale = false;
+    (changes, derived)
+}
+
 /// Whether a provider whose last live report was received at `last` is stale at `now`.
 pub fn is_stale(rules: &Rules, provider: &str, last: Timestamp, now: Timestamp) -> bool {
+    last <= stale_deadline(rules, provider, now)
+}
+
+/// The latest time a provider's last live report may have been received for it to be stale at `now`.
+pub fn stale_deadline(rules: &Rules, provider: &str, now: Timestamp) -> Timestamp {
     let after = rules.stale_after(provider).as_millis().min(i64::MAX as u128) as i64;
-    now >= last.add_millis(after)
+    now.add_millis(-after)
 }
 
 /// The alert raised when a provider goes quiet.

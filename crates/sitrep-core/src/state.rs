@@ -41,6 +41,52 @@ impl ProviderLive {
     pub fn values(&self) -> BTreeMap<String, Value> {
         self.readings.iter().map(|(code, r)| (code.clone(), r.value)).collect()
     }
+
+    /// Keeps the open alerts up to date with what an event raised and cleared (in key order).
+    pub fn record_alerts(&mut self, derived: &Derived) {
+        let gone: std::collections::BTreeSet<&str> =
+            derived.cleared.iter().chain(&derived.raised).map(|a| a.key.as_str()).collect();
+        self.alerts.retain(|a| !gone.contains(a.key.as_str()));
+        self.alerts.extend(derived.raised.iter().cloned());
+        self.alerts.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+
+    /// Marks the provider stale with its stale alert, and returns the event that says so (at `cursor`, with no
+    /// rollups yet: the store adds them).
+    pub fn go_stale(&mut self, alert: Alert, now: Timestamp, cursor: Cursor) -> Event {
+        let ev = stale_event(&self.provider, (self.period, self.revision, self.observed_at), alert, now, cursor);
+        self.stale = true;
+        self.record_alerts(&ev.derived);
+        ev
+    }
+}
+
+/// The event of a provider going stale: its latest report's (period, revision, observation time), the alert,
+/// when the clock noticed, and no rollups yet (the store adds them).
+pub fn stale_event(
+    provider: &str,
+    latest: (Timestamp, u32, Timestamp),
+    alert: Alert,
+    now: Timestamp,
+    cursor: Cursor,
+) -> Event {
+    let (period, revision, observed_at) = latest;
+    Event {
+        cursor,
+        provider: provider.to_owned(),
+        site: None,
+        period,
+        revision,
+        observed_at,
+        received_at: now,
+        live: false,
+        changes: Vec::new(),
+        narrative: None,
+        source: None,
+        kind: EventKind::Stale,
+        derived: Derived { raised: vec![alert], ..Default::default() },
+        rollups: Vec::new(),
+    }
 }
 
 /// What made an event.

@@ -22,7 +22,7 @@ pub fn timestamp_from_wire(t: &prost_types::Timestamp) -> Timestamp {
     Timestamp::from_millis(t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos / 1_000_000)))
 }
 
-fn absent_to_wire(r: AbsentReason) -> pb::AbsentReason {
+pub fn absent_to_wire(r: AbsentReason) -> pb::AbsentReason {
     match r {
         AbsentReason::Unspecified => pb::AbsentReason::Unspecified,
         AbsentReason::NotApplicable => pb::AbsentReason::NotApplicable,

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sitrep_core::cursor::Position;
-use sitrep_core::derive::{self, Before, Derived};
+use sitrep_core::derive::{self, Derived};
 use sitrep_core::rollup::{ScopeRollup, Totals, rollup};
-use sitrep_core::state::{apply_live, diff, event, is_newer};
-use sitrep_core::{Alert, Cursor, Event, EventKind, ProviderLive, Rules, Scope, Selection, Timestamp, ValidReport};
+use sitrep_core::state::{diff, event, is_newer};
+use sitrep_core::{Alert, Cursor, Event, ProviderLive, Rules, Scope, Selection, Timestamp, ValidReport};
 use tokio::sync::watch;
 
 use crate::{Applied, HistoryRecord, Read, ResetReason, Snapshot, Store, StoreError};
@@ -151,30 +151,12 @@ impl Store for MemoryStore {
         let cursor = self.cursor(inner.next_seq);
         let mut live = inner.live.remove(report.provider());
         let fresh = is_newer(report.period(), report.revision(), live.as_ref());
-        let mut derived = Derived::default();
-        let changes = if fresh {
-            let before = live.as_ref().map(ProviderLive::values);
-            let open = live.as_ref().map(|l| l.alerts.clone()).unwrap_or_default();
-            let changes = apply_live(&mut live, report, received_at);
-            let state = live.as_mut().expect("applied");
-            derived = derive::report(
-                &self.options.rules,
-                report.provider(),
-                Before { values: before.as_ref(), open: &open },
-                &state.values(),
-                &changes,
-                received_at,
-            );
-            let cleared: BTreeSet<&str> = derived.cleared.iter().map(|a| a.key.as_str()).collect();
-            state.alerts.retain(|a| !cleared.contains(a.key.as_str()));
-            state.alerts.extend(derived.raised.iter().cloned());
-            state.alerts.sort_by(|a, b| a.key.cmp(&b.key));
-            state.stale = false;
-            changes
+        let (changes, derived) = if fresh {
+            derive::advance(&self.options.rules, &mut live, report, received_at)
         } else {
             // Late: diff against the previous revision of the same period, if there is one.
             let previous = revisions.range(..report.revision()).next_back().map(|(_, r)| &r.record.values);
-            diff(|code| previous.and_then(|v| v.get(code)), report)
+            (diff(|code| previous.and_then(|v| v.get(code)), report), Derived::default())
         };
         if let Some(live) = live {
             inner.live.insert(report.provider().to_owned(), live);
@@ -198,8 +180,8 @@ impl Store for MemoryStore {
         if fresh {
             let metrics = crate::rollup_metrics(&self.options.rules, &ev.changes);
             ev.rollups = self.rollups(inner, &self.options.rules.scopes_of(report.provider()), Some(&metrics));
-            ev.derived = derived;
         }
+        ev.derived = derived;
         self.append(inner, ev.clone());
         let head = inner.next_seq - 1;
         drop(guard);
@@ -257,26 +239,8 @@ impl Store for MemoryStore {
         for code in quiet {
             let p = inner.live.get_mut(&code).expect("listed above");
             let alert = derive::stale_alert(rules, &code, p.received_at, now);
-            p.stale = true;
-            p.alerts.retain(|a| a.key != alert.key);
-            p.alerts.push(alert.clone());
-            p.alerts.sort_by(|a, b| a.key.cmp(&b.key));
-            let ev = Event {
-                cursor: self.cursor(inner.next_seq),
-                provider: code.clone(),
-                site: None,
-                period: p.period,
-                revision: p.revision,
-                observed_at: p.observed_at,
-                received_at: now,
-                live: false,
-                changes: Vec::new(),
-                narrative: None,
-                source: None,
-                kind: EventKind::Stale,
-                derived: Derived { raised: vec![alert], ..Default::default() },
-                rollups: self.rollups(inner, &rules.scopes_of(&code), Some(&BTreeSet::new())),
-            };
+            let mut ev = p.go_stale(alert, now, self.cursor(inner.next_seq));
+            ev.rollups = self.rollups(inner, &rules.scopes_of(&code), Some(&BTreeSet::new()));
             self.append(inner, ev.clone());
             events.push(ev);
         }

@@ -23,6 +23,16 @@ fn opt_text(s: &Option<String>) -> Json {
     s.as_ref().map_or(Json::Null, |s| json!(s))
 }
 
+/// OPEL levels, the computed one with its explanation.
+fn opel_json(o: &sitrep_core::derive::Opel) -> Json {
+    let computed = o.computed.as_ref().map(|c| {
+        let mut v = serde_json::to_value(c).unwrap_or_default();
+        v["explanation"] = json!(c.explain());
+        v
+    });
+    json!({ "declared": o.declared, "computed": computed, "mismatch": o.mismatch() })
+}
+
 /// A scope's rollup, with its name.
 pub fn rollup(rules: &Rules, r: &ScopeRollup) -> Json {
     json!({
@@ -53,11 +63,7 @@ pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
         "stale": p.stale,
         "readings": readings,
         "figures": figures,
-        "opel": { "declared": opel.declared, "computed": opel.computed.as_ref().map(|c| {
-            let mut v = serde_json::to_value(c).unwrap_or_default();
-            v["explanation"] = json!(c.explain());
-            v
-        }), "mismatch": opel.mismatch() },
+        "opel": opel_json(&opel),
         "alerts": p.alerts,
     })
 }
@@ -80,13 +86,6 @@ pub fn event(rules: &Rules, e: &Event) -> Json {
         .iter()
         .map(|c| json!({ "metric": c.metric, "before": c.before.as_ref().map(value), "after": value(&c.after) }))
         .collect();
-    let opel = e.derived.opel.as_ref().map(|o| {
-        json!({ "declared": o.declared, "computed": o.computed.as_ref().map(|c| {
-            let mut v = serde_json::to_value(c).unwrap_or_default();
-            v["explanation"] = json!(c.explain());
-            v
-        }), "mismatch": o.mismatch() })
-    });
     json!({
         "cursor": e.cursor.to_string(),
         "kind": match e.kind { EventKind::Report => "report", EventKind::Stale => "stale" },
@@ -101,7 +100,7 @@ pub fn event(rules: &Rules, e: &Event) -> Json {
         "narrative": opt_text(&e.narrative),
         "source": opt_text(&e.source),
         "figures": e.derived.figures,
-        "opel": opel,
+        "opel": e.derived.opel.as_ref().map(opel_json),
         "raised": e.derived.raised,
         "cleared": e.derived.cleared,
         "rollups": e.rollups.iter().map(|r| rollup(rules, r)).collect::<Vec<_>>(),

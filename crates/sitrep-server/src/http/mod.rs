@@ -282,8 +282,7 @@ async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -
     let mut rollups = BTreeMap::new();
     for scope in &scopes {
         let mut totals = Totals::default();
-        for (p, values) in merged.iter().filter(|(p, _)| rules.in_scope(p, scope)) {
-            let _ = p;
+        for (_, values) in merged.iter().filter(|(p, _)| rules.in_scope(p, scope)) {
             totals.add(&rules.catalogue, values, false);
         }
         let figures: BTreeMap<String, f64> = rollup(rules, scope, &totals, None)
@@ -301,31 +300,8 @@ async fn history(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resu
     let provider = one(&params, "provider").ok_or_else(|| {
         error::invalid_field("provider", "required", "provider is required, e.g. ?provider=RJ7".into())
     })?;
-    if ctx.directory.provider(provider).is_none() {
-        return Err(error::invalid_field(
-            "provider",
-            "known_provider",
-            format!("provider {provider:?} is not in the directory"),
-        )
-        .into());
-    }
-    let to = time_param(&params, "to")?.unwrap_or_else(|| Timestamp::now().hour_start());
-    let from = time_param(&params, "from")?.unwrap_or_else(|| to.add_hours(-23));
-    if from > to {
-        return Err(error::invalid_field("from", "before_to", format!("from {from} is later than to {to}")).into());
-    }
-    let hours = to.millis().checked_sub(from.millis()).map_or(i64::MAX, |ms| ms / Timestamp::HOUR_MS);
-    if hours > ctx.limits.retention_hours {
-        return Err(error::invalid_field(
-            "to",
-            "within_retention",
-            format!(
-                "{hours} hours from {from} to {to} exceed the {} hours of history kept",
-                ctx.limits.retention_hours
-            ),
-        )
-        .into());
-    }
+    ctx.known_provider(provider)?;
+    let (from, to) = ctx.history_range(time_param(&params, "from")?, time_param(&params, "to")?)?;
     let mut records = ctx.store.history(provider, from, to).await.map_err(error::store)?;
     let metrics = list(&params, "metric");
     if !metrics.is_empty() {

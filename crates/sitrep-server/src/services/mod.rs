@@ -15,7 +15,7 @@ pub mod subscriber_transport;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use sitrep_core::{Catalogue, Directory, Limits, Rules, Selection};
+use sitrep_core::{Catalogue, Directory, Limits, Rules, Selection, Timestamp};
 use sitrep_proto::v1 as pb;
 use sitrep_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,44 @@ pub struct ResolvedFilter {
 }
 
 impl Context {
+    /// The periods a history request covers: `from` and `to` (inclusive), defaulting to the 24 hours up to the
+    /// current hour, in order and within the history kept; else `INVALID_ARGUMENT` naming the field.
+    pub fn history_range(
+        &self,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<(Timestamp, Timestamp), Status> {
+        let to = to.unwrap_or_else(|| Timestamp::now().hour_start());
+        let from = from.unwrap_or_else(|| to.add_hours(-23));
+        if from > to {
+            return Err(error::invalid_field("from", "before_to", format!("from {from} is later than to {to}")));
+        }
+        let hours = to.millis().checked_sub(from.millis()).map_or(i64::MAX, |ms| ms / Timestamp::HOUR_MS);
+        if hours > self.limits.retention_hours {
+            return Err(error::invalid_field(
+                "to",
+                "within_retention",
+                format!(
+                    "{hours} hours from {from} to {to} exceed the {} hours of history kept",
+                    self.limits.retention_hours
+                ),
+            ));
+        }
+        Ok((from, to))
+    }
+
+    /// `Ok` if the directory knows the provider, else `INVALID_ARGUMENT` on the field `provider`.
+    pub fn known_provider(&self, code: &str) -> Result<(), Status> {
+        match self.directory.provider(code) {
+            Some(_) => Ok(()),
+            None => Err(error::invalid_field(
+                "provider",
+                "known_provider",
+                format!("provider {code:?} is not in the directory"),
+            )),
+        }
+    }
+
     /// Resolves a filter, or `INVALID_ARGUMENT` naming the first unknown code (e.g. `filter.systems[1]`).
     pub fn resolve(&self, filter: Option<&pb::Filter>) -> Result<ResolvedFilter, Status> {
         let Some(f) = filter else {

@@ -12,46 +12,22 @@ use tonic::{Request, Response, Status};
 
 use super::Context;
 use crate::convert::{
-    alert_to_wire, catalogue_to_wire, directory_to_wire, scope_to_wire, snapshot_to_wire, timestamp_from_wire,
-    timestamp_to_wire, value_to_wire,
+    absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, scope_to_wire, snapshot_to_wire,
+    timestamp_from_wire, timestamp_to_wire, value_to_wire,
 };
 use crate::error;
 
-/// The periods a history request covers: its `from` and `to`, defaulting to the 24 hours up to the current hour,
-/// and bounded by the history kept.
+/// The periods a history request covers (see [`Context::history_range`]), from the wire.
 fn range(
     ctx: &Context,
     from: Option<&prost_types::Timestamp>,
     to: Option<&prost_types::Timestamp>,
 ) -> Result<(Timestamp, Timestamp), Status> {
-    let to = to.map(timestamp_from_wire).unwrap_or_else(|| Timestamp::now().hour_start());
-    let from = from.map(timestamp_from_wire).unwrap_or_else(|| to.add_hours(-23));
-    if from > to {
-        return Err(error::invalid_field("from", "before_to", format!("from {from} is later than to {to}")));
-    }
-    let hours = to.millis().checked_sub(from.millis()).map_or(i64::MAX, |ms| ms / Timestamp::HOUR_MS);
-    if hours > ctx.limits.retention_hours {
-        return Err(error::invalid_field(
-            "to",
-            "within_retention",
-            format!(
-                "{hours} hours from {from} to {to} exceed the {} hours of history kept",
-                ctx.limits.retention_hours
-            ),
-        ));
-    }
-    Ok((from, to))
+    ctx.history_range(from.map(timestamp_from_wire), to.map(timestamp_from_wire))
 }
 
 fn known_provider(ctx: &Context, code: &str) -> Result<(), Status> {
-    match ctx.directory.provider(code) {
-        Some(_) => Ok(()),
-        None => Err(error::invalid_field(
-            "provider",
-            "known_provider",
-            format!("provider {code:?} is not in the directory"),
-        )),
-    }
+    ctx.known_provider(code)
 }
 
 fn known_metric(ctx: &Context, field: &str, code: &str) -> Result<(), Status> {
@@ -208,10 +184,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                                 _ => None,
                             },
                             absent: match h.value {
-                                Some(v @ Value::Absent(_)) => value_to_wire(v).kind.map_or(0, |k| match k {
-                                    pb::metric_value::Kind::Absent(r) => r,
-                                    pb::metric_value::Kind::Number(_) => 0,
-                                }),
+                                Some(Value::Absent(r)) => absent_to_wire(r) as i32,
                                 _ => 0,
                             },
                             change: h.change,
@@ -228,12 +201,10 @@ impl pb::query_service_server::QueryService for QueryApi {
                     out.points = scope_hours(&histories, &expected, &periods, |list| figure(list.first()?.1))
                         .into_iter()
                         .map(|h| pb::HourlyPoint {
-                            period: Some(timestamp_to_wire(h.period)),
-                            value: h.value,
-                            change: h.change,
-                            corrections: h.corrections,
-                            reported: !h.reported.is_empty(),
-                            ..Default::default()
+                            providers_reported: Vec::new(),
+                            providers_expected: 0,
+                            completeness: 0.0,
+                            ..scope_point(h)
                         })
                         .collect();
                 }
@@ -269,20 +240,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                     }
                     rollup(&ctx.rules, &scope, &totals, Some(&metrics)).metrics.first().and_then(|m| m.value)
                 };
-                out.points = scope_hours(&histories, &expected, &periods, roll)
-                    .into_iter()
-                    .map(|h| pb::HourlyPoint {
-                        period: Some(timestamp_to_wire(h.period)),
-                        value: h.value,
-                        change: h.change,
-                        corrections: h.corrections,
-                        reported: !h.reported.is_empty(),
-                        providers_reported: h.reported,
-                        providers_expected: h.expected,
-                        completeness: h.completeness,
-                        ..Default::default()
-                    })
-                    .collect();
+                out.points = scope_hours(&histories, &expected, &periods, roll).into_iter().map(scope_point).collect();
                 out.scope = Some(scope_to_wire(&ctx.rules, &scope));
             }
             _ => {
@@ -294,6 +252,21 @@ impl pb::query_service_server::QueryService for QueryApi {
             }
         }
         Ok(Response::new(out))
+    }
+}
+
+/// One hour of a scope's view on the wire.
+fn scope_point(h: sitrep_core::hourly::ScopeHour) -> pb::HourlyPoint {
+    pb::HourlyPoint {
+        period: Some(timestamp_to_wire(h.period)),
+        value: h.value,
+        change: h.change,
+        corrections: h.corrections,
+        reported: !h.reported.is_empty(),
+        providers_reported: h.reported,
+        providers_expected: h.expected,
+        completeness: h.completeness,
+        ..Default::default()
     }
 }
 

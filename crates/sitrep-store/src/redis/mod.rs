@@ -41,7 +41,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, Value as RValue};
 use sitrep_core::catalogue::Rollup;
 use sitrep_core::cursor::Position;
-use sitrep_core::derive::{self, Before, Derived};
+use sitrep_core::derive::{self, Derived};
 use sitrep_core::rollup::{Agg, ScopeRollup, Totals, inputs, rollup};
 use sitrep_core::state::{diff, event};
 use sitrep_core::{
@@ -673,15 +673,10 @@ impl RedisStore {
             None => self.read_prior(report).await?,
         };
         let fresh = sitrep_core::state::is_newer(report.period(), report.revision(), prior.live.as_ref());
-        let before = prior.live.as_ref().map(ProviderLive::values);
-        let mut derived = Derived::default();
-        let changes = if fresh {
-            let changes = diff(|code| before.as_ref().and_then(|v| v.get(code)), report);
-            let mut after = before.clone().unwrap_or_default();
-            after.extend(report.values().iter().map(|(k, v)| (k.clone(), *v)));
-            let open = prior.live.as_ref().map(|l| l.alerts.as_slice()).unwrap_or_default();
-            derived = derive::report(rules, p, Before { values: before.as_ref(), open }, &after, &changes, received_at);
-            changes
+        // What the provider will be once the script has written: derived here, remembered if the write is taken.
+        let mut next = prior.clone();
+        let (changes, derived) = if fresh {
+            derive::advance(rules, &mut next.live, report, received_at)
         } else {
             let previous = match previous.as_str() {
                 "" => BTreeMap::new(),
@@ -690,7 +685,7 @@ impl RedisStore {
                     r.v.iter().map(|(k, v)| Ok((k.clone(), decode_value(v)?))).collect::<Result<_, StoreError>>()?
                 }
             };
-            diff(|code| previous.get(code), report)
+            (diff(|code| previous.get(code), report), Derived::default())
         };
         let metrics = crate::rollup_metrics(rules, &changes);
         let want: Vec<String> = inputs(&rules.catalogue, &metrics).into_iter().collect();
@@ -759,17 +754,7 @@ impl RedisStore {
                 let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
                 let rollups = rollups_from_json(rules, &text(totals)?, &metrics)?;
                 // Remember what the script wrote, exactly as a read would find it.
-                let mut next = prior;
-                next.version = (next.version.parse::<u64>().unwrap_or(0) + 1).to_string();
-                if fresh {
-                    sitrep_core::state::apply_live(&mut next.live, report, received_at);
-                    let live = next.live.as_mut().expect("applied");
-                    let cleared: BTreeSet<&str> = derived.cleared.iter().map(|a| a.key.as_str()).collect();
-                    live.alerts.retain(|a| !cleared.contains(a.key.as_str()));
-                    live.alerts.extend(derived.raised.iter().cloned());
-                    live.alerts.sort_by(|a, b| a.key.cmp(&b.key));
-                    live.stale = false;
-                }
+                next.version = (prior.version.parse::<u64>().unwrap_or(0) + 1).to_string();
                 self.known().insert(p.to_owned(), next);
                 let mut ev = event(report, received_at, fresh, changes, cursor);
                 ev.derived = derived;
@@ -954,7 +939,7 @@ impl Store for RedisStore {
             let alert = derive::stale_alert(rules, &provider, last, now);
             let derived = Derived { raised: vec![alert.clone()], ..Default::default() };
             let scopes: Vec<String> = rules.scopes_of(&provider).iter().map(Scope::to_string).collect();
-            let deadline = now.add_millis(-(rules.stale_after(&provider).as_millis().min(i64::MAX as u128) as i64));
+            let deadline = derive::stale_deadline(rules, &provider, now);
             let reply: RValue = self
                 .scripts
                 .stale
@@ -980,25 +965,16 @@ impl Store for RedisStore {
                 .map_err(unavailable)?;
             match array(&reply)? {
                 [kind, ..] if text(kind)? == "no" => {}
-                [kind, epoch, id, totals] if text(kind)? == "stale" => {
-                    let live = self.snapshot(&Selection::Only([provider.clone()].into())).await?;
-                    let Some(p) = live.providers.into_iter().next() else { continue };
-                    events.push(Event {
-                        cursor: Cursor::new(text(epoch)?, position(&text(id)?)?),
-                        provider: provider.clone(),
-                        site: None,
-                        period: p.period,
-                        revision: p.revision,
-                        observed_at: p.observed_at,
-                        received_at: now,
-                        live: false,
-                        changes: Vec::new(),
-                        narrative: None,
-                        source: None,
-                        kind: EventKind::Stale,
-                        derived,
-                        rollups: rollups_from_json(rules, &text(totals)?, &BTreeSet::new())?,
-                    });
+                [kind, epoch, id, totals, period, revision, observed] if text(kind)? == "stale" => {
+                    let latest = (
+                        ms(&text(period)?)?,
+                        text(revision)?.parse().map_err(|_| bad("revision"))?,
+                        ms(&text(observed)?)?,
+                    );
+                    let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
+                    let mut ev = sitrep_core::state::stale_event(&provider, latest, alert, now, cursor);
+                    ev.rollups = rollups_from_json(rules, &text(totals)?, &BTreeSet::new())?;
+                    events.push(ev);
                 }
                 _ => return Err(bad("stale reply")),
             }

@@ -5,7 +5,8 @@
 -- ARGV: 1 provider, 2 deadline (ms: a last live report received at or before it is too old), 3 alert key,
 --       4 alert JSON, 5 derived JSON (carried in the event), 6 scopes (JSON list), 7 epoch candidate,
 --       8 stream max length, 9 stream max age in ms ('' for none), 10 now (ms), 11 key prefix
--- Returns {'stale', epoch, id, rollup totals JSON} or {'no', epoch}.
+-- Returns {'stale', epoch, id, rollup totals JSON, period, revision, observed} (the latest report's) or
+-- {'no', epoch}.
 local epoch = sitrep_epoch(KEYS[4], ARGV[7])
 local meta = redis.call('HMGET', KEYS[1], 'received', 'stale', 'period', 'revision', 'observed')
 if not meta[1] or meta[2] == '1' or tonumber(meta[1]) > tonumber(ARGV[2]) then
@@ -24,4 +25,4 @@ local totals = cjson.encode(out)
 local id = sitrep_append(KEYS[3], KEYS[5], ARGV[8], ARGV[9], {'e', epoch, 'k', 'stale', 'p', ARGV[1], 's', '',
   'per', meta[3], 'rev', meta[4], 'obs', meta[5], 'rcv', ARGV[10], 'live', '0', 'nar', '', 'src', '', 'ch', '',
   'd', ARGV[5], 'agg', totals})
-return {'stale', epoch, id, totals}
+return {'stale', epoch, id, totals, meta[3], meta[4], meta[5]}
