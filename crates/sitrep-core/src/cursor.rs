@@ -29,6 +29,11 @@ impl Cursor {
         Cursor { epoch: epoch.into(), pos }
     }
 
+    /// No cursor yet: what a planned event has until a store appends it to the log.
+    pub fn none() -> Self {
+        Cursor { epoch: String::new(), pos: Position(0, 0) }
+    }
+
     /// Parses the text form. Returns `None` for anything malformed: callers treat that like a cursor of another
     /// epoch (the subscriber is reset), since a client cannot be caught up from a position nobody can read.
     pub fn parse(text: &str) -> Option<Self> {

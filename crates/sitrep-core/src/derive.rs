@@ -294,7 +294,7 @@ pub fn report(
     let ob = opel(rules, &fb);
     let oa = opel(rules, &fa);
     let level = |o: &Opel| (o.declared, o.computed.as_ref().map(|c| (c.level, c.score.to_bits())));
-    if level(&ob) != level(&oa) {
+    if ob != oa {
         out.opel = Some(oa.clone());
     }
     let key = Alert::key_for(AlertKind::OpelMismatch, provider, None);
@@ -330,9 +330,10 @@ pub fn report(
 }
 
 /// Applies a live report to a provider's state (see [`crate::state::apply_live`]) together with what it means:
-/// derives the picture from the state before and after, records the alerts it raised and cleared, and ends
-/// staleness. Every store calls this one function, so every backend derives and keeps the same thing. The caller
-/// must already know the report is newer than `live`.
+/// derives the picture from the state before and after, records the alerts it raised and cleared and its new
+/// figures and OPEL levels, ends staleness and advances its version. [`crate::plan`] calls this one function for
+/// every store, so every backend derives and keeps the same thing. The caller must already know the report is newer
+/// than `live`.
 pub fn advance(
     rules: &Rules,
     live: &mut Option<crate::ProviderLive>,
@@ -353,7 +354,30 @@ pub fn advance(
     );
     state.record_alerts(&derived);
     state.stale = false;
+    state.version += 1;
+    apply_derived(state, &derived);
     (changes, derived)
+}
+
+/// Brings a provider's figures and OPEL levels up to date with what an event derived: the figures it lists
+/// replace (or, with no value, remove) the provider's, and its OPEL levels, if it has any, replace the provider's.
+/// Planning and folding both call this, so a folded picture holds exactly what was planned.
+pub fn apply_derived(state: &mut crate::ProviderLive, derived: &Derived) {
+    if derived.figures.is_empty() && derived.opel.is_none() {
+        return;
+    }
+    let mut figures: BTreeMap<&str, &Figure> = state.figures.iter().map(|f| (f.metric.as_str(), f)).collect();
+    for f in &derived.figures {
+        match f.value {
+            Some(_) => figures.insert(&f.metric, f),
+            None => figures.remove(f.metric.as_str()),
+        };
+    }
+    let next: Vec<Figure> = figures.into_values().cloned().collect();
+    state.figures = next;
+    if let Some(o) = &derived.opel {
+        state.opel = o.clone();
+    }
 }
 
 /// Whether a provider whose last live report was received at `last` is stale at `now`.

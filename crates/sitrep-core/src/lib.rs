@@ -11,7 +11,11 @@
 //! - [`profile`]: the data that ships with sitrep: the NHS England catalogue and a small demo directory.
 //! - [`report`]: a provider's report and its values ([`Report`], [`Value`]).
 //! - [`validate`]: the rules a report must satisfy ([`validate()`], [`Limits`], [`Violation`]).
-//! - [`state`]: live state of a provider and the diff of a report against it into an [`Event`].
+//! - [`state`]: live state of a provider, the diff of a report against it into an [`Event`], history records.
+//! - [`plan`]: the one pipeline: what a report or the clock changes, planned from the provider's prior state, for
+//!   a store to persist atomically.
+//! - [`picture`]: the [`Picture`], the live state, scope totals with coverage, alerts and staleness as a fold over
+//!   the event log.
 //! - [`rules`]: [`Rules`], catalogue, directory, OPEL framework and staleness checked together; [`Scope`]s.
 //! - [`rag`]: red, amber or green from thresholds with a direction, and the small-denominator rule.
 //! - [`rollup`]: system, region and nation figures from per-scope totals, by each metric's rollup rule.
@@ -31,6 +35,8 @@ pub mod directory;
 pub mod hourly;
 pub mod input;
 pub mod opel;
+pub mod picture;
+pub mod plan;
 pub mod profile;
 pub mod rag;
 pub mod report;
@@ -48,7 +54,8 @@ pub use directory::{Directory, Selection};
 pub use rag::Rag;
 pub use report::{AbsentReason, MetricInput, Report, Value};
 pub use rules::{Level, Rules, Scope};
-pub use state::{Event, EventKind, MetricChange, ProviderLive, Reading};
+pub use picture::{Picture, PictureSnapshot};
+pub use state::{Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Reading};
 pub use time::Timestamp;
 pub use validate::{Limits, ValidReport, Violation, validate};
 

@@ -1,11 +1,18 @@
-//! Rollups: a system's, region's or the nation's figure for each metric, from its providers.
+//! Rollups: a system's, region's or the nation's figure for each metric, from its providers, with its coverage.
 //!
-//! Stores keep raw [`Totals`] per scope (for each metric the sum, the count of providers with a number, and the
-//! maximum), because those can be kept up to date one report at a time: add the new value, take away the old. The
-//! figures people see are made from totals by [`rollup`], by the metric's rule: a sum, a mean (sum over count), a
-//! maximum, and for derived metrics the formula applied to the summed inputs, so occupancy is recomputed from the
-//! summed occupied and open beds rather than averaged. Ratings use the catalogue's thresholds (provider overrides
-//! do not apply to a whole system).
+//! A scope keeps exact running [`Totals`]: for each reported metric the sum of its providers' numbers and how many
+//! have one (and, for metrics that roll up by maximum, how many providers have each value), and for each derived
+//! metric the sums of its two inputs over exactly the providers that reported **both**, with their count. A
+//! provider's numbers go in and come out one report at a time, and sums are kept as integers (numbers in millionths,
+//! see [`fixed`]), so no sequence of reports can make a total drift: the running totals always equal the totals
+//! counted afresh from the providers' live values.
+//!
+//! The figures people see are made from totals by [`rollup`], by the metric's rule: a sum, a mean (sum over count),
+//! a maximum, and for derived metrics the formula applied to the summed inputs of the providers that reported both,
+//! so occupancy is recomputed from summed occupied and open beds, never averaged, and free beds never count open
+//! beds of a provider that did not say how many are occupied. Each figure carries its coverage: how many providers
+//! it counts ([`RollupValue::n`]) of the providers the directory places in the scope ([`ScopeRollup::providers`]).
+//! Ratings use the catalogue's thresholds (provider overrides do not apply to a whole system).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,37 +23,131 @@ use crate::rag::{Rag, rate};
 use crate::rules::{Rules, Scope};
 use crate::{Catalogue, Value};
 
-/// One metric's raw totals over the providers of a scope that have a number for it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Agg {
-    pub sum: f64,
-    /// Providers with a number.
-    pub n: u32,
-    /// The largest number, for metrics that roll up by maximum (None otherwise, or when there is none).
-    pub max: Option<f64>,
+/// Millionths per unit: the resolution at which totals are summed exactly.
+const SCALE: f64 = 1e6;
+
+/// A number as the integer count of millionths totals are kept in. Counts are whole numbers, so their sums are
+/// exact; other numbers are rounded to a millionth, the same way every time, so adding and later removing a
+/// provider's number leaves exactly what was there.
+pub fn fixed(v: f64) -> i128 {
+    // `as` saturates for numbers beyond i128, and sums wrap, so even absurd numbers come out again exactly.
+    (v * SCALE).round() as i128
 }
 
-/// A scope's raw totals: how many of its providers report, how many are stale, and each metric's [`Agg`].
-#[derive(Clone, Debug, Default, PartialEq)]
+fn unfixed(total: i128) -> f64 {
+    total as f64 / SCALE
+}
+
+/// One reported metric's totals over the providers of a scope that have a number for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Agg {
+    /// The sum, in millionths (see [`fixed`]).
+    pub sum: i128,
+    /// Providers with a number.
+    pub n: u32,
+    /// For metrics that roll up by maximum: how many providers have each number (empty otherwise).
+    pub values: BTreeMap<i128, u32>,
+}
+
+impl Agg {
+    fn add(&mut self, v: i128, by_max: bool) {
+        self.sum = self.sum.wrapping_add(v);
+        self.n += 1;
+        if by_max {
+            *self.values.entry(v).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, v: i128, by_max: bool) {
+        self.sum = self.sum.wrapping_sub(v);
+        self.n -= 1;
+        if by_max && let Some(count) = self.values.get_mut(&v) {
+            *count -= 1;
+            if *count == 0 {
+                self.values.remove(&v);
+            }
+        }
+    }
+}
+
+/// A derived metric's totals: its two inputs summed over the providers that reported both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pair {
+    pub a: i128,
+    pub b: i128,
+    /// Providers with both inputs.
+    pub n: u32,
+}
+
+/// A scope's exact running totals: how many of its providers report, how many are stale, each reported metric's
+/// [`Agg`] and each derived metric's [`Pair`], by their positions in the [`crate::rules::Index`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub reporting: u32,
     pub stale: u32,
-    pub metrics: BTreeMap<String, Agg>,
+    pub metrics: Vec<Agg>,
+    pub pairs: Vec<Pair>,
 }
 
 impl Totals {
+    /// Empty totals for the metrics of `rules`.
+    pub fn new(rules: &Rules) -> Self {
+        let index = rules.index();
+        Totals {
+            reporting: 0,
+            stale: 0,
+            metrics: vec![Agg::default(); index.metrics.len()],
+            pairs: vec![Pair::default(); index.derived.len()],
+        }
+    }
+
     /// Adds one provider's live values (and whether it is stale).
-    pub fn add(&mut self, catalogue: &Catalogue, values: &BTreeMap<String, Value>, stale: bool) {
+    pub fn add(&mut self, rules: &Rules, values: &BTreeMap<String, Value>, stale: bool) {
+        let index = rules.index();
+        let numbers: Vec<Option<i128>> = index
+            .metrics
+            .iter()
+            .map(|code| match values.get(code) {
+                Some(Value::Number(n)) => Some(fixed(*n)),
+                _ => None,
+            })
+            .collect();
         self.reporting += 1;
         self.stale += u32::from(stale);
-        for (code, value) in values {
-            let (Value::Number(n), Some(metric)) = (value, catalogue.get(code)) else { continue };
-            let agg = self.metrics.entry(code.clone()).or_default();
-            agg.sum += n;
-            agg.n += 1;
-            if metric.rollup == Rollup::Max {
-                agg.max = Some(agg.max.map_or(*n, |m| m.max(*n)));
+        for (m, n) in numbers.iter().enumerate() {
+            if let Some(n) = n {
+                self.metrics[m].add(*n, index.by_max[m]);
             }
+        }
+        for (d, [a, b]) in index.inputs.iter().enumerate() {
+            self.change_pair(d, None, numbers[*a].zip(numbers[*b]));
+        }
+    }
+
+    /// Replaces one provider's number for the reported metric at position `m`.
+    pub fn change_metric(&mut self, rules: &Rules, m: usize, before: Option<i128>, after: Option<i128>) {
+        let by_max = rules.index().by_max[m];
+        let agg = &mut self.metrics[m];
+        if let Some(b) = before {
+            agg.remove(b, by_max);
+        }
+        if let Some(a) = after {
+            agg.add(a, by_max);
+        }
+    }
+
+    /// Replaces one provider's pair of inputs for the derived metric at position `d` (None: not both reported).
+    pub fn change_pair(&mut self, d: usize, before: Option<(i128, i128)>, after: Option<(i128, i128)>) {
+        let pair = &mut self.pairs[d];
+        if let Some((a, b)) = before {
+            pair.a = pair.a.wrapping_sub(a);
+            pair.b = pair.b.wrapping_sub(b);
+            pair.n -= 1;
+        }
+        if let Some((a, b)) = after {
+            pair.a = pair.a.wrapping_add(a);
+            pair.b = pair.b.wrapping_add(b);
+            pair.n += 1;
         }
     }
 }
@@ -57,7 +158,7 @@ pub struct RollupValue {
     pub metric: String,
     /// None when no provider of the scope has a number for it (or a ratio's denominator is zero).
     pub value: Option<f64>,
-    /// How many providers contributed.
+    /// Coverage: how many providers it counts (for a derived metric, those that reported both its inputs).
     pub n: u32,
     pub rag: Option<Rag>,
 }
@@ -66,7 +167,7 @@ pub struct RollupValue {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScopeRollup {
     pub scope: Scope,
-    /// Providers the directory places in the scope.
+    /// Providers the directory places in the scope: what each figure's coverage is out of.
     pub providers: u32,
     /// Of those, how many have reported, and how many of those are stale.
     pub reporting: u32,
@@ -75,55 +176,64 @@ pub struct ScopeRollup {
     pub metrics: Vec<RollupValue>,
 }
 
-/// The figure for `metric` (reported or derived) from `totals`, with the figure its `min_capacity` compares with.
-fn figure(catalogue: &Catalogue, totals: &Totals, metric: &str) -> Option<(Option<f64>, u32, Option<f64>)> {
-    let agg = |code: &str| totals.metrics.get(code).filter(|a| a.n > 0);
+/// The figure for `metric` (reported or derived) from `totals`, with its coverage and the figure its
+/// `min_capacity` compares with; None for a code the catalogue does not know.
+fn figure(rules: &Rules, totals: &Totals, metric: &str) -> Option<(Option<f64>, u32, Option<f64>)> {
+    let catalogue = &rules.catalogue;
+    let index = rules.index();
     if let Some(m) = catalogue.get(metric) {
-        let Some(a) = agg(metric) else { return Some((None, 0, None)) };
+        let a = &totals.metrics[index.metric(metric)?];
+        if a.n == 0 {
+            return Some((None, 0, None));
+        }
         let value = match m.rollup {
-            Rollup::Sum => a.sum,
-            Rollup::Mean => a.sum / f64::from(a.n),
-            Rollup::Max => a.max?,
+            Rollup::Sum => unfixed(a.sum),
+            Rollup::Mean => unfixed(a.sum) / f64::from(a.n),
+            Rollup::Max => unfixed(*a.values.keys().next_back()?),
         };
-        let capacity = m.at_most.as_deref().and_then(agg).map(|c| c.sum);
+        let capacity = m
+            .at_most
+            .as_deref()
+            .and_then(|bound| index.metric(bound))
+            .map(|b| &totals.metrics[b])
+            .filter(|b| b.n > 0)
+            .map(|b| unfixed(b.sum));
         return Some((Some(value), a.n, capacity));
     }
     let d = catalogue.derived(metric)?;
-    let [x, y] = d.formula.inputs();
-    let (Some(a), Some(b)) = (agg(x), agg(y)) else { return Some((None, 0, None)) };
-    let capacity = matches!(d.formula, Formula::Ratio { .. }).then_some(b.sum);
-    Some((d.formula.apply(a.sum, b.sum), a.n.min(b.n), capacity))
+    let p = totals.pairs[index.derived(metric)?];
+    if p.n == 0 {
+        return Some((None, 0, None));
+    }
+    let (a, b) = (unfixed(p.a), unfixed(p.b));
+    let capacity = matches!(d.formula, Formula::Ratio { .. }).then_some(b);
+    Some((d.formula.apply(a, b), p.n, capacity))
 }
 
-/// The figures of `scope` from its totals: for `metrics`, or for every metric when `None`.
+/// The figures of `scope` from its totals: for `metrics`, or for every metric that has a value when `None`.
 pub fn rollup(rules: &Rules, scope: &Scope, totals: &Totals, metrics: Option<&BTreeSet<String>>) -> ScopeRollup {
     let catalogue = &rules.catalogue;
-    let all: BTreeSet<String>;
-    let codes = match metrics {
-        Some(m) => m,
+    let index = rules.index();
+    let one = |code: &String, listing_all: bool| {
+        let (value, n, capacity) = figure(rules, totals, code)?;
+        if listing_all && value.is_none() {
+            return None;
+        }
+        let rag = match (value, catalogue.rag_rule(code)) {
+            (Some(v), Some(rule)) => rate(rule, v, capacity),
+            _ => None,
+        };
+        Some(RollupValue { metric: code.clone(), value, n, rag })
+    };
+    let metrics = match metrics {
+        Some(codes) => codes.iter().filter_map(|c| one(c, false)).collect(),
         None => {
-            all = catalogue
-                .metrics()
-                .map(|m| m.code.clone())
-                .chain(catalogue.derived_metrics().map(|d| d.code.clone()))
-                .collect();
-            &all
+            let mut all: Vec<RollupValue> =
+                index.metrics.iter().chain(&index.derived).filter_map(|c| one(c, true)).collect();
+            all.sort_by(|a, b| a.metric.cmp(&b.metric));
+            all
         }
     };
-    let metrics = codes
-        .iter()
-        .filter_map(|code| {
-            let (value, n, capacity) = figure(catalogue, totals, code)?;
-            if metrics.is_none() && value.is_none() {
-                return None;
-            }
-            let rag = match (value, catalogue.rag_rule(code)) {
-                (Some(v), Some(rule)) => rate(rule, v, capacity),
-                _ => None,
-            };
-            Some(RollupValue { metric: code.clone(), value, n, rag })
-        })
-        .collect();
     ScopeRollup {
         scope: scope.clone(),
         providers: rules.providers_in(scope),
@@ -167,20 +277,19 @@ mod tests {
     #[test]
     fn each_rule_rolls_up_as_it_says() {
         let rules = Rules::demo();
-        let c = &rules.catalogue;
-        let mut t = Totals::default();
+        let mut t = Totals::new(&rules);
         // A large trust nearly full, a small one nearly empty: occupancy is 95 of 110 beds, not the mean of
         // 95% and 50%.
         t.add(
-            c,
+            &rules,
             &values(&[("beds.cc_adult.open", 100.0), ("beds.cc_adult.occupied", 90.0), ("opel.level", 2.0)]),
             false,
         );
-        t.add(c, &values(&[("beds.cc_adult.open", 10.0), ("beds.cc_adult.occupied", 5.0), ("opel.level", 4.0)]), true);
+        t.add(&rules, &values(&[("beds.cc_adult.open", 10.0), ("beds.cc_adult.occupied", 5.0), ("opel.level", 4.0)]), true);
         let mut third = values(&[("ambulance.handover_mean_minutes", 40.0), ("opel.level", 3.0)]);
         third.insert("beds.cc_adult.open".into(), Value::Absent(crate::AbsentReason::NotAvailable));
-        t.add(c, &third, false);
-        t.add(c, &values(&[("ambulance.handover_mean_minutes", 20.0)]), false);
+        t.add(&rules, &third, false);
+        t.add(&rules, &values(&[("ambulance.handover_mean_minutes", 20.0)]), false);
         assert_eq!((t.reporting, t.stale), (4, 1));
         let scope = Scope::new(Level::System, "QWE");
         let r = rollup(&rules, &scope, &t, None);
@@ -206,13 +315,13 @@ mod tests {
     fn small_denominators_are_not_rated_and_zero_denominators_have_no_ratio() {
         let rules = Rules::demo();
         let scope = Scope::new(Level::System, "QWE");
-        let mut t = Totals::default();
-        t.add(&rules.catalogue, &values(&[("beds.cc_adult.open", 4.0), ("beds.cc_adult.occupied", 4.0)]), false);
+        let mut t = Totals::new(&rules);
+        t.add(&rules, &values(&[("beds.cc_adult.open", 4.0), ("beds.cc_adult.occupied", 4.0)]), false);
         let r = rollup(&rules, &scope, &t, None);
         assert_eq!(value_of(&r, "beds.cc_adult.occupancy"), (Some(100.0), 1, None));
         assert_eq!(value_of(&r, "beds.cc_adult.free"), (Some(0.0), 1, Some(Rag::Red)));
-        let mut t = Totals::default();
-        t.add(&rules.catalogue, &values(&[("beds.cc_adult.open", 0.0), ("beds.cc_adult.occupied", 0.0)]), false);
+        let mut t = Totals::new(&rules);
+        t.add(&rules, &values(&[("beds.cc_adult.open", 0.0), ("beds.cc_adult.occupied", 0.0)]), false);
         let only: BTreeSet<String> = ["beds.cc_adult.occupancy".to_string()].into();
         assert_eq!(value_of(&rollup(&rules, &scope, &t, Some(&only)), "beds.cc_adult.occupancy"), (None, 1, None));
     }

@@ -91,6 +91,53 @@ pub struct Rules {
     stale_after: std::collections::BTreeMap<String, (Duration, Duration)>,
     /// How many providers each scope has (asked for by every rollup of every event).
     sizes: std::collections::BTreeMap<Scope, u32>,
+    /// Positions of metrics and scopes, for the picture's running totals.
+    index: Arc<Index>,
+}
+
+/// Positions of reported metrics, derived metrics and scopes, so that running totals are vectors indexed by
+/// position rather than maps keyed by text. Built once with the [`Rules`]; every replica builds the same one.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// Reported metric codes, in catalogue (code) order.
+    pub metrics: Vec<String>,
+    metric_pos: std::collections::HashMap<String, usize>,
+    /// Derived metric codes, in code order.
+    pub derived: Vec<String>,
+    derived_pos: std::collections::HashMap<String, usize>,
+    /// Each derived metric's two inputs, as reported metric positions.
+    pub inputs: Vec<[usize; 2]>,
+    /// For each reported metric, the derived metrics that read it.
+    pub feeds: Vec<Vec<usize>>,
+    /// Whether each reported metric rolls up by its maximum.
+    pub by_max: Vec<bool>,
+    /// Every scope: systems, regions, then the nation (as [`Rules::scopes`]).
+    pub scopes: Vec<Scope>,
+    scope_pos: std::collections::HashMap<Scope, usize>,
+    /// For each provider, the positions of its system, region and nation.
+    provider_scopes: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl Index {
+    /// The position of a reported metric.
+    pub fn metric(&self, code: &str) -> Option<usize> {
+        self.metric_pos.get(code).copied()
+    }
+
+    /// The position of a derived metric.
+    pub fn derived(&self, code: &str) -> Option<usize> {
+        self.derived_pos.get(code).copied()
+    }
+
+    /// The position of a scope.
+    pub fn scope(&self, scope: &Scope) -> Option<usize> {
+        self.scope_pos.get(scope).copied()
+    }
+
+    /// The positions of the scopes a provider rolls up into (none for a provider not in the directory).
+    pub fn scopes_of(&self, provider: &str) -> &[usize] {
+        self.provider_scopes.get(provider).map_or(&[], Vec::as_slice)
+    }
 }
 
 impl Rules {
@@ -134,7 +181,8 @@ impl Rules {
         if let Some(f) = &opel {
             f.check("opel framework", |code| catalogue.knows(code))?;
         }
-        let mut rules = Rules { catalogue, directory, opel, staleness, stale_after, sizes: Default::default() };
+        let mut rules =
+            Rules { catalogue, directory, opel, staleness, stale_after, sizes: Default::default(), index: Default::default() };
         rules.sizes = rules
             .scopes()
             .into_iter()
@@ -143,7 +191,46 @@ impl Rules {
                 (scope, n)
             })
             .collect();
+        rules.index = Arc::new(rules.build_index());
         Ok(rules)
+    }
+
+    fn build_index(&self) -> Index {
+        let c = &self.catalogue;
+        let metrics: Vec<String> = c.metrics().map(|m| m.code.clone()).collect();
+        let metric_pos: std::collections::HashMap<String, usize> =
+            metrics.iter().enumerate().map(|(i, m)| (m.clone(), i)).collect();
+        let derived: Vec<String> = c.derived_metrics().map(|d| d.code.clone()).collect();
+        let derived_pos = derived.iter().enumerate().map(|(i, d)| (d.clone(), i)).collect();
+        let mut feeds = vec![Vec::new(); metrics.len()];
+        let inputs: Vec<[usize; 2]> = c
+            .derived_metrics()
+            .enumerate()
+            .map(|(i, d)| {
+                // The catalogue checks that a derived metric reads two reported metrics.
+                let [a, b] = d.formula.inputs().map(|code| metric_pos[code]);
+                feeds[a].push(i);
+                if b != a {
+                    feeds[b].push(i);
+                }
+                [a, b]
+            })
+            .collect();
+        let by_max = c.metrics().map(|m| m.rollup == crate::catalogue::Rollup::Max).collect();
+        let scopes = self.scopes();
+        let scope_pos: std::collections::HashMap<Scope, usize> =
+            scopes.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
+        let provider_scopes = self
+            .directory
+            .providers()
+            .map(|p| (p.code.clone(), self.scopes_of(&p.code).iter().map(|s| scope_pos[s]).collect()))
+            .collect();
+        Index { metrics, metric_pos, derived, derived_pos, inputs, feeds, by_max, scopes, scope_pos, provider_scopes }
+    }
+
+    /// Positions of metrics and scopes.
+    pub fn index(&self) -> &Index {
+        &self.index
     }
 
     /// The shipped catalogue and demo directory with the example OPEL framework and default staleness.

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::derive::Derived;
+use crate::derive::{Derived, Figure, Opel};
 use crate::rollup::ScopeRollup;
 use crate::{Alert, Cursor, Timestamp, ValidReport, Value};
 
@@ -18,10 +18,15 @@ pub struct Reading {
     pub observed_at: Timestamp,
 }
 
-/// The live state of one provider: latest reading of every metric it has reported, and the latest report's facts.
+/// The live state of one provider: latest reading of every metric it has reported, the latest report's facts, and
+/// what sitrep derived from them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProviderLive {
     pub provider: String,
+    /// How many times its live state has changed (by a live report or the clock): 1 after its first report. Each
+    /// change's event carries the version it made, so a store can refuse a change planned from an older state, and
+    /// the picture can tell an event it already reflects from one it must fold in.
+    pub version: u64,
     pub site: Option<String>,
     pub readings: BTreeMap<String, Reading>,
     pub period: Timestamp,
@@ -34,9 +39,41 @@ pub struct ProviderLive {
     pub stale: bool,
     /// Its open alerts, in key order.
     pub alerts: Vec<Alert>,
+    /// Every figure (reported or derived) that has a number, with its rating, in metric order.
+    pub figures: Vec<Figure>,
+    /// Its declared and computed OPEL levels.
+    pub opel: Opel,
 }
 
 impl ProviderLive {
+    /// A provider that has not reported yet: version 0, nothing known.
+    pub fn new(provider: &str) -> Self {
+        ProviderLive {
+            provider: provider.to_owned(),
+            version: 0,
+            site: None,
+            readings: BTreeMap::new(),
+            period: Timestamp(0),
+            revision: 0,
+            observed_at: Timestamp(0),
+            received_at: Timestamp(0),
+            narrative: None,
+            source: None,
+            stale: false,
+            alerts: Vec::new(),
+            figures: Vec::new(),
+            opel: Opel::default(),
+        }
+    }
+
+    /// The number currently reported for `metric`, if it has one.
+    pub fn number(&self, metric: &str) -> Option<f64> {
+        match self.readings.get(metric)?.value {
+            Value::Number(n) => Some(n),
+            Value::Absent(_) => None,
+        }
+    }
+
     /// Metric code -> current value.
     pub fn values(&self) -> BTreeMap<String, Value> {
         self.readings.iter().map(|(code, r)| (code.clone(), r.value)).collect()
@@ -51,36 +88,32 @@ impl ProviderLive {
         self.alerts.sort_by(|a, b| a.key.cmp(&b.key));
     }
 
-    /// Marks the provider stale with its stale alert, and returns the event that says so (at `cursor`, with no
-    /// rollups yet: the store adds them).
-    pub fn go_stale(&mut self, alert: Alert, now: Timestamp, cursor: Cursor) -> Event {
-        let ev = stale_event(&self.provider, (self.period, self.revision, self.observed_at), alert, now, cursor);
+    /// Marks the provider stale with its stale alert, and returns the event that says so (with no cursor yet: the
+    /// store gives it one; and no rollups: the picture adds them).
+    pub fn go_stale(&mut self, alert: Alert, now: Timestamp) -> Event {
+        self.version += 1;
+        let ev = stale_event(self, alert, now);
         self.stale = true;
         self.record_alerts(&ev.derived);
         ev
     }
 }
 
-/// The event of a provider going stale: its latest report's (period, revision, observation time), the alert,
-/// when the clock noticed, and no rollups yet (the store adds them).
-pub fn stale_event(
-    provider: &str,
-    latest: (Timestamp, u32, Timestamp),
-    alert: Alert,
-    now: Timestamp,
-    cursor: Cursor,
-) -> Event {
-    let (period, revision, observed_at) = latest;
+/// The event of `live` going stale (its version already advanced): its latest report's period, revision and
+/// observation time, the alert, when the clock noticed, and no cursor or rollups yet.
+fn stale_event(live: &ProviderLive, alert: Alert, now: Timestamp) -> Event {
     Event {
-        cursor,
-        provider: provider.to_owned(),
+        cursor: Cursor::none(),
+        version: live.version,
+        provider: live.provider.clone(),
         site: None,
-        period,
-        revision,
-        observed_at,
+        period: live.period,
+        revision: live.revision,
+        observed_at: live.observed_at,
         received_at: now,
         live: false,
         changes: Vec::new(),
+        unchanged: Vec::new(),
         narrative: None,
         source: None,
         kind: EventKind::Stale,
@@ -107,10 +140,13 @@ pub struct MetricChange {
     pub after: Value,
 }
 
-/// What changed because of one accepted report.
+/// What changed because of one accepted report (or the clock).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub cursor: Cursor,
+    /// The provider's version once this event is applied (see [`ProviderLive::version`]); for a report into
+    /// history only, which changes no live state, the version it left in place.
+    pub version: u64,
     pub provider: String,
     pub site: Option<String>,
     pub period: Timestamp,
@@ -121,14 +157,32 @@ pub struct Event {
     pub live: bool,
     /// Changed metrics, in code order.
     pub changes: Vec<MetricChange>,
+    /// Metrics the report carried with the value they already had, in code order: their readings now date from
+    /// this report.
+    pub unchanged: Vec<String>,
     pub narrative: Option<String>,
     pub source: Option<String>,
     pub kind: EventKind,
     /// What changed in the provider's derived picture: figures, ratings, OPEL, alerts raised and cleared.
     pub derived: Derived,
     /// The provider's system, region and nation as they are after this event: their provider counts, and the
-    /// figures of the metrics it changed (for a report that went into history only: none).
+    /// figures of the metrics it changed (for a report that went into history only: none). Not stored: the picture
+    /// adds them as it folds the event in.
     pub rollups: Vec<ScopeRollup>,
+}
+
+/// One stored revision of one period of a provider: what the report said, and when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryRecord {
+    pub period: Timestamp,
+    pub revision: u32,
+    pub observed_at: Timestamp,
+    pub received_at: Timestamp,
+    /// Metric code -> value, as reported (including the declared OPEL level as `opel.level`).
+    pub values: BTreeMap<String, Value>,
+    pub narrative: Option<String>,
+    pub source: Option<String>,
+    pub site: Option<String>,
 }
 
 impl Event {
@@ -173,19 +227,7 @@ pub fn diff<'a>(before: impl Fn(&str) -> Option<&'a Value>, report: &ValidReport
 /// the report is newer (see [`is_newer`]).
 pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, received_at: Timestamp) -> Vec<MetricChange> {
     let changes = diff(|code| live.as_ref().and_then(|l| l.readings.get(code)).map(|r| &r.value), report);
-    let state = live.get_or_insert_with(|| ProviderLive {
-        provider: report.provider().to_owned(),
-        site: None,
-        readings: BTreeMap::new(),
-        period: report.period(),
-        revision: report.revision(),
-        observed_at: report.observed_at(),
-        received_at,
-        narrative: None,
-        source: None,
-        stale: false,
-        alerts: Vec::new(),
-    });
+    let state = live.get_or_insert_with(|| ProviderLive::new(report.provider()));
     for (code, value) in report.values() {
         state.readings.insert(
             code.clone(),
@@ -202,16 +244,27 @@ pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, receive
     changes
 }
 
-/// The event for an accepted report, once the store has given it a cursor. Derived parts start empty.
-pub fn event(
-    report: &ValidReport,
-    received_at: Timestamp,
-    live: bool,
-    changes: Vec<MetricChange>,
-    cursor: Cursor,
-) -> Event {
+/// The event for an accepted report, with no cursor yet (the store gives it one). Derived parts start empty.
+pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: Vec<MetricChange>) -> Event {
+    let unchanged = match live {
+        true => {
+            let mut changed = changes.iter().map(|c| c.metric.as_str()).peekable();
+            let mut out = Vec::new();
+            // Both lists are in code order.
+            for code in report.values().keys() {
+                if changed.peek() == Some(&code.as_str()) {
+                    changed.next();
+                } else {
+                    out.push(code.clone());
+                }
+            }
+            out
+        }
+        false => Vec::new(),
+    };
     Event {
-        cursor,
+        cursor: Cursor::none(),
+        version: 0,
         provider: report.provider().to_owned(),
         site: report.site().map(str::to_owned),
         period: report.period(),
@@ -220,6 +273,7 @@ pub fn event(
         received_at,
         live,
         changes,
+        unchanged,
         narrative: report.narrative().map(str::to_owned),
         source: report.source().map(str::to_owned),
         kind: EventKind::Report,
@@ -240,7 +294,7 @@ mod tests {
         let mut live = None;
         let r = report(1, &[("beds.cc_adult.open", n(20.0)), ("beds.cc_adult.occupied", n(19.0))]);
         let changes = apply_live(&mut live, &r, Timestamp(1));
-        let mut e = event(&r, Timestamp(1), true, changes, Cursor::new("e", crate::cursor::Position(1, 0)));
+        let mut e = event(&r, Timestamp(1), true, changes);
         e.derived.figures.push(Figure { metric: "beds.cc_adult.occupancy".into(), value: Some(95.0), rag: None });
         let only = |codes: &[&str]| codes.iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>();
         let mut occupancy = e.clone();

@@ -1,0 +1,250 @@
+//! The picture: the live state of every provider, each scope's exact running totals, open alerts and staleness, as
+//! a deterministic fold over the ordered event log.
+//!
+//! The log is the truth. A [`Picture`] starts from the providers' stored states as of some cursor (or from
+//! nothing) and folds every later event into itself in log order with [`Picture::apply`]: the provider's readings,
+//! facts, figures, OPEL levels, alerts and staleness change exactly as the event says (the same functions the plan
+//! used, so the folded state equals the planned one), and the totals of its system, region and nation move by the
+//! difference (see [`crate::rollup`]). Every replica folds the same log, so every replica holds the same picture and
+//! computes the same rollups, and the rollups an event changed travel with it to subscribers. Snapshots are taken
+//! from the picture ([`Picture::snapshot`]): providers are kept behind `Arc`s, so a snapshot of ten thousand of
+//! them is ten thousand reference counts, taken in a moment, and streamed out afterwards.
+//!
+//! Each event carries the provider's version after it ([`crate::ProviderLive::version`]). A picture started from
+//! stored states read while the log was moving may meet events those states already reflect: their version is not
+//! above the provider's, and they are passed over. A version further ahead than the next one means an event is
+//! missing, which the log's links make impossible short of damage; [`Picture::apply`] says so rather than guess.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::derive;
+use crate::rollup::{ScopeRollup, Totals, fixed, rollup};
+use crate::{Alert, Cursor, Event, EventKind, ProviderLive, Rules, Scope, Selection, Timestamp};
+
+/// The whole (or a filtered part of the) picture as of one cursor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PictureSnapshot {
+    /// Every event up to and including this cursor is reflected; no later one is.
+    pub cursor: Cursor,
+    /// Providers that have reported, in code order.
+    pub providers: Vec<Arc<ProviderLive>>,
+    /// The figures of every scope a selected provider rolls up into (every scope for a full snapshot), in scope
+    /// order: systems, regions, the nation.
+    pub rollups: Vec<ScopeRollup>,
+}
+
+/// An event the picture cannot fold: the provider's version jumps past the next one, so an event is missing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("event at {cursor} brings {provider} to version {got}, but the picture has it at version {have}")]
+pub struct Gap {
+    pub cursor: Cursor,
+    pub provider: String,
+    pub have: u64,
+    pub got: u64,
+}
+
+/// Live state, totals per scope, open alerts and staleness, folded from the event log. Cheap to snapshot.
+#[derive(Clone, Debug)]
+pub struct Picture {
+    rules: Rules,
+    cursor: Cursor,
+    providers: BTreeMap<String, Arc<ProviderLive>>,
+    /// Per scope, by its position in the rules' index.
+    totals: Vec<Totals>,
+}
+
+impl PartialEq for Picture {
+    fn eq(&self, other: &Self) -> bool {
+        self.cursor == other.cursor && self.providers == other.providers && self.totals == other.totals
+    }
+}
+
+impl Picture {
+    /// An empty picture as of `cursor` (the start of a log with no events).
+    pub fn new(rules: Rules, cursor: Cursor) -> Self {
+        let totals = vec![Totals::new(&rules); rules.index().scopes.len()];
+        Picture { rules, cursor, providers: BTreeMap::new(), totals }
+    }
+
+    /// The picture of `states` as of `cursor`, with every total counted afresh. Also the reference a folded
+    /// picture must always equal.
+    pub fn from_states(rules: Rules, cursor: Cursor, states: impl IntoIterator<Item = ProviderLive>) -> Self {
+        let mut picture = Picture::new(rules, cursor);
+        for state in states {
+            let values = state.values();
+            for s in picture.rules.index().scopes_of(&state.provider) {
+                picture.totals[*s].add(&picture.rules, &values, state.stale);
+            }
+            picture.providers.insert(state.provider.clone(), Arc::new(state));
+        }
+        picture
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The cursor of the last event folded in (or the one the picture started from).
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    pub fn provider(&self, code: &str) -> Option<&Arc<ProviderLive>> {
+        self.providers.get(code)
+    }
+
+    /// Every provider that has reported, in code order.
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<ProviderLive>> {
+        self.providers.values()
+    }
+
+    /// Each scope's running totals, in the rules' scope order.
+    pub fn totals(&self) -> &[Totals] {
+        &self.totals
+    }
+
+    /// Folds `event` in (it must come next in the log) and returns the rollups it changed: the provider's system,
+    /// region and nation with the figures of the metrics it changed (and their provider counts). Events the
+    /// picture already reflects change nothing and return no rollups.
+    pub fn apply(&mut self, event: &Event) -> Result<Vec<ScopeRollup>, Gap> {
+        self.cursor = event.cursor.clone();
+        if event.kind == EventKind::Report && !event.live {
+            return Ok(Vec::new());
+        }
+        let rules = &self.rules;
+        let index = rules.index();
+        let entry =
+            self.providers.entry(event.provider.clone()).or_insert_with(|| Arc::new(ProviderLive::new(&event.provider)));
+        if event.version <= entry.version {
+            return Ok(Vec::new());
+        }
+        if event.version != entry.version + 1 {
+            return Err(Gap {
+                cursor: event.cursor.clone(),
+                provider: event.provider.clone(),
+                have: entry.version,
+                got: event.version,
+            });
+        }
+        let first = entry.version == 0;
+        let was_stale = entry.stale;
+        // The metrics whose totals move: those whose values changed, and the derived metrics they feed.
+        let changed: Vec<usize> = event.changes.iter().filter_map(|c| index.metric(&c.metric)).collect();
+        let derived: BTreeSet<usize> = changed.iter().flat_map(|m| index.feeds[*m].iter().copied()).collect();
+        let number = |p: &ProviderLive, m: usize| p.number(&index.metrics[m]).map(fixed);
+        let pair = |p: &ProviderLive, d: usize| {
+            let [a, b] = index.inputs[d];
+            number(p, a).zip(number(p, b))
+        };
+        let metrics_before: Vec<Option<i128>> = changed.iter().map(|m| number(entry, *m)).collect();
+        let pairs_before: Vec<Option<(i128, i128)>> = derived.iter().map(|d| pair(entry, *d)).collect();
+
+        let state = Arc::make_mut(entry);
+        fold(state, event);
+
+        let scopes = index.scopes_of(&event.provider);
+        for s in scopes {
+            let t = &mut self.totals[*s];
+            t.reporting += u32::from(first);
+            match (was_stale, state.stale) {
+                (false, true) => t.stale += 1,
+                (true, false) => t.stale -= 1,
+                _ => {}
+            }
+            for (m, before) in changed.iter().zip(&metrics_before) {
+                t.change_metric(rules, *m, *before, number(state, *m));
+            }
+            for (d, before) in derived.iter().zip(&pairs_before) {
+                t.change_pair(*d, *before, pair(state, *d));
+            }
+        }
+        let metrics: BTreeSet<String> = changed
+            .iter()
+            .map(|m| index.metrics[*m].clone())
+            .chain(derived.iter().map(|d| index.derived[*d].clone()))
+            .collect();
+        Ok(scopes.iter().map(|s| rollup(rules, &index.scopes[*s], &self.totals[*s], Some(&metrics))).collect())
+    }
+
+    /// The figures of `scopes`: of `metrics`, or of every metric that has a value when `None`.
+    pub fn rollups(&self, scopes: &[Scope], metrics: Option<&BTreeSet<String>>) -> Vec<ScopeRollup> {
+        let index = self.rules.index();
+        scopes
+            .iter()
+            .filter_map(|scope| {
+                let totals = &self.totals[index.scope(scope)?];
+                Some(rollup(&self.rules, scope, totals, metrics))
+            })
+            .collect()
+    }
+
+    /// The scopes a snapshot of `selection` carries rollups for: every scope a selected provider rolls up into.
+    pub fn scopes_for(&self, selection: &Selection) -> Vec<Scope> {
+        let mut scopes = self.rules.scopes();
+        if let Selection::Only(set) = selection {
+            scopes.retain(|scope| set.iter().any(|p| self.rules.in_scope(p, scope)));
+        }
+        scopes
+    }
+
+    /// The selected providers and their scopes' figures, as of the picture's cursor.
+    pub fn snapshot(&self, selection: &Selection) -> PictureSnapshot {
+        let providers = match selection {
+            Selection::All => self.providers.values().cloned().collect(),
+            Selection::Only(set) => set.iter().filter_map(|p| self.providers.get(p).cloned()).collect(),
+        };
+        PictureSnapshot {
+            cursor: self.cursor.clone(),
+            providers,
+            rollups: self.rollups(&self.scopes_for(selection), None),
+        }
+    }
+
+    /// The open alerts of the selected providers, by provider then key.
+    pub fn alerts(&self, selection: &Selection) -> Vec<Alert> {
+        self.providers.values().filter(|p| selection.contains(&p.provider)).flat_map(|p| p.alerts.clone()).collect()
+    }
+
+    /// Providers that have gone quiet at `now` and are not yet marked stale, in code order.
+    pub fn due_stale(&self, now: Timestamp) -> Vec<String> {
+        self.providers
+            .values()
+            .filter(|p| p.version > 0 && !p.stale && derive::is_stale(&self.rules, &p.provider, p.received_at, now))
+            .map(|p| p.provider.clone())
+            .collect()
+    }
+}
+
+/// Brings `state` up to date with `event` (a live report or the clock), exactly as the plan that made the event
+/// changed the stored state.
+fn fold(state: &mut ProviderLive, event: &Event) {
+    match event.kind {
+        EventKind::Report => {
+            let reading = |value| crate::Reading { value, period: event.period, observed_at: event.observed_at };
+            for c in &event.changes {
+                state.readings.insert(c.metric.clone(), reading(c.after));
+            }
+            for code in &event.unchanged {
+                if let Some(r) = state.readings.get_mut(code) {
+                    *r = reading(r.value);
+                }
+            }
+            state.site = event.site.clone();
+            state.period = event.period;
+            state.revision = event.revision;
+            state.observed_at = event.observed_at;
+            state.received_at = event.received_at;
+            state.narrative = event.narrative.clone();
+            state.source = event.source.clone();
+            state.stale = false;
+        }
+        EventKind::Stale => state.stale = true,
+    }
+    state.record_alerts(&event.derived);
+    derive::apply_derived(state, &event.derived);
+    state.version = event.version;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! The one pipeline: what a report (or the clock) changes, planned as a pure function of the provider's prior
+//! state, for a store to persist in one atomic step.
+//!
+//! Every store calls these functions and only persists what they return, so no business rule lives in a store or
+//! in a Redis script and both backends cannot disagree:
+//! - [`report`]: a valid report against the provider's live state. Newer than live state (a later period, or a
+//!   higher revision of the latest one) it is *live*: it advances the provider's state, derives figures, ratings,
+//!   OPEL and alerts ([`crate::derive::advance`]), and moves the provider to a new version. Otherwise it is *late*:
+//!   it goes into history only, its event diffs against the previous revision of its period, and live state and
+//!   version stay as they are.
+//! - [`stale`]: the clock's transition of a quiet provider to stale, once.
+//!
+//! A [`Plan`] names the version it was planned from. The store applies it only if the provider's stored version
+//! is still that one (else the store answers with the current state and the plan is made again), and only if the
+//! report's key (provider, period, revision) is not in history yet (else it is a duplicate). Those two checks are
+//! the store's whole part in deciding anything.
+
+use std::collections::BTreeMap;
+
+use crate::derive;
+use crate::state::{HistoryRecord, diff, event, is_newer};
+use crate::{Event, ProviderLive, Rules, Timestamp, ValidReport, Value};
+
+/// A change planned against one version of a provider, for a store to persist atomically.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub provider: String,
+    /// The provider's version the plan was made from (0: it had no live state).
+    pub expected_version: u64,
+    /// The provider's live state once the plan is applied; `None` when live state does not change (a late report).
+    pub state: Option<ProviderLive>,
+    /// The report's history entry (`None` for the clock's transitions).
+    pub history: Option<HistoryRecord>,
+    /// History of periods before this one may go (retention): set when a report moves its provider to a later
+    /// period, so a store trims once an hour per provider rather than on every report.
+    pub trim_before: Option<Timestamp>,
+    /// The event, with no cursor yet (the store gives it one) and no rollups (the picture adds them).
+    pub event: Event,
+}
+
+/// Whether `report` would go into history only (not newer than `prior`'s live state). A store asks this first,
+/// because a late report's plan needs the previous revision of its period from history.
+pub fn is_late(prior: Option<&ProviderLive>, report: &ValidReport) -> bool {
+    !is_newer(report.period(), report.revision(), prior)
+}
+
+/// Plans `report`, received at `received_at`, against `prior` (the provider's live state, if it has any). For a
+/// late report, `previous` is what the previous revision of its period said, if there is one. History is kept for
+/// `retention_hours` back from each provider's latest period.
+pub fn report(
+    rules: &Rules,
+    prior: Option<&ProviderLive>,
+    previous: Option<&BTreeMap<String, Value>>,
+    report: &ValidReport,
+    received_at: Timestamp,
+    retention_hours: i64,
+) -> Plan {
+    let expected_version = prior.map_or(0, |p| p.version);
+    let history = HistoryRecord {
+        period: report.period(),
+        revision: report.revision(),
+        observed_at: report.observed_at(),
+        received_at,
+        values: report.values().clone(),
+        narrative: report.narrative().map(str::to_owned),
+        source: report.source().map(str::to_owned),
+        site: report.site().map(str::to_owned),
+    };
+    if is_late(prior, report) {
+        let changes = diff(|code| previous.and_then(|v| v.get(code)), report);
+        let mut ev = event(report, received_at, false, changes);
+        ev.version = expected_version;
+        return Plan {
+            provider: report.provider().to_owned(),
+            expected_version,
+            state: None,
+            history: Some(history),
+            trim_before: None,
+            event: ev,
+        };
+    }
+    let new_period = prior.is_none_or(|p| report.period() > p.period);
+    let mut next = prior.cloned();
+    let (changes, derived) = derive::advance(rules, &mut next, report, received_at);
+    let state = next.expect("advance leaves live state");
+    let mut ev = event(report, received_at, true, changes);
+    ev.version = state.version;
+    ev.derived = derived;
+    Plan {
+        provider: report.provider().to_owned(),
+        expected_version,
+        state: Some(state),
+        history: Some(history),
+        trim_before: new_period.then(|| report.period().add_hours(-retention_hours)),
+        event: ev,
+    }
+}
+
+/// Plans the clock's transition of `prior` to stale at `now`: `None` unless it has gone quiet (its last live report
+/// is older than its cadence plus grace) and is not stale already.
+pub fn stale(rules: &Rules, prior: &ProviderLive, now: Timestamp) -> Option<Plan> {
+    if prior.version == 0 || prior.stale || !derive::is_stale(rules, &prior.provider, prior.received_at, now) {
+        return None;
+    }
+    let alert = derive::stale_alert(rules, &prior.provider, prior.received_at, now);
+    let mut state = prior.clone();
+    let event = state.go_stale(alert, now);
+    Some(Plan {
+        provider: prior.provider.clone(),
+        expected_version: prior.version,
+        state: Some(state),
+        history: None,
+        trim_before: None,
+        event,
+    })
+}
+
+/// What a plan leaves for a provider when applied on top of `prior`: its new live state, or `prior` unchanged. A
+/// helper for stores and tests, which must end up with the same state as the fold of the plan's event.
+pub fn next_state(plan: &Plan, prior: Option<&ProviderLive>) -> Option<ProviderLive> {
+    plan.state.clone().or_else(|| prior.cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AlertKind, EventKind, Limits, Report, validate};
+
+    fn valid(rules: &Rules, hours_ago: i64, revision: u32, values: &[(&str, f64)]) -> ValidReport {
+        let now = Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap();
+        let r = Report {
+            provider: "RJ7".into(),
+            period: Some(now.hour_start().add_hours(-hours_ago)),
+            revision,
+            observed_at: Some(now),
+            values: values.iter().map(|(c, v)| (c.to_string(), (*v).into())).collect(),
+            ..Default::default()
+        };
+        validate(&r, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap()
+    }
+
+    #[test]
+    fn live_then_late_then_stale() {
+        let rules = Rules::demo();
+        let t = Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap();
+        let first = report(&rules, None, None, &valid(&rules, 0, 1, &[("beds.cc_adult.open", 20.0)]), t, 24);
+        assert_eq!((first.expected_version, first.event.version), (0, 1));
+        assert!(first.event.live && first.trim_before.is_some());
+        let s1 = first.state.clone().unwrap();
+        assert_eq!(s1.figures.len(), 1);
+
+        let r2 = valid(&rules, 0, 2, &[("beds.cc_adult.open", 20.0), ("beds.cc_adult.occupied", 19.0)]);
+        let second = report(&rules, Some(&s1), None, &r2, t, 24);
+        assert_eq!((second.expected_version, second.event.version), (1, 2));
+        assert_eq!(second.event.unchanged, ["beds.cc_adult.open"]);
+        assert_eq!(second.trim_before, None, "same period: nothing to trim");
+        let s2 = second.state.clone().unwrap();
+        assert!(s2.alerts.iter().any(|a| a.kind == AlertKind::Threshold));
+
+        let late = valid(&rules, 2, 1, &[("beds.cc_adult.open", 5.0)]);
+        assert!(is_late(Some(&s2), &late));
+        let previous = BTreeMap::from([("beds.cc_adult.open".to_string(), Value::Number(4.0))]);
+        let p = report(&rules, Some(&s2), Some(&previous), &late, t, 24);
+        assert!(p.state.is_none() && !p.event.live);
+        assert_eq!(p.event.version, 2, "a late report leaves the version");
+        assert_eq!(p.event.changes[0].before, Some(Value::Number(4.0)));
+        assert_eq!(next_state(&p, Some(&s2)), Some(s2.clone()));
+
+        assert!(stale(&rules, &s2, t.add_millis(60_000)).is_none(), "not quiet yet");
+        let quiet = t.add_millis(rules.stale_after("RJ7").as_millis() as i64);
+        let st = stale(&rules, &s2, quiet).expect("quiet");
+        assert_eq!((st.expected_version, st.event.version, st.event.kind), (2, 3, EventKind::Stale));
+        assert!(st.state.as_ref().unwrap().stale);
+        assert!(stale(&rules, st.state.as_ref().unwrap(), quiet).is_none(), "already stale");
+    }
+}
