@@ -3,17 +3,17 @@
 //! Each check takes a fresh, empty store and panics with a message on failure. A backend's tests call every
 //! check (see the memory store's tests; the Redis store runs the same list against a real `redis-server`). The
 //! reports used here are validated by `sitrep-core` against the built-in demo directory and NHS England catalogue,
-//! with periods relative to the current hour.
+//! with periods relative to the current hour. What a store holds is looked at the way the aggregator does: as the
+//! [`Picture`] folded from what [`Store::load`] returns and the log after it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sitrep_core::cursor::Position;
 use sitrep_core::profile::{demo_directory, nhs_england_catalogue};
-use sitrep_core::rollup::{ScopeRollup, Totals, rollup};
 use sitrep_core::{
-    AbsentReason, AlertKind, Cursor, Event, EventKind, Limits, Rag, Report, Rules, Selection, Timestamp, ValidReport,
-    Value, validate,
+    AbsentReason, AlertKind, Cursor, Event, EventKind, Limits, Picture, PictureSnapshot, Rag, Report, Rules,
+    Selection, Timestamp, ValidReport, Value, validate,
 };
 
 use crate::{Applied, Read, ResetReason, Store};
@@ -37,7 +37,30 @@ pub async fn run_all<S: Store, F: std::future::Future<Output = S>>(
     derives_in_the_same_step(&make().await).await;
     rollups_match_a_fresh_count(&make().await).await;
     stale_is_raised_once_and_cleared_by_a_report(&make().await).await;
+    load_and_replay_is_the_fold_of_the_whole_log(&make().await).await;
     bounded_log_resets_trimmed_cursors(&small_log.await, capacity).await;
+}
+
+/// The picture of what `store` holds, as an aggregator starting now would fold it: the loaded states, then every
+/// later event of the log.
+pub async fn picture(store: &dyn Store) -> Picture {
+    let loaded = store.load().await.expect("load");
+    let mut picture = Picture::from_states(Rules::demo(), loaded.cursor, loaded.providers);
+    loop {
+        match store.read(picture.cursor(), 1000, Duration::ZERO).await.expect("read") {
+            Read::Events(events) if events.is_empty() => return picture,
+            Read::Events(events) => {
+                for e in &events {
+                    picture.apply(e).expect("the log folds without gaps");
+                }
+            }
+            Read::Reset(r) => panic!("{}: reset {r:?} while folding the log", store.name()),
+        }
+    }
+}
+
+async fn snapshot(store: &dyn Store, selection: &Selection) -> PictureSnapshot {
+    picture(store).await.snapshot(selection)
 }
 
 /// A valid report for `provider`, `hours_ago` hours before the current hour, with the given revision and values.
@@ -77,7 +100,7 @@ async fn events_after(store: &dyn Store, cursor: &Cursor) -> Vec<Event> {
 
 /// Accepted reports show up in the snapshot, whose cursor is the last event's; selections filter providers.
 pub async fn accepts_and_snapshots(store: &dyn Store) {
-    let empty = store.snapshot(&Selection::All).await.expect("snapshot");
+    let empty = snapshot(store, &Selection::All).await;
     assert!(empty.providers.is_empty());
     assert_eq!(empty.cursor, store.head().await.expect("head"));
 
@@ -90,7 +113,7 @@ pub async fn accepts_and_snapshots(store: &dyn Store) {
     assert_eq!(a.changes.len(), 2);
     assert!(a.changes.iter().all(|c| c.before.is_none()));
 
-    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
+    let snap = snapshot(store, &Selection::All).await;
     assert_eq!(snap.cursor, b.cursor);
     assert_eq!(store.head().await.expect("head"), b.cursor);
     let codes: Vec<_> = snap.providers.iter().map(|p| p.provider.as_str()).collect();
@@ -101,10 +124,7 @@ pub async fn accepts_and_snapshots(store: &dyn Store) {
     assert_eq!(rj7.narrative.as_deref(), Some("RJ7 r1"));
     assert_eq!(rj7.source.as_deref(), Some("conformance"));
 
-    let only = store
-        .snapshot(&Selection::Only(BTreeSet::from(["RJ7".to_string(), "RAL".to_string()])))
-        .await
-        .expect("snapshot");
+    let only = snapshot(store, &Selection::Only(BTreeSet::from(["RJ7".to_string(), "RAL".to_string()]))).await;
     assert_eq!(only.providers.len(), 1);
     assert_eq!(only.providers[0].provider, "RJ7");
 }
@@ -119,7 +139,7 @@ pub async fn duplicate_is_idempotent(store: &dyn Store) {
     let changed = report("RJ7", 0, 1, &[("ed.in_department", n(99.0))]);
     assert!(matches!(store.apply(&changed, Timestamp::now()).await.expect("apply"), Applied::Duplicate { .. }));
     assert_eq!(store.head().await.expect("head"), first.cursor);
-    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
+    let snap = snapshot(store, &Selection::All).await;
     assert_eq!(snap.providers[0].readings["ed.in_department"].value, n(50.0));
 }
 
@@ -143,7 +163,7 @@ pub async fn diffs_against_live_state(store: &dyn Store) {
     let same = accept(store, &report("RAL", 0, 2, &[("ed.in_department", n(40.0))])).await;
     assert!(same.live && same.changes.is_empty());
     // Unmentioned metrics keep their readings.
-    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
+    let snap = snapshot(store, &Selection::All).await;
     let ral = &snap.providers[0];
     assert_eq!(ral.readings["ed.over_12h"].value, n(3.0));
     assert_eq!(ral.readings["ed.dta_waiting"].value, absent);
@@ -163,7 +183,7 @@ pub async fn late_reports_go_to_history_only(store: &dyn Store) {
     assert_eq!(lower.changes[0].before, None, "no earlier revision of that period");
     let new_old_period = accept(store, &report("RGT", 5, 1, &[("ed.in_department", n(5.0))])).await;
     assert!(!new_old_period.live);
-    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
+    let snap = snapshot(store, &Selection::All).await;
     assert_eq!(snap.providers[0].readings["ed.in_department"].value, n(30.0));
     assert_eq!(snap.providers[0].revision, 3);
     assert_eq!(snap.cursor, new_old_period.cursor, "late events are still events");
@@ -261,7 +281,7 @@ pub async fn concurrent_applies_are_serialised(store: &dyn Store) {
     let unique: BTreeSet<_> = log.iter().map(|e| e.cursor.pos).collect();
     assert_eq!(unique.len(), log.len());
     assert!(log.windows(2).all(|w| w[0].cursor.pos < w[1].cursor.pos));
-    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
+    let snap = snapshot(store, &Selection::All).await;
     assert_eq!(snap.providers.len(), providers.len());
     assert!(snap.providers.iter().all(|p| p.revision == 10 && p.readings["flow.discharges"].value == n(10.0)));
 }
@@ -291,44 +311,32 @@ pub async fn history_keeps_every_revision(store: &dyn Store) {
     assert!(store.history("RM1", hour.add_hours(-24), hour).await.expect("history").is_empty());
 }
 
-/// The rollups of a snapshot's providers, counted afresh, to compare a store's running totals with.
-fn fresh_rollups(rules: &Rules, snap: &crate::Snapshot) -> Vec<ScopeRollup> {
-    rules
-        .scopes()
-        .iter()
-        .map(|scope| {
-            let mut totals = Totals::default();
-            for p in snap.providers.iter().filter(|p| rules.in_scope(&p.provider, scope)) {
-                totals.add(&rules.catalogue, &p.values(), p.stale);
-            }
-            rollup(rules, scope, &totals, None)
-        })
-        .collect()
+/// Whether the picture of `store` is the one counted afresh from its providers' live states.
+async fn assert_picture_is_counted_afresh(store: &dyn Store) {
+    let folded = picture(store).await;
+    let states = folded.providers().map(|p| (**p).clone()).collect::<Vec<_>>();
+    let fresh = Picture::from_states(Rules::demo(), folded.cursor().clone(), states);
+    assert_eq!(folded, fresh, "{}: the folded picture is the one counted afresh", store.name());
 }
 
-/// Whether two lists of rollups agree (figures to within rounding: running sums may differ in the last bits).
-fn assert_rollups_agree(store: &str, got: &[ScopeRollup], want: &[ScopeRollup]) {
-    assert_eq!(got.len(), want.len(), "{store}: scopes");
-    for (g, w) in got.iter().zip(want) {
-        assert_eq!((&g.scope, g.providers, g.reporting, g.stale), (&w.scope, w.providers, w.reporting, w.stale));
-        let gm: Vec<_> = g.metrics.iter().map(|m| (&m.metric, m.n, m.rag)).collect();
-        let wm: Vec<_> = w.metrics.iter().map(|m| (&m.metric, m.n, m.rag)).collect();
-        assert_eq!(gm, wm, "{store}: metrics of {}", g.scope);
-        for (a, b) in g.metrics.iter().zip(&w.metrics) {
-            let close = match (a.value, b.value) {
-                (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * y.abs().max(1.0),
-                (x, y) => x == y,
-            };
-            assert!(close, "{store}: {} of {}: {:?} vs {:?}", a.metric, g.scope, a.value, b.value);
+/// The rollups `event` changed, as an aggregator's picture computes them when it folds the event in (folding the
+/// log from its start, which these checks' logs still hold).
+async fn rollups_of(store: &dyn Store, event: &Event) -> Vec<sitrep_core::rollup::ScopeRollup> {
+    let start = Cursor::new(event.cursor.epoch.clone(), Position(0, 0));
+    let mut picture = Picture::new(Rules::demo(), start.clone());
+    for e in &events_after(store, &start).await {
+        let rollups = picture.apply(e).expect("no gap");
+        if e.cursor == event.cursor {
+            return rollups;
         }
     }
+    panic!("{}: event {} is not in the log", store.name(), event.cursor)
 }
 
 /// A report that takes a provider's critical care into red carries, in its one event, the provider's new figures
-/// and ratings, the raised alert, and its system's, region's and nation's new rollups; the alert stays open (in the
-/// snapshot and the alert list) until a report takes it out of red.
+/// and ratings and the raised alert; folded in, it changes its system's, region's and nation's rollups; the alert
+/// stays open (in the stored state and the picture) until a report takes it out of red.
 pub async fn derives_in_the_same_step(store: &dyn Store) {
-    let rules = Rules::demo();
     accept(store, &report("RVR", 0, 1, &[("beds.cc_adult.open", n(10.0)), ("beds.cc_adult.occupied", n(5.0))])).await;
     accept(store, &report("RJ7", 0, 1, &[("beds.cc_adult.open", n(20.0)), ("beds.cc_adult.occupied", n(15.0))])).await;
     let e = accept(store, &report("RJ7", 0, 2, &[("beds.cc_adult.occupied", n(19.0))])).await;
@@ -336,71 +344,78 @@ pub async fn derives_in_the_same_step(store: &dyn Store) {
     assert_eq!((figure.value, figure.rag), (Some(95.0), Some(Rag::Red)));
     let raised: Vec<_> = e.derived.raised.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(raised, ["threshold:RJ7:beds.cc_adult.occupancy"]);
-    let scopes: Vec<String> = e.rollups.iter().map(|r| r.scope.to_string()).collect();
+    assert!(e.rollups.is_empty(), "rollups are the picture's, not stored");
+    let rollups = rollups_of(store, &e).await;
+    let scopes: Vec<String> = rollups.iter().map(|r| r.scope.to_string()).collect();
     assert_eq!(scopes, ["system:QWE", "region:Y56", "nation:ENG"]);
-    for r in &e.rollups {
+    for r in &rollups {
         let occ = r.metrics.iter().find(|m| m.metric == "beds.cc_adult.occupancy").expect("occupancy rollup");
         // (19 + 5) / (20 + 10): recomputed from the sums.
         assert_eq!((occ.value, occ.n, occ.rag), (Some(80.0), 2, Some(Rag::Green)), "{}", r.scope);
         assert_eq!(r.reporting, 2);
     }
-    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
-    let rj7 = snap.providers.iter().find(|p| p.provider == "RJ7").expect("RJ7");
+    let folded = picture(store).await;
+    let rj7 = folded.provider("RJ7").expect("RJ7");
     assert_eq!(rj7.alerts.len(), 1);
-    assert_rollups_agree(store.name(), &snap.rollups, &fresh_rollups(&rules, &snap));
-    let open = store.alerts(&Selection::All).await.expect("alerts");
-    assert_eq!(open.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::Threshold]);
+    let stored = store.load().await.expect("load");
+    let stored_rj7 = stored.providers.iter().find(|p| p.provider == "RJ7").expect("stored RJ7");
+    assert_eq!(stored_rj7.alerts, rj7.alerts, "the stored state keeps the open alerts");
+    assert_eq!(folded.alerts(&Selection::All).iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::Threshold]);
+    assert_picture_is_counted_afresh(store).await;
 
     let out = accept(store, &report("RJ7", 0, 3, &[("beds.cc_adult.occupied", n(12.0))])).await;
     let cleared: Vec<_> = out.derived.cleared.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(cleared, ["threshold:RJ7:beds.cc_adult.occupancy"]);
-    assert!(store.alerts(&Selection::All).await.expect("alerts").is_empty());
+    assert!(picture(store).await.alerts(&Selection::All).is_empty());
     // A report into history only derives nothing.
     let late = accept(store, &report("RJ7", 3, 1, &[("beds.cc_adult.occupied", n(20.0))])).await;
-    assert!(!late.live && late.derived.is_empty() && late.rollups.is_empty());
+    assert!(!late.live && late.derived.is_empty() && rollups_of(store, &late).await.is_empty());
 }
 
-/// Running totals agree with counting afresh after values appear, change, become absent and providers come and go.
+/// The picture folded from the log agrees with counting afresh after values appear, change, become absent and
+/// providers come and go; the events' rollups are the fresh count's for the metrics they changed.
 pub async fn rollups_match_a_fresh_count(store: &dyn Store) {
-    let rules = Rules::demo();
     let absent = Value::Absent(AbsentReason::NotAvailable);
     type Step<'a> = (&'a str, u32, &'a [(&'a str, Value)]);
-    let steps: [Step; 8] = [
+    let steps: [Step; 9] = [
         ("RJ7", 1, &[("beds.ga_adult.open", n(500.0)), ("beds.ga_adult.occupied", n(480.0)), ("opel.level", n(3.0))]),
         ("RVR", 1, &[("beds.ga_adult.open", n(300.0)), ("beds.ga_adult.occupied", n(200.0)), ("opel.level", n(4.0))]),
         ("RGT", 1, &[("ambulance.handover_mean_minutes", n(31.5)), ("opel.level", n(2.0))]),
         ("RJ7", 2, &[("ambulance.handover_mean_minutes", n(17.25)), ("beds.ga_adult.occupied", absent)]),
         ("RVR", 2, &[("opel.level", n(2.0)), ("staff.absence_percent", n(4.1))]),
         ("RAL", 1, &[("staff.absence_percent", n(6.3)), ("beds.ga_adult.open", n(0.0))]),
-        ("RJ7", 3, &[("beds.ga_adult.occupied", n(450.0)), ("ambulance.handover_mean_minutes", n(0.1))]),
+        // A typo of 1e20 beds, corrected: the running totals must come back exactly.
+        ("RJ7", 3, &[("beds.ga_adult.occupied", n(450.0)), ("ambulance.handover_mean_minutes", n(1e20))]),
+        ("RJ7", 4, &[("ambulance.handover_mean_minutes", n(0.1))]),
         ("RGT", 2, &[("opel.level", absent), ("ambulance.handover_mean_minutes", n(0.2))]),
     ];
     let mut last = None;
     for (provider, revision, values) in steps {
         last = Some(accept(store, &report(provider, 0, revision, values)).await);
     }
-    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
-    let fresh = fresh_rollups(&rules, &snap);
-    assert_rollups_agree(store.name(), &snap.rollups, &fresh);
-    let nation = fresh.last().expect("nation");
-    let opel = nation.metrics.iter().find(|m| m.metric == "opel.level").expect("opel rolls up");
-    assert_eq!((opel.value, opel.n), (Some(3.0), 2), "maximum over RJ7 (3) and RVR (2); RGT's is absent");
+    assert_picture_is_counted_afresh(store).await;
+    let folded = picture(store).await;
+    let all = folded.rollups(&Rules::demo().scopes(), None);
+    let nation = all.last().expect("nation");
+    let get = |m: &str| nation.metrics.iter().find(|v| v.metric == m).map(|v| (v.value, v.n)).expect(m);
+    assert_eq!(get("opel.level"), (Some(3.0), 2), "maximum over RJ7 (3) and RVR (2); RGT's is absent");
+    assert_eq!(get("ambulance.handover_mean_minutes"), (Some(0.15), 2), "the typo left no residue");
     // The last event's rollups are the fresh count's, for the metrics it changed.
     let last = last.expect("events");
-    for r in &last.rollups {
-        let want = fresh.iter().find(|f| f.scope == r.scope).expect("scope");
+    for r in &rollups_of(store, &last).await {
+        let want = all.iter().find(|f| f.scope == r.scope).expect("scope");
         for m in &r.metrics {
             let w = want.metrics.iter().find(|w| w.metric == m.metric);
-            assert_eq!(m.value.map(|v| (v * 1e6).round()), w.and_then(|w| w.value).map(|v| (v * 1e6).round()));
+            assert_eq!(m.value, w.and_then(|w| w.value), "{} of {}", m.metric, r.scope);
         }
     }
     // A selection's snapshot carries the rollups of its scopes only.
-    let only = store.snapshot(&Selection::Only(BTreeSet::from(["RGT".to_string()]))).await.expect("snapshot");
+    let only = snapshot(store, &Selection::Only(BTreeSet::from(["RGT".to_string()]))).await;
     let scopes: Vec<String> = only.rollups.iter().map(|r| r.scope.to_string()).collect();
     assert_eq!(scopes, ["system:QUE", "region:Y61", "nation:ENG"]);
 }
 
-/// A quiet provider is marked stale once, however many callers check at the same moment; its next report clears
+/// A quiet provider is marked stale once, however many callers ask at the same moment; its next report clears
 /// it; a provider that reported recently is left alone.
 pub async fn stale_is_raised_once_and_cleared_by_a_report(store: &dyn Store) {
     let rules = Rules::demo();
@@ -410,30 +425,53 @@ pub async fn stale_is_raised_once_and_cleared_by_a_report(store: &dyn Store) {
     // RGT reported a second later, so at the moment RJ7 becomes due it is not.
     let rgt = report("RGT", 0, 1, &[("ed.in_department", n(10.0))]);
     assert!(matches!(store.apply(&rgt, t0.add_millis(1_000)).await.expect("apply"), Applied::Accepted(_)));
-    assert!(store.check_stale(t0.add_millis(60_000)).await.expect("check").is_empty(), "not yet");
+    assert!(store.mark_stale("RJ7", t0.add_millis(60_000)).await.expect("mark").is_none(), "not yet");
     let later = t0.add_millis(rules.stale_after("RJ7").as_millis() as i64);
-    let (a, b) = tokio::join!(store.check_stale(later), store.check_stale(later));
-    let mut events = a.expect("check");
-    events.extend(b.expect("check"));
-    assert!(events.iter().all(|e| e.provider == "RJ7"), "only RJ7 is due");
-    let rj7: Vec<&Event> = events.iter().filter(|e| e.provider == "RJ7").collect();
-    assert_eq!(rj7.len(), 1, "{}: one stale event, not {}", store.name(), rj7.len());
-    let e = rj7[0];
+    assert_eq!(picture(store).await.due_stale(later), ["RJ7"], "only RJ7 is due");
+    assert!(store.mark_stale("RGT", later).await.expect("mark").is_none(), "RGT is not due");
+    let (a, b) = tokio::join!(store.mark_stale("RJ7", later), store.mark_stale("RJ7", later));
+    let events: Vec<Event> = [a.expect("mark"), b.expect("mark")].into_iter().flatten().collect();
+    assert_eq!(events.len(), 1, "{}: one stale event, not {}", store.name(), events.len());
+    let e = &events[0];
     assert_eq!(e.kind, EventKind::Stale);
     assert_eq!(e.derived.raised.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), ["stale:RJ7"]);
-    assert_eq!(e.rollups.iter().map(|r| r.stale).collect::<Vec<_>>(), [1, 1, 1]);
+    assert_eq!(rollups_of(store, e).await.iter().map(|r| r.stale).collect::<Vec<_>>(), [1, 1, 1]);
     let head = store.head().await.expect("head");
     assert!(head.pos >= e.cursor.pos);
-    assert!(store.check_stale(later).await.expect("check").iter().all(|e| e.provider != "RJ7"), "already stale");
-    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
-    assert!(snap.providers.iter().find(|p| p.provider == "RJ7").expect("RJ7").stale);
-    assert_rollups_agree(store.name(), &snap.rollups, &fresh_rollups(&rules, &snap));
+    assert!(store.mark_stale("RJ7", later).await.expect("mark").is_none(), "already stale");
+    let folded = picture(store).await;
+    assert!(folded.provider("RJ7").expect("RJ7").stale);
+    assert!(folded.due_stale(later).is_empty());
+    assert_picture_is_counted_afresh(store).await;
 
     let back = accept(store, &report("RJ7", 0, 2, &[("ed.in_department", n(11.0))])).await;
     assert_eq!(back.derived.cleared.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), ["stale:RJ7"]);
-    assert!(back.rollups.iter().all(|r| r.stale == 0 || r.scope.level != sitrep_core::Level::System));
-    let snap = store.snapshot(&Selection::All).await.expect("snapshot");
-    assert!(!snap.providers.iter().find(|p| p.provider == "RJ7").expect("RJ7").stale);
-    assert_rollups_agree(store.name(), &snap.rollups, &fresh_rollups(&rules, &snap));
-    assert!(store.alerts(&Selection::All).await.expect("alerts").iter().all(|a| a.kind != AlertKind::Stale));
+    assert!(rollups_of(store, &back).await.iter().all(|r| r.stale == 0 || r.scope.level != sitrep_core::Level::System));
+    let folded = picture(store).await;
+    assert!(!folded.provider("RJ7").expect("RJ7").stale);
+    assert_picture_is_counted_afresh(store).await;
+    assert!(folded.alerts(&Selection::All).iter().all(|a| a.kind != AlertKind::Stale));
+}
+
+/// What [`Store::load`] returns, with the log replayed onto it, is exactly the picture folded from the very first
+/// event, whenever it is loaded; and every stored state is the one the log's events lead to.
+pub async fn load_and_replay_is_the_fold_of_the_whole_log(store: &dyn Store) {
+    let start = store.head().await.expect("head");
+    let providers = ["RJ7", "RVR", "RGT", "RAL"];
+    for round in 1..=6u32 {
+        for (i, p) in providers.iter().enumerate() {
+            let v = f64::from(round * 3 + i as u32);
+            let values = [("beds.ga_adult.open", n(100.0 + v)), ("beds.ga_adult.occupied", n(50.0 + v))];
+            accept(store, &report(p, 0, round, &values)).await;
+        }
+        // Loaded half-way through a round, and after it.
+        let mut from_start = Picture::new(Rules::demo(), start.clone());
+        for e in &events_after(store, &start).await {
+            from_start.apply(e).expect("no gap");
+        }
+        assert_eq!(picture(store).await, from_start, "{}: round {round}", store.name());
+    }
+    let loaded = store.load().await.expect("load");
+    assert_eq!(loaded.providers.len(), providers.len());
+    assert!(loaded.providers.iter().all(|p| p.version == 6), "six live reports each: version 6");
 }

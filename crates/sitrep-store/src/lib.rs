@@ -18,13 +18,12 @@ pub mod redis;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use std::collections::BTreeMap;
 
-use sitrep_core::rollup::ScopeRollup;
-use sitrep_core::{Alert, Cursor, Event, ProviderLive, Rules, Scope, Selection, Timestamp, ValidReport, Value};
+use sitrep_core::{Cursor, Event, ProviderLive, Timestamp, ValidReport};
 
 pub use memory::{MemoryOptions, MemoryStore};
 pub use redis::{RedisOptions, RedisStore};
+pub use sitrep_core::HistoryRecord;
 
 /// The outcome of [`Store::apply`].
 // One per report, moved once: boxing the event would buy nothing.
@@ -38,30 +37,14 @@ pub enum Applied {
     Duplicate { cursor: Option<Cursor> },
 }
 
-/// The live state of a set of providers as of one cursor.
+/// The stored live state of every provider, for a picture to start from (see [`Store::load`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Snapshot {
-    /// Every event up to and including this cursor is reflected in `providers`; no later one is.
+pub struct Loaded {
+    /// A cursor every state reflects at least: the log's head when loading began. Fold the events after it, passing
+    /// over those a state already reflects (their version is not above its own).
     pub cursor: Cursor,
-    /// Providers that have reported, in code order.
+    /// Every provider with live state, in no particular order.
     pub providers: Vec<ProviderLive>,
-    /// The figures of every scope a selected provider rolls up into (every scope for a full snapshot), in scope
-    /// order: systems, regions, the nation.
-    pub rollups: Vec<ScopeRollup>,
-}
-
-/// The scopes a snapshot of `selection` carries rollups for.
-pub fn snapshot_scopes(rules: &Rules, selection: &Selection) -> Vec<Scope> {
-    let mut scopes = rules.scopes();
-    if let Selection::Only(set) = selection {
-        scopes.retain(|scope| set.iter().any(|p| rules.in_scope(p, scope)));
-    }
-    scopes
-}
-
-/// The metrics whose rollups an event of `changes` carries: the changed ones and the derived metrics they feed.
-pub fn rollup_metrics(rules: &Rules, changes: &[sitrep_core::MetricChange]) -> std::collections::BTreeSet<String> {
-    rules.catalogue.affected(changes.iter().map(|c| c.metric.as_str()))
 }
 
 /// Why the log cannot serve a read from a cursor: the reader must start again from a snapshot.
@@ -82,20 +65,6 @@ pub enum Read {
     Events(Vec<Event>),
     /// The cursor cannot be served; see the reason.
     Reset(ResetReason),
-}
-
-/// One stored revision of one period of a provider: what the report said, and when.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HistoryRecord {
-    pub period: Timestamp,
-    pub revision: u32,
-    pub observed_at: Timestamp,
-    pub received_at: Timestamp,
-    /// Metric code -> value, as reported (including the declared OPEL level as `opel.level`).
-    pub values: BTreeMap<String, Value>,
-    pub narrative: Option<String>,
-    pub source: Option<String>,
-    pub site: Option<String>,
 }
 
 /// A fresh epoch id: the time, the process id and a counter, in base 36. Unique per call, so a log recreated by
@@ -127,25 +96,32 @@ pub enum StoreError {
     /// The backend answered with something this version of sitrep cannot understand.
     #[error("store internal error: {0}")]
     Internal(String),
+    /// A stored record names a metric by a number this store's dictionary lacks (another replica, with a larger
+    /// catalogue, added it): read the dictionary again.
+    #[error("store internal error: metric number {0} is not in the dictionary")]
+    UnknownCode(u32),
 }
 
-/// The contract of a sitrep store.
+/// The contract of a sitrep store. A store persists what [`sitrep_core::plan`] plans and serves the log; it
+/// decides nothing else.
 ///
-/// - **One atomic step.** [`apply`](Store::apply) checks idempotency, diffs the report against live state, writes
-///   live state, writes the hourly history and appends the event, all or nothing. Concurrent applies behave as if
-///   run one after the other.
+/// - **One atomic step.** [`apply`](Store::apply) plans the report with the core against the provider's stored
+///   state and persists the plan (live state, the history entry, the event) all or nothing, provided the provider
+///   is still at the version the plan was made from; otherwise it plans again from the current state. Concurrent
+///   applies behave as if run one after the other.
 /// - **Idempotent.** (provider, period, revision) identifies a report. Applying a key seen before returns
 ///   [`Applied::Duplicate`] and changes nothing, for as long as history keeps that period.
 /// - **Late reports.** A report whose (period, revision) is not newer than the provider's live state goes into
 ///   history only; its event has `live == false` and diffs against the previous revision of that period.
-/// - **Total order.** Events get strictly increasing cursors in the order they were applied. A
-///   [`Snapshot`] reflects exactly the events up to its cursor.
+/// - **Total order.** Events get strictly increasing cursors in the order they were applied; each carries the
+///   provider's version after it, and a live report or a stale transition advances that version by one.
 /// - **Derived in the same step.** An accepted live report's event carries what it changed in the provider's
-///   derived picture ([`sitrep_core::derive::report`]) and its system's, region's and nation's rollups of the
-///   metrics it changed; the open alerts it raised or cleared are stored with it. Reports into history only derive
-///   nothing.
-/// - **Staleness once.** [`check_stale`](Store::check_stale) marks a quiet provider stale and appends its event
+///   derived picture ([`sitrep_core::derive`]); the provider's stored state keeps its figures and open alerts.
+///   Rollups are not stored: every reader folds them from the log ([`sitrep_core::Picture`]).
+/// - **Staleness once.** [`mark_stale`](Store::mark_stale) marks a quiet provider stale and appends its event
 ///   exactly once however many aggregators call it at the same moment; its next live report clears it.
+/// - **Loading without stalls.** [`load`](Store::load) returns every provider's state, read in bounded pieces,
+///   with a cursor from which the log replays onto them.
 /// - **Bounded log.** The event log keeps a bounded number of recent events. A [`read`](Store::read) from a cursor
 ///   whose successors were trimmed, of another epoch, or beyond the end, answers [`Read::Reset`]: never a gap.
 #[async_trait]
@@ -156,8 +132,13 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a validated report received at `received_at` (see the contract above).
     async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError>;
 
-    /// The live state of the selected providers, and the cursor it is as of.
-    async fn snapshot(&self, selection: &Selection) -> Result<Snapshot, StoreError>;
+    /// Marks `provider` stale at `now` if it has gone quiet and is not stale already (see
+    /// [`sitrep_core::plan::stale`]), and returns the event; `None` if there was nothing to do, or another caller
+    /// did it first.
+    async fn mark_stale(&self, provider: &str, now: Timestamp) -> Result<Option<Event>, StoreError>;
+
+    /// Every provider's live state, and a cursor to replay the log from (see [`Loaded`]).
+    async fn load(&self) -> Result<Loaded, StoreError>;
 
     /// The cursor of the latest event (the start of the log when there is none).
     async fn head(&self) -> Result<Cursor, StoreError>;
@@ -168,12 +149,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every stored revision of `provider`'s periods from `from` to `to` inclusive, in (period, revision) order.
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError>;
-
-    /// Marks every provider whose last live report is older than its cadence plus grace at `now` as stale, raising
-    /// its stale alert, unless it is already. Returns the events this call appended (none for providers another
-    /// caller marked first).
-    async fn check_stale(&self, now: Timestamp) -> Result<Vec<Event>, StoreError>;
-
-    /// The open alerts of the selected providers, by provider then key.
-    async fn alerts(&self, selection: &Selection) -> Result<Vec<Alert>, StoreError>;
 }

@@ -1,23 +1,24 @@
 //! `MemoryStore`: the embedded store, for a single aggregator with no Redis (demos, development, tests).
 //!
-//! All state lives behind one `std::sync::Mutex`: `apply` is a few map operations, so a blocking lock held for
-//! microseconds, never across an `.await`, is both the simplest and the fastest way to make it atomic. Readers
-//! waiting for new events park on a `watch` channel that `apply` bumps. Nothing survives the process: every
-//! start is a new epoch, so subscribers that resume across a restart are reset rather than misled.
+//! It persists what [`sitrep_core::plan`] plans and nothing more: live state per provider (the plan's prior),
+//! history, and the event log. All of it lives behind one `std::sync::Mutex`: an apply is a plan and a few map
+//! operations, so a blocking lock held for microseconds, never across an `.await`, is both the simplest and the
+//! fastest way to make it atomic. Nothing here looks at other providers, so a report costs the same with ten
+//! thousand providers as with fifty; rollups are the picture's business. Readers waiting for new events park on a
+//! `watch` channel that an append bumps. Nothing survives the process: every start is a new epoch, so subscribers
+//! that resume across a restart are reset rather than misled.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sitrep_core::cursor::Position;
-use sitrep_core::derive::{self, Derived};
-use sitrep_core::rollup::{ScopeRollup, Totals, rollup};
-use sitrep_core::state::{diff, event, is_newer};
-use sitrep_core::{Alert, Cursor, Event, ProviderLive, Rules, Scope, Selection, Timestamp, ValidReport};
+use sitrep_core::plan::{self, Plan};
+use sitrep_core::{Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport};
 use tokio::sync::watch;
 
-use crate::{Applied, HistoryRecord, Read, ResetReason, Snapshot, Store, StoreError};
+use crate::{Applied, Loaded, Read, ResetReason, Store, StoreError};
 
 /// Tunables of the memory store.
 #[derive(Clone, Debug)]
@@ -47,7 +48,7 @@ struct Inner {
     /// Sequence number the next event gets; the first event is 1, so position 0 means "before everything".
     next_seq: u64,
     log: VecDeque<Event>,
-    live: BTreeMap<String, ProviderLive>,
+    live: HashMap<String, ProviderLive>,
     /// provider -> period -> revision -> what it said.
     history: HashMap<String, BTreeMap<Timestamp, BTreeMap<u32, Revision>>>,
 }
@@ -68,7 +69,7 @@ impl MemoryStore {
             inner: Mutex::new(Inner {
                 next_seq: 1,
                 log: VecDeque::new(),
-                live: BTreeMap::new(),
+                live: HashMap::new(),
                 history: HashMap::new(),
             }),
             appended,
@@ -81,33 +82,31 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The rollups of `scopes`, from scratch: for `metrics`, or all. A memory store holds one deployment's
-    /// providers, so summing them afresh is cheap and obviously right; the Redis store keeps running totals, and
-    /// the conformance suite checks the two agree.
-    fn rollups(&self, inner: &Inner, scopes: &[Scope], metrics: Option<&BTreeSet<String>>) -> Vec<ScopeRollup> {
-        let rules = &self.options.rules;
-        scopes
-            .iter()
-            .map(|scope| {
-                let mut totals = Totals::default();
-                for p in inner.live.values().filter(|p| rules.in_scope(&p.provider, scope)) {
-                    totals.add(&rules.catalogue, &p.values(), p.stale);
-                }
-                rollup(rules, scope, &totals, metrics)
-            })
-            .collect()
+    fn cursor(&self, seq: u64) -> Cursor {
+        Cursor::new(self.epoch.clone(), Position(seq, 0))
     }
 
-    fn append(&self, inner: &mut Inner, ev: Event) {
-        inner.log.push_back(ev);
+    /// Persists `plan` (already checked against the provider's version and history) and returns its event.
+    fn persist(&self, inner: &mut Inner, plan: Plan) -> Event {
+        let cursor = self.cursor(inner.next_seq);
+        inner.next_seq += 1;
+        let Plan { provider, state, history, trim_before, mut event, .. } = plan;
+        event.cursor = cursor.clone();
+        if let Some(record) = history {
+            let periods = inner.history.entry(provider.clone()).or_default();
+            periods.entry(record.period).or_default().insert(record.revision, Revision { record, cursor });
+            if let Some(before) = trim_before {
+                *periods = periods.split_off(&before);
+            }
+        }
+        if let Some(state) = state {
+            inner.live.insert(provider, state);
+        }
+        inner.log.push_back(event.clone());
         while inner.log.len() > self.options.event_log_capacity {
             inner.log.pop_front();
         }
-        inner.next_seq += 1;
-    }
-
-    fn cursor(&self, seq: u64) -> Cursor {
-        Cursor::new(self.epoch.clone(), Position(seq, 0))
+        event
     }
 
     fn read_now(&self, inner: &Inner, after: &Cursor, max: usize) -> Read {
@@ -126,6 +125,12 @@ impl MemoryStore {
         let skip = (after + 1 - first) as usize;
         Read::Events(inner.log.iter().skip(skip).take(max).cloned().collect())
     }
+
+    fn appended(&self, inner: MutexGuard<'_, Inner>) {
+        let head = inner.next_seq - 1;
+        drop(inner);
+        self.appended.send_replace(head);
+    }
 }
 
 impl Default for MemoryStore {
@@ -143,57 +148,37 @@ impl Store for MemoryStore {
     async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let periods = inner.history.entry(report.provider().to_owned()).or_default();
-        let revisions = periods.entry(report.period()).or_default();
-        if let Some(seen) = revisions.get(&report.revision()) {
+        let revisions = inner.history.get(report.provider()).and_then(|periods| periods.get(&report.period()));
+        if let Some(seen) = revisions.and_then(|r| r.get(&report.revision())) {
             return Ok(Applied::Duplicate { cursor: Some(seen.cursor.clone()) });
         }
-        let cursor = self.cursor(inner.next_seq);
-        let mut live = inner.live.remove(report.provider());
-        let fresh = is_newer(report.period(), report.revision(), live.as_ref());
-        let (changes, derived) = if fresh {
-            derive::advance(&self.options.rules, &mut live, report, received_at)
-        } else {
-            // Late: diff against the previous revision of the same period, if there is one.
-            let previous = revisions.range(..report.revision()).next_back().map(|(_, r)| &r.record.values);
-            (diff(|code| previous.and_then(|v| v.get(code)), report), Derived::default())
+        let prior = inner.live.get(report.provider());
+        // A late report diffs against the previous revision of its period.
+        let previous = match plan::is_late(prior, report) {
+            true => revisions.and_then(|r| r.range(..report.revision()).next_back()).map(|(_, r)| &r.record.values),
+            false => None,
         };
-        if let Some(live) = live {
-            inner.live.insert(report.provider().to_owned(), live);
-        }
-        let record = HistoryRecord {
-            period: report.period(),
-            revision: report.revision(),
-            observed_at: report.observed_at(),
-            received_at,
-            values: report.values().clone(),
-            narrative: report.narrative().map(str::to_owned),
-            source: report.source().map(str::to_owned),
-            site: report.site().map(str::to_owned),
-        };
-        revisions.insert(report.revision(), Revision { record, cursor: cursor.clone() });
-        let newest = *periods.keys().next_back().expect("just inserted");
-        let keep_from = newest.add_hours(-self.options.retention_hours);
-        *periods = periods.split_off(&keep_from);
-
-        let mut ev = event(report, received_at, fresh, changes, cursor);
-        if fresh {
-            let metrics = crate::rollup_metrics(&self.options.rules, &ev.changes);
-            ev.rollups = self.rollups(inner, &self.options.rules.scopes_of(report.provider()), Some(&metrics));
-        }
-        ev.derived = derived;
-        self.append(inner, ev.clone());
-        let head = inner.next_seq - 1;
-        drop(guard);
-        self.appended.send_replace(head);
-        Ok(Applied::Accepted(ev))
+        let plan =
+            plan::report(&self.options.rules, prior, previous, report, received_at, self.options.retention_hours);
+        let event = self.persist(inner, plan);
+        self.appended(guard);
+        Ok(Applied::Accepted(event))
     }
 
-    async fn snapshot(&self, selection: &Selection) -> Result<Snapshot, StoreError> {
+    async fn mark_stale(&self, provider: &str, now: Timestamp) -> Result<Option<Event>, StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(plan) = inner.live.get(provider).and_then(|p| plan::stale(&self.options.rules, p, now)) else {
+            return Ok(None);
+        };
+        let event = self.persist(inner, plan);
+        self.appended(guard);
+        Ok(Some(event))
+    }
+
+    async fn load(&self) -> Result<Loaded, StoreError> {
         let inner = self.lock();
-        let providers = inner.live.values().filter(|p| selection.contains(&p.provider)).cloned().collect();
-        let rollups = self.rollups(&inner, &crate::snapshot_scopes(&self.options.rules, selection), None);
-        Ok(Snapshot { cursor: self.cursor(inner.next_seq - 1), providers, rollups })
+        Ok(Loaded { cursor: self.cursor(inner.next_seq - 1), providers: inner.live.values().cloned().collect() })
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
@@ -223,38 +208,6 @@ impl Store for MemoryStore {
             return Ok(Vec::new());
         }
         Ok(periods.range(from..=to).flat_map(|(_, revisions)| revisions.values().map(|r| r.record.clone())).collect())
-    }
-
-    async fn check_stale(&self, now: Timestamp) -> Result<Vec<Event>, StoreError> {
-        let rules = &self.options.rules;
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let quiet: Vec<String> = inner
-            .live
-            .values()
-            .filter(|p| !p.stale && derive::is_stale(rules, &p.provider, p.received_at, now))
-            .map(|p| p.provider.clone())
-            .collect();
-        let mut events = Vec::new();
-        for code in quiet {
-            let p = inner.live.get_mut(&code).expect("listed above");
-            let alert = derive::stale_alert(rules, &code, p.received_at, now);
-            let mut ev = p.go_stale(alert, now, self.cursor(inner.next_seq));
-            ev.rollups = self.rollups(inner, &rules.scopes_of(&code), Some(&BTreeSet::new()));
-            self.append(inner, ev.clone());
-            events.push(ev);
-        }
-        let head = inner.next_seq - 1;
-        drop(guard);
-        if !events.is_empty() {
-            self.appended.send_replace(head);
-        }
-        Ok(events)
-    }
-
-    async fn alerts(&self, selection: &Selection) -> Result<Vec<Alert>, StoreError> {
-        let inner = self.lock();
-        Ok(inner.live.values().filter(|p| selection.contains(&p.provider)).flat_map(|p| p.alerts.clone()).collect())
     }
 }
 

@@ -59,7 +59,6 @@ async fn scripts_are_reloaded_when_redis_forgets_them() {
 /// deployment's hash tag.
 #[tokio::test]
 async fn key_prefixes_isolate_deployments() {
-    use sitrep_core::Selection;
     use sitrep_store::Store;
     let redis = RedisProcess::start().expect("redis-server");
     let a = RedisStore::connect(RedisOptions { url: redis.url(), key_prefix: "east".into(), ..Default::default() })
@@ -69,8 +68,8 @@ async fn key_prefixes_isolate_deployments() {
         .await
         .unwrap();
     a.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap();
-    assert_eq!(a.snapshot(&Selection::All).await.unwrap().providers.len(), 1);
-    assert!(b.snapshot(&Selection::All).await.unwrap().providers.is_empty());
+    assert_eq!(a.load().await.unwrap().providers.len(), 1);
+    assert!(b.load().await.unwrap().providers.is_empty());
     assert!(
         matches!(b.history("RJ7", sitrep_core::Timestamp(0), sitrep_core::Timestamp::now()).await, Ok(h) if h.is_empty())
     );
@@ -168,9 +167,13 @@ async fn hostile_cursors_reset_and_foreign_entries_are_skipped() {
     // A tail waiting at the head is not woken into a loop by foreign entries: it waits for sitrep's next event.
     raw(&redis.url(), &["XADD", "{sitrep}:events", "*", "junk", "2"]).await;
     assert_eq!(store.read(&next.cursor, 4, std::time::Duration::from_millis(300)).await.unwrap(), Read::Events(vec![]));
-    // If the head key is lost, the head falls back to sitrep's last entry (not the foreign one after it).
-    raw(&redis.url(), &["DEL", "{sitrep}:head"]).await;
-    assert_eq!(store.head().await.unwrap(), next.cursor);
+    // If the log's epoch and head are lost, the log starts a new epoch: cursors from before are reset, not trusted.
+    raw(&redis.url(), &["DEL", "{sitrep}:log"]).await;
+    assert_ne!(store.head().await.unwrap().epoch, next.cursor.epoch);
+    assert_eq!(
+        store.read(&next.cursor, 4, std::time::Duration::ZERO).await.unwrap(),
+        Read::Reset(ResetReason::OtherEpoch)
+    );
 }
 
 /// The production Redis configuration shipped in deploy/ starts, keeps what sitrep needs, and serves sitrep.
@@ -193,7 +196,7 @@ async fn the_shipped_redis_configuration_serves_sitrep() {
 
 /// Two stores (two aggregator replicas) take turns with one provider. Each remembers what it last wrote, but that
 /// is only a hint: when the other replica (or the clock) has changed the provider since, the version check refuses
-/// the write and the provider is read afresh, so diffs and alerts always describe the state they apply to.
+/// the write and answers with the current state, so diffs and alerts always describe the state they apply to.
 #[tokio::test]
 async fn replicas_taking_turns_with_one_provider_derive_from_the_current_state() {
     use sitrep_core::{Timestamp, Value};
@@ -222,10 +225,60 @@ async fn replicas_taking_turns_with_one_provider_derive_from_the_current_state()
     assert!(on_a.changes.is_empty(), "{:?}", on_a.changes);
     assert!(on_a.derived.raised.is_empty() && on_a.derived.cleared.is_empty(), "{:?}", on_a.derived);
     // B marks the provider stale; A's next report clears it.
-    let stale = b.check_stale(t0.add_millis(2 * 3_600_000)).await.unwrap();
-    assert_eq!(stale.len(), 1);
+    assert!(b.mark_stale("RJ7", t0.add_millis(2 * 3_600_000)).await.unwrap().is_some());
+    assert!(a.mark_stale("RJ7", t0.add_millis(2 * 3_600_000)).await.unwrap().is_none(), "once");
     let back = accept(a.apply(&occupied(4, 12.0), t0.add_millis(2 * 3_600_000)).await.unwrap());
     let cleared: Vec<&str> = back.derived.cleared.iter().map(|al| al.key.as_str()).collect();
     assert_eq!(cleared, ["threshold:RJ7:beds.cc_adult.occupancy", "stale:RJ7"]);
-    assert!(back.rollups.iter().all(|r| r.stale == 0));
+    assert_eq!(back.version, 5, "three reports, a stale transition, a report");
+}
+
+/// What one report costs Redis, counted by Redis itself (`INFO commandstats`): a handful of commands, whatever the
+/// number of providers, and a compact history entry.
+#[tokio::test]
+async fn a_report_costs_a_handful_of_redis_commands() {
+    use sitrep_core::{Timestamp, Value};
+    use sitrep_store::Store;
+    let redis = RedisProcess::start().expect("redis-server");
+    let store = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    let providers = ["RJ7", "RVR", "RAX", "RGT", "RAL"];
+    let values = |i: u32| {
+        let v = f64::from(i % 7);
+        [
+            ("beds.cc_adult.open", Value::Number(20.0 + v)),
+            ("beds.cc_adult.occupied", Value::Number(10.0 + v)),
+            ("beds.ga_adult.open", Value::Number(400.0 + v)),
+            ("beds.ga_adult.occupied", Value::Number(350.0 + v)),
+            ("ed.in_department", Value::Number(40.0 + v)),
+            ("ed.over_12h", Value::Number(v)),
+        ]
+    };
+    // Warm: every provider's first report, and the dictionary.
+    for p in providers {
+        store.apply(&conformance::report(p, 0, 1, &values(1)), Timestamp::now()).await.unwrap();
+    }
+    let calls = |info: redis::Value| -> u64 {
+        let redis::Value::VerbatimString { text, .. } = info else {
+            let redis::Value::BulkString(b) = info else { panic!("{info:?}") };
+            return String::from_utf8(b).unwrap().lines().filter_map(cmdstat_calls).sum();
+        };
+        text.lines().filter_map(cmdstat_calls).sum()
+    };
+    let before = calls(raw(&redis.url(), &["INFO", "commandstats"]).await);
+    let n = 200u32;
+    for i in 0..n {
+        let p = providers[(i as usize) % providers.len()];
+        store.apply(&conformance::report(p, 0, 2 + i, &values(i)), Timestamp::now()).await.unwrap();
+    }
+    // The INFO call itself counts once.
+    let after = calls(raw(&redis.url(), &["INFO", "commandstats"]).await) - 1;
+    let per_report = (after - before) as f64 / f64::from(n);
+    println!("redis commands per report: {per_report:.1} (including the script call)");
+    assert!(per_report <= 15.0, "{per_report} commands per report");
+}
+
+/// The `calls=` of one `cmdstat_` line of `INFO commandstats`.
+fn cmdstat_calls(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("cmdstat_")?;
+    rest.split(&[':', ','][..]).find_map(|kv| kv.strip_prefix("calls=")).and_then(|n| n.parse().ok())
 }

@@ -1,16 +1,19 @@
--- Every stored revision of a provider's periods in [from, to], in period then revision order.
+-- Every stored revision of a provider's periods in [from, to], in period order.
 --
--- KEYS: 1 history hash, 2 history index (zset)
--- ARGV: 1 from (ms), 2 to (ms)
--- Returns {field, record, field, record, ...} where field is 'period:revision' and record the JSON written by apply.
+-- KEYS: 1 history hash ('<period in hours>:<revision>' -> '<event id>|<entry>'), 2 history index (zset of those
+--       fields, scored by the period in hours)
+-- ARGV: 1 from, 2 to (periods in hours)
+-- Returns {field, entry, field, entry, ...}.
 local fields = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2])
 if #fields == 0 then
   return {}
 end
-local records = redis.call('HMGET', KEYS[1], unpack(fields))
+local entries = redis.call('HMGET', KEYS[1], unpack(fields))
 local out = {}
 for i = 1, #fields do
-  out[#out + 1] = fields[i]
-  out[#out + 1] = records[i] or ''
+  if entries[i] then
+    out[#out + 1] = fields[i]
+    out[#out + 1] = entries[i]
+  end
 end
 return out

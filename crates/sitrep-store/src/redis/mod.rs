@@ -1,58 +1,57 @@
 //! `RedisStore`: the store of record. Live state, hourly history and the event log in Redis, shared by replicas.
 //!
-//! Every `apply` reads the provider's state (`prior.lua`), diffs and derives in Rust with `sitrep-core`, then
-//! writes in one Lua script (`apply.lua`): the idempotency check, a check that the provider has not changed since
-//! it was read (else read again and retry), live state, history, open alerts, rollup totals and the event all
-//! happen atomically on the server. Rollup totals are kept per scope as running sums, which commute, so reports
-//! from different providers never conflict. Scripts are invoked by SHA and re-loaded by
-//! redis-rs when Redis answers `NOSCRIPT` (after a restart). Calls go over one multiplexed, auto-reconnecting
-//! connection, so concurrent reports from many providers are pipelined rather than queued behind a lock.
-//! Blocking reads of the event stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout.
+//! It persists what [`sitrep_core::plan`] plans and serves the log; it decides nothing. An apply plans the report
+//! against the provider's state as this store last wrote or saw it, then persists the plan with one script
+//! (`persist.lua`) that writes only if the provider is still at the version the plan was made from and the report
+//! is not in history yet. If another replica (or the clock) moved the provider meanwhile, the script answers with
+//! the provider's current state and the report is planned again from it: one round trip normally, two on a
+//! conflict, never a read before a write. Reports of one provider are planned and persisted one at a time within
+//! a replica (a lock per provider), so a replica never conflicts with itself.
+//!
+//! **Group commit.** Plans from concurrent applies are queued to one committer task, which sends whatever has
+//! gathered as one script call while the previous call is in flight, so under load a call carries many plans and
+//! Redis pays its per-call overhead once for all of them.
+//!
+//! **Loading.** [`Store::load`] reads the log's head, then every provider's state with `HSCAN` in bounded pieces
+//! (no command holds Redis for long however many providers there are); the picture replays the log from that head.
 //!
 //! # Keys
 //! Every key starts with `{<prefix>}:` (the braces are a hash tag, so all keys share one Redis Cluster slot and
 //! one script may touch them all):
-//! - `state:<provider>` hash: metric -> `value|period|observed_at`
-//! - `meta:<provider>` hash: period, revision, observed, received, narrative, source, site of the live report
-//! - `hist:<provider>` hash: `period:revision` -> JSON record; `histidx:<provider>` zset of those by period
-//! - `providers` set of providers with live state; `events` stream (entry id = cursor position); `epoch` string;
-//!   `head` string, the id of the latest event
-//! - `alerts:<provider>` hash: alert key -> JSON of an open alert; `lastseen` zset: provider by the receipt time
-//!   of its last live report; `stale` set of stale providers
-//! - `agg:<scope>` hash: rollup totals of a scope (`<metric>|s` sum, `<metric>|n` providers with a number,
-//!   `|reporting`, `|stale`); `aggmax:<scope>:<metric>` hash: value -> how many providers have it, for metrics
-//!   that roll up by maximum
+//! - `log` hash: `epoch`, the log's generation id, and `head`, the id of the latest event
+//! - `events` stream: entry id = cursor position; fields `p` (the previous event's id), `e` (the epoch) and `d`
+//!   (the event, see [`codec`])
+//! - `states` hash: provider -> `<version>|<state>`
+//! - `hist:<provider>` hash: `<period in hours>:<revision>` -> `<event id>|<entry>`; `histidx:<provider>` zset of
+//!   those fields scored by period
+//! - `codes` hash: the dictionary of metric numbers used by the encodings
 //!
-//! Every event in the stream carries its epoch and the id of the event before it (`prev`). A reader resuming
-//! after cursor C checks that the first event it gets names C as its predecessor: that proves nothing between was
+//! Every event in the stream carries its epoch and the id of the event before it (`p`). A reader resuming after
+//! cursor C checks that the first event it gets names C as its predecessor: that proves nothing between was
 //! trimmed, exactly, without asking the stream about its ends. It also lets the Hub tail the log with plain
 //! `XREAD BLOCK` (one round trip per batch) and fall back to the checking script only when the link breaks.
-//!
-//! Values are encoded as the shortest text that round-trips the `f64` (so equal numbers encode equally and the
-//! script can diff by string), or `~reason` when absent.
+//! Scripts are invoked by SHA and re-loaded by redis-rs when Redis answers `NOSCRIPT` (after a restart). Blocking
+//! reads of the stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout.
 
+pub mod codec;
 mod process;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, Value as RValue};
-use sitrep_core::catalogue::Rollup;
 use sitrep_core::cursor::Position;
-use sitrep_core::derive::{self, Derived};
-use sitrep_core::rollup::{Agg, ScopeRollup, Totals, inputs, rollup};
-use sitrep_core::state::{diff, event};
-use sitrep_core::{
-    AbsentReason, Alert, Cursor, Event, EventKind, MetricChange, ProviderLive, Reading, Rules, Scope, Selection,
-    Timestamp, ValidReport, Value,
-};
-use tokio::sync::Mutex;
+use sitrep_core::plan::{self, Plan};
+use sitrep_core::{Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport, Value};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 pub use process::RedisProcess;
 
-use crate::{Applied, HistoryRecord, Read, ResetReason, Snapshot, Store, StoreError};
+use crate::{Applied, Loaded, Read, ResetReason, Store, StoreError};
+use codec::Codes;
 
 /// How to reach Redis and how much to keep there.
 #[derive(Clone, Debug)]
@@ -89,24 +88,20 @@ impl Default for RedisOptions {
 
 struct Keys {
     prefix: String,
+    log: String,
     events: String,
-    epoch: String,
-    head: String,
-    providers: String,
-    lastseen: String,
-    stale: String,
+    states: String,
+    codes: String,
 }
 
 impl Keys {
     fn new(prefix: &str) -> Self {
         let prefix = format!("{{{prefix}}}:");
         Keys {
+            log: format!("{prefix}log"),
             events: format!("{prefix}events"),
-            epoch: format!("{prefix}epoch"),
-            head: format!("{prefix}head"),
-            providers: format!("{prefix}providers"),
-            lastseen: format!("{prefix}lastseen"),
-            stale: format!("{prefix}stale"),
+            states: format!("{prefix}states"),
+            codes: format!("{prefix}codes"),
             prefix,
         }
     }
@@ -117,26 +112,21 @@ impl Keys {
 }
 
 struct Scripts {
-    prior: Script,
-    apply: Script,
-    stale: Script,
+    persist: Script,
     read: Script,
-    snapshot: Script,
     history: Script,
+    previous: Script,
+    codes: Script,
 }
-
-const COMMON: &str = include_str!("common.lua");
 
 impl Scripts {
     fn new() -> Self {
-        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
         Scripts {
-            prior: Script::new(include_str!("prior.lua")),
-            apply: with_common(include_str!("apply.lua")),
-            stale: with_common(include_str!("stale.lua")),
-            read: with_common(include_str!("read.lua")),
-            snapshot: with_common(include_str!("snapshot.lua")),
+            persist: Script::new(include_str!("persist.lua")),
+            read: Script::new(include_str!("read.lua")),
             history: Script::new(include_str!("history.lua")),
+            previous: Script::new(include_str!("previous.lua")),
+            codes: Script::new(include_str!("codes.lua")),
         }
     }
 }
@@ -146,21 +136,32 @@ pub struct RedisStore {
     conn: ConnectionManager,
     /// For `XREAD BLOCK` only; `None` until first needed and after a failure.
     blocking: Mutex<Option<MultiplexedConnection>>,
-    keys: Keys,
-    scripts: Scripts,
+    keys: Arc<Keys>,
+    scripts: Arc<Scripts>,
     options: RedisOptions,
-    /// What this store last wrote for each provider: enough to derive its next report without reading it back
-    /// (one round trip instead of two). Only a hint: `apply.lua` checks the version, so if another replica or the
-    /// clock changed the provider meanwhile, the write is refused and the provider is read afresh. A std mutex,
-    /// held for a map operation, never across an await.
-    known: std::sync::Mutex<std::collections::HashMap<String, Prior>>,
+    /// The dictionary of metric numbers, once read (and again when a number is not in it).
+    codes: std::sync::RwLock<Option<Arc<Codes>>>,
+    /// Each provider's state as this store last wrote or saw it: what its next report is planned from. Only a
+    /// hint: the script checks the version, and a stale hint costs a second round trip. A std mutex, held for a
+    /// map operation, never across an await.
+    known: std::sync::Mutex<HashMap<String, Arc<ProviderLive>>>,
+    /// One lock per provider, so this replica plans and persists a provider's reports one at a time.
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Events this store appended, until its own tail reads them back: the Hub then takes them as they are
-    /// instead of parsing them again (most events of a single-replica deployment). Bounded; oldest dropped.
-    recent: std::sync::Mutex<BTreeMap<Position, Event>>,
+    /// instead of decoding them again (most events of a single-replica deployment). Bounded; oldest dropped.
+    recent: Arc<std::sync::Mutex<BTreeMap<Position, Event>>>,
+    /// The committer's queue (group commit), started on first use.
+    committer: OnceLock<mpsc::Sender<Pending>>,
 }
 
 /// Appended events kept for the tail to reuse.
 const RECENT_KEPT: usize = 4096;
+/// Most plans one script call carries.
+const MAX_BATCH: usize = 64;
+/// Attempts at applying a plan whose provider another writer keeps changing, before giving up.
+const MAX_CONFLICTS: usize = 16;
+/// States read per `HSCAN` while loading.
+const LOAD_BATCH: usize = 256;
 
 /// Conditions in which Redis refuses a command for now but may take it later. Scripts can report them wrapped in a
 /// generic `ERR` (older Redis versions do), so they are recognised in the text too.
@@ -185,33 +186,19 @@ fn bad(what: &str) -> StoreError {
     StoreError::Internal(format!("unexpected reply from redis: {what}"))
 }
 
-/// Text for a value, as stored and diffed by the scripts.
-pub fn encode_value(v: Value) -> String {
+fn bytes(v: &RValue) -> Result<&[u8], StoreError> {
     match v {
-        // -0.0 and 0.0 are the same count; give them one spelling so the script's string diff agrees with `==`.
-        Value::Number(0.0) => "0".to_owned(),
-        Value::Number(n) => n.to_string(),
-        Value::Absent(r) => format!("~{}", r.as_str()),
-    }
-}
-
-pub fn decode_value(text: &str) -> Result<Value, StoreError> {
-    match text.strip_prefix('~') {
-        Some(reason) => match reason {
-            "unspecified" => Ok(Value::Absent(AbsentReason::Unspecified)),
-            r => AbsentReason::parse(r).map(Value::Absent).ok_or_else(|| bad(&format!("absent reason {r:?}"))),
-        },
-        None => text.parse().map(Value::Number).map_err(|_| bad(&format!("value {text:?}"))),
+        RValue::BulkString(b) => Ok(b),
+        RValue::SimpleString(s) => Ok(s.as_bytes()),
+        other => Err(bad(&format!("expected text, got {other:?}"))),
     }
 }
 
 fn text(v: &RValue) -> Result<String, StoreError> {
     match v {
-        RValue::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| bad("non-UTF-8 text")),
-        RValue::SimpleString(s) => Ok(s.clone()),
         RValue::Int(i) => Ok(i.to_string()),
         RValue::Okay => Ok("OK".into()),
-        other => Err(bad(&format!("expected text, got {other:?}"))),
+        other => String::from_utf8(bytes(other)?.to_vec()).map_err(|_| bad("non-UTF-8 text")),
     }
 }
 
@@ -228,88 +215,6 @@ fn position(id: &str) -> Result<Position, StoreError> {
     Ok(Position(ms.parse().map_err(|_| bad("stream id"))?, seq.parse().map_err(|_| bad("stream id"))?))
 }
 
-/// A flat `[field, value, field, value, ...]` reply as a map.
-fn pairs(v: &RValue) -> Result<BTreeMap<String, String>, StoreError> {
-    let items = array(v)?;
-    items.chunks(2).map(|kv| Ok((text(&kv[0])?, text(kv.get(1).ok_or_else(|| bad("odd pairs"))?)?))).collect()
-}
-
-fn ms(text: &str) -> Result<Timestamp, StoreError> {
-    text.parse().map(Timestamp::from_millis).map_err(|_| bad(&format!("time {text:?}")))
-}
-
-fn opt(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
-}
-
-/// `metric before after` triples joined by spaces, as `apply.lua` returns and stores them.
-fn parse_changes(text: &str) -> Result<Vec<MetricChange>, StoreError> {
-    let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
-    if !words.len().is_multiple_of(3) {
-        return Err(bad("changes"));
-    }
-    words
-        .chunks(3)
-        .map(|c| {
-            let before = if c[1] == "~" { None } else { Some(decode_value(c[1])?) };
-            Ok(MetricChange { metric: c[0].to_owned(), before, after: decode_value(c[2])? })
-        })
-        .collect()
-}
-
-/// `metric before after` triples joined by spaces, as `apply.lua` stores them.
-fn encode_changes(changes: &[MetricChange]) -> String {
-    let mut out = String::new();
-    for c in changes {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        let before = c.before.map_or_else(|| "~".to_owned(), encode_value);
-        out.push_str(&format!("{} {before} {}", c.metric, encode_value(c.after)));
-    }
-    out
-}
-
-/// A scope's totals as the scripts return them: reporting, stale, and metric -> [sum, n, max?] as text.
-#[derive(serde::Deserialize)]
-struct TotalsJson {
-    r: u32,
-    s: u32,
-    #[serde(default)]
-    m: BTreeMap<String, Vec<String>>,
-}
-
-fn agg(entry: &[String]) -> Result<Agg, StoreError> {
-    let num = |t: &String| t.parse::<f64>().map_err(|_| bad(&format!("rollup total {t:?}")));
-    match entry {
-        [sum, n, rest @ ..] => Ok(Agg {
-            sum: num(sum)?,
-            n: n.parse().map_err(|_| bad("rollup count"))?,
-            max: rest.first().map(num).transpose()?,
-        }),
-        _ => Err(bad("rollup totals")),
-    }
-}
-
-/// The rollups of `metrics` from the scripts' totals JSON ('' when none), in scope order.
-fn rollups_from_json(rules: &Rules, json: &str, metrics: &BTreeSet<String>) -> Result<Vec<ScopeRollup>, StoreError> {
-    if json.is_empty() {
-        return Ok(Vec::new());
-    }
-    let parsed: BTreeMap<String, TotalsJson> =
-        serde_json::from_str(json).map_err(|e| bad(&format!("rollup totals: {e}")))?;
-    let mut out = Vec::new();
-    for (scope, t) in parsed {
-        let scope = Scope::parse(&scope).ok_or_else(|| bad(&format!("scope {scope:?}")))?;
-        let metrics_totals =
-            t.m.iter().map(|(code, e)| Ok((code.clone(), agg(e)?))).collect::<Result<_, StoreError>>()?;
-        let totals = Totals { reporting: t.r, stale: t.s, metrics: metrics_totals };
-        out.push(rollup(rules, &scope, &totals, Some(metrics)));
-    }
-    out.sort_by(|a, b| a.scope.cmp(&b.scope));
-    Ok(out)
-}
-
 /// A stream entry: the event, the epoch it was written in, and the position of the event before it.
 struct Entry {
     event: Event,
@@ -317,78 +222,30 @@ struct Entry {
     prev: Position,
 }
 
-fn parse_entry(rules: &Rules, entry: &RValue) -> Result<Entry, StoreError> {
-    let parts = array(entry)?;
-    let (id, fields) = match parts {
-        [id, fields] => (text(id)?, pairs(fields)?),
-        _ => return Err(bad("stream entry")),
-    };
-    let get = |k: &str| fields.get(k).cloned().ok_or_else(|| bad(&format!("event field {k}")));
-    let optional = |k: &str| fields.get(k).cloned().unwrap_or_default();
-    let epoch = get("e")?;
-    let prev = position(&get("prev")?)?;
-    let kind = match optional("k").as_str() {
-        "stale" => EventKind::Stale,
-        _ => EventKind::Report,
-    };
-    let changes = parse_changes(&get("ch")?)?;
-    let derived: Derived = match optional("d").as_str() {
-        "" => Derived::default(),
-        json => serde_json::from_str(json).map_err(|e| bad(&format!("derived: {e}")))?,
-    };
-    let metrics = match kind {
-        EventKind::Report => crate::rollup_metrics(rules, &changes),
-        EventKind::Stale => BTreeSet::new(),
-    };
-    let event = Event {
-        cursor: Cursor::new(epoch.clone(), position(&id)?),
-        provider: get("p")?,
-        site: opt(get("s")?),
-        period: ms(&get("per")?)?,
-        revision: get("rev")?.parse().map_err(|_| bad("revision"))?,
-        observed_at: ms(&get("obs")?)?,
-        received_at: ms(&get("rcv")?)?,
-        live: get("live")? == "1",
-        rollups: rollups_from_json(rules, &optional("agg"), &metrics)?,
-        changes,
-        narrative: opt(get("nar")?),
-        source: opt(get("src")?),
-        kind,
-        derived,
-    };
-    Ok(Entry { event, epoch, prev })
-}
-
-/// A stream entry this store appended itself, taken from `recent` rather than parsed: only its epoch and
-/// predecessor are read from the entry.
-fn reuse_entry(entry: &RValue, recent: &std::sync::Mutex<BTreeMap<Position, Event>>) -> Option<Entry> {
+/// sitrep's fields of a stream entry, `p`, `e` and `d`, or `None` for an entry sitrep did not write.
+fn fields(entry: &RValue) -> Option<(Position, &[RValue])> {
     let [id, fields] = array(entry).ok()? else { return None };
     let pos = position(&text(id).ok()?).ok()?;
     let fields = array(fields).ok()?;
-    let field = |name: &str| {
-        fields
-            .chunks(2)
-            .find(|kv| matches!(&kv[0], RValue::BulkString(b) if b == name.as_bytes()))
-            .and_then(|kv| text(kv.get(1)?).ok())
-    };
-    let (epoch, prev) = (field("e")?, position(&field("prev")?).ok()?);
-    let event = recent.lock().unwrap_or_else(|e| e.into_inner()).remove(&pos)?;
-    (event.cursor.epoch == epoch).then_some(Entry { event, epoch, prev })
+    match fields {
+        [p, _, e, _, d, _] if bytes(p).ok()? == b"p" && bytes(e).ok()? == b"e" && bytes(d).ok()? == b"d" => {
+            Some((pos, fields))
+        }
+        _ => None,
+    }
 }
 
-/// The entries sitrep can read, in order. Anything else in the stream (written by someone else, or damaged) is
-/// skipped with a warning: the predecessor links between sitrep's own entries still prove nothing of sitrep's was
-/// missed, and a stray entry must neither stall readers nor reset them over and over.
-fn own_entries(rules: &Rules, raw: &[RValue], recent: &std::sync::Mutex<BTreeMap<Position, Event>>) -> Vec<Entry> {
-    raw.iter()
-        .filter_map(|e| match reuse_entry(e, recent).map_or_else(|| parse_entry(rules, e), Ok) {
-            Ok(entry) => Some(entry),
-            Err(error) => {
-                tracing::warn!(%error, "skipping an entry of the event stream that sitrep did not write");
-                None
-            }
-        })
-        .collect()
+/// An entry decoded, or taken from what this store appended (`recent`) when it is one of its own.
+fn entry(codes: &Codes, raw: &RValue, recent: &std::sync::Mutex<BTreeMap<Position, Event>>) -> Result<Entry, StoreError> {
+    let (pos, f) = fields(raw).ok_or_else(|| bad("an entry sitrep did not write"))?;
+    let prev = position(&text(&f[1])?)?;
+    let epoch = text(&f[3])?;
+    let mine = recent.lock().unwrap_or_else(|e| e.into_inner()).remove(&pos);
+    let event = match mine {
+        Some(e) if e.cursor.epoch == epoch => e,
+        _ => codec::decode_event(codes, bytes(&f[5])?, Cursor::new(epoch.clone(), pos))?,
+    };
+    Ok(Entry { event, epoch, prev })
 }
 
 /// Whether `entries` continue the log right after `after`, in the same epoch, with nothing missing in between.
@@ -403,17 +260,84 @@ fn linked(after: &Cursor, entries: &[Entry]) -> bool {
     !entries.is_empty()
 }
 
-#[derive(serde::Deserialize)]
-struct RecordJson {
-    v: BTreeMap<String, String>,
-    o: String,
-    r: String,
-    #[serde(default)]
-    n: String,
-    #[serde(default)]
-    s: String,
-    #[serde(default)]
-    t: String,
+/// One plan's arguments to `persist.lua`, and where its outcome goes.
+struct Pending {
+    args: [Vec<u8>; 8],
+    reply: oneshot::Sender<Result<(String, Outcome), StoreError>>,
+}
+
+/// What the script did with one plan.
+enum Outcome {
+    Accepted(Position),
+    Duplicate(Position),
+    /// The provider's current state (empty if it has none).
+    Conflict(Vec<u8>),
+}
+
+/// The committer: sends what has gathered in its queue as one script call, waits for the answer, hands each plan
+/// its outcome, and goes round again. It stops when the store (the queue's sender) is dropped.
+async fn commit_loop(
+    mut rx: mpsc::Receiver<Pending>,
+    mut conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    keys: Arc<Keys>,
+    head: [String; 3],
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH
+            && let Ok(next) = rx.try_recv()
+        {
+            batch.push(next);
+        }
+        let mut invocation = scripts.persist.prepare_invoke();
+        invocation.key(&keys.log).key(&keys.events).key(&keys.states);
+        invocation.arg(crate::new_epoch('r')).arg(&head[0]).arg(&head[1]).arg(&head[2]);
+        for p in &batch {
+            for a in &p.args {
+                invocation.arg(a.as_slice());
+            }
+        }
+        let reply: Result<RValue, StoreError> = invocation.invoke_async(&mut conn).await.map_err(unavailable);
+        let outcomes = reply.and_then(|r| outcomes(&r, batch.len()));
+        match outcomes {
+            Ok((epoch, outcomes)) => {
+                for (p, o) in batch.into_iter().zip(outcomes) {
+                    let _ = p.reply.send(Ok((epoch.clone(), o)));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for p in batch {
+                    let _ = p.reply.send(Err(match &e {
+                        StoreError::Unavailable { .. } => StoreError::Unavailable { message: message.clone(), source: None },
+                        _ => StoreError::Internal(message.clone()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+fn outcomes(reply: &RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreError> {
+    let items = array(reply)?;
+    let (epoch, rest) = items.split_first().ok_or_else(|| bad("persist reply"))?;
+    if rest.len() != n {
+        return Err(bad("persist reply"));
+    }
+    let outcomes = rest
+        .iter()
+        .map(|o| match array(o)? {
+            [kind, x] => match bytes(kind)? {
+                b"accepted" => Ok(Outcome::Accepted(position(&text(x)?)?)),
+                b"duplicate" => Ok(Outcome::Duplicate(position(&text(x)?)?)),
+                b"conflict" => Ok(Outcome::Conflict(bytes(x)?.to_vec())),
+                _ => Err(bad("persist outcome")),
+            },
+            _ => Err(bad("persist outcome")),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((text(epoch)?, outcomes))
 }
 
 impl RedisStore {
@@ -432,11 +356,14 @@ impl RedisStore {
             client,
             conn,
             blocking: Mutex::new(None),
-            known: Default::default(),
-            recent: Default::default(),
-            keys: Keys::new(&options.key_prefix),
-            scripts: Scripts::new(),
+            keys: Arc::new(Keys::new(&options.key_prefix)),
+            scripts: Arc::new(Scripts::new()),
             options,
+            codes: Default::default(),
+            known: Default::default(),
+            locks: Default::default(),
+            recent: Default::default(),
+            committer: OnceLock::new(),
         })
     }
 
@@ -452,8 +379,195 @@ impl RedisStore {
         redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(unavailable).map(|_| ())
     }
 
-    fn new_epoch() -> String {
-        crate::new_epoch('r')
+    /// The dictionary of metric numbers, with a number for every metric of the rules.
+    async fn codes(&self) -> Result<Arc<Codes>, StoreError> {
+        if let Some(c) = self.codes.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(c);
+        }
+        self.refresh_codes().await
+    }
+
+    /// Reads the dictionary again, adding numbers for any of the rules' metrics it lacks.
+    async fn refresh_codes(&self) -> Result<Arc<Codes>, StoreError> {
+        let index = self.options.rules.index();
+        let mut invocation = self.scripts.codes.prepare_invoke();
+        invocation.key(&self.keys.codes);
+        for code in index.metrics.iter().chain(&index.derived) {
+            invocation.arg(code);
+        }
+        let mut conn = self.conn.clone();
+        let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let pairs = array(&reply)?
+            .chunks(2)
+            .map(|kv| {
+                let id = text(kv.get(1).ok_or_else(|| bad("codes"))?)?.parse().map_err(|_| bad("code number"))?;
+                Ok((text(&kv[0])?, id))
+            })
+            .collect::<Result<Vec<(String, u32)>, StoreError>>()?;
+        let codes = Arc::new(Codes::new(pairs));
+        *self.codes.write().unwrap_or_else(|e| e.into_inner()) = Some(codes.clone());
+        Ok(codes)
+    }
+
+    /// Runs `decode` with the dictionary, reading the dictionary again once if it meets a number it lacks
+    /// (another replica, with a larger catalogue, added it).
+    async fn decoding<T>(&self, decode: impl Fn(&Codes) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let codes = self.codes().await?;
+        match decode(&codes) {
+            Err(StoreError::UnknownCode(_)) => decode(&*self.refresh_codes().await?),
+            other => other,
+        }
+    }
+
+    fn committer(&self) -> &mpsc::Sender<Pending> {
+        self.committer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(1024);
+            let head = [
+                self.options.event_log_max_len.to_string(),
+                self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default(),
+                self.keys.prefix.clone(),
+            ];
+            tokio::spawn(commit_loop(rx, self.conn.clone(), self.scripts.clone(), self.keys.clone(), head));
+            tx
+        })
+    }
+
+    /// Persists `plan` (group-committed with whatever else is being persisted) and says what became of it.
+    async fn persist(&self, codes: &Codes, plan: &Plan) -> Result<(String, Outcome), StoreError> {
+        let (field, score, trim, entry) = match &plan.history {
+            Some(h) => {
+                let (field, score) = codec::history_field(h.period, h.revision);
+                let trim = plan.trim_before.map(|t| codec::history_score(t).to_string()).unwrap_or_default();
+                (field, score.to_string(), trim, codec::encode_history(codes, h)?)
+            }
+            None => Default::default(),
+        };
+        let state = plan.state.as_ref().map(|s| codec::encode_state(codes, s)).transpose()?.unwrap_or_default();
+        let args = [
+            plan.provider.clone().into_bytes(),
+            plan.expected_version.to_string().into_bytes(),
+            field.into_bytes(),
+            score.into_bytes(),
+            trim.into_bytes(),
+            state,
+            codec::encode_event(codes, &plan.event)?,
+            entry,
+        ];
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::Unavailable { message: "redis: the committer stopped".into(), source: None };
+        self.committer().send(Pending { args, reply }).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    fn provider_lock(&self, provider: &str) -> Arc<Mutex<()>> {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(provider.to_owned()).or_default().clone()
+    }
+
+    fn known(&self, provider: &str) -> Option<Arc<ProviderLive>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).get(provider).cloned()
+    }
+
+    fn set_known(&self, provider: &str, state: Option<Arc<ProviderLive>>) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        match state {
+            Some(s) => known.insert(provider.to_owned(), s),
+            None => known.remove(provider),
+        };
+    }
+
+    fn remember(&self, ev: &Event) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.insert(ev.cursor.pos, ev.clone());
+        while recent.len() > RECENT_KEPT {
+            recent.pop_first();
+        }
+    }
+
+    /// The provider's state as stored now (`None`: it has none).
+    async fn read_state(&self, provider: &str) -> Result<Option<ProviderLive>, StoreError> {
+        let mut conn = self.conn.clone();
+        let stored: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(&self.keys.states)
+            .arg(provider)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        match stored {
+            None => Ok(None),
+            Some(s) => self.decoding(|codes| codec::decode_state(codes, provider, &s)).await.map(Some),
+        }
+    }
+
+    /// What the revision of `report`'s period just before it said, for a late report's diff.
+    async fn previous_revision(&self, report: &ValidReport) -> Result<Option<BTreeMap<String, Value>>, StoreError> {
+        let p = report.provider();
+        let mut conn = self.conn.clone();
+        let stored: Vec<u8> = self
+            .scripts
+            .previous
+            .key(self.keys.of("hist", p))
+            .key(self.keys.of("histidx", p))
+            .arg(codec::history_score(report.period()))
+            .arg(report.revision())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if stored.is_empty() {
+            return Ok(None);
+        }
+        let (field, _) = codec::history_field(report.period(), 0);
+        let record = self.decoding(|codes| codec::decode_history(codes, &field, &stored)).await?;
+        Ok(Some(record.0.values))
+    }
+
+    /// Plans with `make` against the provider's state as known (or, after a conflict, as stored) and persists
+    /// the plan, until it is persisted, found a duplicate, or `make` finds nothing to do.
+    async fn plan_and_persist(
+        &self,
+        provider: &str,
+        mut prior: Option<Arc<ProviderLive>>,
+        make: impl AsyncPlanner,
+    ) -> Result<Option<Applied>, StoreError> {
+        let codes = self.codes().await?;
+        for _ in 0..MAX_CONFLICTS {
+            let Some(plan) = make.plan(self, prior.as_deref()).await? else { return Ok(None) };
+            let outcome = self.persist(&codes, &plan).await;
+            let (epoch, outcome) = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    // The write may or may not have happened: plan the next report from what is stored.
+                    self.set_known(provider, None);
+                    return Err(e);
+                }
+            };
+            match outcome {
+                Outcome::Accepted(pos) => {
+                    let Plan { state, mut event, .. } = plan;
+                    event.cursor = Cursor::new(epoch, pos);
+                    if let Some(state) = state {
+                        self.set_known(provider, Some(Arc::new(state)));
+                    }
+                    self.remember(&event);
+                    return Ok(Some(Applied::Accepted(event)));
+                }
+                Outcome::Duplicate(pos) => {
+                    return Ok(Some(Applied::Duplicate { cursor: Some(Cursor::new(epoch, pos)) }));
+                }
+                Outcome::Conflict(current) => {
+                    prior = match current.is_empty() {
+                        true => None,
+                        false => Some(Arc::new(
+                            self.decoding(|codes| codec::decode_state(codes, provider, &current)).await?,
+                        )),
+                    };
+                    self.set_known(provider, prior.clone());
+                }
+            }
+        }
+        Err(StoreError::Unavailable {
+            message: format!("redis: provider {provider} kept changing while its change was being stored"),
+            source: None,
+        })
     }
 
     /// `read.lua`: the log's epoch and head, and up to `max` raw entries after `after`.
@@ -462,10 +576,9 @@ impl RedisStore {
         let reply: RValue = self
             .scripts
             .read
+            .key(&self.keys.log)
             .key(&self.keys.events)
-            .key(&self.keys.epoch)
-            .key(&self.keys.head)
-            .arg(Self::new_epoch())
+            .arg(crate::new_epoch('r'))
             .arg(after.to_string())
             .arg(max)
             .invoke_async(&mut conn)
@@ -477,6 +590,29 @@ impl RedisStore {
         }
     }
 
+    /// The entries sitrep can read, in order. Anything else in the stream (written by someone else, or damaged) is
+    /// skipped with a warning: the predecessor links between sitrep's own entries still prove nothing of sitrep's
+    /// was missed, and a stray entry must neither stall readers nor reset them over and over.
+    async fn own_entries(&self, raw: &[RValue]) -> Result<Vec<Entry>, StoreError> {
+        let codes = self.codes().await?;
+        let mut refreshed: Option<Arc<Codes>> = None;
+        let mut out = Vec::with_capacity(raw.len());
+        for e in raw {
+            let decoded = match entry(refreshed.as_deref().unwrap_or(&codes), e, &self.recent) {
+                Err(StoreError::UnknownCode(_)) if refreshed.is_none() => {
+                    refreshed = Some(self.refresh_codes().await?);
+                    entry(refreshed.as_deref().expect("just set"), e, &self.recent)
+                }
+                other => other,
+            };
+            match decoded {
+                Ok(entry) => out.push(entry),
+                Err(error) => tracing::warn!(%error, "skipping an entry of the event stream that sitrep cannot read"),
+            }
+        }
+        Ok(out)
+    }
+
     /// One read through the checking script: `Read` decided against the log's epoch, head and links.
     async fn read_once(&self, after: &Cursor, max: usize) -> Result<Read, StoreError> {
         let (epoch, head, entries) = self.read_script(after.pos, max).await?;
@@ -486,7 +622,7 @@ impl RedisStore {
         if after.pos > head {
             return Ok(Read::Reset(ResetReason::Ahead));
         }
-        let entries = own_entries(&self.options.rules, array(&entries)?, &self.recent);
+        let entries = self.own_entries(array(&entries)?).await?;
         if entries.is_empty() && after.pos < head {
             // Everything after the cursor has been trimmed.
             return Ok(Read::Reset(ResetReason::TooOld));
@@ -509,7 +645,7 @@ impl RedisStore {
             }
             let raw = self.xread(from, max, left).await?;
             let Some(last) = raw.last() else { return Ok(Vec::new()) };
-            let own = own_entries(&self.options.rules, &raw, &self.recent);
+            let own = self.own_entries(&raw).await?;
             if !own.is_empty() {
                 return Ok(own);
             }
@@ -560,210 +696,38 @@ impl RedisStore {
     }
 }
 
-/// Attempts at applying a report whose provider changed between read and write, before giving up.
-const MAX_CONFLICTS: usize = 16;
-
-/// A provider's stored state as `prior.lua` and `snapshot.lua` return it.
-#[derive(Clone)]
-struct Prior {
-    /// The version `apply.lua` checks ('' before the provider's first report).
-    version: String,
-    live: Option<ProviderLive>,
+/// Makes a plan against a provider's prior state (with whatever else it needs from the store), or finds there is
+/// nothing to do.
+#[async_trait]
+trait AsyncPlanner: Send + Sync {
+    async fn plan(&self, store: &RedisStore, prior: Option<&ProviderLive>) -> Result<Option<Plan>, StoreError>;
 }
 
-impl Prior {
-    fn parse(provider: &str, meta: &RValue, state: &RValue, alerts: &RValue) -> Result<Self, StoreError> {
-        let meta = pairs(meta)?;
-        let version = meta.get("ver").cloned().unwrap_or_default();
-        if !meta.contains_key("period") {
-            return Ok(Prior { version, live: None });
-        }
-        let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(&format!("meta field {k}")));
-        let mut readings = BTreeMap::new();
-        for (metric, encoded) in pairs(state)? {
-            let mut parts = encoded.splitn(3, '|');
-            let (Some(v), Some(period), Some(observed)) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(bad("reading"));
-            };
-            readings
-                .insert(metric, Reading { value: decode_value(v)?, period: ms(period)?, observed_at: ms(observed)? });
-        }
-        let mut open = array(alerts)?
-            .iter()
-            .map(|a| serde_json::from_str(&text(a)?).map_err(|e| bad(&format!("alert: {e}"))))
-            .collect::<Result<Vec<Alert>, StoreError>>()?;
-        open.sort_by(|a, b| a.key.cmp(&b.key));
-        let live = ProviderLive {
-            provider: provider.to_owned(),
-            site: opt(get("site")?),
-            readings,
-            period: ms(&get("period")?)?,
-            revision: get("revision")?.parse().map_err(|_| bad("revision"))?,
-            observed_at: ms(&get("observed")?)?,
-            received_at: ms(&get("received")?)?,
-            narrative: opt(get("narrative")?),
-            source: opt(get("source")?),
-            stale: meta.get("stale").is_some_and(|s| s == "1"),
-            alerts: open,
+struct ReportPlanner<'a> {
+    report: &'a ValidReport,
+    received_at: Timestamp,
+}
+
+#[async_trait]
+impl AsyncPlanner for ReportPlanner<'_> {
+    async fn plan(&self, store: &RedisStore, prior: Option<&ProviderLive>) -> Result<Option<Plan>, StoreError> {
+        let previous = match plan::is_late(prior, self.report) {
+            true => store.previous_revision(self.report).await?,
+            false => None,
         };
-        Ok(Prior { version, live: Some(live) })
+        let o = &store.options;
+        Ok(Some(plan::report(&o.rules, prior, previous.as_ref(), self.report, self.received_at, o.retention_hours)))
     }
 }
 
-impl RedisStore {
-    /// `prior.lua`: the provider's state, and the previous revision of the report's period (JSON, '' if none).
-    async fn read_prior(&self, report: &ValidReport) -> Result<(Prior, String), StoreError> {
-        let p = report.provider();
-        let mut conn = self.conn.clone();
-        let reply: RValue = self
-            .scripts
-            .prior
-            .key(self.keys.of("meta", p))
-            .key(self.keys.of("state", p))
-            .key(self.keys.of("alerts", p))
-            .key(self.keys.of("hist", p))
-            .key(self.keys.of("histidx", p))
-            .arg(report.period().millis())
-            .arg(report.revision())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let [meta, state, alerts, previous] = array(&reply)? else { return Err(bad("prior reply")) };
-        Ok((Prior::parse(p, meta, state, alerts)?, text(previous)?))
-    }
+struct StalePlanner {
+    now: Timestamp,
+}
 
-    fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Prior>> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn remember(&self, ev: &Event) {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.insert(ev.cursor.pos, ev.clone());
-        while recent.len() > RECENT_KEPT {
-            recent.pop_first();
-        }
-    }
-
-    fn forget(&self, provider: &str) {
-        self.known().remove(provider);
-    }
-
-    /// What this store last wrote for `provider`, if `report` would be live on top of it (a late report needs the
-    /// history that only a read brings).
-    fn remembered(&self, report: &ValidReport) -> Option<Prior> {
-        let known = self.known();
-        let prior = known.get(report.provider())?;
-        let live = prior.live.as_ref()?;
-        sitrep_core::state::is_newer(report.period(), report.revision(), Some(live)).then(|| prior.clone())
-    }
-
-    /// One attempt: read the provider (or trust what this store last wrote, when `remembered`), derive, write if
-    /// it has not changed meanwhile. `None` on a conflict.
-    async fn try_apply(
-        &self,
-        report: &ValidReport,
-        received_at: Timestamp,
-        remembered: bool,
-    ) -> Result<Option<Applied>, StoreError> {
-        let rules = &self.options.rules;
-        let p = report.provider();
-        let mut conn = self.conn.clone();
-        let (prior, previous) = match remembered.then(|| self.remembered(report)).flatten() {
-            Some(prior) => (prior, String::new()),
-            None => self.read_prior(report).await?,
-        };
-        let fresh = sitrep_core::state::is_newer(report.period(), report.revision(), prior.live.as_ref());
-        // What the provider will be once the script has written: derived here, remembered if the write is taken.
-        let mut next = prior.clone();
-        let (changes, derived) = if fresh {
-            derive::advance(rules, &mut next.live, report, received_at)
-        } else {
-            let previous = match previous.as_str() {
-                "" => BTreeMap::new(),
-                json => {
-                    let r: RecordJson = serde_json::from_str(json).map_err(|e| bad(&format!("history record: {e}")))?;
-                    r.v.iter().map(|(k, v)| Ok((k.clone(), decode_value(v)?))).collect::<Result<_, StoreError>>()?
-                }
-            };
-            (diff(|code| previous.get(code), report), Derived::default())
-        };
-        let metrics = crate::rollup_metrics(rules, &changes);
-        let want: Vec<String> = inputs(&rules.catalogue, &metrics).into_iter().collect();
-        let max: Vec<&str> = changes
-            .iter()
-            .map(|c| c.metric.as_str())
-            .chain(want.iter().map(String::as_str))
-            .filter(|m| rules.catalogue.get(m).is_some_and(|m| m.rollup == Rollup::Max))
-            .collect();
-        let scopes: Vec<String> = rules.scopes_of(p).iter().map(Scope::to_string).collect();
-        let roll = serde_json::json!({ "scopes": scopes, "max": max, "want": want });
-        let raise: Vec<(String, String)> = derived
-            .raised
-            .iter()
-            .map(|a| (a.key.clone(), serde_json::to_string(a).expect("alerts serialise")))
-            .collect();
-        let clear: Vec<&str> = derived.cleared.iter().map(|a| a.key.as_str()).collect();
-        let alerts = serde_json::json!({ "clear": clear, "raise": raise });
-
-        let mut invocation = self.scripts.apply.prepare_invoke();
-        invocation
-            .key(self.keys.of("state", p))
-            .key(self.keys.of("meta", p))
-            .key(self.keys.of("hist", p))
-            .key(self.keys.of("histidx", p))
-            .key(&self.keys.events)
-            .key(&self.keys.epoch)
-            .key(&self.keys.providers)
-            .key(&self.keys.head)
-            .key(self.keys.of("alerts", p))
-            .key(&self.keys.lastseen)
-            .key(&self.keys.stale)
-            .arg(p)
-            .arg(report.site().unwrap_or(""))
-            .arg(report.period().millis())
-            .arg(report.revision())
-            .arg(report.observed_at().millis())
-            .arg(received_at.millis())
-            .arg(report.narrative().unwrap_or(""))
-            .arg(report.source().unwrap_or(""))
-            .arg(self.options.event_log_max_len)
-            .arg(self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default())
-            .arg(self.options.retention_hours * Timestamp::HOUR_MS)
-            .arg(Self::new_epoch())
-            .arg(&prior.version)
-            .arg(if fresh { "1" } else { "0" })
-            .arg(encode_changes(&changes))
-            .arg(if derived.is_empty() { String::new() } else { serde_json::to_string(&derived).expect("serialises") })
-            .arg(alerts.to_string())
-            .arg(roll.to_string())
-            .arg(&self.keys.prefix);
-        for (code, value) in report.values() {
-            invocation.arg(code).arg(encode_value(*value));
-        }
-        let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
-        match array(&reply)? {
-            [kind, epoch, id] if text(kind)? == "duplicate" => {
-                let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
-                Ok(Some(Applied::Duplicate { cursor: Some(cursor) }))
-            }
-            [kind, _] if text(kind)? == "conflict" => {
-                self.forget(p);
-                Ok(None)
-            }
-            [kind, epoch, id, totals] if text(kind)? == "accepted" => {
-                let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
-                let rollups = rollups_from_json(rules, &text(totals)?, &metrics)?;
-                // Remember what the script wrote, exactly as a read would find it.
-                next.version = (prior.version.parse::<u64>().unwrap_or(0) + 1).to_string();
-                self.known().insert(p.to_owned(), next);
-                let mut ev = event(report, received_at, fresh, changes, cursor);
-                ev.derived = derived;
-                ev.rollups = rollups;
-                self.remember(&ev);
-                Ok(Some(Applied::Accepted(ev)))
-            }
-            _ => Err(bad("apply reply")),
-        }
+#[async_trait]
+impl AsyncPlanner for StalePlanner {
+    async fn plan(&self, store: &RedisStore, prior: Option<&ProviderLive>) -> Result<Option<Plan>, StoreError> {
+        Ok(prior.and_then(|p| plan::stale(&store.options.rules, p, self.now)))
     }
 }
 
@@ -774,87 +738,52 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
-        // Conflicts need the same provider changed between our read and our write: another replica taking a
-        // retry of the same feed, or the clock marking it stale. A few attempts settle it. The first attempt may
-        // trust what this store last wrote; later ones read.
-        for attempt in 0..MAX_CONFLICTS {
-            match self.try_apply(report, received_at, attempt == 0).await {
-                Ok(Some(applied)) => return Ok(applied),
-                Ok(None) => {}
-                Err(e) => {
-                    self.forget(report.provider());
-                    return Err(e);
-                }
-            }
-        }
-        Err(StoreError::Unavailable {
-            message: format!("redis: provider {} kept changing while its report was applied", report.provider()),
-            source: None,
-        })
+        let p = report.provider();
+        let lock = self.provider_lock(p);
+        let _one_at_a_time = lock.lock().await;
+        // A provider this store has not seen is planned as new: right for a new provider, and for one another
+        // replica wrote, the script's answer brings its state.
+        let prior = self.known(p);
+        let applied = self.plan_and_persist(p, prior, ReportPlanner { report, received_at }).await?;
+        applied.ok_or_else(|| StoreError::Internal("a report always has a plan".into()))
     }
 
-    async fn snapshot(&self, selection: &Selection) -> Result<Snapshot, StoreError> {
-        let rules = &self.options.rules;
-        let scopes: Vec<String> = crate::snapshot_scopes(rules, selection).iter().map(Scope::to_string).collect();
-        let max_metrics: Vec<&str> =
-            rules.catalogue.metrics().filter(|m| m.rollup == Rollup::Max).map(|m| m.code.as_str()).collect();
-        let mut invocation = self.scripts.snapshot.prepare_invoke();
-        invocation
-            .key(&self.keys.providers)
-            .key(&self.keys.head)
-            .key(&self.keys.epoch)
-            .arg(Self::new_epoch())
-            .arg(&self.keys.prefix)
-            .arg(serde_json::to_string(&scopes).expect("strings serialise"))
-            .arg(serde_json::to_string(&max_metrics).expect("strings serialise"));
-        if let Selection::Only(set) = selection {
-            if set.is_empty() {
-                // No provider selected: still answer with the cursor, from an empty selection.
-                invocation.arg("\u{0}");
-            }
-            for p in set {
-                invocation.arg(p);
-            }
+    async fn mark_stale(&self, provider: &str, now: Timestamp) -> Result<Option<Event>, StoreError> {
+        let lock = self.provider_lock(provider);
+        let _one_at_a_time = lock.lock().await;
+        let prior = match self.known(provider) {
+            Some(p) => Some(p),
+            None => self.read_state(provider).await?.map(Arc::new),
+        };
+        match self.plan_and_persist(provider, prior, StalePlanner { now }).await? {
+            Some(Applied::Accepted(e)) => Ok(Some(e)),
+            _ => Ok(None),
         }
+    }
+
+    async fn load(&self) -> Result<Loaded, StoreError> {
+        let cursor = self.head().await?;
+        let mut providers = Vec::new();
         let mut conn = self.conn.clone();
-        let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
-        let [epoch, last, providers, totals] = array(&reply)? else { return Err(bad("snapshot reply")) };
-        let cursor = Cursor::new(text(epoch)?, position(&text(last)?)?);
-        let mut out = Vec::new();
-        for p in array(providers)? {
-            let [code, meta, state, alerts] = array(p)? else { return Err(bad("snapshot provider")) };
-            let code = text(code)?;
-            let prior = Prior::parse(&code, meta, state, alerts)?;
-            out.push(prior.live.ok_or_else(|| bad("snapshot provider without state"))?);
-        }
-        out.sort_by(|a, b| a.provider.cmp(&b.provider));
-        let mut rollups = Vec::new();
-        for t in array(totals)? {
-            let [scope, fields, maxes] = array(t)? else { return Err(bad("snapshot totals")) };
-            let scope = text(scope)?;
-            let scope = Scope::parse(&scope).ok_or_else(|| bad(&format!("scope {scope:?}")))?;
-            let mut totals = Totals::default();
-            for (field, value) in pairs(fields)? {
-                let Some((metric, part)) = field.rsplit_once('|') else { continue };
-                let count = || value.parse::<u32>().map_err(|_| bad(&format!("rollup count {value:?}")));
-                match (metric, part) {
-                    ("", "reporting") => totals.reporting = count()?,
-                    ("", "stale") => totals.stale = count()?,
-                    (m, "n") => totals.metrics.entry(m.to_owned()).or_default().n = count()?,
-                    (m, "s") => {
-                        totals.metrics.entry(m.to_owned()).or_default().sum =
-                            value.parse().map_err(|_| bad(&format!("rollup sum {value:?}")))?
-                    }
-                    _ => {}
-                }
+        let mut scan = 0u64;
+        loop {
+            let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(&self.keys.states)
+                .arg(scan)
+                .arg("COUNT")
+                .arg(LOAD_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            for (provider, stored) in pairs {
+                providers.push(self.decoding(|codes| codec::decode_state(codes, &provider, &stored)).await?);
             }
-            for (metric, max) in pairs(maxes)? {
-                totals.metrics.entry(metric).or_default().max =
-                    Some(max.parse().map_err(|_| bad(&format!("rollup max {max:?}")))?);
+            if next == 0 {
+                break;
             }
-            rollups.push(rollup(rules, &scope, &totals, None));
+            scan = next;
         }
-        Ok(Snapshot { cursor, providers: out, rollups })
+        Ok(Loaded { cursor, providers })
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
@@ -876,165 +805,35 @@ impl Store for RedisStore {
     }
 
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
         let reply: RValue = self
             .scripts
             .history
             .key(self.keys.of("hist", provider))
             .key(self.keys.of("histidx", provider))
-            .arg(from.millis())
-            .arg(to.millis())
+            .arg(codec::history_score(from))
+            .arg(codec::history_score(to))
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let mut out = Vec::new();
-        for pair in array(&reply)?.chunks(2) {
-            let field = text(&pair[0])?;
-            let json = text(pair.get(1).ok_or_else(|| bad("history pairs"))?)?;
-            let (period, revision) = field.split_once(':').ok_or_else(|| bad("history field"))?;
-            let r: RecordJson = serde_json::from_str(&json).map_err(|e| bad(&format!("history record: {e}")))?;
-            out.push(HistoryRecord {
-                period: ms(period)?,
-                revision: revision.parse().map_err(|_| bad("history revision"))?,
-                observed_at: ms(&r.o)?,
-                received_at: ms(&r.r)?,
-                values: r
-                    .v
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), decode_value(v)?)))
-                    .collect::<Result<_, StoreError>>()?,
-                narrative: opt(r.n),
-                source: opt(r.s),
-                site: opt(r.t),
-            });
-        }
+        let items = array(&reply)?;
+        let mut out = self
+            .decoding(|codes| {
+                items
+                    .chunks(2)
+                    .map(|kv| {
+                        let field = text(&kv[0])?;
+                        let stored = bytes(kv.get(1).ok_or_else(|| bad("history pairs"))?)?;
+                        Ok(codec::decode_history(codes, &field, stored)?.0)
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        out.retain(|h| h.period >= from && h.period <= to);
         out.sort_by_key(|h| (h.period, h.revision));
         Ok(out)
-    }
-
-    async fn check_stale(&self, now: Timestamp) -> Result<Vec<Event>, StoreError> {
-        let rules = &self.options.rules;
-        let mut conn = self.conn.clone();
-        let (seen, stale): (Vec<(String, f64)>, Vec<String>) = redis::pipe()
-            .cmd("ZRANGE")
-            .arg(&self.keys.lastseen)
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .cmd("SMEMBERS")
-            .arg(&self.keys.stale)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let stale: BTreeSet<String> = stale.into_iter().collect();
-        let mut events = Vec::new();
-        for (provider, last) in seen {
-            let last = Timestamp::from_millis(last as i64);
-            if stale.contains(&provider)
-                || rules.directory.provider(&provider).is_none()
-                || !derive::is_stale(rules, &provider, last, now)
-            {
-                continue;
-            }
-            let alert = derive::stale_alert(rules, &provider, last, now);
-            let derived = Derived { raised: vec![alert.clone()], ..Default::default() };
-            let scopes: Vec<String> = rules.scopes_of(&provider).iter().map(Scope::to_string).collect();
-            let deadline = derive::stale_deadline(rules, &provider, now);
-            let reply: RValue = self
-                .scripts
-                .stale
-                .key(self.keys.of("meta", &provider))
-                .key(self.keys.of("alerts", &provider))
-                .key(&self.keys.events)
-                .key(&self.keys.epoch)
-                .key(&self.keys.head)
-                .key(&self.keys.stale)
-                .arg(&provider)
-                .arg(deadline.millis())
-                .arg(&alert.key)
-                .arg(serde_json::to_string(&alert).expect("alerts serialise"))
-                .arg(serde_json::to_string(&derived).expect("derived serialises"))
-                .arg(serde_json::to_string(&scopes).expect("strings serialise"))
-                .arg(Self::new_epoch())
-                .arg(self.options.event_log_max_len)
-                .arg(self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default())
-                .arg(now.millis())
-                .arg(&self.keys.prefix)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            match array(&reply)? {
-                [kind, ..] if text(kind)? == "no" => {}
-                [kind, epoch, id, totals, period, revision, observed] if text(kind)? == "stale" => {
-                    let latest = (
-                        ms(&text(period)?)?,
-                        text(revision)?.parse().map_err(|_| bad("revision"))?,
-                        ms(&text(observed)?)?,
-                    );
-                    let cursor = Cursor::new(text(epoch)?, position(&text(id)?)?);
-                    let mut ev = sitrep_core::state::stale_event(&provider, latest, alert, now, cursor);
-                    ev.rollups = rollups_from_json(rules, &text(totals)?, &BTreeSet::new())?;
-                    events.push(ev);
-                }
-                _ => return Err(bad("stale reply")),
-            }
-        }
-        Ok(events)
-    }
-
-    async fn alerts(&self, selection: &Selection) -> Result<Vec<Alert>, StoreError> {
-        let providers: Vec<&str> = self
-            .options
-            .rules
-            .directory
-            .providers()
-            .map(|p| p.code.as_str())
-            .filter(|p| selection.contains(p))
-            .collect();
-        if providers.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for p in &providers {
-            pipe.cmd("HVALS").arg(self.keys.of("alerts", p));
-        }
-        let mut conn = self.conn.clone();
-        let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        let mut out = Vec::new();
-        for list in lists {
-            let mut alerts = list
-                .iter()
-                .map(|json| serde_json::from_str(json).map_err(|e| bad(&format!("alert: {e}"))))
-                .collect::<Result<Vec<Alert>, StoreError>>()?;
-            alerts.sort_by(|a, b| a.key.cmp(&b.key));
-            out.extend(alerts);
-        }
-        Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_encode_to_one_spelling_and_round_trip() {
-        for v in [0.0, 1.0, 28.0, 41.5, 0.1, 1e21, 123456789.125] {
-            let text = encode_value(Value::Number(v));
-            assert!(!text.contains(' ') && !text.contains('|'));
-            assert_eq!(decode_value(&text).unwrap(), Value::Number(v));
-        }
-        assert_eq!(encode_value(Value::Number(-0.0)), encode_value(Value::Number(0.0)));
-        let absent = Value::Absent(AbsentReason::NotAvailable);
-        assert_eq!(encode_value(absent), "~not_available");
-        assert_eq!(decode_value("~not_available").unwrap(), absent);
-    }
-
-    #[test]
-    fn changes_parse() {
-        let c = parse_changes("a ~ 1 b 2 ~suppressed").unwrap();
-        assert_eq!(c[0], MetricChange { metric: "a".into(), before: None, after: Value::Number(1.0) });
-        assert_eq!(c[1].after, Value::Absent(AbsentReason::Suppressed));
-        assert!(parse_changes("").unwrap().is_empty());
     }
 }

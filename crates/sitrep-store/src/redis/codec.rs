@@ -1,0 +1,714 @@
+//! Storage encodings: how live states, events and history entries are written to Redis. These are storage types,
+//! separate from the API's protobuf and JSON, and made to be small and quick to read and write.
+//!
+//! Each is a protobuf message (prost, defined here, not in the API's `.proto` files) in which metrics are named by
+//! a number from the deployment's dictionary ([`Codes`], kept in Redis and only ever added to), values are packed
+//! (whole numbers as zig-zag varints, others as doubles, absent ones as reasons), and times are small deltas: a
+//! period in hours, an observation time in milliseconds after its period, a receipt time after the observation. A
+//! report of two dozen counts is about a hundred bytes in history.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prost::Message;
+use sitrep_core::derive::{Derived, Figure, Opel};
+use sitrep_core::opel::{Assessment, Scored};
+use sitrep_core::{
+    AbsentReason, Alert, AlertKind, Cursor, Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Rag, Reading,
+    Severity, Timestamp, Value,
+};
+
+use crate::StoreError;
+
+/// The deployment's dictionary of metric codes (see `codes.lua`).
+#[derive(Debug, Default)]
+pub struct Codes {
+    by_code: HashMap<String, u32>,
+    by_id: HashMap<u32, String>,
+}
+
+impl Codes {
+    pub fn new(pairs: impl IntoIterator<Item = (String, u32)>) -> Self {
+        let mut codes = Codes::default();
+        for (code, id) in pairs {
+            codes.by_id.insert(id, code.clone());
+            codes.by_code.insert(code, id);
+        }
+        codes
+    }
+
+    pub fn contains(&self, code: &str) -> bool {
+        self.by_code.contains_key(code)
+    }
+
+    fn id(&self, code: &str) -> Result<u32, StoreError> {
+        self.by_code.get(code).copied().ok_or_else(|| StoreError::Internal(format!("metric {code:?} has no number")))
+    }
+
+    fn code(&self, id: u32) -> Result<&str, StoreError> {
+        self.by_id.get(&id).map(String::as_str).ok_or(StoreError::UnknownCode(id))
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Values {
+    #[prost(uint32, repeated, tag = "1")]
+    int_ids: Vec<u32>,
+    #[prost(sint64, repeated, tag = "2")]
+    ints: Vec<i64>,
+    #[prost(uint32, repeated, tag = "3")]
+    num_ids: Vec<u32>,
+    #[prost(double, repeated, tag = "4")]
+    nums: Vec<f64>,
+    #[prost(uint32, repeated, tag = "5")]
+    absent_ids: Vec<u32>,
+    #[prost(uint32, repeated, tag = "6")]
+    absent: Vec<u32>,
+}
+
+/// Numbers that are whole and small enough to be exact as integers are stored as varints.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+impl Values {
+    fn encode<'a>(codes: &Codes, values: impl IntoIterator<Item = (&'a str, Value)>) -> Result<Self, StoreError> {
+        let mut out = Values::default();
+        for (code, value) in values {
+            let id = codes.id(code)?;
+            match value {
+                Value::Number(n) if n.fract() == 0.0 && n.abs() < MAX_EXACT => {
+                    out.int_ids.push(id);
+                    out.ints.push(n as i64);
+                }
+                Value::Number(n) => {
+                    out.num_ids.push(id);
+                    out.nums.push(n);
+                }
+                Value::Absent(r) => {
+                    out.absent_ids.push(id);
+                    out.absent.push(absent_code(r));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn decode<'a>(&self, codes: &'a Codes) -> Result<Vec<(&'a str, Value)>, StoreError> {
+        let mut out = Vec::with_capacity(self.int_ids.len() + self.num_ids.len() + self.absent_ids.len());
+        for (id, n) in self.int_ids.iter().zip(&self.ints) {
+            out.push((codes.code(*id)?, Value::Number(*n as f64)));
+        }
+        for (id, n) in self.num_ids.iter().zip(&self.nums) {
+            out.push((codes.code(*id)?, Value::Number(*n)));
+        }
+        for (id, r) in self.absent_ids.iter().zip(&self.absent) {
+            out.push((codes.code(*id)?, Value::Absent(absent_from(*r))));
+        }
+        Ok(out)
+    }
+
+    fn decode_map(&self, codes: &Codes) -> Result<BTreeMap<String, Value>, StoreError> {
+        Ok(self.decode(codes)?.into_iter().map(|(c, v)| (c.to_owned(), v)).collect())
+    }
+}
+
+fn absent_code(r: AbsentReason) -> u32 {
+    match r {
+        AbsentReason::Unspecified => 0,
+        AbsentReason::NotApplicable => 1,
+        AbsentReason::NotAvailable => 2,
+        AbsentReason::Suppressed => 3,
+    }
+}
+
+fn absent_from(code: u32) -> AbsentReason {
+    match code {
+        1 => AbsentReason::NotApplicable,
+        2 => AbsentReason::NotAvailable,
+        3 => AbsentReason::Suppressed,
+        _ => AbsentReason::Unspecified,
+    }
+}
+
+fn rag_code(r: Option<Rag>) -> u32 {
+    match r {
+        None => 0,
+        Some(Rag::Green) => 1,
+        Some(Rag::Amber) => 2,
+        Some(Rag::Red) => 3,
+    }
+}
+
+fn rag_from(code: u32) -> Option<Rag> {
+    match code {
+        1 => Some(Rag::Green),
+        2 => Some(Rag::Amber),
+        3 => Some(Rag::Red),
+        _ => None,
+    }
+}
+
+/// Figures: ids with a value and rating, and ids that no longer have a value.
+#[derive(Clone, PartialEq, Message)]
+struct Figures {
+    #[prost(uint32, repeated, tag = "1")]
+    ids: Vec<u32>,
+    #[prost(double, repeated, tag = "2")]
+    values: Vec<f64>,
+    #[prost(uint32, repeated, tag = "3")]
+    rags: Vec<u32>,
+    #[prost(uint32, repeated, tag = "4")]
+    gone: Vec<u32>,
+}
+
+impl Figures {
+    fn encode(codes: &Codes, figures: &[Figure]) -> Result<Self, StoreError> {
+        let mut out = Figures::default();
+        for f in figures {
+            let id = codes.id(&f.metric)?;
+            match f.value {
+                Some(v) => {
+                    out.ids.push(id);
+                    out.values.push(v);
+                    out.rags.push(rag_code(f.rag));
+                }
+                None => out.gone.push(id),
+            }
+        }
+        Ok(out)
+    }
+
+    fn decode(&self, codes: &Codes) -> Result<Vec<Figure>, StoreError> {
+        let mut out = Vec::with_capacity(self.ids.len() + self.gone.len());
+        for ((id, v), r) in self.ids.iter().zip(&self.values).zip(&self.rags) {
+            out.push(Figure { metric: codes.code(*id)?.to_owned(), value: Some(*v), rag: rag_from(*r) });
+        }
+        for id in &self.gone {
+            out.push(Figure { metric: codes.code(*id)?.to_owned(), value: None, rag: None });
+        }
+        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        Ok(out)
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ScoredBlob {
+    #[prost(string, tag = "1")]
+    parameter: String,
+    #[prost(string, tag = "2")]
+    label: String,
+    #[prost(uint32, tag = "3")]
+    metric: u32,
+    #[prost(double, tag = "4")]
+    value: f64,
+    #[prost(uint32, tag = "5")]
+    points: u32,
+    #[prost(uint32, tag = "6")]
+    max_points: u32,
+    #[prost(double, tag = "7")]
+    weight: f64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AssessmentBlob {
+    #[prost(uint32, tag = "1")]
+    level: u32,
+    #[prost(double, tag = "2")]
+    score: f64,
+    #[prost(double, tag = "3")]
+    max_score: f64,
+    #[prost(double, tag = "4")]
+    percent: f64,
+    #[prost(message, repeated, tag = "5")]
+    scored: Vec<ScoredBlob>,
+    #[prost(string, repeated, tag = "6")]
+    missing: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct OpelBlob {
+    #[prost(uint32, optional, tag = "1")]
+    declared: Option<u32>,
+    #[prost(message, optional, tag = "2")]
+    computed: Option<AssessmentBlob>,
+}
+
+impl OpelBlob {
+    fn encode(codes: &Codes, o: &Opel) -> Result<Self, StoreError> {
+        let computed = match &o.computed {
+            None => None,
+            Some(a) => Some(AssessmentBlob {
+                level: a.level,
+                score: a.score,
+                max_score: a.max_score,
+                percent: a.percent,
+                scored: a
+                    .scored
+                    .iter()
+                    .map(|s| {
+                        Ok(ScoredBlob {
+                            parameter: s.parameter.clone(),
+                            label: s.label.clone(),
+                            metric: codes.id(&s.metric)?,
+                            value: s.value,
+                            points: s.points,
+                            max_points: s.max_points,
+                            weight: s.weight,
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?,
+                missing: a.missing.clone(),
+            }),
+        };
+        Ok(OpelBlob { declared: o.declared, computed })
+    }
+
+    fn decode(self, codes: &Codes) -> Result<Opel, StoreError> {
+        let computed = match self.computed {
+            None => None,
+            Some(a) => Some(Assessment {
+                level: a.level,
+                score: a.score,
+                max_score: a.max_score,
+                percent: a.percent,
+                scored: a
+                    .scored
+                    .into_iter()
+                    .map(|s| {
+                        Ok(Scored {
+                            parameter: s.parameter,
+                            label: s.label,
+                            metric: codes.code(s.metric)?.to_owned(),
+                            value: s.value,
+                            points: s.points,
+                            max_points: s.max_points,
+                            weight: s.weight,
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?,
+                missing: a.missing,
+            }),
+        };
+        Ok(Opel { declared: self.declared, computed })
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AlertBlob {
+    #[prost(uint32, tag = "1")]
+    kind: u32,
+    #[prost(uint32, tag = "2")]
+    severity: u32,
+    /// 0: no metric.
+    #[prost(uint32, tag = "3")]
+    metric: u32,
+    #[prost(double, optional, tag = "4")]
+    value: Option<f64>,
+    #[prost(string, tag = "5")]
+    message: String,
+    #[prost(sint64, tag = "6")]
+    raised_at: i64,
+}
+
+const ALERT_KINDS: [AlertKind; 5] =
+    [AlertKind::Threshold, AlertKind::Escalation, AlertKind::Stale, AlertKind::Jump, AlertKind::OpelMismatch];
+
+impl AlertBlob {
+    fn encode(codes: &Codes, a: &Alert) -> Result<Self, StoreError> {
+        Ok(AlertBlob {
+            kind: ALERT_KINDS.iter().position(|k| *k == a.kind).expect("every kind listed") as u32,
+            severity: u32::from(a.severity == Severity::Critical),
+            metric: a.metric.as_deref().map(|m| codes.id(m)).transpose()?.unwrap_or(0),
+            value: a.value,
+            message: a.message.clone(),
+            raised_at: a.raised_at.millis(),
+        })
+    }
+
+    fn decode(self, codes: &Codes, provider: &str) -> Result<Alert, StoreError> {
+        let kind = *ALERT_KINDS.get(self.kind as usize).ok_or_else(|| bad("alert kind"))?;
+        let severity = if self.severity == 1 { Severity::Critical } else { Severity::Warning };
+        let metric = match self.metric {
+            0 => None,
+            id => Some(codes.code(id)?),
+        };
+        Ok(Alert::new(kind, severity, provider, metric, self.value, self.message, Timestamp::from_millis(self.raised_at)))
+    }
+}
+
+fn alerts_encode(codes: &Codes, alerts: &[Alert]) -> Result<Vec<AlertBlob>, StoreError> {
+    alerts.iter().map(|a| AlertBlob::encode(codes, a)).collect()
+}
+
+fn alerts_decode(codes: &Codes, provider: &str, blobs: Vec<AlertBlob>) -> Result<Vec<Alert>, StoreError> {
+    blobs.into_iter().map(|a| a.decode(codes, provider)).collect()
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Internal(format!("unreadable stored {what}"))
+}
+
+fn text(s: &Option<String>) -> String {
+    s.clone().unwrap_or_default()
+}
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn hours(t: Timestamp) -> i64 {
+    t.millis().div_euclid(Timestamp::HOUR_MS)
+}
+
+fn from_hours(h: i64) -> Timestamp {
+    Timestamp::from_millis(h.saturating_mul(Timestamp::HOUR_MS))
+}
+
+/// Readings that date from one report.
+#[derive(Clone, PartialEq, Message)]
+struct ReadingGroup {
+    #[prost(sint64, tag = "1")]
+    period_h: i64,
+    #[prost(sint64, tag = "2")]
+    observed_ms: i64,
+    #[prost(message, optional, tag = "3")]
+    values: Option<Values>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct StateBlob {
+    #[prost(sint64, tag = "1")]
+    period_h: i64,
+    #[prost(uint32, tag = "2")]
+    revision: u32,
+    /// Milliseconds after the period.
+    #[prost(sint64, tag = "3")]
+    observed: i64,
+    /// Milliseconds after the observation.
+    #[prost(sint64, tag = "4")]
+    received: i64,
+    #[prost(string, tag = "5")]
+    site: String,
+    #[prost(string, tag = "6")]
+    narrative: String,
+    #[prost(string, tag = "7")]
+    source: String,
+    #[prost(bool, tag = "8")]
+    stale: bool,
+    #[prost(message, repeated, tag = "9")]
+    readings: Vec<ReadingGroup>,
+    #[prost(message, optional, tag = "10")]
+    figures: Option<Figures>,
+    #[prost(message, optional, tag = "11")]
+    opel: Option<OpelBlob>,
+    #[prost(message, repeated, tag = "12")]
+    alerts: Vec<AlertBlob>,
+}
+
+/// A provider's live state as stored: `<version>|<state>`, the version first so the script can check it.
+pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
+    let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<(&str, Value)>> = BTreeMap::new();
+    for (code, r) in &p.readings {
+        groups.entry((r.period, r.observed_at)).or_default().push((code, r.value));
+    }
+    let readings = groups
+        .into_iter()
+        .map(|((period, observed), values)| {
+            Ok(ReadingGroup {
+                period_h: hours(period),
+                observed_ms: observed.millis() - period.millis(),
+                values: Some(Values::encode(codes, values)?),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let blob = StateBlob {
+        period_h: hours(p.period),
+        revision: p.revision,
+        observed: p.observed_at.millis() - p.period.millis(),
+        received: p.received_at.millis() - p.observed_at.millis(),
+        site: text(&p.site),
+        narrative: text(&p.narrative),
+        source: text(&p.source),
+        stale: p.stale,
+        readings,
+        figures: Some(Figures::encode(codes, &p.figures)?),
+        opel: Some(OpelBlob::encode(codes, &p.opel)?),
+        alerts: alerts_encode(codes, &p.alerts)?,
+    };
+    let mut out = format!("{}|", p.version).into_bytes();
+    blob.encode(&mut out).expect("a Vec grows");
+    Ok(out)
+}
+
+/// The version a stored state starts with.
+pub fn state_version(stored: &[u8]) -> Result<u64, StoreError> {
+    let bar = stored.iter().position(|b| *b == b'|').ok_or_else(|| bad("state"))?;
+    std::str::from_utf8(&stored[..bar]).ok().and_then(|v| v.parse().ok()).ok_or_else(|| bad("state version"))
+}
+
+pub fn decode_state(codes: &Codes, provider: &str, stored: &[u8]) -> Result<ProviderLive, StoreError> {
+    let version = state_version(stored)?;
+    let bar = stored.iter().position(|b| *b == b'|').expect("checked");
+    let b = StateBlob::decode(&stored[bar + 1..]).map_err(|_| bad("state"))?;
+    let period = from_hours(b.period_h);
+    let observed_at = period.add_millis(b.observed);
+    let mut readings = BTreeMap::new();
+    for g in b.readings {
+        let gp = from_hours(g.period_h);
+        let go = gp.add_millis(g.observed_ms);
+        for (code, value) in g.values.unwrap_or_default().decode(codes)? {
+            readings.insert(code.to_owned(), Reading { value, period: gp, observed_at: go });
+        }
+    }
+    Ok(ProviderLive {
+        provider: provider.to_owned(),
+        version,
+        site: opt(b.site),
+        readings,
+        period,
+        revision: b.revision,
+        observed_at,
+        received_at: observed_at.add_millis(b.received),
+        narrative: opt(b.narrative),
+        source: opt(b.source),
+        stale: b.stale,
+        alerts: alerts_decode(codes, provider, b.alerts)?,
+        figures: b.figures.unwrap_or_default().decode(codes)?,
+        opel: b.opel.map(|o| o.decode(codes)).transpose()?.unwrap_or_default(),
+    })
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct EventBlob {
+    #[prost(uint64, tag = "1")]
+    version: u64,
+    /// 0: a report, 1: the clock (stale).
+    #[prost(uint32, tag = "2")]
+    kind: u32,
+    #[prost(string, tag = "3")]
+    provider: String,
+    #[prost(string, tag = "4")]
+    site: String,
+    #[prost(sint64, tag = "5")]
+    period_h: i64,
+    #[prost(uint32, tag = "6")]
+    revision: u32,
+    #[prost(sint64, tag = "7")]
+    observed: i64,
+    #[prost(sint64, tag = "8")]
+    received: i64,
+    #[prost(bool, tag = "9")]
+    live: bool,
+    #[prost(string, tag = "10")]
+    narrative: String,
+    #[prost(string, tag = "11")]
+    source: String,
+    /// The changed metrics' new values.
+    #[prost(message, optional, tag = "12")]
+    after: Option<Values>,
+    /// Their previous values, where they had one.
+    #[prost(message, optional, tag = "13")]
+    before: Option<Values>,
+    #[prost(uint32, repeated, tag = "14")]
+    unchanged: Vec<u32>,
+    #[prost(message, optional, tag = "15")]
+    figures: Option<Figures>,
+    #[prost(message, optional, tag = "16")]
+    opel: Option<OpelBlob>,
+    #[prost(message, repeated, tag = "17")]
+    raised: Vec<AlertBlob>,
+    #[prost(message, repeated, tag = "18")]
+    cleared: Vec<AlertBlob>,
+}
+
+/// An event as stored in the log (its cursor is the entry's id; its epoch is beside it).
+pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
+    let blob = EventBlob {
+        version: e.version,
+        kind: u32::from(e.kind == EventKind::Stale),
+        provider: e.provider.clone(),
+        site: text(&e.site),
+        period_h: hours(e.period),
+        revision: e.revision,
+        observed: e.observed_at.millis() - e.period.millis(),
+        received: e.received_at.millis() - e.observed_at.millis(),
+        live: e.live,
+        narrative: text(&e.narrative),
+        source: text(&e.source),
+        after: Some(Values::encode(codes, e.changes.iter().map(|c| (c.metric.as_str(), c.after)))?),
+        before: Some(Values::encode(codes, e.changes.iter().filter_map(|c| Some((c.metric.as_str(), c.before?))))?),
+        unchanged: e.unchanged.iter().map(|c| codes.id(c)).collect::<Result<_, _>>()?,
+        figures: Some(Figures::encode(codes, &e.derived.figures)?),
+        opel: e.derived.opel.as_ref().map(|o| OpelBlob::encode(codes, o)).transpose()?,
+        raised: alerts_encode(codes, &e.derived.raised)?,
+        cleared: alerts_encode(codes, &e.derived.cleared)?,
+    };
+    Ok(blob.encode_to_vec())
+}
+
+pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event, StoreError> {
+    let b = EventBlob::decode(bytes).map_err(|_| bad("event"))?;
+    let before: HashMap<&str, Value> = b.before.unwrap_or_default().decode(codes)?.into_iter().collect();
+    let mut changes: Vec<MetricChange> = b
+        .after
+        .unwrap_or_default()
+        .decode(codes)?
+        .into_iter()
+        .map(|(code, after)| MetricChange { metric: code.to_owned(), before: before.get(code).copied(), after })
+        .collect();
+    changes.sort_by(|a, b| a.metric.cmp(&b.metric));
+    let period = from_hours(b.period_h);
+    let observed_at = period.add_millis(b.observed);
+    let provider = b.provider;
+    Ok(Event {
+        cursor,
+        version: b.version,
+        site: opt(b.site),
+        period,
+        revision: b.revision,
+        observed_at,
+        received_at: observed_at.add_millis(b.received),
+        live: b.live,
+        changes,
+        unchanged: b.unchanged.iter().map(|id| codes.code(*id).map(str::to_owned)).collect::<Result<_, _>>()?,
+        narrative: opt(b.narrative),
+        source: opt(b.source),
+        kind: if b.kind == 1 { EventKind::Stale } else { EventKind::Report },
+        derived: Derived {
+            figures: b.figures.unwrap_or_default().decode(codes)?,
+            opel: b.opel.map(|o| o.decode(codes)).transpose()?,
+            raised: alerts_decode(codes, &provider, b.raised)?,
+            cleared: alerts_decode(codes, &provider, b.cleared)?,
+        },
+        rollups: Vec::new(),
+        provider,
+    })
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct HistoryBlob {
+    #[prost(sint64, tag = "1")]
+    observed: i64,
+    #[prost(sint64, tag = "2")]
+    received: i64,
+    #[prost(message, optional, tag = "3")]
+    values: Option<Values>,
+    #[prost(string, tag = "4")]
+    narrative: String,
+    #[prost(string, tag = "5")]
+    source: String,
+    #[prost(string, tag = "6")]
+    site: String,
+}
+
+/// A history entry's field: `<period in hours>:<revision>`, and its score, the period in hours.
+pub fn history_field(period: Timestamp, revision: u32) -> (String, i64) {
+    (format!("{}:{revision}", hours(period)), hours(period))
+}
+
+pub fn history_score(t: Timestamp) -> i64 {
+    hours(t)
+}
+
+pub fn encode_history(codes: &Codes, h: &HistoryRecord) -> Result<Vec<u8>, StoreError> {
+    let blob = HistoryBlob {
+        observed: h.observed_at.millis() - h.period.millis(),
+        received: h.received_at.millis() - h.observed_at.millis(),
+        values: Some(Values::encode(codes, h.values.iter().map(|(c, v)| (c.as_str(), *v)))?),
+        narrative: text(&h.narrative),
+        source: text(&h.source),
+        site: text(&h.site),
+    };
+    Ok(blob.encode_to_vec())
+}
+
+/// A stored history entry (`<event id>|<entry>`) under `field`, with the id of its event.
+pub fn decode_history(codes: &Codes, field: &str, stored: &[u8]) -> Result<(HistoryRecord, String), StoreError> {
+    let (h, revision) = field.split_once(':').ok_or_else(|| bad("history field"))?;
+    let period = from_hours(h.parse().map_err(|_| bad("history field"))?);
+    let revision = revision.parse().map_err(|_| bad("history field"))?;
+    let bar = stored.iter().position(|b| *b == b'|').ok_or_else(|| bad("history entry"))?;
+    let id = String::from_utf8(stored[..bar].to_vec()).map_err(|_| bad("history entry"))?;
+    let b = HistoryBlob::decode(&stored[bar + 1..]).map_err(|_| bad("history entry"))?;
+    let observed_at = period.add_millis(b.observed);
+    let record = HistoryRecord {
+        period,
+        revision,
+        observed_at,
+        received_at: observed_at.add_millis(b.received),
+        values: b.values.unwrap_or_default().decode_map(codes)?,
+        narrative: opt(b.narrative),
+        source: opt(b.source),
+        site: opt(b.site),
+    };
+    Ok((record, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sitrep_core::cursor::Position;
+    use sitrep_core::plan;
+    use sitrep_core::{Limits, Report, Rules, validate};
+
+    fn codes(rules: &Rules) -> Codes {
+        let index = rules.index();
+        Codes::new(index.metrics.iter().chain(&index.derived).cloned().zip(1..))
+    }
+
+    #[test]
+    fn states_events_and_history_round_trip_and_are_small() {
+        let rules = Rules::demo();
+        let codes = codes(&rules);
+        let now = Timestamp::parse_rfc3339("2026-11-27T14:35:12.345Z").unwrap();
+        let mut sim = sitrep_core::sim::SimProvider::new("RJ7", sitrep_core::directory::ProviderKind::Acute, 7);
+        let mut prior: Option<ProviderLive> = None;
+        for revision in 1..=3 {
+            let (values, opel) = sim.step(0.05);
+            let mut values: BTreeMap<String, sitrep_core::MetricInput> =
+                values.into_iter().map(|(k, v)| (k, v.into())).collect();
+            values.insert("ed.dta_waiting".into(), Value::Absent(AbsentReason::Suppressed).into());
+            values.insert("ambulance.handover_mean_minutes".into(), 17.25.into());
+            let r = Report {
+                provider: "RJ7".into(),
+                period: Some(now.hour_start()),
+                revision,
+                observed_at: Some(now),
+                values,
+                opel_level: Some(opel),
+                narrative: Some("busy".into()),
+                source: Some("PAS export".into()),
+                ..Default::default()
+            };
+            let valid = validate(&r, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap();
+            let p = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(20), 48);
+            let state = p.state.clone().unwrap();
+            let stored = encode_state(&codes, &state).unwrap();
+            assert_eq!(decode_state(&codes, "RJ7", &stored).unwrap(), state);
+            assert_eq!(state_version(&stored).unwrap(), u64::from(revision));
+            let mut event = p.event.clone();
+            event.cursor = Cursor::new("e", Position(5, 1));
+            let bytes = encode_event(&codes, &event).unwrap();
+            assert_eq!(decode_event(&codes, &bytes, event.cursor.clone()).unwrap(), event);
+            let history = p.history.clone().unwrap();
+            let mut entry = b"1-2|".to_vec();
+            entry.extend(encode_history(&codes, &history).unwrap());
+            let (field, _) = history_field(history.period, history.revision);
+            assert_eq!(decode_history(&codes, &field, &entry).unwrap(), (history, "1-2".to_owned()));
+            if revision == 3 {
+                // About two dozen values with a narrative and a source: a small entry, a compact event.
+                println!("history entry {} bytes, event {} bytes, state {} bytes", entry.len(), bytes.len(), stored.len());
+                assert!(entry.len() < 150, "history entry of {} bytes", entry.len());
+            }
+            prior = Some(state);
+        }
+    }
+
+    #[test]
+    fn unknown_numbers_ask_for_the_dictionary_again() {
+        let rules = Rules::demo();
+        let small = Codes::new([("beds.cc_adult.open".to_string(), 1)]);
+        let full = codes(&rules);
+        let values = Values { int_ids: vec![20], ints: vec![3], ..Default::default() };
+        assert!(matches!(values.decode(&small), Err(StoreError::UnknownCode(20))));
+        assert!(values.decode(&full).is_ok());
+    }
+}

@@ -1,0 +1,71 @@
+-- Persists plans made by sitrep-core (one or more, in order: a group commit), each all or nothing. No business rule
+-- lives here: the script only checks that each plan still applies (its provider is at the version it was planned
+-- from, and its report is not in history yet) and writes what the plan says.
+--
+-- KEYS: 1 log hash (epoch, head), 2 events stream, 3 states hash (provider -> '<version>|<state>')
+-- ARGV: 1 epoch candidate (used if the log has none: a new or flushed Redis), 2 stream max length, 3 stream max age
+--       in ms ('' for none), 4 key prefix, then 8 per plan: provider, expected version, history field ('' for a
+--       clock transition), history score (the period, in hours), trim history before this score ('' for no
+--       trimming), new state ('' when live state does not change), event, history entry
+-- Returns {epoch, outcome, outcome, ...}, an outcome per plan: {'accepted', id}, {'duplicate', id of the original
+-- event} or {'conflict', the provider's current state ('' if none)}.
+local log, events, states = KEYS[1], KEYS[2], KEYS[3]
+local maxlen, maxage, prefix = ARGV[2], ARGV[3], ARGV[4]
+local epoch = redis.call('HGET', log, 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', log, 'epoch', epoch)
+end
+local head = redis.call('HGET', log, 'head') or '0-0'
+local appended = false
+
+-- The text before the first '|' of a stored value: a state's version, or a history entry's event id.
+local function before_bar(value)
+  return string.sub(value, 1, string.find(value, '|', 1, true) - 1)
+end
+
+local out = {epoch}
+for i = 5, #ARGV, 8 do
+  local provider, expected, field, score, trim = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local state, event, entry = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local hist = prefix .. 'hist:' .. provider
+  local seen = field ~= '' and redis.call('HGET', hist, field)
+  local current = redis.call('HGET', states, provider)
+  if seen then
+    out[#out + 1] = {'duplicate', before_bar(seen)}
+  elseif (current and before_bar(current) or '0') ~= expected then
+    out[#out + 1] = {'conflict', current or ''}
+  else
+    local id = redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'p', head, 'e', epoch, 'd', event)
+    head, appended = id, true
+    if state ~= '' then
+      redis.call('HSET', states, provider, state)
+    end
+    if field ~= '' then
+      local index = prefix .. 'histidx:' .. provider
+      redis.call('HSET', hist, field, id .. '|' .. entry)
+      redis.call('ZADD', index, score, field)
+      if trim ~= '' then
+        -- History older than the retention window goes, a bounded batch at a time (once an hour per provider).
+        local old = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. trim, 'LIMIT', 0, 500)
+        if #old > 0 then
+          redis.call('HDEL', hist, unpack(old))
+          redis.call('ZREM', index, unpack(old))
+        end
+      end
+    end
+    out[#out + 1] = {'accepted', id}
+  end
+end
+
+if appended then
+  redis.call('HSET', log, 'head', head)
+  if maxage ~= '' then
+    -- Age is measured on Redis's clock, the one stream ids come from, not on any replica's.
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local min_ms = math.max(0, now - tonumber(maxage))
+    redis.call('XTRIM', events, 'MINID', '~', string.format('%.0f', min_ms) .. '-0')
+  end
+end
+return out
