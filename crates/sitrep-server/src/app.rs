@@ -83,13 +83,14 @@ impl App {
     /// Builds the aggregator from configuration, the rules it loaded (see [`Config::load_rules`]) and a store
     /// built with the same rules.
     pub fn new(config: &Config, store: Arc<dyn Store>, rules: Rules, cancel: CancellationToken) -> Self {
+        let hub = Hub::new(rules.clone(), config.subscribers.queue_capacity);
         let ctx = Context {
             store,
             directory: rules.directory.clone(),
             catalogue: rules.catalogue.clone(),
             rules,
             limits: config.limits.to_limits(),
-            hub: Hub::new(config.subscribers.queue_capacity),
+            hub,
             subscribers: config.subscribers.clone(),
             cancel,
             tasks: TaskTracker::new(),
@@ -142,9 +143,10 @@ impl App {
     }
 }
 
-/// The clock: every `interval`, asks the store to mark providers that have gone quiet as stale. Every replica
-/// runs it; the store makes each transition happen once, so there is no leader to elect or lose.
-async fn watch_staleness(store: Arc<dyn Store>, interval: Duration, cancel: CancellationToken) {
+/// The clock: every `interval`, asks the store to mark providers that the picture shows have gone quiet as stale.
+/// Every replica runs it; the store makes each transition happen once (a plan made from a provider's version
+/// applies only while the provider is at it), so there is no leader to elect or lose.
+async fn watch_staleness(store: Arc<dyn Store>, hub: Hub, interval: Duration, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -152,15 +154,20 @@ async fn watch_staleness(store: Arc<dyn Store>, interval: Duration, cancel: Canc
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        match store.check_stale(Timestamp::now()).await {
-            Ok(events) => {
-                for e in events {
+        let now = Timestamp::now();
+        for provider in hub.due_stale(now) {
+            match store.mark_stale(&provider, now).await {
+                Ok(Some(e)) => {
                     let message = e.derived.raised.first().map(|a| a.message.as_str()).unwrap_or_default();
                     tracing::warn!(provider = %e.provider, cursor = %e.cursor, "{message}");
                 }
+                Ok(None) => {}
+                // The Hub reports the store's health; here it is enough to try again at the next tick.
+                Err(error) => {
+                    tracing::debug!(%error, "cannot mark stale providers");
+                    break;
+                }
             }
-            // The Hub reports the store's health; here it is enough to try again at the next tick.
-            Err(error) => tracing::debug!(%error, "cannot check for stale providers"),
         }
     }
 }
@@ -181,7 +188,7 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     let routes = app.routes(health)?;
     let ctx = app.ctx.clone();
     let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
-    ctx.tasks.spawn(watch_staleness(ctx.store.clone(), app.stale_check, cancel.clone()));
+    ctx.tasks.spawn(watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.stale_check, cancel.clone()));
     // Health follows the picture: NOT_SERVING while the store is unreachable.
     let (mut status, health_reporter, health_cancel) = (ctx.hub.status(), reporter.clone(), cancel.clone());
     ctx.tasks.spawn(async move {

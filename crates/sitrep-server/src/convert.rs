@@ -4,7 +4,7 @@
 //! unspecified absent reason, a missing timestamp) is carried into the domain report so validation can name it.
 
 use sitrep_core::catalogue::{Catalogue, Formula, RagRule};
-use sitrep_core::derive::{Figure, Opel, provider_view};
+use sitrep_core::derive::{Figure, Opel};
 use sitrep_core::opel::Assessment;
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::{
@@ -225,18 +225,13 @@ pub fn event_to_wire(rules: &Rules, e: &Event) -> pb::Event {
     }
 }
 
-/// The wire form of a provider's live state, with its figures, ratings and OPEL levels derived afresh, keeping
-/// only `metrics` when given.
-pub fn live_to_wire(
-    rules: &Rules,
-    p: &ProviderLive,
-    metrics: Option<&std::collections::BTreeSet<String>>,
-) -> pb::ProviderState {
-    let (figures, opel) = provider_view(rules, &p.provider, &p.values());
+/// The wire form of a provider's live state, with its figures, ratings and OPEL levels, keeping only `metrics`
+/// when given.
+pub fn live_to_wire(p: &ProviderLive, metrics: Option<&std::collections::BTreeSet<String>>) -> pb::ProviderState {
     let keep = |code: &str| metrics.is_none_or(|m| m.contains(code));
     pb::ProviderState {
-        figures: figures.iter().filter(|f| keep(&f.metric)).map(figure_to_wire).collect(),
-        opel: Some(opel_to_wire(&opel)),
+        figures: p.figures.iter().filter(|f| keep(&f.metric)).map(figure_to_wire).collect(),
+        opel: Some(opel_to_wire(&p.opel)),
         stale: p.stale,
         alerts: p.alerts.iter().map(alert_to_wire).collect(),
         provider: p.provider.clone(),
@@ -333,22 +328,27 @@ pub fn catalogue_to_wire(c: &Catalogue) -> pb::Catalogue {
     }
 }
 
-/// The wire form of a snapshot, keeping only `metrics` (of providers and rollups) when given.
+/// The wire form of a snapshot (or one part of it: `more` says further parts follow), keeping only `metrics` (of
+/// providers and rollups) when given.
 pub fn snapshot_to_wire(
     rules: &Rules,
-    snap: &sitrep_store::Snapshot,
+    cursor: &sitrep_core::Cursor,
+    providers: &[std::sync::Arc<ProviderLive>],
+    rollups: &[sitrep_core::rollup::ScopeRollup],
+    more: bool,
     metrics: Option<&std::collections::BTreeSet<String>>,
 ) -> pb::Snapshot {
-    let mut rollups: Vec<pb::ScopeRollup> = snap.rollups.iter().map(|r| rollup_to_wire(rules, r)).collect();
+    let mut rollups: Vec<pb::ScopeRollup> = rollups.iter().map(|r| rollup_to_wire(rules, r)).collect();
     if let Some(m) = metrics {
         for r in &mut rollups {
             r.metrics.retain(|v| m.contains(&v.metric));
         }
     }
     pb::Snapshot {
-        cursor: snap.cursor.to_string(),
-        providers: snap.providers.iter().map(|p| live_to_wire(rules, p, metrics)).collect(),
+        cursor: cursor.to_string(),
+        providers: providers.iter().map(|p| live_to_wire(p, metrics)).collect(),
         rollups,
+        more,
     }
 }
 

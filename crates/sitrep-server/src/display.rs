@@ -149,7 +149,8 @@ pub fn event_line(e: &pb::Event) -> String {
 /// A snapshot: a summary line, each scope's headline (red and amber figures), and each provider's state.
 pub fn snapshot_text(s: &pb::Snapshot) -> String {
     let readings: usize = s.providers.iter().map(|p| p.readings.len()).sum();
-    let mut text = format!("snapshot: {} providers, {} readings  [{}]", s.providers.len(), readings, s.cursor);
+    let part = if s.more { " (part; more follow)" } else { "" };
+    let mut text = format!("snapshot: {} providers, {} readings{part}  [{}]", s.providers.len(), readings, s.cursor);
     for r in &s.rollups {
         let _ = write!(text, "\n  {}", rollup_text(r, true));
     }

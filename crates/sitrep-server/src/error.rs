@@ -47,6 +47,11 @@ pub fn invalid_field(field: &str, rule: &'static str, description: String) -> St
     invalid(&[Violation { field: field.to_owned(), rule, description }])
 }
 
+/// The picture is not loaded yet (start-up, or reloading after the log reset): `UNAVAILABLE`, retryable.
+pub fn not_ready() -> Status {
+    Status::unavailable("sitrep has not caught up with its event log yet (is its store reachable?); retry shortly")
+}
+
 /// Store failures: `UNAVAILABLE` (retryable) or `INTERNAL`. Nothing is acknowledged; if the store did take the
 /// report before failing to answer, the retry is acknowledged as a duplicate, so retrying is always safe.
 pub fn store(e: StoreError) -> Status {
@@ -54,6 +59,6 @@ pub fn store(e: StoreError) -> Status {
         StoreError::Unavailable { .. } => {
             Status::unavailable(format!("{e}; the report was not acknowledged: retry it (retrying is always safe)"))
         }
-        StoreError::Internal(_) => Status::internal(e.to_string()),
+        StoreError::Internal(_) | StoreError::UnknownCode(_) => Status::internal(e.to_string()),
     }
 }

@@ -1,10 +1,19 @@
-//! The Hub: tails the store's event log and fans every event out to subscribers through bounded queues.
+//! The Hub: keeps this replica's [`Picture`], folded from the store's event log, and fans every event out to
+//! subscribers through bounded queues.
 //!
-//! Ingest never touches the Hub: a report is acknowledged once the store has it, and the Hub picks the event up
-//! from the log (on Redis, from the stream every replica tails), so a slow or broken subscriber cannot slow ingest.
-//! Each subscriber has its own bounded queue; the Hub only ever `try_send`s into it. When a queue is full the
-//! subscriber is cut loose and flagged as lagged: its session then resyncs it with a reset and a fresh snapshot, so
-//! it is never silently skipped past events. When the log itself resets (a new epoch), every subscriber is flagged.
+//! At start (and after the log resets) the Hub loads every provider's stored state and replays the log from the
+//! cursor the load began at, until it has caught up; only then is it ready, and only then can anyone subscribe.
+//! It then tails the log (on Redis, the stream every replica tails) and folds each event into the picture, which
+//! adds the rollups the event changed, before handing it to every subscriber. Registering a subscriber, taking its
+//! snapshot, and folding an event happen under one lock, so a snapshot at cursor C plus the queue (every event after
+//! C) is exactly the log: nothing missed, nothing twice. Snapshots come from the picture in memory, never from the
+//! store.
+//!
+//! Ingest never touches the Hub: a report is acknowledged once the store has it, so a slow or broken subscriber
+//! cannot slow ingest. Each subscriber has its own bounded queue; the Hub only ever `try_send`s into it. When a queue
+//! is full the subscriber is cut loose and flagged as lagged: its session then resyncs it with a reset and a fresh
+//! snapshot, so it is never silently skipped past events. When the log itself resets (a new epoch), every
+//! subscriber is flagged.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -12,7 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use prost::bytes::Bytes;
-use sitrep_core::{Cursor, Event, Timestamp};
+use sitrep_core::rollup::ScopeRollup;
+use sitrep_core::{Alert, Cursor, Event, Picture, PictureSnapshot, Rules, Scope, Selection, Timestamp};
 use sitrep_store::{Read, ResetReason, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -75,16 +85,23 @@ struct Slot {
     kicked: Arc<AtomicU8>,
 }
 
+struct Inner {
+    slots: HashMap<u64, Slot>,
+    /// `None` until the Hub has loaded and caught up with the log (and again after the log reset).
+    picture: Option<Picture>,
+}
+
 struct Shared {
-    // A std mutex: held only to register, unregister, or `try_send` to each queue (never across an await).
-    slots: Mutex<HashMap<u64, Slot>>,
+    // A std mutex: held to register or unregister a subscriber, to take a snapshot (reference counts only), or to
+    // fold one event and `try_send` it to each queue; never across an await.
+    inner: Mutex<Inner>,
     next_id: AtomicU64,
     queue_capacity: usize,
 }
 
 impl Shared {
-    fn slots(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -134,6 +151,7 @@ const WRITE_FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Hub {
     shared: Arc<Shared>,
+    rules: Rules,
     status: watch::Sender<PictureState>,
     health: Arc<Mutex<StoreHealth>>,
     write_quiet: Duration,
@@ -173,16 +191,25 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.shared.slots().remove(&self.id);
+        self.shared.lock().slots.remove(&self.id);
     }
 }
 
+/// Where a resuming subscriber joins the Hub: its queue holds every event after `cursor`, and `rollups` are the
+/// figures of the scopes it asked for as of `cursor`.
+pub struct Joined {
+    pub subscription: Subscription,
+    pub cursor: Cursor,
+    pub rollups: Vec<ScopeRollup>,
+}
+
 impl Hub {
-    pub fn new(queue_capacity: usize) -> Self {
+    pub fn new(rules: Rules, queue_capacity: usize) -> Self {
         let healthy = PictureState { degraded: false, message: "up to date".into(), since: Timestamp::now() };
         Hub {
+            rules,
             shared: Arc::new(Shared {
-                slots: Mutex::new(HashMap::new()),
+                inner: Mutex::new(Inner { slots: HashMap::new(), picture: None }),
                 next_id: AtomicU64::new(1),
                 queue_capacity: queue_capacity.max(1),
             }),
@@ -275,22 +302,72 @@ impl Hub {
         self.status.send_replace(PictureState { degraded: cause != Cause::None, message, since: Timestamp::now() });
     }
 
-    /// Registers a subscriber. Every event the Hub fans out after this call is queued for it.
-    pub fn subscribe(&self) -> Subscription {
+    /// Registers a subscriber under the lock the Hub folds under, so it gets every event after the picture's
+    /// cursor.
+    fn register(&self, inner: &mut Inner) -> Subscription {
         let (tx, rx) = mpsc::channel(self.shared.queue_capacity);
         let kicked = Arc::new(AtomicU8::new(NOT_KICKED));
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shared.slots().insert(id, Slot { tx, kicked: kicked.clone() });
+        inner.slots.insert(id, Slot { tx, kicked: kicked.clone() });
         Subscription { id, rx, kicked, shared: self.shared.clone() }
     }
 
-    pub fn subscriber_count(&self) -> usize {
-        self.shared.slots().len()
+    /// Registers a subscriber and takes its snapshot of `selection` at the same moment: the snapshot reflects
+    /// every event up to its cursor and the queue gets every one after. `None` until the Hub is ready.
+    pub fn subscribe(&self, selection: &Selection) -> Option<(Subscription, PictureSnapshot)> {
+        let mut inner = self.shared.lock();
+        let snapshot = inner.picture.as_ref()?.snapshot(selection);
+        Some((self.register(&mut inner), snapshot))
     }
 
-    fn fan_out(&self, event: Arc<HubEvent>) {
-        let mut slots = self.shared.slots();
-        slots.retain(|id, slot| match slot.tx.try_send(event.clone()) {
+    /// Registers a subscriber that will catch up from the log by itself: its queue gets every event after the
+    /// returned cursor, and the rollups of `scopes` come as of that cursor. `None` until the Hub is ready.
+    pub fn join(&self, scopes: &[Scope]) -> Option<Joined> {
+        let mut inner = self.shared.lock();
+        let picture = inner.picture.as_ref()?;
+        let (cursor, rollups) = (picture.cursor().clone(), picture.rollups(scopes, None));
+        Some(Joined { subscription: self.register(&mut inner), cursor, rollups })
+    }
+
+    /// The selected part of the picture, as of the Hub's cursor; `None` until the Hub is ready.
+    pub fn snapshot(&self, selection: &Selection) -> Option<PictureSnapshot> {
+        self.shared.lock().picture.as_ref().map(|p| p.snapshot(selection))
+    }
+
+    /// The open alerts of the selected providers; `None` until the Hub is ready.
+    pub fn alerts(&self, selection: &Selection) -> Option<Vec<Alert>> {
+        self.shared.lock().picture.as_ref().map(|p| p.alerts(selection))
+    }
+
+    /// The scopes a snapshot of `selection` carries rollups for.
+    pub fn scopes_for(&self, selection: &Selection) -> Vec<Scope> {
+        Picture::new(self.rules.clone(), Cursor::none()).scopes_for(selection)
+    }
+
+    /// Providers that have gone quiet at `now` and are not marked stale yet (none until the Hub is ready).
+    pub fn due_stale(&self, now: Timestamp) -> Vec<String> {
+        self.shared.lock().picture.as_ref().map(|p| p.due_stale(now)).unwrap_or_default()
+    }
+
+    /// The cursor the picture is at; `None` until the Hub is ready.
+    pub fn cursor(&self) -> Option<Cursor> {
+        self.shared.lock().picture.as_ref().map(|p| p.cursor().clone())
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.lock().slots.len()
+    }
+
+    /// Folds `events` into the picture and hands each, with the rollups it changed, to every subscriber. An
+    /// event the picture cannot fold (a provider's version jumps: something is missing) stops the folding.
+    fn fold_and_fan_out(&self, events: Vec<Event>) -> Result<(), sitrep_core::picture::Gap> {
+        let mut inner = self.shared.lock();
+        let Inner { slots, picture } = &mut *inner;
+        let Some(picture) = picture.as_mut() else { return Ok(()) };
+        for mut event in events {
+            event.rollups = picture.apply(&event)?;
+            let event = Arc::new(HubEvent::new(event));
+            slots.retain(|id, slot| match slot.tx.try_send(event.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::info!(subscriber = id, "subscriber queue overflowed; it will be reset");
@@ -298,21 +375,53 @@ impl Hub {
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+            });
+        }
+        Ok(())
     }
 
-    fn kick_all(&self, why: u8) {
-        for (_, slot) in self.shared.slots().drain() {
+    /// Installs a caught-up picture (or, with `None`, drops it after the log reset) and cuts every subscriber
+    /// registered to the old one loose, flagged with `why`.
+    fn install(&self, picture: Option<Picture>, why: u8) {
+        let ready = picture.is_some();
+        let mut inner = self.shared.lock();
+        inner.picture = picture;
+        for (_, slot) in inner.slots.drain() {
             slot.kicked.store(why, Ordering::Release);
         }
+        drop(inner);
+        self.positioned.send_replace(ready);
     }
 
-    /// Tails the store's log and fans events out until `cancel` fires. Store errors are retried with backoff.
-    ///
-    /// A session registers before it reads the store, and relies on the Hub queueing every event after the
-    /// Hub's position at that moment. While the Hub has no position (at start-up, or after the log reset), that
-    /// promise cannot be kept, so as soon as the Hub has one again it cuts loose everyone registered meanwhile and
-    /// they resync from a snapshot taken after it.
+    /// Loads the stored states and replays the log onto them until caught up: the picture a replica starts with.
+    async fn load(&self, store: &dyn Store) -> Result<Result<Picture, ResetReason>, sitrep_store::StoreError> {
+        let started = std::time::Instant::now();
+        let loaded = store.load().await?;
+        let providers = loaded.providers.len();
+        let mut picture = Picture::from_states(self.rules.clone(), loaded.cursor, loaded.providers);
+        let mut replayed = 0usize;
+        loop {
+            match store.read(picture.cursor(), 1024, Duration::ZERO).await? {
+                Read::Reset(reason) => return Ok(Err(reason)),
+                Read::Events(events) if events.is_empty() => break,
+                Read::Events(events) => {
+                    replayed += events.len();
+                    for e in &events {
+                        if let Err(gap) = picture.apply(e) {
+                            tracing::warn!(%gap, "the log does not replay onto the stored states; loading again");
+                            return Ok(Err(ResetReason::TooOld));
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(providers, replayed, cursor = %picture.cursor(), took = ?started.elapsed(), "picture loaded");
+        Ok(Ok(picture))
+    }
+
+    /// Loads the picture, then tails the store's log, folding and fanning out every event, until `cancel` fires.
+    /// Store errors are retried with backoff; a log that cannot continue from the picture's cursor (a new epoch,
+    /// trimmed past it, or behind it) drops the picture, resets every subscriber, and loads afresh.
     pub async fn run(self, store: Arc<dyn Store>, cancel: CancellationToken) {
         let mut backoff = Backoff::default();
         let mut position: Option<Cursor> = None;
@@ -333,14 +442,19 @@ impl Hub {
             }
             let result = match position.clone() {
                 None => {
-                    let head = tokio::select! {
+                    let loaded = tokio::select! {
                         _ = cancel.cancelled() => break,
-                        r = store.head() => r,
+                        r = self.load(store.as_ref()) => r,
                     };
-                    head.map(|h| {
-                        position = Some(h);
-                        self.kick_all(why_lost);
-                        self.positioned.send_replace(true);
+                    loaded.map(|l| match l {
+                        Ok(picture) => {
+                            position = Some(picture.cursor().clone());
+                            self.install(Some(picture), why_lost);
+                        }
+                        Err(reason) => {
+                            tracing::warn!(?reason, "the event log moved on while loading; loading again");
+                            resets_in_a_row += 1;
+                        }
                     })
                 }
                 Some(after) => {
@@ -350,19 +464,24 @@ impl Hub {
                     };
                     read.map(|r| match r {
                         Read::Events(events) => {
-                            if let Some(last) = events.last() {
-                                position = Some(last.cursor.clone());
-                                resets_in_a_row = 0;
-                            }
-                            for e in events {
-                                self.fan_out(Arc::new(HubEvent::new(e)));
+                            let Some(last) = events.last().map(|e| e.cursor.clone()) else { return };
+                            resets_in_a_row = 0;
+                            match self.fold_and_fan_out(events) {
+                                Ok(()) => position = Some(last),
+                                Err(gap) => {
+                                    tracing::warn!(%gap, "the picture cannot fold the log; loading it afresh");
+                                    position = None;
+                                    why_lost = RESYNC;
+                                    self.install(None, RESYNC);
+                                    resets_in_a_row += 1;
+                                }
                             }
                         }
                         Read::Reset(reason) => {
                             tracing::warn!(?reason, cursor = %after, "event log cannot continue from the hub's position; resetting subscribers");
                             position = None;
                             why_lost = reset_code(reason);
-                            self.positioned.send_replace(false);
+                            self.install(None, why_lost);
                             resets_in_a_row += 1;
                         }
                     })
@@ -385,7 +504,7 @@ impl Hub {
             }
         }
         // Dropping every queue's sender ends each session's stream (it sees `None` and not kicked).
-        self.shared.slots().clear();
+        self.shared.lock().slots.clear();
         tracing::debug!("hub stopped");
     }
 }
@@ -420,18 +539,14 @@ mod tests {
     #[tokio::test]
     async fn fans_out_in_order_and_cuts_loose_a_full_queue() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let hub = Hub::new(4);
+        let hub = Hub::new(Rules::demo(), 4);
         let cancel = CancellationToken::new();
-        let early = hub.subscribe();
+        assert!(hub.subscribe(&Selection::All).is_none(), "nobody subscribes before the picture is loaded");
         let task = tokio::spawn(hub.clone().run(store.clone(), cancel.clone()));
-        // Whoever registered before the hub knew its position is cut loose to resync, once it knows it.
-        while early.kicked() == Kicked::No {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(early.kicked(), Kicked::Resync);
         assert!(hub.ready(Duration::from_secs(10)).await);
-        let mut fast = hub.subscribe();
-        let slow = hub.subscribe();
+        let (mut fast, snapshot) = hub.subscribe(&Selection::All).expect("ready");
+        assert!(snapshot.providers.is_empty());
+        let (slow, _) = hub.subscribe(&Selection::All).expect("ready");
         let mut cursors = Vec::new();
         for rev in 1..=10u32 {
             let r = report("RJ7", 0, rev, &[("flow.discharges", Value::Number(f64::from(rev)))]);
@@ -442,7 +557,11 @@ mod tests {
             cursors.push(e.cursor);
             let got = fast.recv().await.expect("fast subscriber keeps up");
             assert_eq!(got.event.cursor, *cursors.last().unwrap());
+            assert_eq!(got.event.rollups.len(), 3, "the picture adds the rollups the event changed");
         }
+        let (_, later) = hub.subscribe(&Selection::All).expect("ready");
+        assert_eq!(later.cursor, *cursors.last().unwrap());
+        assert_eq!(later.providers[0].revision, 10, "snapshots come from the folded picture");
         assert_eq!(slow.kicked(), Kicked::Lagged, "a queue of 4 overflowed after 10 events");
         assert_eq!(fast.kicked(), Kicked::No);
         assert_eq!(hub.subscriber_count(), 1);
@@ -454,7 +573,7 @@ mod tests {
 
     #[test]
     fn refused_writes_degrade_the_picture_until_one_succeeds_or_they_go_quiet() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(Rules::demo(), 4);
         let status = hub.status();
         hub.writes(false, || "refused".into());
         hub.writes(false, || "refused".into());
@@ -484,7 +603,7 @@ mod tests {
 
     #[test]
     fn refused_writes_are_forgotten_when_quiet() {
-        let hub = Hub { write_quiet: Duration::ZERO, ..Hub::new(4) };
+        let hub = Hub { write_quiet: Duration::ZERO, ..Hub::new(Rules::demo(), 4) };
         let status = hub.status();
         for _ in 0..3 {
             hub.writes(false, || "refused".into());

@@ -1,24 +1,28 @@
 //! A subscription session: one task per subscriber, turning the Hub's events into a gap-free sequence of
 //! [`Out`] items. gRPC `Subscribe` and the browser's Server-Sent Events both run it and only encode differently.
 //!
-//! A session registers with the Hub *before* it reads the store (snapshot, or catch-up from a resume cursor), then
-//! forwards queued events whose cursor is past what it has already sent. Every event is therefore either in what
-//! it read from the store or in its queue, and none is sent twice. If the Hub cuts the session loose (its queue
-//! overflowed because the client was not reading, or the log started a new epoch), the session sends a reset and
-//! a fresh snapshot and carries on: the subscriber is resynced, never silently skipped. Heartbeats carry the
+//! A fresh subscription registers with the Hub and takes its snapshot from the Hub's picture in the same moment,
+//! so the snapshot (at cursor C) and the queue (every event after C) are exactly the log. The snapshot is sent in
+//! parts of [`SNAPSHOT_PART`] providers, the first with the rollups, so the first byte leaves at once however large
+//! the picture is. A resuming subscription registers (learning the Hub's cursor H and the rollups as of H), sends
+//! the events after its cursor up to H from the store, the last of them carrying the rollups as of H, then forwards
+//! queued events past what it has sent. Every event is therefore sent once. If the Hub cuts the session loose (its
+//! queue overflowed because the client was not reading, or the log started a new epoch), the session sends a reset
+//! and a fresh snapshot and carries on: the subscriber is resynced, never silently skipped. Heartbeats carry the
 //! cursor reached, including events the filter left out, so resuming from a heartbeat is cheap and exact.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sitrep_core::{Cursor, Event};
-use sitrep_store::{Read, ResetReason, Snapshot};
+use sitrep_core::rollup::ScopeRollup;
+use sitrep_core::{Cursor, Event, PictureSnapshot, ProviderLive};
+use sitrep_store::{Read, ResetReason};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tonic::Status;
 
 use crate::error;
-use crate::hub::{HubEvent, Kicked, PictureState, Subscription};
+use crate::hub::{HubEvent, Joined, Kicked, PictureState, Subscription};
 use crate::services::{Context, ResolvedFilter};
 
 /// Items buffered between a session and its transport.
@@ -29,6 +33,8 @@ const CATCH_UP_BATCH: usize = 512;
 const HUB_READY_WAIT: Duration = Duration::from_secs(10);
 /// How long a stream's final status may wait for room in the outbound buffer.
 const FINAL_SEND: Duration = Duration::from_secs(1);
+/// Providers per part of a snapshot.
+pub const SNAPSHOT_PART: usize = 250;
 
 /// Why a subscriber is being sent a fresh snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,9 +73,18 @@ impl OutEvent {
     }
 }
 
+/// One part of a snapshot: the first part carries the rollups; `more` says further parts (with the same cursor)
+/// follow.
+pub struct SnapshotPart {
+    pub cursor: Cursor,
+    pub providers: Vec<Arc<ProviderLive>>,
+    pub rollups: Vec<ScopeRollup>,
+    pub more: bool,
+}
+
 /// What a session sends, in order.
 pub enum Out {
-    Snapshot(Box<Snapshot>),
+    Snapshot(Box<SnapshotPart>),
     Event(OutEvent),
     Heartbeat(Cursor),
     /// Always followed by a snapshot.
@@ -133,26 +148,38 @@ impl Session {
         }
     }
 
-    /// Registers with the Hub once it knows its place in the log (waiting a little at start-up).
-    async fn register(&self) -> Result<Subscription, End> {
-        let ready = tokio::select! {
-            _ = self.ctx.cancel.cancelled() => return Err(End::Shutdown),
-            ready = self.ctx.hub.ready(HUB_READY_WAIT) => ready,
-        };
-        if !ready {
-            let text = "sitrep has not caught up with its event log yet (is its store reachable?); retry shortly";
-            return Err(End::Failed(Status::unavailable(text)));
+    /// Waits (a little, at start-up) until the Hub has its picture, then registers with `how`.
+    async fn register<T>(&self, how: impl Fn() -> Option<T>) -> Result<T, End> {
+        loop {
+            let ready = tokio::select! {
+                _ = self.ctx.cancel.cancelled() => return Err(End::Shutdown),
+                ready = self.ctx.hub.ready(HUB_READY_WAIT) => ready,
+            };
+            if !ready {
+                let text = "sitrep has not caught up with its event log yet (is its store reachable?); retry shortly";
+                return Err(End::Failed(Status::unavailable(text)));
+            }
+            // The picture may have been dropped (the log reset) between being ready and registering: wait again.
+            if let Some(registered) = how() {
+                return Ok(registered);
+            }
         }
-        Ok(self.ctx.hub.subscribe())
+    }
+
+    /// Registers and sends a fresh snapshot of the filter's providers; returns the subscription and its cursor.
+    async fn subscribe_with_snapshot(&self) -> Result<(Subscription, Cursor), End> {
+        let (sub, snap) = self.register(|| self.ctx.hub.subscribe(&self.filter.providers)).await?;
+        let cursor = snap.cursor.clone();
+        self.send_snapshot(snap).await?;
+        Ok((sub, cursor))
     }
 
     async fn serve(&self, resume: Option<String>) -> Result<std::convert::Infallible, End> {
-        let mut sub = self.register().await?;
-        let mut cursor = match resume.as_deref().map(Cursor::parse) {
-            None => self.send_snapshot().await?,
+        let (mut sub, mut cursor) = match resume.as_deref().map(Cursor::parse) {
+            None => self.subscribe_with_snapshot().await?,
             Some(None) => self.resync(Resync::OtherEpoch, "the resume cursor is not one sitrep issued").await?,
-            Some(Some(from)) => match self.catch_up_fully(from, &mut sub).await? {
-                Ok(reached) => reached,
+            Some(Some(from)) => match self.catch_up_fully(from).await? {
+                Ok(joined) => joined,
                 Err(reason) => {
                     let (reason, text) = match reason {
                         ResetReason::TooOld => {
@@ -181,8 +208,7 @@ impl Session {
                 _ = self.tx.closed() => return Err(End::ClientGone),
                 event = sub.recv() => match event {
                     Some(event) if event.event.cursor.epoch != cursor.epoch => {
-                        sub = self.register().await?;
-                        cursor = self.resync(Resync::OtherEpoch, "the event log started a new epoch").await?;
+                        (sub, cursor) = self.resync(Resync::OtherEpoch, "the event log started a new epoch").await?;
                         heartbeat.reset();
                     }
                     Some(event) if event.event.cursor.pos <= cursor.pos => {}
@@ -202,8 +228,7 @@ impl Session {
                             Kicked::Resync => (Resync::Resync, "the aggregator resynchronised with the event log"),
                         };
                         tracing::info!(?reason, "resyncing subscriber");
-                        sub = self.register().await?;
-                        cursor = self.resync(reason, text).await?;
+                        (sub, cursor) = self.resync(reason, text).await?;
                         heartbeat.reset();
                     }
                 },
@@ -242,46 +267,68 @@ impl Session {
         Ok(true)
     }
 
-    async fn send_snapshot(&self) -> Result<Cursor, End> {
-        let snap = self.ctx.store.snapshot(&self.filter.providers).await.map_err(|e| End::Failed(error::store(e)))?;
-        let cursor = snap.cursor.clone();
-        self.send(Out::Snapshot(Box::new(snap))).await?;
-        Ok(cursor)
+    /// Sends `snap` in parts of [`SNAPSHOT_PART`] providers, the rollups with the first.
+    async fn send_snapshot(&self, snap: PictureSnapshot) -> Result<(), End> {
+        let PictureSnapshot { cursor, providers, mut rollups } = snap;
+        let mut parts = providers.chunks(SNAPSHOT_PART).peekable();
+        if parts.peek().is_none() {
+            let part = SnapshotPart { cursor, providers: Vec::new(), rollups, more: false };
+            return self.send(Out::Snapshot(Box::new(part))).await;
+        }
+        while let Some(chunk) = parts.next() {
+            let more = parts.peek().is_some();
+            let part =
+                SnapshotPart { cursor: cursor.clone(), providers: chunk.to_vec(), rollups: std::mem::take(&mut rollups), more };
+            self.send(Out::Snapshot(Box::new(part))).await?;
+        }
+        Ok(())
     }
 
-    async fn resync(&self, reason: Resync, text: &'static str) -> Result<Cursor, End> {
+    async fn resync(&self, reason: Resync, text: &'static str) -> Result<(Subscription, Cursor), End> {
         self.send(Out::Reset(reason, text)).await?;
-        self.send_snapshot().await
+        self.subscribe_with_snapshot().await
     }
 
-    /// Catches up from `from`. A long backlog can take long enough to send that the live queue overflows
-    /// meanwhile; the log still holds what overflowed, so register afresh and catch up again (a few times) rather
-    /// than resetting a subscriber that is doing exactly what it should.
-    async fn catch_up_fully(&self, from: Cursor, sub: &mut Subscription) -> Result<Result<Cursor, ResetReason>, End> {
+    /// Catches up from `from` and joins the Hub's queue. A long backlog can take long enough to send that the
+    /// live queue overflows meanwhile; the log still holds what overflowed, so join afresh and catch up again (a
+    /// few times) rather than resetting a subscriber that is doing exactly what it should.
+    async fn catch_up_fully(&self, from: Cursor) -> Result<Result<(Subscription, Cursor), ResetReason>, End> {
         let mut from = from;
-        for _ in 0..3 {
-            match self.catch_up(from).await? {
-                Ok(reached) if sub.kicked() == Kicked::Lagged => {
-                    *sub = self.register().await?;
-                    from = reached;
-                }
+        for attempt in 0..4 {
+            let scopes = self.ctx.hub.scopes_for(&self.filter.providers);
+            let joined = self.register(|| self.ctx.hub.join(&scopes)).await?;
+            match self.catch_up(from, joined).await? {
+                Ok((sub, reached)) if sub.kicked() == Kicked::Lagged && attempt < 3 => from = reached,
                 other => return Ok(other),
             }
         }
-        self.catch_up(from).await
+        unreachable!("the last attempt returns")
     }
 
-    /// Sends every stored event after `from`. `Ok(Err(reason))` if the log cannot serve that cursor.
-    async fn catch_up(&self, from: Cursor) -> Result<Result<Cursor, ResetReason>, End> {
+    /// Sends every stored event after `from` up to the Hub's cursor when it joined, the last of them carrying the
+    /// rollups as of that cursor. `Ok(Err(reason))` if the log cannot serve `from`.
+    async fn catch_up(&self, from: Cursor, joined: Joined) -> Result<Result<(Subscription, Cursor), ResetReason>, End> {
+        let Joined { subscription, cursor: until, rollups } = joined;
+        if from.epoch != until.epoch {
+            return Ok(Err(ResetReason::OtherEpoch));
+        }
         let mut cursor = from;
+        let mut rollups = Some(rollups);
         loop {
             let read = self.ctx.store.read(&cursor, CATCH_UP_BATCH, Duration::ZERO).await;
             match read.map_err(|e| End::Failed(error::store(e)))? {
                 Read::Reset(reason) => return Ok(Err(reason)),
-                Read::Events(events) if events.is_empty() => return Ok(Ok(cursor)),
+                // The end of the log, or the Hub's cursor reached: the queue has the rest.
+                Read::Events(events) if events.is_empty() => return Ok(Ok((subscription, cursor))),
                 Read::Events(events) => {
-                    cursor = events.last().expect("non-empty").cursor.clone();
-                    for e in events {
+                    for mut e in events {
+                        if e.cursor.pos > until.pos {
+                            return Ok(Ok((subscription, cursor)));
+                        }
+                        cursor = e.cursor.clone();
+                        if e.cursor.pos == until.pos {
+                            e.rollups = rollups.take().unwrap_or_default();
+                        }
                         self.send_event(OutEvent::Own(Box::new(e))).await?;
                     }
                 }

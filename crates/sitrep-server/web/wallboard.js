@@ -278,8 +278,15 @@
     return m;
   }
 
+  // A large snapshot comes in parts (same cursor, `more` on all but the last; the first carries the rollups).
+  let snapshotOpen = false;
+
   function onSnapshot(s) {
-    state.providers.clear();
+    if (!snapshotOpen) {
+      state.providers.clear();
+      state.rollups.clear();
+    }
+    snapshotOpen = !!s.more;
     for (const p of s.providers) {
       state.providers.set(p.provider, {
         period: p.period,
@@ -290,11 +297,11 @@
         alerts: new Map(p.alerts.map((a) => [a.key, a])),
       });
     }
-    state.rollups.clear();
     for (const r of s.rollups) {
       const key = `${r.scope.level}:${r.scope.code}`;
       state.rollups.set(key, { ...r, figures: figuresOf(r.metrics) });
     }
+    if (snapshotOpen) return;
     for (const tile of document.querySelectorAll(".tile")) tile.classList.add("never");
     for (const code of state.providers.keys()) paintProvider(code, false);
     for (const key of state.rollups.keys()) paintRollup(key, false);
@@ -374,6 +381,7 @@
         }
       });
     source.onopen = () => {
+      snapshotOpen = false;
       state.backoff = 1000;
       setLink("live");
     };

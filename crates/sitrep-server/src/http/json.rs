@@ -5,10 +5,8 @@
 //! Absent-from-the-object means unset. The shapes are documented in `docs/API.md`.
 
 use serde_json::{Map, Value as Json, json};
-use sitrep_core::derive::provider_view;
 use sitrep_core::rollup::ScopeRollup;
-use sitrep_core::{Event, EventKind, ProviderLive, Rules, Timestamp, Value};
-use sitrep_store::{HistoryRecord, Snapshot};
+use sitrep_core::{Cursor, Event, EventKind, HistoryRecord, ProviderLive, Rules, Timestamp, Value};
 
 use crate::hub::PictureState;
 
@@ -46,7 +44,7 @@ pub fn rollup(rules: &Rules, r: &ScopeRollup) -> Json {
 
 /// A provider's live state with every figure rated, its OPEL levels and open alerts.
 pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
-    let (figures, opel) = provider_view(rules, &p.provider, &p.values());
+    let (figures, opel) = (&p.figures, &p.opel);
     let dir = rules.directory.provider(&p.provider);
     let readings: Map<String, Json> = p.readings.iter().map(|(code, r)| (code.clone(), value(&r.value))).collect();
     json!({
@@ -63,18 +61,26 @@ pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
         "stale": p.stale,
         "readings": readings,
         "figures": figures,
-        "opel": opel_json(&opel),
+        "opel": opel_json(opel),
         "alerts": p.alerts,
     })
 }
 
-/// A snapshot: providers in code order, then every scope's rollups.
-pub fn snapshot(rules: &Rules, snap: &Snapshot) -> Json {
-    let rollups: Vec<Json> = snap.rollups.iter().map(|r| rollup(rules, r)).collect();
+/// A snapshot (or one part of it: `more` says further parts follow): providers in code order, then every scope's
+/// rollups (in the first part).
+pub fn snapshot(
+    rules: &Rules,
+    cursor: &Cursor,
+    providers: &[std::sync::Arc<ProviderLive>],
+    rollups: &[ScopeRollup],
+    more: bool,
+) -> Json {
+    let rollups: Vec<Json> = rollups.iter().map(|r| rollup(rules, r)).collect();
     json!({
-        "cursor": snap.cursor.to_string(),
-        "providers": snap.providers.iter().map(|p| provider(rules, p)).collect::<Vec<_>>(),
+        "cursor": cursor.to_string(),
+        "providers": providers.iter().map(|p| provider(rules, p)).collect::<Vec<_>>(),
         "rollups": rollups,
+        "more": more,
         "server_time": Timestamp::now(),
     })
 }

@@ -242,8 +242,8 @@ fn retain_metrics(v: &mut Json, metrics: Option<&BTreeSet<String>>) {
 async fn snapshot(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = params(q);
     let f = ctx.resolve(Some(&filter(&params)))?;
-    let snap = ctx.store.snapshot(&f.providers).await.map_err(error::store)?;
-    let mut body = json::snapshot(&ctx.rules, &snap);
+    let snap = ctx.hub.snapshot(&f.providers).ok_or_else(error::not_ready)?;
+    let mut body = json::snapshot(&ctx.rules, &snap.cursor, &snap.providers, &snap.rollups, false);
     retain_metrics(&mut body, f.metrics.as_ref());
     Ok(ok(body))
 }
@@ -255,7 +255,7 @@ async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -
     let f = ctx.resolve(Some(&filter(&params)))?;
     let hour = time_param(&params, "hour")?.unwrap_or_else(Timestamp::now).hour_start().add_hours(-1);
     let rules = &ctx.rules;
-    let scopes = sitrep_store::snapshot_scopes(rules, &f.providers);
+    let scopes = ctx.hub.scopes_for(&f.providers);
     // Every provider of those scopes counts towards their rollups, selected or not.
     let wanted: BTreeSet<String> = rules
         .directory
@@ -281,9 +281,9 @@ async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -
         .collect();
     let mut rollups = BTreeMap::new();
     for scope in &scopes {
-        let mut totals = Totals::default();
+        let mut totals = Totals::new(rules);
         for (_, values) in merged.iter().filter(|(p, _)| rules.in_scope(p, scope)) {
-            totals.add(&rules.catalogue, values, false);
+            totals.add(rules, values, false);
         }
         let figures: BTreeMap<String, f64> = rollup(rules, scope, &totals, None)
             .metrics
@@ -314,7 +314,7 @@ async fn history(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resu
 
 async fn alerts(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let f = ctx.resolve(Some(&filter(&params(q))))?;
-    let alerts = ctx.store.alerts(&f.providers).await.map_err(error::store)?;
+    let alerts = ctx.hub.alerts(&f.providers).ok_or_else(error::not_ready)?;
     Ok(ok(json!({ "alerts": alerts })))
 }
 
@@ -365,9 +365,12 @@ fn sse_event(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> Sse
     let rules = &ctx.rules;
     match out {
         Out::Snapshot(snap) => {
-            let mut body = json::snapshot(rules, &snap);
+            let mut body = json::snapshot(rules, &snap.cursor, &snap.providers, &snap.rollups, snap.more);
             retain_metrics(&mut body, metrics);
-            SseEvent::default().event("snapshot").id(snap.cursor.to_string()).data(body.to_string())
+            // Only the last part carries the cursor as its id: a browser that reconnects half-way through a
+            // snapshot must not resume as if it had all of it.
+            let ev = SseEvent::default().event("snapshot").data(body.to_string());
+            if snap.more { ev } else { ev.id(snap.cursor.to_string()) }
         }
         Out::Event(OutEvent::Shared(shared)) => {
             let data = shared.json(|e| json::event(rules, e).to_string());

@@ -55,8 +55,9 @@ impl QueryApi {
 impl pb::query_service_server::QueryService for QueryApi {
     async fn get_snapshot(&self, request: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::Snapshot>, Status> {
         let filter = self.ctx.resolve(request.get_ref().filter.as_ref())?;
-        let snap = self.ctx.store.snapshot(&filter.providers).await.map_err(error::store)?;
-        Ok(Response::new(snapshot_to_wire(&self.ctx.rules, &snap, filter.metrics.as_ref())))
+        let snap = self.ctx.hub.snapshot(&filter.providers).ok_or_else(error::not_ready)?;
+        let metrics = filter.metrics.as_ref();
+        Ok(Response::new(snapshot_to_wire(&self.ctx.rules, &snap.cursor, &snap.providers, &snap.rollups, false, metrics)))
     }
 
     async fn get_directory(&self, _: Request<pb::GetDirectoryRequest>) -> Result<Response<pb::Directory>, Status> {
@@ -137,7 +138,7 @@ impl pb::query_service_server::QueryService for QueryApi {
 
     async fn get_alerts(&self, request: Request<pb::GetAlertsRequest>) -> Result<Response<pb::Alerts>, Status> {
         let filter = self.ctx.resolve(request.get_ref().filter.as_ref())?;
-        let alerts = self.ctx.store.alerts(&filter.providers).await.map_err(error::store)?;
+        let alerts = self.ctx.hub.alerts(&filter.providers).ok_or_else(error::not_ready)?;
         Ok(Response::new(pb::Alerts { alerts: alerts.iter().map(alert_to_wire).collect() }))
     }
 
@@ -234,9 +235,9 @@ impl pb::query_service_server::QueryService for QueryApi {
                 }
                 let metrics = std::collections::BTreeSet::from([req.metric.clone()]);
                 let roll = |list: &[(&str, &BTreeMap<String, Value>)]| {
-                    let mut totals = Totals::default();
+                    let mut totals = Totals::new(&ctx.rules);
                     for (_, values) in list {
-                        totals.add(&ctx.catalogue, values, false);
+                        totals.add(&ctx.rules, values, false);
                     }
                     rollup(&ctx.rules, &scope, &totals, Some(&metrics)).metrics.first().and_then(|m| m.value)
                 };

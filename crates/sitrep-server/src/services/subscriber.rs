@@ -76,7 +76,14 @@ fn encode(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> OutUpd
             return OutUpdate::Encoded(bytes);
         }
         Out::Event(OutEvent::Own(event)) => pb::update::Kind::Event(event_to_wire(&ctx.rules, &event)),
-        Out::Snapshot(snap) => pb::update::Kind::Snapshot(snapshot_to_wire(&ctx.rules, &snap, metrics)),
+        Out::Snapshot(snap) => pb::update::Kind::Snapshot(snapshot_to_wire(
+            &ctx.rules,
+            &snap.cursor,
+            &snap.providers,
+            &snap.rollups,
+            snap.more,
+            metrics,
+        )),
         Out::Heartbeat(cursor) => pb::update::Kind::Heartbeat(pb::Heartbeat {
             cursor: cursor.to_string(),
             server_time: Some(timestamp_to_wire(sitrep_core::Timestamp::now())),
