@@ -114,8 +114,10 @@ impl Picture {
         }
         let rules = &self.rules;
         let index = rules.index();
-        let entry =
-            self.providers.entry(event.provider.clone()).or_insert_with(|| Arc::new(ProviderLive::new(&event.provider)));
+        let entry = self
+            .providers
+            .entry(event.provider.clone())
+            .or_insert_with(|| Arc::new(ProviderLive::new(&event.provider)));
         if event.version <= entry.version {
             return Ok(Vec::new());
         }

@@ -285,7 +285,11 @@ mod tests {
             &values(&[("beds.cc_adult.open", 100.0), ("beds.cc_adult.occupied", 90.0), ("opel.level", 2.0)]),
             false,
         );
-        t.add(&rules, &values(&[("beds.cc_adult.open", 10.0), ("beds.cc_adult.occupied", 5.0), ("opel.level", 4.0)]), true);
+        t.add(
+            &rules,
+            &values(&[("beds.cc_adult.open", 10.0), ("beds.cc_adult.occupied", 5.0), ("opel.level", 4.0)]),
+            true,
+        );
         let mut third = values(&[("ambulance.handover_mean_minutes", 40.0), ("opel.level", 3.0)]);
         third.insert("beds.cc_adult.open".into(), Value::Absent(crate::AbsentReason::NotAvailable));
         t.add(&rules, &third, false);

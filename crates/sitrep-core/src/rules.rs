@@ -181,8 +181,15 @@ impl Rules {
         if let Some(f) = &opel {
             f.check("opel framework", |code| catalogue.knows(code))?;
         }
-        let mut rules =
-            Rules { catalogue, directory, opel, staleness, stale_after, sizes: Default::default(), index: Default::default() };
+        let mut rules = Rules {
+            catalogue,
+            directory,
+            opel,
+            staleness,
+            stale_after,
+            sizes: Default::default(),
+            index: Default::default(),
+        };
         rules.sizes = rules
             .scopes()
             .into_iter()

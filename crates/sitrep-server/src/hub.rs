@@ -368,13 +368,13 @@ impl Hub {
             event.rollups = picture.apply(&event)?;
             let event = Arc::new(HubEvent::new(event));
             slots.retain(|id, slot| match slot.tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(subscriber = id, "subscriber queue overflowed; it will be reset");
-                slot.kicked.store(LAGGED, Ordering::Release);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::info!(subscriber = id, "subscriber queue overflowed; it will be reset");
+                    slot.kicked.store(LAGGED, Ordering::Release);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
             });
         }
         Ok(())

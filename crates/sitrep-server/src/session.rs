@@ -277,8 +277,12 @@ impl Session {
         }
         while let Some(chunk) = parts.next() {
             let more = parts.peek().is_some();
-            let part =
-                SnapshotPart { cursor: cursor.clone(), providers: chunk.to_vec(), rollups: std::mem::take(&mut rollups), more };
+            let part = SnapshotPart {
+                cursor: cursor.clone(),
+                providers: chunk.to_vec(),
+                rollups: std::mem::take(&mut rollups),
+                more,
+            };
             self.send(Out::Snapshot(Box::new(part))).await?;
         }
         Ok(())

@@ -12,8 +12,8 @@ use std::time::Duration;
 use sitrep_core::cursor::Position;
 use sitrep_core::profile::{demo_directory, nhs_england_catalogue};
 use sitrep_core::{
-    AbsentReason, AlertKind, Cursor, Event, EventKind, Limits, Picture, PictureSnapshot, Rag, Report, Rules,
-    Selection, Timestamp, ValidReport, Value, validate,
+    AbsentReason, AlertKind, Cursor, Event, EventKind, Limits, Picture, PictureSnapshot, Rag, Report, Rules, Selection,
+    Timestamp, ValidReport, Value, validate,
 };
 
 use crate::{Applied, Read, ResetReason, Store};

@@ -91,7 +91,8 @@ fn random_report(rng: &mut Rng, rules: &Rules, now: Timestamp) -> Option<ValidRe
     };
     let absent = Value::Absent(AbsentReason::NotAvailable);
     let pick = |rng: &mut Rng, v: f64| if rng.chance(15) { absent } else { Value::Number(v) };
-    for (open, occupied) in [("beds.cc_adult.open", "beds.cc_adult.occupied"), ("beds.ga_adult.open", "beds.ga_adult.occupied")]
+    for (open, occupied) in
+        [("beds.cc_adult.open", "beds.cc_adult.occupied"), ("beds.ga_adult.open", "beds.ga_adult.occupied")]
     {
         let capacity = rng.below(60) as f64;
         // Either, both or neither: a provider that reports open beds and not occupied ones must not move totals

@@ -57,7 +57,14 @@ impl pb::query_service_server::QueryService for QueryApi {
         let filter = self.ctx.resolve(request.get_ref().filter.as_ref())?;
         let snap = self.ctx.hub.snapshot(&filter.providers).ok_or_else(error::not_ready)?;
         let metrics = filter.metrics.as_ref();
-        Ok(Response::new(snapshot_to_wire(&self.ctx.rules, &snap.cursor, &snap.providers, &snap.rollups, false, metrics)))
+        Ok(Response::new(snapshot_to_wire(
+            &self.ctx.rules,
+            &snap.cursor,
+            &snap.providers,
+            &snap.rollups,
+            false,
+            metrics,
+        )))
     }
 
     async fn get_directory(&self, _: Request<pb::GetDirectoryRequest>) -> Result<Response<pb::Directory>, Status> {

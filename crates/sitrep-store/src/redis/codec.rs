@@ -330,7 +330,15 @@ impl AlertBlob {
             0 => None,
             id => Some(codes.code(id)?),
         };
-        Ok(Alert::new(kind, severity, provider, metric, self.value, self.message, Timestamp::from_millis(self.raised_at)))
+        Ok(Alert::new(
+            kind,
+            severity,
+            provider,
+            metric,
+            self.value,
+            self.message,
+            Timestamp::from_millis(self.raised_at),
+        ))
     }
 }
 
@@ -695,7 +703,12 @@ mod tests {
             assert_eq!(decode_history(&codes, &field, &entry).unwrap(), (history, "1-2".to_owned()));
             if revision == 3 {
                 // About two dozen values with a narrative and a source: a small entry, a compact event.
-                println!("history entry {} bytes, event {} bytes, state {} bytes", entry.len(), bytes.len(), stored.len());
+                println!(
+                    "history entry {} bytes, event {} bytes, state {} bytes",
+                    entry.len(),
+                    bytes.len(),
+                    stored.len()
+                );
                 assert!(entry.len() < 150, "history entry of {} bytes", entry.len());
             }
             prior = Some(state);

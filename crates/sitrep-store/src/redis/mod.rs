@@ -236,7 +236,11 @@ fn fields(entry: &RValue) -> Option<(Position, &[RValue])> {
 }
 
 /// An entry decoded, or taken from what this store appended (`recent`) when it is one of its own.
-fn entry(codes: &Codes, raw: &RValue, recent: &std::sync::Mutex<BTreeMap<Position, Event>>) -> Result<Entry, StoreError> {
+fn entry(
+    codes: &Codes,
+    raw: &RValue,
+    recent: &std::sync::Mutex<BTreeMap<Position, Event>>,
+) -> Result<Entry, StoreError> {
     let (pos, f) = fields(raw).ok_or_else(|| bad("an entry sitrep did not write"))?;
     let prev = position(&text(&f[1])?)?;
     let epoch = text(&f[3])?;
@@ -310,7 +314,9 @@ async fn commit_loop(
                 let message = e.to_string();
                 for p in batch {
                     let _ = p.reply.send(Err(match &e {
-                        StoreError::Unavailable { .. } => StoreError::Unavailable { message: message.clone(), source: None },
+                        StoreError::Unavailable { .. } => {
+                            StoreError::Unavailable { message: message.clone(), source: None }
+                        }
                         _ => StoreError::Internal(message.clone()),
                     }));
                 }
@@ -556,9 +562,9 @@ impl RedisStore {
                 Outcome::Conflict(current) => {
                     prior = match current.is_empty() {
                         true => None,
-                        false => Some(Arc::new(
-                            self.decoding(|codes| codec::decode_state(codes, provider, &current)).await?,
-                        )),
+                        false => {
+                            Some(Arc::new(self.decoding(|codes| codec::decode_state(codes, provider, &current)).await?))
+                        }
                     };
                     self.set_known(provider, prior.clone());
                 }
