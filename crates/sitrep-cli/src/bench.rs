@@ -7,20 +7,26 @@
 //! subscribers attached, and measures for a fixed window. Each report's narrative carries its send time, so a
 //! subscriber can tell how long the report took to reach it without any shared state.
 //!
-//! In the same run it measures a baseline: the same reports applied with `RedisStore::apply` (one `EVALSHA` of the
-//! same Lua script per report, over one multiplexed redis-rs connection) from P concurrent tasks, with no gRPC and
-//! no aggregator. The ratio of the two is sitrep's overhead over the Redis work it cannot avoid.
+//! In the same run, with the same reports and the same concurrency P, it measures two baselines:
+//! - **raw**: each report's irreducible Redis writes (its values into a state hash, a history entry, an event in a
+//!   stream) as one minimal Lua script per report, over one multiplexed redis-rs connection: what a plain persisted
+//!   log of these reports costs on this machine. The ratio of sitrep's rate to this one is the headline figure.
+//! - **store**: the same reports through `RedisStore::apply` with the bench's own rules (planning, encodings and
+//!   group commit, but no gRPC and no subscribers), which shows how the difference splits between store and server.
+//!
+//! Every phase makes its connections first and starts its clock after, so the window measures only steady work.
+//! Redis's CPU and its commands (from `INFO commandstats`) are read at each phase's boundaries, so each phase's
+//! Redis figures are its own.
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use sitrep_core::directory::ProviderKind;
 use sitrep_core::sim::SimProvider;
-use sitrep_core::{Directory, Limits, Report, Timestamp, validate};
+use sitrep_core::{Directory, Limits, Report, Rules, Timestamp, validate};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
@@ -47,6 +53,10 @@ pub struct BenchArgs {
     /// Use this Redis instead of starting one (its data under the bench's key prefixes is left behind).
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Run this `sitrep` binary as the aggregator instead of this one: to compare two builds under the same load
+    /// and the same baselines (before and after a change, in one sitting).
+    #[arg(long, value_name = "PATH")]
+    server_binary: Option<std::path::PathBuf>,
 }
 
 /// Latency samples in microseconds.
@@ -132,6 +142,94 @@ impl Phase {
     }
 }
 
+/// The raw baseline's script: a report's values into its state hash, its history entry, and its event.
+const RAW_SCRIPT: &str = r"
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'd', ARGV[2])
+return 1
+";
+
+/// Redis's CPU seconds and its command count so far.
+struct RedisMark {
+    cpu: Option<f64>,
+    calls: Option<u64>,
+}
+
+async fn redis_mark(url: &str, pid: Option<u32>) -> RedisMark {
+    let calls = async {
+        let client = redis::Client::open(url).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.ok()?;
+        Some(info.lines().filter_map(cmdstat_calls).sum::<u64>())
+    };
+    RedisMark { cpu: pid.and_then(process_usage).map(|(cpu, _)| cpu), calls: calls.await }
+}
+
+/// The `calls=` of one `cmdstat_` line of `INFO commandstats`.
+fn cmdstat_calls(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("cmdstat_")?;
+    rest.split([':', ',']).find_map(|kv| kv.strip_prefix("calls=")).and_then(|n| n.parse().ok())
+}
+
+/// Redis's CPU per report and commands per report between two marks (`-1` for the INFO call of the second mark).
+fn redis_line(a: &RedisMark, b: &RedisMark, reports: u64) -> String {
+    let reports = reports.max(1) as f64;
+    let cpu = match (a.cpu, b.cpu) {
+        (Some(x), Some(y)) => format!("{:.1} µs CPU", (y - x) * 1e6 / reports),
+        _ => "CPU unavailable".into(),
+    };
+    let calls = match (a.calls, b.calls) {
+        (Some(x), Some(y)) => format!("{:.1} commands", (y.saturating_sub(x + 1)) as f64 / reports),
+        _ => "commands unavailable".into(),
+    };
+    format!("{cpu}, {calls} per report")
+}
+
+/// Runs `work` from P tasks for the phase's window (each task calls it in a loop until the window closes) and
+/// returns (latency samples within the window, operations within the window, all operations). The clock starts
+/// when every task is ready.
+async fn run_phase<F, Fut>(p: usize, seconds: u64, work: F) -> (Phase, Samples, u64, u64)
+where
+    F: Fn(usize, u32) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let phase = Arc::new(std::sync::OnceLock::<Phase>::new());
+    let barrier = Arc::new(tokio::sync::Barrier::new(p + 1));
+    let mut tasks = Vec::new();
+    for i in 0..p {
+        let (phase, barrier, work) = (phase.clone(), barrier.clone(), work.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let phase = phase.get().expect("set before the barrier opens");
+            let (mut samples, mut counted, mut all, mut n) = (Samples::default(), 0u64, 0u64, 0u32);
+            while Instant::now() < phase.measure_until {
+                n += 1;
+                let t = Instant::now();
+                if work(i, n).await {
+                    all += 1;
+                    if phase.measuring(t) {
+                        counted += 1;
+                        samples.0.push(t.elapsed().as_micros() as u64);
+                    }
+                }
+            }
+            (samples, counted, all)
+        }));
+    }
+    let _ = phase.set(Phase::new(seconds));
+    barrier.wait().await;
+    let (mut samples, mut counted, mut all) = (Samples::default(), 0, 0);
+    for t in tasks {
+        if let Ok((s, c, a)) = t.await {
+            samples.0.extend(s.0);
+            counted += c;
+            all += a;
+        }
+    }
+    (Arc::into_inner(phase).and_then(|p| p.into_inner()).expect("set"), samples, counted, all)
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.providers == 0 || args.seconds == 0 {
         bail!("--providers and --seconds must be at least 1");
@@ -148,6 +246,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (Some(r), url)
         }
     };
+    let redis_pid = redis_process.as_ref().and_then(|r| r.pid());
     let directory_path = tmp.join("directory.toml");
     std::fs::write(&directory_path, directory_text(args.providers))?;
     let config_path = tmp.join("sitrep.toml");
@@ -159,11 +258,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             std::process::id()
         ),
     )?;
-    let directory = Directory::from_toml("bench directory", &directory_text(args.providers))?;
-    let codes: Vec<String> = directory.providers().map(|p| p.code.clone()).collect();
+    let directory = Arc::new(Directory::from_toml("bench directory", &directory_text(args.providers))?);
+    let catalogue = Arc::new(sitrep_core::profile::nhs_england_catalogue());
+    let rules = Rules::new(
+        catalogue.clone(),
+        directory.clone(),
+        Some(Arc::new(sitrep_core::opel::example_framework())),
+        Default::default(),
+    )?;
+    let codes: Arc<Vec<String>> = Arc::new(directory.providers().map(|p| p.code.clone()).collect());
 
     eprintln!("bench: starting the aggregator (sitrep serve --redis)");
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+    let binary = match &args.server_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut server = tokio::process::Command::new(&binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--redis", &url, "--config"])
         .arg(&config_path)
         .env("RUST_LOG", "warn")
@@ -176,19 +286,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let addr = first.strip_prefix("sitrep listening on ").context("unexpected aggregator output")?.to_owned();
     let url_grpc = format!("http://{addr}");
 
-    // Subscribers, each on its own connection, each following everything.
-    let phase = Arc::new(Phase::new(args.seconds));
-    let sent = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut subscriber_tasks = Vec::new();
+    // Every connection first: subscribers, each on its own connection following everything, then one stream per
+    // provider. The clock starts once all are open.
+    eprintln!("bench: connecting {} subscribers and {} provider streams", args.subscribers, args.providers);
+    let start = Arc::new(std::sync::OnceLock::<Phase>::new());
+    let mut streams = Vec::new();
     for _ in 0..args.subscribers {
         let channel = Endpoint::from_shared(url_grpc.clone())?.connect().await?;
-        let mut stream = SubscriberServiceClient::new(channel)
+        let stream = SubscriberServiceClient::new(channel)
             .subscribe(pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() })
             .await?
             .into_inner();
-        let phase = phase.clone();
+        streams.push(stream);
+    }
+    let mut links = Vec::new();
+    for _ in codes.iter() {
+        let channel = Endpoint::from_shared(url_grpc.clone())?.connect().await?;
+        let mut client = ProviderServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel(4);
+        let acks = client.report(ReceiverStream::new(rx)).await?.into_inner();
+        links.push((tx, acks));
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(args.providers + args.subscribers + 1));
+    let mut subscriber_tasks = Vec::new();
+    for mut stream in streams {
+        let (start, barrier) = (start.clone(), barrier.clone());
         subscriber_tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let phase = start.get().expect("set before the barrier opens");
             let (mut samples, mut events, mut resets) = (Samples::default(), 0u64, 0u64);
             let mut from_receipt = Samples::default();
             while let Ok(Ok(Some(u))) = tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
@@ -222,24 +347,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (samples, from_receipt, events, resets)
         }));
     }
-
-    eprintln!(
-        "bench: {} provider streams, {} subscribers, 1 s warm-up then {} s measured",
-        args.providers, args.subscribers, args.seconds
-    );
-    let mut cpu_start = None;
     let mut provider_tasks = Vec::new();
-    for (i, code) in codes.iter().enumerate() {
-        let channel = Endpoint::from_shared(url_grpc.clone())?.connect().await?;
-        let mut client = ProviderServiceClient::new(channel);
-        let (tx, rx) = mpsc::channel(4);
-        let mut acks = client.report(ReceiverStream::new(rx)).await?.into_inner();
-        let (code, phase, sent, stop) = (code.clone(), phase.clone(), sent.clone(), stop.clone());
+    for (i, (tx, mut acks)) in links.into_iter().enumerate() {
+        let (code, start, barrier) = (codes[i].clone(), start.clone(), barrier.clone());
         provider_tasks.push(tokio::spawn(async move {
             let mut sim = SimProvider::new(&code, ProviderKind::Acute, i as u64);
-            let (mut samples, mut accepted, mut values) = (Samples::default(), 0u64, 0u64);
+            barrier.wait().await;
+            let phase = start.get().expect("set before the barrier opens");
+            let (mut samples, mut accepted, mut values, mut all) = (Samples::default(), 0u64, 0u64, 0u64);
             let mut revision = 0u32;
-            while Instant::now() < phase.measure_until && !stop.load(Ordering::Relaxed) {
+            while Instant::now() < phase.measure_until {
                 revision += 1;
                 let t = Instant::now();
                 let narrative = t.duration_since(phase.start).as_micros().to_string();
@@ -248,29 +365,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 if tx.send(report_to_wire(&report)).await.is_err() {
                     break;
                 }
-                sent.fetch_add(1, Ordering::Relaxed);
                 let Ok(Some(ack)) = acks.message().await else { break };
-                if ack.outcome() == Outcome::Accepted && phase.measuring(t) {
-                    accepted += 1;
-                    values += n;
-                    samples.0.push(t.elapsed().as_micros() as u64);
+                if ack.outcome() == Outcome::Accepted {
+                    all += 1;
+                    if phase.measuring(t) {
+                        accepted += 1;
+                        values += n;
+                        samples.0.push(t.elapsed().as_micros() as u64);
+                    }
                 }
             }
-            (samples, accepted, values)
+            (samples, accepted, values, all)
         }));
     }
+    eprintln!(
+        "bench: {} provider streams, {} subscribers, 1 s warm-up then {} s measured",
+        args.providers, args.subscribers, args.seconds
+    );
+    let redis_before = redis_mark(&url, redis_pid).await;
+    let _ = start.set(Phase::new(args.seconds));
+    barrier.wait().await;
+    let phase = start.get().expect("just set");
     tokio::time::sleep_until(tokio::time::Instant::from_std(phase.measure_from)).await;
-    cpu_start = cpu_start.or(process_usage(server_pid));
+    let cpu_start = process_usage(server_pid);
     tokio::time::sleep_until(tokio::time::Instant::from_std(phase.measure_until)).await;
     let cpu_end = process_usage(server_pid);
-    let redis_cpu = redis_process.as_ref().and_then(|r| r.pid()).and_then(process_usage);
-    let (mut ack_samples, mut accepted, mut values) = (Samples::default(), 0, 0);
+    let (mut ack_samples, mut accepted, mut values, mut all) = (Samples::default(), 0, 0, 0);
     for t in provider_tasks {
-        let (s, a, v) = t.await?;
+        let (s, a, v, n) = t.await?;
         ack_samples.0.extend(s.0);
         accepted += a;
         values += v;
+        all += n;
     }
+    let redis_after = redis_mark(&url, redis_pid).await;
     let (mut delivery, mut publish, mut delivered, mut resets) = (Samples::default(), Samples::default(), 0, 0);
     for t in subscriber_tasks {
         let (s, p, e, r) = t.await?;
@@ -289,52 +417,80 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     drop(server);
 
-    // Baseline: the same Redis work without gRPC or the aggregator.
-    eprintln!("bench: baseline, RedisStore::apply from {} concurrent tasks", args.providers);
+    // Raw baseline: the irreducible writes of the same reports, one minimal script per report.
+    eprintln!("bench: raw baseline, one minimal script per report from {} concurrent tasks", args.providers);
+    let client = redis::Client::open(url.as_str())?;
+    let conn = client.get_multiplexed_async_connection().await?;
+    let raw_prefix = format!("{{bench-raw-{}}}:", std::process::id());
+    let sims: Arc<Vec<tokio::sync::Mutex<SimProvider>>> = Arc::new(
+        codes.iter().enumerate().map(|(i, c)| tokio::sync::Mutex::new(SimProvider::new(c, ProviderKind::Acute, i as u64))).collect(),
+    );
+    let script = Arc::new(redis::Script::new(RAW_SCRIPT));
+    let raw_before = redis_mark(&url, redis_pid).await;
+    let (_, raw_samples, raw_counted, raw_all) = run_phase(args.providers, args.seconds, {
+        let (codes, sims, conn, script, raw_prefix) = (codes.clone(), sims.clone(), conn.clone(), script.clone(), raw_prefix.clone());
+        move |i, n| {
+            let (codes, sims, mut conn, script, prefix) = (codes.clone(), sims.clone(), conn.clone(), script.clone(), raw_prefix.clone());
+            async move {
+                let code = &codes[i];
+                let report = next_report(code, &mut *sims[i].lock().await, n, "baseline".into());
+                let mut entry = String::new();
+                let mut invocation = script.prepare_invoke();
+                invocation
+                    .key(format!("{prefix}state:{code}"))
+                    .key(format!("{prefix}hist:{code}"))
+                    .key(format!("{prefix}events"));
+                for (metric, v) in &report.values {
+                    if let Some(sitrep_core::Value::Number(x)) = v.value {
+                        entry.push_str(&format!("{metric}={x};"));
+                    }
+                }
+                invocation.arg(format!("{}:{n}", report.period.map_or(0, |p| p.millis()))).arg(&entry);
+                for (metric, v) in &report.values {
+                    if let Some(sitrep_core::Value::Number(x)) = v.value {
+                        invocation.arg(metric).arg(x);
+                    }
+                }
+                invocation.invoke_async::<i64>(&mut conn).await.is_ok()
+            }
+        }
+    })
+    .await;
+    let raw_after = redis_mark(&url, redis_pid).await;
+
+    // Store baseline: RedisStore::apply with the bench's rules, no gRPC.
+    eprintln!("bench: store baseline, RedisStore::apply from {} concurrent tasks", args.providers);
     let store = Arc::new(
         RedisStore::connect(RedisOptions {
             url: url.clone(),
-            key_prefix: format!("bench-baseline-{}", std::process::id()),
+            key_prefix: format!("bench-store-{}", std::process::id()),
+            rules: rules.clone(),
             ..Default::default()
         })
         .await?,
     );
-    let catalogue = sitrep_core::profile::nhs_england_catalogue();
-    let directory = Arc::new(directory);
-    let catalogue = Arc::new(catalogue);
-    let base_phase = Arc::new(Phase::new(args.seconds));
-    let mut base_tasks = Vec::new();
-    for (i, code) in codes.iter().enumerate() {
-        let (store, code, phase, directory, catalogue) =
-            (store.clone(), code.clone(), base_phase.clone(), directory.clone(), catalogue.clone());
-        base_tasks.push(tokio::spawn(async move {
-            let mut sim = SimProvider::new(&code, ProviderKind::Acute, i as u64);
-            let (mut samples, mut accepted) = (Samples::default(), 0u64);
-            let mut revision = 0u32;
-            while Instant::now() < phase.measure_until {
-                revision += 1;
-                let t = Instant::now();
-                let report = next_report(&code, &mut sim, revision, "baseline".into());
-                let valid =
-                    validate(&report, &directory, &catalogue, &Limits::default(), Timestamp::now()).expect("valid");
-                if store.apply(&valid, Timestamp::now()).await.is_ok() && phase.measuring(t) {
-                    accepted += 1;
-                    samples.0.push(t.elapsed().as_micros() as u64);
-                }
+    let store_before = redis_mark(&url, redis_pid).await;
+    let (_, store_samples, store_counted, store_all) = run_phase(args.providers, args.seconds, {
+        let (codes, sims, store, directory, catalogue) =
+            (codes.clone(), sims.clone(), store.clone(), directory.clone(), catalogue.clone());
+        move |i, n| {
+            let (codes, sims, store, directory, catalogue) =
+                (codes.clone(), sims.clone(), store.clone(), directory.clone(), catalogue.clone());
+            async move {
+                let report = next_report(&codes[i], &mut *sims[i].lock().await, n, "baseline".into());
+                let Ok(valid) = validate(&report, &directory, &catalogue, &Limits::default(), Timestamp::now()) else {
+                    return false;
+                };
+                matches!(store.apply(&valid, Timestamp::now()).await, Ok(sitrep_store::Applied::Accepted(_)))
             }
-            (samples, accepted)
-        }));
-    }
-    let (mut base_samples, mut base_accepted) = (Samples::default(), 0);
-    for t in base_tasks {
-        let (s, a) = t.await?;
-        base_samples.0.extend(s.0);
-        base_accepted += a;
-    }
-    let redis_cpu_after = redis_process.as_ref().and_then(|r| r.pid()).and_then(process_usage);
+        }
+    })
+    .await;
+    let store_after = redis_mark(&url, redis_pid).await;
 
     let rate = accepted as f64 / window;
-    let base_rate = base_accepted as f64 / window;
+    let raw_rate = raw_counted as f64 / window;
+    let store_rate = store_counted as f64 / window;
     println!(
         "sitrep bench: {} provider streams, {} subscribers, {} s measured, Redis {}",
         args.providers,
@@ -355,7 +511,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .to_owned()))
             .unwrap_or_default()
     );
-    println!("  aggregator (gRPC stream -> validate -> Redis script -> ack; Hub -> subscribers)");
+    println!("  sitrep (gRPC stream -> validate -> plan -> Redis script -> ack; Hub folds -> subscribers)");
     println!("    reports accepted     {rate:>10.0} /s");
     println!("    metric values        {:>10.0} /s", values as f64 / window);
     println!("    ack latency          {}", ack_samples.summary());
@@ -364,16 +520,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("    events delivered     {delivered} to {} subscribers ({} resets)", args.subscribers, resets);
     println!("    aggregator CPU       {cpu_per_report} per report");
     println!("    aggregator peak RSS  {peak}");
-    if let (Some((r0, _)), Some((r1, _))) = (redis_cpu, redis_cpu_after) {
-        println!("    (redis CPU over both phases: {:.1} s)", r1 - r0);
-    }
-    println!(
-        "  baseline (RedisStore::apply: one EVALSHA per report, {} concurrent tasks, no gRPC, no aggregator)",
-        args.providers
-    );
-    println!("    reports applied      {base_rate:>10.0} /s");
-    println!("    apply latency        {}", base_samples.summary());
-    println!("  overhead: the aggregator sustains {:.2}x the baseline's throughput", rate / base_rate.max(1e-9));
+    println!("    redis                {}", redis_line(&redis_before, &redis_after, all));
+    println!("  raw baseline (one minimal script per report: state hash, history entry, stream entry; {} tasks)", args.providers);
+    println!("    reports written      {raw_rate:>10.0} /s");
+    println!("    write latency        {}", raw_samples.summary());
+    println!("    redis                {}", redis_line(&raw_before, &raw_after, raw_all));
+    println!("  store baseline (RedisStore::apply with the bench's rules, no gRPC; {} tasks)", args.providers);
+    println!("    reports applied      {store_rate:>10.0} /s");
+    println!("    apply latency        {}", store_samples.summary());
+    println!("    redis                {}", redis_line(&store_before, &store_after, store_all));
+    println!("  sitrep sustains {:.2}x the raw baseline's rate ({:.2}x the store baseline's)", rate / raw_rate.max(1e-9), rate / store_rate.max(1e-9));
     drop(redis_process);
     Ok(())
 }
