@@ -423,14 +423,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let conn = client.get_multiplexed_async_connection().await?;
     let raw_prefix = format!("{{bench-raw-{}}}:", std::process::id());
     let sims: Arc<Vec<tokio::sync::Mutex<SimProvider>>> = Arc::new(
-        codes.iter().enumerate().map(|(i, c)| tokio::sync::Mutex::new(SimProvider::new(c, ProviderKind::Acute, i as u64))).collect(),
+        codes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| tokio::sync::Mutex::new(SimProvider::new(c, ProviderKind::Acute, i as u64)))
+            .collect(),
     );
     let script = Arc::new(redis::Script::new(RAW_SCRIPT));
     let raw_before = redis_mark(&url, redis_pid).await;
     let (_, raw_samples, raw_counted, raw_all) = run_phase(args.providers, args.seconds, {
-        let (codes, sims, conn, script, raw_prefix) = (codes.clone(), sims.clone(), conn.clone(), script.clone(), raw_prefix.clone());
+        let (codes, sims, conn, script, raw_prefix) =
+            (codes.clone(), sims.clone(), conn.clone(), script.clone(), raw_prefix.clone());
         move |i, n| {
-            let (codes, sims, mut conn, script, prefix) = (codes.clone(), sims.clone(), conn.clone(), script.clone(), raw_prefix.clone());
+            let (codes, sims, mut conn, script, prefix) =
+                (codes.clone(), sims.clone(), conn.clone(), script.clone(), raw_prefix.clone());
             async move {
                 let code = &codes[i];
                 let report = next_report(code, &mut *sims[i].lock().await, n, "baseline".into());
@@ -521,7 +527,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("    aggregator CPU       {cpu_per_report} per report");
     println!("    aggregator peak RSS  {peak}");
     println!("    redis                {}", redis_line(&redis_before, &redis_after, all));
-    println!("  raw baseline (one minimal script per report: state hash, history entry, stream entry; {} tasks)", args.providers);
+    println!(
+        "  raw baseline (one minimal script per report: state hash, history entry, stream entry; {} tasks)",
+        args.providers
+    );
     println!("    reports written      {raw_rate:>10.0} /s");
     println!("    write latency        {}", raw_samples.summary());
     println!("    redis                {}", redis_line(&raw_before, &raw_after, raw_all));
@@ -529,7 +538,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("    reports applied      {store_rate:>10.0} /s");
     println!("    apply latency        {}", store_samples.summary());
     println!("    redis                {}", redis_line(&store_before, &store_after, store_all));
-    println!("  sitrep sustains {:.2}x the raw baseline's rate ({:.2}x the store baseline's)", rate / raw_rate.max(1e-9), rate / store_rate.max(1e-9));
+    println!(
+        "  sitrep sustains {:.2}x the raw baseline's rate ({:.2}x the store baseline's)",
+        rate / raw_rate.max(1e-9),
+        rate / store_rate.max(1e-9)
+    );
     drop(redis_process);
     Ok(())
 }
