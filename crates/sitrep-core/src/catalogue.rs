@@ -374,20 +374,6 @@ impl Catalogue {
         }
     }
 
-    /// For each of `changed` reported metrics, itself and every derived metric that reads it, in code order.
-    pub fn affected<'a>(&self, changed: impl IntoIterator<Item = &'a str>) -> std::collections::BTreeSet<String> {
-        let mut out = std::collections::BTreeSet::new();
-        for code in changed {
-            out.insert(code.to_owned());
-            for d in self.derived.values() {
-                if d.formula.inputs().contains(&code) {
-                    out.insert(d.code.clone());
-                }
-            }
-        }
-        out
-    }
-
     pub fn get(&self, code: &str) -> Option<&Metric> {
         self.metrics.get(code)
     }

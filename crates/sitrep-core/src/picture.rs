@@ -181,15 +181,6 @@ impl Picture {
             .collect()
     }
 
-    /// The scopes a snapshot of `selection` carries rollups for: every scope a selected provider rolls up into.
-    pub fn scopes_for(&self, selection: &Selection) -> Vec<Scope> {
-        let mut scopes = self.rules.scopes();
-        if let Selection::Only(set) = selection {
-            scopes.retain(|scope| set.iter().any(|p| self.rules.in_scope(p, scope)));
-        }
-        scopes
-    }
-
     /// The selected providers and their scopes' figures, as of the picture's cursor.
     pub fn snapshot(&self, selection: &Selection) -> PictureSnapshot {
         let providers = match selection {
@@ -199,7 +190,7 @@ impl Picture {
         PictureSnapshot {
             cursor: self.cursor.clone(),
             providers,
-            rollups: self.rollups(&self.scopes_for(selection), None),
+            rollups: self.rollups(&self.rules.scopes_for(selection), None),
         }
     }
 

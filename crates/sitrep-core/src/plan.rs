@@ -115,12 +115,6 @@ pub fn stale(rules: &Rules, prior: &ProviderLive, now: Timestamp) -> Option<Plan
     })
 }
 
-/// What a plan leaves for a provider when applied on top of `prior`: its new live state, or `prior` unchanged. A
-/// helper for stores and tests, which must end up with the same state as the fold of the plan's event.
-pub fn next_state(plan: &Plan, prior: Option<&ProviderLive>) -> Option<ProviderLive> {
-    plan.state.clone().or_else(|| prior.cloned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,7 +158,6 @@ mod tests {
         assert!(p.state.is_none() && !p.event.live);
         assert_eq!(p.event.version, 2, "a late report leaves the version");
         assert_eq!(p.event.changes[0].before, Some(Value::Number(4.0)));
-        assert_eq!(next_state(&p, Some(&s2)), Some(s2.clone()));
 
         assert!(stale(&rules, &s2, t.add_millis(60_000)).is_none(), "not quiet yet");
         let quiet = t.add_millis(rules.stale_after("RJ7").as_millis() as i64);

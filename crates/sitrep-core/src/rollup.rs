@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::Value;
 use crate::catalogue::{Formula, Rollup};
 use crate::rag::{Rag, rate};
 use crate::rules::{Rules, Scope};
-use crate::{Catalogue, Value};
 
 /// Millionths per unit: the resolution at which totals are summed exactly.
 const SCALE: f64 = 1e6;
@@ -243,23 +243,6 @@ pub fn rollup(rules: &Rules, scope: &Scope, totals: &Totals, metrics: Option<&BT
     }
 }
 
-/// The reported metrics whose totals are needed to roll up `metrics` (themselves, and derived metrics' inputs).
-pub fn inputs(catalogue: &Catalogue, metrics: &BTreeSet<String>) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for code in metrics {
-        match catalogue.derived(code) {
-            Some(d) => out.extend(d.formula.inputs().map(str::to_owned)),
-            None => {
-                out.insert(code.clone());
-                if let Some(bound) = catalogue.get(code).and_then(|m| m.at_most.clone()) {
-                    out.insert(bound);
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,13 +311,5 @@ mod tests {
         t.add(&rules, &values(&[("beds.cc_adult.open", 0.0), ("beds.cc_adult.occupied", 0.0)]), false);
         let only: BTreeSet<String> = ["beds.cc_adult.occupancy".to_string()].into();
         assert_eq!(value_of(&rollup(&rules, &scope, &t, Some(&only)), "beds.cc_adult.occupancy"), (None, 1, None));
-    }
-
-    #[test]
-    fn inputs_of_derived_metrics() {
-        let c = crate::profile::nhs_england_catalogue();
-        let m: BTreeSet<String> = ["beds.cc_adult.occupancy".into(), "ed.over_12h".into()].into();
-        let got: Vec<String> = inputs(&c, &m).into_iter().collect();
-        assert_eq!(got, ["beds.cc_adult.occupied", "beds.cc_adult.open", "ed.in_department", "ed.over_12h"]);
     }
 }

@@ -292,6 +292,15 @@ impl Rules {
         out
     }
 
+    /// The scopes a snapshot of `selection` carries rollups for: every scope a selected provider rolls up into.
+    pub fn scopes_for(&self, selection: &crate::Selection) -> Vec<Scope> {
+        let mut scopes = self.scopes();
+        if let crate::Selection::Only(set) = selection {
+            scopes.retain(|scope| set.iter().any(|p| self.in_scope(p, scope)));
+        }
+        scopes
+    }
+
     /// Whether `provider` rolls up into `scope`.
     pub fn in_scope(&self, provider: &str, scope: &Scope) -> bool {
         let Some(p) = self.directory.provider(provider) else { return false };

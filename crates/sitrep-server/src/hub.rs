@@ -339,11 +339,6 @@ impl Hub {
         self.shared.lock().picture.as_ref().map(|p| p.alerts(selection))
     }
 
-    /// The scopes a snapshot of `selection` carries rollups for.
-    pub fn scopes_for(&self, selection: &Selection) -> Vec<Scope> {
-        Picture::new(self.rules.clone(), Cursor::none()).scopes_for(selection)
-    }
-
     /// Providers that have gone quiet at `now` and are not marked stale yet (none until the Hub is ready).
     pub fn due_stale(&self, now: Timestamp) -> Vec<String> {
         self.shared.lock().picture.as_ref().map(|p| p.due_stale(now)).unwrap_or_default()

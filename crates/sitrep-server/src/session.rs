@@ -163,6 +163,7 @@ impl Session {
             if let Some(registered) = how() {
                 return Ok(registered);
             }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -299,7 +300,7 @@ impl Session {
     async fn catch_up_fully(&self, from: Cursor) -> Result<Result<(Subscription, Cursor), ResetReason>, End> {
         let mut from = from;
         for attempt in 0..4 {
-            let scopes = self.ctx.hub.scopes_for(&self.filter.providers);
+            let scopes = self.ctx.rules.scopes_for(&self.filter.providers);
             let joined = self.register(|| self.ctx.hub.join(&scopes)).await?;
             match self.catch_up(from, joined).await? {
                 Ok((sub, reached)) if sub.kicked() == Kicked::Lagged && attempt < 3 => from = reached,

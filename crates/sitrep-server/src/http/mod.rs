@@ -255,7 +255,7 @@ async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -
     let f = ctx.resolve(Some(&filter(&params)))?;
     let hour = time_param(&params, "hour")?.unwrap_or_else(Timestamp::now).hour_start().add_hours(-1);
     let rules = &ctx.rules;
-    let scopes = ctx.hub.scopes_for(&f.providers);
+    let scopes = rules.scopes_for(&f.providers);
     // Every provider of those scopes counts towards their rollups, selected or not.
     let wanted: BTreeSet<String> = rules
         .directory

@@ -600,18 +600,9 @@ impl RedisStore {
     /// skipped with a warning: the predecessor links between sitrep's own entries still prove nothing of sitrep's
     /// was missed, and a stray entry must neither stall readers nor reset them over and over.
     async fn own_entries(&self, raw: &[RValue]) -> Result<Vec<Entry>, StoreError> {
-        let codes = self.codes().await?;
-        let mut refreshed: Option<Arc<Codes>> = None;
         let mut out = Vec::with_capacity(raw.len());
         for e in raw {
-            let decoded = match entry(refreshed.as_deref().unwrap_or(&codes), e, &self.recent) {
-                Err(StoreError::UnknownCode(_)) if refreshed.is_none() => {
-                    refreshed = Some(self.refresh_codes().await?);
-                    entry(refreshed.as_deref().expect("just set"), e, &self.recent)
-                }
-                other => other,
-            };
-            match decoded {
+            match self.decoding(|codes| entry(codes, e, &self.recent)).await {
                 Ok(entry) => out.push(entry),
                 Err(error) => tracing::warn!(%error, "skipping an entry of the event stream that sitrep cannot read"),
             }
