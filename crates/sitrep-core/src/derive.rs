@@ -13,16 +13,20 @@ use crate::alert::{Alert, AlertKind, Severity};
 use crate::catalogue::{Formula, OPEL_METRIC};
 use crate::opel::Assessment;
 use crate::rag::{Rag, rate};
-use crate::rules::Rules;
+use crate::rules::{Position, Rules};
 use crate::state::MetricChange;
 use crate::{Catalogue, Timestamp, Value};
 
 /// A provider's numbers: every reported metric that has one, and every derived metric that can be computed.
 pub fn figures(catalogue: &Catalogue, values: &BTreeMap<String, Value>) -> BTreeMap<String, f64> {
-    let mut out: BTreeMap<String, f64> = values
-        .iter()
+    numbers(catalogue, borrowed(values)).into_iter().map(|(c, n)| (c.to_owned(), n)).collect()
+}
+
+/// [`figures`], borrowing the codes rather than copying them.
+fn numbers<'a>(catalogue: &'a Catalogue, values: impl Iterator<Item = (&'a str, Value)>) -> BTreeMap<&'a str, f64> {
+    let mut out: BTreeMap<&str, f64> = values
         .filter_map(|(code, v)| match v {
-            Value::Number(n) => Some((code.clone(), *n)),
+            Value::Number(n) => Some((code, n)),
             Value::Absent(_) => None,
         })
         .collect();
@@ -31,32 +35,68 @@ pub fn figures(catalogue: &Catalogue, values: &BTreeMap<String, Value>) -> BTree
         if let (Some(a), Some(b)) = (out.get(a), out.get(b))
             && let Some(v) = d.formula.apply(*a, *b)
         {
-            out.insert(d.code.clone(), v);
+            out.insert(d.code.as_str(), v);
         }
     }
     out
 }
 
-/// What `min_capacity` compares with for `metric`: a ratio's denominator, or the count a count is bounded by.
-fn capacity(catalogue: &Catalogue, metric: &str, figures: &BTreeMap<String, f64>) -> Option<f64> {
-    if let Some(d) = catalogue.derived(metric) {
-        return match &d.formula {
-            Formula::Ratio { denominator, .. } => figures.get(denominator).copied(),
-            Formula::Difference { .. } => None,
-        };
-    }
-    catalogue.get(metric)?.at_most.as_ref().and_then(|bound| figures.get(bound).copied())
+fn borrowed(values: &BTreeMap<String, Value>) -> impl Iterator<Item = (&str, Value)> {
+    values.iter().map(|(c, v)| (c.as_str(), *v))
 }
 
-/// The rating of every rated figure of `provider`.
-pub fn ratings(rules: &Rules, provider: &str, figures: &BTreeMap<String, f64>) -> BTreeMap<String, Rag> {
+/// The rating of every rated figure of `provider`. A figure's `min_capacity` compares with a ratio's denominator,
+/// or the count a count is bounded by.
+fn ratings<'a>(rules: &Rules, provider: &str, figures: &BTreeMap<&'a str, f64>) -> BTreeMap<&'a str, Rag> {
+    let index = rules.index();
+    let overrides = rules.directory.provider(provider).map(|p| &p.rag).filter(|o| !o.is_empty());
     figures
         .iter()
         .filter_map(|(code, v)| {
-            let rule = rules.rag_rule(Some(provider), code)?;
-            Some((code.clone(), rate(&rule, *v, capacity(&rules.catalogue, code, figures))?))
+            let (base, capacity) = match index.position(code)? {
+                Position::Metric(m) => {
+                    let (_, bound, rag) = &index.metric_rules[m];
+                    (rag.as_ref()?, bound.and_then(|b| figures.get(index.metrics[b].as_str()).copied()))
+                }
+                Position::Derived(d) => {
+                    let (formula, rag) = &index.derived_rules[d];
+                    let capacity = match formula {
+                        Formula::Ratio { denominator, .. } => figures.get(denominator.as_str()).copied(),
+                        Formula::Difference { .. } => None,
+                    };
+                    (rag.as_ref()?, capacity)
+                }
+            };
+            let rag = match overrides.is_some_and(|o| o.contains_key(*code)) {
+                true => rate(&rules.rag_rule(Some(provider), code)?, *v, capacity),
+                false => rate(base, *v, capacity),
+            };
+            Some((*code, rag?))
         })
         .collect()
+}
+
+/// One side of a report: a provider's figures with their ratings, and its OPEL levels.
+struct Side<'a> {
+    numbers: BTreeMap<&'a str, f64>,
+    rags: BTreeMap<&'a str, Rag>,
+    opel: Opel,
+}
+
+impl<'a> Side<'a> {
+    /// Derived afresh from a provider's numbers.
+    fn of(rules: &Rules, provider: &str, numbers: BTreeMap<&'a str, f64>) -> Self {
+        let rags = ratings(rules, provider, &numbers);
+        let opel = opel(rules, &numbers);
+        Side { numbers, rags, opel }
+    }
+
+    /// As a provider's state keeps it (what was derived when its last report came).
+    fn kept(figures: &'a [Figure], opel: Opel) -> Self {
+        let numbers = figures.iter().filter_map(|f| Some((f.metric.as_str(), f.value?))).collect();
+        let rags = figures.iter().filter_map(|f| Some((f.metric.as_str(), f.rag?))).collect();
+        Side { numbers, rags, opel }
+    }
 }
 
 /// One figure of a provider with its rating.
@@ -109,16 +149,19 @@ impl Derived {
 
 /// A provider's whole derived picture from its live values: every figure with its rating, and its OPEL levels.
 pub fn provider_view(rules: &Rules, provider: &str, values: &BTreeMap<String, Value>) -> (Vec<Figure>, Opel) {
-    let f = figures(&rules.catalogue, values);
-    let r = ratings(rules, provider, &f);
-    let list = f.iter().map(|(m, v)| Figure { metric: m.clone(), value: Some(*v), rag: r.get(m).copied() }).collect();
-    (list, opel(rules, &f))
+    let side = Side::of(rules, provider, numbers(&rules.catalogue, borrowed(values)));
+    let list = side
+        .numbers
+        .iter()
+        .map(|(m, v)| Figure { metric: (*m).to_owned(), value: Some(*v), rag: side.rags.get(m).copied() })
+        .collect();
+    (list, side.opel)
 }
 
-fn opel(rules: &Rules, figures: &BTreeMap<String, f64>) -> Opel {
+fn opel(rules: &Rules, figures: &BTreeMap<&str, f64>) -> Opel {
     Opel {
         declared: figures.get(OPEL_METRIC).map(|v| *v as u32),
-        computed: rules.opel.as_ref().and_then(|f| f.assess(figures)),
+        computed: rules.opel.as_ref().and_then(|f| f.assess_with(|m| figures.get(m).copied())),
     }
 }
 
@@ -165,24 +208,37 @@ pub fn report(
 ) -> Derived {
     let c = &rules.catalogue;
     let empty = BTreeMap::new();
-    let fb = figures(c, before.values.unwrap_or(&empty));
-    let fa = figures(c, after);
-    let rb = ratings(rules, provider, &fb);
-    let ra = ratings(rules, provider, &fa);
+    let b = Side::of(rules, provider, numbers(c, borrowed(before.values.unwrap_or(&empty))));
+    let a = Side::of(rules, provider, numbers(c, borrowed(after)));
+    between(rules, provider, &b, &a, before.open, changes, at)
+}
+
+/// What changed between two sides of a report, and the alerts that raises and clears given the `open` ones.
+fn between(
+    rules: &Rules,
+    provider: &str,
+    b: &Side<'_>,
+    a: &Side<'_>,
+    open_alerts: &[Alert],
+    changes: &[MetricChange],
+    at: Timestamp,
+) -> Derived {
+    let c = &rules.catalogue;
+    let (fb, fa, rb, ra) = (&b.numbers, &a.numbers, &b.rags, &a.rags);
     let mut out = Derived::default();
 
-    let codes: BTreeSet<&String> = fb.keys().chain(fa.keys()).collect();
-    for code in &codes {
-        if fb.get(*code) != fa.get(*code) || rb.get(*code) != ra.get(*code) {
+    let codes: BTreeSet<&str> = fb.keys().chain(fa.keys()).copied().collect();
+    for code in codes {
+        if fb.get(code) != fa.get(code) || rb.get(code) != ra.get(code) {
             out.figures.push(Figure {
-                metric: (*code).clone(),
-                value: fa.get(*code).copied(),
-                rag: ra.get(*code).copied(),
+                metric: code.to_owned(),
+                value: fa.get(code).copied(),
+                rag: ra.get(code).copied(),
             });
         }
     }
 
-    let open: BTreeMap<&str, &Alert> = before.open.iter().map(|a| (a.key.as_str(), a)).collect();
+    let open: BTreeMap<&str, &Alert> = open_alerts.iter().map(|a| (a.key.as_str(), a)).collect();
     let raise = |out: &mut Derived, alert: Alert| out.raised.push(alert);
     let clear = |out: &mut Derived, key: &str| {
         if let Some(a) = open.get(key) {
@@ -194,13 +250,20 @@ pub fn report(
     let rated: BTreeSet<&str> = ra
         .keys()
         .chain(rb.keys())
-        .map(String::as_str)
-        .chain(before.open.iter().filter(|a| a.kind == AlertKind::Threshold).filter_map(|a| a.metric.as_deref()))
+        .copied()
+        .chain(open_alerts.iter().filter(|a| a.kind == AlertKind::Threshold).filter_map(|a| a.metric.as_deref()))
         .collect();
+    // Only a figure whose redness disagrees with its open alerts needs its alert's key spelled out.
+    let open_red: BTreeSet<&str> =
+        open_alerts.iter().filter(|a| a.kind == AlertKind::Threshold).filter_map(|a| a.metric.as_deref()).collect();
     for code in rated {
-        let key = Alert::key_for(AlertKind::Threshold, provider, Some(code));
         let red = ra.get(code) == Some(&Rag::Red);
-        match (red, open.contains_key(key.as_str())) {
+        let is_open = open_red.contains(code);
+        if red == is_open {
+            continue;
+        }
+        let key = Alert::key_for(AlertKind::Threshold, provider, Some(code));
+        match (red, is_open) {
             (true, false) => {
                 let value = fa[code];
                 let rule = rules.rag_rule(Some(provider), code).expect("rated metrics have a rule");
@@ -264,7 +327,7 @@ pub fn report(
         let (Some(Value::Number(b)), Value::Number(a)) = (ch.before, ch.after) else { continue };
         let Some(metric) = c.get(&ch.metric) else { continue };
         let Some(fraction) = metric.jump else { continue };
-        let cap = metric.at_most.as_ref().and_then(|bound| fa.get(bound).copied()).unwrap_or(a.max(b));
+        let cap = metric.at_most.as_ref().and_then(|bound| fa.get(bound.as_str()).copied()).unwrap_or(a.max(b));
         if cap > 0.0 && (a - b).abs() > fraction * cap {
             let key = Alert::key_for(AlertKind::Jump, provider, Some(&ch.metric));
             clear(&mut out, &key);
@@ -283,7 +346,7 @@ pub fn report(
             );
         }
     }
-    for a in before.open.iter().filter(|a| a.kind == AlertKind::Jump && !jumped.contains(&a.key)) {
+    for a in open_alerts.iter().filter(|a| a.kind == AlertKind::Jump && !jumped.contains(&a.key)) {
         out.cleared.push(a.clone());
     }
 
@@ -291,8 +354,7 @@ pub fn report(
     clear(&mut out, &Alert::key_for(AlertKind::Stale, provider, None));
 
     // OPEL: declared and computed, and whether they disagree.
-    let ob = opel(rules, &fb);
-    let oa = opel(rules, &fa);
+    let (ob, oa) = (&b.opel, &a.opel);
     let level = |o: &Opel| (o.declared, o.computed.as_ref().map(|c| (c.level, c.score.to_bits())));
     if ob != oa {
         out.opel = Some(oa.clone());
@@ -340,18 +402,22 @@ pub fn advance(
     report: &crate::ValidReport,
     received_at: Timestamp,
 ) -> (Vec<MetricChange>, Derived) {
-    let before = live.as_ref().map(crate::ProviderLive::values);
-    let open = live.as_ref().map(|l| l.alerts.clone()).unwrap_or_default();
+    // What was derived when the last report came is kept in the state: the side before this report, for free.
+    let (kept_figures, kept_opel, open) = match live.as_mut() {
+        Some(l) => (std::mem::take(&mut l.figures), std::mem::take(&mut l.opel), std::mem::take(&mut l.alerts)),
+        None => Default::default(),
+    };
     let changes = crate::state::apply_live(live, report, received_at);
     let state = live.as_mut().expect("just applied");
-    let derived = self::report(
-        rules,
-        report.provider(),
-        Before { values: before.as_ref(), open: &open },
-        &state.values(),
-        &changes,
-        received_at,
-    );
+    let (derived, kept_opel) = {
+        let before = Side::kept(&kept_figures, kept_opel);
+        let values = state.readings.iter().map(|(c, r)| (c.as_str(), r.value));
+        let after = Side::of(rules, report.provider(), numbers(&rules.catalogue, values));
+        (between(rules, report.provider(), &before, &after, &open, &changes, received_at), before.opel)
+    };
+    state.figures = kept_figures;
+    state.opel = kept_opel;
+    state.alerts = open;
     state.record_alerts(&derived);
     state.stale = false;
     state.version += 1;
@@ -363,18 +429,17 @@ pub fn advance(
 /// replace (or, with no value, remove) the provider's, and its OPEL levels, if it has any, replace the provider's.
 /// Planning and folding both call this, so a folded picture holds exactly what was planned.
 pub fn apply_derived(state: &mut crate::ProviderLive, derived: &Derived) {
-    if derived.figures.is_empty() && derived.opel.is_none() {
-        return;
-    }
-    let mut figures: BTreeMap<&str, &Figure> = state.figures.iter().map(|f| (f.metric.as_str(), f)).collect();
     for f in &derived.figures {
-        match f.value {
-            Some(_) => figures.insert(&f.metric, f),
-            None => figures.remove(f.metric.as_str()),
-        };
+        let at = state.figures.binary_search_by(|g| g.metric.as_str().cmp(&f.metric));
+        match (at, f.value) {
+            (Ok(i), Some(_)) => state.figures[i] = f.clone(),
+            (Ok(i), None) => {
+                state.figures.remove(i);
+            }
+            (Err(i), Some(_)) => state.figures.insert(i, f.clone()),
+            (Err(_), None) => {}
+        }
     }
-    let next: Vec<Figure> = figures.into_values().cloned().collect();
-    state.figures = next;
     if let Some(o) = &derived.opel {
         state.opel = o.clone();
     }
@@ -457,7 +522,7 @@ mod tests {
         let f = figures(&rules.catalogue, &v);
         assert_eq!(f["beds.cc_adult.occupancy"], 95.0);
         assert_eq!(f["beds.cc_adult.free"], 1.0);
-        let r = ratings(&rules, "RJ7", &f);
+        let r = ratings(&rules, "RJ7", &f.iter().map(|(c, n)| (c.as_str(), *n)).collect());
         assert_eq!(r["beds.cc_adult.occupancy"], Rag::Red);
         assert_eq!(r["beds.cc_adult.free"], Rag::Amber);
         // Three paediatric beds is below the minimum capacity of 4: full, but not rated on its percentage.

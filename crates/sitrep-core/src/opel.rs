@@ -212,10 +212,15 @@ impl Framework {
     /// A value that is not finite (NaN, infinity) counts as no value: it cannot be a real reading, and scoring NaN
     /// would silently give it the fewest points.
     pub fn assess(&self, values: &BTreeMap<String, f64>) -> Option<Assessment> {
+        self.assess_with(|metric| values.get(metric).copied())
+    }
+
+    /// [`Framework::assess`] with the figures looked up by `value`.
+    pub fn assess_with(&self, value: impl Fn(&str) -> Option<f64>) -> Option<Assessment> {
         let mut scored = Vec::new();
         let mut missing = Vec::new();
         for p in &self.parameters {
-            match values.get(&p.metric).copied().filter(|v| v.is_finite()) {
+            match value(&p.metric).filter(|v| v.is_finite()) {
                 Some(value) => scored.push(Scored {
                     parameter: p.code.clone(),
                     label: p.label.clone(),

@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::derive;
-use crate::rollup::{ScopeRollup, Totals, fixed, rollup};
+use crate::rollup::{ScopeRollup, Totals, fixed, rollup, rollup_at};
+use crate::rules::Position;
 use crate::{Alert, Cursor, Event, EventKind, ProviderLive, Rules, Scope, Selection, Timestamp};
 
 /// The whole (or a filtered part of the) picture as of one cursor.
@@ -161,12 +162,11 @@ impl Picture {
                 t.change_pair(*d, *before, pair(state, *d));
             }
         }
-        let metrics: BTreeSet<String> = changed
-            .iter()
-            .map(|m| index.metrics[*m].clone())
-            .chain(derived.iter().map(|d| index.derived[*d].clone()))
-            .collect();
-        Ok(scopes.iter().map(|s| rollup(rules, &index.scopes[*s], &self.totals[*s], Some(&metrics))).collect())
+        let mut positions: Vec<Position> =
+            changed.iter().map(|m| Position::Metric(*m)).chain(derived.iter().map(|d| Position::Derived(*d))).collect();
+        positions.sort_by(|a, b| index.code(*a).cmp(index.code(*b)));
+        positions.dedup();
+        Ok(scopes.iter().map(|s| rollup_at(rules, &index.scopes[*s], &self.totals[*s], &positions, false)).collect())
     }
 
     /// The figures of `scopes`: of `metrics`, or of every metric that has a value when `None`.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::Value;
 use crate::catalogue::{Formula, Rollup};
 use crate::rag::{Rag, rate};
-use crate::rules::{Rules, Scope};
+use crate::rules::{Index, Position, Rules, Scope};
 
 /// Millionths per unit: the resolution at which totals are summed exactly.
 const SCALE: f64 = 1e6;
@@ -176,70 +176,82 @@ pub struct ScopeRollup {
     pub metrics: Vec<RollupValue>,
 }
 
-/// The figure for `metric` (reported or derived) from `totals`, with its coverage and the figure its
-/// `min_capacity` compares with; None for a code the catalogue does not know.
-fn figure(rules: &Rules, totals: &Totals, metric: &str) -> Option<(Option<f64>, u32, Option<f64>)> {
-    let catalogue = &rules.catalogue;
-    let index = rules.index();
-    if let Some(m) = catalogue.get(metric) {
-        let a = &totals.metrics[index.metric(metric)?];
-        if a.n == 0 {
-            return Some((None, 0, None));
+/// The figure at `position` from `totals`, with its coverage and the figure its `min_capacity` compares with.
+fn figure(index: &Index, totals: &Totals, position: Position) -> (Option<f64>, u32, Option<f64>) {
+    match position {
+        Position::Metric(m) => {
+            let a = &totals.metrics[m];
+            let (rule, bound, _) = &index.metric_rules[m];
+            if a.n == 0 {
+                return (None, 0, None);
+            }
+            let value = match rule {
+                Rollup::Sum => Some(unfixed(a.sum)),
+                Rollup::Mean => Some(unfixed(a.sum) / f64::from(a.n)),
+                Rollup::Max => a.values.keys().next_back().map(|v| unfixed(*v)),
+            };
+            let capacity = bound.map(|b| &totals.metrics[b]).filter(|b| b.n > 0).map(|b| unfixed(b.sum));
+            (value, a.n, capacity)
         }
-        let value = match m.rollup {
-            Rollup::Sum => unfixed(a.sum),
-            Rollup::Mean => unfixed(a.sum) / f64::from(a.n),
-            Rollup::Max => unfixed(*a.values.keys().next_back()?),
-        };
-        let capacity = m
-            .at_most
-            .as_deref()
-            .and_then(|bound| index.metric(bound))
-            .map(|b| &totals.metrics[b])
-            .filter(|b| b.n > 0)
-            .map(|b| unfixed(b.sum));
-        return Some((Some(value), a.n, capacity));
+        Position::Derived(d) => {
+            let p = totals.pairs[d];
+            if p.n == 0 {
+                return (None, 0, None);
+            }
+            let (formula, _) = &index.derived_rules[d];
+            let (a, b) = (unfixed(p.a), unfixed(p.b));
+            let capacity = matches!(formula, Formula::Ratio { .. }).then_some(b);
+            (formula.apply(a, b), p.n, capacity)
+        }
     }
-    let d = catalogue.derived(metric)?;
-    let p = totals.pairs[index.derived(metric)?];
-    if p.n == 0 {
-        return Some((None, 0, None));
-    }
-    let (a, b) = (unfixed(p.a), unfixed(p.b));
-    let capacity = matches!(d.formula, Formula::Ratio { .. }).then_some(b);
-    Some((d.formula.apply(a, b), p.n, capacity))
 }
 
-/// The figures of `scope` from its totals: for `metrics`, or for every metric that has a value when `None`.
-pub fn rollup(rules: &Rules, scope: &Scope, totals: &Totals, metrics: Option<&BTreeSet<String>>) -> ScopeRollup {
-    let catalogue = &rules.catalogue;
+/// The figures of `scope` from its totals at `positions` (in code order); with `listing_all`, only those that have
+/// a value.
+pub fn rollup_at(
+    rules: &Rules,
+    scope: &Scope,
+    totals: &Totals,
+    positions: &[Position],
+    listing_all: bool,
+) -> ScopeRollup {
     let index = rules.index();
-    let one = |code: &String, listing_all: bool| {
-        let (value, n, capacity) = figure(rules, totals, code)?;
-        if listing_all && value.is_none() {
-            return None;
-        }
-        let rag = match (value, catalogue.rag_rule(code)) {
-            (Some(v), Some(rule)) => rate(rule, v, capacity),
-            _ => None,
-        };
-        Some(RollupValue { metric: code.clone(), value, n, rag })
-    };
-    let metrics = match metrics {
-        Some(codes) => codes.iter().filter_map(|c| one(c, false)).collect(),
-        None => {
-            let mut all: Vec<RollupValue> =
-                index.metrics.iter().chain(&index.derived).filter_map(|c| one(c, true)).collect();
-            all.sort_by(|a, b| a.metric.cmp(&b.metric));
-            all
-        }
-    };
+    let metrics = positions
+        .iter()
+        .filter_map(|position| {
+            let (value, n, capacity) = figure(index, totals, *position);
+            if listing_all && value.is_none() {
+                return None;
+            }
+            let rule = match position {
+                Position::Metric(m) => index.metric_rules[*m].2.as_ref(),
+                Position::Derived(d) => index.derived_rules[*d].1.as_ref(),
+            };
+            let rag = value.zip(rule).and_then(|(v, rule)| rate(rule, v, capacity));
+            Some(RollupValue { metric: index.code(*position).to_owned(), value, n, rag })
+        })
+        .collect();
     ScopeRollup {
         scope: scope.clone(),
         providers: rules.providers_in(scope),
         reporting: totals.reporting,
         stale: totals.stale,
         metrics,
+    }
+}
+
+/// The figures of `scope` from its totals: for `metrics`, or for every metric that has a value when `None`.
+pub fn rollup(rules: &Rules, scope: &Scope, totals: &Totals, metrics: Option<&BTreeSet<String>>) -> ScopeRollup {
+    let index = rules.index();
+    match metrics {
+        Some(codes) => {
+            let positions: Vec<Position> = codes.iter().filter_map(|c| index.position(c)).collect();
+            rollup_at(rules, scope, totals, &positions, false)
+        }
+        None => {
+            let positions: Vec<Position> = index.all.iter().map(|(_, p)| *p).collect();
+            rollup_at(rules, scope, totals, &positions, true)
+        }
     }
 }
 

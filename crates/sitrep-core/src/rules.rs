@@ -101,24 +101,50 @@ pub struct Rules {
 pub struct Index {
     /// Reported metric codes, in catalogue (code) order.
     pub metrics: Vec<String>,
-    metric_pos: std::collections::HashMap<String, usize>,
+    metric_pos: rustc_hash::FxHashMap<String, usize>,
     /// Derived metric codes, in code order.
     pub derived: Vec<String>,
-    derived_pos: std::collections::HashMap<String, usize>,
+    derived_pos: rustc_hash::FxHashMap<String, usize>,
     /// Each derived metric's two inputs, as reported metric positions.
     pub inputs: Vec<[usize; 2]>,
     /// For each reported metric, the derived metrics that read it.
     pub feeds: Vec<Vec<usize>>,
     /// Whether each reported metric rolls up by its maximum.
     pub by_max: Vec<bool>,
+    /// Each reported metric's rollup rule, the metric it is bounded by, and its RAG thresholds.
+    pub metric_rules: Vec<(crate::catalogue::Rollup, Option<usize>, Option<RagRule>)>,
+    /// Each derived metric's formula and RAG thresholds.
+    pub derived_rules: Vec<(crate::catalogue::Formula, Option<RagRule>)>,
+    /// Every metric, reported and derived, in code order, with its position.
+    pub all: Vec<(String, Position)>,
     /// Every scope: systems, regions, then the nation (as [`Rules::scopes`]).
     pub scopes: Vec<Scope>,
-    scope_pos: std::collections::HashMap<Scope, usize>,
+    scope_pos: rustc_hash::FxHashMap<Scope, usize>,
     /// For each provider, the positions of its system, region and nation.
-    provider_scopes: std::collections::HashMap<String, Vec<usize>>,
+    provider_scopes: rustc_hash::FxHashMap<String, Vec<usize>>,
+}
+
+/// Where a metric's totals are: a reported metric's, or a derived metric's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Position {
+    Metric(usize),
+    Derived(usize),
 }
 
 impl Index {
+    /// The position of a reported or derived metric.
+    pub fn position(&self, code: &str) -> Option<Position> {
+        self.metric(code).map(Position::Metric).or_else(|| self.derived(code).map(Position::Derived))
+    }
+
+    /// The code of the metric at `position`.
+    pub fn code(&self, position: Position) -> &str {
+        match position {
+            Position::Metric(m) => &self.metrics[m],
+            Position::Derived(d) => &self.derived[d],
+        }
+    }
+
     /// The position of a reported metric.
     pub fn metric(&self, code: &str) -> Option<usize> {
         self.metric_pos.get(code).copied()
@@ -205,7 +231,7 @@ impl Rules {
     fn build_index(&self) -> Index {
         let c = &self.catalogue;
         let metrics: Vec<String> = c.metrics().map(|m| m.code.clone()).collect();
-        let metric_pos: std::collections::HashMap<String, usize> =
+        let metric_pos: rustc_hash::FxHashMap<String, usize> =
             metrics.iter().enumerate().map(|(i, m)| (m.clone(), i)).collect();
         let derived: Vec<String> = c.derived_metrics().map(|d| d.code.clone()).collect();
         let derived_pos = derived.iter().enumerate().map(|(i, d)| (d.clone(), i)).collect();
@@ -224,15 +250,39 @@ impl Rules {
             })
             .collect();
         let by_max = c.metrics().map(|m| m.rollup == crate::catalogue::Rollup::Max).collect();
+        let metric_rules =
+            c.metrics().map(|m| (m.rollup, m.at_most.as_deref().map(|b| metric_pos[b]), m.rag.clone())).collect();
+        let derived_rules = c.derived_metrics().map(|d| (d.formula.clone(), d.rag.clone())).collect();
+        let mut all: Vec<(String, Position)> = metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.clone(), Position::Metric(i)))
+            .chain(derived.iter().enumerate().map(|(i, d)| (d.clone(), Position::Derived(i))))
+            .collect();
+        all.sort();
         let scopes = self.scopes();
-        let scope_pos: std::collections::HashMap<Scope, usize> =
+        let scope_pos: rustc_hash::FxHashMap<Scope, usize> =
             scopes.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
         let provider_scopes = self
             .directory
             .providers()
             .map(|p| (p.code.clone(), self.scopes_of(&p.code).iter().map(|s| scope_pos[s]).collect()))
             .collect();
-        Index { metrics, metric_pos, derived, derived_pos, inputs, feeds, by_max, scopes, scope_pos, provider_scopes }
+        Index {
+            metrics,
+            metric_pos,
+            derived,
+            derived_pos,
+            inputs,
+            feeds,
+            by_max,
+            metric_rules,
+            derived_rules,
+            all,
+            scopes,
+            scope_pos,
+            provider_scopes,
+        }
     }
 
     /// Positions of metrics and scopes.

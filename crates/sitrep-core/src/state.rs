@@ -229,10 +229,13 @@ pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, receive
     let changes = diff(|code| live.as_ref().and_then(|l| l.readings.get(code)).map(|r| &r.value), report);
     let state = live.get_or_insert_with(|| ProviderLive::new(report.provider()));
     for (code, value) in report.values() {
-        state.readings.insert(
-            code.clone(),
-            Reading { value: *value, period: report.period(), observed_at: report.observed_at() },
-        );
+        let reading = Reading { value: *value, period: report.period(), observed_at: report.observed_at() };
+        match state.readings.get_mut(code) {
+            Some(r) => *r = reading,
+            None => {
+                state.readings.insert(code.clone(), reading);
+            }
+        }
     }
     state.site = report.site().map(str::to_owned);
     state.period = report.period();

@@ -7,7 +7,9 @@
 //! period in hours, an observation time in milliseconds after its period, a receipt time after the observation. A
 //! report of two dozen counts is about a hundred bytes in history.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use prost::Message;
 use sitrep_core::derive::{Derived, Figure, Opel};

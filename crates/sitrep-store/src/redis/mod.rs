@@ -19,8 +19,8 @@
 //! Every key starts with `{<prefix>}:` (the braces are a hash tag, so all keys share one Redis Cluster slot and
 //! one script may touch them all):
 //! - `log` hash: `epoch`, the log's generation id, and `head`, the id of the latest event
-//! - `events` stream: entry id = cursor position; fields `p` (the previous event's id), `e` (the epoch) and `d`
-//!   (the event, see [`codec`])
+//! - `events` stream: entry id = cursor position; fields `p` (the previous event's id), `e` (the epoch), `w` (the
+//!   writing store's token for it, `<store id>.<n>`) and `d` (the event, see [`codec`])
 //! - `states` hash: provider -> `<version>|<state>`
 //! - `hist:<provider>` hash: `<period in hours>:<revision>` -> `<event id>|<entry>`; `histidx:<provider>` zset of
 //!   those fields scored by period
@@ -147,9 +147,14 @@ pub struct RedisStore {
     known: std::sync::Mutex<HashMap<String, Arc<ProviderLive>>>,
     /// One lock per provider, so this replica plans and persists a provider's reports one at a time.
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// Events this store appended, until its own tail reads them back: the Hub then takes them as they are
-    /// instead of decoding them again (most events of a single-replica deployment). Bounded; oldest dropped.
-    recent: Arc<std::sync::Mutex<BTreeMap<Position, Event>>>,
+    /// Events this store is appending, by token, until its own tail reads them back: the Hub then takes them as they
+    /// are instead of decoding them again (most events of a single-replica deployment). An event is put here before
+    /// it is persisted, because the tail may read it back before the writer has its answer. Bounded; oldest
+    /// dropped.
+    recent: Arc<std::sync::Mutex<BTreeMap<u64, Event>>>,
+    /// This store's id in the tokens it writes (`w`), and the next token's number.
+    writer: String,
+    next_token: std::sync::atomic::AtomicU64,
     /// The committer's queue (group commit), started on first use.
     committer: OnceLock<mpsc::Sender<Pending>>,
 }
@@ -222,32 +227,37 @@ struct Entry {
     prev: Position,
 }
 
-/// sitrep's fields of a stream entry, `p`, `e` and `d`, or `None` for an entry sitrep did not write.
+/// sitrep's fields of a stream entry, `p`, `e`, `w` and `d`, or `None` for an entry sitrep did not write.
 fn fields(entry: &RValue) -> Option<(Position, &[RValue])> {
     let [id, fields] = array(entry).ok()? else { return None };
     let pos = position(&text(id).ok()?).ok()?;
     let fields = array(fields).ok()?;
-    match fields {
-        [p, _, e, _, d, _] if bytes(p).ok()? == b"p" && bytes(e).ok()? == b"e" && bytes(d).ok()? == b"d" => {
-            Some((pos, fields))
-        }
-        _ => None,
-    }
+    let named = |i: usize, name: &[u8]| bytes(&fields[i]).is_ok_and(|f| f == name);
+    (fields.len() == 8 && named(0, b"p") && named(2, b"e") && named(4, b"w") && named(6, b"d")).then_some((pos, fields))
 }
 
-/// An entry decoded, or taken from what this store appended (`recent`) when it is one of its own.
+/// An entry decoded, or taken from what this store appended (`recent`, by its token) when it is one of its own.
 fn entry(
     codes: &Codes,
     raw: &RValue,
-    recent: &std::sync::Mutex<BTreeMap<Position, Event>>,
+    writer: &str,
+    recent: &std::sync::Mutex<BTreeMap<u64, Event>>,
 ) -> Result<Entry, StoreError> {
     let (pos, f) = fields(raw).ok_or_else(|| bad("an entry sitrep did not write"))?;
     let prev = position(&text(&f[1])?)?;
     let epoch = text(&f[3])?;
-    let mine = recent.lock().unwrap_or_else(|e| e.into_inner()).remove(&pos);
+    let token = bytes(&f[5])?
+        .strip_prefix(writer.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"."))
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok());
+    let mine = token.and_then(|t| recent.lock().unwrap_or_else(|e| e.into_inner()).remove(&t));
+    let cursor = Cursor::new(epoch.clone(), pos);
     let event = match mine {
-        Some(e) if e.cursor.epoch == epoch => e,
-        _ => codec::decode_event(codes, bytes(&f[5])?, Cursor::new(epoch.clone(), pos))?,
+        Some(mut e) => {
+            e.cursor = cursor;
+            e
+        }
+        None => codec::decode_event(codes, bytes(&f[7])?, cursor)?,
     };
     Ok(Entry { event, epoch, prev })
 }
@@ -266,7 +276,7 @@ fn linked(after: &Cursor, entries: &[Entry]) -> bool {
 
 /// One plan's arguments to `persist.lua`, and where its outcome goes.
 struct Pending {
-    args: [Vec<u8>; 8],
+    args: [Vec<u8>; 9],
     reply: oneshot::Sender<Result<(String, Outcome), StoreError>>,
 }
 
@@ -369,6 +379,8 @@ impl RedisStore {
             known: Default::default(),
             locks: Default::default(),
             recent: Default::default(),
+            writer: crate::new_epoch('w'),
+            next_token: Default::default(),
             committer: OnceLock::new(),
         })
     }
@@ -449,6 +461,7 @@ impl RedisStore {
             None => Default::default(),
         };
         let state = plan.state.as_ref().map(|s| codec::encode_state(codes, s)).transpose()?.unwrap_or_default();
+        let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let args = [
             plan.provider.clone().into_bytes(),
             plan.expected_version.to_string().into_bytes(),
@@ -458,11 +471,19 @@ impl RedisStore {
             state,
             codec::encode_event(codes, &plan.event)?,
             entry,
+            format!("{}.{token}", self.writer).into_bytes(),
         ];
+        self.remember(token, &plan.event);
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Unavailable { message: "redis: the committer stopped".into(), source: None };
-        self.committer().send(Pending { args, reply }).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let outcome = match self.committer().send(Pending { args, reply }).await {
+            Ok(()) => answer.await.map_err(|_| closed()).and_then(|o| o),
+            Err(_) => Err(closed()),
+        };
+        if !matches!(outcome, Ok((_, Outcome::Accepted(_)))) {
+            self.recent.lock().unwrap_or_else(|e| e.into_inner()).remove(&token);
+        }
+        outcome
     }
 
     fn provider_lock(&self, provider: &str) -> Arc<Mutex<()>> {
@@ -481,9 +502,9 @@ impl RedisStore {
         };
     }
 
-    fn remember(&self, ev: &Event) {
+    fn remember(&self, token: u64, ev: &Event) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.insert(ev.cursor.pos, ev.clone());
+        recent.insert(token, ev.clone());
         while recent.len() > RECENT_KEPT {
             recent.pop_first();
         }
@@ -553,7 +574,6 @@ impl RedisStore {
                     if let Some(state) = state {
                         self.set_known(provider, Some(Arc::new(state)));
                     }
-                    self.remember(&event);
                     return Ok(Some(Applied::Accepted(event)));
                 }
                 Outcome::Duplicate(pos) => {
@@ -602,7 +622,7 @@ impl RedisStore {
     async fn own_entries(&self, raw: &[RValue]) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::with_capacity(raw.len());
         for e in raw {
-            match self.decoding(|codes| entry(codes, e, &self.recent)).await {
+            match self.decoding(|codes| entry(codes, e, &self.writer, &self.recent)).await {
                 Ok(entry) => out.push(entry),
                 Err(error) => tracing::warn!(%error, "skipping an entry of the event stream that sitrep cannot read"),
             }

@@ -4,9 +4,10 @@
 --
 -- KEYS: 1 log hash (epoch, head), 2 events stream, 3 states hash (provider -> '<version>|<state>')
 -- ARGV: 1 epoch candidate (used if the log has none: a new or flushed Redis), 2 stream max length, 3 stream max age
---       in ms ('' for none), 4 key prefix, then 8 per plan: provider, expected version, history field ('' for a
+--       in ms ('' for none), 4 key prefix, then 9 per plan: provider, expected version, history field ('' for a
 --       clock transition), history score (the period, in hours), trim history before this score ('' for no
---       trimming), new state ('' when live state does not change), event, history entry
+--       trimming), new state ('' when live state does not change), event, history entry, writer's token (which
+--       the writer recognises its own events by when it reads them back)
 -- Returns {epoch, outcome, outcome, ...}, an outcome per plan: {'accepted', id}, {'duplicate', id of the original
 -- event} or {'conflict', the provider's current state ('' if none)}.
 local log, events, states = KEYS[1], KEYS[2], KEYS[3]
@@ -25,9 +26,9 @@ local function before_bar(value)
 end
 
 local out = {epoch}
-for i = 5, #ARGV, 8 do
+for i = 5, #ARGV, 9 do
   local provider, expected, field, score, trim = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local state, event, entry = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local state, event, entry, token = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local hist = prefix .. 'hist:' .. provider
   local seen = field ~= '' and redis.call('HGET', hist, field)
   local current = redis.call('HGET', states, provider)
@@ -36,7 +37,7 @@ for i = 5, #ARGV, 8 do
   elseif (current and before_bar(current) or '0') ~= expected then
     out[#out + 1] = {'conflict', current or ''}
   else
-    local id = redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'p', head, 'e', epoch, 'd', event)
+    local id = redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'p', head, 'e', epoch, 'w', token, 'd', event)
     head, appended = id, true
     if state ~= '' then
       redis.call('HSET', states, provider, state)

@@ -32,10 +32,11 @@ local function after(a, b)
   return gt(aseq, bseq)
 end
 
--- sitrep's entries have exactly the fields p (the previous event's id), e (the epoch) and d (the event).
+-- sitrep's entries have exactly the fields p (the previous event's id), e (the epoch), w (the writer's token) and d
+-- (the event).
 local function own(entry)
   local f = entry[2]
-  return #f == 6 and f[1] == 'p' and f[3] == 'e' and f[5] == 'd'
+  return #f == 8 and f[1] == 'p' and f[3] == 'e' and f[5] == 'w' and f[7] == 'd'
 end
 
 local want = tonumber(ARGV[3])
