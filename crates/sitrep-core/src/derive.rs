@@ -45,57 +45,85 @@ fn borrowed(values: &BTreeMap<String, Value>) -> impl Iterator<Item = (&str, Val
     values.iter().map(|(c, v)| (c.as_str(), *v))
 }
 
-/// The rating of every rated figure of `provider`. A figure's `min_capacity` compares with a ratio's denominator,
-/// or the count a count is bounded by.
-fn ratings<'a>(rules: &Rules, provider: &str, figures: &BTreeMap<&'a str, f64>) -> BTreeMap<&'a str, Rag> {
-    let index = rules.index();
-    let overrides = rules.directory.provider(provider).map(|p| &p.rag).filter(|o| !o.is_empty());
-    figures
-        .iter()
-        .filter_map(|(code, v)| {
-            let (base, capacity) = match index.position(code)? {
-                Position::Metric(m) => {
-                    let (_, bound, rag) = &index.metric_rules[m];
-                    (rag.as_ref()?, bound.and_then(|b| figures.get(index.metrics[b].as_str()).copied()))
-                }
-                Position::Derived(d) => {
-                    let (formula, rag) = &index.derived_rules[d];
-                    let capacity = match formula {
-                        Formula::Ratio { denominator, .. } => figures.get(denominator.as_str()).copied(),
-                        Formula::Difference { .. } => None,
-                    };
-                    (rag.as_ref()?, capacity)
-                }
-            };
-            let rag = match overrides.is_some_and(|o| o.contains_key(*code)) {
-                true => rate(&rules.rag_rule(Some(provider), code)?, *v, capacity),
-                false => rate(base, *v, capacity),
-            };
-            Some((*code, rag?))
-        })
-        .collect()
-}
-
-/// One side of a report: a provider's figures with their ratings, and its OPEL levels.
-struct Side<'a> {
-    numbers: BTreeMap<&'a str, f64>,
-    rags: BTreeMap<&'a str, Rag>,
+/// One side of a report: a provider's figures (reported and derived) and their ratings, by ordinal (see
+/// [`crate::rules::Index::all`]), and its OPEL levels.
+struct Side {
+    numbers: Vec<Option<f64>>,
+    rags: Vec<Option<Rag>>,
     opel: Opel,
 }
 
-impl<'a> Side<'a> {
-    /// Derived afresh from a provider's numbers.
-    fn of(rules: &Rules, provider: &str, numbers: BTreeMap<&'a str, f64>) -> Self {
-        let rags = ratings(rules, provider, &numbers);
-        let opel = opel(rules, &numbers);
+impl Side {
+    /// Derived afresh from a provider's values: derived metrics from their inputs, ratings (a figure's
+    /// `min_capacity` compares with a ratio's denominator, or the count a count is bounded by), OPEL levels.
+    fn of<'a>(rules: &Rules, provider: &str, values: impl Iterator<Item = (&'a str, Value)>) -> Self {
+        let index = rules.index();
+        let mut numbers = vec![None; index.all.len()];
+        for (code, v) in values {
+            if let (Value::Number(n), Some(o)) = (v, index.ordinal(code)) {
+                numbers[o] = Some(n);
+            }
+        }
+        for (d, [a, b]) in index.inputs.iter().enumerate() {
+            let (a, b) = (numbers[index.metric_ord[*a]], numbers[index.metric_ord[*b]]);
+            numbers[index.derived_ord[d]] = a.zip(b).and_then(|(a, b)| index.derived_rules[d].0.apply(a, b));
+        }
+        let overrides = rules.directory.provider(provider).map(|p| &p.rag).filter(|o| !o.is_empty());
+        let rags = index
+            .all
+            .iter()
+            .zip(&numbers)
+            .map(|((code, position), value)| {
+                let value = (*value)?;
+                let (base, capacity) = match *position {
+                    Position::Metric(m) => {
+                        let (_, bound, rag) = &index.metric_rules[m];
+                        (rag.as_ref()?, bound.and_then(|b| numbers[index.metric_ord[b]]))
+                    }
+                    Position::Derived(d) => {
+                        let (formula, rag) = &index.derived_rules[d];
+                        let capacity = match formula {
+                            Formula::Ratio { .. } => numbers[index.metric_ord[index.inputs[d][1]]],
+                            Formula::Difference { .. } => None,
+                        };
+                        (rag.as_ref()?, capacity)
+                    }
+                };
+                match overrides.is_some_and(|o| o.contains_key(code)) {
+                    true => rate(&rules.rag_rule(Some(provider), code)?, value, capacity),
+                    false => rate(base, value, capacity),
+                }
+            })
+            .collect();
+        let opel = Opel {
+            declared: index.ordinal(OPEL_METRIC).and_then(|o| numbers[o]).map(|v| v as u32),
+            computed: rules.opel.as_ref().and_then(|f| f.assess_with(|m| index.ordinal(m).and_then(|o| numbers[o]))),
+        };
         Side { numbers, rags, opel }
     }
 
     /// As a provider's state keeps it (what was derived when its last report came).
-    fn kept(figures: &'a [Figure], opel: Opel) -> Self {
-        let numbers = figures.iter().filter_map(|f| Some((f.metric.as_str(), f.value?))).collect();
-        let rags = figures.iter().filter_map(|f| Some((f.metric.as_str(), f.rag?))).collect();
+    fn kept(rules: &Rules, figures: &[Figure], opel: Opel) -> Self {
+        let index = rules.index();
+        let mut numbers = vec![None; index.all.len()];
+        let mut rags = vec![None; index.all.len()];
+        for f in figures {
+            if let Some(o) = index.ordinal(&f.metric) {
+                numbers[o] = f.value;
+                rags[o] = f.rag;
+            }
+        }
         Side { numbers, rags, opel }
+    }
+
+    /// Every figure with a number, with its rating, in metric order.
+    fn figures(&self, rules: &Rules) -> Vec<Figure> {
+        let index = rules.index();
+        (0..index.all.len())
+            .filter_map(|o| {
+                Some(Figure { metric: index.all[o].0.clone(), value: Some(self.numbers[o]?), rag: self.rags[o] })
+            })
+            .collect()
     }
 }
 
@@ -149,20 +177,8 @@ impl Derived {
 
 /// A provider's whole derived picture from its live values: every figure with its rating, and its OPEL levels.
 pub fn provider_view(rules: &Rules, provider: &str, values: &BTreeMap<String, Value>) -> (Vec<Figure>, Opel) {
-    let side = Side::of(rules, provider, numbers(&rules.catalogue, borrowed(values)));
-    let list = side
-        .numbers
-        .iter()
-        .map(|(m, v)| Figure { metric: (*m).to_owned(), value: Some(*v), rag: side.rags.get(m).copied() })
-        .collect();
-    (list, side.opel)
-}
-
-fn opel(rules: &Rules, figures: &BTreeMap<&str, f64>) -> Opel {
-    Opel {
-        declared: figures.get(OPEL_METRIC).map(|v| *v as u32),
-        computed: rules.opel.as_ref().and_then(|f| f.assess_with(|m| figures.get(m).copied())),
-    }
+    let side = Side::of(rules, provider, borrowed(values));
+    (side.figures(rules), side.opel)
 }
 
 /// A provider's state before a report, as far as derivation needs it.
@@ -206,10 +222,9 @@ pub fn report(
     changes: &[MetricChange],
     at: Timestamp,
 ) -> Derived {
-    let c = &rules.catalogue;
     let empty = BTreeMap::new();
-    let b = Side::of(rules, provider, numbers(c, borrowed(before.values.unwrap_or(&empty))));
-    let a = Side::of(rules, provider, numbers(c, borrowed(after)));
+    let b = Side::of(rules, provider, borrowed(before.values.unwrap_or(&empty)));
+    let a = Side::of(rules, provider, borrowed(after));
     between(rules, provider, &b, &a, before.open, changes, at)
 }
 
@@ -217,24 +232,20 @@ pub fn report(
 fn between(
     rules: &Rules,
     provider: &str,
-    b: &Side<'_>,
-    a: &Side<'_>,
+    b: &Side,
+    a: &Side,
     open_alerts: &[Alert],
     changes: &[MetricChange],
     at: Timestamp,
 ) -> Derived {
     let c = &rules.catalogue;
-    let (fb, fa, rb, ra) = (&b.numbers, &a.numbers, &b.rags, &a.rags);
+    let index = rules.index();
+    let (fb, fa, ra) = (&b.numbers, &a.numbers, &a.rags);
     let mut out = Derived::default();
 
-    let codes: BTreeSet<&str> = fb.keys().chain(fa.keys()).copied().collect();
-    for code in codes {
-        if fb.get(code) != fa.get(code) || rb.get(code) != ra.get(code) {
-            out.figures.push(Figure {
-                metric: code.to_owned(),
-                value: fa.get(code).copied(),
-                rag: ra.get(code).copied(),
-            });
+    for (o, (code, _)) in index.all.iter().enumerate() {
+        if fb[o] != fa[o] || b.rags[o] != ra[o] {
+            out.figures.push(Figure { metric: code.clone(), value: fa[o], rag: ra[o] });
         }
     }
 
@@ -246,18 +257,14 @@ fn between(
         }
     };
 
-    // Entering and leaving red.
-    let rated: BTreeSet<&str> = ra
-        .keys()
-        .chain(rb.keys())
-        .copied()
-        .chain(open_alerts.iter().filter(|a| a.kind == AlertKind::Threshold).filter_map(|a| a.metric.as_deref()))
-        .collect();
-    // Only a figure whose redness disagrees with its open alerts needs its alert's key spelled out.
+    // Entering and leaving red. Only a figure whose redness disagrees with its open alerts needs its alert's key
+    // spelled out. A metric the catalogue no longer knows can only leave red.
     let open_red: BTreeSet<&str> =
         open_alerts.iter().filter(|a| a.kind == AlertKind::Threshold).filter_map(|a| a.metric.as_deref()).collect();
-    for code in rated {
-        let red = ra.get(code) == Some(&Rag::Red);
+    let known = index.all.iter().enumerate().map(|(o, (code, _))| (code.as_str(), Some(o)));
+    let unknown = open_red.iter().filter(|m| index.ordinal(m).is_none()).map(|m| (*m, None));
+    for (code, ordinal) in known.chain(unknown) {
+        let red = ordinal.is_some_and(|o| ra[o] == Some(Rag::Red));
         let is_open = open_red.contains(code);
         if red == is_open {
             continue;
@@ -265,7 +272,7 @@ fn between(
         let key = Alert::key_for(AlertKind::Threshold, provider, Some(code));
         match (red, is_open) {
             (true, false) => {
-                let value = fa[code];
+                let value = ordinal.and_then(|o| fa[o]).expect("a red figure has a number");
                 let rule = rules.rag_rule(Some(provider), code).expect("rated metrics have a rule");
                 let beyond = match rule.direction {
                     crate::catalogue::Direction::HigherIsWorse => "or more",
@@ -296,8 +303,9 @@ fn between(
     }
 
     // Escalation: the declared level went up (or was first declared at 3 or above); cleared when it comes down.
-    let declared_before = fb.get(OPEL_METRIC).copied();
-    let declared_after = fa.get(OPEL_METRIC).copied();
+    let opel_ordinal = index.ordinal(OPEL_METRIC);
+    let declared_before = opel_ordinal.and_then(|o| fb[o]);
+    let declared_after = opel_ordinal.and_then(|o| fa[o]);
     let key = Alert::key_for(AlertKind::Escalation, provider, None);
     let raised = match (declared_before, declared_after) {
         (Some(b), Some(a)) => a > b,
@@ -327,7 +335,8 @@ fn between(
         let (Some(Value::Number(b)), Value::Number(a)) = (ch.before, ch.after) else { continue };
         let Some(metric) = c.get(&ch.metric) else { continue };
         let Some(fraction) = metric.jump else { continue };
-        let cap = metric.at_most.as_ref().and_then(|bound| fa.get(bound.as_str()).copied()).unwrap_or(a.max(b));
+        let bound = metric.at_most.as_deref().and_then(|bound| index.ordinal(bound));
+        let cap = bound.and_then(|o| fa[o]).unwrap_or(a.max(b));
         if cap > 0.0 && (a - b).abs() > fraction * cap {
             let key = Alert::key_for(AlertKind::Jump, provider, Some(&ch.metric));
             clear(&mut out, &key);
@@ -410,9 +419,9 @@ pub fn advance(
     let changes = crate::state::apply_live(live, report, received_at);
     let state = live.as_mut().expect("just applied");
     let (derived, kept_opel) = {
-        let before = Side::kept(&kept_figures, kept_opel);
+        let before = Side::kept(rules, &kept_figures, kept_opel);
         let values = state.readings.iter().map(|(c, r)| (c.as_str(), r.value));
-        let after = Side::of(rules, report.provider(), numbers(&rules.catalogue, values));
+        let after = Side::of(rules, report.provider(), values);
         (between(rules, report.provider(), &before, &after, &open, &changes, received_at), before.opel)
     };
     state.figures = kept_figures;
@@ -522,7 +531,8 @@ mod tests {
         let f = figures(&rules.catalogue, &v);
         assert_eq!(f["beds.cc_adult.occupancy"], 95.0);
         assert_eq!(f["beds.cc_adult.free"], 1.0);
-        let r = ratings(&rules, "RJ7", &f.iter().map(|(c, n)| (c.as_str(), *n)).collect());
+        let (view, _) = provider_view(&rules, "RJ7", &v);
+        let r: BTreeMap<&str, Rag> = view.iter().filter_map(|f| Some((f.metric.as_str(), f.rag?))).collect();
         assert_eq!(r["beds.cc_adult.occupancy"], Rag::Red);
         assert_eq!(r["beds.cc_adult.free"], Rag::Amber);
         // Three paediatric beds is below the minimum capacity of 4: full, but not rated on its percentage.

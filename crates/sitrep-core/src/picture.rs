@@ -164,7 +164,7 @@ impl Picture {
         }
         let mut positions: Vec<Position> =
             changed.iter().map(|m| Position::Metric(*m)).chain(derived.iter().map(|d| Position::Derived(*d))).collect();
-        positions.sort_by(|a, b| index.code(*a).cmp(index.code(*b)));
+        positions.sort_by_key(|p| index.ordinal_of(*p));
         positions.dedup();
         Ok(scopes.iter().map(|s| rollup_at(rules, &index.scopes[*s], &self.totals[*s], &positions, false)).collect())
     }
@@ -216,7 +216,12 @@ fn fold(state: &mut ProviderLive, event: &Event) {
         EventKind::Report => {
             let reading = |value| crate::Reading { value, period: event.period, observed_at: event.observed_at };
             for c in &event.changes {
-                state.readings.insert(c.metric.clone(), reading(c.after));
+                match state.readings.get_mut(&c.metric) {
+                    Some(r) => *r = reading(c.after),
+                    None => {
+                        state.readings.insert(c.metric.clone(), reading(c.after));
+                    }
+                }
             }
             for code in &event.unchanged {
                 if let Some(r) = state.readings.get_mut(code) {

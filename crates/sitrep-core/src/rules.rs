@@ -115,8 +115,13 @@ pub struct Index {
     pub metric_rules: Vec<(crate::catalogue::Rollup, Option<usize>, Option<RagRule>)>,
     /// Each derived metric's formula and RAG thresholds.
     pub derived_rules: Vec<(crate::catalogue::Formula, Option<RagRule>)>,
-    /// Every metric, reported and derived, in code order, with its position.
+    /// Every metric, reported and derived, in code order, with its position. A metric's place in this list is its
+    /// ordinal: per-provider figures are vectors in this order.
     pub all: Vec<(String, Position)>,
+    ordinals: rustc_hash::FxHashMap<String, usize>,
+    /// The ordinal of each reported metric, and of each derived metric.
+    pub metric_ord: Vec<usize>,
+    pub derived_ord: Vec<usize>,
     /// Every scope: systems, regions, then the nation (as [`Rules::scopes`]).
     pub scopes: Vec<Scope>,
     scope_pos: rustc_hash::FxHashMap<Scope, usize>,
@@ -135,6 +140,19 @@ impl Index {
     /// The position of a reported or derived metric.
     pub fn position(&self, code: &str) -> Option<Position> {
         self.metric(code).map(Position::Metric).or_else(|| self.derived(code).map(Position::Derived))
+    }
+
+    /// The ordinal of a reported or derived metric (its place in [`Index::all`]).
+    pub fn ordinal(&self, code: &str) -> Option<usize> {
+        self.ordinals.get(code).copied()
+    }
+
+    /// The ordinal of the metric at `position`.
+    pub fn ordinal_of(&self, position: Position) -> usize {
+        match position {
+            Position::Metric(m) => self.metric_ord[m],
+            Position::Derived(d) => self.derived_ord[d],
+        }
     }
 
     /// The code of the metric at `position`.
@@ -260,6 +278,10 @@ impl Rules {
             .chain(derived.iter().enumerate().map(|(i, d)| (d.clone(), Position::Derived(i))))
             .collect();
         all.sort();
+        let ordinals: rustc_hash::FxHashMap<String, usize> =
+            all.iter().enumerate().map(|(i, (code, _))| (code.clone(), i)).collect();
+        let metric_ord = metrics.iter().map(|m| ordinals[m]).collect();
+        let derived_ord = derived.iter().map(|d| ordinals[d]).collect();
         let scopes = self.scopes();
         let scope_pos: rustc_hash::FxHashMap<Scope, usize> =
             scopes.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
@@ -279,6 +301,9 @@ impl Rules {
             metric_rules,
             derived_rules,
             all,
+            ordinals,
+            metric_ord,
+            derived_ord,
             scopes,
             scope_pos,
             provider_scopes,

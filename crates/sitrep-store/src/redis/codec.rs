@@ -16,7 +16,7 @@ use sitrep_core::derive::{Derived, Figure, Opel};
 use sitrep_core::opel::{Assessment, Scored};
 use sitrep_core::{
     AbsentReason, Alert, AlertKind, Cursor, Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Rag, Reading,
-    Severity, Timestamp, Value,
+    Rules, Severity, Timestamp, Value,
 };
 
 use crate::StoreError;
@@ -405,15 +405,14 @@ struct StateBlob {
     stale: bool,
     #[prost(message, repeated, tag = "9")]
     readings: Vec<ReadingGroup>,
-    #[prost(message, optional, tag = "10")]
-    figures: Option<Figures>,
-    #[prost(message, optional, tag = "11")]
-    opel: Option<OpelBlob>,
     #[prost(message, repeated, tag = "12")]
     alerts: Vec<AlertBlob>,
 }
 
-/// A provider's live state as stored: `<version>|<state>`, the version first so the script can check it.
+/// A provider's live state as stored: `<version>|<state>`, the version first so the script can check it. Its figures
+/// and OPEL levels are not stored: they are derived from its readings again when it is read
+/// ([`decode_state`]), which gives exactly what was derived when it was written (the property tests check that
+/// deriving afresh equals what a state keeps).
 pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
     let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<(&str, Value)>> = BTreeMap::new();
     for (code, r) in &p.readings {
@@ -439,8 +438,6 @@ pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreErr
         source: text(&p.source),
         stale: p.stale,
         readings,
-        figures: Some(Figures::encode(codes, &p.figures)?),
-        opel: Some(OpelBlob::encode(codes, &p.opel)?),
         alerts: alerts_encode(codes, &p.alerts)?,
     };
     let mut out = format!("{}|", p.version).into_bytes();
@@ -454,7 +451,7 @@ pub fn state_version(stored: &[u8]) -> Result<u64, StoreError> {
     std::str::from_utf8(&stored[..bar]).ok().and_then(|v| v.parse().ok()).ok_or_else(|| bad("state version"))
 }
 
-pub fn decode_state(codes: &Codes, provider: &str, stored: &[u8]) -> Result<ProviderLive, StoreError> {
+pub fn decode_state(codes: &Codes, rules: &Rules, provider: &str, stored: &[u8]) -> Result<ProviderLive, StoreError> {
     let version = state_version(stored)?;
     let bar = stored.iter().position(|b| *b == b'|').expect("checked");
     let b = StateBlob::decode(&stored[bar + 1..]).map_err(|_| bad("state"))?;
@@ -468,7 +465,7 @@ pub fn decode_state(codes: &Codes, provider: &str, stored: &[u8]) -> Result<Prov
             readings.insert(code.to_owned(), Reading { value, period: gp, observed_at: go });
         }
     }
-    Ok(ProviderLive {
+    let mut state = ProviderLive {
         provider: provider.to_owned(),
         version,
         site: opt(b.site),
@@ -481,9 +478,11 @@ pub fn decode_state(codes: &Codes, provider: &str, stored: &[u8]) -> Result<Prov
         source: opt(b.source),
         stale: b.stale,
         alerts: alerts_decode(codes, provider, b.alerts)?,
-        figures: b.figures.unwrap_or_default().decode(codes)?,
-        opel: b.opel.map(|o| o.decode(codes)).transpose()?.unwrap_or_default(),
-    })
+        figures: Vec::new(),
+        opel: Opel::default(),
+    };
+    (state.figures, state.opel) = sitrep_core::derive::provider_view(rules, provider, &state.values());
+    Ok(state)
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -657,7 +656,7 @@ mod tests {
     use super::*;
     use sitrep_core::cursor::Position;
     use sitrep_core::plan;
-    use sitrep_core::{Limits, Report, Rules, validate};
+    use sitrep_core::{Limits, Report, validate};
 
     fn codes(rules: &Rules) -> Codes {
         let index = rules.index();
@@ -692,7 +691,7 @@ mod tests {
             let p = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(20), 48);
             let state = p.state.clone().unwrap();
             let stored = encode_state(&codes, &state).unwrap();
-            assert_eq!(decode_state(&codes, "RJ7", &stored).unwrap(), state);
+            assert_eq!(decode_state(&codes, &rules, "RJ7", &stored).unwrap(), state);
             assert_eq!(state_version(&stored).unwrap(), u64::from(revision));
             let mut event = p.event.clone();
             event.cursor = Cursor::new("e", Position(5, 1));

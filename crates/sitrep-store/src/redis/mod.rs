@@ -521,7 +521,9 @@ impl RedisStore {
             .map_err(unavailable)?;
         match stored {
             None => Ok(None),
-            Some(s) => self.decoding(|codes| codec::decode_state(codes, provider, &s)).await.map(Some),
+            Some(s) => {
+                self.decoding(|codes| codec::decode_state(codes, &self.options.rules, provider, &s)).await.map(Some)
+            }
         }
     }
 
@@ -582,9 +584,10 @@ impl RedisStore {
                 Outcome::Conflict(current) => {
                     prior = match current.is_empty() {
                         true => None,
-                        false => {
-                            Some(Arc::new(self.decoding(|codes| codec::decode_state(codes, provider, &current)).await?))
-                        }
+                        false => Some(Arc::new(
+                            self.decoding(|codes| codec::decode_state(codes, &self.options.rules, provider, &current))
+                                .await?,
+                        )),
                     };
                     self.set_known(provider, prior.clone());
                 }
@@ -793,7 +796,9 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
             for (provider, stored) in pairs {
-                providers.push(self.decoding(|codes| codec::decode_state(codes, &provider, &stored)).await?);
+                providers.push(
+                    self.decoding(|codes| codec::decode_state(codes, &self.options.rules, &provider, &stored)).await?,
+                );
             }
             if next == 0 {
                 break;
