@@ -372,7 +372,7 @@ fn between(
     let open_mismatch = open.get(key.as_str()).copied();
     let now_level = (oa.declared, oa.computed.as_ref().map(|c| c.level));
     let stale_mismatch = open_mismatch
-        .is_some_and(|_| level(&ob).0 != now_level.0 || ob.computed.as_ref().map(|c| c.level) != now_level.1);
+        .is_some_and(|_| level(ob).0 != now_level.0 || ob.computed.as_ref().map(|c| c.level) != now_level.1);
     if open_mismatch.is_some() && (!oa.mismatch() || stale_mismatch) {
         clear(&mut out, &key);
     }

@@ -83,7 +83,8 @@ impl App {
     /// Builds the aggregator from configuration, the rules it loaded (see [`Config::load_rules`]) and a store
     /// built with the same rules.
     pub fn new(config: &Config, store: Arc<dyn Store>, rules: Rules, cancel: CancellationToken) -> Self {
-        let hub = Hub::new(rules.clone(), config.subscribers.queue_capacity);
+        let hub = Hub::new(rules.clone(), config.subscribers.queue_capacity)
+            .warm_with(crate::services::subscriber::encode_provider);
         let ctx = Context {
             store,
             directory: rules.directory.clone(),

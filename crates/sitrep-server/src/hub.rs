@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use prost::bytes::Bytes;
 use sitrep_core::rollup::ScopeRollup;
-use sitrep_core::{Alert, Cursor, Event, Picture, PictureSnapshot, Rules, Scope, Selection, Timestamp};
+use sitrep_core::{Alert, Cursor, Event, Picture, PictureSnapshot, ProviderLive, Rules, Scope, Selection, Timestamp};
 use sitrep_store::{Read, ResetReason, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -157,6 +157,14 @@ pub struct Hub {
     write_quiet: Duration,
     /// Whether the Hub knows its position in the log (so a new subscriber's queue joins up with the store).
     positioned: watch::Sender<bool>,
+    /// Each provider's wire encoding at the version it was made for, shared by every snapshot until the provider
+    /// changes (encoding ten thousand providers afresh for each new subscriber took most of a snapshot's time).
+    /// Emptied when the Hub installs a new picture (versions start again in a new epoch). A std mutex, held for a
+    /// map operation.
+    encoded: Arc<Mutex<HashMap<String, (u64, Bytes)>>>,
+    /// How a provider is encoded for snapshots, if the Hub should encode every provider once a picture is
+    /// installed, so that the first subscriber's snapshot is as quick as the next one's.
+    warm: Option<fn(&ProviderLive) -> Bytes>,
 }
 
 /// A subscriber's end of its queue. Dropping it unregisters the subscriber.
@@ -217,6 +225,8 @@ impl Hub {
             health: Arc::new(Mutex::new(StoreHealth::default())),
             write_quiet: WRITE_FAILURES_FORGOTTEN_AFTER,
             positioned: watch::channel(false).0,
+            encoded: Default::default(),
+            warm: None,
         }
     }
 
@@ -349,6 +359,27 @@ impl Hub {
         self.shared.lock().picture.as_ref().map(|p| p.cursor().clone())
     }
 
+    /// Has every provider of each picture the Hub installs encoded with `encode` in the background, before anyone
+    /// asks for a snapshot.
+    pub fn warm_with(mut self, encode: fn(&ProviderLive) -> Bytes) -> Self {
+        self.warm = Some(encode);
+        self
+    }
+
+    /// `provider`'s encoding for snapshots, made by `encode` unless one was made for its current version.
+    pub fn encoded_provider(&self, provider: &ProviderLive, encode: impl FnOnce(&ProviderLive) -> Bytes) -> Bytes {
+        let cached = self.encoded.lock().unwrap_or_else(|e| e.into_inner()).get(&provider.provider).cloned();
+        match cached {
+            Some((version, bytes)) if version == provider.version => bytes,
+            _ => {
+                let bytes = encode(provider);
+                let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+                encoded.insert(provider.provider.clone(), (provider.version, bytes.clone()));
+                bytes
+            }
+        }
+    }
+
     pub fn subscriber_count(&self) -> usize {
         self.shared.lock().slots.len()
     }
@@ -379,6 +410,17 @@ impl Hub {
     /// registered to the old one loose, flagged with `why`.
     fn install(&self, picture: Option<Picture>, why: u8) {
         let ready = picture.is_some();
+        self.encoded.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        if let (Some(encode), Some(p)) = (self.warm, &picture) {
+            let providers: Vec<Arc<ProviderLive>> = p.providers().cloned().collect();
+            let hub = self.clone();
+            // Off the async threads: ten thousand providers take a good fraction of a second.
+            tokio::task::spawn_blocking(move || {
+                for p in providers {
+                    hub.encoded_provider(&p, encode);
+                }
+            });
+        }
         let mut inner = self.shared.lock();
         inner.picture = picture;
         for (_, slot) in inner.slots.drain() {

@@ -1,7 +1,8 @@
 //! `SubscriberService`: a [`crate::session`] per subscription, its items encoded as `Update`s.
 //!
 //! Events the Hub shares are sent in their shared encoding (made once, by the first subscriber that needs it) when
-//! the subscriber takes every metric; anything else is encoded for this subscriber.
+//! the subscriber takes every metric, and snapshots are assembled from each provider's encoding, which the Hub
+//! keeps until the provider changes; anything else is encoded for this subscriber.
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -17,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use super::Context;
 use super::subscriber_transport::OutUpdate;
-use crate::convert::{event_to_wire, snapshot_to_wire, timestamp_to_wire};
+use crate::convert::{event_to_wire, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire};
 use crate::error;
 use crate::session::{self, Out, OutEvent, Resync};
 
@@ -62,6 +63,36 @@ impl SubscriberApi {
     }
 }
 
+/// A provider's state as encoded in snapshots (every metric).
+pub fn encode_provider(p: &sitrep_core::ProviderLive) -> prost::bytes::Bytes {
+    live_to_wire(p, None).encode_to_vec().into()
+}
+
+/// A part of a snapshot as an encoded `Update`, each provider's encoding taken from the Hub's cache: what
+/// `snapshot_to_wire` and prost would produce, field by field.
+fn encode_snapshot(ctx: &Context, snap: &crate::session::SnapshotPart) -> prost::bytes::Bytes {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let mut inner = Vec::new();
+    prost::encoding::string::encode(1, &snap.cursor.to_string(), &mut inner);
+    for p in &snap.providers {
+        let bytes = ctx.hub.encoded_provider(p, encode_provider);
+        encode_key(2, WireType::LengthDelimited, &mut inner);
+        encode_varint(bytes.len() as u64, &mut inner);
+        inner.extend_from_slice(&bytes);
+    }
+    for r in &snap.rollups {
+        prost::encoding::message::encode(3, &rollup_to_wire(&ctx.rules, r), &mut inner);
+    }
+    if snap.more {
+        prost::encoding::bool::encode(4, &true, &mut inner);
+    }
+    let mut out = Vec::with_capacity(inner.len() + 8);
+    encode_key(1, WireType::LengthDelimited, &mut out);
+    encode_varint(inner.len() as u64, &mut out);
+    out.extend_from_slice(&inner);
+    out.into()
+}
+
 fn update(kind: pb::update::Kind) -> pb::Update {
     pb::Update { kind: Some(kind) }
 }
@@ -76,6 +107,7 @@ fn encode(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> OutUpd
             return OutUpdate::Encoded(bytes);
         }
         Out::Event(OutEvent::Own(event)) => pb::update::Kind::Event(event_to_wire(&ctx.rules, &event)),
+        Out::Snapshot(snap) if metrics.is_none() => return OutUpdate::Encoded(encode_snapshot(ctx, &snap)),
         Out::Snapshot(snap) => pb::update::Kind::Snapshot(snapshot_to_wire(
             &ctx.rules,
             &snap.cursor,

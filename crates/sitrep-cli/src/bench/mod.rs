@@ -18,6 +18,9 @@
 //! Redis's CPU and its commands (from `INFO commandstats`) are read at each phase's boundaries, so each phase's
 //! Redis figures are its own.
 
+mod scale;
+mod snapshot;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,11 +60,33 @@ pub struct BenchArgs {
     /// and the same baselines (before and after a change, in one sitting).
     #[arg(long, value_name = "PATH")]
     server_binary: Option<std::path::PathBuf>,
+    /// What to measure: `hot` (the hot path against the raw and store baselines), `scale` (the memory store and
+    /// the picture with 50 and with 10,000 live providers), `snapshot` (a replica starting against a Redis holding
+    /// --providers providers while another ingests, and snapshots of all of them).
+    #[arg(long, value_enum, default_value_t = Scenario::Hot)]
+    scenario: Scenario,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Hot,
+    Scale,
+    Snapshot,
+}
+
+/// The bench's rules: its directory, the shipped catalogue and the example OPEL framework.
+fn bench_rules(directory: Arc<Directory>) -> anyhow::Result<Rules> {
+    Ok(Rules::new(
+        Arc::new(sitrep_core::profile::nhs_england_catalogue()),
+        directory,
+        Some(Arc::new(sitrep_core::opel::example_framework())),
+        Default::default(),
+    )?)
 }
 
 /// Latency samples in microseconds.
 #[derive(Default)]
-struct Samples(Vec<u64>);
+pub(crate) struct Samples(Vec<u64>);
 
 impl Samples {
     fn summary(mut self) -> String {
@@ -75,7 +100,7 @@ impl Samples {
 }
 
 /// CPU seconds (user + system) and peak resident memory (bytes) of a process, from /proc.
-fn process_usage(pid: u32) -> Option<(f64, u64)> {
+pub(crate) fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -94,7 +119,7 @@ fn process_usage(pid: u32) -> Option<(f64, u64)> {
     Some((ticks / hz, hwm_kb * 1024))
 }
 
-fn directory_text(providers: usize) -> String {
+pub(crate) fn directory_text(providers: usize) -> String {
     let mut t = String::from(
         "[nation]\ncode = \"BEN\"\nname = \"Bench\"\n[[region]]\ncode = \"R1\"\nname = \"Region\"\n\
          [[system]]\ncode = \"S1\"\nname = \"System\"\nregion = \"R1\"\n",
@@ -108,7 +133,7 @@ fn directory_text(providers: usize) -> String {
 }
 
 /// The i-th report of a provider: the current hour, revision i, values drifting like a real acute trust's.
-fn next_report(code: &str, sim: &mut SimProvider, revision: u32, narrative: String) -> Report {
+pub(crate) fn next_report(code: &str, sim: &mut SimProvider, revision: u32, narrative: String) -> Report {
     let now = Timestamp::now();
     let (values, opel) = sim.step(0.05);
     Report {
@@ -234,6 +259,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.providers == 0 || args.seconds == 0 {
         bail!("--providers and --seconds must be at least 1");
     }
+    match args.scenario {
+        Scenario::Hot => hot(args).await,
+        Scenario::Scale => scale::run(args.seconds).await,
+        Scenario::Snapshot => snapshot::run(args).await,
+    }
+}
+
+async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("sitrep-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let _cleanup = scopeguard(tmp.clone());
@@ -260,12 +293,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )?;
     let directory = Arc::new(Directory::from_toml("bench directory", &directory_text(args.providers))?);
     let catalogue = Arc::new(sitrep_core::profile::nhs_england_catalogue());
-    let rules = Rules::new(
-        catalogue.clone(),
-        directory.clone(),
-        Some(Arc::new(sitrep_core::opel::example_framework())),
-        Default::default(),
-    )?;
+    let rules = bench_rules(directory.clone())?;
     let codes: Arc<Vec<String>> = Arc::new(directory.providers().map(|p| p.code.clone()).collect());
 
     eprintln!("bench: starting the aggregator (sitrep serve --redis)");
@@ -548,7 +576,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Removes a directory when dropped.
-fn scopeguard(dir: std::path::PathBuf) -> impl Drop {
+pub(crate) fn scopeguard(dir: std::path::PathBuf) -> impl Drop {
     struct Guard(std::path::PathBuf);
     impl Drop for Guard {
         fn drop(&mut self) {
