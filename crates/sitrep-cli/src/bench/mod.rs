@@ -20,6 +20,7 @@
 
 mod scale;
 mod snapshot;
+mod sse;
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -62,7 +63,9 @@ pub struct BenchArgs {
     server_binary: Option<std::path::PathBuf>,
     /// What to measure: `hot` (the hot path against the raw and store baselines), `scale` (the memory store and
     /// the picture with 50 and with 10,000 live providers), `snapshot` (a replica starting against a Redis holding
-    /// --providers providers while another ingests, and snapshots of all of them).
+    /// --providers providers while another ingests, and snapshots of all of them), `sse` (--subscribers
+    /// Server-Sent Events subscribers on the embedded store: memory per idle subscriber, and delivery at 10
+    /// reports a second).
     #[arg(long, value_enum, default_value_t = Scenario::Hot)]
     scenario: Scenario,
 }
@@ -72,6 +75,7 @@ enum Scenario {
     Hot,
     Scale,
     Snapshot,
+    Sse,
 }
 
 /// The bench's rules: its directory, the shipped catalogue and the example OPEL framework.
@@ -263,6 +267,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Hot => hot(args).await,
         Scenario::Scale => scale::run(args.seconds).await,
         Scenario::Snapshot => snapshot::run(args).await,
+        Scenario::Sse => sse::run(args).await,
     }
 }
 

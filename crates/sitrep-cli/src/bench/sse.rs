@@ -1,0 +1,167 @@
+//! `sitrep bench --scenario sse`: many wallboards on Server-Sent Events.
+//!
+//! It starts an aggregator on the embedded store with the bench's directory, opens S (`--subscribers`) SSE
+//! connections and waits for each to get its snapshot, and reads the aggregator's memory before and after: the
+//! memory per idle subscriber. Then one provider stream sends 10 reports a second for the window; every
+//! connection notes when each event arrives (the report's send time travels in its narrative), which gives the
+//! delivery latency across all subscribers.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sitrep_core::directory::ProviderKind;
+use sitrep_core::sim::SimProvider;
+use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
+use sitrep_server::convert::report_to_wire;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use super::{BenchArgs, Samples, directory_text, next_report, scopeguard};
+
+/// Resident memory (VmRSS) of a process, in bytes.
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// One SSE connection: waits for the snapshot (signalled on `ready`), then records, for each event whose
+/// narrative is a send time, how long after `start` plus that time it arrived.
+async fn subscriber(
+    addr: String,
+    start: Instant,
+    ready: mpsc::Sender<()>,
+    until: Arc<std::sync::OnceLock<Instant>>,
+) -> anyhow::Result<Samples> {
+    let mut s = tokio::net::TcpStream::connect(&addr).await?;
+    let request = format!("GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    s.write_all(request.as_bytes()).await?;
+    let mut samples = Samples::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending = Vec::new();
+    let mut signalled = false;
+    loop {
+        let read = match until.get() {
+            Some(end) => match tokio::time::timeout_at((*end).into(), s.read(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(samples),
+            },
+            None => s.read(&mut buf).await?,
+        };
+        if read == 0 {
+            return Ok(samples);
+        }
+        let now = Instant::now();
+        pending.extend_from_slice(&buf[..read]);
+        if !signalled && pending.windows(15).any(|w| w == b"event: snapshot") {
+            signalled = true;
+            let _ = ready.send(()).await;
+        }
+        // Each event's JSON has "narrative":"<µs since start>".
+        let text = String::from_utf8_lossy(&pending);
+        for part in text.split("\"narrative\":\"").skip(1) {
+            if let Some(us) = part.split('"').next().and_then(|n| n.parse::<u64>().ok()) {
+                let sent = start + Duration::from_micros(us);
+                samples.0.push(now.saturating_duration_since(sent).as_micros() as u64);
+            }
+        }
+        // Keep only what may be the start of an unfinished message.
+        let keep = pending.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        pending.drain(..keep);
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let tmp = std::env::temp_dir().join(format!("sitrep-bench-sse-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let _cleanup = scopeguard(tmp.clone());
+    let directory_path = tmp.join("directory.toml");
+    std::fs::write(&directory_path, directory_text(args.providers))?;
+    let config_path = tmp.join("sitrep.toml");
+    std::fs::write(
+        &config_path,
+        format!("directory = {directory_path:?}\n"),
+    )?;
+    let binary = match &args.server_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut server = tokio::process::Command::new(&binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = server.id().context("aggregator pid")?;
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().context("stdout")?).lines();
+    let first = lines.next_line().await?.context("the aggregator printed nothing")?;
+    let addr = first.strip_prefix("sitrep listening on ").context("unexpected aggregator output")?.to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss(pid);
+
+    let s = args.subscribers.max(1);
+    eprintln!("bench: opening {s} SSE subscribers");
+    let start = Instant::now();
+    let until = Arc::new(std::sync::OnceLock::new());
+    let (ready_tx, mut ready_rx) = mpsc::channel(s);
+    let mut tasks = Vec::new();
+    for _ in 0..s {
+        let (addr, ready, until) = (addr.clone(), ready_tx.clone(), until.clone());
+        tasks.push(tokio::spawn(subscriber(addr, start, ready, until)));
+    }
+    drop(ready_tx);
+    for _ in 0..s {
+        ready_rx.recv().await.context("a subscriber never got its snapshot")?;
+    }
+    let opened = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss(pid);
+
+    // One provider stream, 10 reports a second.
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    let (tx, rx) = mpsc::channel(4);
+    let mut acks = ProviderServiceClient::new(channel).report(ReceiverStream::new(rx)).await?.into_inner();
+    let code = "B0000".to_owned();
+    let mut sim = SimProvider::new(&code, ProviderKind::Acute, 1);
+    let window = Duration::from_secs(args.seconds);
+    let sending = Instant::now();
+    let mut sent = 0u32;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while sending.elapsed() < window {
+        tick.tick().await;
+        sent += 1;
+        let narrative = start.elapsed().as_micros().to_string();
+        tx.send(report_to_wire(&next_report(&code, &mut sim, sent, narrative))).await?;
+        acks.message().await?.context("no ack")?;
+    }
+    let _ = until.set(Instant::now() + Duration::from_secs(3));
+    let mut delivery = Samples::default();
+    let mut finished = 0;
+    for t in tasks {
+        if let Ok(Ok(samples)) = t.await {
+            finished += 1;
+            delivery.0.extend(samples.0);
+        }
+    }
+    let deliveries = delivery.0.len();
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!("sitrep bench --scenario sse: {s} Server-Sent Events subscribers, memory store");
+    println!("  opened                   {s} subscribers with their snapshots in {:.1} s", opened.as_secs_f64());
+    if let (Some(b), Some(i)) = (before, idle) {
+        println!(
+            "  aggregator memory        {:.1} MiB before, {:.1} MiB with them idle: {:.1} KiB per idle subscriber",
+            mib(b),
+            mib(i),
+            (i.saturating_sub(b)) as f64 / 1024.0 / s as f64
+        );
+    }
+    println!("  sent                     {sent} reports at 10/s; {deliveries} deliveries to {finished} subscribers");
+    println!("  send -> subscriber       {}", delivery.summary());
+    drop(server);
+    Ok(())
+}
