@@ -82,10 +82,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let directory_path = tmp.join("directory.toml");
     std::fs::write(&directory_path, directory_text(args.providers))?;
     let config_path = tmp.join("sitrep.toml");
-    std::fs::write(
-        &config_path,
-        format!("directory = {directory_path:?}\n"),
-    )?;
+    std::fs::write(&config_path, format!("directory = {directory_path:?}\n"))?;
     let binary = match &args.server_binary {
         Some(path) => path.clone(),
         None => std::env::current_exe()?,

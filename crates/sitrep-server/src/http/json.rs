@@ -223,7 +223,11 @@ mod tests {
             let mut event = p.event;
             event.rollups = picture.apply(&event).unwrap();
             size = event_json(&rules, &event).len();
-            println!("hour {hour}: {} values, {} changes, event JSON {size} bytes", valid.values().len(), event.changes.len());
+            println!(
+                "hour {hour}: {} values, {} changes, event JSON {size} bytes",
+                valid.values().len(),
+                event.changes.len()
+            );
         }
         assert!(size < 16_000, "{size} bytes");
     }
