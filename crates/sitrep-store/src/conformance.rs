@@ -475,3 +475,22 @@ pub async fn load_and_replay_is_the_fold_of_the_whole_log(store: &dyn Store) {
     assert_eq!(loaded.providers.len(), providers.len());
     assert!(loaded.providers.iter().all(|p| p.version == 6), "six live reports each: version 6");
 }
+
+/// A store keeping `retention_hours` of history drops the periods that fall out of it once a provider moves to a
+/// later period, and keeps the rest.
+pub async fn history_is_trimmed_to_retention(store: &dyn Store, retention_hours: i64) {
+    let hour = Timestamp::now().hour_start();
+    let old = retention_hours + 3;
+    accept(store, &report("RJ7", old, 1, &[("ed.in_department", n(1.0))])).await;
+    accept(store, &report("RJ7", old, 2, &[("ed.in_department", n(2.0))])).await;
+    accept(store, &report("RJ7", 1, 1, &[("ed.in_department", n(3.0))])).await;
+    accept(store, &report("RJ7", 0, 1, &[("ed.in_department", n(4.0))])).await;
+    let kept: Vec<_> = store
+        .history("RJ7", hour.add_hours(-old - 1), hour)
+        .await
+        .expect("history")
+        .iter()
+        .map(|h| (h.period, h.revision))
+        .collect();
+    assert_eq!(kept, [(hour.add_hours(-1), 1), (hour, 1)], "{}: periods out of retention are gone", store.name());
+}

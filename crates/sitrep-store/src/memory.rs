@@ -220,5 +220,7 @@ mod tests {
     async fn conformance_suite() {
         let small = MemoryOptions { event_log_capacity: 3, ..Default::default() };
         conformance::run_all(|| async { MemoryStore::default() }, async { MemoryStore::new(small) }, 3).await;
+        let short = MemoryStore::new(MemoryOptions { retention_hours: 2, ..Default::default() });
+        conformance::history_is_trimmed_to_retention(&short, 2).await;
     }
 }

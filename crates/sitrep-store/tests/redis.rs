@@ -22,6 +22,8 @@ async fn redis_store_passes_the_conformance_suite() {
         ..Default::default()
     });
     conformance::run_all(make, async { small.await.expect("connect") }, 3).await;
+    let short = RedisOptions { url: url.clone(), key_prefix: "short".into(), retention_hours: 2, ..Default::default() };
+    conformance::history_is_trimmed_to_retention(&RedisStore::connect(short).await.expect("connect"), 2).await;
 }
 
 fn report(provider: &str, revision: u32) -> sitrep_core::ValidReport {

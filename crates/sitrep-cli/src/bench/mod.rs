@@ -18,6 +18,7 @@
 //! Redis's CPU and its commands (from `INFO commandstats`) are read at each phase's boundaries, so each phase's
 //! Redis figures are its own.
 
+mod history;
 mod scale;
 mod snapshot;
 mod sse;
@@ -65,9 +66,13 @@ pub struct BenchArgs {
     /// the picture with 50 and with 10,000 live providers), `snapshot` (a replica starting against a Redis holding
     /// --providers providers while another ingests, and snapshots of all of them), `sse` (--subscribers
     /// Server-Sent Events subscribers on the embedded store: memory per idle subscriber, and delivery at 10
-    /// reports a second).
+    /// reports a second), `history` (a day of hourly reports for --providers providers: Redis's bytes per
+    /// provider-hour).
     #[arg(long, value_enum, default_value_t = Scenario::Hot)]
     scenario: Scenario,
+    /// With `--scenario history`: hours of history written per provider (840 is the default retention of 35 days).
+    #[arg(long, default_value_t = 24)]
+    hours: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -76,6 +81,7 @@ enum Scenario {
     Scale,
     Snapshot,
     Sse,
+    History,
 }
 
 /// The bench's rules: its directory, the shipped catalogue and the example OPEL framework.
@@ -268,6 +274,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Scale => scale::run(args.seconds).await,
         Scenario::Snapshot => snapshot::run(args).await,
         Scenario::Sse => sse::run(args).await,
+        Scenario::History => history::run(args).await,
     }
 }
 

@@ -608,11 +608,12 @@ struct HistoryBlob {
     site: String,
 }
 
-/// A history entry's field: `<period in hours>:<revision>`, and its score, the period in hours.
-pub fn history_field(period: Timestamp, revision: u32) -> (String, i64) {
-    (format!("{}:{revision}", hours(period)), hours(period))
+/// A history entry's field: `<period in hours>:<revision>`.
+pub fn history_field(period: Timestamp, revision: u32) -> String {
+    format!("{}:{revision}", hours(period))
 }
 
+/// A period as history fields start with it: hours since the epoch.
 pub fn history_score(t: Timestamp) -> i64 {
     hours(t)
 }
@@ -700,7 +701,7 @@ mod tests {
             let history = p.history.clone().unwrap();
             let mut entry = b"1-2|".to_vec();
             entry.extend(encode_history(&codes, &history).unwrap());
-            let (field, _) = history_field(history.period, history.revision);
+            let field = history_field(history.period, history.revision);
             assert_eq!(decode_history(&codes, &field, &entry).unwrap(), (history, "1-2".to_owned()));
             if revision == 3 {
                 // About two dozen values with a narrative and a source: a small entry, a compact event.

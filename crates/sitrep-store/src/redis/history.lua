@@ -1,10 +1,16 @@
--- Every stored revision of a provider's periods in [from, to], in period order.
+-- Every stored revision of a provider's periods in [from, to].
 --
--- KEYS: 1 history hash ('<period in hours>:<revision>' -> '<event id>|<entry>'), 2 history index (zset of those
---       fields, scored by the period in hours)
+-- KEYS: 1 history hash ('<period in hours>:<revision>' -> '<event id>|<entry>')
 -- ARGV: 1 from, 2 to (periods in hours)
--- Returns {field, entry, field, entry, ...}.
-local fields = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2])
+-- Returns {field, entry, field, entry, ...}, in no particular order.
+local from, to = tonumber(ARGV[1]), tonumber(ARGV[2])
+local fields = {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local h = tonumber(string.match(f, '^(%d+):'))
+  if h and h >= from and h <= to then
+    fields[#fields + 1] = f
+  end
+end
 if #fields == 0 then
   return {}
 end

@@ -22,8 +22,8 @@
 //! - `events` stream: entry id = cursor position; fields `p` (the previous event's id), `e` (the epoch), `w` (the
 //!   writing store's token for it, `<store id>.<n>`) and `d` (the event, see [`codec`])
 //! - `states` hash: provider -> `<version>|<state>`
-//! - `hist:<provider>` hash: `<period in hours>:<revision>` -> `<event id>|<entry>`; `histidx:<provider>` zset of
-//!   those fields scored by period
+//! - `hist:<provider>` hash: `<period in hours>:<revision>` -> `<event id>|<entry>` (no index: range queries and
+//!   trimming read the fields, which start with their period)
 //! - `codes` hash: the dictionary of metric numbers used by the encodings
 //!
 //! Every event in the stream carries its epoch and the id of the event before it (`p`). A reader resuming after
@@ -279,7 +279,7 @@ fn linked(after: &Cursor, entries: &[Entry]) -> bool {
 
 /// One plan's arguments to `persist.lua`, and where its outcome goes.
 struct Pending {
-    args: [Vec<u8>; 9],
+    args: [Vec<u8>; 8],
     reply: oneshot::Sender<Result<(String, Outcome), StoreError>>,
 }
 
@@ -455,11 +455,11 @@ impl RedisStore {
 
     /// Persists `plan` (group-committed with whatever else is being persisted) and says what became of it.
     async fn persist(&self, codes: &Codes, plan: &Plan) -> Result<(String, Outcome), StoreError> {
-        let (field, score, trim, entry) = match &plan.history {
+        let (field, trim, entry) = match &plan.history {
             Some(h) => {
-                let (field, score) = codec::history_field(h.period, h.revision);
+                let field = codec::history_field(h.period, h.revision);
                 let trim = plan.trim_before.map(|t| codec::history_score(t).to_string()).unwrap_or_default();
-                (field, score.to_string(), trim, codec::encode_history(codes, h)?)
+                (field, trim, codec::encode_history(codes, h)?)
             }
             None => Default::default(),
         };
@@ -469,7 +469,6 @@ impl RedisStore {
             plan.provider.clone().into_bytes(),
             plan.expected_version.to_string().into_bytes(),
             field.into_bytes(),
-            score.into_bytes(),
             trim.into_bytes(),
             state,
             codec::encode_event(codes, &plan.event)?,
@@ -538,7 +537,6 @@ impl RedisStore {
             .scripts
             .previous
             .key(self.keys.of("hist", p))
-            .key(self.keys.of("histidx", p))
             .arg(codec::history_score(report.period()))
             .arg(report.revision())
             .invoke_async(&mut conn)
@@ -547,7 +545,7 @@ impl RedisStore {
         if stored.is_empty() {
             return Ok(None);
         }
-        let (field, _) = codec::history_field(report.period(), 0);
+        let field = codec::history_field(report.period(), 0);
         let record = self.decoding(|codes| codec::decode_history(codes, &field, &stored)).await?;
         Ok(Some(record.0.values))
     }
@@ -839,7 +837,6 @@ impl Store for RedisStore {
             .scripts
             .history
             .key(self.keys.of("hist", provider))
-            .key(self.keys.of("histidx", provider))
             .arg(codec::history_score(from))
             .arg(codec::history_score(to))
             .invoke_async(&mut conn)

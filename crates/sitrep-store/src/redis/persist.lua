@@ -4,9 +4,8 @@
 --
 -- KEYS: 1 log hash (epoch, head), 2 events stream, 3 states hash (provider -> '<version>|<state>')
 -- ARGV: 1 epoch candidate (used if the log has none: a new or flushed Redis), 2 stream max length, 3 stream max age
---       in ms ('' for none), 4 key prefix, then 9 per plan: provider, expected version, history field ('' for a
---       clock transition), history score (the period, in hours), trim history before this score ('' for no
---       trimming), new state ('' when live state does not change), event, history entry, writer's token (which
+--       in ms ('' for none), 4 key prefix, then 8 per plan: provider, expected version, history field ('' for a
+--       clock transition), trim history of periods before this one (in hours; '' for no trimming), new state ('' when live state does not change), event, history entry, writer's token (which
 --       the writer recognises its own events by when it reads them back)
 -- Returns {epoch, outcome, outcome, ...}, an outcome per plan: {'accepted', id}, {'duplicate', id of the original
 -- event} or {'conflict', the provider's current state ('' if none)}.
@@ -26,9 +25,9 @@ local function before_bar(value)
 end
 
 local out = {epoch}
-for i = 5, #ARGV, 9 do
-  local provider, expected, field, score, trim = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local state, event, entry, token = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+for i = 5, #ARGV, 8 do
+  local provider, expected, field, trim = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local state, event, entry, token = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
   local hist = prefix .. 'hist:' .. provider
   local seen = field ~= '' and redis.call('HGET', hist, field)
   local current = redis.call('HGET', states, provider)
@@ -43,15 +42,19 @@ for i = 5, #ARGV, 9 do
       redis.call('HSET', states, provider, state)
     end
     if field ~= '' then
-      local index = prefix .. 'histidx:' .. provider
       redis.call('HSET', hist, field, id .. '|' .. entry)
-      redis.call('ZADD', index, score, field)
       if trim ~= '' then
-        -- History older than the retention window goes, a bounded batch at a time (once an hour per provider).
-        local old = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. trim, 'LIMIT', 0, 500)
+        -- History older than the retention window goes when the provider moves to a new period (once an hour), a
+        -- bounded batch at a time. Fields start with their period in hours; no index is kept (it cost more memory
+        -- than the entries it indexed).
+        local cutoff, old = tonumber(trim), {}
+        for _, f in ipairs(redis.call('HKEYS', hist)) do
+          if #old < 500 and tonumber(string.match(f, '^(%d+):')) < cutoff then
+            old[#old + 1] = f
+          end
+        end
         if #old > 0 then
           redis.call('HDEL', hist, unpack(old))
-          redis.call('ZREM', index, unpack(old))
         end
       end
     end

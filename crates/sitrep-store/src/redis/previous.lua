@@ -1,14 +1,15 @@
 -- The revision of a period just before a given one, which a late report's event diffs against.
 --
--- KEYS: 1 history hash, 2 history index
+-- KEYS: 1 history hash ('<period in hours>:<revision>' -> '<event id>|<entry>')
 -- ARGV: 1 period (hours), 2 revision
 -- Returns the stored entry ('<event id>|<entry>') or '' if the period has no earlier revision.
 local best, best_r = nil, -1
-local r = tonumber(ARGV[2])
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[1])) do
-  local mr = tonumber(string.match(member, ':(%d+)$'))
-  if mr and mr < r and mr > best_r then
-    best, best_r = member, mr
+local p, r = ARGV[1], tonumber(ARGV[2])
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local fp, fr = string.match(f, '^(%d+):(%d+)$')
+  fr = tonumber(fr)
+  if fp == p and fr and fr < r and fr > best_r then
+    best, best_r = f, fr
   end
 end
 if not best then
