@@ -50,7 +50,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Every provider's first report (its live state) before counting: an hour of history is what is measured.
     let write = |hours: std::ops::Range<i64>| {
         let (store, codes, directory) = (store.clone(), codes.clone(), directory.clone());
-        let hours_kept = hours_kept;
         async move {
             let next = Arc::new(AtomicUsize::new(0));
             let mut tasks = Vec::new();
