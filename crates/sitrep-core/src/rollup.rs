@@ -160,6 +160,7 @@ pub struct RollupValue {
     pub value: Option<f64>,
     /// Coverage: how many providers it counts (for a derived metric, those that reported both its inputs).
     pub n: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rag: Option<Rag>,
 }
 
