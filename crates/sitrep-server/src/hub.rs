@@ -61,17 +61,17 @@ fn reset_code(reason: ResetReason) -> u8 {
 pub struct HubEvent {
     pub event: Event,
     encoded: OnceLock<Bytes>,
-    json: OnceLock<Arc<str>>,
+    sse: OnceLock<Bytes>,
 }
 
 impl HubEvent {
     pub fn new(event: Event) -> Self {
-        HubEvent { event, encoded: OnceLock::new(), json: OnceLock::new() }
+        HubEvent { event, encoded: OnceLock::new(), sse: OnceLock::new() }
     }
 
-    /// The event's shared JSON (for Server-Sent Events), made by `encode` if nobody has made it yet.
-    pub fn json(&self, encode: impl FnOnce(&Event) -> String) -> Arc<str> {
-        self.json.get_or_init(|| encode(&self.event).into()).clone()
+    /// The event's shared Server-Sent Events message, made by `make` if nobody has made it yet.
+    pub fn sse(&self, make: impl FnOnce(&Event) -> Bytes) -> Bytes {
+        self.sse.get_or_init(|| make(&self.event)).clone()
     }
 
     /// The event's shared encoding, made by `encode` if nobody has made it yet.

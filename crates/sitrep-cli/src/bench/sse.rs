@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use super::{BenchArgs, Samples, directory_text, next_report, scopeguard};
+use super::{BenchArgs, Samples, directory_text, next_report, process_usage, scopeguard};
 
 /// Resident memory (VmRSS) of a process, in bytes.
 fn rss(pid: u32) -> Option<u64> {
@@ -61,17 +61,18 @@ async fn subscriber(
             signalled = true;
             let _ = ready.send(()).await;
         }
-        // Each event's JSON has "narrative":"<µs since start>".
-        let text = String::from_utf8_lossy(&pending);
-        for part in text.split("\"narrative\":\"").skip(1) {
-            if let Some(us) = part.split('"').next().and_then(|n| n.parse::<u64>().ok()) {
+        // Whole messages end with a blank line. An `event` message's JSON has "narrative":"<µs since start>"
+        // (snapshots carry narratives too, of reports sent long before: they are not deliveries).
+        let Some(end) = pending.windows(2).rposition(|w| w == b"\n\n") else { continue };
+        let text = String::from_utf8_lossy(&pending[..end]);
+        for message in text.split("\n\n").filter(|m| m.lines().any(|l| l == "event: event")) {
+            let us = message.split("\"narrative\":\"").nth(1).and_then(|p| p.split('"').next()?.parse::<u64>().ok());
+            if let Some(us) = us {
                 let sent = start + Duration::from_micros(us);
                 samples.0.push(now.saturating_duration_since(sent).as_micros() as u64);
             }
         }
-        // Keep only what may be the start of an unfinished message.
-        let keep = pending.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        pending.drain(..keep);
+        pending.drain(..end + 2);
     }
 }
 
@@ -127,6 +128,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut sim = SimProvider::new(&code, ProviderKind::Acute, 1);
     let window = Duration::from_secs(args.seconds);
     let sending = Instant::now();
+    let cpu_before = process_usage(pid);
     let mut sent = 0u32;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     while sending.elapsed() < window {
@@ -136,6 +138,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         tx.send(report_to_wire(&next_report(&code, &mut sim, sent, narrative))).await?;
         acks.message().await?.context("no ack")?;
     }
+    let cpu = process_usage(pid).zip(cpu_before).map(|((after, _), (before, _))| (after - before) / sending.elapsed().as_secs_f64());
     let _ = until.set(Instant::now() + Duration::from_secs(3));
     let mut delivery = Samples::default();
     let mut finished = 0;
@@ -159,6 +162,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!("  sent                     {sent} reports at 10/s; {deliveries} deliveries to {finished} subscribers");
     println!("  send -> subscriber       {}", delivery.summary());
+    if let Some(cores) = cpu {
+        println!("  aggregator CPU           {cores:.2} cores while sending (the rest of the machine runs the subscribers)");
+    }
     drop(server);
     Ok(())
 }

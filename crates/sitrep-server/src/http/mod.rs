@@ -21,15 +21,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prost::bytes::Bytes;
 use serde_json::{Value as Json, json};
 use sitrep_core::rollup::{Totals, rollup};
 use sitrep_core::{Timestamp, Value};
 use sitrep_proto::v1 as pb;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 use tonic_types::StatusExt;
 
@@ -324,7 +324,7 @@ async fn events(
     State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = params(q);
     let f = ctx.resolve(Some(&filter(&params)))?;
     let heartbeat = match one(&params, "heartbeat").map(str::parse::<u64>) {
@@ -349,19 +349,40 @@ async fn events(
     tracing::info!(resume = resume.as_deref(), "browser subscriber connected");
     let metrics = f.metrics.clone();
     let rx = session::start(ctx.clone(), f, Duration::from_secs(heartbeat), resume, "sse".into());
-    let first = std::sync::atomic::AtomicBool::new(true);
-    let stream = ReceiverStream::new(rx).map(move |item| {
-        let ev = match item {
-            Ok(out) => sse_event(&ctx, metrics.as_ref(), out),
-            Err(status) => SseEvent::default().event("error").data(json!({ "message": status.message() }).to_string()),
-        };
-        // Ask browsers to wait a moment before reconnecting by themselves; the wallboard backs off further.
-        Ok(if first.swap(false, std::sync::atomic::Ordering::Relaxed) { ev.retry(Duration::from_secs(1)) } else { ev })
+    // Ask browsers to wait a moment before reconnecting by themselves; the wallboard backs off further.
+    let retry = tokio_stream::once(Ok::<_, Infallible>(Bytes::from_static(b"retry: 1000\n\n")));
+    let messages = ReceiverStream::new(rx).map(move |item| {
+        Ok::<_, Infallible>(match item {
+            Ok(out) => sse_message(&ctx, metrics.as_ref(), out),
+            Err(status) => message("error", None, &json!({ "message": status.message() }).to_string()),
+        })
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(20))))
+    // The session sends a heartbeat whenever the stream is otherwise quiet, so no keep-alive comments are needed.
+    let mut response = axum::body::Body::from_stream(retry.chain(messages)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
-fn sse_event(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> SseEvent {
+/// One Server-Sent Events message: its name, its id if it has one, and its data on one line (compact JSON has no
+/// line breaks). Written by hand rather than through axum's `Sse` so that an event's message is made once and
+/// shared by every subscriber, not copied for each.
+fn message(event: &str, id: Option<&str>, data: &str) -> Bytes {
+    let mut out = String::with_capacity(data.len() + event.len() + id.map_or(0, str::len) + 24);
+    out.push_str("event: ");
+    out.push_str(event);
+    if let Some(id) = id {
+        out.push_str("\nid: ");
+        out.push_str(id);
+    }
+    out.push_str("\ndata: ");
+    out.push_str(data);
+    out.push_str("\n\n");
+    Bytes::from(out)
+}
+
+fn sse_message(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> Bytes {
     let rules = &ctx.rules;
     match out {
         Out::Snapshot(snap) => {
@@ -369,24 +390,23 @@ fn sse_event(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> Sse
             retain_metrics(&mut body, metrics);
             // Only the last part carries the cursor as its id: a browser that reconnects half-way through a
             // snapshot must not resume as if it had all of it.
-            let ev = SseEvent::default().event("snapshot").data(body.to_string());
-            if snap.more { ev } else { ev.id(snap.cursor.to_string()) }
+            let cursor = snap.cursor.to_string();
+            message("snapshot", (!snap.more).then_some(cursor.as_str()), &body.to_string())
         }
         Out::Event(OutEvent::Shared(shared)) => {
-            let data = shared.json(|e| json::event(rules, e).to_string());
-            SseEvent::default().event("event").id(shared.event.cursor.to_string()).data(data.as_ref())
+            shared.sse(|e| message("event", Some(&e.cursor.to_string()), &json::event(rules, e).to_string()))
         }
         Out::Event(OutEvent::Own(e)) => {
-            SseEvent::default().event("event").id(e.cursor.to_string()).data(json::event(rules, &e).to_string())
+            message("event", Some(&e.cursor.to_string()), &json::event(rules, &e).to_string())
         }
-        Out::Heartbeat(cursor) => SseEvent::default()
-            .event("heartbeat")
-            .id(cursor.to_string())
-            .data(json!({ "cursor": cursor.to_string(), "server_time": Timestamp::now() }).to_string()),
+        Out::Heartbeat(cursor) => {
+            let data = json!({ "cursor": cursor.to_string(), "server_time": Timestamp::now() }).to_string();
+            message("heartbeat", Some(&cursor.to_string()), &data)
+        }
         Out::Reset(reason, text) => {
-            SseEvent::default().event("reset").data(json!({ "reason": reason.as_str(), "message": text }).to_string())
+            message("reset", None, &json!({ "reason": reason.as_str(), "message": text }).to_string())
         }
-        Out::Status(state) => SseEvent::default().event("status").data(json::status(&state).to_string()),
+        Out::Status(state) => message("status", None, &json::status(&state).to_string()),
     }
 }
 
