@@ -115,10 +115,10 @@ impl Picture {
         }
         let rules = &self.rules;
         let index = rules.index();
-        let entry = self
-            .providers
-            .entry(event.provider.clone())
-            .or_insert_with(|| Arc::new(ProviderLive::new(&event.provider)));
+        if !self.providers.contains_key(&event.provider) {
+            self.providers.insert(event.provider.clone(), Arc::new(ProviderLive::new(&event.provider)));
+        }
+        let entry = self.providers.get_mut(&event.provider).expect("inserted above");
         if event.version <= entry.version {
             return Ok(Vec::new());
         }

@@ -108,6 +108,18 @@ pub fn validate(
     limits: &Limits,
     now: Timestamp,
 ) -> Result<ValidReport, Vec<Violation>> {
+    validate_owned(report.clone(), directory, catalogue, limits, now)
+}
+
+/// [`validate`], taking the report, so that its codes and texts move into the validated form rather than being
+/// copied (the aggregator's ingest path: it owns the report it decoded).
+pub fn validate_owned(
+    report: Report,
+    directory: &Directory,
+    catalogue: &Catalogue,
+    limits: &Limits,
+    now: Timestamp,
+) -> Result<ValidReport, Vec<Violation>> {
     let mut out = Vec::new();
     let mut bad =
         |field: String, rule: &'static str, description: String| out.push(Violation { field, rule, description });
@@ -178,7 +190,10 @@ pub fn validate(
         );
     }
     let mut values = BTreeMap::new();
-    for (code, input) in &report.values {
+    let Report { provider, site, period, revision, observed_at, values: inputs, opel_level, narrative, source } =
+        report;
+    for (owned, input) in inputs {
+        let code = owned.as_str();
         let Some(metric) = catalogue.get(code) else {
             match catalogue.derived(code) {
                 Some(d) => bad(
@@ -213,7 +228,7 @@ pub fn validate(
                 continue;
             }
             Some(v @ Value::Absent(_)) => {
-                values.insert(code.clone(), v);
+                values.insert(owned, v);
                 continue;
             }
             Some(Value::Number(n)) => n,
@@ -245,7 +260,7 @@ pub fn validate(
         match rule {
             Some((rule, text)) => bad(field(code), rule, format!("{who}: {text}")),
             None => {
-                values.insert(code.clone(), Value::Number(n));
+                values.insert(owned, Value::Number(n));
             }
         }
     }
@@ -258,7 +273,7 @@ pub fn validate(
             bad(field(code), "at_most", format!("{who}: {code} = {n} exceeds {bound} = {limit}"));
         }
     }
-    if let Some(level) = report.opel_level {
+    if let Some(level) = opel_level {
         match catalogue.get(OPEL_METRIC) {
             None => bad(
                 "opel_level".into(),
@@ -282,8 +297,8 @@ pub fn validate(
             }
         }
     }
-    let narrative = report.narrative.as_ref().filter(|n| !n.is_empty());
-    if let Some(n) = narrative
+    let narrative = narrative.filter(|n| !n.is_empty());
+    if let Some(n) = &narrative
         && n.chars().count() > limits.max_narrative_chars
     {
         bad(
@@ -292,8 +307,8 @@ pub fn validate(
             format!("{who}: narrative of {} characters exceeds {}", n.chars().count(), limits.max_narrative_chars),
         );
     }
-    let source = report.source.as_ref().filter(|s| !s.is_empty());
-    if let Some(s) = source
+    let source = source.filter(|s| !s.is_empty());
+    if let Some(s) = &source
         && s.chars().count() > limits.max_source_chars
     {
         bad(
@@ -307,14 +322,14 @@ pub fn validate(
         return Err(out);
     }
     Ok(ValidReport {
-        provider: report.provider.clone(),
-        site: report.site.clone().filter(|s| !s.is_empty()),
-        period: report.period.expect("checked above"),
-        revision: report.revision,
-        observed_at: report.observed_at.expect("checked above"),
+        provider,
+        site: site.filter(|s| !s.is_empty()),
+        period: period.expect("checked above"),
+        revision,
+        observed_at: observed_at.expect("checked above"),
         values,
-        narrative: narrative.cloned(),
-        source: source.cloned(),
+        narrative,
+        source,
     })
 }
 

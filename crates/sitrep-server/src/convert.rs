@@ -55,25 +55,26 @@ pub fn value_from_wire(v: &pb::MetricValue) -> Option<Value> {
     }
 }
 
-fn non_empty(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_owned())
-}
-
-pub fn report_from_wire(r: &pb::StatusReport) -> Report {
+/// A report as received, its texts moved out of the wire message.
+pub fn report_from_wire(r: pb::StatusReport) -> Report {
+    let owned = |s: String| (!s.is_empty()).then_some(s);
     Report {
-        provider: r.provider.clone(),
-        site: non_empty(&r.site),
+        site: owned(r.site),
         period: r.period.as_ref().map(timestamp_from_wire),
         revision: r.revision,
         observed_at: r.observed_at.as_ref().map(timestamp_from_wire),
         values: r
             .values
-            .iter()
-            .map(|(code, v)| (code.clone(), MetricInput { value: value_from_wire(v), unit: non_empty(&v.unit) }))
+            .into_iter()
+            .map(|(code, v)| {
+                let value = value_from_wire(&v);
+                (code, MetricInput { value, unit: owned(v.unit) })
+            })
             .collect(),
         opel_level: r.opel_level,
-        narrative: non_empty(&r.narrative),
-        source: non_empty(&r.source),
+        narrative: owned(r.narrative),
+        source: owned(r.source),
+        provider: r.provider,
     }
 }
 
@@ -375,7 +376,7 @@ mod tests {
             MetricInput { value: Some(Value::Absent(AbsentReason::Suppressed)), unit: Some("beds".into()) },
         );
         r.values.insert("c".into(), MetricInput { value: None, unit: None });
-        assert_eq!(report_from_wire(&report_to_wire(&r)), r);
+        assert_eq!(report_from_wire(report_to_wire(&r)), r);
     }
 
     #[test]

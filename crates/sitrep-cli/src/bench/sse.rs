@@ -138,7 +138,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         tx.send(report_to_wire(&next_report(&code, &mut sim, sent, narrative))).await?;
         acks.message().await?.context("no ack")?;
     }
-    let cpu = process_usage(pid).zip(cpu_before).map(|((after, _), (before, _))| (after - before) / sending.elapsed().as_secs_f64());
+    let cpu = process_usage(pid)
+        .zip(cpu_before)
+        .map(|((after, _), (before, _))| (after - before) / sending.elapsed().as_secs_f64());
     let _ = until.set(Instant::now() + Duration::from_secs(3));
     let mut delivery = Samples::default();
     let mut finished = 0;
@@ -163,7 +165,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("  sent                     {sent} reports at 10/s; {deliveries} deliveries to {finished} subscribers");
     println!("  send -> subscriber       {}", delivery.summary());
     if let Some(cores) = cpu {
-        println!("  aggregator CPU           {cores:.2} cores while sending (the rest of the machine runs the subscribers)");
+        println!(
+            "  aggregator CPU           {cores:.2} cores while sending (the rest of the machine runs the subscribers)"
+        );
     }
     drop(server);
     Ok(())

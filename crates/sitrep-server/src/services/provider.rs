@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use sitrep_core::{Timestamp, Violation, validate};
+use sitrep_core::validate::validate_owned;
+use sitrep_core::{Timestamp, Violation};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_store::Applied;
@@ -31,7 +32,7 @@ impl ProviderApi {
 
 /// Handles one report: `Ok` with the ack (accepted, duplicate or rejected, plus the violations when rejected),
 /// `Err` when the store could not be reached.
-pub async fn ingest(ctx: &Context, wire: &pb::StatusReport) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
+pub async fn ingest(ctx: &Context, wire: pb::StatusReport) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
     let mut ack = pb::ReportAck {
         provider: wire.provider.clone(),
         period: wire.period,
@@ -39,10 +40,10 @@ pub async fn ingest(ctx: &Context, wire: &pb::StatusReport) -> Result<(pb::Repor
         ..Default::default()
     };
     let now = Timestamp::now();
-    let report = match validate(&report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now) {
+    let report = match validate_owned(report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now) {
         Ok(r) => r,
         Err(violations) => {
-            tracing::info!(provider = %wire.provider, revision = wire.revision, violations = violations.len(), first = %violations[0], "report rejected");
+            tracing::info!(provider = %ack.provider, revision = ack.revision, violations = violations.len(), first = %violations[0], "report rejected");
             ack.set_outcome(Outcome::Rejected);
             let listed = error::listed(&violations);
             ack.violations = listed.iter().map(violation_to_wire).collect();
@@ -108,7 +109,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                 match next {
                     Ok(Some(report)) => {
                         // Not raced against shutdown: a report being stored is finished and acknowledged first.
-                        let reply = ingest(&ctx, &report).await.map(|(ack, _)| ack);
+                        let reply = ingest(&ctx, report).await.map(|(ack, _)| ack);
                         let failed = reply.is_err();
                         if tx.send(reply).await.is_err() || failed {
                             break;
@@ -127,7 +128,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
     }
 
     async fn submit(&self, request: Request<pb::StatusReport>) -> Result<Response<pb::ReportAck>, Status> {
-        let (ack, violations) = ingest(&self.ctx, request.get_ref()).await?;
+        let (ack, violations) = ingest(&self.ctx, request.into_inner()).await?;
         if !violations.is_empty() {
             return Err(error::invalid(&violations));
         }
