@@ -84,6 +84,44 @@ enum Scenario {
     History,
 }
 
+/// An aggregator the bench started (`serve` on a free port, on Redis at `redis` if given, else the memory store),
+/// killed when dropped.
+pub(crate) struct Aggregator {
+    pub child: tokio::process::Child,
+    pub addr: String,
+}
+
+impl Aggregator {
+    pub async fn start(
+        binary: &std::path::Path,
+        redis: Option<&str>,
+        config: &std::path::Path,
+    ) -> anyhow::Result<Aggregator> {
+        let mut command = tokio::process::Command::new(binary);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(config);
+        if let Some(url) = redis {
+            command.args(["--redis", url]);
+        }
+        let mut child = command.env("RUST_LOG", "warn").stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let first = lines.next_line().await?.context("the aggregator printed nothing")?;
+        let addr = first.strip_prefix("sitrep listening on ").context("unexpected aggregator output")?.to_owned();
+        Ok(Aggregator { child, addr })
+    }
+
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("aggregator pid")
+    }
+}
+
+/// The binary the bench runs as the aggregator: `--server-binary`, or this one.
+fn aggregator_binary(args: &BenchArgs) -> anyhow::Result<std::path::PathBuf> {
+    Ok(match &args.server_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?,
+    })
+}
+
 /// The bench's rules: its directory, the shipped catalogue and the example OPEL framework.
 fn bench_rules(directory: Arc<Directory>) -> anyhow::Result<Rules> {
     Ok(Rules::new(
@@ -309,22 +347,9 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let codes: Arc<Vec<String>> = Arc::new(directory.providers().map(|p| p.code.clone()).collect());
 
     eprintln!("bench: starting the aggregator (sitrep serve --redis)");
-    let binary = match &args.server_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?,
-    };
-    let mut server = tokio::process::Command::new(&binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--redis", &url, "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let server_pid = server.id().context("aggregator pid")?;
-    let mut lines = tokio::io::BufReader::new(server.stdout.take().context("stdout")?).lines();
-    let first = lines.next_line().await?.context("the aggregator printed nothing")?;
-    let addr = first.strip_prefix("sitrep listening on ").context("unexpected aggregator output")?.to_owned();
-    let url_grpc = format!("http://{addr}");
+    let server = Aggregator::start(&aggregator_binary(&args)?, Some(&url), &config_path).await?;
+    let server_pid = server.pid()?;
+    let url_grpc = format!("http://{}", server.addr);
 
     // Every connection first: subscribers, each on its own connection following everything, then one stream per
     // provider. The clock starts once all are open.

@@ -5,7 +5,6 @@
 //! ten gRPC subscriptions to B: the time to the first part of the snapshot and to its last part, and B's memory
 //! after them. Redis's slow log is read at the end: the longest command Redis ran while all this happened.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,32 +19,15 @@ use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
 use sitrep_server::convert::report_to_wire;
 use sitrep_store::redis::RedisProcess;
 use sitrep_store::{RedisOptions, RedisStore, Store};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use super::{BenchArgs, Samples, bench_rules, directory_text, next_report, process_usage, scopeguard};
-
-/// An aggregator process and its address.
-struct Replica {
-    child: tokio::process::Child,
-    addr: String,
-}
-
-async fn start_replica(binary: &std::path::Path, url: &str, config: &std::path::Path) -> anyhow::Result<Replica> {
-    let mut child = tokio::process::Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--redis", url, "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let first = lines.next_line().await?.context("the aggregator printed nothing")?;
-    let addr = first.strip_prefix("sitrep listening on ").context("unexpected aggregator output")?.to_owned();
-    Ok(Replica { child, addr })
-}
+use super::{
+    Aggregator, BenchArgs, Samples, aggregator_binary, bench_rules, directory_text, next_report, process_usage,
+    scopeguard,
+};
 
 /// The HTTP status of `GET path` (0 if the request failed).
 async fn http_status(addr: &str, path: &str) -> u16 {
@@ -143,12 +125,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let fill = started.elapsed();
     drop(store);
 
-    let binary = match &args.server_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?,
-    };
+    let binary = aggregator_binary(&args)?;
     let since = Instant::now();
-    let a = start_replica(&binary, &url, &config_path).await?;
+    let a = Aggregator::start(&binary, Some(&url), &config_path).await?;
     let a_ready = until_ready(&a.addr, since).await?;
 
     // Replica A keeps ingesting: 20 streams of new revisions for random providers.
@@ -184,10 +163,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     eprintln!("bench: starting replica B while A ingests");
     let since = Instant::now();
-    let b = start_replica(&binary, &url, &config_path).await?;
+    let b = Aggregator::start(&binary, Some(&url), &config_path).await?;
     let b_listening = since.elapsed();
     let b_ready = until_ready(&b.addr, since).await?;
-    let b_pid = b.child.id().context("replica B's pid")?;
+    let b_pid = b.pid()?;
 
     let (mut first, mut all) = (Samples::default(), Samples::default());
     let mut providers_seen = 0usize;

@@ -6,7 +6,6 @@
 //! connection notes when each event arrives (the report's send time travels in its narrative), which gives the
 //! delivery latency across all subscribers.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,12 +14,14 @@ use sitrep_core::directory::ProviderKind;
 use sitrep_core::sim::SimProvider;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_server::convert::report_to_wire;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use super::{BenchArgs, Samples, directory_text, next_report, process_usage, scopeguard};
+use super::{
+    Aggregator, BenchArgs, Samples, aggregator_binary, directory_text, next_report, process_usage, scopeguard,
+};
 
 /// Resident memory (VmRSS) of a process, in bytes.
 fn rss(pid: u32) -> Option<u64> {
@@ -84,21 +85,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::write(&directory_path, directory_text(args.providers))?;
     let config_path = tmp.join("sitrep.toml");
     std::fs::write(&config_path, format!("directory = {directory_path:?}\n"))?;
-    let binary = match &args.server_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?,
-    };
-    let mut server = tokio::process::Command::new(&binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = server.id().context("aggregator pid")?;
-    let mut lines = tokio::io::BufReader::new(server.stdout.take().context("stdout")?).lines();
-    let first = lines.next_line().await?.context("the aggregator printed nothing")?;
-    let addr = first.strip_prefix("sitrep listening on ").context("unexpected aggregator output")?.to_owned();
+    let server = Aggregator::start(&aggregator_binary(&args)?, None, &config_path).await?;
+    let pid = server.pid()?;
+    let addr = server.addr.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss(pid);
 
