@@ -12,7 +12,6 @@ use anyhow::Context;
 use sitrep_core::directory::ProviderKind;
 use sitrep_core::sim::SimProvider;
 use sitrep_core::{Directory, Limits, Report, Timestamp, validate};
-use sitrep_store::redis::RedisProcess;
 use sitrep_store::{RedisOptions, RedisStore, Store};
 
 use super::{BenchArgs, bench_rules, directory_text};
@@ -28,14 +27,7 @@ async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Re
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let n = args.providers;
     let hours_kept = args.hours.max(1);
-    let (redis_process, url) = match &args.redis {
-        Some(url) => (None, url.clone()),
-        None => {
-            let r = RedisProcess::start_with(&["--appendfsync", "everysec"]).context("starting redis-server")?;
-            let url = r.url();
-            (Some(r), url)
-        }
-    };
+    let (redis_process, url) = super::bench_redis(&args)?;
     let directory = Arc::new(Directory::from_toml("bench directory", &directory_text(n))?);
     let rules = bench_rules(directory.clone())?;
     let prefix = format!("bench-hist-{}", std::process::id());

@@ -114,6 +114,20 @@ impl Aggregator {
     }
 }
 
+/// The Redis the bench uses: `--redis`, or its own `redis-server` (AOF, `appendfsync everysec`, as production is
+/// advised to run), stopped when the returned process is dropped.
+fn bench_redis(args: &BenchArgs) -> anyhow::Result<(Option<RedisProcess>, String)> {
+    Ok(match &args.redis {
+        Some(url) => (None, url.clone()),
+        None => {
+            eprintln!("bench: starting redis-server (AOF, appendfsync everysec)");
+            let r = RedisProcess::start_with(&["--appendfsync", "everysec"]).context("starting redis-server")?;
+            let url = r.url();
+            (Some(r), url)
+        }
+    })
+}
+
 /// The binary the bench runs as the aggregator: `--server-binary`, or this one.
 fn aggregator_binary(args: &BenchArgs) -> anyhow::Result<std::path::PathBuf> {
     Ok(match &args.server_binary {
@@ -320,15 +334,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("sitrep-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let _cleanup = scopeguard(tmp.clone());
-    let (redis_process, url) = match &args.redis {
-        Some(url) => (None, url.clone()),
-        None => {
-            eprintln!("bench: starting redis-server (AOF, appendfsync everysec)");
-            let r = RedisProcess::start_with(&["--appendfsync", "everysec"]).context("starting redis-server")?;
-            let url = r.url();
-            (Some(r), url)
-        }
-    };
+    let (redis_process, url) = bench_redis(&args)?;
     let redis_pid = redis_process.as_ref().and_then(|r| r.pid());
     let directory_path = tmp.join("directory.toml");
     std::fs::write(&directory_path, directory_text(args.providers))?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use sitrep_core::directory::ProviderKind;
 use sitrep_core::sim::SimProvider;
 use sitrep_core::{Directory, Limits, Timestamp, validate};
@@ -17,7 +17,6 @@ use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
 use sitrep_server::convert::report_to_wire;
-use sitrep_store::redis::RedisProcess;
 use sitrep_store::{RedisOptions, RedisStore, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -70,15 +69,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("sitrep-bench-snapshot-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let _cleanup = scopeguard(tmp.clone());
-    let (redis_process, url) = match &args.redis {
-        Some(url) => (None, url.clone()),
-        None => {
-            eprintln!("bench: starting redis-server (AOF, appendfsync everysec)");
-            let r = RedisProcess::start_with(&["--appendfsync", "everysec"]).context("starting redis-server")?;
-            let url = r.url();
-            (Some(r), url)
-        }
-    };
+    let (redis_process, url) = super::bench_redis(&args)?;
     let prefix = format!("bench-snap-{}", std::process::id());
     let directory_path = tmp.join("directory.toml");
     std::fs::write(&directory_path, directory_text(n))?;
