@@ -242,7 +242,7 @@ fn retain_metrics(v: &mut Json, metrics: Option<&BTreeSet<String>>) {
 async fn snapshot(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = params(q);
     let f = ctx.resolve(Some(&filter(&params)))?;
-    let snap = ctx.hub.snapshot(&f.providers).ok_or_else(error::not_ready)?;
+    let snap = ctx.snapshot(&f.providers).await?;
     let mut body = json::snapshot(&ctx.rules, &snap.cursor, &snap.providers, &snap.rollups, false);
     retain_metrics(&mut body, f.metrics.as_ref());
     Ok(ok(body))
@@ -314,7 +314,7 @@ async fn history(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resu
 
 async fn alerts(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let f = ctx.resolve(Some(&filter(&params(q))))?;
-    let alerts = ctx.hub.alerts(&f.providers).ok_or_else(error::not_ready)?;
+    let alerts = ctx.alerts(&f.providers).await?;
     Ok(ok(json!({ "alerts": alerts })))
 }
 

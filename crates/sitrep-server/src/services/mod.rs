@@ -26,6 +26,9 @@ use crate::config::SubscriberConfig;
 use crate::error;
 use crate::hub::Hub;
 
+/// How long a query waits for the Hub's picture (at start-up, or while it reloads) before answering `UNAVAILABLE`.
+const PICTURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Everything the services share. Built once by [`crate::App`].
 pub struct Context {
     pub store: Arc<dyn Store>,
@@ -85,6 +88,32 @@ impl Context {
                 "known_provider",
                 format!("provider {code:?} is not in the directory"),
             )),
+        }
+    }
+
+    /// The selected part of the Hub's picture, waiting a little (at start-up, or while it reloads after the log
+    /// reset) for the picture to be there; `UNAVAILABLE` if it does not come.
+    pub async fn snapshot(&self, selection: &sitrep_core::Selection) -> Result<sitrep_core::PictureSnapshot, Status> {
+        self.read_picture(|| self.hub.snapshot(selection)).await
+    }
+
+    /// The open alerts of the selected providers, from the Hub's picture (waiting for it as [`Context::snapshot`]).
+    pub async fn alerts(&self, selection: &sitrep_core::Selection) -> Result<Vec<sitrep_core::Alert>, Status> {
+        self.read_picture(|| self.hub.alerts(selection)).await
+    }
+
+    async fn read_picture<T>(&self, read: impl Fn() -> Option<T>) -> Result<T, Status> {
+        let deadline = tokio::time::Instant::now() + PICTURE_WAIT;
+        loop {
+            if let Some(value) = read() {
+                return Ok(value);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || !self.hub.ready(left).await {
+                return Err(error::not_ready());
+            }
+            // Ready, but the picture may have been dropped again before it was read: look once more.
+            tokio::task::yield_now().await;
         }
     }
 

@@ -55,7 +55,7 @@ impl QueryApi {
 impl pb::query_service_server::QueryService for QueryApi {
     async fn get_snapshot(&self, request: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::Snapshot>, Status> {
         let filter = self.ctx.resolve(request.get_ref().filter.as_ref())?;
-        let snap = self.ctx.hub.snapshot(&filter.providers).ok_or_else(error::not_ready)?;
+        let snap = self.ctx.snapshot(&filter.providers).await?;
         let metrics = filter.metrics.as_ref();
         Ok(Response::new(snapshot_to_wire(
             &self.ctx.rules,
@@ -145,7 +145,7 @@ impl pb::query_service_server::QueryService for QueryApi {
 
     async fn get_alerts(&self, request: Request<pb::GetAlertsRequest>) -> Result<Response<pb::Alerts>, Status> {
         let filter = self.ctx.resolve(request.get_ref().filter.as_ref())?;
-        let alerts = self.ctx.hub.alerts(&filter.providers).ok_or_else(error::not_ready)?;
+        let alerts = self.ctx.alerts(&filter.providers).await?;
         Ok(Response::new(pb::Alerts { alerts: alerts.iter().map(alert_to_wire).collect() }))
     }
 
