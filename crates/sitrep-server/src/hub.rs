@@ -147,6 +147,9 @@ const WRITE_FAILURES_TO_DEGRADE: u64 = 3;
 /// service (so it gets no reports to prove the store healthy again) comes back and tries.
 const WRITE_FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(30);
 
+/// A provider's encoding for snapshots: the epoch and version it was made for, and the bytes.
+type Encoded = (String, u64, Bytes);
+
 /// Handle to the Hub; cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
@@ -161,7 +164,7 @@ pub struct Hub {
     /// changes (encoding ten thousand providers afresh for each new subscriber took most of a snapshot's time).
     /// Emptied when the Hub installs a new picture (versions start again in a new epoch). A std mutex, held for a
     /// map operation.
-    encoded: Arc<Mutex<HashMap<String, (u64, Bytes)>>>,
+    encoded: Arc<Mutex<HashMap<String, Encoded>>>,
     /// How a provider is encoded for snapshots, if the Hub should encode every provider once a picture is
     /// installed, so that the first subscriber's snapshot is as quick as the next one's.
     warm: Option<fn(&ProviderLive) -> Bytes>,
@@ -366,15 +369,22 @@ impl Hub {
         self
     }
 
-    /// `provider`'s encoding for snapshots, made by `encode` unless one was made for its current version.
-    pub fn encoded_provider(&self, provider: &ProviderLive, encode: impl FnOnce(&ProviderLive) -> Bytes) -> Bytes {
+    /// `provider`'s encoding for snapshots, made by `encode` unless one was made for its current version. Within one
+    /// epoch of the log a provider's version names exactly one state, so (epoch, version) is the key: an encoding
+    /// made for a dropped picture can never be taken for the state of a new one.
+    pub fn encoded_provider(
+        &self,
+        epoch: &str,
+        provider: &ProviderLive,
+        encode: impl FnOnce(&ProviderLive) -> Bytes,
+    ) -> Bytes {
         let cached = self.encoded.lock().unwrap_or_else(|e| e.into_inner()).get(&provider.provider).cloned();
         match cached {
-            Some((version, bytes)) if version == provider.version => bytes,
+            Some((e, version, bytes)) if e == epoch && version == provider.version => bytes,
             _ => {
                 let bytes = encode(provider);
                 let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
-                encoded.insert(provider.provider.clone(), (provider.version, bytes.clone()));
+                encoded.insert(provider.provider.clone(), (epoch.to_owned(), provider.version, bytes.clone()));
                 bytes
             }
         }
@@ -413,11 +423,12 @@ impl Hub {
         self.encoded.lock().unwrap_or_else(|e| e.into_inner()).clear();
         if let (Some(encode), Some(p)) = (self.warm, &picture) {
             let providers: Vec<Arc<ProviderLive>> = p.providers().cloned().collect();
+            let epoch = p.cursor().epoch.clone();
             let hub = self.clone();
             // Off the async threads: ten thousand providers take a good fraction of a second.
             tokio::task::spawn_blocking(move || {
                 for p in providers {
-                    hub.encoded_provider(&p, encode);
+                    hub.encoded_provider(&epoch, &p, encode);
                 }
             });
         }
@@ -648,6 +659,26 @@ mod tests {
         assert!(status.borrow().degraded);
         hub.reads(true, || "quiet".into());
         assert!(!status.borrow().degraded, "no refusal within the quiet period: try again");
+    }
+
+    #[test]
+    fn encodings_are_kept_per_epoch_and_version() {
+        let hub = Hub::new(Rules::demo(), 4);
+        let mut p = sitrep_core::ProviderLive::new("RJ7");
+        p.version = 3;
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let encode = |_: &sitrep_core::ProviderLive| {
+            made.fetch_add(1, Ordering::Relaxed);
+            Bytes::from_static(b"x")
+        };
+        hub.encoded_provider("e1", &p, encode);
+        hub.encoded_provider("e1", &p, encode);
+        assert_eq!(made.load(Ordering::Relaxed), 1, "the same state is encoded once");
+        hub.encoded_provider("e2", &p, encode);
+        assert_eq!(made.load(Ordering::Relaxed), 2, "the same version in another epoch is another state");
+        p.version = 4;
+        hub.encoded_provider("e2", &p, encode);
+        assert_eq!(made.load(Ordering::Relaxed), 3, "a new version is encoded afresh");
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn encode_snapshot(ctx: &Context, snap: &crate::session::SnapshotPart) -> prost:
     let mut inner = Vec::new();
     prost::encoding::string::encode(1, &snap.cursor.to_string(), &mut inner);
     for p in &snap.providers {
-        let bytes = ctx.hub.encoded_provider(p, encode_provider);
+        let bytes = ctx.hub.encoded_provider(&snap.cursor.epoch, p, encode_provider);
         encode_key(2, WireType::LengthDelimited, &mut inner);
         encode_varint(bytes.len() as u64, &mut inner);
         inner.extend_from_slice(&bytes);
