@@ -77,7 +77,15 @@ async fn sse_resumes_from_last_event_id_without_gap_or_duplicate() {
     let json = m.json();
     assert_eq!(json["provider"], "RAX");
     assert!(json["raised"].as_array().unwrap().iter().any(|a| a["key"] == "threshold:RAX:beds.cc_adult.occupancy"));
-    assert!(json["rollups"].as_array().unwrap().iter().any(|r| r["scope"]["code"] == "QWE"));
+    // Compactly: each metric named once, figures and rollups by position.
+    let metrics: Vec<&str> = json["metrics"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let at = |code: &str| metrics.iter().position(|m| *m == code).unwrap_or_else(|| panic!("{code} in {metrics:?}"));
+    let occupancy = at("beds.cc_adult.occupancy");
+    assert!(json["changes"].as_array().unwrap().iter().any(|c| c[0] == at("beds.cc_adult.occupied") && c[2] == 10));
+    assert!(json["figures"].as_array().unwrap().iter().any(|f| f == &serde_json::json!([occupancy, 100, "red"])));
+    let qwe = json["rollups"].as_array().unwrap().iter().find(|r| r["scope"]["code"] == "QWE").expect("QWE");
+    assert_eq!(qwe["value"].as_array().unwrap().len(), metrics.len());
+    assert!(qwe["n"][occupancy].as_u64().unwrap() >= 1);
     drop(e);
 
     // The query parameter is used when there is no header; a cursor of another epoch gets a reset and a snapshot.
@@ -112,6 +120,8 @@ async fn json_api_health_and_the_page() {
 
     let live = get(&server.url, "/healthz").await;
     assert_eq!((live.status, live.json()["live"].as_bool()), (200, Some(true)));
+    // HTTP/1 answers close their connection, so a browser's event stream gets a fresh one (served directly).
+    assert_eq!(live.header("connection"), Some("close"));
     let ready = get(&server.url, "/readyz").await;
     assert_eq!((ready.status, ready.json()["ready"].as_bool()), (200, Some(true)));
 

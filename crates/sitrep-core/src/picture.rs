@@ -162,8 +162,14 @@ impl Picture {
                 t.change_pair(*d, *before, pair(state, *d));
             }
         }
-        let mut positions: Vec<Position> =
-            changed.iter().map(|m| Position::Metric(*m)).chain(derived.iter().map(|d| Position::Derived(*d))).collect();
+        // Rollups of those, and of every figure whose rating changed (its scope's rating may have moved with it),
+        // so an event's rollups cover every metric the event mentions.
+        let mut positions: Vec<Position> = changed
+            .iter()
+            .map(|m| Position::Metric(*m))
+            .chain(derived.iter().map(|d| Position::Derived(*d)))
+            .chain(event.derived.figures.iter().filter_map(|f| index.position(&f.metric)))
+            .collect();
         positions.sort_by_key(|p| index.ordinal_of(*p));
         positions.dedup();
         Ok(scopes.iter().map(|s| rollup_at(rules, &index.scopes[*s], &self.totals[*s], &positions, false)).collect())

@@ -3,7 +3,8 @@
 //!
 //! The gRPC services are collected into `tonic::service::Routes`, which is also an axum router, and merged with
 //! the HTTP routes. The listener takes HTTP/2 (gRPC) and HTTP/1.1 (browsers); sitrep's own services also answer
-//! gRPC-Web, so a browser can call them directly.
+//! gRPC-Web, so a browser can call them directly. A connection whose first request is the Server-Sent Events
+//! stream is served outside hyper (`http::serve_direct`), so an idle wallboard costs a few KiB.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,17 +12,19 @@ use std::time::Duration;
 use sitrep_core::{Directory, Rules, Timestamp};
 use sitrep_proto::v1 as pb;
 use sitrep_store::{MemoryOptions, MemoryStore, RedisOptions, RedisStore, Store};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower_layer::Layer;
 
 use crate::config::{Config, ConfigError};
+use crate::http;
 use crate::hub::Hub;
 use crate::services::Context;
 use crate::services::provider::ProviderApi;
@@ -180,6 +183,47 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
+/// Accepts connections on `listener` until `stop` fires. A connection whose first request is for the event stream
+/// is served by [`http::serve_direct`] (an idle stream then costs a few KiB rather than hyper's HTTP/1 buffers);
+/// every other connection is handed to the gRPC and HTTP server through the returned stream.
+fn accept(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+) -> ReceiverStream<Result<TcpStream, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = stop.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: say so, and give the system a moment rather than spin.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let (tx, ctx) = (tx.clone(), ctx.clone());
+            ctx.tasks.clone().spawn(async move {
+                let events = tokio::select! {
+                    _ = ctx.cancel.cancelled() => return,
+                    events = http::sniff(&stream) => events,
+                };
+                if events {
+                    http::serve_direct(ctx, stream).await;
+                } else {
+                    let _ = tx.send(Ok(stream)).await;
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
 /// Serves `app` on `listener` until `cancel` fires, then drains: health turns NOT_SERVING, streams are told to
 /// end (a report being stored is finished and acknowledged first), and the server waits up to the configured
 /// grace period for them.
@@ -208,9 +252,9 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
         }
     });
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // Health turns NOT_SERVING before the server stops accepting, so a check during shutdown is answered truly.
     let stop_accepting = CancellationToken::new();
+    let incoming = accept(listener, ctx.clone(), stop_accepting.clone());
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -208,7 +208,8 @@
     badge.className = `opel${declared ? ` l${declared}` : ""}${opel && opel.mismatch ? " mismatch" : ""}`;
     badge.dataset.computed = computed ? String(computed) : "";
     badge.title = opel && opel.computed
-      ? `declared ${declared || "none"}; computed ${opel.computed.explanation}`
+      ? `declared ${declared || "none"}; computed ${opel.computed.explanation ||
+        `OPEL ${opel.computed.level} (score ${opel.computed.score} of ${opel.computed.max_score})`}`
       : "no level computed";
   }
 
@@ -328,24 +329,25 @@
         p.period = e.period;
         p.received_at = e.received_at;
         p.stale = false;
-        for (const f of e.figures) {
-          if (f.value === null || f.value === undefined) p.figures.delete(f.metric);
-          else p.figures.set(f.metric, { value: f.value, rag: f.rag || null });
+        // An event names its metrics once; figures are [index, value, rag] and rollups arrays aligned with them.
+        for (const [i, value, rag] of e.figures) {
+          if (value === null || value === undefined) p.figures.delete(e.metrics[i]);
+          else p.figures.set(e.metrics[i], { value, rag: rag || null });
         }
         if (e.opel) p.opel = e.opel;
       }
-      for (const a of e.cleared) p.alerts.delete(a.key);
-      for (const a of e.raised) p.alerts.set(a.key, a);
+      for (const key of e.cleared || []) p.alerts.delete(key);
+      for (const a of e.raised || []) p.alerts.set(a.key, a);
       for (const r of e.rollups) {
         const key = `${r.scope.level}:${r.scope.code}`;
-        const known = state.rollups.get(key) || { ...r, figures: new Map() };
+        const known = state.rollups.get(key) || { scope: r.scope, figures: new Map() };
         known.providers = r.providers;
         known.reporting = r.reporting;
         known.stale = r.stale;
-        for (const m of r.metrics) {
-          if (m.value === null || m.value === undefined) known.figures.delete(m.metric);
-          else known.figures.set(m.metric, { value: m.value, rag: m.rag || null });
-        }
+        e.metrics.forEach((metric, i) => {
+          if (r.value[i] === null || r.value[i] === undefined) known.figures.delete(metric);
+          else known.figures.set(metric, { value: r.value[i], rag: r.rag[i] || null, n: r.n[i] });
+        });
         state.rollups.set(key, known);
         paintRollup(key, true);
       }
@@ -353,7 +355,7 @@
     }
     const what = e.kind === "stale"
       ? "missed its report (stale)"
-      : e.changes.slice(0, 3).map((c) => `${c.metric} ${typeof c.after === "number" ? fmt(c.metric, c.after) : "absent"}`).join(", ") +
+      : e.changes.slice(0, 3).map(([i, , after]) => `${e.metrics[i]} ${typeof after === "number" ? fmt(e.metrics[i], after) : "absent"}`).join(", ") +
         (e.changes.length > 3 ? ` +${e.changes.length - 3}` : "") + (e.live ? "" : " (correction)");
     state.changes.unshift({ at: e.received_at, text: `${e.provider}: ${what || "no change"}` });
     state.changes.length = Math.min(state.changes.length, 12);

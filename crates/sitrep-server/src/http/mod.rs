@@ -11,7 +11,10 @@
 //! (or `?last_event_id=`; the header wins) and resumes exactly where it left off, or gets a `reset` and a fresh
 //! `snapshot` when its cursor cannot be served.
 
+mod direct;
 pub mod json;
+
+pub use direct::{HEAD_TIMEOUT, serve as serve_direct, sniff};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -29,7 +32,6 @@ use sitrep_core::rollup::{Totals, rollup};
 use sitrep_core::{Timestamp, Value};
 use sitrep_proto::v1 as pb;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic_types::StatusExt;
 
@@ -62,7 +64,21 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/history", get(history))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/events", get(events))
+        .layer(axum::middleware::from_fn(one_request_per_connection))
         .with_state(ctx)
+}
+
+/// HTTP/1.1 answers close their connection, so that a browser opens its event stream on a fresh connection, which
+/// [`direct`] serves (an idle stream then costs a few KiB rather than hyper's buffers); a browser reusing a
+/// kept-alive connection would put its stream through hyper. The wallboard makes a handful of requests when it
+/// loads and one an hour after, so the extra connections cost nothing that matters. HTTP/2 is left alone.
+async fn one_request_per_connection(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let mut response = next.run(request).await;
+    if http1 {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// What unknown paths get: gRPC's "unimplemented" for gRPC clients, a 404 for everyone else.
@@ -105,7 +121,15 @@ impl From<Status> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let s = self.0;
+        let (code, body) = self.parts();
+        (code, axum::Json(body)).into_response()
+    }
+}
+
+impl ApiError {
+    /// The HTTP status and JSON body that answer this failure.
+    fn parts(&self) -> (StatusCode, Json) {
+        let s = &self.0;
         let code = match s.code() {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
@@ -119,7 +143,7 @@ impl IntoResponse for ApiError {
             .into_iter()
             .map(|v| json!({ "field": v.field, "description": v.description }))
             .collect();
-        (code, axum::Json(json!({ "error": s.message(), "violations": violations }))).into_response()
+        (code, json!({ "error": s.message(), "violations": violations }))
     }
 }
 
@@ -319,13 +343,58 @@ async fn alerts(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resul
 }
 
 /// The Server-Sent Events stream of the picture: `snapshot`, `event`, `heartbeat`, `reset`, `status` and, last,
-/// `error`. Ids are cursors.
+/// `error`. Ids are cursors. (A connection whose first request is this one is served by [`direct`] instead, with
+/// the same [`open_events`].)
 async fn events(
     State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = params(q);
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let events = open_events(&ctx, q, last_event_id, "by hyper")?;
+    let retry = tokio_stream::once(Ok::<_, Infallible>(Bytes::from_static(RETRY)));
+    let messages = futures_util::stream::unfold(events, |mut events| async move {
+        events.next().await.map(|message| (Ok::<_, Infallible>(message), events))
+    });
+    let mut response = axum::body::Body::from_stream(retry.chain(messages)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// The first message of every stream: asks browsers to wait a moment before reconnecting by themselves (the
+/// wallboard backs off further). The session sends a heartbeat whenever the stream is otherwise quiet, so no
+/// keep-alive comments are needed.
+const RETRY: &[u8] = b"retry: 1000\n\n";
+
+/// An open event stream: the session's items, made into messages.
+pub struct EventStream {
+    rx: tokio::sync::mpsc::Receiver<Result<Out, Status>>,
+    ctx: Arc<Context>,
+    metrics: Option<BTreeSet<String>>,
+}
+
+impl EventStream {
+    /// The next message, or `None` once the session has ended (its last message may be an `error`). Cancel-safe.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        Some(match self.rx.recv().await? {
+            Ok(out) => sse_message(&self.ctx, self.metrics.as_ref(), out),
+            Err(status) => message("error", None, &json!({ "message": status.message() }).to_string()),
+        })
+    }
+}
+
+/// Opens the event stream a request asks for: its filters and `heartbeat` from the query, and where to resume
+/// from the `Last-Event-ID` header (which a reconnecting browser sends; it wins over `?last_event_id=`, which a
+/// page sets on its first connect).
+fn open_events(
+    ctx: &Arc<Context>,
+    query: Option<String>,
+    last_event_id: Option<&str>,
+    served: &'static str,
+) -> Result<EventStream, ApiError> {
+    let params = params(query);
     let f = ctx.resolve(Some(&filter(&params)))?;
     let heartbeat = match one(&params, "heartbeat").map(str::parse::<u64>) {
         None => u64::from(ctx.subscribers.default_heartbeat_seconds),
@@ -339,30 +408,14 @@ async fn events(
             .into());
         }
     };
-    // The header a reconnecting EventSource sends wins over the query parameter a page sets on its first connect.
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
+    let resume = last_event_id
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
         .or_else(|| one(&params, "last_event_id").map(str::to_owned));
-    tracing::info!(resume = resume.as_deref(), "browser subscriber connected");
+    tracing::info!(resume = resume.as_deref(), served, "browser subscriber connected");
     let metrics = f.metrics.clone();
     let rx = session::start(ctx.clone(), f, Duration::from_secs(heartbeat), resume, "sse".into());
-    // Ask browsers to wait a moment before reconnecting by themselves; the wallboard backs off further.
-    let retry = tokio_stream::once(Ok::<_, Infallible>(Bytes::from_static(b"retry: 1000\n\n")));
-    let messages = ReceiverStream::new(rx).map(move |item| {
-        Ok::<_, Infallible>(match item {
-            Ok(out) => sse_message(&ctx, metrics.as_ref(), out),
-            Err(status) => message("error", None, &json!({ "message": status.message() }).to_string()),
-        })
-    });
-    // The session sends a heartbeat whenever the stream is otherwise quiet, so no keep-alive comments are needed.
-    let mut response = axum::body::Body::from_stream(retry.chain(messages)).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    Ok(EventStream { rx, ctx: ctx.clone(), metrics })
 }
 
 /// One Server-Sent Events message: its name, its id if it has one, and its data on one line (compact JSON has no
@@ -394,11 +447,9 @@ fn sse_message(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> B
             message("snapshot", (!snap.more).then_some(cursor.as_str()), &body.to_string())
         }
         Out::Event(OutEvent::Shared(shared)) => {
-            shared.sse(|e| message("event", Some(&e.cursor.to_string()), &json::event(rules, e).to_string()))
+            shared.sse(|e| message("event", Some(&e.cursor.to_string()), &json::event(e).to_string()))
         }
-        Out::Event(OutEvent::Own(e)) => {
-            message("event", Some(&e.cursor.to_string()), &json::event(rules, &e).to_string())
-        }
+        Out::Event(OutEvent::Own(e)) => message("event", Some(&e.cursor.to_string()), &json::event(&e).to_string()),
         Out::Heartbeat(cursor) => {
             let data = json!({ "cursor": cursor.to_string(), "server_time": Timestamp::now() }).to_string();
             message("heartbeat", Some(&cursor.to_string()), &data)

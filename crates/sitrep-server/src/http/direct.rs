@@ -1,0 +1,215 @@
+//! The Server-Sent Events stream served straight on a connection whose first request asks for it, without hyper.
+//!
+//! A wallboard holds its event stream open for days, mostly idle. Through hyper, each such HTTP/1 connection
+//! keeps an 8 KiB read buffer and an 8 KiB write buffer and its service stack: about 27 KiB before sitrep's session
+//! adds anything (measured with 1,000 connections). A stream needs none of that: after the request head, the
+//! server only writes messages that are already made (each event's message is shared by every subscriber). So the
+//! listener looks at the first bytes of each new connection ([`sniff`]): `GET /api/v1/events` is served here
+//! ([`serve`]) with a small request parser and a close-delimited body; everything else (gRPC, the JSON API, the
+//! wallboard's files, and an events request that comes later on a reused connection) goes to hyper as before, and
+//! gets the same answers there. Both paths open the stream with the same [`super::open_events`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{EventStream, open_events};
+use crate::services::Context;
+
+/// What a connection's first request starts with when it asks for the event stream (then a space or a query).
+const EVENTS: &[u8] = b"GET /api/v1/events";
+/// The longest request head read here; a browser's is well under 2 KiB.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a new connection may take to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a new connection's first request is for the event stream. Waits for the first bytes (a partial line is
+/// waited for briefly); errors and silence count as "not the stream", leaving the connection to hyper, whose
+/// own timeouts and errors then apply.
+pub async fn sniff(stream: &TcpStream) -> bool {
+    let mut first = [0u8; EVENTS.len() + 1];
+    let look = async {
+        loop {
+            let n = match stream.peek(&mut first).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            let seen = &first[..n];
+            if n == first.len() {
+                return seen.starts_with(EVENTS) && matches!(seen[EVENTS.len()], b' ' | b'?');
+            }
+            if !EVENTS.starts_with(seen) {
+                return false;
+            }
+            // A request line split across packets: peek again once more has arrived.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(HEAD_TIMEOUT, look).await.unwrap_or(false)
+}
+
+/// Serves the event stream on `stream`, whose first request [`sniff`] found to be for it: reads and parses the
+/// request head, opens the stream (or answers the error as JSON, as the API does), then writes each message as it
+/// comes until the subscriber goes, the session ends, or the aggregator shuts down.
+pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) {
+    let Ok(Ok(Some(head))) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await else {
+        let _ = stream.write_all(&plain(StatusCode::BAD_REQUEST, "a malformed or incomplete request head")).await;
+        return;
+    };
+    let events = match open_events(&ctx, head.query, head.last_event_id.as_deref(), "directly") {
+        Ok(events) => events,
+        Err(e) => {
+            let (status, body) = e.parts();
+            let _ = stream.write_all(&response(status, "application/json", &body.to_string())).await;
+            return;
+        }
+    };
+    stream_events(events, stream).await;
+}
+
+/// Writes the stream's head and then every message. A read on the socket watches for the subscriber going away
+/// (EOF or an error) so an idle stream is let go at once rather than at its next heartbeat.
+async fn stream_events(mut events: EventStream, mut stream: TcpStream) {
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+        connection: close\r\n\r\n";
+    if stream.write_all(HEAD).await.is_err() || stream.write_all(super::RETRY).await.is_err() {
+        return;
+    }
+    let (mut reader, mut writer) = stream.split();
+    let mut scratch = [0u8; 64];
+    loop {
+        let message = tokio::select! {
+            message = events.next() => message,
+            read = reader.read(&mut scratch) => match read {
+                // A subscriber has nothing more to say once its stream is open; anything it sends is ignored.
+                Ok(n) if n > 0 => continue,
+                _ => return,
+            },
+        };
+        let Some(message) = message else {
+            // The session ended (after its final message): close the body, which ends it.
+            let _ = writer.shutdown().await;
+            return;
+        };
+        if writer.write_all(&message).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The parts of the request head the stream needs.
+struct Head {
+    query: Option<String>,
+    last_event_id: Option<String>,
+}
+
+/// Reads up to the end of the request head. `Ok(None)` when it is malformed, too long, or the connection ended
+/// first.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Head>> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let target = request.path.unwrap_or_default();
+                let query = target.split_once('?').map(|(_, q)| q.to_owned());
+                let last_event_id = request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .map(str::to_owned);
+                return Ok(Some(Head { query, last_event_id }));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// A whole response with a body, after which the connection closes.
+fn response(status: StatusCode, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn plain(status: StatusCode, what: &str) -> Vec<u8> {
+    response(status, "application/json", &serde_json::json!({ "error": what, "violations": [] }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn sniff_tells_the_event_stream_from_everything_else() {
+        for (first, expect) in [
+            (&b"GET /api/v1/events HTTP/1.1\r\n"[..], true),
+            (b"GET /api/v1/events?system=QWE HTTP/1.1\r\n", true),
+            (b"GET /api/v1/eventsx HTTP/1.1\r\n", false),
+            (b"GET /api/v1/snapshot HTTP/1.1\r\n", false),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false),
+            (b"POST /sitrep.v1.ProviderService/Report HTTP/1.1\r\n", false),
+        ] {
+            let (mut client, server) = pair().await;
+            client.write_all(first).await.unwrap();
+            assert_eq!(sniff(&server).await, expect, "{}", String::from_utf8_lossy(first));
+            // Sniffing only peeks: the bytes are still there for whoever serves the connection.
+            let mut again = vec![0u8; first.len()];
+            let mut server = server;
+            server.read_exact(&mut again).await.unwrap();
+            assert_eq!(again, first);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_line_split_across_packets_is_waited_for() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"GET /api/v1/ev").await.unwrap();
+        let sniffing = tokio::spawn(async move { sniff(&server).await });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        client.write_all(b"ents HTTP/1.1\r\n").await.unwrap();
+        assert!(sniffing.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_request_head_gives_the_query_and_last_event_id() {
+        let (mut client, mut server) = pair().await;
+        client
+            .write_all(
+                b"GET /api/v1/events?system=QWE&heartbeat=5 HTTP/1.1\r\nHost: x\r\nLast-Event-ID: m1:4-0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let head = read_head(&mut server).await.unwrap().unwrap();
+        assert_eq!(head.query.as_deref(), Some("system=QWE&heartbeat=5"));
+        assert_eq!(head.last_event_id.as_deref(), Some("m1:4-0"));
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost").await.unwrap();
+        drop(client);
+        assert!(read_head(&mut server).await.unwrap().is_none(), "a head cut short");
+    }
+}
