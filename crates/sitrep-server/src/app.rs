@@ -40,7 +40,7 @@ pub const SERVICE_NAMES: [&str; 3] = [ProviderServer::NAME, SubscriberServer::NA
 
 /// A built aggregator: shared context and the routes that serve it.
 pub struct App {
-    ctx: Arc<Context>,
+    pub(crate) ctx: Arc<Context>,
     grace: Duration,
     max_message_bytes: usize,
     stale_check: Duration,

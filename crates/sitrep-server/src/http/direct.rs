@@ -111,12 +111,12 @@ struct Head {
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Head>> {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let mut chunk = [0u8; 1024];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
+        if buf.len() == buf.capacity() {
+            buf.reserve(1024);
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
             return Ok(None);
         }
-        buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf) {
