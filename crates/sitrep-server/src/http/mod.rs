@@ -29,7 +29,7 @@ use axum::routing::get;
 use prost::bytes::Bytes;
 use serde_json::{Value as Json, json};
 use sitrep_core::rollup::{Totals, rollup};
-use sitrep_core::{Timestamp, Value};
+use sitrep_core::{ProviderLive, Timestamp, Value};
 use sitrep_proto::v1 as pb;
 use tokio_stream::StreamExt;
 use tonic::Status;
@@ -242,34 +242,97 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
 
 /// Keeps only `metrics` (when given) in a JSON snapshot's readings, figures and rollups.
 fn retain_metrics(v: &mut Json, metrics: Option<&BTreeSet<String>>) {
-    let Some(m) = metrics else { return };
-    let keep = |f: &Json| f["metric"].as_str().is_some_and(|c| m.contains(c));
     if let Some(providers) = v["providers"].as_array_mut() {
         for p in providers {
-            if let Some(r) = p["readings"].as_object_mut() {
-                r.retain(|k, _| m.contains(k));
-            }
-            if let Some(f) = p["figures"].as_array_mut() {
-                f.retain(keep);
-            }
+            retain_provider_metrics(p, metrics);
         }
     }
     if let Some(rollups) = v["rollups"].as_array_mut() {
         for r in rollups {
-            if let Some(list) = r["metrics"].as_array_mut() {
-                list.retain(keep);
-            }
+            retain_rollup_metrics(r, metrics);
         }
     }
 }
 
+fn keeps(metrics: &BTreeSet<String>) -> impl Fn(&Json) -> bool + '_ {
+    |f: &Json| f["metric"].as_str().is_some_and(|c| metrics.contains(c))
+}
+
+/// Keeps only `metrics` (when given) in a provider's JSON readings and figures.
+fn retain_provider_metrics(p: &mut Json, metrics: Option<&BTreeSet<String>>) {
+    let Some(m) = metrics else { return };
+    if let Some(r) = p["readings"].as_object_mut() {
+        r.retain(|k, _| m.contains(k));
+    }
+    if let Some(f) = p["figures"].as_array_mut() {
+        f.retain(keeps(m));
+    }
+}
+
+/// Keeps only `metrics` (when given) in a rollup's JSON figures.
+fn retain_rollup_metrics(r: &mut Json, metrics: Option<&BTreeSet<String>>) {
+    let Some(m) = metrics else { return };
+    if let Some(list) = r["metrics"].as_array_mut() {
+        list.retain(keeps(m));
+    }
+}
+
+/// Providers per piece of a streamed JSON snapshot.
+const JSON_PART: usize = 100;
+
+/// The picture as JSON, streamed: the cursor and the rollups first, then the providers a hundred at a time, each
+/// piece made only when the connection is ready for it. Ten thousand providers are tens of megabytes of JSON;
+/// built whole, the first byte waited for the last and the aggregator held it all.
 async fn snapshot(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = params(q);
     let f = ctx.resolve(Some(&filter(&params)))?;
     let snap = ctx.snapshot(&f.providers).await?;
-    let mut body = json::snapshot(&ctx.rules, &snap.cursor, &snap.providers, &snap.rollups, false);
-    retain_metrics(&mut body, f.metrics.as_ref());
-    Ok(ok(body))
+    let metrics = f.metrics;
+    let rollups: Vec<Json> = snap
+        .rollups
+        .iter()
+        .map(|r| {
+            let mut r = json::rollup(&ctx.rules, r);
+            retain_rollup_metrics(&mut r, metrics.as_ref());
+            r
+        })
+        .collect();
+    let head = format!(
+        "{{\"cursor\":{},\"more\":false,\"server_time\":{},\"rollups\":{},\"providers\":[",
+        json!(snap.cursor.to_string()),
+        json!(Timestamp::now()),
+        Json::Array(rollups)
+    );
+    let body = streamed(head, snap.providers, JSON_PART, move |p| {
+        let mut p = json::provider(&ctx.rules, p);
+        retain_provider_metrics(&mut p, metrics.as_ref());
+        p
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// `head`, then `providers` rendered `part` at a time as the elements of a JSON array, then the array's and the
+/// object's ends: each piece made when the body is polled for it.
+fn streamed(
+    head: String,
+    providers: Vec<Arc<ProviderLive>>,
+    part: usize,
+    render: impl Fn(&ProviderLive) -> Json + Send + 'static,
+) -> impl tokio_stream::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let parts = providers.len().div_ceil(part);
+    let pieces = futures_util::stream::iter(0..parts).map(move |n| {
+        let mut out = Vec::with_capacity(part * 2048);
+        for (i, p) in providers.iter().enumerate().skip(n * part).take(part) {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &render(p)).expect("JSON to memory");
+        }
+        Ok(Bytes::from(out))
+    });
+    tokio_stream::once(Ok(Bytes::from(head))).chain(pieces).chain(tokio_stream::once(Ok(Bytes::from_static(b"]}"))))
 }
 
 /// Each selected provider's figures, and each of their scopes' rollup figures, for the hour before the current
@@ -464,6 +527,24 @@ fn sse_message(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_snapshot_is_one_json_document_whatever_its_pieces() {
+        for n in [0, 1, 99, 100, 101, 250] {
+            let providers: Vec<Arc<ProviderLive>> =
+                (0..n).map(|i| Arc::new(ProviderLive::new(&format!("P{i:03}")))).collect();
+            let pieces: Vec<Bytes> = streamed("{\"providers\":[".into(), providers, 100, |p| json!(p.provider))
+                .map(|b| b.unwrap())
+                .collect()
+                .await;
+            let whole: Vec<u8> = pieces.iter().flat_map(|b| b.to_vec()).collect();
+            let v: Json = serde_json::from_slice(&whole).unwrap();
+            let codes: Vec<&str> = v["providers"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+            assert_eq!(codes.len(), n);
+            assert_eq!(codes.last().copied(), (n > 0).then(|| format!("P{:03}", n - 1)).as_deref());
+            assert_eq!(pieces.len(), 2 + n.div_ceil(100), "{n} providers");
+        }
+    }
 
     #[test]
     fn query_parameters_decode_and_split() {
