@@ -284,3 +284,58 @@ fn cmdstat_calls(line: &str) -> Option<u64> {
     let rest = line.strip_prefix("cmdstat_")?;
     rest.split(&[':', ','][..]).find_map(|kv| kv.strip_prefix("calls=")).and_then(|n| n.parse().ok())
 }
+
+/// A store's tail takes the events it appended itself from where its committer noted them, without reading the
+/// stream back (no `XREAD`, no reply to parse), when they continue its cursor; and it still reads another writer's
+/// events from the stream, in order, with its own after them.
+#[tokio::test]
+async fn a_store_tails_its_own_events_without_reading_them_back() {
+    use sitrep_core::{Timestamp, Value};
+    use sitrep_store::{Read, Store};
+    use std::time::Duration;
+    let redis = RedisProcess::start().expect("redis-server");
+    let options = || RedisOptions { url: redis.url(), ..Default::default() };
+    let (a, b) = (RedisStore::connect(options()).await.unwrap(), RedisStore::connect(options()).await.unwrap());
+    let values =
+        |v: f64| [("beds.cc_adult.open", Value::Number(20.0 + v)), ("beds.cc_adult.occupied", Value::Number(v))];
+    let events = |read: Read| match read {
+        Read::Events(e) => e.into_iter().map(|e| (e.provider, e.cursor)).collect::<Vec<_>>(),
+        Read::Reset(r) => panic!("reset {r:?}"),
+    };
+    let start = a.head().await.unwrap();
+    let xreads = |info: &str| {
+        info.lines().find_map(|l| l.strip_prefix("cmdstat_xread:")).map_or(0, |rest| {
+            rest.split(',').find_map(|kv| kv.strip_prefix("calls=")).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
+        })
+    };
+    let info = || async {
+        match raw(&redis.url(), &["INFO", "commandstats"]).await {
+            redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+            redis::Value::VerbatimString { text, .. } => text,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Three of A's own events, read by A's tail: no XREAD.
+    let mut mine = Vec::new();
+    for i in 0..3u32 {
+        let applied = a.apply(&conformance::report("RJ7", 0, 1 + i, &values(f64::from(i))), Timestamp::now()).await;
+        let sitrep_store::Applied::Accepted(e) = applied.unwrap() else { panic!("accepted") };
+        mine.push(e.cursor);
+    }
+    let before = xreads(&info().await);
+    let read = events(a.read(&start, 10, Duration::from_secs(1)).await.unwrap());
+    assert_eq!(read.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(), mine);
+    assert_eq!(xreads(&info().await), before, "A's own events came without an XREAD");
+    // B writes one between A's: A's tail reads it from the stream, then A's own one after it.
+    let after_mine = mine.last().unwrap().clone();
+    b.apply(&conformance::report("RVR", 0, 1, &values(1.0)), Timestamp::now()).await.unwrap();
+    a.apply(&conformance::report("RJ7", 0, 9, &values(9.0)), Timestamp::now()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = after_mine;
+    while seen.len() < 2 {
+        let batch = events(a.read(&cursor, 10, Duration::from_secs(1)).await.unwrap());
+        cursor = batch.last().expect("events within a second").1.clone();
+        seen.extend(batch.into_iter().map(|(p, _)| p));
+    }
+    assert_eq!(seen, ["RVR", "RJ7"]);
+}

@@ -29,7 +29,10 @@
 //! Every event in the stream carries its epoch and the id of the event before it (`p`). A reader resuming after
 //! cursor C checks that the first event it gets names C as its predecessor: that proves nothing between was
 //! trimmed, exactly, without asking the stream about its ends. It also lets the Hub tail the log with plain
-//! `XREAD BLOCK` (one round trip per batch) and fall back to the checking script only when the link breaks.
+//! `XREAD BLOCK` (one round trip per batch) and fall back to the checking script only when the link breaks. And it
+//! lets a store's tail skip the stream for its own events: the script answers each append with the event's id and
+//! its predecessor's, so when the next events of the log are ones this store just wrote (each naming the one before
+//! as its predecessor, the first naming the tail's cursor), the tail takes them as they are, with no read at all.
 //! Scripts are invoked by SHA and re-loaded by redis-rs when Redis answers `NOSCRIPT` (after a restart). Blocking
 //! reads of the stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout.
 
@@ -157,7 +160,12 @@ pub struct RedisStore {
     next_token: std::sync::atomic::AtomicU64,
     /// The committer's queue (group commit), started on first use.
     committer: OnceLock<mpsc::Sender<Pending>>,
+    /// Where this store's events landed, for its own tail.
+    appended: Arc<Appended>,
 }
+
+/// How long the tail waits for this store's own script call to answer before reading the stream instead.
+const LANDING_WAIT: Duration = Duration::from_millis(200);
 
 /// Appended events kept for the tail to reuse.
 const RECENT_KEPT: usize = 4096;
@@ -277,15 +285,39 @@ fn linked(after: &Cursor, entries: &[Entry]) -> bool {
     !entries.is_empty()
 }
 
-/// One plan's arguments to `persist.lua`, and where its outcome goes.
+/// One plan's arguments to `persist.lua`, its writer's token, and where its outcome goes.
 struct Pending {
     args: [Vec<u8>; 8],
+    token: u64,
     reply: oneshot::Sender<Result<(String, Outcome), StoreError>>,
+}
+
+/// Where one of this store's events landed in the log: what its own tail needs to take it without reading it back.
+struct Link {
+    token: u64,
+    epoch: Arc<str>,
+    pos: Position,
+    prev: Position,
+}
+
+/// The events this store appended, in log order, as the committer learns where they landed. The Hub's tail takes a
+/// run of them that continues its cursor (each names the one before as its predecessor) straight from here, with
+/// no `XREAD` and no reply to parse; anything else (another replica's events in between, a gap) is read from the
+/// stream as before.
+#[derive(Default)]
+struct Appended {
+    links: std::sync::Mutex<std::collections::VecDeque<Link>>,
+    /// Script calls under way; while there are any, the tail waits for them rather than for the stream.
+    in_flight: std::sync::atomic::AtomicUsize,
+    landed: tokio::sync::Notify,
 }
 
 /// What the script did with one plan.
 enum Outcome {
-    Accepted(Position),
+    Accepted {
+        pos: Position,
+        prev: Position,
+    },
     Duplicate(Position),
     /// The provider's current state (empty if it has none).
     Conflict(Vec<u8>),
@@ -299,7 +331,9 @@ async fn commit_loop(
     scripts: Arc<Scripts>,
     keys: Arc<Keys>,
     head: [String; 3],
+    appended: Arc<Appended>,
 ) {
+    use std::sync::atomic::Ordering::SeqCst;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH
@@ -315,8 +349,23 @@ async fn commit_loop(
                 invocation.arg(a.as_slice());
             }
         }
+        appended.in_flight.fetch_add(1, SeqCst);
         let reply: Result<RValue, StoreError> = invocation.invoke_async(&mut conn).await.map_err(unavailable);
         let outcomes = reply.and_then(|r| outcomes(&r, batch.len()));
+        if let Ok((epoch, outcomes)) = &outcomes {
+            let epoch: Arc<str> = Arc::from(epoch.as_str());
+            let mut links = appended.links.lock().unwrap_or_else(|e| e.into_inner());
+            for (p, o) in batch.iter().zip(outcomes) {
+                if let Outcome::Accepted { pos, prev } = o {
+                    links.push_back(Link { token: p.token, epoch: epoch.clone(), pos: *pos, prev: *prev });
+                }
+            }
+            while links.len() > RECENT_KEPT {
+                links.pop_front();
+            }
+        }
+        appended.in_flight.fetch_sub(1, SeqCst);
+        appended.landed.notify_one();
         match outcomes {
             Ok((epoch, outcomes)) => {
                 for (p, o) in batch.into_iter().zip(outcomes) {
@@ -347,8 +396,10 @@ fn outcomes(reply: &RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreErr
     let outcomes = rest
         .iter()
         .map(|o| match array(o)? {
+            [kind, x, prev] if bytes(kind)? == b"accepted" => {
+                Ok(Outcome::Accepted { pos: position(&text(x)?)?, prev: position(&text(prev)?)? })
+            }
             [kind, x] => match bytes(kind)? {
-                b"accepted" => Ok(Outcome::Accepted(position(&text(x)?)?)),
                 b"duplicate" => Ok(Outcome::Duplicate(position(&text(x)?)?)),
                 b"conflict" => Ok(Outcome::Conflict(bytes(x)?.to_vec())),
                 _ => Err(bad("persist outcome")),
@@ -385,6 +436,7 @@ impl RedisStore {
             writer: crate::new_epoch('w'),
             next_token: Default::default(),
             committer: OnceLock::new(),
+            appended: Default::default(),
         })
     }
 
@@ -448,7 +500,9 @@ impl RedisStore {
                 self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default(),
                 self.keys.prefix.clone(),
             ];
-            tokio::spawn(commit_loop(rx, self.conn.clone(), self.scripts.clone(), self.keys.clone(), head));
+            let (conn, scripts, keys, appended) =
+                (self.conn.clone(), self.scripts.clone(), self.keys.clone(), self.appended.clone());
+            tokio::spawn(commit_loop(rx, conn, scripts, keys, head, appended));
             tx
         })
     }
@@ -478,11 +532,11 @@ impl RedisStore {
         self.remember(token, &plan.event);
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Unavailable { message: "redis: the committer stopped".into(), source: None };
-        let outcome = match self.committer().send(Pending { args, reply }).await {
+        let outcome = match self.committer().send(Pending { args, token, reply }).await {
             Ok(()) => answer.await.map_err(|_| closed()).and_then(|o| o),
             Err(_) => Err(closed()),
         };
-        if !matches!(outcome, Ok((_, Outcome::Accepted(_)))) {
+        if !matches!(outcome, Ok((_, Outcome::Accepted { .. }))) {
             self.recent.lock().unwrap_or_else(|e| e.into_inner()).remove(&token);
         }
         outcome
@@ -571,7 +625,7 @@ impl RedisStore {
                 }
             };
             match outcome {
-                Outcome::Accepted(pos) => {
+                Outcome::Accepted { pos, .. } => {
                     let Plan { state, mut event, .. } = plan;
                     event.cursor = Cursor::new(epoch, pos);
                     if let Some(state) = state {
@@ -652,6 +706,32 @@ impl RedisStore {
             return Ok(Read::Reset(ResetReason::TooOld));
         }
         Ok(Read::Events(entries.into_iter().map(|e| e.event).collect()))
+    }
+
+    /// The run of this store's own events that continues `after` (at most `max`), from where the committer noted
+    /// them, or `None` if the next event of the log is not known to be one of them. Links the cursor has passed
+    /// are dropped.
+    fn own_linked(&self, after: &Cursor, max: usize) -> Option<Vec<Event>> {
+        let mut links = self.appended.links.lock().unwrap_or_else(|e| e.into_inner());
+        while links.front().is_some_and(|l| *l.epoch != *after.epoch || l.pos <= after.pos) {
+            links.pop_front();
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = Vec::new();
+        let mut pos = after.pos;
+        while events.len() < max {
+            let Some(link) = links.front() else { break };
+            if link.prev != pos {
+                break;
+            }
+            // Its event went to a blocking read that got there first: the stream has the rest.
+            let Some(mut event) = recent.remove(&link.token) else { break };
+            event.cursor = Cursor::new(link.epoch.to_string(), link.pos);
+            pos = link.pos;
+            events.push(event);
+            links.pop_front();
+        }
+        (!events.is_empty()).then_some(events)
     }
 
     /// `XREAD BLOCK` on the dedicated connection: sitrep's entries after `after` as soon as there are any, or
@@ -819,8 +899,19 @@ impl Store for RedisStore {
         if wait.is_zero() {
             return self.read_once(after, max).await;
         }
-        // The tail path: a plain blocking read, trusted only when its entries link onto the cursor. Anything else
-        // (a timeout, a broken link, another epoch) is decided by the checking script.
+        // The tail path. This store's own events, when they continue the cursor, come from where the committer
+        // noted them (waiting a moment for a script call under way); otherwise a plain blocking read, trusted
+        // only when its entries link onto the cursor. Anything else (a timeout, a broken link, another epoch) is
+        // decided by the checking script.
+        if let Some(events) = self.own_linked(after, max) {
+            return Ok(Read::Events(events));
+        }
+        if self.appended.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            let _ = tokio::time::timeout(LANDING_WAIT.min(wait), self.appended.landed.notified()).await;
+            if let Some(events) = self.own_linked(after, max) {
+                return Ok(Read::Events(events));
+            }
+        }
         let entries = self.read_blocking(after, max, wait).await?;
         if linked(after, &entries) {
             return Ok(Read::Events(entries.into_iter().map(|e| e.event).collect()));

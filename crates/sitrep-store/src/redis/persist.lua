@@ -7,8 +7,8 @@
 --       in ms ('' for none), 4 key prefix, then 8 per plan: provider, expected version, history field ('' for a
 --       clock transition), trim history of periods before this one (in hours; '' for no trimming), new state ('' when live state does not change), event, history entry, writer's token (which
 --       the writer recognises its own events by when it reads them back)
--- Returns {epoch, outcome, outcome, ...}, an outcome per plan: {'accepted', id}, {'duplicate', id of the original
--- event} or {'conflict', the provider's current state ('' if none)}.
+-- Returns {epoch, outcome, outcome, ...}, an outcome per plan: {'accepted', id, id of the event before it},
+-- {'duplicate', id of the original event} or {'conflict', the provider's current state ('' if none)}.
 local log, events, states = KEYS[1], KEYS[2], KEYS[3]
 local maxlen, maxage, prefix = ARGV[2], ARGV[3], ARGV[4]
 local epoch = redis.call('HGET', log, 'epoch')
@@ -36,7 +36,8 @@ for i = 5, #ARGV, 8 do
   elseif (current and before_bar(current) or '0') ~= expected then
     out[#out + 1] = {'conflict', current or ''}
   else
-    local id = redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'p', head, 'e', epoch, 'w', token, 'd', event)
+    local prev = head
+    local id = redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'p', prev, 'e', epoch, 'w', token, 'd', event)
     head, appended = id, true
     if state ~= '' then
       redis.call('HSET', states, provider, state)
@@ -58,7 +59,7 @@ for i = 5, #ARGV, 8 do
         end
       end
     end
-    out[#out + 1] = {'accepted', id}
+    out[#out + 1] = {'accepted', id, prev}
   end
 end
 
