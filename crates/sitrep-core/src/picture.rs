@@ -109,6 +109,16 @@ impl Picture {
     /// region and nation with the figures of the metrics it changed (and their provider counts). Events the
     /// picture already reflects change nothing and return no rollups.
     pub fn apply(&mut self, event: &Event) -> Result<Vec<ScopeRollup>, Gap> {
+        self.fold_event(event, true)
+    }
+
+    /// Folds `event` in without making the rollups it changed (the totals move all the same): for a replica with
+    /// nobody to send them to.
+    pub fn apply_quietly(&mut self, event: &Event) -> Result<(), Gap> {
+        self.fold_event(event, false).map(drop)
+    }
+
+    fn fold_event(&mut self, event: &Event, rollups: bool) -> Result<Vec<ScopeRollup>, Gap> {
         self.cursor = event.cursor.clone();
         if event.kind == EventKind::Report && !event.live {
             return Ok(Vec::new());
@@ -161,6 +171,9 @@ impl Picture {
             for (d, before) in derived.iter().zip(&pairs_before) {
                 t.change_pair(*d, *before, pair(state, *d));
             }
+        }
+        if !rollups {
+            return Ok(Vec::new());
         }
         // Rollups of those, and of every figure whose rating changed (its scope's rating may have moved with it),
         // so an event's rollups cover every metric the event mentions.

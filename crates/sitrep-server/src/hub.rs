@@ -401,6 +401,11 @@ impl Hub {
         let Inner { slots, picture } = &mut *inner;
         let Some(picture) = picture.as_mut() else { return Ok(()) };
         for mut event in events {
+            // With nobody subscribed (a replica that only ingests, say), the rollups would go to nobody.
+            if slots.is_empty() {
+                picture.apply_quietly(&event)?;
+                continue;
+            }
             event.rollups = picture.apply(&event)?;
             let event = Arc::new(HubEvent::new(event));
             slots.retain(|id, slot| match slot.tx.try_send(event.clone()) {
