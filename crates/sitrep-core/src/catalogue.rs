@@ -206,8 +206,51 @@ pub struct Metric {
 #[derive(Clone, Debug)]
 pub struct Catalogue {
     pub profile: String,
-    metrics: BTreeMap<String, Metric>,
-    derived: BTreeMap<String, DerivedMetric>,
+    metrics: ByCode<Metric>,
+    derived: ByCode<DerivedMetric>,
+}
+
+/// Entries in code order, found by code with a hash lookup: every report looks its metrics up several times, and
+/// a search of a sorted map compared codes a byte string at a time.
+#[derive(Clone, Debug)]
+struct ByCode<T> {
+    list: Vec<T>,
+    at: rustc_hash::FxHashMap<String, usize>,
+}
+
+impl<T> ByCode<T> {
+    fn new(sorted: BTreeMap<String, T>) -> Self {
+        let mut at = rustc_hash::FxHashMap::default();
+        let list = sorted
+            .into_iter()
+            .enumerate()
+            .map(|(i, (code, entry))| {
+                at.insert(code, i);
+                entry
+            })
+            .collect();
+        ByCode { list, at }
+    }
+
+    fn get(&self, code: &str) -> Option<&T> {
+        self.at.get(code).map(|i| &self.list[*i])
+    }
+
+    fn contains_key(&self, code: &str) -> bool {
+        self.at.contains_key(code)
+    }
+
+    fn values(&self) -> std::slice::Iter<'_, T> {
+        self.list.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
 }
 
 /// The metric that a report's declared OPEL level is recorded as.
@@ -348,7 +391,7 @@ impl Catalogue {
             }
             derived.insert(d.code.clone(), d);
         }
-        Ok(Catalogue { profile, metrics, derived })
+        Ok(Catalogue { profile, metrics: ByCode::new(metrics), derived: ByCode::new(derived) })
     }
 
     /// A derived metric by code.

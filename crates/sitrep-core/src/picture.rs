@@ -142,19 +142,25 @@ impl Picture {
         }
         let first = entry.version == 0;
         let was_stale = entry.stale;
-        // The metrics whose totals move: those whose values changed, and the derived metrics they feed.
-        let changed: Vec<usize> = event.changes.iter().filter_map(|c| index.metric(&c.metric)).collect();
-        let derived: BTreeSet<usize> = changed.iter().flat_map(|m| index.feeds[*m].iter().copied()).collect();
+        // The metrics whose totals move: those whose values changed (each with its number after, which the event
+        // carries), and the derived metrics they feed.
         let number = |p: &ProviderLive, m: usize| p.number(&index.metrics[m]).map(fixed);
+        let changed: Vec<(usize, Option<i128>)> = event
+            .changes
+            .iter()
+            .filter_map(|c| Some((index.metric(&c.metric)?, c.after.number().map(fixed))))
+            .collect();
+        let derived: BTreeSet<usize> = changed.iter().flat_map(|(m, _)| index.feeds[*m].iter().copied()).collect();
         let pair = |p: &ProviderLive, d: usize| {
             let [a, b] = index.inputs[d];
             number(p, a).zip(number(p, b))
         };
-        let metrics_before: Vec<Option<i128>> = changed.iter().map(|m| number(entry, *m)).collect();
+        let metrics_before: Vec<Option<i128>> = changed.iter().map(|(m, _)| number(entry, *m)).collect();
         let pairs_before: Vec<Option<(i128, i128)>> = derived.iter().map(|d| pair(entry, *d)).collect();
 
         let state = Arc::make_mut(entry);
         fold(state, event);
+        let pairs_after: Vec<Option<(i128, i128)>> = derived.iter().map(|d| pair(state, *d)).collect();
 
         let scopes = index.scopes_of(&event.provider);
         for s in scopes {
@@ -165,11 +171,11 @@ impl Picture {
                 (true, false) => t.stale -= 1,
                 _ => {}
             }
-            for (m, before) in changed.iter().zip(&metrics_before) {
-                t.change_metric(rules, *m, *before, number(state, *m));
+            for ((m, after), before) in changed.iter().zip(&metrics_before) {
+                t.change_metric(rules, *m, *before, *after);
             }
-            for (d, before) in derived.iter().zip(&pairs_before) {
-                t.change_pair(*d, *before, pair(state, *d));
+            for ((d, before), after) in derived.iter().zip(&pairs_before).zip(&pairs_after) {
+                t.change_pair(*d, *before, *after);
             }
         }
         if !rollups {
@@ -179,7 +185,7 @@ impl Picture {
         // so an event's rollups cover every metric the event mentions.
         let mut positions: Vec<Position> = changed
             .iter()
-            .map(|m| Position::Metric(*m))
+            .map(|(m, _)| Position::Metric(*m))
             .chain(derived.iter().map(|d| Position::Derived(*d)))
             .chain(event.derived.figures.iter().filter_map(|f| index.position(&f.metric)))
             .collect();

@@ -45,6 +45,16 @@ pub enum Value {
     Absent(AbsentReason),
 }
 
+impl Value {
+    /// The number, if it is one.
+    pub fn number(self) -> Option<f64> {
+        match self {
+            Value::Number(n) => Some(n),
+            Value::Absent(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

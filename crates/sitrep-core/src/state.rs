@@ -68,10 +68,7 @@ impl ProviderLive {
 
     /// The number currently reported for `metric`, if it has one.
     pub fn number(&self, metric: &str) -> Option<f64> {
-        match self.readings.get(metric)?.value {
-            Value::Number(n) => Some(n),
-            Value::Absent(_) => None,
-        }
+        self.readings.get(metric)?.value.number()
     }
 
     /// Metric code -> current value.
