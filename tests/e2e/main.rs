@@ -66,25 +66,67 @@ async fn subscriber_receives_exact_diffs_in_order() {
         assert_eq!(&changes(&e), diff, "event {cursor} carries the exact diff");
         assert_eq!(e.source, "e2e");
     }
-    // The filtered subscriber sees only RJ7's changes to the one metric, and only when it changed.
-    let rj7_occupied: Vec<_> = expected
-        .iter()
-        .filter(|(_, p, _, d)| p == "RJ7" && d.iter().any(|c| c.0 == "beds.cc_adult.occupied"))
-        .map(|(c, ..)| c.clone())
-        .collect();
-    assert_eq!(rj7_occupied.len(), 4);
-    for cursor in rj7_occupied {
-        let e = expect_event(next_non_heartbeat(&mut filtered).await);
-        assert_eq!(e.cursor, cursor);
-        assert_eq!(e.changes.len(), 1);
-        assert_eq!(e.changes[0].metric, "beds.cc_adult.occupied");
+    // The filtered subscriber sees RJ7's changes to the one metric. The others' reports it sees only as the totals
+    // they move of the scopes it shares with them (RAL is in London too; RGT only in England), trimmed to the one
+    // metric: never their events, never their own system.
+    let mut nation = None;
+    for (cursor, provider, _, _) in &expected {
+        match next_non_heartbeat(&mut filtered).await {
+            pb::update::Kind::Event(e) => {
+                assert_eq!((&e.cursor, e.provider.as_str()), (cursor, "RJ7"));
+                assert_eq!(e.changes.len(), 1);
+                assert_eq!(e.changes[0].metric, "beds.cc_adult.occupied");
+            }
+            pb::update::Kind::Rollups(r) => {
+                assert_eq!(&r.cursor, cursor);
+                assert_ne!(provider, "RJ7", "RJ7's reports come as events");
+                let scopes: Vec<String> =
+                    r.rollups.iter().map(|r| r.scope.as_ref().map(|s| s.code.clone()).unwrap_or_default()).collect();
+                assert_eq!(scopes, if provider == "RAL" { vec!["Y56", "ENG"] } else { vec!["ENG"] }, "{provider}");
+                for rollup in &r.rollups {
+                    let metrics: Vec<&str> = rollup.metrics.iter().map(|m| m.metric.as_str()).collect();
+                    assert_eq!(metrics, ["beds.cc_adult.occupied"]);
+                }
+                nation = r.rollups.last().map(|r| (r.reporting, r.metrics[0].value));
+            }
+            other => panic!("expected an event or rollups, got {other:?}"),
+        }
     }
+    // The last report (RAL's, round 3) left England's total at 21 + 22 + 23 occupied beds, three providers.
+    assert_eq!(nation, Some((3, Some(66.0))));
     // The live picture agrees.
     let snap = server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
     assert_eq!(snap.cursor, expected.last().unwrap().0);
     assert_eq!(snap.providers.len(), 3);
     let rj7 = snap.providers.iter().find(|p| p.provider == "RJ7").unwrap();
     assert_eq!(num(&rj7.readings["ed.in_department"].value), Some(59.0));
+}
+
+/// A filtered subscriber that resumes where the last missed report is another system's gets no event for it, but
+/// the totals of every scope it follows as of that report, so its wall is current however the catch-up ends.
+#[tokio::test]
+async fn a_resumed_filtered_subscriber_ends_its_catch_up_with_current_totals() {
+    let server = Server::start("").await;
+    let mut client = server.provider().await;
+    let mut feed = Feed::open(&mut client).await;
+    let mut sub = server.subscriber().await;
+    let filter = || Some(pb::Filter { systems: vec!["QWE".into()], ..Default::default() });
+    let mut stream = sub.subscribe(pb::SubscribeRequest { filter: filter(), ..Default::default() }).await.unwrap();
+    let snap = expect_snapshot(next(stream.get_mut()).await);
+    drop(stream);
+    let rj7 = feed.send(report("RJ7", 0, 1, &[("beds.cc_adult.open", 10.0), ("beds.cc_adult.occupied", 4.0)])).await;
+    let ral = feed.send(report("RAL", 0, 1, &[("beds.cc_adult.open", 30.0), ("beds.cc_adult.occupied", 20.0)])).await;
+    let resume = pb::SubscribeRequest { filter: filter(), resume_from: snap.cursor, ..Default::default() };
+    let mut stream = sub.subscribe(resume).await.unwrap().into_inner();
+    assert_eq!(expect_event(next(&mut stream).await).cursor, rj7.cursor);
+    let pb::update::Kind::Rollups(r) = next(&mut stream).await else { panic!("rollups after RAL's report") };
+    assert_eq!(r.cursor, ral.cursor);
+    let occupied = |code: &str| {
+        let scope = r.rollups.iter().find(|s| s.scope.as_ref().is_some_and(|s| s.code == code)).expect(code);
+        scope.metrics.iter().find(|m| m.metric == "beds.cc_adult.occupied").and_then(|m| m.value)
+    };
+    // QWE has RJ7 only; London and England have both.
+    assert_eq!((occupied("QWE"), occupied("Y56"), occupied("ENG")), (Some(4.0), Some(24.0), Some(24.0)));
 }
 
 /// A subscriber that disconnects and resumes from its last cursor receives exactly the events it missed; cursors
@@ -484,12 +526,17 @@ async fn demo_and_watch_show_live_changes() {
         async || tokio::time::timeout(DEADLINE, lines.next_line()).await.expect("a line in time").unwrap().unwrap();
     assert!(line().await.starts_with("snapshot: "));
     let qwe = ["RJ7", "RVR", "RAX", "RJ6", "RQY"];
-    let (mut events, mut rollups) = (0, 0);
+    let (mut events, mut rollups, mut totals) = (0, 0, 0);
     while events < 10 {
         let l = line().await;
         if let Some(detail) = l.strip_prefix("  ") {
             // The snapshot's scopes and providers, and each event's derived picture, are indented.
             rollups += usize::from(detail.trim_start().starts_with("system QWE (South West London ICB)"));
+            continue;
+        }
+        // Reports of other systems reach a filtered subscriber only as the London and England totals they move.
+        if l.starts_with("totals moved by providers outside the filter") {
+            totals += 1;
             continue;
         }
         let provider = l.split_whitespace().nth(1).unwrap_or_default();
@@ -498,6 +545,7 @@ async fn demo_and_watch_show_live_changes() {
         events += 1;
     }
     assert!(rollups >= 10, "each event shows its system's rollup ({rollups} seen)");
+    assert!(totals >= 1, "the other systems' reports move London's and England's totals");
 }
 
 /// `sitrep history` prints a provider's revisions, or a metric across providers, from the aggregator's history.

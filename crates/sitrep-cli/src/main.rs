@@ -531,6 +531,7 @@ async fn follow(
                     Some(pb::update::Kind::Event(e)) => Some(&e.cursor),
                     Some(pb::update::Kind::Snapshot(s)) => Some(&s.cursor),
                     Some(pb::update::Kind::Heartbeat(h)) => Some(&h.cursor),
+                    Some(pb::update::Kind::Rollups(r)) => Some(&r.cursor),
                     _ => None,
                 };
                 if let Some(c) = cursor {

@@ -182,6 +182,13 @@ pub fn update_line(u: &pb::Update) -> String {
     match &u.kind {
         Some(pb::update::Kind::Event(e)) => event_line(e),
         Some(pb::update::Kind::Snapshot(s)) => snapshot_text(s),
+        Some(pb::update::Kind::Rollups(r)) => {
+            let mut line = format!("totals moved by providers outside the filter  [{}]", r.cursor);
+            for r in &r.rollups {
+                let _ = write!(line, "\n    {}", rollup_text(r, false));
+            }
+            line
+        }
         Some(pb::update::Kind::Heartbeat(h)) => format!("heartbeat {}  [{}]", time(h.server_time.as_ref()), h.cursor),
         Some(pb::update::Kind::Reset(r)) => format!("reset ({}): {}", r.reason().as_str_name(), r.message),
         Some(pb::update::Kind::Status(s)) => {

@@ -9,13 +9,16 @@
 //! queued events past what it has sent. Every event is therefore sent once. If the Hub cuts the session loose (its
 //! queue overflowed because the client was not reading, or the log started a new epoch), the session sends a reset
 //! and a fresh snapshot and carries on: the subscriber is resynced, never silently skipped. Heartbeats carry the
-//! cursor reached, including events the filter left out, so resuming from a heartbeat is cheap and exact.
+//! cursor reached, including events the filter left out, so resuming from a heartbeat is cheap and exact. An event
+//! the filter leaves out still moves the totals of scopes the subscriber shares with its provider (a region, the
+//! nation): those go out as [`Out::Rollups`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sitrep_core::rollup::ScopeRollup;
-use sitrep_core::{Cursor, Event, PictureSnapshot, ProviderLive};
+use sitrep_core::rules::Scope;
+use sitrep_core::{Cursor, Event, EventKind, PictureSnapshot, ProviderLive, Selection};
 use sitrep_store::{Read, ResetReason};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
@@ -89,6 +92,9 @@ pub enum Out {
     Heartbeat(Cursor),
     /// Always followed by a snapshot.
     Reset(Resync, &'static str),
+    /// Rollups of scopes the subscriber follows, moved by an event of a provider outside its filter, with the
+    /// cursor that event reached.
+    Rollups(Cursor, Vec<ScopeRollup>),
     Status(PictureState),
 }
 
@@ -106,7 +112,11 @@ pub fn start(
 ) -> mpsc::Receiver<Result<Out, Status>> {
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
     let tasks = ctx.tasks.clone();
-    let session = Session { ctx, filter, heartbeat, tx };
+    let followed = match filter.providers {
+        Selection::All => Vec::new(),
+        Selection::Only(_) => ctx.rules.scopes_for(&filter.providers),
+    };
+    let session = Session { ctx, filter, followed, heartbeat, tx };
     tasks.spawn(async move {
         match session.run(resume).await {
             End::ClientGone => tracing::info!(%who, "subscriber disconnected"),
@@ -136,6 +146,8 @@ enum End {
 struct Session {
     ctx: Arc<Context>,
     filter: ResolvedFilter,
+    /// The scopes of the filter's providers (none without a filter: every event is sent whole).
+    followed: Vec<Scope>,
     heartbeat: Duration,
     tx: Outbound,
 }
@@ -253,10 +265,31 @@ impl Session {
         }
     }
 
-    /// Sends the event if the filter selects it (trimmed to the filter's metrics); returns whether it was sent.
+    /// Sends the event if the filter selects it (trimmed to the filter's metrics), or else the rollups it moved of
+    /// scopes the subscriber follows (a region or the nation it shares with providers outside its filter); returns
+    /// whether anything was sent.
     async fn send_event(&self, event: OutEvent) -> Result<bool, End> {
-        if !self.filter.providers.contains(&event.event().provider) {
-            return Ok(false);
+        let e = event.event();
+        if !self.filter.providers.contains(&e.provider) {
+            // Counts of reporting and stale providers move only with a first report or a stale transition.
+            let counts = e.kind == EventKind::Stale || e.version == 1;
+            let rollups: Vec<ScopeRollup> = e
+                .rollups
+                .iter()
+                .filter(|r| self.followed.contains(&r.scope))
+                .filter_map(|r| {
+                    let mut r = r.clone();
+                    if let Some(metrics) = &self.filter.metrics {
+                        r.metrics.retain(|m| metrics.contains(&m.metric));
+                    }
+                    (counts || !r.metrics.is_empty()).then_some(r)
+                })
+                .collect();
+            if rollups.is_empty() {
+                return Ok(false);
+            }
+            self.send(Out::Rollups(e.cursor.clone(), rollups)).await?;
+            return Ok(true);
         }
         let out = match &self.filter.metrics {
             None => event,
@@ -362,7 +395,7 @@ mod tests {
         let ctx = app.ctx.clone();
         let (tx, _rx) = mpsc::channel(1);
         let filter = ctx.resolve(None).unwrap();
-        let session = Session { ctx: ctx.clone(), filter, heartbeat: Duration::from_secs(1), tx };
+        let session = Session { ctx: ctx.clone(), filter, followed: Vec::new(), heartbeat: Duration::from_secs(1), tx };
         let run = std::mem::size_of_val(&session.run(None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();

@@ -362,6 +362,23 @@
     scheduleTickers();
   }
 
+  // Totals of a region or the nation that providers outside this wall's scope moved: the figures that changed.
+  function onRollups(m) {
+    for (const r of m.rollups) {
+      const key = `${r.scope.level}:${r.scope.code}`;
+      const known = state.rollups.get(key) || { scope: r.scope, figures: new Map() };
+      known.providers = r.providers;
+      known.reporting = r.reporting;
+      known.stale = r.stale;
+      for (const f of r.metrics) {
+        if (f.value === null || f.value === undefined) known.figures.delete(f.metric);
+        else known.figures.set(f.metric, { value: f.value, rag: f.rag || null, n: f.n });
+      }
+      state.rollups.set(key, known);
+      paintRollup(key, true);
+    }
+  }
+
   function connect() {
     const query = [scopeQuery, state.cursor ? `last_event_id=${encodeURIComponent(state.cursor)}` : "", "heartbeat=10"]
       .filter(Boolean)
@@ -389,6 +406,7 @@
     };
     handle("snapshot", onSnapshot);
     handle("event", onEvent);
+    handle("rollups", onRollups);
     handle("heartbeat", (h) => {
       state.serverOffset = h.server_time - Date.now();
     });

@@ -520,6 +520,11 @@ fn sse_message(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> B
         Out::Reset(reason, text) => {
             message("reset", None, &json!({ "reason": reason.as_str(), "message": text }).to_string())
         }
+        Out::Rollups(cursor, rollups) => {
+            let rollups: Vec<Json> = rollups.iter().map(|r| json::rollup(rules, r)).collect();
+            let data = json!({ "cursor": cursor.to_string(), "rollups": rollups }).to_string();
+            message("rollups", Some(&cursor.to_string()), &data)
+        }
         Out::Status(state) => message("status", None, &json::status(&state).to_string()),
     }
 }

@@ -130,6 +130,10 @@ fn encode(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> OutUpd
             };
             pb::update::Kind::Reset(pb::Reset { reason: reason as i32, message: text.to_owned() })
         }
+        Out::Rollups(cursor, rollups) => pb::update::Kind::Rollups(pb::Rollups {
+            cursor: cursor.to_string(),
+            rollups: rollups.iter().map(|r| crate::convert::rollup_to_wire(&ctx.rules, r)).collect(),
+        }),
         Out::Status(state) => pb::update::Kind::Status(pb::PictureStatus {
             degraded: state.degraded,
             message: state.message.clone(),
