@@ -311,15 +311,50 @@ impl Assessment {
 }
 
 /// A number as people write it: whole numbers without a decimal point, others to at most two decimal places.
+/// Made from whole hundredths with integer formatting: `format!("{x:.2}")` takes the exact (slow) float path, and
+/// every event's OPEL explanation formats a dozen numbers.
 fn number(x: f64) -> String {
-    let text = format!("{x:.2}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" { "0".to_owned() } else { text.to_owned() }
+    let hundredths = (x * 100.0).round();
+    if !hundredths.is_finite() || hundredths.abs() >= 1e17 {
+        let text = format!("{x:.2}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        return if text == "-0" { "0".to_owned() } else { text.to_owned() };
+    }
+    let h = hundredths as i64;
+    let sign = if h < 0 { "-" } else { "" };
+    let (whole, frac) = (h.unsigned_abs() / 100, h.unsigned_abs() % 100);
+    match frac {
+        0 if whole == 0 => "0".to_owned(),
+        0 => format!("{sign}{whole}"),
+        f if f % 10 == 0 => format!("{sign}{whole}.{}", f / 10),
+        f => format!("{sign}{whole}.{f:02}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_read_as_people_write_them() {
+        for (x, text) in [
+            (0.0, "0"),
+            (-0.0, "0"),
+            (-0.001, "0"),
+            (3.0, "3"),
+            (91.47398843930635, "91.47"),
+            (93.75, "93.75"),
+            (6.5, "6.5"),
+            (6.499, "6.5"),
+            (0.05, "0.05"),
+            (-1.5, "-1.5"),
+            (-0.25, "-0.25"),
+            (58.3, "58.3"),
+            (1e20, "100000000000000000000"),
+        ] {
+            assert_eq!(number(x), text, "{x}");
+        }
+    }
 
     /// Five parameters p1..p5 on metrics m1..m5, thresholds [1, 2, 3], so a value v in 0..=3 scores v + 1 points out
     /// of 4; the example framework's bands.
