@@ -286,22 +286,25 @@ impl Assessment {
     /// The percent is rounded down to one decimal place so that it never appears to reach a band it does not:
     /// 59.96% rounded to nearest would read "60%" beside a level whose band starts at 60.
     pub fn explain(&self) -> String {
-        let mut text = format!(
+        use std::fmt::Write;
+        let mut text = String::with_capacity(64 + 64 * self.scored.len());
+        let _ = write!(
+            text,
             "OPEL {} (score {} of {}, {}%): ",
             self.level,
-            number(self.score),
-            number(self.max_score),
-            number((self.percent * 10.0).floor() / 10.0)
+            Num(self.score),
+            Num(self.max_score),
+            Num((self.percent * 10.0).floor() / 10.0)
         );
-        let parts: Vec<String> = self
-            .scored
-            .iter()
-            .map(|s| {
-                let weight = if s.weight == 1.0 { String::new() } else { format!(" (x{})", number(s.weight)) };
-                format!("{} {} scored {} of {}{weight}", s.label, number(s.value), s.points, s.max_points)
-            })
-            .collect();
-        text.push_str(&parts.join("; "));
+        for (i, s) in self.scored.iter().enumerate() {
+            if i > 0 {
+                text.push_str("; ");
+            }
+            let _ = write!(text, "{} {} scored {} of {}", s.label, Num(s.value), s.points, s.max_points);
+            if s.weight != 1.0 {
+                let _ = write!(text, " (x{})", Num(s.weight));
+            }
+        }
         if !self.missing.is_empty() {
             text.push_str("; not scored (no value): ");
             text.push_str(&self.missing.join(", "));
@@ -311,23 +314,28 @@ impl Assessment {
 }
 
 /// A number as people write it: whole numbers without a decimal point, others to at most two decimal places.
-/// Made from whole hundredths with integer formatting: `format!("{x:.2}")` takes the exact (slow) float path, and
-/// every event's OPEL explanation formats a dozen numbers.
-fn number(x: f64) -> String {
-    let hundredths = (x * 100.0).round();
-    if !hundredths.is_finite() || hundredths.abs() >= 1e17 {
-        let text = format!("{x:.2}");
-        let text = text.trim_end_matches('0').trim_end_matches('.');
-        return if text == "-0" { "0".to_owned() } else { text.to_owned() };
-    }
-    let h = hundredths as i64;
-    let sign = if h < 0 { "-" } else { "" };
-    let (whole, frac) = (h.unsigned_abs() / 100, h.unsigned_abs() % 100);
-    match frac {
-        0 if whole == 0 => "0".to_owned(),
-        0 => format!("{sign}{whole}"),
-        f if f % 10 == 0 => format!("{sign}{whole}.{}", f / 10),
-        f => format!("{sign}{whole}.{f:02}"),
+/// Made from whole hundredths with integer formatting: `format!("{x:.2}")` takes the exact (slow) float path, and every event's OPEL explanation formats a
+/// dozen numbers.
+struct Num(f64);
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let x = self.0;
+        let hundredths = (x * 100.0).round();
+        if !hundredths.is_finite() || hundredths.abs() >= 1e17 {
+            let text = format!("{x:.2}");
+            let text = text.trim_end_matches('0').trim_end_matches('.');
+            return f.write_str(if text == "-0" { "0" } else { text });
+        }
+        let h = hundredths as i64;
+        let sign = if h < 0 { "-" } else { "" };
+        let (whole, frac) = (h.unsigned_abs() / 100, h.unsigned_abs() % 100);
+        match frac {
+            0 if whole == 0 => f.write_str("0"),
+            0 => write!(f, "{sign}{whole}"),
+            d if d % 10 == 0 => write!(f, "{sign}{whole}.{}", d / 10),
+            d => write!(f, "{sign}{whole}.{d:02}"),
+        }
     }
 }
 
@@ -352,7 +360,7 @@ mod tests {
             (58.3, "58.3"),
             (1e20, "100000000000000000000"),
         ] {
-            assert_eq!(number(x), text, "{x}");
+            assert_eq!(Num(x).to_string(), text, "{x}");
         }
     }
 
