@@ -24,7 +24,7 @@ const EVENTS: &[u8] = b"GET /api/v1/events";
 /// The longest request head read here; a browser's is well under 2 KiB.
 const MAX_HEAD: usize = 16 * 1024;
 /// How long a new connection may take to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether a new connection's first request is for the event stream. Waits for the first bytes (a partial line is
 /// waited for briefly); errors and silence count as "not the stream", leaving the connection to hyper, whose
