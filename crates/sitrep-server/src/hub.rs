@@ -430,9 +430,11 @@ impl Hub {
             let providers: Vec<Arc<ProviderLive>> = p.providers().cloned().collect();
             let epoch = p.cursor().epoch.clone();
             let hub = self.clone();
-            // Off the async threads: ten thousand providers take a good fraction of a second.
+            // Off the async threads: ten thousand providers take a good fraction of a second. From the last
+            // provider back: a snapshot asked for meanwhile encodes from the first one on, so the two meet in the
+            // middle instead of encoding the same providers side by side.
             tokio::task::spawn_blocking(move || {
-                for p in providers {
+                for p in providers.into_iter().rev() {
                     hub.encoded_provider(&epoch, &p, encode);
                 }
             });
