@@ -116,6 +116,7 @@ fn stale_event(live: &ProviderLive, alert: Alert, now: Timestamp) -> Event {
         kind: EventKind::Stale,
         derived: Derived { raised: vec![alert], ..Default::default() },
         rollups: Vec::new(),
+        planned: Planned::default(),
     }
 }
 
@@ -166,6 +167,26 @@ pub struct Event {
     /// figures of the metrics it changed (for a report that went into history only: none). Not stored: the picture
     /// adds them as it folds the event in.
     pub rollups: Vec<ScopeRollup>,
+    /// The provider's state as the plan that made this event left it, when the reader is the writer (a store's own
+    /// events read back by its own tail): the picture takes it rather than folding the event into its copy again.
+    /// Not stored; ignored when events are compared.
+    pub planned: Planned,
+}
+
+/// See [`Event::planned`]. Equal whatever it holds, so that events compare by what they say.
+#[derive(Clone, Default)]
+pub struct Planned(pub Option<std::sync::Arc<ProviderLive>>);
+
+impl PartialEq for Planned {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Planned(Some(..))" } else { "Planned(None)" })
+    }
 }
 
 /// One stored revision of one period of a provider: what the report said, and when.
@@ -279,6 +300,7 @@ pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: 
         kind: EventKind::Report,
         derived: Derived::default(),
         rollups: Vec::new(),
+        planned: Planned::default(),
     }
 }
 

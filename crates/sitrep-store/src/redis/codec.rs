@@ -588,6 +588,7 @@ pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event
             cleared: alerts_decode(codes, &provider, b.cleared)?,
         },
         rollups: Vec::new(),
+        planned: Default::default(),
         provider,
     })
 }

@@ -508,7 +508,12 @@ impl RedisStore {
     }
 
     /// Persists `plan` (group-committed with whatever else is being persisted) and says what became of it.
-    async fn persist(&self, codes: &Codes, plan: &Plan) -> Result<(String, Outcome), StoreError> {
+    async fn persist(
+        &self,
+        codes: &Codes,
+        plan: &Plan,
+        state: Option<&Arc<ProviderLive>>,
+    ) -> Result<(String, Outcome), StoreError> {
         let (field, trim, entry) = match &plan.history {
             Some(h) => {
                 let field = codec::history_field(h.period, h.revision);
@@ -517,19 +522,19 @@ impl RedisStore {
             }
             None => Default::default(),
         };
-        let state = plan.state.as_ref().map(|s| codec::encode_state(codes, s)).transpose()?.unwrap_or_default();
+        let encoded = state.map(|s| codec::encode_state(codes, s)).transpose()?.unwrap_or_default();
         let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let args = [
             plan.provider.clone().into_bytes(),
             plan.expected_version.to_string().into_bytes(),
             field.into_bytes(),
             trim.into_bytes(),
-            state,
+            encoded,
             codec::encode_event(codes, &plan.event)?,
             entry,
             format!("{}.{token}", self.writer).into_bytes(),
         ];
-        self.remember(token, &plan.event);
+        self.remember(token, &plan.event, state);
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Unavailable { message: "redis: the committer stopped".into(), source: None };
         let outcome = match self.committer().send(Pending { args, token, reply }).await {
@@ -558,9 +563,12 @@ impl RedisStore {
         };
     }
 
-    fn remember(&self, token: u64, ev: &Event) {
+    /// Keeps a copy of an event being appended, with the state its plan left, for this store's own tail.
+    fn remember(&self, token: u64, ev: &Event, state: Option<&Arc<ProviderLive>>) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.insert(token, ev.clone());
+        let mut ev = ev.clone();
+        ev.planned = sitrep_core::state::Planned(state.cloned());
+        recent.insert(token, ev);
         while recent.len() > RECENT_KEPT {
             recent.pop_first();
         }
@@ -614,8 +622,9 @@ impl RedisStore {
     ) -> Result<Option<Applied>, StoreError> {
         let codes = self.codes().await?;
         for _ in 0..MAX_CONFLICTS {
-            let Some(plan) = make.plan(self, prior.as_deref()).await? else { return Ok(None) };
-            let outcome = self.persist(&codes, &plan).await;
+            let Some(mut plan) = make.plan(self, prior.as_deref()).await? else { return Ok(None) };
+            let state = plan.state.take().map(Arc::new);
+            let outcome = self.persist(&codes, &plan, state.as_ref()).await;
             let (epoch, outcome) = match outcome {
                 Ok(o) => o,
                 Err(e) => {
@@ -626,10 +635,10 @@ impl RedisStore {
             };
             match outcome {
                 Outcome::Accepted { pos, .. } => {
-                    let Plan { state, mut event, .. } = plan;
+                    let mut event = plan.event;
                     event.cursor = Cursor::new(epoch, pos);
                     if let Some(state) = state {
-                        self.set_known(provider, Some(Arc::new(state)));
+                        self.set_known(provider, Some(state));
                     }
                     return Ok(Some(Applied::Accepted(event)));
                 }
