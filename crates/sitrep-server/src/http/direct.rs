@@ -31,6 +31,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// own timeouts and errors then apply.
 pub async fn sniff(stream: &TcpStream) -> bool {
     let mut first = [0u8; EVENTS.len() + 1];
+    let mut pause = Duration::from_millis(2);
     let look = async {
         loop {
             let n = match stream.peek(&mut first).await {
@@ -44,8 +45,10 @@ pub async fn sniff(stream: &TcpStream) -> bool {
             if !EVENTS.starts_with(seen) {
                 return false;
             }
-            // A request line split across packets: peek again once more has arrived.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // A request line split across packets: peek again in a moment (the bytes stay readable, so there is
+            // nothing to wait on), less and less often, so a client trickling bytes costs next to nothing.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
         }
     };
     tokio::time::timeout(HEAD_TIMEOUT, look).await.unwrap_or(false)
