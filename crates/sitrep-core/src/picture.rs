@@ -145,17 +145,21 @@ impl Picture {
         // The metrics whose totals move: those whose values changed (each with its number after, which the event
         // carries), and the derived metrics they feed.
         let number = |p: &ProviderLive, m: usize| p.number(&index.metrics[m]).map(fixed);
-        let changed: Vec<(usize, Option<i128>)> = event
+        // An event is folded onto the very version it was planned from (checked above), so a change's `before` is
+        // the number the picture holds now.
+        let changed: Vec<(usize, Option<i128>, Option<i128>)> = event
             .changes
             .iter()
-            .filter_map(|c| Some((index.metric(&c.metric)?, c.after.number().map(fixed))))
+            .filter_map(|c| {
+                let before = c.before.and_then(crate::Value::number).map(fixed);
+                Some((index.metric(&c.metric)?, before, c.after.number().map(fixed)))
+            })
             .collect();
-        let derived: BTreeSet<usize> = changed.iter().flat_map(|(m, _)| index.feeds[*m].iter().copied()).collect();
+        let derived: BTreeSet<usize> = changed.iter().flat_map(|(m, ..)| index.feeds[*m].iter().copied()).collect();
         let pair = |p: &ProviderLive, d: usize| {
             let [a, b] = index.inputs[d];
             number(p, a).zip(number(p, b))
         };
-        let metrics_before: Vec<Option<i128>> = changed.iter().map(|(m, _)| number(entry, *m)).collect();
         let pairs_before: Vec<Option<(i128, i128)>> = derived.iter().map(|d| pair(entry, *d)).collect();
 
         // The writer's own events come with the state their plan left: the same state folding gives (the property
@@ -176,7 +180,7 @@ impl Picture {
                 (true, false) => t.stale -= 1,
                 _ => {}
             }
-            for ((m, after), before) in changed.iter().zip(&metrics_before) {
+            for (m, before, after) in &changed {
                 t.change_metric(rules, *m, *before, *after);
             }
             for ((d, before), after) in derived.iter().zip(&pairs_before).zip(&pairs_after) {
@@ -190,7 +194,7 @@ impl Picture {
         // so an event's rollups cover every metric the event mentions.
         let mut positions: Vec<Position> = changed
             .iter()
-            .map(|(m, _)| Position::Metric(*m))
+            .map(|(m, ..)| Position::Metric(*m))
             .chain(derived.iter().map(|d| Position::Derived(*d)))
             .chain(event.derived.figures.iter().filter_map(|f| index.position(&f.metric)))
             .collect();
