@@ -339,17 +339,7 @@
       for (const key of e.cleared || []) p.alerts.delete(key);
       for (const a of e.raised || []) p.alerts.set(a.key, a);
       for (const r of e.rollups) {
-        const key = `${r.scope.level}:${r.scope.code}`;
-        const known = state.rollups.get(key) || { scope: r.scope, figures: new Map() };
-        known.providers = r.providers;
-        known.reporting = r.reporting;
-        known.stale = r.stale;
-        e.metrics.forEach((metric, i) => {
-          if (r.value[i] === null || r.value[i] === undefined) known.figures.delete(metric);
-          else known.figures.set(metric, { value: r.value[i], rag: r.rag[i] || null, n: r.n[i] });
-        });
-        state.rollups.set(key, known);
-        paintRollup(key, true);
+        updateRollup(r, e.metrics.map((metric, i) => ({ metric, value: r.value[i], rag: r.rag[i], n: r.n[i] })));
       }
       paintProvider(e.provider, true);
     }
@@ -362,21 +352,24 @@
     scheduleTickers();
   }
 
-  // Totals of a region or the nation that providers outside this wall's scope moved: the figures that changed.
-  function onRollups(m) {
-    for (const r of m.rollups) {
-      const key = `${r.scope.level}:${r.scope.code}`;
-      const known = state.rollups.get(key) || { scope: r.scope, figures: new Map() };
-      known.providers = r.providers;
-      known.reporting = r.reporting;
-      known.stale = r.stale;
-      for (const f of r.metrics) {
-        if (f.value === null || f.value === undefined) known.figures.delete(f.metric);
-        else known.figures.set(f.metric, { value: f.value, rag: f.rag || null, n: f.n });
-      }
-      state.rollups.set(key, known);
-      paintRollup(key, true);
+  // A scope's counts and the figures that changed ({metric, value, rag, n}; no value: it has none now).
+  function updateRollup(r, figures) {
+    const key = `${r.scope.level}:${r.scope.code}`;
+    const known = state.rollups.get(key) || { scope: r.scope, figures: new Map() };
+    known.providers = r.providers;
+    known.reporting = r.reporting;
+    known.stale = r.stale;
+    for (const f of figures) {
+      if (f.value === null || f.value === undefined) known.figures.delete(f.metric);
+      else known.figures.set(f.metric, { value: f.value, rag: f.rag || null, n: f.n });
     }
+    state.rollups.set(key, known);
+    paintRollup(key, true);
+  }
+
+  // Totals of a region or the nation that providers outside this wall's scope moved.
+  function onRollups(m) {
+    for (const r of m.rollups) updateRollup(r, r.metrics);
   }
 
   function connect() {
