@@ -53,6 +53,15 @@ async fn a_pushed_report_changes_the_tile_within_a_second() {
     browser.wait_for(&page, alert, DEADLINE);
     let flashed = browser.eval(&page, "window.sitrepStats.flashes").as_u64().unwrap();
     assert!(flashed >= flashes + 3, "the changed values flashed (occupied, free, the system's total): {flashed}");
+
+    // A report from another London system, whose tile is not on this wall, still moves London's total here.
+    let london =
+        "document.querySelector('#total-region-Y56 .cell[data-metric=\"beds.cc_adult.occupied\"]').textContent";
+    assert_eq!(browser.eval(&page, london), "19");
+    let ral = report("RAL", 0, 1, &[("beds.cc_adult.open", 30.0), (OCCUPIED, 5.0)]);
+    assert_eq!(provider.submit(ral).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    browser.wait_for(&page, &format!("{london} === '24'"), DEADLINE);
+    assert_eq!(browser.eval(&page, "document.querySelector('#tile-RAL')"), serde_json::Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
