@@ -365,7 +365,7 @@ async fn commit_loop(
             }
         }
         appended.in_flight.fetch_sub(1, SeqCst);
-        appended.landed.notify_one();
+        appended.landed.notify_waiters();
         match outcomes {
             Ok((epoch, outcomes)) => {
                 for (p, o) in batch.into_iter().zip(outcomes) {
@@ -912,14 +912,20 @@ impl Store for RedisStore {
         // noted them (waiting a moment for a script call under way); otherwise a plain blocking read, trusted
         // only when its entries link onto the cursor. Anything else (a timeout, a broken link, another epoch) is
         // decided by the checking script.
+        // Registered for the committer's next answer before looking, so one that lands in between is not missed
+        // (and no answer from long ago counts: the committer wakes only who is waiting).
+        let landed = self.appended.landed.notified();
+        tokio::pin!(landed);
+        landed.as_mut().enable();
         if let Some(events) = self.own_linked(after, max) {
             return Ok(Read::Events(events));
         }
         if self.appended.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            let _ = tokio::time::timeout(LANDING_WAIT.min(wait), self.appended.landed.notified()).await;
-            if let Some(events) = self.own_linked(after, max) {
-                return Ok(Read::Events(events));
-            }
+            let _ = tokio::time::timeout(LANDING_WAIT.min(wait), landed).await;
+        }
+        // Again: the call may have answered meanwhile, or just before the count was read.
+        if let Some(events) = self.own_linked(after, max) {
+            return Ok(Read::Events(events));
         }
         let entries = self.read_blocking(after, max, wait).await?;
         if linked(after, &entries) {
