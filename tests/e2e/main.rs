@@ -127,6 +127,28 @@ async fn a_resumed_filtered_subscriber_ends_its_catch_up_with_current_totals() {
     };
     // QWE has RJ7 only; London and England have both.
     assert_eq!((occupied("QWE"), occupied("Y56"), occupied("ENG")), (Some(4.0), Some(24.0), Some(24.0)));
+    // And that is the whole catch-up: nothing repeated, no event of RAL's.
+    let quiet = pb::SubscribeRequest { heartbeat_seconds: 1, ..resume_request(filter(), &r.cursor, None) };
+    let mut again = sub.subscribe(quiet).await.unwrap().into_inner();
+    match next(&mut again).await {
+        pb::update::Kind::Heartbeat(h) => assert_eq!(h.cursor, ral.cursor),
+        other => panic!("expected only a heartbeat after the catch-up, got {other:?}"),
+    }
+
+    // With a metric filter too, a catch-up whose last event is the filter's own provider but carries none of its
+    // metrics still ends with the totals as of that event.
+    let metric = Some(vec!["beds.cc_adult.occupied".to_owned()]);
+    let rj7_ed = feed.send(report("RJ7", 0, 2, &[("ed.in_department", 30.0)])).await;
+    let mut stream = sub.subscribe(resume_request(filter(), &ral.cursor, metric)).await.unwrap().into_inner();
+    let pb::update::Kind::Rollups(r) = next(&mut stream).await else { panic!("rollups closing the catch-up") };
+    assert_eq!(r.cursor, rj7_ed.cursor);
+    assert!(r.rollups.iter().all(|s| s.metrics.iter().all(|m| m.metric == "beds.cc_adult.occupied")));
+    assert_eq!(r.rollups.len(), 3, "QWE, London and England");
+}
+
+fn resume_request(filter: Option<pb::Filter>, from: &str, metrics: Option<Vec<String>>) -> pb::SubscribeRequest {
+    let filter = filter.map(|f| pb::Filter { metrics: metrics.unwrap_or_default(), ..f });
+    pb::SubscribeRequest { filter, resume_from: from.to_owned(), ..Default::default() }
 }
 
 /// A subscriber that disconnects and resumes from its last cursor receives exactly the events it missed; cursors

@@ -126,8 +126,16 @@ async fn json_api_health_and_the_page() {
 
     let live = get(&server.url, "/healthz").await;
     assert_eq!((live.status, live.json()["live"].as_bool()), (200, Some(true)));
-    // HTTP/1 answers close their connection, so a browser's event stream gets a fresh one (served directly).
+    // HTTP/1 answers close their connection, so a browser's event stream gets a fresh one (served directly): a
+    // keep-alive HTTP/1.1 client is told so, and the server closes.
     assert_eq!(live.header("connection"), Some("close"));
+    let mut raw = tokio::net::TcpStream::connect(crate::http::authority(&server.url)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(b"GET /healthz HTTP/1.1\r\nHost: sitrep\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, raw.read_to_end(&mut answer)).await.expect("the server closes").unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200") && answer.contains("connection: close"), "{answer}");
     let ready = get(&server.url, "/readyz").await;
     assert_eq!((ready.status, ready.json()["ready"].as_bool()), (200, Some(true)));
 

@@ -359,6 +359,9 @@ mod tests {
             (-0.25, "-0.25"),
             (58.3, "58.3"),
             (1e20, "100000000000000000000"),
+            // Halves round away from zero, as people round (format!("{:.2}") gave 0.12 for 0.125).
+            (0.125, "0.13"),
+            (-0.125, "-0.13"),
         ] {
             assert_eq!(Num(x).to_string(), text, "{x}");
         }

@@ -161,6 +161,12 @@ impl Picture {
             number(p, a).zip(number(p, b))
         };
         let pairs_before: Vec<Option<(i128, i128)>> = derived.iter().map(|d| pair(entry, *d)).collect();
+        debug_assert!(
+            changed.iter().all(|(m, before, _)| *before == number(entry, *m)),
+            "{}: event {} changes from numbers the picture does not hold",
+            event.provider,
+            event.cursor
+        );
 
         // The writer's own events come with the state their plan left: the same state folding gives (the property
         // tests check it), without making it again.

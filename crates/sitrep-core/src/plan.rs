@@ -165,5 +165,15 @@ mod tests {
         assert_eq!((st.expected_version, st.event.version, st.event.kind), (2, 3, EventKind::Stale));
         assert!(st.state.as_ref().unwrap().stale);
         assert!(stale(&rules, st.state.as_ref().unwrap(), quiet).is_none(), "already stale");
+
+        // Which events move a scope's counts of reporting and stale providers: the first report, going stale, and
+        // the report that ends staleness; not an ordinary report, nor a late one.
+        let back =
+            report(&rules, st.state.as_ref(), None, &valid(&rules, 0, 3, &[("beds.cc_adult.open", 21.0)]), t, 24);
+        let after =
+            report(&rules, back.state.as_ref(), None, &valid(&rules, 0, 4, &[("beds.cc_adult.open", 22.0)]), t, 24);
+        let moves: Vec<bool> =
+            [&first, &second, &p, &st, &back, &after].iter().map(|plan| plan.event.moves_counts()).collect();
+        assert_eq!(moves, [true, false, false, true, true, false]);
     }
 }

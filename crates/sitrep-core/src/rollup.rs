@@ -177,6 +177,15 @@ pub struct ScopeRollup {
     pub metrics: Vec<RollupValue>,
 }
 
+impl ScopeRollup {
+    /// Keeps only `metrics` (all when `None`).
+    pub fn retain_metrics(&mut self, metrics: Option<&BTreeSet<String>>) {
+        if let Some(set) = metrics {
+            self.metrics.retain(|m| set.contains(&m.metric));
+        }
+    }
+}
+
 /// The figure at `position` from `totals`, with its coverage and the figure its `min_capacity` compares with.
 fn figure(index: &Index, totals: &Totals, position: Position) -> (Option<f64>, u32, Option<f64>) {
     match position {

@@ -207,6 +207,14 @@ impl Event {
     /// Keeps only the changes, figures and rollups of `metrics` (all when `None`). Returns whether anything is
     /// left worth delivering to a subscriber that asked for those metrics: a change, a changed figure (a derived
     /// metric such as occupancy changes when its inputs do), or an alert.
+    /// Whether this event changes how many providers of its scopes are reporting or stale: a first report, a stale
+    /// transition, or a report that ends staleness (it clears the provider's stale alert).
+    pub fn moves_counts(&self) -> bool {
+        self.kind == EventKind::Stale
+            || self.version == 1
+            || self.derived.cleared.iter().any(|a| a.kind == crate::AlertKind::Stale)
+    }
+
     pub fn retain_metrics(&mut self, metrics: Option<&std::collections::BTreeSet<String>>) -> bool {
         match metrics {
             None => true,
@@ -214,7 +222,7 @@ impl Event {
                 self.changes.retain(|c| set.contains(&c.metric));
                 self.derived.figures.retain(|f| set.contains(&f.metric));
                 for r in &mut self.rollups {
-                    r.metrics.retain(|m| set.contains(&m.metric));
+                    r.retain_metrics(metrics);
                 }
                 let alerts = !self.derived.raised.is_empty() || !self.derived.cleared.is_empty();
                 !self.changes.is_empty() || !self.derived.figures.is_empty() || alerts || self.kind == EventKind::Stale

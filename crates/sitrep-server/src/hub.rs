@@ -357,11 +357,6 @@ impl Hub {
         self.shared.lock().picture.as_ref().map(|p| p.due_stale(now)).unwrap_or_default()
     }
 
-    /// The cursor the picture is at; `None` until the Hub is ready.
-    pub fn cursor(&self) -> Option<Cursor> {
-        self.shared.lock().picture.as_ref().map(|p| p.cursor().clone())
-    }
-
     /// Has every provider of each picture the Hub installs encoded with `encode` in the background, before anyone
     /// asks for a snapshot.
     pub fn warm_with(mut self, encode: fn(&ProviderLive) -> Bytes) -> Self {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::rules::Scope;
-use sitrep_core::{Cursor, Event, EventKind, PictureSnapshot, ProviderLive, Selection};
+use sitrep_core::{Cursor, Event, PictureSnapshot, ProviderLive};
 use sitrep_store::{Read, ResetReason};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
@@ -112,10 +112,7 @@ pub fn start(
 ) -> mpsc::Receiver<Result<Out, Status>> {
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
     let tasks = ctx.tasks.clone();
-    let followed = match filter.providers {
-        Selection::All => Vec::new(),
-        Selection::Only(_) => ctx.rules.scopes_for(&filter.providers),
-    };
+    let followed = ctx.rules.scopes_for(&filter.providers);
     let session = Session { ctx, filter, followed, heartbeat, tx };
     tasks.spawn(async move {
         match session.run(resume).await {
@@ -146,7 +143,7 @@ enum End {
 struct Session {
     ctx: Arc<Context>,
     filter: ResolvedFilter,
-    /// The scopes of the filter's providers (none without a filter: every event is sent whole).
+    /// The scopes of the filter's providers (every scope without a filter).
     followed: Vec<Scope>,
     heartbeat: Duration,
     tx: Outbound,
@@ -271,17 +268,14 @@ impl Session {
     async fn send_event(&self, event: OutEvent) -> Result<bool, End> {
         let e = event.event();
         if !self.filter.providers.contains(&e.provider) {
-            // Counts of reporting and stale providers move only with a first report or a stale transition.
-            let counts = e.kind == EventKind::Stale || e.version == 1;
+            let counts = e.moves_counts();
             let rollups: Vec<ScopeRollup> = e
                 .rollups
                 .iter()
                 .filter(|r| self.followed.contains(&r.scope))
                 .filter_map(|r| {
                     let mut r = r.clone();
-                    if let Some(metrics) = &self.filter.metrics {
-                        r.metrics.retain(|m| metrics.contains(&m.metric));
-                    }
+                    r.retain_metrics(self.filter.metrics.as_ref());
                     (counts || !r.metrics.is_empty()).then_some(r)
                 })
                 .collect();
@@ -337,8 +331,7 @@ impl Session {
     async fn catch_up_fully(&self, from: Cursor) -> Result<Result<(Subscription, Cursor), ResetReason>, End> {
         let mut from = from;
         for attempt in 0..4 {
-            let scopes = self.ctx.rules.scopes_for(&self.filter.providers);
-            let joined = self.register(|| self.ctx.hub.join(&scopes)).await?;
+            let joined = self.register(|| self.ctx.hub.join(&self.followed)).await?;
             match self.catch_up(from, joined).await? {
                 Ok((sub, reached)) if sub.kicked() == Kicked::Lagged && attempt < 3 => from = reached,
                 other => return Ok(other),
@@ -348,7 +341,8 @@ impl Session {
     }
 
     /// Sends every stored event after `from` up to the Hub's cursor when it joined, the last of them carrying the
-    /// rollups as of that cursor. `Ok(Err(reason))` if the log cannot serve `from`.
+    /// rollups as of that cursor (or, when the filter leaves that event out, those rollups on their own).
+    /// `Ok(Err(reason))` if the log cannot serve `from`.
     async fn catch_up(&self, from: Cursor, joined: Joined) -> Result<Result<(Subscription, Cursor), ResetReason>, End> {
         let Joined { subscription, cursor: until, rollups } = joined;
         if from.epoch != until.epoch {
@@ -368,10 +362,19 @@ impl Session {
                             return Ok(Ok((subscription, cursor)));
                         }
                         cursor = e.cursor.clone();
-                        if e.cursor.pos == until.pos {
+                        let last = e.cursor.pos == until.pos;
+                        if last {
                             e.rollups = rollups.take().unwrap_or_default();
                         }
-                        self.send_event(OutEvent::Own(Box::new(e))).await?;
+                        let kept = last.then(|| e.rollups.clone());
+                        if !self.send_event(OutEvent::Own(Box::new(e))).await?
+                            && let Some(mut rollups) = kept
+                        {
+                            for r in &mut rollups {
+                                r.retain_metrics(self.filter.metrics.as_ref());
+                            }
+                            self.send(Out::Rollups(cursor.clone(), rollups)).await?;
+                        }
                     }
                 }
             }

@@ -259,24 +259,27 @@ async fn a_report_costs_a_handful_of_redis_commands() {
     for p in providers {
         store.apply(&conformance::report(p, 0, 1, &values(1)), Timestamp::now()).await.unwrap();
     }
-    let calls = |info: redis::Value| -> u64 {
-        let redis::Value::VerbatimString { text, .. } = info else {
-            let redis::Value::BulkString(b) = info else { panic!("{info:?}") };
-            return String::from_utf8(b).unwrap().lines().filter_map(cmdstat_calls).sum();
-        };
-        text.lines().filter_map(cmdstat_calls).sum()
-    };
-    let before = calls(raw(&redis.url(), &["INFO", "commandstats"]).await);
+    let calls = |info: String| -> u64 { info.lines().filter_map(cmdstat_calls).sum() };
+    let before = calls(commandstats(&redis.url()).await);
     let n = 200u32;
     for i in 0..n {
         let p = providers[(i as usize) % providers.len()];
         store.apply(&conformance::report(p, 0, 2 + i, &values(i)), Timestamp::now()).await.unwrap();
     }
     // The INFO call itself counts once.
-    let after = calls(raw(&redis.url(), &["INFO", "commandstats"]).await) - 1;
+    let after = calls(commandstats(&redis.url()).await) - 1;
     let per_report = (after - before) as f64 / f64::from(n);
     println!("redis commands per report: {per_report:.1} (including the script call)");
     assert!(per_report <= 15.0, "{per_report} commands per report");
+}
+
+/// `INFO commandstats`, as text.
+async fn commandstats(url: &str) -> String {
+    match raw(url, &["INFO", "commandstats"]).await {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("{other:?}"),
+    }
 }
 
 /// The `calls=` of one `cmdstat_` line of `INFO commandstats`.
@@ -303,18 +306,11 @@ async fn a_store_tails_its_own_events_without_reading_them_back() {
         Read::Reset(r) => panic!("reset {r:?}"),
     };
     let start = a.head().await.unwrap();
-    let xreads = |info: &str| {
-        info.lines().find_map(|l| l.strip_prefix("cmdstat_xread:")).map_or(0, |rest| {
-            rest.split(',').find_map(|kv| kv.strip_prefix("calls=")).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
-        })
+    let xreads = |info: &str| -> u64 {
+        info.lines().filter(|l| l.starts_with("cmdstat_xread:")).filter_map(cmdstat_calls).sum()
     };
-    let info = || async {
-        match raw(&redis.url(), &["INFO", "commandstats"]).await {
-            redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
-            redis::Value::VerbatimString { text, .. } => text,
-            other => panic!("{other:?}"),
-        }
-    };
+    let url = redis.url();
+    let info = || commandstats(&url);
     // Three of A's own events, read by A's tail: no XREAD.
     let mut mine = Vec::new();
     for i in 0..3u32 {

@@ -2,7 +2,7 @@
 //!
 //! It writes `--hours` of hourly reports (one revision an hour, the simulator's 24 values, a narrative and a source)
 //! for `--providers` providers through the store, and reads what Redis says it holds: `MEMORY USAGE` of every
-//! provider's history keys (the hash of entries and its index), and the growth of `used_memory`, each divided by
+//! provider's history hash (there is no index), and the growth of `used_memory`, each divided by
 //! the provider-hours written.
 
 use std::sync::Arc;
@@ -91,16 +91,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let after = used_memory(&mut conn).await?;
     let mut keys_bytes = 0u64;
     for code in codes.iter() {
-        for kind in ["hist"] {
-            let usage: Option<u64> = redis::cmd("MEMORY")
-                .arg("USAGE")
-                .arg(format!("{{{prefix}}}:{kind}:{code}"))
-                .arg("SAMPLES")
-                .arg(0)
-                .query_async(&mut conn)
-                .await?;
-            keys_bytes += usage.unwrap_or(0);
-        }
+        let usage: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(format!("{{{prefix}}}:hist:{code}"))
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut conn)
+            .await?;
+        keys_bytes += usage.unwrap_or(0);
     }
     let provider_hours = (n as i64 * hours_kept) as f64;
     let written = (n as i64 * (hours_kept + 1)) as f64;

@@ -29,44 +29,31 @@ async fn rate(n: usize, seconds: u64) -> anyhow::Result<f64> {
         codes.iter().enumerate().map(|(i, c)| SimProvider::new(c, ProviderKind::Acute, i as u64)).collect();
     let mut revisions = vec![0u32; n];
     let limits = Limits::default();
-    let mut one = |i: usize, picture: &mut Picture| {
+    let mut one = async |i: usize, picture: &mut Picture| {
         revisions[i] += 1;
         let report = next_report(&codes[i], &mut sims[i], revisions[i], "scale".into());
         let now = Timestamp::now();
         let valid = validate(&report, &rules.directory, &rules.catalogue, &limits, now).map_err(|v| {
             anyhow::anyhow!("the bench's report is invalid: {}", v.first().map(|v| v.to_string()).unwrap_or_default())
         })?;
-        // The memory store answers at once: no await needed beyond a poll.
-        let applied = futures_lite_block(store.apply(&valid, now))?;
+        let applied = store.apply(&valid, now).await?;
         let Applied::Accepted(event) = applied else { anyhow::bail!("a new revision was a duplicate") };
         picture.apply(&event).context("folding")?;
         Ok::<(), anyhow::Error>(())
     };
     for i in 0..n {
-        one(i, &mut picture)?;
+        one(i, &mut picture).await?;
     }
     let start = Instant::now();
     let until = start + Duration::from_secs(seconds);
     let mut count = 0u64;
     while Instant::now() < until {
         for _ in 0..64 {
-            one(count as usize % n, &mut picture)?;
+            one(count as usize % n, &mut picture).await?;
             count += 1;
         }
     }
     Ok(count as f64 / start.elapsed().as_secs_f64())
-}
-
-/// Polls a future the memory store completes without waiting (its apply takes a lock and returns).
-fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
 }
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@
 //! after them. Redis's slow log is read at the end: the longest command Redis ran while all this happened.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -15,6 +15,7 @@ use sitrep_core::sim::SimProvider;
 use sitrep_core::{Directory, Limits, Timestamp, validate};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
+use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
 use sitrep_server::convert::report_to_wire;
 use sitrep_store::{RedisOptions, RedisStore, Store};
@@ -124,25 +125,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Replica A keeps ingesting: 20 streams of new revisions for random providers.
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
+    // One counter for every stream, so each report is a later revision than any before it and moves live state
+    // (per-stream counters made many reports late or duplicates, which the rate then counted).
+    let revisions = Arc::new(AtomicU32::new(1));
     let mut ingest = Vec::new();
     for s in 0..20usize {
         let channel = Endpoint::from_shared(format!("http://{}", a.addr))?.connect().await?;
         let (tx, rx) = mpsc::channel(4);
         let mut acks = ProviderServiceClient::new(channel).report(ReceiverStream::new(rx)).await?.into_inner();
-        let (codes, stop, ingested) = (codes.clone(), stop.clone(), ingested.clone());
+        let (codes, stop, ingested, revisions) = (codes.clone(), stop.clone(), ingested.clone(), revisions.clone());
         ingest.push(tokio::spawn(async move {
-            let mut revision = 1u32;
             let mut i = s;
             while !stop.load(Ordering::Relaxed) {
-                revision += 1;
+                let revision = revisions.fetch_add(1, Ordering::Relaxed) + 1;
                 i = (i * 7919 + 13) % codes.len();
                 let mut sim = SimProvider::new(&codes[i], ProviderKind::Acute, u64::from(revision));
                 let report = next_report(&codes[i], &mut sim, revision, "ingest".into());
                 if tx.send(report_to_wire(&report)).await.is_err() {
                     break;
                 }
-                let Ok(Some(_)) = acks.message().await else { break };
-                ingested.fetch_add(1, Ordering::Relaxed);
+                let Ok(Some(ack)) = acks.message().await else { break };
+                if ack.outcome() == Outcome::Accepted {
+                    ingested.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }));
     }

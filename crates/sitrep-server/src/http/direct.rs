@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tonic::Status;
 
 use super::{EventStream, open_events};
 use crate::services::Context;
@@ -58,19 +59,17 @@ pub async fn sniff(stream: &TcpStream) -> bool {
 /// request head, opens the stream (or answers the error as JSON, as the API does), then writes each message as it
 /// comes until the subscriber goes, the session ends, or the aggregator shuts down.
 pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) {
-    let Ok(Ok(Some(head))) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await else {
-        let _ = stream.write_all(&plain(StatusCode::BAD_REQUEST, "a malformed or incomplete request head")).await;
-        return;
+    let opened = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(Some(head))) => open_events(&ctx, head.query, head.last_event_id.as_deref(), "directly"),
+        _ => Err(Status::invalid_argument("a malformed or incomplete request head").into()),
     };
-    let events = match open_events(&ctx, head.query, head.last_event_id.as_deref(), "directly") {
-        Ok(events) => events,
+    match opened {
+        Ok(events) => stream_events(events, stream).await,
         Err(e) => {
             let (status, body) = e.parts();
-            let _ = stream.write_all(&response(status, "application/json", &body.to_string())).await;
-            return;
+            let _ = stream.write_all(&response(status, &body.to_string())).await;
         }
-    };
-    stream_events(events, stream).await;
+    }
 }
 
 /// Writes the stream's head and then every message. A read on the socket watches for the subscriber going away
@@ -140,19 +139,15 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Head>> {
     }
 }
 
-/// A whole response with a body, after which the connection closes.
-fn response(status: StatusCode, content_type: &str, body: &str) -> Vec<u8> {
+/// A whole JSON response, after which the connection closes.
+fn response(status: StatusCode, body: &str) -> Vec<u8> {
     format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
     )
     .into_bytes()
-}
-
-fn plain(status: StatusCode, what: &str) -> Vec<u8> {
-    response(status, "application/json", &serde_json::json!({ "error": what, "violations": [] }).to_string())
 }
 
 #[cfg(test)]

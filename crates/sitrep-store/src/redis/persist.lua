@@ -50,8 +50,14 @@ for i = 5, #ARGV, 8 do
         -- than the entries it indexed).
         local cutoff, old = tonumber(trim), {}
         for _, f in ipairs(redis.call('HKEYS', hist)) do
-          if #old < 500 and tonumber(string.match(f, '^(%d+):')) < cutoff then
+          -- A field that is not '<hours>:<revision>' is not sitrep's: left alone (a script error here would come
+          -- after the writes above, which Redis does not undo).
+          local hours = tonumber(string.match(f, '^(%d+):') or '')
+          if hours and hours < cutoff then
             old[#old + 1] = f
+            if #old == 500 then
+              break
+            end
           end
         end
         if #old > 0 then
