@@ -162,6 +162,12 @@ impl Samples {
 }
 
 /// CPU seconds (user + system) and peak resident memory (bytes) of a process, from /proc.
+/// A figure of `/proc/<pid>/status` given in kB (`VmRSS:`, `VmHWM:`).
+pub(crate) fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub(crate) fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
@@ -176,8 +182,7 @@ pub(crate) fn process_usage(pid: u32) -> Option<(f64, u64)> {
             .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
             .unwrap_or(100.0)
     });
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let hwm_kb = status_kb(pid, "VmHWM:")?;
     Some((ticks / hz, hwm_kb * 1024))
 }
 

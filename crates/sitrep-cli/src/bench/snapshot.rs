@@ -228,13 +228,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let rss =
         |m: Option<(f64, u64)>| m.map_or("unavailable".into(), |(_, hwm)| format!("{:.1} MiB", hwm as f64 / 1048576.0));
-    let current_rss = std::fs::read_to_string(format!("/proc/{b_pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or("unavailable".into(), |kb| format!("{:.1} MiB", kb / 1024.0));
+    let current_rss =
+        super::status_kb(b_pid, "VmRSS:").map_or("unavailable".into(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0));
     drop(a);
     drop(b);
 

@@ -21,13 +21,12 @@ use tonic::transport::Endpoint;
 
 use super::{
     Aggregator, BenchArgs, Samples, aggregator_binary, directory_text, next_report, process_usage, scopeguard,
+    status_kb,
 };
 
 /// Resident memory (VmRSS) of a process, in bytes.
 fn rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    status_kb(pid, "VmRSS:").map(|kb| kb * 1024)
 }
 
 /// One SSE connection: waits for the snapshot (signalled on `ready`), then records, for each event whose
