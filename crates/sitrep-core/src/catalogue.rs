@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::ConfigError;
+use crate::{Code, ConfigError};
 
 /// What sort of number a metric holds; decides which validation rules apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -215,12 +215,14 @@ pub struct Catalogue {
 #[derive(Clone, Debug)]
 struct ByCode<T> {
     list: Vec<T>,
+    codes: Vec<Code>,
     at: rustc_hash::FxHashMap<String, usize>,
 }
 
 impl<T> ByCode<T> {
     fn new(sorted: BTreeMap<String, T>) -> Self {
         let mut at = rustc_hash::FxHashMap::default();
+        let codes = sorted.keys().map(|c| Code::new(c)).collect();
         let list = sorted
             .into_iter()
             .enumerate()
@@ -229,11 +231,15 @@ impl<T> ByCode<T> {
                 entry
             })
             .collect();
-        ByCode { list, at }
+        ByCode { list, codes, at }
     }
 
     fn get(&self, code: &str) -> Option<&T> {
         self.at.get(code).map(|i| &self.list[*i])
+    }
+
+    fn lookup(&self, code: &str) -> Option<(Code, &T)> {
+        self.at.get(code).map(|i| (self.codes[*i], &self.list[*i]))
     }
 
     fn contains_key(&self, code: &str) -> bool {
@@ -419,6 +425,16 @@ impl Catalogue {
 
     pub fn get(&self, code: &str) -> Option<&Metric> {
         self.metrics.get(code)
+    }
+
+    /// A reported metric by code, with its interned [`Code`].
+    pub fn lookup(&self, code: &str) -> Option<(Code, &Metric)> {
+        self.metrics.lookup(code)
+    }
+
+    /// The interned [`Code`] of a reported or derived metric.
+    pub fn code(&self, code: &str) -> Option<Code> {
+        self.metrics.lookup(code).map(|(c, _)| c).or_else(|| self.derived.lookup(code).map(|(c, _)| c))
     }
 
     pub fn contains(&self, code: &str) -> bool {

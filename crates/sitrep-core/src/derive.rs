@@ -5,7 +5,7 @@
 //! so every store computes the same thing inside its one atomic step and every subscriber sees the same numbers.
 //! Rollups across providers are in [`crate::rollup`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +15,10 @@ use crate::opel::Assessment;
 use crate::rag::{Rag, rate};
 use crate::rules::{Position, Rules};
 use crate::state::MetricChange;
-use crate::{Catalogue, Timestamp, Value};
+use crate::{Catalogue, Code, Timestamp, Value};
 
 /// A provider's numbers: every reported metric that has one, and every derived metric that can be computed.
-pub fn figures(catalogue: &Catalogue, values: &BTreeMap<String, Value>) -> BTreeMap<String, f64> {
+pub fn figures<K: AsRef<str>>(catalogue: &Catalogue, values: &BTreeMap<K, Value>) -> BTreeMap<String, f64> {
     numbers(catalogue, borrowed(values)).into_iter().map(|(c, n)| (c.to_owned(), n)).collect()
 }
 
@@ -41,8 +41,8 @@ fn numbers<'a>(catalogue: &'a Catalogue, values: impl Iterator<Item = (&'a str, 
     out
 }
 
-fn borrowed(values: &BTreeMap<String, Value>) -> impl Iterator<Item = (&str, Value)> {
-    values.iter().map(|(c, v)| (c.as_str(), *v))
+fn borrowed<K: AsRef<str>>(values: &BTreeMap<K, Value>) -> impl Iterator<Item = (&str, Value)> {
+    values.iter().map(|(c, v)| (c.as_ref(), *v))
 }
 
 /// One side of a report: a provider's figures (reported and derived) and their ratings, by ordinal (see
@@ -56,11 +56,11 @@ struct Side {
 impl Side {
     /// Derived afresh from a provider's values: derived metrics from their inputs, ratings (a figure's
     /// `min_capacity` compares with a ratio's denominator, or the count a count is bounded by), OPEL levels.
-    fn of<'a>(rules: &Rules, provider: &str, values: impl Iterator<Item = (&'a str, Value)>) -> Self {
+    fn of(rules: &Rules, provider: &str, values: impl Iterator<Item = (Code, Value)>) -> Self {
         let index = rules.index();
         let mut numbers = vec![None; index.all.len()];
         for (code, v) in values {
-            if let (Value::Number(n), Some(o)) = (v, index.ordinal(code)) {
+            if let (Value::Number(n), Some(o)) = (v, index.ord(code)) {
                 numbers[o] = Some(n);
             }
         }
@@ -89,7 +89,7 @@ impl Side {
                         (rag.as_ref()?, capacity)
                     }
                 };
-                match overrides.is_some_and(|o| o.contains_key(code)) {
+                match overrides.is_some_and(|o| o.contains_key(code.as_str())) {
                     true => rate(&rules.rag_rule(Some(provider), code)?, value, capacity),
                     false => rate(base, value, capacity),
                 }
@@ -108,7 +108,7 @@ impl Side {
         let mut numbers = vec![None; index.all.len()];
         let mut rags = vec![None; index.all.len()];
         for f in figures {
-            if let Some(o) = index.ordinal(&f.metric) {
+            if let Some(o) = index.ord(f.metric) {
                 numbers[o] = f.value;
                 rags[o] = f.rag;
             }
@@ -120,9 +120,7 @@ impl Side {
     fn figures(&self, rules: &Rules) -> Vec<Figure> {
         let index = rules.index();
         (0..index.all.len())
-            .filter_map(|o| {
-                Some(Figure { metric: index.all[o].0.clone(), value: Some(self.numbers[o]?), rag: self.rags[o] })
-            })
+            .filter_map(|o| Some(Figure { metric: index.all[o].0, value: Some(self.numbers[o]?), rag: self.rags[o] }))
             .collect()
     }
 }
@@ -130,7 +128,7 @@ impl Side {
 /// One figure of a provider with its rating.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Figure {
-    pub metric: String,
+    pub metric: Code,
     /// None when the figure no longer has a value.
     pub value: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,8 +174,8 @@ impl Derived {
 }
 
 /// A provider's whole derived picture from its live values: every figure with its rating, and its OPEL levels.
-pub fn provider_view(rules: &Rules, provider: &str, values: &BTreeMap<String, Value>) -> (Vec<Figure>, Opel) {
-    let side = Side::of(rules, provider, borrowed(values));
+pub fn provider_view(rules: &Rules, provider: &str, values: &BTreeMap<Code, Value>) -> (Vec<Figure>, Opel) {
+    let side = Side::of(rules, provider, values.iter().map(|(c, v)| (*c, *v)));
     (side.figures(rules), side.opel)
 }
 
@@ -185,7 +183,7 @@ pub fn provider_view(rules: &Rules, provider: &str, values: &BTreeMap<String, Va
 #[derive(Clone, Copy, Debug)]
 pub struct Before<'a> {
     /// Its live values (None: it never reported).
-    pub values: Option<&'a BTreeMap<String, Value>>,
+    pub values: Option<&'a BTreeMap<Code, Value>>,
     /// Its open alerts.
     pub open: &'a [Alert],
 }
@@ -218,13 +216,14 @@ pub fn report(
     rules: &Rules,
     provider: &str,
     before: Before<'_>,
-    after: &BTreeMap<String, Value>,
+    after: &BTreeMap<Code, Value>,
     changes: &[MetricChange],
     at: Timestamp,
 ) -> Derived {
     let empty = BTreeMap::new();
-    let b = Side::of(rules, provider, borrowed(before.values.unwrap_or(&empty)));
-    let a = Side::of(rules, provider, borrowed(after));
+    let pairs = |m: &BTreeMap<Code, Value>| m.iter().map(|(c, v)| (*c, *v)).collect::<Vec<_>>().into_iter();
+    let b = Side::of(rules, provider, pairs(before.values.unwrap_or(&empty)));
+    let a = Side::of(rules, provider, pairs(after));
     between(rules, provider, &b, &a, before.open, changes, at)
 }
 
@@ -245,31 +244,34 @@ fn between(
 
     for (o, (code, _)) in index.all.iter().enumerate() {
         if fb[o] != fa[o] || b.rags[o] != ra[o] {
-            out.figures.push(Figure { metric: code.clone(), value: fa[o], rag: ra[o] });
+            out.figures.push(Figure { metric: *code, value: fa[o], rag: ra[o] });
         }
     }
 
-    let open: BTreeMap<&str, &Alert> = open_alerts.iter().map(|a| (a.key.as_str(), a)).collect();
+    // A provider's open alerts are few, and its alerts' keys differ only by kind and metric: found by those, no
+    // key is spelled out unless an alert is raised.
+    let find = |kind: AlertKind, metric: Option<&str>| {
+        open_alerts.iter().find(|a| a.kind == kind && a.metric.as_deref() == metric)
+    };
     let raise = |out: &mut Derived, alert: Alert| out.raised.push(alert);
-    let clear = |out: &mut Derived, key: &str| {
-        if let Some(a) = open.get(key) {
-            out.cleared.push((*a).clone());
+    let clear = |out: &mut Derived, kind: AlertKind, metric: Option<&str>| {
+        if let Some(a) = find(kind, metric) {
+            out.cleared.push(a.clone());
         }
     };
 
     // Entering and leaving red. Only a figure whose redness disagrees with its open alerts needs its alert's key
     // spelled out. A metric the catalogue no longer knows can only leave red.
-    let open_red: BTreeSet<&str> =
+    let open_red: Vec<&str> =
         open_alerts.iter().filter(|a| a.kind == AlertKind::Threshold).filter_map(|a| a.metric.as_deref()).collect();
     let known = index.all.iter().enumerate().map(|(o, (code, _))| (code.as_str(), Some(o)));
     let unknown = open_red.iter().filter(|m| index.ordinal(m).is_none()).map(|m| (*m, None));
     for (code, ordinal) in known.chain(unknown) {
         let red = ordinal.is_some_and(|o| ra[o] == Some(Rag::Red));
-        let is_open = open_red.contains(code);
+        let is_open = open_red.contains(&code);
         if red == is_open {
             continue;
         }
-        let key = Alert::key_for(AlertKind::Threshold, provider, Some(code));
         match (red, is_open) {
             (true, false) => {
                 let value = ordinal.and_then(|o| fa[o]).expect("a red figure has a number");
@@ -297,7 +299,7 @@ fn between(
                     ),
                 );
             }
-            (false, true) => clear(&mut out, &key),
+            (false, true) => clear(&mut out, AlertKind::Threshold, Some(code)),
             _ => {}
         }
     }
@@ -306,7 +308,6 @@ fn between(
     let opel_ordinal = index.ordinal(OPEL_METRIC);
     let declared_before = opel_ordinal.and_then(|o| fb[o]);
     let declared_after = opel_ordinal.and_then(|o| fa[o]);
-    let key = Alert::key_for(AlertKind::Escalation, provider, None);
     let raised = match (declared_before, declared_after) {
         (Some(b), Some(a)) => a > b,
         (None, Some(a)) => a >= 3.0,
@@ -318,7 +319,7 @@ fn between(
         _ => false,
     };
     if raised || lowered {
-        clear(&mut out, &key);
+        clear(&mut out, AlertKind::Escalation, None);
     }
     if raised {
         let a = declared_after.expect("raised");
@@ -330,7 +331,7 @@ fn between(
     }
 
     // Suspicious jumps: flagged, not refused. Earlier jump warnings close with this report unless it repeats them.
-    let mut jumped = BTreeSet::new();
+    let mut jumped: Vec<&str> = Vec::new();
     for ch in changes {
         let (Some(Value::Number(b)), Value::Number(a)) = (ch.before, ch.after) else { continue };
         let Some(metric) = c.get(&ch.metric) else { continue };
@@ -338,9 +339,8 @@ fn between(
         let bound = metric.at_most.as_deref().and_then(|bound| index.ordinal(bound));
         let cap = bound.and_then(|o| fa[o]).unwrap_or(a.max(b));
         if cap > 0.0 && (a - b).abs() > fraction * cap {
-            let key = Alert::key_for(AlertKind::Jump, provider, Some(&ch.metric));
-            clear(&mut out, &key);
-            jumped.insert(key);
+            clear(&mut out, AlertKind::Jump, Some(&ch.metric));
+            jumped.push(ch.metric.as_str());
             let message = format!(
                 "{provider}: {} moved from {} to {} since the previous report, more than {:.0}% of capacity ({}); accepted, please check",
                 metric.label,
@@ -355,12 +355,13 @@ fn between(
             );
         }
     }
-    for a in open_alerts.iter().filter(|a| a.kind == AlertKind::Jump && !jumped.contains(&a.key)) {
+    let repeated = |a: &Alert| a.metric.as_deref().is_some_and(|m| jumped.contains(&m));
+    for a in open_alerts.iter().filter(|a| a.kind == AlertKind::Jump && !repeated(a)) {
         out.cleared.push(a.clone());
     }
 
     // A report ends staleness.
-    clear(&mut out, &Alert::key_for(AlertKind::Stale, provider, None));
+    clear(&mut out, AlertKind::Stale, None);
 
     // OPEL: declared and computed, and whether they disagree.
     let (ob, oa) = (&b.opel, &a.opel);
@@ -368,13 +369,12 @@ fn between(
     if ob != oa {
         out.opel = Some(oa.clone());
     }
-    let key = Alert::key_for(AlertKind::OpelMismatch, provider, None);
-    let open_mismatch = open.get(key.as_str()).copied();
+    let open_mismatch = find(AlertKind::OpelMismatch, None);
     let now_level = (oa.declared, oa.computed.as_ref().map(|c| c.level));
     let stale_mismatch = open_mismatch
         .is_some_and(|_| level(ob).0 != now_level.0 || ob.computed.as_ref().map(|c| c.level) != now_level.1);
     if open_mismatch.is_some() && (!oa.mismatch() || stale_mismatch) {
-        clear(&mut out, &key);
+        clear(&mut out, AlertKind::OpelMismatch, None);
     }
     if oa.mismatch() && (open_mismatch.is_none() || stale_mismatch) {
         let computed = oa.computed.as_ref().expect("mismatch has both");
@@ -420,7 +420,7 @@ pub fn advance(
     let state = live.as_mut().expect("just applied");
     let (derived, kept_opel) = {
         let before = Side::kept(rules, &kept_figures, kept_opel);
-        let values = state.readings.iter().map(|(c, r)| (c.as_str(), r.value));
+        let values = state.readings.iter().map(|(c, r)| (*c, r.value));
         let after = Side::of(rules, report.provider(), values);
         (between(rules, report.provider(), &before, &after, &open, &changes, received_at), before.opel)
     };
@@ -439,7 +439,7 @@ pub fn advance(
 /// Planning and folding both call this, so a folded picture holds exactly what was planned.
 pub fn apply_derived(state: &mut crate::ProviderLive, derived: &Derived) {
     for f in &derived.figures {
-        let at = state.figures.binary_search_by(|g| g.metric.as_str().cmp(&f.metric));
+        let at = state.figures.binary_search_by(|g| g.metric.cmp(&f.metric));
         match (at, f.value) {
             (Ok(i), Some(_)) => state.figures[i] = f.clone(),
             (Ok(i), None) => {
@@ -482,12 +482,12 @@ mod tests {
     use crate::state::diff;
     use crate::{AbsentReason, Limits, Report, validate};
 
-    fn values(list: &[(&str, f64)]) -> BTreeMap<String, Value> {
-        list.iter().map(|(c, v)| (c.to_string(), Value::Number(*v))).collect()
+    fn values(list: &[(&str, f64)]) -> BTreeMap<Code, Value> {
+        list.iter().map(|(c, v)| (Code::new(c), Value::Number(*v))).collect()
     }
 
     /// Applies `report` on top of `before` the way a store does, and derives.
-    fn derive(rules: &Rules, before: &BTreeMap<String, Value>, report: &[(&str, f64)], open: &[Alert]) -> Derived {
+    fn derive(rules: &Rules, before: &BTreeMap<Code, Value>, report: &[(&str, f64)], open: &[Alert]) -> Derived {
         let now = Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap();
         let r = Report {
             provider: "RJ7".into(),
@@ -508,7 +508,7 @@ mod tests {
     fn report_derived(
         rules: &Rules,
         before: Before<'_>,
-        after: &BTreeMap<String, Value>,
+        after: &BTreeMap<Code, Value>,
         changes: &[MetricChange],
         at: Timestamp,
     ) -> Derived {

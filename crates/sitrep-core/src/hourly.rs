@@ -10,14 +10,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{Timestamp, Value};
+use crate::{Code, Timestamp, Value};
 
 /// One stored revision of one period of one provider (what a store's history gives back).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeriodRevision {
     pub period: Timestamp,
     pub revision: u32,
-    pub values: BTreeMap<String, Value>,
+    pub values: BTreeMap<Code, Value>,
 }
 
 /// The hours `[to - (hours-1) h, ..., to]`, oldest first. `to` is brought to the start of its hour first, so an
@@ -98,7 +98,7 @@ pub fn scope_hours(
     histories: &BTreeMap<String, Vec<PeriodRevision>>,
     expected: &[String],
     periods: &[Timestamp],
-    rollup: impl Fn(&[(&str, &BTreeMap<String, Value>)]) -> Option<f64>,
+    rollup: impl Fn(&[(&str, &BTreeMap<Code, Value>)]) -> Option<f64>,
 ) -> Vec<ScopeHour> {
     let wanted = with_previous_hours(periods);
     let expected_set: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
@@ -116,7 +116,7 @@ pub fn scope_hours(
         .iter()
         .map(|&period| {
             let hour = reporting(period);
-            let inputs: Vec<(&str, &BTreeMap<String, Value>)> = hour.iter().map(|(c, m)| (*c, &m.values)).collect();
+            let inputs: Vec<(&str, &BTreeMap<Code, Value>)> = hour.iter().map(|(c, m)| (*c, &m.values)).collect();
             (period, if inputs.is_empty() { None } else { rollup(&inputs) })
         })
         .collect();
@@ -146,9 +146,9 @@ pub fn scope_hours(
 /// One provider's period with its revisions merged.
 struct Merged {
     /// The latest value of every metric that any revision of the period carried.
-    values: BTreeMap<String, Value>,
+    values: BTreeMap<Code, Value>,
     /// The revision that gave each entry of `values`.
-    set_by: BTreeMap<String, u32>,
+    set_by: BTreeMap<Code, u32>,
     /// Distinct revisions of the period beyond the first.
     corrections: u32,
 }
@@ -178,8 +178,8 @@ fn merge_periods(records: &[PeriodRevision], wanted: &BTreeSet<Timestamp>) -> BT
             };
             for r in revisions {
                 for (code, value) in &r.values {
-                    merged.values.insert(code.clone(), *value);
-                    merged.set_by.insert(code.clone(), r.revision);
+                    merged.values.insert(*code, *value);
+                    merged.set_by.insert(*code, r.revision);
                 }
             }
             (period, merged)
@@ -206,7 +206,7 @@ mod tests {
         PeriodRevision {
             period: t().add_hours(hours_from_t),
             revision,
-            values: values.iter().map(|(code, v)| (code.to_string(), *v)).collect(),
+            values: values.iter().map(|(code, v)| (Code::new(code), *v)).collect(),
         }
     }
 
@@ -350,7 +350,7 @@ mod tests {
     }
 
     /// Occupancy recomputed from the counts: 100 * sum(occupied) / sum(open), over providers that gave both.
-    fn occupancy(providers: &[(&str, &BTreeMap<String, Value>)]) -> Option<f64> {
+    fn occupancy(providers: &[(&str, &BTreeMap<Code, Value>)]) -> Option<f64> {
         let (mut occupied, mut open) = (0.0, 0.0);
         for (_, values) in providers {
             if let (Some(Value::Number(occ)), Some(Value::Number(op))) = (values.get(OCCUPIED), values.get(OPEN)) {
@@ -362,7 +362,7 @@ mod tests {
     }
 
     /// The mistake `occupancy` avoids: the mean of each provider's own percentage.
-    fn mean_of_percentages(providers: &[(&str, &BTreeMap<String, Value>)]) -> Option<f64> {
+    fn mean_of_percentages(providers: &[(&str, &BTreeMap<Code, Value>)]) -> Option<f64> {
         let percentages: Vec<f64> = providers
             .iter()
             .filter_map(|(_, values)| match (values.get(OCCUPIED), values.get(OPEN)) {
@@ -423,7 +423,7 @@ mod tests {
             seen.borrow_mut().extend(providers.iter().map(|(code, values)| (code.to_string(), (*values).clone())));
             occupancy(providers)
         });
-        let merged_ral: BTreeMap<String, Value> = [(OPEN.to_owned(), n(10.0)), (OCCUPIED.to_owned(), n(9.0))].into();
+        let merged_ral: BTreeMap<Code, Value> = [(Code::new(OPEN), n(10.0)), (Code::new(OCCUPIED), n(9.0))].into();
         assert_eq!(seen.borrow()[0], ("RAL".to_owned(), merged_ral));
         // 100 * (9 + 45) / (10 + 90) = 54, where the mean of 90 % and 50 % would say 70.
         assert_eq!(ratio[0].value, Some(54.0));

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`time`]: [`Timestamp`], millisecond UTC instants, and hour arithmetic for periods.
 //! - [`catalogue`]: the metrics a deployment accepts ([`Catalogue`], [`Metric`]), parsed from TOML.
+//! - [`code`]: [`Code`], a metric's code, interned: copied, compared and hashed as a pointer.
 //! - [`directory`]: nation, regions, systems, providers and sites ([`Directory`]), parsed from TOML, and filters.
 //! - [`profile`]: the data that ships with sitrep: the NHS England catalogue and a small demo directory.
 //! - [`report`]: a provider's report and its values ([`Report`], [`Value`]).
@@ -29,6 +30,7 @@
 
 pub mod alert;
 pub mod catalogue;
+pub mod code;
 pub mod cursor;
 pub mod derive;
 pub mod directory;
@@ -49,6 +51,7 @@ pub mod validate;
 
 pub use alert::{Alert, AlertKind, Severity};
 pub use catalogue::{Catalogue, Kind, Metric};
+pub use code::Code;
 pub use cursor::Cursor;
 pub use directory::{Directory, Selection};
 pub use picture::{Picture, PictureSnapshot};

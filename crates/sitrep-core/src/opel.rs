@@ -8,6 +8,7 @@
 //! with the current national framework, and says so.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,12 +45,13 @@ pub struct Framework {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Parameter {
-    /// Short id, e.g. "ga_occupancy".
-    pub code: String,
+    /// Short id, e.g. "ga_occupancy". (Shared texts: every assessment names its parameters, and assessments are
+    /// copied with the states and events that carry them.)
+    pub code: Arc<str>,
     /// For people, e.g. "G&A bed occupancy".
-    pub label: String,
+    pub label: Arc<str>,
     /// The catalogue code of the metric whose value is scored, e.g. "beds.ga_adult.occupancy".
-    pub metric: String,
+    pub metric: Arc<str>,
     /// Multiplies the points; above 0.
     #[serde(default = "one")]
     pub weight: f64,
@@ -203,7 +205,7 @@ impl Framework {
 
     /// Metric codes the framework reads.
     pub fn metrics(&self) -> impl Iterator<Item = &str> {
-        self.parameters.iter().map(|p| p.metric.as_str())
+        self.parameters.iter().map(|p| &*p.metric)
     }
 
     /// The computed level for a provider whose current numeric metric values are `values` (metric code -> number;
@@ -264,15 +266,15 @@ pub struct Assessment {
     /// In framework parameter order.
     pub scored: Vec<Scored>,
     /// Codes of the parameters with no value, in framework order.
-    pub missing: Vec<String>,
+    pub missing: Vec<Arc<str>>,
 }
 
 /// What one parameter contributed to an assessment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
-    pub parameter: String,
-    pub label: String,
-    pub metric: String,
+    pub parameter: Arc<str>,
+    pub label: Arc<str>,
+    pub metric: Arc<str>,
     pub value: f64,
     pub points: u32,
     pub max_points: u32,
@@ -475,7 +477,7 @@ mod tests {
                 assert_eq!(a.scored.len() + a.missing.len(), 5);
                 (a.score, a.max_score, a.missing)
             });
-            let expected = expected.map(|(s, m, missing)| (s, m, missing.iter().map(|c| c.to_string()).collect()));
+            let expected = expected.map(|(s, m, missing)| (s, m, missing.iter().map(|c| Arc::from(*c)).collect()));
             assert_eq!(got, expected, "{pairs:?}");
         }
     }

@@ -144,7 +144,7 @@ impl Picture {
         let was_stale = entry.stale;
         // The metrics whose totals move: those whose values changed (each with its number after, which the event
         // carries), and the derived metrics they feed.
-        let number = |p: &ProviderLive, m: usize| p.number(&index.metrics[m]).map(fixed);
+        let number = |p: &ProviderLive, m: usize| p.readings.get(&index.metrics[m])?.value.number().map(fixed);
         // An event is folded onto the very version it was planned from (checked above), so a change's `before` is
         // the number the picture holds now.
         let changed: Vec<(usize, Option<i128>, Option<i128>)> = event
@@ -152,10 +152,13 @@ impl Picture {
             .iter()
             .filter_map(|c| {
                 let before = c.before.and_then(crate::Value::number).map(fixed);
-                Some((index.metric(&c.metric)?, before, c.after.number().map(fixed)))
+                let Position::Metric(m) = index.all[index.ord(c.metric)?].1 else { return None };
+                Some((m, before, c.after.number().map(fixed)))
             })
             .collect();
-        let derived: BTreeSet<usize> = changed.iter().flat_map(|(m, ..)| index.feeds[*m].iter().copied()).collect();
+        let mut derived: Vec<usize> = changed.iter().flat_map(|(m, ..)| index.feeds[*m].iter().copied()).collect();
+        derived.sort_unstable();
+        derived.dedup();
         let pair = |p: &ProviderLive, d: usize| {
             let [a, b] = index.inputs[d];
             number(p, a).zip(number(p, b))
@@ -202,7 +205,7 @@ impl Picture {
             .iter()
             .map(|(m, ..)| Position::Metric(*m))
             .chain(derived.iter().map(|d| Position::Derived(*d)))
-            .chain(event.derived.figures.iter().filter_map(|f| index.position(&f.metric)))
+            .chain(event.derived.figures.iter().filter_map(|f| Some(index.all[index.ord(f.metric)?].1)))
             .collect();
         positions.sort_by_key(|p| index.ordinal_of(*p));
         positions.dedup();
@@ -259,7 +262,7 @@ fn fold(state: &mut ProviderLive, event: &Event) {
                 match state.readings.get_mut(&c.metric) {
                     Some(r) => *r = reading(c.after),
                     None => {
-                        state.readings.insert(c.metric.clone(), reading(c.after));
+                        state.readings.insert(c.metric, reading(c.after));
                     }
                 }
             }

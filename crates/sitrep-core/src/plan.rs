@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::derive;
 use crate::state::{HistoryRecord, diff, event, is_newer};
-use crate::{Event, ProviderLive, Rules, Timestamp, ValidReport, Value};
+use crate::{Code, Event, ProviderLive, Rules, Timestamp, ValidReport, Value};
 
 /// A change planned against one version of a provider, for a store to persist atomically.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,7 +50,7 @@ pub fn is_late(prior: Option<&ProviderLive>, report: &ValidReport) -> bool {
 pub fn report(
     rules: &Rules,
     prior: Option<&ProviderLive>,
-    previous: Option<&BTreeMap<String, Value>>,
+    previous: Option<&BTreeMap<Code, Value>>,
     report: &ValidReport,
     received_at: Timestamp,
     retention_hours: i64,
@@ -153,7 +153,7 @@ mod tests {
 
         let late = valid(&rules, 2, 1, &[("beds.cc_adult.open", 5.0)]);
         assert!(is_late(Some(&s2), &late));
-        let previous = BTreeMap::from([("beds.cc_adult.open".to_string(), Value::Number(4.0))]);
+        let previous = BTreeMap::from([(Code::new("beds.cc_adult.open"), Value::Number(4.0))]);
         let p = report(&rules, Some(&s2), Some(&previous), &late, t, 24);
         assert!(p.state.is_none() && !p.event.live);
         assert_eq!(p.event.version, 2, "a late report leaves the version");

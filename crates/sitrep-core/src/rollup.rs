@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Value;
 use crate::catalogue::{Formula, Rollup};
 use crate::rag::{Rag, rate};
 use crate::rules::{Index, Position, Rules, Scope};
+use crate::{Code, Value};
 
 /// Millionths per unit: the resolution at which totals are summed exactly.
 const SCALE: f64 = 1e6;
@@ -102,12 +102,12 @@ impl Totals {
     }
 
     /// Adds one provider's live values (and whether it is stale).
-    pub fn add(&mut self, rules: &Rules, values: &BTreeMap<String, Value>, stale: bool) {
+    pub fn add(&mut self, rules: &Rules, values: &BTreeMap<Code, Value>, stale: bool) {
         let index = rules.index();
         let numbers: Vec<Option<i128>> = index
             .metrics
             .iter()
-            .map(|code| match values.get(code) {
+            .map(|code| match values.get(code.as_str()) {
                 Some(Value::Number(n)) => Some(fixed(*n)),
                 _ => None,
             })
@@ -155,7 +155,7 @@ impl Totals {
 /// A scope's figure for one metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RollupValue {
-    pub metric: String,
+    pub metric: Code,
     /// None when no provider of the scope has a number for it (or a ratio's denominator is zero).
     pub value: Option<f64>,
     /// Coverage: how many providers it counts (for a derived metric, those that reported both its inputs).
@@ -181,7 +181,7 @@ impl ScopeRollup {
     /// Keeps only `metrics` (all when `None`).
     pub fn retain_metrics(&mut self, metrics: Option<&BTreeSet<String>>) {
         if let Some(set) = metrics {
-            self.metrics.retain(|m| set.contains(&m.metric));
+            self.metrics.retain(|m| set.contains(m.metric.as_str()));
         }
     }
 }
@@ -238,7 +238,7 @@ pub fn rollup_at(
                 Position::Derived(d) => index.derived_rules[*d].1.as_ref(),
             };
             let rag = value.zip(rule).and_then(|(v, rule)| rate(rule, v, capacity));
-            Some(RollupValue { metric: index.code(*position).to_owned(), value, n, rag })
+            Some(RollupValue { metric: index.code(*position), value, n, rag })
         })
         .collect();
     ScopeRollup {
@@ -270,8 +270,8 @@ mod tests {
     use super::*;
     use crate::rules::Level;
 
-    fn values(list: &[(&str, f64)]) -> BTreeMap<String, Value> {
-        list.iter().map(|(c, v)| (c.to_string(), Value::Number(*v))).collect()
+    fn values(list: &[(&str, f64)]) -> BTreeMap<Code, Value> {
+        list.iter().map(|(c, v)| (Code::new(c), Value::Number(*v))).collect()
     }
 
     fn value_of(r: &ScopeRollup, metric: &str) -> (Option<f64>, u32, Option<Rag>) {

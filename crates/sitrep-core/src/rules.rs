@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::RagRule;
 use crate::opel::Framework;
-use crate::{Catalogue, ConfigError, Directory};
+use crate::{Catalogue, Code, ConfigError, Directory};
 
 /// Where a rollup applies: a system, a region, or the nation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -100,10 +100,10 @@ pub struct Rules {
 #[derive(Debug, Default)]
 pub struct Index {
     /// Reported metric codes, in catalogue (code) order.
-    pub metrics: Vec<String>,
+    pub metrics: Vec<Code>,
     metric_pos: rustc_hash::FxHashMap<String, usize>,
     /// Derived metric codes, in code order.
-    pub derived: Vec<String>,
+    pub derived: Vec<Code>,
     derived_pos: rustc_hash::FxHashMap<String, usize>,
     /// Each derived metric's two inputs, as reported metric positions.
     pub inputs: Vec<[usize; 2]>,
@@ -117,8 +117,10 @@ pub struct Index {
     pub derived_rules: Vec<(crate::catalogue::Formula, Option<RagRule>)>,
     /// Every metric, reported and derived, in code order, with its position. A metric's place in this list is its
     /// ordinal: per-provider figures are vectors in this order.
-    pub all: Vec<(String, Position)>,
+    pub all: Vec<(Code, Position)>,
     ordinals: rustc_hash::FxHashMap<String, usize>,
+    /// The same, found by a code's pointer (no hashing of its text).
+    code_ordinals: rustc_hash::FxHashMap<usize, usize>,
     /// The ordinal of each reported metric, and of each derived metric.
     pub metric_ord: Vec<usize>,
     pub derived_ord: Vec<usize>,
@@ -147,6 +149,11 @@ impl Index {
         self.ordinals.get(code).copied()
     }
 
+    /// [`Index::ordinal`] of an interned code.
+    pub fn ord(&self, code: Code) -> Option<usize> {
+        self.code_ordinals.get(&code.id()).copied()
+    }
+
     /// The ordinal of the metric at `position`.
     pub fn ordinal_of(&self, position: Position) -> usize {
         match position {
@@ -156,10 +163,10 @@ impl Index {
     }
 
     /// The code of the metric at `position`.
-    pub fn code(&self, position: Position) -> &str {
+    pub fn code(&self, position: Position) -> Code {
         match position {
-            Position::Metric(m) => &self.metrics[m],
-            Position::Derived(d) => &self.derived[d],
+            Position::Metric(m) => self.metrics[m],
+            Position::Derived(d) => self.derived[d],
         }
     }
 
@@ -248,11 +255,11 @@ impl Rules {
 
     fn build_index(&self) -> Index {
         let c = &self.catalogue;
-        let metrics: Vec<String> = c.metrics().map(|m| m.code.clone()).collect();
+        let metrics: Vec<Code> = c.metrics().map(|m| Code::new(&m.code)).collect();
         let metric_pos: rustc_hash::FxHashMap<String, usize> =
-            metrics.iter().enumerate().map(|(i, m)| (m.clone(), i)).collect();
-        let derived: Vec<String> = c.derived_metrics().map(|d| d.code.clone()).collect();
-        let derived_pos = derived.iter().enumerate().map(|(i, d)| (d.clone(), i)).collect();
+            metrics.iter().enumerate().map(|(i, m)| (m.to_string(), i)).collect();
+        let derived: Vec<Code> = c.derived_metrics().map(|d| Code::new(&d.code)).collect();
+        let derived_pos = derived.iter().enumerate().map(|(i, d)| (d.to_string(), i)).collect();
         let mut feeds = vec![Vec::new(); metrics.len()];
         let inputs: Vec<[usize; 2]> = c
             .derived_metrics()
@@ -271,17 +278,18 @@ impl Rules {
         let metric_rules =
             c.metrics().map(|m| (m.rollup, m.at_most.as_deref().map(|b| metric_pos[b]), m.rag.clone())).collect();
         let derived_rules = c.derived_metrics().map(|d| (d.formula.clone(), d.rag.clone())).collect();
-        let mut all: Vec<(String, Position)> = metrics
+        let mut all: Vec<(Code, Position)> = metrics
             .iter()
             .enumerate()
-            .map(|(i, m)| (m.clone(), Position::Metric(i)))
-            .chain(derived.iter().enumerate().map(|(i, d)| (d.clone(), Position::Derived(i))))
+            .map(|(i, m)| (*m, Position::Metric(i)))
+            .chain(derived.iter().enumerate().map(|(i, d)| (*d, Position::Derived(i))))
             .collect();
         all.sort();
         let ordinals: rustc_hash::FxHashMap<String, usize> =
-            all.iter().enumerate().map(|(i, (code, _))| (code.clone(), i)).collect();
-        let metric_ord = metrics.iter().map(|m| ordinals[m]).collect();
-        let derived_ord = derived.iter().map(|d| ordinals[d]).collect();
+            all.iter().enumerate().map(|(i, (code, _))| (code.to_string(), i)).collect();
+        let code_ordinals = all.iter().enumerate().map(|(i, (code, _))| (code.id(), i)).collect();
+        let metric_ord = metrics.iter().map(|m| ordinals[m.as_str()]).collect();
+        let derived_ord = derived.iter().map(|d| ordinals[d.as_str()]).collect();
         let scopes = self.scopes();
         let scope_pos: rustc_hash::FxHashMap<Scope, usize> =
             scopes.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
@@ -302,6 +310,7 @@ impl Rules {
             derived_rules,
             all,
             ordinals,
+            code_ordinals,
             metric_ord,
             derived_ord,
             scopes,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::derive::{Derived, Figure, Opel};
 use crate::rollup::ScopeRollup;
-use crate::{Alert, Cursor, Timestamp, ValidReport, Value};
+use crate::{Alert, Code, Cursor, Timestamp, ValidReport, Value};
 
 /// The current value of one metric, with the report that set it.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,7 +28,7 @@ pub struct ProviderLive {
     /// the picture can tell an event it already reflects from one it must fold in.
     pub version: u64,
     pub site: Option<String>,
-    pub readings: BTreeMap<String, Reading>,
+    pub readings: BTreeMap<Code, Reading>,
     pub period: Timestamp,
     pub revision: u32,
     pub observed_at: Timestamp,
@@ -72,8 +72,8 @@ impl ProviderLive {
     }
 
     /// Metric code -> current value.
-    pub fn values(&self) -> BTreeMap<String, Value> {
-        self.readings.iter().map(|(code, r)| (code.clone(), r.value)).collect()
+    pub fn values(&self) -> BTreeMap<Code, Value> {
+        self.readings.iter().map(|(code, r)| (*code, r.value)).collect()
     }
 
     /// Keeps the open alerts up to date with what an event raised and cleared (in key order).
@@ -133,7 +133,7 @@ pub enum EventKind {
 /// One metric's change.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricChange {
-    pub metric: String,
+    pub metric: Code,
     pub before: Option<Value>,
     pub after: Value,
 }
@@ -157,7 +157,7 @@ pub struct Event {
     pub changes: Vec<MetricChange>,
     /// Metrics the report carried with the value they already had, in code order: their readings now date from
     /// this report.
-    pub unchanged: Vec<String>,
+    pub unchanged: Vec<Code>,
     pub narrative: Option<String>,
     pub source: Option<String>,
     pub kind: EventKind,
@@ -197,7 +197,7 @@ pub struct HistoryRecord {
     pub observed_at: Timestamp,
     pub received_at: Timestamp,
     /// Metric code -> value, as reported (including the declared OPEL level as `opel.level`).
-    pub values: BTreeMap<String, Value>,
+    pub values: BTreeMap<Code, Value>,
     pub narrative: Option<String>,
     pub source: Option<String>,
     pub site: Option<String>,
@@ -219,8 +219,8 @@ impl Event {
         match metrics {
             None => true,
             Some(set) => {
-                self.changes.retain(|c| set.contains(&c.metric));
-                self.derived.figures.retain(|f| set.contains(&f.metric));
+                self.changes.retain(|c| set.contains(c.metric.as_str()));
+                self.derived.figures.retain(|f| set.contains(f.metric.as_str()));
                 for r in &mut self.rollups {
                     r.retain_metrics(metrics);
                 }
@@ -244,7 +244,7 @@ pub fn diff<'a>(before: impl Fn(&str) -> Option<&'a Value>, report: &ValidReport
         .iter()
         .filter_map(|(code, after)| {
             let old = before(code);
-            (old != Some(after)).then(|| MetricChange { metric: code.clone(), before: old.copied(), after: *after })
+            (old != Some(after)).then(|| MetricChange { metric: *code, before: old.copied(), after: *after })
         })
         .collect()
 }
@@ -252,17 +252,34 @@ pub fn diff<'a>(before: impl Fn(&str) -> Option<&'a Value>, report: &ValidReport
 /// Diffs `report` against live state (if any), applies it, and returns the changes. The caller must already know
 /// the report is newer (see [`is_newer`]).
 pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, received_at: Timestamp) -> Vec<MetricChange> {
-    let changes = diff(|code| live.as_ref().and_then(|l| l.readings.get(code)).map(|r| &r.value), report);
     let state = live.get_or_insert_with(|| ProviderLive::new(report.provider()));
+    let mut changes = Vec::with_capacity(report.values().len());
+    let mut new = Vec::new();
+    // One walk over both, in code order: the report's values and the readings they replace.
+    let mut readings = state.readings.iter_mut().peekable();
     for (code, value) in report.values() {
+        let found = loop {
+            match readings.peek() {
+                Some((k, _)) if *k == code => break readings.next().map(|(_, r)| r),
+                Some((k, _)) if *k < code => drop(readings.next()),
+                _ => break None,
+            }
+        };
         let reading = Reading { value: *value, period: report.period(), observed_at: report.observed_at() };
-        match state.readings.get_mut(code) {
-            Some(r) => *r = reading,
+        match found {
+            Some(r) => {
+                if r.value != *value {
+                    changes.push(MetricChange { metric: *code, before: Some(r.value), after: *value });
+                }
+                *r = reading;
+            }
             None => {
-                state.readings.insert(code.clone(), reading);
+                changes.push(MetricChange { metric: *code, before: None, after: *value });
+                new.push((*code, reading));
             }
         }
     }
+    state.readings.extend(new);
     state.site = report.site().map(str::to_owned);
     state.period = report.period();
     state.revision = report.revision();
@@ -277,14 +294,14 @@ pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, receive
 pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: Vec<MetricChange>) -> Event {
     let unchanged = match live {
         true => {
-            let mut changed = changes.iter().map(|c| c.metric.as_str()).peekable();
+            let mut changed = changes.iter().map(|c| c.metric).peekable();
             let mut out = Vec::new();
             // Both lists are in code order.
             for code in report.values().keys() {
-                if changed.peek() == Some(&code.as_str()) {
+                if changed.peek() == Some(code) {
                     changed.next();
                 } else {
-                    out.push(code.clone());
+                    out.push(*code);
                 }
             }
             out

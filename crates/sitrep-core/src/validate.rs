@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::catalogue::OPEL_METRIC;
-use crate::{AbsentReason, Catalogue, Directory, Kind, Report, Timestamp, Value};
+use crate::{AbsentReason, Catalogue, Code, Directory, Kind, Report, Timestamp, Value};
 
 /// Bounds on what one report may carry and how far its times may stray.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +63,7 @@ pub struct ValidReport {
     pub(crate) period: Timestamp,
     pub(crate) revision: u32,
     pub(crate) observed_at: Timestamp,
-    pub(crate) values: BTreeMap<String, Value>,
+    pub(crate) values: BTreeMap<Code, Value>,
     pub(crate) narrative: Option<String>,
     pub(crate) source: Option<String>,
 }
@@ -85,7 +85,7 @@ impl ValidReport {
         self.observed_at
     }
     /// Metric code -> value, in code order.
-    pub fn values(&self) -> &BTreeMap<String, Value> {
+    pub fn values(&self) -> &BTreeMap<Code, Value> {
         &self.values
     }
     pub fn narrative(&self) -> Option<&str> {
@@ -93,6 +93,19 @@ impl ValidReport {
     }
     pub fn source(&self) -> Option<&str> {
         self.source.as_deref()
+    }
+}
+
+/// Who a complaint is about: `report for RJ7`, or `report` when it names no provider. Written only when there is a
+/// complaint to write.
+struct Who<'a>(&'a str);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            "" => f.write_str("report"),
+            p => write!(f, "report for {p}"),
+        }
     }
 }
 
@@ -123,16 +136,16 @@ pub fn validate_owned(
     let mut out = Vec::new();
     let mut bad =
         |field: String, rule: &'static str, description: String| out.push(Violation { field, rule, description });
-    let who = if report.provider.is_empty() { "report".to_owned() } else { format!("report for {}", report.provider) };
+    let Report { provider, site, period, revision, observed_at, values: inputs, opel_level, narrative, source } =
+        report;
+    let who = Who(&provider);
 
     // Who.
-    match directory.provider(&report.provider) {
-        _ if report.provider.is_empty() => bad("provider".into(), "required", "provider code is required".into()),
-        None => {
-            bad("provider".into(), "known_provider", format!("provider {:?} is not in the directory", report.provider))
-        }
+    match directory.provider(&provider) {
+        _ if provider.is_empty() => bad("provider".into(), "required", "provider code is required".into()),
+        None => bad("provider".into(), "known_provider", format!("provider {:?} is not in the directory", provider)),
         Some(p) => {
-            if let Some(site) = &report.site
+            if let Some(site) = &site
                 && !p.sites.iter().any(|s| &s.code == site)
             {
                 bad("site".into(), "known_site", format!("{who}: site {site:?} is not a site of provider {}", p.code));
@@ -142,7 +155,7 @@ pub fn validate_owned(
 
     // When.
     let current_hour = now.hour_start();
-    match report.period {
+    match period {
         None => bad("period".into(), "required", format!("{who}: period (the start of the hour reported) is required")),
         Some(p) if !p.is_hour_aligned() => bad(
             "period".into(),
@@ -165,10 +178,10 @@ pub fn validate_owned(
         ),
         Some(_) => {}
     }
-    if report.revision == 0 {
+    if revision == 0 {
         bad("revision".into(), "min", format!("{who}: revision = 0 must be at least 1"));
     }
-    match report.observed_at {
+    match observed_at {
         None => bad("observed_at".into(), "required", format!("{who}: observed_at is required")),
         Some(t) if t > now.add_millis(limits.future_tolerance_ms) => bad(
             "observed_at".into(),
@@ -182,19 +195,18 @@ pub fn validate_owned(
     }
 
     // What.
-    if report.values.len() > limits.max_values {
+    if inputs.len() > limits.max_values {
         bad(
             "values".into(),
             "max_values",
-            format!("{who}: {} values exceed the limit of {} per report", report.values.len(), limits.max_values),
+            format!("{who}: {} values exceed the limit of {} per report", inputs.len(), limits.max_values),
         );
     }
-    let mut values = BTreeMap::new();
-    let Report { provider, site, period, revision, observed_at, values: inputs, opel_level, narrative, source } =
-        report;
+    // Pushed in code order (the report's map is), then built into a map in one pass.
+    let mut values = Vec::with_capacity(inputs.len());
     for (owned, input) in inputs {
         let code = owned.as_str();
-        let Some(metric) = catalogue.get(code) else {
+        let Some((key, metric)) = catalogue.lookup(code) else {
             match catalogue.derived(code) {
                 Some(d) => bad(
                     field(code),
@@ -228,7 +240,7 @@ pub fn validate_owned(
                 continue;
             }
             Some(v @ Value::Absent(_)) => {
-                values.insert(owned, v);
+                values.push((key, v));
                 continue;
             }
             Some(Value::Number(n)) => n,
@@ -260,27 +272,28 @@ pub fn validate_owned(
         match rule {
             Some((rule, text)) => bad(field(code), rule, format!("{who}: {text}")),
             None => {
-                values.insert(owned, Value::Number(n));
+                values.push((key, Value::Number(n)));
             }
         }
     }
+    let mut values: BTreeMap<Code, Value> = values.into_iter().collect();
     // Bounds between metrics of the same report (occupied beds may not exceed open beds).
     for (code, v) in &values {
         if let (Value::Number(n), Some(bound)) = (v, catalogue.get(code).and_then(|m| m.at_most.as_ref()))
-            && let Some(Value::Number(limit)) = values.get(bound)
+            && let Some(Value::Number(limit)) = values.get(bound.as_str())
             && n > limit
         {
             bad(field(code), "at_most", format!("{who}: {code} = {n} exceeds {bound} = {limit}"));
         }
     }
     if let Some(level) = opel_level {
-        match catalogue.get(OPEL_METRIC) {
+        match catalogue.lookup(OPEL_METRIC) {
             None => bad(
                 "opel_level".into(),
                 "known_metric",
                 format!("{who}: this deployment's catalogue has no {OPEL_METRIC} metric"),
             ),
-            Some(m) => {
+            Some((opel, m)) => {
                 let (lo, hi) = (m.min.unwrap_or(1), m.max.unwrap_or(4));
                 let declared = Value::Number(f64::from(level));
                 if !(lo..=hi).contains(&level) {
@@ -292,7 +305,7 @@ pub fn validate_owned(
                         format!("{who}: opel_level = {level} disagrees with values[{OPEL_METRIC}]"),
                     );
                 } else {
-                    values.insert(OPEL_METRIC.to_owned(), declared);
+                    values.insert(opel, declared);
                 }
             }
         }

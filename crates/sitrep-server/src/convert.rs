@@ -106,7 +106,7 @@ pub fn violation_to_wire(v: &Violation) -> pb::Violation {
 
 fn change_to_wire(c: &MetricChange) -> pb::MetricChange {
     pb::MetricChange {
-        metric: c.metric.clone(),
+        metric: c.metric.to_string(),
         before: c.before.map(value_to_wire),
         after: Some(value_to_wire(c.after)),
     }
@@ -122,7 +122,7 @@ pub fn rag_to_wire(r: Option<Rag>) -> pb::Rag {
 }
 
 fn figure_to_wire(f: &Figure) -> pb::Figure {
-    pb::Figure { metric: f.metric.clone(), value: f.value, rag: rag_to_wire(f.rag) as i32 }
+    pb::Figure { metric: f.metric.to_string(), value: f.value, rag: rag_to_wire(f.rag) as i32 }
 }
 
 pub fn assessment_to_wire(a: &Assessment) -> pb::OpelAssessment {
@@ -135,16 +135,16 @@ pub fn assessment_to_wire(a: &Assessment) -> pb::OpelAssessment {
             .scored
             .iter()
             .map(|s| pb::OpelScore {
-                parameter: s.parameter.clone(),
-                label: s.label.clone(),
-                metric: s.metric.clone(),
+                parameter: s.parameter.to_string(),
+                label: s.label.to_string(),
+                metric: s.metric.to_string(),
                 value: s.value,
                 points: s.points,
                 max_points: s.max_points,
                 weight: s.weight,
             })
             .collect(),
-        missing: a.missing.clone(),
+        missing: a.missing.iter().map(|m| m.to_string()).collect(),
         explanation: a.explain(),
     }
 }
@@ -192,7 +192,7 @@ pub fn rollup_to_wire(rules: &Rules, r: &ScopeRollup) -> pb::ScopeRollup {
             .metrics
             .iter()
             .map(|m| pb::RollupValue {
-                metric: m.metric.clone(),
+                metric: m.metric.to_string(),
                 value: m.value,
                 providers: m.n,
                 rag: rag_to_wire(m.rag) as i32,
@@ -239,14 +239,14 @@ pub fn live_to_wire(p: &ProviderLive, metrics: Option<&std::collections::BTreeSe
         readings: p
             .readings
             .iter()
-            .filter(|(code, _)| metrics.is_none_or(|m| m.contains(*code)))
+            .filter(|(code, _)| metrics.is_none_or(|m| m.contains(code.as_str())))
             .map(|(code, r)| {
                 let reading = pb::Reading {
                     value: Some(value_to_wire(r.value)),
                     period: Some(timestamp_to_wire(r.period)),
                     observed_at: Some(timestamp_to_wire(r.observed_at)),
                 };
-                (code.clone(), reading)
+                (code.to_string(), reading)
             })
             .collect(),
         period: Some(timestamp_to_wire(p.period)),

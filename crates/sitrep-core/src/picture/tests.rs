@@ -8,7 +8,7 @@ use super::*;
 use crate::cursor::Position;
 use crate::plan;
 use crate::rollup::Totals;
-use crate::{AbsentReason, Limits, Report, ValidReport, Value, validate};
+use crate::{AbsentReason, Code, Limits, Report, ValidReport, Value, validate};
 
 /// A small, seedable generator (xorshift64*), so failures are reproducible from the seed they print.
 struct Rng(u64);
@@ -34,7 +34,7 @@ impl Rng {
 struct Model {
     rules: Rules,
     states: BTreeMap<String, ProviderLive>,
-    history: BTreeMap<(String, Timestamp, u32), BTreeMap<String, Value>>,
+    history: BTreeMap<(String, Timestamp, u32), BTreeMap<Code, Value>>,
     log: Vec<Event>,
     /// Each event's planned state, as a writer's own tail has it.
     planned: Vec<Option<Arc<ProviderLive>>>,

@@ -76,7 +76,7 @@ pub fn rollup(rules: &Rules, r: &ScopeRollup) -> Json {
 pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
     let (figures, opel) = (&p.figures, &p.opel);
     let dir = rules.directory.provider(&p.provider);
-    let readings: Map<String, Json> = p.readings.iter().map(|(code, r)| (code.clone(), value(&r.value))).collect();
+    let readings: Map<String, Json> = p.readings.iter().map(|(code, r)| (code.to_string(), value(&r.value))).collect();
     json!({
         "provider": p.provider,
         "name": dir.map(|d| d.name.as_str()),
@@ -203,7 +203,7 @@ pub fn history(provider: &str, records: &[HistoryRecord]) -> Json {
     let entries: Vec<Json> = records
         .iter()
         .map(|h| {
-            let values: Map<String, Json> = h.values.iter().map(|(k, v)| (k.clone(), value(v))).collect();
+            let values: Map<String, Json> = h.values.iter().map(|(k, v)| (k.to_string(), value(v))).collect();
             json!({
                 "period": h.period,
                 "revision": h.revision,

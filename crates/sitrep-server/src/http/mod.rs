@@ -29,7 +29,7 @@ use axum::routing::get;
 use prost::bytes::Bytes;
 use serde_json::{Value as Json, json};
 use sitrep_core::rollup::{Totals, rollup};
-use sitrep_core::{ProviderLive, Timestamp, Value};
+use sitrep_core::{Code, ProviderLive, Timestamp, Value};
 use sitrep_proto::v1 as pb;
 use tokio_stream::StreamExt;
 use tonic::Status;
@@ -350,7 +350,7 @@ async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -
         .filter(|p| f.providers.contains(&p.code) || scopes.iter().any(|s| rules.in_scope(&p.code, s)))
         .map(|p| p.code.clone())
         .collect();
-    let mut merged: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut merged: BTreeMap<String, BTreeMap<Code, Value>> = BTreeMap::new();
     for p in &wanted {
         let records = ctx.store.history(p, hour, hour).await.map_err(error::store)?;
         if records.is_empty() {
@@ -375,7 +375,7 @@ async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -
         let figures: BTreeMap<String, f64> = rollup(rules, scope, &totals, None)
             .metrics
             .into_iter()
-            .filter_map(|m| Some((m.metric, m.value?)))
+            .filter_map(|m| Some((m.metric.to_string(), m.value?)))
             .collect();
         rollups.insert(scope.to_string(), figures);
     }
@@ -393,7 +393,7 @@ async fn history(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resu
     let metrics = list(&params, "metric");
     if !metrics.is_empty() {
         for r in &mut records {
-            r.values.retain(|k, _| metrics.contains(k));
+            r.values.retain(|k, _| metrics.iter().any(|m| m == k.as_str()));
         }
     }
     Ok(ok(json::history(provider, &records)))

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use sitrep_core::hourly::{PeriodRevision, hours_ending, provider_hours, scope_hours};
 use sitrep_core::rollup::{Totals, rollup};
-use sitrep_core::{Scope, Selection, Timestamp, Value};
+use sitrep_core::{Code, Scope, Selection, Timestamp, Value};
 use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -94,8 +94,8 @@ impl pb::query_service_server::QueryService for QueryApi {
                 values: h
                     .values
                     .into_iter()
-                    .filter(|(code, _)| req.metrics.is_empty() || req.metrics.contains(code))
-                    .map(|(code, v)| (code, value_to_wire(v)))
+                    .filter(|(code, _)| req.metrics.is_empty() || req.metrics.iter().any(|m| m == code.as_str()))
+                    .map(|(code, v)| (code.to_string(), value_to_wire(v)))
                     .collect(),
                 narrative: h.narrative.unwrap_or_default(),
                 source: h.source.unwrap_or_default(),
@@ -125,7 +125,7 @@ impl pb::query_service_server::QueryService for QueryApi {
             // Records come in (period, revision) order, so the last one seen for a period is its latest revision.
             let mut points: Vec<pb::MetricPoint> = Vec::new();
             for h in records {
-                let Some(v) = h.values.get(&req.metric) else { continue };
+                let Some(v) = h.values.get(req.metric.as_str()) else { continue };
                 let point = pb::MetricPoint {
                     period: Some(timestamp_to_wire(h.period)),
                     revision: h.revision,
@@ -174,7 +174,7 @@ impl pb::query_service_server::QueryService for QueryApi {
             Ok::<_, Status>((provider, records))
         };
         let metric = req.metric.clone();
-        let figure = |merged: &BTreeMap<String, Value>| -> Option<f64> {
+        let figure = |merged: &BTreeMap<Code, Value>| -> Option<f64> {
             sitrep_core::derive::figures(&ctx.catalogue, merged).get(&metric).copied()
         };
         let mut out = pb::Hourly { metric: req.metric.clone(), ..Default::default() };
@@ -241,7 +241,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                     histories.insert(p, records);
                 }
                 let metrics = std::collections::BTreeSet::from([req.metric.clone()]);
-                let roll = |list: &[(&str, &BTreeMap<String, Value>)]| {
+                let roll = |list: &[(&str, &BTreeMap<Code, Value>)]| {
                     let mut totals = Totals::new(&ctx.rules);
                     for (_, values) in list {
                         totals.add(&ctx.rules, values, false);

@@ -15,8 +15,8 @@ use prost::Message;
 use sitrep_core::derive::{Derived, Figure, Opel};
 use sitrep_core::opel::{Assessment, Scored};
 use sitrep_core::{
-    AbsentReason, Alert, AlertKind, Cursor, Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Rag, Reading,
-    Rules, Severity, Timestamp, Value,
+    AbsentReason, Alert, AlertKind, Code, Cursor, Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Rag,
+    Reading, Rules, Severity, Timestamp, Value,
 };
 
 use crate::StoreError;
@@ -24,31 +24,44 @@ use crate::StoreError;
 /// The deployment's dictionary of metric codes (see `codes.lua`).
 #[derive(Debug, Default)]
 pub struct Codes {
-    by_code: HashMap<String, u32>,
-    by_id: HashMap<u32, String>,
+    /// By [`Code::id`]: the hot path's lookup, no hashing of text.
+    by_code: HashMap<usize, u32>,
+    /// By text, for the codes alerts and OPEL explanations name.
+    by_text: HashMap<String, u32>,
+    by_id: HashMap<u32, Code>,
 }
 
 impl Codes {
-    pub fn new(pairs: impl IntoIterator<Item = (String, u32)>) -> Self {
+    pub fn new<S: AsRef<str>>(pairs: impl IntoIterator<Item = (S, u32)>) -> Self {
         let mut codes = Codes::default();
-        for (code, id) in pairs {
-            codes.by_id.insert(id, code.clone());
-            codes.by_code.insert(code, id);
+        for (text, id) in pairs {
+            let code = Code::new(text.as_ref());
+            codes.by_id.insert(id, code);
+            codes.by_code.insert(code.id(), id);
+            codes.by_text.insert(code.to_string(), id);
         }
         codes
     }
 
     pub fn contains(&self, code: &str) -> bool {
-        self.by_code.contains_key(code)
+        self.by_text.contains_key(code)
     }
 
-    fn id(&self, code: &str) -> Result<u32, StoreError> {
-        self.by_code.get(code).copied().ok_or_else(|| StoreError::Internal(format!("metric {code:?} has no number")))
+    fn id(&self, code: Code) -> Result<u32, StoreError> {
+        self.by_code.get(&code.id()).copied().ok_or_else(|| no_number(&code))
     }
 
-    fn code(&self, id: u32) -> Result<&str, StoreError> {
-        self.by_id.get(&id).map(String::as_str).ok_or(StoreError::UnknownCode(id))
+    fn id_of_text(&self, code: &str) -> Result<u32, StoreError> {
+        self.by_text.get(code).copied().ok_or_else(|| no_number(code))
     }
+
+    fn code(&self, id: u32) -> Result<Code, StoreError> {
+        self.by_id.get(&id).copied().ok_or(StoreError::UnknownCode(id))
+    }
+}
+
+fn no_number(code: &str) -> StoreError {
+    StoreError::Internal(format!("metric {code:?} has no number"))
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -71,8 +84,15 @@ struct Values {
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
 
 impl Values {
-    fn encode<'a>(codes: &Codes, values: impl IntoIterator<Item = (&'a str, Value)>) -> Result<Self, StoreError> {
-        let mut out = Values::default();
+    fn encode(codes: &Codes, values: impl IntoIterator<Item = (Code, Value)>) -> Result<Self, StoreError> {
+        let values = values.into_iter();
+        let (lo, hi) = values.size_hint();
+        // Most values are whole numbers: room for all of them there saves growing the vectors one by one.
+        let mut out = Values {
+            int_ids: Vec::with_capacity(hi.unwrap_or(lo)),
+            ints: Vec::with_capacity(hi.unwrap_or(lo)),
+            ..Default::default()
+        };
         for (code, value) in values {
             let id = codes.id(code)?;
             match value {
@@ -93,7 +113,7 @@ impl Values {
         Ok(out)
     }
 
-    fn decode<'a>(&self, codes: &'a Codes) -> Result<Vec<(&'a str, Value)>, StoreError> {
+    fn decode(&self, codes: &Codes) -> Result<Vec<(Code, Value)>, StoreError> {
         let mut out = Vec::with_capacity(self.int_ids.len() + self.num_ids.len() + self.absent_ids.len());
         for (id, n) in self.int_ids.iter().zip(&self.ints) {
             out.push((codes.code(*id)?, Value::Number(*n as f64)));
@@ -107,8 +127,8 @@ impl Values {
         Ok(out)
     }
 
-    fn decode_map(&self, codes: &Codes) -> Result<BTreeMap<String, Value>, StoreError> {
-        Ok(self.decode(codes)?.into_iter().map(|(c, v)| (c.to_owned(), v)).collect())
+    fn decode_map(&self, codes: &Codes) -> Result<BTreeMap<Code, Value>, StoreError> {
+        Ok(self.decode(codes)?.into_iter().collect())
     }
 }
 
@@ -163,9 +183,15 @@ struct Figures {
 
 impl Figures {
     fn encode(codes: &Codes, figures: &[Figure]) -> Result<Self, StoreError> {
-        let mut out = Figures::default();
+        let n = figures.len();
+        let mut out = Figures {
+            ids: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+            rags: Vec::with_capacity(n),
+            gone: Vec::new(),
+        };
         for f in figures {
-            let id = codes.id(&f.metric)?;
+            let id = codes.id(f.metric)?;
             match f.value {
                 Some(v) => {
                     out.ids.push(id);
@@ -181,12 +207,12 @@ impl Figures {
     fn decode(&self, codes: &Codes) -> Result<Vec<Figure>, StoreError> {
         let mut out = Vec::with_capacity(self.ids.len() + self.gone.len());
         for ((id, v), r) in self.ids.iter().zip(&self.values).zip(&self.rags) {
-            out.push(Figure { metric: codes.code(*id)?.to_owned(), value: Some(*v), rag: rag_from(*r) });
+            out.push(Figure { metric: codes.code(*id)?, value: Some(*v), rag: rag_from(*r) });
         }
         for id in &self.gone {
-            out.push(Figure { metric: codes.code(*id)?.to_owned(), value: None, rag: None });
+            out.push(Figure { metric: codes.code(*id)?, value: None, rag: None });
         }
-        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        out.sort_by_key(|f| f.metric);
         Ok(out)
     }
 }
@@ -247,9 +273,9 @@ impl OpelBlob {
                     .iter()
                     .map(|s| {
                         Ok(ScoredBlob {
-                            parameter: s.parameter.clone(),
-                            label: s.label.clone(),
-                            metric: codes.id(&s.metric)?,
+                            parameter: s.parameter.to_string(),
+                            label: s.label.to_string(),
+                            metric: codes.id_of_text(&s.metric)?,
                             value: s.value,
                             points: s.points,
                             max_points: s.max_points,
@@ -257,7 +283,7 @@ impl OpelBlob {
                         })
                     })
                     .collect::<Result<_, StoreError>>()?,
-                missing: a.missing.clone(),
+                missing: a.missing.iter().map(|m| m.to_string()).collect(),
             }),
         };
         Ok(OpelBlob { declared: o.declared, computed })
@@ -276,9 +302,9 @@ impl OpelBlob {
                     .into_iter()
                     .map(|s| {
                         Ok(Scored {
-                            parameter: s.parameter,
-                            label: s.label,
-                            metric: codes.code(s.metric)?.to_owned(),
+                            parameter: s.parameter.into(),
+                            label: s.label.into(),
+                            metric: codes.code(s.metric)?.as_str().into(),
                             value: s.value,
                             points: s.points,
                             max_points: s.max_points,
@@ -286,7 +312,7 @@ impl OpelBlob {
                         })
                     })
                     .collect::<Result<_, StoreError>>()?,
-                missing: a.missing,
+                missing: a.missing.into_iter().map(Into::into).collect(),
             }),
         };
         Ok(Opel { declared: self.declared, computed })
@@ -318,7 +344,7 @@ impl AlertBlob {
         Ok(AlertBlob {
             kind: ALERT_KINDS.iter().position(|k| *k == a.kind).expect("every kind listed") as u32,
             severity: u32::from(a.severity == Severity::Critical),
-            metric: a.metric.as_deref().map(|m| codes.id(m)).transpose()?.unwrap_or(0),
+            metric: a.metric.as_deref().map(|m| codes.id_of_text(m)).transpose()?.unwrap_or(0),
             value: a.value,
             message: a.message.clone(),
             raised_at: a.raised_at.millis(),
@@ -330,7 +356,7 @@ impl AlertBlob {
         let severity = if self.severity == 1 { Severity::Critical } else { Severity::Warning };
         let metric = match self.metric {
             0 => None,
-            id => Some(codes.code(id)?),
+            id => Some(codes.code(id)?.as_str()),
         };
         Ok(Alert::new(
             kind,
@@ -414,9 +440,9 @@ struct StateBlob {
 /// ([`decode_state`]), which gives exactly what was derived when it was written (the property tests check that
 /// deriving afresh equals what a state keeps).
 pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
-    let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<(&str, Value)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<(Code, Value)>> = BTreeMap::new();
     for (code, r) in &p.readings {
-        groups.entry((r.period, r.observed_at)).or_default().push((code, r.value));
+        groups.entry((r.period, r.observed_at)).or_default().push((*code, r.value));
     }
     let readings = groups
         .into_iter()
@@ -462,7 +488,7 @@ pub fn decode_state(codes: &Codes, rules: &Rules, provider: &str, stored: &[u8])
         let gp = from_hours(g.period_h);
         let go = gp.add_millis(g.observed_ms);
         for (code, value) in g.values.unwrap_or_default().decode(codes)? {
-            readings.insert(code.to_owned(), Reading { value, period: gp, observed_at: go });
+            readings.insert(code, Reading { value, period: gp, observed_at: go });
         }
     }
     let mut state = ProviderLive {
@@ -542,9 +568,9 @@ pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
         live: e.live,
         narrative: text(&e.narrative),
         source: text(&e.source),
-        after: Some(Values::encode(codes, e.changes.iter().map(|c| (c.metric.as_str(), c.after)))?),
-        before: Some(Values::encode(codes, e.changes.iter().filter_map(|c| Some((c.metric.as_str(), c.before?))))?),
-        unchanged: e.unchanged.iter().map(|c| codes.id(c)).collect::<Result<_, _>>()?,
+        after: Some(Values::encode(codes, e.changes.iter().map(|c| (c.metric, c.after)))?),
+        before: Some(Values::encode(codes, e.changes.iter().filter_map(|c| Some((c.metric, c.before?))))?),
+        unchanged: e.unchanged.iter().map(|c| codes.id(*c)).collect::<Result<_, _>>()?,
         figures: Some(Figures::encode(codes, &e.derived.figures)?),
         opel: e.derived.opel.as_ref().map(|o| OpelBlob::encode(codes, o)).transpose()?,
         raised: alerts_encode(codes, &e.derived.raised)?,
@@ -555,15 +581,15 @@ pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
 
 pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event, StoreError> {
     let b = EventBlob::decode(bytes).map_err(|_| bad("event"))?;
-    let before: HashMap<&str, Value> = b.before.unwrap_or_default().decode(codes)?.into_iter().collect();
+    let before: HashMap<Code, Value> = b.before.unwrap_or_default().decode(codes)?.into_iter().collect();
     let mut changes: Vec<MetricChange> = b
         .after
         .unwrap_or_default()
         .decode(codes)?
         .into_iter()
-        .map(|(code, after)| MetricChange { metric: code.to_owned(), before: before.get(code).copied(), after })
+        .map(|(code, after)| MetricChange { metric: code, before: before.get(&code).copied(), after })
         .collect();
-    changes.sort_by(|a, b| a.metric.cmp(&b.metric));
+    changes.sort_by_key(|c| c.metric);
     let period = from_hours(b.period_h);
     let observed_at = period.add_millis(b.observed);
     let provider = b.provider;
@@ -577,7 +603,7 @@ pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event
         received_at: observed_at.add_millis(b.received),
         live: b.live,
         changes,
-        unchanged: b.unchanged.iter().map(|id| codes.code(*id).map(str::to_owned)).collect::<Result<_, _>>()?,
+        unchanged: b.unchanged.iter().map(|id| codes.code(*id)).collect::<Result<_, _>>()?,
         narrative: opt(b.narrative),
         source: opt(b.source),
         kind: if b.kind == 1 { EventKind::Stale } else { EventKind::Report },
@@ -623,7 +649,7 @@ pub fn encode_history(codes: &Codes, h: &HistoryRecord) -> Result<Vec<u8>, Store
     let blob = HistoryBlob {
         observed: h.observed_at.millis() - h.period.millis(),
         received: h.received_at.millis() - h.observed_at.millis(),
-        values: Some(Values::encode(codes, h.values.iter().map(|(c, v)| (c.as_str(), *v)))?),
+        values: Some(Values::encode(codes, h.values.iter().map(|(c, v)| (*c, *v)))?),
         narrative: text(&h.narrative),
         source: text(&h.source),
         site: text(&h.site),
@@ -662,7 +688,7 @@ mod tests {
 
     fn codes(rules: &Rules) -> Codes {
         let index = rules.index();
-        Codes::new(index.metrics.iter().chain(&index.derived).cloned().zip(1..))
+        Codes::new(index.metrics.iter().chain(&index.derived).map(|c| c.as_str()).zip(1..))
     }
 
     #[test]

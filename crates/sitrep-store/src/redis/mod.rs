@@ -48,7 +48,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, Value as RValue};
 use sitrep_core::cursor::Position;
 use sitrep_core::plan::{self, Plan};
-use sitrep_core::{Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport, Value};
+use sitrep_core::{Code, Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport, Value};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 pub use process::RedisProcess;
@@ -466,7 +466,7 @@ impl RedisStore {
         let mut invocation = self.scripts.codes.prepare_invoke();
         invocation.key(&self.keys.codes);
         for code in index.metrics.iter().chain(&index.derived) {
-            invocation.arg(code);
+            invocation.arg(code.as_str());
         }
         let mut conn = self.conn.clone();
         let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
@@ -592,7 +592,7 @@ impl RedisStore {
     }
 
     /// What the revision of `report`'s period just before it said, for a late report's diff.
-    async fn previous_revision(&self, report: &ValidReport) -> Result<Option<BTreeMap<String, Value>>, StoreError> {
+    async fn previous_revision(&self, report: &ValidReport) -> Result<Option<BTreeMap<Code, Value>>, StoreError> {
         let p = report.provider();
         let mut conn = self.conn.clone();
         let stored: Vec<u8> = self
