@@ -240,7 +240,7 @@ fn between(
     let c = &rules.catalogue;
     let index = rules.index();
     let (fb, fa, ra) = (&b.numbers, &a.numbers, &a.rags);
-    let mut out = Derived::default();
+    let mut out = Derived { figures: Vec::with_capacity(index.all.len()), ..Default::default() };
 
     for (o, (code, _)) in index.all.iter().enumerate() {
         if fb[o] != fa[o] || b.rags[o] != ra[o] {

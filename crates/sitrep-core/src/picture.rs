@@ -144,7 +144,6 @@ impl Picture {
         let was_stale = entry.stale;
         // The metrics whose totals move: those whose values changed (each with its number after, which the event
         // carries), and the derived metrics they feed.
-        let number = |p: &ProviderLive, m: usize| p.readings.get(&index.metrics[m])?.value.number().map(fixed);
         // An event is folded onto the very version it was planned from (checked above), so a change's `before` is
         // the number the picture holds now.
         let changed: Vec<(usize, Option<i128>, Option<i128>)> = event
@@ -159,17 +158,28 @@ impl Picture {
         let mut derived: Vec<usize> = changed.iter().flat_map(|(m, ..)| index.feeds[*m].iter().copied()).collect();
         derived.sort_unstable();
         derived.dedup();
-        let pair = |p: &ProviderLive, d: usize| {
-            let [a, b] = index.inputs[d];
-            number(p, a).zip(number(p, b))
+        // The provider's numbers before the event, by metric position (one walk over its readings), then after it
+        // (the event's changes are every number that moved): each derived metric's inputs are looked up there.
+        let mut numbers: Vec<Option<i128>> = vec![None; index.metrics.len()];
+        for (code, r) in &entry.readings {
+            if let Some(Position::Metric(m)) = index.ord(*code).map(|o| index.all[o].1) {
+                numbers[m] = r.value.number().map(fixed);
+            }
+        }
+        let pairs = |numbers: &[Option<i128>]| -> Vec<Option<(i128, i128)>> {
+            derived.iter().map(|d| numbers[index.inputs[*d][0]].zip(numbers[index.inputs[*d][1]])).collect()
         };
-        let pairs_before: Vec<Option<(i128, i128)>> = derived.iter().map(|d| pair(entry, *d)).collect();
+        let pairs_before = pairs(&numbers);
         debug_assert!(
-            changed.iter().all(|(m, before, _)| *before == number(entry, *m)),
+            changed.iter().all(|(m, before, _)| *before == numbers[*m]),
             "{}: event {} changes from numbers the picture does not hold",
             event.provider,
             event.cursor
         );
+        for (m, _, after) in &changed {
+            numbers[*m] = *after;
+        }
+        let pairs_after = pairs(&numbers);
 
         // The writer's own events come with the state their plan left: the same state folding gives (the property
         // tests check it), without making it again.
@@ -178,7 +188,13 @@ impl Picture {
             None => fold(Arc::make_mut(entry), event),
         }
         let state: &ProviderLive = entry;
-        let pairs_after: Vec<Option<(i128, i128)>> = derived.iter().map(|d| pair(state, *d)).collect();
+        debug_assert!(
+            (0..index.metrics.len())
+                .all(|m| numbers[m] == state.readings.get(&index.metrics[m]).and_then(|r| r.value.number()).map(fixed)),
+            "{}: event {} leaves numbers its changes do not say",
+            event.provider,
+            event.cursor
+        );
 
         let scopes = index.scopes_of(&event.provider);
         for s in scopes {

@@ -295,7 +295,7 @@ pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: 
     let unchanged = match live {
         true => {
             let mut changed = changes.iter().map(|c| c.metric).peekable();
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(report.values().len().saturating_sub(changes.len()));
             // Both lists are in code order.
             for code in report.values().keys() {
                 if changed.peek() == Some(code) {

@@ -204,6 +204,8 @@ pub fn validate_owned(
     }
     // Pushed in code order (the report's map is), then built into a map in one pass.
     let mut values = Vec::with_capacity(inputs.len());
+    // Numbers bounded by another metric of the report, checked once every value is in.
+    let mut bounded: Vec<(Code, f64, &str)> = Vec::new();
     for (owned, input) in inputs {
         let code = owned.as_str();
         let Some((key, metric)) = catalogue.lookup(code) else {
@@ -273,17 +275,19 @@ pub fn validate_owned(
             Some((rule, text)) => bad(field(code), rule, format!("{who}: {text}")),
             None => {
                 values.push((key, Value::Number(n)));
+                if let Some(bound) = &metric.at_most {
+                    bounded.push((key, n, bound));
+                }
             }
         }
     }
     let mut values: BTreeMap<Code, Value> = values.into_iter().collect();
     // Bounds between metrics of the same report (occupied beds may not exceed open beds).
-    for (code, v) in &values {
-        if let (Value::Number(n), Some(bound)) = (v, catalogue.get(code).and_then(|m| m.at_most.as_ref()))
-            && let Some(Value::Number(limit)) = values.get(bound.as_str())
-            && n > limit
+    for (code, n, bound) in bounded {
+        if let Some(Value::Number(limit)) = values.get(bound)
+            && n > *limit
         {
-            bad(field(code), "at_most", format!("{who}: {code} = {n} exceeds {bound} = {limit}"));
+            bad(field(&code), "at_most", format!("{who}: {code} = {n} exceeds {bound} = {limit}"));
         }
     }
     if let Some(level) = opel_level {

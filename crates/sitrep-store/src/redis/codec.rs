@@ -440,10 +440,21 @@ struct StateBlob {
 /// ([`decode_state`]), which gives exactly what was derived when it was written (the property tests check that
 /// deriving afresh equals what a state keeps).
 pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
-    let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<(Code, Value)>> = BTreeMap::new();
+    // Readings grouped by the report that set them: a few groups (most readings come from the latest report), found
+    // by a look along a short list, in time order.
+    let mut groups: Vec<((Timestamp, Timestamp), Vec<(Code, Value)>)> = Vec::new();
     for (code, r) in &p.readings {
-        groups.entry((r.period, r.observed_at)).or_default().push((*code, r.value));
+        let key = (r.period, r.observed_at);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push((*code, r.value)),
+            None => {
+                let mut list = Vec::with_capacity(p.readings.len());
+                list.push((*code, r.value));
+                groups.push((key, list));
+            }
+        }
     }
+    groups.sort_unstable_by_key(|(k, _)| *k);
     let readings = groups
         .into_iter()
         .map(|((period, observed), values)| {
@@ -637,7 +648,8 @@ struct HistoryBlob {
 
 /// A history entry's field: `<period in hours>:<revision>`.
 pub fn history_field(period: Timestamp, revision: u32) -> String {
-    format!("{}:{revision}", hours(period))
+    let (mut h, mut r) = (itoa::Buffer::new(), itoa::Buffer::new());
+    [h.format(hours(period)), ":", r.format(revision)].concat()
 }
 
 /// A period as history fields start with it: hours since the epoch.

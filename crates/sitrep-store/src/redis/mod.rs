@@ -388,26 +388,38 @@ async fn commit_loop(
 }
 
 fn outcomes(reply: &RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreError> {
-    let items = array(reply)?;
-    let (epoch, rest) = items.split_first().ok_or_else(|| bad("persist reply"))?;
-    if rest.len() != n {
+    let mut rest = bytes(reply)?;
+    let line = |rest: &mut &[u8]| -> Result<String, StoreError> {
+        let end = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("persist reply"))?;
+        let text = std::str::from_utf8(&rest[..end]).map_err(|_| bad("persist reply"))?.to_owned();
+        *rest = &rest[end + 1..];
+        Ok(text)
+    };
+    let epoch = line(&mut rest)?;
+    let mut outcomes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (kind, tail) = rest.split_first().ok_or_else(|| bad("persist reply"))?;
+        rest = tail;
+        let text = line(&mut rest)?;
+        outcomes.push(match kind {
+            b'a' => {
+                let (id, prev) = text.split_once(' ').ok_or_else(|| bad("persist outcome"))?;
+                Outcome::Accepted { pos: position(id)?, prev: position(prev)? }
+            }
+            b'd' => Outcome::Duplicate(position(&text)?),
+            b'c' => {
+                let len: usize = text.parse().map_err(|_| bad("persist outcome"))?;
+                let state = rest.get(..len).ok_or_else(|| bad("persist outcome"))?;
+                rest = &rest[len..];
+                Outcome::Conflict(state.to_vec())
+            }
+            _ => return Err(bad("persist outcome")),
+        });
+    }
+    if !rest.is_empty() {
         return Err(bad("persist reply"));
     }
-    let outcomes = rest
-        .iter()
-        .map(|o| match array(o)? {
-            [kind, x, prev] if bytes(kind)? == b"accepted" => {
-                Ok(Outcome::Accepted { pos: position(&text(x)?)?, prev: position(&text(prev)?)? })
-            }
-            [kind, x] => match bytes(kind)? {
-                b"duplicate" => Ok(Outcome::Duplicate(position(&text(x)?)?)),
-                b"conflict" => Ok(Outcome::Conflict(bytes(x)?.to_vec())),
-                _ => Err(bad("persist outcome")),
-            },
-            _ => Err(bad("persist outcome")),
-        })
-        .collect::<Result<_, _>>()?;
-    Ok((text(epoch)?, outcomes))
+    Ok((epoch, outcomes))
 }
 
 impl RedisStore {
@@ -526,13 +538,13 @@ impl RedisStore {
         let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let args = [
             plan.provider.clone().into_bytes(),
-            plan.expected_version.to_string().into_bytes(),
+            itoa::Buffer::new().format(plan.expected_version).as_bytes().to_vec(),
             field.into_bytes(),
             trim.into_bytes(),
             encoded,
             codec::encode_event(codes, &plan.event)?,
             entry,
-            format!("{}.{token}", self.writer).into_bytes(),
+            [self.writer.as_bytes(), b".", itoa::Buffer::new().format(token).as_bytes()].concat(),
         ];
         self.remember(token, &plan.event, state);
         let (reply, answer) = oneshot::channel();

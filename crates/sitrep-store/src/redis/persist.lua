@@ -7,8 +7,9 @@
 --       in ms ('' for none), 4 key prefix, then 8 per plan: provider, expected version, history field ('' for a
 --       clock transition), trim history of periods before this one (in hours; '' for no trimming), new state ('' when live state does not change), event, history entry, writer's token (which
 --       the writer recognises its own events by when it reads them back)
--- Returns {epoch, outcome, outcome, ...}, an outcome per plan: {'accepted', id, id of the event before it},
--- {'duplicate', id of the original event} or {'conflict', the provider's current state ('' if none)}.
+-- Returns one string (one reply to parse rather than four per plan): the epoch and a newline, then an outcome per
+-- plan: 'a<id> <id of the event before it>\n' (accepted), 'd<id of the original event>\n' (a duplicate), or
+-- 'c<length>\n<the provider's current state, '' if none>' (a conflict).
 local log, events, states = KEYS[1], KEYS[2], KEYS[3]
 local maxlen, maxage, prefix = ARGV[2], ARGV[3], ARGV[4]
 local epoch = redis.call('HGET', log, 'epoch')
@@ -24,7 +25,7 @@ local function before_bar(value)
   return string.sub(value, 1, string.find(value, '|', 1, true) - 1)
 end
 
-local out = {epoch}
+local out = {epoch, '\n'}
 for i = 5, #ARGV, 8 do
   local provider, expected, field, trim = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local state, event, entry, token = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
@@ -32,9 +33,10 @@ for i = 5, #ARGV, 8 do
   local seen = field ~= '' and redis.call('HGET', hist, field)
   local current = redis.call('HGET', states, provider)
   if seen then
-    out[#out + 1] = {'duplicate', before_bar(seen)}
+    out[#out + 1] = 'd' .. before_bar(seen) .. '\n'
   elseif (current and before_bar(current) or '0') ~= expected then
-    out[#out + 1] = {'conflict', current or ''}
+    local c = current or ''
+    out[#out + 1] = 'c' .. #c .. '\n' .. c
   else
     local prev = head
     local id = redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'p', prev, 'e', epoch, 'w', token, 'd', event)
@@ -65,7 +67,7 @@ for i = 5, #ARGV, 8 do
         end
       end
     end
-    out[#out + 1] = {'accepted', id, prev}
+    out[#out + 1] = 'a' .. id .. ' ' .. prev .. '\n'
   end
 end
 
@@ -79,4 +81,4 @@ if appended then
     redis.call('XTRIM', events, 'MINID', '~', string.format('%.0f', min_ms) .. '-0')
   end
 end
-return out
+return table.concat(out)
