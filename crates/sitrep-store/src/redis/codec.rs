@@ -260,35 +260,6 @@ struct OpelBlob {
 }
 
 impl OpelBlob {
-    fn encode(codes: &Codes, o: &Opel) -> Result<Self, StoreError> {
-        let computed = match &o.computed {
-            None => None,
-            Some(a) => Some(AssessmentBlob {
-                level: a.level,
-                score: a.score,
-                max_score: a.max_score,
-                percent: a.percent,
-                scored: a
-                    .scored
-                    .iter()
-                    .map(|s| {
-                        Ok(ScoredBlob {
-                            parameter: s.parameter.to_string(),
-                            label: s.label.to_string(),
-                            metric: codes.id_of_text(&s.metric)?,
-                            value: s.value,
-                            points: s.points,
-                            max_points: s.max_points,
-                            weight: s.weight,
-                        })
-                    })
-                    .collect::<Result<_, StoreError>>()?,
-                missing: a.missing.iter().map(|m| m.to_string()).collect(),
-            }),
-        };
-        Ok(OpelBlob { declared: o.declared, computed })
-    }
-
     fn decode(self, codes: &Codes) -> Result<Opel, StoreError> {
         let computed = match self.computed {
             None => None,
@@ -340,17 +311,6 @@ const ALERT_KINDS: [AlertKind; 5] =
     [AlertKind::Threshold, AlertKind::Escalation, AlertKind::Stale, AlertKind::Jump, AlertKind::OpelMismatch];
 
 impl AlertBlob {
-    fn encode(codes: &Codes, a: &Alert) -> Result<Self, StoreError> {
-        Ok(AlertBlob {
-            kind: ALERT_KINDS.iter().position(|k| *k == a.kind).expect("every kind listed") as u32,
-            severity: u32::from(a.severity == Severity::Critical),
-            metric: a.metric.as_deref().map(|m| codes.id_of_text(m)).transpose()?.unwrap_or(0),
-            value: a.value,
-            message: a.message.clone(),
-            raised_at: a.raised_at.millis(),
-        })
-    }
-
     fn decode(self, codes: &Codes, provider: &str) -> Result<Alert, StoreError> {
         let kind = *ALERT_KINDS.get(self.kind as usize).ok_or_else(|| bad("alert kind"))?;
         let severity = if self.severity == 1 { Severity::Critical } else { Severity::Warning };
@@ -370,20 +330,130 @@ impl AlertBlob {
     }
 }
 
-fn alerts_encode(codes: &Codes, alerts: &[Alert]) -> Result<Vec<AlertBlob>, StoreError> {
-    alerts.iter().map(|a| AlertBlob::encode(codes, a)).collect()
-}
-
 fn alerts_decode(codes: &Codes, provider: &str, blobs: Vec<AlertBlob>) -> Result<Vec<Alert>, StoreError> {
     blobs.into_iter().map(|a| a.decode(codes, provider)).collect()
 }
 
-fn bad(what: &str) -> StoreError {
-    StoreError::Internal(format!("unreadable stored {what}"))
+/// Writing the blobs above straight from the domain types, borrowing their texts: building a blob first copied
+/// every text (alert messages, OPEL explanations, narratives) and allocated a vector per list, only to write them
+/// out. What is written here is what the blob types read (the round-trip tests check it); a field at its default
+/// is left out, as prost leaves it out.
+mod write {
+    use prost::Message;
+    use prost::encoding::{self, WireType, encode_key, encode_varint, encoded_len_varint};
+
+    pub fn uint64(tag: u32, v: u64, b: &mut Vec<u8>) {
+        if v != 0 {
+            encoding::uint64::encode(tag, &v, b);
+        }
+    }
+
+    pub fn uint32(tag: u32, v: u32, b: &mut Vec<u8>) {
+        if v != 0 {
+            encoding::uint32::encode(tag, &v, b);
+        }
+    }
+
+    pub fn sint64(tag: u32, v: i64, b: &mut Vec<u8>) {
+        if v != 0 {
+            encoding::sint64::encode(tag, &v, b);
+        }
+    }
+
+    pub fn double(tag: u32, v: f64, b: &mut Vec<u8>) {
+        if v != 0.0 {
+            encoding::double::encode(tag, &v, b);
+        }
+    }
+
+    pub fn boolean(tag: u32, v: bool, b: &mut Vec<u8>) {
+        if v {
+            encoding::bool::encode(tag, &v, b);
+        }
+    }
+
+    /// A text field; `always` for an element of a repeated field, which is written even when empty.
+    pub fn text(tag: u32, v: &str, always: bool, b: &mut Vec<u8>) {
+        if always || !v.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, b);
+            encode_varint(v.len() as u64, b);
+            b.extend_from_slice(v.as_bytes());
+        }
+    }
+
+    pub fn blob<M: Message>(tag: u32, m: &M, b: &mut Vec<u8>) {
+        encoding::message::encode(tag, m, b);
+    }
+
+    /// A nested message written by `body` in place: one byte is kept for its length, and the body moves along
+    /// when its length needs more.
+    pub fn message<E>(tag: u32, b: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        encode_key(tag, WireType::LengthDelimited, b);
+        let at = b.len();
+        b.push(0);
+        body(b)?;
+        let len = (b.len() - at - 1) as u64;
+        if len < 0x80 {
+            b[at] = len as u8;
+        } else {
+            let mut prefix = Vec::with_capacity(encoded_len_varint(len));
+            encode_varint(len, &mut prefix);
+            b.splice(at..at + 1, prefix);
+        }
+        Ok(())
+    }
 }
 
-fn text(s: &Option<String>) -> String {
-    s.clone().unwrap_or_default()
+fn write_alert(codes: &Codes, a: &Alert, b: &mut Vec<u8>) -> Result<(), StoreError> {
+    write::uint32(1, ALERT_KINDS.iter().position(|k| *k == a.kind).expect("every kind listed") as u32, b);
+    write::uint32(2, u32::from(a.severity == Severity::Critical), b);
+    write::uint32(3, a.metric.as_deref().map(|m| codes.id_of_text(m)).transpose()?.unwrap_or(0), b);
+    if let Some(v) = a.value {
+        prost::encoding::double::encode(4, &v, b);
+    }
+    write::text(5, &a.message, false, b);
+    write::sint64(6, a.raised_at.millis(), b);
+    Ok(())
+}
+
+fn write_alerts(tag: u32, codes: &Codes, alerts: &[Alert], b: &mut Vec<u8>) -> Result<(), StoreError> {
+    for a in alerts {
+        write::message(tag, b, |b| write_alert(codes, a, b))?;
+    }
+    Ok(())
+}
+
+fn write_opel(codes: &Codes, o: &Opel, b: &mut Vec<u8>) -> Result<(), StoreError> {
+    if let Some(d) = o.declared {
+        prost::encoding::uint32::encode(1, &d, b);
+    }
+    let Some(a) = &o.computed else { return Ok(()) };
+    write::message(2, b, |b| {
+        write::uint32(1, a.level, b);
+        write::double(2, a.score, b);
+        write::double(3, a.max_score, b);
+        write::double(4, a.percent, b);
+        for s in &a.scored {
+            write::message(5, b, |b| {
+                write::text(1, &s.parameter, false, b);
+                write::text(2, &s.label, false, b);
+                write::uint32(3, codes.id_of_text(&s.metric)?, b);
+                write::double(4, s.value, b);
+                write::uint32(5, s.points, b);
+                write::uint32(6, s.max_points, b);
+                write::double(7, s.weight, b);
+                Ok(())
+            })?;
+        }
+        for m in &a.missing {
+            write::text(6, m, true, b);
+        }
+        Ok(())
+    })
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Internal(format!("unreadable stored {what}"))
 }
 
 fn opt(s: String) -> Option<String> {
@@ -442,7 +512,8 @@ struct StateBlob {
 pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
     // Readings grouped by the report that set them: a few groups (most readings come from the latest report), found
     // by a look along a short list, in time order.
-    let mut groups: Vec<((Timestamp, Timestamp), Vec<(Code, Value)>)> = Vec::new();
+    type Group = ((Timestamp, Timestamp), Vec<(Code, Value)>);
+    let mut groups: Vec<Group> = Vec::new();
     for (code, r) in &p.readings {
         let key = (r.period, r.observed_at);
         match groups.iter_mut().find(|(k, _)| *k == key) {
@@ -455,30 +526,27 @@ pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreErr
         }
     }
     groups.sort_unstable_by_key(|(k, _)| *k);
-    let readings = groups
-        .into_iter()
-        .map(|((period, observed), values)| {
-            Ok(ReadingGroup {
-                period_h: hours(period),
-                observed_ms: observed.millis() - period.millis(),
-                values: Some(Values::encode(codes, values)?),
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
-    let blob = StateBlob {
-        period_h: hours(p.period),
-        revision: p.revision,
-        observed: p.observed_at.millis() - p.period.millis(),
-        received: p.received_at.millis() - p.observed_at.millis(),
-        site: text(&p.site),
-        narrative: text(&p.narrative),
-        source: text(&p.source),
-        stale: p.stale,
-        readings,
-        alerts: alerts_encode(codes, &p.alerts)?,
-    };
-    let mut out = format!("{}|", p.version).into_bytes();
-    blob.encode(&mut out).expect("a Vec grows");
+    let mut out = Vec::with_capacity(64 + 4 * p.readings.len() + 160 * p.alerts.len());
+    out.extend_from_slice(itoa::Buffer::new().format(p.version).as_bytes());
+    out.push(b'|');
+    let b = &mut out;
+    write::sint64(1, hours(p.period), b);
+    write::uint32(2, p.revision, b);
+    write::sint64(3, p.observed_at.millis() - p.period.millis(), b);
+    write::sint64(4, p.received_at.millis() - p.observed_at.millis(), b);
+    write::text(5, p.site.as_deref().unwrap_or(""), false, b);
+    write::text(6, p.narrative.as_deref().unwrap_or(""), false, b);
+    write::text(7, p.source.as_deref().unwrap_or(""), false, b);
+    write::boolean(8, p.stale, b);
+    for ((period, observed), values) in groups {
+        write::message(9, b, |b| {
+            write::sint64(1, hours(period), b);
+            write::sint64(2, observed.millis() - period.millis(), b);
+            write::blob(3, &Values::encode(codes, values)?, b);
+            Ok::<_, StoreError>(())
+        })?;
+    }
+    write_alerts(12, codes, &p.alerts, b)?;
     Ok(out)
 }
 
@@ -567,27 +635,32 @@ struct EventBlob {
 
 /// An event as stored in the log (its cursor is the entry's id; its epoch is beside it).
 pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
-    let blob = EventBlob {
-        version: e.version,
-        kind: u32::from(e.kind == EventKind::Stale),
-        provider: e.provider.clone(),
-        site: text(&e.site),
-        period_h: hours(e.period),
-        revision: e.revision,
-        observed: e.observed_at.millis() - e.period.millis(),
-        received: e.received_at.millis() - e.observed_at.millis(),
-        live: e.live,
-        narrative: text(&e.narrative),
-        source: text(&e.source),
-        after: Some(Values::encode(codes, e.changes.iter().map(|c| (c.metric, c.after)))?),
-        before: Some(Values::encode(codes, e.changes.iter().filter_map(|c| Some((c.metric, c.before?))))?),
-        unchanged: e.unchanged.iter().map(|c| codes.id(*c)).collect::<Result<_, _>>()?,
-        figures: Some(Figures::encode(codes, &e.derived.figures)?),
-        opel: e.derived.opel.as_ref().map(|o| OpelBlob::encode(codes, o)).transpose()?,
-        raised: alerts_encode(codes, &e.derived.raised)?,
-        cleared: alerts_encode(codes, &e.derived.cleared)?,
-    };
-    Ok(blob.encode_to_vec())
+    let mut out = Vec::with_capacity(256 + 16 * e.changes.len() + 12 * e.derived.figures.len());
+    let b = &mut out;
+    write::uint64(1, e.version, b);
+    write::uint32(2, u32::from(e.kind == EventKind::Stale), b);
+    write::text(3, &e.provider, false, b);
+    write::text(4, e.site.as_deref().unwrap_or(""), false, b);
+    write::sint64(5, hours(e.period), b);
+    write::uint32(6, e.revision, b);
+    write::sint64(7, e.observed_at.millis() - e.period.millis(), b);
+    write::sint64(8, e.received_at.millis() - e.observed_at.millis(), b);
+    write::boolean(9, e.live, b);
+    write::text(10, e.narrative.as_deref().unwrap_or(""), false, b);
+    write::text(11, e.source.as_deref().unwrap_or(""), false, b);
+    write::blob(12, &Values::encode(codes, e.changes.iter().map(|c| (c.metric, c.after)))?, b);
+    write::blob(13, &Values::encode(codes, e.changes.iter().filter_map(|c| Some((c.metric, c.before?))))?, b);
+    if !e.unchanged.is_empty() {
+        let ids = e.unchanged.iter().map(|c| codes.id(*c)).collect::<Result<Vec<u32>, _>>()?;
+        prost::encoding::uint32::encode_packed(14, &ids, b);
+    }
+    write::blob(15, &Figures::encode(codes, &e.derived.figures)?, b);
+    if let Some(o) = &e.derived.opel {
+        write::message(16, b, |b| write_opel(codes, o, b))?;
+    }
+    write_alerts(17, codes, &e.derived.raised, b)?;
+    write_alerts(18, codes, &e.derived.cleared, b)?;
+    Ok(out)
 }
 
 pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event, StoreError> {
@@ -658,15 +731,15 @@ pub fn history_score(t: Timestamp) -> i64 {
 }
 
 pub fn encode_history(codes: &Codes, h: &HistoryRecord) -> Result<Vec<u8>, StoreError> {
-    let blob = HistoryBlob {
-        observed: h.observed_at.millis() - h.period.millis(),
-        received: h.received_at.millis() - h.observed_at.millis(),
-        values: Some(Values::encode(codes, h.values.iter().map(|(c, v)| (*c, *v)))?),
-        narrative: text(&h.narrative),
-        source: text(&h.source),
-        site: text(&h.site),
-    };
-    Ok(blob.encode_to_vec())
+    let mut out = Vec::with_capacity(32 + 4 * h.values.len());
+    let b = &mut out;
+    write::sint64(1, h.observed_at.millis() - h.period.millis(), b);
+    write::sint64(2, h.received_at.millis() - h.observed_at.millis(), b);
+    write::blob(3, &Values::encode(codes, h.values.iter().map(|(c, v)| (*c, *v)))?, b);
+    write::text(4, h.narrative.as_deref().unwrap_or(""), false, b);
+    write::text(5, h.source.as_deref().unwrap_or(""), false, b);
+    write::text(6, h.site.as_deref().unwrap_or(""), false, b);
+    Ok(out)
 }
 
 /// A stored history entry (`<event id>|<entry>`) under `field`, with the id of its event.
@@ -697,6 +770,136 @@ mod tests {
     use sitrep_core::cursor::Position;
     use sitrep_core::plan;
     use sitrep_core::{Limits, Report, validate};
+
+    // The blob types' own encoding (prost's), as the codec wrote before it wrote them straight from the domain
+    // types: the hand-written encoders must write the same bytes.
+    fn opel_blob(codes: &Codes, o: &Opel) -> Result<OpelBlob, StoreError> {
+        let computed = match &o.computed {
+            None => None,
+            Some(a) => Some(AssessmentBlob {
+                level: a.level,
+                score: a.score,
+                max_score: a.max_score,
+                percent: a.percent,
+                scored: a
+                    .scored
+                    .iter()
+                    .map(|s| {
+                        Ok(ScoredBlob {
+                            parameter: s.parameter.to_string(),
+                            label: s.label.to_string(),
+                            metric: codes.id_of_text(&s.metric)?,
+                            value: s.value,
+                            points: s.points,
+                            max_points: s.max_points,
+                            weight: s.weight,
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?,
+                missing: a.missing.iter().map(|m| m.to_string()).collect(),
+            }),
+        };
+        Ok(OpelBlob { declared: o.declared, computed })
+    }
+
+    fn alert_blob(codes: &Codes, a: &Alert) -> Result<AlertBlob, StoreError> {
+        Ok(AlertBlob {
+            kind: ALERT_KINDS.iter().position(|k| *k == a.kind).expect("every kind listed") as u32,
+            severity: u32::from(a.severity == Severity::Critical),
+            metric: a.metric.as_deref().map(|m| codes.id_of_text(m)).transpose()?.unwrap_or(0),
+            value: a.value,
+            message: a.message.clone(),
+            raised_at: a.raised_at.millis(),
+        })
+    }
+
+    fn alert_blobs(codes: &Codes, alerts: &[Alert]) -> Result<Vec<AlertBlob>, StoreError> {
+        alerts.iter().map(|a| alert_blob(codes, a)).collect()
+    }
+
+    fn text(s: &Option<String>) -> String {
+        s.clone().unwrap_or_default()
+    }
+
+    fn blob_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
+        // Readings grouped by the report that set them: a few groups (most readings come from the latest report), found
+        // by a look along a short list, in time order.
+        type Group = ((Timestamp, Timestamp), Vec<(Code, Value)>);
+        let mut groups: Vec<Group> = Vec::new();
+        for (code, r) in &p.readings {
+            let key = (r.period, r.observed_at);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, list)) => list.push((*code, r.value)),
+                None => {
+                    let mut list = Vec::with_capacity(p.readings.len());
+                    list.push((*code, r.value));
+                    groups.push((key, list));
+                }
+            }
+        }
+        groups.sort_unstable_by_key(|(k, _)| *k);
+        let readings = groups
+            .into_iter()
+            .map(|((period, observed), values)| {
+                Ok(ReadingGroup {
+                    period_h: hours(period),
+                    observed_ms: observed.millis() - period.millis(),
+                    values: Some(Values::encode(codes, values)?),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let blob = StateBlob {
+            period_h: hours(p.period),
+            revision: p.revision,
+            observed: p.observed_at.millis() - p.period.millis(),
+            received: p.received_at.millis() - p.observed_at.millis(),
+            site: text(&p.site),
+            narrative: text(&p.narrative),
+            source: text(&p.source),
+            stale: p.stale,
+            readings,
+            alerts: alert_blobs(codes, &p.alerts)?,
+        };
+        let mut out = format!("{}|", p.version).into_bytes();
+        blob.encode(&mut out).expect("a Vec grows");
+        Ok(out)
+    }
+
+    fn blob_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
+        let blob = EventBlob {
+            version: e.version,
+            kind: u32::from(e.kind == EventKind::Stale),
+            provider: e.provider.clone(),
+            site: text(&e.site),
+            period_h: hours(e.period),
+            revision: e.revision,
+            observed: e.observed_at.millis() - e.period.millis(),
+            received: e.received_at.millis() - e.observed_at.millis(),
+            live: e.live,
+            narrative: text(&e.narrative),
+            source: text(&e.source),
+            after: Some(Values::encode(codes, e.changes.iter().map(|c| (c.metric, c.after)))?),
+            before: Some(Values::encode(codes, e.changes.iter().filter_map(|c| Some((c.metric, c.before?))))?),
+            unchanged: e.unchanged.iter().map(|c| codes.id(*c)).collect::<Result<_, _>>()?,
+            figures: Some(Figures::encode(codes, &e.derived.figures)?),
+            opel: e.derived.opel.as_ref().map(|o| opel_blob(codes, o)).transpose()?,
+            raised: alert_blobs(codes, &e.derived.raised)?,
+            cleared: alert_blobs(codes, &e.derived.cleared)?,
+        };
+        Ok(blob.encode_to_vec())
+    }
+
+    fn blob_history(codes: &Codes, h: &HistoryRecord) -> Result<Vec<u8>, StoreError> {
+        let blob = HistoryBlob {
+            observed: h.observed_at.millis() - h.period.millis(),
+            received: h.received_at.millis() - h.observed_at.millis(),
+            values: Some(Values::encode(codes, h.values.iter().map(|(c, v)| (*c, *v)))?),
+            narrative: text(&h.narrative),
+            source: text(&h.source),
+            site: text(&h.site),
+        };
+        Ok(blob.encode_to_vec())
+    }
 
     fn codes(rules: &Rules) -> Codes {
         let index = rules.index();
@@ -731,15 +934,18 @@ mod tests {
             let p = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(20), 48);
             let state = p.state.clone().unwrap();
             let stored = encode_state(&codes, &state).unwrap();
+            assert_eq!(stored, blob_state(&codes, &state).unwrap(), "the state as prost writes its blob");
             assert_eq!(decode_state(&codes, &rules, "RJ7", &stored).unwrap(), state);
             assert_eq!(state_version(&stored).unwrap(), u64::from(revision));
             let mut event = p.event.clone();
             event.cursor = Cursor::new("e", Position(5, 1));
             let bytes = encode_event(&codes, &event).unwrap();
+            assert_eq!(bytes, blob_event(&codes, &event).unwrap(), "the event as prost writes its blob");
             assert_eq!(decode_event(&codes, &bytes, event.cursor.clone()).unwrap(), event);
             let history = p.history.clone().unwrap();
             let mut entry = b"1-2|".to_vec();
             entry.extend(encode_history(&codes, &history).unwrap());
+            assert_eq!(entry[4..], blob_history(&codes, &history).unwrap(), "the entry as prost writes its blob");
             let field = history_field(history.period, history.revision);
             assert_eq!(decode_history(&codes, &field, &entry).unwrap(), (history, "1-2".to_owned()));
             if revision == 3 {
@@ -754,6 +960,17 @@ mod tests {
             }
             prior = Some(state);
         }
+        // Going stale: an alert raised, in the event and in the state.
+        let quiet = now.add_millis(rules.stale_after("RJ7").as_millis() as i64 + 1000);
+        let stale = plan::stale(&rules, prior.as_ref().unwrap(), quiet).expect("quiet");
+        let state = stale.state.unwrap();
+        assert!(!state.alerts.is_empty() && state.opel.computed.is_some());
+        let stored = encode_state(&codes, &state).unwrap();
+        assert_eq!(stored, blob_state(&codes, &state).unwrap());
+        assert_eq!(decode_state(&codes, &rules, "RJ7", &stored).unwrap(), state);
+        let bytes = encode_event(&codes, &stale.event).unwrap();
+        assert_eq!(bytes, blob_event(&codes, &stale.event).unwrap());
+        assert_eq!(decode_event(&codes, &bytes, Cursor::none()).unwrap(), stale.event);
     }
 
     #[test]
