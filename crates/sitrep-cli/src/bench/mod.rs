@@ -463,9 +463,9 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     barrier.wait().await;
     let phase = start.get().expect("just set");
     tokio::time::sleep_until(tokio::time::Instant::from_std(phase.measure_from)).await;
-    let cpu_start = process_usage(server_pid);
+    let (cpu_start, own_start) = (process_usage(server_pid), process_usage(std::process::id()));
     tokio::time::sleep_until(tokio::time::Instant::from_std(phase.measure_until)).await;
-    let cpu_end = process_usage(server_pid);
+    let (cpu_end, own_end) = (process_usage(server_pid), process_usage(std::process::id()));
     let (mut ack_samples, mut accepted, mut values, mut all) = (Samples::default(), 0, 0, 0);
     for t in provider_tasks {
         let (s, a, v, n) = t.await?;
@@ -490,6 +490,12 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
             format!("{:.1} MiB", hwm as f64 / 1048576.0),
         ),
         _ => ("unavailable (no /proc)".into(), "unavailable".into()),
+    };
+    // The load generator (this process: its provider streams and subscribers) shares the machine with the aggregator
+    // and Redis; its CPU per report says how much of the machine the measurement itself takes.
+    let own_per_report = match (own_start, own_end) {
+        (Some((c0, _)), Some((c1, _))) => format!("{:.1} µs", (c1 - c0) * 1e6 / accepted.max(1) as f64),
+        _ => "unavailable (no /proc)".into(),
     };
     drop(server);
 
@@ -601,6 +607,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     println!("    receipt -> subscriber {} (ms clock)", publish.summary());
     println!("    events delivered     {delivered} to {} subscribers ({} resets)", args.subscribers, resets);
     println!("    aggregator CPU       {cpu_per_report} per report");
+    println!("    load generator CPU   {own_per_report} per report (this process: provider streams and subscribers)");
     println!("    aggregator peak RSS  {peak}");
     println!("    redis                {}", redis_line(&redis_before, &redis_after, all));
     println!(

@@ -171,6 +171,8 @@ const LANDING_WAIT: Duration = Duration::from_millis(200);
 const RECENT_KEPT: usize = 4096;
 /// Most plans one script call carries.
 const MAX_BATCH: usize = 64;
+/// Script calls the committer has under way at once (see `commit_loop`).
+const COMMITS_IN_FLIGHT: usize = 2;
 /// Attempts at applying a plan whose provider another writer keeps changing, before giving up.
 const MAX_CONFLICTS: usize = 16;
 /// States read per `HSCAN` while loading.
@@ -323,65 +325,93 @@ enum Outcome {
     Conflict(Vec<u8>),
 }
 
-/// The committer: sends what has gathered in its queue as one script call, waits for the answer, hands each plan
-/// its outcome, and goes round again. It stops when the store (the queue's sender) is dropped.
+/// The committer: sends what has gathered in its queue as one script call, hands each plan its outcome when the
+/// answer comes, and goes round again. Up to [`COMMITS_IN_FLIGHT`] calls are under way at once on the multiplexed
+/// connection (Redis runs them in the order sent, and their answers come back in that order), so Redis is not idle
+/// while the aggregator reads one answer and gathers the next batch. Plans in different calls are of different
+/// providers (a provider has one plan under way at a time), so no call depends on another's outcome. It stops when
+/// the store (the queue's sender) is dropped, once the calls under way have answered.
 async fn commit_loop(
     mut rx: mpsc::Receiver<Pending>,
-    mut conn: ConnectionManager,
+    conn: ConnectionManager,
     scripts: Arc<Scripts>,
     keys: Arc<Keys>,
     head: [String; 3],
     appended: Arc<Appended>,
 ) {
+    use futures_util::StreamExt;
     use std::sync::atomic::Ordering::SeqCst;
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH
-            && let Ok(next) = rx.try_recv()
-        {
-            batch.push(next);
-        }
-        let mut invocation = scripts.persist.prepare_invoke();
-        invocation.key(&keys.log).key(&keys.events).key(&keys.states);
-        invocation.arg(crate::new_epoch('r')).arg(&head[0]).arg(&head[1]).arg(&head[2]);
-        for p in &batch {
-            for a in &p.args {
-                invocation.arg(a.as_slice());
+    let mut under_way = futures_util::stream::FuturesOrdered::new();
+    let mut open = true;
+    while open || !under_way.is_empty() {
+        tokio::select! {
+            biased;
+            Some((batch, reply)) = under_way.next(), if !under_way.is_empty() => {
+                answered(&appended, batch, reply);
             }
-        }
-        appended.in_flight.fetch_add(1, SeqCst);
-        let reply: Result<RValue, StoreError> = invocation.invoke_async(&mut conn).await.map_err(unavailable);
-        let outcomes = reply.and_then(|r| outcomes(&r, batch.len()));
-        if let Ok((epoch, outcomes)) = &outcomes {
-            let epoch: Arc<str> = Arc::from(epoch.as_str());
-            let mut links = appended.links.lock().unwrap_or_else(|e| e.into_inner());
-            for (p, o) in batch.iter().zip(outcomes) {
-                if let Outcome::Accepted { pos, prev } = o {
-                    links.push_back(Link { token: p.token, epoch: epoch.clone(), pos: *pos, prev: *prev });
+            first = rx.recv(), if open && under_way.len() < COMMITS_IN_FLIGHT => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH
+                    && let Ok(next) = rx.try_recv()
+                {
+                    batch.push(next);
                 }
-            }
-            while links.len() > RECENT_KEPT {
-                links.pop_front();
+                let mut invocation = scripts.persist.prepare_invoke();
+                invocation.key(&keys.log).key(&keys.events).key(&keys.states);
+                invocation.arg(crate::new_epoch('r')).arg(&head[0]).arg(&head[1]).arg(&head[2]);
+                for p in &batch {
+                    for a in &p.args {
+                        invocation.arg(a.as_slice());
+                    }
+                }
+                appended.in_flight.fetch_add(1, SeqCst);
+                let mut conn = conn.clone();
+                under_way.push_back(async move {
+                    let reply: Result<RValue, StoreError> = invocation.invoke_async(&mut conn).await.map_err(unavailable);
+                    (batch, reply)
+                });
             }
         }
-        appended.in_flight.fetch_sub(1, SeqCst);
-        appended.landed.notify_waiters();
-        match outcomes {
-            Ok((epoch, outcomes)) => {
-                for (p, o) in batch.into_iter().zip(outcomes) {
-                    let _ = p.reply.send(Ok((epoch.clone(), o)));
-                }
+    }
+}
+
+/// Hands each plan of an answered call its outcome, noting where accepted events landed for the tail first.
+fn answered(appended: &Appended, batch: Vec<Pending>, reply: Result<RValue, StoreError>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let outcomes = reply.and_then(|r| outcomes(&r, batch.len()));
+    if let Ok((epoch, outcomes)) = &outcomes {
+        let epoch: Arc<str> = Arc::from(epoch.as_str());
+        let mut links = appended.links.lock().unwrap_or_else(|e| e.into_inner());
+        for (p, o) in batch.iter().zip(outcomes) {
+            if let Outcome::Accepted { pos, prev } = o {
+                links.push_back(Link { token: p.token, epoch: epoch.clone(), pos: *pos, prev: *prev });
             }
-            Err(e) => {
-                let message = e.to_string();
-                for p in batch {
-                    let _ = p.reply.send(Err(match &e {
-                        StoreError::Unavailable { .. } => {
-                            StoreError::Unavailable { message: message.clone(), source: None }
-                        }
-                        _ => StoreError::Internal(message.clone()),
-                    }));
-                }
+        }
+        while links.len() > RECENT_KEPT {
+            links.pop_front();
+        }
+    }
+    appended.in_flight.fetch_sub(1, SeqCst);
+    appended.landed.notify_waiters();
+    match outcomes {
+        Ok((epoch, outcomes)) => {
+            for (p, o) in batch.into_iter().zip(outcomes) {
+                let _ = p.reply.send(Ok((epoch.clone(), o)));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for p in batch {
+                let _ = p.reply.send(Err(match &e {
+                    StoreError::Unavailable { .. } => {
+                        StoreError::Unavailable { message: message.clone(), source: None }
+                    }
+                    _ => StoreError::Internal(message.clone()),
+                }));
             }
         }
     }
