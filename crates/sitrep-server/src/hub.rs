@@ -158,7 +158,8 @@ pub struct Hub {
     status: watch::Sender<PictureState>,
     health: Arc<Mutex<StoreHealth>>,
     write_quiet: Duration,
-    /// Whether the Hub knows its position in the log (so a new subscriber's queue joins up with the store).
+    /// Whether the Hub knows its position in the log (so a new subscriber's queue joins up with the store) and, when
+    /// it warms snapshots, has every provider encoded.
     positioned: watch::Sender<bool>,
     /// Each provider's wire encoding at the version it was made for, shared by every snapshot until the provider
     /// changes (encoding ten thousand providers afresh for each new subscriber took most of a snapshot's time).
@@ -168,6 +169,8 @@ pub struct Hub {
     /// How a provider is encoded for snapshots, if the Hub should encode every provider once a picture is
     /// installed, so that the first subscriber's snapshot is as quick as the next one's.
     warm: Option<fn(&ProviderLive) -> Bytes>,
+    /// Pictures installed (or dropped) so far: a warm-up that finishes after a later install must not say ready.
+    installs: Arc<AtomicU64>,
 }
 
 /// A subscriber's end of its queue. Dropping it unregisters the subscriber.
@@ -230,11 +233,13 @@ impl Hub {
             positioned: watch::channel(false).0,
             encoded: Default::default(),
             warm: None,
+            installs: Default::default(),
         }
     }
 
-    /// Waits (up to `timeout`) until the Hub knows its position in the event log. Sessions wait for this before
-    /// registering, so that wallboards reconnecting to a freshly started aggregator are not reset for nothing.
+    /// Waits (up to `timeout`) until the Hub knows its position in the event log (and, with [`Hub::warm_with`], has
+    /// every provider encoded for snapshots). Sessions wait for this before registering, so that wallboards
+    /// reconnecting to a freshly started aggregator are not reset for nothing; /readyz reports it.
     pub async fn ready(&self, timeout: Duration) -> bool {
         let mut positioned = self.positioned.subscribe();
         matches!(tokio::time::timeout(timeout, positioned.wait_for(|p| *p)).await, Ok(Ok(_)))
@@ -357,8 +362,8 @@ impl Hub {
         self.shared.lock().picture.as_ref().map(|p| p.due_stale(now)).unwrap_or_default()
     }
 
-    /// Has every provider of each picture the Hub installs encoded with `encode` in the background, before anyone
-    /// asks for a snapshot.
+    /// Has every provider of each picture the Hub installs encoded with `encode`, off the async threads, before the
+    /// Hub says it is ready (see [`Hub::ready`]).
     pub fn warm_with(mut self, encode: fn(&ProviderLive) -> Bytes) -> Self {
         self.warm = Some(encode);
         self
@@ -421,26 +426,44 @@ impl Hub {
     fn install(&self, picture: Option<Picture>, why: u8) {
         let ready = picture.is_some();
         self.encoded.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        if let (Some(encode), Some(p)) = (self.warm, &picture) {
-            let providers: Vec<Arc<ProviderLive>> = p.providers().cloned().collect();
-            let epoch = p.cursor().epoch.clone();
-            let hub = self.clone();
-            // Off the async threads: ten thousand providers take a good fraction of a second. From the last
-            // provider back: a snapshot asked for meanwhile encodes from the first one on, so the two meet in the
-            // middle instead of encoding the same providers side by side.
-            tokio::task::spawn_blocking(move || {
-                for p in providers.into_iter().rev() {
-                    hub.encoded_provider(&epoch, &p, encode);
-                }
-            });
-        }
+        let generation = self.installs.fetch_add(1, Ordering::SeqCst) + 1;
+        let warm_up = match (self.warm, &picture) {
+            (Some(encode), Some(p)) => {
+                Some((encode, p.providers().cloned().collect::<Vec<Arc<ProviderLive>>>(), p.cursor().epoch.clone()))
+            }
+            _ => None,
+        };
         let mut inner = self.shared.lock();
         inner.picture = picture;
         for (_, slot) in inner.slots.drain() {
             slot.kicked.store(why, Ordering::Release);
         }
         drop(inner);
-        self.positioned.send_replace(ready);
+        let Some((encode, providers, epoch)) = warm_up else {
+            self.positioned.send_replace(ready);
+            return;
+        };
+        // Every provider encoded for snapshots before the Hub says it is ready (sessions wait for that, and so does
+        // /readyz): a replica's first subscriber gets a snapshot as quick as the next one's, rather than one that
+        // encodes ten thousand providers while it is sent. The picture folds events meanwhile; an encoding it
+        // outdates is made again when asked for. Off the async threads: ten thousand providers take a good
+        // fraction of a second.
+        self.positioned.send_replace(false);
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || {
+            for p in &providers {
+                hub.encoded_provider(&epoch, p, encode);
+            }
+            // Ready only if no other picture (or none) was installed meanwhile: checked under the watch's lock, which
+            // a later install takes too.
+            hub.positioned.send_if_modified(|positioned| {
+                let current = hub.installs.load(Ordering::SeqCst) == generation;
+                if current {
+                    *positioned = true;
+                }
+                current
+            });
+        });
     }
 
     /// Loads the stored states and replays the log onto them until caught up: the picture a replica starts with.
