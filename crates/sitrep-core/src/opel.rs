@@ -288,23 +288,34 @@ impl Assessment {
     /// The percent is rounded down to one decimal place so that it never appears to reach a band it does not:
     /// 59.96% rounded to nearest would read "60%" beside a level whose band starts at 60.
     pub fn explain(&self) -> String {
-        use std::fmt::Write;
+        // Pieces pushed one by one (with itoa for the integers): `write!` went through the formatting machinery for
+        // every piece, and every event that changes a provider's OPEL assessment carries this sentence.
         let mut text = String::with_capacity(64 + 64 * self.scored.len());
-        let _ = write!(
-            text,
-            "OPEL {} (score {} of {}, {}%): ",
-            self.level,
-            Num(self.score),
-            Num(self.max_score),
-            Num((self.percent * 10.0).floor() / 10.0)
-        );
+        let mut int = itoa::Buffer::new();
+        text.push_str("OPEL ");
+        text.push_str(int.format(self.level));
+        text.push_str(" (score ");
+        Num(self.score).push_to(&mut text);
+        text.push_str(" of ");
+        Num(self.max_score).push_to(&mut text);
+        text.push_str(", ");
+        Num((self.percent * 10.0).floor() / 10.0).push_to(&mut text);
+        text.push_str("%): ");
         for (i, s) in self.scored.iter().enumerate() {
             if i > 0 {
                 text.push_str("; ");
             }
-            let _ = write!(text, "{} {} scored {} of {}", s.label, Num(s.value), s.points, s.max_points);
+            text.push_str(&s.label);
+            text.push(' ');
+            Num(s.value).push_to(&mut text);
+            text.push_str(" scored ");
+            text.push_str(int.format(s.points));
+            text.push_str(" of ");
+            text.push_str(int.format(s.max_points));
             if s.weight != 1.0 {
-                let _ = write!(text, " (x{})", Num(s.weight));
+                text.push_str(" (x");
+                Num(s.weight).push_to(&mut text);
+                text.push(')');
             }
         }
         if !self.missing.is_empty() {
@@ -320,24 +331,43 @@ impl Assessment {
 /// dozen numbers.
 struct Num(f64);
 
-impl std::fmt::Display for Num {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Num {
+    /// Appends the number to `out`.
+    fn push_to(&self, out: &mut String) {
         let x = self.0;
         let hundredths = (x * 100.0).round();
         if !hundredths.is_finite() || hundredths.abs() >= 1e17 {
             let text = format!("{x:.2}");
             let text = text.trim_end_matches('0').trim_end_matches('.');
-            return f.write_str(if text == "-0" { "0" } else { text });
+            out.push_str(if text == "-0" { "0" } else { text });
+            return;
         }
         let h = hundredths as i64;
-        let sign = if h < 0 { "-" } else { "" };
         let (whole, frac) = (h.unsigned_abs() / 100, h.unsigned_abs() % 100);
-        match frac {
-            0 if whole == 0 => f.write_str("0"),
-            0 => write!(f, "{sign}{whole}"),
-            d if d % 10 == 0 => write!(f, "{sign}{whole}.{}", d / 10),
-            d => write!(f, "{sign}{whole}.{d:02}"),
+        if h < 0 {
+            out.push('-');
         }
+        out.push_str(itoa::Buffer::new().format(whole));
+        match frac {
+            0 => {}
+            d if d % 10 == 0 => {
+                out.push('.');
+                out.push(char::from(b'0' + (d / 10) as u8));
+            }
+            d => {
+                out.push('.');
+                out.push(char::from(b'0' + (d / 10) as u8));
+                out.push(char::from(b'0' + (d % 10) as u8));
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = String::new();
+        self.push_to(&mut text);
+        f.write_str(&text)
     }
 }
 

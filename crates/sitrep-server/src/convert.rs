@@ -8,10 +8,11 @@ use sitrep_core::derive::{Figure, Opel};
 use sitrep_core::opel::Assessment;
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::{
-    AbsentReason, Alert, AlertKind, Directory, Event, EventKind, MetricChange, MetricInput, ProviderLive, Rag, Report,
-    Rules, Scope, Severity, Timestamp, Value, Violation,
+    AbsentReason, Alert, AlertKind, Directory, Event, EventKind, MetricInput, ProviderLive, Rag, Report, Rules, Scope,
+    Severity, Timestamp, Value, Violation,
 };
 use sitrep_proto::v1 as pb;
+use sitrep_store::write;
 
 pub fn timestamp_to_wire(t: Timestamp) -> prost_types::Timestamp {
     let ms = t.millis();
@@ -104,7 +105,8 @@ pub fn violation_to_wire(v: &Violation) -> pb::Violation {
     pb::Violation { field: v.field.clone(), rule: v.rule.to_owned(), description: v.description.clone() }
 }
 
-fn change_to_wire(c: &MetricChange) -> pb::MetricChange {
+#[cfg(test)]
+fn change_to_wire(c: &sitrep_core::MetricChange) -> pb::MetricChange {
     pb::MetricChange {
         metric: c.metric.to_string(),
         before: c.before.map(value_to_wire),
@@ -153,7 +155,7 @@ fn opel_to_wire(o: &Opel) -> pb::Opel {
     pb::Opel { declared: o.declared, computed: o.computed.as_ref().map(assessment_to_wire), mismatch: o.mismatch() }
 }
 
-pub fn alert_to_wire(a: &Alert) -> pb::Alert {
+fn alert_kind_severity(a: &Alert) -> (pb::alert::Kind, pb::alert::Severity) {
     use pb::alert::{Kind, Severity as S};
     let kind = match a.kind {
         AlertKind::Threshold => Kind::Threshold,
@@ -166,6 +168,11 @@ pub fn alert_to_wire(a: &Alert) -> pb::Alert {
         Severity::Warning => S::Warning,
         Severity::Critical => S::Critical,
     };
+    (kind, severity)
+}
+
+pub fn alert_to_wire(a: &Alert) -> pb::Alert {
+    let (kind, severity) = alert_kind_severity(a);
     pb::Alert {
         key: a.key.clone(),
         kind: kind as i32,
@@ -201,6 +208,140 @@ pub fn rollup_to_wire(rules: &Rules, r: &ScopeRollup) -> pb::ScopeRollup {
     }
 }
 
+/// `Update { event }` for `e`, written straight from the domain event: byte for byte what
+/// `event_to_wire` and prost give (a test checks it), without building the wire event first (which copied every code,
+/// text and alert, and took most of the time of sending an event to subscribers).
+pub fn encode_event_update(rules: &Rules, e: &Event) -> Vec<u8> {
+    let rollups: usize = e.rollups.iter().map(|r| 64 + 40 * r.metrics.len()).sum();
+    let alerts = 200 * (e.derived.raised.len() + e.derived.cleared.len());
+    let mut out = Vec::with_capacity(768 + 48 * (e.changes.len() + e.derived.figures.len()) + rollups + alerts);
+    write::message(2, &mut out, |b| write_event(rules, e, b));
+    out
+}
+
+fn write_timestamp(tag: u32, t: Timestamp, b: &mut Vec<u8>) {
+    let ts = timestamp_to_wire(t);
+    write::message(tag, b, |b| {
+        write::int64(1, ts.seconds, b);
+        write::int32(2, ts.nanos, b);
+    });
+}
+
+fn write_value(tag: u32, v: Value, b: &mut Vec<u8>) {
+    // A oneof's member is written even at its default.
+    write::message(tag, b, |b| match v {
+        Value::Number(n) => prost::encoding::double::encode(1, &n, b),
+        Value::Absent(r) => prost::encoding::int32::encode(2, &(absent_to_wire(r) as i32), b),
+    });
+}
+
+fn write_alert(a: &Alert, b: &mut Vec<u8>) {
+    let w = alert_kind_severity(a);
+    write::text(1, &a.key, false, b);
+    write::int32(2, w.0 as i32, b);
+    write::int32(3, w.1 as i32, b);
+    write::text(4, &a.provider, false, b);
+    write::text(5, a.metric.as_deref().unwrap_or(""), false, b);
+    if let Some(v) = a.value {
+        prost::encoding::double::encode(6, &v, b);
+    }
+    write::text(7, &a.message, false, b);
+    write_timestamp(8, a.raised_at, b);
+}
+
+fn write_event(rules: &Rules, e: &Event, b: &mut Vec<u8>) {
+    write::text(1, &e.cursor.to_string(), false, b);
+    write::text(2, &e.provider, false, b);
+    write::text(3, e.site.as_deref().unwrap_or(""), false, b);
+    write_timestamp(4, e.period, b);
+    write::uint32(5, e.revision, b);
+    write_timestamp(6, e.observed_at, b);
+    write_timestamp(7, e.received_at, b);
+    write::boolean(8, e.live, b);
+    for c in &e.changes {
+        write::message(9, b, |b| {
+            write::text(1, &c.metric, false, b);
+            if let Some(before) = c.before {
+                write_value(2, before, b);
+            }
+            write_value(3, c.after, b);
+        });
+    }
+    write::text(10, e.narrative.as_deref().unwrap_or(""), false, b);
+    write::text(11, e.source.as_deref().unwrap_or(""), false, b);
+    write::int32(12, i32::from(e.kind == EventKind::Stale), b);
+    for f in &e.derived.figures {
+        write::message(13, b, |b| {
+            write::text(1, &f.metric, false, b);
+            if let Some(v) = f.value {
+                prost::encoding::double::encode(2, &v, b);
+            }
+            write::int32(3, rag_to_wire(f.rag) as i32, b);
+        });
+    }
+    if let Some(o) = &e.derived.opel {
+        write::message(14, b, |b| {
+            if let Some(d) = o.declared {
+                prost::encoding::uint32::encode(1, &d, b);
+            }
+            if let Some(a) = &o.computed {
+                write::message(2, b, |b| {
+                    write::uint32(1, a.level, b);
+                    write::double(2, a.score, b);
+                    write::double(3, a.max_score, b);
+                    write::double(4, a.percent, b);
+                    for s in &a.scored {
+                        write::message(5, b, |b| {
+                            write::text(1, &s.parameter, false, b);
+                            write::text(2, &s.label, false, b);
+                            write::text(3, &s.metric, false, b);
+                            write::double(4, s.value, b);
+                            write::uint32(5, s.points, b);
+                            write::uint32(6, s.max_points, b);
+                            write::double(7, s.weight, b);
+                        });
+                    }
+                    for m in &a.missing {
+                        write::text(6, m, true, b);
+                    }
+                    write::text(7, &a.explain(), false, b);
+                });
+            }
+            write::boolean(3, o.mismatch(), b);
+        });
+    }
+    for a in &e.derived.raised {
+        write::message(15, b, |b| write_alert(a, b));
+    }
+    for a in &e.derived.cleared {
+        write::message(16, b, |b| write_alert(a, b));
+    }
+    for r in &e.rollups {
+        write::message(17, b, |b| {
+            write::message(1, b, |b| {
+                write::text(1, r.scope.level.as_str(), false, b);
+                write::text(2, &r.scope.code, false, b);
+                write::text(3, &rules.scope_name(&r.scope), false, b);
+            });
+            write::uint32(2, r.providers, b);
+            write::uint32(3, r.reporting, b);
+            write::uint32(4, r.stale, b);
+            for m in &r.metrics {
+                write::message(5, b, |b| {
+                    write::text(1, &m.metric, false, b);
+                    if let Some(v) = m.value {
+                        prost::encoding::double::encode(2, &v, b);
+                    }
+                    write::uint32(3, m.n, b);
+                    write::int32(4, rag_to_wire(m.rag) as i32, b);
+                });
+            }
+        });
+    }
+}
+
+/// The reference for [`encode_event_update`] (its test compares the two).
+#[cfg(test)]
 pub fn event_to_wire(rules: &Rules, e: &Event) -> pb::Event {
     pb::Event {
         cursor: e.cursor.to_string(),
@@ -377,6 +518,49 @@ mod tests {
         );
         r.values.insert("c".into(), MetricInput { value: None, unit: None });
         assert_eq!(report_from_wire(report_to_wire(&r)), r);
+    }
+
+    #[test]
+    fn events_written_directly_are_what_prost_writes() {
+        use prost::Message;
+        use sitrep_core::cursor::Position;
+        use sitrep_core::{Cursor, Limits, Picture, plan, validate};
+        let rules = Rules::demo();
+        let now = Timestamp::parse_rfc3339("2026-11-27T14:35:12.345Z").unwrap();
+        let mut picture = Picture::new(rules.clone(), Cursor::new("e", Position(0, 0)));
+        let mut sim = sitrep_core::sim::SimProvider::new("RJ7", sitrep_core::directory::ProviderKind::Acute, 3);
+        let mut prior: Option<ProviderLive> = None;
+        let mut events = Vec::new();
+        for revision in 1..=4 {
+            let (values, opel) = sim.step(0.5);
+            let mut r = Report {
+                provider: "RJ7".into(),
+                period: Some(now.hour_start()),
+                revision,
+                observed_at: Some(now),
+                values: values.into_iter().map(|(k, v)| (k, v.into())).collect(),
+                opel_level: Some(opel),
+                narrative: (revision % 2 == 0).then(|| "busy".into()),
+                ..Default::default()
+            };
+            r.values.insert("ed.dta_waiting".into(), Value::Absent(AbsentReason::Suppressed).into());
+            let valid = validate(&r, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap();
+            let p = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(20), 48);
+            prior = p.state.clone();
+            events.push(p.event);
+        }
+        let quiet = now.add_millis(rules.stale_after("RJ7").as_millis() as i64 + 1000);
+        events.push(plan::stale(&rules, prior.as_ref().unwrap(), quiet).unwrap().event);
+        // Between them: alerts raised and cleared, OPEL levels, absent values, rollups.
+        assert!(events.iter().any(|e| !e.derived.raised.is_empty()) && events.iter().any(|e| e.derived.opel.is_some()));
+        for (i, mut e) in events.into_iter().enumerate() {
+            e.cursor = Cursor::new("e", Position(i as u64 + 1, 0));
+            e.rollups = picture.apply(&e).unwrap();
+            assert!(!e.rollups.is_empty());
+            let expected =
+                pb::Update { kind: Some(pb::update::Kind::Event(event_to_wire(&rules, &e))) }.encode_to_vec();
+            assert_eq!(encode_event_update(&rules, &e), expected, "event {i}");
+        }
     }
 
     #[test]

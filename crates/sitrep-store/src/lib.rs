@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod memory;
 pub mod redis;
+pub mod write;
 
 use std::time::Duration;
 

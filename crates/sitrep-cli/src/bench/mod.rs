@@ -35,7 +35,6 @@ use sitrep_core::{Directory, Limits, Report, Rules, Timestamp, validate};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
-use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
 use sitrep_server::convert::report_to_wire;
 use sitrep_store::redis::RedisProcess;
 use sitrep_store::{RedisOptions, RedisStore, Store};
@@ -369,11 +368,9 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let mut streams = Vec::new();
     for _ in 0..args.subscribers {
         let channel = Endpoint::from_shared(url_grpc.clone())?.connect().await?;
-        let stream = SubscriberServiceClient::new(channel)
-            .subscribe(pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() })
-            .await?
-            .into_inner();
-        streams.push(stream);
+        streams.push(
+            light::subscribe(channel, pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() }).await?,
+        );
     }
     let mut links = Vec::new();
     for _ in codes.iter() {
@@ -394,7 +391,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
             let mut from_receipt = Samples::default();
             while let Ok(Ok(Some(u))) = tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
                 match u.kind {
-                    Some(pb::update::Kind::Event(e)) => {
+                    Some(light::Kind::Event(e)) => {
                         events += 1;
                         let now = Instant::now();
                         if let Ok(sent_us) = e.narrative.parse::<u64>() {
@@ -411,8 +408,8 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
                             }
                         }
                     }
-                    Some(pb::update::Kind::Reset(_)) => resets += 1,
-                    Some(pb::update::Kind::Heartbeat(_))
+                    Some(light::Kind::Reset(_)) => resets += 1,
+                    Some(light::Kind::Heartbeat(_))
                         if Instant::now() > phase.measure_until + Duration::from_secs(2) =>
                     {
                         break;
@@ -631,6 +628,54 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Removes a directory when dropped.
+/// The bench's subscribers: real gRPC subscriptions that decode of each update only what the bench times (an event's
+/// narrative, which carries the send time, and its receipt time) and skip the rest of it unread. The load generator
+/// shares the machine with the aggregator; decoding every event in full took it more CPU than the aggregator took to
+/// make and send them. A wallboard decodes everything, on its own machine.
+mod light {
+    use sitrep_proto::v1 as pb;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Update {
+        #[prost(oneof = "Kind", tags = "2, 3, 4")]
+        pub kind: Option<Kind>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "2")]
+        Event(Event),
+        #[prost(message, tag = "3")]
+        Heartbeat(Empty),
+        #[prost(message, tag = "4")]
+        Reset(Empty),
+    }
+
+    /// `sitrep.v1.Event`'s receipt time and narrative.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Event {
+        #[prost(message, optional, tag = "7")]
+        pub received_at: Option<prost_types::Timestamp>,
+        #[prost(string, tag = "10")]
+        pub narrative: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Empty {}
+
+    /// `SubscriberService/Subscribe`, decoded as [`Update`].
+    pub async fn subscribe(
+        channel: tonic::transport::Channel,
+        request: pb::SubscribeRequest,
+    ) -> anyhow::Result<tonic::Streaming<Update>> {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/sitrep.v1.SubscriberService/Subscribe");
+        let codec = tonic_prost::ProstCodec::<pb::SubscribeRequest, Update>::default();
+        Ok(grpc.server_streaming(tonic::Request::new(request), path, codec).await?.into_inner())
+    }
+}
+
 pub(crate) fn scopeguard(dir: std::path::PathBuf) -> impl Drop {
     struct Guard(std::path::PathBuf);
     impl Drop for Guard {

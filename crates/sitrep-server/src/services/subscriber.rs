@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use super::Context;
 use super::subscriber_transport::OutUpdate;
-use crate::convert::{event_to_wire, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire};
+use crate::convert::{encode_event_update, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire};
 use crate::error;
 use crate::session::{self, Out, OutEvent, Resync};
 
@@ -102,11 +102,9 @@ fn encode(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> OutUpd
     let kind = match out {
         Out::Event(OutEvent::Shared(shared)) => {
             let rules = &ctx.rules;
-            let bytes =
-                shared.encoded(|e| update(pb::update::Kind::Event(event_to_wire(rules, e))).encode_to_vec().into());
-            return OutUpdate::Encoded(bytes);
+            return OutUpdate::Encoded(shared.encoded(|e| encode_event_update(rules, e).into()));
         }
-        Out::Event(OutEvent::Own(event)) => pb::update::Kind::Event(event_to_wire(&ctx.rules, &event)),
+        Out::Event(OutEvent::Own(event)) => return OutUpdate::Encoded(encode_event_update(&ctx.rules, &event).into()),
         Out::Snapshot(snap) if metrics.is_none() => return OutUpdate::Encoded(encode_snapshot(ctx, &snap)),
         Out::Snapshot(snap) => pb::update::Kind::Snapshot(snapshot_to_wire(
             &ctx.rules,

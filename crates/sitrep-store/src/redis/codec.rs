@@ -334,75 +334,10 @@ fn alerts_decode(codes: &Codes, provider: &str, blobs: Vec<AlertBlob>) -> Result
     blobs.into_iter().map(|a| a.decode(codes, provider)).collect()
 }
 
-/// Writing the blobs above straight from the domain types, borrowing their texts: building a blob first copied
-/// every text (alert messages, OPEL explanations, narratives) and allocated a vector per list, only to write them
-/// out. What is written here is what the blob types read (the round-trip tests check it); a field at its default
-/// is left out, as prost leaves it out.
-mod write {
-    use prost::Message;
-    use prost::encoding::{self, WireType, encode_key, encode_varint, encoded_len_varint};
-
-    pub fn uint64(tag: u32, v: u64, b: &mut Vec<u8>) {
-        if v != 0 {
-            encoding::uint64::encode(tag, &v, b);
-        }
-    }
-
-    pub fn uint32(tag: u32, v: u32, b: &mut Vec<u8>) {
-        if v != 0 {
-            encoding::uint32::encode(tag, &v, b);
-        }
-    }
-
-    pub fn sint64(tag: u32, v: i64, b: &mut Vec<u8>) {
-        if v != 0 {
-            encoding::sint64::encode(tag, &v, b);
-        }
-    }
-
-    pub fn double(tag: u32, v: f64, b: &mut Vec<u8>) {
-        if v != 0.0 {
-            encoding::double::encode(tag, &v, b);
-        }
-    }
-
-    pub fn boolean(tag: u32, v: bool, b: &mut Vec<u8>) {
-        if v {
-            encoding::bool::encode(tag, &v, b);
-        }
-    }
-
-    /// A text field; `always` for an element of a repeated field, which is written even when empty.
-    pub fn text(tag: u32, v: &str, always: bool, b: &mut Vec<u8>) {
-        if always || !v.is_empty() {
-            encode_key(tag, WireType::LengthDelimited, b);
-            encode_varint(v.len() as u64, b);
-            b.extend_from_slice(v.as_bytes());
-        }
-    }
-
-    pub fn blob<M: Message>(tag: u32, m: &M, b: &mut Vec<u8>) {
-        encoding::message::encode(tag, m, b);
-    }
-
-    /// A nested message written by `body` in place: one byte is kept for its length, and the body moves along
-    /// when its length needs more.
-    pub fn message<E>(tag: u32, b: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
-        encode_key(tag, WireType::LengthDelimited, b);
-        let at = b.len();
-        b.push(0);
-        body(b)?;
-        let len = (b.len() - at - 1) as u64;
-        if len < 0x80 {
-            b[at] = len as u8;
-        } else {
-            let mut prefix = Vec::with_capacity(encoded_len_varint(len));
-            encode_varint(len, &mut prefix);
-            b.splice(at..at + 1, prefix);
-        }
-        Ok(())
-    }
-}
+/// The blobs above are written straight from the domain types with [`crate::write`], borrowing their texts: building
+/// a blob first copied every text (alert messages, OPEL explanations, narratives) and allocated a vector per list,
+/// only to write them out. What is written is what the blob types read (a test checks the bytes are prost's own).
+use crate::write;
 
 fn write_alert(codes: &Codes, a: &Alert, b: &mut Vec<u8>) -> Result<(), StoreError> {
     write::uint32(1, ALERT_KINDS.iter().position(|k| *k == a.kind).expect("every kind listed") as u32, b);
@@ -418,7 +353,7 @@ fn write_alert(codes: &Codes, a: &Alert, b: &mut Vec<u8>) -> Result<(), StoreErr
 
 fn write_alerts(tag: u32, codes: &Codes, alerts: &[Alert], b: &mut Vec<u8>) -> Result<(), StoreError> {
     for a in alerts {
-        write::message(tag, b, |b| write_alert(codes, a, b))?;
+        write::try_message(tag, b, |b| write_alert(codes, a, b))?;
     }
     Ok(())
 }
@@ -428,13 +363,13 @@ fn write_opel(codes: &Codes, o: &Opel, b: &mut Vec<u8>) -> Result<(), StoreError
         prost::encoding::uint32::encode(1, &d, b);
     }
     let Some(a) = &o.computed else { return Ok(()) };
-    write::message(2, b, |b| {
+    write::try_message(2, b, |b| {
         write::uint32(1, a.level, b);
         write::double(2, a.score, b);
         write::double(3, a.max_score, b);
         write::double(4, a.percent, b);
         for s in &a.scored {
-            write::message(5, b, |b| {
+            write::try_message(5, b, |b| {
                 write::text(1, &s.parameter, false, b);
                 write::text(2, &s.label, false, b);
                 write::uint32(3, codes.id_of_text(&s.metric)?, b);
@@ -539,7 +474,7 @@ pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreErr
     write::text(7, p.source.as_deref().unwrap_or(""), false, b);
     write::boolean(8, p.stale, b);
     for ((period, observed), values) in groups {
-        write::message(9, b, |b| {
+        write::try_message(9, b, |b| {
             write::sint64(1, hours(period), b);
             write::sint64(2, observed.millis() - period.millis(), b);
             write::blob(3, &Values::encode(codes, values)?, b);
@@ -656,7 +591,7 @@ pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
     }
     write::blob(15, &Figures::encode(codes, &e.derived.figures)?, b);
     if let Some(o) = &e.derived.opel {
-        write::message(16, b, |b| write_opel(codes, o, b))?;
+        write::try_message(16, b, |b| write_opel(codes, o, b))?;
     }
     write_alerts(17, codes, &e.derived.raised, b)?;
     write_alerts(18, codes, &e.derived.cleared, b)?;
