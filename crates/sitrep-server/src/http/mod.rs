@@ -229,7 +229,9 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
         (Err(_), _, _) => Some("the store did not answer within 1 s".to_owned()),
         (Ok(Err(e)), _, _) => Some(format!("the store is unreachable: {e}")),
         (_, _, true) => Some(state.message.clone()),
-        (_, false, _) => Some("the aggregator has not caught up with its event log yet".to_owned()),
+        (_, false, _) => {
+            Some("the aggregator has not caught up with its event log (and made its snapshots ready) yet".to_owned())
+        }
         _ => None,
     };
     match reason {

@@ -173,6 +173,8 @@ const RECENT_KEPT: usize = 4096;
 const MAX_BATCH: usize = 64;
 /// Script calls the committer has under way at once (see `commit_loop`).
 const COMMITS_IN_FLIGHT: usize = 2;
+/// Plans waiting that justify a call while another is under way.
+const PIPELINED_BACKLOG: usize = 8;
 /// Attempts at applying a plan whose provider another writer keeps changing, before giving up.
 const MAX_CONFLICTS: usize = 16;
 /// States read per `HSCAN` while loading.
@@ -326,8 +328,8 @@ enum Outcome {
 }
 
 /// The committer: sends what has gathered in its queue as one script call, hands each plan its outcome when the
-/// answer comes, and goes round again. Up to [`COMMITS_IN_FLIGHT`] calls are under way at once on the multiplexed
-/// connection (Redis runs them in the order sent, and their answers come back in that order), so Redis is not idle
+/// answer comes, and goes round again. With a backlog, up to [`COMMITS_IN_FLIGHT`] calls are under way at once on the
+/// multiplexed connection (Redis runs them in the order sent, and their answers come back in that order), so Redis is not idle
 /// while the aggregator reads one answer and gathers the next batch. Plans in different calls are of different
 /// providers (a provider has one plan under way at a time), so no call depends on another's outcome. It stops when
 /// the store (the queue's sender) is dropped, once the calls under way have answered.
@@ -349,7 +351,11 @@ async fn commit_loop(
             Some((batch, reply)) = under_way.next(), if !under_way.is_empty() => {
                 answered(&appended, batch, reply);
             }
-            first = rx.recv(), if open && under_way.len() < COMMITS_IN_FLIGHT => {
+            // A second call goes out only with a backlog behind it: a handful of plans sent on their own would cost
+            // Redis and the aggregator a script call each for no gain in latency.
+            first = rx.recv(), if open
+                && (under_way.is_empty() || (under_way.len() < COMMITS_IN_FLIGHT && rx.len() >= PIPELINED_BACKLOG)) =>
+            {
                 let Some(first) = first else {
                     open = false;
                     continue;
