@@ -445,22 +445,7 @@ struct StateBlob {
 /// ([`decode_state`]), which gives exactly what was derived when it was written (the property tests check that
 /// deriving afresh equals what a state keeps).
 pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
-    // Readings grouped by the report that set them: a few groups (most readings come from the latest report), found
-    // by a look along a short list, in time order.
-    type Group = ((Timestamp, Timestamp), Vec<(Code, Value)>);
-    let mut groups: Vec<Group> = Vec::new();
-    for (code, r) in &p.readings {
-        let key = (r.period, r.observed_at);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, list)) => list.push((*code, r.value)),
-            None => {
-                let mut list = Vec::with_capacity(p.readings.len());
-                list.push((*code, r.value));
-                groups.push((key, list));
-            }
-        }
-    }
-    groups.sort_unstable_by_key(|(k, _)| *k);
+    let groups = reading_groups(p);
     let mut out = Vec::with_capacity(64 + 4 * p.readings.len() + 160 * p.alerts.len());
     out.extend_from_slice(itoa::Buffer::new().format(p.version).as_bytes());
     out.push(b'|');
@@ -483,6 +468,28 @@ pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreErr
     }
     write_alerts(12, codes, &p.alerts, b)?;
     Ok(out)
+}
+
+/// The readings one report set: its period and observation time, and each metric's value.
+type ReadingsOf = ((Timestamp, Timestamp), Vec<(Code, Value)>);
+
+/// A state's readings grouped by the report that set them (its period and observation time), in time order: a few
+/// groups (most readings come from the latest report), found by a look along a short list.
+fn reading_groups(p: &ProviderLive) -> Vec<ReadingsOf> {
+    let mut groups: Vec<ReadingsOf> = Vec::new();
+    for (code, r) in &p.readings {
+        let key = (r.period, r.observed_at);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push((*code, r.value)),
+            None => {
+                let mut list = Vec::with_capacity(p.readings.len());
+                list.push((*code, r.value));
+                groups.push((key, list));
+            }
+        }
+    }
+    groups.sort_unstable_by_key(|(k, _)| *k);
+    groups
 }
 
 /// The version a stored state starts with.
@@ -757,22 +764,7 @@ mod tests {
     }
 
     fn blob_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
-        // Readings grouped by the report that set them: a few groups (most readings come from the latest report), found
-        // by a look along a short list, in time order.
-        type Group = ((Timestamp, Timestamp), Vec<(Code, Value)>);
-        let mut groups: Vec<Group> = Vec::new();
-        for (code, r) in &p.readings {
-            let key = (r.period, r.observed_at);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, list)) => list.push((*code, r.value)),
-                None => {
-                    let mut list = Vec::with_capacity(p.readings.len());
-                    list.push((*code, r.value));
-                    groups.push((key, list));
-                }
-            }
-        }
-        groups.sort_unstable_by_key(|(k, _)| *k);
+        let groups = reading_groups(p);
         let readings = groups
             .into_iter()
             .map(|((period, observed), values)| {
