@@ -647,3 +647,90 @@ async fn push_saner_measure_report() {
         "absent, not zero"
     );
 }
+
+/// A snapshot of more providers than one part holds comes in parts over gRPC: the same cursor on every part, the
+/// rollups with the first, `more` on all but the last, every provider once and in code order; the encodings the Hub
+/// keeps (every metric) and those made for a metric filter agree; and the stream goes on with the next event.
+#[tokio::test]
+async fn a_large_snapshot_comes_in_parts_with_the_rollups_first() {
+    const PROVIDERS: usize = 600;
+    let mut directory =
+        String::from("[nation]\ncode = \"ENG\"\nname = \"England\"\n[[region]]\ncode = \"R1\"\nname = \"Region\"\n");
+    for s in 1..=3 {
+        directory.push_str(&format!("[[system]]\ncode = \"S{s}\"\nname = \"System {s}\"\nregion = \"R1\"\n"));
+    }
+    for p in 0..PROVIDERS {
+        directory.push_str(&format!(
+            "[[provider]]\ncode = \"P{p:03}\"\nname = \"Provider {p}\"\nsystem = \"S{}\"\nkind = \"acute\"\n",
+            p % 3 + 1
+        ));
+    }
+    let server =
+        Server::start_full("directory = \"directory.toml\"\n", &[], "127.0.0.1:0", &[("directory.toml", &directory)])
+            .await;
+    let mut client = server.provider().await;
+    let mut feed = Feed::open(&mut client).await;
+    for p in 0..PROVIDERS {
+        let values = [("beds.cc_adult.open", 20.0), ("beds.cc_adult.occupied", (p % 20) as f64)];
+        let ack = feed.send(report(&format!("P{p:03}"), 0, 1, &values)).await;
+        assert_eq!(ack.outcome(), Outcome::Accepted, "{ack:?}");
+    }
+
+    let collect = |request: pb::SubscribeRequest| {
+        let server = &server;
+        async move {
+            let mut stream = server.subscriber().await.subscribe(request).await.unwrap().into_inner();
+            let mut parts = Vec::new();
+            loop {
+                let part = expect_snapshot(next_non_heartbeat(&mut stream).await);
+                let more = part.more;
+                parts.push(part);
+                if !more {
+                    return (parts, stream);
+                }
+            }
+        }
+    };
+    let occupied = "beds.cc_adult.occupied".to_string();
+    let metric_filter = pb::Filter { metrics: vec![occupied.clone()], ..Default::default() };
+    let (all, mut stream) = collect(subscribe_all(30)).await;
+    let (filtered, _) =
+        collect(pb::SubscribeRequest { filter: Some(metric_filter), heartbeat_seconds: 30, ..Default::default() })
+            .await;
+    for parts in [&all, &filtered] {
+        assert_eq!(parts.iter().map(|p| p.providers.len()).collect::<Vec<_>>(), [250, 250, 100]);
+        assert!(parts.iter().all(|p| p.cursor == parts[0].cursor), "one cursor for the whole snapshot");
+        assert_eq!(parts[0].rollups.len(), 5, "three systems, the region and the nation, with the first part");
+        assert!(parts[1..].iter().all(|p| p.rollups.is_empty()));
+        let codes: Vec<&str> = parts.iter().flat_map(|p| &p.providers).map(|s| s.provider.as_str()).collect();
+        let expected: Vec<String> = (0..PROVIDERS).map(|p| format!("P{p:03}")).collect();
+        assert_eq!(codes, expected, "every provider once, in code order");
+    }
+    // The same providers' occupied beds through the Hub's kept encodings and through a filter's own.
+    let occupied_of = |parts: &[pb::Snapshot]| -> Vec<Option<f64>> {
+        parts
+            .iter()
+            .flat_map(|p| &p.providers)
+            .map(|s| num(&s.readings.get(&occupied).and_then(|r| r.value.clone())))
+            .collect()
+    };
+    assert_eq!(occupied_of(&all), occupied_of(&filtered));
+    assert!(filtered.iter().flat_map(|p| &p.providers).all(|s| s.readings.len() == 1), "only the filter's metric");
+    let total: f64 = all[0]
+        .rollups
+        .iter()
+        .find(|r| r.scope.as_ref().unwrap().level == "nation")
+        .unwrap()
+        .metrics
+        .iter()
+        .find(|m| m.metric == occupied)
+        .and_then(|m| m.value)
+        .unwrap();
+    assert_eq!(total, (0..PROVIDERS).map(|p| (p % 20) as f64).sum::<f64>(), "the nation's total, exactly");
+
+    // After the snapshot, the next event, continuing from its cursor.
+    let ack = feed.send(report("P007", 0, 2, &[("beds.cc_adult.occupied", 19.0)])).await;
+    assert_eq!(ack.outcome(), Outcome::Accepted);
+    let event = expect_event(next_non_heartbeat(&mut stream).await);
+    assert_eq!((event.provider.as_str(), changes(&event)), ("P007", vec![(occupied.clone(), Some(7.0), 19.0)]));
+}

@@ -706,6 +706,34 @@ mod tests {
         assert_eq!(made.load(Ordering::Relaxed), 3, "a new version is encoded afresh");
     }
 
+    /// A Hub that warms snapshots says it is ready only once every provider is encoded: a first snapshot then makes
+    /// no encoding of its own.
+    #[tokio::test]
+    async fn ready_means_every_provider_is_encoded() {
+        // Slow enough that a Hub saying it is ready before the warm-up ends would be caught.
+        fn encode(p: &ProviderLive) -> Bytes {
+            std::thread::sleep(Duration::from_millis(50));
+            Bytes::from(p.provider.clone())
+        }
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        for p in ["RJ7", "RVR", "RAL"] {
+            let r = report(p, 0, 1, &[("flow.discharges", Value::Number(3.0))]);
+            store.apply(&r, sitrep_core::Timestamp::now()).await.unwrap();
+        }
+        let hub = Hub::new(Rules::demo(), 4).warm_with(encode);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(hub.clone().run(store.clone(), cancel.clone()));
+        assert!(hub.ready(Duration::from_secs(10)).await);
+        let (_, snapshot) = hub.subscribe(&Selection::All).expect("ready");
+        assert_eq!(snapshot.providers.len(), 3);
+        for p in &snapshot.providers {
+            let bytes = hub.encoded_provider(&snapshot.cursor.epoch, p, |_| panic!("{} was not encoded", p.provider));
+            assert_eq!(bytes, Bytes::from(p.provider.clone()));
+        }
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn backoff_grows_and_is_bounded() {
         let mut b = Backoff::default();
