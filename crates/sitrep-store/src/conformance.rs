@@ -178,6 +178,8 @@ pub async fn late_reports_go_to_history_only(store: &dyn Store) {
     assert!(!late.live, "an earlier period is history only");
     assert_eq!(late.changes.len(), 1);
     assert_eq!(late.changes[0].before, Some(n(10.0)), "diffs against the previous revision of its period");
+    let skipped = accept(store, &report("RGT", 2, 4, &[("ed.in_department", n(14.0))])).await;
+    assert_eq!(skipped.changes[0].before, Some(n(12.0)), "the latest revision below it, with revision 3 never sent");
     let lower = accept(store, &report("RGT", 0, 2, &[("ed.in_department", n(20.0))])).await;
     assert!(!lower.live, "a lower revision of the latest period is history only");
     assert_eq!(lower.changes[0].before, None, "no earlier revision of that period");

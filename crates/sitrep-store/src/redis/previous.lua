@@ -3,8 +3,16 @@
 -- KEYS: 1 history hash ('<period in hours>:<revision>' -> '<event id>|<entry>')
 -- ARGV: 1 period (hours), 2 revision
 -- Returns the stored entry ('<event id>|<entry>') or '' if the period has no earlier revision.
-local best, best_r = nil, -1
 local p, r = ARGV[1], tonumber(ARGV[2])
+-- Most often the revision just before is there: one look. Otherwise (revisions skipped) the period's fields are
+-- searched, which reads every field of the provider's history.
+if r > 1 then
+  local direct = redis.call('HGET', KEYS[1], p .. ':' .. string.format('%d', r - 1))
+  if direct then
+    return direct
+  end
+end
+local best, best_r = nil, -1
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
   local fp, fr = string.match(f, '^(%d+):(%d+)$')
   fr = tonumber(fr)
