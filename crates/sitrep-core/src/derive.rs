@@ -179,7 +179,8 @@ pub fn provider_view(rules: &Rules, provider: &str, values: &BTreeMap<Code, Valu
     (side.figures(rules), side.opel)
 }
 
-/// A provider's state before a report, as far as derivation needs it.
+/// A provider's state before a report, as far as derivation needs it (for [`report`]).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug)]
 pub struct Before<'a> {
     /// Its live values (None: it never reported).
@@ -211,7 +212,9 @@ pub fn show(catalogue: &Catalogue, metric: &str, value: f64) -> String {
 /// What a live report changes in `provider`'s derived picture: figures and ratings, OPEL levels, and the alerts
 /// it raises (entering red, escalation, suspicious jumps, OPEL mismatch) and clears (leaving red, de-escalation,
 /// staleness, earlier jumps). `after` is the provider's live values once the report is applied; `changes` are the
-/// report's metric changes; `at` is when it was received.
+/// report's metric changes; `at` is when it was received. The tests' way in: the pipeline derives with
+/// [`advance`], from the figures a provider's state keeps.
+#[cfg(test)]
 pub fn report(
     rules: &Rules,
     provider: &str,
