@@ -452,6 +452,9 @@ impl Hub {
         let hub = self.clone();
         tokio::task::spawn_blocking(move || {
             for p in &providers {
+                if hub.installs.load(Ordering::Relaxed) != generation {
+                    return; // a later picture has its own warm-up
+                }
                 hub.encoded_provider(&epoch, p, encode);
             }
             // Ready only if no other picture (or none) was installed meanwhile: checked under the watch's lock, which

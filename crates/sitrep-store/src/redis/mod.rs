@@ -328,11 +328,11 @@ enum Outcome {
 }
 
 /// The committer: sends what has gathered in its queue as one script call, hands each plan its outcome when the
-/// answer comes, and goes round again. With a backlog, up to [`COMMITS_IN_FLIGHT`] calls are under way at once on the
-/// multiplexed connection (Redis runs them in the order sent, and their answers come back in that order), so Redis is not idle
-/// while the aggregator reads one answer and gathers the next batch. Plans in different calls are of different
-/// providers (a provider has one plan under way at a time), so no call depends on another's outcome. It stops when
-/// the store (the queue's sender) is dropped, once the calls under way have answered.
+/// answer comes, and goes round again. With a backlog, up to [`COMMITS_IN_FLIGHT`] calls are under way at once on
+/// the multiplexed connection (Redis runs them in the order sent, and their answers come back in that order), so
+/// Redis is not idle while the aggregator reads one answer and gathers the next batch. Plans in different calls are
+/// of different providers (a provider has one plan under way at a time), so no call depends on another's outcome.
+/// It stops when the store (the queue's sender) is dropped, once the calls under way have answered.
 async fn commit_loop(
     mut rx: mpsc::Receiver<Pending>,
     conn: ConnectionManager,
@@ -377,7 +377,8 @@ async fn commit_loop(
                 appended.in_flight.fetch_add(1, SeqCst);
                 let mut conn = conn.clone();
                 under_way.push_back(async move {
-                    let reply: Result<RValue, StoreError> = invocation.invoke_async(&mut conn).await.map_err(unavailable);
+                    let reply: Result<RValue, StoreError> =
+                        invocation.invoke_async(&mut conn).await.map_err(unavailable);
                     (batch, reply)
                 });
             }
