@@ -101,10 +101,8 @@ pub struct Rules {
 pub struct Index {
     /// Reported metric codes, in catalogue (code) order.
     pub metrics: Vec<Code>,
-    metric_pos: rustc_hash::FxHashMap<String, usize>,
     /// Derived metric codes, in code order.
     pub derived: Vec<Code>,
-    derived_pos: rustc_hash::FxHashMap<String, usize>,
     /// Each derived metric's two inputs, as reported metric positions.
     pub inputs: Vec<[usize; 2]>,
     /// For each reported metric, the derived metrics that read it.
@@ -172,12 +170,18 @@ impl Index {
 
     /// The position of a reported metric.
     pub fn metric(&self, code: &str) -> Option<usize> {
-        self.metric_pos.get(code).copied()
+        match self.all[self.ordinal(code)?].1 {
+            Position::Metric(m) => Some(m),
+            Position::Derived(_) => None,
+        }
     }
 
     /// The position of a derived metric.
     pub fn derived(&self, code: &str) -> Option<usize> {
-        self.derived_pos.get(code).copied()
+        match self.all[self.ordinal(code)?].1 {
+            Position::Derived(d) => Some(d),
+            Position::Metric(_) => None,
+        }
     }
 
     /// The position of a scope.
@@ -259,7 +263,6 @@ impl Rules {
         let metric_pos: rustc_hash::FxHashMap<String, usize> =
             metrics.iter().enumerate().map(|(i, m)| (m.to_string(), i)).collect();
         let derived: Vec<Code> = c.derived_metrics().map(|d| Code::new(&d.code)).collect();
-        let derived_pos = derived.iter().enumerate().map(|(i, d)| (d.to_string(), i)).collect();
         let mut feeds = vec![Vec::new(); metrics.len()];
         let inputs: Vec<[usize; 2]> = c
             .derived_metrics()
@@ -300,9 +303,7 @@ impl Rules {
             .collect();
         Index {
             metrics,
-            metric_pos,
             derived,
-            derived_pos,
             inputs,
             feeds,
             by_max,
