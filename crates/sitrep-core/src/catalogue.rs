@@ -432,11 +432,6 @@ impl Catalogue {
         self.metrics.lookup(code)
     }
 
-    /// The interned [`Code`] of a reported or derived metric.
-    pub fn code(&self, code: &str) -> Option<Code> {
-        self.metrics.lookup(code).map(|(c, _)| c).or_else(|| self.derived.lookup(code).map(|(c, _)| c))
-    }
-
     pub fn contains(&self, code: &str) -> bool {
         self.metrics.contains_key(code)
     }

@@ -2,9 +2,11 @@
 //! allocating, copying and comparing `String`s (a report's two dozen codes used to be copied a hundred and more
 //! times between its arrival and its event).
 //!
-//! Codes are interned once for the life of the process and never freed. Only codes a deployment knows become
-//! `Code`s (its catalogue's metrics and derived metrics, and the codes its store's dictionary names), so the set is
-//! bounded by configuration: text from a request is looked up with [`Code::find`], which never interns.
+//! Codes are interned once for the life of the process and never freed, so only codes a deployment knows become
+//! `Code`s: its catalogue's metrics and derived metrics (validation takes a report's codes from the catalogue,
+//! `Catalogue::lookup`) and the codes its store's dictionary names. Text from a request is never made into one: it
+//! is looked up by `&str` (a `BTreeMap<Code, _>` takes one) or compared as text. `From<&str>` and `Deserialize`
+//! intern, for configuration and tests; no request path uses them.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -23,8 +25,8 @@ pub struct Code(&'static str);
 static INTERNED: LazyLock<Mutex<FxHashSet<&'static str>>> = LazyLock::new(Default::default);
 
 impl Code {
-    /// The code for `text`, interning it if it is new. For codes from configuration or the store's dictionary;
-    /// see [`Code::find`] for text from a request.
+    /// The code for `text`, interning it if it is new. For codes from configuration or the store's dictionary,
+    /// never for text from a request (see the module doc).
     pub fn new(text: &str) -> Code {
         let mut set = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
         match set.get(text) {
@@ -35,11 +37,6 @@ impl Code {
                 Code(s)
             }
         }
-    }
-
-    /// The code for `text` if it has been interned (no configured metric has any other code).
-    pub fn find(text: &str) -> Option<Code> {
-        INTERNED.lock().unwrap_or_else(|e| e.into_inner()).get(text).map(|s| Code(s))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -169,8 +166,6 @@ mod tests {
         let b = Code::new(&String::from("beds.cc_adult.open"));
         assert_eq!(a, b);
         assert_eq!(a.id(), b.id());
-        assert_eq!(Code::find("beds.cc_adult.open"), Some(a));
-        assert_eq!(Code::find("code.never.interned.here"), None);
         let c = Code::new("beds.cc_adult.occupied");
         assert!(c < a && "beds.cc_adult.occupied" < "beds.cc_adult.open");
         let map = BTreeMap::from([(a, 1), (c, 2)]);

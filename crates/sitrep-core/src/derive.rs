@@ -224,9 +224,8 @@ pub fn report(
     at: Timestamp,
 ) -> Derived {
     let empty = BTreeMap::new();
-    let pairs = |m: &BTreeMap<Code, Value>| m.iter().map(|(c, v)| (*c, *v)).collect::<Vec<_>>().into_iter();
-    let b = Side::of(rules, provider, pairs(before.values.unwrap_or(&empty)));
-    let a = Side::of(rules, provider, pairs(after));
+    let b = Side::of(rules, provider, before.values.unwrap_or(&empty).iter().map(|(c, v)| (*c, *v)));
+    let a = Side::of(rules, provider, after.iter().map(|(c, v)| (*c, *v)));
     between(rules, provider, &b, &a, before.open, changes, at)
 }
 

@@ -142,40 +142,30 @@ impl Picture {
         }
         let first = entry.version == 0;
         let was_stale = entry.stale;
-        // The metrics whose totals move: those whose values changed (each with its number after, which the event
-        // carries), and the derived metrics they feed.
-        // An event is folded onto the very version it was planned from (checked above), so a change's `before` is
-        // the number the picture holds now.
+        // The provider's numbers by metric position before the event (one walk over its readings), and the metrics
+        // whose totals move: those the event changed (each with its number after, which the event carries), and the
+        // derived metrics they feed, whose inputs are looked up in the numbers before and after.
+        let mut numbers: Vec<Option<i128>> = vec![None; index.metrics.len()];
+        for (code, r) in &entry.readings {
+            if let Some(Position::Metric(m)) = index.position_of(*code) {
+                numbers[m] = r.value.number().map(fixed);
+            }
+        }
         let changed: Vec<(usize, Option<i128>, Option<i128>)> = event
             .changes
             .iter()
             .filter_map(|c| {
-                let before = c.before.and_then(crate::Value::number).map(fixed);
-                let Position::Metric(m) = index.all[index.ord(c.metric)?].1 else { return None };
-                Some((m, before, c.after.number().map(fixed)))
+                let Position::Metric(m) = index.position_of(c.metric)? else { return None };
+                Some((m, numbers[m], c.after.number().map(fixed)))
             })
             .collect();
         let mut derived: Vec<usize> = changed.iter().flat_map(|(m, ..)| index.feeds[*m].iter().copied()).collect();
         derived.sort_unstable();
         derived.dedup();
-        // The provider's numbers before the event, by metric position (one walk over its readings), then after it
-        // (the event's changes are every number that moved): each derived metric's inputs are looked up there.
-        let mut numbers: Vec<Option<i128>> = vec![None; index.metrics.len()];
-        for (code, r) in &entry.readings {
-            if let Some(Position::Metric(m)) = index.ord(*code).map(|o| index.all[o].1) {
-                numbers[m] = r.value.number().map(fixed);
-            }
-        }
         let pairs = |numbers: &[Option<i128>]| -> Vec<Option<(i128, i128)>> {
             derived.iter().map(|d| numbers[index.inputs[*d][0]].zip(numbers[index.inputs[*d][1]])).collect()
         };
         let pairs_before = pairs(&numbers);
-        debug_assert!(
-            changed.iter().all(|(m, before, _)| *before == numbers[*m]),
-            "{}: event {} changes from numbers the picture does not hold",
-            event.provider,
-            event.cursor
-        );
         for (m, _, after) in &changed {
             numbers[*m] = *after;
         }
@@ -221,7 +211,7 @@ impl Picture {
             .iter()
             .map(|(m, ..)| Position::Metric(*m))
             .chain(derived.iter().map(|d| Position::Derived(*d)))
-            .chain(event.derived.figures.iter().filter_map(|f| Some(index.all[index.ord(f.metric)?].1)))
+            .chain(event.derived.figures.iter().filter_map(|f| index.position_of(f.metric)))
             .collect();
         positions.sort_by_key(|p| index.ordinal_of(*p));
         positions.dedup();

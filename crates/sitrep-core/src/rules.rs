@@ -139,7 +139,12 @@ pub enum Position {
 impl Index {
     /// The position of a reported or derived metric.
     pub fn position(&self, code: &str) -> Option<Position> {
-        self.metric(code).map(Position::Metric).or_else(|| self.derived(code).map(Position::Derived))
+        Some(self.all[self.ordinal(code)?].1)
+    }
+
+    /// [`Index::position`] of an interned code.
+    pub fn position_of(&self, code: Code) -> Option<Position> {
+        Some(self.all[self.ord(code)?].1)
     }
 
     /// The ordinal of a reported or derived metric (its place in [`Index::all`]).
@@ -165,22 +170,6 @@ impl Index {
         match position {
             Position::Metric(m) => self.metrics[m],
             Position::Derived(d) => self.derived[d],
-        }
-    }
-
-    /// The position of a reported metric.
-    pub fn metric(&self, code: &str) -> Option<usize> {
-        match self.all[self.ordinal(code)?].1 {
-            Position::Metric(m) => Some(m),
-            Position::Derived(_) => None,
-        }
-    }
-
-    /// The position of a derived metric.
-    pub fn derived(&self, code: &str) -> Option<usize> {
-        match self.all[self.ordinal(code)?].1 {
-            Position::Derived(d) => Some(d),
-            Position::Metric(_) => None,
         }
     }
 
@@ -402,14 +391,14 @@ impl Rules {
     }
 
     /// A scope's name for people, e.g. "South West London ICB".
-    pub fn scope_name(&self, scope: &Scope) -> String {
+    pub fn scope_name<'a>(&'a self, scope: &'a Scope) -> &'a str {
         let d = &self.directory;
         match scope.level {
-            Level::System => d.system(&scope.code).map(|s| s.name.clone()),
-            Level::Region => d.region(&scope.code).map(|r| r.name.clone()),
-            Level::Nation => Some(d.nation().name.clone()),
+            Level::System => d.system(&scope.code).map(|s| s.name.as_str()),
+            Level::Region => d.region(&scope.code).map(|r| r.name.as_str()),
+            Level::Nation => Some(d.nation().name.as_str()),
         }
-        .unwrap_or_else(|| scope.code.clone())
+        .unwrap_or(&scope.code)
     }
 }
 

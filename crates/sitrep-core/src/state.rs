@@ -204,17 +204,17 @@ pub struct HistoryRecord {
 }
 
 impl Event {
-    /// Keeps only the changes, figures and rollups of `metrics` (all when `None`). Returns whether anything is
-    /// left worth delivering to a subscriber that asked for those metrics: a change, a changed figure (a derived
-    /// metric such as occupancy changes when its inputs do), or an alert.
-    /// Whether this event changes how many providers of its scopes are reporting or stale: a first report, a stale
-    /// transition, or a report that ends staleness (it clears the provider's stale alert).
+    /// Whether this event changes how many providers of its scopes are reporting or stale: a first live report, a
+    /// stale transition, or a report that ends staleness (it clears the provider's stale alert).
     pub fn moves_counts(&self) -> bool {
         self.kind == EventKind::Stale
-            || self.version == 1
+            || (self.live && self.version == 1)
             || self.derived.cleared.iter().any(|a| a.kind == crate::AlertKind::Stale)
     }
 
+    /// Keeps only the changes, figures and rollups of `metrics` (all when `None`). Returns whether anything is
+    /// left worth delivering to a subscriber that asked for those metrics: a change, a changed figure (a derived
+    /// metric such as occupancy changes when its inputs do), or an alert.
     pub fn retain_metrics(&mut self, metrics: Option<&std::collections::BTreeSet<String>>) -> bool {
         match metrics {
             None => true,

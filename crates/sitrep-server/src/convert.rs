@@ -127,7 +127,7 @@ fn figure_to_wire(f: &Figure) -> pb::Figure {
     pb::Figure { metric: f.metric.to_string(), value: f.value, rag: rag_to_wire(f.rag) as i32 }
 }
 
-pub fn assessment_to_wire(a: &Assessment) -> pb::OpelAssessment {
+fn assessment_to_wire(a: &Assessment) -> pb::OpelAssessment {
     pb::OpelAssessment {
         level: a.level,
         score: a.score,
@@ -186,7 +186,7 @@ pub fn alert_to_wire(a: &Alert) -> pb::Alert {
 }
 
 pub fn scope_to_wire(rules: &Rules, s: &Scope) -> pb::Scope {
-    pb::Scope { level: s.level.as_str().to_owned(), code: s.code.clone(), name: rules.scope_name(s) }
+    pb::Scope { level: s.level.as_str().to_owned(), code: s.code.clone(), name: rules.scope_name(s).to_owned() }
 }
 
 pub fn rollup_to_wire(rules: &Rules, r: &ScopeRollup) -> pb::ScopeRollup {
@@ -220,39 +220,29 @@ pub fn encode_event_update(rules: &Rules, e: &Event) -> Vec<u8> {
 }
 
 fn write_timestamp(tag: u32, t: Timestamp, b: &mut Vec<u8>) {
-    let ts = timestamp_to_wire(t);
-    write::message(tag, b, |b| {
-        write::int64(1, ts.seconds, b);
-        write::int32(2, ts.nanos, b);
-    });
+    write::blob(tag, &timestamp_to_wire(t), b);
 }
 
 fn write_value(tag: u32, v: Value, b: &mut Vec<u8>) {
-    // A oneof's member is written even at its default.
-    write::message(tag, b, |b| match v {
-        Value::Number(n) => prost::encoding::double::encode(1, &n, b),
-        Value::Absent(r) => prost::encoding::int32::encode(2, &(absent_to_wire(r) as i32), b),
-    });
+    write::blob(tag, &value_to_wire(v), b);
 }
 
 fn write_alert(a: &Alert, b: &mut Vec<u8>) {
-    let w = alert_kind_severity(a);
-    write::text(1, &a.key, false, b);
-    write::int32(2, w.0 as i32, b);
-    write::int32(3, w.1 as i32, b);
-    write::text(4, &a.provider, false, b);
-    write::text(5, a.metric.as_deref().unwrap_or(""), false, b);
-    if let Some(v) = a.value {
-        prost::encoding::double::encode(6, &v, b);
-    }
-    write::text(7, &a.message, false, b);
+    let (kind, severity) = alert_kind_severity(a);
+    write::text(1, &a.key, b);
+    write::int32(2, kind as i32, b);
+    write::int32(3, severity as i32, b);
+    write::text(4, &a.provider, b);
+    write::text(5, a.metric.as_deref().unwrap_or(""), b);
+    write::optional_double(6, a.value, b);
+    write::text(7, &a.message, b);
     write_timestamp(8, a.raised_at, b);
 }
 
 fn write_event(rules: &Rules, e: &Event, b: &mut Vec<u8>) {
-    write::text(1, &e.cursor.to_string(), false, b);
-    write::text(2, &e.provider, false, b);
-    write::text(3, e.site.as_deref().unwrap_or(""), false, b);
+    write::text(1, &e.cursor.to_string(), b);
+    write::text(2, &e.provider, b);
+    write::text(3, e.site.as_deref().unwrap_or(""), b);
     write_timestamp(4, e.period, b);
     write::uint32(5, e.revision, b);
     write_timestamp(6, e.observed_at, b);
@@ -260,55 +250,25 @@ fn write_event(rules: &Rules, e: &Event, b: &mut Vec<u8>) {
     write::boolean(8, e.live, b);
     for c in &e.changes {
         write::message(9, b, |b| {
-            write::text(1, &c.metric, false, b);
+            write::text(1, &c.metric, b);
             if let Some(before) = c.before {
                 write_value(2, before, b);
             }
             write_value(3, c.after, b);
         });
     }
-    write::text(10, e.narrative.as_deref().unwrap_or(""), false, b);
-    write::text(11, e.source.as_deref().unwrap_or(""), false, b);
+    write::text(10, e.narrative.as_deref().unwrap_or(""), b);
+    write::text(11, e.source.as_deref().unwrap_or(""), b);
     write::int32(12, i32::from(e.kind == EventKind::Stale), b);
     for f in &e.derived.figures {
         write::message(13, b, |b| {
-            write::text(1, &f.metric, false, b);
-            if let Some(v) = f.value {
-                prost::encoding::double::encode(2, &v, b);
-            }
+            write::text(1, &f.metric, b);
+            write::optional_double(2, f.value, b);
             write::int32(3, rag_to_wire(f.rag) as i32, b);
         });
     }
     if let Some(o) = &e.derived.opel {
-        write::message(14, b, |b| {
-            if let Some(d) = o.declared {
-                prost::encoding::uint32::encode(1, &d, b);
-            }
-            if let Some(a) = &o.computed {
-                write::message(2, b, |b| {
-                    write::uint32(1, a.level, b);
-                    write::double(2, a.score, b);
-                    write::double(3, a.max_score, b);
-                    write::double(4, a.percent, b);
-                    for s in &a.scored {
-                        write::message(5, b, |b| {
-                            write::text(1, &s.parameter, false, b);
-                            write::text(2, &s.label, false, b);
-                            write::text(3, &s.metric, false, b);
-                            write::double(4, s.value, b);
-                            write::uint32(5, s.points, b);
-                            write::uint32(6, s.max_points, b);
-                            write::double(7, s.weight, b);
-                        });
-                    }
-                    for m in &a.missing {
-                        write::text(6, m, true, b);
-                    }
-                    write::text(7, &a.explain(), false, b);
-                });
-            }
-            write::boolean(3, o.mismatch(), b);
-        });
+        write::message(14, b, |b| write_opel(o, b));
     }
     for a in &e.derived.raised {
         write::message(15, b, |b| write_alert(a, b));
@@ -317,25 +277,56 @@ fn write_event(rules: &Rules, e: &Event, b: &mut Vec<u8>) {
         write::message(16, b, |b| write_alert(a, b));
     }
     for r in &e.rollups {
-        write::message(17, b, |b| {
-            write::message(1, b, |b| {
-                write::text(1, r.scope.level.as_str(), false, b);
-                write::text(2, &r.scope.code, false, b);
-                write::text(3, &rules.scope_name(&r.scope), false, b);
-            });
-            write::uint32(2, r.providers, b);
-            write::uint32(3, r.reporting, b);
-            write::uint32(4, r.stale, b);
-            for m in &r.metrics {
-                write::message(5, b, |b| {
-                    write::text(1, &m.metric, false, b);
-                    if let Some(v) = m.value {
-                        prost::encoding::double::encode(2, &v, b);
-                    }
-                    write::uint32(3, m.n, b);
-                    write::int32(4, rag_to_wire(m.rag) as i32, b);
-                });
-            }
+        write::message(17, b, |b| write_rollup(rules, r, b));
+    }
+}
+
+fn write_opel(o: &Opel, b: &mut Vec<u8>) {
+    write::optional_uint32(1, o.declared, b);
+    if let Some(a) = &o.computed {
+        write::message(2, b, |b| write_assessment(a, b));
+    }
+    write::boolean(3, o.mismatch(), b);
+}
+
+fn write_assessment(a: &Assessment, b: &mut Vec<u8>) {
+    write::uint32(1, a.level, b);
+    write::double(2, a.score, b);
+    write::double(3, a.max_score, b);
+    write::double(4, a.percent, b);
+    for s in &a.scored {
+        write::message(5, b, |b| {
+            write::text(1, &s.parameter, b);
+            write::text(2, &s.label, b);
+            write::text(3, &s.metric, b);
+            write::double(4, s.value, b);
+            write::uint32(5, s.points, b);
+            write::uint32(6, s.max_points, b);
+            write::double(7, s.weight, b);
+        });
+    }
+    for m in &a.missing {
+        write::repeated_text(6, m, b);
+    }
+    write::text(7, &a.explain(), b);
+}
+
+/// A `ScopeRollup` written straight from the domain rollup (see [`encode_event_update`]).
+pub fn write_rollup(rules: &Rules, r: &ScopeRollup, b: &mut Vec<u8>) {
+    write::message(1, b, |b| {
+        write::text(1, r.scope.level.as_str(), b);
+        write::text(2, &r.scope.code, b);
+        write::text(3, rules.scope_name(&r.scope), b);
+    });
+    write::uint32(2, r.providers, b);
+    write::uint32(3, r.reporting, b);
+    write::uint32(4, r.stale, b);
+    for m in &r.metrics {
+        write::message(5, b, |b| {
+            write::text(1, &m.metric, b);
+            write::optional_double(2, m.value, b);
+            write::uint32(3, m.n, b);
+            write::int32(4, rag_to_wire(m.rag) as i32, b);
         });
     }
 }
@@ -541,22 +532,41 @@ mod tests {
                 values: values.into_iter().map(|(k, v)| (k, v.into())).collect(),
                 opel_level: Some(opel),
                 narrative: (revision % 2 == 0).then(|| "busy".into()),
-                ..Default::default()
+                site: (revision > 1).then(|| "RJ701".into()),
+                source: Some("PAS export".into()),
             };
-            r.values.insert("ed.dta_waiting".into(), Value::Absent(AbsentReason::Suppressed).into());
+            // Absent, then a number, then absent again: changes from and to an absent value.
+            let dta = if revision % 2 == 1 { Value::Absent(AbsentReason::Suppressed) } else { Value::Number(4.0) };
+            r.values.insert("ed.dta_waiting".into(), dta.into());
             let valid = validate(&r, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap();
             let p = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(20), 48);
             prior = p.state.clone();
             events.push(p.event);
         }
+        // A late report (an earlier hour): history only, no derived picture, no rollups.
+        let late = Report {
+            provider: "RJ7".into(),
+            period: Some(now.hour_start().add_hours(-2)),
+            revision: 1,
+            observed_at: Some(now),
+            values: [("beds.cc_adult.open".to_string(), 12.0.into())].into(),
+            ..Default::default()
+        };
+        let valid = validate(&late, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap();
+        let late = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(30), 48).event;
+        assert!(!late.live);
+        events.push(late);
         let quiet = now.add_millis(rules.stale_after("RJ7").as_millis() as i64 + 1000);
         events.push(plan::stale(&rules, prior.as_ref().unwrap(), quiet).unwrap().event);
-        // Between them: alerts raised and cleared, OPEL levels, absent values, rollups.
+        // Between them: alerts raised and cleared, OPEL levels, changes from and to absent values, a site, rollups.
         assert!(events.iter().any(|e| !e.derived.raised.is_empty()) && events.iter().any(|e| e.derived.opel.is_some()));
+        let absent = |v: Option<Value>| matches!(v, Some(Value::Absent(_)));
+        assert!(events.iter().flat_map(|e| &e.changes).any(|c| absent(c.before)));
+        assert!(events.iter().flat_map(|e| &e.changes).any(|c| absent(Some(c.after)) && c.before.is_some()));
         for (i, mut e) in events.into_iter().enumerate() {
             e.cursor = Cursor::new("e", Position(i as u64 + 1, 0));
             e.rollups = picture.apply(&e).unwrap();
-            assert!(!e.rollups.is_empty());
+            assert!(e.rollups.is_empty() != e.live || e.kind == EventKind::Stale, "rollups for live events");
             let expected =
                 pb::Update { kind: Some(pb::update::Kind::Event(event_to_wire(&rules, &e))) }.encode_to_vec();
             assert_eq!(encode_event_update(&rules, &e), expected, "event {i}");

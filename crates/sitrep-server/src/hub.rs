@@ -163,14 +163,12 @@ pub struct Hub {
     positioned: watch::Sender<bool>,
     /// Each provider's wire encoding at the version it was made for, shared by every snapshot until the provider
     /// changes (encoding ten thousand providers afresh for each new subscriber took most of a snapshot's time).
-    /// Emptied when the Hub installs a new picture (versions start again in a new epoch). A std mutex, held for a
+    /// Emptied when the Hub loads a picture or drops one (versions start again in a new epoch). A std mutex, held for a
     /// map operation.
     encoded: Arc<Mutex<HashMap<String, Encoded>>>,
     /// How a provider is encoded for snapshots, if the Hub should encode every provider once a picture is
     /// installed, so that the first subscriber's snapshot is as quick as the next one's.
     warm: Option<fn(&ProviderLive) -> Bytes>,
-    /// Pictures installed (or dropped) so far: a warm-up that finishes after a later install must not say ready.
-    installs: Arc<AtomicU64>,
 }
 
 /// A subscriber's end of its queue. Dropping it unregisters the subscriber.
@@ -233,7 +231,6 @@ impl Hub {
             positioned: watch::channel(false).0,
             encoded: Default::default(),
             warm: None,
-            installs: Default::default(),
         }
     }
 
@@ -362,8 +359,8 @@ impl Hub {
         self.shared.lock().picture.as_ref().map(|p| p.due_stale(now)).unwrap_or_default()
     }
 
-    /// Has every provider of each picture the Hub installs encoded with `encode`, off the async threads, before the
-    /// Hub says it is ready (see [`Hub::ready`]).
+    /// Has every provider of each picture the Hub loads encoded with `encode`, off the async threads, before the
+    /// picture is installed and the Hub says it is ready (see [`Hub::ready`]).
     pub fn warm_with(mut self, encode: fn(&ProviderLive) -> Bytes) -> Self {
         self.warm = Some(encode);
         self
@@ -425,48 +422,34 @@ impl Hub {
     /// registered to the old one loose, flagged with `why`.
     fn install(&self, picture: Option<Picture>, why: u8) {
         let ready = picture.is_some();
-        self.encoded.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let generation = self.installs.fetch_add(1, Ordering::SeqCst) + 1;
-        let warm_up = match (self.warm, &picture) {
-            (Some(encode), Some(p)) => {
-                Some((encode, p.providers().cloned().collect::<Vec<Arc<ProviderLive>>>(), p.cursor().epoch.clone()))
-            }
-            _ => None,
-        };
+        if !ready {
+            self.encoded.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
         let mut inner = self.shared.lock();
         inner.picture = picture;
         for (_, slot) in inner.slots.drain() {
             slot.kicked.store(why, Ordering::Release);
         }
         drop(inner);
-        let Some((encode, providers, epoch)) = warm_up else {
-            self.positioned.send_replace(ready);
-            return;
-        };
-        // Every provider encoded for snapshots before the Hub says it is ready (sessions wait for that, and so does
-        // /readyz): a replica's first subscriber gets a snapshot as quick as the next one's, rather than one that
-        // encodes ten thousand providers while it is sent. The picture folds events meanwhile; an encoding it
-        // outdates is made again when asked for. Off the async threads: ten thousand providers take a good
-        // fraction of a second.
-        self.positioned.send_replace(false);
+        self.positioned.send_replace(ready);
+    }
+
+    /// Encodes every provider of a loaded `picture` for snapshots (with [`Hub::warm_with`]), before the picture is
+    /// installed and the Hub says it is ready (sessions wait for that, and so does /readyz): a replica's first
+    /// subscriber gets a snapshot as quick as the next one's, rather than one that encodes ten thousand providers
+    /// while it is sent. Off the async threads: ten thousand providers take a good fraction of a second.
+    async fn warm_up(&self, picture: &Picture) {
+        self.encoded.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let Some(encode) = self.warm else { return };
+        let providers: Vec<Arc<ProviderLive>> = picture.providers().cloned().collect();
+        let epoch = picture.cursor().epoch.clone();
         let hub = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let _ = tokio::task::spawn_blocking(move || {
             for p in &providers {
-                if hub.installs.load(Ordering::Relaxed) != generation {
-                    return; // a later picture has its own warm-up
-                }
                 hub.encoded_provider(&epoch, p, encode);
             }
-            // Ready only if no other picture (or none) was installed meanwhile: checked under the watch's lock, which
-            // a later install takes too.
-            hub.positioned.send_if_modified(|positioned| {
-                let current = hub.installs.load(Ordering::SeqCst) == generation;
-                if current {
-                    *positioned = true;
-                }
-                current
-            });
-        });
+        })
+        .await;
     }
 
     /// Loads the stored states and replays the log onto them until caught up: the picture a replica starts with.
@@ -520,7 +503,13 @@ impl Hub {
                 None => {
                     let loaded = tokio::select! {
                         _ = cancel.cancelled() => break,
-                        r = self.load(store.as_ref()) => r,
+                        r = async {
+                            let loaded = self.load(store.as_ref()).await;
+                            if let Ok(Ok(picture)) = &loaded {
+                                self.warm_up(picture).await;
+                            }
+                            loaded
+                        } => r,
                     };
                     loaded.map(|l| match l {
                         Ok(picture) => {

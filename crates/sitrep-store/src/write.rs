@@ -44,19 +44,38 @@ pub fn double(tag: u32, v: f64, b: &mut Vec<u8>) {
     }
 }
 
+/// An `optional double`: written when it has a value, even 0.
+pub fn optional_double(tag: u32, v: Option<f64>, b: &mut Vec<u8>) {
+    if let Some(v) = v {
+        encoding::double::encode(tag, &v, b);
+    }
+}
+
+/// An `optional uint32`: written when it has a value, even 0.
+pub fn optional_uint32(tag: u32, v: Option<u32>, b: &mut Vec<u8>) {
+    if let Some(v) = v {
+        encoding::uint32::encode(tag, &v, b);
+    }
+}
+
 pub fn boolean(tag: u32, v: bool, b: &mut Vec<u8>) {
     if v {
         encoding::bool::encode(tag, &v, b);
     }
 }
 
-/// A text field; `always` for an element of a repeated field, which is written even when empty.
-pub fn text(tag: u32, v: &str, always: bool, b: &mut Vec<u8>) {
-    if always || !v.is_empty() {
-        encode_key(tag, WireType::LengthDelimited, b);
-        encode_varint(v.len() as u64, b);
-        b.extend_from_slice(v.as_bytes());
+/// A text field (left out when empty).
+pub fn text(tag: u32, v: &str, b: &mut Vec<u8>) {
+    if !v.is_empty() {
+        repeated_text(tag, v, b);
     }
+}
+
+/// An element of a repeated text field: written even when empty.
+pub fn repeated_text(tag: u32, v: &str, b: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, b);
+    encode_varint(v.len() as u64, b);
+    b.extend_from_slice(v.as_bytes());
 }
 
 pub fn blob<M: Message>(tag: u32, m: &M, b: &mut Vec<u8>) {
@@ -74,9 +93,10 @@ pub fn message(tag: u32, b: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     if len < 0x80 {
         b[at] = len as u8;
     } else {
-        let mut prefix = Vec::with_capacity(encoded_len_varint(len));
-        encode_varint(len, &mut prefix);
-        b.splice(at..at + 1, prefix);
+        let mut prefix = [0u8; 10];
+        let n = encoded_len_varint(len);
+        encode_varint(len, &mut &mut prefix[..n]);
+        b.splice(at..at + 1, prefix[..n].iter().copied());
     }
 }
 

@@ -160,13 +160,13 @@ impl Samples {
     }
 }
 
-/// CPU seconds (user + system) and peak resident memory (bytes) of a process, from /proc.
 /// A figure of `/proc/<pid>/status` given in kB (`VmRSS:`, `VmHWM:`).
 pub(crate) fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU seconds (user + system) and peak resident memory (bytes) of a process, from /proc.
 pub(crate) fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
@@ -627,7 +627,6 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes a directory when dropped.
 /// The bench's subscribers: real gRPC subscriptions that decode of each update only what the bench times (an event's
 /// narrative, which carries the send time, and its receipt time) and skip the rest of it unread. The load generator
 /// shares the machine with the aggregator; decoding every event in full took it more CPU than the aggregator took to
@@ -674,8 +673,32 @@ mod light {
         let codec = tonic_prost::ProstCodec::<pb::SubscribeRequest, Update>::default();
         Ok(grpc.server_streaming(tonic::Request::new(request), path, codec).await?.into_inner())
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use prost::Message;
+
+        /// The light messages read what `sitrep.v1.Update` writes (their tags are copied from the contract).
+        #[test]
+        fn light_updates_read_the_contract() {
+            let update = |kind| pb::Update { kind: Some(kind) }.encode_to_vec();
+            let received_at = Some(prost_types::Timestamp { seconds: 1_795_788_000, nanos: 5_000_000 });
+            let event =
+                pb::Event { narrative: "12345".into(), received_at, provider: "RJ7".into(), ..Default::default() };
+            let Some(Kind::Event(e)) = Update::decode(&update(pb::update::Kind::Event(event))[..]).unwrap().kind else {
+                panic!("an event")
+            };
+            assert_eq!((e.narrative.as_str(), e.received_at), ("12345", received_at));
+            let heartbeat = pb::update::Kind::Heartbeat(pb::Heartbeat { cursor: "c".into(), ..Default::default() });
+            assert!(matches!(Update::decode(&update(heartbeat)[..]).unwrap().kind, Some(Kind::Heartbeat(_))));
+            let reset = pb::update::Kind::Reset(pb::Reset { message: "m".into(), ..Default::default() });
+            assert!(matches!(Update::decode(&update(reset)[..]).unwrap().kind, Some(Kind::Reset(_))));
+        }
+    }
 }
 
+/// Removes a directory when dropped.
 pub(crate) fn scopeguard(dir: std::path::PathBuf) -> impl Drop {
     struct Guard(std::path::PathBuf);
     impl Drop for Guard {

@@ -18,9 +18,12 @@ use tonic::{Request, Response, Status};
 
 use super::Context;
 use super::subscriber_transport::OutUpdate;
-use crate::convert::{encode_event_update, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire};
+use crate::convert::{
+    encode_event_update, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire, write_rollup,
+};
 use crate::error;
 use crate::session::{self, Out, OutEvent, Resync};
+use sitrep_store::write;
 
 /// The stream of a subscription, as the transport sends it.
 pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<OutUpdate, Status>> + Send>>;
@@ -71,25 +74,18 @@ pub fn encode_provider(p: &sitrep_core::ProviderLive) -> prost::bytes::Bytes {
 /// A part of a snapshot as an encoded `Update`, each provider's encoding taken from the Hub's cache: what
 /// `snapshot_to_wire` and prost would produce, field by field.
 fn encode_snapshot(ctx: &Context, snap: &crate::session::SnapshotPart) -> prost::bytes::Bytes {
-    use prost::encoding::{WireType, encode_key, encode_varint};
-    let mut inner = Vec::new();
-    prost::encoding::string::encode(1, &snap.cursor.to_string(), &mut inner);
-    for p in &snap.providers {
-        let bytes = ctx.hub.encoded_provider(&snap.cursor.epoch, p, encode_provider);
-        encode_key(2, WireType::LengthDelimited, &mut inner);
-        encode_varint(bytes.len() as u64, &mut inner);
-        inner.extend_from_slice(&bytes);
-    }
-    for r in &snap.rollups {
-        prost::encoding::message::encode(3, &rollup_to_wire(&ctx.rules, r), &mut inner);
-    }
-    if snap.more {
-        prost::encoding::bool::encode(4, &true, &mut inner);
-    }
-    let mut out = Vec::with_capacity(inner.len() + 8);
-    encode_key(1, WireType::LengthDelimited, &mut out);
-    encode_varint(inner.len() as u64, &mut out);
-    out.extend_from_slice(&inner);
+    let mut out = Vec::new();
+    write::message(1, &mut out, |b| {
+        write::text(1, &snap.cursor.to_string(), b);
+        for p in &snap.providers {
+            let bytes = ctx.hub.encoded_provider(&snap.cursor.epoch, p, encode_provider);
+            write::message(2, b, |b| b.extend_from_slice(&bytes));
+        }
+        for r in &snap.rollups {
+            write::message(3, b, |b| write_rollup(&ctx.rules, r, b));
+        }
+        write::boolean(4, snap.more, b);
+    });
     out.into()
 }
 
@@ -130,7 +126,7 @@ fn encode(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> OutUpd
         }
         Out::Rollups(cursor, rollups) => pb::update::Kind::Rollups(pb::Rollups {
             cursor: cursor.to_string(),
-            rollups: rollups.iter().map(|r| crate::convert::rollup_to_wire(&ctx.rules, r)).collect(),
+            rollups: rollups.iter().map(|r| rollup_to_wire(&ctx.rules, r)).collect(),
         }),
         Out::Status(state) => pb::update::Kind::Status(pb::PictureStatus {
             degraded: state.degraded,

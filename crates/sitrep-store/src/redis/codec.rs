@@ -343,10 +343,8 @@ fn write_alert(codes: &Codes, a: &Alert, b: &mut Vec<u8>) -> Result<(), StoreErr
     write::uint32(1, ALERT_KINDS.iter().position(|k| *k == a.kind).expect("every kind listed") as u32, b);
     write::uint32(2, u32::from(a.severity == Severity::Critical), b);
     write::uint32(3, a.metric.as_deref().map(|m| codes.id_of_text(m)).transpose()?.unwrap_or(0), b);
-    if let Some(v) = a.value {
-        prost::encoding::double::encode(4, &v, b);
-    }
-    write::text(5, &a.message, false, b);
+    write::optional_double(4, a.value, b);
+    write::text(5, &a.message, b);
     write::sint64(6, a.raised_at.millis(), b);
     Ok(())
 }
@@ -359,9 +357,7 @@ fn write_alerts(tag: u32, codes: &Codes, alerts: &[Alert], b: &mut Vec<u8>) -> R
 }
 
 fn write_opel(codes: &Codes, o: &Opel, b: &mut Vec<u8>) -> Result<(), StoreError> {
-    if let Some(d) = o.declared {
-        prost::encoding::uint32::encode(1, &d, b);
-    }
+    write::optional_uint32(1, o.declared, b);
     let Some(a) = &o.computed else { return Ok(()) };
     write::try_message(2, b, |b| {
         write::uint32(1, a.level, b);
@@ -370,8 +366,8 @@ fn write_opel(codes: &Codes, o: &Opel, b: &mut Vec<u8>) -> Result<(), StoreError
         write::double(4, a.percent, b);
         for s in &a.scored {
             write::try_message(5, b, |b| {
-                write::text(1, &s.parameter, false, b);
-                write::text(2, &s.label, false, b);
+                write::text(1, &s.parameter, b);
+                write::text(2, &s.label, b);
                 write::uint32(3, codes.id_of_text(&s.metric)?, b);
                 write::double(4, s.value, b);
                 write::uint32(5, s.points, b);
@@ -381,7 +377,7 @@ fn write_opel(codes: &Codes, o: &Opel, b: &mut Vec<u8>) -> Result<(), StoreError
             })?;
         }
         for m in &a.missing {
-            write::text(6, m, true, b);
+            write::repeated_text(6, m, b);
         }
         Ok(())
     })
@@ -454,9 +450,9 @@ pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreErr
     write::uint32(2, p.revision, b);
     write::sint64(3, p.observed_at.millis() - p.period.millis(), b);
     write::sint64(4, p.received_at.millis() - p.observed_at.millis(), b);
-    write::text(5, p.site.as_deref().unwrap_or(""), false, b);
-    write::text(6, p.narrative.as_deref().unwrap_or(""), false, b);
-    write::text(7, p.source.as_deref().unwrap_or(""), false, b);
+    write::text(5, p.site.as_deref().unwrap_or(""), b);
+    write::text(6, p.narrative.as_deref().unwrap_or(""), b);
+    write::text(7, p.source.as_deref().unwrap_or(""), b);
     write::boolean(8, p.stale, b);
     for ((period, observed), values) in groups {
         write::try_message(9, b, |b| {
@@ -481,11 +477,7 @@ fn reading_groups(p: &ProviderLive) -> Vec<ReadingsOf> {
         let key = (r.period, r.observed_at);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, list)) => list.push((*code, r.value)),
-            None => {
-                let mut list = Vec::with_capacity(p.readings.len());
-                list.push((*code, r.value));
-                groups.push((key, list));
-            }
+            None => groups.push((key, vec![(*code, r.value)])),
         }
     }
     groups.sort_unstable_by_key(|(k, _)| *k);
@@ -581,15 +573,15 @@ pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
     let b = &mut out;
     write::uint64(1, e.version, b);
     write::uint32(2, u32::from(e.kind == EventKind::Stale), b);
-    write::text(3, &e.provider, false, b);
-    write::text(4, e.site.as_deref().unwrap_or(""), false, b);
+    write::text(3, &e.provider, b);
+    write::text(4, e.site.as_deref().unwrap_or(""), b);
     write::sint64(5, hours(e.period), b);
     write::uint32(6, e.revision, b);
     write::sint64(7, e.observed_at.millis() - e.period.millis(), b);
     write::sint64(8, e.received_at.millis() - e.observed_at.millis(), b);
     write::boolean(9, e.live, b);
-    write::text(10, e.narrative.as_deref().unwrap_or(""), false, b);
-    write::text(11, e.source.as_deref().unwrap_or(""), false, b);
+    write::text(10, e.narrative.as_deref().unwrap_or(""), b);
+    write::text(11, e.source.as_deref().unwrap_or(""), b);
     write::blob(12, &Values::encode(codes, e.changes.iter().map(|c| (c.metric, c.after)))?, b);
     write::blob(13, &Values::encode(codes, e.changes.iter().filter_map(|c| Some((c.metric, c.before?))))?, b);
     if !e.unchanged.is_empty() {
@@ -678,9 +670,9 @@ pub fn encode_history(codes: &Codes, h: &HistoryRecord) -> Result<Vec<u8>, Store
     write::sint64(1, h.observed_at.millis() - h.period.millis(), b);
     write::sint64(2, h.received_at.millis() - h.observed_at.millis(), b);
     write::blob(3, &Values::encode(codes, h.values.iter().map(|(c, v)| (*c, *v)))?, b);
-    write::text(4, h.narrative.as_deref().unwrap_or(""), false, b);
-    write::text(5, h.source.as_deref().unwrap_or(""), false, b);
-    write::text(6, h.site.as_deref().unwrap_or(""), false, b);
+    write::text(4, h.narrative.as_deref().unwrap_or(""), b);
+    write::text(5, h.source.as_deref().unwrap_or(""), b);
+    write::text(6, h.site.as_deref().unwrap_or(""), b);
     Ok(out)
 }
 

@@ -344,44 +344,46 @@ async fn commit_loop(
     use futures_util::StreamExt;
     use std::sync::atomic::Ordering::SeqCst;
     let mut under_way = futures_util::stream::FuturesOrdered::new();
+    // Plans taken from the queue and not sent yet.
+    let mut gathered: Vec<Pending> = Vec::new();
     let mut open = true;
-    while open || !under_way.is_empty() {
+    loop {
+        // What has gathered goes out when nothing is under way, or, while one call is, once a backlog has gathered
+        // behind it: a handful of plans sent on their own would cost Redis and the aggregator a script call each
+        // for no gain in latency.
+        let backlog = under_way.is_empty() || gathered.len() >= PIPELINED_BACKLOG;
+        if !gathered.is_empty() && backlog && under_way.len() < COMMITS_IN_FLIGHT {
+            while gathered.len() < MAX_BATCH
+                && let Ok(next) = rx.try_recv()
+            {
+                gathered.push(next);
+            }
+            let batch = std::mem::take(&mut gathered);
+            let mut invocation = scripts.persist.prepare_invoke();
+            invocation.key(&keys.log).key(&keys.events).key(&keys.states);
+            invocation.arg(crate::new_epoch('r')).arg(&head[0]).arg(&head[1]).arg(&head[2]);
+            for p in &batch {
+                for a in &p.args {
+                    invocation.arg(a.as_slice());
+                }
+            }
+            appended.in_flight.fetch_add(1, SeqCst);
+            let mut conn = conn.clone();
+            under_way.push_back(async move {
+                let reply: Result<RValue, StoreError> = invocation.invoke_async(&mut conn).await.map_err(unavailable);
+                (batch, reply)
+            });
+        }
+        if !open && gathered.is_empty() && under_way.is_empty() {
+            return;
+        }
         tokio::select! {
             biased;
-            Some((batch, reply)) = under_way.next(), if !under_way.is_empty() => {
-                answered(&appended, batch, reply);
-            }
-            // A second call goes out only with a backlog behind it: a handful of plans sent on their own would cost
-            // Redis and the aggregator a script call each for no gain in latency.
-            first = rx.recv(), if open
-                && (under_way.is_empty() || (under_way.len() < COMMITS_IN_FLIGHT && rx.len() >= PIPELINED_BACKLOG)) =>
-            {
-                let Some(first) = first else {
-                    open = false;
-                    continue;
-                };
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH
-                    && let Ok(next) = rx.try_recv()
-                {
-                    batch.push(next);
-                }
-                let mut invocation = scripts.persist.prepare_invoke();
-                invocation.key(&keys.log).key(&keys.events).key(&keys.states);
-                invocation.arg(crate::new_epoch('r')).arg(&head[0]).arg(&head[1]).arg(&head[2]);
-                for p in &batch {
-                    for a in &p.args {
-                        invocation.arg(a.as_slice());
-                    }
-                }
-                appended.in_flight.fetch_add(1, SeqCst);
-                let mut conn = conn.clone();
-                under_way.push_back(async move {
-                    let reply: Result<RValue, StoreError> =
-                        invocation.invoke_async(&mut conn).await.map_err(unavailable);
-                    (batch, reply)
-                });
-            }
+            Some((batch, reply)) = under_way.next(), if !under_way.is_empty() => answered(&appended, batch, reply),
+            next = rx.recv(), if open && gathered.len() < MAX_BATCH => match next {
+                Some(p) => gathered.push(p),
+                None => open = false,
+            },
         }
     }
 }
