@@ -524,8 +524,9 @@ fn sse_message(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> B
         }
         Out::Rollups(cursor, rollups) => {
             let rollups: Vec<Json> = rollups.iter().map(|r| json::rollup(rules, r)).collect();
-            let data = json!({ "cursor": cursor.to_string(), "rollups": rollups }).to_string();
-            message("rollups", Some(&cursor.to_string()), &data)
+            let cursor = cursor.to_string();
+            let data = json!({ "cursor": cursor, "rollups": rollups }).to_string();
+            message("rollups", Some(&cursor), &data)
         }
         Out::Status(state) => message("status", None, &json::status(&state).to_string()),
     }

@@ -428,13 +428,13 @@ fn answered(appended: &Appended, batch: Vec<Pending>, reply: Result<RValue, Stor
 
 fn outcomes(reply: &RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreError> {
     let mut rest = bytes(reply)?;
-    let line = |rest: &mut &[u8]| -> Result<String, StoreError> {
+    fn line<'a>(rest: &mut &'a [u8]) -> Result<&'a str, StoreError> {
         let end = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("persist reply"))?;
-        let text = std::str::from_utf8(&rest[..end]).map_err(|_| bad("persist reply"))?.to_owned();
+        let text = std::str::from_utf8(&rest[..end]).map_err(|_| bad("persist reply"))?;
         *rest = &rest[end + 1..];
         Ok(text)
-    };
-    let epoch = line(&mut rest)?;
+    }
+    let epoch = line(&mut rest)?.to_owned();
     let mut outcomes = Vec::with_capacity(n);
     for _ in 0..n {
         let (kind, tail) = rest.split_first().ok_or_else(|| bad("persist reply"))?;
@@ -445,7 +445,7 @@ fn outcomes(reply: &RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreErr
                 let (id, prev) = text.split_once(' ').ok_or_else(|| bad("persist outcome"))?;
                 Outcome::Accepted { pos: position(id)?, prev: position(prev)? }
             }
-            b'd' => Outcome::Duplicate(position(&text)?),
+            b'd' => Outcome::Duplicate(position(text)?),
             b'c' => {
                 let len: usize = text.parse().map_err(|_| bad("persist outcome"))?;
                 let state = rest.get(..len).ok_or_else(|| bad("persist outcome"))?;
