@@ -115,12 +115,19 @@ enum Command {
     #[command(
         after_help = "Starts its own redis-server (unless --redis) and its own aggregator process, drives P provider \
         streams with S subscribers attached, and prints throughput, latencies, the aggregator's CPU per report and \
-        peak memory, and the same Redis work done without gRPC or the aggregator.\n\n\
+        peak memory; then the same streams against a server that only makes the raw writes (the gRPC floor), and the same \
+        Redis work done without gRPC or the aggregator.\n\n\
         Examples:\n  \
         sitrep bench\n  \
         sitrep bench --providers 200 --subscribers 50 --seconds 30"
     )]
     Bench(bench::BenchArgs),
+    /// `sitrep bench`'s gRPC floor: a server that only decodes reports, writes them raw to Redis and acknowledges.
+    #[command(hide = true)]
+    BenchFloor {
+        #[arg(long)]
+        redis: String,
+    },
 }
 
 #[derive(Args)]
@@ -309,6 +316,7 @@ fn main() -> ExitCode {
             Command::Hourly(args) => hourly(args).await,
             Command::Alerts(args) => alerts(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::BenchFloor { redis } => bench::floor(&redis).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

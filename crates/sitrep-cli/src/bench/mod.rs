@@ -18,6 +18,7 @@
 //! Redis's CPU and its commands (from `INFO commandstats`) are read at each phase's boundaries, so each phase's
 //! Redis figures are its own.
 
+mod floor;
 mod history;
 mod scale;
 mod snapshot;
@@ -101,6 +102,11 @@ impl Aggregator {
         if let Some(url) = redis {
             command.args(["--redis", url]);
         }
+        Self::spawn(command).await
+    }
+
+    /// Runs `command`, which prints `sitrep listening on ADDR` first.
+    async fn spawn(mut command: tokio::process::Command) -> anyhow::Result<Aggregator> {
         let mut child = command.env("RUST_LOG", "warn").stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
         let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
         let first = lines.next_line().await?.context("the aggregator printed nothing")?;
@@ -233,13 +239,58 @@ impl Phase {
     }
 }
 
-/// The raw baseline's script: a report's values into its state hash, its history entry, and its event.
-const RAW_SCRIPT: &str = r"
+/// The raw baseline's writes: a report's values into its state hash, its history entry, and its event, as one
+/// minimal script over one multiplexed connection. The gRPC floor ([`floor`]) makes the same writes.
+#[derive(Clone)]
+struct RawWrites {
+    conn: redis::aio::MultiplexedConnection,
+    script: Arc<redis::Script>,
+    prefix: Arc<str>,
+}
+
+impl RawWrites {
+    const SCRIPT: &str = r"
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'd', ARGV[2])
 return 1
 ";
+
+    /// Connects; `tag` keeps each phase's keys apart (`{bench-<tag>-<pid>}:`).
+    async fn connect(url: &str, tag: &str) -> anyhow::Result<RawWrites> {
+        let conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+        let prefix = format!("{{bench-{tag}-{}}}:", std::process::id()).into();
+        Ok(RawWrites { conn, script: Arc::new(redis::Script::new(Self::SCRIPT)), prefix })
+    }
+
+    /// Writes one report of `provider` (its period in milliseconds, its revision, its numeric values); false if
+    /// Redis refused.
+    async fn write<'a>(
+        &self,
+        provider: &str,
+        period_ms: i64,
+        revision: u32,
+        values: impl Iterator<Item = (&'a str, f64)>,
+    ) -> bool {
+        let prefix = &self.prefix;
+        let values: Vec<(&str, f64)> = values.collect();
+        let mut entry = String::new();
+        for (metric, x) in &values {
+            entry.push_str(&format!("{metric}={x};"));
+        }
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(format!("{prefix}state:{provider}"))
+            .key(format!("{prefix}hist:{provider}"))
+            .key(format!("{prefix}events"))
+            .arg(format!("{period_ms}:{revision}"))
+            .arg(&entry);
+        for (metric, x) in &values {
+            invocation.arg(*metric).arg(*x);
+        }
+        invocation.invoke_async::<i64>(&mut self.conn.clone()).await.is_ok()
+    }
+}
 
 /// Redis's CPU seconds and its command count so far.
 struct RedisMark {
@@ -321,6 +372,92 @@ where
     (Arc::into_inner(phase).and_then(|p| p.into_inner()).expect("set"), samples, counted, all)
 }
 
+/// The hidden `bench-floor` command: the gRPC floor's server (see [`floor`]).
+pub async fn floor(redis_url: &str) -> anyhow::Result<()> {
+    floor::serve(redis_url).await
+}
+
+/// One provider stream per code, each on its own connection to `url`: the report sender and the acks.
+type Link = (mpsc::Sender<pb::StatusReport>, tonic::Streaming<pb::ReportAck>);
+
+async fn connect_providers(url: &str, n: usize) -> anyhow::Result<Vec<Link>> {
+    let mut links = Vec::new();
+    for _ in 0..n {
+        let channel = Endpoint::from_shared(url.to_owned())?.connect().await?;
+        let mut client = ProviderServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel(4);
+        let acks = client.report(ReceiverStream::new(rx)).await?.into_inner();
+        links.push((tx, acks));
+    }
+    Ok(links)
+}
+
+/// Drives each link from its own task once `barrier` opens: the next report (the current hour, a new revision, its
+/// send time in the narrative) when the previous one is acknowledged, until the phase's window closes. Each task
+/// returns (ack latencies within the window, reports accepted within it, their values, all reports accepted).
+fn spawn_providers(
+    links: Vec<Link>,
+    codes: &[String],
+    start: &Arc<std::sync::OnceLock<Phase>>,
+    barrier: &Arc<tokio::sync::Barrier>,
+) -> Vec<tokio::task::JoinHandle<(Samples, u64, u64, u64)>> {
+    let mut provider_tasks = Vec::new();
+    for (i, (tx, mut acks)) in links.into_iter().enumerate() {
+        let (code, start, barrier) = (codes[i].clone(), start.clone(), barrier.clone());
+        provider_tasks.push(tokio::spawn(async move {
+            let mut sim = SimProvider::new(&code, ProviderKind::Acute, i as u64);
+            barrier.wait().await;
+            let phase = start.get().expect("set before the barrier opens");
+            let (mut samples, mut accepted, mut values, mut all) = (Samples::default(), 0u64, 0u64, 0u64);
+            let mut revision = 0u32;
+            while Instant::now() < phase.measure_until {
+                revision += 1;
+                let t = Instant::now();
+                let narrative = t.duration_since(phase.start).as_micros().to_string();
+                let report = next_report(&code, &mut sim, revision, narrative);
+                let n = report.values.len() as u64 + 1;
+                if tx.send(report_to_wire(&report)).await.is_err() {
+                    break;
+                }
+                let Ok(Some(ack)) = acks.message().await else { break };
+                if ack.outcome() == Outcome::Accepted {
+                    all += 1;
+                    if phase.measuring(t) {
+                        accepted += 1;
+                        values += n;
+                        samples.0.push(t.elapsed().as_micros() as u64);
+                    }
+                }
+            }
+            (samples, accepted, values, all)
+        }));
+    }
+    provider_tasks
+}
+
+/// Sums what [`spawn_providers`]' tasks returned.
+async fn join_providers(
+    tasks: Vec<tokio::task::JoinHandle<(Samples, u64, u64, u64)>>,
+) -> anyhow::Result<(Samples, u64, u64, u64)> {
+    let (mut samples, mut accepted, mut values, mut all) = (Samples::default(), 0, 0, 0);
+    for t in tasks {
+        let (s, a, v, n) = t.await?;
+        samples.0.extend(s.0);
+        accepted += a;
+        values += v;
+        all += n;
+    }
+    Ok((samples, accepted, values, all))
+}
+
+/// CPU per report of a process between two `/proc` readings.
+fn cpu_per_report(start: Option<(f64, u64)>, end: Option<(f64, u64)>, reports: u64) -> String {
+    match (start, end) {
+        (Some((c0, _)), Some((c1, _))) => format!("{:.1} µs", (c1 - c0) * 1e6 / reports.max(1) as f64),
+        _ => "unavailable (no /proc)".into(),
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.providers == 0 || args.seconds == 0 {
         bail!("--providers and --seconds must be at least 1");
@@ -372,14 +509,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
             light::subscribe(channel, pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() }).await?,
         );
     }
-    let mut links = Vec::new();
-    for _ in codes.iter() {
-        let channel = Endpoint::from_shared(url_grpc.clone())?.connect().await?;
-        let mut client = ProviderServiceClient::new(channel);
-        let (tx, rx) = mpsc::channel(4);
-        let acks = client.report(ReceiverStream::new(rx)).await?.into_inner();
-        links.push((tx, acks));
-    }
+    let links = connect_providers(&url_grpc, codes.len()).await?;
     let barrier = Arc::new(tokio::sync::Barrier::new(args.providers + args.subscribers + 1));
     let mut subscriber_tasks = Vec::new();
     for mut stream in streams {
@@ -420,37 +550,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
             (samples, from_receipt, events, resets)
         }));
     }
-    let mut provider_tasks = Vec::new();
-    for (i, (tx, mut acks)) in links.into_iter().enumerate() {
-        let (code, start, barrier) = (codes[i].clone(), start.clone(), barrier.clone());
-        provider_tasks.push(tokio::spawn(async move {
-            let mut sim = SimProvider::new(&code, ProviderKind::Acute, i as u64);
-            barrier.wait().await;
-            let phase = start.get().expect("set before the barrier opens");
-            let (mut samples, mut accepted, mut values, mut all) = (Samples::default(), 0u64, 0u64, 0u64);
-            let mut revision = 0u32;
-            while Instant::now() < phase.measure_until {
-                revision += 1;
-                let t = Instant::now();
-                let narrative = t.duration_since(phase.start).as_micros().to_string();
-                let report = next_report(&code, &mut sim, revision, narrative);
-                let n = report.values.len() as u64 + 1;
-                if tx.send(report_to_wire(&report)).await.is_err() {
-                    break;
-                }
-                let Ok(Some(ack)) = acks.message().await else { break };
-                if ack.outcome() == Outcome::Accepted {
-                    all += 1;
-                    if phase.measuring(t) {
-                        accepted += 1;
-                        values += n;
-                        samples.0.push(t.elapsed().as_micros() as u64);
-                    }
-                }
-            }
-            (samples, accepted, values, all)
-        }));
-    }
+    let provider_tasks = spawn_providers(links, &codes, &start, &barrier);
     eprintln!(
         "bench: {} provider streams, {} subscribers, 1 s warm-up then {} s measured",
         args.providers, args.subscribers, args.seconds
@@ -463,14 +563,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let (cpu_start, own_start) = (process_usage(server_pid), process_usage(std::process::id()));
     tokio::time::sleep_until(tokio::time::Instant::from_std(phase.measure_until)).await;
     let (cpu_end, own_end) = (process_usage(server_pid), process_usage(std::process::id()));
-    let (mut ack_samples, mut accepted, mut values, mut all) = (Samples::default(), 0, 0, 0);
-    for t in provider_tasks {
-        let (s, a, v, n) = t.await?;
-        ack_samples.0.extend(s.0);
-        accepted += a;
-        values += v;
-        all += n;
-    }
+    let (ack_samples, accepted, values, all) = join_providers(provider_tasks).await?;
     let redis_after = redis_mark(&url, redis_pid).await;
     let (mut delivery, mut publish, mut delivered, mut resets) = (Samples::default(), Samples::default(), 0, 0);
     for t in subscriber_tasks {
@@ -481,26 +574,39 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
         resets += r;
     }
     let window = args.seconds as f64;
-    let (cpu_per_report, peak) = match (cpu_start, cpu_end) {
-        (Some((c0, _)), Some((c1, hwm))) => (
-            format!("{:.1} µs", (c1 - c0) * 1e6 / accepted.max(1) as f64),
-            format!("{:.1} MiB", hwm as f64 / 1048576.0),
-        ),
-        _ => ("unavailable (no /proc)".into(), "unavailable".into()),
-    };
+    let server_cpu = cpu_per_report(cpu_start, cpu_end, accepted);
+    let peak = cpu_end.map_or("unavailable".into(), |(_, hwm)| format!("{:.1} MiB", hwm as f64 / 1048576.0));
     // The load generator (this process: its provider streams and subscribers) shares the machine with the aggregator
     // and Redis; its CPU per report says how much of the machine the measurement itself takes.
-    let own_per_report = match (own_start, own_end) {
-        (Some((c0, _)), Some((c1, _))) => format!("{:.1} µs", (c1 - c0) * 1e6 / accepted.max(1) as f64),
-        _ => "unavailable (no /proc)".into(),
-    };
+    let own_per_report = cpu_per_report(own_start, own_end, accepted);
     drop(server);
+
+    // The gRPC floor: the same provider streams against a server that only decodes, makes the raw baseline's writes
+    // and acknowledges (no subscribers: it has none to serve).
+    eprintln!("bench: gRPC floor, {} provider streams against a server making only the raw writes", args.providers);
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command.args(["bench-floor", "--redis", &url]);
+    let floor_server = Aggregator::spawn(command).await?;
+    let floor_pid = floor_server.pid()?;
+    let floor_links = connect_providers(&format!("http://{}", floor_server.addr), codes.len()).await?;
+    let (floor_start, floor_barrier) =
+        (Arc::new(std::sync::OnceLock::<Phase>::new()), Arc::new(tokio::sync::Barrier::new(args.providers + 1)));
+    let floor_tasks = spawn_providers(floor_links, &codes, &floor_start, &floor_barrier);
+    let floor_before = redis_mark(&url, redis_pid).await;
+    let _ = floor_start.set(Phase::new(args.seconds));
+    floor_barrier.wait().await;
+    let floor_phase = floor_start.get().expect("just set");
+    tokio::time::sleep_until(tokio::time::Instant::from_std(floor_phase.measure_from)).await;
+    let (floor_cpu_start, floor_own_start) = (process_usage(floor_pid), process_usage(std::process::id()));
+    tokio::time::sleep_until(tokio::time::Instant::from_std(floor_phase.measure_until)).await;
+    let (floor_cpu_end, floor_own_end) = (process_usage(floor_pid), process_usage(std::process::id()));
+    let (floor_samples, floor_accepted, _, floor_all) = join_providers(floor_tasks).await?;
+    let floor_after = redis_mark(&url, redis_pid).await;
+    drop(floor_server);
 
     // Raw baseline: the irreducible writes of the same reports, one minimal script per report.
     eprintln!("bench: raw baseline, one minimal script per report from {} concurrent tasks", args.providers);
-    let client = redis::Client::open(url.as_str())?;
-    let conn = client.get_multiplexed_async_connection().await?;
-    let raw_prefix = format!("{{bench-raw-{}}}:", std::process::id());
+    let raw = RawWrites::connect(&url, "raw").await?;
     let sims: Arc<Vec<tokio::sync::Mutex<SimProvider>>> = Arc::new(
         codes
             .iter()
@@ -508,35 +614,19 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
             .map(|(i, c)| tokio::sync::Mutex::new(SimProvider::new(c, ProviderKind::Acute, i as u64)))
             .collect(),
     );
-    let script = Arc::new(redis::Script::new(RAW_SCRIPT));
     let raw_before = redis_mark(&url, redis_pid).await;
     let (_, raw_samples, raw_counted, raw_all) = run_phase(args.providers, args.seconds, {
-        let (codes, sims, conn, script, raw_prefix) =
-            (codes.clone(), sims.clone(), conn.clone(), script.clone(), raw_prefix.clone());
+        let (codes, sims, raw) = (codes.clone(), sims.clone(), raw.clone());
         move |i, n| {
-            let (codes, sims, mut conn, script, prefix) =
-                (codes.clone(), sims.clone(), conn.clone(), script.clone(), raw_prefix.clone());
+            let (codes, sims, raw) = (codes.clone(), sims.clone(), raw.clone());
             async move {
                 let code = &codes[i];
                 let report = next_report(code, &mut *sims[i].lock().await, n, "baseline".into());
-                let mut entry = String::new();
-                let mut invocation = script.prepare_invoke();
-                invocation
-                    .key(format!("{prefix}state:{code}"))
-                    .key(format!("{prefix}hist:{code}"))
-                    .key(format!("{prefix}events"));
-                for (metric, v) in &report.values {
-                    if let Some(sitrep_core::Value::Number(x)) = v.value {
-                        entry.push_str(&format!("{metric}={x};"));
-                    }
-                }
-                invocation.arg(format!("{}:{n}", report.period.map_or(0, |p| p.millis()))).arg(&entry);
-                for (metric, v) in &report.values {
-                    if let Some(sitrep_core::Value::Number(x)) = v.value {
-                        invocation.arg(metric).arg(x);
-                    }
-                }
-                invocation.invoke_async::<i64>(&mut conn).await.is_ok()
+                let values = report.values.iter().filter_map(|(metric, v)| match v.value {
+                    Some(sitrep_core::Value::Number(x)) => Some((metric.as_str(), x)),
+                    _ => None,
+                });
+                raw.write(code, report.period.map_or(0, |p| p.millis()), n, values).await
             }
         }
     })
@@ -603,10 +693,18 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     println!("    send -> subscriber   {}", delivery.summary());
     println!("    receipt -> subscriber {} (ms clock)", publish.summary());
     println!("    events delivered     {delivered} to {} subscribers ({} resets)", args.subscribers, resets);
-    println!("    aggregator CPU       {cpu_per_report} per report");
+    println!("    aggregator CPU       {server_cpu} per report");
     println!("    load generator CPU   {own_per_report} per report (this process: provider streams and subscribers)");
     println!("    aggregator peak RSS  {peak}");
     println!("    redis                {}", redis_line(&redis_before, &redis_after, all));
+    println!(
+        "  gRPC floor (the same streams; a server that decodes, makes the raw writes and acknowledges; nothing else)"
+    );
+    println!("    reports acknowledged {:>10.0} /s", floor_accepted as f64 / window);
+    println!("    ack latency          {}", floor_samples.summary());
+    println!("    server CPU           {} per report", cpu_per_report(floor_cpu_start, floor_cpu_end, floor_accepted));
+    println!("    load generator CPU   {} per report", cpu_per_report(floor_own_start, floor_own_end, floor_accepted));
+    println!("    redis                {}", redis_line(&floor_before, &floor_after, floor_all));
     println!(
         "  raw baseline (one minimal script per report: state hash, history entry, stream entry; {} tasks)",
         args.providers
@@ -618,11 +716,16 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     println!("    reports applied      {store_rate:>10.0} /s");
     println!("    apply latency        {}", store_samples.summary());
     println!("    redis                {}", redis_line(&store_before, &store_after, store_all));
+    let floor_rate = floor_accepted as f64 / window;
     println!(
-        "  sitrep sustains {:.2}x the raw baseline's rate ({:.2}x the store baseline's)",
+        "  sitrep sustains {:.2}x the raw baseline's rate ({:.2}x the gRPC floor's, {:.2}x the store baseline's); \
+         the gRPC floor {:.2}x the raw baseline's",
         rate / raw_rate.max(1e-9),
-        rate / store_rate.max(1e-9)
+        rate / floor_rate.max(1e-9),
+        rate / store_rate.max(1e-9),
+        floor_rate / raw_rate.max(1e-9)
     );
+
     drop(redis_process);
     Ok(())
 }
