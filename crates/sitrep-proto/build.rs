@@ -15,7 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("sitrep_descriptor.bin"), fds.encode_to_vec())?;
     // A report's values decode into a BTreeMap: no hashing of every metric code on the ingest path (SipHash showed in
     // profiles), and they come out in code order, as the core keeps them.
-    tonic_prost_build::configure().btree_map(".sitrep.v1.StatusReport.values").compile_fds(fds)?;
+    // The services use `codec::Codec`: prost's, but undecodable messages are INVALID_ARGUMENT (see src/lib.rs).
+    tonic_prost_build::configure()
+        .btree_map(".sitrep.v1.StatusReport.values")
+        .codec_path("crate::codec::Codec")
+        .compile_fds(fds)?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

@@ -295,7 +295,7 @@ async fn every_validation_rule_is_reported_and_changes_nothing() {
             "MAX_VALUES",
         ),
         ("oversized narrative", Box::new(|r| r.narrative = "n".repeat(2001)), "narrative", "MAX_LENGTH"),
-        ("revision zero", Box::new(|r| r.revision = 0), "revision", "MIN"),
+        ("revision over the limit", Box::new(|r| r.revision = 4_000_000_001), "revision", "MAX"),
         ("OPEL out of range", Box::new(|r| r.opel_level = Some(7)), "opel_level", "RANGE"),
     ];
     for (name, edit, field, rule) in &cases {

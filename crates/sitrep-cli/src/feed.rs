@@ -410,7 +410,8 @@ impl Agent {
                     ));
                 }
                 match ack.outcome() {
-                    Outcome::Rejected => self.reject_report(&entry.source, text, &ack),
+                    // A conflict will not go away by sending it again: set it aside with its reason, as a rejection.
+                    Outcome::Rejected | Outcome::Conflict => self.reject_report(&entry.source, text, &ack),
                     Outcome::Unspecified => return Err("an acknowledgement with no outcome".into()),
                     outcome => {
                         let word = if outcome == Outcome::Duplicate { "duplicate" } else { "accepted" };

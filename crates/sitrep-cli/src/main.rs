@@ -56,16 +56,18 @@ enum Command {
     Serve(ServeArgs),
     /// Send one report from a JSON file and print the acknowledgement.
     #[command(after_help = "The file holds one report, e.g.\n  \
-        {\"provider\": \"RJ7\", \"period\": \"2026-11-27T14:00:00Z\", \"revision\": 1,\n   \
+        {\"provider\": \"RJ7\", \"period\": \"2026-11-27T14:00:00Z\",\n   \
         \"values\": {\"beds.cc_adult.open\": 28, \"beds.cc_adult.occupied\": 25,\n              \
         \"ed.over_12h\": {\"absent\": \"not_available\"}},\n   \
         \"opel_level\": 3, \"narrative\": \"Two wards closed\"}\n\
-        period defaults to the current hour, observed_at to now, revision to 1.\n\n\
+        period defaults to the current hour, observed_at to now; without a revision (in the file or --revision) \
+        the aggregator gives the report the next revision of its period.\n\n\
         Examples:\n  \
         sitrep push report.json\n  \
         sitrep push - --server http://sitrep.example:50051 < report.json\n  \
         sitrep push --saner --provider RJ7 MeasureReport.json     # a FHIR SANER MeasureReport or Bundle\n\n\
-        Exit status: 0 accepted or duplicate, 2 rejected (each violation is printed), 1 any other failure.")]
+        Exit status: 0 accepted or duplicate, 2 rejected (each violation is printed), 3 conflict (the same \
+        revision was stored before with other content: send it as the revision printed), 1 any other failure.")]
     Push(PushArgs),
     /// Run a trust's feed agent: read exported files (CSV, JSON, FHIR) from a drop folder or the command line,
     /// keep them in an on-disk spool, and stream them to the aggregator until each is acknowledged.
@@ -177,9 +179,10 @@ struct PushArgs {
     /// column).
     #[arg(long)]
     provider: Option<String>,
-    /// The revision to send when the file gives none (raise it to correct an earlier push of the same period).
-    #[arg(long, default_value_t = 1)]
-    revision: u32,
+    /// The revision to send when the file gives none. Without it the aggregator gives the report the next revision
+    /// of its period (and the acknowledgement says which); give one to make a retry safe to repeat.
+    #[arg(long)]
+    revision: Option<u32>,
 }
 
 /// Which providers a command is about: the union of those listed and those of the systems and regions listed;
@@ -470,7 +473,7 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     }
     let reports = read.reports.into_iter().map(|mut r| {
         if r.revision == 0 {
-            r.revision = args.revision;
+            r.revision = args.revision.unwrap_or(0);
         }
         if r.source.is_none() {
             r.source = Some("sitrep push".into());
@@ -489,6 +492,9 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
                 println!("  {}", ack.message);
                 if !ack.cursor.is_empty() {
                     println!("  cursor {}", ack.cursor);
+                }
+                if ack.outcome() == pb::report_ack::Outcome::Conflict {
+                    code = ExitCode::from(3);
                 }
             }
             Err(status) if status.code() == tonic::Code::InvalidArgument => {

@@ -38,6 +38,30 @@ pub struct Plan {
     pub event: Event,
 }
 
+/// Whether a stored revision says what `report` says: the same site, values and narrative. A report sent again
+/// with the same key and content is a duplicate (a retry: nothing changes); the same key with other content is a
+/// conflict, which the sender must resend under a new revision, never dropped as a duplicate. When and from where
+/// it was sent (`observed_at`, `source`) may differ between retries, so they are not part of the content.
+pub fn same_content(stored: &HistoryRecord, report: &ValidReport) -> bool {
+    stored.site.as_deref() == report.site()
+        && stored.narrative.as_deref() == report.narrative()
+        && stored.values == *report.values()
+}
+
+/// The revision a report sent without one gets (see [`ValidReport::needs_revision`]): the next after the highest
+/// its period has. For the provider's live period that is its live revision (a higher one would have been live);
+/// for a later period there is none yet; only an earlier period needs `highest_stored`, the highest revision
+/// history holds for it, which a store reads only then (see [`needs_history_for_revision`]).
+pub fn next_revision(prior: Option<&ProviderLive>, report: &ValidReport, highest_stored: Option<u32>) -> u32 {
+    let live = prior.filter(|p| p.period == report.period()).map(|p| p.revision);
+    live.max(highest_stored).map_or(1, |r| r.saturating_add(1))
+}
+
+/// Whether [`next_revision`] needs the highest revision history holds for `report`'s period.
+pub fn needs_history_for_revision(prior: Option<&ProviderLive>, report: &ValidReport) -> bool {
+    prior.is_some_and(|p| report.period() < p.period)
+}
+
 /// Whether `report` would go into history only (not newer than `prior`'s live state). A store asks this first,
 /// because a late report's plan needs the previous revision of its period from history.
 pub fn is_late(prior: Option<&ProviderLive>, report: &ValidReport) -> bool {

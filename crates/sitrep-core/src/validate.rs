@@ -94,7 +94,21 @@ impl ValidReport {
     pub fn source(&self) -> Option<&str> {
         self.source.as_deref()
     }
+
+    /// Whether the sender left the revision to the store (revision 0): see [`crate::plan::next_revision`].
+    pub fn needs_revision(&self) -> bool {
+        self.revision == 0
+    }
+
+    /// The same report as revision `revision`: the store's choice for a report sent without one.
+    pub fn with_revision(&self, revision: u32) -> ValidReport {
+        ValidReport { revision, ..self.clone() }
+    }
 }
+
+/// The largest revision a sender may give; the store's own (for reports sent without one) may go above it, up to
+/// `u32::MAX`. Large enough for revisions numbered by the second (the feed agent's) until 2096.
+pub const MAX_REVISION: u32 = 4_000_000_000;
 
 /// Who a complaint is about: `report for RJ7`, or `report` when it names no provider. Written only when there is a
 /// complaint to write.
@@ -139,6 +153,7 @@ pub fn validate_owned(
     let Report { provider, site, period, revision, observed_at, values: inputs, opel_level, narrative, source } =
         report;
     let who = Who(&provider);
+    let says_nothing = inputs.is_empty() && opel_level.is_none() && narrative.as_deref().is_none_or(str::is_empty);
 
     // Who.
     match directory.provider(&provider) {
@@ -178,8 +193,11 @@ pub fn validate_owned(
         ),
         Some(_) => {}
     }
-    if revision == 0 {
-        bad("revision".into(), "min", format!("{who}: revision = 0 must be at least 1"));
+    // Revision 0 (none given) asks the store for the next one. Senders' revisions stop at MAX_REVISION, and the
+    // store may give revisions above it, so a typo of the largest revision cannot leave a period with nothing newer
+    // to correct it (a report sent without a revision always gets one).
+    if revision > MAX_REVISION {
+        bad("revision".into(), "max", format!("{who}: revision = {revision} exceeds the limit of {MAX_REVISION}"));
     }
     match observed_at {
         None => bad("observed_at".into(), "required", format!("{who}: observed_at is required")),
@@ -335,6 +353,14 @@ pub fn validate_owned(
         );
     }
 
+    if says_nothing {
+        bad(
+            "values".into(),
+            "not_empty",
+            format!("{who}: the report carries no values, no OPEL level and no narrative: nothing to record"),
+        );
+    }
+
     if !out.is_empty() {
         return Err(out);
     }
@@ -452,7 +478,22 @@ mod tests {
                 "within_retention",
                 "840 hours",
             ),
-            (Box::new(|r| r.revision = 0), "revision", "min", "revision = 0"),
+            (
+                Box::new(|r| r.revision = 4_000_000_001),
+                "revision",
+                "max",
+                "revision = 4000000001 exceeds the limit of 4000000000",
+            ),
+            (
+                Box::new(|r| {
+                    r.values.clear();
+                    r.opel_level = None;
+                    r.narrative = None;
+                }),
+                "values",
+                "not_empty",
+                "no values, no OPEL level and no narrative",
+            ),
             (Box::new(|r| r.period = Some(Timestamp(-3_600_000))), "period", "within_retention", "ms from 1970"),
             (Box::new(|r| r.period = Some(Timestamp(i64::MAX))), "period", "hour_aligned", "ms from 1970"),
             (Box::new(|r| r.observed_at = Some(Timestamp(i64::MAX))), "observed_at", "not_in_future", "ms from 1970"),
@@ -499,7 +540,7 @@ mod tests {
     #[test]
     fn reports_every_violation_at_once() {
         let mut r = good();
-        r.revision = 0;
+        r.revision = 4_000_000_001;
         r.values.insert("ed.in_department".into(), (-3.0).into());
         let errors = check(&r).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");

@@ -27,6 +27,7 @@ pub async fn run_all<S: Store, F: std::future::Future<Output = S>>(
 ) {
     accepts_and_snapshots(&make().await).await;
     duplicate_is_idempotent(&make().await).await;
+    revisions_are_given_when_missing(&make().await).await;
     diffs_against_live_state(&make().await).await;
     late_reports_go_to_history_only(&make().await).await;
     reads_events_after_a_cursor_in_order(&make().await).await;
@@ -135,12 +136,55 @@ pub async fn duplicate_is_idempotent(store: &dyn Store) {
     let first = accept(store, &r).await;
     let again = store.apply(&r, Timestamp::now()).await.expect("apply");
     assert_eq!(again, Applied::Duplicate { cursor: Some(first.cursor.clone()) });
-    // Same key, different content: still a duplicate (the key is the identity), and live state keeps the first.
+    // Same key, other content: a conflict, never a duplicate; nothing changes, and the answer names the next
+    // revision the period has free.
     let changed = report("RJ7", 0, 1, &[("ed.in_department", n(99.0))]);
-    assert!(matches!(store.apply(&changed, Timestamp::now()).await.expect("apply"), Applied::Duplicate { .. }));
+    assert_eq!(
+        store.apply(&changed, Timestamp::now()).await.expect("apply"),
+        Applied::Conflict { cursor: Some(first.cursor.clone()), next_revision: 2 }
+    );
     assert_eq!(store.head().await.expect("head"), first.cursor);
     let snap = snapshot(store, &Selection::All).await;
     assert_eq!(snap.providers[0].readings["ed.in_department"].value, n(50.0));
+    // A later revision of the period, then a conflict on the first: the next free revision is after the highest.
+    accept(store, &report("RJ7", 0, 4, &[("ed.in_department", n(51.0))])).await;
+    let next = match store.apply(&changed, Timestamp::now()).await.expect("apply") {
+        Applied::Conflict { next_revision, .. } => next_revision,
+        other => panic!("{}: expected a conflict, got {other:?}", store.name()),
+    };
+    assert_eq!(next, 5, "{}", store.name());
+}
+
+/// A report sent without a revision (0) is given the next its period has: after the live revision in the live
+/// period, 1 in a new period, and after the highest in history for an earlier period (a late report).
+pub async fn revisions_are_given_when_missing(store: &dyn Store) {
+    let given = |e: &Event| (e.revision, e.live);
+    let first = accept(store, &report("RGT", 0, 0, &[("ed.in_department", n(10.0))])).await;
+    assert_eq!(given(&first), (1, true), "{}", store.name());
+    let second = accept(store, &report("RGT", 0, 0, &[("ed.in_department", n(11.0))])).await;
+    assert_eq!(given(&second), (2, true), "{}", store.name());
+    accept(store, &report("RGT", 0, 7, &[("ed.in_department", n(12.0))])).await;
+    let after_seven = accept(store, &report("RGT", 0, 0, &[("ed.over_12h", n(1.0))])).await;
+    assert_eq!(given(&after_seven), (8, true), "{}", store.name());
+    // Partial updates combine: the metric the last report did not name keeps its value.
+    let snap = snapshot(store, &Selection::All).await;
+    let readings = &snap.providers[0].readings;
+    assert_eq!((readings["ed.in_department"].value, readings["ed.over_12h"].value), (n(12.0), n(1.0)));
+    // An earlier period: after what history holds for it, and late (history only).
+    let late_empty = accept(store, &report("RGT", 2, 0, &[("ed.in_department", n(5.0))])).await;
+    assert_eq!(given(&late_empty), (1, false), "{}", store.name());
+    accept(store, &report("RGT", 2, 3, &[("ed.in_department", n(6.0))])).await;
+    let late = accept(store, &report("RGT", 2, 0, &[("ed.in_department", n(7.0))])).await;
+    assert_eq!(given(&late), (4, false), "{}", store.name());
+    let history = store
+        .history("RGT", Timestamp::now().hour_start().add_hours(-2), Timestamp::now().hour_start())
+        .await
+        .expect("history");
+    let keys: Vec<(i64, u32)> = history
+        .iter()
+        .map(|h| ((Timestamp::now().hour_start().millis() - h.period.millis()) / 3_600_000, h.revision))
+        .collect();
+    assert_eq!(keys, [(2, 1), (2, 3), (2, 4), (0, 1), (0, 2), (0, 7), (0, 8)], "{}", store.name());
 }
 
 /// A later revision's event lists exactly the metrics whose values changed, with before and after.

@@ -36,6 +36,10 @@ pub enum Applied {
     /// A report with the same (provider, period, revision) was stored before, with the event at `cursor` (if the
     /// backend still knows it). Nothing changed.
     Duplicate { cursor: Option<Cursor> },
+    /// A report with the same (provider, period, revision) but other content was stored before (with the event at
+    /// `cursor`, if the backend still knows it). Nothing changed: the sender must send it as a new revision, and
+    /// `next_revision` is the next its period has free.
+    Conflict { cursor: Option<Cursor>, next_revision: u32 },
 }
 
 /// The stored live state of every provider, for a picture to start from (see [`Store::load`]).
@@ -110,8 +114,11 @@ pub enum StoreError {
 ///   state and persists the plan (live state, the history entry, the event) all or nothing, provided the provider
 ///   is still at the version the plan was made from; otherwise it plans again from the current state. Concurrent
 ///   applies behave as if run one after the other.
-/// - **Idempotent.** (provider, period, revision) identifies a report. Applying a key seen before returns
-///   [`Applied::Duplicate`] and changes nothing, for as long as history keeps that period.
+/// - **Idempotent, and nothing lost.** (provider, period, revision) identifies a report. Applying a key seen before
+///   with the same content ([`sitrep_core::plan::same_content`]) returns [`Applied::Duplicate`]; with other content,
+///   [`Applied::Conflict`]; neither changes anything, for as long as history keeps that period. A report sent
+///   without a revision (0) is given the next its period has ([`sitrep_core::plan::next_revision`]), in the same
+///   atomic step, so it is never a duplicate or a conflict.
 /// - **Late reports.** A report whose (period, revision) is not newer than the provider's live state goes into
 ///   history only; its event has `live == false` and diffs against the previous revision of that period.
 /// - **Total order.** Events get strictly increasing cursors in the order they were applied; each carries the

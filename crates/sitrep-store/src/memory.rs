@@ -149,10 +149,23 @@ impl Store for MemoryStore {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let revisions = inner.history.get(report.provider()).and_then(|periods| periods.get(&report.period()));
-        if let Some(seen) = revisions.and_then(|r| r.get(&report.revision())) {
-            return Ok(Applied::Duplicate { cursor: Some(seen.cursor.clone()) });
-        }
         let prior = inner.live.get(report.provider());
+        let highest = revisions.and_then(|r| r.keys().next_back().copied());
+        let assigned;
+        let report = match report.needs_revision() {
+            true => {
+                assigned = report.with_revision(plan::next_revision(prior, report, highest));
+                &assigned
+            }
+            false => report,
+        };
+        if let Some(seen) = revisions.and_then(|r| r.get(&report.revision())) {
+            let cursor = Some(seen.cursor.clone());
+            return Ok(match plan::same_content(&seen.record, report) {
+                true => Applied::Duplicate { cursor },
+                false => Applied::Conflict { cursor, next_revision: plan::next_revision(prior, report, highest) },
+            });
+        }
         // A late report diffs against the previous revision of its period.
         let previous = match plan::is_late(prior, report) {
             true => revisions.and_then(|r| r.range(..report.revision()).next_back()).map(|(_, r)| &r.record.values),

@@ -30,7 +30,7 @@ impl ProviderApi {
     }
 }
 
-/// Handles one report: `Ok` with the ack (accepted, duplicate or rejected, plus the violations when rejected),
+/// Handles one report: `Ok` with the ack (accepted, duplicate, conflict or rejected, plus the violations when rejected),
 /// `Err` when the store could not be reached.
 pub async fn ingest(ctx: &Context, wire: pb::StatusReport) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
     let mut ack = pb::ReportAck {
@@ -53,9 +53,9 @@ pub async fn ingest(ctx: &Context, wire: pb::StatusReport) -> Result<(pb::Report
     };
     let applied = ctx.store.apply(&report, now).await;
     match &applied {
-        // A duplicate writes nothing, so it says nothing about whether the store takes writes.
+        // A duplicate or a conflict writes nothing, so it says nothing about whether the store takes writes.
         Ok(Applied::Accepted(_)) => ctx.hub.writes(true, String::new),
-        Ok(Applied::Duplicate { .. }) => {}
+        Ok(Applied::Duplicate { .. } | Applied::Conflict { .. }) => {}
         Err(e @ sitrep_store::StoreError::Unavailable { .. }) => {
             ctx.hub.writes(false, || format!("the store refuses reports; none are being accepted ({e})"))
         }
@@ -72,12 +72,26 @@ pub async fn ingest(ctx: &Context, wire: pb::StatusReport) -> Result<(pb::Report
                 ),
             };
             ack.cursor = event.cursor.to_string();
+            ack.revision = event.revision;
         }
         Applied::Duplicate { cursor } => {
             tracing::debug!(provider = %report.provider(), period = %report.period(), revision = report.revision(), "duplicate report");
             ack.set_outcome(Outcome::Duplicate);
             ack.message = "duplicate: this provider, period and revision were stored before; nothing changed".into();
             ack.cursor = cursor.map(|c| c.to_string()).unwrap_or_default();
+        }
+        Applied::Conflict { cursor, next_revision } => {
+            tracing::info!(provider = %report.provider(), period = %report.period(), revision = report.revision(), next_revision, "conflicting report");
+            ack.set_outcome(Outcome::Conflict);
+            ack.message = format!(
+                "conflict: report for {} period {} revision {} was stored before with other content; nothing \
+                 changed. Send it as revision {next_revision}",
+                report.provider(),
+                report.period(),
+                report.revision()
+            );
+            ack.cursor = cursor.map(|c| c.to_string()).unwrap_or_default();
+            ack.next_revision = next_revision;
         }
     }
     Ok((ack, Vec::new()))
@@ -117,7 +131,15 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                     }
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::debug!(?peer, %status, "provider stream failed");
+                        // A message that could not be read (malformed, or over the size limit): the stream cannot
+                        // go on past it, so it ends with an error that says why, never with OK and reports
+                        // unanswered. (If the client has gone, the send fails and nobody is told.)
+                        tracing::info!(?peer, %status, "provider stream failed");
+                        let reason = format!(
+                            "{}; reports after the last acknowledged one were not read: send them again",
+                            status.message()
+                        );
+                        let _ = tx.send(Err(Status::invalid_argument(reason))).await;
                         break;
                     }
                 }

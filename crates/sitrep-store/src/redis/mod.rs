@@ -322,9 +322,24 @@ enum Outcome {
         pos: Position,
         prev: Position,
     },
-    Duplicate(Position),
+    /// The report's key is in history: its stored entry (`<event id>|<entry>`), for the core to tell a duplicate
+    /// from a conflict.
+    Seen(Vec<u8>),
     /// The provider's current state (empty if it has none).
     Conflict(Vec<u8>),
+}
+
+/// What [`RedisStore::plan_and_persist`] did.
+enum Persisted {
+    Accepted(Event),
+    /// The plan's report key is in history already, with this stored entry (`<event id>|<entry>`); `prior` is the
+    /// provider's state the plan was made from.
+    Seen {
+        epoch: String,
+        revision: u32,
+        stored: Vec<u8>,
+        prior: Option<Arc<ProviderLive>>,
+    },
 }
 
 /// The committer: sends what has gathered in its queue as one script call, hands each plan its outcome when the
@@ -445,12 +460,14 @@ fn outcomes(reply: &RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreErr
                 let (id, prev) = text.split_once(' ').ok_or_else(|| bad("persist outcome"))?;
                 Outcome::Accepted { pos: position(id)?, prev: position(prev)? }
             }
-            b'd' => Outcome::Duplicate(position(text)?),
-            b'c' => {
+            b'd' | b'c' => {
                 let len: usize = text.parse().map_err(|_| bad("persist outcome"))?;
-                let state = rest.get(..len).ok_or_else(|| bad("persist outcome"))?;
+                let stored = rest.get(..len).ok_or_else(|| bad("persist outcome"))?.to_vec();
                 rest = &rest[len..];
-                Outcome::Conflict(state.to_vec())
+                match kind {
+                    b'd' => Outcome::Seen(stored),
+                    _ => Outcome::Conflict(stored),
+                }
             }
             _ => return Err(bad("persist outcome")),
         });
@@ -663,14 +680,20 @@ impl RedisStore {
         Ok(Some(record.0.values))
     }
 
+    /// The highest revision history holds for `report`'s period, if any.
+    async fn highest_revision(&self, report: &ValidReport) -> Result<Option<u32>, StoreError> {
+        let period = self.history(report.provider(), report.period(), report.period()).await?;
+        Ok(period.iter().map(|h| h.revision).max())
+    }
+
     /// Plans with `make` against the provider's state as known (or, after a conflict, as stored) and persists
-    /// the plan, until it is persisted, found a duplicate, or `make` finds nothing to do.
+    /// the plan, until it is persisted, its report's key is found in history, or `make` finds nothing to do.
     async fn plan_and_persist(
         &self,
         provider: &str,
         mut prior: Option<Arc<ProviderLive>>,
-        make: impl AsyncPlanner,
-    ) -> Result<Option<Applied>, StoreError> {
+        make: &impl AsyncPlanner,
+    ) -> Result<Option<Persisted>, StoreError> {
         let codes = self.codes().await?;
         for _ in 0..MAX_CONFLICTS {
             let Some(mut plan) = make.plan(self, prior.as_deref()).await? else { return Ok(None) };
@@ -691,10 +714,11 @@ impl RedisStore {
                     if let Some(state) = state {
                         self.set_known(provider, Some(state));
                     }
-                    return Ok(Some(Applied::Accepted(event)));
+                    return Ok(Some(Persisted::Accepted(event)));
                 }
-                Outcome::Duplicate(pos) => {
-                    return Ok(Some(Applied::Duplicate { cursor: Some(Cursor::new(epoch, pos)) }));
+                Outcome::Seen(stored) => {
+                    let revision = plan.event.revision;
+                    return Ok(Some(Persisted::Seen { epoch, revision, stored, prior }));
                 }
                 Outcome::Conflict(current) => {
                     prior = match current.is_empty() {
@@ -872,12 +896,24 @@ struct ReportPlanner<'a> {
 #[async_trait]
 impl AsyncPlanner for ReportPlanner<'_> {
     async fn plan(&self, store: &RedisStore, prior: Option<&ProviderLive>) -> Result<Option<Plan>, StoreError> {
-        let previous = match plan::is_late(prior, self.report) {
-            true => store.previous_revision(self.report).await?,
+        let assigned;
+        let report = match self.report.needs_revision() {
+            true => {
+                let highest = match plan::needs_history_for_revision(prior, self.report) {
+                    true => store.highest_revision(self.report).await?,
+                    false => None,
+                };
+                assigned = self.report.with_revision(plan::next_revision(prior, self.report, highest));
+                &assigned
+            }
+            false => self.report,
+        };
+        let previous = match plan::is_late(prior, report) {
+            true => store.previous_revision(report).await?,
             false => None,
         };
         let o = &store.options;
-        Ok(Some(plan::report(&o.rules, prior, previous.as_ref(), self.report, self.received_at, o.retention_hours)))
+        Ok(Some(plan::report(&o.rules, prior, previous.as_ref(), report, self.received_at, o.retention_hours)))
     }
 }
 
@@ -904,9 +940,37 @@ impl Store for RedisStore {
         let _one_at_a_time = lock.lock().await;
         // A provider this store has not seen is planned as new: right for a new provider, and for one another
         // replica wrote, the script's answer brings its state.
-        let prior = self.known(p);
-        let applied = self.plan_and_persist(p, prior, ReportPlanner { report, received_at }).await?;
-        applied.ok_or_else(|| StoreError::Internal("a report always has a plan".into()))
+        let mut prior = self.known(p);
+        let planner = ReportPlanner { report, received_at };
+        for _ in 0..MAX_CONFLICTS {
+            let persisted = self.plan_and_persist(p, prior, &planner).await?;
+            let (epoch, revision, stored, seen_prior) = match persisted {
+                Some(Persisted::Accepted(event)) => return Ok(Applied::Accepted(event)),
+                Some(Persisted::Seen { epoch, revision, stored, prior }) => (epoch, revision, stored, prior),
+                None => return Err(StoreError::Internal("a report always has a plan".into())),
+            };
+            let field = codec::history_field(report.period(), revision);
+            let (record, id) = self.decoding(|codes| codec::decode_history(codes, &field, &stored)).await?;
+            let cursor = Some(Cursor::new(epoch, position(&id)?));
+            if plan::same_content(&record, report) {
+                return Ok(Applied::Duplicate { cursor });
+            }
+            if report.needs_revision() {
+                // The revision given was taken meanwhile (by another replica): choose again from what is stored.
+                prior = self.read_state(p).await?.map(Arc::new);
+                self.set_known(p, prior.clone());
+                continue;
+            }
+            let highest = self.highest_revision(report).await?;
+            return Ok(Applied::Conflict {
+                cursor,
+                next_revision: plan::next_revision(seen_prior.as_deref(), report, highest),
+            });
+        }
+        Err(StoreError::Unavailable {
+            message: format!("redis: provider {p} kept changing while a revision was being chosen for its report"),
+            source: None,
+        })
     }
 
     async fn mark_stale(&self, provider: &str, now: Timestamp) -> Result<Option<Event>, StoreError> {
@@ -916,8 +980,8 @@ impl Store for RedisStore {
             Some(p) => Some(p),
             None => self.read_state(provider).await?.map(Arc::new),
         };
-        match self.plan_and_persist(provider, prior, StalePlanner { now }).await? {
-            Some(Applied::Accepted(e)) => Ok(Some(e)),
+        match self.plan_and_persist(provider, prior, &StalePlanner { now }).await? {
+            Some(Persisted::Accepted(e)) => Ok(Some(e)),
             _ => Ok(None),
         }
     }

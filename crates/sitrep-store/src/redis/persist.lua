@@ -8,7 +8,8 @@
 --       clock transition), trim history of periods before this one (in hours; '' for no trimming), new state ('' when live state does not change), event, history entry, writer's token (which
 --       the writer recognises its own events by when it reads them back)
 -- Returns one string (one reply to parse rather than four per plan): the epoch and a newline, then an outcome per
--- plan: 'a<id> <id of the event before it>\n' (accepted), 'd<id of the original event>\n' (a duplicate), or
+-- plan: 'a<id> <id of the event before it>\n' (accepted), 'd<length>\n<the stored history entry, '<id>|<entry>'>'
+-- (the report's key is in history already: a duplicate or a conflict), or
 -- 'c<length>\n<the provider's current state, '' if none>' (a conflict).
 local log, events, states = KEYS[1], KEYS[2], KEYS[3]
 local maxlen, maxage, prefix = ARGV[2], ARGV[3], ARGV[4]
@@ -33,7 +34,8 @@ for i = 5, #ARGV, 8 do
   local seen = field ~= '' and redis.call('HGET', hist, field)
   local current = redis.call('HGET', states, provider)
   if seen then
-    out[#out + 1] = 'd' .. before_bar(seen) .. '\n'
+    -- The report's key was seen: whether it said the same (a duplicate) or not (a conflict) is the core's call.
+    out[#out + 1] = 'd' .. #seen .. '\n' .. seen
   elseif (current and before_bar(current) or '0') ~= expected then
     local c = current or ''
     out[#out + 1] = 'c' .. #c .. '\n' .. c
