@@ -94,16 +94,17 @@ async fn events_until(stream: &mut tonic::Streaming<pb::Update>, until: std::tim
 #[tokio::test]
 async fn two_replicas_raise_one_stale_alert_and_clear_it() {
     let redis = RedisProcess::start().expect("redis-server");
-    // A provider is stale 3 s after its last report; each replica looks ten times a second.
-    let config = "[staleness]\ncadence = \"2s\"\ngrace = \"1s\"\ncheck_interval = \"100ms\"\n";
-    let a = Server::start_with(config, &["--redis", &redis.url()]).await;
-    let b = Server::start_with(config, &["--redis", &redis.url()]).await;
+    // A provider that last reported for the previous hour is stale 3 s from now; each replica looks ten times a
+    // second.
+    let config = stale_after_previous_hour(3);
+    let a = Server::start_with(&config, &["--redis", &redis.url()]).await;
+    let b = Server::start_with(&config, &["--redis", &redis.url()]).await;
     let mut on_a = a.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
     let mut on_b = b.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
     expect_snapshot(next(&mut on_a).await);
     expect_snapshot(next(&mut on_b).await);
 
-    let ack = a.provider().await.submit(report("RJ7", 0, 1, &[("ed.in_department", 40.0)])).await.unwrap();
+    let ack = a.provider().await.submit(report("RJ7", 1, 1, &[("ed.in_department", 40.0)])).await.unwrap();
     let reported_at = std::time::Instant::now();
     let ack = ack.into_inner();
     for stream in [&mut on_a, &mut on_b] {
@@ -120,7 +121,11 @@ async fn two_replicas_raise_one_stale_alert_and_clear_it() {
         assert_eq!((e.kind(), e.provider.as_str()), (pb::event::Kind::Stale, "RJ7"));
         assert_eq!(e.raised.len(), 1);
         assert_eq!(e.raised[0].key, "stale:RJ7");
-        assert!(e.raised[0].message.starts_with("RJ7: no report since"), "{}", e.raised[0].message);
+        assert!(
+            e.raised[0].message.starts_with("RJ7: its latest report is for the hour from"),
+            "{}",
+            e.raised[0].message
+        );
         assert_eq!(e.rollups.iter().map(|r| r.stale).collect::<Vec<_>>(), [1, 1, 1]);
     }
     assert_eq!(stale_events[0][0].cursor, stale_events[1][0].cursor, "the same event, from the one log");

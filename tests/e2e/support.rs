@@ -133,6 +133,16 @@ pub fn report(provider: &str, hours_ago: i64, revision: u32, values: &[(&str, f6
     }
 }
 
+/// A `[staleness]` configuration under which a provider whose latest report is for the previous hour (a report
+/// made with `hours_ago = 1`) goes stale `seconds` from now, checked ten times a second. Freshness goes by the
+/// period reported (stale once the hour reported has ended and a cadence and the grace have passed), so a short
+/// wait needs a report for an hour that has already ended and a cadence that ends just after now.
+pub fn stale_after_previous_hour(seconds: u64) -> String {
+    let now = sitrep_core::Timestamp::now();
+    let cadence_ms = now.millis() - now.hour_start().millis() + seconds as i64 * 1000;
+    format!("[staleness]\ncadence = \"{cadence_ms}ms\"\ngrace = \"0s\"\ncheck_interval = \"100ms\"\n")
+}
+
 /// A provider's open Report stream: send a report, await its ack.
 pub struct Feed {
     tx: mpsc::Sender<pb::StatusReport>,

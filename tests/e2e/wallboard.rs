@@ -172,17 +172,20 @@ async fn three_hundred_providers_and_an_update_every_100_ms() {
 /// A provider that misses its hour is marked stale on its tile, and unmarked by its next report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_provider_is_marked_stale_until_it_reports() {
-    let config = "[staleness]\ncadence = \"1s\"\ngrace = \"1s\"\ncheck_interval = \"100ms\"\n";
-    let server = Server::start(config).await;
+    let server = Server::start(&stale_after_previous_hour(2)).await;
     let mut provider = server.provider().await;
-    let first = report("RJ7", 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 10.0)]);
+    let first = report("RJ7", 1, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 10.0)]);
     assert_eq!(provider.submit(first).await.unwrap().into_inner().outcome(), Outcome::Accepted);
     let mut browser = Browser::launch();
     let page = browser.open(&format!("{}/?provider=RJ7", server.url));
     browser.wait_for(&page, "document.querySelector('#tile-RJ7.stale') !== null", DEADLINE);
     let fresh = browser.eval(&page, "getComputedStyle(document.querySelector('#tile-RJ7 .fresh'), '::before').content");
     assert_eq!(fresh, "\"STALE · \"");
-    browser.wait_for(&page, "document.querySelector('#alerts').textContent.includes('RJ7: no report since')", DEADLINE);
+    browser.wait_for(
+        &page,
+        "document.querySelector('#alerts').textContent.includes('RJ7: its latest report is for')",
+        DEADLINE,
+    );
     let again = report("RJ7", 0, 2, &[(OCCUPIED, 11.0)]);
     assert_eq!(provider.submit(again).await.unwrap().into_inner().outcome(), Outcome::Accepted);
     browser.wait_for(&page, "document.querySelector('#tile-RJ7.stale') === null", DEADLINE);

@@ -226,10 +226,13 @@ pub fn report(
     let empty = BTreeMap::new();
     let b = Side::of(rules, provider, before.values.unwrap_or(&empty).iter().map(|(c, v)| (*c, *v)));
     let a = Side::of(rules, provider, after.iter().map(|(c, v)| (*c, *v)));
-    between(rules, provider, &b, &a, before.open, changes, at)
+    between(rules, provider, &b, &a, before.open, changes, at, None)
 }
 
 /// What changed between two sides of a report, and the alerts that raises and clears given the `open` ones.
+/// `still_stale` is the stale alert to keep open when the report's period is itself too old to make the provider
+/// fresh (see [`is_stale`]); `None` when the report ends staleness.
+#[allow(clippy::too_many_arguments)]
 fn between(
     rules: &Rules,
     provider: &str,
@@ -238,6 +241,7 @@ fn between(
     open_alerts: &[Alert],
     changes: &[MetricChange],
     at: Timestamp,
+    still_stale: Option<Alert>,
 ) -> Derived {
     let c = &rules.catalogue;
     let index = rules.index();
@@ -362,8 +366,12 @@ fn between(
         out.cleared.push(a.clone());
     }
 
-    // A report ends staleness.
-    clear(&mut out, AlertKind::Stale, None);
+    // A report for a recent enough period ends staleness; one for a period already too old to be fresh does not.
+    match still_stale {
+        None => clear(&mut out, AlertKind::Stale, None),
+        Some(alert) if find(AlertKind::Stale, None).is_none() => raise(&mut out, alert),
+        Some(_) => {}
+    }
 
     // OPEL: declared and computed, and whether they disagree.
     let (ob, oa) = (&b.opel, &a.opel);
@@ -404,9 +412,11 @@ fn between(
 
 /// Applies a live report to a provider's state (see [`crate::state::apply_live`]) together with what it means:
 /// derives the picture from the state before and after, records the alerts it raised and cleared and its new
-/// figures and OPEL levels, ends staleness and advances its version. [`crate::plan`] calls this one function for
-/// every store, so every backend derives and keeps the same thing. The caller must already know the report is newer
-/// than `live`.
+/// figures and OPEL levels, ends staleness (unless the report's period is itself too old: freshness goes by the
+/// period a report describes, not by when it arrived) and advances its version. Readings older than the rules'
+/// `value_max_age` (by their period, against the report's) are left out of the derived figures and ratings.
+/// [`crate::plan`] calls this one function for every store, so every backend derives and keeps the same thing. The
+/// caller must already know the report is newer than `live`.
 pub fn advance(
     rules: &Rules,
     live: &mut Option<crate::ProviderLive>,
@@ -420,17 +430,20 @@ pub fn advance(
     };
     let changes = crate::state::apply_live(live, report, received_at);
     let state = live.as_mut().expect("just applied");
+    let stale = is_stale(rules, report.provider(), report.period(), received_at);
+    let still_stale = stale.then(|| stale_alert(rules, report.provider(), report.period(), received_at));
     let (derived, kept_opel) = {
         let before = Side::kept(rules, &kept_figures, kept_opel);
-        let values = state.readings.iter().map(|(c, r)| (*c, r.value));
+        let oldest = oldest_counted(rules, state.period);
+        let values = state.readings.iter().filter(|(_, r)| r.period >= oldest).map(|(c, r)| (*c, r.value));
         let after = Side::of(rules, report.provider(), values);
-        (between(rules, report.provider(), &before, &after, &open, &changes, received_at), before.opel)
+        (between(rules, report.provider(), &before, &after, &open, &changes, received_at, still_stale), before.opel)
     };
     state.figures = kept_figures;
     state.opel = kept_opel;
     state.alerts = open;
     state.record_alerts(&derived);
-    state.stale = false;
+    state.stale = stale;
     state.version += 1;
     apply_derived(state, &derived);
     (changes, derived)
@@ -456,22 +469,35 @@ pub fn apply_derived(state: &mut crate::ProviderLive, derived: &Derived) {
     }
 }
 
-/// Whether a provider whose last live report was received at `last` is stale at `now`.
-pub fn is_stale(rules: &Rules, provider: &str, last: Timestamp, now: Timestamp) -> bool {
-    last <= stale_deadline(rules, provider, now)
+/// The length of a period: an hour.
+const PERIOD_MS: i64 = 3_600_000;
+
+/// Whether a provider whose latest report is for the hour starting at `period` is stale at `now`: its next report
+/// was due one cadence after that hour ended, and the grace on top of that has passed. Freshness goes by the period
+/// a report describes, whenever it arrived, so a report for a past hour never makes a provider look fresh.
+pub fn is_stale(rules: &Rules, provider: &str, period: Timestamp, now: Timestamp) -> bool {
+    period <= stale_deadline(rules, provider, now)
 }
 
-/// The latest time a provider's last live report may have been received for it to be stale at `now`.
+/// The latest period a provider's latest report may be for, for it to be stale at `now`.
 pub fn stale_deadline(rules: &Rules, provider: &str, now: Timestamp) -> Timestamp {
     let after = rules.stale_after(provider).as_millis().min(i64::MAX as u128) as i64;
-    now.add_millis(-after)
+    now.add_millis(after.saturating_add(PERIOD_MS).saturating_neg())
+}
+
+/// The earliest period a reading may be for to count in figures, ratings and totals, given the provider's latest
+/// period: older readings (a metric the provider stopped sending) are kept and shown with their age, but counted
+/// nowhere.
+pub fn oldest_counted(rules: &Rules, latest: Timestamp) -> Timestamp {
+    let age = rules.staleness.value_max_age.as_millis().min(i64::MAX as u128) as i64;
+    latest.add_millis(age.saturating_neg())
 }
 
 /// The alert raised when a provider goes quiet.
-pub fn stale_alert(rules: &Rules, provider: &str, last: Timestamp, now: Timestamp) -> Alert {
+pub fn stale_alert(rules: &Rules, provider: &str, period: Timestamp, now: Timestamp) -> Alert {
     let (cadence, grace) = rules.cadence(provider);
     let message = format!(
-        "{provider}: no report since {last} (expected every {}, with {} grace)",
+        "{provider}: its latest report is for the hour from {period} (expected every {}, with {} grace)",
         humantime::format_duration(cadence),
         humantime::format_duration(grace)
     );
@@ -714,14 +740,19 @@ mod tests {
     #[test]
     fn staleness_with_a_fake_clock() {
         let rules = Rules::demo();
-        let last = Timestamp::parse_rfc3339("2026-11-27T14:05:00Z").unwrap();
-        let cases = [("15:19:59", false), ("15:20:00", true), ("16:00:00", true), ("14:05:00", false)];
+        // The hour from 14:00 ends at 15:00; the next report is due within the hour after (the cadence), and 15
+        // minutes' grace: stale from 16:15, whenever the report for 14:00 arrived.
+        let period = Timestamp::parse_rfc3339("2026-11-27T14:00:00Z").unwrap();
+        let cases = [("16:14:59", false), ("16:15:00", true), ("17:00:00", true), ("14:05:00", false)];
         for (time, stale) in cases {
             let now = Timestamp::parse_rfc3339(&format!("2026-11-27T{time}Z")).unwrap();
-            assert_eq!(is_stale(&rules, "RJ7", last, now), stale, "at {time}");
+            assert_eq!(is_stale(&rules, "RJ7", period, now), stale, "at {time}");
         }
-        let a = stale_alert(&rules, "RJ7", last, last.add_hours(2));
+        let a = stale_alert(&rules, "RJ7", period, period.add_hours(3));
         assert_eq!(a.key, "stale:RJ7");
-        assert_eq!(a.message, "RJ7: no report since 2026-11-27T14:05:00Z (expected every 1h, with 15m grace)");
+        assert_eq!(
+            a.message,
+            "RJ7: its latest report is for the hour from 2026-11-27T14:00:00Z (expected every 1h, with 15m grace)"
+        );
     }
 }

@@ -73,7 +73,7 @@ impl Picture {
     pub fn from_states(rules: Rules, cursor: Cursor, states: impl IntoIterator<Item = ProviderLive>) -> Self {
         let mut picture = Picture::new(rules, cursor);
         for state in states {
-            let values = state.values();
+            let values = counted_values(&picture.rules, &state);
             for s in picture.rules.index().scopes_of(&state.provider) {
                 picture.totals[*s].add(&picture.rules, &values, state.stale);
             }
@@ -142,35 +142,9 @@ impl Picture {
         }
         let first = entry.version == 0;
         let was_stale = entry.stale;
-        // The provider's numbers by metric position before the event (one walk over its readings), and the metrics
-        // whose totals move: those the event changed (each with its number after, which the event carries), and the
-        // derived metrics they feed, whose inputs are looked up in the numbers before and after.
-        let mut numbers: Vec<Option<i128>> = vec![None; index.metrics.len()];
-        for (code, r) in &entry.readings {
-            if let Some(Position::Metric(m)) = index.position_of(*code) {
-                numbers[m] = r.value.number().map(fixed);
-            }
-        }
-        let changed: Vec<(usize, Option<i128>, Option<i128>)> = event
-            .changes
-            .iter()
-            .filter_map(|c| {
-                let Position::Metric(m) = index.position_of(c.metric)? else { return None };
-                Some((m, numbers[m], c.after.number().map(fixed)))
-            })
-            .collect();
-        let mut derived: Vec<usize> = changed.iter().flat_map(|(m, ..)| index.feeds[*m].iter().copied()).collect();
-        derived.sort_unstable();
-        derived.dedup();
-        let pairs = |numbers: &[Option<i128>]| -> Vec<Option<(i128, i128)>> {
-            derived.iter().map(|d| numbers[index.inputs[*d][0]].zip(numbers[index.inputs[*d][1]])).collect()
-        };
-        let pairs_before = pairs(&numbers);
-        for (m, _, after) in &changed {
-            numbers[*m] = *after;
-        }
-        let pairs_after = pairs(&numbers);
-
+        // What the provider counts for in its scopes' totals before and after the event: its numbers by metric
+        // position, none while it is stale, and none for readings too old to count (see `counted`).
+        let before = counted(rules, entry);
         // The writer's own events come with the state their plan left: the same state folding gives (the property
         // tests check it), without making it again.
         match event.planned.0.as_ref().filter(|p| p.version == event.version && p.provider == event.provider) {
@@ -178,13 +152,14 @@ impl Picture {
             None => fold(Arc::make_mut(entry), event),
         }
         let state: &ProviderLive = entry;
-        debug_assert!(
-            (0..index.metrics.len())
-                .all(|m| numbers[m] == state.readings.get(&index.metrics[m]).and_then(|r| r.value.number()).map(fixed)),
-            "{}: event {} leaves numbers its changes do not say",
-            event.provider,
-            event.cursor
-        );
+        let after = counted(rules, state);
+        let changed: Vec<(usize, Option<i128>, Option<i128>)> =
+            (0..index.metrics.len()).filter(|m| before[*m] != after[*m]).map(|m| (m, before[m], after[m])).collect();
+        let pair = |numbers: &[Option<i128>], d: usize| numbers[index.inputs[d][0]].zip(numbers[index.inputs[d][1]]);
+        let derived: Vec<(usize, Option<(i128, i128)>, Option<(i128, i128)>)> = (0..index.derived.len())
+            .map(|d| (d, pair(&before, d), pair(&after, d)))
+            .filter(|(_, b, a)| b != a)
+            .collect();
 
         let scopes = index.scopes_of(&event.provider);
         for s in scopes {
@@ -198,19 +173,20 @@ impl Picture {
             for (m, before, after) in &changed {
                 t.change_metric(rules, *m, *before, *after);
             }
-            for ((d, before), after) in derived.iter().zip(&pairs_before).zip(&pairs_after) {
+            for (d, before, after) in &derived {
                 t.change_pair(*d, *before, *after);
             }
         }
         if !rollups {
             return Ok(Vec::new());
         }
-        // Rollups of those, and of every figure whose rating changed (its scope's rating may have moved with it),
-        // so an event's rollups cover every metric the event mentions.
+        // Rollups of those, of every metric the event changed, and of every figure whose rating changed (its
+        // scope's rating may have moved with it), so an event's rollups cover every metric the event mentions.
         let mut positions: Vec<Position> = changed
             .iter()
             .map(|(m, ..)| Position::Metric(*m))
-            .chain(derived.iter().map(|d| Position::Derived(*d)))
+            .chain(derived.iter().map(|(d, ..)| Position::Derived(*d)))
+            .chain(event.changes.iter().filter_map(|c| index.position_of(c.metric)))
             .chain(event.derived.figures.iter().filter_map(|f| index.position_of(f.metric)))
             .collect();
         positions.sort_by_key(|p| index.ordinal_of(*p));
@@ -252,10 +228,34 @@ impl Picture {
     pub fn due_stale(&self, now: Timestamp) -> Vec<String> {
         self.providers
             .values()
-            .filter(|p| p.version > 0 && !p.stale && derive::is_stale(&self.rules, &p.provider, p.received_at, now))
+            .filter(|p| p.version > 0 && !p.stale && derive::is_stale(&self.rules, &p.provider, p.period, now))
             .map(|p| p.provider.clone())
             .collect()
     }
+}
+
+/// What a provider counts for in its scopes' totals, by metric position: nothing while it is stale or before it
+/// has reported, and of its readings only those recent enough ([`derive::oldest_counted`]). A scope's totals are
+/// always the sum of this over its providers (the property tests check it).
+fn counted(rules: &Rules, state: &ProviderLive) -> Vec<Option<i128>> {
+    let index = rules.index();
+    let mut numbers = vec![None; index.metrics.len()];
+    if state.version == 0 || state.stale {
+        return numbers;
+    }
+    let oldest = derive::oldest_counted(rules, state.period);
+    for (code, r) in state.readings.iter().filter(|(_, r)| r.period >= oldest) {
+        if let Some(Position::Metric(m)) = index.position_of(*code) {
+            numbers[m] = r.value.number().map(fixed);
+        }
+    }
+    numbers
+}
+
+/// A provider's values that count (see [`counted`]; a stale provider's are left out by [`Totals::add`]).
+pub fn counted_values(rules: &Rules, state: &ProviderLive) -> BTreeMap<crate::Code, crate::Value> {
+    let oldest = derive::oldest_counted(rules, state.period);
+    state.readings.iter().filter(|(_, r)| r.period >= oldest).map(|(c, r)| (*c, r.value)).collect()
 }
 
 /// Brings `state` up to date with `event` (a live report or the clock), exactly as the plan that made the event
@@ -284,11 +284,13 @@ fn fold(state: &mut ProviderLive, event: &Event) {
             state.received_at = event.received_at;
             state.narrative = event.narrative.clone();
             state.source = event.source.clone();
-            state.stale = false;
         }
-        EventKind::Stale => state.stale = true,
+        EventKind::Stale => {}
     }
     state.record_alerts(&event.derived);
+    // A provider is stale exactly while its stale alert is open: the clock raises it, a report for a recent
+    // enough period clears it, and a report for an older period leaves it (or raises it).
+    state.stale = state.alerts.iter().any(|a| a.kind == crate::AlertKind::Stale);
     derive::apply_derived(state, &event.derived);
     state.version = event.version;
 }

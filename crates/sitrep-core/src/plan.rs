@@ -120,13 +120,13 @@ pub fn report(
     }
 }
 
-/// Plans the clock's transition of `prior` to stale at `now`: `None` unless it has gone quiet (its last live report
-/// is older than its cadence plus grace) and is not stale already.
+/// Plans the clock's transition of `prior` to stale at `now`: `None` unless it has gone quiet (its latest period is
+/// older than its cadence plus grace, see [`derive::is_stale`]) and is not stale already.
 pub fn stale(rules: &Rules, prior: &ProviderLive, now: Timestamp) -> Option<Plan> {
-    if prior.version == 0 || prior.stale || !derive::is_stale(rules, &prior.provider, prior.received_at, now) {
+    if prior.version == 0 || prior.stale || !derive::is_stale(rules, &prior.provider, prior.period, now) {
         return None;
     }
-    let alert = derive::stale_alert(rules, &prior.provider, prior.received_at, now);
+    let alert = derive::stale_alert(rules, &prior.provider, prior.period, now);
     let mut state = prior.clone();
     let event = state.go_stale(alert, now);
     Some(Plan {
@@ -184,7 +184,8 @@ mod tests {
         assert_eq!(p.event.changes[0].before, Some(Value::Number(4.0)));
 
         assert!(stale(&rules, &s2, t.add_millis(60_000)).is_none(), "not quiet yet");
-        let quiet = t.add_millis(rules.stale_after("RJ7").as_millis() as i64);
+        // Quiet: the hour it reported for ended, then a cadence and the grace passed.
+        let quiet = t.hour_start().add_hours(1).add_millis(rules.stale_after("RJ7").as_millis() as i64);
         let st = stale(&rules, &s2, quiet).expect("quiet");
         assert_eq!((st.expected_version, st.event.version, st.event.kind), (2, 3, EventKind::Stale));
         assert!(st.state.as_ref().unwrap().stale);
@@ -199,5 +200,34 @@ mod tests {
         let moves: Vec<bool> =
             [&first, &second, &p, &st, &back, &after].iter().map(|plan| plan.event.moves_counts()).collect();
         assert_eq!(moves, [true, false, false, true, true, false]);
+    }
+
+    /// Freshness goes by the period a report describes: a report for an hour long past is live if it is the
+    /// provider's newest, but leaves it stale (or makes it stale), and readings too old count in no figure.
+    #[test]
+    fn an_old_period_never_makes_a_provider_fresh() {
+        let rules = Rules::demo();
+        let t = Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap();
+        // A first report, for an hour ten days ago: live (it is all there is), stale, with its stale alert.
+        let old = report(&rules, None, None, &valid(&rules, 240, 1, &[("beds.cc_adult.open", 20.0)]), t, 24 * 35);
+        let s = old.state.clone().unwrap();
+        assert!(old.event.live && s.stale);
+        assert!(s.alerts.iter().any(|a| a.kind == AlertKind::Stale));
+        assert!(old.event.moves_counts());
+        // A newer report, still for a past hour: stays stale, no new stale alert.
+        let r = valid(&rules, 48, 1, &[("beds.cc_adult.open", 21.0)]);
+        let newer = report(&rules, Some(&s), None, &r, t, 24 * 35);
+        let s = newer.state.clone().unwrap();
+        assert!(newer.event.live && s.stale && newer.event.derived.raised.is_empty());
+        assert!(!newer.event.moves_counts());
+        assert_eq!(stale(&rules, &s, t), None, "already stale");
+        // The current hour ends staleness.
+        let current = report(&rules, Some(&s), None, &valid(&rules, 0, 1, &[("ed.over_12h", 3.0)]), t, 24 * 35);
+        let s = current.state.clone().unwrap();
+        assert!(!s.stale && current.event.derived.cleared.iter().any(|a| a.kind == AlertKind::Stale));
+        // Open beds were last reported two days ago: kept and shown, but in no figure; the current hour's count is.
+        assert!(s.readings.contains_key("beds.cc_adult.open"));
+        let figures: Vec<&str> = s.figures.iter().map(|f| f.metric.as_str()).collect();
+        assert_eq!(figures, ["ed.over_12h"]);
     }
 }

@@ -101,7 +101,8 @@ impl Totals {
         }
     }
 
-    /// Adds one provider's live values (and whether it is stale).
+    /// Adds one provider's live values that count (see [`crate::picture::counted_values`]), and whether it is
+    /// stale: a stale provider counts as reporting and stale, and its values count in no total.
     pub fn add(&mut self, rules: &Rules, values: &BTreeMap<Code, Value>, stale: bool) {
         let index = rules.index();
         let numbers: Vec<Option<i128>> = index
@@ -114,6 +115,9 @@ impl Totals {
             .collect();
         self.reporting += 1;
         self.stale += u32::from(stale);
+        if stale {
+            return;
+        }
         for (m, n) in numbers.iter().enumerate() {
             if let Some(n) = n {
                 self.metrics[m].add(*n, index.by_max[m]);
@@ -293,13 +297,15 @@ mod tests {
         t.add(
             &rules,
             &values(&[("beds.cc_adult.open", 10.0), ("beds.cc_adult.occupied", 5.0), ("opel.level", 4.0)]),
-            true,
+            false,
         );
+        // A stale provider counts as reporting (and stale), and its numbers in no total.
+        t.add(&rules, &values(&[("beds.cc_adult.open", 500.0), ("opel.level", 1.0)]), true);
         let mut third = values(&[("ambulance.handover_mean_minutes", 40.0), ("opel.level", 3.0)]);
         third.insert("beds.cc_adult.open".into(), Value::Absent(crate::AbsentReason::NotAvailable));
         t.add(&rules, &third, false);
         t.add(&rules, &values(&[("ambulance.handover_mean_minutes", 20.0)]), false);
-        assert_eq!((t.reporting, t.stale), (4, 1));
+        assert_eq!((t.reporting, t.stale), (5, 1));
         let scope = Scope::new(Level::System, "QWE");
         let r = rollup(&rules, &scope, &t, None);
         assert_eq!(r.providers, 5);

@@ -71,11 +71,18 @@ pub struct Staleness {
     pub cadence: Duration,
     /// How late a report may be on top of that.
     pub grace: Duration,
+    /// How much older than a provider's latest period a reading may be and still count in its figures, ratings
+    /// and its scopes' totals (a metric it stopped sending is shown with its age, and counted nowhere).
+    pub value_max_age: Duration,
 }
 
 impl Default for Staleness {
     fn default() -> Self {
-        Staleness { cadence: Duration::from_secs(3600), grace: Duration::from_secs(15 * 60) }
+        Staleness {
+            cadence: Duration::from_secs(3600),
+            grace: Duration::from_secs(15 * 60),
+            value_max_age: Duration::from_secs(2 * 3600),
+        }
     }
 }
 

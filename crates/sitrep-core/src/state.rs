@@ -205,11 +205,12 @@ pub struct HistoryRecord {
 
 impl Event {
     /// Whether this event changes how many providers of its scopes are reporting or stale: a first live report, a
-    /// stale transition, or a report that ends staleness (it clears the provider's stale alert).
+    /// stale transition, or a report that ends staleness or begins it (it clears or raises the provider's stale
+    /// alert: a report for a period too old to be fresh).
     pub fn moves_counts(&self) -> bool {
         self.kind == EventKind::Stale
             || (self.live && self.version == 1)
-            || self.derived.cleared.iter().any(|a| a.kind == crate::AlertKind::Stale)
+            || self.derived.cleared.iter().chain(&self.derived.raised).any(|a| a.kind == crate::AlertKind::Stale)
     }
 
     /// Keeps only the changes, figures and rollups of `metrics` (all when `None`). Returns whether anything is

@@ -45,11 +45,19 @@ pub struct StalenessConfig {
     pub grace: String,
     /// How often each aggregator looks for providers that have gone quiet, e.g. "15s".
     pub check_interval: String,
+    /// How much older than a provider's latest period one of its readings may be and still count in its figures,
+    /// ratings and totals, e.g. "2h" (a metric it stopped sending is shown with its age and counted nowhere).
+    pub value_max_age: String,
 }
 
 impl Default for StalenessConfig {
     fn default() -> Self {
-        StalenessConfig { cadence: "1h".into(), grace: "15m".into(), check_interval: "15s".into() }
+        StalenessConfig {
+            cadence: "1h".into(),
+            grace: "15m".into(),
+            check_interval: "15s".into(),
+            value_max_age: "2h".into(),
+        }
     }
 }
 
@@ -280,6 +288,7 @@ impl Config {
             ("staleness.cadence", &st.cadence),
             ("staleness.grace", &st.grace),
             ("staleness.check_interval", &st.check_interval),
+            ("staleness.value_max_age", &st.value_max_age),
         ] {
             match humantime::parse_duration(text) {
                 Err(e) => return invalid(key, &format!("{text:?} is not a duration like \"15m\": {e}")),
@@ -310,11 +319,13 @@ impl Config {
     /// Everything derived figures depend on, read and checked against each other.
     pub fn load_rules(&self) -> Result<Rules, ConfigError> {
         let (cadence, grace, _) = self.staleness.durations();
+        let value_max_age =
+            humantime::parse_duration(&self.staleness.value_max_age).unwrap_or(Duration::from_secs(7200));
         Ok(Rules::new(
             Arc::new(self.load_catalogue()?),
             Arc::new(self.load_directory()?),
             self.load_opel()?.map(Arc::new),
-            Staleness { cadence, grace },
+            Staleness { cadence, grace, value_max_age },
         )?)
     }
 

@@ -151,14 +151,19 @@ fn assert_coverage(picture: &Picture) {
     for (s, scope) in index.scopes.iter().enumerate() {
         let mut fresh = Totals::new(rules);
         for p in picture.providers().filter(|p| rules.in_scope(&p.provider, scope)) {
-            fresh.add(rules, &p.values(), p.stale);
+            fresh.add(rules, &counted_values(rules, p), p.stale);
         }
         assert_eq!(picture.totals()[s], fresh, "totals of {scope}");
         for (d, [a, b]) in index.inputs.iter().enumerate() {
+            // Counted: providers that are not stale, with a number for both inputs from a recent enough period.
+            let counts = |p: &ProviderLive, metric: &str| {
+                let oldest = derive::oldest_counted(rules, p.period);
+                p.readings.get(metric).is_some_and(|r| r.period >= oldest && r.value.number().is_some())
+            };
             let both = picture
                 .providers()
-                .filter(|p| rules.in_scope(&p.provider, scope))
-                .filter(|p| p.number(&index.metrics[*a]).is_some() && p.number(&index.metrics[*b]).is_some())
+                .filter(|p| rules.in_scope(&p.provider, scope) && !p.stale)
+                .filter(|p| counts(p, &index.metrics[*a]) && counts(p, &index.metrics[*b]))
                 .count();
             assert_eq!(picture.totals()[s].pairs[d].n as usize, both, "coverage of {} in {scope}", index.derived[d]);
         }
@@ -226,7 +231,7 @@ fn any_sequence_folds_into_the_picture_counted_afresh() {
         assert_eq!(live, fresh, "seed {seed}: the folded picture is the one counted afresh");
         for p in model.states.values() {
             // Each report derives from what the previous one kept: that must be what deriving afresh gives.
-            let (figures, opel) = crate::derive::provider_view(&rules, &p.provider, &p.values());
+            let (figures, opel) = crate::derive::provider_view(&rules, &p.provider, &counted_values(&rules, p));
             assert_eq!((&p.figures, &p.opel), (&figures, &opel), "seed {seed}: {}'s kept figures", p.provider);
         }
         assert_coverage(&live);

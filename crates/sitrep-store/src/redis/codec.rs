@@ -520,7 +520,8 @@ pub fn decode_state(codes: &Codes, rules: &Rules, provider: &str, stored: &[u8])
         figures: Vec::new(),
         opel: Opel::default(),
     };
-    (state.figures, state.opel) = sitrep_core::derive::provider_view(rules, provider, &state.values());
+    (state.figures, state.opel) =
+        sitrep_core::derive::provider_view(rules, provider, &sitrep_core::picture::counted_values(rules, &state));
     Ok(state)
 }
 
