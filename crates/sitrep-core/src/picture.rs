@@ -156,7 +156,7 @@ impl Picture {
         let changed: Vec<(usize, Option<i128>, Option<i128>)> =
             (0..index.metrics.len()).filter(|m| before[*m] != after[*m]).map(|m| (m, before[m], after[m])).collect();
         let pair = |numbers: &[Option<i128>], d: usize| numbers[index.inputs[d][0]].zip(numbers[index.inputs[d][1]]);
-        let derived: Vec<(usize, Option<(i128, i128)>, Option<(i128, i128)>)> = (0..index.derived.len())
+        let derived: Vec<(usize, InputPair, InputPair)> = (0..index.derived.len())
             .map(|d| (d, pair(&before, d), pair(&after, d)))
             .filter(|(_, b, a)| b != a)
             .collect();
@@ -233,6 +233,9 @@ impl Picture {
             .collect()
     }
 }
+
+/// A provider's two inputs of a derived metric, in millionths, when it has both.
+type InputPair = Option<(i128, i128)>;
 
 /// What a provider counts for in its scopes' totals, by metric position: nothing while it is stale or before it
 /// has reported, and of its readings only those recent enough ([`derive::oldest_counted`]). A scope's totals are

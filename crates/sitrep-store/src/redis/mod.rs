@@ -330,6 +330,8 @@ enum Outcome {
 }
 
 /// What [`RedisStore::plan_and_persist`] did.
+// One per report, moved once: boxing the event would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Persisted {
     Accepted(Event),
     /// The plan's report key is in history already, with this stored entry (`<event id>|<entry>`); `prior` is the
