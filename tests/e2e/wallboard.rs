@@ -352,6 +352,19 @@ async fn every_service_type_shows_its_own_figures_in_words() {
             browser.wait_for(&page, &format!("{numbers} >= 1"), DEADLINE);
         }
     }
+    // "N open alerts" is what the panel lists, page by page: every alert is on one of its pages.
+    browser.wait_for(&page, "document.querySelectorAll('#alerts li[data-key]').length > 0", DEADLINE);
+    let alerts = browser.eval(
+        &page,
+        "(() => { const items = [...document.querySelectorAll('#alerts li[data-key]')];          const pages = new Set(items.map((i) => i.dataset.page));          return JSON.stringify({ title: document.querySelector('#alerts-title').textContent, items: items.length,            pages: pages.size, keys: new Set(items.map((i) => i.dataset.key)).size }); })()",
+    );
+    let alerts: serde_json::Value = serde_json::from_str(alerts.as_str().unwrap()).unwrap();
+    let counted: u64 = alerts["title"].as_str().unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(counted, alerts["items"].as_u64().unwrap(), "{alerts}");
+    assert_eq!(counted, alerts["keys"].as_u64().unwrap(), "{alerts}");
+    if alerts["pages"].as_u64().unwrap() > 1 {
+        assert!(alerts["title"].as_str().unwrap().contains(&format!("of {}", alerts["pages"])), "{alerts}");
+    }
     let mh = browser.eval(&page, "document.querySelector('#tile-RQY').textContent");
     assert!(mh.as_str().unwrap().contains("Adult mental health occupancy"), "{mh}");
     // Let the last hour and the alerts fill, then read the page as a person would.

@@ -576,19 +576,22 @@
   // ---- the side panels -----------------------------------------------------------------------------------------
 
   // The panels summarise every provider: redraw them at most once a frame, however many events arrive.
-  // The alerts are laid out into pages, which costs a layout: only when they changed.
+  // The panels are redrawn at most every quarter of a second, however many events arrive (a panel a moment late
+  // costs nothing on a wall; redrawing it with every event of a busy system would cost every frame).
   let panelsDue = false;
   let alertsDue = false;
   function schedulePanels(alerts) {
     alertsDue = alertsDue || !!alerts;
     if (panelsDue) return;
     panelsDue = true;
-    requestAnimationFrame(() => {
-      panelsDue = false;
-      if (alertsDue) paintAlerts();
-      alertsDue = false;
-      paintChanges();
-    });
+    setTimeout(() => {
+      requestAnimationFrame(() => {
+        panelsDue = false;
+        if (alertsDue) paintAlerts();
+        alertsDue = false;
+        paintChanges();
+      });
+    }, 250);
   }
 
   function providerName(code) {
@@ -616,24 +619,14 @@
     });
     if (!items.length) items.push(el("li", "empty", "No open alerts"));
     list.replaceChildren(...items);
-    // Pages: as many items as fit, in order.
+    // Pages: every item is the same height (two lines), so a page holds as many as fit, in order, and only one
+    // item is measured.
     const height = list.clientHeight;
-    let page = 0;
-    let top = 0;
-    const breaks = [];
-    for (const item of items) {
-      const h = item.offsetHeight;
-      if (top > 0 && top + h > height) {
-        page += 1;
-        top = 0;
-      }
-      item.dataset.page = String(page);
-      breaks[page] = (breaks[page] || 0) + 1;
-      top += h;
-    }
-    state.alertPages = page + 1;
+    const each = items[0].offsetHeight || 1;
+    const perPage = Math.max(1, Math.floor(height / each));
+    items.forEach((item, i) => (item.dataset.page = String(Math.floor(i / perPage))));
+    state.alertPages = Math.max(1, Math.ceil(alerts.length / perPage));
     state.alertCount = alerts.length;
-    state.alertBreaks = breaks;
     if (state.alertPage >= state.alertPages) state.alertPage = 0;
     showAlertPage();
   }
@@ -697,7 +690,7 @@
       if (others > 0) item.append(document.createTextNode(`${shown.length || c.note ? "; " : ""}${others} other figure${others === 1 ? "" : "s"} updated`));
       if (c.narrative) item.append(document.createTextNode(" "), el("span", "said", `“${c.narrative}”`));
       items.push(item);
-      if (items.length >= 60) break;
+      if (items.length >= 30) break;
     }
     if (!items.length) items.push(el("li", "empty", "No changes in the last hour"));
     list.replaceChildren(...items);
