@@ -142,6 +142,15 @@ impl Browser {
         Page { session }
     }
 
+    /// Makes the page `width` x `height` CSS pixels (a resize, as a screen of that size would show it).
+    pub fn set_viewport(&mut self, page: &Page, width: u32, height: u32) {
+        self.call(
+            Some(&page.session),
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        );
+    }
+
     /// Evaluates a JavaScript expression in the page and returns its value (promises awaited).
     pub fn eval(&mut self, page: &Page, expression: &str) -> Value {
         let r = self.call(

@@ -32,8 +32,15 @@ async fn a_pushed_report_changes_the_tile_within_a_second() {
     browser.wait_for(&page, "document.querySelector('#link').classList.contains('live')", DEADLINE);
     let delta = "document.querySelector('#tile-RJ7 .delta[data-delta=\"beds.cc_adult.free\"]').textContent";
     browser.wait_for(&page, &format!("{delta} === '▼2'"), DEADLINE);
-    // 10 of 20 beds: green.
-    assert_eq!(browser.eval(&page, &format!("{}.className", cell("RJ7", OCCUPIED))), "cell green");
+    // Fewer free beds is worse, whichever way the arrow points.
+    let verdict = "document.querySelector('#tile-RJ7 .delta[data-delta=\"beds.cc_adult.free\"]').className";
+    assert_eq!(browser.eval(&page, verdict), "delta bad");
+    // 10 of 20 beds free: green, and so the tile's frame.
+    let free = "document.querySelector('#tile-RJ7 .val .cell[data-metric=\"beds.cc_adult.free\"]')";
+    assert_eq!(browser.eval(&page, &format!("{free}.className")), "cell green");
+    assert!(
+        browser.eval(&page, "document.querySelector('#tile-RJ7').classList.contains('worst-green')").as_bool().unwrap()
+    );
     assert_eq!(browser.eval(&page, "document.querySelector('#scope-name').textContent"), "South West London ICB");
 
     // 19 of 20 beds: 95% occupancy, red.
@@ -41,11 +48,15 @@ async fn a_pushed_report_changes_the_tile_within_a_second() {
     let second = report("RJ7", 0, 2, &[(OCCUPIED, 19.0)]);
     let sent = Instant::now();
     assert_eq!(provider.submit(second).await.unwrap().into_inner().outcome(), Outcome::Accepted);
-    let shown = format!("{0}.textContent === '19' && {0}.classList.contains('red')", cell("RJ7", OCCUPIED));
+    let shown = format!("{}.textContent === '19' && {free}.classList.contains('amber')", cell("RJ7", OCCUPIED));
     browser.wait_for(&page, &shown, Duration::from_secs(1));
     println!("wallboard: report pushed -> tile shows the number and colour in {:?}", sent.elapsed());
-    // The same event moved the free beds, the system's total, and the alert ticker.
-    assert_eq!(browser.eval(&page, &format!("{}.textContent", cell("RJ7", "beds.cc_adult.free"))), "1");
+    // The same event moved the free beds, the tile's frame (95% occupancy is red), the system's total, and the
+    // alerts panel.
+    assert_eq!(browser.eval(&page, &format!("{free}.textContent")), "1");
+    assert!(
+        browser.eval(&page, "document.querySelector('#tile-RJ7').classList.contains('worst-red')").as_bool().unwrap()
+    );
     let total = "document.querySelector('#total-system-QWE .cell[data-metric=\"beds.cc_adult.occupied\"]').textContent";
     assert_eq!(browser.eval(&page, total), "19");
     // The tickers are redrawn on the next frame.
@@ -179,11 +190,18 @@ async fn a_quiet_provider_is_marked_stale_until_it_reports() {
     let mut browser = Browser::launch();
     let page = browser.open(&format!("{}/?provider=RJ7", server.url));
     browser.wait_for(&page, "document.querySelector('#tile-RJ7.stale') !== null", DEADLINE);
-    let fresh = browser.eval(&page, "getComputedStyle(document.querySelector('#tile-RJ7 .fresh'), '::before').content");
-    assert_eq!(fresh, "\"STALE · \"");
+    // A large badge with the age, values dimmed and unrated, the frame no longer a rating.
+    let badge = browser.eval(&page, "document.querySelector('#tile-RJ7 .stale-badge').textContent");
+    assert!(badge.as_str().unwrap().starts_with("STALE · "), "{badge}");
+    assert!(
+        browser.eval(&page, "document.querySelector('#tile-RJ7 .stale-badge').offsetHeight > 0").as_bool().unwrap()
+    );
+    let value = "document.querySelector('#tile-RJ7 .val .cell[data-metric=\"beds.cc_adult.free\"]')";
+    assert_eq!(browser.eval(&page, &format!("getComputedStyle({value}).backgroundColor")), "rgba(0, 0, 0, 0)");
+    assert_eq!(browser.eval(&page, "document.querySelector('#tile-RJ7').dataset.worst"), "");
     browser.wait_for(
         &page,
-        "document.querySelector('#alerts').textContent.includes('RJ7: its latest report is for')",
+        "document.querySelector('#alerts').textContent.includes('its latest report is for')",
         DEADLINE,
     );
     let again = report("RJ7", 0, 2, &[(OCCUPIED, 11.0)]);
@@ -206,4 +224,322 @@ async fn demo_wallboard_screenshot() {
         std::env::var("SITREP_SCREENSHOT").unwrap_or_else(|_| format!("{}/wallboard.png", env!("CARGO_TARGET_TMPDIR")));
     std::fs::write(&path, png).unwrap();
     println!("wallboard screenshot: {path}");
+}
+
+/// A directory of `providers` providers in systems of ten, their service types in turn (every fifth acute
+/// provider a specialist, and so on), in one region.
+fn directory_of(providers: u32) -> String {
+    let mut directory =
+        String::from("[nation]\ncode = \"ENG\"\nname = \"England\"\n[[region]]\ncode = \"R1\"\nname = \"Region\"\n");
+    for s in 1..=providers.div_ceil(10) {
+        directory.push_str(&format!("[[system]]\ncode = \"S{s:02}\"\nname = \"System {s}\"\nregion = \"R1\"\n"));
+    }
+    let kinds = ["acute", "acute", "mental_health", "acute", "community", "acute", "ambulance", "acute", "specialist"];
+    for p in 1..=providers {
+        directory.push_str(&format!(
+            "[[provider]]\ncode = \"P{p:03}\"\nname = \"Provider {p} NHS Trust\"\nsystem = \"S{:02}\"\nkind = \"{}\"\n",
+            (p - 1) / 10 + 1,
+            kinds[p as usize % kinds.len()],
+        ));
+    }
+    directory
+}
+
+/// Reports for every provider of [`directory_of`]: beds of every kind, ED, handovers and staff absence.
+async fn report_all(server: &Server, providers: u32) {
+    let mut client = server.provider().await;
+    let mut feed = Feed::open(&mut client).await;
+    for p in 1..=providers {
+        let values = [
+            ("beds.cc_adult.open", 30.0),
+            (OCCUPIED, f64::from(20 + p % 10)),
+            ("beds.ga_adult.open", 500.0),
+            ("beds.ga_adult.occupied", f64::from(440 + p % 60)),
+            ("beds.mh_adult.open", 100.0),
+            ("beds.mh_adult.occupied", 90.0),
+            ("ed.over_12h", f64::from(p % 20)),
+            ("staff.absence_percent", 4.5),
+        ];
+        let ack = feed.send(report(&format!("P{p:03}"), 0, 1, &values)).await;
+        assert_eq!(ack.outcome(), Outcome::Accepted, "{ack:?}");
+    }
+}
+
+/// The tiles shown now, entirely inside the viewport, with every visible value inside its tile (not clipped off).
+const TILES_IN_VIEW: &str = "JSON.stringify([...document.querySelectorAll('.tile')].filter((t) => { \
+    const r = t.getBoundingClientRect(); \
+    if (t.hidden || r.width === 0 || r.left < 0 || r.top < 0 || r.right > innerWidth || r.bottom > innerHeight) return false; \
+    return [...t.querySelectorAll('.val .cell')].filter((c) => c.getClientRects().length).every((c) => { \
+      const b = c.getBoundingClientRect(); return b.top >= r.top && b.bottom <= r.bottom + 0.5 && b.right <= r.right + 0.5; }); \
+  }).map((t) => t.id))";
+
+fn tiles_in_view(browser: &mut Browser, page: &crate::browser::Page) -> Vec<String> {
+    let ids = browser.eval(page, TILES_IN_VIEW);
+    serde_json::from_str(ids.as_str().unwrap()).unwrap()
+}
+
+/// Sixty providers fit one page, at 1920x1080 and at 3840x2160: every tile inside the viewport, its values
+/// inside it, and no pages to turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_providers_are_all_on_one_screen() {
+    let directory = directory_of(60);
+    let server =
+        Server::start_full("directory = \"directory.toml\"\n", &[], "127.0.0.1:0", &[("directory.toml", &directory)])
+            .await;
+    report_all(&server, 60).await;
+    let mut browser = Browser::launch();
+    let page = browser.open(&server.url);
+    browser.wait_for(&page, "document.querySelectorAll('.tile:not(.never)').length === 60", DEADLINE);
+    for (width, height) in [(1920, 1080), (3840, 2160)] {
+        browser.set_viewport(&page, width, height);
+        browser.eval(&page, "window.dispatchEvent(new Event('resize'))");
+        // Readable: values at least 12 px high at 1920x1080, and twice that on a screen twice as big (the page
+        // lays itself out again after a resize).
+        let size = "parseFloat(getComputedStyle(document.querySelector('#tile-P001 .val .cell')).fontSize)";
+        let least = 12 * width / 1920;
+        browser.wait_for(&page, &format!("innerWidth === {width} && {size} >= {least}"), DEADLINE);
+        let shown = tiles_in_view(&mut browser, &page);
+        assert_eq!(shown.len(), 60, "at {width}x{height}: {shown:?}");
+        assert!(browser.eval(&page, "document.querySelector('#pager').hidden").as_bool().unwrap());
+        println!("wallboard: 60 providers at {width}x{height}: values {} px", browser.eval(&page, size));
+    }
+}
+
+/// More providers than a page holds: pages turn by themselves (here every 3 s), the indicator says which, and within
+/// one turn of all pages every provider's tile has been on screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_providers_than_fit_are_shown_page_by_page() {
+    let directory = directory_of(130);
+    let server =
+        Server::start_full("directory = \"directory.toml\"\n", &[], "127.0.0.1:0", &[("directory.toml", &directory)])
+            .await;
+    report_all(&server, 130).await;
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?rotate=3", server.url));
+    browser.wait_for(&page, "document.querySelectorAll('.tile:not(.never)').length === 130", DEADLINE);
+    let pages = browser.eval(&page, "document.querySelector('#pager').textContent");
+    assert_eq!(pages, "Page 1 of 3", "130 providers, at most 60 a page");
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 1..=3 {
+        browser.wait_for(&page, &format!("document.querySelector('#pager').textContent === 'Page {n} of 3'"), DEADLINE);
+        let shown = tiles_in_view(&mut browser, &page);
+        assert!(!shown.is_empty() && shown.len() <= 60, "page {n}: {}", shown.len());
+        seen.extend(shown);
+    }
+    assert_eq!(seen.len(), 130, "every provider was on screen within one turn of the pages");
+}
+
+/// The demo as a control room sees it: mental health, community and ambulance tiles show their own figures from
+/// the catalogue (not dashes), labels are the catalogue's, and no metric code or ISO time is on the page; the clock
+/// is 24-hour in the deployment's zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_type_shows_its_own_figures_in_words() {
+    let server = Server::start_with("", &["--demo", "--demo-seconds-per-hour", "0.5"]).await;
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?tz=Europe/London", server.url));
+    browser.wait_for(&page, "document.querySelectorAll('.tile:not(.never)').length === 21", DEADLINE);
+    let directory = crate::http::get(&server.url, "/api/v1/directory").await.json();
+    for kind in ["mental_health", "community", "ambulance", "specialist"] {
+        let codes: Vec<&str> = directory["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == kind)
+            .map(|p| p["code"].as_str().unwrap())
+            .collect();
+        assert!(!codes.is_empty(), "the demo has {kind} providers");
+        for code in codes {
+            let numbers = format!(
+                "[...document.querySelectorAll('#tile-{code} .fig:not([hidden]) .val .cell')].filter((c) => /[0-9]/.test(c.textContent)).length"
+            );
+            browser.wait_for(&page, &format!("{numbers} >= 1"), DEADLINE);
+        }
+    }
+    // "N open alerts" is what the panel lists, page by page: every alert is on one of its pages.
+    browser.wait_for(&page, "document.querySelectorAll('#alerts li[data-key]').length > 0", DEADLINE);
+    let alerts = browser.eval(
+        &page,
+        "(() => { const items = [...document.querySelectorAll('#alerts li[data-key]')];          const pages = new Set(items.map((i) => i.dataset.page));          return JSON.stringify({ title: document.querySelector('#alerts-title').textContent, items: items.length,            pages: pages.size, keys: new Set(items.map((i) => i.dataset.key)).size }); })()",
+    );
+    let alerts: serde_json::Value = serde_json::from_str(alerts.as_str().unwrap()).unwrap();
+    let counted: u64 = alerts["title"].as_str().unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(counted, alerts["items"].as_u64().unwrap(), "{alerts}");
+    assert_eq!(counted, alerts["keys"].as_u64().unwrap(), "{alerts}");
+    if alerts["pages"].as_u64().unwrap() > 1 {
+        assert!(alerts["title"].as_str().unwrap().contains(&format!("of {}", alerts["pages"])), "{alerts}");
+    }
+    let mh = browser.eval(&page, "document.querySelector('#tile-RQY').textContent");
+    assert!(mh.as_str().unwrap().contains("Adult mental health occupancy"), "{mh}");
+    // Let the last hour and the alerts fill, then read the page as a person would.
+    browser.wait_for(&page, "document.querySelectorAll('#changes li:not(.empty)').length > 0", DEADLINE);
+    let text = browser.eval(&page, "document.body.innerText").as_str().unwrap().to_owned();
+    let code = regex_like_code(&text);
+    assert!(code.is_none(), "a metric code is on the page: {code:?}");
+    let iso = text
+        .as_bytes()
+        .windows(4)
+        .any(|w| w[0].is_ascii_digit() && w[1].is_ascii_digit() && w[2] == b'T' && w[3].is_ascii_digit());
+    assert!(!iso, "an ISO time is on the page: {text}");
+    let clock = browser.eval(&page, "document.querySelector('#clock').textContent").as_str().unwrap().to_owned();
+    assert!(clock.len() >= 8 && clock.as_bytes()[2] == b':' && clock.as_bytes()[5] == b':', "{clock}");
+    assert!(clock.ends_with("GMT") || clock.ends_with("BST"), "the zone is shown: {clock}");
+    let hours: u32 = clock[..2].parse().unwrap();
+    let london = browser.eval(
+        &page,
+        "Number(new Intl.DateTimeFormat('en-GB', { timeZone: 'Europe/London', hour: '2-digit', hourCycle: 'h23' }).format(Date.now()))",
+    );
+    let expected = london.as_u64().unwrap() as u32;
+    assert!(hours == expected || (hours + 1) % 24 == expected, "24-hour clock {clock}, London hour {expected}");
+}
+
+/// A dotted lower-case code like `beds.cc_adult.open` in `text`, if there is one.
+fn regex_like_code(text: &str) -> Option<String> {
+    text.split(|c: char| c.is_whitespace() || ",;:()“”\"".contains(c))
+        .find(|w| {
+            let parts: Vec<&str> = w.trim_end_matches('.').split('.').collect();
+            parts.len() >= 2
+                && parts.iter().all(|p| {
+                    !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+                })
+                && parts[0].chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        })
+        .map(str::to_owned)
+}
+
+/// Every piece of text on the page against what it is drawn on, computed in the page: WCAG AA (4.5:1).
+const CONTRAST: &str = r#"(() => {
+  const parse = (c) => { const m = c.match(/rgba?\(([^)]+)\)/); if (!m) return null;
+    const v = m[1].split(/[ ,\/]+/).filter(Boolean).map(Number); return [v[0], v[1], v[2], v.length > 3 ? v[3] : 1]; };
+  const over = (top, bottom) => [0, 1, 2].map((i) => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+  const lum = (c) => { const f = (x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const background = (node) => { const layers = [];
+    for (let n = node; n; n = n.parentElement) { const bg = parse(getComputedStyle(n).backgroundColor);
+      if (bg && bg[3] > 0) { layers.push(bg); if (bg[3] >= 1) break; } }
+    let c = [255, 255, 255, 1]; for (const l of layers.reverse()) c = over(l, c); return c; };
+  const opacity = (node) => { let o = 1; for (let n = node; n; n = n.parentElement) o *= Number(getComputedStyle(n).opacity); return o; };
+  const failures = []; let checked = 0;
+  const check = (node, color, text) => {
+    const bg = background(node); const fg = parse(color); if (!fg) { failures.push(`unreadable colour ${color}`); return; }
+    fg[3] *= opacity(node);
+    const c = over(fg, bg); const a = lum(c), b = lum(bg); const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    checked += 1;
+    if (ratio < 4.5) failures.push(`${ratio.toFixed(2)}:1 ${color} on rgb(${bg.slice(0, 3).map(Math.round)}) "${text.slice(0, 40)}" (${node.tagName.toLowerCase()}.${node.className})`);
+  };
+  for (const node of document.body.querySelectorAll('*')) {
+    if (node.tagName === 'SCRIPT' || node.tagName === 'STYLE') continue;
+    const style = getComputedStyle(node);
+    if (!node.getClientRects().length || style.visibility === 'hidden') continue;
+    const own = [...node.childNodes].filter((t) => t.nodeType === 3).map((t) => t.textContent).join('').trim();
+    if (own) check(node, style.color, own);
+    for (const pseudo of ['::before', '::after']) { const ps = getComputedStyle(node, pseudo);
+      if (ps.content && ps.content !== 'none' && ps.content !== 'normal' && ps.content !== '""') check(node, ps.color, ps.content); }
+  }
+  return JSON.stringify({ checked, failures });
+})()"#;
+
+fn assert_contrast(browser: &mut Browser, page: &crate::browser::Page, what: &str, at_least: u64) {
+    let v = browser.eval(page, CONTRAST);
+    let v: serde_json::Value = serde_json::from_str(v.as_str().unwrap()).unwrap();
+    assert!(v["checked"].as_u64().unwrap() >= at_least, "{what}: only {} text elements checked", v["checked"]);
+    assert_eq!(v["failures"], serde_json::json!([]), "{what}: text below 4.5:1");
+    println!("wallboard contrast: {what}: {} text elements, all at least 4.5:1", v["checked"]);
+}
+
+/// WCAG AA for all text, in both themes: on the demo (every rating, arrows both ways, alerts, the last hour), on
+/// stale tiles, and on the message of a bad address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_text_meets_wcag_aa_contrast_in_both_themes() {
+    let demo = Server::start_with("", &["--demo", "--demo-seconds-per-hour", "0.5"]).await;
+    let config = "[staleness]\ncadence = \"1s\"\ngrace = \"1s\"\ncheck_interval = \"100ms\"\n";
+    let quiet = Server::start(config).await;
+    let mut provider = quiet.provider().await;
+    let first = report("RJ7", 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 19.0), ("opel.level", 4.0)]);
+    assert_eq!(provider.submit(first).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    let mut browser = Browser::launch();
+    for theme in ["dark", "light"] {
+        let page = browser.open(&format!("{}/?theme={theme}", demo.url));
+        browser.wait_for(&page, "document.querySelectorAll('.tile:not(.never)').length === 21", DEADLINE);
+        browser.wait_for(&page, "document.querySelector('.delta.good') && document.querySelector('.delta.bad') && document.querySelector('.cell.red')", DEADLINE);
+        browser.wait_for(&page, "document.querySelectorAll('#changes li:not(.empty)').length > 0", DEADLINE);
+        assert_contrast(&mut browser, &page, &format!("the demo, {theme}"), 300);
+
+        let page = browser.open(&format!("{}/?system=QWE&theme={theme}", quiet.url));
+        browser.wait_for(&page, "document.querySelector('#tile-RJ7.stale .stale-badge').offsetHeight > 0", DEADLINE);
+        browser.wait_for(&page, "document.querySelector('#alerts li.critical')", DEADLINE);
+        assert_contrast(&mut browser, &page, &format!("a stale provider, {theme}"), 40);
+
+        let page = browser.open(&format!("{}/?system=XXX&theme={theme}", quiet.url));
+        browser.wait_for(&page, "!document.querySelector('#notice').hidden", DEADLINE);
+        assert_contrast(&mut browser, &page, &format!("a bad address, {theme}"), 4);
+    }
+}
+
+/// An address naming a scope the directory does not have says so on the page, and does not try to connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_scope_is_explained_on_the_page() {
+    let server = Server::start("").await;
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?system=XXX", server.url));
+    browser.wait_for(&page, "!document.querySelector('#notice').hidden", DEADLINE);
+    let notice = browser.eval(&page, "document.querySelector('#notice').innerText").as_str().unwrap().to_owned();
+    assert!(notice.contains("Unknown scope") && notice.contains("system “XXX”"), "{notice}");
+    assert!(notice.contains("QWE (South West London ICB)"), "the systems it could be: {notice}");
+    assert_eq!(browser.eval(&page, "document.querySelector('#link').textContent"), "not connected");
+    assert_eq!(browser.eval(&page, "window.sitrepStats.connects"), 0);
+    // A known scope on the same server is fine.
+    let good = browser.open(&format!("{}/?system=QWE", server.url));
+    browser.wait_for(&good, "document.querySelector('#link').classList.contains('live')", DEADLINE);
+    assert!(browser.eval(&good, "document.querySelector('#notice').hidden").as_bool().unwrap());
+}
+
+/// Coverage on the wall: a provider that reports open beds without occupied ones is left out of the system's free
+/// beds, which say how many providers they count and are marked partial; the inputs beside the figure, which count
+/// that provider, are not shown with it. The reporting count is "2/5".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_total_is_marked_partial_with_its_coverage() {
+    let server = Server::start("").await;
+    let mut provider = server.provider().await;
+    let both = report("RJ7", 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 10.0)]);
+    assert_eq!(provider.submit(both).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?system=QWE", server.url));
+    let free = "document.querySelector('#total-system-QWE .val .cell[data-metric=\"beds.cc_adult.free\"]').textContent";
+    let cover = "document.querySelector('#total-system-QWE .coverage[data-cover=\"beds.cc_adult.free\"]')";
+    browser.wait_for(&page, &format!("{free} === '10' && {cover}.textContent === '1/5 providers'"), DEADLINE);
+    let open_only = report("RVR", 0, 1, &[("beds.cc_adult.open", 40.0)]);
+    assert_eq!(provider.submit(open_only).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    browser.wait_for(&page, &format!("{cover}.textContent === 'PARTIAL 1/5 providers'"), DEADLINE);
+    assert_eq!(browser.eval(&page, free), "10", "free beds count only the provider that reported both");
+    assert!(browser.eval(&page, &format!("{cover}.parentElement.querySelector('.inputs').hidden")).as_bool().unwrap());
+    let reporting = browser.eval(&page, "document.querySelector('#total-system-QWE .cover').textContent");
+    assert_eq!(reporting, "2/5 reporting");
+}
+
+/// The last hour, filled from history when the page loads: what each report changed, in words, newest first, with
+/// the narrative; the narrative is on the provider's tile too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_hour_is_filled_from_history_with_the_narrative() {
+    let server = Server::start("").await;
+    let mut provider = server.provider().await;
+    let first = report("RJ7", 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 8.0)]);
+    assert_eq!(provider.submit(first).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    let mut second = report("RJ7", 0, 2, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 12.0)]);
+    second.narrative = "Ward 3 closed to admissions".into();
+    assert_eq!(provider.submit(second).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?system=QWE", server.url));
+    browser.wait_for(&page, "document.querySelectorAll('#changes li:not(.empty)').length === 2", DEADLINE);
+    let newest = browser.eval(&page, "document.querySelector('#changes li').textContent").as_str().unwrap().to_owned();
+    assert!(newest.contains("Adult critical care beds occupied 8 → 12"), "{newest}");
+    assert!(newest.contains("Ward 3 closed to admissions"), "{newest}");
+    // More occupied critical care beds is worse: the arrow says so.
+    assert_eq!(browser.eval(&page, "document.querySelector('#changes li .bad').textContent"), "→");
+    let tile = browser.eval(&page, "document.querySelector('#tile-RJ7 .foot').textContent");
+    assert!(tile.as_str().unwrap().contains("Ward 3 closed to admissions"), "{tile}");
+    // A live report adds to it, at the top.
+    let third = report("RJ7", 0, 3, &[(OCCUPIED, 11.0)]);
+    assert_eq!(provider.submit(third).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    browser.wait_for(&page, "document.querySelector('#changes li').textContent.includes('occupied 12 → 11')", DEADLINE);
+    assert_eq!(browser.eval(&page, "document.querySelector('#changes li .good').textContent"), "→");
 }

@@ -173,6 +173,17 @@ async fn json_api_health_and_the_page() {
     assert_eq!(alerts["alerts"].as_array().unwrap().len(), 2);
     let previous = get(&server.url, "/api/v1/previous_hour?system=QWE").await;
     assert_eq!(previous.status, 200);
+    // What reports changed in the last hour, newest first, each change as [metric, before, after].
+    let again = report("RJ7", 0, 2, &[("beds.cc_adult.occupied", 17.0)]);
+    assert_eq!(provider.submit(again).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    let changes = get(&server.url, "/api/v1/changes?system=QWE").await.json();
+    let list = changes["changes"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{changes}");
+    assert_eq!((&list[0]["provider"], &list[0]["revision"]), (&serde_json::json!("RJ7"), &serde_json::json!(2)));
+    assert_eq!(list[0]["changes"], serde_json::json!([["beds.cc_adult.occupied", 19, 17]]));
+    assert_eq!(list[1]["changes"][0], serde_json::json!(["beds.cc_adult.occupied", null, 19]));
+    assert_eq!(get(&server.url, "/api/v1/changes?system=QWE&limit=0").await.status, 400);
+    assert_eq!(get(&server.url, "/api/v1/changes?system=QXX").await.status, 400);
 
     let page = get(&server.url, "/").await;
     assert_eq!(page.status, 200);

@@ -1,10 +1,15 @@
 // The sitrep wallboard: one live page fed by Server-Sent Events from /api/v1/events.
 //
-// It loads the directory and catalogue, opens the event stream for its scope (URL parameters), renders a tile per
-// provider grouped by system with totals above, and then updates only what each event changes. Event ids are
-// cursors: when the link drops it reconnects by itself, forever, with backoff, resuming from the last cursor it saw
-// (the server replays exactly what was missed, or sends a reset and a fresh snapshot). Nothing here needs a build
-// step or a library.
+// It loads the directory and the catalogue, checks the scope its address names, opens the event stream for that
+// scope, and renders the totals of the nation and regions above a grid of tiles (each system's total, then its
+// providers), with the open alerts and what changed in the last hour beside them. After the first snapshot it
+// updates only what each event changes. Event ids are cursors: when the link drops it reconnects by itself,
+// forever, with backoff, resuming from the last cursor it saw. Nothing here needs a build step or a library.
+//
+// What a tile shows comes from the catalogue (labels, units, which way is worse), by the provider's service type;
+// a deployment chooses the figures with URL parameters (see index.html). The grid is sized to fill the screen:
+// up to `per_page` providers (default 60) share one page, and more than that are shown a page at a time, turning
+// every `rotate` seconds. Nothing on the page scrolls: what is not on screen now is on the next page.
 "use strict";
 
 (function () {
@@ -16,36 +21,63 @@
   for (const key of Object.keys(scope)) {
     for (const v of params.getAll(key)) scope[key].push(...v.split(",").map((s) => s.trim()).filter(Boolean));
   }
+  const scoped = scope.provider.length + scope.system.length + scope.region.length > 0;
   const scopeQuery = Object.entries(scope)
     .flatMap(([k, list]) => list.map((v) => `${k}=${encodeURIComponent(v)}`))
     .join("&");
 
-  // What each tile shows: the few numbers a coordinator scans first.
-  const ROWS = [
-    { label: "Adult CC: open / occupied / free", wide: true, metrics: ["beds.cc_adult.open", "beds.cc_adult.occupied", "beds.cc_adult.free"], rated: ["beds.cc_adult.occupancy", "beds.cc_adult.occupancy", "beds.cc_adult.free"], delta: "beds.cc_adult.free" },
-    { label: "G&A occupancy", metrics: ["beds.ga_adult.occupancy"], delta: "beds.ga_adult.occupancy" },
-    { label: "ED over 12 h", metrics: ["ed.over_12h"], delta: "ed.over_12h" },
-    { label: "Handovers > 60 min", metrics: ["ambulance.handover_over_60"], delta: "ambulance.handover_over_60" },
-  ];
+  const codesParam = (name) =>
+    params.has(name) ? params.get(name).split(",").map((s) => s.trim()).filter(Boolean) : null;
+  const numberParam = (name, fallback, min, max) => {
+    const n = Number(params.get(name));
+    return params.has(name) && Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
+  };
 
-  const FLASH = [{ boxShadow: "0 0 0 4px #58a6ff" }, { boxShadow: "0 0 0 0 rgba(0, 0, 0, 0)" }];
+  // The key figures of each service type, by catalogue code (labels and units come from the catalogue); each may
+  // be replaced with ?figures.<type>=code,code. A derived figure shows the inputs it is made of beside it.
+  const KEY_FIGURES = {
+    acute: ["beds.cc_adult.free", "beds.ga_adult.occupancy", "ed.over_12h", "ambulance.handover_over_60"],
+    specialist: ["beds.cc_paed.free", "beds.ga_paed.occupancy", "beds.cc_adult.free", "ventilators.utilisation"],
+    mental_health: ["beds.mh_adult.occupancy", "staff.absence_percent"],
+    community: ["beds.ga_adult.free", "beds.ga_adult.occupancy", "staff.absence_percent"],
+    ambulance: ["staff.absence_percent", "ambulance.handover_mean_minutes", "ambulance.handover_over_60"],
+  };
+  // The figures of totals (system tiles show the first few): ?totals=code,code.
+  const TOTAL_FIGURES = ["beds.cc_adult.free", "beds.ga_adult.occupancy", "ed.over_12h", "beds.mh_adult.occupancy",
+    "ambulance.handover_over_60", "beds.cc_paed.free"];
+
+  const settings = {
+    perPage: Math.round(numberParam("per_page", 60, 1, 500)),
+    rotateMs: numberParam("rotate", 20, 3, 3600) * 1000,
+    timeZone: params.get("tz") || "Europe/London",
+  };
+
+  const FLASH = [{ boxShadow: "0 0 0 0.15em var(--flash)" }, { boxShadow: "0 0 0 0 rgba(0, 0, 0, 0)" }];
+  const HOUR = 3600000;
 
   const state = {
     directory: null,
-    units: {},
-    providers: new Map(), // code -> { period, received_at, stale, figures: Map(metric -> {value, rag}), opel, alerts: Map }
-    rollups: new Map(), // "level:code" -> { scope, providers, reporting, stale, figures: Map }
+    catalogue: new Map(), // code -> metric or derived metric, with `inputs` and `words` for derived ones
+    figures: {}, // service type -> codes its tiles show
+    totals: [], // codes totals show
+    providers: new Map(), // code -> { period, received_at, stale, narrative, figures: Map(metric -> {value, rag}), opel, alerts: Map }
+    rollups: new Map(), // "level:code" -> { scope, providers, reporting, stale, figures: Map(metric -> {value, rag, n}) }
     previous: { providers: {}, rollups: {} }, // figures of the hour before the current one
+    changes: [], // the last hour, newest first: { key, at, provider, parts, narrative, note }
     cursor: null,
     source: null,
     backoff: 1000,
     serverOffset: 0, // server clock minus ours, from heartbeats
-    changes: [],
+    pages: [[]], // cells (elements) of each page
+    page: 0,
+    alertPage: 0,
+    alertPages: 1,
+    opened: false,
   };
 
   // Measurements the browser test reads: time from an SSE message arriving to the DOM reflecting it.
   // `samples`: the handler's own work, up to the DOM being updated; `frames`: until the next frame is drawn.
-  const stats = (window.sitrepStats = { events: 0, snapshots: 0, samples: [], frames: [], connects: 0, resets: 0, flashes: 0 });
+  const stats = (window.sitrepStats = { events: 0, snapshots: 0, samples: [], frames: [], connects: 0, resets: 0, flashes: 0, layouts: 0 });
 
   const $ = (sel, root = document) => root.querySelector(sel);
   const el = (tag, cls, text) => {
@@ -54,16 +86,100 @@
     if (text !== undefined) e.textContent = text;
     return e;
   };
+  const now = () => Date.now() + state.serverOffset;
 
-  function fmt(metric, v) {
-    if (v === null || v === undefined) return "–";
-    const unit = state.units[metric];
-    const text = Number.isInteger(v) ? String(v) : v.toFixed(1);
-    return unit === "percent" ? `${text}%` : text;
+  // ---- words and numbers --------------------------------------------------------------------------------------
+
+  let timeFormat, dayFormat, zoneFormat;
+  function setTimeZone(zone) {
+    const opts = { timeZone: zone, hourCycle: "h23" };
+    timeFormat = new Intl.DateTimeFormat("en-GB", { ...opts, hour: "2-digit", minute: "2-digit" });
+    dayFormat = new Intl.DateTimeFormat("en-GB", { timeZone: zone, day: "numeric", month: "short" });
+    zoneFormat = new Intl.DateTimeFormat("en-GB", { ...opts, hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+  }
+  try {
+    setTimeZone(settings.timeZone);
+  } catch (err) {
+    console.warn(`sitrep: unknown time zone ${settings.timeZone}; using Europe/London`);
+    settings.timeZone = "Europe/London";
+    setTimeZone(settings.timeZone);
   }
 
-  function hhmm(ms) {
-    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  // 14:05 today (in the deployment's zone), "3 Dec 14:05" on another day.
+  function when(ms) {
+    const t = timeFormat.format(ms);
+    return dayFormat.format(ms) === dayFormat.format(now()) ? t : `${dayFormat.format(ms)} ${t}`;
+  }
+
+  function age(ms) {
+    const minutes = Math.max(0, Math.floor((now() - ms) / 60000));
+    if (minutes < 1) return "just now";
+    if (minutes < 60) return `${minutes} min`;
+    const hours = Math.floor(minutes / 60);
+    if (hours < 48) return `${hours} h ${minutes % 60} min`;
+    return `${Math.floor(hours / 24)} days`;
+  }
+
+  // How old the figures for the hour starting at `period` are: "this hour", or how long ago the hour began.
+  function periodAge(period) {
+    return now() - period < HOUR ? "this hour" : `${age(period)} ago`;
+  }
+
+  function label(code) {
+    const m = state.catalogue.get(code);
+    return m ? m.label : code;
+  }
+
+  function fmt(metric, v) {
+    if (v === null || v === undefined || typeof v !== "number") return "–";
+    const m = state.catalogue.get(metric);
+    const text = Number.isInteger(v) ? String(v) : v.toFixed(1);
+    return m && m.unit === "percent" ? `${text}%` : text;
+  }
+
+  // Which way is worse for a metric: +1 higher, -1 lower, 0 neither. From its own rating when it has one, else
+  // from a rated derived metric it is an input of (more occupied beds raise occupancy, which is worse; more open
+  // beds lower it, which is better).
+  function worseWay(metric) {
+    const own = (m) => {
+      const dir = m && m.rag && m.rag.direction;
+      return dir === "higher_is_worse" ? 1 : dir === "lower_is_worse" ? -1 : 0;
+    };
+    const m = state.catalogue.get(metric);
+    if (!m) return 0;
+    if (m.worse === undefined) {
+      m.worse = own(m);
+      for (const d of state.catalogue.values()) {
+        if (m.worse || !d.inputs || !own(d)) continue;
+        const at = d.inputs.indexOf(metric);
+        if (at >= 0) m.worse = at === 0 ? own(d) : -own(d);
+      }
+    }
+    return m.worse;
+  }
+
+  function shortName(name) {
+    return name.replace(/ NHS Foundation Trust$| NHS Trust$/, "");
+  }
+
+  // The words that tell a derived figure's inputs apart ("open", "occupied"): what is left of their catalogue
+  // labels after the words they share ("Adult critical care beds").
+  function inputWords(inputs) {
+    const words = inputs.map((c) => label(c).split(" "));
+    let shared = 0;
+    while (words.every((w) => w.length > shared && w[shared] === words[0][shared])) shared += 1;
+    return words.map((w, i) => w.slice(shared).join(" ") || inputs[i].split(".").pop().replace(/_/g, " "));
+  }
+
+  // Messages come from the aggregator as sentences; here they lose the provider code they start with (the list
+  // names the provider), metric codes become catalogue labels and ISO times become times in the local zone.
+  function humanise(text, provider) {
+    let t = provider && text.startsWith(`${provider}: `) ? text.slice(provider.length + 2) : text;
+    t = t.replace(/\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)/g, (iso) => {
+      const ms = Date.parse(iso);
+      return Number.isNaN(ms) ? iso : when(ms);
+    });
+    return t.replace(/\b[a-z][a-z0-9_]*(\.[a-z0-9_]+)+\b/g, (code) => (state.catalogue.has(code) ? label(code) : code));
   }
 
   function setLink(kind, text) {
@@ -72,53 +188,128 @@
     link.textContent = text || kind;
   }
 
-  // ---- building the page ---------------------------------------------------------------------------------------
+  // ---- the scope ----------------------------------------------------------------------------------------------
 
   function inScope(p) {
     const system = state.directory.systems.find((s) => s.code === p.system);
-    if (!scope.provider.length && !scope.system.length && !scope.region.length) return true;
+    if (!scoped) return true;
     return scope.provider.includes(p.code) || scope.system.includes(p.system) || (system && scope.region.includes(system.region));
   }
 
   function scopeTitle() {
     const d = state.directory;
+    const name = (list, code) => (list.find((x) => x.code === code) || { name: code }).name;
     const names = [
-      ...scope.region.map((r) => (d.regions.find((x) => x.code === r) || { name: r }).name),
-      ...scope.system.map((s) => (d.systems.find((x) => x.code === s) || { name: s }).name),
-      ...scope.provider,
+      ...scope.region.map((r) => name(d.regions, r)),
+      ...scope.system.map((s) => name(d.systems, s)),
+      ...scope.provider.map((p) => shortName(name(d.providers, p))),
     ];
     return names.length ? names.join(", ") : d.nation.name;
   }
 
-  function rowsInto(card, prefix) {
-    for (const row of ROWS) {
-      const r = el("div", row.wide ? "row wide" : "row");
-      r.append(el("span", "label", row.label));
-      const cells = el("span", "cells");
-      row.metrics.forEach((m, i) => {
-        if (i > 0) cells.append(el("span", "sep", "/"));
-        const c = el("span", "cell", "–");
-        c.dataset.metric = m;
-        c.dataset.rated = (row.rated && row.rated[i]) || m;
-        cells.append(c);
-      });
-      const d = el("span", "delta", "");
-      d.dataset.delta = row.delta;
-      cells.append(d);
-      r.append(cells);
-      card.append(r);
+  // Codes the address names that the directory does not have: shown on the page, and the page goes no further.
+  function unknownScope() {
+    const d = state.directory;
+    const missing = [];
+    const words = { region: ["region", d.regions], system: ["system", d.systems], provider: ["provider", d.providers] };
+    for (const [key, [word, list]] of Object.entries(words)) {
+      for (const code of scope[key]) if (!list.some((x) => x.code === code)) missing.push({ key, word, code, list });
     }
-    card.id = prefix;
+    return missing;
   }
 
-  function buildTotal(key, label, systemTotal) {
-    const card = el("div", systemTotal ? "total system-total" : "total");
-    const h = el("h3");
-    h.append(el("span", "name", label), el("span", "opel", "OPEL –"));
-    card.append(h);
-    rowsInto(card, `total-${key.replace(":", "-")}`);
-    card.append(el("div", "fresh", ""));
+  function showNotice(title, lines, choices) {
+    const box = $("#notice");
+    box.replaceChildren(el("h1", null, title), ...lines.map((l) => el("p", null, l)));
+    if (choices) box.append(el("p", "choices", choices));
+    box.hidden = false;
+    for (const id of ["#totals", "#main"]) $(id).hidden = true;
+    setLink("stopped", "not connected");
+  }
+
+  function badScope(missing) {
+    const lines = missing.map((m) => `This wallboard's address asks for ${m.word} “${m.code}”, which is not in the directory.`);
+    lines.push("Correct the address (the part after “?”) and reload the page.");
+    const kinds = [...new Set(missing.map((m) => m.key))];
+    const choices = kinds
+      .map((k) => {
+        const list = missing.find((m) => m.key === k).list;
+        const shown = list.slice(0, 12).map((x) => `${x.code} (${x.name})`).join(", ");
+        return `Known ${k === "system" ? "systems" : k === "region" ? "regions" : "providers"}: ${shown}${list.length > 12 ? ", …" : ""}`;
+      })
+      .join(". ");
+    showNotice("Unknown scope", lines, choices);
+    $("#scope-name").textContent = "unknown scope";
+  }
+
+  // ---- building the page ---------------------------------------------------------------------------------------
+
+  function figureRow(code, withCover) {
+    const m = state.catalogue.get(code);
+    const row = el("div", "fig");
+    row.dataset.key = code;
+    const lab = el("span", "lab");
+    const name = el("span", "label", label(code));
+    name.title = m && m.description ? m.description : label(code);
+    lab.append(name);
+    const hint = el("span", "hint");
+    if (m && m.inputs) {
+      // A derived figure: the inputs it was made of, named by the words that tell them apart.
+      const inputs = el("span", "inputs");
+      m.inputs.forEach((input, i) => {
+        if (i > 0) inputs.append(document.createTextNode(" · "));
+        const c = el("span", "cell sub", "–");
+        c.dataset.metric = input;
+        inputs.append(c, document.createTextNode(` ${m.words[i]}`));
+      });
+      hint.append(inputs);
+    }
+    if (withCover) {
+      // Coverage: how many of the scope's providers the figure counts; "partial" when a provider that reported
+      // one of a derived figure's inputs is left out of it.
+      const cover = el("span", "coverage");
+      cover.dataset.cover = code;
+      if (hint.childNodes.length) hint.append(document.createTextNode(" · "));
+      hint.append(cover);
+    }
+    if (hint.childNodes.length) {
+      lab.append(hint);
+      row.classList.add("has-hint");
+    }
+    const val = el("span", "val");
+    const cell = el("span", "cell", "–");
+    cell.dataset.metric = code;
+    const delta = el("span", "delta", "");
+    delta.dataset.delta = code;
+    val.append(cell, delta);
+    row.append(lab, val);
+    return row;
+  }
+
+  function buildCard(cls, id, name, codes, withCover) {
+    const card = el("div", cls);
+    card.id = id;
+    const head = el("div", "head");
+    const title = el("span", "name", name);
+    title.title = name;
+    head.append(title);
+    const tile = cls.includes("system-total");
+    if (withCover && !tile) head.append(el("span", "cover", ""));
+    head.append(el("span", "opel", "OPEL –"));
+    card.append(head);
+    const figs = el("div", "figs");
+    for (const code of codes) figs.append(figureRow(code, withCover));
+    card.append(figs);
+    if (tile) {
+      const foot = el("div", "foot");
+      foot.append(el("span", "code", "System total"), document.createTextNode(" · "), el("span", "cover", ""));
+      card.append(foot);
+    }
     return card;
+  }
+
+  function totalId(key) {
+    return `total-${key.replace(":", "-")}`;
   }
 
   function build() {
@@ -130,38 +321,139 @@
     const regions = d.regions.filter((r) => systems.some((s) => s.region === r.code));
     const totals = $("#totals");
     totals.replaceChildren();
-    if (!scope.system.length && !scope.provider.length && !scope.region.length) {
-      totals.append(buildTotal(`nation:${d.nation.code}`, d.nation.name));
-    }
-    for (const r of regions) totals.append(buildTotal(`region:${r.code}`, r.name));
-    const root = $("#systems");
-    root.replaceChildren();
+    const strip = [];
+    if (!scoped) strip.push([`nation:${d.nation.code}`, d.nation.name]);
+    for (const r of regions) strip.push([`region:${r.code}`, r.name]);
+    for (const [key, name] of strip) totals.append(buildCard("total card", totalId(key), name, state.totals, true));
+
+    // The grid: each system's total, then its providers. Pages hold whole systems where they can.
+    const grid = $("#grid");
+    grid.replaceChildren();
+    const pages = [[]];
+    let onPage = 0;
     for (const s of systems) {
-      const section = el("section", "system");
-      section.append(el("h2", null, `${s.name} (${s.code})`));
-      const tiles = el("div", "tiles");
-      tiles.append(buildTotal(`system:${s.code}`, `${s.code} total`, true));
-      for (const p of providers.filter((p) => p.system === s.code)) {
-        const tile = el("div", "tile never");
-        const h = el("h3");
-        const name = el("span", "name", p.name);
-        name.title = p.name;
-        const badge = el("span", "opel", "OPEL –");
-        h.append(name, el("span", "code", p.code), badge);
-        tile.append(h);
-        rowsInto(tile, `tile-${p.code}`);
-        tile.append(el("div", "fresh", "no report yet"));
-        tiles.append(tile);
+      const members = providers.filter((p) => p.system === s.code);
+      const total = buildCard("total system-total", totalId(`system:${s.code}`), `${s.name}`, state.totals.slice(0, 4), true);
+      total.dataset.rows = String(Math.min(4, state.totals.length));
+      grid.append(total);
+      if (onPage > 0 && onPage + members.length > settings.perPage) {
+        pages.push([]);
+        onPage = 0;
       }
-      section.append(tiles);
-      root.append(section);
+      pages[pages.length - 1].push(total);
+      for (const p of members) {
+        if (onPage >= settings.perPage) {
+          pages.push([]);
+          onPage = 0;
+        }
+        const codes = state.figures[p.kind] || state.totals.slice(0, 4);
+        const tile = buildCard("tile never", `tile-${p.code}`, shortName(p.name), codes, false);
+        tile.title = `${p.name} (${p.code})`;
+        tile.dataset.rows = String(codes.length);
+        const foot = el("div", "foot");
+        foot.append(el("span", "code", p.code), document.createTextNode(" · "), el("span", "fresh", "no report yet"), el("span", "said", ""));
+        tile.append(foot, el("div", "stale-badge", "STALE"));
+        grid.append(tile);
+        pages[pages.length - 1].push(tile);
+        onPage += 1;
+      }
+    }
+    state.pages = pages;
+    state.page = 0;
+    showPage();
+  }
+
+  // ---- fitting the grid to the screen, and turning pages -------------------------------------------------------
+
+  // A tile's size in ems (at the grid's font size): its head, figure rows, foot and frame.
+  const TILE_EM_WIDE = 17;
+  const DENSE_EM_WIDE = 14;
+  const tileEmHigh = (rows) => 1.45 + rows * 1.95 + 1.5 + 1.0;
+
+  function showPage() {
+    const current = new Set(state.pages[state.page] || []);
+    for (const cell of $("#grid").children) cell.hidden = !current.has(cell);
+    const pager = $("#pager");
+    pager.hidden = state.pages.length < 2;
+    if (state.pages.length > 1) {
+      pager.replaceChildren(document.createTextNode(`Page ${state.page + 1} of ${state.pages.length}`));
+      for (let i = 0; i < state.pages.length; i += 1) pager.append(el("span", i === state.page ? "dot on" : "dot"));
+    }
+    fit();
+  }
+
+  // Chooses the columns, row height and font size at which this page's tiles fill the space, as large as they fit.
+  // When that would make the text smaller than is readable, tiles show fewer figure rows (their first ones).
+  function fit() {
+    const grid = $("#grid");
+    const wall = $("#wall");
+    const cells = state.pages[state.page] || [];
+    const n = cells.length;
+    if (!n || !wall.clientHeight) return;
+    stats.layouts += 1;
+    const W = wall.clientWidth;
+    const H = wall.clientHeight;
+    const gap = 0.35;
+    const rows = Math.max(1, ...cells.map((c) => Number(c.dataset.rows) || 1));
+    const best = (emWide, emHigh) => {
+      let top = { size: 0, cols: 1 };
+      for (let cols = 1; cols <= n; cols += 1) {
+        const lines = Math.ceil(n / cols);
+        const size = Math.min(W / (cols * emWide + (cols - 1) * gap), H / (lines * emHigh + (lines - 1) * gap));
+        if (size > top.size) top = { size, cols };
+      }
+      return top;
+    };
+    const readable = 13 * Math.min(innerHeight / 1080, innerWidth / 1920);
+    let shown = rows;
+    let choice = best(TILE_EM_WIDE, tileEmHigh(rows));
+    let dense = false;
+    if (choice.size < readable && rows > 2) {
+      dense = true;
+      shown = 2;
+      choice = best(DENSE_EM_WIDE, tileEmHigh(shown));
+    }
+    const size = Math.floor(choice.size * 10) / 10;
+    const lines = Math.ceil(n / choice.cols);
+    grid.classList.toggle("dense", dense);
+    grid.style.fontSize = `${size}px`;
+    grid.style.gridTemplateColumns = `repeat(${choice.cols}, minmax(0, 1fr))`;
+    grid.style.gridAutoRows = `${Math.floor((H - (lines - 1) * gap * size) / lines)}px`;
+    for (const cell of cells) {
+      const figs = cell.querySelectorAll(".fig");
+      figs.forEach((f, i) => (f.hidden = i >= shown));
+    }
+  }
+
+  function turnPage() {
+    if (state.pages.length > 1) {
+      state.page = (state.page + 1) % state.pages.length;
+      showPage();
+    }
+    if (state.alertPages > 1) {
+      state.alertPage = (state.alertPage + 1) % state.alertPages;
+      showAlertPage();
     }
   }
 
   // ---- painting values -----------------------------------------------------------------------------------------
 
+  const RANK = { green: 1, amber: 2, red: 3 };
+
+  function worstOf(figures) {
+    let worst = "";
+    for (const f of figures.values()) if (f.rag && (RANK[f.rag] || 0) > (RANK[worst] || 0)) worst = f.rag;
+    return worst;
+  }
+
+  function frame(card, worst) {
+    if (card.dataset.worst === worst) return;
+    card.classList.remove("worst-green", "worst-amber", "worst-red");
+    if (worst) card.classList.add(`worst-${worst}`);
+    card.dataset.worst = worst;
+  }
+
   function paintCells(card, figures, previous, flash) {
-    if (!card) return;
     for (const c of card.querySelectorAll(".cell")) {
       const f = figures.get(c.dataset.metric);
       const text = fmt(c.dataset.metric, f ? f.value : null);
@@ -175,8 +467,8 @@
           anim.onfinish = () => c.classList.remove("flash");
         }
       }
-      const rated = figures.get(c.dataset.rated);
-      const rag = rated && rated.rag ? rated.rag : "";
+      if (c.classList.contains("sub")) continue;
+      const rag = f && f.rag ? f.rag : "";
       if (c.dataset.rag !== rag) {
         c.classList.remove("green", "amber", "red");
         if (rag) c.classList.add(rag);
@@ -184,29 +476,34 @@
       }
     }
     for (const d of card.querySelectorAll(".delta")) {
-      const now = figures.get(d.dataset.delta);
-      const before = previous ? previous[d.dataset.delta] : undefined;
-      if (!now || now.value === null || before === undefined || before === null) {
-        d.textContent = "";
-        d.className = "delta";
+      const metric = d.dataset.delta;
+      const now = figures.get(metric);
+      const before = previous ? previous[metric] : undefined;
+      if (!now || typeof now.value !== "number" || typeof before !== "number") {
+        if (d.textContent) {
+          d.textContent = "";
+          d.className = "delta";
+        }
         continue;
       }
       const diff = now.value - before;
-      const text = Math.abs(diff) < 0.05 ? "=" : `${diff > 0 ? "▲" : "▼"}${fmt(d.dataset.delta, Math.abs(diff))}`;
-      d.textContent = text;
-      d.className = `delta ${diff > 0.05 ? "up" : diff < -0.05 ? "down" : ""}`;
-      d.title = "change since the previous hour";
+      const still = Math.abs(diff) < 0.05;
+      const worse = worseWay(metric);
+      const verdict = still || !worse ? "" : Math.sign(diff) === worse ? " bad" : " good";
+      d.textContent = still ? "=" : `${diff > 0 ? "▲" : "▼"}${fmt(metric, Math.abs(diff))}`;
+      d.className = `delta${verdict}`;
+      d.title = `change since the previous hour${verdict ? (verdict === " bad" ? " (worse)" : " (better)") : ""}`;
     }
   }
 
   function paintOpel(card, opel) {
-    const badge = card && card.querySelector(".opel");
+    const badge = card.querySelector(".opel");
     if (!badge) return;
     const declared = opel && opel.declared;
     const computed = opel && opel.computed ? opel.computed.level : null;
-    badge.textContent = `OPEL ${declared || "–"}`;
+    badge.replaceChildren(document.createTextNode(`OPEL ${declared || "–"}`));
+    if (opel && opel.mismatch && computed) badge.append(el("span", "computed", ` ≠ ${computed}`));
     badge.className = `opel${declared ? ` l${declared}` : ""}${opel && opel.mismatch ? " mismatch" : ""}`;
-    badge.dataset.computed = computed ? String(computed) : "";
     badge.title = opel && opel.computed
       ? `declared ${declared || "none"}; computed ${opel.computed.explanation ||
         `OPEL ${opel.computed.level} (score ${opel.computed.score} of ${opel.computed.max_score})`}`
@@ -221,61 +518,195 @@
     paintOpel(tile, p.opel);
     tile.classList.remove("never");
     tile.classList.toggle("stale", !!p.stale);
-    $(".fresh", tile).textContent = freshness(p.received_at);
+    // A stale provider's figures are out of the totals and unrated: its frame says so rather than a colour.
+    frame(tile, p.stale ? "" : worstOf(p.figures));
+    paintFresh(tile, p);
+  }
+
+  function paintFresh(tile, p) {
+    // Figures are as old as the hour they describe, whenever they arrived: both are said.
+    $(".fresh", tile).textContent = p.period ? `for ${when(p.period)} (${periodAge(p.period)}) · sent ${when(p.received_at)}` : "no report yet";
+    const said = $(".said", tile);
+    const text = p.narrative ? ` · “${p.narrative}”` : "";
+    if (said.textContent !== text) said.textContent = text;
+    if (p.stale) $(".stale-badge", tile).textContent = `STALE · ${p.period ? periodAge(p.period) : "no report"}`;
   }
 
   function paintRollup(key, flash) {
     const r = state.rollups.get(key);
-    const card = document.getElementById(`total-${key.replace(":", "-")}`);
+    const card = document.getElementById(totalId(key));
     if (!r || !card) return;
     paintCells(card, r.figures, state.previous.rollups[key], flash);
     const opel = r.figures.get("opel.level");
     paintOpel(card, { declared: opel ? opel.value : null });
-    $(".fresh", card).textContent = `${r.reporting}/${r.providers} reporting${r.stale ? ` · ${r.stale} stale` : ""}`;
+    frame(card, worstOf(r.figures));
+    $(".cover", card).textContent = `${r.reporting}/${r.providers} reporting${r.stale ? ` · ${r.stale} stale` : ""}`;
+    for (const c of card.querySelectorAll(".coverage")) {
+      const metric = c.dataset.cover;
+      const f = r.figures.get(metric);
+      const m = state.catalogue.get(metric);
+      const n = f ? f.n || 0 : 0;
+      // Derived: partial when a provider reported one of its inputs but not both, so it is out of the figure.
+      const most = m && m.inputs ? Math.max(n, ...m.inputs.map((i) => (r.figures.get(i) || { n: 0 }).n || 0)) : n;
+      const partial = n < most;
+      const text = `${partial ? "PARTIAL " : ""}${n}/${r.providers} providers`;
+      if (c.textContent !== text) {
+        c.textContent = text;
+        c.className = partial ? "coverage partial" : "coverage";
+        c.title = partial
+          ? `counts ${n} providers; ${most - n} more reported only part of what it is made of and are left out`
+          : `counts ${n} of the ${r.providers} providers in this scope`;
+        // The inputs beside a partial figure count more providers than it does: hidden rather than mislead.
+        const inputs = c.parentElement.querySelector(".inputs");
+        if (inputs) {
+          inputs.hidden = partial;
+          if (inputs.nextSibling && inputs.nextSibling.nodeType === Node.TEXT_NODE) inputs.nextSibling.textContent = partial ? "" : " · ";
+        }
+      }
+    }
   }
 
-  function freshness(ms) {
-    if (!ms) return "no report yet";
-    const minutes = Math.max(0, Math.round((Date.now() + state.serverOffset - ms) / 60000));
-    return `reported ${hhmm(ms)} · ${minutes < 1 ? "just now" : `${minutes} min ago`}`;
+  function refreshAges() {
+    for (const [code, p] of state.providers) {
+      const tile = document.getElementById(`tile-${code}`);
+      if (tile) paintFresh(tile, p);
+    }
+    const cutoff = now() - HOUR;
+    const kept = state.changes.filter((c) => c.at >= cutoff);
+    if (kept.length !== state.changes.length) {
+      state.changes = kept;
+      schedulePanels();
+    }
   }
 
-  // The tickers summarise every provider: redraw them at most once a frame, however many events arrive.
-  let tickersDue = false;
-  function scheduleTickers() {
-    if (tickersDue) return;
-    tickersDue = true;
-    requestAnimationFrame(() => {
-      tickersDue = false;
-      paintTickers();
-    });
+  // ---- the side panels -----------------------------------------------------------------------------------------
+
+  // The panels summarise every provider: redraw them at most once a frame, however many events arrive.
+  // The panels are redrawn at most every quarter of a second, however many events arrive (a panel a moment late
+  // costs nothing on a wall; redrawing it with every event of a busy system would cost every frame).
+  let panelsDue = false;
+  let alertsDue = false;
+  function schedulePanels(alerts) {
+    alertsDue = alertsDue || !!alerts;
+    if (panelsDue) return;
+    panelsDue = true;
+    setTimeout(() => {
+      requestAnimationFrame(() => {
+        panelsDue = false;
+        if (alertsDue) paintAlerts();
+        alertsDue = false;
+        paintChanges();
+      });
+    }, 250);
   }
 
-  function paintTickers() {
+  function providerName(code) {
+    const p = state.directory.providers.find((x) => x.code === code);
+    return p ? shortName(p.name) : code;
+  }
+
+  // Every open alert of the scope is listed; those that do not fit are on the panel's next pages, which turn with
+  // the tiles', so the count in the title is what can be read here.
+  function paintAlerts() {
     const alerts = [];
     for (const p of state.providers.values()) for (const a of p.alerts.values()) alerts.push(a);
     alerts.sort((a, b) => (a.severity === b.severity ? b.raised_at - a.raised_at : a.severity === "critical" ? -1 : 1));
-    const box = $("#alerts");
-    box.replaceChildren(el("span", "item", `${alerts.length} open alert${alerts.length === 1 ? "" : "s"}:`));
-    for (const a of alerts.slice(0, 30)) {
-      const item = el("span", `item ${a.severity}`);
-      item.append(el("span", "when", hhmm(a.raised_at)), document.createTextNode(a.message));
-      box.append(item);
+    const list = $("#alerts");
+    const items = alerts.map((a) => {
+      const item = el("li", a.severity);
+      item.dataset.key = a.key;
+      item.append(
+        el("span", "when", when(a.raised_at)),
+        el("span", "sev", a.severity === "critical" ? "Critical" : "Warning"),
+        el("span", "who", providerName(a.provider)),
+        document.createTextNode(humanise(a.message, a.provider)),
+      );
+      return item;
+    });
+    if (!items.length) items.push(el("li", "empty", "No open alerts"));
+    list.replaceChildren(...items);
+    // Pages: every item is the same height (two lines), so a page holds as many as fit, in order, and only one
+    // item is measured.
+    const height = list.clientHeight;
+    const each = items[0].offsetHeight || 1;
+    const perPage = Math.max(1, Math.floor(height / each));
+    items.forEach((item, i) => (item.dataset.page = String(Math.floor(i / perPage))));
+    state.alertPages = Math.max(1, Math.ceil(alerts.length / perPage));
+    state.alertCount = alerts.length;
+    if (state.alertPage >= state.alertPages) state.alertPage = 0;
+    showAlertPage();
+  }
+
+  function showAlertPage() {
+    const items = $("#alerts").children;
+    let first = 0;
+    let shown = 0;
+    for (const item of items) {
+      const on = item.dataset.page === String(state.alertPage);
+      item.hidden = !on;
+      if (on && item.dataset.key) shown += 1;
+      else if (!on && Number(item.dataset.page) < state.alertPage) first += 1;
     }
-    const changes = $("#changes");
-    changes.replaceChildren(el("span", "item", "Latest:"));
+    const n = state.alertCount || 0;
+    let title = `${n} open alert${n === 1 ? "" : "s"}`;
+    if (state.alertPages > 1) title += ` · ${first + 1}–${first + shown} (page ${state.alertPage + 1} of ${state.alertPages})`;
+    $("#alerts-title").textContent = title;
+  }
+
+  // What changed, worded for people: the provider's key figures first (and what they are made of), then how many
+  // other figures changed.
+  function changeParts(provider, changes) {
+    const p = state.directory.providers.find((x) => x.code === provider);
+    const keys = new Set();
+    for (const code of (p && state.figures[p.kind]) || state.totals) {
+      keys.add(code);
+      const m = state.catalogue.get(code);
+      if (m && m.inputs) m.inputs.forEach((i) => keys.add(i));
+    }
+    keys.add("opel.level");
+    const shown = changes.filter((c) => keys.has(c.metric));
+    return { shown, others: changes.length - shown.length };
+  }
+
+  function noteChange(change) {
+    if (state.changes.some((c) => c.key === change.key)) return;
+    state.changes.push(change);
+    state.changes.sort((a, b) => b.at - a.at);
+    if (state.changes.length > 300) state.changes.length = 300;
+  }
+
+  function paintChanges() {
+    const list = $("#changes");
+    const cutoff = now() - HOUR;
+    const items = [];
     for (const c of state.changes) {
-      const item = el("span", "item");
-      item.append(el("span", "when", hhmm(c.at)), document.createTextNode(c.text));
-      changes.append(item);
+      if (c.at < cutoff) continue;
+      const item = el("li");
+      item.append(el("span", "when", when(c.at)), el("span", "who", providerName(c.provider)));
+      if (c.note) item.append(document.createTextNode(c.note));
+      const { shown, others } = changeParts(c.provider, c.changes || []);
+      shown.forEach((ch, i) => {
+        if (i > 0 || c.note) item.append(document.createTextNode("; "));
+        item.append(document.createTextNode(`${label(ch.metric)} ${fmt(ch.metric, ch.before)} `));
+        const up = typeof ch.before === "number" && typeof ch.after === "number" ? Math.sign(ch.after - ch.before) : 0;
+        const worse = worseWay(ch.metric);
+        const arrow = el("span", up && worse ? `${up > 0 ? "up" : "down"} ${up === worse ? "bad" : "good"}` : "", "→");
+        item.append(arrow, document.createTextNode(` ${fmt(ch.metric, ch.after)}`));
+      });
+      if (others > 0) item.append(document.createTextNode(`${shown.length || c.note ? "; " : ""}${others} other figure${others === 1 ? "" : "s"} updated`));
+      if (c.narrative) item.append(document.createTextNode(" "), el("span", "said", `“${c.narrative}”`));
+      items.push(item);
+      if (items.length >= 30) break;
     }
+    if (!items.length) items.push(el("li", "empty", "No changes in the last hour"));
+    list.replaceChildren(...items);
   }
 
   // ---- the stream ----------------------------------------------------------------------------------------------
 
   function figuresOf(list) {
     const m = new Map();
-    for (const f of list || []) m.set(f.metric, { value: f.value, rag: f.rag || null });
+    for (const f of list || []) m.set(f.metric, { value: f.value, rag: f.rag || null, n: f.n });
     return m;
   }
 
@@ -288,11 +719,13 @@
       state.rollups.clear();
     }
     snapshotOpen = !!s.more;
+    if (s.server_time) state.serverOffset = s.server_time - Date.now();
     for (const p of s.providers) {
       state.providers.set(p.provider, {
         period: p.period,
         received_at: p.received_at,
         stale: p.stale,
+        narrative: p.narrative || null,
         figures: figuresOf(p.figures),
         opel: p.opel,
         alerts: new Map(p.alerts.map((a) => [a.key, a])),
@@ -306,7 +739,7 @@
     for (const tile of document.querySelectorAll(".tile")) tile.classList.add("never");
     for (const code of state.providers.keys()) paintProvider(code, false);
     for (const key of state.rollups.keys()) paintRollup(key, false);
-    paintTickers();
+    schedulePanels(true);
     stats.snapshots += 1;
   }
 
@@ -314,7 +747,7 @@
     let p = state.providers.get(e.provider);
     if (e.live || e.kind === "stale") {
       if (!p) {
-        p = { period: e.period, received_at: e.received_at, stale: false, figures: new Map(), opel: null, alerts: new Map() };
+        p = { period: e.period, received_at: e.received_at, stale: false, narrative: null, figures: new Map(), opel: null, alerts: new Map() };
         state.providers.set(e.provider, p);
       }
       if (e.kind === "stale") {
@@ -328,7 +761,7 @@
         }
         p.period = e.period;
         p.received_at = e.received_at;
-        p.stale = false;
+        if (e.narrative !== undefined) p.narrative = e.narrative;
         // An event names its metrics once; figures are [index, value, rag] and rollups arrays aligned with them.
         for (const [i, value, rag] of e.figures) {
           if (value === null || value === undefined) p.figures.delete(e.metrics[i]);
@@ -338,18 +771,23 @@
       }
       for (const key of e.cleared || []) p.alerts.delete(key);
       for (const a of e.raised || []) p.alerts.set(a.key, a);
+      // Stale exactly while its stale alert is open: a report for an hour long past leaves it stale.
+      p.stale = p.alerts.has(`stale:${e.provider}`);
       for (const r of e.rollups) {
         updateRollup(r, e.metrics.map((metric, i) => ({ metric, value: r.value[i], rag: r.rag[i], n: r.n[i] })));
       }
       paintProvider(e.provider, true);
     }
-    const what = e.kind === "stale"
-      ? "missed its report (stale)"
-      : e.changes.slice(0, 3).map(([i, , after]) => `${e.metrics[i]} ${typeof after === "number" ? fmt(e.metrics[i], after) : "absent"}`).join(", ") +
-        (e.changes.length > 3 ? ` +${e.changes.length - 3}` : "") + (e.live ? "" : " (correction)");
-    state.changes.unshift({ at: e.received_at, text: `${e.provider}: ${what || "no change"}` });
-    state.changes.length = Math.min(state.changes.length, 12);
-    scheduleTickers();
+    const changes = (e.changes || []).map(([i, before, after]) => ({ metric: e.metrics[i], before, after }));
+    noteChange({
+      key: `${e.provider}/${e.site || ""}/${e.period}/${e.revision}/${e.kind}`,
+      at: e.kind === "stale" ? now() : e.received_at,
+      provider: e.provider,
+      changes,
+      narrative: e.narrative || null,
+      note: e.kind === "stale" ? "stopped reporting: stale" : e.live ? "" : `correction for ${when(e.period)}`,
+    });
+    schedulePanels((e.raised && e.raised.length) || (e.cleared && e.cleared.length));
   }
 
   // A scope's counts and the figures that changed ({metric, value, rag, n}; no value: it has none now).
@@ -395,6 +833,7 @@
     source.onopen = () => {
       snapshotOpen = false;
       state.backoff = 1000;
+      state.opened = true;
       setLink("live");
     };
     handle("snapshot", onSnapshot);
@@ -412,10 +851,13 @@
       banner.textContent = s.degraded ? `Figures may be out of date: ${s.message}` : "";
       setLink(s.degraded ? "degraded" : "live");
     });
-    const retry = () => {
+    const retry = async () => {
       source.close();
       if (state.source !== source) return;
       state.source = null;
+      // A stream that never opened may have been refused (a bad address): ask the API why, and say so rather than
+      // retrying forever. Anything else (the aggregator away, a restart) is retried.
+      if (!state.opened && (await refused())) return;
       const delay = state.backoff * (0.5 + Math.random() / 2);
       state.backoff = Math.min(state.backoff * 2, 30000);
       setLink("reconnecting", `reconnecting in ${Math.round(delay / 1000)} s`);
@@ -428,7 +870,20 @@
     });
   }
 
-  // ---- figures of the previous hour, refreshed as hours turn ---------------------------------------------------
+  async function refused() {
+    try {
+      const r = await fetch(`api/v1/alerts?${scopeQuery}`);
+      if (r.status !== 400) return false;
+      const body = await r.json();
+      const why = [body.error, ...(body.violations || []).map((v) => `${v.field}: ${v.description}`)].filter(Boolean);
+      showNotice("This wallboard's address is not valid", why, "Correct the address (the part after “?”) and reload the page.");
+      return true;
+    } catch (err) {
+      return false;
+    }
+  }
+
+  // ---- history: the previous hour's figures, and what changed in the last hour ---------------------------------
 
   async function loadPrevious() {
     try {
@@ -441,41 +896,84 @@
     } catch (err) {
       console.warn("sitrep: previous hour unavailable", err);
     }
-    const now = Date.now() + state.serverOffset;
-    const nextHour = Math.ceil((now + 1) / 3600000) * 3600000;
-    setTimeout(loadPrevious, nextHour - now + 15000);
+    const t = now();
+    const nextHour = Math.ceil((t + 1) / HOUR) * HOUR;
+    setTimeout(loadPrevious, nextHour - t + 15000);
+  }
+
+  async function loadLastHour() {
+    try {
+      const r = await fetch(`api/v1/changes?${[scopeQuery, "limit=300"].filter(Boolean).join("&")}`);
+      if (!r.ok) throw new Error(`${r.status}`);
+      const body = await r.json();
+      for (const c of body.changes) {
+        noteChange({
+          key: `${c.provider}/${c.site || ""}/${c.period}/${c.revision}/report`,
+          at: c.received_at,
+          provider: c.provider,
+          changes: c.changes.map(([metric, before, after]) => ({ metric, before, after })),
+          narrative: c.narrative || null,
+          note: "",
+        });
+      }
+      schedulePanels();
+    } catch (err) {
+      console.warn("sitrep: the last hour's changes are unavailable", err);
+    }
   }
 
   function tick() {
-    const now = new Date(Date.now() + state.serverOffset);
-    $("#clock").textContent = now.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    const parts = zoneFormat.formatToParts(now());
+    const part = (type) => (parts.find((p) => p.type === type) || { value: "" }).value;
+    $("#clock").replaceChildren(document.createTextNode(`${part("hour")}:${part("minute")}:${part("second")}`), el("span", "zone", part("timeZoneName")));
   }
 
   async function start() {
     tick();
     setInterval(tick, 1000);
-    setInterval(() => {
-      for (const code of state.providers.keys()) {
-        const tile = document.getElementById(`tile-${code}`);
-        if (tile) $(".fresh", tile).textContent = freshness(state.providers.get(code).received_at);
-      }
-    }, 15000);
+    setInterval(refreshAges, 15000);
     for (;;) {
       try {
         const [d, c] = await Promise.all([fetch("api/v1/directory"), fetch("api/v1/catalogue")]);
         if (!d.ok || !c.ok) throw new Error(`directory ${d.status}, catalogue ${c.status}`);
         state.directory = await d.json();
         const catalogue = await c.json();
-        for (const m of [...catalogue.metrics, ...catalogue.derived]) state.units[m.code] = m.unit;
+        for (const m of catalogue.metrics) state.catalogue.set(m.code, m);
+        for (const m of catalogue.derived) state.catalogue.set(m.code, m);
         break;
       } catch (err) {
         setLink("reconnecting", "waiting for sitrep");
         await new Promise((r) => setTimeout(r, 2000));
       }
     }
+    for (const m of state.catalogue.values()) if (m.inputs) m.words = inputWords(m.inputs);
+    const known = (codes, what) =>
+      codes.filter((code) => {
+        if (state.catalogue.has(code)) return true;
+        console.warn(`sitrep: ${what}: ${code} is not in the catalogue`);
+        return false;
+      });
+    state.totals = known(codesParam("totals") || TOTAL_FIGURES, "totals");
+    const kinds = new Set([...Object.keys(KEY_FIGURES), ...state.directory.providers.map((p) => p.kind)]);
+    for (const kind of kinds) {
+      const chosen = known(codesParam(`figures.${kind}`) || KEY_FIGURES[kind] || [], `figures.${kind}`);
+      state.figures[kind] = chosen.length ? chosen : state.totals.slice(0, 4);
+    }
+    const missing = unknownScope();
+    if (missing.length) return badScope(missing);
     build();
+    let resized = null;
+    addEventListener("resize", () => {
+      clearTimeout(resized);
+      resized = setTimeout(() => {
+        fit();
+        paintAlerts();
+      }, 100);
+    });
+    setInterval(turnPage, settings.rotateMs);
     connect();
     loadPrevious();
+    loadLastHour();
   }
 
   start();

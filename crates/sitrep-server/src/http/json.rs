@@ -219,6 +219,67 @@ pub fn history(provider: &str, records: &[HistoryRecord]) -> Json {
     json!({ "provider": provider, "entries": entries })
 }
 
+/// What one stored report changed: its values that differ from the provider's (and site's) report received
+/// before it, as `(metric, before, after)`; `before` is `None` when that earlier report had no such value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change<'a> {
+    pub provider: &'a str,
+    pub record: &'a HistoryRecord,
+    pub changes: Vec<(&'a str, Option<&'a Value>, &'a Value)>,
+}
+
+impl Change<'_> {
+    pub fn received_at(&self) -> Timestamp {
+        self.record.received_at
+    }
+}
+
+/// The reports of `records` (one provider's history) received at or after `since`, each with what it changed
+/// from the report of the same site received before it (the earlier records are the baseline). A revision that
+/// changed no value is still listed when it carries a narrative.
+pub fn changes_since<'a>(provider: &'a str, records: &'a [HistoryRecord], since: Timestamp) -> Vec<Change<'a>> {
+    let mut order: Vec<&HistoryRecord> = records.iter().collect();
+    order.sort_by_key(|r| (r.received_at, r.period, r.revision));
+    let mut last: std::collections::HashMap<(Option<&str>, &str), &Value> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for r in order {
+        let site = r.site.as_deref();
+        let changes: Vec<_> = r
+            .values
+            .iter()
+            .filter_map(|(code, v)| {
+                let before = last.insert((site, code.as_str()), v);
+                (before != Some(v)).then_some((code.as_str(), before, v))
+            })
+            .collect();
+        if r.received_at >= since && (!changes.is_empty() || r.narrative.is_some()) {
+            out.push(Change { provider, record: r, changes });
+        }
+    }
+    out
+}
+
+/// One change as `/api/v1/changes` lists it.
+pub fn change(c: &Change<'_>) -> Json {
+    let r = c.record;
+    let changes: Vec<Json> =
+        c.changes.iter().map(|(m, before, after)| json!([m, before.map(event_value), event_value(after)])).collect();
+    let mut out = json!({
+        "provider": c.provider,
+        "period": r.period,
+        "revision": r.revision,
+        "received_at": r.received_at,
+        "changes": changes,
+    });
+    let fields = out.as_object_mut().expect("an object");
+    for (name, text) in [("site", &r.site), ("narrative", &r.narrative), ("source", &r.source)] {
+        if let Some(t) = text {
+            fields.insert(name.into(), json!(t));
+        }
+    }
+    out
+}
+
 pub fn directory(rules: &Rules) -> Json {
     let d = &rules.directory;
     json!({
@@ -337,5 +398,45 @@ mod tests {
 
     fn event_json(e: &Event) -> String {
         event(e).to_string()
+    }
+
+    /// What a report changed is its values that differ from the same site's report received before it; the
+    /// records before `since` are only the baseline, and a revision that changed nothing is left out unless it has
+    /// a narrative.
+    #[test]
+    fn changes_are_differences_from_the_report_received_before() {
+        let record =
+            |received: i64, site: Option<&str>, values: &[(&str, f64)], narrative: Option<&str>| HistoryRecord {
+                period: Timestamp::from_millis(0),
+                revision: received as u32,
+                observed_at: Timestamp::from_millis(received),
+                received_at: Timestamp::from_millis(received),
+                values: values.iter().map(|(k, v)| (sitrep_core::Code::from(*k), Value::Number(*v))).collect(),
+                narrative: narrative.map(str::to_owned),
+                source: None,
+                site: site.map(str::to_owned),
+            };
+        let records = [
+            record(1, None, &[("a", 1.0), ("b", 2.0)], None),
+            record(3, None, &[("a", 1.0), ("b", 5.0)], None),
+            record(2, Some("S1"), &[("a", 7.0)], None),
+            record(4, None, &[("a", 1.0), ("b", 5.0)], None),
+            record(5, None, &[("a", 1.0), ("b", 5.0)], Some("all quiet")),
+        ];
+        let found = changes_since("P", &records, Timestamp::from_millis(2));
+        type Seen<'a> = Vec<(i64, Vec<(&'a str, Option<f64>, f64)>)>;
+        let seen: Seen<'_> = found
+            .iter()
+            .map(|c| {
+                let num = |v: &Value| match v {
+                    Value::Number(n) => *n,
+                    Value::Absent(_) => f64::NAN,
+                };
+                (c.received_at().millis(), c.changes.iter().map(|(m, b, a)| (*m, b.map(num), num(a))).collect())
+            })
+            .collect();
+        assert_eq!(seen, vec![(2, vec![("a", None, 7.0)]), (3, vec![("b", Some(2.0), 5.0)]), (5, vec![])]);
+        assert_eq!(change(&found[1])["changes"], json!([["b", 2, 5]]));
+        assert_eq!(change(&found[2])["narrative"], "all quiet");
     }
 }

@@ -62,6 +62,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
             get(|State(ctx): State<Arc<Context>>| async move { ok(json::catalogue(&ctx.rules)) }),
         )
         .route("/api/v1/history", get(history))
+        .route("/api/v1/changes", get(changes))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/events", get(events))
         .layer(axum::middleware::from_fn(one_request_per_connection))
@@ -400,6 +401,50 @@ async fn history(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resu
     }
     Ok(ok(json::history(provider, &records)))
 }
+
+/// What the selected providers' reports changed since a time (default: the last hour), newest first: for the
+/// wallboard's "last hour" panel when it loads (after that, the event stream keeps it current). Read from the
+/// history, the hour before `since` included so that the first report in the window has something to differ from.
+async fn changes(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = params(q);
+    let f = ctx.resolve(Some(&filter(&params)))?;
+    let now = Timestamp::now();
+    let since = time_param(&params, "since")?.unwrap_or(Timestamp::from_millis(now.millis() - Timestamp::HOUR_MS));
+    let limit = match one(&params, "limit") {
+        None => CHANGES_LIMIT,
+        Some(text) => text.parse::<usize>().ok().filter(|n| (1..=CHANGES_MAX).contains(n)).ok_or_else(|| {
+            error::invalid_field("limit", "range", format!("limit = {text:?} is not a number from 1 to {CHANGES_MAX}"))
+        })?,
+    };
+    let (from, to) = ctx.history_range(Some(since.hour_start().add_hours(-1)), Some(now.hour_start()))?;
+    let metrics = list(&params, "metric");
+    let selected: Vec<&str> =
+        ctx.rules.directory.providers().map(|p| p.code.as_str()).filter(|p| f.providers.contains(p)).collect();
+    let mut histories = Vec::with_capacity(selected.len());
+    for p in selected {
+        let mut records = ctx.store.history(p, from, to).await.map_err(error::store)?;
+        if !metrics.is_empty() {
+            for r in &mut records {
+                r.values.retain(|k, _| metrics.iter().any(|m| m == k.as_str()));
+            }
+        }
+        histories.push((p, records));
+    }
+    let mut found: Vec<json::Change<'_>> =
+        histories.iter().flat_map(|(p, records)| json::changes_since(p, records, since)).collect();
+    found.sort_by(|a, b| b.received_at().cmp(&a.received_at()).then_with(|| a.provider.cmp(b.provider)));
+    let more = found.len() > limit;
+    found.truncate(limit);
+    Ok(ok(json!({
+        "since": since,
+        "more": more,
+        "changes": found.iter().map(json::change).collect::<Vec<_>>(),
+    })))
+}
+
+/// How many changes `/api/v1/changes` lists unless asked (`limit`), and at most.
+const CHANGES_LIMIT: usize = 200;
+const CHANGES_MAX: usize = 2000;
 
 async fn alerts(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let f = ctx.resolve(Some(&filter(&params(q))))?;
