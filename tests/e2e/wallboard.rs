@@ -451,10 +451,10 @@ fn assert_contrast(browser: &mut Browser, page: &crate::browser::Page, what: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_text_meets_wcag_aa_contrast_in_both_themes() {
     let demo = Server::start_with("", &["--demo", "--demo-seconds-per-hour", "0.5"]).await;
-    let config = "[staleness]\ncadence = \"1s\"\ngrace = \"1s\"\ncheck_interval = \"100ms\"\n";
-    let quiet = Server::start(config).await;
+    let config = stale_after_previous_hour(2);
+    let quiet = Server::start(&config).await;
     let mut provider = quiet.provider().await;
-    let first = report("RJ7", 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 19.0), ("opel.level", 4.0)]);
+    let first = report("RJ7", 1, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 19.0), ("opel.level", 4.0)]);
     assert_eq!(provider.submit(first).await.unwrap().into_inner().outcome(), Outcome::Accepted);
     let mut browser = Browser::launch();
     for theme in ["dark", "light"] {
