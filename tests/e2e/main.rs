@@ -4,6 +4,7 @@ mod browser;
 mod derived;
 mod feed;
 mod http;
+mod integrity;
 mod redis;
 mod support;
 mod wallboard;

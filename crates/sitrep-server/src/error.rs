@@ -59,6 +59,10 @@ pub fn store(e: StoreError) -> Status {
         StoreError::Unavailable { .. } => {
             Status::unavailable(format!("{e}; the report was not acknowledged: retry it (retrying is always safe)"))
         }
+        // ABORTED: a concurrency conflict the client should retry (gRPC's own meaning), never "store down".
+        StoreError::Contention(_) => {
+            Status::aborted(format!("{e}; the report was not stored: retry it (retrying is always safe)"))
+        }
         StoreError::Internal(_) | StoreError::UnknownCode(_) => Status::internal(e.to_string()),
     }
 }

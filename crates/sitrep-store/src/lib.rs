@@ -98,6 +98,10 @@ pub enum StoreError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// Other writers kept changing the provider (other replicas, many streams at once) through every retry of the
+    /// atomic step. Nothing was stored; the store itself is fine, and the call may be retried.
+    #[error("contention: {0}")]
+    Contention(String),
     /// The backend answered with something this version of sitrep cannot understand.
     #[error("store internal error: {0}")]
     Internal(String),

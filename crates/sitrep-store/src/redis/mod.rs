@@ -734,10 +734,7 @@ impl RedisStore {
                 }
             }
         }
-        Err(StoreError::Unavailable {
-            message: format!("redis: provider {provider} kept changing while its change was being stored"),
-            source: None,
-        })
+        Err(StoreError::Contention(format!("provider {provider} kept changing while its change was being stored")))
     }
 
     /// `read.lua`: the log's epoch and head, and up to `max` raw entries after `after`.
@@ -969,10 +966,9 @@ impl Store for RedisStore {
                 next_revision: plan::next_revision(seen_prior.as_deref(), report, highest),
             });
         }
-        Err(StoreError::Unavailable {
-            message: format!("redis: provider {p} kept changing while a revision was being chosen for its report"),
-            source: None,
-        })
+        Err(StoreError::Contention(format!(
+            "provider {p} kept changing while a revision was being chosen for its report"
+        )))
     }
 
     async fn mark_stale(&self, provider: &str, now: Timestamp) -> Result<Option<Event>, StoreError> {

@@ -1,0 +1,210 @@
+//! Numbers a control room can act on (issue 12): old reports never show as live, no report is lost as a
+//! "duplicate", revisions the server gives, partial updates that combine, and a Report stream that answers what it
+//! cannot read.
+
+use std::time::Duration;
+
+use prost::Message;
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::report_ack::Outcome;
+use sitrep_store::redis::RedisProcess;
+use tokio::process::Command;
+
+use crate::support::*;
+
+async fn snapshot(server: &Server) -> pb::Snapshot {
+    server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner()
+}
+
+fn provider<'a>(snap: &'a pb::Snapshot, code: &str) -> Option<&'a pb::ProviderState> {
+    snap.providers.iter().find(|p| p.provider == code)
+}
+
+/// The value and coverage of `metric` in the rollup of `scope` (a system code).
+fn rollup(snap: &pb::Snapshot, system: &str, metric: &str) -> (Option<f64>, u32) {
+    let r = snap.rollups.iter().find(|r| r.scope.as_ref().is_some_and(|s| s.code == system)).expect("system rollup");
+    r.metrics.iter().find(|m| m.metric == metric).map_or((None, 0), |m| (m.value, m.providers))
+}
+
+/// A report for an hour ten days ago never shows as live: a provider with current figures keeps them (the old
+/// report goes into history only), and a provider whose only report is that old is stale, with its numbers in no
+/// total.
+#[tokio::test]
+async fn a_report_for_ten_days_ago_leaves_the_provider_stale_and_the_live_figures_unchanged() {
+    let server = Server::start("").await;
+    let mut client = server.provider().await;
+    let open = "beds.cc_adult.open";
+    let ack = client.submit(report("RJ7", 0, 1, &[(open, 20.0)])).await.unwrap().into_inner();
+    assert_eq!(ack.outcome(), Outcome::Accepted);
+    let old = client.submit(report("RJ7", 240, 1, &[(open, 99.0)])).await.unwrap().into_inner();
+    assert_eq!(old.outcome(), Outcome::Accepted);
+    assert!(old.message.contains("history only"), "{}", old.message);
+    let first = client.submit(report("RVR", 240, 1, &[(open, 50.0)])).await.unwrap().into_inner();
+    assert_eq!(first.outcome(), Outcome::Accepted);
+
+    let snap = snapshot(&server).await;
+    let rj7 = provider(&snap, "RJ7").expect("RJ7");
+    assert!(!rj7.stale);
+    assert_eq!(num(&rj7.readings[open].value), Some(20.0), "the old report did not become live");
+    let rvr = provider(&snap, "RVR").expect("RVR");
+    assert!(rvr.stale, "a first report ten days old is stale from the start");
+    assert!(rvr.alerts.iter().any(|a| a.key == "stale:RVR"));
+    // The system's open beds are RJ7's alone: RVR's ten-day-old 50 counts nowhere.
+    assert_eq!(rollup(&snap, "QWE", open), (Some(20.0), 1));
+    let qwe = snap.rollups.iter().find(|r| r.scope.as_ref().is_some_and(|s| s.code == "QWE")).unwrap();
+    assert_eq!((qwe.reporting, qwe.stale), (2, 1));
+}
+
+/// `sitrep push` of the README's example with no revision: the server gives each push the next revision; the
+/// same revision sent again with other content is a conflict (exit 3) naming the revision to use, never a
+/// duplicate; sent again unchanged it is a duplicate (exit 0). Two reports for one hour with different metrics (a
+/// SANER facility's two measures) combine.
+#[tokio::test]
+async fn conflicts_are_told_and_revisions_are_given() {
+    let server = Server::start("").await;
+    let dir = TempDir::new("push");
+    let push = |file: &str, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sitrep"));
+        c.args(["push", "--server", &server.url]).arg(dir.0.join(file)).args(extra);
+        c
+    };
+    let write = |file: &str, json: &str| std::fs::write(dir.0.join(file), json).unwrap();
+    write("beds.json", r#"{"provider": "RJ7", "values": {"beds.cc_adult.open": 28, "beds.cc_adult.occupied": 25}}"#);
+    write("ed.json", r#"{"provider": "RJ7", "values": {"ed.over_12h": 4}, "narrative": "ED busy"}"#);
+    let run = |mut c: Command| async move {
+        let out = c.output().await.unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+
+    let (code, text) = run(push("beds.json", &[])).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("accepted: RJ7") && text.contains(" r1\n"), "{text}");
+    let (code, text) = run(push("ed.json", &[])).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(" r2\n"), "the next revision: {text}");
+    // Partial updates combine: both measures are live.
+    let snap = snapshot(&server).await;
+    let rj7 = provider(&snap, "RJ7").unwrap();
+    assert_eq!(num(&rj7.readings["beds.cc_adult.open"].value), Some(28.0));
+    assert_eq!(num(&rj7.readings["ed.over_12h"].value), Some(4.0));
+
+    // Revision 1 again, with other content: a conflict, nothing stored, and the revision to use.
+    let (code, text) = run(push("ed.json", &["--revision", "1"])).await;
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.starts_with("conflict: RJ7"), "{text}");
+    assert!(text.contains("Send it as revision 3"), "{text}");
+    // Revision 2 again, unchanged (a retry): a duplicate.
+    let (code, text) = run(push("ed.json", &["--revision", "2"])).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("duplicate: RJ7"), "{text}");
+    let history = server
+        .query()
+        .await
+        .get_history(pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(history.entries.iter().map(|r| r.revision).collect::<Vec<_>>(), [1, 2]);
+
+    // A report that says nothing is refused, naming the rule.
+    write("empty.json", r#"{"provider": "RJ7", "values": {}}"#);
+    let (code, text) = run(push("empty.json", &[])).await;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("values (not_empty)"), "{text}");
+}
+
+/// Any bytes, sent as one message of a stream: for a message the server cannot read.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Raw(Vec<u8>);
+
+impl Message for Raw {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// A message the server cannot read, then a valid report, on one Report stream: the stream ends with
+/// INVALID_ARGUMENT saying why (never OK with the valid report unanswered), and a unary call with garbage is
+/// INVALID_ARGUMENT too, not INTERNAL.
+#[tokio::test]
+async fn a_message_that_cannot_be_read_is_answered_with_an_error() {
+    let server = Server::start("").await;
+    // Field 1 (provider, a string) sent as a varint: not a StatusReport.
+    let garbage = Raw(vec![0x08, 0x96, 0x01]);
+    let valid = Raw(report("RJ7", 0, 1, &[("ed.over_12h", 2.0)]).encode_to_vec());
+
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let path = |m: &'static str| tonic::codegen::http::uri::PathAndQuery::from_static(m);
+    let codec = || tonic_prost::ProstCodec::<Raw, pb::ReportAck>::default();
+    let stream = tokio_stream::iter([garbage.clone(), valid.clone()]);
+    let mut acks = grpc
+        .streaming(tonic::Request::new(stream), path("/sitrep.v1.ProviderService/Report"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    let end = tokio::time::timeout(DEADLINE, acks.message()).await.expect("an answer");
+    let status = end.expect_err("the stream ends with an error, not OK");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("not a valid StatusReport"), "{}", status.message());
+    assert!(status.message().contains("send them again"), "{}", status.message());
+
+    grpc.ready().await.unwrap();
+    let unary = grpc.unary(tonic::Request::new(garbage), path("/sitrep.v1.ProviderService/Submit"), codec()).await;
+    let status = unary.expect_err("garbage is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // The valid report, sent again, is stored.
+    grpc.ready().await.unwrap();
+    let ack = grpc.unary(tonic::Request::new(valid), path("/sitrep.v1.ProviderService/Submit"), codec()).await;
+    assert_eq!(ack.unwrap().into_inner().outcome(), Outcome::Accepted);
+}
+
+/// Thirty-two streams writing one provider at once, through two replicas of one Redis: every report is
+/// acknowledged, and contention never makes a replica say the store is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_streams_for_one_provider_are_all_acknowledged() {
+    let redis = RedisProcess::start().expect("redis-server");
+    let replicas = [Server::start_redis(&redis.url()).await, Server::start_redis(&redis.url()).await];
+    let mut streams = Vec::new();
+    for s in 0..32u32 {
+        let mut client = replicas[s as usize % 2].provider().await;
+        streams.push(tokio::spawn(async move {
+            let mut feed = Feed::open(&mut client).await;
+            let mut outcomes = Vec::new();
+            for i in 0..10u32 {
+                let ack = feed.send(report("RJ7", 0, s * 100 + i + 1, &[("ed.over_12h", f64::from(i))])).await;
+                outcomes.push((ack.outcome(), ack.message));
+            }
+            outcomes
+        }));
+    }
+    for s in streams {
+        for (outcome, message) in s.await.unwrap() {
+            assert_eq!(outcome, Outcome::Accepted, "{message}");
+        }
+    }
+    for replica in &replicas {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(replica.channel().await);
+        let status = health.check(tonic_health::pb::HealthCheckRequest::default()).await.unwrap().into_inner();
+        assert_eq!(status.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let snap = snapshot(&replicas[0]).await;
+    assert_eq!(provider(&snap, "RJ7").unwrap().revision, 31 * 100 + 10, "the highest revision is live");
+}
