@@ -5,7 +5,7 @@
 //! 2026-11-27T14:00:00Z RJ7 r3 beds.cc_adult.occupied 30→39  [r1x:1795-0]
 //!     RJ7: beds.cc_adult.free 1 AMBER, beds.cc_adult.occupancy 97.5 RED
 //!     RAISED critical: RJ7: Adult critical care occupancy is 97.5%, in red (red at 95% or more)
-//!     system QWE (South West London ICB) 2/5 reporting: beds.cc_adult.occupancy 81.7 GREEN
+//!     system QWE (South West London ICB) 2/5 reporting: beds.cc_adult.occupancy 81.7 GREEN (2/5)
 //! ```
 
 use std::fmt::Write;
@@ -80,8 +80,19 @@ pub fn rollup_text(r: &pb::ScopeRollup, headline: bool) -> String {
         metrics.retain(|m| matches!(m.rag(), pb::Rag::Red | pb::Rag::Amber));
         metrics.sort_by_key(|m| std::cmp::Reverse(m.rag));
     }
+    // Each figure says how many providers it counts; "partial" when that is fewer than report and are fresh (a
+    // derived figure counts only those with both its inputs, a stale provider's numbers count nowhere).
+    let fresh = r.reporting.saturating_sub(r.stale);
     for (i, m) in metrics.iter().enumerate() {
-        let _ = write!(text, "{} {}", if i == 0 { ":" } else { "," }, figure_text(&m.metric, m.value, m.rag()));
+        let partial = if m.providers < fresh { ", partial" } else { "" };
+        let _ = write!(
+            text,
+            "{} {} ({}/{}{partial})",
+            if i == 0 { ":" } else { "," },
+            figure_text(&m.metric, m.value, m.rag()),
+            m.providers,
+            r.providers
+        );
     }
     text
 }
@@ -267,16 +278,19 @@ mod tests {
             rollups: vec![pb::ScopeRollup {
                 scope: Some(pb::Scope { level: "system".into(), code: "QWE".into(), name: "SWL".into() }),
                 providers: 5,
-                reporting: 2,
+                reporting: 3,
                 stale: 1,
-                metrics: vec![pb::RollupValue { metric: "occ".into(), value: Some(81.66), providers: 2, rag: 1 }],
+                metrics: vec![
+                    pb::RollupValue { metric: "occ".into(), value: Some(81.66), providers: 2, rag: 1 },
+                    pb::RollupValue { metric: "free".into(), value: Some(4.0), providers: 1, rag: 1 },
+                ],
             }],
             ..Default::default()
         };
         let expected = "2026-11-27T14:00:00Z RJ7 r4 occupied 30→39  [m1:8-0]\n    RJ7: occ 97.5 RED\n    \
             OPEL declared 2, computed 3 (MISMATCH): OPEL 3 (score 9 of 12)\n    \
             RAISED critical: RJ7: occ is 97.5%, in red\n    cleared stale:RJ7\n    \
-            system QWE (SWL) 2/5 reporting, 1 STALE: occ 81.7 GREEN";
+            system QWE (SWL) 3/5 reporting, 1 STALE: occ 81.7 GREEN (2/5), free 4 GREEN (1/5, partial)";
         assert_eq!(event_line(&e), expected);
     }
 }
