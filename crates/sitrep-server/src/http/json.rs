@@ -77,6 +77,15 @@ pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
     let (figures, opel) = (&p.figures, &p.opel);
     let dir = rules.directory.provider(&p.provider);
     let readings: Map<String, Json> = p.readings.iter().map(|(code, r)| (code.to_string(), value(&r.value))).collect();
+    // Readings from an earlier hour than the provider's latest say which hour, and whether they still count (see
+    // `staleness.value_max_age`): every number shown can say its age.
+    let oldest = sitrep_core::derive::oldest_counted(rules, p.period);
+    let earlier: Map<String, Json> = p
+        .readings
+        .iter()
+        .filter(|(_, r)| r.period < p.period)
+        .map(|(code, r)| (code.to_string(), json!({ "period": r.period, "counted": r.period >= oldest })))
+        .collect();
     json!({
         "provider": p.provider,
         "name": dir.map(|d| d.name.as_str()),
@@ -90,6 +99,7 @@ pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
         "source": opt_text(&p.source),
         "stale": p.stale,
         "readings": readings,
+        "earlier": earlier,
         "figures": figures,
         "opel": opel_json(opel),
         "alerts": p.alerts,
