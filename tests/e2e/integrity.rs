@@ -208,3 +208,84 @@ async fn thirty_two_streams_for_one_provider_are_all_acknowledged() {
     let snap = snapshot(&replicas[0]).await;
     assert_eq!(provider(&snap, "RJ7").unwrap().revision, 31 * 100 + 10, "the highest revision is live");
 }
+
+/// A FHIR SANER facility sends two measures for one day (a CDC and a FEMA MeasureReport, say): neither carries a
+/// revision, so each is given the next, and their metrics combine; neither is lost as a duplicate.
+#[tokio::test]
+async fn two_saner_measures_for_one_day_combine() {
+    let server = Server::start("").await;
+    let now = sitrep_core::Timestamp::now();
+    let day = &now.to_string()[..10];
+    let dir = TempDir::new("saner-two");
+    let measure = |name: &str, populations: &[(&str, u32)]| {
+        let populations: Vec<String> = populations
+            .iter()
+            .map(|(code, n)| format!(r#"{{"code": {{"coding": [{{"code": "{code}"}}]}}, "count": {n}}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"resourceType": "MeasureReport", "status": "complete", "type": "summary",
+            "measure": "http://hl7.org/fhir/us/saner/Measure/{name}", "date": "{now}",
+            "period": {{"start": "{day}", "end": "{day}"}}, "group": [{{"population": [{}]}}]}}"#,
+            populations.join(", ")
+        );
+        let path = dir.0.join(format!("{name}.json"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let cdc = measure("CDCPatientImpactAndHospitalCapacity", &[("numICUBeds", 30), ("numICUBedsOcc", 22)]);
+    let fema = measure("FEMADailyHospitalCOVID19Reporting", &[("numVent", 12), ("numVentUse", 5)]);
+    for (path, revision) in [(&cdc, "r1"), (&fema, "r2")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+            .args(["push", "--saner", "--provider", "RGT", "--server", &server.url])
+            .arg(path)
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("accepted: RGT") && text.contains(&format!(" {revision}\n")), "{text}");
+    }
+    let snap = snapshot(&server).await;
+    let rgt = provider(&snap, "RGT").unwrap();
+    let got: Vec<Option<f64>> =
+        ["beds.cc_adult.open", "beds.cc_adult.occupied", "ventilators.total", "ventilators.in_use"]
+            .iter()
+            .map(|m| num(&rgt.readings[*m].value))
+            .collect();
+    assert_eq!(got, [Some(30.0), Some(22.0), Some(12.0), Some(5.0)]);
+}
+
+/// The scenario of a system total that invented spare beds: one provider reports open and occupied critical care
+/// beds, another only open ones. A subscriber's event carries the system's free beds and occupancy over the first
+/// alone, with coverage 1 of the 2 reporting (partial), while open beds count both.
+#[tokio::test]
+async fn a_total_counts_only_providers_with_both_inputs_and_says_so() {
+    let server = Server::start("").await;
+    let mut client = server.provider().await;
+    let (open, occupied) = ("beds.cc_adult.open", "beds.cc_adult.occupied");
+    client.submit(report("RJ7", 0, 1, &[(open, 62.0), (occupied, 49.0)])).await.unwrap();
+    let mut updates = server
+        .subscriber()
+        .await
+        .subscribe(pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    expect_snapshot(next(&mut updates).await);
+    let ack = client.submit(report("RVR", 0, 1, &[(open, 40.0)])).await.unwrap().into_inner();
+    let e = expect_event(next_non_heartbeat(&mut updates).await);
+    assert_eq!(e.cursor, ack.cursor);
+    let qwe = e.rollups.iter().find(|r| r.scope.as_ref().is_some_and(|s| s.code == "QWE")).expect("QWE");
+    let figure = |m: &str| qwe.metrics.iter().find(|v| v.metric == m).map(|v| (v.value, v.providers));
+    assert_eq!(qwe.reporting, 2);
+    assert_eq!(figure(open), Some((Some(102.0), 2)));
+    assert_eq!(figure("beds.cc_adult.free"), Some((Some(13.0), 1)), "free beds of the provider with both alone");
+    // The snapshot says the same, and every figure's coverage is what the watch line prints.
+    let snap = snapshot(&server).await;
+    assert_eq!(rollup(&snap, "QWE", "beds.cc_adult.free"), (Some(13.0), 1));
+    let occupancy = rollup(&snap, "QWE", "beds.cc_adult.occupancy");
+    assert_eq!(occupancy.1, 1);
+    assert!((occupancy.0.unwrap() - 49.0 / 62.0 * 100.0).abs() < 1e-6, "{occupancy:?}");
+    let line = sitrep_server::display::rollup_text(qwe, false);
+    assert!(line.contains("beds.cc_adult.free 13") && line.contains("(1/5, partial)"), "{line}");
+}

@@ -180,11 +180,14 @@ impl Picture {
         if !rollups {
             return Ok(Vec::new());
         }
-        // Rollups of those, of every metric the event changed, and of every figure whose rating changed (its
-        // scope's rating may have moved with it), so an event's rollups cover every metric the event mentions.
+        // Rollups of those, of the derived metrics they feed (a provider's open beds with no occupied figure move
+        // no free-beds total, but how partial it is: its coverage against open beds), of every metric the event
+        // changed, and of every figure whose rating changed (its scope's rating may have moved with it), so an
+        // event's rollups cover every metric the event mentions.
         let mut positions: Vec<Position> = changed
             .iter()
             .map(|(m, ..)| Position::Metric(*m))
+            .chain(changed.iter().flat_map(|(m, ..)| index.feeds[*m].iter().map(|d| Position::Derived(*d))))
             .chain(derived.iter().map(|(d, ..)| Position::Derived(*d)))
             .chain(event.changes.iter().filter_map(|c| index.position_of(c.metric)))
             .chain(event.derived.figures.iter().filter_map(|f| index.position_of(f.metric)))

@@ -556,7 +556,8 @@ mod tests {
         let late = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(30), 48).event;
         assert!(!late.live);
         events.push(late);
-        let quiet = now.add_millis(rules.stale_after("RJ7").as_millis() as i64 + 1000);
+        // Quiet: the hour reported has ended, and a cadence and the grace have passed.
+        let quiet = now.hour_start().add_hours(1).add_millis(rules.stale_after("RJ7").as_millis() as i64 + 1000);
         events.push(plan::stale(&rules, prior.as_ref().unwrap(), quiet).unwrap().event);
         // Between them: alerts raised and cleared, OPEL levels, changes from and to absent values, a site, rollups.
         assert!(events.iter().any(|e| !e.derived.raised.is_empty()) && events.iter().any(|e| e.derived.opel.is_some()));

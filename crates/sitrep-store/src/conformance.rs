@@ -466,13 +466,14 @@ pub async fn rollups_match_a_fresh_count(store: &dyn Store) {
 pub async fn stale_is_raised_once_and_cleared_by_a_report(store: &dyn Store) {
     let rules = Rules::demo();
     let t0 = Timestamp::now();
-    let r = report("RJ7", 0, 1, &[("ed.in_department", n(10.0))]);
+    // RJ7 reports for the previous hour, RGT for the current one, so at the moment RJ7 becomes due (the hour it
+    // reported ended, and a cadence and the grace passed) RGT is not.
+    let r = report("RJ7", 1, 1, &[("ed.in_department", n(10.0))]);
     assert!(matches!(store.apply(&r, t0).await.expect("apply"), Applied::Accepted(_)));
-    // RGT reported a second later, so at the moment RJ7 becomes due it is not.
     let rgt = report("RGT", 0, 1, &[("ed.in_department", n(10.0))]);
     assert!(matches!(store.apply(&rgt, t0.add_millis(1_000)).await.expect("apply"), Applied::Accepted(_)));
     assert!(store.mark_stale("RJ7", t0.add_millis(60_000)).await.expect("mark").is_none(), "not yet");
-    let later = t0.add_millis(rules.stale_after("RJ7").as_millis() as i64);
+    let later = t0.hour_start().add_millis(rules.stale_after("RJ7").as_millis() as i64);
     assert_eq!(picture(store).await.due_stale(later), ["RJ7"], "only RJ7 is due");
     assert!(store.mark_stale("RGT", later).await.expect("mark").is_none(), "RGT is not due");
     let (a, b) = tokio::join!(store.mark_stale("RJ7", later), store.mark_stale("RJ7", later));

@@ -226,10 +226,12 @@ async fn replicas_taking_turns_with_one_provider_derive_from_the_current_state()
     let on_a = accept(a.apply(&occupied(3, 19.0), t0).await.unwrap());
     assert!(on_a.changes.is_empty(), "{:?}", on_a.changes);
     assert!(on_a.derived.raised.is_empty() && on_a.derived.cleared.is_empty(), "{:?}", on_a.derived);
-    // B marks the provider stale; A's next report clears it.
-    assert!(b.mark_stale("RJ7", t0.add_millis(2 * 3_600_000)).await.unwrap().is_some());
-    assert!(a.mark_stale("RJ7", t0.add_millis(2 * 3_600_000)).await.unwrap().is_none(), "once");
-    let back = accept(a.apply(&occupied(4, 12.0), t0.add_millis(2 * 3_600_000)).await.unwrap());
+    // B marks the provider stale (the clock given is hours ahead); A's next report, for the current hour and
+    // received now, clears it.
+    let quiet = t0.add_millis(3 * 3_600_000);
+    assert!(b.mark_stale("RJ7", quiet).await.unwrap().is_some());
+    assert!(a.mark_stale("RJ7", quiet).await.unwrap().is_none(), "once");
+    let back = accept(a.apply(&occupied(4, 12.0), t0).await.unwrap());
     let cleared: Vec<&str> = back.derived.cleared.iter().map(|al| al.key.as_str()).collect();
     assert_eq!(cleared, ["threshold:RJ7:beds.cc_adult.occupancy", "stale:RJ7"]);
     assert_eq!(back.version, 5, "three reports, a stale transition, a report");

@@ -881,7 +881,7 @@ mod tests {
             prior = Some(state);
         }
         // Going stale: an alert raised, in the event and in the state.
-        let quiet = now.add_millis(rules.stale_after("RJ7").as_millis() as i64 + 1000);
+        let quiet = now.hour_start().add_hours(1).add_millis(rules.stale_after("RJ7").as_millis() as i64 + 1000);
         let stale = plan::stale(&rules, prior.as_ref().unwrap(), quiet).expect("quiet");
         let state = stale.state.unwrap();
         assert!(!state.alerts.is_empty() && state.opel.computed.is_some());
