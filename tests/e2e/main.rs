@@ -298,6 +298,26 @@ async fn every_validation_rule_is_reported_and_changes_nothing() {
         ("oversized narrative", Box::new(|r| r.narrative = "n".repeat(2001)), "narrative", "MAX_LENGTH"),
         ("revision over the limit", Box::new(|r| r.revision = 4_000_000_001), "revision", "MAX"),
         ("OPEL out of range", Box::new(|r| r.opel_level = Some(7)), "opel_level", "RANGE"),
+        (
+            "a period just off the hour",
+            Box::new(|r| r.period.as_mut().unwrap().nanos = 999_999),
+            "period",
+            "HOUR_ALIGNED",
+        ),
+        (
+            "nanos out of range",
+            Box::new(|r| r.observed_at.as_mut().unwrap().nanos = -1),
+            "observed_at",
+            "VALID_TIMESTAMP",
+        ),
+        (
+            "a typo of beds",
+            Box::new(|r| {
+                r.values.insert("beds.cc_adult.open".into(), number(1e20));
+            }),
+            "values[beds.cc_adult.open]",
+            "PLAUSIBLE",
+        ),
     ];
     for (name, edit, field, rule) in &cases {
         let mut bad = good();

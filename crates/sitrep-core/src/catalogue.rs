@@ -185,6 +185,11 @@ pub struct Metric {
     /// For a count bounded by another count of the same report (occupied by open): that metric's code.
     #[serde(default)]
     pub at_most: Option<String>,
+    /// The largest number that is plausible for one provider (counts and minutes): a report above it is rejected
+    /// (rule `plausible`) as a likely typo. Without it, counts may go up to [`DEFAULT_PLAUSIBLE_COUNT`] and minutes
+    /// up to [`DEFAULT_PLAUSIBLE_MINUTES`].
+    #[serde(default)]
+    pub plausible_max: Option<f64>,
     /// Inclusive range, for levels only.
     #[serde(default)]
     pub min: Option<u32>,
@@ -200,6 +205,22 @@ pub struct Metric {
     pub jump: Option<f64>,
     #[serde(default)]
     pub description: String,
+}
+
+/// The largest count one provider may report of anything, unless its metric says otherwise (`plausible_max`).
+pub const DEFAULT_PLAUSIBLE_COUNT: f64 = 100_000.0;
+/// The longest time in minutes a provider may report (a week), unless its metric says otherwise.
+pub const DEFAULT_PLAUSIBLE_MINUTES: f64 = 7.0 * 24.0 * 60.0;
+
+impl Metric {
+    /// The largest plausible number for this metric, if its kind has one (see [`Metric::plausible_max`]).
+    pub fn plausible_max(&self) -> Option<f64> {
+        match self.kind {
+            Kind::Count => Some(self.plausible_max.unwrap_or(DEFAULT_PLAUSIBLE_COUNT)),
+            Kind::Minutes => Some(self.plausible_max.unwrap_or(DEFAULT_PLAUSIBLE_MINUTES)),
+            Kind::Percent | Kind::Level => None,
+        }
+    }
 }
 
 /// The metrics a deployment accepts, by code.

@@ -209,6 +209,14 @@ pub fn validate_owned(
                 limits.future_tolerance_ms / 1000
             ),
         ),
+        Some(t) if period.is_some_and(|p| t < p.add_hours(-24)) => bad(
+            "observed_at".into(),
+            "near_period",
+            format!(
+                "{who}: observed_at {t} is more than 24 hours before the hour it reports ({})",
+                period.expect("checked")
+            ),
+        ),
         Some(_) => {}
     }
 
@@ -275,6 +283,15 @@ pub fn validate_owned(
                 Kind::Count if n.fract() != 0.0 => {
                     Some(("integer", format!("{code} = {n} is not a whole number of {}", metric.unit)))
                 }
+                _ if metric.plausible_max().is_some_and(|max| n > max) => Some((
+                    "plausible",
+                    format!(
+                        "{code} = {n} is more {} than one provider plausibly has (at most {}): a typo? If it is \
+                         right, raise plausible_max in the catalogue",
+                        metric.unit,
+                        metric.plausible_max().unwrap_or_default()
+                    ),
+                )),
                 Kind::Percent if !(0.0..=100.0).contains(&n) => {
                     Some(("range", format!("{code} = {n} is outside 0..=100 percent")))
                 }
@@ -444,6 +461,8 @@ mod tests {
             ),
             (set("beds.cc_adult.open", (-1.0).into()), "values[beds.cc_adult.open]", "non_negative", "= -1"),
             (set("ed.in_department", 2.5.into()), "values[ed.in_department]", "integer", "= 2.5"),
+            (set("beds.cc_adult.open", 1e20.into()), "values[beds.cc_adult.open]", "plausible", "at most 10000"),
+            (set("ed.in_department", 100_001.0.into()), "values[ed.in_department]", "plausible", "at most 100000"),
             (set("ed.in_department", f64::NAN.into()), "values[ed.in_department]", "finite", "NaN"),
             (set("staff.absence_percent", 101.0.into()), "values[staff.absence_percent]", "range", "= 101"),
             (
@@ -504,6 +523,12 @@ mod tests {
                 "2026-11-27T14:45:00Z",
             ),
             (Box::new(|r| r.observed_at = None), "observed_at", "required", "required"),
+            (
+                Box::new(|r| r.observed_at = Some(now().hour_start().add_hours(-25))),
+                "observed_at",
+                "near_period",
+                "more than 24 hours before the hour it reports",
+            ),
             (
                 Box::new(|r| {
                     for i in 0..201 {

@@ -57,6 +57,33 @@ pub fn value_from_wire(v: &pb::MetricValue) -> Option<Value> {
 }
 
 /// A report as received, its texts moved out of the wire message.
+/// What the wire form of a report gets wrong that its domain form cannot show: timestamps outside the protobuf
+/// range of nanos, and a period with any sub-second part (milliseconds would round it onto the hour).
+pub fn wire_violations(r: &pb::StatusReport) -> Vec<sitrep_core::Violation> {
+    let mut out = Vec::new();
+    let who = if r.provider.is_empty() { "report".to_owned() } else { format!("report for {}", r.provider) };
+    for (field, t) in [("period", &r.period), ("observed_at", &r.observed_at)] {
+        let Some(t) = t else { continue };
+        if !(0..1_000_000_000).contains(&t.nanos) {
+            out.push(sitrep_core::Violation {
+                field: field.into(),
+                rule: "valid_timestamp",
+                description: format!("{who}: {field}.nanos = {} is outside 0..=999999999", t.nanos),
+            });
+        } else if field == "period" && t.nanos != 0 {
+            out.push(sitrep_core::Violation {
+                field: field.into(),
+                rule: "hour_aligned",
+                description: format!(
+                    "{who}: period has {} nanoseconds past the second; it must be the start of an hour exactly",
+                    t.nanos
+                ),
+            });
+        }
+    }
+    out
+}
+
 pub fn report_from_wire(r: pb::StatusReport) -> Report {
     let owned = |s: String| (!s.is_empty()).then_some(s);
     Report {

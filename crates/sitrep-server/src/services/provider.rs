@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Context;
-use crate::convert::{report_from_wire, violation_to_wire};
+use crate::convert::{report_from_wire, violation_to_wire, wire_violations};
 use crate::error;
 
 pub struct ProviderApi {
@@ -40,7 +40,12 @@ pub async fn ingest(ctx: &Context, wire: pb::StatusReport) -> Result<(pb::Report
         ..Default::default()
     };
     let now = Timestamp::now();
-    let report = match validate_owned(report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now) {
+    let wire_problems = wire_violations(&wire);
+    let checked = match wire_problems.is_empty() {
+        true => validate_owned(report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now),
+        false => Err(wire_problems),
+    };
+    let report = match checked {
         Ok(r) => r,
         Err(violations) => {
             tracing::info!(provider = %ack.provider, revision = ack.revision, violations = violations.len(), first = %violations[0], "report rejected");
