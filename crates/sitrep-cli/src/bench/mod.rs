@@ -450,11 +450,61 @@ async fn join_providers(
     Ok((samples, accepted, values, all))
 }
 
-/// CPU per report of a process between two `/proc` readings.
-fn cpu_per_report(start: Option<(f64, u64)>, end: Option<(f64, u64)>, reports: u64) -> String {
-    match (start, end) {
-        (Some((c0, _)), Some((c1, _))) => format!("{:.1} µs", (c1 - c0) * 1e6 / reports.max(1) as f64),
-        _ => "unavailable (no /proc)".into(),
+/// What one measured window of provider streams gave: the streams' results (see [`spawn_providers`]), and the CPU
+/// of the server and of this process, and Redis's marks, at its edges.
+struct Window {
+    acks: Samples,
+    accepted: u64,
+    values: u64,
+    all: u64,
+    /// CPU seconds within the window, and peak resident memory (bytes) at its end, of the server.
+    server_cpu: Option<f64>,
+    server_peak: Option<u64>,
+    /// CPU seconds within the window of this process (the load generator).
+    own_cpu: Option<f64>,
+    redis: (RedisMark, RedisMark),
+}
+
+/// Opens `barrier` (the provider tasks, and any other tasks waiting on it, start) with a phase of `seconds`, reads
+/// the server's (`server_pid`) and this process's CPU at the window's edges and Redis's marks around it, and
+/// collects the provider tasks.
+async fn measure(
+    start: &std::sync::OnceLock<Phase>,
+    barrier: &tokio::sync::Barrier,
+    seconds: u64,
+    server_pid: u32,
+    tasks: Vec<tokio::task::JoinHandle<(Samples, u64, u64, u64)>>,
+    url: &str,
+    redis_pid: Option<u32>,
+) -> anyhow::Result<Window> {
+    let redis_before = redis_mark(url, redis_pid).await;
+    let _ = start.set(Phase::new(seconds));
+    barrier.wait().await;
+    let phase = start.get().expect("just set");
+    tokio::time::sleep_until(tokio::time::Instant::from_std(phase.measure_from)).await;
+    let (server_start, own_start) = (process_usage(server_pid), process_usage(std::process::id()));
+    tokio::time::sleep_until(tokio::time::Instant::from_std(phase.measure_until)).await;
+    let (server_end, own_end) = (process_usage(server_pid), process_usage(std::process::id()));
+    let (acks, accepted, values, all) = join_providers(tasks).await?;
+    let redis_after = redis_mark(url, redis_pid).await;
+    let cpu = |a: Option<(f64, u64)>, b: Option<(f64, u64)>| Some(b?.0 - a?.0);
+    Ok(Window {
+        acks,
+        accepted,
+        values,
+        all,
+        server_cpu: cpu(server_start, server_end),
+        server_peak: server_end.map(|(_, hwm)| hwm),
+        own_cpu: cpu(own_start, own_end),
+        redis: (redis_before, redis_after),
+    })
+}
+
+/// CPU per report, from the CPU seconds a process used over the reports.
+fn cpu_per_report(cpu: Option<f64>, reports: u64) -> String {
+    match cpu {
+        Some(seconds) => format!("{:.1} µs", seconds * 1e6 / reports.max(1) as f64),
+        None => "unavailable (no /proc)".into(),
     }
 }
 
@@ -555,16 +605,9 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
         "bench: {} provider streams, {} subscribers, 1 s warm-up then {} s measured",
         args.providers, args.subscribers, args.seconds
     );
-    let redis_before = redis_mark(&url, redis_pid).await;
-    let _ = start.set(Phase::new(args.seconds));
-    barrier.wait().await;
-    let phase = start.get().expect("just set");
-    tokio::time::sleep_until(tokio::time::Instant::from_std(phase.measure_from)).await;
-    let (cpu_start, own_start) = (process_usage(server_pid), process_usage(std::process::id()));
-    tokio::time::sleep_until(tokio::time::Instant::from_std(phase.measure_until)).await;
-    let (cpu_end, own_end) = (process_usage(server_pid), process_usage(std::process::id()));
-    let (ack_samples, accepted, values, all) = join_providers(provider_tasks).await?;
-    let redis_after = redis_mark(&url, redis_pid).await;
+    let Window { acks: ack_samples, accepted, values, all, server_cpu, server_peak, own_cpu, redis } =
+        measure(&start, &barrier, args.seconds, server_pid, provider_tasks, &url, redis_pid).await?;
+    let (redis_before, redis_after) = redis;
     let (mut delivery, mut publish, mut delivered, mut resets) = (Samples::default(), Samples::default(), 0, 0);
     for t in subscriber_tasks {
         let (s, p, e, r) = t.await?;
@@ -574,11 +617,11 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
         resets += r;
     }
     let window = args.seconds as f64;
-    let server_cpu = cpu_per_report(cpu_start, cpu_end, accepted);
-    let peak = cpu_end.map_or("unavailable".into(), |(_, hwm)| format!("{:.1} MiB", hwm as f64 / 1048576.0));
+    let server_cpu = cpu_per_report(server_cpu, accepted);
+    let peak = server_peak.map_or("unavailable".into(), |hwm| format!("{:.1} MiB", hwm as f64 / 1048576.0));
     // The load generator (this process: its provider streams and subscribers) shares the machine with the aggregator
     // and Redis; its CPU per report says how much of the machine the measurement itself takes.
-    let own_per_report = cpu_per_report(own_start, own_end, accepted);
+    let own_per_report = cpu_per_report(own_cpu, accepted);
     drop(server);
 
     // The gRPC floor: the same provider streams against a server that only decodes, makes the raw baseline's writes
@@ -592,16 +635,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let (floor_start, floor_barrier) =
         (Arc::new(std::sync::OnceLock::<Phase>::new()), Arc::new(tokio::sync::Barrier::new(args.providers + 1)));
     let floor_tasks = spawn_providers(floor_links, &codes, &floor_start, &floor_barrier);
-    let floor_before = redis_mark(&url, redis_pid).await;
-    let _ = floor_start.set(Phase::new(args.seconds));
-    floor_barrier.wait().await;
-    let floor_phase = floor_start.get().expect("just set");
-    tokio::time::sleep_until(tokio::time::Instant::from_std(floor_phase.measure_from)).await;
-    let (floor_cpu_start, floor_own_start) = (process_usage(floor_pid), process_usage(std::process::id()));
-    tokio::time::sleep_until(tokio::time::Instant::from_std(floor_phase.measure_until)).await;
-    let (floor_cpu_end, floor_own_end) = (process_usage(floor_pid), process_usage(std::process::id()));
-    let (floor_samples, floor_accepted, _, floor_all) = join_providers(floor_tasks).await?;
-    let floor_after = redis_mark(&url, redis_pid).await;
+    let floor = measure(&floor_start, &floor_barrier, args.seconds, floor_pid, floor_tasks, &url, redis_pid).await?;
     drop(floor_server);
 
     // Raw baseline: the irreducible writes of the same reports, one minimal script per report.
@@ -700,11 +734,11 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "  gRPC floor (the same streams; a server that decodes, makes the raw writes and acknowledges; nothing else)"
     );
-    println!("    reports acknowledged {:>10.0} /s", floor_accepted as f64 / window);
-    println!("    ack latency          {}", floor_samples.summary());
-    println!("    server CPU           {} per report", cpu_per_report(floor_cpu_start, floor_cpu_end, floor_accepted));
-    println!("    load generator CPU   {} per report", cpu_per_report(floor_own_start, floor_own_end, floor_accepted));
-    println!("    redis                {}", redis_line(&floor_before, &floor_after, floor_all));
+    println!("    reports acknowledged {:>10.0} /s", floor.accepted as f64 / window);
+    println!("    server CPU           {} per report", cpu_per_report(floor.server_cpu, floor.accepted));
+    println!("    load generator CPU   {} per report", cpu_per_report(floor.own_cpu, floor.accepted));
+    println!("    redis                {}", redis_line(&floor.redis.0, &floor.redis.1, floor.all));
+    println!("    ack latency          {}", floor.acks.summary());
     println!(
         "  raw baseline (one minimal script per report: state hash, history entry, stream entry; {} tasks)",
         args.providers
@@ -716,7 +750,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     println!("    reports applied      {store_rate:>10.0} /s");
     println!("    apply latency        {}", store_samples.summary());
     println!("    redis                {}", redis_line(&store_before, &store_after, store_all));
-    let floor_rate = floor_accepted as f64 / window;
+    let floor_rate = floor.accepted as f64 / window;
     println!(
         "  sitrep sustains {:.2}x the raw baseline's rate ({:.2}x the gRPC floor's, {:.2}x the store baseline's); \
          the gRPC floor {:.2}x the raw baseline's",
