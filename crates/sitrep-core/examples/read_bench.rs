@@ -57,7 +57,8 @@ fn json(bytes: usize) -> String {
         if report > 0 {
             s.push(',');
         }
-        write!(s, r#"{{"provider":"P{}","period":"2026-11-27 {:02}:00","values":{{"#, report % 5000, report % 24).unwrap();
+        write!(s, r#"{{"provider":"P{}","period":"2026-11-27 {:02}:00","values":{{"#, report % 5000, report % 24)
+            .unwrap();
         for m in 0..20 {
             write!(s, r#"{}"metric.{m}":{}"#, if m > 0 { "," } else { "" }, (report + m) % 97).unwrap();
         }

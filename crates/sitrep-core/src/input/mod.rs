@@ -355,7 +355,8 @@ pub fn decode<'a>(name: &str, bytes: &'a [u8], encoding: &'static Encoding) -> R
     }
 }
 
-fn check_size(name: &str, len: usize) -> Result<(), InputError> {
+/// Refuses a file of `len` bytes if it is larger than [`MAX_INPUT_BYTES`], naming the cap.
+pub fn check_size(name: &str, len: usize) -> Result<(), InputError> {
     if len > MAX_INPUT_BYTES {
         return Err(InputError::new(
             name,
