@@ -137,6 +137,10 @@ pub fn describe(server: &str, status: &tonic::Status) -> String {
             "{server} closed the connection without answering: it is not a sitrep aggregator, or one shutting down; \
              check --server's host and port"
         ),
+        // tonic's decoder refusing a message over the aggregator's size limit: say which setting that is.
+        Failure::Answered if status.code() == tonic::Code::OutOfRange && said.contains("too large") => format!(
+            "{server}: the report is larger than the aggregator takes ({said}; its setting limits.max_message_bytes)"
+        ),
         Failure::Answered => format!("{server}: {said} ({:?})", status.code()),
     }
 }

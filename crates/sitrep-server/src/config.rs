@@ -230,8 +230,14 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 impl Config {
     /// Reads and checks a configuration file. Relative paths inside it are resolved against its directory.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_toml(path, &read(path)?)
+    }
+
+    /// Parses and checks configuration text as if read from `path` (which names it in errors, and against whose
+    /// directory relative paths are resolved). Reads no file.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let mut config: Config =
-            toml::from_str(&read(path)?).map_err(|cause| ConfigError::Parse { path: path.to_owned(), cause })?;
+            toml::from_str(text).map_err(|cause| ConfigError::Parse { path: path.to_owned(), cause })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut config.directory, &mut config.catalogue].into_iter().flatten() {
             if p.is_relative() {

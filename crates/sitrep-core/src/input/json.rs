@@ -63,7 +63,10 @@ enum ValueJson {
         unit: Option<String>,
     },
     /// Neither a number nor an absent reason: kept so that validation can name it.
-    Missing {},
+    Missing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+    },
 }
 
 /// A JSON value described for a message: `the string "12"`, `the number 12`, `an array`, ... Long strings are cut.
@@ -271,7 +274,7 @@ pub fn write(r: &Report) -> String {
                 Some(Value::Absent(reason)) => {
                     ValueJson::Absent { absent: reason.as_str().to_owned(), unit: input.unit.clone() }
                 }
-                None => ValueJson::Missing {},
+                None => ValueJson::Missing { unit: input.unit.clone() },
             };
             (code.clone(), v)
         })
