@@ -376,6 +376,17 @@ mod tests {
     }
 
     #[test]
+    fn numbers_survive_the_spool_exactly() {
+        // Found by the `json` fuzz target: without serde_json's float_roundtrip, this read back one unit off.
+        let now = Timestamp::now();
+        let text =
+            r#"{"provider":"RJ7","values":{"a":4.1844674407370955e21,"b":0.1,"c":1e-300,"d":1.7976931348623157e308}}"#;
+        let r = parse("r.json", text, &Mapping::default(), now).unwrap().remove(0);
+        assert_eq!(r.values["a"].value, Some(Value::Number(4.184_467_440_737_095_5e21)));
+        assert_eq!(parse("s.json", &write(&r), &Mapping::default(), now).unwrap(), vec![r]);
+    }
+
+    #[test]
     fn an_oversized_narrative_is_named_with_its_limit() {
         let now = Timestamp::now();
         let text = format!(
