@@ -305,8 +305,11 @@ impl Config {
                 "staleness.cadence" => check_cadence(key, text, d),
                 "staleness.grace" => check_grace(key, text, d),
                 _ if d.is_zero() => Err(format!("{key} must be above zero (rule: above_zero)")),
-                _ if d > Duration::from_secs(3600) => Err(format!("{key} {text:?} is longer than 1h (rule: at_most)")),
-                _ => Ok(()),
+                "staleness.check_interval" if d > Duration::from_secs(3600) => {
+                    Err(format!("{key} {text:?} is longer than 1h (rule: at_most)"))
+                }
+                // Any other duration of this table: within the same bound as a cadence.
+                _ => check_cadence(key, text, d),
             };
             // The message begins with the key; the error names it once.
             if let Err(m) = checked {
