@@ -19,8 +19,9 @@
 //! **Retries.** An aggregator that refuses connections (it is down) or does not answer (the network) is retried
 //! for ever with backoff, the reports waiting in the spool, and each retry says which it was. A configuration
 //! error is not retried: a malformed `--server` is refused at start, and an address where something that is not a
-//! sitrep aggregator answers ends the agent with an error, unless a sitrep aggregator answered there earlier in
-//! this run (then it is taken for a passing fault, a proxy during a deploy, and retried).
+//! sitrep aggregator answers (or that closes the connection unanswered three times in a row) ends the agent with
+//! an error, unless a sitrep aggregator answered there earlier in this run (then it is taken for a passing fault, a
+//! proxy during a deploy, and retried).
 //!
 //! Drop folder: `<watch>/` takes files (names starting with `.` or ending in `.tmp` or `.part` are left alone, so
 //! writers can write then rename); read files move to `<watch>/processed/`; files that cannot be read, and reports
@@ -345,6 +346,10 @@ impl Agent {
         let mut backoff = Backoff::default();
         // Whether a sitrep aggregator has answered at this address in this run (see the module's "Retries").
         let mut answered = false;
+        // Connections closed unanswered, in a row: an aggregator going down is refused at the next try, so a
+        // third in a row with no answer ever means something else is at the address (the race in the HTTP/2
+        // client can show a protocol error as a closed connection).
+        let mut closed = 0;
         loop {
             let queue = self.spool.queue()?;
             if queue.is_empty() {
@@ -365,7 +370,9 @@ impl Agent {
                     }
                     let why = match &failure {
                         SendFailure::Call(status) => {
-                            if server::classify(status) == server::Failure::NotSitrep && !answered {
+                            let failure = server::classify(status);
+                            closed = if failure == server::Failure::Closed { closed + 1 } else { 0 };
+                            if !answered && (failure == server::Failure::NotSitrep || closed >= 3) {
                                 bail!(
                                     "{}; not retrying ({} report(s) stay in the spool for when --server is right)",
                                     server::describe(server_name, status),
