@@ -293,3 +293,133 @@ async fn one_shot_files_and_standard_input() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("0 report(s) waiting") && text.contains("last acknowledged: accepted RMY"), "{text}");
 }
+
+/// A trust's export as Excel-minded systems write it: Windows-1252 (`£`, `é`), separated by `;`, times in UK
+/// local time with no zone. With `encoding`, `delimiter` and `timezone` in the mapping it arrives intact (and the
+/// server's address without a scheme is taken as http://); without the mapping, the file is set aside with the
+/// line and byte named and the mapping key to set.
+#[tokio::test]
+async fn a_windows_1252_semicolon_csv_in_local_time_arrives_with_its_mapping() {
+    let server = Server::start("").await;
+    let mut watch = server.subscriber().await.subscribe(all()).await.unwrap().into_inner();
+    expect_snapshot(next(&mut watch).await);
+    let dir = TempDir::new("feed-cp1252");
+    // This hour as London's clocks show it, with no zone: whichever of UTC+0 and UTC+1 London is on now.
+    let hour = sitrep_core::Timestamp::now().hour_start();
+    let london = sitrep_core::input::Mapping::default().timezone;
+    let local = [0, 1]
+        .into_iter()
+        .map(|h| hour.add_hours(h).to_string().replace('T', " ")[..16].to_owned())
+        .find(|text| sitrep_core::input::parse_time(text, &london) == Some(hour))
+        .expect("London is on UTC+0 or UTC+1");
+    let mut csv = format!("provider;period;ICU open;narrative\nRJ7;{local};14;").into_bytes();
+    csv.extend_from_slice(b"\"Caf\xE9 closed; \xA3 appeal\"\n");
+    let file = dir.0.join("export.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let mapping = dir.0.join("trust.toml");
+    std::fs::write(
+        &mapping,
+        "encoding = \"windows-1252\"\ndelimiter = \";\"\ntimezone = \"Europe/London\"\n\
+         [columns]\n\"ICU open\" = \"beds.cc_adult.open\"\n",
+    )
+    .unwrap();
+    let feed = |extra: &[&str], spool: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sitrep"));
+        command
+            .args(["feed", "--server", server.url.trim_start_matches("http://"), "--spool"])
+            .arg(dir.0.join(spool))
+            .args(extra)
+            .arg(&file);
+        command
+    };
+    let out = feed(&["--mapping", mapping.to_str().unwrap()], "spool").output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let e = events(&mut watch, 1).await.remove(0);
+    assert_eq!(
+        (e.provider.as_str(), value(&e, "beds.cc_adult.open")),
+        ("RJ7", Some(pb::metric_value::Kind::Number(14.0)))
+    );
+    assert_eq!(e.narrative, "Café closed; £ appeal");
+    assert_eq!(e.period.map(|p| p.seconds * 1000), Some(hour.millis()), "local {local} is {hour}");
+
+    // Without the mapping: not UTF-8, set aside saying where and what to set.
+    let out = feed(&[], "spool-2").output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    let reason = std::fs::read_to_string(dir.0.join("spool-2/rejected/export.csv.reason.txt")).unwrap();
+    assert!(
+        reason.starts_with("export.csv:2: byte 0xE9 at column ")
+            && reason.contains("is not UTF-8 text (rule: utf8)")
+            && reason.contains("encoding = \"windows-1252\""),
+        "{reason}"
+    );
+}
+
+/// Something listening on a port that answers, but not with HTTP/2: what `--server` pointing at the wrong
+/// service looks like. It reads what it is sent and answers an HTTP/1 error, keeping the connection open.
+async fn not_sitrep() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// `push` and `feed` tell a bad address, nothing listening, and a service that is not sitrep apart, and `feed`
+/// stops (non-zero, the reports kept in the spool) rather than retrying for ever on a configuration error.
+#[tokio::test]
+async fn push_and_feed_tell_refused_not_sitrep_and_bad_addresses_apart() {
+    let server = Server::start("").await;
+    let dir = TempDir::new("feed-addr");
+    let file = dir.0.join("r.json");
+    std::fs::write(&file, r#"{"provider":"RM1","values":{"beds.cc_adult.open":9}}"#).unwrap();
+    let refused = free_addr();
+    let (other, _other) = not_sitrep().await;
+    let run = |args: Vec<String>| {
+        let file = file.clone();
+        async move {
+            let out = tokio::time::timeout(
+                Duration::from_secs(60),
+                Command::new(env!("CARGO_BIN_EXE_sitrep")).args(&args).arg(&file).env("RUST_LOG", "warn").output(),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("sitrep {args:?} did not finish: retrying for ever?"))
+            .unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.code(), text)
+        }
+    };
+    let push = |server: &str| vec!["push".to_owned(), "--server".to_owned(), server.to_owned()];
+    let spool = dir.0.join("spool").display().to_string();
+    let feed = |server: &str| ["feed", "--server", server, "--spool", &spool].map(str::to_owned).to_vec();
+    let no_scheme = server.url.trim_start_matches("http://");
+    // (arguments, exit code, what the output must say)
+    let cases = [
+        (push(no_scheme), 0, "accepted: RM1".to_owned()),
+        (push(&refused), 1, format!("connection refused at {refused}: nothing is listening there")),
+        // Answered with a protocol error, or (the HTTP/2 client's race) closed: either way, not sitrep.
+        (push(&other), 1, "not a sitrep aggregator".to_owned()),
+        (push("127.0.0.1:99999"), 1, "--server \"127.0.0.1:99999\": port \"99999\" is not a port number".to_owned()),
+        (push("https://127.0.0.1:1"), 1, "has no TLS; use http://".to_owned()),
+        (feed("127.0.0.1:99999"), 1, "port \"99999\" is not a port number".to_owned()),
+        (feed(&other), 1, "not a sitrep aggregator".to_owned()),
+    ];
+    for (args, code, expected) in cases {
+        let (got, text) = run(args.clone()).await;
+        assert_eq!(got, Some(code), "{args:?}: {text}");
+        assert!(text.contains(&expected), "{args:?}: {text}\nshould say {expected:?}");
+    }
+    // The feed that stopped kept its report for when --server is right.
+    let (code, text) = run(feed(no_scheme)).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("accepted RM1") || text.contains("duplicate RM1"), "{text}");
+}

@@ -16,6 +16,13 @@
 //! sent. A file found again (the agent stopped between spooling it and moving it away) is recognised and not
 //! spooled twice.
 //!
+//! **Retries.** An aggregator that refuses connections (it is down) or does not answer (the network) is retried
+//! for ever with backoff, the reports waiting in the spool, and each retry says which it was. A configuration
+//! error is not retried: a malformed `--server` is refused at start, and an address where something that is not a
+//! sitrep aggregator answers (or that closes the connection unanswered three times in a row) ends the agent with
+//! an error, unless a sitrep aggregator answered there earlier in this run (then it is taken for a passing fault, a
+//! proxy during a deploy, and retried).
+//!
 //! Drop folder: `<watch>/` takes files (names starting with `.` or ending in `.tmp` or `.part` are left alone, so
 //! writers can write then rename); read files move to `<watch>/processed/`; files that cannot be read, and reports
 //! the aggregator rejects, go to `<watch>/rejected/` beside a `.reason.txt` saying why.
@@ -30,6 +37,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sitrep_core::Timestamp;
 use sitrep_core::input::{self, Format, Mapping, json};
+
+use crate::server;
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
@@ -41,7 +50,7 @@ use tonic::transport::Channel;
 
 #[derive(clap::Args)]
 pub struct FeedArgs {
-    /// The aggregator's address.
+    /// The aggregator's address (`host:port` is taken as `http://host:port`).
     #[arg(long, short, env = "SITREP_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
     /// A drop folder to watch: every file that appears in it is read, spooled and sent (runs until stopped).
@@ -228,10 +237,8 @@ impl Agent {
             log(&format!("{name}: already spooled; not sending it twice"));
             return Ok(0);
         }
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| IngestError::Invalid(format!("{name}: not UTF-8 text (rule: utf8)")))?;
-        let format = self.format.unwrap_or_else(|| Format::detect(name, text));
-        let read = input::read(name, text, format, &self.mapping, Timestamp::now())
+        // Decoded by the mapping's encoding, size-capped, every error naming the line.
+        let read = input::read_bytes(name, bytes, self.format, &self.mapping, Timestamp::now())
             .map_err(|e| IngestError::Invalid(e.to_string()))?;
         for note in &read.notes {
             log(&format!("note: {note}"));
@@ -328,9 +335,21 @@ impl Agent {
 
     /// Sends the queue in order over one stream, forever (until `cancel`), reconnecting with backoff. With
     /// `until_empty`, returns once the queue is empty.
-    async fn send(&self, channel: Channel, cancel: &CancellationToken, until_empty: bool) -> anyhow::Result<()> {
+    async fn send(
+        &self,
+        channel: Channel,
+        server_name: &str,
+        cancel: &CancellationToken,
+        until_empty: bool,
+    ) -> anyhow::Result<()> {
         let mut client = ProviderServiceClient::new(channel);
         let mut backoff = Backoff::default();
+        // Whether a sitrep aggregator has answered at this address in this run (see the module's "Retries").
+        let mut answered = false;
+        // Connections closed unanswered, in a row: an aggregator going down is refused at the next try, so a
+        // third in a row with no answer ever means something else is at the address (the race in the HTTP/2
+        // client can show a protocol error as a closed connection).
+        let mut closed = 0;
         loop {
             let queue = self.spool.queue()?;
             if queue.is_empty() {
@@ -343,15 +362,30 @@ impl Agent {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
                 }
             }
-            match self.send_queue(&mut client, queue, cancel).await {
+            match self.send_queue(&mut client, queue, cancel, &mut answered).await {
                 Ok(()) => backoff.reset(),
-                Err(why) => {
+                Err(failure) => {
                     if cancel.is_cancelled() {
                         return Ok(());
                     }
+                    let why = match &failure {
+                        SendFailure::Call(status) => {
+                            let failure = server::classify(status);
+                            closed = if failure == server::Failure::Closed { closed + 1 } else { 0 };
+                            if !answered && (failure == server::Failure::NotSitrep || closed >= 3) {
+                                bail!(
+                                    "{}; not retrying ({} report(s) stay in the spool for when --server is right)",
+                                    server::describe(server_name, status),
+                                    self.queued_reports()
+                                );
+                            }
+                            server::describe(server_name, status)
+                        }
+                        SendFailure::Other(why) => format!("sending to {server_name} failed: {why}"),
+                    };
                     let delay = backoff.next_delay().max(Duration::from_millis(200));
                     log(&format!(
-                        "aggregator unreachable ({why}); {} report(s) queued in the spool; retrying in {:.1} s",
+                        "{why}; {} report(s) queued in the spool; retrying in {:.1} s",
                         self.queued_reports(),
                         delay.as_secs_f64()
                     ));
@@ -370,13 +404,19 @@ impl Agent {
         client: &mut ProviderServiceClient<tonic::transport::Channel>,
         queue: Vec<(PathBuf, Entry)>,
         cancel: &CancellationToken,
-    ) -> Result<(), String> {
+        answered: &mut bool,
+    ) -> Result<(), SendFailure> {
         let (tx, rx) = mpsc::channel(1);
-        let mut acks = client.report(ReceiverStream::new(rx)).await.map_err(|s| s.message().to_owned())?.into_inner();
+        let wait = server::ANSWER_TIMEOUT;
+        let mut acks = tokio::time::timeout(wait, client.report(ReceiverStream::new(rx)))
+            .await
+            .unwrap_or_else(|_| Err(server::no_answer(wait)))
+            .map_err(SendFailure::Call)?
+            .into_inner();
         for (path, entry) in queue {
             for text in &entry.reports {
                 if cancel.is_cancelled() {
-                    return Err("stopping".into());
+                    return Err(SendFailure::Other("stopping".into()));
                 }
                 let report = match json::parse("spool", text, &Mapping::default(), Timestamp::now()) {
                     Ok(mut r) if r.len() == 1 => r.remove(0),
@@ -396,23 +436,28 @@ impl Agent {
                 };
                 tx.send(sitrep_server::convert::report_to_wire(&report))
                     .await
-                    .map_err(|_| "the stream closed".to_owned())?;
-                let ack = match acks.message().await {
+                    .map_err(|_| SendFailure::Other("the stream closed".to_owned()))?;
+                let answer =
+                    tokio::time::timeout(wait, acks.message()).await.unwrap_or_else(|_| Err(server::no_answer(wait)));
+                let ack = match answer {
                     Ok(Some(ack)) => ack,
-                    Ok(None) => return Err("the aggregator ended the stream".into()),
-                    Err(status) => return Err(format!("{}: {}", status.code(), status.message())),
+                    Ok(None) => return Err(SendFailure::Other("the aggregator ended the stream".into())),
+                    Err(status) => return Err(SendFailure::Call(status)),
                 };
+                *answered = true;
                 let period = ack.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
                 if ack.provider != report.provider || ack.revision != report.revision {
-                    return Err(format!(
+                    return Err(SendFailure::Other(format!(
                         "the acknowledgement is for {} r{}, not the {} r{} just sent",
                         ack.provider, ack.revision, report.provider, report.revision
-                    ));
+                    )));
                 }
                 match ack.outcome() {
                     // A conflict will not go away by sending it again: set it aside with its reason, as a rejection.
                     Outcome::Rejected | Outcome::Conflict => self.reject_report(&entry.source, text, &ack),
-                    Outcome::Unspecified => return Err("an acknowledgement with no outcome".into()),
+                    Outcome::Unspecified => {
+                        return Err(SendFailure::Other("an acknowledgement with no outcome".into()));
+                    }
                     outcome => {
                         let word = if outcome == Outcome::Duplicate { "duplicate" } else { "accepted" };
                         log(&format!(
@@ -437,9 +482,10 @@ impl Agent {
                 state.sent.push(entry.hash.clone());
                 let excess = state.sent.len().saturating_sub(SENT_KEPT);
                 state.sent.drain(..excess);
-                self.spool.save_state(&state).map_err(|e| format!("{e:#}"))?;
+                self.spool.save_state(&state).map_err(|e| SendFailure::Other(format!("{e:#}")))?;
             }
-            std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            std::fs::remove_file(&path)
+                .map_err(|e| SendFailure::Other(format!("cannot remove {}: {e}", path.display())))?;
             let _ = fsync_dir(path.parent().expect("queue"));
             let mut queued = self.queued();
             queued.hashes.remove(&entry.hash);
@@ -447,6 +493,13 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// Why sending the spool stopped: a call failed (its status tells refused, not sitrep, unreachable, or the
+/// aggregator's own answer), or something else went wrong on the way.
+enum SendFailure {
+    Call(tonic::Status),
+    Other(String),
 }
 
 /// A file name made only of letters, digits, `.`, `-` and `_` (anything else becomes `_`), never `.` or `..`.
@@ -509,7 +562,7 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
         bail!("give a folder to watch (--watch DIR), or files to send (or - for standard input); see --help");
     }
     // Connects lazily, but checks the address now rather than spooling for ever towards a bad one.
-    let channel = crate::connect(&args.server)?;
+    let channel = crate::server::connect(&args.server)?;
     let mapping = crate::load_mapping(args.mapping.as_deref())?;
     let spool = Spool::open(&args.spool)?;
     let state = spool.state()?;
@@ -567,7 +620,7 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
     }
 
     let Some(watch) = args.watch.clone() else {
-        agent.send(channel, &cancel, true).await?;
+        agent.send(channel, &args.server, &cancel, true).await?;
         return Ok(if failed || agent.rejected.exists() && std::fs::read_dir(&agent.rejected)?.next().is_some() {
             ExitCode::from(2)
         } else {
@@ -576,8 +629,15 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
     };
     std::fs::create_dir_all(watch.join("processed")).with_context(|| format!("cannot use {}", watch.display()))?;
     let sender = {
-        let (agent, cancel) = (agent.clone(), cancel.clone());
-        tokio::spawn(async move { agent.send(channel, &cancel, false).await })
+        let (agent, cancel, server) = (agent.clone(), cancel.clone(), args.server.clone());
+        tokio::spawn(async move {
+            let sent = agent.send(channel, &server, &cancel, false).await;
+            // A configuration error ends the agent, not just the sender: stop watching too.
+            if sent.is_err() {
+                cancel.cancel();
+            }
+            sent
+        })
     };
     log(&format!("watching {} for files; spool {}", watch.display(), args.spool.display()));
     let mut seen_errors = BTreeSet::new();
@@ -586,6 +646,17 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
             Ok(files) => {
                 for (path, modified) in files {
                     let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    // Too large to read: set aside unread, the cap named.
+                    if let Ok(meta) = std::fs::metadata(&path)
+                        && let Err(e) = input::check_size(&name, usize::try_from(meta.len()).unwrap_or(usize::MAX))
+                    {
+                        if let Err(err) = agent.reject_file(&name, Some(&path), &[], &e.to_string())
+                            && seen_errors.insert(format!("reject {name}"))
+                        {
+                            log(&format!("cannot set {name} aside ({err}); leaving it in place"));
+                        }
+                        continue;
+                    }
                     let bytes = match std::fs::read(&path) {
                         Ok(b) => b,
                         Err(e) => {
@@ -635,9 +706,12 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
             _ = tokio::time::sleep(Duration::from_millis(args.poll_ms.max(10))) => {}
         }
     }
-    let _ = sender.await;
+    let sent = sender.await;
     log(&format!("stopped; {} report(s) left in the spool for next time", agent.queued_reports()));
-    Ok(ExitCode::SUCCESS)
+    match sent {
+        Ok(Err(e)) => Err(e),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 #[cfg(test)]

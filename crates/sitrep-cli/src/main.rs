@@ -3,6 +3,7 @@
 
 mod bench;
 mod feed;
+mod server;
 
 // Measured: with the system allocator, allocation and freeing took about 40% of the aggregator's CPU under load
 // (`docs/PERFORMANCE.md`); mimalloc's thread-local free lists cost a fraction of that.
@@ -433,15 +434,12 @@ async fn demo(
     let sim =
         sitrep_server::sim::run(channel.clone(), &providers, options, Arc::new(SimStats::default()), cancel.clone());
     let request = pb::SubscribeRequest { heartbeat_seconds: 15, ..Default::default() };
-    let printer = follow(channel, request, true, cancel.clone());
+    let printer = follow(channel, url, request, true, cancel.clone());
     let _ = tokio::join!(sim, printer);
 }
 
 fn connect(server: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(server.to_owned())
-        .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:50051"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy())
+    server::connect(server)
 }
 
 /// A feed's mapping file (see docs/FEEDS.md), or the empty mapping.
@@ -452,10 +450,15 @@ fn load_mapping(path: Option<&std::path::Path>) -> anyhow::Result<Mapping> {
 }
 
 async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
-    let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("cannot read the report from standard input")?
+    // The address first: a malformed one is refused before anything is read.
+    let channel = connect(&args.server.server)?;
+    let bytes = if args.file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("cannot read the report from standard input")?;
+        buf
     } else {
-        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
+        std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
     };
     let mut mapping = load_mapping(args.mapping.as_deref())?;
     if args.provider.is_some() {
@@ -463,11 +466,12 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     }
     let name = args.file.display().to_string();
     let format = match (args.saner, args.format.as_deref()) {
-        (true, _) => Format::Fhir,
-        (false, Some(f)) => Format::parse(f).expect("clap checked it"),
-        (false, None) => Format::detect(&name, &text),
+        (true, _) => Some(Format::Fhir),
+        (false, Some(f)) => Some(Format::parse(f).expect("clap checked it")),
+        (false, None) => None,
     };
-    let read = input::read(&name, &text, format, &mapping, Timestamp::now())?;
+    // The readers check sizes (the file's, each narrative's) before anything is sent, naming the limit.
+    let read = input::read_bytes(&name, &bytes, format, &mapping, Timestamp::now())?;
     for note in &read.notes {
         println!("note: {note}");
     }
@@ -480,10 +484,14 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         }
         r
     });
-    let mut client = ProviderServiceClient::new(connect(&args.server.server)?);
+    let mut client = ProviderServiceClient::new(channel);
     let mut code = ExitCode::SUCCESS;
     for report in reports {
-        match client.submit(sitrep_server::convert::report_to_wire(&report)).await {
+        let call = client.submit(sitrep_server::convert::report_to_wire(&report));
+        let answer = tokio::time::timeout(server::ANSWER_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| Err(server::no_answer(server::ANSWER_TIMEOUT)));
+        match answer {
             Ok(ack) => {
                 let ack = ack.into_inner();
                 let period = ack.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
@@ -509,7 +517,7 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
                 }
                 code = ExitCode::from(2);
             }
-            Err(status) => bail!("{}: {} ({:?})", args.server.server, status.message(), status.code()),
+            Err(status) => bail!("{}", server::describe(&args.server.server, &status)),
         }
     }
     Ok(code)
@@ -522,13 +530,14 @@ async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
         resume_from: args.resume.unwrap_or_default(),
         heartbeat_seconds: args.heartbeat,
     };
-    follow(connect(&args.server.server)?, request, !args.quiet, cancel).await
+    follow(connect(&args.server.server)?, args.server.server.clone(), request, !args.quiet, cancel).await
 }
 
 /// Subscribes and prints every update until cancelled; reconnects with backoff and resumes from the last cursor.
 /// A request the server rejects (a bad filter) is an error, not something to retry.
 async fn follow(
     channel: Channel,
+    server_name: String,
     mut request: pb::SubscribeRequest,
     heartbeats: bool,
     cancel: CancellationToken,
@@ -538,7 +547,10 @@ async fn follow(
     let mut backoff = Backoff::default();
     loop {
         let run = async {
-            let mut stream = client.subscribe(request.clone()).await?.into_inner();
+            let mut stream = tokio::time::timeout(server::ANSWER_TIMEOUT, client.subscribe(request.clone()))
+                .await
+                .unwrap_or_else(|_| Err(server::no_answer(server::ANSWER_TIMEOUT)))?
+                .into_inner();
             while let Some(update) = stream.message().await? {
                 backoff.reset();
                 let cursor = match &update.kind {
@@ -574,11 +586,17 @@ async fn follow(
                 }
                 bail!("the server rejected the subscription: {}", status.message());
             }
+            // Something at that address that is not sitrep will not become sitrep by retrying.
+            Err(status) if server::classify(&status) == server::Failure::NotSitrep => {
+                bail!("{}", server::describe(&server_name, &status));
+            }
             other => {
                 let delay = backoff.next_delay();
                 match other {
                     Ok(_) => tracing::warn!(retry_in = ?delay, "subscription ended; reconnecting"),
-                    Err(status) => tracing::warn!(%status, retry_in = ?delay, "subscription failed; reconnecting"),
+                    Err(status) => {
+                        tracing::warn!(retry_in = ?delay, "{}; reconnecting", server::describe(&server_name, &status))
+                    }
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(ExitCode::SUCCESS),

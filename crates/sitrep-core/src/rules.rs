@@ -64,6 +64,31 @@ impl fmt::Display for Scope {
     }
 }
 
+/// The longest cadence a provider may have (the directory's `cadence`, the configuration's `staleness.cadence`):
+/// 31 days. Longer ones are refused at start, naming the key, so no staleness arithmetic can overflow.
+pub const MAX_CADENCE: Duration = Duration::from_secs(31 * 24 * 3600);
+/// The longest grace on top of a cadence: 31 days.
+pub const MAX_GRACE: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// Checks a cadence (`key` names it in the message): above zero and at most [`MAX_CADENCE`].
+pub fn check_cadence(key: &str, text: &str, d: Duration) -> Result<(), String> {
+    if d.is_zero() {
+        return Err(format!("{key} must be above zero (rule: above_zero)"));
+    }
+    if d > MAX_CADENCE {
+        return Err(format!("{key} {text:?} is longer than {} days (rule: at_most)", MAX_CADENCE.as_secs() / 86400));
+    }
+    Ok(())
+}
+
+/// Checks a grace (`key` names it in the message): at most [`MAX_GRACE`].
+pub fn check_grace(key: &str, text: &str, d: Duration) -> Result<(), String> {
+    if d > MAX_GRACE {
+        return Err(format!("{key} {text:?} is longer than {} days (rule: at_most)", MAX_GRACE.as_secs() / 86400));
+    }
+    Ok(())
+}
+
 /// When a provider that has gone quiet counts as stale, unless the directory says otherwise for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Staleness {
@@ -213,9 +238,12 @@ impl Rules {
             };
             let cadence = duration("cadence", &p.cadence, staleness.cadence)?;
             let grace = duration("grace", &p.grace, staleness.grace)?;
-            if cadence.is_zero() {
-                return Err(invalid("directory", format!("provider {}: cadence must be above zero", p.code)));
-            }
+            let text = |t: &Option<String>, d: Duration| {
+                t.clone().unwrap_or_else(|| humantime::format_duration(d).to_string())
+            };
+            check_cadence("cadence", &text(&p.cadence, cadence), cadence)
+                .and_then(|()| check_grace("grace", &text(&p.grace, grace), grace))
+                .map_err(|m| invalid("directory", format!("provider {}: {m}", p.code)))?;
             stale_after.insert(p.code.clone(), (cadence, grace));
             for (metric, o) in &p.rag {
                 let Some(base) = catalogue.rag_rule(metric) else {
@@ -345,7 +373,8 @@ impl Rules {
     /// How long after its last report a provider becomes stale: its cadence plus its grace.
     pub fn stale_after(&self, provider: &str) -> Duration {
         let (c, g) = self.stale_after.get(provider).copied().unwrap_or((self.staleness.cadence, self.staleness.grace));
-        c + g
+        // Bounded when the rules are made; saturating all the same, so no configuration can make this panic.
+        c.saturating_add(g)
     }
 
     /// The provider's expected cadence and grace.
@@ -453,11 +482,29 @@ mod tests {
             ("[provider.rag.\"beds.cc_adult.occupancy\"]\nred = 50\n", "beds.cc_adult.occupancy: rag: with direction"),
             ("cadence = \"soon\"\n", "provider P: cadence \"soon\" is not a duration"),
             ("cadence = \"0s\"\n", "provider P: cadence must be above zero"),
+            ("cadence = \"32days\"\n", "provider P: cadence \"32days\" is longer than 31 days (rule: at_most)"),
+            (
+                "cadence = \"18446744073709551615s\"\ngrace = \"1s\"\n",
+                "provider P: cadence \"18446744073709551615s\" is longer than 31 days",
+            ),
+            ("grace = \"1000years\"\n", "provider P: grace \"1000years\" is longer than 31 days (rule: at_most)"),
         ];
         for (extra, expected) in cases {
             let err = rules(extra).unwrap_err();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
+    }
+
+    #[test]
+    fn durations_past_the_bounds_never_overflow() {
+        // A deployment default past the bounds is refused for every provider that takes it, naming the key.
+        let catalogue = Arc::new(crate::profile::nhs_england_catalogue());
+        let directory = Arc::new(crate::profile::demo_directory());
+        let huge = Staleness { cadence: Duration::MAX, grace: Duration::MAX, value_max_age: Duration::MAX };
+        let err = Rules::new(catalogue, directory, None, huge).unwrap_err().to_string();
+        assert!(err.contains(": cadence \"") && err.contains("is longer than 31 days"), "{err}");
+        // And the sum saturates rather than panics, whatever a caller builds.
+        assert_eq!(Duration::MAX.saturating_add(Duration::MAX), Duration::MAX);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sitrep_core::opel::{EXAMPLE_FRAMEWORK, Framework};
 use sitrep_core::profile::{DEMO_DIRECTORY, NHS_ENGLAND_CATALOGUE};
-use sitrep_core::rules::Staleness;
+use sitrep_core::rules::{Staleness, check_cadence, check_grace};
 use sitrep_core::{Catalogue, Directory, Limits, Rules};
 
 /// The whole configuration of an aggregator.
@@ -238,8 +238,14 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 impl Config {
     /// Reads and checks a configuration file. Relative paths inside it are resolved against its directory.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_toml(path, &read(path)?)
+    }
+
+    /// Parses and checks configuration text as if read from `path` (which names it in errors, and against whose
+    /// directory relative paths are resolved). Reads no file.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let mut config: Config =
-            toml::from_str(&read(path)?).map_err(|cause| ConfigError::Parse { path: path.to_owned(), cause })?;
+            toml::from_str(text).map_err(|cause| ConfigError::Parse { path: path.to_owned(), cause })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut config.directory, &mut config.catalogue].into_iter().flatten() {
             if p.is_relative() {
@@ -280,8 +286,18 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return invalid("limits.max_message_bytes", "must be at least 1024");
         }
-        if self.limits.retention_hours < 1 {
-            return invalid("limits.retention_hours", "must be at least 1");
+        // Every duration within sane bounds, so that no arithmetic on them can overflow (refused here, by key).
+        if !(1..=10 * 366 * 24).contains(&self.limits.retention_hours) {
+            return invalid("limits.retention_hours", "must be from 1 to 87840 (ten years)");
+        }
+        if !(0..=24 * 3600).contains(&self.limits.future_tolerance_seconds) {
+            return invalid("limits.future_tolerance_seconds", "must be from 0 to 86400 (a day)");
+        }
+        if self.shutdown_grace_seconds > 3600 {
+            return invalid("shutdown_grace_seconds", "must be at most 3600 (an hour)");
+        }
+        if !(1..=600_000).contains(&self.store.redis_timeout_ms) {
+            return invalid("store.redis_timeout_ms", "must be from 1 to 600000 (ten minutes)");
         }
         let st = &self.staleness;
         for (key, text) in [
@@ -290,10 +306,23 @@ impl Config {
             ("staleness.check_interval", &st.check_interval),
             ("staleness.value_max_age", &st.value_max_age),
         ] {
-            match humantime::parse_duration(text) {
+            let d = match humantime::parse_duration(text) {
                 Err(e) => return invalid(key, &format!("{text:?} is not a duration like \"15m\": {e}")),
-                Ok(d) if d.is_zero() && key != "staleness.grace" => return invalid(key, "must be above zero"),
-                Ok(_) => {}
+                Ok(d) => d,
+            };
+            let checked = match key {
+                "staleness.cadence" => check_cadence(key, text, d),
+                "staleness.grace" => check_grace(key, text, d),
+                _ if d.is_zero() => Err(format!("{key} must be above zero (rule: above_zero)")),
+                "staleness.check_interval" if d > Duration::from_secs(3600) => {
+                    Err(format!("{key} {text:?} is longer than 1h (rule: at_most)"))
+                }
+                // Any other duration of this table: within the same bound as a cadence.
+                _ => check_cadence(key, text, d),
+            };
+            // The message begins with the key; the error names it once.
+            if let Err(m) = checked {
+                return invalid(key, m.strip_prefix(key).unwrap_or(&m).trim_start());
             }
         }
         Ok(())
@@ -387,6 +416,31 @@ mod tests {
             ("typo", "lisen = \"0.0.0.0:1\"\n", "unknown field `lisen`"),
             ("zero", "[subscribers]\nqueue_capacity = 0\n", "subscribers.queue_capacity: must be at least 1"),
             ("cadence", "[staleness]\ncadence = \"hourly\"\n", "staleness.cadence: \"hourly\" is not a duration"),
+            ("cadence0", "[staleness]\ncadence = \"0s\"\n", "staleness.cadence: must be above zero"),
+            (
+                "cadence-huge",
+                "[staleness]\ncadence = \"500000000years\"\n",
+                "staleness.cadence: \"500000000years\" is longer than 31 days (rule: at_most)",
+            ),
+            ("grace-huge", "[staleness]\ngrace = \"40days\"\n", "staleness.grace: \"40days\" is longer than 31 days"),
+            ("check", "[staleness]\ncheck_interval = \"2h\"\n", "staleness.check_interval: \"2h\" is longer than 1h"),
+            (
+                "retention",
+                "[limits]\nretention_hours = 9223372036854775807\n",
+                "limits.retention_hours: must be from 1",
+            ),
+            ("future", "[limits]\nfuture_tolerance_seconds = 9223372036854775807\n", "limits.future_tolerance_seconds"),
+            (
+                "future-neg",
+                "[limits]\nfuture_tolerance_seconds = -1\n",
+                "limits.future_tolerance_seconds: must be from 0",
+            ),
+            (
+                "shutdown",
+                "shutdown_grace_seconds = 18446744073709551615\n",
+                "shutdown_grace_seconds: must be at most 3600",
+            ),
+            ("redis-timeout", "[store]\nredis_timeout_ms = 0\n", "store.redis_timeout_ms: must be from 1"),
             ("opel", "[opel]\nframework = \"opel.toml\"\n", "cannot read"),
             ("missing", "directory = \"nope.toml\"\n", "cannot read"),
         ];

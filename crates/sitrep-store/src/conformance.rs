@@ -430,8 +430,9 @@ pub async fn rollups_match_a_fresh_count(store: &dyn Store) {
         ("RJ7", 2, &[("ambulance.handover_mean_minutes", n(17.25)), ("beds.ga_adult.occupied", absent)]),
         ("RVR", 2, &[("opel.level", n(2.0)), ("staff.absence_percent", n(4.1))]),
         ("RAL", 1, &[("staff.absence_percent", n(6.3)), ("beds.ga_adult.open", n(0.0))]),
-        // A typo of 1e20 beds, corrected: the running totals must come back exactly.
-        ("RJ7", 3, &[("beds.ga_adult.occupied", n(450.0)), ("ambulance.handover_mean_minutes", n(1e20))]),
+        // A typo of the largest plausible number of minutes (with more decimals than totals keep), corrected: the
+        // running totals must come back exactly.
+        ("RJ7", 3, &[("beds.ga_adult.occupied", n(450.0)), ("ambulance.handover_mean_minutes", n(10_079.123_456_789))]),
         ("RJ7", 4, &[("ambulance.handover_mean_minutes", n(0.1))]),
         ("RGT", 2, &[("opel.level", absent), ("ambulance.handover_mean_minutes", n(0.2))]),
     ];

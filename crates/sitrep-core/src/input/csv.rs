@@ -8,168 +8,260 @@
 //! Column names and metric names go through the mapping's `[columns]`, provider codes through `[providers]`;
 //! header names are matched without regard to case. An empty cell means "not reported" (the metric is left out);
 //! `not_applicable`, `not_available`, `suppressed`, or the mapping's `[absent]` words, mean absent. `provider` may
-//! be left out when the mapping names one; `period` defaults to the current hour. Quoting follows RFC 4180.
+//! be left out when the mapping names one; `period` defaults to the current hour. Quoting follows RFC 4180; the
+//! field separator is the mapping's `delimiter` (`,` unless it says otherwise).
+//!
+//! Records are split by the `csv` crate, and each header is looked up once per file, not once per row, so reading
+//! is linear in the file's size (`cargo run --release -p sitrep-core --example read_bench` measures it).
 
 use std::collections::BTreeMap;
 
-use super::{InputError, Mapping, parse_time};
+use super::{InputError, Mapping, check_narrative, parse_time};
 use crate::{MetricInput, Report, Timestamp, Value};
 
-/// The records of RFC 4180 CSV text, each with the line it starts on.
-fn records(name: &str, text: &str) -> Result<Vec<(usize, Vec<String>)>, InputError> {
-    let mut out = Vec::new();
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let (mut line, mut start) = (1, 1);
-    let mut quoted = false;
-    let mut chars = text.trim_start_matches('\u{feff}').chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        any = true;
+/// The line each record starts on, for errors. The `csv` crate's own line numbers drift where it skips blank
+/// lines, so they are counted here from its byte positions: one pass over the text in all.
+struct Lines<'a> {
+    text: &'a [u8],
+    byte: usize,
+    line: usize,
+}
+
+impl Lines<'_> {
+    /// The line `record` starts on; records must come in order.
+    fn of(&mut self, record: &csv::StringRecord) -> usize {
+        let mut start = record.position().map_or(self.byte, |p| p.byte() as usize).clamp(self.byte, self.text.len());
+        // A record's position is where the reader began looking: before any blank lines it skipped.
+        while start < self.text.len() && matches!(self.text[start], b'\n' | b'\r') {
+            start += 1;
+        }
+        self.line += self.text[self.byte..start].iter().filter(|&&b| b == b'\n').count();
+        self.byte = start;
+        self.line
+    }
+}
+
+/// The line of a record whose quoted field is never closed, if any. The `csv` crate reads such a field to the
+/// end of the file without complaint; this scan (one pass, the same quoting rules) finds it.
+fn unclosed_quote(text: &str, delimiter: u8) -> Option<usize> {
+    let (mut line, mut record_start) = (1, 1);
+    let (mut quoted, mut field_start) = (false, true);
+    let mut bytes = text.bytes().peekable();
+    while let Some(b) = bytes.next() {
         if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
+            match b {
+                b'"' if bytes.peek() == Some(&b'"') => {
+                    bytes.next();
                 }
-                '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    field.push(c);
-                }
-                _ => field.push(c),
+                b'"' => quoted = false,
+                b'\n' => line += 1,
+                _ => {}
             }
             continue;
         }
-        match c {
-            '"' if field.is_empty() => quoted = true,
-            ',' => fields.push(std::mem::take(&mut field)),
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                fields.push(std::mem::take(&mut field));
-                if !(fields.len() == 1 && fields[0].is_empty()) {
-                    out.push((start, std::mem::take(&mut fields)));
-                }
-                fields.clear();
-                line += 1;
-                start = line;
-                any = false;
+        match b {
+            b'"' if field_start => {
+                quoted = true;
+                field_start = false;
             }
-            _ => field.push(c),
+            b'\n' => {
+                line += 1;
+                record_start = line;
+                field_start = true;
+            }
+            b'\r' => {}
+            _ if b == delimiter => field_start = true,
+            _ => field_start = false,
         }
     }
-    if quoted {
-        return Err(InputError::new(format!("{name}:{start}"), "a quoted field is never closed (rule: csv)"));
-    }
-    if any {
-        fields.push(field);
-        if !(fields.len() == 1 && fields[0].is_empty()) {
-            out.push((start, fields));
-        }
-    }
-    Ok(out)
+    quoted.then_some(record_start)
 }
 
-const SPECIAL: [&str; 11] = [
-    "provider",
-    "site",
-    "period",
-    "observed_at",
-    "revision",
-    "opel_level",
-    "narrative",
-    "source",
-    "metric",
-    "value",
-    "unit",
+/// What a header column is: one of the columns sitrep understands, or a metric (wide layout).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Special {
+    Provider,
+    Site,
+    Period,
+    ObservedAt,
+    Revision,
+    OpelLevel,
+    Narrative,
+    Source,
+    Metric,
+    Value,
+    Unit,
+}
+
+const SPECIAL: [(&str, Special); 11] = [
+    ("provider", Special::Provider),
+    ("site", Special::Site),
+    ("period", Special::Period),
+    ("observed_at", Special::ObservedAt),
+    ("revision", Special::Revision),
+    ("opel_level", Special::OpelLevel),
+    ("narrative", Special::Narrative),
+    ("source", Special::Source),
+    ("metric", Special::Metric),
+    ("value", Special::Value),
+    ("unit", Special::Unit),
 ];
 
-pub fn parse(name: &str, text: &str, mapping: &Mapping, now: Timestamp) -> Result<Vec<Report>, InputError> {
-    let rows = records(name, text)?;
-    let Some((_, header)) = rows.first() else { return Err(InputError::new(name, "is empty (rule: csv)")) };
-    let header: Vec<String> = header.iter().map(|h| h.trim().to_owned()).collect();
-    let col = |want: &str| header.iter().position(|h| h.eq_ignore_ascii_case(want));
-    let long = col("metric").is_some() && col("value").is_some();
-    fn cell(row: &[String], i: Option<usize>) -> Option<&str> {
-        i.and_then(|i| row.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty())
+/// The header, looked up once: where each special column is, and each metric column's catalogue code.
+struct Columns {
+    names: Vec<String>,
+    special: BTreeMap<u8, usize>,
+    /// Wide layout: (column, its name as the file gives it, its catalogue code).
+    metrics: Vec<(usize, String, String)>,
+}
+
+impl Columns {
+    fn new(header: &csv::StringRecord, mapping: &Mapping) -> Columns {
+        let names: Vec<String> = header.iter().map(|h| h.trim().to_owned()).collect();
+        let mut special = BTreeMap::new();
+        let mut metrics = Vec::new();
+        for (i, h) in names.iter().enumerate() {
+            match SPECIAL.iter().find(|(s, _)| h.eq_ignore_ascii_case(s)) {
+                // The first of two columns with one name wins, as before.
+                Some((_, kind)) => {
+                    special.entry(*kind as u8).or_insert(i);
+                }
+                None => metrics.push((i, h.clone(), mapping.metric_code(h))),
+            }
+        }
+        Columns { names, special, metrics }
     }
-    let at = |line: usize, column: &str| format!("{name}:{line}: column {column:?}");
+
+    fn get(&self, kind: Special) -> Option<usize> {
+        self.special.get(&(kind as u8)).copied()
+    }
+}
+
+pub fn parse(name: &str, text: &str, mapping: &Mapping, now: Timestamp) -> Result<Vec<Report>, InputError> {
+    if let Some(line) = unclosed_quote(text, mapping.delimiter) {
+        return Err(InputError::new(format!("{name}:{line}"), "a quoted field is never closed (rule: csv)"));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(mapping.delimiter)
+        .from_reader(text.as_bytes());
+    let malformed = |e: csv::Error| {
+        let line = e.position().map_or(0, |p| p.line());
+        InputError::new(format!("{name}:{line}"), format!("{e} (rule: csv)"))
+    };
+    let blank = |r: &csv::StringRecord| r.iter().all(|f| f.trim().is_empty());
+    let mut lines = Lines { text: text.as_bytes(), byte: 0, line: 1 };
+    let mut record = csv::StringRecord::new();
+    let header = loop {
+        if !reader.read_record(&mut record).map_err(malformed)? {
+            return Err(InputError::new(name, "is empty (rule: csv)"));
+        }
+        if !blank(&record) {
+            break record.clone();
+        }
+    };
+    let header_line = lines.of(&header);
+    let columns = Columns::new(&header, mapping);
+    if columns.names.len() == 1
+        && let Some(sep) = [';', '\t', '|'].into_iter().find(|c| columns.names[0].contains(*c))
+    {
+        let shown = if sep == '\t' { "tab".to_owned() } else { sep.to_string() };
+        return Err(InputError::new(
+            format!("{name}:{header_line}"),
+            format!(
+                "the header is one column, {:?}, split by {shown:?} rather than by {:?} (rule: delimiter); if the \
+                 file's fields are separated by {shown:?}, set delimiter = {shown:?} in the mapping",
+                columns.names[0], mapping.delimiter as char
+            ),
+        ));
+    }
+    let long = columns.get(Special::Metric).is_some() && columns.get(Special::Value).is_some();
+    let width = columns.names.len();
+    let zone = &mapping.timezone;
 
     let mut reports: Vec<Report> = Vec::new();
     let mut index: BTreeMap<(String, Option<String>, Timestamp, u32), usize> = BTreeMap::new();
-    for (line, row) in &rows[1..] {
-        let line = *line;
-        if row.iter().all(|f| f.trim().is_empty()) {
+    while reader.read_record(&mut record).map_err(malformed)? {
+        let row = &record;
+        if blank(row) {
             continue;
         }
-        if row.len() > header.len() {
+        let line = lines.of(row);
+        let at = |column: &str| format!("{name}:{line}: column {column:?}");
+        if row.len() > width {
             return Err(InputError::new(
                 format!("{name}:{line}"),
-                format!("{} fields, but the header has {} (rule: csv)", row.len(), header.len()),
+                format!("{} fields, but the header has {width} (rule: csv)", row.len()),
             ));
         }
-        let provider = match (cell(row, col("provider")), &mapping.provider) {
+        let cell = |i: Option<usize>| i.and_then(|i| row.get(i)).map(str::trim).filter(|s| !s.is_empty());
+        let special = |kind: Special| cell(columns.get(kind));
+        let provider = match (special(Special::Provider), &mapping.provider) {
             (Some(p), _) => mapping.provider_code(p),
             (None, Some(p)) => p.clone(),
             (None, None) => {
                 return Err(InputError::new(
-                    at(line, "provider"),
+                    at("provider"),
                     "is empty and the mapping names no provider (rule: required)",
                 ));
             }
         };
-        let time = |column: &str| -> Result<Option<Timestamp>, InputError> {
-            match cell(row, col(column)) {
+        let time = |kind: Special, column: &str| -> Result<Option<Timestamp>, InputError> {
+            match special(kind) {
                 None => Ok(None),
-                Some(t) => parse_time(t).map(Some).ok_or_else(|| {
+                Some(t) => parse_time(t, zone).map(Some).ok_or_else(|| {
                     InputError::new(
-                        at(line, column),
-                        format!("value {t:?} is not a time like 2026-11-27T14:00:00Z (rule: time)"),
+                        at(column),
+                        format!("value {t:?} is not a time like 2026-11-27T14:00:00Z or 2026-11-27 14:00 (rule: time)"),
                     )
                 }),
             }
         };
-        let whole = |column: &str| -> Result<Option<u32>, InputError> {
-            match cell(row, col(column)) {
+        let whole = |kind: Special, column: &str| -> Result<Option<u32>, InputError> {
+            match special(kind) {
                 None => Ok(None),
                 Some(t) => t.parse::<u32>().map(Some).map_err(|_| {
-                    InputError::new(at(line, column), format!("value {t:?} is not a whole number (rule: integer)"))
+                    InputError::new(
+                        at(column),
+                        format!("value {t:?} is not a whole number from 0 to 4294967295 (rule: integer)"),
+                    )
                 }),
             }
         };
-        let period = time("period")?.unwrap_or(now.hour_start());
-        let observed = time("observed_at")?.unwrap_or(now);
-        let revision = whole("revision")?.unwrap_or(0);
-        let site = cell(row, col("site")).map(str::to_owned);
-        let value_of = |column: &str, text: &str| -> Result<Option<Value>, InputError> {
+        let value_of = |column: &str, text: &str| -> Result<Value, InputError> {
             if let Some(reason) = mapping.absent_reason(text) {
-                return Ok(Some(Value::Absent(reason)));
+                return Ok(Value::Absent(reason));
             }
             match text.parse::<f64>() {
-                Ok(n) if n.is_finite() => Ok(Some(Value::Number(n))),
-                Ok(_) => Err(InputError::new(
-                    at(line, column),
-                    format!("value {text:?} is not a finite number (rule: finite)"),
-                )),
+                Ok(n) if n.is_finite() => Ok(Value::Number(n)),
+                Ok(_) => {
+                    Err(InputError::new(at(column), format!("value {text:?} is not a finite number (rule: finite)")))
+                }
                 Err(_) => Err(InputError::new(
-                    at(line, column),
+                    at(column),
                     format!("value {text:?} is neither a number nor an absent reason (rule: number)"),
                 )),
             }
         };
-        let key = (provider.clone(), site.clone(), period, revision);
+        let period = time(Special::Period, "period")?.unwrap_or(now.hour_start());
+        let revision = whole(Special::Revision, "revision")?.unwrap_or(0);
+        let site = special(Special::Site).map(str::to_owned);
+        let key = (provider, site, period, revision);
         let i = match (long, index.get(&key)) {
             (true, Some(i)) => *i,
             _ => {
+                let narrative = special(Special::Narrative);
+                check_narrative(|| at("narrative"), narrative)?;
                 reports.push(Report {
-                    provider,
-                    site,
+                    provider: key.0.clone(),
+                    site: key.1.clone(),
                     period: Some(period),
                     revision,
-                    observed_at: Some(observed),
-                    opel_level: whole("opel_level")?,
-                    narrative: cell(row, col("narrative")).map(str::to_owned),
-                    source: cell(row, col("source")).map(str::to_owned),
+                    observed_at: Some(time(Special::ObservedAt, "observed_at")?.unwrap_or(now)),
+                    opel_level: whole(Special::OpelLevel, "opel_level")?,
+                    narrative: narrative.map(str::to_owned),
+                    source: special(Special::Source).map(str::to_owned),
                     ..Default::default()
                 });
                 index.insert(key, reports.len() - 1);
@@ -178,23 +270,17 @@ pub fn parse(name: &str, text: &str, mapping: &Mapping, now: Timestamp) -> Resul
         };
         let report = &mut reports[i];
         if long {
-            let Some(metric) = cell(row, col("metric")) else {
-                return Err(InputError::new(at(line, "metric"), "is empty (rule: required)"));
+            let Some(metric) = special(Special::Metric) else {
+                return Err(InputError::new(at("metric"), "is empty (rule: required)"));
             };
-            let Some(text) = cell(row, col("value")) else { continue };
-            if let Some(v) = value_of("value", text)? {
-                let unit = cell(row, col("unit")).map(str::to_owned);
-                report.values.insert(mapping.metric_code(metric), MetricInput { value: Some(v), unit });
-            }
+            let Some(text) = special(Special::Value) else { continue };
+            let v = value_of("value", text)?;
+            let unit = special(Special::Unit).map(str::to_owned);
+            report.values.insert(mapping.metric_code(metric), MetricInput { value: Some(v), unit });
         } else {
-            for (c, h) in header.iter().enumerate() {
-                if SPECIAL.iter().any(|s| h.eq_ignore_ascii_case(s)) {
-                    continue;
-                }
-                let Some(text) = cell(row, Some(c)) else { continue };
-                if let Some(v) = value_of(h, text)? {
-                    report.values.insert(mapping.metric_code(h), v.into());
-                }
+            for (c, h, code) in &columns.metrics {
+                let Some(text) = cell(Some(*c)) else { continue };
+                report.values.insert(code.clone(), value_of(h, text)?.into());
             }
         }
     }
@@ -210,12 +296,74 @@ mod tests {
         Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap()
     }
 
+    fn mapping(toml: &str) -> Mapping {
+        Mapping::from_toml("m", toml).unwrap()
+    }
+
     #[test]
     fn rfc4180_quoting() {
-        let r = records("f", "a,b\r\n\"x, y\",\"say \"\"hi\"\"\"\n\"two\nlines\",z").unwrap();
-        assert_eq!(r[1], (2, vec!["x, y".to_string(), "say \"hi\"".to_string()]));
-        assert_eq!(r[2], (3, vec!["two\nlines".to_string(), "z".to_string()]));
-        assert!(records("f", "a\n\"open").unwrap_err().to_string().contains("f:2: a quoted field is never closed"));
+        let text = "provider,narrative,a\r\nRJ7,\"x, y\",1\n\"RGT\",\"say \"\"hi\"\"\non two lines\",2\nRJ6,plain,3\n";
+        let r = parse("f", text, &Mapping::default(), now()).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].narrative.as_deref(), Some("x, y"));
+        assert_eq!((r[1].provider.as_str(), r[1].narrative.as_deref()), ("RGT", Some("say \"hi\"\non two lines")));
+        assert_eq!(r[2].values["a"].value, Some(Value::Number(3.0)));
+        for (text, line) in [("a\n\"open", 2), ("provider,a\nRJ7,1\nRGT,\"2\nRJ6,3\n", 3)] {
+            let err = parse("f", text, &Mapping::default(), now()).unwrap_err().to_string();
+            assert_eq!(err, format!("f:{line}: a quoted field is never closed (rule: csv)"));
+        }
+        // Blank lines, and a header after them, are skipped; the line numbers stay the file's.
+        for text in ["\n\nprovider,a\n\nRJ7,x\n", "provider,narrative,a\r\nRJ7,\"two\r\nlines\",1\r\n\r\nRGT,n,x\r\n"] {
+            let err = parse("f", text, &Mapping::default(), now()).unwrap_err().to_string();
+            assert!(err.starts_with("f:5: column \"a\": value \"x\""), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_mappings_delimiter_splits_fields() {
+        // (mapping, text): each reads as RJ7 with a = 1.5 and b = 2.
+        let cases = [
+            ("", "provider,a,b\nRJ7,1.5,2\n"),
+            ("delimiter = \";\"\n", "provider;a;b\nRJ7;1.5;2\n"),
+            ("delimiter = \";\"\n", "provider;a;b\nRJ7;\"1.5\";\" 2 \"\n"),
+            ("delimiter = \"tab\"\n", "provider\ta\tb\nRJ7\t1.5\t2\n"),
+            ("delimiter = \"|\"\n", "provider|a|b\r\nRJ7|1.5|2\r\n"),
+        ];
+        for (toml, text) in cases {
+            let r = parse("f.csv", text, &mapping(toml), now()).unwrap();
+            assert_eq!(r.len(), 1, "{text:?}");
+            assert_eq!(r[0].provider, "RJ7");
+            assert_eq!(r[0].values["a"].value, Some(Value::Number(1.5)), "{text:?}");
+            assert_eq!(r[0].values["b"].value, Some(Value::Number(2.0)), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_split_by_another_separator_says_which_to_set() {
+        let cases = [
+            ("provider;period;beds.cc_adult.open\nRJ7;2026-11-27 14:00;12\n", "\";\""),
+            ("provider\tbeds.cc_adult.open\nRJ7\t12\n", "\"tab\""),
+        ];
+        for (text, sep) in cases {
+            let err = parse("semi.csv", text, &Mapping::default(), now()).unwrap_err().to_string();
+            assert!(err.starts_with("semi.csv:1: the header is one column"), "{err}");
+            assert!(err.contains(&format!("set delimiter = {sep} in the mapping")), "{err}");
+        }
+    }
+
+    #[test]
+    fn zone_less_times_follow_the_mappings_timezone() {
+        let text = "provider,period,observed_at,a\nRJ7,2026-06-01 15:00,2026-06-01 15:20,1\n";
+        let cases = [
+            ("", "2026-06-01T14:00:00Z", "2026-06-01T14:20:00Z"),
+            ("timezone = \"Europe/London\"\n", "2026-06-01T14:00:00Z", "2026-06-01T14:20:00Z"),
+            ("timezone = \"UTC\"\n", "2026-06-01T15:00:00Z", "2026-06-01T15:20:00Z"),
+        ];
+        for (toml, period, observed) in cases {
+            let r = parse("t.csv", text, &mapping(toml), now()).unwrap().remove(0);
+            assert_eq!(r.period, Timestamp::parse_rfc3339(period), "{toml}");
+            assert_eq!(r.observed_at, Timestamp::parse_rfc3339(observed), "{toml}");
+        }
     }
 
     #[test]
@@ -263,9 +411,22 @@ mod tests {
             ),
             ("provider,a\nRJ7,1,2\n", "x.csv:2: 3 fields, but the header has 2"),
             ("provider,revision\nRJ7,-1\n", "x.csv:2: column \"revision\": value \"-1\" is not a whole number"),
+            (
+                "provider,opel_level\nRJ7,three\n",
+                "x.csv:2: column \"opel_level\": value \"three\" is not a whole number from 0 to 4294967295 (rule: integer)",
+            ),
+            ("provider,metric,value\nRJ7,,1\n", "x.csv:2: column \"metric\": is empty (rule: required)"),
             ("provider,a\n,,\nRJ7,inf\n", "x.csv:3: column \"a\": value \"inf\" is not a finite number (rule: finite)"),
             ("provider,a\nRJ7,NaN\n", "x.csv:2: column \"a\": value \"NaN\" is not a finite number"),
         ];
+        let long_narrative = format!("provider,narrative\nRJ7,ok\nRGT,{}\n", "é".repeat(2001));
+        let cases: Vec<(&str, &str)> = cases
+            .into_iter()
+            .chain([(
+                long_narrative.as_str(),
+                "x.csv:3: column \"narrative\": the narrative has 2001 characters; the limit is 2000 (rule: max_length",
+            )])
+            .collect();
         for (text, expected) in cases {
             let err = parse("x.csv", text, &m, now()).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err:?} should start with {expected:?}");

@@ -74,14 +74,13 @@ fn measure_report(
     let start = at
         .text(&mr["period"]["start"], &start_path)?
         .ok_or_else(|| at.err(&start_path, "is required (rule: required)".into()))?;
-    let period = parse_time(start)
+    let period = parse_time(start, &mapping.timezone)
         .ok_or_else(|| at.err(&start_path, format!("{start:?} is not a FHIR date or dateTime (rule: time)")))?;
     let date_path = format!("{path}.date");
     let observed = match at.text(&mr["date"], &date_path)? {
         None => period,
-        Some(d) => {
-            parse_time(d).ok_or_else(|| at.err(&date_path, format!("{d:?} is not a FHIR dateTime (rule: time)")))?
-        }
+        Some(d) => parse_time(d, &mapping.timezone)
+            .ok_or_else(|| at.err(&date_path, format!("{d:?} is not a FHIR dateTime (rule: time)")))?,
     };
     // Who: the first of the subject's and the reporter's names that the mapping knows.
     let mut names = Vec::new();
