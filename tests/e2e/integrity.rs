@@ -173,6 +173,16 @@ async fn a_message_that_cannot_be_read_is_answered_with_an_error() {
     grpc.ready().await.unwrap();
     let ack = grpc.unary(tonic::Request::new(valid), path("/sitrep.v1.ProviderService/Submit"), codec()).await;
     assert_eq!(ack.unwrap().into_inner().outcome(), Outcome::Accepted);
+
+    // A message over the size limit ends the stream with an error naming the setting.
+    let small = Server::start("[limits]\nmax_message_bytes = 2048\n").await;
+    let mut client = small.provider().await;
+    let mut feed = Feed::open(&mut client).await;
+    let mut big = report("RJ7", 0, 1, &[("ed.over_12h", 2.0)]);
+    big.narrative = "n".repeat(4000);
+    let status = feed.try_send(big).await.expect_err("an error, not an ack or OK");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("limits.max_message_bytes"), "{}", status.message());
 }
 
 /// Thirty-two streams writing one provider at once, through two replicas of one Redis: every report is

@@ -112,6 +112,18 @@ fn measure_report(
         },
     };
     let mut values = BTreeMap::new();
+    // FHIR's measure-population type codes (http://terminology.hl7.org/CodeSystem/measure-population).
+    const POPULATION_TYPES: [&str; 9] = [
+        "initial-population",
+        "numerator",
+        "numerator-exclusion",
+        "denominator",
+        "denominator-exclusion",
+        "denominator-exception",
+        "measure-population",
+        "measure-population-exclusion",
+        "measure-observation",
+    ];
     for (g, group) in at.list(&mr["group"], &format!("{path}.group"))?.iter().enumerate() {
         let gpath = format!("{path}.group[{g}].population");
         for (p, pop) in at.list(&group["population"], &gpath)?.iter().enumerate() {
@@ -128,14 +140,23 @@ fn measure_report(
                 }
             }
             let Some(metric) = metric else {
-                // Not silently: say which populations had nowhere to go (FHIR's own measure-population codes
-                // such as `initial-population` are not worth a word).
-                let theirs: Vec<&str> = codes.into_iter().filter(|c| !c.contains('-')).collect();
+                // Not silently: say which populations had nowhere to go, and tell FHIR's own population type
+                // codes (`initial-population`, ...) apart: they say what kind of population it is, not what it
+                // counts, so a population with only those has no measure to map.
+                let (types, theirs): (Vec<&str>, Vec<&str>) =
+                    codes.into_iter().partition(|c| POPULATION_TYPES.contains(c));
                 if !theirs.is_empty() {
                     notes.push(format!(
                         "{}: {ppath}: no sitrep metric for SANER population(s) {}",
                         at.name,
                         theirs.join(", ")
+                    ));
+                } else if !types.is_empty() {
+                    notes.push(format!(
+                        "{}: {ppath}: only FHIR population type code(s) {}, which name no measure (a population \
+                         needs a SANER code such as numICUBeds); skipped",
+                        at.name,
+                        types.join(", ")
                     ));
                 }
                 continue;
@@ -219,12 +240,20 @@ mod tests {
         {"code":{"coding":[{"code":"initial-population"},{"code":"numICUBeds"}]},"count":28},
         {"code":{"coding":[{"code":"numICUBedsOcc"}]},"_count":{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/data-absent-reason","valueCode":"masked"}]}},
         {"code":{"coding":[{"code":"numVent"}]}},
-        {"code":{"coding":[{"code":"numC19Died"}]},"count":3}]}]}"#;
+        {"code":{"coding":[{"code":"numC19Died"}]},"count":3},
+        {"code":{"coding":[{"code":"measure-population"}]},"count":9}]}]}"#;
 
     #[test]
     fn populations_map_and_absent_counts_stay_absent() {
         let (mut reports, notes) = parse("r.json", REPORT, &mapping()).unwrap();
-        assert_eq!(notes, ["r.json: $.group[0].population[3]: no sitrep metric for SANER population(s) numC19Died"]);
+        assert_eq!(
+            notes,
+            [
+                "r.json: $.group[0].population[3]: no sitrep metric for SANER population(s) numC19Died",
+                "r.json: $.group[0].population[4]: only FHIR population type code(s) measure-population, which name \
+                 no measure (a population needs a SANER code such as numICUBeds); skipped"
+            ]
+        );
         let r = reports.remove(0);
         assert_eq!(r.provider, "RJ7");
         assert_eq!(r.period, Timestamp::parse_rfc3339("2026-11-27T14:00:00Z"));

@@ -140,8 +140,16 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                         // go on past it, so it ends with an error that says why, never with OK and reports
                         // unanswered. (If the client has gone, the send fails and nobody is told.)
                         tracing::info!(?peer, %status, "provider stream failed");
+                        // tonic refuses a message over the decoder's limit before sitrep sees it: name the
+                        // setting that limit comes from.
+                        let limit = match status.code() {
+                            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+                                " (the aggregator's limits.max_message_bytes)"
+                            }
+                            _ => "",
+                        };
                         let reason = format!(
-                            "{}; reports after the last acknowledged one were not read: send them again",
+                            "{}{limit}; reports after the last acknowledged one were not read: send them again",
                             status.message()
                         );
                         let _ = tx.send(Err(Status::invalid_argument(reason))).await;
