@@ -290,6 +290,9 @@ async fn a_total_counts_only_providers_with_both_inputs_and_says_so() {
     assert_eq!(qwe.reporting, 2);
     assert_eq!(figure(open), Some((Some(102.0), 2)));
     assert_eq!(figure("beds.cc_adult.free"), Some((Some(13.0), 1)), "free beds of the provider with both alone");
+    // And what it stands on: the open and occupied beds of the providers it counts (62 of the 102 open).
+    let free = qwe.metrics.iter().find(|v| v.metric == "beds.cc_adult.free").unwrap();
+    assert_eq!(free.inputs, [62.0, 49.0]);
     // The snapshot says the same, and every figure's coverage is what the watch line prints.
     let snap = snapshot(&server).await;
     assert_eq!(rollup(&snap, "QWE", "beds.cc_adult.free"), (Some(13.0), 1));

@@ -494,8 +494,9 @@ async fn an_unknown_scope_is_explained_on_the_page() {
 }
 
 /// Coverage on the wall: a provider that reports open beds without occupied ones is left out of the system's free
-/// beds, which say how many providers they count and are marked partial; the inputs beside the figure, which count
-/// that provider, are not shown with it. The reporting count is "2/5".
+/// beds, which say how many providers they count and are marked partial; beside the figure, its inputs as counted
+/// (the open and occupied beds of the provider with both: 20 open, not the 60 of both). The reporting count is
+/// "2/5".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_total_is_marked_partial_with_its_coverage() {
     let server = Server::start("").await;
@@ -511,7 +512,11 @@ async fn a_partial_total_is_marked_partial_with_its_coverage() {
     assert_eq!(provider.submit(open_only).await.unwrap().into_inner().outcome(), Outcome::Accepted);
     browser.wait_for(&page, &format!("{cover}.textContent === 'PARTIAL 1/5 providers'"), DEADLINE);
     assert_eq!(browser.eval(&page, free), "10", "free beds count only the provider that reported both");
-    assert!(browser.eval(&page, &format!("{cover}.parentElement.querySelector('.inputs').hidden")).as_bool().unwrap());
+    let inputs = format!("{cover}.parentElement.querySelector('.inputs')");
+    assert!(!browser.eval(&page, &format!("{inputs}.hidden")).as_bool().unwrap());
+    let counted =
+        browser.eval(&page, &format!("[...{inputs}.querySelectorAll('.cell.sub')].map(c => c.textContent).join(' ')"));
+    assert_eq!(counted, "20 10", "open and occupied as counted (the catalogue's order for free beds)");
     let reporting = browser.eval(&page, "document.querySelector('#total-system-QWE .cover').textContent");
     assert_eq!(reporting, "2/5 reporting");
 }

@@ -166,6 +166,10 @@ pub struct RollupValue {
     pub n: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rag: Option<Rag>,
+    /// For a derived figure: its two inputs summed over exactly the providers it counts (for free beds, the open and
+    /// the occupied beds counted), so a reader sees what the figure stands on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<[f64; 2]>,
 }
 
 /// A scope's figures: every metric, or (in an event) the ones a report changed.
@@ -190,14 +194,24 @@ impl ScopeRollup {
     }
 }
 
-/// The figure at `position` from `totals`, with its coverage and the figure its `min_capacity` compares with.
-fn figure(index: &Index, totals: &Totals, position: Position) -> (Option<f64>, u32, Option<f64>) {
+/// A figure of a scope: its value, coverage, the figure its `min_capacity` compares with, and a derived figure's
+/// summed inputs.
+struct Computed {
+    value: Option<f64>,
+    n: u32,
+    capacity: Option<f64>,
+    inputs: Option<[f64; 2]>,
+}
+
+/// The figure at `position` from `totals`.
+fn figure(index: &Index, totals: &Totals, position: Position) -> Computed {
+    let none = Computed { value: None, n: 0, capacity: None, inputs: None };
     match position {
         Position::Metric(m) => {
             let a = &totals.metrics[m];
             let (rule, bound, _) = &index.metric_rules[m];
             if a.n == 0 {
-                return (None, 0, None);
+                return none;
             }
             let value = match rule {
                 Rollup::Sum => Some(unfixed(a.sum)),
@@ -205,17 +219,17 @@ fn figure(index: &Index, totals: &Totals, position: Position) -> (Option<f64>, u
                 Rollup::Max => a.values.keys().next_back().map(|v| unfixed(*v)),
             };
             let capacity = bound.map(|b| &totals.metrics[b]).filter(|b| b.n > 0).map(|b| unfixed(b.sum));
-            (value, a.n, capacity)
+            Computed { value, n: a.n, capacity, inputs: None }
         }
         Position::Derived(d) => {
             let p = totals.pairs[d];
             if p.n == 0 {
-                return (None, 0, None);
+                return none;
             }
             let (formula, _) = &index.derived_rules[d];
             let (a, b) = (unfixed(p.a), unfixed(p.b));
             let capacity = matches!(formula, Formula::Ratio { .. }).then_some(b);
-            (formula.apply(a, b), p.n, capacity)
+            Computed { value: formula.apply(a, b), n: p.n, capacity, inputs: Some([a, b]) }
         }
     }
 }
@@ -233,7 +247,7 @@ pub fn rollup_at(
     let metrics = positions
         .iter()
         .filter_map(|position| {
-            let (value, n, capacity) = figure(index, totals, *position);
+            let Computed { value, n, capacity, inputs } = figure(index, totals, *position);
             if listing_all && value.is_none() {
                 return None;
             }
@@ -242,7 +256,7 @@ pub fn rollup_at(
                 Position::Derived(d) => index.derived_rules[*d].1.as_ref(),
             };
             let rag = value.zip(rule).and_then(|(v, rule)| rate(rule, v, capacity));
-            Some(RollupValue { metric: index.code(*position), value, n, rag })
+            Some(RollupValue { metric: index.code(*position), value, n, rag, inputs })
         })
         .collect();
     ScopeRollup {

@@ -230,6 +230,7 @@ pub fn rollup_to_wire(rules: &Rules, r: &ScopeRollup) -> pb::ScopeRollup {
                 value: m.value,
                 providers: m.n,
                 rag: rag_to_wire(m.rag) as i32,
+                inputs: m.inputs.map_or_else(Vec::new, |i| i.to_vec()),
             })
             .collect(),
     }
@@ -354,6 +355,9 @@ pub fn write_rollup(rules: &Rules, r: &ScopeRollup, b: &mut Vec<u8>) {
             write::optional_double(2, m.value, b);
             write::uint32(3, m.n, b);
             write::int32(4, rag_to_wire(m.rag) as i32, b);
+            if let Some(inputs) = m.inputs {
+                write::packed_doubles(5, &inputs, b);
+            }
         });
     }
 }

@@ -281,8 +281,20 @@ mod tests {
                 reporting: 3,
                 stale: 1,
                 metrics: vec![
-                    pb::RollupValue { metric: "occ".into(), value: Some(81.66), providers: 2, rag: 1 },
-                    pb::RollupValue { metric: "free".into(), value: Some(4.0), providers: 1, rag: 1 },
+                    pb::RollupValue {
+                        metric: "occ".into(),
+                        value: Some(81.66),
+                        providers: 2,
+                        rag: 1,
+                        ..Default::default()
+                    },
+                    pb::RollupValue {
+                        metric: "free".into(),
+                        value: Some(4.0),
+                        providers: 1,
+                        rag: 1,
+                        ..Default::default()
+                    },
                 ],
             }],
             ..Default::default()

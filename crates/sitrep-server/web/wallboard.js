@@ -556,13 +556,21 @@
         c.title = partial
           ? `counts ${n} providers; ${most - n} more reported only part of what it is made of and are left out`
           : `counts ${n} of the ${r.providers} providers in this scope`;
-        // The inputs beside a partial figure count more providers than it does: hidden rather than mislead.
-        const inputs = c.parentElement.querySelector(".inputs");
-        if (inputs) {
-          inputs.hidden = partial;
-          if (inputs.nextSibling && inputs.nextSibling.nodeType === Node.TEXT_NODE) inputs.nextSibling.textContent = partial ? "" : " · ";
-        }
       }
+      // Beside a derived total, what it stands on: its inputs summed over exactly the providers it counts (the
+      // rollup carries them), so "13 free" reads "62 open · 49 occupied", not the 102 open of every provider. A
+      // rollup without them (an older aggregator) hides the inputs of a partial figure rather than mislead.
+      const inputs = c.parentElement.querySelector(".inputs");
+      if (!inputs) continue;
+      if (f && f.inputs) {
+        inputs.querySelectorAll(".cell.sub").forEach((cell, i) => {
+          const text = fmt(m.inputs[i], f.inputs[i]);
+          if (cell.textContent !== text) cell.textContent = text;
+        });
+      }
+      const hide = partial && !(f && f.inputs);
+      inputs.hidden = hide;
+      if (inputs.nextSibling && inputs.nextSibling.nodeType === Node.TEXT_NODE) inputs.nextSibling.textContent = hide ? "" : " · ";
     }
   }
 
@@ -774,7 +782,7 @@
       // Stale exactly while its stale alert is open: a report for an hour long past leaves it stale.
       p.stale = p.alerts.has(`stale:${e.provider}`);
       for (const r of e.rollups) {
-        updateRollup(r, e.metrics.map((metric, i) => ({ metric, value: r.value[i], rag: r.rag[i], n: r.n[i] })));
+        updateRollup(r, e.metrics.map((metric, i) => ({ metric, value: r.value[i], rag: r.rag[i], n: r.n[i], inputs: r.inputs ? r.inputs[i] : null })));
       }
       paintProvider(e.provider, true);
     }
@@ -799,7 +807,7 @@
     known.stale = r.stale;
     for (const f of figures) {
       if (f.value === null || f.value === undefined) known.figures.delete(f.metric);
-      else known.figures.set(f.metric, { value: f.value, rag: f.rag || null, n: f.n });
+      else known.figures.set(f.metric, { value: f.value, rag: f.rag || null, n: f.n, inputs: f.inputs || null });
     }
     state.rollups.set(key, known);
     paintRollup(key, true);

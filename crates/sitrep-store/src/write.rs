@@ -45,6 +45,13 @@ pub fn double(tag: u32, v: f64, b: &mut Vec<u8>) {
 }
 
 /// An `optional double`: written when it has a value, even 0.
+/// A packed `repeated double`; an empty list writes nothing, as prost does.
+pub fn packed_doubles(tag: u32, v: &[f64], b: &mut Vec<u8>) {
+    if !v.is_empty() {
+        prost::encoding::double::encode_packed(tag, v, b);
+    }
+}
+
 pub fn optional_double(tag: u32, v: Option<f64>, b: &mut Vec<u8>) {
     if let Some(v) = v {
         encoding::double::encode(tag, &v, b);

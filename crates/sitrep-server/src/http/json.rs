@@ -153,14 +153,16 @@ pub fn event(e: &Event) -> Json {
             // Aligned with `metrics`; a metric the rollup does not have (never, unless filtered apart) is null.
             let mut values = Vec::with_capacity(metrics.len());
             let mut n = Vec::with_capacity(metrics.len());
+            let mut inputs = Vec::with_capacity(metrics.len());
             let mut rag = Vec::with_capacity(metrics.len());
             for code in &metrics {
                 let v = r.metrics.iter().find(|m| m.metric == *code);
                 values.push(json!(v.and_then(|v| v.value).map(number)));
                 n.push(json!(v.map_or(0, |v| v.n)));
                 rag.push(json!(v.and_then(|v| v.rag)));
+                inputs.push(json!(v.and_then(|v| v.inputs).map(|[a, b]| [number(a), number(b)])));
             }
-            json!({
+            let mut out = json!({
                 "scope": { "level": r.scope.level.as_str(), "code": r.scope.code },
                 "providers": r.providers,
                 "reporting": r.reporting,
@@ -168,7 +170,12 @@ pub fn event(e: &Event) -> Json {
                 "value": values,
                 "n": n,
                 "rag": rag,
-            })
+            });
+            // Derived figures' summed inputs, only when the event has a derived figure.
+            if inputs.iter().any(|i| !i.is_null()) {
+                out["inputs"] = Json::Array(inputs);
+            }
+            out
         })
         .collect();
     let mut out = json!({
