@@ -686,9 +686,7 @@ async fn a_large_snapshot_comes_in_parts_with_the_rollups_first() {
             p % 3 + 1
         ));
     }
-    let server =
-        Server::start_full("directory = \"directory.toml\"\n", &[], "127.0.0.1:0", &[("directory.toml", &directory)])
-            .await;
+    let server = Server::start_with_directory(&directory).await;
     let mut client = server.provider().await;
     let mut feed = Feed::open(&mut client).await;
     for p in 0..PROVIDERS {

@@ -60,6 +60,11 @@ impl Server {
         Self::start_full(config, extra, "127.0.0.1:0", &[]).await
     }
 
+    /// Starts `sitrep serve` on port 0 with this directory (TOML text) instead of the demo's.
+    pub async fn start_with_directory(directory: &str) -> Server {
+        Self::start_full("directory = \"directory.toml\"\n", &[], "127.0.0.1:0", &[("directory.toml", directory)]).await
+    }
+
     /// Starts `sitrep serve` listening on `listen`, with the configuration text, extra arguments, and other files
     /// (name, content) written beside the configuration (a directory, say).
     pub async fn start_full(config: &str, extra: &[&str], listen: &str, files: &[(&str, &str)]) -> Server {

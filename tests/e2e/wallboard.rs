@@ -122,9 +122,7 @@ async fn three_hundred_providers_and_an_update_every_100_ms() {
             (p - 1) / 30 + 1
         ));
     }
-    let server =
-        Server::start_full("directory = \"directory.toml\"\n", &[], "127.0.0.1:0", &[("directory.toml", &directory)])
-            .await;
+    let server = Server::start_with_directory(&directory).await;
     let mut client = server.provider().await;
     let mut feed = Feed::open(&mut client).await;
     let values = |i: u32| {
@@ -283,9 +281,7 @@ fn tiles_in_view(browser: &mut Browser, page: &crate::browser::Page) -> Vec<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_providers_are_all_on_one_screen() {
     let directory = directory_of(60);
-    let server =
-        Server::start_full("directory = \"directory.toml\"\n", &[], "127.0.0.1:0", &[("directory.toml", &directory)])
-            .await;
+    let server = Server::start_with_directory(&directory).await;
     report_all(&server, 60).await;
     let mut browser = Browser::launch();
     let page = browser.open(&server.url);
@@ -310,9 +306,7 @@ async fn sixty_providers_are_all_on_one_screen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_providers_than_fit_are_shown_page_by_page() {
     let directory = directory_of(130);
-    let server =
-        Server::start_full("directory = \"directory.toml\"\n", &[], "127.0.0.1:0", &[("directory.toml", &directory)])
-            .await;
+    let server = Server::start_with_directory(&directory).await;
     report_all(&server, 130).await;
     let mut browser = Browser::launch();
     let page = browser.open(&format!("{}/?rotate=3", server.url));
