@@ -145,13 +145,6 @@ impl Picture {
         // What the provider counts for in its scopes' totals before and after the event: its numbers by metric
         // position, none while it is stale, and none for readings too old to count (see `counted`).
         let before = counted(rules, entry);
-        // Most events (a report for the provider's current hour that leaves its staleness alone) count the same
-        // readings as before except those they name: the numbers after are the ones before with what the event
-        // says of those, without a second walk over the readings. A new hour (readings may age out), a first report or a change
-        // of staleness is counted afresh.
-        let stale_moves = event.kind == EventKind::Stale
-            || event.derived.raised.iter().chain(&event.derived.cleared).any(|a| a.kind == crate::AlertKind::Stale);
-        let quick = !first && !stale_moves && event.period == entry.period;
         // The writer's own events come with the state their plan left: the same state folding gives (the property
         // tests check it), without making it again.
         match event.planned.0.as_ref().filter(|p| p.version == event.version && p.provider == event.provider) {
@@ -159,27 +152,7 @@ impl Picture {
             None => fold(Arc::make_mut(entry), event),
         }
         let state: &ProviderLive = entry;
-        let after = match quick {
-            true => {
-                let mut after = before.clone();
-                if !state.stale {
-                    for c in &event.changes {
-                        if let Some(Position::Metric(m)) = index.position_of(c.metric) {
-                            after[m] = c.after.number().map(fixed);
-                        }
-                    }
-                    // Sent again unchanged: a reading from an hour too old to count counts again.
-                    for code in &event.unchanged {
-                        if let Some(Position::Metric(m)) = index.position_of(*code) {
-                            after[m] = state.readings.get(code).and_then(|r| r.value.number()).map(fixed);
-                        }
-                    }
-                }
-                debug_assert_eq!(after, counted(rules, state), "{}: event {}", event.provider, event.cursor);
-                after
-            }
-            false => counted(rules, state),
-        };
+        let after = counted(rules, state);
         let changed: Vec<(usize, Option<i128>, Option<i128>)> =
             (0..index.metrics.len()).filter(|m| before[*m] != after[*m]).map(|m| (m, before[m], after[m])).collect();
         let pair = |numbers: &[Option<i128>], d: usize| numbers[index.inputs[d][0]].zip(numbers[index.inputs[d][1]]);
