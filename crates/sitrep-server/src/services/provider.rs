@@ -82,7 +82,7 @@ pub async fn ingest(ctx: &Context, wire: pb::StatusReport) -> Result<(pb::Report
         Applied::Duplicate { cursor } => {
             tracing::debug!(provider = %report.provider(), period = %report.period(), revision = report.revision(), "duplicate report");
             ack.set_outcome(Outcome::Duplicate);
-            ack.message = "duplicate: this provider, period and revision were stored before; nothing changed".into();
+            ack.message = "duplicate: this provider, period and revision were stored before with the same content; nothing changed".into();
             ack.cursor = cursor.map(|c| c.to_string()).unwrap_or_default();
         }
         Applied::Conflict { cursor, next_revision } => {
