@@ -214,9 +214,17 @@ async fn thirty_two_streams_for_one_provider_are_all_acknowledged() {
         let status = health.check(tonic_health::pb::HealthCheckRequest::default()).await.unwrap().into_inner();
         assert_eq!(status.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let snap = snapshot(&replicas[0]).await;
-    assert_eq!(provider(&snap, "RJ7").unwrap().revision, 31 * 100 + 10, "the highest revision is live");
+    // The highest revision is live, once the replica's picture has folded the log up to it.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let snap = snapshot(&replicas[0]).await;
+        let live = provider(&snap, "RJ7").map(|p| p.revision);
+        if live == Some(31 * 100 + 10) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the highest revision is live: got {live:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A FHIR SANER facility sends two measures for one day (a CDC and a FEMA MeasureReport, say): neither carries a

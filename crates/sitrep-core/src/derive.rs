@@ -434,8 +434,7 @@ pub fn advance(
     let still_stale = stale.then(|| stale_alert(rules, report.provider(), report.period(), received_at));
     let (derived, kept_opel) = {
         let before = Side::kept(rules, &kept_figures, kept_opel);
-        let oldest = oldest_counted(rules, state.period);
-        let values = state.readings.iter().filter(|(_, r)| r.period >= oldest).map(|(c, r)| (*c, r.value));
+        let values = counted_readings(rules, state).map(|(c, r)| (*c, r.value));
         let after = Side::of(rules, report.provider(), values);
         (between(rules, report.provider(), &before, &after, &open, &changes, received_at, still_stale), before.opel)
     };
@@ -469,9 +468,6 @@ pub fn apply_derived(state: &mut crate::ProviderLive, derived: &Derived) {
     }
 }
 
-/// The length of a period: an hour.
-const PERIOD_MS: i64 = 3_600_000;
-
 /// Whether a provider whose latest report is for the hour starting at `period` is stale at `now`: its next report
 /// was due one cadence after that hour ended, and the grace on top of that has passed. Freshness goes by the period
 /// a report describes, whenever it arrived, so a report for a past hour never makes a provider look fresh.
@@ -482,7 +478,8 @@ pub fn is_stale(rules: &Rules, provider: &str, period: Timestamp, now: Timestamp
 /// The latest period a provider's latest report may be for, for it to be stale at `now`.
 pub fn stale_deadline(rules: &Rules, provider: &str, now: Timestamp) -> Timestamp {
     let after = rules.stale_after(provider).as_millis().min(i64::MAX as u128) as i64;
-    now.add_millis(after.saturating_add(PERIOD_MS).saturating_neg())
+    // The period is an hour: its report is due a cadence after the hour ends.
+    now.add_millis(after.saturating_add(Timestamp::HOUR_MS).saturating_neg())
 }
 
 /// The earliest period a reading may be for to count in figures, ratings and totals, given the provider's latest
@@ -491,6 +488,16 @@ pub fn stale_deadline(rules: &Rules, provider: &str, now: Timestamp) -> Timestam
 pub fn oldest_counted(rules: &Rules, latest: Timestamp) -> Timestamp {
     let age = rules.staleness.value_max_age.as_millis().min(i64::MAX as u128) as i64;
     latest.add_millis(age.saturating_neg())
+}
+
+/// A provider's readings recent enough to count (see [`oldest_counted`]), in code order: what its figures,
+/// ratings and (while it is not stale) its scopes' totals are made from.
+pub fn counted_readings<'a>(
+    rules: &Rules,
+    state: &'a crate::ProviderLive,
+) -> impl Iterator<Item = (&'a Code, &'a crate::Reading)> + 'a {
+    let oldest = oldest_counted(rules, state.period);
+    state.readings.iter().filter(move |(_, r)| r.period >= oldest)
 }
 
 /// The alert raised when a provider goes quiet.

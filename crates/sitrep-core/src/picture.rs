@@ -249,8 +249,7 @@ fn counted(rules: &Rules, state: &ProviderLive) -> Vec<Option<i128>> {
     if state.version == 0 || state.stale {
         return numbers;
     }
-    let oldest = derive::oldest_counted(rules, state.period);
-    for (code, r) in state.readings.iter().filter(|(_, r)| r.period >= oldest) {
+    for (code, r) in derive::counted_readings(rules, state) {
         if let Some(Position::Metric(m)) = index.position_of(*code) {
             numbers[m] = r.value.number().map(fixed);
         }
@@ -260,8 +259,7 @@ fn counted(rules: &Rules, state: &ProviderLive) -> Vec<Option<i128>> {
 
 /// A provider's values that count (see [`counted`]; a stale provider's are left out by [`Totals::add`]).
 pub fn counted_values(rules: &Rules, state: &ProviderLive) -> BTreeMap<crate::Code, crate::Value> {
-    let oldest = derive::oldest_counted(rules, state.period);
-    state.readings.iter().filter(|(_, r)| r.period >= oldest).map(|(c, r)| (*c, r.value)).collect()
+    derive::counted_readings(rules, state).map(|(c, r)| (*c, r.value)).collect()
 }
 
 /// Brings `state` up to date with `event` (a live report or the clock), exactly as the plan that made the event

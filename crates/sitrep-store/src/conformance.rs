@@ -26,7 +26,7 @@ pub async fn run_all<S: Store, F: std::future::Future<Output = S>>(
     capacity: usize,
 ) {
     accepts_and_snapshots(&make().await).await;
-    duplicate_is_idempotent(&make().await).await;
+    a_seen_key_is_a_duplicate_or_a_conflict(&make().await).await;
     revisions_are_given_when_missing(&make().await).await;
     diffs_against_live_state(&make().await).await;
     late_reports_go_to_history_only(&make().await).await;
@@ -131,7 +131,7 @@ pub async fn accepts_and_snapshots(store: &dyn Store) {
 }
 
 /// The same (provider, period, revision) twice is a duplicate with the first event's cursor, and adds no event.
-pub async fn duplicate_is_idempotent(store: &dyn Store) {
+pub async fn a_seen_key_is_a_duplicate_or_a_conflict(store: &dyn Store) {
     let r = report("RJ7", 0, 1, &[("ed.in_department", n(50.0))]);
     let first = accept(store, &r).await;
     let again = store.apply(&r, Timestamp::now()).await.expect("apply");

@@ -157,8 +157,7 @@ fn assert_coverage(picture: &Picture) {
         for (d, [a, b]) in index.inputs.iter().enumerate() {
             // Counted: providers that are not stale, with a number for both inputs from a recent enough period.
             let counts = |p: &ProviderLive, metric: &str| {
-                let oldest = derive::oldest_counted(rules, p.period);
-                p.readings.get(metric).is_some_and(|r| r.period >= oldest && r.value.number().is_some())
+                derive::counted_readings(rules, p).any(|(c, r)| c.as_str() == metric && r.value.number().is_some())
             };
             let both = picture
                 .providers()
