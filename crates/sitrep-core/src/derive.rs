@@ -428,10 +428,12 @@ pub fn advance(
         Some(l) => (std::mem::take(&mut l.figures), std::mem::take(&mut l.opel), std::mem::take(&mut l.alerts)),
         None => Default::default(),
     };
-    let changes = crate::state::apply_live(live, report, received_at);
+    let changes = crate::state::apply_live(rules, live, report, received_at);
     let state = live.as_mut().expect("just applied");
-    let stale = is_stale(rules, report.provider(), report.period(), received_at);
-    let still_stale = stale.then(|| stale_alert(rules, report.provider(), report.period(), received_at));
+    // By site, a lagging site's report is live for that site but says nothing about the provider's freshness,
+    // which goes by its latest period.
+    let stale = is_stale(rules, report.provider(), state.period, received_at);
+    let still_stale = stale.then(|| stale_alert(rules, report.provider(), state.period, received_at));
     let (derived, kept_opel) = {
         let before = Side::kept(rules, &kept_figures, kept_opel);
         let values = counted_readings(rules, state).map(|(c, r)| (*c, r.value));

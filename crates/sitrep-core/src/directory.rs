@@ -165,6 +165,13 @@ impl Directory {
                 return Err(invalid(format!("provider {}: unknown system {}", p.code, p.system)));
             }
             for site in &p.sites {
+                // A site's code is part of its reports' keys in history ('<period>:<revision>:<site>').
+                if site.code.is_empty() || site.code.contains([':', '|']) || site.code.contains(char::is_whitespace) {
+                    return Err(invalid(format!(
+                        "provider {}: site code {:?} must be non-empty, without spaces, ':' or '|'",
+                        p.code, site.code
+                    )));
+                }
                 if !sites.insert(site.code.clone()) {
                     return Err(invalid(format!("provider {}: site {} is defined twice", p.code, site.code)));
                 }

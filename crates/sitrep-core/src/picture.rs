@@ -149,7 +149,7 @@ impl Picture {
         // tests check it), without making it again.
         match event.planned.0.as_ref().filter(|p| p.version == event.version && p.provider == event.provider) {
             Some(planned) => *entry = planned.clone(),
-            None => fold(Arc::make_mut(entry), event),
+            None => fold(rules, Arc::make_mut(entry), event),
         }
         let state: &ProviderLive = entry;
         let after = counted(rules, state);
@@ -263,31 +263,32 @@ pub fn counted_values(rules: &Rules, state: &ProviderLive) -> BTreeMap<crate::Co
 }
 
 /// Brings `state` up to date with `event` (a live report or the clock), exactly as the plan that made the event
-/// changed the stored state.
-fn fold(state: &mut ProviderLive, event: &Event) {
+/// changed the stored state: the report's values (its changes, and the values it repeated, which its site's
+/// readings already hold) go through the same [`ProviderLive::take`] the plan used.
+fn fold(rules: &Rules, state: &mut ProviderLive, event: &Event) {
     match event.kind {
         EventKind::Report => {
-            let reading = |value| crate::Reading { value, period: event.period, observed_at: event.observed_at };
-            for c in &event.changes {
-                match state.readings.get_mut(&c.metric) {
-                    Some(r) => *r = reading(c.after),
-                    None => {
-                        state.readings.insert(c.metric, reading(c.after));
-                    }
-                }
-            }
-            for code in &event.unchanged {
-                if let Some(r) = state.readings.get_mut(code) {
-                    *r = reading(r.value);
-                }
-            }
-            state.site = event.site.clone();
-            state.period = event.period;
-            state.revision = event.revision;
-            state.observed_at = event.observed_at;
-            state.received_at = event.received_at;
-            state.narrative = event.narrative.clone();
-            state.source = event.source.clone();
+            let source = match (&event.site, state.sites.is_empty()) {
+                (None, true) => Some(&state.readings),
+                (site, _) => state.sites.get(site.as_deref().unwrap_or(crate::state::WHOLE)).map(|s| &s.readings),
+            };
+            let mut values: Vec<(crate::Code, crate::Value)> = event
+                .unchanged
+                .iter()
+                .filter_map(|code| Some((*code, source?.get(code)?.value)))
+                .chain(event.changes.iter().map(|c| (c.metric, c.after)))
+                .collect();
+            values.sort_unstable_by_key(|(code, _)| *code);
+            let facts = crate::state::Facts {
+                site: event.site.as_deref(),
+                period: event.period,
+                revision: event.revision,
+                observed_at: event.observed_at,
+                received_at: event.received_at,
+                narrative: event.narrative.as_deref(),
+                source: event.source.as_deref(),
+            };
+            state.take(rules, facts, values.into_iter());
         }
         EventKind::Stale => {}
     }

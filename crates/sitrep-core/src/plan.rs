@@ -12,7 +12,7 @@
 //!
 //! A [`Plan`] names the version it was planned from. The store applies it only if the provider's stored version
 //! is still that one (else the store answers with the current state and the plan is made again), and only if the
-//! report's key (provider, period, revision) is not in history yet (else it is a duplicate). Those two checks are
+//! report's key (provider, site, period, revision) is not in history yet (else it is a duplicate). Those two checks are
 //! the store's whole part in deciding anything.
 
 use std::collections::BTreeMap;
@@ -53,23 +53,25 @@ pub fn same_content(stored: &HistoryRecord, report: &ValidReport) -> bool {
 /// for a later period there is none yet; only an earlier period needs `highest_stored`, the highest revision
 /// history holds for it, which a store reads only then (see [`needs_history_for_revision`]).
 pub fn next_revision(prior: Option<&ProviderLive>, report: &ValidReport, highest_stored: Option<u32>) -> u32 {
-    let live = prior.filter(|p| p.period == report.period()).map(|p| p.revision);
+    let latest = prior.and_then(|p| p.latest_of(report.site()));
+    let live = latest.filter(|(period, _)| *period == report.period()).map(|(_, revision)| revision);
     live.max(highest_stored).map_or(1, |r| r.saturating_add(1))
 }
 
-/// Whether [`next_revision`] needs the highest revision history holds for `report`'s period.
+/// Whether [`next_revision`] needs the highest revision history holds for `report`'s period (and site).
 pub fn needs_history_for_revision(prior: Option<&ProviderLive>, report: &ValidReport) -> bool {
-    prior.is_some_and(|p| report.period() < p.period)
+    prior.and_then(|p| p.latest_of(report.site())).is_some_and(|(period, _)| report.period() < period)
 }
 
-/// Whether `report` would go into history only (not newer than `prior`'s live state). A store asks this first,
-/// because a late report's plan needs the previous revision of its period from history.
+/// Whether `report` would go into history only (not newer than the live state of its site, or of the provider
+/// as a whole). A store asks this first, because a late report's plan needs the previous revision of its period
+/// (and site) from history.
 pub fn is_late(prior: Option<&ProviderLive>, report: &ValidReport) -> bool {
-    !is_newer(report.period(), report.revision(), prior)
+    !is_newer(report.site(), report.period(), report.revision(), prior)
 }
 
 /// Plans `report`, received at `received_at`, against `prior` (the provider's live state, if it has any). For a
-/// late report, `previous` is what the previous revision of its period said, if there is one. History is kept for
+/// late report, `previous` is what the previous revision of its period (from the same site) said, if there is one. History is kept for
 /// `retention_hours` back from each provider's latest period.
 pub fn report(
     rules: &Rules,

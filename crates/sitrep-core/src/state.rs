@@ -3,12 +3,21 @@
 //! Stores call these functions inside their one atomic step so that every backend agrees on what "changed" means:
 //! a metric changed if the report carries a value for it that differs from the current one (numbers compare
 //! exactly; absent with a reason is a value of its own). Metrics a report does not mention keep their reading.
+//!
+//! **Sites.** A provider may report as a whole or by site (a hospital of a trust). Each site is its own source: its
+//! own revisions of each period (the idempotency key is provider, site, period and revision), its own readings. Once
+//! a provider reports by site, its figures are the rollup of its sites' readings, metric by metric, by the metric's
+//! catalogue rule (a sum of beds, the highest OPEL level), wherever any site reports that metric, and its own
+//! readings as a whole elsewhere (see [`ProviderLive::sites`]). A combined reading is as old as its oldest site's,
+//! so one lagging site keeps the provider's figure out of totals rather than mixing hours; and if any site says a
+//! figure is not available, so is the provider's, rather than a sum that silently leaves a site out.
 
 use std::collections::BTreeMap;
 
+use crate::catalogue::Rollup;
 use crate::derive::{Derived, Figure, Opel};
 use crate::rollup::ScopeRollup;
-use crate::{Alert, Code, Cursor, Timestamp, ValidReport, Value};
+use crate::{Alert, Code, Cursor, Rules, Timestamp, ValidReport, Value};
 
 /// The current value of one metric, with the report that set it.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +25,47 @@ pub struct Reading {
     pub value: Value,
     pub period: Timestamp,
     pub observed_at: Timestamp,
+}
+
+/// The key under which [`ProviderLive::sites`] keeps a provider's own reports as a whole once it reports by site.
+pub const WHOLE: &str = "";
+
+/// One source of a provider that reports by site: a site, or the provider as a whole ([`WHOLE`]). Its latest live
+/// report's facts and every reading it has sent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SiteLive {
+    pub period: Timestamp,
+    pub revision: u32,
+    pub observed_at: Timestamp,
+    pub received_at: Timestamp,
+    pub narrative: Option<String>,
+    pub readings: BTreeMap<Code, Reading>,
+}
+
+/// The facts of one report that live state keeps: whose (which site), for which period and revision, when.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a> {
+    pub site: Option<&'a str>,
+    pub period: Timestamp,
+    pub revision: u32,
+    pub observed_at: Timestamp,
+    pub received_at: Timestamp,
+    pub narrative: Option<&'a str>,
+    pub source: Option<&'a str>,
+}
+
+impl<'a> Facts<'a> {
+    pub fn of(report: &'a ValidReport, received_at: Timestamp) -> Self {
+        Facts {
+            site: report.site(),
+            period: report.period(),
+            revision: report.revision(),
+            observed_at: report.observed_at(),
+            received_at,
+            narrative: report.narrative(),
+            source: report.source(),
+        }
+    }
 }
 
 /// The live state of one provider: latest reading of every metric it has reported, the latest report's facts, and
@@ -27,14 +77,24 @@ pub struct ProviderLive {
     /// change's event carries the version it made, so a store can refuse a change planned from an older state, and
     /// the picture can tell an event it already reflects from one it must fold in.
     pub version: u64,
+    /// The site of the latest live report (`None`: the provider as a whole).
     pub site: Option<String>,
+    /// Its figures' readings: its own, or where it reports by site, each metric's rollup over its sites (see the
+    /// module doc). What its figures, ratings and its scopes' totals are made from.
     pub readings: BTreeMap<Code, Reading>,
+    /// The latest period any of its live reports was for: what its freshness goes by.
     pub period: Timestamp,
+    /// The revision, observation and receipt times, narrative and source of its latest live report. While it
+    /// reports only as a whole, `period` and `revision` are that report's key, which a later report must pass to
+    /// be live; by site, each site keeps its own key in `sites`.
     pub revision: u32,
     pub observed_at: Timestamp,
     pub received_at: Timestamp,
     pub narrative: Option<String>,
     pub source: Option<String>,
+    /// Empty while it reports only as a whole. From its first report by site: each site's latest report and
+    /// readings, and under [`WHOLE`] its own reports as a whole (the readings it had then move there).
+    pub sites: BTreeMap<String, SiteLive>,
     /// Whether it has missed its expected report (see [`crate::derive::is_stale`]).
     pub stale: bool,
     /// Its open alerts, in key order.
@@ -59,11 +119,77 @@ impl ProviderLive {
             received_at: Timestamp(0),
             narrative: None,
             source: None,
+            sites: BTreeMap::new(),
             stale: false,
             alerts: Vec::new(),
             figures: Vec::new(),
             opel: Opel::default(),
         }
+    }
+
+    /// The period and revision of the latest live report of `site` (`None`: of the provider as a whole), which a
+    /// report from it must pass to be live; `None` if it has sent none.
+    pub fn latest_of(&self, site: Option<&str>) -> Option<(Timestamp, u32)> {
+        match (site, self.sites.is_empty()) {
+            (None, true) => (self.revision > 0).then_some((self.period, self.revision)),
+            (Some(_), true) => None,
+            (site, false) => self.sites.get(site.unwrap_or(WHOLE)).map(|s| (s.period, s.revision)),
+        }
+    }
+
+    /// Takes in a live report (see [`is_newer`]) of `facts` carrying `values` (in code order): the readings of its
+    /// site (or of the provider) change, and with them the provider's. Returns the changes to its site's (or the
+    /// provider's) readings. Planning and folding both call this, so both leave the same state.
+    pub fn take(
+        &mut self,
+        rules: &Rules,
+        facts: Facts<'_>,
+        values: impl ExactSizeIterator<Item = (Code, Value)> + Clone,
+    ) -> Vec<MetricChange> {
+        let reading = |value| Reading { value, period: facts.period, observed_at: facts.observed_at };
+        let changes = match facts.site.is_some() || !self.sites.is_empty() {
+            false => merge(&mut self.readings, values, reading),
+            true => {
+                if self.sites.is_empty() && self.revision > 0 {
+                    // Its first report by site: what it said as a whole so far is kept as the whole's.
+                    let whole = SiteLive {
+                        period: self.period,
+                        revision: self.revision,
+                        observed_at: self.observed_at,
+                        received_at: self.received_at,
+                        narrative: self.narrative.clone(),
+                        readings: self.readings.clone(),
+                    };
+                    self.sites.insert(WHOLE.to_owned(), whole);
+                }
+                let key = facts.site.unwrap_or(WHOLE);
+                let site = match self.sites.get_mut(key) {
+                    Some(s) => s,
+                    None => self.sites.entry(key.to_owned()).or_default(),
+                };
+                let changes = merge(&mut site.readings, values.clone(), reading);
+                site.period = facts.period;
+                site.revision = facts.revision;
+                site.observed_at = facts.observed_at;
+                site.received_at = facts.received_at;
+                site.narrative = facts.narrative.map(str::to_owned);
+                for (code, _) in values {
+                    match combined(rules, &self.sites, code) {
+                        Some(r) => self.readings.insert(code, r),
+                        None => self.readings.remove(&code),
+                    };
+                }
+                changes
+            }
+        };
+        self.site = facts.site.map(str::to_owned);
+        self.period = self.period.max(facts.period);
+        self.revision = facts.revision;
+        self.observed_at = facts.observed_at;
+        self.received_at = facts.received_at;
+        self.narrative = facts.narrative.map(str::to_owned);
+        self.source = facts.source.map(str::to_owned);
+        changes
     }
 
     /// The number currently reported for `metric`, if it has one.
@@ -232,10 +358,75 @@ impl Event {
     }
 }
 
-/// Whether a report for (`period`, `revision`) is newer than live state last set by (`live_period`,
-/// `live_revision`), and so updates live state rather than only history.
-pub fn is_newer(period: Timestamp, revision: u32, live: Option<&ProviderLive>) -> bool {
-    live.is_none_or(|l| (period, revision) > (l.period, l.revision))
+/// Whether a report of `site` for (`period`, `revision`) is newer than the latest live report of that site (or
+/// of the provider as a whole, see [`ProviderLive::latest_of`]), and so updates live state rather than only history.
+pub fn is_newer(site: Option<&str>, period: Timestamp, revision: u32, live: Option<&ProviderLive>) -> bool {
+    live.and_then(|l| l.latest_of(site)).is_none_or(|latest| (period, revision) > latest)
+}
+
+/// Merges `values` (in code order) into `readings`, one walk over both, and returns what changed.
+fn merge(
+    readings: &mut BTreeMap<Code, Reading>,
+    values: impl ExactSizeIterator<Item = (Code, Value)>,
+    reading: impl Fn(Value) -> Reading,
+) -> Vec<MetricChange> {
+    let mut changes = Vec::with_capacity(values.len());
+    let mut new = Vec::new();
+    let mut current = readings.iter_mut().peekable();
+    for (code, value) in values {
+        let found = loop {
+            match current.peek() {
+                Some((k, _)) if **k == code => break current.next().map(|(_, r)| r),
+                Some((k, _)) if **k < code => drop(current.next()),
+                _ => break None,
+            }
+        };
+        match found {
+            Some(r) => {
+                if r.value != value {
+                    changes.push(MetricChange { metric: code, before: Some(r.value), after: value });
+                }
+                *r = reading(value);
+            }
+            None => {
+                changes.push(MetricChange { metric: code, before: None, after: value });
+                new.push((code, reading(value)));
+            }
+        }
+    }
+    readings.extend(new);
+    changes
+}
+
+/// A provider's reading of `code` from its sources (see the module doc): the rollup, by the metric's rule, of its
+/// sites that report it, as old as the oldest of them, and not available if any says so; else its own as a whole.
+fn combined(rules: &Rules, sites: &BTreeMap<String, SiteLive>, code: Code) -> Option<Reading> {
+    let mut parts = sites.iter().filter(|(k, _)| k.as_str() != WHOLE).filter_map(|(_, s)| s.readings.get(&code));
+    let Some(first) = parts.next() else {
+        return sites.get(WHOLE).and_then(|w| w.readings.get(&code)).cloned();
+    };
+    let rollup = match rules.index().position_of(code) {
+        Some(crate::rules::Position::Metric(m)) => rules.index().metric_rules[m].0,
+        _ => Rollup::Sum,
+    };
+    let mut out = first.clone();
+    let mut count = 1.0;
+    for r in parts {
+        out.period = out.period.min(r.period);
+        out.observed_at = out.observed_at.min(r.observed_at);
+        count += 1.0;
+        out.value = match (out.value, r.value) {
+            (Value::Absent(reason), _) | (_, Value::Absent(reason)) => Value::Absent(reason),
+            (Value::Number(a), Value::Number(b)) => Value::Number(match rollup {
+                Rollup::Sum | Rollup::Mean => a + b,
+                Rollup::Max => a.max(b),
+            }),
+        };
+    }
+    if let (Rollup::Mean, Value::Number(total)) = (rollup, out.value) {
+        out.value = Value::Number(total / count);
+    }
+    Some(out)
 }
 
 /// The changes `report` makes relative to `before` (metric code -> current value).
@@ -250,45 +441,16 @@ pub fn diff<'a>(before: impl Fn(&str) -> Option<&'a Value>, report: &ValidReport
         .collect()
 }
 
-/// Diffs `report` against live state (if any), applies it, and returns the changes. The caller must already know
-/// the report is newer (see [`is_newer`]).
-pub fn apply_live(live: &mut Option<ProviderLive>, report: &ValidReport, received_at: Timestamp) -> Vec<MetricChange> {
+/// Applies `report` to live state (if any) and returns the changes it makes to its site's (or the provider's)
+/// readings. The caller must already know the report is newer (see [`is_newer`]).
+pub fn apply_live(
+    rules: &Rules,
+    live: &mut Option<ProviderLive>,
+    report: &ValidReport,
+    received_at: Timestamp,
+) -> Vec<MetricChange> {
     let state = live.get_or_insert_with(|| ProviderLive::new(report.provider()));
-    let mut changes = Vec::with_capacity(report.values().len());
-    let mut new = Vec::new();
-    // One walk over both, in code order: the report's values and the readings they replace.
-    let mut readings = state.readings.iter_mut().peekable();
-    for (code, value) in report.values() {
-        let found = loop {
-            match readings.peek() {
-                Some((k, _)) if *k == code => break readings.next().map(|(_, r)| r),
-                Some((k, _)) if *k < code => drop(readings.next()),
-                _ => break None,
-            }
-        };
-        let reading = Reading { value: *value, period: report.period(), observed_at: report.observed_at() };
-        match found {
-            Some(r) => {
-                if r.value != *value {
-                    changes.push(MetricChange { metric: *code, before: Some(r.value), after: *value });
-                }
-                *r = reading;
-            }
-            None => {
-                changes.push(MetricChange { metric: *code, before: None, after: *value });
-                new.push((*code, reading));
-            }
-        }
-    }
-    state.readings.extend(new);
-    state.site = report.site().map(str::to_owned);
-    state.period = report.period();
-    state.revision = report.revision();
-    state.observed_at = report.observed_at();
-    state.received_at = received_at;
-    state.narrative = report.narrative().map(str::to_owned);
-    state.source = report.source().map(str::to_owned);
-    changes
+    state.take(rules, Facts::of(report, received_at), report.values().iter().map(|(c, v)| (*c, *v)))
 }
 
 /// The event for an accepted report, with no cursor yet (the store gives it one). Derived parts start empty.
@@ -341,7 +503,7 @@ mod tests {
         let n = Value::Number;
         let mut live = None;
         let r = report(1, &[("beds.cc_adult.open", n(20.0)), ("beds.cc_adult.occupied", n(19.0))]);
-        let changes = apply_live(&mut live, &r, Timestamp(1));
+        let changes = apply_live(&Rules::demo(), &mut live, &r, Timestamp(1));
         let mut e = event(&r, Timestamp(1), true, changes);
         e.derived.figures.push(Figure { metric: "beds.cc_adult.occupancy".into(), value: Some(95.0), rag: None });
         let only = |codes: &[&str]| codes.iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>();
@@ -358,10 +520,15 @@ mod tests {
     use crate::{AbsentReason, Limits, Report, validate};
 
     fn report(revision: u32, values: &[(&str, Value)]) -> ValidReport {
+        site_report(None, 0, revision, values)
+    }
+
+    fn site_report(site: Option<&str>, hours_ago: i64, revision: u32, values: &[(&str, Value)]) -> ValidReport {
         let now = Timestamp::parse_rfc3339("2026-11-27T14:35:00Z").unwrap();
         let r = Report {
             provider: "RJ7".into(),
-            period: Some(now.hour_start()),
+            site: site.map(str::to_owned),
+            period: Some(now.hour_start().add_hours(-hours_ago)),
             revision,
             observed_at: Some(now),
             values: values.iter().map(|(c, v)| (c.to_string(), (*v).into())).collect(),
@@ -375,14 +542,14 @@ mod tests {
         let n = Value::Number;
         let mut live = None;
         let first = report(1, &[("beds.cc_adult.open", n(28.0)), ("beds.cc_adult.occupied", n(25.0))]);
-        let changes = apply_live(&mut live, &first, Timestamp(1));
+        let changes = apply_live(&Rules::demo(), &mut live, &first, Timestamp(1));
         assert_eq!(changes.len(), 2);
         assert!(changes.iter().all(|c| c.before.is_none()));
 
         let absent = Value::Absent(AbsentReason::NotAvailable);
         let second = report(2, &[("beds.cc_adult.open", n(28.0)), ("beds.cc_adult.occupied", absent)]);
-        assert!(is_newer(second.period(), second.revision(), live.as_ref()));
-        let changes = apply_live(&mut live, &second, Timestamp(2));
+        assert!(is_newer(None, second.period(), second.revision(), live.as_ref()));
+        let changes = apply_live(&Rules::demo(), &mut live, &second, Timestamp(2));
         assert_eq!(
             changes,
             vec![MetricChange { metric: "beds.cc_adult.occupied".into(), before: Some(n(25.0)), after: absent }]
@@ -390,7 +557,46 @@ mod tests {
         let state = live.unwrap();
         assert_eq!(state.readings.len(), 2);
         assert_eq!(state.revision, 2);
-        assert!(!is_newer(first.period(), 1, Some(&state)));
-        assert!(!is_newer(second.period(), 2, Some(&state)));
+        assert!(!is_newer(None, first.period(), 1, Some(&state)));
+        assert!(!is_newer(None, second.period(), 2, Some(&state)));
+    }
+
+    /// A provider's figures by site: each metric the rollup of the sites that report it (a sum of beds, the
+    /// highest level), its own as a whole elsewhere; as old as the oldest site's; not available if a site says so.
+    #[test]
+    fn sites_roll_up_into_the_provider() {
+        let (n, rules) = (Value::Number, Rules::demo());
+        let mut live = None;
+        let apply = |live: &mut Option<ProviderLive>, r: &ValidReport| {
+            assert!(is_newer(r.site(), r.period(), r.revision(), live.as_ref()), "{:?} is live", r.site());
+            apply_live(&rules, live, r, Timestamp(1))
+        };
+        // As a whole first: OPEL and open beds.
+        apply(&mut live, &report(1, &[("beds.cc_adult.open", n(50.0)), ("opel.level", n(2.0))]));
+        // Then by site, revision 1 each, in the same hour: neither is a duplicate of the other or of the whole.
+        let a = site_report(Some("RJ701"), 0, 1, &[("beds.cc_adult.open", n(20.0)), ("opel.level", n(3.0))]);
+        let changes = apply(&mut live, &a);
+        assert!(changes.iter().all(|c| c.before.is_none()), "a site's first values are all new to it");
+        let b = site_report(Some("RJ731"), 1, 1, &[("beds.cc_adult.open", n(12.0)), ("opel.level", n(2.0))]);
+        apply(&mut live, &b);
+        let s = live.clone().unwrap();
+        assert_eq!(s.number("beds.cc_adult.open"), Some(32.0), "summed over sites; the whole's 50 is replaced");
+        assert_eq!(s.number("opel.level"), Some(3.0), "the highest level");
+        assert_eq!(s.readings["beds.cc_adult.open"].period, b.period(), "as old as the oldest site's");
+        assert_eq!(s.period, a.period(), "fresh by its latest site");
+        assert_eq!(s.sites.keys().collect::<Vec<_>>(), ["", "RJ701", "RJ731"]);
+        assert_eq!(s.sites[WHOLE].readings["beds.cc_adult.open"].value, n(50.0), "the whole's own, kept");
+        // Each site keeps its own revisions: an earlier revision of a site is late; the other's is not.
+        assert!(!is_newer(Some("RJ701"), a.period(), 1, Some(&s)));
+        assert!(is_newer(Some("RJ731"), a.period(), 1, Some(&s)));
+        assert!(!is_newer(None, a.period(), 1, Some(&s)), "the whole's own revision 1 is taken");
+        // The whole still reports what no site does.
+        apply(&mut live, &report(2, &[("ed.over_12h", n(4.0))]));
+        let s = live.clone().unwrap();
+        assert_eq!(s.number("ed.over_12h"), Some(4.0));
+        // A site that cannot say makes the provider's figure unavailable, not a sum that leaves it out.
+        let absent = Value::Absent(AbsentReason::NotAvailable);
+        apply(&mut live, &site_report(Some("RJ731"), 0, 1, &[("beds.cc_adult.open", absent)]));
+        assert_eq!(live.as_ref().unwrap().readings["beds.cc_adult.open"].value, absent);
     }
 }

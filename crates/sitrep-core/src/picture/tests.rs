@@ -34,7 +34,8 @@ impl Rng {
 struct Model {
     rules: Rules,
     states: BTreeMap<String, ProviderLive>,
-    history: BTreeMap<(String, Timestamp, u32), BTreeMap<Code, Value>>,
+    /// (provider, site, period, revision) -> what it said.
+    history: BTreeMap<(String, Option<String>, Timestamp, u32), BTreeMap<Code, Value>>,
     log: Vec<Event>,
     /// Each event's planned state, as a writer's own tail has it.
     planned: Vec<Option<Arc<ProviderLive>>>,
@@ -55,20 +56,20 @@ impl Model {
             self.states.insert(plan.provider.clone(), state);
         }
         if let Some(h) = plan.history {
-            self.history.insert((plan.provider.clone(), h.period, h.revision), h.values);
+            self.history.insert((plan.provider.clone(), h.site, h.period, h.revision), h.values);
         }
         self.log.push(event);
     }
 
     fn report(&mut self, r: &ValidReport, at: Timestamp) {
-        let key = (r.provider().to_owned(), r.period(), r.revision());
+        let key = (r.provider().to_owned(), r.site().map(str::to_owned), r.period(), r.revision());
         if self.history.contains_key(&key) {
             return;
         }
         let prior = self.states.get(r.provider());
         let previous = plan::is_late(prior, r)
             .then(|| {
-                let from = (key.0.clone(), key.1, 0);
+                let from = (key.0.clone(), key.1.clone(), key.2, 0);
                 self.history.range(from..key.clone()).next_back().map(|(_, v)| v.clone())
             })
             .flatten();
@@ -132,8 +133,16 @@ fn random_report(rng: &mut Rng, rules: &Rules, now: Timestamp) -> Option<ValidRe
         let v = pick(rng, n);
         put("ed.over_12h", v);
     }
+    let provider = PROVIDERS[rng.below(PROVIDERS.len() as u64) as usize];
+    // Providers with sites report as a whole or by either site, in any mix.
+    let sites = &rules.directory.provider(provider).expect("known").sites;
+    let site = match rng.below(3) as usize {
+        0 => None,
+        i => sites.get(i - 1).map(|s| s.code.clone()),
+    };
     let report = Report {
-        provider: PROVIDERS[rng.below(PROVIDERS.len() as u64) as usize].to_owned(),
+        provider: provider.to_owned(),
+        site,
         period: Some(now.hour_start().add_hours(-(rng.below(3) as i64))),
         revision: 1 + rng.below(6) as u32,
         observed_at: Some(now),
@@ -225,6 +234,7 @@ fn any_sequence_folds_into_the_picture_counted_afresh() {
                 assert_coverage(&live);
             }
         }
+        assert!(model.states.values().any(|p| p.sites.len() > 2), "seed {seed}: a provider reported by site and whole");
         let last = Cursor::new("prop", Position(model.log.len() as u64, 0));
         let fresh = Picture::from_states(rules.clone(), last.clone(), model.states.values().cloned());
         assert_eq!(live, fresh, "seed {seed}: the folded picture is the one counted afresh");
