@@ -58,7 +58,7 @@ pub use picture::{Picture, PictureSnapshot};
 pub use rag::Rag;
 pub use report::{AbsentReason, MetricInput, Report, Value};
 pub use rules::{Level, Rules, Scope};
-pub use state::{Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Reading};
+pub use state::{Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Reading, SiteLive};
 pub use time::Timestamp;
 pub use validate::{Limits, ValidReport, Violation, validate};
 

@@ -49,8 +49,8 @@ struct Inner {
     next_seq: u64,
     log: VecDeque<Event>,
     live: HashMap<String, ProviderLive>,
-    /// provider -> period -> revision -> what it said.
-    history: HashMap<String, BTreeMap<Timestamp, BTreeMap<u32, Revision>>>,
+    /// provider -> period -> (site, revision) -> what it said.
+    history: HashMap<String, BTreeMap<Timestamp, BTreeMap<(Option<String>, u32), Revision>>>,
 }
 
 pub struct MemoryStore {
@@ -94,7 +94,8 @@ impl MemoryStore {
         event.cursor = cursor.clone();
         if let Some(record) = history {
             let periods = inner.history.entry(provider.clone()).or_default();
-            periods.entry(record.period).or_default().insert(record.revision, Revision { record, cursor });
+            let key = (record.site.clone(), record.revision);
+            periods.entry(record.period).or_default().insert(key, Revision { record, cursor });
             if let Some(before) = trim_before {
                 *periods = periods.split_off(&before);
             }
@@ -148,9 +149,12 @@ impl Store for MemoryStore {
     async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let revisions = inner.history.get(report.provider()).and_then(|periods| periods.get(&report.period()));
+        let periods = inner.history.get(report.provider()).and_then(|periods| periods.get(&report.period()));
         let prior = inner.live.get(report.provider());
-        let highest = revisions.and_then(|r| r.keys().next_back().copied());
+        // The revisions of the report's site (or of the provider as a whole) in its period.
+        let site = report.site().map(str::to_owned);
+        let revisions = periods.map(|r| r.range((site.clone(), 0)..=(site.clone(), u32::MAX)));
+        let highest = revisions.clone().and_then(|mut r| r.next_back()).map(|((_, revision), _)| *revision);
         let assigned;
         let report = match report.needs_revision() {
             true => {
@@ -159,7 +163,7 @@ impl Store for MemoryStore {
             }
             false => report,
         };
-        if let Some(seen) = revisions.and_then(|r| r.get(&report.revision())) {
+        if let Some(seen) = periods.and_then(|r| r.get(&(site.clone(), report.revision()))) {
             let cursor = Some(seen.cursor.clone());
             return Ok(match plan::same_content(&seen.record, report) {
                 true => Applied::Duplicate { cursor },
@@ -168,7 +172,9 @@ impl Store for MemoryStore {
         }
         // A late report diffs against the previous revision of its period.
         let previous = match plan::is_late(prior, report) {
-            true => revisions.and_then(|r| r.range(..report.revision()).next_back()).map(|(_, r)| &r.record.values),
+            true => periods
+                .and_then(|r| r.range((site.clone(), 0)..(site, report.revision())).next_back())
+                .map(|(_, r)| &r.record.values),
             false => None,
         };
         let plan =

@@ -16,7 +16,7 @@ use sitrep_core::derive::{Derived, Figure, Opel};
 use sitrep_core::opel::{Assessment, Scored};
 use sitrep_core::{
     AbsentReason, Alert, AlertKind, Code, Cursor, Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Rag,
-    Reading, Rules, Severity, Timestamp, Value,
+    Reading, Rules, Severity, SiteLive, Timestamp, Value,
 };
 
 use crate::StoreError;
@@ -434,6 +434,30 @@ struct StateBlob {
     readings: Vec<ReadingGroup>,
     #[prost(message, repeated, tag = "12")]
     alerts: Vec<AlertBlob>,
+    /// Once it reports by site: each site's latest report and readings (the provider as a whole under '').
+    #[prost(message, repeated, tag = "13")]
+    sites: Vec<SiteBlob>,
+}
+
+/// One site of a provider's live state (see [`sitrep_core::SiteLive`]).
+#[derive(Clone, PartialEq, Message)]
+struct SiteBlob {
+    #[prost(string, tag = "1")]
+    site: String,
+    #[prost(sint64, tag = "2")]
+    period_h: i64,
+    #[prost(uint32, tag = "3")]
+    revision: u32,
+    /// Milliseconds after the period.
+    #[prost(sint64, tag = "4")]
+    observed: i64,
+    /// Milliseconds after the observation.
+    #[prost(sint64, tag = "5")]
+    received: i64,
+    #[prost(string, tag = "6")]
+    narrative: String,
+    #[prost(message, repeated, tag = "7")]
+    readings: Vec<ReadingGroup>,
 }
 
 /// A provider's live state as stored: `<version>|<state>`, the version first so the script can check it. Its figures
@@ -441,7 +465,7 @@ struct StateBlob {
 /// ([`decode_state`]), which gives exactly what was derived when it was written (the property tests check that
 /// deriving afresh equals what a state keeps).
 pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
-    let groups = reading_groups(p);
+    let groups = reading_groups(&p.readings);
     let mut out = Vec::with_capacity(64 + 4 * p.readings.len() + 160 * p.alerts.len());
     out.extend_from_slice(itoa::Buffer::new().format(p.version).as_bytes());
     out.push(b'|');
@@ -454,16 +478,44 @@ pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreErr
     write::text(6, p.narrative.as_deref().unwrap_or(""), b);
     write::text(7, p.source.as_deref().unwrap_or(""), b);
     write::boolean(8, p.stale, b);
+    write_reading_groups(9, codes, groups, b)?;
+    write_alerts(12, codes, &p.alerts, b)?;
+    for (code, site) in &p.sites {
+        write::try_message(13, b, |b| {
+            write::text(1, code, b);
+            write::sint64(2, hours(site.period), b);
+            write::uint32(3, site.revision, b);
+            write::sint64(4, site.observed_at.millis() - site.period.millis(), b);
+            write::sint64(5, site.received_at.millis() - site.observed_at.millis(), b);
+            write::text(6, site.narrative.as_deref().unwrap_or(""), b);
+            write_reading_groups(7, codes, reading_groups(&site.readings), b)
+        })?;
+    }
+    Ok(out)
+}
+
+fn write_reading_groups(tag: u32, codes: &Codes, groups: Vec<ReadingsOf>, b: &mut Vec<u8>) -> Result<(), StoreError> {
     for ((period, observed), values) in groups {
-        write::try_message(9, b, |b| {
+        write::try_message(tag, b, |b| {
             write::sint64(1, hours(period), b);
             write::sint64(2, observed.millis() - period.millis(), b);
             write::blob(3, &Values::encode(codes, values)?, b);
             Ok::<_, StoreError>(())
         })?;
     }
-    write_alerts(12, codes, &p.alerts, b)?;
-    Ok(out)
+    Ok(())
+}
+
+fn read_reading_groups(codes: &Codes, groups: Vec<ReadingGroup>) -> Result<BTreeMap<Code, Reading>, StoreError> {
+    let mut readings = BTreeMap::new();
+    for g in groups {
+        let gp = from_hours(g.period_h);
+        let go = gp.add_millis(g.observed_ms);
+        for (code, value) in g.values.unwrap_or_default().decode(codes)? {
+            readings.insert(code, Reading { value, period: gp, observed_at: go });
+        }
+    }
+    Ok(readings)
 }
 
 /// The readings one report set: its period and observation time, and each metric's value.
@@ -471,9 +523,9 @@ type ReadingsOf = ((Timestamp, Timestamp), Vec<(Code, Value)>);
 
 /// A state's readings grouped by the report that set them (its period and observation time), in time order: a few
 /// groups (most readings come from the latest report), found by a look along a short list.
-fn reading_groups(p: &ProviderLive) -> Vec<ReadingsOf> {
+fn reading_groups(readings: &BTreeMap<Code, Reading>) -> Vec<ReadingsOf> {
     let mut groups: Vec<ReadingsOf> = Vec::new();
-    for (code, r) in &p.readings {
+    for (code, r) in readings {
         let key = (r.period, r.observed_at);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, list)) => list.push((*code, r.value)),
@@ -496,14 +548,24 @@ pub fn decode_state(codes: &Codes, rules: &Rules, provider: &str, stored: &[u8])
     let b = StateBlob::decode(&stored[bar + 1..]).map_err(|_| bad("state"))?;
     let period = from_hours(b.period_h);
     let observed_at = period.add_millis(b.observed);
-    let mut readings = BTreeMap::new();
-    for g in b.readings {
-        let gp = from_hours(g.period_h);
-        let go = gp.add_millis(g.observed_ms);
-        for (code, value) in g.values.unwrap_or_default().decode(codes)? {
-            readings.insert(code, Reading { value, period: gp, observed_at: go });
-        }
-    }
+    let readings = read_reading_groups(codes, b.readings)?;
+    let sites = b
+        .sites
+        .into_iter()
+        .map(|s| {
+            let period = from_hours(s.period_h);
+            let observed_at = period.add_millis(s.observed);
+            let site = SiteLive {
+                period,
+                revision: s.revision,
+                observed_at,
+                received_at: observed_at.add_millis(s.received),
+                narrative: opt(s.narrative),
+                readings: read_reading_groups(codes, s.readings)?,
+            };
+            Ok((s.site, site))
+        })
+        .collect::<Result<_, StoreError>>()?;
     let mut state = ProviderLive {
         provider: provider.to_owned(),
         version,
@@ -515,6 +577,7 @@ pub fn decode_state(codes: &Codes, rules: &Rules, provider: &str, stored: &[u8])
         received_at: observed_at.add_millis(b.received),
         narrative: opt(b.narrative),
         source: opt(b.source),
+        sites,
         stale: b.stale,
         alerts: alerts_decode(codes, provider, b.alerts)?,
         figures: Vec::new(),
@@ -654,10 +717,14 @@ struct HistoryBlob {
     site: String,
 }
 
-/// A history entry's field: `<period in hours>:<revision>`.
-pub fn history_field(period: Timestamp, revision: u32) -> String {
+/// A history entry's field: `<period in hours>:<revision>`, and `:<site>` for a site's report (a report's key is
+/// its provider, site, period and revision; the provider is the hash's).
+pub fn history_field(period: Timestamp, revision: u32, site: Option<&str>) -> String {
     let (mut h, mut r) = (itoa::Buffer::new(), itoa::Buffer::new());
-    [h.format(hours(period)), ":", r.format(revision)].concat()
+    match site {
+        None => [h.format(hours(period)), ":", r.format(revision)].concat(),
+        Some(site) => [h.format(hours(period)), ":", r.format(revision), ":", site].concat(),
+    }
 }
 
 /// A period as history fields start with it: hours since the epoch.
@@ -679,7 +746,8 @@ pub fn encode_history(codes: &Codes, h: &HistoryRecord) -> Result<Vec<u8>, Store
 
 /// A stored history entry (`<event id>|<entry>`) under `field`, with the id of its event.
 pub fn decode_history(codes: &Codes, field: &str, stored: &[u8]) -> Result<(HistoryRecord, String), StoreError> {
-    let (h, revision) = field.split_once(':').ok_or_else(|| bad("history field"))?;
+    let mut parts = field.splitn(3, ':');
+    let (Some(h), Some(revision)) = (parts.next(), parts.next()) else { return Err(bad("history field")) };
     let period = from_hours(h.parse().map_err(|_| bad("history field"))?);
     let revision = revision.parse().map_err(|_| bad("history field"))?;
     let bar = stored.iter().position(|b| *b == b'|').ok_or_else(|| bad("history entry"))?;
@@ -756,15 +824,33 @@ mod tests {
         s.clone().unwrap_or_default()
     }
 
-    fn blob_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
-        let groups = reading_groups(p);
-        let readings = groups
+    fn blob_groups(codes: &Codes, readings: &BTreeMap<Code, Reading>) -> Result<Vec<ReadingGroup>, StoreError> {
+        reading_groups(readings)
             .into_iter()
             .map(|((period, observed), values)| {
                 Ok(ReadingGroup {
                     period_h: hours(period),
                     observed_ms: observed.millis() - period.millis(),
                     values: Some(Values::encode(codes, values)?),
+                })
+            })
+            .collect()
+    }
+
+    fn blob_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreError> {
+        let readings = blob_groups(codes, &p.readings)?;
+        let sites = p
+            .sites
+            .iter()
+            .map(|(code, s)| {
+                Ok(SiteBlob {
+                    site: code.clone(),
+                    period_h: hours(s.period),
+                    revision: s.revision,
+                    observed: s.observed_at.millis() - s.period.millis(),
+                    received: s.received_at.millis() - s.observed_at.millis(),
+                    narrative: text(&s.narrative),
+                    readings: blob_groups(codes, &s.readings)?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -779,6 +865,7 @@ mod tests {
             stale: p.stale,
             readings,
             alerts: alert_blobs(codes, &p.alerts)?,
+            sites,
         };
         let mut out = format!("{}|", p.version).into_bytes();
         blob.encode(&mut out).expect("a Vec grows");
@@ -848,6 +935,8 @@ mod tests {
                 opel_level: Some(opel),
                 narrative: Some("busy".into()),
                 source: Some("PAS export".into()),
+                // The last by site: the state keeps the provider as a whole and the site apart.
+                site: (revision == 3).then(|| "RJ701".into()),
                 ..Default::default()
             };
             let valid = validate(&r, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap();
@@ -866,9 +955,11 @@ mod tests {
             let mut entry = b"1-2|".to_vec();
             entry.extend(encode_history(&codes, &history).unwrap());
             assert_eq!(entry[4..], blob_history(&codes, &history).unwrap(), "the entry as prost writes its blob");
-            let field = history_field(history.period, history.revision);
+            let field = history_field(history.period, history.revision, history.site.as_deref());
             assert_eq!(decode_history(&codes, &field, &entry).unwrap(), (history, "1-2".to_owned()));
             if revision == 3 {
+                assert_eq!(state.sites.len(), 2, "the whole and one site");
+                assert!(field.ends_with(":3:RJ701"), "{field}");
                 // About two dozen values with a narrative and a source: a small entry, a compact event.
                 println!(
                     "history entry {} bytes, event {} bytes, state {} bytes",

@@ -1,6 +1,6 @@
 -- Every stored revision of a provider's periods in [from, to].
 --
--- KEYS: 1 history hash ('<period in hours>:<revision>' -> '<event id>|<entry>')
+-- KEYS: 1 history hash ('<period in hours>:<revision>[:<site>]' -> '<event id>|<entry>')
 -- ARGV: 1 from, 2 to (periods in hours)
 -- Returns {field, entry, field, entry, ...}, in no particular order.
 local from, to = tonumber(ARGV[1]), tonumber(ARGV[2])

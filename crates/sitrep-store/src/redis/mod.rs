@@ -22,7 +22,7 @@
 //! - `events` stream: entry id = cursor position; fields `p` (the previous event's id), `e` (the epoch), `w` (the
 //!   writing store's token for it, `<store id>.<n>`) and `d` (the event, see [`codec`])
 //! - `states` hash: provider -> `<version>|<state>`
-//! - `hist:<provider>` hash: `<period in hours>:<revision>` -> `<event id>|<entry>` (no index: range queries and
+//! - `hist:<provider>` hash: `<period in hours>:<revision>[:<site>]` -> `<event id>|<entry>` (no index: range queries and
 //!   trimming read the fields, which start with their period)
 //! - `codes` hash: the dictionary of metric numbers used by the encodings
 //!
@@ -586,7 +586,7 @@ impl RedisStore {
     ) -> Result<(String, Outcome), StoreError> {
         let (field, trim, entry) = match &plan.history {
             Some(h) => {
-                let field = codec::history_field(h.period, h.revision);
+                let field = codec::history_field(h.period, h.revision, h.site.as_deref());
                 let trim = plan.trim_before.map(|t| codec::history_score(t).to_string()).unwrap_or_default();
                 (field, trim, codec::encode_history(codes, h)?)
             }
@@ -661,7 +661,7 @@ impl RedisStore {
         }
     }
 
-    /// What the revision of `report`'s period just before it said, for a late report's diff.
+    /// What the revision of `report`'s period (and site) just before it said, for a late report's diff.
     async fn previous_revision(&self, report: &ValidReport) -> Result<Option<BTreeMap<Code, Value>>, StoreError> {
         let p = report.provider();
         let mut conn = self.conn.clone();
@@ -671,21 +671,22 @@ impl RedisStore {
             .key(self.keys.of("hist", p))
             .arg(codec::history_score(report.period()))
             .arg(report.revision())
+            .arg(report.site().unwrap_or(""))
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         if stored.is_empty() {
             return Ok(None);
         }
-        let field = codec::history_field(report.period(), 0);
+        let field = codec::history_field(report.period(), 0, report.site());
         let record = self.decoding(|codes| codec::decode_history(codes, &field, &stored)).await?;
         Ok(Some(record.0.values))
     }
 
-    /// The highest revision history holds for `report`'s period, if any.
+    /// The highest revision history holds for `report`'s period and site, if any.
     async fn highest_revision(&self, report: &ValidReport) -> Result<Option<u32>, StoreError> {
         let period = self.history(report.provider(), report.period(), report.period()).await?;
-        Ok(period.iter().map(|h| h.revision).max())
+        Ok(period.iter().filter(|h| h.site.as_deref() == report.site()).map(|h| h.revision).max())
     }
 
     /// Plans with `make` against the provider's state as known (or, after a conflict, as stored) and persists
@@ -948,7 +949,7 @@ impl Store for RedisStore {
                 Some(Persisted::Seen { epoch, revision, stored, prior }) => (epoch, revision, stored, prior),
                 None => return Err(StoreError::Internal("a report always has a plan".into())),
             };
-            let field = codec::history_field(report.period(), revision);
+            let field = codec::history_field(report.period(), revision, report.site());
             let (record, id) = self.decoding(|codes| codec::decode_history(codes, &field, &stored)).await?;
             let cursor = Some(Cursor::new(epoch, position(&id)?));
             if plan::same_content(&record, report) {

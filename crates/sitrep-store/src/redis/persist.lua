@@ -54,7 +54,7 @@ for i = 5, #ARGV, 8 do
         -- than the entries it indexed).
         local cutoff, old = tonumber(trim), {}
         for _, f in ipairs(redis.call('HKEYS', hist)) do
-          -- A field that is not '<hours>:<revision>' is not sitrep's: left alone (a script error here would come
+          -- A field that does not start '<hours>:' is not sitrep's: left alone (a script error here would come
           -- after the writes above, which Redis does not undo).
           local hours = tonumber(string.match(f, '^(%d+):') or '')
           if hours and hours < cutoff then
