@@ -44,13 +44,16 @@ struct Revision {
     cursor: Cursor,
 }
 
+/// One period's revisions of a provider, by site (`None`: the provider as a whole) and revision.
+type Revisions = BTreeMap<(Option<String>, u32), Revision>;
+
 struct Inner {
     /// Sequence number the next event gets; the first event is 1, so position 0 means "before everything".
     next_seq: u64,
     log: VecDeque<Event>,
     live: HashMap<String, ProviderLive>,
     /// provider -> period -> (site, revision) -> what it said.
-    history: HashMap<String, BTreeMap<Timestamp, BTreeMap<(Option<String>, u32), Revision>>>,
+    history: HashMap<String, BTreeMap<Timestamp, Revisions>>,
 }
 
 pub struct MemoryStore {

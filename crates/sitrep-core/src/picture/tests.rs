@@ -30,12 +30,15 @@ impl Rng {
     }
 }
 
+/// A report's key: provider, site, period, revision.
+type Key = (String, Option<String>, Timestamp, u32);
+
 /// The least a store does: keep live state, history and the log, and persist what the core plans.
 struct Model {
     rules: Rules,
     states: BTreeMap<String, ProviderLive>,
     /// (provider, site, period, revision) -> what it said.
-    history: BTreeMap<(String, Option<String>, Timestamp, u32), BTreeMap<Code, Value>>,
+    history: BTreeMap<Key, BTreeMap<Code, Value>>,
     log: Vec<Event>,
     /// Each event's planned state, as a writer's own tail has it.
     planned: Vec<Option<Arc<ProviderLive>>>,

@@ -937,7 +937,6 @@ mod tests {
                 source: Some("PAS export".into()),
                 // The last by site: the state keeps the provider as a whole and the site apart.
                 site: (revision == 3).then(|| "RJ701".into()),
-                ..Default::default()
             };
             let valid = validate(&r, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap();
             let p = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(20), 48);
