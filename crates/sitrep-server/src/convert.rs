@@ -399,17 +399,18 @@ pub fn live_to_wire(p: &ProviderLive, metrics: Option<&std::collections::BTreeSe
         stale: p.stale,
         alerts: p.alerts.iter().map(alert_to_wire).collect(),
         provider: p.provider.clone(),
-        readings: p
-            .readings
+        readings: readings_to_wire(&p.readings, metrics),
+        sites: p
+            .sites
             .iter()
-            .filter(|(code, _)| metrics.is_none_or(|m| m.contains(code.as_str())))
-            .map(|(code, r)| {
-                let reading = pb::Reading {
-                    value: Some(value_to_wire(r.value)),
-                    period: Some(timestamp_to_wire(r.period)),
-                    observed_at: Some(timestamp_to_wire(r.observed_at)),
-                };
-                (code.to_string(), reading)
+            .map(|(code, s)| pb::SiteState {
+                site: code.clone(),
+                period: Some(timestamp_to_wire(s.period)),
+                revision: s.revision,
+                observed_at: Some(timestamp_to_wire(s.observed_at)),
+                received_at: Some(timestamp_to_wire(s.received_at)),
+                narrative: s.narrative.clone().unwrap_or_default(),
+                readings: readings_to_wire(&s.readings, metrics),
             })
             .collect(),
         period: Some(timestamp_to_wire(p.period)),
@@ -420,6 +421,25 @@ pub fn live_to_wire(p: &ProviderLive, metrics: Option<&std::collections::BTreeSe
         source: p.source.clone().unwrap_or_default(),
         site: p.site.clone().unwrap_or_default(),
     }
+}
+
+/// Readings (of `metrics`, or all), keyed by metric code.
+fn readings_to_wire(
+    readings: &std::collections::BTreeMap<sitrep_core::Code, sitrep_core::Reading>,
+    metrics: Option<&std::collections::BTreeSet<String>>,
+) -> std::collections::HashMap<String, pb::Reading> {
+    readings
+        .iter()
+        .filter(|(code, _)| metrics.is_none_or(|m| m.contains(code.as_str())))
+        .map(|(code, r)| {
+            let reading = pb::Reading {
+                value: Some(value_to_wire(r.value)),
+                period: Some(timestamp_to_wire(r.period)),
+                observed_at: Some(timestamp_to_wire(r.observed_at)),
+            };
+            (code.to_string(), reading)
+        })
+        .collect()
 }
 
 pub fn directory_to_wire(d: &Directory) -> pb::Directory {

@@ -86,11 +86,34 @@ pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
         .filter(|(_, r)| r.period < p.period)
         .map(|(code, r)| (code.to_string(), json!({ "period": r.period, "counted": r.period >= oldest })))
         .collect();
+    // By site: each site's latest report and readings, named from the directory (the provider as a whole has
+    // `site: null`). Empty while it reports only as a whole.
+    let sites: Vec<Json> = p
+        .sites
+        .iter()
+        .map(|(code, s)| {
+            let site = (!code.is_empty()).then_some(code.as_str());
+            let name = site.and_then(|c| dir?.sites.iter().find(|o| o.code == c)).map(|o| o.name.as_str());
+            let readings: Map<String, Json> =
+                s.readings.iter().map(|(code, r)| (code.to_string(), value(&r.value))).collect();
+            json!({
+                "site": site,
+                "name": name,
+                "period": s.period,
+                "revision": s.revision,
+                "observed_at": s.observed_at,
+                "received_at": s.received_at,
+                "narrative": opt_text(&s.narrative),
+                "readings": readings,
+            })
+        })
+        .collect();
     json!({
         "provider": p.provider,
         "name": dir.map(|d| d.name.as_str()),
         "system": dir.map(|d| d.system.as_str()),
         "site": opt_text(&p.site),
+        "sites": sites,
         "period": p.period,
         "revision": p.revision,
         "observed_at": p.observed_at,
