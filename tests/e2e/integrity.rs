@@ -310,3 +310,83 @@ async fn a_total_counts_only_providers_with_both_inputs_and_says_so() {
     let line = sitrep_server::display::rollup_text(qwe, false);
     assert!(line.contains("beds.cc_adult.free 13") && line.contains("(1/5, partial)"), "{line}");
 }
+
+/// Two sites of one trust report revision 1 of the same hour: both are accepted (the site is part of the key), the
+/// trust's figures are the sum of its sites', the breakdown is in the snapshot (gRPC and JSON) and in history, and a
+/// site's event says whose values changed. Through two replicas of one Redis, so the site's state and history keys
+/// are the stored ones, not a replica's memory.
+#[tokio::test]
+async fn two_sites_report_in_one_hour() {
+    let redis = RedisProcess::start().expect("redis-server");
+    let replicas = [Server::start_redis(&redis.url()).await, Server::start_redis(&redis.url()).await];
+    let mut updates = replicas[1]
+        .subscriber()
+        .await
+        .subscribe(pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    expect_snapshot(next(&mut updates).await);
+    let dir = TempDir::new("sites");
+    let push = |file: &str, json: &str| {
+        let path = dir.0.join(file);
+        std::fs::write(&path, json).unwrap();
+        let url = replicas[0].url.clone();
+        async move {
+            let out =
+                Command::new(env!("CARGO_BIN_EXE_sitrep")).args(["push", "--server", &url]).arg(path).output().await;
+            let out = out.unwrap();
+            (
+                out.status.code(),
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            )
+        }
+    };
+    let (open, occupied) = ("beds.cc_adult.open", "beds.cc_adult.occupied");
+    let site = |site: &str, o: u32, occ: u32| {
+        format!(
+            r#"{{"provider": "RJ7", "site": "{site}", "revision": 1, "values": {{"{open}": {o}, "{occupied}": {occ}}}}}"#
+        )
+    };
+    for (file, json) in [("a.json", site("RJ701", 20, 15)), ("b.json", site("RJ731", 12, 11))] {
+        let (code, text) = push(file, &json).await;
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.starts_with("accepted: RJ7"), "neither is a duplicate of the other: {text}");
+    }
+    // Sent again, one site's report is a duplicate; changed, a conflict naming that site's next revision.
+    let (code, text) = push("a.json", &site("RJ701", 20, 15)).await;
+    assert_eq!((code, text.starts_with("duplicate: RJ7")), (Some(0), true), "{text}");
+    let (code, text) = push("a2.json", &site("RJ701", 21, 15)).await;
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("Send it as revision 2"), "{text}");
+
+    // The subscriber (on the other replica) sees whose values changed, and the trust's new figures.
+    expect_event(next_non_heartbeat(&mut updates).await);
+    let e = expect_event(next_non_heartbeat(&mut updates).await);
+    assert_eq!(e.site, "RJ731");
+    assert_eq!(changes(&e), [(occupied.to_owned(), None, 11.0), (open.to_owned(), None, 12.0)]);
+    let figure = |m: &str| e.figures.iter().find(|f| f.metric == m).and_then(|f| f.value);
+    assert_eq!((figure(open), figure("beds.cc_adult.free")), (Some(32.0), Some(6.0)));
+
+    let snap = snapshot(&replicas[1]).await;
+    let rj7 = provider(&snap, "RJ7").unwrap();
+    assert_eq!((num(&rj7.readings[open].value), num(&rj7.readings[occupied].value)), (Some(32.0), Some(26.0)));
+    let sites: Vec<(&str, u32, Option<f64>)> =
+        rj7.sites.iter().map(|s| (s.site.as_str(), s.revision, num(&s.readings[open].value))).collect();
+    assert_eq!(sites, [("RJ701", 1, Some(20.0)), ("RJ731", 1, Some(12.0))]);
+    assert_eq!(rollup(&snap, "QWE", "beds.cc_adult.free"), (Some(6.0), 1), "the system counts the trust once");
+    let json = crate::http::get(&replicas[0].url, "/api/v1/snapshot?provider=RJ7").await.json();
+    let names: Vec<&str> =
+        json["providers"][0]["sites"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["St George's Hospital", "Queen Mary's Hospital"]);
+    let history = replicas[1]
+        .query()
+        .await
+        .get_history(pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kept: Vec<(String, u32)> = history.entries.iter().map(|h| (h.site.clone(), h.revision)).collect();
+    kept.sort();
+    assert_eq!(kept, [("RJ701".to_owned(), 1), ("RJ731".to_owned(), 1)]);
+}
