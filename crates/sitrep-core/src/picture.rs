@@ -272,13 +272,17 @@ fn fold(rules: &Rules, state: &mut ProviderLive, event: &Event) {
                 (None, true) => Some(&state.readings),
                 (site, _) => state.sites.get(site.as_deref().unwrap_or(crate::state::WHOLE)).map(|s| &s.readings),
             };
-            let mut values: Vec<(crate::Code, crate::Value)> = event
-                .unchanged
-                .iter()
-                .filter_map(|code| Some((*code, source?.get(code)?.value)))
-                .chain(event.changes.iter().map(|c| (c.metric, c.after)))
-                .collect();
-            values.sort_unstable_by_key(|(code, _)| *code);
+            // The report's values in code order: its changes and the codes it repeated are each in code order.
+            let mut values = Vec::with_capacity(event.changes.len() + event.unchanged.len());
+            let mut repeated =
+                event.unchanged.iter().filter_map(|code| Some((*code, source?.get(code)?.value))).peekable();
+            for c in &event.changes {
+                while let Some(r) = repeated.next_if(|(code, _)| *code < c.metric) {
+                    values.push(r);
+                }
+                values.push((c.metric, c.after));
+            }
+            values.extend(repeated);
             let facts = crate::state::Facts {
                 site: event.site.as_deref(),
                 period: event.period,
