@@ -180,7 +180,11 @@ async fn a_message_that_cannot_be_read_is_answered_with_an_error() {
     let mut feed = Feed::open(&mut client).await;
     let mut big = report("RJ7", 0, 1, &[("ed.over_12h", 2.0)]);
     big.narrative = "n".repeat(4000);
-    let status = feed.try_send(big).await.expect_err("an error, not an ack or OK");
+    let status = feed.try_send(big.clone()).await.expect_err("an error, not an ack or OK");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("limits.max_message_bytes"), "{}", status.message());
+    // And sent on its own, the same.
+    let status = small.provider().await.submit(big).await.expect_err("refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("limits.max_message_bytes"), "{}", status.message());
 }

@@ -141,6 +141,7 @@ impl App {
         let router = routes
             .routes()
             .into_axum_router()
+            .layer(axum::middleware::map_response(crate::http::name_refusals))
             .merge(crate::http::router(self.ctx.clone()))
             .fallback(crate::http::fallback);
         Ok(Routes::from(router))
