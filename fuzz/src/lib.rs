@@ -105,10 +105,10 @@ fn mapping_from(byte: u8) -> Mapping {
 /// What every reader's output must satisfy.
 fn check_read(read: &input::Read) {
     assert!(!read.reports.is_empty(), "a read that succeeds has reports");
-    let max = Limits::default().max_narrative_chars;
     for r in &read.reports {
         if let Some(n) = &r.narrative {
-            assert!(n.chars().count() <= max, "a narrative over the limit was read");
+            // More than a message may carry is refused by the reader; the aggregator checks its own limit.
+            assert!(n.len() <= 1 << 20, "a narrative larger than a message was read");
         }
         for input in r.values.values() {
             if let Some(Value::Number(n)) = input.value {

@@ -356,7 +356,11 @@ pub fn validate_owned(
         bad(
             "narrative".into(),
             "max_length",
-            format!("{who}: narrative of {} characters exceeds {}", n.chars().count(), limits.max_narrative_chars),
+            format!(
+                "{who}: narrative of {} characters exceeds {} (the aggregator's limits.max_narrative_chars)",
+                n.chars().count(),
+                limits.max_narrative_chars
+            ),
         );
     }
     let source = source.filter(|s| !s.is_empty());

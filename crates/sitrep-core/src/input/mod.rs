@@ -370,28 +370,27 @@ pub fn check_size(name: &str, len: usize) -> Result<(), InputError> {
     Ok(())
 }
 
-/// The narrative limit readers check: the aggregator's default `limits.max_narrative_chars`.
-fn max_narrative_chars() -> usize {
-    Limits::default().max_narrative_chars
-}
+/// The largest narrative readers pass on, in bytes: more than a report may carry at the aggregator's default
+/// `limits.max_message_bytes` (1 MiB). A narrative that fits a message but is longer than the aggregator's
+/// `limits.max_narrative_chars` (configurable, 2000 by default) is left to the aggregator, which refuses it naming
+/// the field and its own limit: a reader does not know how the aggregator is configured.
+const MAX_NARRATIVE_BYTES: usize = 1 << 20;
 
-/// Checks a narrative's length against the aggregator's default limit; `at` says where it is in the file.
+/// Checks that a narrative could travel at all; `at` says where it is in the file.
 pub(crate) fn check_narrative(at: impl FnOnce() -> String, narrative: Option<&str>) -> Result<(), InputError> {
-    let max = max_narrative_chars();
-    // Bytes first: no text of at most `max` bytes has more than `max` characters, so most need no count.
     if let Some(n) = narrative
-        && n.len() > max
+        && n.len() > MAX_NARRATIVE_BYTES
     {
-        let chars = n.chars().count();
-        if chars > max {
-            return Err(InputError::new(
-                at(),
-                format!(
-                    "the narrative has {chars} characters; the limit is {max} (rule: max_length, the aggregator's \
-                     limits.max_narrative_chars)"
-                ),
-            ));
-        }
+        return Err(InputError::new(
+            at(),
+            format!(
+                "the narrative has {} characters ({} bytes), more than a report may carry (rule: max_length; the \
+                 aggregator's limits.max_narrative_chars is 2000 characters by default, and limits.max_message_bytes \
+                 1 MiB)",
+                n.chars().count(),
+                n.len()
+            ),
+        ));
     }
     Ok(())
 }
