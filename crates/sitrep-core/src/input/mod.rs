@@ -31,7 +31,7 @@ use encoding_rs::Encoding;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::{AbsentReason, ConfigError, Limits, Report, Timestamp};
+use crate::{AbsentReason, ConfigError, Report, Timestamp};
 
 /// The largest file a reader takes: 32 MiB (a trust's hourly export is a few kilobytes; a backfill of many hours a
 /// few megabytes). Larger files are refused with this limit named, before any parsing.
