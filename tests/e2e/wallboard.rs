@@ -542,3 +542,30 @@ async fn the_last_hour_is_filled_from_history_with_the_narrative() {
     browser.wait_for(&page, "document.querySelector('#changes li').textContent.includes('occupied 12 → 11')", DEADLINE);
     assert_eq!(browser.eval(&page, "document.querySelector('#changes li .good').textContent"), "→");
 }
+
+/// A deployment sets what every screen shows in its configuration ([wallboard]): theme, time zone, paging and the
+/// key figures of a service type; a screen's address still overrides them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_chooses_what_screens_show_and_an_address_overrides_it() {
+    let config = "[wallboard]\ntheme = \"light\"\ntimezone = \"America/New_York\"\nper_page = 3\nrotate_seconds = 600\n\
+                  [wallboard.figures]\nacute = [\"ed.over_12h\"]\n";
+    let server = Server::start(config).await;
+    let mut provider = server.provider().await;
+    let r = report("RJ7", 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 10.0), ("ed.over_12h", 7.0)]);
+    assert_eq!(provider.submit(r).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?system=QWE", server.url));
+    let shown = "[...document.querySelectorAll('#tile-RJ7 .fig:not([hidden]) .val .cell')].map((c) => c.dataset.metric).join(',')";
+    browser.wait_for(&page, &format!("{shown} === 'ed.over_12h'"), DEADLINE);
+    assert_eq!(browser.eval(&page, "document.body.classList.contains('light')"), true);
+    let clock = browser.eval(&page, "document.querySelector('#clock').textContent").as_str().unwrap().to_owned();
+    assert!(clock.ends_with("GMT-5") || clock.ends_with("GMT-4"), "the deployment's zone (New York): {clock}");
+    browser.wait_for(&page, "document.querySelector('#pager').textContent === 'Page 1 of 2'", DEADLINE);
+
+    let own = browser.open(&format!("{}/?system=QWE&theme=dark&tz=Europe/London&per_page=60", server.url));
+    browser.wait_for(&own, "document.querySelector('#tile-RJ7') !== null", DEADLINE);
+    assert_eq!(browser.eval(&own, "document.body.classList.contains('light')"), false);
+    let clock = browser.eval(&own, "document.querySelector('#clock').textContent").as_str().unwrap().to_owned();
+    assert!(clock.ends_with("GMT") || clock.ends_with("BST"), "the address's zone: {clock}");
+    assert_eq!(browser.eval(&own, "document.querySelector('#pager').hidden"), true, "one page of 60");
+}

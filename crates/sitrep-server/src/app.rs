@@ -96,6 +96,7 @@ impl App {
             limits: config.limits.to_limits(),
             hub,
             subscribers: config.subscribers.clone(),
+            page: crate::http::page(&config.wallboard),
             cancel,
             tasks: TaskTracker::new(),
         };

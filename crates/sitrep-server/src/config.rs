@@ -31,8 +31,54 @@ pub struct Config {
     pub subscribers: SubscriberConfig,
     pub staleness: StalenessConfig,
     pub opel: OpelConfig,
+    pub wallboard: WallboardConfig,
     /// Seconds to let streams drain at shutdown before giving up on them.
     pub shutdown_grace_seconds: u64,
+}
+
+/// What every wallboard screen of this deployment shows unless its address says otherwise (`?tz=`, `?theme=`,
+/// `?per_page=`, `?rotate=`, `?figures.<type>=`, `?totals=`).
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WallboardConfig {
+    /// The time zone of the clock and of every time shown (an IANA name).
+    pub timezone: String,
+    /// "dark" (for a screen on a wall) or "light".
+    pub theme: String,
+    /// Providers per page; more turn page by page.
+    pub per_page: u32,
+    /// Seconds each page shows.
+    pub rotate_seconds: u32,
+    /// The key figures of each service type's tiles (acute, specialist, mental_health, community, ambulance), as
+    /// catalogue codes; a type not named keeps the page's own choice.
+    pub figures: std::collections::BTreeMap<String, Vec<String>>,
+    /// The figures of the totals (system tiles show the first four); empty: the page's own choice.
+    pub totals: Vec<String>,
+}
+
+impl Default for WallboardConfig {
+    fn default() -> Self {
+        WallboardConfig {
+            timezone: "Europe/London".into(),
+            theme: "dark".into(),
+            per_page: 60,
+            rotate_seconds: 20,
+            figures: Default::default(),
+            totals: Vec::new(),
+        }
+    }
+}
+
+impl WallboardConfig {
+    /// The figures it names that the catalogue does not have, as (key, code).
+    pub fn unknown_figures(&self, catalogue: &Catalogue) -> Vec<(String, String)> {
+        let known = |code: &str| catalogue.get(code).is_some() || catalogue.derived(code).is_some();
+        let named = self.figures.iter().map(|(kind, codes)| (format!("wallboard.figures.{kind}"), codes));
+        named
+            .chain(std::iter::once(("wallboard.totals".to_owned(), &self.totals)))
+            .flat_map(|(key, codes)| codes.iter().filter(|c| !known(c)).map(move |c| (key.clone(), c.clone())))
+            .collect()
+    }
 }
 
 /// When a quiet provider counts as stale (each provider may override cadence and grace in the directory).
@@ -95,6 +141,7 @@ impl Default for Config {
             subscribers: SubscriberConfig::default(),
             staleness: StalenessConfig::default(),
             opel: OpelConfig::default(),
+            wallboard: WallboardConfig::default(),
             shutdown_grace_seconds: 10,
         }
     }
@@ -299,6 +346,28 @@ impl Config {
         if !(1..=600_000).contains(&self.store.redis_timeout_ms) {
             return invalid("store.redis_timeout_ms", "must be from 1 to 600000 (ten minutes)");
         }
+        let wb = &self.wallboard;
+        if jiff::tz::TimeZone::get(&wb.timezone).is_err() {
+            return invalid(
+                "wallboard.timezone",
+                &format!("{:?} is not a time zone like \"Europe/London\"", wb.timezone),
+            );
+        }
+        if !["dark", "light"].contains(&wb.theme.as_str()) {
+            return invalid("wallboard.theme", &format!("{:?} is neither \"dark\" nor \"light\"", wb.theme));
+        }
+        if !(1..=500).contains(&wb.per_page) {
+            return invalid("wallboard.per_page", "must be from 1 to 500");
+        }
+        if !(3..=3600).contains(&wb.rotate_seconds) {
+            return invalid("wallboard.rotate_seconds", "must be from 3 to 3600 (an hour)");
+        }
+        if let Some(kind) = wb.figures.keys().find(|k| sitrep_core::directory::ProviderKind::parse(k).is_none()) {
+            return invalid(
+                "wallboard.figures",
+                &format!("{kind:?} is not a service type (acute, specialist, mental_health, community, ambulance)"),
+            );
+        }
         let st = &self.staleness;
         for (key, text) in [
             ("staleness.cadence", &st.cadence),
@@ -350,8 +419,13 @@ impl Config {
         let (cadence, grace, _) = self.staleness.durations();
         let value_max_age =
             humantime::parse_duration(&self.staleness.value_max_age).unwrap_or(Duration::from_secs(7200));
+        let catalogue = self.load_catalogue()?;
+        if let Some((key, code)) = self.wallboard.unknown_figures(&catalogue).into_iter().next() {
+            let message = format!("{key}: {code:?} is not a metric of the catalogue {}", catalogue.profile);
+            return Err(sitrep_core::ConfigError::Invalid { what: "configuration".into(), message }.into());
+        }
         Ok(Rules::new(
-            Arc::new(self.load_catalogue()?),
+            Arc::new(catalogue),
             Arc::new(self.load_directory()?),
             self.load_opel()?.map(Arc::new),
             Staleness { cadence, grace, value_max_age },
@@ -405,6 +479,15 @@ mod tests {
     }
 
     #[test]
+    fn wallboard_figures_must_be_in_the_catalogue() {
+        let path = write("figures", "[wallboard]\ntotals = [\"beds.cc_adult.free\", \"beds.nope\"]\n");
+        let err = Config::from_file(&path).unwrap().load_rules().unwrap_err().to_string();
+        assert!(err.contains("wallboard.totals: \"beds.nope\" is not a metric of the catalogue"), "{err}");
+        let ok = write("figures-ok", "[wallboard.figures]\nmental_health = [\"beds.mh_adult.occupancy\"]\n");
+        assert!(Config::from_file(&ok).unwrap().load_rules().is_ok());
+    }
+
+    #[test]
     fn the_example_file_documents_the_defaults() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/sitrep.example.toml");
         assert_eq!(Config::from_file(&example).unwrap(), Config::default());
@@ -413,6 +496,18 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_key() {
         let cases = [
+            (
+                "tz",
+                "[wallboard]\ntimezone = \"Mars/Olympus\"\n",
+                "wallboard.timezone: \"Mars/Olympus\" is not a time zone",
+            ),
+            ("theme", "[wallboard]\ntheme = \"blue\"\n", "wallboard.theme: \"blue\" is neither"),
+            ("pages", "[wallboard]\nper_page = 0\n", "wallboard.per_page: must be from 1 to 500"),
+            (
+                "kind",
+                "[wallboard.figures]\nhospice = [\"ed.over_12h\"]\n",
+                "wallboard.figures: \"hospice\" is not a service type",
+            ),
             ("typo", "lisen = \"0.0.0.0:1\"\n", "unknown field `lisen`"),
             ("zero", "[subscribers]\nqueue_capacity = 0\n", "subscribers.queue_capacity: must be at least 1"),
             ("cadence", "[staleness]\ncadence = \"hourly\"\n", "staleness.cadence: \"hourly\" is not a duration"),

@@ -7,14 +7,22 @@
 // forever, with backoff, resuming from the last cursor it saw. Nothing here needs a build step or a library.
 //
 // What a tile shows comes from the catalogue (labels, units, which way is worse), by the provider's service type;
-// a deployment chooses the figures with URL parameters (see index.html). The grid is sized to fill the screen:
+// a deployment chooses the figures, time zone, theme and paging in its configuration ([wallboard]), and a screen's
+// address may override them (see index.html). The grid is sized to fill the screen:
 // up to `per_page` providers (default 60) share one page, and more than that are shown a page at a time, turning
 // every `rotate` seconds. Nothing on the page scrolls: what is not on screen now is on the next page.
 "use strict";
 
 (function () {
   const params = new URLSearchParams(location.search);
-  if (params.get("theme") === "light") document.body.classList.add("light");
+  // The deployment's settings ([wallboard] in the aggregator's configuration), which the address may override.
+  let deployment = {};
+  try {
+    deployment = JSON.parse(document.getElementById("deployment")?.textContent || "{}");
+  } catch (err) {
+    console.warn("sitrep: the page's deployment settings are unreadable; using the defaults", err);
+  }
+  if ((params.get("theme") || deployment.theme) === "light") document.body.classList.add("light");
 
   // The scope: the same filters the API takes.
   const scope = { provider: [], system: [], region: [] };
@@ -26,11 +34,14 @@
     .flatMap(([k, list]) => list.map((v) => `${k}=${encodeURIComponent(v)}`))
     .join("&");
 
-  const codesParam = (name) =>
-    params.has(name) ? params.get(name).split(",").map((s) => s.trim()).filter(Boolean) : null;
+  // Codes from the address (comma separated), else `fallback` (the deployment's, when it names any).
+  const codesParam = (name, fallback) =>
+    params.has(name)
+      ? params.get(name).split(",").map((s) => s.trim()).filter(Boolean)
+      : fallback && fallback.length ? fallback : null;
   const numberParam = (name, fallback, min, max) => {
     const n = Number(params.get(name));
-    return params.has(name) && Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
+    return Math.min(max, Math.max(min, params.has(name) && Number.isFinite(n) ? n : fallback));
   };
 
   // The key figures of each service type, by catalogue code (labels and units come from the catalogue); each may
@@ -47,9 +58,9 @@
     "ambulance.handover_over_60", "beds.cc_paed.free"];
 
   const settings = {
-    perPage: Math.round(numberParam("per_page", 60, 1, 500)),
-    rotateMs: numberParam("rotate", 20, 3, 3600) * 1000,
-    timeZone: params.get("tz") || "Europe/London",
+    perPage: Math.round(numberParam("per_page", deployment.per_page || 60, 1, 500)),
+    rotateMs: numberParam("rotate", deployment.rotate_seconds || 20, 3, 3600) * 1000,
+    timeZone: params.get("tz") || deployment.timezone || "Europe/London",
   };
 
   const FLASH = [{ boxShadow: "0 0 0 0.15em var(--flash)" }, { boxShadow: "0 0 0 0 rgba(0, 0, 0, 0)" }];
@@ -961,10 +972,11 @@
         console.warn(`sitrep: ${what}: ${code} is not in the catalogue`);
         return false;
       });
-    state.totals = known(codesParam("totals") || TOTAL_FIGURES, "totals");
+    state.totals = known(codesParam("totals", deployment.totals) || TOTAL_FIGURES, "totals");
     const kinds = new Set([...Object.keys(KEY_FIGURES), ...state.directory.providers.map((p) => p.kind)]);
     for (const kind of kinds) {
-      const chosen = known(codesParam(`figures.${kind}`) || KEY_FIGURES[kind] || [], `figures.${kind}`);
+      const configured = (deployment.figures || {})[kind];
+      const chosen = known(codesParam(`figures.${kind}`, configured) || KEY_FIGURES[kind] || [], `figures.${kind}`);
       state.figures[kind] = chosen.length ? chosen : state.totals.slice(0, 4);
     }
     const missing = unknownScope();

@@ -43,10 +43,21 @@ const PAGE: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/wallboard.js");
 const STYLE: &str = include_str!("../../web/wallboard.css");
 
+/// Where the page carries the deployment's wallboard settings, which the script reads before the address's.
+const DEPLOYMENT: &str = r#"<script id="deployment" type="application/json">{}</script>"#;
+
+/// The wallboard page with `settings` in it (as JSON in a script element; `<` escaped so no text in them can end
+/// the element).
+pub fn page(settings: &crate::config::WallboardConfig) -> String {
+    let json = serde_json::to_string(settings).expect("settings serialise").replace('<', "\\u003c");
+    assert!(PAGE.contains(DEPLOYMENT), "index.html has the deployment's settings element");
+    PAGE.replace(DEPLOYMENT, &DEPLOYMENT.replace("{}", &json))
+}
+
 /// Every HTTP route, sharing the services' context.
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
+        .route("/", get(|State(ctx): State<Arc<Context>>| async move { page_response(&ctx.page) }))
         .route("/wallboard.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/wallboard.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/healthz", get(|| async { (StatusCode::OK, axum::Json(json!({ "live": true }))) }))
@@ -136,6 +147,13 @@ pub async fn fallback(request: axum::extract::Request) -> Response {
     }
     let path = request.uri().path().to_owned();
     (StatusCode::NOT_FOUND, axum::Json(json!({ "error": format!("no such page or API: {path}") }))).into_response()
+}
+
+fn page_response(page: &str) -> Response {
+    let mut r = page.to_owned().into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

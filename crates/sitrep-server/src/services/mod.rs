@@ -39,6 +39,8 @@ pub struct Context {
     pub limits: Limits,
     pub hub: Hub,
     pub subscribers: SubscriberConfig,
+    /// The wallboard page, with this deployment's settings in it (see [`crate::http::page`]).
+    pub page: String,
     /// Fires at shutdown: every stream task selects on it.
     pub cancel: CancellationToken,
     /// Every task spawned for a stream, so shutdown can wait for them.
