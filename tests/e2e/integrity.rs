@@ -393,4 +393,17 @@ async fn two_sites_report_in_one_hour() {
     let mut kept: Vec<(String, u32)> = history.entries.iter().map(|h| (h.site.clone(), h.revision)).collect();
     kept.sort();
     assert_eq!(kept, [("RJ701".to_owned(), 1), ("RJ731".to_owned(), 1)]);
+    // The hour-by-hour view combines the sites the same way: the trust's and its system's.
+    let mut query = replicas[1].query().await;
+    for (provider, scope, metric, want) in [("RJ7", "", open, 32.0), ("", "system:QWE", "beds.cc_adult.free", 6.0)] {
+        let request = pb::GetHourlyRequest {
+            metric: metric.into(),
+            provider: provider.into(),
+            scope: scope.into(),
+            hours: 1,
+            ..Default::default()
+        };
+        let hourly = query.get_hourly(request).await.unwrap().into_inner();
+        assert_eq!(hourly.points[0].value, Some(want), "{provider}{scope} {metric}");
+    }
 }

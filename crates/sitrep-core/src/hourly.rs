@@ -6,18 +6,28 @@
 //! one figure at a time and a partial correction must not blank the others. "The previous hour" is always the
 //! period one hour earlier, looked up in the records, not the previous entry of the list of periods. A rollup is
 //! not computed here: the caller's closure gets every provider's merged values for the hour, so that a ratio can be
-//! recomputed from summed counts instead of averaging the providers' percentages.
+//! recomputed from summed counts instead of averaging the providers' percentages. A provider that reports by site
+//! has each site's revisions merged apart (a site's revision 1 is not another site's), then its sites combined by
+//! the same rule as its live state ([`crate::state::roll_sites`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{Code, Timestamp, Value};
+use crate::{Code, Rules, Timestamp, Value};
 
 /// One stored revision of one period of one provider (what a store's history gives back).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeriodRevision {
     pub period: Timestamp,
+    /// The site it came from (`None`: the provider as a whole).
+    pub site: Option<String>,
     pub revision: u32,
     pub values: BTreeMap<Code, Value>,
+}
+
+impl From<crate::HistoryRecord> for PeriodRevision {
+    fn from(h: crate::HistoryRecord) -> Self {
+        PeriodRevision { period: h.period, site: h.site, revision: h.revision, values: h.values }
+    }
 }
 
 /// The hours `[to - (hours-1) h, ..., to]`, oldest first. `to` is brought to the start of its hour first, so an
@@ -47,8 +57,13 @@ pub struct ProviderHour {
 /// One metric of one provider, hour by hour over `periods` (from [`hours_ending`]). `records` may be in any order
 /// and may include periods outside the range: they are ignored, except that the hour just before each period is
 /// read for that period's `change` (for the first hour, that hour lies outside the range).
-pub fn provider_hours(records: &[PeriodRevision], metric: &str, periods: &[Timestamp]) -> Vec<ProviderHour> {
-    let merged = merge_periods(records, &with_previous_hours(periods));
+pub fn provider_hours(
+    rules: &Rules,
+    records: &[PeriodRevision],
+    metric: &str,
+    periods: &[Timestamp],
+) -> Vec<ProviderHour> {
+    let merged = merge_periods(rules, records, &with_previous_hours(periods));
     let number = |period: Timestamp| match merged.get(&period).and_then(|m| m.values.get(metric)) {
         Some(Value::Number(n)) => Some(*n),
         _ => None,
@@ -68,6 +83,12 @@ pub fn provider_hours(records: &[PeriodRevision], metric: &str, periods: &[Times
             }
         })
         .collect()
+}
+
+/// A provider's values for the hour starting at `period`: its revisions merged (each source apart, then its sites
+/// combined; see the module doc); `None` if it did not report for that hour.
+pub fn merged_hour(rules: &Rules, records: &[PeriodRevision], period: Timestamp) -> Option<BTreeMap<Code, Value>> {
+    merge_periods(rules, records, &BTreeSet::from([period])).remove(&period).map(|m| m.values)
 }
 
 /// One metric of one scope (a system, region or nation) for one hour.
@@ -95,6 +116,7 @@ pub struct ScopeHour {
 /// the merged values of every metric of its period (see the module doc), and gives the scope's value. It is not
 /// called for an hour nobody reported. The hour before the first period is rolled up too, for the first `change`.
 pub fn scope_hours(
+    rules: &Rules,
     histories: &BTreeMap<String, Vec<PeriodRevision>>,
     expected: &[String],
     periods: &[Timestamp],
@@ -106,7 +128,7 @@ pub fn scope_hours(
     let providers: BTreeMap<&str, BTreeMap<Timestamp, Merged>> = histories
         .iter()
         .filter(|(code, _)| expected_set.contains(code.as_str()))
-        .map(|(code, records)| (code.as_str(), merge_periods(records, &wanted)))
+        .map(|(code, records)| (code.as_str(), merge_periods(rules, records, &wanted)))
         .collect();
     let reporting = |period: Timestamp| -> Vec<(&str, &Merged)> {
         providers.iter().filter_map(|(code, hours)| hours.get(&period).map(|m| (*code, m))).collect()
@@ -158,33 +180,70 @@ fn with_previous_hours(periods: &[Timestamp]) -> BTreeSet<Timestamp> {
     periods.iter().flat_map(|&p| [p, p.add_hours(-1)]).collect()
 }
 
-/// Merges the revisions of each `wanted` period, in revision order; records of other periods are skipped.
-fn merge_periods(records: &[PeriodRevision], wanted: &BTreeSet<Timestamp>) -> BTreeMap<Timestamp, Merged> {
-    let mut grouped: BTreeMap<Timestamp, Vec<&PeriodRevision>> = BTreeMap::new();
+/// Merges the revisions of each `wanted` period, in revision order, each source (site, or the provider as a
+/// whole) apart, then combines the sources (see the module doc); records of other periods are skipped.
+fn merge_periods(
+    rules: &Rules,
+    records: &[PeriodRevision],
+    wanted: &BTreeSet<Timestamp>,
+) -> BTreeMap<Timestamp, Merged> {
+    let mut grouped: BTreeMap<Timestamp, BTreeMap<Option<&str>, Vec<&PeriodRevision>>> = BTreeMap::new();
     for record in records.iter().filter(|r| wanted.contains(&r.period)) {
-        grouped.entry(record.period).or_default().push(record);
+        grouped.entry(record.period).or_default().entry(record.site.as_deref()).or_default().push(record);
     }
     grouped
         .into_iter()
-        .map(|(period, mut revisions)| {
-            // A store treats a repeated (period, revision) as a duplicate of the first, so if one is handed back
-            // twice the first copy must win: sort stably, and skip later copies of a revision already applied.
-            revisions.sort_by_key(|r| r.revision);
-            revisions.dedup_by_key(|r| r.revision);
-            let mut merged = Merged {
+        .map(|(period, sources)| {
+            let mut merged: BTreeMap<Option<&str>, Merged> =
+                sources.into_iter().map(|(site, revisions)| (site, merge_revisions(revisions))).collect();
+            let whole = merged.remove(&None);
+            if merged.is_empty() {
+                return (period, whole.expect("a period has a source"));
+            }
+            let sites: Vec<Merged> = merged.into_values().collect();
+            let mut out = Merged {
                 values: BTreeMap::new(),
                 set_by: BTreeMap::new(),
-                corrections: u32::try_from(revisions.len() - 1).unwrap_or(u32::MAX),
+                corrections: whole.iter().chain(&sites).map(|m| m.corrections).sum(),
             };
-            for r in revisions {
-                for (code, value) in &r.values {
-                    merged.values.insert(*code, *value);
-                    merged.set_by.insert(*code, r.revision);
+            let codes: BTreeSet<Code> = whole.iter().chain(&sites).flat_map(|m| m.values.keys().copied()).collect();
+            for code in codes {
+                let by_site = || sites.iter().filter(|m| m.values.contains_key(&code));
+                match crate::state::roll_sites(rules, code, by_site().map(|m| m.values[&code])) {
+                    Some(v) => {
+                        out.values.insert(code, v);
+                        out.set_by.insert(code, by_site().map(|m| m.set_by[&code]).max().expect("some site"));
+                    }
+                    None => {
+                        let whole = whole.as_ref().expect("only the whole has it");
+                        out.values.insert(code, whole.values[&code]);
+                        out.set_by.insert(code, whole.set_by[&code]);
+                    }
                 }
             }
-            (period, merged)
+            (period, out)
         })
         .collect()
+}
+
+/// One source's revisions of one period, merged in revision order.
+fn merge_revisions(mut revisions: Vec<&PeriodRevision>) -> Merged {
+    // A store treats a repeated (period, revision) as a duplicate of the first, so if one is handed back twice the
+    // first copy must win: sort stably, and skip later copies of a revision already applied.
+    revisions.sort_by_key(|r| r.revision);
+    revisions.dedup_by_key(|r| r.revision);
+    let mut merged = Merged {
+        values: BTreeMap::new(),
+        set_by: BTreeMap::new(),
+        corrections: u32::try_from(revisions.len() - 1).unwrap_or(u32::MAX),
+    };
+    for r in revisions {
+        for (code, value) in &r.values {
+            merged.values.insert(*code, *value);
+            merged.set_by.insert(*code, r.revision);
+        }
+    }
+    merged
 }
 
 #[cfg(test)]
@@ -205,6 +264,7 @@ mod tests {
     fn rev(hours_from_t: i64, revision: u32, values: &[(&str, Value)]) -> PeriodRevision {
         PeriodRevision {
             period: t().add_hours(hours_from_t),
+            site: None,
             revision,
             values: values.iter().map(|(code, v)| (Code::new(code), *v)).collect(),
         }
@@ -333,7 +393,7 @@ mod tests {
         ];
         let periods = hours_ending(t(), 3);
         for (what, metric, records, expected) in cases {
-            let hours = provider_hours(&records, metric, &periods);
+            let hours = provider_hours(&Rules::demo(), &records, metric, &periods);
             assert_eq!(hours.iter().map(|h| h.period).collect::<Vec<_>>(), periods, "{what}");
             let got: Vec<Row> =
                 hours.iter().map(|h| (h.reported, h.revision, h.value, h.corrections, h.change)).collect();
@@ -385,7 +445,7 @@ mod tests {
         ]);
         let expected = codes(&["RAL", "RJ7", "RKE"]);
         let calls = Cell::new(0);
-        let hours = scope_hours(&h, &expected, &hours_ending(t(), 3), |providers| {
+        let hours = scope_hours(&Rules::demo(), &h, &expected, &hours_ending(t(), 3), |providers| {
             calls.set(calls.get() + 1);
             assert!(providers.iter().all(|(code, _)| *code != "RM1"), "RM1 is not expected");
             assert!(providers.windows(2).all(|w| w[0].0 < w[1].0), "providers come sorted by code");
@@ -419,7 +479,7 @@ mod tests {
         let expected = codes(&["RAL", "RJ7"]);
         let periods = [t()];
         let seen = std::cell::RefCell::new(Vec::new());
-        let ratio = scope_hours(&h, &expected, &periods, |providers| {
+        let ratio = scope_hours(&Rules::demo(), &h, &expected, &periods, |providers| {
             seen.borrow_mut().extend(providers.iter().map(|(code, values)| (code.to_string(), (*values).clone())));
             occupancy(providers)
         });
@@ -428,7 +488,7 @@ mod tests {
         // 100 * (9 + 45) / (10 + 90) = 54, where the mean of 90 % and 50 % would say 70.
         assert_eq!(ratio[0].value, Some(54.0));
         assert_eq!(ratio[0].corrections, 1);
-        let averaged = scope_hours(&h, &expected, &periods, mean_of_percentages);
+        let averaged = scope_hours(&Rules::demo(), &h, &expected, &periods, mean_of_percentages);
         assert_eq!(averaged[0].value, Some(70.0));
     }
 
@@ -443,7 +503,7 @@ mod tests {
                 rev(1, 1, &[(OPEN, n(10.0)), (OCCUPIED, n(1.0))]),
             ],
         )]);
-        let hours = scope_hours(&h, &codes(&["RAL"]), &hours_ending(t(), 2), occupancy);
+        let hours = scope_hours(&Rules::demo(), &h, &codes(&["RAL"]), &hours_ending(t(), 2), occupancy);
         let got: Vec<(Option<f64>, Option<f64>)> = hours.iter().map(|h| (h.value, h.change)).collect();
         // T-1 changes from T-2 (outside the range); at T occupied is absent, so the rollup has no value.
         assert_eq!(got, vec![(Some(50.0), Some(10.0)), (None, None)]);
@@ -452,7 +512,7 @@ mod tests {
     #[test]
     fn scope_with_no_expected_providers_is_empty_not_a_division_by_zero() {
         let h = histories(vec![("RAL", vec![rev(0, 1, &[(OPEN, n(10.0))])])]);
-        let hours = scope_hours(&h, &[], &[t()], |_| panic!("nobody in the scope reported"));
+        let hours = scope_hours(&Rules::demo(), &h, &[], &[t()], |_| panic!("nobody in the scope reported"));
         assert_eq!(
             hours,
             vec![ScopeHour {
@@ -465,5 +525,26 @@ mod tests {
                 corrections: 0,
             }]
         );
+    }
+
+    /// By site: each site's revisions merge apart (two sites' revision 1 are both kept), then the sites roll up by
+    /// the metric's rule; what no site reports comes from the provider as a whole.
+    #[test]
+    fn sites_merge_apart_then_roll_up() {
+        let at = |site: Option<&str>, revision: u32, values: &[(&str, Value)]| PeriodRevision {
+            site: site.map(str::to_owned),
+            ..rev(0, revision, values)
+        };
+        let records = vec![
+            at(None, 1, &[(OPEN, n(99.0)), ("ed.over_12h", n(4.0))]),
+            at(Some("RJ701"), 1, &[(OPEN, n(20.0))]),
+            at(Some("RJ731"), 1, &[(OPEN, n(12.0))]),
+            at(Some("RJ731"), 2, &[(OPEN, n(13.0))]),
+        ];
+        let rules = Rules::demo();
+        let open = provider_hours(&rules, &records, OPEN, &[t()]);
+        assert_eq!((open[0].value, open[0].revision, open[0].corrections), (Some(n(33.0)), Some(2), 1));
+        let ed = provider_hours(&rules, &records, "ed.over_12h", &[t()]);
+        assert_eq!(ed[0].value, Some(n(4.0)), "the whole's own where no site reports it");
     }
 }

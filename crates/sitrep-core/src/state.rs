@@ -401,32 +401,39 @@ fn merge(
 /// A provider's reading of `code` from its sources (see the module doc): the rollup, by the metric's rule, of its
 /// sites that report it, as old as the oldest of them, and not available if any says so; else its own as a whole.
 fn combined(rules: &Rules, sites: &BTreeMap<String, SiteLive>, code: Code) -> Option<Reading> {
-    let mut parts = sites.iter().filter(|(k, _)| k.as_str() != WHOLE).filter_map(|(_, s)| s.readings.get(&code));
-    let Some(first) = parts.next() else {
+    let parts = || sites.iter().filter(|(k, _)| k.as_str() != WHOLE).filter_map(|(_, s)| s.readings.get(&code));
+    let Some(value) = roll_sites(rules, code, parts().map(|r| r.value)) else {
         return sites.get(WHOLE).and_then(|w| w.readings.get(&code)).cloned();
     };
+    let period = parts().map(|r| r.period).min().expect("some site reports it");
+    let observed_at = parts().map(|r| r.observed_at).min().expect("some site reports it");
+    Some(Reading { value, period, observed_at })
+}
+
+/// The provider's value of `code` from its sites' `values` (`None` when there are none): their rollup by the
+/// metric's catalogue rule (a sum, the highest, a mean), not available if any site says so. Live state and the
+/// hour-by-hour view of history both combine sites by this one rule.
+pub fn roll_sites(rules: &Rules, code: Code, values: impl Iterator<Item = Value>) -> Option<Value> {
     let rollup = match rules.index().position_of(code) {
         Some(crate::rules::Position::Metric(m)) => rules.index().metric_rules[m].0,
         _ => Rollup::Sum,
     };
-    let mut out = first.clone();
-    let mut count = 1.0;
-    for r in parts {
-        out.period = out.period.min(r.period);
-        out.observed_at = out.observed_at.min(r.observed_at);
+    let (mut out, mut count) = (None, 0.0);
+    for v in values {
         count += 1.0;
-        out.value = match (out.value, r.value) {
-            (Value::Absent(reason), _) | (_, Value::Absent(reason)) => Value::Absent(reason),
-            (Value::Number(a), Value::Number(b)) => Value::Number(match rollup {
+        out = Some(match (out, v) {
+            (None, v) => v,
+            (Some(Value::Absent(reason)), _) | (_, Value::Absent(reason)) => Value::Absent(reason),
+            (Some(Value::Number(a)), Value::Number(b)) => Value::Number(match rollup {
                 Rollup::Sum | Rollup::Mean => a + b,
                 Rollup::Max => a.max(b),
             }),
-        };
+        });
     }
-    if let (Rollup::Mean, Value::Number(total)) = (rollup, out.value) {
-        out.value = Value::Number(total / count);
+    match (rollup, out) {
+        (Rollup::Mean, Some(Value::Number(total))) => Some(Value::Number(total / count)),
+        (_, out) => out,
     }
-    Some(out)
 }
 
 /// The changes `report` makes relative to `before` (metric code -> current value).

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prost::bytes::Bytes;
 use serde_json::{Value as Json, json};
+use sitrep_core::hourly::PeriodRevision;
 use sitrep_core::rollup::{Totals, rollup};
 use sitrep_core::{Code, ProviderLive, Timestamp, Value};
 use sitrep_proto::v1 as pb;
@@ -412,13 +413,16 @@ async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -
         .collect();
     let mut merged: BTreeMap<String, BTreeMap<Code, Value>> = BTreeMap::new();
     for p in &wanted {
-        let records = ctx.store.history(p, hour, hour).await.map_err(error::store)?;
-        if records.is_empty() {
-            continue;
-        }
-        let values = merged.entry(p.clone()).or_default();
-        for r in records {
-            values.extend(r.values);
+        let records: Vec<PeriodRevision> = ctx
+            .store
+            .history(p, hour, hour)
+            .await
+            .map_err(error::store)?
+            .into_iter()
+            .map(PeriodRevision::from)
+            .collect();
+        if let Some(values) = sitrep_core::hourly::merged_hour(rules, &records, hour) {
+            merged.insert(p.clone(), values);
         }
     }
     let providers: BTreeMap<&String, BTreeMap<String, f64>> = merged

@@ -167,10 +167,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         let from = periods[0].add_hours(-1);
         let history = |provider: String| async move {
             let records = ctx.store.history(&provider, from, to).await.map_err(error::store)?;
-            let records: Vec<PeriodRevision> = records
-                .into_iter()
-                .map(|h| PeriodRevision { period: h.period, revision: h.revision, values: h.values })
-                .collect();
+            let records: Vec<PeriodRevision> = records.into_iter().map(PeriodRevision::from).collect();
             Ok::<_, Status>((provider, records))
         };
         let metric = req.metric.clone();
@@ -183,7 +180,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                 known_provider(ctx, &req.provider)?;
                 let (provider, records) = history(req.provider.clone()).await?;
                 if ctx.catalogue.get(&req.metric).is_some() {
-                    out.points = provider_hours(&records, &req.metric, &periods)
+                    out.points = provider_hours(&ctx.rules, &records, &req.metric, &periods)
                         .into_iter()
                         .map(|h| pb::HourlyPoint {
                             period: Some(timestamp_to_wire(h.period)),
@@ -206,15 +203,16 @@ impl pb::query_service_server::QueryService for QueryApi {
                     // A derived figure: from each hour's merged values, like a one-provider scope.
                     let histories = BTreeMap::from([(provider.clone(), records)]);
                     let expected = [provider];
-                    out.points = scope_hours(&histories, &expected, &periods, |list| figure(list.first()?.1))
-                        .into_iter()
-                        .map(|h| pb::HourlyPoint {
-                            providers_reported: Vec::new(),
-                            providers_expected: 0,
-                            completeness: 0.0,
-                            ..scope_point(h)
-                        })
-                        .collect();
+                    out.points =
+                        scope_hours(&ctx.rules, &histories, &expected, &periods, |list| figure(list.first()?.1))
+                            .into_iter()
+                            .map(|h| pb::HourlyPoint {
+                                providers_reported: Vec::new(),
+                                providers_expected: 0,
+                                completeness: 0.0,
+                                ..scope_point(h)
+                            })
+                            .collect();
                 }
                 out.provider = req.provider;
             }
@@ -248,7 +246,10 @@ impl pb::query_service_server::QueryService for QueryApi {
                     }
                     rollup(&ctx.rules, &scope, &totals, Some(&metrics)).metrics.first().and_then(|m| m.value)
                 };
-                out.points = scope_hours(&histories, &expected, &periods, roll).into_iter().map(scope_point).collect();
+                out.points = scope_hours(&ctx.rules, &histories, &expected, &periods, roll)
+                    .into_iter()
+                    .map(scope_point)
+                    .collect();
                 out.scope = Some(scope_to_wire(&ctx.rules, &scope));
             }
             _ => {
