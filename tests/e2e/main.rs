@@ -334,7 +334,8 @@ async fn every_validation_rule_is_reported_and_changes_nothing() {
     let mut huge = good();
     huge.narrative = "x".repeat(2 * 1024 * 1024);
     let status = client.submit(huge).await.expect_err("oversized message");
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("limits.max_message_bytes"), "{status:?}");
     let after = query.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
     assert_eq!(after, before, "no rejected report changed the live picture");
 

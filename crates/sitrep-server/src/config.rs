@@ -151,7 +151,7 @@ impl Default for Config {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Largest encoded report (or other request) accepted, in bytes; larger ones fail with OUT_OF_RANGE.
+    /// Largest encoded report (or other request) accepted, in bytes; larger ones fail with INVALID_ARGUMENT naming this key.
     pub max_message_bytes: usize,
     pub max_values: usize,
     pub max_narrative_chars: usize,
