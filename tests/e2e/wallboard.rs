@@ -568,4 +568,223 @@ async fn the_deployment_chooses_what_screens_show_and_an_address_overrides_it() 
     let clock = browser.eval(&own, "document.querySelector('#clock').textContent").as_str().unwrap().to_owned();
     assert!(clock.ends_with("GMT") || clock.ends_with("BST"), "the address's zone: {clock}");
     assert_eq!(browser.eval(&own, "document.querySelector('#pager').hidden"), true, "one page of 60");
+
+/// A report for `provider`'s `site`, `hours_ago` hours before the current hour.
+fn site_report(
+    provider: &str,
+    site: &str,
+    hours_ago: i64,
+    revision: u32,
+    values: &[(&str, f64)],
+) -> sitrep_proto::v1::StatusReport {
+    let mut r = report(provider, hours_ago, revision, values);
+    r.site = site.into();
+    r
+}
+
+/// A tile's site lines as the page shows them: each line's parts (name, value, word, age, inputs), in order.
+fn site_lines(browser: &mut Browser, page: &crate::browser::Page, provider: &str) -> Vec<Vec<String>> {
+    let lines = browser.eval(
+        page,
+        &format!(
+            "JSON.stringify([...document.querySelectorAll('#tile-{provider} .sites .site')].map((l) => \
+             [...l.children].map((c) => c.textContent)))"
+        ),
+    );
+    serde_json::from_str(lines.as_str().unwrap()).unwrap()
+}
+
+/// A trust that reports by site: its tile shows its figures (the sum of its sites') and beneath them a line for each
+/// site with the site's own values, a lagging site marked with its age; a site's new revision moves its line and
+/// the trust's figure live, and the last hour says the change was that site's. A trust that reports as a whole has
+/// no breakdown. The breakdown stays inside its tile, and its text meets AA contrast in both themes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_reporting_by_site_shows_each_site_on_its_tile() {
+    let server = Server::start("").await;
+    let mut provider = server.provider().await;
+    let mut submit = async |r| assert_eq!(provider.submit(r).await.unwrap().into_inner().outcome(), Outcome::Accepted);
+    // RJ7 first as a whole, then by site, both sites revision 1 of this hour; RVR by site, Epsom an hour behind;
+    // RAX as a whole.
+    submit(report("RJ7", 0, 1, &[("beds.cc_adult.open", 50.0), (OCCUPIED, 30.0), ("ed.over_12h", 4.0)])).await;
+    submit(site_report("RJ7", "RJ701", 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 15.0)])).await;
+    submit(site_report("RJ7", "RJ731", 0, 1, &[("beds.cc_adult.open", 12.0), (OCCUPIED, 11.0)])).await;
+    submit(site_report("RVR", "RVR05", 0, 1, &[("beds.cc_adult.open", 14.0), (OCCUPIED, 9.0)])).await;
+    submit(site_report("RVR", "RVR50", 1, 1, &[("beds.cc_adult.open", 8.0), (OCCUPIED, 8.0)])).await;
+    submit(report("RAX", 0, 1, &[("beds.cc_adult.open", 18.0), (OCCUPIED, 10.0)])).await;
+
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?system=QWE", server.url));
+    let free = "document.querySelector('#tile-RJ7 .val .cell[data-metric=\"beds.cc_adult.free\"]').textContent";
+    let inputs = "[...document.querySelectorAll('#tile-RJ7 .fig[data-key=\"beds.cc_adult.free\"] .inputs .cell')].map((c) => c.textContent).join(' ')";
+    browser.wait_for(
+        &page,
+        &format!("{free} === '6' && document.querySelectorAll('#tile-RJ7 .sites .site').length === 2"),
+        DEADLINE,
+    );
+    assert_eq!(
+        browser.eval(&page, inputs),
+        "32 26",
+        "the trust's figure is the sum of its sites': 32 open, 26 occupied"
+    );
+    // What no site reports is still the trust's own, as a whole; the whole is not a line of the breakdown.
+    assert_eq!(browser.eval(&page, &format!("{}.textContent", cell("RJ7", "ed.over_12h"))), "4");
+    assert_eq!(
+        site_lines(&mut browser, &page, "RJ7"),
+        [
+            ["St George's", "5", "free", "", "· 20 open · 15 occupied"],
+            ["Queen Mary's", "1", "free", "", "· 12 open · 11 occupied"]
+        ],
+    );
+    // Epsom's figures are for the hour before RVR's latest: its line says how old they are.
+    let rvr = site_lines(&mut browser, &page, "RVR");
+    assert_eq!(rvr.len(), 2, "{rvr:?}");
+    assert_eq!(rvr[0][..3], ["St Helier", "5", "free"], "{rvr:?}");
+    assert_eq!(rvr[0][3], "", "St Helier's figures are this hour's: {rvr:?}");
+    assert_eq!(rvr[1][..3], ["Epsom", "0", "free"], "{rvr:?}");
+    assert!(rvr[1][3].ends_with(" ago") && rvr[1][3].contains(" h "), "Epsom is an hour behind: {rvr:?}");
+    // A trust that reports as a whole, and one that has not reported, have no breakdown.
+    for code in ["RAX", "RJ6"] {
+        let hidden = format!("document.querySelector('#tile-{code} .sites').hidden");
+        assert!(browser.eval(&page, &hidden).as_bool().unwrap(), "{code} has no breakdown");
+        assert!(site_lines(&mut browser, &page, code).is_empty());
+    }
+    // There is room for the lines: each inside its tile, every tile inside the viewport, in both themes' contrast.
+    browser.wait_for(&page, "document.querySelector('#grid').dataset.sites === 'list'", DEADLINE);
+    let inside = "[...document.querySelectorAll('.tile .sites .site')].every((l) => { const t = l.closest('.tile').getBoundingClientRect(); \
+        const b = l.getBoundingClientRect(); return b.height > 0 && b.top >= t.top && b.bottom <= t.bottom && b.right <= t.right + 0.5; })";
+    assert_eq!(browser.eval(&page, inside), true, "every site line is inside its tile");
+    assert_eq!(tiles_in_view(&mut browser, &page).len(), 5);
+    assert_contrast(&mut browser, &page, "sites, dark", 40);
+
+    // St George's sends revision 2: two more beds occupied. Its line and the trust's figure move; Queen Mary's stays.
+    let mut second = site_report("RJ7", "RJ701", 0, 2, &[(OCCUPIED, 17.0)]);
+    second.narrative = "Theatre recovery used for ITU".into();
+    submit(second).await;
+    browser.wait_for(&page, &format!("{free} === '4'"), DEADLINE);
+    browser.wait_for(&page, "document.querySelector('#tile-RJ7 .sites .site .sv').textContent === '3'", DEADLINE);
+    assert_eq!(
+        site_lines(&mut browser, &page, "RJ7"),
+        [
+            ["St George's", "3", "free", "", "· 20 open · 17 occupied"],
+            ["Queen Mary's", "1", "free", "", "· 12 open · 11 occupied"]
+        ],
+    );
+    assert_eq!(browser.eval(&page, inputs), "32 28");
+    // The last hour says whose values changed: St George's 15 -> 17, not the trust's 26 -> 28.
+    let newest = "document.querySelector('#changes li').textContent";
+    browser.wait_for(
+        &page,
+        &format!("{newest}.includes('St George\\'s: Adult critical care beds occupied 15 → 17')"),
+        DEADLINE,
+    );
+    // Its report as a whole changed what it said as a whole, no longer all of the trust's figures.
+    let whole = "[...document.querySelectorAll('#changes li')].map((li) => li.textContent).find((t) => t.includes('as a whole: '))";
+    let whole = browser.eval(&page, whole);
+    assert!(whole.as_str().is_some_and(|t| t.contains("open – → 50")), "{whole}");
+    let narrative = browser.eval(&page, "document.querySelector('#tile-RJ7 .foot').textContent");
+    assert!(narrative.as_str().unwrap().contains("St George's: “Theatre recovery used for ITU”"), "{narrative}");
+
+    let light = browser.open(&format!("{}/?system=QWE&theme=light", server.url));
+    browser.wait_for(&light, "document.querySelector('#grid').dataset.sites === 'list'", DEADLINE);
+    browser.wait_for(&light, "document.querySelectorAll('#tile-RJ7 .sites .site').length === 2", DEADLINE);
+    browser.wait_for(&light, "document.querySelectorAll('#changes li:not(.empty)').length > 0", DEADLINE);
+    assert_contrast(&mut browser, &light, "sites, light", 40);
+}
+
+/// [`directory_of`] with `sites` sites for every provider ("P001S1", "Site 1 of P001 Hospital", ...).
+fn directory_with_sites(providers: u32, sites: u32) -> String {
+    let directory = directory_of(providers);
+    let mut out = String::new();
+    for (i, chunk) in directory.split("[[provider]]\n").enumerate() {
+        if i > 0 {
+            out.push_str("[[provider]]\n");
+        }
+        out.push_str(chunk);
+        if i > 0 {
+            let list: Vec<String> = (1..=sites)
+                .map(|s| format!("{{ code = \"P{i:03}S{s}\", name = \"Site {s} of P{i:03} Hospital\" }}"))
+                .collect();
+            out.push_str(&format!("sites = [{}]\n", list.join(", ")));
+        }
+    }
+    out
+}
+
+/// Every provider of [`directory_with_sites`] reporting by site: each of its sites its share of the beds.
+async fn report_all_by_site(server: &Server, providers: u32, sites: u32) {
+    let mut client = server.provider().await;
+    let mut feed = Feed::open(&mut client).await;
+    for p in 1..=providers {
+        for s in 1..=sites {
+            let values = [
+                ("beds.cc_adult.open", 10.0),
+                (OCCUPIED, f64::from(5 + (p + s) % 6)),
+                ("beds.ga_adult.open", 150.0),
+                ("beds.ga_adult.occupied", f64::from(130 + (p * s) % 20)),
+                ("beds.mh_adult.open", 40.0),
+                ("beds.mh_adult.occupied", 35.0),
+                ("ed.over_12h", f64::from(p % 5)),
+                ("staff.absence_percent", 4.5),
+            ];
+            let ack = feed.send(site_report(&format!("P{p:03}"), &format!("P{p:03}S{s}"), 0, 1, &values)).await;
+            assert_eq!(ack.outcome(), Outcome::Accepted, "{ack:?}");
+        }
+    }
+}
+
+/// Site lines that are drawn, each inside its tile (nothing clipped off at the bottom or the side), as
+/// `[drawn, inside]`.
+const SITE_LINES_INSIDE: &str = "JSON.stringify((() => { const drawn = [...document.querySelectorAll('.tile:not([hidden]) .sites .site')] \
+    .filter((l) => l.getClientRects().length); return [drawn.length, drawn.filter((l) => { \
+      const t = l.closest('.tile').getBoundingClientRect(); const b = l.getBoundingClientRect(); \
+      return b.top >= t.top && b.bottom <= t.bottom + 0.5 && b.right <= t.right + 0.5; }).length]; })())";
+
+/// Site breakdowns make room for themselves without pushing tiles off the screen: a dozen trusts of five sites show
+/// four lines each (the last saying how many more); thirty trusts of three sites show each site's value on one line;
+/// sixty still fit one page, readable, the breakdown shortened or left out. Every site line drawn is inside its tile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_breakdowns_fit_the_screen() {
+    let mut browser = Browser::launch();
+    for (trusts, sites, layout) in [(12, 5, Some("list")), (30, 3, Some("line")), (60, 3, None)] {
+        let server = Server::start_with_directory(&directory_with_sites(trusts, sites)).await;
+        report_all_by_site(&server, trusts, sites).await;
+        let page = browser.open(&server.url);
+        let drawn = trusts * sites.min(4);
+        browser.wait_for(
+            &page,
+            &format!("document.querySelectorAll('.tile .sites .site').length === {drawn}"),
+            DEADLINE,
+        );
+        if let Some(layout) = layout {
+            browser.wait_for(&page, &format!("document.querySelector('#grid').dataset.sites === '{layout}'"), DEADLINE);
+        }
+        if sites > 4 {
+            let more = browser.eval(&page, "document.querySelector('#tile-P001 .sites .site.more').textContent");
+            assert_eq!(more, format!("and {} more sites", sites - 3));
+        }
+        for (width, height) in [(1920, 1080), (3840, 2160)] {
+            browser.set_viewport(&page, width, height);
+            browser.eval(&page, "window.dispatchEvent(new Event('resize'))");
+            let size = "parseFloat(getComputedStyle(document.querySelector('#tile-P001 .val .cell')).fontSize)";
+            let least = 12 * width / 1920;
+            browser.wait_for(&page, &format!("innerWidth === {width} && {size} >= {least}"), DEADLINE);
+            assert_eq!(
+                tiles_in_view(&mut browser, &page).len(),
+                trusts as usize,
+                "{trusts} trusts at {width}x{height}"
+            );
+            let shown = browser.eval(&page, "document.querySelector('#grid').dataset.sites");
+            if let Some(layout) = layout {
+                assert_eq!(shown, layout, "{trusts} trusts at {width}x{height}: the same layout, twice the size");
+            }
+            let lines: [u64; 2] =
+                serde_json::from_str(browser.eval(&page, SITE_LINES_INSIDE).as_str().unwrap()).unwrap();
+            assert_eq!(lines[0], lines[1], "{trusts} trusts at {width}x{height}: site lines inside their tiles");
+            println!(
+                "wallboard: {trusts} trusts of {sites} sites at {width}x{height}: breakdown {shown}, {} site lines drawn, values {} px",
+                lines[0],
+                browser.eval(&page, size)
+            );
+        }
+    }
 }

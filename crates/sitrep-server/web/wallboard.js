@@ -11,6 +11,11 @@
 // address may override them (see index.html). The grid is sized to fill the screen:
 // up to `per_page` providers (default 60) share one page, and more than that are shown a page at a time, turning
 // every `rotate` seconds. Nothing on the page scrolls: what is not on screen now is on the next page.
+//
+// A provider that reports by site (a hospital of a trust) has figures that are the rollup of its sites'; its tile
+// adds a line for each site with the site's own values of the tile's first key figure its sites report. Events of a
+// site carry that site's own changes (and the provider's new figures, as every event does), so the page keeps each
+// site's readings from them, never mistaking a site's values for the provider's.
 "use strict";
 
 (function () {
@@ -71,10 +76,13 @@
     catalogue: new Map(), // code -> metric or derived metric, with `inputs` and `words` for derived ones
     figures: {}, // service type -> codes its tiles show
     totals: [], // codes totals show
-    providers: new Map(), // code -> { period, received_at, stale, narrative, figures: Map(metric -> {value, rag}), opel, alerts: Map }
+    providers: new Map(), // code -> { period, received_at, stale, narrative, said, figures: Map(metric -> {value, rag}), opel, alerts: Map, sites }
+    // A provider's `sites`: Map(site code -> { period, revision, received_at, readings: Map(metric -> value) }), empty
+    // while it reports only as a whole; `said`: the site whose report the narrative came from (null: the whole).
+    siteNames: new Map(), // "provider/site" -> the site's short name
     rollups: new Map(), // "level:code" -> { scope, providers, reporting, stale, figures: Map(metric -> {value, rag, n}) }
     previous: { providers: {}, rollups: {} }, // figures of the hour before the current one
-    changes: [], // the last hour, newest first: { key, at, provider, parts, narrative, note }
+    changes: [], // the last hour, newest first: { key, at, provider, site, changes, narrative, note }
     cursor: null,
     source: null,
     backoff: 1000,
@@ -171,6 +179,15 @@
 
   function shortName(name) {
     return name.replace(/ NHS Foundation Trust$| NHS Trust$/, "");
+  }
+
+  // A site as a tile names it: "St George's" for St George's Hospital (the tile already says which trust).
+  function siteName(provider, site) {
+    return state.siteNames.get(`${provider}/${site}`) || site;
+  }
+
+  function shortSiteName(name) {
+    return name.replace(/ Hospitals?$/, "") || name;
   }
 
   // The words that tell a derived figure's inputs apart ("open", "occupied"): what is left of their catalogue
@@ -361,9 +378,12 @@
         const tile = buildCard("tile never", `tile-${p.code}`, shortName(p.name), codes, false);
         tile.title = `${p.name} (${p.code})`;
         tile.dataset.rows = String(codes.length);
+        // The site breakdown, empty (and hidden) until the provider reports by site.
+        const sites = el("div", "sites");
+        sites.hidden = true;
         const foot = el("div", "foot");
         foot.append(el("span", "code", p.code), document.createTextNode(" · "), el("span", "fresh", "no report yet"), el("span", "said", ""));
-        tile.append(foot, el("div", "stale-badge", "STALE"));
+        tile.append(sites, foot, el("div", "stale-badge", "STALE"));
         grid.append(tile);
         pages[pages.length - 1].push(tile);
         onPage += 1;
@@ -376,10 +396,14 @@
 
   // ---- fitting the grid to the screen, and turning pages -------------------------------------------------------
 
-  // A tile's size in ems (at the grid's font size): its head, figure rows, foot and frame.
+  // A tile's size in ems (at the grid's font size): its head, figure rows, site lines, foot and frame. A site line
+  // is .sites' font size times its line height; the breakdown's rule and padding add a little.
   const TILE_EM_WIDE = 17;
   const DENSE_EM_WIDE = 14;
-  const tileEmHigh = (rows) => 1.45 + rows * 1.95 + 1.5 + 1.0;
+  const SITE_LINE_EM = 0.78 * 1.3;
+  const tileEmHigh = (rows, siteLines = 0) => 1.45 + rows * 1.95 + (siteLines ? 0.25 + siteLines * SITE_LINE_EM : 0) + 1.5 + 1.0;
+  // A breakdown longer than this ends with a line saying how many more sites there are.
+  const MOST_SITE_LINES = 4;
 
   function showPage() {
     const current = new Set(state.pages[state.page] || []);
@@ -394,7 +418,9 @@
   }
 
   // Chooses the columns, row height and font size at which this page's tiles fill the space, as large as they fit.
-  // When that would make the text smaller than is readable, tiles show fewer figure rows (their first ones).
+  // When that would make the text smaller than is readable, tiles give up what is secondary first: a site breakdown
+  // shrinks to one line (each site's key value, side by side), then goes; then tiles show fewer figure rows (their
+  // first ones), with the one-line breakdown if that is readable.
   function fit() {
     const grid = $("#grid");
     const wall = $("#wall");
@@ -406,6 +432,13 @@
     const H = wall.clientHeight;
     const gap = 0.35;
     const rows = Math.max(1, ...cells.map((c) => Number(c.dataset.rows) || 1));
+    const siteLines = Math.max(0, ...cells.map((c) => Number(c.dataset.sites) || 0));
+    // Every tile of the grid is as high as the highest: the one with the most rows and site lines together.
+    const highest = (shown, sites) =>
+      Math.max(...cells.map((c) => {
+        const lines = Number(c.dataset.sites) || 0;
+        return tileEmHigh(Math.min(shown, Number(c.dataset.rows) || 1), sites === "list" ? lines : sites === "line" ? Math.min(1, lines) : 0);
+      }));
     const best = (emWide, emHigh) => {
       let top = { size: 0, cols: 1 };
       for (let cols = 1; cols <= n; cols += 1) {
@@ -416,17 +449,25 @@
       return top;
     };
     const readable = 13 * Math.min(innerHeight / 1080, innerWidth / 1920);
-    let shown = rows;
-    let choice = best(TILE_EM_WIDE, tileEmHigh(rows));
-    let dense = false;
-    if (choice.size < readable && rows > 2) {
-      dense = true;
-      shown = 2;
-      choice = best(DENSE_EM_WIDE, tileEmHigh(shown));
+    // The layouts to try, best first; the first readable one is taken, else the last.
+    const layouts = [];
+    if (siteLines > 0) layouts.push({ shown: rows, sites: "list", dense: false });
+    if (siteLines > 1) layouts.push({ shown: rows, sites: "line", dense: false });
+    layouts.push({ shown: rows, sites: "none", dense: false });
+    if (rows > 2) {
+      if (siteLines > 0) layouts.push({ shown: 2, sites: "line", dense: true });
+      layouts.push({ shown: 2, sites: "none", dense: true });
     }
+    let layout, choice;
+    for (layout of layouts) {
+      choice = best(layout.dense ? DENSE_EM_WIDE : TILE_EM_WIDE, highest(layout.shown, layout.sites));
+      if (choice.size >= readable) break;
+    }
+    const { shown, dense } = layout;
     const size = Math.floor(choice.size * 10) / 10;
     const lines = Math.ceil(n / choice.cols);
     grid.classList.toggle("dense", dense);
+    grid.dataset.sites = layout.sites;
     grid.style.fontSize = `${size}px`;
     grid.style.gridTemplateColumns = `repeat(${choice.cols}, minmax(0, 1fr))`;
     grid.style.gridAutoRows = `${Math.floor((H - (lines - 1) * gap * size) / lines)}px`;
@@ -532,15 +573,134 @@
     // A stale provider's figures are out of the totals and unrated: its frame says so rather than a colour.
     frame(tile, p.stale ? "" : worstOf(p.figures));
     paintFresh(tile, p);
+    paintSites(tile, code, p, flash);
   }
 
   function paintFresh(tile, p) {
     // Figures are as old as the hour they describe, whenever they arrived: both are said.
     $(".fresh", tile).textContent = p.period ? `for ${when(p.period)} (${periodAge(p.period)}) · sent ${when(p.received_at)}` : "no report yet";
     const said = $(".said", tile);
-    const text = p.narrative ? ` · “${p.narrative}”` : "";
+    // A site's narrative is that hospital's, not the trust's: it says whose.
+    const text = p.narrative ? ` · ${p.said ? `${siteName(tileProvider(tile), p.said)}: ` : ""}“${p.narrative}”` : "";
     if (said.textContent !== text) said.textContent = text;
     if (p.stale) $(".stale-badge", tile).textContent = `STALE · ${p.period ? periodAge(p.period) : "no report"}`;
+  }
+
+  const tileProvider = (tile) => tile.id.slice("tile-".length);
+
+  // ---- the site breakdown --------------------------------------------------------------------------------------
+
+  // The figure a provider's site lines show: the first of its tile's key figures that one of its sites reports (for
+  // a derived figure, one of its inputs), so that every line shows the same figure and the lines can be compared.
+  function siteFigure(kind, sites) {
+    for (const metric of state.figures[kind] || state.totals) {
+      const m = state.catalogue.get(metric);
+      const parts = m && m.inputs ? m.inputs : [metric];
+      for (const s of sites.values()) if (parts.some((c) => s.readings.has(c))) return metric;
+    }
+    return null;
+  }
+
+  // A site's value of `metric` from its own readings: reported, or for a derived figure worked out from its inputs
+  // as the aggregator does (a ratio is a percentage of a denominator above zero). Not a number: none.
+  function siteValue(metric, readings) {
+    const m = state.catalogue.get(metric);
+    if (!m || !m.inputs) return readings.get(metric);
+    const [a, b] = m.inputs.map((c) => readings.get(c));
+    if (typeof a !== "number" || typeof b !== "number") return null;
+    if (m.formula === "ratio") return b > 0 ? (100 * a) / b : null;
+    return a - b;
+  }
+
+  // What a site's value of `metric` is, in a word or two after the number: "5 free", "88% occupancy" (what tells a
+  // derived figure from its inputs), or the label of a reported one ("3 patients in ED over 12 hours").
+  function figureWord(metric) {
+    const m = state.catalogue.get(metric);
+    if (!m) return "";
+    if (m.word === undefined) {
+      const l = m.label;
+      m.word = m.inputs ? inputWords([metric, ...m.inputs])[0] : /^[A-Z][A-Z]/.test(l) ? l : l.charAt(0).toLowerCase() + l.slice(1);
+    }
+    return m.word;
+  }
+
+  function setText(node, text, flash) {
+    if (node.textContent === text) return;
+    node.textContent = text;
+    if (flash) {
+      node.classList.add("flash");
+      stats.flashes += 1;
+      const anim = node.animate(FLASH, { duration: 1200, easing: "ease-out" });
+      anim.onfinish = () => node.classList.remove("flash");
+    }
+  }
+
+  // A line for each of the provider's sites once it reports by site: the directory's sites in its order (one that
+  // has not reported says so, as the provider's figures then stand on the others alone), then any other that
+  // reported. The provider's own reports as a whole are not a line: where a site reports a metric, they no longer
+  // count in the provider's figure. A site whose report is for an earlier hour than the provider's latest says how
+  // old it is.
+  function paintSites(tile, provider, p, flash) {
+    const box = $(".sites", tile);
+    if (!p.sites.size && box.hidden) return;
+    const entry = state.directory.providers.find((x) => x.code === provider);
+    const codes = p.sites.size ? [...new Set([...((entry && entry.sites) || []).map((s) => s.code), ...p.sites.keys()])] : [];
+    const metric = siteFigure(entry ? entry.kind : "", p.sites);
+    const word = metric ? figureWord(metric) : "";
+    const m = metric && state.catalogue.get(metric);
+    const shown = codes.length > MOST_SITE_LINES ? codes.slice(0, MOST_SITE_LINES - 1) : codes;
+    const lines = [];
+    for (const site of shown) {
+      let line = box.querySelector(`.site[data-site="${CSS.escape(site)}"]`);
+      if (!line) {
+        line = el("div", "site");
+        line.dataset.site = site;
+        line.append(el("span", "site-name", siteName(provider, site)), el("span", "sv"), el("span", "word"), el("span", "site-age"), el("span", "parts"));
+      }
+      const s = p.sites.get(site);
+      line.classList.toggle("none", !s);
+      const [value, unit, older, parts] = [...line.children].slice(1);
+      if (!s) {
+        setText(value, "–", false);
+        unit.textContent = "no report";
+        older.textContent = "";
+        parts.textContent = "";
+        line.title = `${siteName(provider, site)}: no report yet`;
+      } else {
+        setText(value, metric ? fmt(metric, siteValue(metric, s.readings)) : "–", flash);
+        unit.textContent = word;
+        older.textContent = s.period < p.period ? periodAge(s.period) : "";
+        // A derived figure's inputs, as the tile's figure shows its own: "20 open · 15 occupied".
+        const inputs = m && m.inputs ? m.inputs.map((c, i) => `${fmt(c, s.readings.get(c))} ${m.words[i]}`) : [];
+        parts.textContent = inputs.length ? `· ${inputs.join(" · ")}` : "";
+        line.title = `${siteName(provider, site)}: ${metric ? label(metric) : "no key figure"} for ${when(s.period)}, sent ${when(s.received_at)}`;
+      }
+      lines.push(line);
+    }
+    if (shown.length < codes.length) {
+      const more = codes.length - shown.length;
+      const line = el("div", "site more", `and ${more} more sites`);
+      line.title = codes.slice(shown.length).map((c) => siteName(provider, c)).join(", ");
+      lines.push(line);
+    }
+    if (lines.length !== box.children.length || lines.some((l, i) => box.children[i] !== l)) box.replaceChildren(...lines);
+    box.hidden = !lines.length;
+    // The grid makes room for the longest breakdown on the page.
+    const count = String(lines.length);
+    if ((tile.dataset.sites || "0") !== count) {
+      tile.dataset.sites = count;
+      scheduleFit();
+    }
+  }
+
+  let fitDue = false;
+  function scheduleFit() {
+    if (fitDue) return;
+    fitDue = true;
+    requestAnimationFrame(() => {
+      fitDue = false;
+      fit();
+    });
   }
 
   function paintRollup(key, flash) {
@@ -588,7 +748,9 @@
   function refreshAges() {
     for (const [code, p] of state.providers) {
       const tile = document.getElementById(`tile-${code}`);
-      if (tile) paintFresh(tile, p);
+      if (!tile) continue;
+      paintFresh(tile, p);
+      paintSites(tile, code, p, false);
     }
     const cutoff = now() - HOUR;
     const kept = state.changes.filter((c) => c.at >= cutoff);
@@ -702,6 +864,11 @@
       if (c.at < cutoff) continue;
       const item = el("li");
       item.append(el("span", "when", when(c.at)), el("span", "who", providerName(c.provider)));
+      // A site's report changed that site's values, not the provider's: the values are said to be the site's. So are
+      // those of a report as a whole from a provider that reports by site, which count only where no site reports.
+      const p = state.providers.get(c.provider);
+      if (c.site) item.append(el("span", "where", `${siteName(c.provider, c.site)}: `));
+      else if (p && p.sites.size && (c.changes.length || c.narrative)) item.append(el("span", "where", "as a whole: "));
       if (c.note) item.append(document.createTextNode(c.note));
       const { shown, others } = changeParts(c.provider, c.changes || []);
       shown.forEach((ch, i) => {
@@ -729,6 +896,17 @@
     return m;
   }
 
+  // A provider's sites from a snapshot. The entry of its reports as a whole (`site: null`) is left out: the tile
+  // does not show it (see paintSites), and events do not say which of its readings still count.
+  function sitesOf(list) {
+    const m = new Map();
+    for (const s of list || []) {
+      if (!s.site) continue;
+      m.set(s.site, { period: s.period, revision: s.revision, received_at: s.received_at, readings: new Map(Object.entries(s.readings || {})) });
+    }
+    return m;
+  }
+
   // A large snapshot comes in parts (same cursor, `more` on all but the last; the first carries the rollups).
   let snapshotOpen = false;
 
@@ -745,9 +923,11 @@
         received_at: p.received_at,
         stale: p.stale,
         narrative: p.narrative || null,
+        said: p.site || null,
         figures: figuresOf(p.figures),
         opel: p.opel,
         alerts: new Map(p.alerts.map((a) => [a.key, a])),
+        sites: sitesOf(p.sites),
       });
     }
     for (const r of s.rollups) {
@@ -764,9 +944,11 @@
 
   function onEvent(e) {
     let p = state.providers.get(e.provider);
+    // What the report changed: its site's own values where it has a site, else the provider's.
+    const changes = (e.changes || []).map(([i, before, after]) => ({ metric: e.metrics[i], before, after }));
     if (e.live || e.kind === "stale") {
       if (!p) {
-        p = { period: e.period, received_at: e.received_at, stale: false, narrative: null, figures: new Map(), opel: null, alerts: new Map() };
+        p = { period: e.period, received_at: e.received_at, stale: false, narrative: null, said: null, figures: new Map(), opel: null, alerts: new Map(), sites: new Map() };
         state.providers.set(e.provider, p);
       }
       if (e.kind === "stale") {
@@ -778,15 +960,30 @@
           for (const [m, f] of p.figures) before[m] = f.value;
           state.previous.providers[e.provider] = before;
         }
-        p.period = e.period;
+        // A site may send its report for an hour the provider has already had from another site: the provider is
+        // as fresh as its latest.
+        p.period = Math.max(p.period, e.period);
         p.received_at = e.received_at;
-        if (e.narrative !== undefined) p.narrative = e.narrative;
+        if (e.narrative !== undefined) {
+          p.narrative = e.narrative;
+          p.said = e.site || null;
+        }
+        // The provider's figures come from `figures` alone, also for a site's report (they are the rollup of its
+        // sites); a site's `changes` are that site's values, kept with the site.
         // An event names its metrics once; figures are [index, value, rag] and rollups arrays aligned with them.
         for (const [i, value, rag] of e.figures) {
           if (value === null || value === undefined) p.figures.delete(e.metrics[i]);
           else p.figures.set(e.metrics[i], { value, rag: rag || null });
         }
         if (e.opel) p.opel = e.opel;
+        if (e.site) {
+          const s = p.sites.get(e.site) || { readings: new Map() };
+          s.period = e.period;
+          s.revision = e.revision;
+          s.received_at = e.received_at;
+          for (const c of changes) s.readings.set(c.metric, c.after);
+          p.sites.set(e.site, s);
+        }
       }
       for (const key of e.cleared || []) p.alerts.delete(key);
       for (const a of e.raised || []) p.alerts.set(a.key, a);
@@ -797,11 +994,11 @@
       }
       paintProvider(e.provider, true);
     }
-    const changes = (e.changes || []).map(([i, before, after]) => ({ metric: e.metrics[i], before, after }));
     noteChange({
       key: `${e.provider}/${e.site || ""}/${e.period}/${e.revision}/${e.kind}`,
       at: e.kind === "stale" ? now() : e.received_at,
       provider: e.provider,
+      site: e.site || null,
       changes,
       narrative: e.narrative || null,
       note: e.kind === "stale" ? "stopped reporting: stale" : e.live ? "" : `correction for ${when(e.period)}`,
@@ -930,6 +1127,7 @@
           key: `${c.provider}/${c.site || ""}/${c.period}/${c.revision}/report`,
           at: c.received_at,
           provider: c.provider,
+          site: c.site || null,
           changes: c.changes.map(([metric, before, after]) => ({ metric, before, after })),
           narrative: c.narrative || null,
           note: "",
@@ -966,6 +1164,9 @@
       }
     }
     for (const m of state.catalogue.values()) if (m.inputs) m.words = inputWords(m.inputs);
+    for (const p of state.directory.providers) {
+      for (const s of p.sites || []) state.siteNames.set(`${p.code}/${s.code}`, shortSiteName(s.name));
+    }
     const known = (codes, what) =>
       codes.filter((code) => {
         if (state.catalogue.has(code)) return true;
