@@ -568,6 +568,7 @@ async fn the_deployment_chooses_what_screens_show_and_an_address_overrides_it() 
     let clock = browser.eval(&own, "document.querySelector('#clock').textContent").as_str().unwrap().to_owned();
     assert!(clock.ends_with("GMT") || clock.ends_with("BST"), "the address's zone: {clock}");
     assert_eq!(browser.eval(&own, "document.querySelector('#pager').hidden"), true, "one page of 60");
+}
 
 /// A report for `provider`'s `site`, `hours_ago` hours before the current hour.
 fn site_report(
