@@ -299,7 +299,19 @@ struct SimulateArgs {
     seed: u64,
 }
 
+/// Lets a closed pipe end the process quietly, as it does for other command-line tools (`sitrep watch | head`),
+/// rather than panicking on the next `println!`: Rust ignores SIGPIPE by default, so a write to a closed pipe
+/// fails and `println!` panics.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any other thread exists has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
