@@ -719,7 +719,9 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                 let mut values: Vec<_> = e.values.iter().collect();
                 values.sort_by(|a, b| a.0.cmp(b.0));
                 let values: Vec<String> = values.iter().map(|(k, v)| format!("{k}={}", value_text(Some(v)))).collect();
-                println!("{period} r{} {}", e.revision, values.join(" "));
+                // A site's report names its site: each site has its own revisions.
+                let site = if e.site.is_empty() { String::new() } else { format!(" site {}", e.site) };
+                println!("{period}{site} r{} {}", e.revision, values.join(" "));
                 if !e.narrative.is_empty() {
                     println!("    “{}”", e.narrative);
                 }
