@@ -9,10 +9,6 @@ use sitrep_store::redis::RedisProcess;
 
 use crate::support::*;
 
-fn all(heartbeat: u32) -> pb::SubscribeRequest {
-    pb::SubscribeRequest { heartbeat_seconds: heartbeat, ..Default::default() }
-}
-
 fn rollup<'a>(e: &'a pb::Event, level: &str) -> &'a pb::ScopeRollup {
     e.rollups
         .iter()
@@ -36,7 +32,7 @@ async fn one_report_into_red_carries_figures_rollups_and_the_alert() {
         let r = report(p, 0, 1, &[("beds.cc_adult.open", open), ("beds.cc_adult.occupied", occupied)]);
         assert_eq!(provider.submit(r).await.unwrap().into_inner().outcome(), Outcome::Accepted);
     }
-    let mut watch = server.subscriber().await.subscribe(all(60)).await.unwrap().into_inner();
+    let mut watch = server.updates(60).await;
     let snap = expect_snapshot(next(&mut watch).await);
     let qwe = snap.rollups.iter().find(|r| r.scope.as_ref().is_some_and(|s| s.code == "QWE")).expect("QWE rollup");
     assert_eq!(rollup_value(qwe, "beds.cc_adult.occupancy"), (Some(100.0 * 40.0 / 60.0), pb::Rag::Green));
@@ -99,8 +95,8 @@ async fn two_replicas_raise_one_stale_alert_and_clear_it() {
     let config = stale_after_previous_hour(3);
     let a = Server::start_with(&config, &["--redis", &redis.url()]).await;
     let b = Server::start_with(&config, &["--redis", &redis.url()]).await;
-    let mut on_a = a.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
-    let mut on_b = b.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
+    let mut on_a = a.updates(1).await;
+    let mut on_b = b.updates(1).await;
     expect_snapshot(next(&mut on_a).await);
     expect_snapshot(next(&mut on_b).await);
 

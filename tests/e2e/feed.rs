@@ -26,10 +26,6 @@ fn agent(server: &str, drop: &Path, spool: &Path, extra: &[&str]) -> Child {
         .expect("start sitrep feed")
 }
 
-fn all() -> pb::SubscribeRequest {
-    pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() }
-}
-
 /// Events (not heartbeats) until `n` have arrived, failing the test if they take longer than `limit`.
 async fn events_within(stream: &mut tonic::Streaming<pb::Update>, n: usize, limit: Duration) -> Vec<pb::Event> {
     let mut out = Vec::new();
@@ -65,7 +61,7 @@ fn value(e: &pb::Event, metric: &str) -> Option<pb::metric_value::Kind> {
 #[tokio::test]
 async fn every_format_arrives_and_bad_files_are_set_aside() {
     let server = Server::start("").await;
-    let mut watch = server.subscriber().await.subscribe(all()).await.unwrap().into_inner();
+    let mut watch = server.updates(1).await;
     expect_snapshot(next(&mut watch).await);
     let dir = TempDir::new("feed");
     let folder = dir.0.join("drop");
@@ -186,7 +182,7 @@ async fn a_thousand_reports_survive_killing_the_aggregator_and_the_agent() {
     let addr = free_addr();
     let aggregator = Server::start_full("", &["--redis", &redis.url()], &addr, &[]).await;
     let observer = Server::start_redis(&redis.url()).await;
-    let mut watch = observer.subscriber().await.subscribe(all()).await.unwrap().into_inner();
+    let mut watch = observer.updates(1).await;
     expect_snapshot(next(&mut watch).await);
 
     let dir = TempDir::new("feed-kill");
@@ -248,7 +244,7 @@ async fn a_thousand_reports_survive_killing_the_aggregator_and_the_agent() {
 async fn one_shot_files_and_standard_input() {
     use tokio::io::AsyncWriteExt;
     let server = Server::start("").await;
-    let mut watch = server.subscriber().await.subscribe(all()).await.unwrap().into_inner();
+    let mut watch = server.updates(1).await;
     expect_snapshot(next(&mut watch).await);
     let dir = TempDir::new("feed-once");
     let file = dir.0.join("beds.json");
@@ -301,7 +297,7 @@ async fn one_shot_files_and_standard_input() {
 #[tokio::test]
 async fn a_windows_1252_semicolon_csv_in_local_time_arrives_with_its_mapping() {
     let server = Server::start("").await;
-    let mut watch = server.subscriber().await.subscribe(all()).await.unwrap().into_inner();
+    let mut watch = server.updates(1).await;
     expect_snapshot(next(&mut watch).await);
     let dir = TempDir::new("feed-cp1252");
     // This hour as London's clocks show it, with no zone: whichever of UTC+0 and UTC+1 London is on now.

@@ -12,6 +12,13 @@ use tokio::process::Command;
 
 use crate::support::*;
 
+/// `sitrep push --server URL FILE EXTRA...`: its exit code, and what it printed (standard output, then error).
+async fn push(url: &str, file: std::path::PathBuf, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sitrep")).args(["push", "--server", url]).arg(file).args(extra).output();
+    let out = out.await.unwrap();
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
 async fn snapshot(server: &Server) -> pb::Snapshot {
     server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner()
 }
@@ -63,24 +70,15 @@ async fn a_report_for_ten_days_ago_leaves_the_provider_stale_and_the_live_figure
 async fn conflicts_are_told_and_revisions_are_given() {
     let server = Server::start("").await;
     let dir = TempDir::new("push");
-    let push = |file: &str, extra: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sitrep"));
-        c.args(["push", "--server", &server.url]).arg(dir.0.join(file)).args(extra);
-        c
-    };
+    let run = |file: &str, extra: &'static [&'static str]| push(&server.url, dir.0.join(file), extra);
     let write = |file: &str, json: &str| std::fs::write(dir.0.join(file), json).unwrap();
     write("beds.json", r#"{"provider": "RJ7", "values": {"beds.cc_adult.open": 28, "beds.cc_adult.occupied": 25}}"#);
     write("ed.json", r#"{"provider": "RJ7", "values": {"ed.over_12h": 4}, "narrative": "ED busy"}"#);
-    let run = |mut c: Command| async move {
-        let out = c.output().await.unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.code(), text)
-    };
 
-    let (code, text) = run(push("beds.json", &[])).await;
+    let (code, text) = run("beds.json", &[]).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(text.starts_with("accepted: RJ7") && text.contains(" r1\n"), "{text}");
-    let (code, text) = run(push("ed.json", &[])).await;
+    let (code, text) = run("ed.json", &[]).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains(" r2\n"), "the next revision: {text}");
     // Partial updates combine: both measures are live.
@@ -90,12 +88,12 @@ async fn conflicts_are_told_and_revisions_are_given() {
     assert_eq!(num(&rj7.readings["ed.over_12h"].value), Some(4.0));
 
     // Revision 1 again, with other content: a conflict, nothing stored, and the revision to use.
-    let (code, text) = run(push("ed.json", &["--revision", "1"])).await;
+    let (code, text) = run("ed.json", &["--revision", "1"]).await;
     assert_eq!(code, Some(3), "{text}");
     assert!(text.starts_with("conflict: RJ7"), "{text}");
     assert!(text.contains("Send it as revision 3"), "{text}");
     // Revision 2 again, unchanged (a retry): a duplicate.
-    let (code, text) = run(push("ed.json", &["--revision", "2"])).await;
+    let (code, text) = run("ed.json", &["--revision", "2"]).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(text.starts_with("duplicate: RJ7"), "{text}");
     let history = server
@@ -109,7 +107,7 @@ async fn conflicts_are_told_and_revisions_are_given() {
 
     // A report that says nothing is refused, naming the rule.
     write("empty.json", r#"{"provider": "RJ7", "values": {}}"#);
-    let (code, text) = run(push("empty.json", &[])).await;
+    let (code, text) = run("empty.json", &[]).await;
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("values (not_empty)"), "{text}");
 }
@@ -286,13 +284,7 @@ async fn a_total_counts_only_providers_with_both_inputs_and_says_so() {
     let mut client = server.provider().await;
     let (open, occupied) = ("beds.cc_adult.open", "beds.cc_adult.occupied");
     client.submit(report("RJ7", 0, 1, &[(open, 62.0), (occupied, 49.0)])).await.unwrap();
-    let mut updates = server
-        .subscriber()
-        .await
-        .subscribe(pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut updates = server.updates(1).await;
     expect_snapshot(next(&mut updates).await);
     let ack = client.submit(report("RVR", 0, 1, &[(open, 40.0)])).await.unwrap().into_inner();
     let e = expect_event(next_non_heartbeat(&mut updates).await);
@@ -323,28 +315,14 @@ async fn a_total_counts_only_providers_with_both_inputs_and_says_so() {
 async fn two_sites_report_in_one_hour() {
     let redis = RedisProcess::start().expect("redis-server");
     let replicas = [Server::start_redis(&redis.url()).await, Server::start_redis(&redis.url()).await];
-    let mut updates = replicas[1]
-        .subscriber()
-        .await
-        .subscribe(pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut updates = replicas[1].updates(1).await;
     expect_snapshot(next(&mut updates).await);
     let dir = TempDir::new("sites");
     let push = |file: &str, json: &str| {
         let path = dir.0.join(file);
         std::fs::write(&path, json).unwrap();
         let url = replicas[0].url.clone();
-        async move {
-            let out =
-                Command::new(env!("CARGO_BIN_EXE_sitrep")).args(["push", "--server", &url]).arg(path).output().await;
-            let out = out.unwrap();
-            (
-                out.status.code(),
-                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-            )
-        }
+        async move { push(&url, path, &[]).await }
     };
     let (open, occupied) = ("beds.cc_adult.open", "beds.cc_adult.occupied");
     let site = |site: &str, o: u32, occ: u32| {

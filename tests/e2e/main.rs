@@ -16,10 +16,6 @@ use sitrep_proto::v1::reset::Reason;
 use support::*;
 use tonic_types::StatusExt;
 
-fn subscribe_all(heartbeat: u32) -> pb::SubscribeRequest {
-    pb::SubscribeRequest { heartbeat_seconds: heartbeat, ..Default::default() }
-}
-
 /// Several providers stream several reports; a subscriber receives exactly each accepted report's diff, raw
 /// values, in cursor order; a filtered subscriber receives only its providers and metrics.
 #[tokio::test]
@@ -373,7 +369,7 @@ async fn slow_subscriber_is_resynced_without_delaying_anyone() {
         .unwrap();
     let mut slow_client = sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient::new(slow_channel);
     let mut slow = slow_client.subscribe(subscribe_all(300)).await.unwrap().into_inner();
-    let mut fast = server.subscriber().await.subscribe(subscribe_all(300)).await.unwrap().into_inner();
+    let mut fast = server.updates(300).await;
     expect_snapshot(next(&mut fast).await);
 
     let mut client = server.provider().await;
@@ -491,7 +487,7 @@ async fn query_directory_catalogue_and_bad_filters() {
 #[tokio::test]
 async fn sigterm_drains_streams_and_exits_cleanly() {
     let mut server = Server::start("").await;
-    let mut stream = server.subscriber().await.subscribe(subscribe_all(300)).await.unwrap().into_inner();
+    let mut stream = server.updates(300).await;
     expect_snapshot(next(&mut stream).await);
     let pid = server.child.id().unwrap();
     let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();

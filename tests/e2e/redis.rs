@@ -7,10 +7,6 @@ use sitrep_store::redis::RedisProcess;
 
 use crate::support::*;
 
-fn all(heartbeat: u32) -> pb::SubscribeRequest {
-    pb::SubscribeRequest { heartbeat_seconds: heartbeat, ..Default::default() }
-}
-
 /// A report accepted by one replica reaches subscribers of another; both serve the same picture; a replica that
 /// is replaced lets its subscribers resume from their cursors on the new one.
 #[tokio::test]
@@ -18,8 +14,8 @@ async fn replicas_share_one_picture_through_redis() {
     let redis = RedisProcess::start().expect("redis-server");
     let a = Server::start_redis(&redis.url()).await;
     let b = Server::start_redis(&redis.url()).await;
-    let mut on_a = a.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
-    let mut on_b = b.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
+    let mut on_a = a.updates(1).await;
+    let mut on_b = b.updates(1).await;
     expect_snapshot(next(&mut on_a).await);
     expect_snapshot(next(&mut on_b).await);
 
@@ -65,7 +61,7 @@ async fn redis_outage_degrades_then_resumes_without_gaps() {
     let server = Server::start_redis(&redis.url()).await;
     let mut provider = server.provider().await;
     let health = HealthClient::new(server.channel().await);
-    let mut watcher = server.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
+    let mut watcher = server.updates(1).await;
     expect_snapshot(next(&mut watcher).await);
     let before = provider.submit(report("RM1", 0, 1, &[("ed.in_department", 10.0)])).await.unwrap().into_inner();
     assert_eq!(before.outcome(), Outcome::Accepted);
@@ -200,7 +196,7 @@ async fn a_redis_refusing_writes_degrades_the_picture() {
     let redis = RedisProcess::start().expect("redis-server");
     let server = Server::start_redis(&redis.url()).await;
     let mut provider = server.provider().await;
-    let mut watcher = server.subscriber().await.subscribe(all(1)).await.unwrap().into_inner();
+    let mut watcher = server.updates(1).await;
     expect_snapshot(next(&mut watcher).await);
     let first = provider.submit(report("RAP", 0, 1, &[("ed.in_department", 1.0)])).await.unwrap().into_inner();
     assert_eq!(first.outcome(), Outcome::Accepted);

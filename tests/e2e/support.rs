@@ -114,6 +114,17 @@ impl Server {
     pub async fn query(&self) -> QueryServiceClient<Channel> {
         QueryServiceClient::new(self.channel().await)
     }
+
+    /// A subscription to everything, with heartbeats every `heartbeat` seconds: its stream of updates (the first
+    /// is the snapshot).
+    pub async fn updates(&self, heartbeat: u32) -> tonic::Streaming<pb::Update> {
+        self.subscriber().await.subscribe(subscribe_all(heartbeat)).await.unwrap().into_inner()
+    }
+}
+
+/// A request for everything, with heartbeats every `heartbeat` seconds.
+pub fn subscribe_all(heartbeat: u32) -> pb::SubscribeRequest {
+    pb::SubscribeRequest { heartbeat_seconds: heartbeat, ..Default::default() }
 }
 
 pub fn ts(t: sitrep_core::Timestamp) -> prost_types::Timestamp {

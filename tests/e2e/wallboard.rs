@@ -271,6 +271,22 @@ const TILES_IN_VIEW: &str = "JSON.stringify([...document.querySelectorAll('.tile
       const b = c.getBoundingClientRect(); return b.top >= r.top && b.bottom <= r.bottom + 0.5 && b.right <= r.right + 0.5; }); \
   }).map((t) => t.id))";
 
+/// Resizes the page to `width` x `height` and waits until it has laid itself out again, readably: P001's values
+/// at least 12 px high at 1920x1080, and twice that on a screen twice as big. Returns that size.
+fn resize_until_readable(
+    browser: &mut Browser,
+    page: &crate::browser::Page,
+    width: u32,
+    height: u32,
+) -> serde_json::Value {
+    browser.set_viewport(page, width, height);
+    browser.eval(page, "window.dispatchEvent(new Event('resize'))");
+    let size = "parseFloat(getComputedStyle(document.querySelector('#tile-P001 .val .cell')).fontSize)";
+    let least = 12 * width / 1920;
+    browser.wait_for(page, &format!("innerWidth === {width} && {size} >= {least}"), DEADLINE);
+    browser.eval(page, size)
+}
+
 fn tiles_in_view(browser: &mut Browser, page: &crate::browser::Page) -> Vec<String> {
     let ids = browser.eval(page, TILES_IN_VIEW);
     serde_json::from_str(ids.as_str().unwrap()).unwrap()
@@ -287,17 +303,11 @@ async fn sixty_providers_are_all_on_one_screen() {
     let page = browser.open(&server.url);
     browser.wait_for(&page, "document.querySelectorAll('.tile:not(.never)').length === 60", DEADLINE);
     for (width, height) in [(1920, 1080), (3840, 2160)] {
-        browser.set_viewport(&page, width, height);
-        browser.eval(&page, "window.dispatchEvent(new Event('resize'))");
-        // Readable: values at least 12 px high at 1920x1080, and twice that on a screen twice as big (the page
-        // lays itself out again after a resize).
-        let size = "parseFloat(getComputedStyle(document.querySelector('#tile-P001 .val .cell')).fontSize)";
-        let least = 12 * width / 1920;
-        browser.wait_for(&page, &format!("innerWidth === {width} && {size} >= {least}"), DEADLINE);
+        let size = resize_until_readable(&mut browser, &page, width, height);
         let shown = tiles_in_view(&mut browser, &page);
         assert_eq!(shown.len(), 60, "at {width}x{height}: {shown:?}");
         assert!(browser.eval(&page, "document.querySelector('#pager').hidden").as_bool().unwrap());
-        println!("wallboard: 60 providers at {width}x{height}: values {} px", browser.eval(&page, size));
+        println!("wallboard: 60 providers at {width}x{height}: values {} px", size);
     }
 }
 
@@ -764,11 +774,7 @@ async fn site_breakdowns_fit_the_screen() {
             assert_eq!(more, format!("and {} more sites", sites - 3));
         }
         for (width, height) in [(1920, 1080), (3840, 2160)] {
-            browser.set_viewport(&page, width, height);
-            browser.eval(&page, "window.dispatchEvent(new Event('resize'))");
-            let size = "parseFloat(getComputedStyle(document.querySelector('#tile-P001 .val .cell')).fontSize)";
-            let least = 12 * width / 1920;
-            browser.wait_for(&page, &format!("innerWidth === {width} && {size} >= {least}"), DEADLINE);
+            let size = resize_until_readable(&mut browser, &page, width, height);
             assert_eq!(
                 tiles_in_view(&mut browser, &page).len(),
                 trusts as usize,
@@ -783,8 +789,7 @@ async fn site_breakdowns_fit_the_screen() {
             assert_eq!(lines[0], lines[1], "{trusts} trusts at {width}x{height}: site lines inside their tiles");
             println!(
                 "wallboard: {trusts} trusts of {sites} sites at {width}x{height}: breakdown {shown}, {} site lines drawn, values {} px",
-                lines[0],
-                browser.eval(&page, size)
+                lines[0], size
             );
         }
     }
