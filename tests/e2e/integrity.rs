@@ -19,6 +19,12 @@ async fn push(url: &str, file: std::path::PathBuf, extra: &[&str]) -> (Option<i3
     (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// `provider`'s history of the last 24 hours.
+async fn history(server: &Server, provider: &str) -> pb::History {
+    let request = pb::GetHistoryRequest { provider: provider.into(), ..Default::default() };
+    server.query().await.get_history(request).await.unwrap().into_inner()
+}
+
 async fn snapshot(server: &Server) -> pb::Snapshot {
     server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner()
 }
@@ -96,13 +102,7 @@ async fn conflicts_are_told_and_revisions_are_given() {
     let (code, text) = run("ed.json", &["--revision", "2"]).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(text.starts_with("duplicate: RJ7"), "{text}");
-    let history = server
-        .query()
-        .await
-        .get_history(pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let history = history(&server, "RJ7").await;
     assert_eq!(history.entries.iter().map(|r| r.revision).collect::<Vec<_>>(), [1, 2]);
 
     // A report that says nothing is refused, naming the rule.
@@ -361,13 +361,7 @@ async fn two_sites_report_in_one_hour() {
     let names: Vec<&str> =
         json["providers"][0]["sites"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["St George's Hospital", "Queen Mary's Hospital"]);
-    let history = replicas[1]
-        .query()
-        .await
-        .get_history(pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let history = history(&replicas[1], "RJ7").await;
     let mut kept: Vec<(String, u32)> = history.entries.iter().map(|h| (h.site.clone(), h.revision)).collect();
     kept.sort();
     assert_eq!(kept, [("RJ701".to_owned(), 1), ("RJ731".to_owned(), 1)]);
