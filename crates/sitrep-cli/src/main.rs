@@ -414,7 +414,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &config.store.redis {
         tracing::info!(redis = %url.redacted(), prefix = %config.store.key_prefix, "using redis");
     }
-    let app = App::new(&config, store, rules, cancel.clone());
+    let auth = config.load_auth(&rules)?;
+    if auth.is_open() {
+        tracing::warn!(listen = %config.listen, "no principals file ([auth] principals): every caller may write and read everything");
+    }
+    let app = App::new(&config, store, rules, auth, cancel.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (set --listen or `listen` in the config)", config.listen))?;

@@ -85,10 +85,17 @@ pub fn store_from_config(config: &Config, rules: &Rules) -> Result<Arc<dyn Store
 impl App {
     /// Builds the aggregator from configuration, the rules it loaded (see [`Config::load_rules`]) and a store
     /// built with the same rules.
-    pub fn new(config: &Config, store: Arc<dyn Store>, rules: Rules, cancel: CancellationToken) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        rules: Rules,
+        auth: crate::auth::Authenticator,
+        cancel: CancellationToken,
+    ) -> Self {
         let hub = Hub::new(rules.clone(), config.subscribers.queue_capacity)
             .warm_with(crate::services::subscriber::encode_provider);
         let ctx = Context {
+            auth,
             store,
             directory: rules.directory.clone(),
             catalogue: rules.catalogue.clone(),
@@ -144,7 +151,9 @@ impl App {
             .into_axum_router()
             .layer(axum::middleware::map_response(crate::http::name_refusals))
             .merge(crate::http::router(self.ctx.clone()))
-            .fallback(crate::http::fallback);
+            .fallback(crate::http::fallback)
+            // Every request, gRPC and HTTP, is authenticated by this one layer.
+            .layer(axum::middleware::from_fn_with_state(self.ctx.auth.clone(), crate::auth::layer));
         Ok(Routes::from(router))
     }
 }
@@ -236,6 +245,7 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     let ctx = app.ctx.clone();
     let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
     ctx.tasks.spawn(watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.stale_check, cancel.clone()));
+    ctx.tasks.spawn(ctx.auth.clone().watch(ctx.rules.clone(), Duration::from_secs(2), cancel.clone()));
     // Health follows the picture: NOT_SERVING while the store is unreachable.
     let (mut status, health_reporter, health_cancel) = (ctx.hub.status(), reporter.clone(), cancel.clone());
     ctx.tasks.spawn(async move {

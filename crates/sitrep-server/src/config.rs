@@ -32,8 +32,21 @@ pub struct Config {
     pub staleness: StalenessConfig,
     pub opel: OpelConfig,
     pub wallboard: WallboardConfig,
+    pub auth: AuthConfig,
     /// Seconds to let streams drain at shutdown before giving up on them.
     pub shutdown_grace_seconds: u64,
+}
+
+/// Who may call (see `crate::auth`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The principals file: who may write and read what, with their credentials (read again when it changes).
+    /// Unset: sitrep is open, every caller may write and read everything.
+    pub principals: Option<PathBuf>,
+    /// Allows an open sitrep (no principals file) on a listener other than loopback. Off: such a listener is
+    /// refused at start.
+    pub open: bool,
 }
 
 /// What every wallboard screen of this deployment shows unless its address says otherwise (`?tz=`, `?theme=`,
@@ -142,6 +155,7 @@ impl Default for Config {
             staleness: StalenessConfig::default(),
             opel: OpelConfig::default(),
             wallboard: WallboardConfig::default(),
+            auth: AuthConfig::default(),
             shutdown_grace_seconds: 10,
         }
     }
@@ -294,7 +308,7 @@ impl Config {
         let mut config: Config =
             toml::from_str(text).map_err(|cause| ConfigError::Parse { path: path.to_owned(), cause })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.directory, &mut config.catalogue].into_iter().flatten() {
+        for p in [&mut config.directory, &mut config.catalogue, &mut config.auth.principals].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -430,6 +444,22 @@ impl Config {
             self.load_opel()?.map(Arc::new),
             Staleness { cadence, grace, value_max_age },
         )?)
+    }
+
+    /// Who may call: the principals file this configuration names (read and checked against the directory), or
+    /// open, which only a loopback listener (`listen`, as finally set) may be unless `[auth] open = true`.
+    pub fn load_auth(&self, rules: &Rules) -> Result<crate::auth::Authenticator, ConfigError> {
+        let invalid = |message: String| sitrep_core::ConfigError::Invalid { what: "configuration".into(), message };
+        match &self.auth.principals {
+            Some(file) => Ok(crate::auth::Authenticator::from_file(file, rules).map_err(invalid)?),
+            None if self.listen.ip().is_loopback() || self.auth.open => Ok(crate::auth::Authenticator::open()),
+            None => Err(invalid(format!(
+                "auth.principals: listening on {} with no principals would let anyone who can reach it write and read \
+                 everything; name a principals file ([auth] principals), or set [auth] open = true to mean it",
+                self.listen
+            ))
+            .into()),
+        }
     }
 
     /// The catalogue this configuration names (reading its file), or the built-in NHS England profile.

@@ -1,6 +1,8 @@
 //! The sitrep aggregator: validates what providers send, stores it, and streams every change to subscribers.
 //!
 //! # Layout
+//! - [`auth`]: principals, their credentials and grants, the layer that authenticates every request and the one
+//!   function that authorises.
 //! - [`config`]: the one typed configuration struct, parsed from TOML, and the directory and catalogue it names.
 //! - [`convert`]: the only place wire types (`sitrep-proto`) meet domain types (`sitrep-core`).
 //! - [`error`]: how domain and store failures become gRPC statuses.
@@ -14,6 +16,7 @@
 //! - [`display`]: readable one-line renderings of updates, for terminals and logs.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod display;

@@ -112,7 +112,7 @@ pub fn start(
 ) -> mpsc::Receiver<Result<Out, Status>> {
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
     let tasks = ctx.tasks.clone();
-    let followed = ctx.rules.scopes_for(&filter.providers);
+    let followed = filter.scopes(&ctx.rules);
     let session = Session { ctx, filter, followed, heartbeat, tx };
     tasks.spawn(async move {
         match session.run(resume).await {
@@ -178,7 +178,8 @@ impl Session {
 
     /// Registers and sends a fresh snapshot of the filter's providers; returns the subscription and its cursor.
     async fn subscribe_with_snapshot(&self) -> Result<(Subscription, Cursor), End> {
-        let (sub, snap) = self.register(|| self.ctx.hub.subscribe(&self.filter.providers)).await?;
+        let (sub, mut snap) = self.register(|| self.ctx.hub.subscribe(&self.filter.providers)).await?;
+        self.filter.retain_readable(&mut snap.rollups);
         let cursor = snap.cursor.clone();
         self.send_snapshot(snap).await?;
         Ok((sub, cursor))
@@ -285,11 +286,15 @@ impl Session {
             self.send(Out::Rollups(e.cursor.clone(), rollups)).await?;
             return Ok(true);
         }
-        let out = match &self.filter.metrics {
-            None => event,
-            Some(metrics) => {
+        // An event carries the totals of every scope its provider rolls up into; a caller that may not read some
+        // of them gets its own copy without them.
+        let unreadable = e.rollups.iter().any(|r| !self.followed.contains(&r.scope));
+        let out = match (&self.filter.metrics, unreadable) {
+            (None, false) => event,
+            (metrics, _) => {
                 let mut kept = event.event().clone();
-                if !kept.retain_metrics(Some(metrics)) {
+                kept.rollups.retain(|r| self.followed.contains(&r.scope));
+                if !kept.retain_metrics(metrics.as_ref()) {
                     return Ok(false);
                 }
                 OutEvent::Own(Box::new(kept))
@@ -394,10 +399,11 @@ mod tests {
         let config = crate::config::Config::default();
         let rules = sitrep_core::Rules::demo();
         let store = crate::app::store_from_config(&config, &rules).unwrap();
-        let app = crate::App::new(&config, store, rules, tokio_util::sync::CancellationToken::new());
+        let auth = crate::auth::Authenticator::open();
+        let app = crate::App::new(&config, store, rules, auth, tokio_util::sync::CancellationToken::new());
         let ctx = app.ctx.clone();
         let (tx, _rx) = mpsc::channel(1);
-        let filter = ctx.resolve(None).unwrap();
+        let filter = ctx.resolve(None, &crate::auth::Principal::anonymous()).unwrap();
         let session = Session { ctx: ctx.clone(), filter, followed: Vec::new(), heartbeat: Duration::from_secs(1), tx };
         let run = std::mem::size_of_val(&session.run(None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

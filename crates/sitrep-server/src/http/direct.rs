@@ -60,7 +60,12 @@ pub async fn sniff(stream: &TcpStream) -> bool {
 /// comes until the subscriber goes, the session ends, or the aggregator shuts down.
 pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) {
     let opened = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(Some(head))) => open_events(&ctx, head.query, head.last_event_id.as_deref(), "directly"),
+        // The same credentials as through hyper, checked by the same authenticator.
+        Ok(Ok(Some(head))) => match ctx.auth.authenticate(&head.headers) {
+            Ok(Some(who)) => open_events(&ctx, &who, head.query, head.last_event_id.as_deref(), "directly"),
+            Ok(None) => Err(Status::unauthenticated("a credential is needed: authorization: Bearer <key>").into()),
+            Err(status) => Err(status.into()),
+        },
         _ => Err(Status::invalid_argument("a malformed or incomplete request head").into()),
     };
     match opened {
@@ -106,6 +111,8 @@ async fn stream_events(mut events: EventStream, mut stream: TcpStream) {
 struct Head {
     query: Option<String>,
     last_event_id: Option<String>,
+    /// The headers that carry credentials.
+    headers: axum::http::HeaderMap,
 }
 
 /// Reads up to the end of the request head. `Ok(None)` when it is malformed, too long, or the connection ended
@@ -131,7 +138,13 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Head>> {
                     .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
                     .and_then(|h| std::str::from_utf8(h.value).ok())
                     .map(str::to_owned);
-                return Ok(Some(Head { query, last_event_id }));
+                let mut credentials = axum::http::HeaderMap::new();
+                for h in request.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("authorization")) {
+                    if let Ok(value) = axum::http::HeaderValue::from_bytes(h.value) {
+                        credentials.insert(axum::http::header::AUTHORIZATION, value);
+                    }
+                }
+                return Ok(Some(Head { query, last_event_id, headers: credentials }));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
             _ => return Ok(None),

@@ -320,13 +320,17 @@ pub fn change(c: &Change<'_>) -> Json {
     out
 }
 
-pub fn directory(rules: &Rules) -> Json {
+/// The part of the directory a caller may read: the `readable` providers, and the systems and regions they are in.
+pub fn directory(rules: &Rules, readable: &sitrep_core::Selection) -> Json {
     let d = &rules.directory;
+    let providers: Vec<_> = d.providers().filter(|p| readable.contains(&p.code)).collect();
+    let systems: Vec<_> = d.systems().filter(|s| providers.iter().any(|p| p.system == s.code)).collect();
+    let regions: Vec<_> = d.regions().filter(|r| systems.iter().any(|s| s.region == r.code)).collect();
     json!({
         "nation": { "code": d.nation().code, "name": d.nation().name },
-        "regions": d.regions().map(|r| json!({ "code": r.code, "name": r.name })).collect::<Vec<_>>(),
-        "systems": d.systems().map(|s| json!({ "code": s.code, "name": s.name, "region": s.region })).collect::<Vec<_>>(),
-        "providers": d.providers().map(|p| json!({
+        "regions": regions.iter().map(|r| json!({ "code": r.code, "name": r.name })).collect::<Vec<_>>(),
+        "systems": systems.iter().map(|s| json!({ "code": s.code, "name": s.name, "region": s.region })).collect::<Vec<_>>(),
+        "providers": providers.iter().map(|p| json!({
             "code": p.code,
             "name": p.name,
             "system": p.system,

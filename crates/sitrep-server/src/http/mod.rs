@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -36,6 +36,7 @@ use tokio_stream::StreamExt;
 use tonic::Status;
 use tonic_types::StatusExt;
 
+use crate::auth::{Action, Principal};
 use crate::error;
 use crate::services::Context;
 use crate::session::{self, Out, OutEvent};
@@ -67,7 +68,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/previous_hour", get(previous_hour))
         .route(
             "/api/v1/directory",
-            get(|State(ctx): State<Arc<Context>>| async move { ok(json::directory(&ctx.rules)) }),
+            get(|State(ctx): State<Arc<Context>>, Extension(who): Extension<Principal>| async move {
+                ok(json::directory(&ctx.rules, &who.grants.readable))
+            }),
         )
         .route(
             "/api/v1/catalogue",
@@ -192,6 +195,9 @@ impl ApiError {
         let code = match s.code() {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+            tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -344,10 +350,15 @@ const JSON_PART: usize = 100;
 /// The picture as JSON, streamed: the cursor and the rollups first, then the providers a hundred at a time, each
 /// piece made only when the connection is ready for it. Ten thousand providers are tens of megabytes of JSON;
 /// built whole, the first byte waited for the last and the aggregator held it all.
-async fn snapshot(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn snapshot(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = params(q);
-    let f = ctx.resolve(Some(&filter(&params)))?;
-    let snap = ctx.snapshot(&f.providers).await?;
+    let f = ctx.resolve(Some(&filter(&params)), &who)?;
+    let mut snap = ctx.snapshot(&f.providers).await?;
+    f.retain_readable(&mut snap.rollups);
     let metrics = f.metrics;
     let rollups: Vec<Json> = snap
         .rollups
@@ -398,12 +409,16 @@ fn streamed(
 
 /// Each selected provider's figures, and each of their scopes' rollup figures, for the hour before the current
 /// one: what the wallboard shows changes against.
-async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn previous_hour(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = params(q);
-    let f = ctx.resolve(Some(&filter(&params)))?;
+    let f = ctx.resolve(Some(&filter(&params)), &who)?;
     let hour = time_param(&params, "hour")?.unwrap_or_else(Timestamp::now).hour_start().add_hours(-1);
     let rules = &ctx.rules;
-    let scopes = rules.scopes_for(&f.providers);
+    let scopes = f.scopes(rules);
     // Every provider of those scopes counts towards their rollups, selected or not.
     let wanted: BTreeSet<String> = rules
         .directory
@@ -446,12 +461,17 @@ async fn previous_hour(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -
     Ok(ok(json!({ "hour": hour, "providers": providers, "rollups": rollups })))
 }
 
-async fn history(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn history(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = params(q);
     let provider = one(&params, "provider").ok_or_else(|| {
         error::invalid_field("provider", "required", "provider is required, e.g. ?provider=RJ7".into())
     })?;
     ctx.known_provider(provider)?;
+    who.may(Action::ReadProvider(provider))?;
     let (from, to) = ctx.history_range(time_param(&params, "from")?, time_param(&params, "to")?)?;
     let mut records = ctx.store.history(provider, from, to).await.map_err(error::store)?;
     let metrics = list(&params, "metric");
@@ -466,9 +486,13 @@ async fn history(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resu
 /// What the selected providers' reports changed since a time (default: the last hour), newest first: for the
 /// wallboard's "last hour" panel when it loads (after that, the event stream keeps it current). Read from the
 /// history, the hour before `since` included so that the first report in the window has something to differ from.
-async fn changes(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn changes(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = params(q);
-    let f = ctx.resolve(Some(&filter(&params)))?;
+    let f = ctx.resolve(Some(&filter(&params)), &who)?;
     let now = Timestamp::now();
     let since = time_param(&params, "since")?.unwrap_or(Timestamp::from_millis(now.millis() - Timestamp::HOUR_MS));
     let limit = match one(&params, "limit") {
@@ -507,8 +531,12 @@ async fn changes(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resu
 const CHANGES_LIMIT: usize = 200;
 const CHANGES_MAX: usize = 2000;
 
-async fn alerts(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let f = ctx.resolve(Some(&filter(&params(q))))?;
+async fn alerts(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let f = ctx.resolve(Some(&filter(&params(q))), &who)?;
     let alerts = ctx.alerts(&f.providers).await?;
     Ok(ok(json!({ "alerts": alerts })))
 }
@@ -518,11 +546,12 @@ async fn alerts(State(ctx): State<Arc<Context>>, RawQuery(q): RawQuery) -> Resul
 /// the same [`open_events`].)
 async fn events(
     State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let events = open_events(&ctx, q, last_event_id, "by hyper")?;
+    let events = open_events(&ctx, &who, q, last_event_id, "by hyper")?;
     let retry = tokio_stream::once(Ok::<_, Infallible>(Bytes::from_static(RETRY)));
     let messages = futures_util::stream::unfold(events, |mut events| async move {
         events.next().await.map(|message| (Ok::<_, Infallible>(message), events))
@@ -561,12 +590,13 @@ impl EventStream {
 /// page sets on its first connect).
 fn open_events(
     ctx: &Arc<Context>,
+    who: &Principal,
     query: Option<String>,
     last_event_id: Option<&str>,
     served: &'static str,
 ) -> Result<EventStream, ApiError> {
     let params = params(query);
-    let f = ctx.resolve(Some(&filter(&params)))?;
+    let f = ctx.resolve(Some(&filter(&params)), who)?;
     let heartbeat = match one(&params, "heartbeat").map(str::parse::<u64>) {
         None => u64::from(ctx.subscribers.default_heartbeat_seconds),
         Some(Ok(s @ 1..=300)) => s,

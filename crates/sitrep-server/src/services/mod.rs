@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::Status;
 
+use crate::auth::{Action, Principal};
 use crate::config::SubscriberConfig;
 use crate::error;
 use crate::hub::Hub;
@@ -31,6 +32,8 @@ const PICTURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Everything the services share. Built once by [`crate::App`].
 pub struct Context {
+    /// Who callers are (see [`crate::auth`]).
+    pub auth: crate::auth::Authenticator,
     pub store: Arc<dyn Store>,
     /// What derived figures are computed by; `directory` and `catalogue` are its parts, for brevity.
     pub rules: Rules,
@@ -47,11 +50,31 @@ pub struct Context {
     pub tasks: TaskTracker,
 }
 
-/// A request's filter, resolved against the directory and the catalogue.
+/// A request's filter, resolved against the directory and the catalogue, within what its caller may read.
 pub struct ResolvedFilter {
     pub providers: Selection,
     /// Metrics to keep; `None` keeps all.
     pub metrics: Option<BTreeSet<String>>,
+    /// The scopes whose totals the caller may read; `None`: all.
+    pub readable_scopes: Option<BTreeSet<sitrep_core::rules::Scope>>,
+}
+
+impl ResolvedFilter {
+    /// The scopes whose totals go with the selected providers: those they roll up into that the caller may read.
+    pub fn scopes(&self, rules: &sitrep_core::Rules) -> Vec<sitrep_core::rules::Scope> {
+        let mut scopes = rules.scopes_for(&self.providers);
+        if let Some(readable) = &self.readable_scopes {
+            scopes.retain(|s| readable.contains(s));
+        }
+        scopes
+    }
+
+    /// Keeps only the rollups of scopes the caller may read.
+    pub fn retain_readable(&self, rollups: &mut Vec<sitrep_core::rollup::ScopeRollup>) {
+        if let Some(readable) = &self.readable_scopes {
+            rollups.retain(|r| readable.contains(&r.scope));
+        }
+    }
 }
 
 impl Context {
@@ -119,10 +142,13 @@ impl Context {
         }
     }
 
-    /// Resolves a filter, or `INVALID_ARGUMENT` naming the first unknown code (e.g. `filter.systems[1]`).
-    pub fn resolve(&self, filter: Option<&pb::Filter>) -> Result<ResolvedFilter, Status> {
+    /// Resolves a filter within what `who` may read: `INVALID_ARGUMENT` naming the first unknown code (e.g.
+    /// `filter.systems[1]`), PERMISSION_DENIED for a provider outside its read grant; no filter is everything it
+    /// may read.
+    pub fn resolve(&self, filter: Option<&pb::Filter>, who: &Principal) -> Result<ResolvedFilter, Status> {
+        let readable_scopes = who.grants.read.clone();
         let Some(f) = filter else {
-            return Ok(ResolvedFilter { providers: Selection::All, metrics: None });
+            return Ok(ResolvedFilter { providers: who.grants.readable.clone(), metrics: None, readable_scopes });
         };
         let providers = self
             .directory
@@ -137,7 +163,16 @@ impl Context {
                 ));
             }
         }
+        let providers = match providers {
+            Selection::All => who.grants.readable.clone(),
+            Selection::Only(set) => {
+                for p in &set {
+                    who.may(Action::ReadProvider(p))?;
+                }
+                Selection::Only(set)
+            }
+        };
         let metrics = (!f.metrics.is_empty()).then(|| f.metrics.iter().cloned().collect());
-        Ok(ResolvedFilter { providers, metrics })
+        Ok(ResolvedFilter { providers, metrics, readable_scopes })
     }
 }

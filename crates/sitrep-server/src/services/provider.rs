@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Context;
+use crate::auth::{Action, Principal, principal_of};
 use crate::convert::{report_from_wire, violation_to_wire, wire_violations};
 use crate::error;
 
@@ -32,7 +33,16 @@ impl ProviderApi {
 
 /// Handles one report: `Ok` with the ack (accepted, duplicate, conflict or rejected, plus the violations when rejected),
 /// `Err` when the store could not be reached.
-pub async fn ingest(ctx: &Context, wire: pb::StatusReport) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
+pub async fn ingest(
+    ctx: &Context,
+    who: &Principal,
+    wire: pb::StatusReport,
+) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
+    // Before anything else: a caller learns nothing about a provider it may not write for, and nothing is stored.
+    if let Err(denied) = who.may(Action::Write(&wire.provider)) {
+        tracing::warn!(principal = %who.name, credential = %who.credential, provider = ?wire.provider, "report refused: permission denied");
+        return Err(denied);
+    }
     let mut ack = pb::ReportAck {
         provider: wire.provider.clone(),
         period: wire.period,
@@ -111,6 +121,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
         request: Request<Streaming<pb::StatusReport>>,
     ) -> Result<Response<Self::ReportStream>, Status> {
         let peer = request.remote_addr();
+        let who = principal_of(request.extensions())?.clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(32);
         let ctx = self.ctx.clone();
@@ -128,7 +139,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                 match next {
                     Ok(Some(report)) => {
                         // Not raced against shutdown: a report being stored is finished and acknowledged first.
-                        let reply = ingest(&ctx, report).await.map(|(ack, _)| ack);
+                        let reply = ingest(&ctx, &who, report).await.map(|(ack, _)| ack);
                         let failed = reply.is_err();
                         if tx.send(reply).await.is_err() || failed {
                             break;
@@ -163,7 +174,8 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
     }
 
     async fn submit(&self, request: Request<pb::StatusReport>) -> Result<Response<pb::ReportAck>, Status> {
-        let (ack, violations) = ingest(&self.ctx, request.into_inner()).await?;
+        let who = principal_of(request.extensions())?.clone();
+        let (ack, violations) = ingest(&self.ctx, &who, request.into_inner()).await?;
         if !violations.is_empty() {
             return Err(error::invalid(&violations));
         }

@@ -11,6 +11,7 @@ use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Context;
+use crate::auth::{Action, Principal, principal_of};
 use crate::convert::{
     absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, scope_to_wire, snapshot_to_wire,
     timestamp_from_wire, timestamp_to_wire, value_to_wire,
@@ -54,8 +55,10 @@ impl QueryApi {
 #[tonic::async_trait]
 impl pb::query_service_server::QueryService for QueryApi {
     async fn get_snapshot(&self, request: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::Snapshot>, Status> {
-        let filter = self.ctx.resolve(request.get_ref().filter.as_ref())?;
-        let snap = self.ctx.snapshot(&filter.providers).await?;
+        let who = principal_of(request.extensions())?;
+        let filter = self.ctx.resolve(request.get_ref().filter.as_ref(), who)?;
+        let mut snap = self.ctx.snapshot(&filter.providers).await?;
+        filter.retain_readable(&mut snap.rollups);
         let metrics = filter.metrics.as_ref();
         Ok(Response::new(snapshot_to_wire(
             &self.ctx.rules,
@@ -67,8 +70,12 @@ impl pb::query_service_server::QueryService for QueryApi {
         )))
     }
 
-    async fn get_directory(&self, _: Request<pb::GetDirectoryRequest>) -> Result<Response<pb::Directory>, Status> {
-        Ok(Response::new(directory_to_wire(&self.ctx.directory)))
+    async fn get_directory(
+        &self,
+        request: Request<pb::GetDirectoryRequest>,
+    ) -> Result<Response<pb::Directory>, Status> {
+        let who = principal_of(request.extensions())?;
+        Ok(Response::new(readable_directory(directory_to_wire(&self.ctx.directory), who)))
     }
 
     async fn get_catalogue(&self, _: Request<pb::GetCatalogueRequest>) -> Result<Response<pb::Catalogue>, Status> {
@@ -76,9 +83,11 @@ impl pb::query_service_server::QueryService for QueryApi {
     }
 
     async fn get_history(&self, request: Request<pb::GetHistoryRequest>) -> Result<Response<pb::History>, Status> {
+        let who = principal_of(request.extensions())?.clone();
         let req = request.into_inner();
         let ctx = &self.ctx;
         known_provider(ctx, &req.provider)?;
+        who.may(Action::ReadProvider(&req.provider))?;
         for (i, m) in req.metrics.iter().enumerate() {
             known_metric(ctx, &format!("metrics[{i}]"), m)?;
         }
@@ -109,11 +118,12 @@ impl pb::query_service_server::QueryService for QueryApi {
         &self,
         request: Request<pb::GetMetricHistoryRequest>,
     ) -> Result<Response<pb::MetricHistory>, Status> {
+        let who = principal_of(request.extensions())?.clone();
         let req = request.into_inner();
         let ctx = &self.ctx;
         known_metric(ctx, "metric", &req.metric)?;
         let filter =
-            ctx.resolve(req.filter.as_ref().map(|f| pb::Filter { metrics: Vec::new(), ..f.clone() }).as_ref())?;
+            ctx.resolve(req.filter.as_ref().map(|f| pb::Filter { metrics: Vec::new(), ..f.clone() }).as_ref(), &who)?;
         let (from, to) = range(ctx, req.from.as_ref(), req.to.as_ref())?;
         let providers: Vec<String> = match filter.providers {
             Selection::All => ctx.directory.providers().map(|p| p.code.clone()).collect(),
@@ -144,12 +154,14 @@ impl pb::query_service_server::QueryService for QueryApi {
     }
 
     async fn get_alerts(&self, request: Request<pb::GetAlertsRequest>) -> Result<Response<pb::Alerts>, Status> {
-        let filter = self.ctx.resolve(request.get_ref().filter.as_ref())?;
+        let who = principal_of(request.extensions())?;
+        let filter = self.ctx.resolve(request.get_ref().filter.as_ref(), who)?;
         let alerts = self.ctx.alerts(&filter.providers).await?;
         Ok(Response::new(pb::Alerts { alerts: alerts.iter().map(alert_to_wire).collect() }))
     }
 
     async fn get_hourly(&self, request: Request<pb::GetHourlyRequest>) -> Result<Response<pb::Hourly>, Status> {
+        let who = principal_of(request.extensions())?.clone();
         let req = request.into_inner();
         let ctx = &self.ctx;
         known_metric(ctx, "metric", &req.metric)?;
@@ -178,6 +190,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         match (req.provider.is_empty(), req.scope.is_empty()) {
             (false, true) => {
                 known_provider(ctx, &req.provider)?;
+                who.may(Action::ReadProvider(&req.provider))?;
                 let (provider, records) = history(req.provider.clone()).await?;
                 if ctx.catalogue.get(&req.metric).is_some() {
                     out.points = provider_hours(&ctx.rules, &records, &req.metric, &periods)
@@ -227,6 +240,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                         ),
                     )
                 })?;
+                who.may(Action::ReadScope(&scope))?;
                 let expected: Vec<String> = ctx
                     .directory
                     .providers()
@@ -281,3 +295,14 @@ fn scope_point(h: sitrep_core::hourly::ScopeHour) -> pb::HourlyPoint {
 
 /// Hours in an hour-by-hour view when the request does not say.
 const DEFAULT_HOURS: u32 = 72;
+
+/// The part of the directory `who` may read: its readable providers, and the systems and regions they are in.
+fn readable_directory(mut d: pb::Directory, who: &Principal) -> pb::Directory {
+    let Selection::Only(readable) = &who.grants.readable else { return d };
+    d.providers.retain(|p| readable.contains(&p.code));
+    let systems: std::collections::BTreeSet<String> = d.providers.iter().map(|p| p.system.clone()).collect();
+    d.systems.retain(|s| systems.contains(&s.code));
+    let regions: std::collections::BTreeSet<String> = d.systems.iter().map(|s| s.region.clone()).collect();
+    d.regions.retain(|r| regions.contains(&r.code));
+    d
+}

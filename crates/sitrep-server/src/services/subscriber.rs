@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 use super::Context;
 use super::subscriber_transport::OutUpdate;
+use crate::auth::principal_of;
 use crate::convert::{
     encode_event_update, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire, write_rollup,
 };
@@ -42,8 +43,9 @@ impl SubscriberApi {
     /// `SubscriberService.Subscribe` (served by [`super::subscriber_transport::SubscriberServer`]).
     pub async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<UpdateStream>, Status> {
         let peer = request.remote_addr();
+        let who = principal_of(request.extensions())?.clone();
         let req = request.into_inner();
-        let filter = self.ctx.resolve(req.filter.as_ref())?;
+        let filter = self.ctx.resolve(req.filter.as_ref(), &who)?;
         let heartbeat = match req.heartbeat_seconds {
             0 => self.ctx.subscribers.default_heartbeat_seconds,
             s @ 1..=300 => s,

@@ -1,0 +1,448 @@
+//! Who is calling, and what they may do: principals, their credentials and grants, and the one function that
+//! decides ([`Principal::may`]).
+//!
+//! Every request passes one layer ([`layer`]) that turns its credential into a [`Principal`] and puts it in the
+//! request's extensions, or answers UNAUTHENTICATED (401 over HTTP) itself; every service and route then asks the
+//! principal before it acts. Principals are configured in their own file (`[auth] principals`), read again when
+//! it changes, so a key is revoked by deleting its line, without a restart.
+//!
+//! - **Credentials**: API keys (`sitrep_...`, sent as `authorization: Bearer <key>`), stored in the file only as
+//!   their SHA-256, with an id that the audit names. `sitrep key` makes one and prints the lines to add.
+//! - **Grants**: `write` to providers (a provider's grant covers its sites), `read` to scopes (`provider:RJ7`,
+//!   `system:QWE`, `region:Y56`, `nation`, or `*` for everything), `admin` for operational endpoints.
+//! - **What a reader sees**: the providers of its read scopes, and the totals of exactly those scopes (a reader of
+//!   one system sees its system's totals, not its region's or the nation's, which would let it work out its
+//!   neighbours' figures by difference, unless it is granted those too).
+//!
+//! Without a principals file sitrep is open: every caller is `anonymous` with every grant. That is for a
+//! development machine, so it is allowed only on a loopback listener unless `[auth] open = true` says otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use sitrep_core::rules::{Level, Scope};
+use sitrep_core::{Rules, Selection};
+use tonic::Status;
+
+/// What a caller may do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grants {
+    /// Providers it may write for (and their sites); `None`: every provider.
+    pub write: Option<BTreeSet<String>>,
+    /// The scopes it may read, as configured (`system:QWE`, ...); `None`: everything.
+    pub read: Option<BTreeSet<Scope>>,
+    /// Providers it may read: those of its read scopes.
+    pub readable: Selection,
+    pub admin: bool,
+}
+
+/// An authenticated caller: who (for the audit), by which credential, and its grants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Principal {
+    pub name: String,
+    /// The credential it presented: a key's id, or `anonymous`.
+    pub credential: String,
+    pub grants: Arc<Grants>,
+}
+
+/// What a principal asks to do.
+#[derive(Clone, Copy, Debug)]
+pub enum Action<'a> {
+    /// Send a report for a provider.
+    Write(&'a str),
+    /// Read a provider's figures.
+    ReadProvider(&'a str),
+    /// Read a scope's totals.
+    ReadScope(&'a Scope),
+    /// Operational endpoints.
+    Admin,
+}
+
+impl Principal {
+    /// The one authorisation decision: `Ok`, or PERMISSION_DENIED naming what was asked and what is granted.
+    pub fn may(&self, action: Action<'_>) -> Result<(), Status> {
+        let g = &self.grants;
+        let allowed = match action {
+            Action::Write(p) => g.write.as_ref().is_none_or(|w| w.contains(p)),
+            Action::ReadProvider(p) => g.readable.contains(p),
+            Action::ReadScope(s) => g.read.as_ref().is_none_or(|r| r.contains(s)),
+            Action::Admin => g.admin,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let list = |set: &Option<BTreeSet<String>>| match set {
+            None => "every provider".to_owned(),
+            Some(s) if s.is_empty() => "none".to_owned(),
+            Some(s) => s.iter().cloned().collect::<Vec<_>>().join(", "),
+        };
+        let scopes = match &g.read {
+            None => "everything".to_owned(),
+            Some(s) if s.is_empty() => "nothing".to_owned(),
+            Some(s) => s.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+        };
+        let message = match action {
+            Action::Write(p) => {
+                format!("{} may not report for provider {p}: its write grant is {}", self.name, list(&g.write))
+            }
+            Action::ReadProvider(p) => {
+                format!("{} may not read provider {p}: its read grant is {scopes}", self.name)
+            }
+            Action::ReadScope(s) => format!("{} may not read the totals of {s}: its read grant is {scopes}", self.name),
+            Action::Admin => format!("{} has no admin grant", self.name),
+        };
+        Err(Status::permission_denied(message))
+    }
+
+    /// The scopes among `scopes` whose totals it may read.
+    pub fn readable_scopes(&self, scopes: Vec<Scope>) -> Vec<Scope> {
+        scopes.into_iter().filter(|s| self.may(Action::ReadScope(s)).is_ok()).collect()
+    }
+
+    /// The open principal of a deployment without a principals file: every grant.
+    pub fn anonymous() -> Self {
+        let grants = Grants { write: None, read: None, readable: Selection::All, admin: true };
+        Principal { name: "anonymous".into(), credential: "anonymous".into(), grants: Arc::new(grants) }
+    }
+}
+
+/// The principals file: `[[principal]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalsFile {
+    #[serde(default)]
+    principal: Vec<PrincipalEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalEntry {
+    name: String,
+    #[serde(default)]
+    write: Vec<String>,
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    key: Vec<KeyEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    id: String,
+    /// The key's SHA-256, in hex: the key itself is never stored.
+    sha256: String,
+}
+
+/// Every configured principal, found by the hash of a key it holds.
+#[derive(Debug, Default)]
+pub struct Principals {
+    by_key: BTreeMap<[u8; 32], Principal>,
+}
+
+impl Principals {
+    /// Parses and checks a principals file against the directory: every provider and scope named must exist,
+    /// every key hash must be 64 hex digits, and no key may belong to two principals.
+    pub fn from_toml(what: &str, text: &str, rules: &Rules) -> Result<Self, String> {
+        let file: PrincipalsFile = toml::from_str(text).map_err(|e| format!("{what}: {e}"))?;
+        let mut by_key = BTreeMap::new();
+        for p in file.principal {
+            let at = |message: String| format!("{what}: principal {:?}: {message}", p.name);
+            if p.name.trim().is_empty() {
+                return Err(format!("{what}: a principal has an empty name"));
+            }
+            let write = match p.write.iter().any(|w| w == "*") {
+                true => None,
+                false => {
+                    for w in &p.write {
+                        if rules.directory.provider(w).is_none() {
+                            return Err(at(format!("write: provider {w:?} is not in the directory")));
+                        }
+                    }
+                    Some(p.write.iter().cloned().collect())
+                }
+            };
+            let read = match p.read.iter().any(|r| r == "*") {
+                true => None,
+                false => Some(p.read.iter().map(|r| scope_of(rules, r).map_err(&at)).collect::<Result<Vec<_>, _>>()?),
+            };
+            let grants = Arc::new(readable(rules, write, read, p.admin));
+            for k in p.key {
+                let hash =
+                    parse_hash(&k.sha256).ok_or_else(|| at(format!("key {:?}: sha256 is not 64 hex digits", k.id)))?;
+                let principal = Principal { name: p.name.clone(), credential: k.id.clone(), grants: grants.clone() };
+                if by_key.insert(hash, principal).is_some() {
+                    return Err(at(format!("key {:?} is configured twice", k.id)));
+                }
+            }
+        }
+        Ok(Principals { by_key })
+    }
+
+    /// The principal holding `key`, if any.
+    pub fn find(&self, key: &str) -> Option<&Principal> {
+        self.by_key.get(&hash(key))
+    }
+}
+
+/// A read grant's scope: `provider:CODE` (kept as a provider), `system:CODE`, `region:CODE`, `nation`.
+enum ReadGrant {
+    Provider(String),
+    Scope(Scope),
+}
+
+fn scope_of(rules: &Rules, text: &str) -> Result<ReadGrant, String> {
+    if let Some(p) = text.strip_prefix("provider:") {
+        return match rules.directory.provider(p) {
+            Some(_) => Ok(ReadGrant::Provider(p.to_owned())),
+            None => Err(format!("read: provider {p:?} is not in the directory")),
+        };
+    }
+    let nation = Scope::new(Level::Nation, &rules.directory.nation().code);
+    if text == "nation" {
+        return Ok(ReadGrant::Scope(nation));
+    }
+    match Scope::parse(text).filter(|s| rules.scopes().contains(s)) {
+        Some(s) => Ok(ReadGrant::Scope(s)),
+        None => Err(format!(
+            "read: {text:?} is not a scope of the directory (provider:CODE, system:CODE, region:CODE, nation or *)"
+        )),
+    }
+}
+
+/// The grants of a principal, with the providers its read scopes hold.
+fn readable(rules: &Rules, write: Option<BTreeSet<String>>, read: Option<Vec<ReadGrant>>, admin: bool) -> Grants {
+    let Some(read) = read else {
+        return Grants { write, read: None, readable: Selection::All, admin };
+    };
+    let mut providers = BTreeSet::new();
+    let mut scopes = BTreeSet::new();
+    for g in read {
+        match g {
+            ReadGrant::Provider(p) => {
+                providers.insert(p);
+            }
+            ReadGrant::Scope(s) => {
+                providers.extend(
+                    rules.directory.providers().filter(|p| rules.in_scope(&p.code, &s)).map(|p| p.code.clone()),
+                );
+                scopes.insert(s);
+            }
+        }
+    }
+    Grants { write, read: Some(scopes), readable: Selection::Only(providers), admin }
+}
+
+/// A key's SHA-256.
+pub fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A new API key: `sitrep_` and 43 characters of base64url (256 random bits), and its SHA-256 in hex.
+pub fn new_key() -> (String, String) {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    let key = format!("sitrep_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let hex = hash(&key).iter().map(|b| format!("{b:02x}")).collect();
+    (key, hex)
+}
+
+/// How callers are authenticated: open (no principals file), or by the principals in a file read again when it
+/// changes.
+#[derive(Clone)]
+pub struct Authenticator {
+    file: Option<PathBuf>,
+    current: Arc<RwLock<Arc<Principals>>>,
+}
+
+impl Authenticator {
+    /// Open: every caller is [`Principal::anonymous`].
+    pub fn open() -> Self {
+        Authenticator { file: None, current: Arc::new(RwLock::new(Arc::new(Principals::default()))) }
+    }
+
+    /// By the principals in `file`, read now (an error names the file and the problem).
+    pub fn from_file(file: &Path, rules: &Rules) -> Result<Self, String> {
+        let principals = load(file, rules)?;
+        Ok(Authenticator { file: Some(file.to_owned()), current: Arc::new(RwLock::new(Arc::new(principals))) })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.file.is_none()
+    }
+
+    /// Reads the file again whenever it changes (checked every `every`), until `cancel` fires. A file that no
+    /// longer parses is logged and the principals it had stay in force.
+    pub async fn watch(self, rules: Rules, every: Duration, cancel: tokio_util::sync::CancellationToken) {
+        let Some(file) = self.file.clone() else { return };
+        let stamp = |f: &Path| std::fs::metadata(f).and_then(|m| m.modified()).ok();
+        let mut seen: Option<SystemTime> = stamp(&file);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let now = stamp(&file);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match load(&file, &rules) {
+                Ok(p) => {
+                    let keys = p.by_key.len();
+                    *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+                    tracing::info!(file = %file.display(), keys, "principals read again");
+                }
+                Err(error) => tracing::error!(%error, "principals file not taken: the previous principals stay"),
+            }
+        }
+    }
+
+    /// The principal `headers` authenticate: `Ok(None)` with no credential, `Err` (UNAUTHENTICATED) with one
+    /// that is malformed or unknown. Open: always the anonymous principal.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, Status> {
+        if self.is_open() {
+            return Ok(Some(Principal::anonymous()));
+        }
+        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| Status::unauthenticated("the authorization header is not \"Bearer <key>\""))?;
+        let principals = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // The key itself is never logged or echoed: an unknown one is only said to be unknown.
+        principals.find(token).cloned().map(Some).ok_or_else(|| {
+            Status::unauthenticated("the key is not known (revoked, mistyped, or for another deployment)")
+        })
+    }
+}
+
+fn load(file: &Path, rules: &Rules) -> Result<Principals, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Principals::from_toml(&file.display().to_string(), &text, rules)
+}
+
+/// Routes anyone may reach without a credential: the wallboard's files (which show a signed-out state by
+/// themselves), health, and gRPC health and reflection.
+fn public(path: &str) -> bool {
+    matches!(path, "/" | "/wallboard.js" | "/wallboard.css" | "/healthz" | "/readyz")
+        || path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.")
+}
+
+/// The layer every request passes: its principal into the request's extensions, or UNAUTHENTICATED (gRPC) / 401
+/// (HTTP) for a bad credential, or for none where one is needed.
+pub async fn layer(
+    axum::extract::State(auth): axum::extract::State<Authenticator>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    match auth.authenticate(request.headers()) {
+        Ok(Some(principal)) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Ok(None) if public(&path) => next.run(request).await,
+        Ok(None) => {
+            refuse(&request, &path, Status::unauthenticated("a credential is needed: authorization: Bearer <key>"))
+        }
+        Err(status) => refuse(&request, &path, status),
+    }
+}
+
+fn refuse(request: &Request, path: &str, status: Status) -> Response {
+    tracing::info!(path, reason = status.message(), "request refused: unauthenticated");
+    let grpc =
+        request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return status.into_http::<axum::body::Body>().into_response();
+    }
+    let mut r =
+        (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": status.message() }))).into_response();
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// The principal a request was authenticated as (the layer always puts one in, except on public routes).
+pub fn principal_of(extensions: &axum::http::Extensions) -> Result<&Principal, Status> {
+    extensions.get::<Principal>().ok_or_else(|| Status::unauthenticated("a credential is needed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_found_by_their_hash_and_grants_decide() {
+        let rules = Rules::demo();
+        let (key, hex) = new_key();
+        assert!(key.starts_with("sitrep_") && key.len() == 50, "{key}");
+        let text = format!(
+            "[[principal]]\nname = \"RJ7 feed\"\nwrite = [\"RJ7\"]\nread = [\"system:QWE\"]\n[[principal.key]]\nid = \"k1\"\nsha256 = \"{hex}\"\n"
+        );
+        let p = Principals::from_toml("p.toml", &text, &rules).unwrap();
+        let who = p.find(&key).expect("found by its hash");
+        assert_eq!((who.name.as_str(), who.credential.as_str()), ("RJ7 feed", "k1"));
+        assert!(p.find("sitrep_other").is_none());
+        assert!(who.may(Action::Write("RJ7")).is_ok());
+        let denied = who.may(Action::Write("RGT")).unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert_eq!(denied.message(), "RJ7 feed may not report for provider RGT: its write grant is RJ7");
+        assert!(who.may(Action::ReadProvider("RVR")).is_ok(), "RVR is in QWE");
+        assert!(who.may(Action::ReadProvider("RGT")).is_err());
+        let qwe = Scope::new(Level::System, "QWE");
+        let london = Scope::new(Level::Region, "Y56");
+        assert!(who.may(Action::ReadScope(&qwe)).is_ok());
+        assert!(who.may(Action::ReadScope(&london)).is_err(), "a system's reader does not see its region's totals");
+        assert!(who.may(Action::Admin).is_err());
+    }
+
+    #[test]
+    fn a_bad_file_names_the_principal_and_the_problem() {
+        let rules = Rules::demo();
+        let cases = [
+            (
+                "[[principal]]\nname = \"x\"\nwrite = [\"NOPE\"]\n",
+                "principal \"x\": write: provider \"NOPE\" is not in the directory",
+            ),
+            (
+                "[[principal]]\nname = \"x\"\nread = [\"system:NOPE\"]\n",
+                "principal \"x\": read: \"system:NOPE\" is not a scope",
+            ),
+            (
+                "[[principal]]\nname = \"x\"\n[[principal.key]]\nid = \"k\"\nsha256 = \"abc\"\n",
+                "key \"k\": sha256 is not 64 hex digits",
+            ),
+            ("[[principal]]\nname = \"x\"\nwrte = []\n", "unknown field `wrte`"),
+        ];
+        for (text, expected) in cases {
+            let err = Principals::from_toml("p.toml", text, &rules).unwrap_err();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+    }
+}
