@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `sitrep serve` process, real gRPC clients over TCP.
 
+mod auth;
 mod browser;
 mod derived;
 mod feed;

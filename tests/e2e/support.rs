@@ -98,6 +98,11 @@ impl Server {
         Server { child, url, _dir: dir }
     }
 
+    /// The folder its configuration (and the files written beside it) is in.
+    pub fn dir(&self) -> &std::path::Path {
+        &self._dir.0
+    }
+
     /// A new HTTP/2 connection to the server.
     pub async fn channel(&self) -> Channel {
         Endpoint::from_shared(self.url.clone()).unwrap().connect().await.expect("connect")

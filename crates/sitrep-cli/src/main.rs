@@ -125,12 +125,41 @@ enum Command {
         sitrep bench --providers 200 --subscribers 50 --seconds 30"
     )]
     Bench(bench::BenchArgs),
+    /// Make an API key for a principal and print the lines to add to the principals file.
+    #[command(after_help = "The key is printed once, on standard output; the principals file keeps only its SHA-256, \
+        so a lost key is replaced, never recovered. Add the printed [[principal.key]] to an existing principal's \
+        table, or the whole [[principal]] for a new one; the aggregator reads the file again within seconds (no \
+        restart), and a key is revoked by deleting its lines.\n\n\
+        Examples:\n  \
+        sitrep key --name \"RJ7 feed\" --write RJ7 --read provider:RJ7\n  \
+        sitrep key --name \"London control room\" --read region:Y56\n  \
+        sitrep key --name \"operations\" --read '*' --admin")]
+    Key(KeyArgs),
     /// `sitrep bench`'s gRPC floor: a server that only decodes reports, writes them raw to Redis and acknowledges.
     #[command(hide = true)]
     BenchFloor {
         #[arg(long)]
         redis: String,
     },
+}
+
+#[derive(Args)]
+struct KeyArgs {
+    /// The principal's name, as the audit shows it.
+    #[arg(long)]
+    name: String,
+    /// Providers it may report for (and their sites); '*' for every provider.
+    #[arg(long, value_name = "PROVIDER")]
+    write: Vec<String>,
+    /// Scopes it may read: provider:CODE, system:CODE, region:CODE, nation, or '*'.
+    #[arg(long, value_name = "SCOPE")]
+    read: Vec<String>,
+    /// It may use the operational endpoints.
+    #[arg(long)]
+    admin: bool,
+    /// The key's id, named in the audit (default: the principal's name and today's date).
+    #[arg(long)]
+    id: Option<String>,
 }
 
 #[derive(Args)]
@@ -333,6 +362,7 @@ fn main() -> ExitCode {
             Command::Alerts(args) => alerts(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::BenchFloor { redis } => bench::floor(&redis).await.map(|()| ExitCode::SUCCESS),
+            Command::Key(args) => Ok(key(args)),
         }
     });
     match result {
@@ -389,6 +419,27 @@ fn shutdown_on_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Prints a new API key, then the principals file lines that grant it.
+fn key(args: KeyArgs) -> ExitCode {
+    let (key, sha256) = sitrep_server::auth::new_key();
+    let today = &Timestamp::now().to_string()[..10];
+    let slug: String =
+        args.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let id = args.id.unwrap_or_else(|| format!("{slug}-{today}"));
+    let list = |items: &[String]| items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
+    println!("{key}");
+    eprintln!("The key above is shown once; give it to its holder (e.g. as SITREP_KEY). Add to the principals file:\n");
+    eprintln!("[[principal]]");
+    eprintln!("name = {:?}", args.name);
+    eprintln!("write = [{}]", list(&args.write));
+    eprintln!("read = [{}]", list(&args.read));
+    eprintln!("admin = {}", args.admin);
+    eprintln!("[[principal.key]]");
+    eprintln!("id = {id:?}");
+    eprintln!("sha256 = {sha256:?}");
+    ExitCode::SUCCESS
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -10,9 +10,10 @@
 //!   their SHA-256, with an id that the audit names. `sitrep key` makes one and prints the lines to add.
 //! - **Grants**: `write` to providers (a provider's grant covers its sites), `read` to scopes (`provider:RJ7`,
 //!   `system:QWE`, `region:Y56`, `nation`, or `*` for everything), `admin` for operational endpoints.
-//! - **What a reader sees**: the providers of its read scopes, and the totals of exactly those scopes (a reader of
-//!   one system sees its system's totals, not its region's or the nation's, which would let it work out its
-//!   neighbours' figures by difference, unless it is granted those too).
+//! - **What a reader sees**: the providers of its read scopes, and the totals of those scopes and of any scope whose
+//!   providers it may all read (it could add those up itself). A reader of one system sees its system's totals,
+//!   not its region's or the nation's, which would let it work out its neighbours' figures by difference, unless
+//!   it is granted them.
 //!
 //! Without a principals file sitrep is open: every caller is `anonymous` with every grant. That is for a
 //! development machine, so it is allowed only on a loopback listener unless `[auth] open = true` says otherwise.
@@ -237,6 +238,13 @@ fn readable(rules: &Rules, write: Option<BTreeSet<String>>, read: Option<Vec<Rea
                 );
                 scopes.insert(s);
             }
+        }
+    }
+    // A scope whose providers it may all read adds nothing it could not add up itself: its totals are readable too.
+    for scope in rules.scopes() {
+        let mut inside = rules.directory.providers().filter(|p| rules.in_scope(&p.code, &scope));
+        if inside.all(|p| providers.contains(&p.code)) {
+            scopes.insert(scope);
         }
     }
     Grants { write, read: Some(scopes), readable: Selection::Only(providers), admin }

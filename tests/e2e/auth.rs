@@ -1,0 +1,320 @@
+//! Who may send and who may see (issue 13), against the real binary: an authorisation matrix of principals x
+//! operations x targets inside and outside the grant, with what each answer carries checked against the grant.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
+use sitrep_proto::v1::query_service_client::QueryServiceClient;
+use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
+use tokio::process::Command;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+
+use crate::http::{Sse, request};
+use crate::support::*;
+
+/// Sends a credential (or a malformed one, or none) with every gRPC call.
+#[derive(Clone)]
+struct Credential(Option<String>);
+
+impl Interceptor for Credential {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            r.metadata_mut().insert("authorization", MetadataValue::try_from(value.as_str()).unwrap());
+        }
+        Ok(r)
+    }
+}
+
+/// A principal as the test holds it: its key (or none), and what the test expects it may write and read.
+struct Who {
+    name: &'static str,
+    header: Option<String>,
+    /// Providers it may write; `None`: it is not authenticated at all.
+    write: Option<&'static [&'static str]>,
+    /// Providers it may read (the test's view of its read grant). It may read the totals of a scope whose
+    /// providers it may all read.
+    read: Vec<String>,
+}
+
+/// `sitrep key`: the key, and the principals file lines it printed.
+async fn make_key(name: &str, args: &[&str]) -> (String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_sitrep")).args(["key", "--name", name]).args(args).output().await.unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines = stderr.split_once("\n\n").expect("the lines to add").1.to_owned();
+    (key, lines)
+}
+
+fn providers_of(systems: &[&str]) -> Vec<String> {
+    let d = sitrep_core::profile::demo_directory();
+    let regions: BTreeSet<String> =
+        d.systems().filter(|s| systems.contains(&s.region.as_str())).map(|s| s.code.clone()).collect();
+    d.providers()
+        .filter(|p| systems.contains(&p.system.as_str()) || regions.contains(&p.system) || systems.contains(&"*"))
+        .map(|p| p.code.clone())
+        .collect()
+}
+
+/// What an answer was, for the printed matrix.
+fn outcome<T>(r: &Result<T, tonic::Status>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(s) if s.code() == tonic::Code::PermissionDenied => "denied",
+        Err(s) if s.code() == tonic::Code::Unauthenticated => "unauth",
+        Err(_) => "error",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorisation_matrix() {
+    let specs: [(&str, &[&str]); 6] = [
+        ("feed A", &["--write", "RJ7", "--read", "provider:RJ7"]),
+        ("feed B", &["--write", "RGT", "--read", "provider:RGT"]),
+        ("system reader", &["--read", "system:QWE"]),
+        ("region reader", &["--read", "region:Y56"]),
+        ("nation reader", &["--read", "nation"]),
+        ("admin", &["--read", "*", "--admin", "--write", "*"]),
+    ];
+    let mut file = String::new();
+    let mut keys = Vec::new();
+    for (name, args) in specs {
+        let (key, lines) = make_key(name, args).await;
+        file.push_str(&lines);
+        file.push('\n');
+        keys.push(key);
+    }
+    // A key that was never (or is no longer) in the file, and one revoked while the server runs.
+    let (revoked_key, revoked_lines) = make_key("revoked", &["--read", "*"]).await;
+    let with_revoked = format!("{file}{revoked_lines}");
+    let config = "[auth]\nprincipals = \"principals.toml\"\n";
+    let server = Server::start_full(config, &[], "127.0.0.1:0", &[("principals.toml", &with_revoked)]).await;
+    let bearer = |k: &str| Some(format!("Bearer {k}"));
+    let all = providers_of(&["*"]);
+    let whos = vec![
+        Who { name: "feed A", header: bearer(&keys[0]), write: Some(&["RJ7"]), read: vec!["RJ7".into()] },
+        Who { name: "feed B", header: bearer(&keys[1]), write: Some(&["RGT"]), read: vec!["RGT".into()] },
+        Who { name: "system reader", header: bearer(&keys[2]), write: Some(&[]), read: providers_of(&["QWE"]) },
+        Who { name: "region reader", header: bearer(&keys[3]), write: Some(&[]), read: providers_of(&["Y56"]) },
+        Who { name: "nation reader", header: bearer(&keys[4]), write: Some(&[]), read: all.clone() },
+        Who { name: "admin", header: bearer(&keys[5]), write: None, read: all.clone() },
+        Who { name: "none", header: None, write: None, read: vec![] },
+        Who { name: "unknown key", header: bearer("sitrep_notakey"), write: None, read: vec![] },
+        Who { name: "malformed", header: Some("Basic dXNlcjpwYXNz".into()), write: None, read: vec![] },
+    ];
+    let authenticated = |w: &Who| w.name == "admin" || w.write.is_some();
+    let may_write = |w: &Who, p: &str| w.name == "admin" || w.write.is_some_and(|list| list.contains(&p));
+    let may_read = |w: &Who, p: &str| w.read.iter().any(|r| r == p);
+    let scope_ok = |w: &Who, scope: &str| {
+        let code = scope.split_once(':').expect("level:code").1;
+        let inside = if scope.starts_with("nation") { all.clone() } else { providers_of(&[code]) };
+        !w.read.is_empty() && inside.iter().all(|p| w.read.contains(p))
+    };
+
+    // Something to read: RJ7 and RGT have reported (as the admin).
+    let admin = &whos[5];
+    let channel = server.channel().await;
+    let provider = |w: &Who| ProviderServiceClient::with_interceptor(channel.clone(), Credential(w.header.clone()));
+    let query = |w: &Who| QueryServiceClient::with_interceptor(channel.clone(), Credential(w.header.clone()));
+    let subscriber = |w: &Who| SubscriberServiceClient::with_interceptor(channel.clone(), Credential(w.header.clone()));
+    for p in ["RJ7", "RGT"] {
+        provider(admin).submit(report(p, 0, 1, &[("beds.cc_adult.open", 10.0)])).await.unwrap();
+    }
+
+    let ops = [
+        "Submit RJ7",
+        "Submit RGT",
+        "Report RJ7",
+        "Subscribe",
+        "Subscribe QWE",
+        "Snapshot",
+        "Snapshot RGT",
+        "History RJ7",
+        "Hourly RJ7",
+        "Hourly Y56",
+        "Alerts",
+        "Directory",
+        "HTTP snapshot",
+        "HTTP history RJ7",
+        "SSE",
+        "wallboard page",
+    ];
+    let mut rows = Vec::new();
+    let mut revision = 10;
+    for w in &whos {
+        let mut row = Vec::new();
+        let check = |op: &str, got: &str, expected: &str| {
+            assert_eq!(got, expected, "{} / {op}", w.name);
+        };
+        let expect = |allowed: bool| match (authenticated(w), allowed) {
+            (false, _) => "unauth",
+            (true, true) => "ok",
+            (true, false) => "denied",
+        };
+        for p in ["RJ7", "RGT"] {
+            revision += 1;
+            let got = provider(w).submit(report(p, 0, revision, &[("ed.over_12h", 1.0)])).await;
+            if let Err(s) = &got
+                && s.code() == tonic::Code::PermissionDenied
+            {
+                assert!(s.message().contains(&format!("provider {p}")), "{}", s.message());
+            }
+            check(&format!("Submit {p}"), outcome(&got), expect(may_write(w, p)));
+            row.push(outcome(&got));
+        }
+        // On a stream: the report is refused and the stream ends with the same status; nothing stored.
+        revision += 1;
+        let stream = tokio_stream::iter([report("RJ7", 0, revision, &[("ed.over_12h", 2.0)])]);
+        let got = match provider(w).report(stream).await {
+            Ok(r) => r.into_inner().message().await.and_then(|m| m.ok_or_else(|| tonic::Status::ok("no ack"))),
+            Err(s) => Err(s),
+        };
+        check("Report RJ7", outcome(&got), expect(may_write(w, "RJ7")));
+        row.push(outcome(&got));
+
+        // Subscribe without a filter: everything it may see, and nothing else, in the snapshot and the next event.
+        let sub = subscriber(w).subscribe(subscribe_all(1)).await.map(|r| r.into_inner());
+        row.push(outcome(&sub));
+        check("Subscribe", outcome(&sub), expect(true));
+        if let Ok(mut updates) = sub {
+            let snap = expect_snapshot(next(&mut updates).await);
+            for p in &snap.providers {
+                assert!(may_read(w, &p.provider), "{}: snapshot carried {}", w.name, p.provider);
+            }
+            for r in &snap.rollups {
+                let scope = r.scope.as_ref().unwrap();
+                let text = format!("{}:{}", scope.level, scope.code);
+                assert!(scope_ok(w, &text), "{}: snapshot carried the totals of {text}", w.name);
+            }
+            // An event of RJ7 (written by the admin) reaches only those who may read RJ7, with only their totals.
+            revision += 1;
+            provider(admin).submit(report("RJ7", 0, revision, &[("ed.over_12h", 3.0)])).await.unwrap();
+            let seen = tokio::time::timeout(Duration::from_millis(800), async {
+                loop {
+                    match next(&mut updates).await {
+                        pb::update::Kind::Event(e) => return Some(pb::update::Kind::Event(e)),
+                        pb::update::Kind::Rollups(r) => return Some(pb::update::Kind::Rollups(r)),
+                        _ => continue,
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten();
+            match seen {
+                Some(pb::update::Kind::Event(e)) => {
+                    assert!(may_read(w, &e.provider), "{}: event of {}", w.name, e.provider);
+                    for r in &e.rollups {
+                        let scope = r.scope.as_ref().unwrap();
+                        let text = format!("{}:{}", scope.level, scope.code);
+                        assert!(scope_ok(w, &text), "{}: event carried the totals of {text}", w.name);
+                    }
+                }
+                Some(pb::update::Kind::Rollups(r)) => {
+                    for r in &r.rollups {
+                        let scope = r.scope.as_ref().unwrap();
+                        let text = format!("{}:{}", scope.level, scope.code);
+                        assert!(scope_ok(w, &text), "{}: rollups of {text}", w.name);
+                    }
+                }
+                _ => assert!(!may_read(w, "RJ7"), "{}: RJ7's event did not come", w.name),
+            }
+        }
+        let qwe = pb::Filter { systems: vec!["QWE".into()], ..Default::default() };
+        let request_qwe =
+            pb::SubscribeRequest { filter: Some(qwe.clone()), heartbeat_seconds: 1, ..Default::default() };
+        let got = subscriber(w).subscribe(request_qwe).await;
+        check("Subscribe QWE", outcome(&got), expect(providers_of(&["QWE"]).iter().all(|p| may_read(w, p))));
+        row.push(outcome(&got));
+
+        let got = query(w).get_snapshot(pb::GetSnapshotRequest::default()).await.map(|r| r.into_inner());
+        check("Snapshot", outcome(&got), expect(true));
+        if let Ok(snap) = &got {
+            assert!(snap.providers.iter().all(|p| may_read(w, &p.provider)), "{}: snapshot", w.name);
+        }
+        row.push(outcome(&got));
+        let rgt = pb::Filter { providers: vec!["RGT".into()], ..Default::default() };
+        let got = query(w).get_snapshot(pb::GetSnapshotRequest { filter: Some(rgt) }).await;
+        check("Snapshot RGT", outcome(&got), expect(may_read(w, "RGT")));
+        row.push(outcome(&got));
+        let got = query(w).get_history(pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() }).await;
+        check("History RJ7", outcome(&got), expect(may_read(w, "RJ7")));
+        row.push(outcome(&got));
+        let hourly = |provider: &str, scope: &str| pb::GetHourlyRequest {
+            metric: "beds.cc_adult.open".into(),
+            provider: provider.into(),
+            scope: scope.into(),
+            hours: 1,
+            ..Default::default()
+        };
+        let got = query(w).get_hourly(hourly("RJ7", "")).await;
+        check("Hourly RJ7", outcome(&got), expect(may_read(w, "RJ7")));
+        row.push(outcome(&got));
+        let got = query(w).get_hourly(hourly("", "region:Y56")).await;
+        check("Hourly Y56", outcome(&got), expect(scope_ok(w, "region:Y56")));
+        row.push(outcome(&got));
+        let got = query(w).get_alerts(pb::GetAlertsRequest::default()).await.map(|r| r.into_inner());
+        check("Alerts", outcome(&got), expect(true));
+        if let Ok(a) = &got {
+            assert!(a.alerts.iter().all(|a| may_read(w, &a.provider)), "{}: alerts", w.name);
+        }
+        row.push(outcome(&got));
+        let got = query(w).get_directory(pb::GetDirectoryRequest::default()).await.map(|r| r.into_inner());
+        check("Directory", outcome(&got), expect(true));
+        if let Ok(d) = &got {
+            assert!(d.providers.iter().all(|p| may_read(w, &p.code)), "{}: directory", w.name);
+        }
+        row.push(outcome(&got));
+
+        // Over HTTP: 401 and 403 for the same reasons, with the same contents.
+        let headers: Vec<(&str, &str)> = w.header.iter().map(|h| ("Authorization", h.as_str())).collect();
+        let http = |status: u16| match status {
+            200 => "ok",
+            401 => "unauth",
+            403 => "denied",
+            _ => "error",
+        };
+        let snap = request(&server.url, "GET", "/api/v1/snapshot", &headers, &[]).await;
+        check("HTTP snapshot", http(snap.status), expect(true));
+        if snap.status == 200 {
+            let json = snap.json();
+            for p in json["providers"].as_array().unwrap() {
+                assert!(may_read(w, p["provider"].as_str().unwrap()), "{}: HTTP snapshot", w.name);
+            }
+        }
+        row.push(http(snap.status));
+        let hist = request(&server.url, "GET", "/api/v1/history?provider=RJ7", &headers, &[]).await;
+        check("HTTP history RJ7", http(hist.status), expect(may_read(w, "RJ7")));
+        row.push(http(hist.status));
+        let sse = Sse::open(&server.url, "/api/v1/events?heartbeat=1", &headers).await;
+        check("SSE", http(sse.status), expect(true));
+        row.push(http(sse.status));
+        let page = request(&server.url, "GET", "/", &[], &[]).await;
+        check("wallboard page", http(page.status), "ok");
+        row.push(http(page.status));
+        rows.push((w.name, row));
+    }
+
+    println!("\n{:<14} {}", "", ops.iter().map(|o| format!("{o:>16}")).collect::<String>());
+    for (name, row) in &rows {
+        println!("{name:<14} {}", row.iter().map(|o| format!("{o:>16}")).collect::<String>());
+    }
+
+    // Revocation without a restart: the key's lines go from the file, and within seconds it is refused.
+    let mut q = query(&Who { name: "revoked", header: bearer(&revoked_key), write: None, read: vec![] });
+    assert!(q.get_snapshot(pb::GetSnapshotRequest::default()).await.is_ok(), "the key works before");
+    let principals = server.dir().join("principals.toml");
+    std::fs::write(&principals, &file).unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match q.get_snapshot(pb::GetSnapshotRequest::default()).await {
+            Err(s) if s.code() == tonic::Code::Unauthenticated => break,
+            _ if tokio::time::Instant::now() > deadline => panic!("the revoked key still works"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
