@@ -378,4 +378,8 @@ async fn two_sites_report_in_one_hour() {
         let hourly = query.get_hourly(request).await.unwrap().into_inner();
         assert_eq!(hourly.points[0].value, Some(want), "{provider}{scope} {metric}");
     }
+    let filter = pb::Filter { providers: vec!["RJ7".into()], ..Default::default() };
+    let request = pb::GetMetricHistoryRequest { metric: open.into(), filter: Some(filter), ..Default::default() };
+    let series = query.get_metric_history(request).await.unwrap().into_inner().series;
+    assert_eq!(num(&series[0].points[0].value), Some(32.0), "a metric's history combines the sites too");
 }

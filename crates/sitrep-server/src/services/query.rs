@@ -131,21 +131,27 @@ impl pb::query_service_server::QueryService for QueryApi {
         };
         let mut series = Vec::new();
         for provider in providers {
-            let records = ctx.store.history(&provider, from, to).await.map_err(error::store)?;
-            // Records come in (period, revision) order, so the last one seen for a period is its latest revision.
-            let mut points: Vec<pb::MetricPoint> = Vec::new();
-            for h in records {
-                let Some(v) = h.values.get(req.metric.as_str()) else { continue };
-                let point = pb::MetricPoint {
-                    period: Some(timestamp_to_wire(h.period)),
-                    revision: h.revision,
-                    value: Some(value_to_wire(*v)),
-                };
-                match points.last_mut() {
-                    Some(last) if last.period == point.period => *last = point,
-                    _ => points.push(point),
-                }
-            }
+            let records: Vec<PeriodRevision> = ctx
+                .store
+                .history(&provider, from, to)
+                .await
+                .map_err(error::store)?
+                .into_iter()
+                .map(PeriodRevision::from)
+                .collect();
+            // Each hour's revisions merged (and a provider's sites combined) as the hourly view does.
+            let periods: Vec<Timestamp> =
+                records.iter().map(|r| r.period).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let points: Vec<pb::MetricPoint> = provider_hours(&ctx.rules, &records, &req.metric, &periods)
+                .into_iter()
+                .filter_map(|h| {
+                    Some(pb::MetricPoint {
+                        period: Some(timestamp_to_wire(h.period)),
+                        revision: h.revision?,
+                        value: Some(value_to_wire(h.value?)),
+                    })
+                })
+                .collect();
             if !points.is_empty() {
                 series.push(pb::MetricSeries { provider, points });
             }
