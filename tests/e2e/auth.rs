@@ -304,6 +304,15 @@ async fn the_authorisation_matrix() {
         println!("{name:<14} {}", row.iter().map(|o| format!("{o:>16}")).collect::<String>());
     }
 
+    // The audit trail: every accepted report's history entry names its principal, credential and address; a
+    // refused one left nothing.
+    let request = pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() };
+    let entries = query(admin).get_history(request).await.unwrap().into_inner().entries;
+    let senders: BTreeSet<String> = entries.iter().map(|e| e.sender.as_ref().unwrap().name.clone()).collect();
+    assert_eq!(senders, BTreeSet::from(["admin".to_owned(), "feed A".to_owned()]), "only those who may write RJ7");
+    let by_a = entries.iter().find(|e| e.sender.as_ref().unwrap().name == "feed A").unwrap().sender.clone().unwrap();
+    assert!(by_a.credential.starts_with("feed-a-") && by_a.address.starts_with("127.0.0.1:"), "{by_a:?}");
+
     // Revocation without a restart: the key's lines go from the file, and within seconds it is refused.
     let mut q = query(&Who { name: "revoked", header: bearer(&revoked_key), write: None, read: vec![] });
     assert!(q.get_snapshot(pb::GetSnapshotRequest::default()).await.is_ok(), "the key works before");

@@ -91,6 +91,7 @@ pub fn report(
         narrative: report.narrative().map(str::to_owned),
         source: report.source().map(str::to_owned),
         site: report.site().map(str::to_owned),
+        sender: report.sender().cloned(),
     };
     if is_late(prior, report) {
         let changes = diff(|code| previous.and_then(|v| v.get(code)), report);

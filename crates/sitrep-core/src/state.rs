@@ -239,6 +239,7 @@ fn stale_event(live: &ProviderLive, alert: Alert, now: Timestamp) -> Event {
         unchanged: Vec::new(),
         narrative: None,
         source: None,
+        sender: None,
         kind: EventKind::Stale,
         derived: Derived { raised: vec![alert], ..Default::default() },
         rollups: Vec::new(),
@@ -286,6 +287,8 @@ pub struct Event {
     pub unchanged: Vec<Code>,
     pub narrative: Option<String>,
     pub source: Option<String>,
+    /// Who sent the report (`None` for the clock's events).
+    pub sender: Option<crate::Sender>,
     pub kind: EventKind,
     /// What changed in the provider's derived picture: figures, ratings, OPEL, alerts raised and cleared.
     pub derived: Derived,
@@ -327,6 +330,8 @@ pub struct HistoryRecord {
     pub narrative: Option<String>,
     pub source: Option<String>,
     pub site: Option<String>,
+    /// Who sent it (see [`crate::Sender`]); `None` for reports stored before senders were recorded.
+    pub sender: Option<crate::Sender>,
 }
 
 impl Event {
@@ -492,6 +497,7 @@ pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: 
         unchanged,
         narrative: report.narrative().map(str::to_owned),
         source: report.source().map(str::to_owned),
+        sender: report.sender().cloned(),
         kind: EventKind::Report,
         derived: Derived::default(),
         rollups: Vec::new(),

@@ -66,6 +66,19 @@ pub struct ValidReport {
     pub(crate) values: BTreeMap<Code, Value>,
     pub(crate) narrative: Option<String>,
     pub(crate) source: Option<String>,
+    pub(crate) sender: Option<Sender>,
+}
+
+/// Who sent a report, as the aggregator authenticated it: kept with the report in history and its event, the
+/// audit trail of who changed the picture.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sender {
+    /// The principal's name.
+    pub name: String,
+    /// The credential it presented (a key's id).
+    pub credential: String,
+    /// Where the connection came from (`ip:port`), when known.
+    pub address: String,
 }
 
 impl ValidReport {
@@ -93,6 +106,17 @@ impl ValidReport {
     }
     pub fn source(&self) -> Option<&str> {
         self.source.as_deref()
+    }
+
+    /// Who sent it, once the aggregator has said (see [`ValidReport::sent_by`]).
+    pub fn sender(&self) -> Option<&Sender> {
+        self.sender.as_ref()
+    }
+
+    /// The same report, sent by `sender`.
+    pub fn sent_by(mut self, sender: Sender) -> ValidReport {
+        self.sender = Some(sender);
+        self
     }
 
     /// Whether the sender left the revision to the store (revision 0): see [`crate::plan::next_revision`].
@@ -394,6 +418,7 @@ pub fn validate_owned(
         values,
         narrative,
         source,
+        sender: None,
     })
 }
 

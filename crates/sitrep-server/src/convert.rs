@@ -307,6 +307,17 @@ fn write_event(rules: &Rules, e: &Event, b: &mut Vec<u8>) {
     for r in &e.rollups {
         write::message(17, b, |b| write_rollup(rules, r, b));
     }
+    if let Some(s) = &e.sender {
+        write::message(18, b, |b| {
+            write::text(1, &s.name, b);
+            write::text(2, &s.credential, b);
+            write::text(3, &s.address, b);
+        });
+    }
+}
+
+pub fn sender_to_wire(s: &sitrep_core::Sender) -> pb::Sender {
+    pb::Sender { name: s.name.clone(), credential: s.credential.clone(), address: s.address.clone() }
 }
 
 fn write_opel(o: &Opel, b: &mut Vec<u8>) {
@@ -386,6 +397,7 @@ pub fn event_to_wire(rules: &Rules, e: &Event) -> pb::Event {
         raised: e.derived.raised.iter().map(alert_to_wire).collect(),
         cleared: e.derived.cleared.iter().map(alert_to_wire).collect(),
         rollups: e.rollups.iter().map(|r| rollup_to_wire(rules, r)).collect(),
+        sender: e.sender.as_ref().map(sender_to_wire),
     }
 }
 

@@ -222,6 +222,9 @@ pub fn event(e: &Event) -> Json {
             fields.insert(name.into(), json!(t));
         }
     }
+    if let Some(s) = &e.sender {
+        fields.insert("sender".into(), sender(s));
+    }
     // Raised alerts in full; cleared ones by key, which is all a subscriber needs to close them.
     if !e.derived.raised.is_empty() {
         fields.insert("raised".into(), json!(e.derived.raised));
@@ -239,6 +242,11 @@ pub fn status(s: &PictureState) -> Json {
     json!({ "degraded": s.degraded, "message": s.message, "since": s.since })
 }
 
+/// Who sent a report: `{name, credential, address}`.
+fn sender(s: &sitrep_core::Sender) -> Json {
+    json!({ "name": s.name, "credential": s.credential, "address": s.address })
+}
+
 pub fn history(provider: &str, records: &[HistoryRecord]) -> Json {
     let entries: Vec<Json> = records
         .iter()
@@ -253,6 +261,7 @@ pub fn history(provider: &str, records: &[HistoryRecord]) -> Json {
                 "narrative": opt_text(&h.narrative),
                 "source": opt_text(&h.source),
                 "site": opt_text(&h.site),
+                "sender": h.sender.as_ref().map(sender),
             })
         })
         .collect();
@@ -459,6 +468,7 @@ mod tests {
                 narrative: narrative.map(str::to_owned),
                 source: None,
                 site: site.map(str::to_owned),
+                sender: None,
             };
         let records = [
             record(1, None, &[("a", 1.0), ("b", 2.0)], None),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use sitrep_core::validate::validate_owned;
-use sitrep_core::{Timestamp, Violation};
+use sitrep_core::{Sender, Timestamp, Violation};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_store::Applied;
@@ -36,6 +36,7 @@ impl ProviderApi {
 pub async fn ingest(
     ctx: &Context,
     who: &Principal,
+    peer: Option<std::net::SocketAddr>,
     wire: pb::StatusReport,
 ) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
     // Before anything else: a caller learns nothing about a provider it may not write for, and nothing is stored.
@@ -56,7 +57,12 @@ pub async fn ingest(
         false => Err(wire_problems),
     };
     let report = match checked {
-        Ok(r) => r,
+        // Kept with the report in history and its event: who changed the picture, with which credential, from where.
+        Ok(r) => r.sent_by(Sender {
+            name: who.name.clone(),
+            credential: who.credential.clone(),
+            address: peer.map(|p| p.to_string()).unwrap_or_default(),
+        }),
         Err(violations) => {
             tracing::info!(provider = %ack.provider, revision = ack.revision, violations = violations.len(), first = %violations[0], "report rejected");
             ack.set_outcome(Outcome::Rejected);
@@ -139,7 +145,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                 match next {
                     Ok(Some(report)) => {
                         // Not raced against shutdown: a report being stored is finished and acknowledged first.
-                        let reply = ingest(&ctx, &who, report).await.map(|(ack, _)| ack);
+                        let reply = ingest(&ctx, &who, peer, report).await.map(|(ack, _)| ack);
                         let failed = reply.is_err();
                         if tx.send(reply).await.is_err() || failed {
                             break;
@@ -175,7 +181,8 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
 
     async fn submit(&self, request: Request<pb::StatusReport>) -> Result<Response<pb::ReportAck>, Status> {
         let who = principal_of(request.extensions())?.clone();
-        let (ack, violations) = ingest(&self.ctx, &who, request.into_inner()).await?;
+        let peer = request.remote_addr();
+        let (ack, violations) = ingest(&self.ctx, &who, peer, request.into_inner()).await?;
         if !violations.is_empty() {
             return Err(error::invalid(&violations));
         }

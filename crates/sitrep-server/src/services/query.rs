@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status};
 use super::Context;
 use crate::auth::{Action, Principal, principal_of};
 use crate::convert::{
-    absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, scope_to_wire, snapshot_to_wire,
-    timestamp_from_wire, timestamp_to_wire, value_to_wire,
+    absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, scope_to_wire, sender_to_wire,
+    snapshot_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,
 };
 use crate::error;
 
@@ -109,6 +109,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                 narrative: h.narrative.unwrap_or_default(),
                 source: h.source.unwrap_or_default(),
                 site: h.site.unwrap_or_default(),
+                sender: h.sender.as_ref().map(sender_to_wire),
             })
             .collect();
         Ok(Response::new(pb::History { provider: req.provider, entries }))

@@ -16,7 +16,7 @@ use sitrep_core::derive::{Derived, Figure, Opel};
 use sitrep_core::opel::{Assessment, Scored};
 use sitrep_core::{
     AbsentReason, Alert, AlertKind, Code, Cursor, Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Rag,
-    Reading, Rules, Severity, SiteLive, Timestamp, Value,
+    Reading, Rules, Sender, Severity, SiteLive, Timestamp, Value,
 };
 
 use crate::StoreError;
@@ -629,6 +629,40 @@ struct EventBlob {
     raised: Vec<AlertBlob>,
     #[prost(message, repeated, tag = "18")]
     cleared: Vec<AlertBlob>,
+    #[prost(message, optional, tag = "19")]
+    sender: Option<SenderBlob>,
+}
+
+/// Who sent a report (see [`Sender`]).
+#[derive(Clone, PartialEq, Message)]
+struct SenderBlob {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    credential: String,
+    #[prost(string, tag = "3")]
+    address: String,
+}
+
+impl SenderBlob {
+    #[cfg(test)]
+    fn of(s: &Sender) -> Self {
+        SenderBlob { name: s.name.clone(), credential: s.credential.clone(), address: s.address.clone() }
+    }
+
+    fn sender(self) -> Sender {
+        Sender { name: self.name, credential: self.credential, address: self.address }
+    }
+}
+
+fn write_sender(tag: u32, sender: Option<&Sender>, b: &mut Vec<u8>) {
+    if let Some(s) = sender {
+        write::message(tag, b, |b| {
+            write::text(1, &s.name, b);
+            write::text(2, &s.credential, b);
+            write::text(3, &s.address, b);
+        });
+    }
 }
 
 /// An event as stored in the log (its cursor is the entry's id; its epoch is beside it).
@@ -658,6 +692,7 @@ pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
     }
     write_alerts(17, codes, &e.derived.raised, b)?;
     write_alerts(18, codes, &e.derived.cleared, b)?;
+    write_sender(19, e.sender.as_ref(), b);
     Ok(out)
 }
 
@@ -688,6 +723,7 @@ pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event
         unchanged: b.unchanged.iter().map(|id| codes.code(*id)).collect::<Result<_, _>>()?,
         narrative: opt(b.narrative),
         source: opt(b.source),
+        sender: b.sender.map(SenderBlob::sender),
         kind: if b.kind == 1 { EventKind::Stale } else { EventKind::Report },
         derived: Derived {
             figures: b.figures.unwrap_or_default().decode(codes)?,
@@ -715,6 +751,8 @@ struct HistoryBlob {
     source: String,
     #[prost(string, tag = "6")]
     site: String,
+    #[prost(message, optional, tag = "7")]
+    sender: Option<SenderBlob>,
 }
 
 /// A history entry's field: `<period in hours>:<revision>`, and `:<site>` for a site's report (a report's key is
@@ -741,6 +779,7 @@ pub fn encode_history(codes: &Codes, h: &HistoryRecord) -> Result<Vec<u8>, Store
     write::text(4, h.narrative.as_deref().unwrap_or(""), b);
     write::text(5, h.source.as_deref().unwrap_or(""), b);
     write::text(6, h.site.as_deref().unwrap_or(""), b);
+    write_sender(7, h.sender.as_ref(), b);
     Ok(out)
 }
 
@@ -763,6 +802,7 @@ pub fn decode_history(codes: &Codes, field: &str, stored: &[u8]) -> Result<(Hist
         narrative: opt(b.narrative),
         source: opt(b.source),
         site: opt(b.site),
+        sender: b.sender.map(SenderBlob::sender),
     };
     Ok((record, id))
 }
@@ -892,6 +932,7 @@ mod tests {
             opel: e.derived.opel.as_ref().map(|o| opel_blob(codes, o)).transpose()?,
             raised: alert_blobs(codes, &e.derived.raised)?,
             cleared: alert_blobs(codes, &e.derived.cleared)?,
+            sender: e.sender.as_ref().map(SenderBlob::of),
         };
         Ok(blob.encode_to_vec())
     }
@@ -904,6 +945,7 @@ mod tests {
             narrative: text(&h.narrative),
             source: text(&h.source),
             site: text(&h.site),
+            sender: h.sender.as_ref().map(SenderBlob::of),
         };
         Ok(blob.encode_to_vec())
     }
@@ -939,6 +981,8 @@ mod tests {
                 site: (revision == 3).then(|| "RJ701".into()),
             };
             let valid = validate(&r, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap();
+            let sender = Sender { name: "RJ7 feed".into(), credential: "k1".into(), address: "10.0.0.7:5123".into() };
+            let valid = valid.sent_by(sender);
             let p = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(20), 48);
             let state = p.state.clone().unwrap();
             let stored = encode_state(&codes, &state).unwrap();
