@@ -465,6 +465,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &config.store.redis {
         tracing::info!(redis = %url.redacted(), prefix = %config.store.key_prefix, "using redis");
     }
+    if config.listen.ip().is_unspecified() && config.http.allowed_hosts.is_empty() {
+        tracing::warn!(listen = %config.listen, "[http] allowed_hosts is empty: HTTP requests naming any Host are answered");
+    }
     let auth = config.load_auth(&rules)?;
     if auth.is_open() {
         tracing::warn!(listen = %config.listen, "no principals file ([auth] principals): every caller may write and read everything");

@@ -104,6 +104,7 @@ impl App {
             hub,
             subscribers: config.subscribers.clone(),
             page: crate::http::page(&config.wallboard),
+            hosts: crate::http::Hosts::new(config.listen, &config.http.allowed_hosts),
             cancel,
             tasks: TaskTracker::new(),
         };

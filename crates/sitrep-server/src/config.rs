@@ -33,8 +33,20 @@ pub struct Config {
     pub opel: OpelConfig,
     pub wallboard: WallboardConfig,
     pub auth: AuthConfig,
+    pub http: HttpConfig,
     /// Seconds to let streams drain at shutdown before giving up on them.
     pub shutdown_grace_seconds: u64,
+}
+
+/// The HTTP side (the wallboard, the JSON API, Server-Sent Events).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The Host names browsers reach this deployment by (e.g. "sitrep.nhs.example"). Requests naming another are
+    /// refused (421), so a page that rebinds its own name to this server's address cannot read the picture.
+    /// Loopback names and the listener's own address are always allowed; empty on an all-interfaces listener:
+    /// any name (logged as a warning at start).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Who may call (see `crate::auth`).
@@ -156,6 +168,7 @@ impl Default for Config {
             opel: OpelConfig::default(),
             wallboard: WallboardConfig::default(),
             auth: AuthConfig::default(),
+            http: HttpConfig::default(),
             shutdown_grace_seconds: 10,
         }
     }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Status;
@@ -60,6 +60,12 @@ pub async fn sniff(stream: &TcpStream) -> bool {
 /// comes until the subscriber goes, the session ends, or the aggregator shuts down.
 pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) {
     let opened = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
+        // The same Host check as through hyper (see `super::guard`).
+        Ok(Ok(Some(head))) if !ctx.hosts.allows(head.headers.get(header::HOST).and_then(|h| h.to_str().ok())) => {
+            let message = "this server does not answer to that Host name (see [http] allowed_hosts)";
+            let _ = stream.write_all(&response(StatusCode::MISDIRECTED_REQUEST, &format!("{{\"error\":{message:?}}}"))).await;
+            return;
+        }
         // The same credentials as through hyper, checked by the same authenticator.
         Ok(Ok(Some(head))) => match ctx.auth.authenticate(&head.headers) {
             Ok(Some(who)) => open_events(&ctx, &who, head.query, head.last_event_id.as_deref(), "directly"),
@@ -111,7 +117,7 @@ async fn stream_events(mut events: EventStream, mut stream: TcpStream) {
 struct Head {
     query: Option<String>,
     last_event_id: Option<String>,
-    /// The headers that carry credentials.
+    /// The headers that carry credentials, and Host.
     headers: axum::http::HeaderMap,
 }
 
@@ -139,9 +145,10 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Head>> {
                     .and_then(|h| std::str::from_utf8(h.value).ok())
                     .map(str::to_owned);
                 let mut credentials = axum::http::HeaderMap::new();
-                for h in request.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("authorization")) {
-                    if let Ok(value) = axum::http::HeaderValue::from_bytes(h.value) {
-                        credentials.insert(axum::http::header::AUTHORIZATION, value);
+                for (name, wanted) in [("authorization", header::AUTHORIZATION), ("host", header::HOST)] {
+                    let found = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
+                    if let Some(value) = found.and_then(|h| axum::http::HeaderValue::from_bytes(h.value).ok()) {
+                        credentials.insert(wanted, value);
                     }
                 }
                 return Ok(Some(Head { query, last_event_id, headers: credentials }));

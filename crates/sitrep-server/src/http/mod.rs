@@ -81,7 +81,70 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/events", get(events))
         .layer(axum::middleware::from_fn(one_request_per_connection))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
+}
+
+/// The Host names this deployment answers to (over HTTP; gRPC clients are not browsers and are not checked).
+#[derive(Clone, Debug)]
+pub struct Hosts(Option<BTreeSet<String>>);
+
+impl Hosts {
+    /// Loopback names (which no other site can make a browser send) and the configured ones, and on a listener of
+    /// one address, that address; with none configured on an all-interfaces listener, any name.
+    pub fn new(listen: std::net::SocketAddr, configured: &[String]) -> Self {
+        if configured.is_empty() && listen.ip().is_unspecified() {
+            return Hosts(None);
+        }
+        let mut names: BTreeSet<String> = ["localhost", "127.0.0.1", "::1"].into_iter().map(str::to_owned).collect();
+        names.extend(configured.iter().map(|n| n.to_ascii_lowercase()));
+        if !listen.ip().is_unspecified() {
+            names.insert(listen.ip().to_string());
+        }
+        Hosts(Some(names))
+    }
+
+    /// Whether a request with this Host (`name`, `name:port`, `[v6]:port`) is answered; none is (HTTP/1.0).
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        let (Some(names), Some(host)) = (&self.0, host) else { return true };
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => host.rsplit_once(':').map_or(host, |(n, port)| if port.parse::<u16>().is_ok() { n } else { host }),
+        };
+        names.contains(&name.to_ascii_lowercase())
+    }
+}
+
+/// What a browser is told about every page and answer: no framing, no sniffing, scripts, styles and connections
+/// only from this origin, no referrer. The page has no inline script or style (its settings are a JSON data block,
+/// which is not run).
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// Refuses a request whose Host this deployment does not answer to (a DNS rebinding page on a LAN would otherwise
+/// read the picture through a browser), and adds the security headers to every answer.
+async fn guard(State(ctx): State<Arc<Context>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(request.uri().host());
+    let mut response = match ctx.hosts.allows(host) {
+        true => next.run(request).await,
+        false => {
+            tracing::info!(host = ?host, path = request.uri().path(), "request refused: a Host this deployment does not answer to");
+            let message = "this server does not answer to that Host name (see [http] allowed_hosts)";
+            (StatusCode::MISDIRECTED_REQUEST, axum::Json(json!({ "error": message }))).into_response()
+        }
+    };
+    for (name, value) in SECURITY_HEADERS {
+        response.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// HTTP/1.1 answers close their connection, so that a browser opens its event stream on a fresh connection, which
@@ -97,7 +160,6 @@ async fn one_request_per_connection(request: axum::extract::Request, next: axum:
     response
 }
 
-/// What unknown paths get: gRPC's "unimplemented" for gRPC clients, a 404 for everyone else.
 /// tonic refuses some messages before sitrep's handlers see them, in its own words: one over the decoder's size
 /// limit (OUT_OF_RANGE) and a frame that is not gRPC's (INTERNAL). Both are the caller's message at fault, so the
 /// answer is INVALID_ARGUMENT, naming the setting the limit comes from, wherever the status travels (the headers
@@ -137,6 +199,7 @@ fn rename_refusal(headers: &mut HeaderMap) {
     }
 }
 
+/// What unknown paths get: gRPC's "unimplemented" for gRPC clients, a 404 for everyone else.
 pub async fn fallback(request: axum::extract::Request) -> Response {
     let grpc = request
         .headers()
@@ -689,6 +752,19 @@ mod tests {
         assert!(frame.message().starts_with("not a gRPC message"), "{}", frame.message());
         let other = renamed(Status::internal("the store failed"));
         assert_eq!((other.code(), other.message()), (tonic::Code::Internal, "the store failed"));
+    }
+
+    #[test]
+    fn hosts_are_loopback_names_the_listener_and_the_configured_ones() {
+        let local = Hosts::new("127.0.0.1:50051".parse().unwrap(), &[]);
+        for ok in ["127.0.0.1:50051", "localhost", "LOCALHOST:80", "[::1]:50051"] {
+            assert!(local.allows(Some(ok)), "{ok}");
+        }
+        assert!(!local.allows(Some("attacker.example:50051")), "a rebinding page's name is refused");
+        let named = Hosts::new("10.1.2.3:443".parse().unwrap(), &["sitrep.nhs.example".into()]);
+        assert!(named.allows(Some("sitrep.nhs.example")) && named.allows(Some("10.1.2.3:443")));
+        assert!(!named.allows(Some("other.example")));
+        assert!(Hosts::new("0.0.0.0:80".parse().unwrap(), &[]).allows(Some("anything")), "unconfigured: any");
     }
 
     #[tokio::test]

@@ -42,6 +42,8 @@ pub struct Context {
     pub limits: Limits,
     pub hub: Hub,
     pub subscribers: SubscriberConfig,
+    /// The Host names HTTP requests may name (see [`crate::http::Hosts`]).
+    pub hosts: crate::http::Hosts,
     /// The wallboard page, with this deployment's settings in it (see [`crate::http::page`]).
     pub page: String,
     /// Fires at shutdown: every stream task selects on it.
