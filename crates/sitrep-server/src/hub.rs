@@ -574,6 +574,27 @@ impl Hub {
     }
 }
 
+/// A Hub a test steps through the log by hand, rather than [`Hub::run`] tailing it, so the test decides how far
+/// behind the store the Hub is when a subscriber registers (as a busy replica's Hub may be).
+#[cfg(test)]
+impl Hub {
+    /// Loads the picture from everything `store` holds and installs it, as [`Hub::run`] does at start.
+    pub(crate) async fn load_by_hand(&self, store: &dyn Store) {
+        let picture = self.load(store).await.expect("the store answers").expect("the log replays");
+        self.install(Some(picture), RESYNC);
+    }
+
+    /// Folds and fans out the next `n` events of `store`'s log after the picture's cursor, as [`Hub::run`] does.
+    pub(crate) async fn fold_by_hand(&self, store: &dyn Store, n: usize) {
+        let after = self.shared.lock().picture.as_ref().expect("loaded by hand").cursor().clone();
+        let Read::Events(events) = store.read(&after, n, Duration::ZERO).await.expect("the store answers") else {
+            panic!("the log continues from the Hub's cursor");
+        };
+        assert_eq!(events.len(), n, "the log holds {n} more events");
+        self.fold_and_fan_out(events).expect("the picture folds the log");
+    }
+}
+
 /// Exponential backoff with jitter, 50 ms doubling to 5 s.
 #[derive(Default)]
 pub struct Backoff {

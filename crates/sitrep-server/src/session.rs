@@ -390,6 +390,149 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    use sitrep_core::rollup::RollupValue;
+    use sitrep_core::{Timestamp, Value};
+    use sitrep_proto::v1 as pb;
+    use sitrep_store::{Applied, conformance::report};
+
+    /// What a resumed session sent, each item named by its event's place in the log (1 for the first event).
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        Event(usize),
+        /// The scopes' codes.
+        Rollups(usize, Vec<String>),
+    }
+
+    /// A scope's totals as a subscriber keeps them (as the wallboard does): the counts, and each figure that has
+    /// a value. A message's rollup lists the figures it changed; one with no value has none now.
+    #[derive(Debug, PartialEq, Default)]
+    struct Kept {
+        counts: (u32, u32, u32),
+        figures: BTreeMap<String, RollupValue>,
+    }
+
+    fn keep(totals: &mut BTreeMap<Scope, Kept>, rollups: &[ScopeRollup]) {
+        for r in rollups {
+            let kept = totals.entry(r.scope.clone()).or_default();
+            kept.counts = (r.providers, r.reporting, r.stale);
+            for f in &r.metrics {
+                match f.value {
+                    Some(_) => kept.figures.insert(f.metric.to_string(), f.clone()),
+                    None => kept.figures.remove(f.metric.as_str()),
+                };
+            }
+        }
+    }
+
+    /// The log a subscriber filtered to system QWE resumes into: RJ7, RVR and RAX are in QWE; RGT is not, and
+    /// shares only the nation with them.
+    const LOG: [&str; 7] = ["RJ7", "RVR", "RGT", "RJ7", "RVR", "RGT", "RAX"];
+
+    fn qwe(ctx: &Context) -> ResolvedFilter {
+        ctx.resolve(Some(&pb::Filter { systems: vec!["QWE".into()], ..Default::default() })).unwrap()
+    }
+
+    /// A subscriber filtered to system QWE resumes after the `resume`th event of [`LOG`] while the Hub, which
+    /// tails the store and may lag it (on a busy machine, by several events), has folded `hub_at` of them; the
+    /// Hub folds the rest once the subscriber has registered. Returns what the session sent, having checked what
+    /// holds however far behind the Hub is: each missed event of the filter's providers once and in order, the
+    /// others' only as rollups of scopes it follows, cursors in log order, nothing more, and the subscriber's
+    /// totals (those it had at `resume`, updated by what it was sent) those of the whole log.
+    async fn resume_with_hub_at(resume: usize, hub_at: usize) -> Vec<Got> {
+        assert!(resume >= 4 && hub_at >= 4, "the Hub starts four events in");
+        let config = crate::config::Config::default();
+        let rules = sitrep_core::Rules::demo();
+        let store = crate::app::store_from_config(&config, &rules).unwrap();
+        let app = crate::App::new(&config, store.clone(), rules.clone(), tokio_util::sync::CancellationToken::new());
+        let ctx = app.ctx.clone();
+        let selection = qwe(&ctx).providers;
+        let followed = rules.scopes_for(&selection);
+        let mut cursors = Vec::new();
+        let mut totals = BTreeMap::new();
+        for (i, provider) in LOG.iter().enumerate() {
+            let revision = LOG[..i].iter().filter(|p| *p == provider).count() as u32 + 1;
+            let r = report(provider, 0, revision, &[("ed.in_department", Value::Number(10.0 + i as f64))]);
+            let Applied::Accepted(e) = store.apply(&r, Timestamp::now()).await.unwrap() else { panic!("accepted") };
+            cursors.push(e.cursor);
+            if i + 1 == 4 {
+                ctx.hub.load_by_hand(store.as_ref()).await;
+            }
+            if i + 1 == resume {
+                // The totals the subscriber had when it left.
+                let then = crate::hub::Hub::new(rules.clone(), 1);
+                then.load_by_hand(store.as_ref()).await;
+                keep(&mut totals, &then.snapshot(&selection).unwrap().rollups);
+            }
+        }
+        ctx.hub.fold_by_hand(store.as_ref(), hub_at - 4).await;
+
+        let resume_at = Some(cursors[resume - 1].to_string());
+        let mut rx = start(ctx.clone(), qwe(&ctx), Duration::from_secs(3600), resume_at, "test".into());
+        while ctx.hub.subscriber_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        ctx.hub.fold_by_hand(store.as_ref(), LOG.len() - hub_at).await;
+
+        let place = |c: &Cursor| 1 + cursors.iter().position(|k| k == c).expect("a cursor of the log");
+        let mut got = Vec::new();
+        let mut reached = resume;
+        while reached < LOG.len() {
+            let out = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+            let out = out.unwrap_or_else(|_| panic!("the session went quiet after sending {got:?}"));
+            let (at, rollups) = match out.expect("the session runs").expect("no error") {
+                Out::Event(e) => {
+                    let e = e.event();
+                    let at = place(&e.cursor);
+                    assert!(selection.contains(&e.provider), "{} is not in the filter", e.provider);
+                    got.push(Got::Event(at));
+                    (at, e.rollups.clone())
+                }
+                Out::Rollups(cursor, rollups) => {
+                    let at = place(&cursor);
+                    assert!(!selection.contains(LOG[at - 1]), "{}'s event came as rollups", LOG[at - 1]);
+                    assert!(rollups.iter().all(|r| followed.contains(&r.scope)), "{rollups:?}");
+                    got.push(Got::Rollups(at, rollups.iter().map(|r| r.scope.code.clone()).collect()));
+                    (at, rollups)
+                }
+                _ => panic!("only events and rollups, after {got:?}"),
+            };
+            assert!(at > reached, "{got:?}: out of log order, or twice");
+            reached = at;
+            keep(&mut totals, &rollups);
+        }
+        let quiet = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
+        assert!(quiet.is_err(), "nothing more after the log's end");
+        let missed: Vec<Got> =
+            (resume + 1..=LOG.len()).filter(|n| selection.contains(LOG[n - 1])).map(Got::Event).collect();
+        let events: Vec<&Got> = got.iter().filter(|g| matches!(g, Got::Event(_))).collect();
+        assert_eq!(events, missed.iter().collect::<Vec<_>>(), "every missed event of the filter's providers once");
+        let mut now = BTreeMap::new();
+        keep(&mut now, &ctx.hub.snapshot(&selection).unwrap().rollups);
+        assert_eq!(totals, now, "the subscriber's totals are the log's after {got:?}");
+        got
+    }
+
+    /// However far the Hub is behind the store when a filtered subscriber resumes, it gets every event it missed
+    /// once and in order, and its totals end current; whether another provider's report in between reaches it as
+    /// rollups depends on where the Hub was, and each way is by design.
+    #[tokio::test]
+    async fn a_resumed_filtered_subscriber_misses_nothing_however_far_behind_the_hub_is() {
+        use Got::{Event, Rollups};
+        let eng = || vec!["ENG".to_owned()];
+        let all = || vec!["QWE".to_owned(), "Y56".to_owned(), "ENG".to_owned()];
+        // The Hub has folded the whole log: all from the store, the last event carrying the totals as of the end;
+        // RGT's event, whose rollups the log does not keep, is passed over (the last event's cover it).
+        assert_eq!(resume_with_hub_at(4, 7).await, [Event(5), Event(7)]);
+        // The catch-up ends on RGT's event, which the filter leaves out: every followed scope's totals as of it.
+        assert_eq!(resume_with_hub_at(4, 6).await, [Event(5), Rollups(6, all()), Event(7)]);
+        // RGT's event comes from the queue, as it would live: the totals it moved that the subscriber follows.
+        assert_eq!(resume_with_hub_at(4, 5).await, [Event(5), Rollups(6, eng()), Event(7)]);
+        assert_eq!(resume_with_hub_at(4, 4).await, [Event(5), Rollups(6, eng()), Event(7)]);
+        // The Hub behind the resume cursor: the queue's events up to it are not sent again.
+        assert_eq!(resume_with_hub_at(5, 4).await, [Rollups(6, eng()), Event(7)]);
+    }
 
     /// An idle subscriber's memory is mostly the state of its session's task and of its stream's: both stay
     /// small because the rare, large steps (snapshots, catch-ups, resyncs) run boxed. (Inline, the session's state
