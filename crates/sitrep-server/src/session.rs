@@ -431,7 +431,8 @@ mod tests {
     const LOG: [&str; 7] = ["RJ7", "RVR", "RGT", "RJ7", "RVR", "RGT", "RAX"];
 
     fn qwe(ctx: &Context) -> ResolvedFilter {
-        ctx.resolve(Some(&pb::Filter { systems: vec!["QWE".into()], ..Default::default() })).unwrap()
+        let who = crate::auth::Principal::anonymous();
+        ctx.resolve(Some(&pb::Filter { systems: vec!["QWE".into()], ..Default::default() }), &who).unwrap()
     }
 
     /// A subscriber filtered to system QWE resumes after the `resume`th event of [`LOG`] while the Hub, which
@@ -445,7 +446,9 @@ mod tests {
         let config = crate::config::Config::default();
         let rules = sitrep_core::Rules::demo();
         let store = crate::app::store_from_config(&config, &rules).unwrap();
-        let app = crate::App::new(&config, store.clone(), rules.clone(), tokio_util::sync::CancellationToken::new());
+        let auth = crate::auth::Authenticator::open();
+        let app =
+            crate::App::new(&config, store.clone(), rules.clone(), auth, tokio_util::sync::CancellationToken::new());
         let ctx = app.ctx.clone();
         let selection = qwe(&ctx).providers;
         let followed = rules.scopes_for(&selection);

@@ -63,7 +63,9 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) {
         // The same Host check as through hyper (see `super::guard`).
         Ok(Ok(Some(head))) if !ctx.hosts.allows(head.headers.get(header::HOST).and_then(|h| h.to_str().ok())) => {
             let message = "this server does not answer to that Host name (see [http] allowed_hosts)";
-            let _ = stream.write_all(&response(StatusCode::MISDIRECTED_REQUEST, &format!("{{\"error\":{message:?}}}"))).await;
+            let _ = stream
+                .write_all(&response(StatusCode::MISDIRECTED_REQUEST, &format!("{{\"error\":{message:?}}}")))
+                .await;
             return;
         }
         // The same credentials as through hyper, checked by the same authenticator.

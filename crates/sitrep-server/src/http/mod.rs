@@ -131,7 +131,11 @@ const SECURITY_HEADERS: [(&str, &str); 4] = [
 
 /// Refuses a request whose Host this deployment does not answer to (a DNS rebinding page on a LAN would otherwise
 /// read the picture through a browser), and adds the security headers to every answer.
-async fn guard(State(ctx): State<Arc<Context>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn guard(
+    State(ctx): State<Arc<Context>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(request.uri().host());
     let mut response = match ctx.hosts.allows(host) {
         true => next.run(request).await,
