@@ -327,3 +327,26 @@ async fn the_authorisation_matrix() {
         }
     }
 }
+
+/// A page elsewhere that rebinds its DNS name to this server's address cannot read through a browser: a request
+/// naming a Host this deployment does not answer to is refused, on hyper's path and the direct event stream alike;
+/// and every HTTP answer carries the security headers.
+#[tokio::test]
+async fn a_foreign_host_is_refused_and_answers_carry_the_security_headers() {
+    let server = Server::start("").await;
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let foreign = [("Host", "attacker.example")];
+    for path in ["/", "/api/v1/snapshot"] {
+        let r = request(&server.url, "GET", path, &foreign, &[]).await;
+        assert_eq!(r.status, 421, "{path}");
+    }
+    let sse = Sse::open(&server.url, "/api/v1/events", &foreign).await;
+    assert_eq!(sse.status, 421, "the direct event stream checks Host too");
+    let local = format!("localhost:{port}");
+    let page = request(&server.url, "GET", "/", &[("Host", local.as_str())], &[]).await;
+    assert_eq!(page.status, 200);
+    let header = |name: &str| page.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    assert!(header("content-security-policy").is_some_and(|v| v.contains("frame-ancestors 'none'")));
+    assert_eq!(header("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
+}
