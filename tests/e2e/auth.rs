@@ -350,3 +350,54 @@ async fn a_foreign_host_is_refused_and_answers_carry_the_security_headers() {
     assert_eq!(header("x-frame-options").as_deref(), Some("DENY"));
     assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
 }
+
+/// One provider flooding at ten times its limit is refused (RESOURCE_EXHAUSTED, with when to retry) after its
+/// minute's allowance, and another provider's acks go on as before: their latencies are printed, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_provider_is_refused_and_another_is_not_slowed() {
+    use tonic_types::StatusExt;
+    let server = Server::start("[limits]\nreports_per_provider_per_minute = 60\n").await;
+    let mut quiet = server.provider().await;
+    let latency = |samples: &mut Vec<Duration>| {
+        samples.sort();
+        samples[samples.len() / 2]
+    };
+    let mut before = Vec::new();
+    for r in 1..=20u32 {
+        let t = std::time::Instant::now();
+        quiet.submit(report("RGT", 0, r, &[("ed.over_12h", 1.0)])).await.unwrap();
+        before.push(t.elapsed());
+    }
+    let mut flood = server.provider().await;
+    let flooding = tokio::spawn(async move {
+        let (mut accepted, mut refused, mut retry) = (0, 0, None);
+        for r in 1..=600u32 {
+            match flood.submit(report("RJ7", 0, r, &[("ed.over_12h", f64::from(r % 7))])).await {
+                Ok(_) => accepted += 1,
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    refused += 1;
+                    retry = s.get_details_retry_info().and_then(|i| i.retry_delay);
+                }
+                Err(s) => panic!("{s:?}"),
+            }
+        }
+        (accepted, refused, retry)
+    });
+    let mut during = Vec::new();
+    for r in 21..=40u32 {
+        let t = std::time::Instant::now();
+        let ack = quiet.submit(report("RGT", 0, r, &[("ed.over_12h", 2.0)])).await.unwrap().into_inner();
+        during.push(t.elapsed());
+        assert_eq!(ack.outcome(), pb::report_ack::Outcome::Accepted);
+    }
+    let (accepted, refused, retry) = flooding.await.unwrap();
+    println!(
+        "limits: RJ7 sent 600 at once: {accepted} accepted, {refused} refused (retry in {retry:?}); RGT's ack p50 {:?} \
+         before, {:?} during the flood",
+        latency(&mut before),
+        latency(&mut during)
+    );
+    assert!((60..=62).contains(&accepted), "a minute's allowance, and what refilled meanwhile: {accepted}");
+    assert_eq!(accepted + refused, 600);
+    assert!(retry.is_some_and(|d| d <= Duration::from_secs(1)), "{retry:?}");
+}

@@ -370,7 +370,8 @@ async fn every_validation_rule_is_reported_and_changes_nothing() {
 /// told it was reset and gets a fresh snapshot.
 #[tokio::test]
 async fn slow_subscriber_is_resynced_without_delaying_anyone() {
-    let server = Server::start("[subscribers]\nqueue_capacity = 8\n").await;
+    let server =
+        Server::start("[subscribers]\nqueue_capacity = 8\n[limits]\nreports_per_provider_per_minute = 0\n").await;
     // Separate connections, so HTTP/2 flow control on the slow one cannot touch the others; small windows so the
     // slow one's transport buffers fill after a few dozen events rather than megabytes.
     let slow_channel = tonic::transport::Endpoint::from_shared(server.url.clone())

@@ -165,7 +165,7 @@ async fn json_api_health_and_the_page() {
     assert_eq!(live.header("connection"), Some("close"));
     let mut raw = tokio::net::TcpStream::connect(crate::http::authority(&server.url)).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    raw.write_all(b"GET /healthz HTTP/1.1\r\nHost: sitrep\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+    raw.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(DEADLINE, raw.read_to_end(&mut answer)).await.expect("the server closes").unwrap();
     let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();

@@ -101,6 +101,7 @@ impl App {
             catalogue: rules.catalogue.clone(),
             rules,
             limits: config.limits.to_limits(),
+            report_limiter: crate::limit::ReportLimiter::new(config.limits.reports_per_provider_per_minute),
             hub,
             subscribers: config.subscribers.clone(),
             page: crate::http::page(&config.wallboard),

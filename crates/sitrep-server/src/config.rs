@@ -183,6 +183,9 @@ pub struct LimitsConfig {
     pub max_values: usize,
     pub max_narrative_chars: usize,
     pub max_source_chars: usize,
+    /// Reports one provider may send a minute (a minute's worth at once, then steadily); more are refused with
+    /// RESOURCE_EXHAUSTED and when to retry. 0: no limit.
+    pub reports_per_provider_per_minute: u32,
     pub future_tolerance_seconds: i64,
     /// Hours of history kept; reports for older periods are rejected, and duplicates are recognised this long.
     pub retention_hours: i64,
@@ -196,6 +199,7 @@ impl Default for LimitsConfig {
             max_values: l.max_values,
             max_narrative_chars: l.max_narrative_chars,
             max_source_chars: l.max_source_chars,
+            reports_per_provider_per_minute: 600,
             future_tolerance_seconds: l.future_tolerance_ms / 1000,
             retention_hours: l.retention_hours,
         }

@@ -6,6 +6,7 @@
 //! - [`config`]: the one typed configuration struct, parsed from TOML, and the directory and catalogue it names.
 //! - [`convert`]: the only place wire types (`sitrep-proto`) meet domain types (`sitrep-core`).
 //! - [`error`]: how domain and store failures become gRPC statuses.
+//! - [`limit`]: limits per caller (reports per provider per minute).
 //! - [`hub`]: the Hub, which tails the store's event log and fans events out to bounded per-subscriber queues.
 //! - [`session`]: one subscription's gap-free sequence of snapshot, events, heartbeats, resets and status, shared
 //!   by gRPC `Subscribe` and the browser's Server-Sent Events.
@@ -23,6 +24,7 @@ pub mod display;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limit;
 pub mod services;
 pub mod session;
 pub mod sim;

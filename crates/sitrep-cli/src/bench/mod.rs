@@ -533,7 +533,8 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::write(
         &config_path,
         format!(
-            "directory = {:?}\n[store]\nkey_prefix = \"bench-{}\"\n[subscribers]\nqueue_capacity = 65536\n",
+            "directory = {:?}\n[store]\nkey_prefix = \"bench-{}\"\n[subscribers]\nqueue_capacity = 65536\n\
+             [limits]\nreports_per_provider_per_minute = 0\n",
             directory_path,
             std::process::id()
         ),

@@ -78,7 +78,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::write(
         &config_path,
         format!(
-            "directory = {directory_path:?}\n[store]\nkey_prefix = \"{prefix}\"\n[subscribers]\nqueue_capacity = 65536\n"
+            "directory = {directory_path:?}\n[store]\nkey_prefix = \"{prefix}\"\n[subscribers]\nqueue_capacity = 65536\n\
+             [limits]\nreports_per_provider_per_minute = 0\n"
         ),
     )?;
     let directory = Arc::new(Directory::from_toml("bench directory", &directory_text(n))?);

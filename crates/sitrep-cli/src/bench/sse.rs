@@ -83,7 +83,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let directory_path = tmp.join("directory.toml");
     std::fs::write(&directory_path, directory_text(args.providers))?;
     let config_path = tmp.join("sitrep.toml");
-    std::fs::write(&config_path, format!("directory = {directory_path:?}\n"))?;
+    std::fs::write(
+        &config_path,
+        format!("directory = {directory_path:?}\n[limits]\nreports_per_provider_per_minute = 0\n"),
+    )?;
     let server = Aggregator::start(&aggregator_binary(&args)?, None, &config_path).await?;
     let pid = server.pid()?;
     let addr = server.addr.clone();

@@ -80,8 +80,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/events", get(events))
-        .layer(axum::middleware::from_fn(one_request_per_connection))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
+        .layer(axum::middleware::from_fn(one_request_per_connection))
         .with_state(ctx)
 }
 

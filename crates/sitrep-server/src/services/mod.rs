@@ -40,6 +40,8 @@ pub struct Context {
     pub directory: Arc<Directory>,
     pub catalogue: Arc<Catalogue>,
     pub limits: Limits,
+    /// Reports per provider per minute.
+    pub report_limiter: crate::limit::ReportLimiter,
     pub hub: Hub,
     pub subscribers: SubscriberConfig,
     /// The Host names HTTP requests may name (see [`crate::http::Hosts`]).

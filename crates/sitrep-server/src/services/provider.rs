@@ -56,6 +56,12 @@ pub async fn ingest(
         true => validate_owned(report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now),
         false => Err(wire_problems),
     };
+    if checked.is_ok()
+        && let Err(limited) = ctx.report_limiter.take(&ack.provider, std::time::Instant::now())
+    {
+        tracing::warn!(principal = %who.name, provider = ?ack.provider, "report refused: over its limit");
+        return Err(limited);
+    }
     let report = match checked {
         // Kept with the report in history and its event: who changed the picture, with which credential, from where.
         Ok(r) => r.sent_by(Sender {
@@ -64,7 +70,7 @@ pub async fn ingest(
             address: peer.map(|p| p.to_string()).unwrap_or_default(),
         }),
         Err(violations) => {
-            tracing::info!(provider = %ack.provider, revision = ack.revision, violations = violations.len(), first = %violations[0], "report rejected");
+            tracing::info!(provider = ?ack.provider, revision = ack.revision, violations = violations.len(), first = %violations[0], "report rejected");
             ack.set_outcome(Outcome::Rejected);
             let listed = error::listed(&violations);
             ack.violations = listed.iter().map(violation_to_wire).collect();
