@@ -401,3 +401,51 @@ async fn a_flooding_provider_is_refused_and_another_is_not_slowed() {
     assert_eq!(accepted + refused, 600);
     assert!(retry.is_some_and(|d| d <= Duration::from_secs(1)), "{retry:?}");
 }
+
+/// A principal holds at most `subscribers.per_principal` subscriptions open (the next is refused, over gRPC and
+/// SSE, until one ends); a subscriber that stops reading is disconnected once its stream has stayed full for
+/// `subscribers.stall_seconds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_limited_and_a_reader_that_stops_is_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = "[subscribers]\nper_principal = 2\nstall_seconds = 1\nqueue_capacity = 8\n\
+                  [limits]\nreports_per_provider_per_minute = 0\n";
+    let server = Server::start(config).await;
+    let first = Sse::open(&server.url, "/api/v1/events?heartbeat=1", &[]).await;
+    let mut second = server.updates(1).await;
+    expect_snapshot(next(&mut second).await);
+    let third = Sse::open(&server.url, "/api/v1/events?heartbeat=1", &[]).await;
+    assert_eq!(third.status, 429, "the third of one principal's subscriptions is refused");
+    let refused = server.subscriber().await.subscribe(subscribe_all(1)).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::ResourceExhausted));
+    drop(first);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let again = Sse::open(&server.url, "/api/v1/events?heartbeat=1", &[]).await;
+        if again.status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a slot comes free when a subscription ends");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(second);
+
+    // A raw event stream that is never read, while events of ~2 KB pour in.
+    let mut silent = tokio::net::TcpStream::connect(crate::http::authority(&server.url)).await.unwrap();
+    silent.write_all(b"GET /api/v1/events?heartbeat=1 HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut client = server.provider().await;
+    let mut feed = Feed::open(&mut client).await;
+    let narrative = "Ward 7 closed to admissions. ".repeat(68);
+    // More than loopback's socket buffers hold (they grow to a few MB), then longer than the stall time.
+    for rev in 1..=6000u32 {
+        let mut r = report("RJ7", 0, rev, &[("flow.discharges", f64::from(rev))]);
+        r.narrative = narrative.clone();
+        feed.send(r).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Its stream filled, stayed full for the stall time, and the server let it go: what is buffered reads out,
+    // then the connection ends.
+    let mut drained = Vec::new();
+    let ended = tokio::time::timeout(DEADLINE, silent.read_to_end(&mut drained)).await;
+    assert!(ended.is_ok(), "the stalled stream was closed by the server ({} bytes read)", drained.len());
+}

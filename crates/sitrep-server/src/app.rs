@@ -102,6 +102,7 @@ impl App {
             rules,
             limits: config.limits.to_limits(),
             report_limiter: crate::limit::ReportLimiter::new(config.limits.reports_per_provider_per_minute),
+            subscriptions: crate::limit::Subscriptions::new(config.subscribers.per_principal),
             hub,
             subscribers: config.subscribers.clone(),
             page: crate::http::page(&config.wallboard),

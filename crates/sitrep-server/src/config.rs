@@ -286,11 +286,16 @@ pub struct SubscriberConfig {
     pub queue_capacity: usize,
     /// Heartbeat interval when the subscriber does not ask for one.
     pub default_heartbeat_seconds: u32,
+    /// Subscriptions (gRPC and Server-Sent Events) one principal may hold open at once; 0: no limit.
+    pub per_principal: u32,
+    /// A subscriber that takes nothing for this long while its stream is full (it has stopped reading) is
+    /// disconnected; it resumes from its cursor when it comes back.
+    pub stall_seconds: u64,
 }
 
 impl Default for SubscriberConfig {
     fn default() -> Self {
-        SubscriberConfig { queue_capacity: 1024, default_heartbeat_seconds: 15 }
+        SubscriberConfig { queue_capacity: 1024, default_heartbeat_seconds: 15, per_principal: 100, stall_seconds: 300 }
     }
 }
 
@@ -343,6 +348,9 @@ impl Config {
             |key, message: &str| Err(ConfigError::Invalid { path: path.to_owned(), key, message: message.into() });
         if self.subscribers.queue_capacity == 0 {
             return invalid("subscribers.queue_capacity", "must be at least 1");
+        }
+        if !(1..=86_400).contains(&self.subscribers.stall_seconds) {
+            return invalid("subscribers.stall_seconds", "must be from 1 to 86400 (a day)");
         }
         if !(1..=300).contains(&self.subscribers.default_heartbeat_seconds) {
             return invalid("subscribers.default_heartbeat_seconds", "must be in 1..=300");

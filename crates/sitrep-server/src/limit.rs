@@ -1,5 +1,6 @@
 //! Limits per caller: how many reports a provider may send a minute, so one flooding feed is refused quickly
-//! (`RESOURCE_EXHAUSTED` with when to retry) rather than filling history or slowing everyone else.
+//! (`RESOURCE_EXHAUSTED` with when to retry) rather than filling history or slowing everyone else; and how many
+//! subscriptions one principal may hold open at once ([`Subscriptions`]).
 //!
 //! A token bucket per provider: it holds up to a minute's allowance, so a feed catching up after an outage may
 //! send a burst of that many at once, and refills steadily. The check is one short lock and a little arithmetic,
@@ -64,6 +65,50 @@ impl ReportLimiter {
     }
 }
 
+/// How many subscriptions each principal holds open, against a limit.
+pub struct Subscriptions {
+    /// Open subscriptions one principal may hold; 0: no limit.
+    per_principal: u32,
+    open: std::sync::Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// One open subscription, counted until it is dropped (when its session ends).
+pub struct Ticket {
+    principal: String,
+    open: std::sync::Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.principal) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.principal);
+            }
+        }
+    }
+}
+
+impl Subscriptions {
+    pub fn new(per_principal: u32) -> Self {
+        Subscriptions { per_principal, open: Default::default() }
+    }
+
+    /// Counts one more subscription of `principal`, or RESOURCE_EXHAUSTED when it holds its limit already.
+    pub fn open(&self, principal: &str) -> Result<Ticket, Status> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(principal.to_owned()).or_default();
+        if self.per_principal > 0 && *n >= self.per_principal {
+            return Err(Status::resource_exhausted(format!(
+                "{principal} holds {n} subscriptions open already (subscribers.per_principal); close one first"
+            )));
+        }
+        *n += 1;
+        Ok(Ticket { principal: principal.to_owned(), open: self.open.clone() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +128,16 @@ mod tests {
         limiter.take("RGT", t).expect("another provider is not held back");
         limiter.take("RJ7", t + Duration::from_secs(1)).expect("a second later, one more");
         assert!(ReportLimiter::new(0).take("RJ7", t).is_ok(), "0: no limit");
+    }
+
+    #[test]
+    fn subscriptions_are_counted_until_they_end() {
+        let subs = Subscriptions::new(2);
+        let a = subs.open("wall").unwrap();
+        let _b = subs.open("wall").unwrap();
+        assert_eq!(subs.open("wall").err().map(|s| s.code()), Some(tonic::Code::ResourceExhausted));
+        let _other = subs.open("feed").expect("another principal's count is its own");
+        drop(a);
+        let _c = subs.open("wall").expect("one ended: room for one more");
     }
 }

@@ -109,14 +109,19 @@ pub fn start(
     heartbeat: Duration,
     resume: Option<String>,
     who: String,
+    ticket: crate::limit::Ticket,
 ) -> mpsc::Receiver<Result<Out, Status>> {
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
     let tasks = ctx.tasks.clone();
     let followed = filter.scopes(&ctx.rules);
-    let session = Session { ctx, filter, followed, heartbeat, tx };
+    let stall = Duration::from_secs(ctx.subscribers.stall_seconds);
+    let session = Session { ctx, filter, followed, heartbeat, stall, tx };
     tasks.spawn(async move {
+        // Counted as one of its principal's open subscriptions until it ends.
+        let _ticket = ticket;
         match session.run(resume).await {
             End::ClientGone => tracing::info!(%who, "subscriber disconnected"),
+            End::Stalled => tracing::warn!(%who, stall = ?session.stall, "subscriber disconnected: it stopped reading"),
             End::Shutdown => {
                 // Say why the stream ends, so the client resumes elsewhere; a client that does not read within
                 // a second gets its stream cut (its transport error says as much).
@@ -138,6 +143,8 @@ enum End {
     ClientGone,
     Shutdown,
     Failed(Status),
+    /// Its stream stayed full for the stall time: the subscriber stopped reading.
+    Stalled,
 }
 
 struct Session {
@@ -146,6 +153,8 @@ struct Session {
     /// The scopes of the filter's providers (every scope without a filter).
     followed: Vec<Scope>,
     heartbeat: Duration,
+    /// How long a send may wait on a full stream before the subscriber counts as gone.
+    stall: Duration,
     tx: Outbound,
 }
 
@@ -259,7 +268,10 @@ impl Session {
     async fn send(&self, out: Out) -> Result<(), End> {
         tokio::select! {
             _ = self.ctx.cancel.cancelled() => Err(End::Shutdown),
-            sent = self.tx.send(Ok(out)) => sent.map_err(|_| End::ClientGone),
+            sent = tokio::time::timeout(self.stall, self.tx.send(Ok(out))) => match sent {
+                Ok(sent) => sent.map_err(|_| End::ClientGone),
+                Err(_) => Err(End::Stalled),
+            },
         }
     }
 
@@ -472,7 +484,8 @@ mod tests {
         ctx.hub.fold_by_hand(store.as_ref(), hub_at - 4).await;
 
         let resume_at = Some(cursors[resume - 1].to_string());
-        let mut rx = start(ctx.clone(), qwe(&ctx), Duration::from_secs(3600), resume_at, "test".into());
+        let ticket = ctx.subscriptions.open("test").unwrap();
+        let mut rx = start(ctx.clone(), qwe(&ctx), Duration::from_secs(3600), resume_at, "test".into(), ticket);
         while ctx.hub.subscriber_count() == 0 {
             tokio::task::yield_now().await;
         }
@@ -550,7 +563,14 @@ mod tests {
         let ctx = app.ctx.clone();
         let (tx, _rx) = mpsc::channel(1);
         let filter = ctx.resolve(None, &crate::auth::Principal::anonymous()).unwrap();
-        let session = Session { ctx: ctx.clone(), filter, followed: Vec::new(), heartbeat: Duration::from_secs(1), tx };
+        let session = Session {
+            ctx: ctx.clone(),
+            filter,
+            followed: Vec::new(),
+            heartbeat: Duration::from_secs(1),
+            stall: Duration::from_secs(60),
+            tx,
+        };
         let run = std::mem::size_of_val(&session.run(None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();

@@ -680,9 +680,12 @@ fn open_events(
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
         .or_else(|| one(&params, "last_event_id").map(str::to_owned));
-    tracing::info!(resume = resume.as_deref(), served, "browser subscriber connected");
+    let ticket = ctx.subscriptions.open(&who.name)?;
+    // Who subscribed to what, and from where it replays: the audit of reads.
+    tracing::info!(principal = %who.name, credential = %who.credential, query = ?params, resume = resume.as_deref(), served, "browser subscriber connected");
     let metrics = f.metrics.clone();
-    let rx = session::start(ctx.clone(), f, Duration::from_secs(heartbeat), resume, "sse".into());
+    let rx =
+        session::start(ctx.clone(), f, Duration::from_secs(heartbeat), resume, format!("sse {}", who.name), ticket);
     Ok(EventStream { rx, ctx: ctx.clone(), metrics })
 }
 

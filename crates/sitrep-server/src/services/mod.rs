@@ -42,6 +42,8 @@ pub struct Context {
     pub limits: Limits,
     /// Reports per provider per minute.
     pub report_limiter: crate::limit::ReportLimiter,
+    /// Open subscriptions per principal.
+    pub subscriptions: crate::limit::Subscriptions,
     pub hub: Hub,
     pub subscribers: SubscriberConfig,
     /// The Host names HTTP requests may name (see [`crate::http::Hosts`]).

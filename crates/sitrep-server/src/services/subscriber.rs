@@ -58,10 +58,12 @@ impl SubscriberApi {
             }
         };
         let resume = (!req.resume_from.is_empty()).then_some(req.resume_from);
-        tracing::info!(?peer, resume = resume.as_deref(), "subscriber connected");
+        let ticket = self.ctx.subscriptions.open(&who.name)?;
+        // Who subscribed to what, and from where it replays: the audit of reads.
+        tracing::info!(?peer, principal = %who.name, credential = %who.credential, filter = ?req.filter, resume = resume.as_deref(), "subscriber connected");
         let metrics = filter.metrics.clone();
-        let who = format!("grpc {peer:?}");
-        let rx = session::start(self.ctx.clone(), filter, Duration::from_secs(heartbeat.into()), resume, who);
+        let who = format!("grpc {peer:?} {}", who.name);
+        let rx = session::start(self.ctx.clone(), filter, Duration::from_secs(heartbeat.into()), resume, who, ticket);
         let ctx = self.ctx.clone();
         let stream = ReceiverStream::new(rx).map(move |item| item.map(|out| encode(&ctx, metrics.as_ref(), out)));
         Ok(Response::new(Box::pin(stream)))
