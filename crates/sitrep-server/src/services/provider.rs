@@ -70,7 +70,7 @@ pub async fn ingest(
             address: peer.map(|p| p.to_string()).unwrap_or_default(),
         }),
         Err(violations) => {
-            tracing::info!(provider = ?ack.provider, revision = ack.revision, violations = violations.len(), first = %violations[0], "report rejected");
+            tracing::info!(provider = ?ack.provider, revision = ack.revision, violations = violations.len(), first = ?violations[0].to_string(), "report rejected");
             ack.set_outcome(Outcome::Rejected);
             let listed = error::listed(&violations);
             ack.violations = listed.iter().map(violation_to_wire).collect();
@@ -162,7 +162,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                         // A message that could not be read (malformed, or over the size limit): the stream cannot
                         // go on past it, so it ends with an error that says why, never with OK and reports
                         // unanswered. (If the client has gone, the send fails and nobody is told.)
-                        tracing::info!(?peer, %status, "provider stream failed");
+                        tracing::info!(?peer, status = ?status.message(), "provider stream failed");
                         // tonic refuses a message over the decoder's limit before sitrep sees it: name the
                         // setting that limit comes from.
                         let limit = match status.code() {
