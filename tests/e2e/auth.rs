@@ -449,3 +449,68 @@ async fn subscriptions_are_limited_and_a_reader_that_stops_is_let_go() {
     let ended = tokio::time::timeout(DEADLINE, silent.read_to_end(&mut drained)).await;
     assert!(ended.is_ok(), "the stalled stream was closed by the server ({} bytes read)", drained.len());
 }
+
+/// A signed token (EdDSA, from a key in the configured JWKS) is a credential with the grants of its `sitrep`
+/// claim; an expired one, one signed by another key, or one naming an unknown scope is UNAUTHENTICATED with a
+/// message saying which; a key removed from the JWKS file stops its tokens without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_tokens_carry_their_grants_and_expire() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let pair = {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    };
+    let sign = |pair: &Ed25519KeyPair, claims: serde_json::Value| {
+        let head = B64.encode(r#"{"alg":"EdDSA","kid":"idp-1","typ":"JWT"}"#);
+        let signed = format!("{head}.{}", B64.encode(claims.to_string()));
+        format!("Bearer {signed}.{}", B64.encode(pair.sign(signed.as_bytes())))
+    };
+    let jwks = serde_json::json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "kid": "idp-1",
+        "x": B64.encode(pair.public_key().as_ref()) }] })
+    .to_string();
+    let config = "[auth]\njwks = \"jwks.json\"\naudience = \"sitrep-test\"\n";
+    let server = Server::start_full(config, &[], "127.0.0.1:0", &[("jwks.json", &jwks)]).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = |exp: i64, read: &str| {
+        serde_json::json!({ "sub": "RJ7 feed (token)", "exp": exp, "aud": "sitrep-test", "jti": "t-1",
+            "sitrep": { "write": ["RJ7"], "read": [read] } })
+    };
+    let channel = server.channel().await;
+    let provider = |h: String| ProviderServiceClient::with_interceptor(channel.clone(), Credential(Some(h)));
+    let good = sign(&pair, claims(now + 600, "provider:RJ7"));
+    let ack = provider(good.clone()).submit(report("RJ7", 0, 1, &[("ed.over_12h", 1.0)])).await.unwrap().into_inner();
+    assert_eq!(ack.outcome(), pb::report_ack::Outcome::Accepted);
+    let denied = provider(good.clone()).submit(report("RGT", 0, 1, &[("ed.over_12h", 1.0)])).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    let mut query = QueryServiceClient::with_interceptor(channel.clone(), Credential(Some(good.clone())));
+    let request = pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() };
+    let entries = query.get_history(request).await.unwrap().into_inner().entries;
+    let sender = entries[0].sender.clone().unwrap();
+    assert_eq!((sender.name.as_str(), sender.credential.as_str()), ("RJ7 feed (token)", "token idp-1/t-1"));
+
+    let other = {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    };
+    for (header, why) in [
+        (sign(&pair, claims(now - 5, "provider:RJ7")), "expired"),
+        (sign(&other, claims(now + 600, "provider:RJ7")), "not from a key"),
+        (sign(&pair, claims(now + 600, "system:NOPE")), "sitrep claim"),
+    ] {
+        let err = provider(header).submit(report("RJ7", 0, 2, &[("ed.over_12h", 1.0)])).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{why}: {err:?}");
+        assert!(err.message().contains(why), "{why}: {}", err.message());
+    }
+    // The issuer's key is withdrawn: its tokens stop working within seconds, without a restart.
+    std::fs::write(server.dir().join("jwks.json"), r#"{"keys": []}"#).unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match provider(good.clone()).submit(report("RJ7", 0, 3, &[("ed.over_12h", 1.0)])).await {
+            Err(s) if s.code() == tonic::Code::Unauthenticated => break,
+            _ if tokio::time::Instant::now() > deadline => panic!("the withdrawn key's token still works"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}

@@ -18,6 +18,8 @@
 //! Without a principals file sitrep is open: every caller is `anonymous` with every grant. That is for a
 //! development machine, so it is allowed only on a loopback listener unless `[auth] open = true` says otherwise.
 
+pub mod jwt;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -161,22 +163,7 @@ impl Principals {
             if p.name.trim().is_empty() {
                 return Err(format!("{what}: a principal has an empty name"));
             }
-            let write = match p.write.iter().any(|w| w == "*") {
-                true => None,
-                false => {
-                    for w in &p.write {
-                        if rules.directory.provider(w).is_none() {
-                            return Err(at(format!("write: provider {w:?} is not in the directory")));
-                        }
-                    }
-                    Some(p.write.iter().cloned().collect())
-                }
-            };
-            let read = match p.read.iter().any(|r| r == "*") {
-                true => None,
-                false => Some(p.read.iter().map(|r| scope_of(rules, r).map_err(&at)).collect::<Result<Vec<_>, _>>()?),
-            };
-            let grants = Arc::new(readable(rules, write, read, p.admin));
+            let grants = Arc::new(grants_of(rules, &p.write, &p.read, p.admin).map_err(at)?);
             for k in p.key {
                 let hash =
                     parse_hash(&k.sha256).ok_or_else(|| at(format!("key {:?}: sha256 is not 64 hex digits", k.id)))?;
@@ -193,6 +180,27 @@ impl Principals {
     pub fn find(&self, key: &str) -> Option<&Principal> {
         self.by_key.get(&hash(key))
     }
+}
+
+/// Grants as configured (in a principals file or a token's claims), checked against the directory: every
+/// provider and scope named must exist; `*` is everything.
+fn grants_of(rules: &Rules, write: &[String], read: &[String], admin: bool) -> Result<Grants, String> {
+    let write = match write.iter().any(|w| w == "*") {
+        true => None,
+        false => {
+            for w in write {
+                if rules.directory.provider(w).is_none() {
+                    return Err(format!("write: provider {w:?} is not in the directory"));
+                }
+            }
+            Some(write.iter().cloned().collect())
+        }
+    };
+    let read = match read.iter().any(|r| r == "*") {
+        true => None,
+        false => Some(read.iter().map(|r| scope_of(rules, r)).collect::<Result<Vec<_>, _>>()?),
+    };
+    Ok(readable(rules, write, read, admin))
 }
 
 /// A read grant's scope: `provider:CODE` (kept as a provider), `system:CODE`, `region:CODE`, `nation`.
@@ -277,59 +285,100 @@ pub fn new_key() -> (String, String) {
     (key, hex)
 }
 
-/// How callers are authenticated: open (no principals file), or by the principals in a file read again when it
-/// changes.
+/// How callers are authenticated: open (nothing configured), or by API keys of a principals file and/or tokens
+/// signed by a JWKS's keys, both files read again when they change.
 #[derive(Clone)]
 pub struct Authenticator {
-    file: Option<PathBuf>,
+    principals_file: Option<PathBuf>,
+    jwks_file: Option<PathBuf>,
+    expect: jwt::Expect,
+    rules: Option<Rules>,
     current: Arc<RwLock<Arc<Principals>>>,
+    keys: Arc<RwLock<Arc<Vec<jwt::Key>>>>,
 }
 
 impl Authenticator {
     /// Open: every caller is [`Principal::anonymous`].
     pub fn open() -> Self {
-        Authenticator { file: None, current: Arc::new(RwLock::new(Arc::new(Principals::default()))) }
+        Authenticator {
+            principals_file: None,
+            jwks_file: None,
+            expect: jwt::Expect::default(),
+            rules: None,
+            current: Arc::new(RwLock::new(Arc::new(Principals::default()))),
+            keys: Arc::new(RwLock::new(Arc::new(Vec::new()))),
+        }
     }
 
-    /// By the principals in `file`, read now (an error names the file and the problem).
-    pub fn from_file(file: &Path, rules: &Rules) -> Result<Self, String> {
-        let principals = load(file, rules)?;
-        Ok(Authenticator { file: Some(file.to_owned()), current: Arc::new(RwLock::new(Arc::new(principals))) })
+    /// By the principals in `principals` and the tokens `jwks`'s keys sign (either may be absent, not both), read
+    /// now (an error names the file and the problem).
+    pub fn new(
+        principals: Option<&Path>,
+        jwks: Option<&Path>,
+        expect: jwt::Expect,
+        rules: &Rules,
+    ) -> Result<Self, String> {
+        let loaded = principals.map(|f| load(f, rules)).transpose()?.unwrap_or_default();
+        let keys = jwks.map(load_jwks).transpose()?.unwrap_or_default();
+        Ok(Authenticator {
+            principals_file: principals.map(Path::to_owned),
+            jwks_file: jwks.map(Path::to_owned),
+            expect,
+            rules: Some(rules.clone()),
+            current: Arc::new(RwLock::new(Arc::new(loaded))),
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
+        })
     }
 
     pub fn is_open(&self) -> bool {
-        self.file.is_none()
+        self.principals_file.is_none() && self.jwks_file.is_none()
     }
 
-    /// Reads the file again whenever it changes (checked every `every`), until `cancel` fires. A file that no
-    /// longer parses is logged and the principals it had stay in force.
+    /// Reads the files again whenever they change (checked every `every`), until `cancel` fires. A file that no
+    /// longer parses is logged and what it had stays in force.
     pub async fn watch(self, rules: Rules, every: Duration, cancel: tokio_util::sync::CancellationToken) {
-        let Some(file) = self.file.clone() else { return };
-        let stamp = |f: &Path| std::fs::metadata(f).and_then(|m| m.modified()).ok();
-        let mut seen: Option<SystemTime> = stamp(&file);
+        if self.is_open() {
+            return;
+        }
+        let stamp =
+            |f: &Option<PathBuf>| f.as_deref().and_then(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok());
+        let mut seen: (Option<SystemTime>, Option<SystemTime>) = (stamp(&self.principals_file), stamp(&self.jwks_file));
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let now = stamp(&file);
-            if now == seen {
-                continue;
+            let now = (stamp(&self.principals_file), stamp(&self.jwks_file));
+            if now.0 != seen.0
+                && let Some(file) = &self.principals_file
+            {
+                match load(file, &rules) {
+                    Ok(p) => {
+                        let keys = p.by_key.len();
+                        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+                        tracing::info!(file = %file.display(), keys, "principals read again");
+                    }
+                    Err(error) => tracing::error!(%error, "principals file not taken: the previous principals stay"),
+                }
+            }
+            if now.1 != seen.1
+                && let Some(file) = &self.jwks_file
+            {
+                match load_jwks(file) {
+                    Ok(k) => {
+                        let keys = k.len();
+                        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(k);
+                        tracing::info!(file = %file.display(), keys, "token keys read again");
+                    }
+                    Err(error) => tracing::error!(%error, "JWKS file not taken: the previous keys stay"),
+                }
             }
             seen = now;
-            match load(&file, &rules) {
-                Ok(p) => {
-                    let keys = p.by_key.len();
-                    *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
-                    tracing::info!(file = %file.display(), keys, "principals read again");
-                }
-                Err(error) => tracing::error!(%error, "principals file not taken: the previous principals stay"),
-            }
         }
     }
 
     /// The principal `headers` authenticate: `Ok(None)` with no credential, `Err` (UNAUTHENTICATED) with one
-    /// that is malformed or unknown. Open: always the anonymous principal.
+    /// that is malformed, unknown, expired or wrongly signed. Open: always the anonymous principal.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, Status> {
         if self.is_open() {
             return Ok(Some(Principal::anonymous()));
@@ -340,13 +389,41 @@ impl Authenticator {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or_else(|| Status::unauthenticated("the authorization header is not \"Bearer <key>\""))?;
+            .ok_or_else(|| Status::unauthenticated("the authorization header is not \"Bearer <key or token>\""))?;
+        if self.jwks_file.is_some() && jwt::looks_like(token) {
+            return self.token(token).map(Some);
+        }
         let principals = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
         // The key itself is never logged or echoed: an unknown one is only said to be unknown.
         principals.find(token).cloned().map(Some).ok_or_else(|| {
             Status::unauthenticated("the key is not known (revoked, mistyped, or for another deployment)")
         })
     }
+
+    /// The principal a signed token names, with the grants its claims hold.
+    fn token(&self, token: &str) -> Result<Principal, Status> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = crate::auth::unix_now();
+        let (claims, kid) = jwt::verify(token, &keys, &self.expect, now).map_err(Status::unauthenticated)?;
+        let rules = self.rules.as_ref().expect("a token is only verified when configured");
+        let g = &claims.sitrep;
+        let grants = grants_of(rules, &g.write, &g.read, g.admin)
+            .map_err(|e| Status::unauthenticated(format!("the token's sitrep claim: {e}")))?;
+        let credential = match &claims.jti {
+            Some(jti) => format!("token {kid}/{jti}"),
+            None => format!("token {kid}"),
+        };
+        Ok(Principal { name: claims.sub, credential, grants: Arc::new(grants) })
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn load_jwks(file: &Path) -> Result<Vec<jwt::Key>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    jwt::parse_jwks(&file.display().to_string(), &text)
 }
 
 fn load(file: &Path, rules: &Rules) -> Result<Principals, String> {

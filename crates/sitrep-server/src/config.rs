@@ -56,6 +56,13 @@ pub struct AuthConfig {
     /// The principals file: who may write and read what, with their credentials (read again when it changes).
     /// Unset: sitrep is open, every caller may write and read everything.
     pub principals: Option<PathBuf>,
+    /// A JWKS file (JSON Web Key Set, read again when it changes) whose keys sign the tokens callers may present
+    /// instead of keys: EdDSA (Ed25519), ES256 or RS256, with `sub`, `exp` and the grants in a `sitrep` claim.
+    pub jwks: Option<PathBuf>,
+    /// With `jwks`: the issuer (`iss`) tokens must name, if set.
+    pub issuer: Option<String>,
+    /// With `jwks`: the audience (`aud`) tokens must include, if set.
+    pub audience: Option<String>,
     /// Allows an open sitrep (no principals file) on a listener other than loopback. Off: such a listener is
     /// refused at start.
     pub open: bool,
@@ -330,7 +337,8 @@ impl Config {
         let mut config: Config =
             toml::from_str(text).map_err(|cause| ConfigError::Parse { path: path.to_owned(), cause })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.directory, &mut config.catalogue, &mut config.auth.principals].into_iter().flatten() {
+        let paths = [&mut config.directory, &mut config.catalogue, &mut config.auth.principals, &mut config.auth.jwks];
+        for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -475,10 +483,15 @@ impl Config {
     /// open, which only a loopback listener (`listen`, as finally set) may be unless `[auth] open = true`.
     pub fn load_auth(&self, rules: &Rules) -> Result<crate::auth::Authenticator, ConfigError> {
         let invalid = |message: String| sitrep_core::ConfigError::Invalid { what: "configuration".into(), message };
-        match &self.auth.principals {
-            Some(file) => Ok(crate::auth::Authenticator::from_file(file, rules).map_err(invalid)?),
-            None if self.listen.ip().is_loopback() || self.auth.open => Ok(crate::auth::Authenticator::open()),
-            None => Err(invalid(format!(
+        let a = &self.auth;
+        let expect = crate::auth::jwt::Expect { issuer: a.issuer.clone(), audience: a.audience.clone() };
+        match (&a.principals, &a.jwks) {
+            (None, None) if self.listen.ip().is_loopback() || a.open => Ok(crate::auth::Authenticator::open()),
+            (Some(_), _) | (_, Some(_)) => {
+                let auth = crate::auth::Authenticator::new(a.principals.as_deref(), a.jwks.as_deref(), expect, rules);
+                Ok(auth.map_err(invalid)?)
+            }
+            (None, None) => Err(invalid(format!(
                 "auth.principals: listening on {} with no principals would let anyone who can reach it write and read \
                  everything; name a principals file ([auth] principals), or set [auth] open = true to mean it",
                 self.listen
