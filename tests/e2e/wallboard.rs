@@ -794,3 +794,18 @@ async fn site_breakdowns_fit_the_screen() {
         }
     }
 }
+
+/// Where callers must sign in, a screen that is not signed in says so, rather than showing an empty board.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_that_is_not_signed_in_shows_the_signed_out_state() {
+    let principals = "[[principal]]\nname = \"nobody yet\"\n";
+    let server =
+        Server::start_full("[auth]\nprincipals = \"p.toml\"\n", &[], "127.0.0.1:0", &[("p.toml", principals)]).await;
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?system=QWE", server.url));
+    browser.wait_for(&page, "!document.querySelector('#notice').hidden", DEADLINE);
+    let notice = browser.eval(&page, "document.querySelector('#notice').innerText").as_str().unwrap().to_owned();
+    assert!(notice.contains("Signed out") && notice.contains("not signed in"), "{notice}");
+    assert_eq!(browser.eval(&page, "document.querySelector('#link').textContent"), "signed out");
+    assert_eq!(browser.eval(&page, "document.querySelectorAll('.tile').length"), 0, "no empty board");
+}

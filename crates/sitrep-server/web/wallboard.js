@@ -1071,9 +1071,9 @@
       source.close();
       if (state.source !== source) return;
       state.source = null;
-      // A stream that never opened may have been refused (a bad address): ask the API why, and say so rather than
-      // retrying forever. Anything else (the aggregator away, a restart) is retried.
-      if (!state.opened && (await refused())) return;
+      // A stream may have been refused (a bad address, or a sign-in that ended): ask the API why, and say so rather
+      // than retrying forever. Anything else (the aggregator away, a restart) is retried.
+      if (await refused()) return;
       const delay = state.backoff * (0.5 + Math.random() / 2);
       state.backoff = Math.min(state.backoff * 2, 30000);
       setLink("reconnecting", `reconnecting in ${Math.round(delay / 1000)} s`);
@@ -1086,9 +1086,35 @@
     });
   }
 
+  // A screen that is not (or no longer) signed in says so, rather than showing an empty board, and looks again
+  // now and then, so a screen signed in meanwhile comes back by itself.
+  function signedOut() {
+    showNotice(
+      "Signed out",
+      [
+        "This screen is not signed in to sitrep, so it shows no figures.",
+        "Open this screen's sign-in link (ask your sitrep administrator), or sign in again if its session has ended.",
+      ],
+    );
+    $("#scope-name").textContent = "signed out";
+    setLink("stopped", "signed out");
+    setTimeout(async () => {
+      try {
+        if ((await fetch("api/v1/directory")).ok) location.reload();
+        else signedOut();
+      } catch (err) {
+        signedOut();
+      }
+    }, 30000);
+  }
+
   async function refused() {
     try {
       const r = await fetch(`api/v1/alerts?${scopeQuery}`);
+      if (r.status === 401) {
+        signedOut();
+        return true;
+      }
       if (r.status !== 400) return false;
       const body = await r.json();
       const why = [body.error, ...(body.violations || []).map((v) => `${v.field}: ${v.description}`)].filter(Boolean);
@@ -1152,6 +1178,7 @@
     for (;;) {
       try {
         const [d, c] = await Promise.all([fetch("api/v1/directory"), fetch("api/v1/catalogue")]);
+        if (d.status === 401 || c.status === 401) return signedOut();
         if (!d.ok || !c.ok) throw new Error(`directory ${d.status}, catalogue ${c.status}`);
         state.directory = await d.json();
         const catalogue = await c.json();
