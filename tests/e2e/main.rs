@@ -7,6 +7,7 @@ mod http;
 mod integrity;
 mod redis;
 mod support;
+mod tls;
 mod wallboard;
 mod web;
 

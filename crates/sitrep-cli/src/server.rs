@@ -169,7 +169,8 @@ pub fn describe(server: &str, status: &tonic::Status) -> String {
             format!("{server} is unreachable: {said} (check the host name, the network, or a firewall)")
         }
         Failure::Tls => {
-            format!("{server}: {}", tls::failure_in(Some(status)).unwrap_or_else(|| said.clone()))
+            let why = tls::failure_in(Some(status)).unwrap_or_else(|| said.clone());
+            format!("{server}: {why}")
         }
         Failure::NeedsTls => format!(
             "{server} serves TLS, and this call was plaintext: use https:// (and --ca FILE \

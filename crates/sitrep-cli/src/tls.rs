@@ -17,6 +17,8 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{AlertDescription, CertificateError};
+use sitrep_server::transport::Replayed;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -131,10 +133,19 @@ pub fn for_scheme(server: &str, https: bool, args: &TlsArgs) -> anyhow::Result<O
     Ok(None)
 }
 
-/// A connection to the aggregator: TCP, or TLS over it.
-pub type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+/// A connection to the aggregator: TCP, or TLS over it (with the first bytes read by [`Connector`]'s probe).
+pub type Stream = Either<TcpStream, Replayed<TlsStream<TcpStream>>>;
+
+/// How long a new TLS 1.3 connection waits for the server's first bytes (see [`Connector`]).
+const PROBE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Connects tonic's channel: TCP to the address's host and port, then TLS when configured (https://).
+///
+/// With TLS 1.3 a server checks the client's certificate (or its absence) after the handshake has finished on the
+/// client's side, and refuses it with an alert the HTTP/2 client would only report as a closed connection. So the
+/// connector waits for the server's first bytes (its session tickets and HTTP/2 settings, sent at once; at most
+/// [`PROBE`]) and turns an alert into a [`TlsFailure`] that says what happened. The bytes read are replayed to the
+/// HTTP/2 client. This costs a round trip per new connection, and connections are long-lived.
 #[derive(Clone)]
 pub struct Connector {
     tls: Option<TlsConnector>,
@@ -166,10 +177,20 @@ impl tower_service::Service<Uri> for Connector {
             let _ = tcp.set_nodelay(true);
             let Some(tls) = tls else { return Ok(TokioIo::new(Either::Left(tcp))) };
             let name = ServerName::try_from(host.clone()).map_err(|_| invalid("the host is not a valid TLS name"))?;
-            match tls.connect(name, tcp).await {
-                Ok(stream) => Ok(TokioIo::new(Either::Right(stream))),
-                Err(e) => Err(std::io::Error::other(TlsFailure { host, explanation: explain_io(&e) })),
+            let failed = |e: &std::io::Error| {
+                std::io::Error::other(TlsFailure { host: host.clone(), explanation: explain_io(e) })
+            };
+            let mut stream = tls.connect(name, tcp).await.map_err(|e| failed(&e))?;
+            let mut first = Vec::new();
+            if stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+                let mut buf = vec![0u8; 4096];
+                match tokio::time::timeout(PROBE, stream.read(&mut buf)).await {
+                    Ok(Ok(n)) => first.extend_from_slice(&buf[..n]),
+                    Ok(Err(e)) => return Err(failed(&e)),
+                    Err(_) => {}
+                }
             }
+            Ok(TokioIo::new(Either::Right(Replayed::new(stream, first))))
         })
     }
 }
@@ -206,7 +227,12 @@ pub fn explain(e: &rustls::Error) -> String {
         InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
             let names = match e {
                 InvalidCertificate(CertificateError::NotValidForNameContext { presented, .. }) => {
-                    format!(" (it names {})", presented.join(", "))
+                    // rustls writes each name as `DnsName("sitrep.example")`: keep what is quoted.
+                    let name = |p: &String| match (p.find('"'), p.rfind('"')) {
+                        (Some(a), Some(b)) if b > a => p[a + 1..b].to_owned(),
+                        _ => p.clone(),
+                    };
+                    format!(" (it names {})", presented.iter().map(name).collect::<Vec<_>>().join(", "))
                 }
                 _ => String::new(),
             };
@@ -247,7 +273,7 @@ pub fn explain(e: &rustls::Error) -> String {
 }
 
 /// The TLS failure somewhere in an error's chain, as a sentence: from the connector ([`TlsFailure`]), or a rustls
-/// error met later (with TLS 1.3 a refused client certificate is only heard of at the first read).
+/// error met later.
 pub fn failure_in(mut e: Option<&(dyn std::error::Error + 'static)>) -> Option<String> {
     while let Some(err) = e {
         if let Some(f) = err.downcast_ref::<TlsFailure>() {

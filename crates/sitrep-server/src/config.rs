@@ -584,6 +584,19 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_are_relative_to_the_configuration() {
+        let path =
+            write("tls", "[tls]\ncert = \"tls/tls.crt\"\nkey = \"/etc/k.pem\"\n[store]\nredis_ca = \"ca.pem\"\n");
+        let c = Config::from_file(&path).unwrap();
+        let base = path.parent().unwrap();
+        assert_eq!(c.tls.cert.as_deref(), Some(base.join("tls/tls.crt").as_path()));
+        assert_eq!(c.tls.key.as_deref(), Some(Path::new("/etc/k.pem")));
+        assert_eq!(c.store.redis_ca.as_deref(), Some(base.join("ca.pem").as_path()));
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.reload_every(), Duration::from_secs(10));
+    }
+
+    #[test]
     fn wallboard_figures_must_be_in_the_catalogue() {
         let path = write("figures", "[wallboard]\ntotals = [\"beds.cc_adult.free\", \"beds.nope\"]\n");
         let err = Config::from_file(&path).unwrap().load_rules().unwrap_err().to_string();
@@ -641,6 +654,20 @@ mod tests {
                 "shutdown_grace_seconds: must be at most 3600",
             ),
             ("redis-timeout", "[store]\nredis_timeout_ms = 0\n", "store.redis_timeout_ms: must be from 1"),
+            ("tls-pair", "[tls]\ncert = \"c.pem\"\n", "tls.key: must be set with tls.cert"),
+            (
+                "tls-required",
+                "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_auth = \"required\"\n",
+                "tls.client_auth: \"required\" needs tls.client_ca",
+            ),
+            ("tls-ca", "[tls]\nclient_ca = \"ca.pem\"\n", "tls.client_ca: needs tls.cert and tls.key"),
+            ("tls-reload", "[tls]\nreload_interval = \"1ms\"\n", "tls.reload_interval: must be from 100ms to 1h"),
+            (
+                "tls-both",
+                "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nallow_plaintext = true\n",
+                "tls.allow_plaintext: has no effect",
+            ),
+            ("tls-auth", "[tls]\nclient_auth = \"sometimes\"\n", "unknown variant `sometimes`"),
             ("opel", "[opel]\nframework = \"opel.toml\"\n", "cannot read"),
             ("missing", "directory = \"nope.toml\"\n", "cannot read"),
         ];

@@ -298,7 +298,104 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ClientAuth, TlsConfig};
+    use rustls_pki_types::pem::PemObject;
     use tokio::io::AsyncWriteExt;
+    use tower_layer::Layer;
+
+    /// A client certificate verified in the handshake is in the connection's `Peer` (what tonic puts in every
+    /// request's extensions), with the addresses; without one (optional), `certificates` is `None`. tonic's
+    /// `TcpConnectInfo` is added beside it.
+    #[tokio::test]
+    async fn the_client_certificate_reaches_the_request() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("sitrep-peer-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let issue = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+            (cert, key)
+        };
+        let (server_cert, server_key) = issue("localhost");
+        let (client_cert, client_key) = issue("provider-rj7");
+        let ca_pem = AsRef::<rcgen::Certificate>::as_ref(&ca).pem();
+        std::fs::write(dir.join("cert.pem"), server_cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), server_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
+        let config = TlsConfig {
+            cert: Some(dir.join("cert.pem")),
+            key: Some(dir.join("key.pem")),
+            client_ca: Some(dir.join("ca.pem")),
+            client_auth: ClientAuth::Optional,
+            ..Default::default()
+        };
+        let tls = crate::tls::ServerTls::from_config(&config).unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for with_certificate in [true, false] {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+            let builder =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots);
+            let mut client = if with_certificate {
+                let key =
+                    rustls_pki_types::PrivateKeyDer::from_pem_slice(client_key.serialize_pem().as_bytes()).unwrap();
+                builder.with_client_auth_cert(vec![client_cert.der().clone()], key).unwrap()
+            } else {
+                builder.with_no_client_auth()
+            };
+            client.alpn_protocols = vec![b"h2".to_vec()];
+            let connecting = tokio::spawn(async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                let mut s = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp).await.unwrap();
+                // TLS 1.3: the server verifies the client's certificate after the client has finished; wait for
+                // the server to close rather than drop at once.
+                let _ = s.read(&mut [0u8; 1]).await;
+            });
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Routed::Hyper(connection) = route(tcp, Some(&tls)).await else { panic!("h2 goes to hyper") };
+            let peer = connection.connect_info();
+            assert!(peer.tls && peer.local_addr == Some(addr) && peer.remote_addr.is_some());
+            match with_certificate {
+                true => assert_eq!(peer.certificates.as_deref().unwrap()[0].as_ref(), client_cert.der().as_ref()),
+                false => assert!(peer.certificates.is_none()),
+            }
+            drop(connection);
+            connecting.await.unwrap();
+
+            // What a handler sees: the Peer, and tonic's TcpConnectInfo beside it.
+            let mut request = axum::http::Request::new(());
+            request.extensions_mut().insert(peer);
+            let mut service = PeerAddrLayer.layer(Echo);
+            let seen = tower_service::Service::call(&mut service, request).await.unwrap();
+            assert_eq!(seen, Some(addr));
+        }
+    }
+
+    /// Answers the `TcpConnectInfo`'s local address a request carries.
+    struct Echo;
+    impl tower_service::Service<axum::http::Request<()>> for Echo {
+        type Response = Option<SocketAddr>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Option<SocketAddr>, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, request: axum::http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(request.extensions().get::<TcpConnectInfo>().and_then(|i| i.local_addr)))
+        }
+    }
+    use std::convert::Infallible;
 
     #[tokio::test]
     async fn replayed_bytes_come_first_then_the_stream() {
