@@ -408,3 +408,26 @@ async fn redis_over_tls() {
     assert_eq!(snap.providers.len(), 1);
     drop(redis);
 }
+
+/// The feed agent verifies the aggregator's certificate too: without the CA it stops with the reason (the report
+/// kept in its spool) rather than send; with `--ca` it sends the spooled report.
+#[tokio::test]
+async fn the_feed_agent_verifies_the_certificate() {
+    let ca = Ca::new("feed CA");
+    let server = start_tls(&ca, "", &[]).await;
+    let https = format!("https://localhost:{}", server.port());
+    let file = server.dir().join("beds.json");
+    std::fs::write(&file, r#"{"provider":"RM1","values":{"beds.cc_adult.open":9}}"#).unwrap();
+    let spool = path(server.dir().join("spool"));
+    let refused = sitrep(&["feed", "--server", &https, "--spool", &spool, &path(file)]).await;
+    assert!(!refused.ok, "{}", refused.stdout);
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(said.contains("unknown CA") && said.contains("stay in the spool"), "{said}");
+    let ca_file = path(server.dir().join("ca.pem"));
+    // The spooled report goes first once the agent trusts the aggregator, then the file given now.
+    let next = server.dir().join("more.json");
+    std::fs::write(&next, r#"{"provider":"RGT","values":{"beds.cc_adult.open":7}}"#).unwrap();
+    let sent = sitrep(&["feed", "--server", &https, "--ca", &ca_file, "--spool", &spool, &path(next)]).await;
+    let said = format!("{}{}", sent.stdout, sent.stderr);
+    assert!(sent.ok && said.contains("accepted RM1") && said.contains("accepted RGT"), "{said}");
+}

@@ -18,7 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{AlertDescription, CertificateError};
 use sitrep_server::transport::Replayed;
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -136,15 +136,16 @@ pub fn for_scheme(server: &str, https: bool, args: &TlsArgs) -> anyhow::Result<O
 /// A connection to the aggregator: TCP, or TLS over it (with the first bytes read by [`Connector`]'s probe).
 pub type Stream = Either<TcpStream, Replayed<TlsStream<TcpStream>>>;
 
-/// How long a new TLS 1.3 connection waits for the server's first bytes (see [`Connector`]).
+/// How long a new TLS 1.3 connection waits for the server's word after the handshake (see [`Connector`]), for a
+/// server that sends no session tickets.
 const PROBE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Connects tonic's channel: TCP to the address's host and port, then TLS when configured (https://).
 ///
 /// With TLS 1.3 a server checks the client's certificate (or its absence) after the handshake has finished on the
 /// client's side, and refuses it with an alert the HTTP/2 client would only report as a closed connection. So the
-/// connector waits for the server's first bytes (its session tickets and HTTP/2 settings, sent at once; at most
-/// [`PROBE`]) and turns an alert into a [`TlsFailure`] that says what happened. The bytes read are replayed to the
+/// connector waits for the server's word after the handshake (its session tickets, sent at once, or data; at most
+/// [`PROBE`]) and turns an alert into a [`TlsFailure`] that says what happened. Any bytes read are replayed to the
 /// HTTP/2 client. This costs a round trip per new connection, and connections are long-lived.
 #[derive(Clone)]
 pub struct Connector {
@@ -183,9 +184,8 @@ impl tower_service::Service<Uri> for Connector {
             let mut stream = tls.connect(name, tcp).await.map_err(|e| failed(&e))?;
             let mut first = Vec::new();
             if stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
-                let mut buf = vec![0u8; 4096];
-                match tokio::time::timeout(PROBE, stream.read(&mut buf)).await {
-                    Ok(Ok(n)) => first.extend_from_slice(&buf[..n]),
+                match tokio::time::timeout(PROBE, accepted(&mut stream)).await {
+                    Ok(Ok(bytes)) => first = bytes,
                     Ok(Err(e)) => return Err(failed(&e)),
                     Err(_) => {}
                 }
@@ -193,6 +193,26 @@ impl tower_service::Service<Uri> for Connector {
             Ok(TokioIo::new(Either::Right(Replayed::new(stream, first))))
         })
     }
+}
+
+/// Waits until a TLS 1.3 server has shown it accepted the connection: its session tickets (sent once it has
+/// checked the client's certificate, or its absence) or its first application bytes (returned, to be replayed);
+/// or until it refused it (the alert, as an error).
+async fn accepted(stream: &mut TlsStream<TcpStream>) -> std::io::Result<Vec<u8>> {
+    let mut buf = [0u8; 1024];
+    std::future::poll_fn(|cx| {
+        let mut read = tokio::io::ReadBuf::new(&mut buf);
+        match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection after the handshake",
+            ))),
+            Poll::Ready(result) => Poll::Ready(result.map(|()| read.filled().to_vec())),
+            Poll::Pending if stream.get_ref().1.tls13_tickets_received() > 0 => Poll::Ready(Ok(Vec::new())),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// A TLS handshake that failed, explained.
