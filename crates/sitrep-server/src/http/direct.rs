@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Status;
 
@@ -92,13 +92,27 @@ pub async fn serve(ctx: Arc<Context>, mut stream: Connection) {
 
 /// Writes the stream's head and then every message. A read on the socket watches for the subscriber going away
 /// (EOF or an error) so an idle stream is let go at once rather than at its next heartbeat.
-async fn stream_events(mut events: EventStream, mut stream: Connection) {
+async fn stream_events(events: EventStream, mut stream: Connection) {
     const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
         connection: close\r\n\r\n";
     if stream.write_all(HEAD).await.is_err() || stream.write_all(super::RETRY).await.is_err() {
         return;
     }
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    match stream {
+        // TCP splits into borrowed halves, as it always has; a TLS stream is one state for both directions.
+        Connection::Plain(mut tcp) => {
+            let (reader, writer) = tcp.split();
+            pump(events, reader, writer).await
+        }
+        tls => {
+            let (reader, writer) = tokio::io::split(tls);
+            pump(events, reader, writer).await
+        }
+    }
+}
+
+/// Writes every message to `writer` until the session ends or the subscriber goes (`reader` ends).
+async fn pump(mut events: EventStream, mut reader: impl AsyncRead + Unpin, mut writer: impl AsyncWrite + Unpin) {
     let mut scratch = [0u8; 64];
     loop {
         let message = tokio::select! {
