@@ -302,19 +302,33 @@ struct SimulateArgs {
     seed: u64,
 }
 
-/// Lets a closed pipe end the process quietly, as it does for other command-line tools (`sitrep watch | head`),
-/// rather than panicking on the next `println!`: Rust ignores SIGPIPE by default, so a write to a closed pipe
-/// fails and `println!` panics.
-fn restore_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: setting a signal's disposition to its default before any other thread exists has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// Lets a closed pipe end the process quietly, as it does for other command-line tools (`sitrep history | head`),
+/// rather than with a panic message from the next `println!`.
+///
+/// SIGPIPE stays ignored, as Rust sets it: restoring its default action (as this did before TLS) let a write to a
+/// *socket* whose peer had gone kill the process, since vectored writes (`writev`, which TLS records are always
+/// written with, and HTTP/2 frames often) cannot ask the kernel not to signal. That killed `sitrep push` when a
+/// plaintext server closed on its TLS handshake, and could have killed the aggregator when a client vanished
+/// mid-write. Writes to sockets now fail with an error the network code handles; a failed print to standard
+/// output (its reader has gone) ends the process with 141, the status a shell reports for SIGPIPE.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
+    quiet_on_closed_stdout();
     // One TLS provider for the process, ring (see the workspace's Cargo.toml): the Redis client's TLS asks rustls
     // for the process's default. Installing fails only if one is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
