@@ -514,3 +514,53 @@ async fn signed_tokens_carry_their_grants_and_expire() {
         }
     }
 }
+
+/// The command-line clients send the key of `--key-file` or `SITREP_KEY`: `sitrep push` with the feed's key is
+/// accepted; without one it is told a credential is needed; with a key for another provider, that it may not.
+#[tokio::test]
+async fn the_cli_sends_its_key() {
+    let (key, lines) = make_key("RJ7 feed", &["--write", "RJ7", "--read", "provider:RJ7"]).await;
+    let server =
+        Server::start_full("[auth]\nprincipals = \"p.toml\"\n", &[], "127.0.0.1:0", &[("p.toml", &lines)]).await;
+    let dir = TempDir::new("cli-key");
+    let report = |provider: &str| {
+        let path = dir.0.join(format!("{provider}.json"));
+        std::fs::write(&path, format!(r#"{{"provider": "{provider}", "values": {{"ed.over_12h": 3}}}}"#)).unwrap();
+        path
+    };
+    let push = |file: std::path::PathBuf, key: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sitrep"));
+        c.args(["push", "--server", &server.url]).arg(file).env_remove("SITREP_KEY");
+        if let Some(k) = key {
+            c.env("SITREP_KEY", k);
+        }
+        async move {
+            let out = c.output().await.unwrap();
+            (
+                out.status.code(),
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            )
+        }
+    };
+    let (code, text) = push(report("RJ7"), Some(&key)).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("accepted: RJ7"), "{text}");
+    let (code, text) = push(report("RJ7"), None).await;
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("credential is needed"), "{text}");
+    let (code, text) = push(report("RGT"), Some(&key)).await;
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("may not report for provider RGT"), "{text}");
+    assert!(!text.contains(&key), "the key is never echoed");
+    // The same key from a file.
+    let key_file = dir.0.join("key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["alerts", "--server", &server.url, "--key-file"])
+        .arg(&key_file)
+        .env_remove("SITREP_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -405,7 +405,8 @@ async fn push_and_feed_tell_refused_not_sitrep_and_bad_addresses_apart() {
         // Answered with a protocol error, or (the HTTP/2 client's race) closed: either way, not sitrep.
         (push(&other), 1, "not a sitrep aggregator".to_owned()),
         (push("127.0.0.1:99999"), 1, "--server \"127.0.0.1:99999\": port \"99999\" is not a port number".to_owned()),
-        (push("https://127.0.0.1:1"), 1, "has no TLS; use http://".to_owned()),
+        // TLS to an aggregator that serves plaintext: said so, never sent in the clear instead.
+        (push(&format!("https://{no_scheme}")), 1, "did not answer in TLS".to_owned()),
         (feed("127.0.0.1:99999"), 1, "port \"99999\" is not a port number".to_owned()),
         (feed(&other), 1, "not a sitrep aggregator".to_owned()),
     ];

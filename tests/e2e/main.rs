@@ -8,6 +8,7 @@ mod http;
 mod integrity;
 mod redis;
 mod support;
+mod tls;
 mod wallboard;
 mod web;
 

@@ -24,7 +24,9 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub struct Server {
     pub child: Child,
     pub url: String,
-    _dir: TempDir,
+    dir: TempDir,
+    /// What it has written to standard error so far (also passed on to the test's).
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 pub struct TempDir(pub PathBuf);
@@ -80,10 +82,21 @@ impl Server {
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start sitrep");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+        let kept = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = errors.next_line().await {
+                eprintln!("{line}");
+                let mut logs = kept.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = tokio::time::timeout(DEADLINE, lines.next_line())
             .await
@@ -95,12 +108,22 @@ impl Server {
         let url = format!("http://{addr}");
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server { child, url, _dir: dir }
+        Server { child, url, dir, logs }
     }
 
-    /// The folder its configuration (and the files written beside it) is in.
+    /// The directory its configuration (and the files written beside it) is in.
     pub fn dir(&self) -> &std::path::Path {
-        &self._dir.0
+        &self.dir.0
+    }
+
+    /// What it has logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port")
     }
 
     /// A new HTTP/2 connection to the server.

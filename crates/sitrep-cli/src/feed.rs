@@ -19,7 +19,8 @@
 //! **Retries.** An aggregator that refuses connections (it is down) or does not answer (the network) is retried
 //! for ever with backoff, the reports waiting in the spool, and each retry says which it was. A configuration
 //! error is not retried: a malformed `--server` is refused at start, and an address where something that is not a
-//! sitrep aggregator answers (or that closes the connection unanswered three times in a row) ends the agent with
+//! sitrep aggregator answers (or that closes the connection unanswered three times in a row, or whose TLS
+//! handshake fails: an unknown CA, a hostname mismatch, a client certificate refused) ends the agent with
 //! an error, unless a sitrep aggregator answered there earlier in this run (then it is taken for a passing fault, a
 //! proxy during a deploy, and retried).
 //!
@@ -46,13 +47,14 @@ use sitrep_server::hub::Backoff;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 #[derive(clap::Args)]
 pub struct FeedArgs {
-    /// The aggregator's address (`host:port` is taken as `http://host:port`).
+    /// The aggregator's address: https://host:port (TLS), http://host:port or host:port (plaintext).
     #[arg(long, short, env = "SITREP_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
     /// A drop folder to watch: every file that appears in it is read, spooled and sent (runs until stopped).
     #[arg(long)]
     watch: Option<PathBuf>,
@@ -337,7 +339,7 @@ impl Agent {
     /// `until_empty`, returns once the queue is empty.
     async fn send(
         &self,
-        channel: Channel,
+        channel: crate::server::Conn,
         server_name: &str,
         cancel: &CancellationToken,
         until_empty: bool,
@@ -372,7 +374,7 @@ impl Agent {
                         SendFailure::Call(status) => {
                             let failure = server::classify(status);
                             closed = if failure == server::Failure::Closed { closed + 1 } else { 0 };
-                            if !answered && (failure == server::Failure::NotSitrep || closed >= 3) {
+                            if !answered && (failure.is_configuration() || closed >= 3) {
                                 bail!(
                                     "{}; not retrying ({} report(s) stay in the spool for when --server is right)",
                                     server::describe(server_name, status),
@@ -401,7 +403,7 @@ impl Agent {
     /// One stream: every queued entry, report by report, each awaited before the next.
     async fn send_queue(
         &self,
-        client: &mut ProviderServiceClient<tonic::transport::Channel>,
+        client: &mut ProviderServiceClient<crate::server::Conn>,
         queue: Vec<(PathBuf, Entry)>,
         cancel: &CancellationToken,
         answered: &mut bool,
@@ -562,7 +564,7 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
         bail!("give a folder to watch (--watch DIR), or files to send (or - for standard input); see --help");
     }
     // Connects lazily, but checks the address now rather than spooling for ever towards a bad one.
-    let channel = crate::server::connect(&args.server)?;
+    let channel = crate::server::connect(&args.server, &args.tls)?;
     let mapping = crate::load_mapping(args.mapping.as_deref())?;
     let spool = Spool::open(&args.spool)?;
     let state = spool.state()?;

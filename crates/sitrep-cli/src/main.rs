@@ -4,6 +4,7 @@
 mod bench;
 mod feed;
 mod server;
+mod tls;
 
 // Measured: with the system allocator, allocation and freeing took about 40% of the aggregator's CPU under load
 // (`docs/PERFORMANCE.md`); mimalloc's thread-local free lists cost a fraction of that.
@@ -31,7 +32,7 @@ use sitrep_server::hub::Backoff;
 use sitrep_server::sim::{SimOptions, SimStats};
 use sitrep_server::{App, Config};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic_types::StatusExt;
 
 #[derive(Parser)]
@@ -50,7 +51,7 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         sitrep serve --demo                       # in-memory store, simulated providers, changes printed\n  \
         sitrep serve --redis redis://127.0.0.1:6379/   # state in Redis, shared by every replica\n  \
-        sitrep serve --listen 0.0.0.0:50051       # serve on all interfaces\n  \
+        sitrep serve --config sitrep.toml --listen 0.0.0.0:50051   # all interfaces: needs [tls] (or allow_plaintext)\n  \
         sitrep serve --config /etc/sitrep/sitrep.toml\n\n\
         Logging is controlled by RUST_LOG (default: info), e.g. RUST_LOG=sitrep_server=debug;\n\
         SITREP_LOG_FORMAT=json writes one JSON object per line.")]
@@ -183,9 +184,11 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct ServerArg {
-    /// The aggregator's address.
+    /// The aggregator's address: https://host:port (TLS), http://host:port or host:port (plaintext).
     #[arg(long, short, env = "SITREP_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(Args)]
@@ -328,19 +331,36 @@ struct SimulateArgs {
     seed: u64,
 }
 
-/// Lets a closed pipe end the process quietly, as it does for other command-line tools (`sitrep watch | head`),
-/// rather than panicking on the next `println!`: Rust ignores SIGPIPE by default, so a write to a closed pipe
-/// fails and `println!` panics.
-fn restore_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: setting a signal's disposition to its default before any other thread exists has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// Lets a closed pipe end the process quietly, as it does for other command-line tools (`sitrep history | head`),
+/// rather than with a panic message from the next `println!`.
+///
+/// SIGPIPE stays ignored, as Rust sets it: restoring its default action (as this did before TLS) let a write to a
+/// *socket* whose peer had gone kill the process, since vectored writes (`writev`, which TLS records are always
+/// written with, and HTTP/2 frames often) cannot ask the kernel not to signal. That killed `sitrep push` when a
+/// plaintext server closed on its TLS handshake, and could have killed the aggregator when a client vanished
+/// mid-write. Writes to sockets now fail with an error the network code handles; a failed print to standard
+/// output (its reader has gone) ends the process with 141, the status a shell reports for SIGPIPE.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
+    quiet_on_closed_stdout();
+    // One TLS provider for the process, ring (see the workspace's Cargo.toml): the Redis client's TLS asks rustls
+    // for the process's default. Installing fails only if one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -453,6 +473,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = args.redis {
         config.store.redis = Some(RedisUrl::new(url));
     }
+    // Before anything else starts: where and how this aggregator may listen, and its certificate.
+    let warn_plaintext = sitrep_server::tls::check_listener(config.listen, &config.tls)?;
+    let tls = sitrep_server::tls::ServerTls::from_config(&config.tls)?;
+    if args.demo && tls.is_some() {
+        bail!("--demo serves plaintext on a loopback address; run it without [tls] cert and key");
+    }
     let cancel = shutdown_on_signal();
     let rules = config.load_rules()?;
     if rules.opel.as_ref().is_some_and(|f| f.example) {
@@ -472,12 +498,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if auth.is_open() {
         tracing::warn!(listen = %config.listen, "no principals file ([auth] principals): every caller may write and read everything");
     }
-    let app = App::new(&config, store, rules, auth, cancel.clone());
+    let transport = match &tls {
+        Some(tls) => tls.describe(),
+        None => "plaintext, no TLS".to_owned(),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let app = App::new(&config, store, rules, auth, cancel.clone()).with_tls(tls);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (set --listen or `listen` in the config)", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, store = store_name, "sitrep aggregator serving gRPC");
+    tracing::info!(%addr, store = store_name, "sitrep aggregator serving gRPC and HTTP at {scheme}://{addr}/ ({transport})");
+    if warn_plaintext {
+        tracing::warn!(
+            %addr,
+            "serving plaintext (no TLS) on a non-loopback address because [tls] allow_plaintext = true: reports and \
+             pictures cross the network unencrypted unless a TLS-terminating proxy is in front"
+        );
+    }
     // A plain line on stdout, for people and for scripts (and tests) that start sitrep on port 0.
     println!("sitrep listening on {addr}");
     if args.demo {
@@ -497,7 +535,8 @@ async fn demo(
 ) {
     let url = format!("http://{addr}");
     let channel = match Endpoint::from_shared(url.clone()).map(|e| e.connect_lazy()) {
-        Ok(c) => c,
+        // The demo's own aggregator is open (loopback, no principals): no credential.
+        Ok(c) => sitrep_server::auth::authed(c, Default::default()),
         Err(e) => return tracing::error!(error = %e, "demo cannot connect to its own aggregator"),
     };
     let options = SimOptions { seconds_per_hour, source: "sitrep demo".into(), ..Default::default() };
@@ -508,8 +547,8 @@ async fn demo(
     let _ = tokio::join!(sim, printer);
 }
 
-fn connect(server: &str) -> anyhow::Result<Channel> {
-    server::connect(server)
+fn connect(server: &ServerArg) -> anyhow::Result<server::Conn> {
+    server::connect(&server.server, &server.tls)
 }
 
 /// A feed's mapping file (see docs/FEEDS.md), or the empty mapping.
@@ -521,7 +560,7 @@ fn load_mapping(path: Option<&std::path::Path>) -> anyhow::Result<Mapping> {
 
 async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     // The address first: a malformed one is refused before anything is read.
-    let channel = connect(&args.server.server)?;
+    let channel = connect(&args.server)?;
     let bytes = if args.file.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
@@ -600,13 +639,13 @@ async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
         resume_from: args.resume.unwrap_or_default(),
         heartbeat_seconds: args.heartbeat,
     };
-    follow(connect(&args.server.server)?, args.server.server.clone(), request, !args.quiet, cancel).await
+    follow(connect(&args.server)?, args.server.server.clone(), request, !args.quiet, cancel).await
 }
 
 /// Subscribes and prints every update until cancelled; reconnects with backoff and resumes from the last cursor.
 /// A request the server rejects (a bad filter) is an error, not something to retry.
 async fn follow(
-    channel: Channel,
+    channel: server::Conn,
     server_name: String,
     mut request: pb::SubscribeRequest,
     heartbeats: bool,
@@ -615,6 +654,9 @@ async fn follow(
     // Snapshots carry the whole (filtered) picture in one message: allow more than tonic's 4 MiB default.
     let mut client = SubscriberServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let mut backoff = Backoff::default();
+    // Whether the aggregator has sent anything in this run: after that a failed handshake (a certificate being
+    // rotated, say) is retried like any other outage.
+    let mut answered = false;
     loop {
         let run = async {
             let mut stream = tokio::time::timeout(server::ANSWER_TIMEOUT, client.subscribe(request.clone()))
@@ -623,6 +665,7 @@ async fn follow(
                 .into_inner();
             while let Some(update) = stream.message().await? {
                 backoff.reset();
+                answered = true;
                 let cursor = match &update.kind {
                     Some(pb::update::Kind::Event(e)) => Some(&e.cursor),
                     Some(pb::update::Kind::Snapshot(s)) => Some(&s.cursor),
@@ -656,8 +699,9 @@ async fn follow(
                 }
                 bail!("the server rejected the subscription: {}", status.message());
             }
-            // Something at that address that is not sitrep will not become sitrep by retrying.
-            Err(status) if server::classify(&status) == server::Failure::NotSitrep => {
+            // Something at that address that is not sitrep will not become sitrep by retrying, nor will a CA or a
+            // host name that does not match.
+            Err(status) if server::classify(&status).is_configuration() && !answered => {
                 bail!("{}", server::describe(&server_name, &status));
             }
             other => {
@@ -697,7 +741,7 @@ fn query_failed(status: tonic::Status) -> anyhow::Error {
 }
 
 async fn hourly(args: HourlyArgs) -> anyhow::Result<ExitCode> {
-    let mut client = QueryServiceClient::new(connect(&args.server.server)?);
+    let mut client = QueryServiceClient::new(connect(&args.server)?);
     let request = pb::GetHourlyRequest {
         metric: args.metric,
         provider: args.provider.unwrap_or_default(),
@@ -745,7 +789,7 @@ async fn hourly(args: HourlyArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
-    let mut client = QueryServiceClient::new(connect(&args.server.server)?);
+    let mut client = QueryServiceClient::new(connect(&args.server)?);
     let filter = args.who.filter(Vec::new());
     let alerts = client.get_alerts(pb::GetAlertsRequest { filter: Some(filter) }).await.map_err(query_failed)?;
     let alerts = alerts.into_inner().alerts;
@@ -765,7 +809,7 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let to = time_arg("to", &args.to)?.unwrap_or_else(|| Timestamp::now().hour_start());
     let from = time_arg("from", &args.from)?.unwrap_or_else(|| to.add_hours(-(args.hours.max(1) - 1)));
     let wire = |t: Timestamp| Some(sitrep_server::convert::timestamp_to_wire(t));
-    let mut client = QueryServiceClient::new(connect(&args.server.server)?);
+    let mut client = QueryServiceClient::new(connect(&args.server)?);
     let failed = query_failed;
     match args.provider {
         Some(provider) => {
@@ -820,7 +864,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         bail!("--seconds-per-hour must be positive, not {}", args.seconds_per_hour);
     }
     let cancel = shutdown_on_signal();
-    let channel = connect(&args.server.server)?;
+    let channel = connect(&args.server)?;
     let directory = QueryServiceClient::new(channel.clone())
         .get_directory(pb::GetDirectoryRequest {})
         .await

@@ -3,36 +3,36 @@
 //! (refused), something there that is not a sitrep aggregator, or no answer at all (unreachable, timed out).
 //!
 //! A configuration error (an address that is not one, a scheme this build cannot speak, something there that is
-//! not sitrep) is reported at once and not retried; an aggregator that is down or unreachable is retried by the
-//! commands that retry (`feed`, `watch`).
+//! not sitrep, a TLS handshake that fails: unknown CA, hostname mismatch, a client certificate refused) is
+//! reported at once and not retried; an aggregator that is down or unreachable is retried by the commands that
+//! retry (`feed`, `watch`). `https://` addresses are reached over TLS only (`crate::tls`).
 
 use std::time::Duration;
 
 use anyhow::bail;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use crate::tls::{self, TlsArgs};
 
 /// How long a connection attempt may take before the server counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call may wait for the server's first answer (a unary reply, a stream's headers).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `--server` as a URL: `host:port` without a scheme is taken as `http://host:port`. Refuses, with a hint, what
-/// is not an address, and `https://` (this build speaks gRPC over plain HTTP/2 only).
+/// `--server` as a URL: `host:port` without a scheme is taken as `http://host:port`; `https://` is TLS. Refuses,
+/// with a hint, what is not an address.
 pub fn url(server: &str) -> anyhow::Result<String> {
     let s = server.trim();
     let url = if s.contains("://") { s.to_owned() } else { format!("http://{s}") };
-    let hint = "give the aggregator's address like http://127.0.0.1:50051 or 127.0.0.1:50051";
+    let hint = "give the aggregator's address like https://sitrep.example:50051, http://127.0.0.1:50051 or \
+        127.0.0.1:50051";
     let Ok(endpoint) = Endpoint::from_shared(url.clone()) else {
         bail!("--server {server:?} is not an address; {hint}");
     };
     let uri = endpoint.uri();
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => bail!(
-            "--server {server:?}: this build of sitrep speaks gRPC over plain HTTP/2 and has no TLS; use http:// \
-             (on a trusted network, or through a TLS-terminating proxy next to the agent)"
-        ),
-        Some(other) => bail!("--server {server:?}: the scheme {other:?} is not http; {hint}"),
+        Some("http" | "https") => {}
+        Some(other) => bail!("--server {server:?}: the scheme {other:?} is neither https nor http; {hint}"),
         None => bail!("--server {server:?} is not an address; {hint}"),
     }
     if uri.host().is_none_or(str::is_empty) {
@@ -48,10 +48,50 @@ pub fn url(server: &str) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// A channel to `server` that connects when first used (checked now: a bad address fails here, not later).
-pub fn connect(server: &str) -> anyhow::Result<Channel> {
+/// The endpoint and connector for `server`: TLS for `https://` (with `tls`'s roots and client certificate), TCP
+/// for `http://`. Everything is checked now: a bad address or an unreadable file fails here, not at the first call.
+pub fn endpoint(server: &str, tls: &TlsArgs) -> anyhow::Result<(Endpoint, tls::Connector)> {
     let url = url(server)?;
-    Ok(Endpoint::from_shared(url)?.connect_timeout(CONNECT_TIMEOUT).connect_lazy())
+    let https = url.starts_with("https://");
+    let config = tls::for_scheme(server, https, tls)?;
+    Ok((Endpoint::from_shared(url)?.connect_timeout(CONNECT_TIMEOUT), tls::Connector::new(config)))
+}
+
+/// A connection to the aggregator that sends the caller's credential with every call.
+pub type Conn = sitrep_server::auth::AuthedChannel;
+
+/// The credential of `--key-file`, else of `SITREP_KEY`; none when neither is given. A key is never echoed in an
+/// error.
+pub fn credential(tls: &TlsArgs) -> anyhow::Result<sitrep_server::auth::Bearer> {
+    let key = match &tls.key_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("cannot read the key file {}: {e}", file.display()))?,
+        ),
+        None => std::env::var("SITREP_KEY").ok(),
+    };
+    match key.filter(|k| !k.trim().is_empty()) {
+        None => Ok(sitrep_server::auth::Bearer::default()),
+        Some(k) => sitrep_server::auth::Bearer::new(&k).map_err(|e| anyhow::anyhow!("--key-file or SITREP_KEY: {e}")),
+    }
+}
+
+/// A channel to `server` that connects when first used (checked now: a bad address fails here, not later).
+pub fn connect(server: &str, tls: &TlsArgs) -> anyhow::Result<Conn> {
+    let bearer = credential(tls)?;
+    let (endpoint, connector) = endpoint(server, tls)?;
+    Ok(sitrep_server::auth::authed(endpoint.connect_with_connector_lazy(connector), bearer))
+}
+
+/// A channel to `server`, connected now.
+pub async fn connect_now(server: &str, tls: &TlsArgs) -> anyhow::Result<Conn> {
+    let bearer = credential(tls)?;
+    let (endpoint, connector) = endpoint(server, tls)?;
+    let channel = endpoint.connect_with_connector(connector).await.map_err(|e| {
+        let status = tonic::Status::from_error(Box::new(e));
+        anyhow::anyhow!("{}", describe(server, &status))
+    })?;
+    Ok(sitrep_server::auth::authed(channel, bearer))
 }
 
 /// Why a call to the aggregator failed, as far as the transport tells.
@@ -65,12 +105,29 @@ pub enum Failure {
     Unreachable,
     /// The connection was closed before any answer: something that is not sitrep, or an aggregator going down.
     Closed,
+    /// The TLS handshake failed: an unknown CA, a hostname mismatch, a client certificate refused or missing.
+    Tls,
+    /// A plaintext call reached a port that serves TLS.
+    NeedsTls,
     /// The aggregator answered with an error of its own (its status says what).
     Answered,
 }
 
+impl Failure {
+    /// Whether retrying cannot help until someone changes the command's settings or the aggregator's.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Failure::NotSitrep | Failure::Tls | Failure::NeedsTls)
+    }
+}
+
 /// Tells a failed call's status apart: refused, not sitrep, unreachable, or the aggregator's own answer.
 pub fn classify(status: &tonic::Status) -> Failure {
+    if tls::failure_in(Some(status)).is_some() {
+        return Failure::Tls;
+    }
+    if status.message().contains(sitrep_server::tls::PLAINTEXT_REFUSED) {
+        return Failure::NeedsTls;
+    }
     let mut chain = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {
@@ -133,6 +190,14 @@ pub fn describe(server: &str, status: &tonic::Status) -> String {
         Failure::Unreachable => {
             format!("{server} is unreachable: {said} (check the host name, the network, or a firewall)")
         }
+        Failure::Tls => {
+            let why = tls::failure_in(Some(status)).unwrap_or_else(|| said.clone());
+            format!("{server}: {why}")
+        }
+        Failure::NeedsTls => format!(
+            "{server} serves TLS, and this call was plaintext: use https:// (and --ca FILE \
+            if the aggregator's certificate is not from a CA this system trusts)"
+        ),
         Failure::Closed => format!(
             "{server} closed the connection without answering: it is not a sitrep aggregator, or one shutting down; \
              check --server's host and port"
@@ -161,15 +226,15 @@ mod tests {
             (" localhost:9 ", "http://localhost:9"),
             ("http://sitrep.example:50051", "http://sitrep.example:50051"),
             ("[::1]:50051", "http://[::1]:50051"),
+            ("https://sitrep.example:50051", "https://sitrep.example:50051"),
         ];
         for (given, want) in ok {
             assert_eq!(url(given).unwrap(), want, "{given}");
         }
         let bad = [
-            ("https://sitrep.example:50051", "has no TLS; use http://"),
             ("127.0.0.1:99999", "port \"99999\" is not a port number"),
             ("127.0.0.1:port", "port \"port\" is not a port number"),
-            ("ftp://x:1", "the scheme \"ftp\" is not http"),
+            ("ftp://x:1", "the scheme \"ftp\" is neither https nor http"),
             ("http://", "is not an address"),
             ("exa mple:1", "is not an address"),
         ];
@@ -192,6 +257,7 @@ mod tests {
             (no_answer(ANSWER_TIMEOUT), Failure::Unreachable),
             (tonic::Status::invalid_argument("bad filter"), Failure::Answered),
             (tonic::Status::unavailable("the store is unavailable"), Failure::Answered),
+            (tonic::Status::failed_precondition(sitrep_server::tls::PLAINTEXT_REFUSED), Failure::NeedsTls),
         ];
         for (status, want) in cases {
             assert_eq!(classify(&status), want, "{status:?}");

@@ -4,7 +4,9 @@
 //! The gRPC services are collected into `tonic::service::Routes`, which is also an axum router, and merged with
 //! the HTTP routes. The listener takes HTTP/2 (gRPC) and HTTP/1.1 (browsers); sitrep's own services also answer
 //! gRPC-Web, so a browser can call them directly. A connection whose first request is the Server-Sent Events
-//! stream is served outside hyper (`http::serve_direct`), so an idle wallboard costs a few KiB.
+//! stream is served outside hyper (`http::serve_direct`), so an idle wallboard costs a few KiB. With `[tls]`, every
+//! connection's TLS handshake is made in the accept loop first (`transport::route`, `tls`), and the same routing
+//! and serving follow over the TLS stream.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use sitrep_core::{Directory, Rules, Timestamp};
 use sitrep_proto::v1 as pb;
 use sitrep_store::{MemoryOptions, MemoryStore, RedisOptions, RedisStore, Store};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,8 @@ use crate::services::Context;
 use crate::services::provider::ProviderApi;
 use crate::services::query::QueryApi;
 use crate::services::subscriber::SubscriberApi;
+use crate::tls::ServerTls;
+use crate::transport::{Connection, PeerAddrLayer, Routed};
 
 type ProviderServer = pb::provider_service_server::ProviderServiceServer<ProviderApi>;
 use crate::services::subscriber_transport::SubscriberServer;
@@ -44,6 +48,7 @@ pub struct App {
     grace: Duration,
     max_message_bytes: usize,
     stale_check: Duration,
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// Why serving stopped with an error.
@@ -57,6 +62,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Store(#[from] sitrep_store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The store the configuration asks for: Redis when `store.redis` is set, else the embedded memory store. Does not
@@ -78,8 +85,24 @@ pub fn store_from_config(config: &Config, rules: &Rules) -> Result<Arc<dyn Store
             retention_hours: config.limits.retention_hours,
             response_timeout: Duration::from_millis(s.redis_timeout_ms),
             rules: rules.clone(),
+            tls_ca_pem: redis_ca(config)?,
         })?),
     })
+}
+
+/// The CA `store.redis_ca` names, read, for a `rediss://` URL; an error naming the setting and the file otherwise.
+fn redis_ca(config: &Config) -> Result<Option<Vec<u8>>, ServeError> {
+    let Some(path) = &config.store.redis_ca else { return Ok(None) };
+    let problem =
+        |message: String| crate::tls::TlsError::File { setting: "store.redis_ca", path: path.clone(), message };
+    if !config.store.redis.as_ref().is_some_and(|u| u.expose().starts_with("rediss://")) {
+        return Err(problem("needs a rediss:// URL in store.redis (Redis over TLS)".into()).into());
+    }
+    let pem = std::fs::read(path).map_err(|e| problem(format!("cannot read the file: {e}")))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(problem("no certificate in the file (expected PEM blocks BEGIN CERTIFICATE)".into()).into());
+    }
+    Ok(Some(pem))
 }
 
 impl App {
@@ -115,7 +138,14 @@ impl App {
             grace: Duration::from_secs(config.shutdown_grace_seconds),
             max_message_bytes: config.limits.max_message_bytes,
             stale_check: config.staleness.durations().2,
+            tls: None,
         }
+    }
+
+    /// Serves over TLS (see [`ServerTls::from_config`]); `None` serves plaintext.
+    pub fn with_tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls.map(Arc::new);
+        self
     }
 
     pub fn directory(&self) -> &Arc<Directory> {
@@ -199,12 +229,14 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 
 /// Accepts connections on `listener` until `stop` fires. A connection whose first request is for the event stream
 /// is served by [`http::serve_direct`] (an idle stream then costs a few KiB rather than hyper's HTTP/1 buffers);
-/// every other connection is handed to the gRPC and HTTP server through the returned stream.
+/// every other connection is handed to the gRPC and HTTP server through the returned stream. With `tls`, each
+/// connection's handshake is made first, in its own task ([`crate::transport::route`]).
 fn accept(
     listener: TcpListener,
     ctx: Arc<Context>,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
-) -> ReceiverStream<Result<TcpStream, std::io::Error>> {
+) -> ReceiverStream<Result<Connection, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -221,16 +253,19 @@ fn accept(
                 },
             };
             let _ = stream.set_nodelay(true);
-            let (tx, ctx) = (tx.clone(), ctx.clone());
+            let (tx, ctx, tls) = (tx.clone(), ctx.clone(), tls.clone());
             ctx.tasks.clone().spawn(async move {
-                let events = tokio::select! {
+                let routed = tokio::select! {
                     _ = ctx.cancel.cancelled() => return,
-                    events = http::sniff(&stream) => events,
+                    routed = crate::transport::route(stream, tls.as_deref()) => routed,
                 };
-                if events {
-                    http::serve_direct(ctx, stream).await;
-                } else {
-                    let _ = tx.send(Ok(stream)).await;
+                match routed {
+                    Routed::Hyper(connection) => {
+                        let _ = tx.send(Ok(connection)).await;
+                    }
+                    Routed::Events(connection) => http::serve_direct(ctx, connection).await,
+                    Routed::Plaintext(stream) => crate::tls::refuse_plaintext(stream, &ctx.cancel).await,
+                    Routed::Dropped => {}
                 }
             });
         }
@@ -249,6 +284,9 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
     ctx.tasks.spawn(watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.stale_check, cancel.clone()));
     ctx.tasks.spawn(ctx.auth.clone().watch(ctx.rules.clone(), Duration::from_secs(2), cancel.clone()));
+    if let Some(tls) = &app.tls {
+        ctx.tasks.spawn(tls.clone().watch(cancel.clone()));
+    }
     // Health follows the picture: NOT_SERVING while the store is unreachable.
     let (mut status, health_reporter, health_cancel) = (ctx.hub.status(), reporter.clone(), cancel.clone());
     ctx.tasks.spawn(async move {
@@ -269,8 +307,9 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
 
     // Health turns NOT_SERVING before the server stops accepting, so a check during shutdown is answered truly.
     let stop_accepting = CancellationToken::new();
-    let incoming = accept(listener, ctx.clone(), stop_accepting.clone());
+    let incoming = accept(listener, ctx.clone(), app.tls.clone(), stop_accepting.clone());
     let server = tonic::transport::Server::builder()
+        .layer(PeerAddrLayer)
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

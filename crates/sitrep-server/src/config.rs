@@ -34,6 +34,7 @@ pub struct Config {
     pub wallboard: WallboardConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
+    pub tls: TlsConfig,
     /// Seconds to let streams drain at shutdown before giving up on them.
     pub shutdown_grace_seconds: u64,
 }
@@ -66,6 +67,62 @@ pub struct AuthConfig {
     /// Allows an open sitrep (no principals file) on a listener other than loopback. Off: such a listener is
     /// refused at start.
     pub open: bool,
+}
+
+/// TLS on the listener: every protocol of the one port (gRPC, gRPC-Web, the JSON API, Server-Sent Events, the
+/// wallboard) is served over it once `cert` and `key` are set. The files are read again whenever they change, so a
+/// rotated certificate reaches new connections without a restart (see `crate::tls`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM: the server's certificate first, then any intermediates. With `key`, turns TLS on.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1). Never printed.
+    pub key: Option<PathBuf>,
+    /// The CAs whose client certificates are accepted, PEM. Without it no client certificate is asked for.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether a client must present a certificate, or may.
+    pub client_auth: ClientAuth,
+    /// How often the files are looked at for a new certificate, e.g. "10s".
+    pub reload_interval: String,
+    /// Serve plaintext on an address other than loopback, on purpose: behind a TLS-terminating proxy, or on a
+    /// network that is trusted. Without TLS and without this, sitrep serves only on loopback addresses.
+    pub allow_plaintext: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            client_ca: None,
+            client_auth: ClientAuth::Optional,
+            reload_interval: "10s".into(),
+            allow_plaintext: false,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured (checked: `cert` and `key` come together).
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+
+    /// How often the files are looked at; checked by `Config::from_file`, so the default when unparsable.
+    pub fn reload_every(&self) -> Duration {
+        humantime::parse_duration(&self.reload_interval).unwrap_or(Duration::from_secs(10))
+    }
+}
+
+/// Whether a client must present a certificate signed by `tls.client_ca`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A client may present a certificate (it is verified if it does) or none.
+    Optional,
+    /// A client without a certificate signed by `client_ca` fails the TLS handshake.
+    Required,
 }
 
 /// What every wallboard screen of this deployment shows unless its address says otherwise (`?tz=`, `?theme=`,
@@ -176,6 +233,7 @@ impl Default for Config {
             wallboard: WallboardConfig::default(),
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
+            tls: TlsConfig::default(),
             shutdown_grace_seconds: 10,
         }
     }
@@ -238,6 +296,8 @@ pub struct StoreConfig {
     pub event_log_max_age_seconds: u64,
     /// On Redis, how long a command may take before the call fails as unavailable, in milliseconds.
     pub redis_timeout_ms: u64,
+    /// With a `rediss://` URL: the CA (PEM) that signed Redis's certificate, instead of the system's roots.
+    pub redis_ca: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -248,6 +308,7 @@ impl Default for StoreConfig {
             event_log_capacity: 100_000,
             event_log_max_age_seconds: 0,
             redis_timeout_ms: 2000,
+            redis_ca: None,
         }
     }
 }
@@ -337,8 +398,10 @@ impl Config {
         let mut config: Config =
             toml::from_str(text).map_err(|cause| ConfigError::Parse { path: path.to_owned(), cause })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let paths = [&mut config.directory, &mut config.catalogue, &mut config.auth.principals, &mut config.auth.jwks];
-        for p in paths.into_iter().flatten() {
+        let tls = &mut config.tls;
+        let files = [&mut tls.cert, &mut tls.key, &mut tls.client_ca, &mut config.store.redis_ca];
+        let auth = [&mut config.auth.principals, &mut config.auth.jwks];
+        for p in [&mut config.directory, &mut config.catalogue].into_iter().chain(files).chain(auth).flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -393,6 +456,7 @@ impl Config {
         if !(1..=600_000).contains(&self.store.redis_timeout_ms) {
             return invalid("store.redis_timeout_ms", "must be from 1 to 600000 (ten minutes)");
         }
+        self.check_tls(path)?;
         let wb = &self.wallboard;
         if jiff::tz::TimeZone::get(&wb.timezone).is_err() {
             return invalid(
@@ -440,6 +504,47 @@ impl Config {
             if let Err(m) = checked {
                 return invalid(key, m.strip_prefix(key).unwrap_or(&m).trim_start());
             }
+        }
+        Ok(())
+    }
+
+    /// The `[tls]` section (and `store.redis_ca`) on its own: settings that go together, and the reload interval.
+    /// The files themselves are read when serving starts (`crate::tls`).
+    fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid =
+            |key, message: &str| Err(ConfigError::Invalid { path: path.to_owned(), key, message: message.into() });
+        let tls = &self.tls;
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => return invalid("tls.key", "must be set with tls.cert (the certificate's private key)"),
+            (None, Some(_)) => return invalid("tls.cert", "must be set with tls.key (the certificate chain)"),
+            _ => {}
+        }
+        if tls.client_ca.is_some() && !tls.enabled() {
+            return invalid("tls.client_ca", "needs tls.cert and tls.key (client certificates are asked for over TLS)");
+        }
+        if tls.client_auth == ClientAuth::Required && tls.client_ca.is_none() {
+            return invalid(
+                "tls.client_auth",
+                "\"required\" needs tls.client_ca (the CAs client certificates are checked against)",
+            );
+        }
+        if tls.allow_plaintext && tls.enabled() {
+            return invalid(
+                "tls.allow_plaintext",
+                "has no effect with tls.cert and tls.key set (everything is served over TLS); remove it",
+            );
+        }
+        match humantime::parse_duration(&tls.reload_interval) {
+            Err(e) => {
+                return invalid(
+                    "tls.reload_interval",
+                    &format!("{:?} is not a duration like \"10s\": {e}", tls.reload_interval),
+                );
+            }
+            Ok(d) if d < Duration::from_millis(100) || d > Duration::from_secs(3600) => {
+                return invalid("tls.reload_interval", "must be from 100ms to 1h");
+            }
+            Ok(_) => {}
         }
         Ok(())
     }
@@ -547,6 +652,19 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_are_relative_to_the_configuration() {
+        let path =
+            write("tls", "[tls]\ncert = \"tls/tls.crt\"\nkey = \"/etc/k.pem\"\n[store]\nredis_ca = \"ca.pem\"\n");
+        let c = Config::from_file(&path).unwrap();
+        let base = path.parent().unwrap();
+        assert_eq!(c.tls.cert.as_deref(), Some(base.join("tls/tls.crt").as_path()));
+        assert_eq!(c.tls.key.as_deref(), Some(Path::new("/etc/k.pem")));
+        assert_eq!(c.store.redis_ca.as_deref(), Some(base.join("ca.pem").as_path()));
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.reload_every(), Duration::from_secs(10));
+    }
+
+    #[test]
     fn wallboard_figures_must_be_in_the_catalogue() {
         let path = write("figures", "[wallboard]\ntotals = [\"beds.cc_adult.free\", \"beds.nope\"]\n");
         let err = Config::from_file(&path).unwrap().load_rules().unwrap_err().to_string();
@@ -604,6 +722,20 @@ mod tests {
                 "shutdown_grace_seconds: must be at most 3600",
             ),
             ("redis-timeout", "[store]\nredis_timeout_ms = 0\n", "store.redis_timeout_ms: must be from 1"),
+            ("tls-pair", "[tls]\ncert = \"c.pem\"\n", "tls.key: must be set with tls.cert"),
+            (
+                "tls-required",
+                "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_auth = \"required\"\n",
+                "tls.client_auth: \"required\" needs tls.client_ca",
+            ),
+            ("tls-ca", "[tls]\nclient_ca = \"ca.pem\"\n", "tls.client_ca: needs tls.cert and tls.key"),
+            ("tls-reload", "[tls]\nreload_interval = \"1ms\"\n", "tls.reload_interval: must be from 100ms to 1h"),
+            (
+                "tls-both",
+                "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nallow_plaintext = true\n",
+                "tls.allow_plaintext: has no effect",
+            ),
+            ("tls-auth", "[tls]\nclient_auth = \"sometimes\"\n", "unknown variant `sometimes`"),
             ("opel", "[opel]\nframework = \"opel.toml\"\n", "cannot read"),
             ("missing", "directory = \"nope.toml\"\n", "cannot read"),
         ];

@@ -13,6 +13,10 @@
 //! - [`services`]: the gRPC services: `ProviderService` (ingest), `SubscriberService`, `QueryService`.
 //! - [`http`]: the wallboard page, the JSON API, Server-Sent Events and health endpoints, on the same port.
 //! - [`app`]: builds the services, health and reflection into one router and serves it until shutdown.
+//! - [`transport`]: a connection plaintext or TLS, where the accept loop sends it, and who is at the other end
+//!   ([`transport::Peer`], in every request's extensions: the client certificate for the identity layer).
+//! - [`tls`]: TLS on the one port: the rustls configuration from `[tls]`, reloaded when the files change, and the
+//!   answer a plaintext client gets on a TLS port.
 //! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC.
 //! - [`display`]: readable one-line renderings of updates, for terminals and logs.
 
@@ -28,6 +32,8 @@ pub mod limit;
 pub mod services;
 pub mod session;
 pub mod sim;
+pub mod tls;
+pub mod transport;
 
 pub use app::{App, serve, store_from_config};
 pub use config::Config;

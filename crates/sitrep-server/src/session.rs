@@ -574,7 +574,8 @@ mod tests {
         let run = std::mem::size_of_val(&session.run(None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let direct = std::mem::size_of_val(&crate::http::serve_direct(ctx, stream));
+        let direct =
+            std::mem::size_of_val(&crate::http::serve_direct(ctx, crate::transport::Connection::Plain(stream)));
         println!("session task state {run} bytes, direct stream task state {direct} bytes");
         assert!(run <= 1024, "session state {run} bytes");
         assert!(direct <= 1024, "direct stream state {direct} bytes");

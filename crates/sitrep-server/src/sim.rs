@@ -20,7 +20,6 @@ use sitrep_proto::v1::report_ack::Outcome;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::convert::report_to_wire;
 use crate::hub::Backoff;
@@ -76,7 +75,7 @@ impl SimStats {
 /// Runs simulated providers (code and kind, usually the directory's, in code order) against `channel` until
 /// `cancel` fires.
 pub async fn run(
-    channel: Channel,
+    channel: crate::auth::AuthedChannel,
     directory: &[(String, ProviderKind)],
     options: SimOptions,
     stats: Arc<SimStats>,
@@ -147,7 +146,7 @@ pub async fn run(
 
 /// One provider's feed: a Report stream that is reopened when it fails.
 struct Feed {
-    client: ProviderServiceClient<Channel>,
+    client: ProviderServiceClient<crate::auth::AuthedChannel>,
     stream: Option<(mpsc::Sender<pb::StatusReport>, tonic::Streaming<pb::ReportAck>)>,
     stats: Arc<SimStats>,
 }

@@ -28,6 +28,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::tls::TlsArgs;
 use anyhow::{Context, bail};
 use clap::Args;
 use sitrep_core::directory::ProviderKind;
@@ -42,7 +43,6 @@ use sitrep_store::{RedisOptions, RedisStore, Store};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -73,6 +73,11 @@ pub struct BenchArgs {
     /// With `--scenario history`: hours of history written per provider (840 is the default retention of 35 days).
     #[arg(long, default_value_t = 24)]
     hours: i64,
+    /// With `--scenario hot`: serve the aggregator over TLS (a CA and a certificate for `localhost` made for the
+    /// run) and connect every provider stream and subscriber over it. The gRPC floor and the baselines stay
+    /// plaintext, so the difference from a run without `--tls` is what TLS costs.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -380,10 +385,10 @@ pub async fn floor(redis_url: &str) -> anyhow::Result<()> {
 /// One provider stream per code, each on its own connection to `url`: the report sender and the acks.
 type Link = (mpsc::Sender<pb::StatusReport>, tonic::Streaming<pb::ReportAck>);
 
-async fn connect_providers(url: &str, n: usize) -> anyhow::Result<Vec<Link>> {
+async fn connect_providers(url: &str, n: usize, tls: &TlsArgs) -> anyhow::Result<Vec<Link>> {
     let mut links = Vec::new();
     for _ in 0..n {
-        let channel = Endpoint::from_shared(url.to_owned())?.connect().await?;
+        let channel = crate::server::connect_now(url, tls).await?;
         let mut client = ProviderServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(4);
         let acks = client.report(ReceiverStream::new(rx)).await?.into_inner();
@@ -512,6 +517,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.providers == 0 || args.seconds == 0 {
         bail!("--providers and --seconds must be at least 1");
     }
+    if args.tls && args.scenario != Scenario::Hot {
+        bail!("--tls applies to --scenario hot");
+    }
     match args.scenario {
         Scenario::Hot => hot(args).await,
         Scenario::Scale => scale::run(args.seconds).await,
@@ -530,11 +538,12 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let directory_path = tmp.join("directory.toml");
     std::fs::write(&directory_path, directory_text(args.providers))?;
     let config_path = tmp.join("sitrep.toml");
+    let (tls_section, client_tls) = if args.tls { bench_certificates(&tmp)? } else { Default::default() };
     std::fs::write(
         &config_path,
         format!(
             "directory = {:?}\n[store]\nkey_prefix = \"bench-{}\"\n[subscribers]\nqueue_capacity = 65536\n\
-             [limits]\nreports_per_provider_per_minute = 0\n",
+             [limits]\nreports_per_provider_per_minute = 0\n{tls_section}",
             directory_path,
             std::process::id()
         ),
@@ -547,7 +556,11 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: starting the aggregator (sitrep serve --redis)");
     let server = Aggregator::start(&aggregator_binary(&args)?, Some(&url), &config_path).await?;
     let server_pid = server.pid()?;
-    let url_grpc = format!("http://{}", server.addr);
+    let url_grpc = match args.tls {
+        // The certificate names localhost; the aggregator listens on 127.0.0.1.
+        true => format!("https://localhost:{}", server.addr.rsplit(':').next().unwrap_or_default()),
+        false => format!("http://{}", server.addr),
+    };
 
     // Every connection first: subscribers, each on its own connection following everything, then one stream per
     // provider. The clock starts once all are open.
@@ -555,12 +568,12 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let start = Arc::new(std::sync::OnceLock::<Phase>::new());
     let mut streams = Vec::new();
     for _ in 0..args.subscribers {
-        let channel = Endpoint::from_shared(url_grpc.clone())?.connect().await?;
+        let channel = crate::server::connect_now(&url_grpc, &client_tls).await?;
         streams.push(
             light::subscribe(channel, pb::SubscribeRequest { heartbeat_seconds: 1, ..Default::default() }).await?,
         );
     }
-    let links = connect_providers(&url_grpc, codes.len()).await?;
+    let links = connect_providers(&url_grpc, codes.len(), &client_tls).await?;
     let barrier = Arc::new(tokio::sync::Barrier::new(args.providers + args.subscribers + 1));
     let mut subscriber_tasks = Vec::new();
     for mut stream in streams {
@@ -632,7 +645,8 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     command.args(["bench-floor", "--redis", &url]);
     let floor_server = Aggregator::spawn(command).await?;
     let floor_pid = floor_server.pid()?;
-    let floor_links = connect_providers(&format!("http://{}", floor_server.addr), codes.len()).await?;
+    let floor_links =
+        connect_providers(&format!("http://{}", floor_server.addr), codes.len(), &TlsArgs::default()).await?;
     let (floor_start, floor_barrier) =
         (Arc::new(std::sync::OnceLock::<Phase>::new()), Arc::new(tokio::sync::Barrier::new(args.providers + 1)));
     let floor_tasks = spawn_providers(floor_links, &codes, &floor_start, &floor_barrier);
@@ -721,7 +735,10 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
                 .to_owned()))
             .unwrap_or_default()
     );
-    println!("  sitrep (gRPC stream -> validate -> plan -> Redis script -> ack; Hub folds -> subscribers)");
+    println!(
+        "  sitrep (gRPC stream -> validate -> plan -> Redis script -> ack; Hub folds -> subscribers){}",
+        if args.tls { ", over TLS 1.3" } else { ", plaintext" }
+    );
     println!("    reports accepted     {rate:>10.0} /s");
     println!("    metric values        {:>10.0} /s", values as f64 / window);
     println!("    ack latency          {}", ack_samples.summary());
@@ -802,7 +819,7 @@ mod light {
 
     /// `SubscriberService/Subscribe`, decoded as [`Update`].
     pub async fn subscribe(
-        channel: tonic::transport::Channel,
+        channel: crate::server::Conn,
         request: pb::SubscribeRequest,
     ) -> anyhow::Result<tonic::Streaming<Update>> {
         let mut grpc = tonic::client::Grpc::new(channel);
@@ -834,6 +851,20 @@ mod light {
             assert!(matches!(Update::decode(&update(reset)[..]).unwrap().kind, Some(Kind::Reset(_))));
         }
     }
+}
+
+/// A CA and a certificate for `localhost` in `dir`: the aggregator's `[tls]` section, and the clients' trust.
+fn bench_certificates(dir: &std::path::Path) -> anyhow::Result<(String, TlsArgs)> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&key, &ca)?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    std::fs::write(dir.join("ca.pem"), AsRef::<rcgen::Certificate>::as_ref(&ca).pem())?;
+    let section = format!("[tls]\ncert = {:?}\nkey = {:?}\n", dir.join("cert.pem"), dir.join("key.pem"));
+    Ok((section, TlsArgs { ca: Some(dir.join("ca.pem")), ..Default::default() }))
 }
 
 /// Removes a directory when dropped.

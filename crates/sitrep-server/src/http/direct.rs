@@ -8,17 +8,22 @@
 //! ([`serve`]) with a small request parser and a close-delimited body; everything else (gRPC, the JSON API, the
 //! wallboard's files, and an events request that comes later on a reused connection) goes to hyper as before, and
 //! gets the same answers there. Both paths open the stream with the same [`super::open_events`].
+//!
+//! Under TLS the same holds after the handshake: a connection that negotiated HTTP/2 goes to hyper, and an
+//! HTTP/1 one has its first bytes read ([`sniff_read`]) rather than peeked, and replayed to whoever serves it
+//! (`crate::transport`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{StatusCode, header};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Status;
 
 use super::{EventStream, open_events};
 use crate::services::Context;
+use crate::transport::Connection;
 
 /// What a connection's first request starts with when it asks for the event stream (then a space or a query).
 const EVENTS: &[u8] = b"GET /api/v1/events";
@@ -55,10 +60,23 @@ pub async fn sniff(stream: &TcpStream) -> bool {
     tokio::time::timeout(HEAD_TIMEOUT, look).await.unwrap_or(false)
 }
 
+/// Whether a connection's first bytes, read (not peeked) from `stream`, are a request for the event stream; and
+/// those bytes, to be replayed to whoever serves the connection. For TLS connections, whose bytes cannot be peeked
+/// at.
+pub async fn sniff_read<S: AsyncRead + Unpin>(stream: &mut S) -> (bool, Vec<u8>) {
+    let could_be = |seen: &[u8]| EVENTS.starts_with(&seen[..seen.len().min(EVENTS.len())]);
+    let first = crate::transport::read_first(stream, EVENTS.len() + 1, could_be, HEAD_TIMEOUT).await;
+    let events =
+        first.len() == EVENTS.len() + 1 && first.starts_with(EVENTS) && matches!(first[EVENTS.len()], b' ' | b'?');
+    (events, first)
+}
+
 /// Serves the event stream on `stream`, whose first request [`sniff`] found to be for it: reads and parses the
 /// request head, opens the stream (or answers the error as JSON, as the API does), then writes each message as it
 /// comes until the subscriber goes, the session ends, or the aggregator shuts down.
-pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) {
+pub async fn serve(ctx: Arc<Context>, mut stream: Connection) {
+    let peer = stream.peer();
+    tracing::debug!(remote = ?peer.remote_addr, tls = peer.tls, "event stream served directly");
     let opened = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
         // The same Host check as through hyper (see `super::guard`).
         Ok(Ok(Some(head))) if !ctx.hosts.allows(head.headers.get(header::HOST).and_then(|h| h.to_str().ok())) => {
@@ -87,13 +105,27 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) {
 
 /// Writes the stream's head and then every message. A read on the socket watches for the subscriber going away
 /// (EOF or an error) so an idle stream is let go at once rather than at its next heartbeat.
-async fn stream_events(mut events: EventStream, mut stream: TcpStream) {
+async fn stream_events(events: EventStream, mut stream: Connection) {
     const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
         connection: close\r\n\r\n";
     if stream.write_all(HEAD).await.is_err() || stream.write_all(super::RETRY).await.is_err() {
         return;
     }
-    let (mut reader, mut writer) = stream.split();
+    match stream {
+        // TCP splits into borrowed halves, as it always has; a TLS stream is one state for both directions.
+        Connection::Plain(mut tcp) => {
+            let (reader, writer) = tcp.split();
+            pump(events, reader, writer).await
+        }
+        tls => {
+            let (reader, writer) = tokio::io::split(tls);
+            pump(events, reader, writer).await
+        }
+    }
+}
+
+/// Writes every message to `writer` until the session ends or the subscriber goes (`reader` ends).
+async fn pump(mut events: EventStream, mut reader: impl AsyncRead + Unpin, mut writer: impl AsyncWrite + Unpin) {
     let mut scratch = [0u8; 64];
     loop {
         let message = tokio::select! {
@@ -125,7 +157,7 @@ struct Head {
 
 /// Reads up to the end of the request head. `Ok(None)` when it is malformed, too long, or the connection ended
 /// first.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Head>> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<Head>> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() == buf.capacity() {
@@ -202,6 +234,22 @@ mod tests {
             let mut server = server;
             server.read_exact(&mut again).await.unwrap();
             assert_eq!(again, first);
+        }
+    }
+
+    #[tokio::test]
+    async fn sniff_read_tells_the_same_and_keeps_what_it_read() {
+        for (first, expect) in [
+            (&b"GET /api/v1/events HTTP/1.1\r\n"[..], true),
+            (b"GET /api/v1/events?system=QWE HTTP/1.1\r\n", true),
+            (b"GET /api/v1/eventsx HTTP/1.1\r\n", false),
+            (b"GET / HTTP/1.1\r\n", false),
+        ] {
+            let (mut client, mut server) = pair().await;
+            client.write_all(first).await.unwrap();
+            let (events, read) = sniff_read(&mut server).await;
+            assert_eq!(events, expect, "{}", String::from_utf8_lossy(first));
+            assert!(first.starts_with(&read) && !read.is_empty());
         }
     }
 

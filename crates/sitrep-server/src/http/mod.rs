@@ -14,7 +14,7 @@
 mod direct;
 pub mod json;
 
-pub use direct::{serve as serve_direct, sniff};
+pub use direct::{serve as serve_direct, sniff, sniff_read};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;

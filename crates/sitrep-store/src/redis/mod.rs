@@ -73,6 +73,9 @@ pub struct RedisOptions {
     pub response_timeout: Duration,
     /// What derived figures, ratings, alerts and staleness are computed by.
     pub rules: Rules,
+    /// With a `rediss://` URL: the CA certificates (PEM) that Redis's certificate must be signed by, instead of the
+    /// system's roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
@@ -85,6 +88,7 @@ impl Default for RedisOptions {
             retention_hours: 35 * 24,
             response_timeout: Duration::from_secs(2),
             rules: Rules::demo(),
+            tls_ca_pem: None,
         }
     }
 }
@@ -484,8 +488,17 @@ impl RedisStore {
     /// A store for `options`. Does not connect: the aggregator can start while Redis is down, and calls fail as
     /// unavailable until it is up.
     pub fn new(options: RedisOptions) -> Result<Self, StoreError> {
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| StoreError::Internal(format!("invalid redis url {:?}: {e}", options.url)))?;
+        let client = match &options.tls_ca_pem {
+            None => redis::Client::open(options.url.as_str()),
+            Some(pem) => {
+                if !options.url.starts_with("rediss://") {
+                    return Err(StoreError::Internal("a CA for Redis is given, but the URL is not rediss://".into()));
+                }
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
+                redis::Client::build_with_tls(options.url.as_str(), certificates)
+            }
+        }
+        .map_err(|e| StoreError::Internal(format!("invalid redis url {:?}: {e}", options.url)))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
             .set_connection_timeout(Some(options.response_timeout))
