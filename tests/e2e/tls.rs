@@ -433,3 +433,60 @@ async fn the_feed_agent_verifies_the_certificate() {
     let said = format!("{}{}", sent.stdout, sent.stderr);
     assert!(sent.ok && said.contains("accepted RM1") && said.contains("accepted RGT"), "{said}");
 }
+
+/// A client certificate (verified against `client_ca`) names a principal by a subject alternative name or common
+/// name, with that principal's grants: the audit records which certificate; an unmapped one is UNAUTHENTICATED,
+/// naming the certificate's names so an operator can add one.
+#[tokio::test]
+async fn a_client_certificate_is_a_principal() {
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    let clients_pem = clients.pem();
+    let principals = "[[principal]]\nname = \"RJ7 feed (certificate)\"\nwrite = [\"RJ7\"]\nread = [\"provider:RJ7\"]\n\
+                      certificates = [\"DNS:provider-rj7\"]\n";
+    let extra = "client_ca = \"clients.pem\"\nclient_auth = \"optional\"\n[auth]\nprincipals = \"p.toml\"\n";
+    let server = start_tls(&ca, extra, &[("clients.pem", &clients_pem), ("p.toml", principals)]).await;
+    let https = format!("https://localhost:{}", server.port());
+    let dir = server.dir().to_owned();
+    let write_pair = |name: &str, (cert, key): (String, String)| {
+        std::fs::write(dir.join(format!("{name}.crt")), cert).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
+        [path(dir.join(format!("{name}.crt"))), path(dir.join(format!("{name}.key")))]
+    };
+    let [cert, key] = write_pair("rj7", clients.issue(&["provider-rj7"]));
+    let [other_cert, other_key] = write_pair("unknown", clients.issue(&["provider-unknown"]));
+    let ca_arg = path(server.dir().join("ca.pem"));
+    let with = |c: &str, k: &str| {
+        vec!["--ca".to_owned(), ca_arg.clone(), "--client-cert".into(), c.into(), "--client-key".into(), k.into()]
+    };
+    let args = with(&cert, &key);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ok = push(&server, &https, "RJ7", &args).await;
+    assert!(ok.ok && ok.stdout.starts_with("accepted: RJ7"), "{}{}", ok.stdout, ok.stderr);
+    let denied = push(&server, &https, "RGT", &args).await;
+    assert!(!denied.ok && denied.stderr.contains("may not report for provider RGT"), "{}", denied.stderr);
+    let unknown = with(&other_cert, &other_key);
+    let unknown: Vec<&str> = unknown.iter().map(String::as_str).collect();
+    let refused = push(&server, &https, "RJ7", &unknown).await;
+    assert!(!refused.ok && refused.stderr.contains("DNS:provider-unknown"), "{}", refused.stderr);
+    let history = sitrep(&[
+        "history",
+        "--server",
+        &https,
+        "--provider",
+        "RJ7",
+        "--ca",
+        &ca_arg,
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+    ])
+    .await;
+    assert!(history.ok, "{}", history.stderr);
+    assert!(
+        history.stdout.contains("sent by RJ7 feed (certificate) (certificate DNS:provider-rj7)"),
+        "{}",
+        history.stdout
+    );
+}

@@ -824,6 +824,9 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                 // A site's report names its site: each site has its own revisions.
                 let site = if e.site.is_empty() { String::new() } else { format!(" site {}", e.site) };
                 println!("{period}{site} r{} {}", e.revision, values.join(" "));
+                if let Some(s) = &e.sender {
+                    println!("    sent by {} ({}) from {}", s.name, s.credential, s.address);
+                }
                 if !e.narrative.is_empty() {
                     println!("    “{}”", e.narrative);
                 }

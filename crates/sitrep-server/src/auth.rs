@@ -34,6 +34,8 @@ use sitrep_core::rules::{Level, Scope};
 use sitrep_core::{Rules, Selection};
 use tonic::Status;
 
+use crate::transport::Peer;
+
 /// What a caller may do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grants {
@@ -136,6 +138,10 @@ struct PrincipalEntry {
     admin: bool,
     #[serde(default)]
     key: Vec<KeyEntry>,
+    /// Client certificates (verified against `[tls] client_ca`) that identify it, by subject common name
+    /// (`CN=feed.rj7`) or subject alternative name (`DNS:feed.rj7.nhs.uk`, `EMAIL:...`, `URI:...`).
+    #[serde(default)]
+    certificates: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,10 +152,12 @@ struct KeyEntry {
     sha256: String,
 }
 
-/// Every configured principal, found by the hash of a key it holds.
+/// Every configured principal, found by the hash of a key it holds, or a name of its client certificate.
 #[derive(Debug, Default)]
 pub struct Principals {
     by_key: BTreeMap<[u8; 32], Principal>,
+    /// `CN=...`, `DNS:...`, `EMAIL:...` or `URI:...` -> the principal.
+    by_certificate: BTreeMap<String, Principal>,
 }
 
 impl Principals {
@@ -158,6 +166,7 @@ impl Principals {
     pub fn from_toml(what: &str, text: &str, rules: &Rules) -> Result<Self, String> {
         let file: PrincipalsFile = toml::from_str(text).map_err(|e| format!("{what}: {e}"))?;
         let mut by_key = BTreeMap::new();
+        let mut by_certificate = BTreeMap::new();
         for p in file.principal {
             let at = |message: String| format!("{what}: principal {:?}: {message}", p.name);
             if p.name.trim().is_empty() {
@@ -172,14 +181,54 @@ impl Principals {
                     return Err(at(format!("key {:?} is configured twice", k.id)));
                 }
             }
+            for name in &p.certificates {
+                if !["CN=", "DNS:", "EMAIL:", "URI:"].iter().any(|prefix| name.starts_with(prefix)) {
+                    return Err(at(format!("certificates: {name:?} is not CN=, DNS:, EMAIL: or URI: and a name")));
+                }
+                let principal = Principal {
+                    name: p.name.clone(),
+                    credential: format!("certificate {name}"),
+                    grants: grants.clone(),
+                };
+                if by_certificate.insert(name.clone(), principal).is_some() {
+                    return Err(at(format!("certificate name {name:?} is configured twice")));
+                }
+            }
         }
-        Ok(Principals { by_key })
+        Ok(Principals { by_key, by_certificate })
     }
 
     /// The principal holding `key`, if any.
     pub fn find(&self, key: &str) -> Option<&Principal> {
         self.by_key.get(&hash(key))
     }
+
+    /// The principal a client certificate (DER, already verified against the configured CA) names, by its
+    /// subject's common name or a subject alternative name; and the names it has, for a message when none maps.
+    pub fn for_certificate(&self, der: &[u8]) -> (Option<&Principal>, Vec<String>) {
+        let names = certificate_names(der);
+        (names.iter().find_map(|n| self.by_certificate.get(n)), names)
+    }
+}
+
+/// A certificate's names as principals files write them: `CN=...` of its subject, `DNS:`, `EMAIL:` and `URI:` of
+/// its subject alternative names.
+fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let mut names: Vec<String> =
+        cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(|cn| format!("CN={cn}")).collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => names.push(format!("DNS:{d}")),
+                GeneralName::RFC822Name(e) => names.push(format!("EMAIL:{e}")),
+                GeneralName::URI(u) => names.push(format!("URI:{u}")),
+                _ => {}
+            }
+        }
+    }
+    names
 }
 
 /// Grants as configured (in a principals file or a token's claims), checked against the directory: every
@@ -379,11 +428,25 @@ impl Authenticator {
 
     /// The principal `headers` authenticate: `Ok(None)` with no credential, `Err` (UNAUTHENTICATED) with one
     /// that is malformed, unknown, expired or wrongly signed. Open: always the anonymous principal.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, Status> {
+    pub fn authenticate(&self, headers: &HeaderMap, peer: Option<&Peer>) -> Result<Option<Principal>, Status> {
         if self.is_open() {
             return Ok(Some(Principal::anonymous()));
         }
-        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            // No header: a client certificate (verified by the TLS handshake) may name the principal.
+            let Some(cert) = peer.and_then(|p| p.certificates.as_ref()).and_then(|c| c.first()) else {
+                return Ok(None);
+            };
+            let principals = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let (found, names) = principals.for_certificate(cert.as_ref());
+            return match found {
+                Some(p) => Ok(Some(p.clone())),
+                None => Err(Status::unauthenticated(format!(
+                    "the client certificate ({}) is not a principal's: add one of its names to the principals file",
+                    names.join(", ")
+                ))),
+            };
+        };
         let token = value
             .to_str()
             .ok()
@@ -478,7 +541,7 @@ pub async fn layer(
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    match auth.authenticate(request.headers()) {
+    match auth.authenticate(request.headers(), request.extensions().get::<Peer>()) {
         Ok(Some(principal)) => {
             request.extensions_mut().insert(principal);
             next.run(request).await

@@ -87,7 +87,7 @@ pub async fn serve(ctx: Arc<Context>, mut stream: Connection) {
             return;
         }
         // The same credentials as through hyper, checked by the same authenticator.
-        Ok(Ok(Some(head))) => match ctx.auth.authenticate(&head.headers) {
+        Ok(Ok(Some(head))) => match ctx.auth.authenticate(&head.headers, Some(&peer)) {
             Ok(Some(who)) => open_events(&ctx, &who, head.query, head.last_event_id.as_deref(), "directly"),
             Ok(None) => Err(Status::unauthenticated("a credential is needed: authorization: Bearer <key>").into()),
             Err(status) => Err(status.into()),
