@@ -420,3 +420,96 @@ async fn push_and_feed_tell_refused_not_sitrep_and_bad_addresses_apart() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("accepted RM1") || text.contains("duplicate RM1"), "{text}");
 }
+
+/// The feed agent authenticates with its key: a report for a provider outside its grant is set aside in rejected/
+/// with the aggregator's reason, and the rest arrive; without an accepted credential it keeps its spool and says
+/// what to renew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_outside_the_agents_grant_is_set_aside_and_a_refused_key_keeps_the_spool() {
+    use tokio::io::AsyncBufReadExt;
+    let key = |args: &'static [&'static str]| async move {
+        let out = Command::new(env!("CARGO_BIN_EXE_sitrep")).arg("key").args(args).output().await.unwrap();
+        let lines = String::from_utf8(out.stderr).unwrap().split_once("\n\n").unwrap().1.to_owned();
+        (String::from_utf8(out.stdout).unwrap().trim().to_owned(), lines)
+    };
+    let (feed_key, feed_lines) = key(&["--name", "RJ7 feed", "--write", "RJ7"]).await;
+    let (reader, reader_lines) = key(&["--name", "reader", "--read", "*"]).await;
+    let principals = format!("{feed_lines}\n{reader_lines}");
+    let server =
+        Server::start_full("[auth]\nprincipals = \"p.toml\"\n", &[], "127.0.0.1:0", &[("p.toml", &principals)]).await;
+    let dir = TempDir::new("feed-grant");
+    let (folder, spool) = (dir.0.join("drop"), dir.0.join("spool"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let key_file = dir.0.join("key");
+    std::fs::write(&key_file, &feed_key).unwrap();
+    let _agent = agent(&server.url, &folder, &spool, &["--key-file", key_file.to_str().unwrap()]);
+    std::fs::write(folder.join("beds.csv"), "provider,ed.over_12h\nRGT,4\nRJ7,3\n").unwrap();
+    let rejected = folder.join("rejected");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let text = loop {
+        let found = std::fs::read_dir(&rejected)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".reason.txt"));
+        if let Some(f) = found {
+            break std::fs::read_to_string(f.path()).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reason in rejected/");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("permission denied") && text.contains("provider RGT"), "{text}");
+    // RJ7's report, behind it in the same file, arrived.
+    let bearer = sitrep_server::auth::Bearer::new(&reader).unwrap();
+    let channel = sitrep_server::auth::authed(server.channel().await, bearer);
+    let mut query = sitrep_proto::v1::query_service_client::QueryServiceClient::new(channel);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let request = pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() };
+        match query.get_history(request).await {
+            Ok(h) if !h.get_ref().entries.is_empty() => break,
+            _ if tokio::time::Instant::now() > deadline => panic!("RJ7's report did not arrive"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+
+    // Without an accepted key: the agent says what to renew, never echoing the key, and keeps its spool.
+    let dir2 = TempDir::new("feed-nokey");
+    let (folder2, spool2) = (dir2.0.join("drop"), dir2.0.join("spool"));
+    std::fs::create_dir_all(&folder2).unwrap();
+    std::fs::write(folder2.join("beds.csv"), "provider,ed.over_12h\nRJ7,5\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["feed", "--server", &server.url, "--spool"])
+        .arg(&spool2)
+        .arg(folder2.join("beds.csv"))
+        .env("SITREP_KEY", "sitrep_revoked")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !said.contains("renew") {
+        let line = tokio::select! {
+            l = out.next_line() => l,
+            l = err.next_line() => l,
+            _ = tokio::time::sleep_until(deadline) => panic!("the agent did not say what to renew: {said}"),
+        };
+        match line.unwrap() {
+            Some(l) => said.push_str(&l),
+            None => break,
+        }
+    }
+    assert!(said.contains("does not accept this agent's credential") && said.contains("the spool is kept"), "{said}");
+    assert!(!said.contains("sitrep_revoked"), "the key is never echoed: {said}");
+    drop(child);
+    let status =
+        Command::new(env!("CARGO_BIN_EXE_sitrep")).args(["feed", "--status", "--spool"]).arg(&spool2).output().await;
+    let kept = String::from_utf8_lossy(&status.unwrap().stdout).into_owned();
+    assert!(kept.contains("1 report"), "the spool is kept: {kept}");
+}

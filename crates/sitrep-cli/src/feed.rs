@@ -327,6 +327,22 @@ impl Agent {
         ));
     }
 
+    /// Sets aside a report the aggregator refused for this agent's grant, with the aggregator's reason.
+    fn reject_denied(&self, source: &str, text: &str, report: &sitrep_core::Report, why: &str) {
+        let period = report.period.unwrap_or_default();
+        let stem = safe_name(&format!("{source}.{}-{}-r{}", report.provider, period.millis(), report.revision));
+        let _ = std::fs::create_dir_all(&self.rejected);
+        let _ = std::fs::write(self.rejected.join(format!("{stem}.json")), text);
+        let reason = format!("permission denied: {why}\n");
+        let _ = std::fs::write(self.rejected.join(format!("{stem}.reason.txt")), &reason);
+        log(&format!(
+            "rejected {} {period} r{} from {source}: {}",
+            report.provider,
+            report.revision,
+            reason.trim_end()
+        ));
+    }
+
     fn queued(&self) -> std::sync::MutexGuard<'_, Queued> {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -371,6 +387,12 @@ impl Agent {
                         return Ok(());
                     }
                     let why = match &failure {
+                        // The credential is missing, revoked or expired: what to renew, and nothing lost meanwhile.
+                        SendFailure::Call(status) if status.code() == tonic::Code::Unauthenticated => format!(
+                            "{server_name} does not accept this agent's credential ({}); renew its key or token \
+                             (--key-file or SITREP_KEY) and restart the agent; the spool is kept",
+                            status.message()
+                        ),
                         SendFailure::Call(status) => {
                             let failure = server::classify(status);
                             closed = if failure == server::Failure::Closed { closed + 1 } else { 0 };
@@ -408,13 +430,20 @@ impl Agent {
         cancel: &CancellationToken,
         answered: &mut bool,
     ) -> Result<(), SendFailure> {
-        let (tx, rx) = mpsc::channel(1);
         let wait = server::ANSWER_TIMEOUT;
-        let mut acks = tokio::time::timeout(wait, client.report(ReceiverStream::new(rx)))
-            .await
-            .unwrap_or_else(|_| Err(server::no_answer(wait)))
-            .map_err(SendFailure::Call)?
-            .into_inner();
+        let open = |client: &mut ProviderServiceClient<crate::server::Conn>| {
+            let (tx, rx) = mpsc::channel(1);
+            let mut client = client.clone();
+            async move {
+                let acks = tokio::time::timeout(wait, client.report(ReceiverStream::new(rx)))
+                    .await
+                    .unwrap_or_else(|_| Err(server::no_answer(wait)))
+                    .map_err(SendFailure::Call)?
+                    .into_inner();
+                Ok::<_, SendFailure>((tx, acks))
+            }
+        };
+        let (mut tx, mut acks) = open(client).await?;
         for (path, entry) in queue {
             for text in &entry.reports {
                 if cancel.is_cancelled() {
@@ -444,6 +473,14 @@ impl Agent {
                 let ack = match answer {
                     Ok(Some(ack)) => ack,
                     Ok(None) => return Err(SendFailure::Other("the aggregator ended the stream".into())),
+                    // This agent's credential may not report for that provider: sending it again will not help.
+                    // Set it aside with the reason, and go on with the rest on a new stream.
+                    Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                        *answered = true;
+                        self.reject_denied(&entry.source, text, &report, status.message());
+                        (tx, acks) = open(client).await?;
+                        continue;
+                    }
                     Err(status) => return Err(SendFailure::Call(status)),
                 };
                 *answered = true;
