@@ -629,7 +629,9 @@ async fn history_command_prints_revisions_and_series() {
         }
     };
     let text = run(vec!["--provider", "RJ7", "--metric", "beds.cc_adult.occupied"]).await;
-    let lines: Vec<&str> = text.lines().collect();
+    // Each revision's line, then (indented) who sent it.
+    assert!(text.contains("    sent by anonymous (anonymous) from 127.0.0.1:"), "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
     assert!(lines[0].starts_with("RJ7: 3 revision(s)"), "{text}");
     assert!(lines[1].ends_with(" r1 beds.cc_adult.occupied=20"), "{text}");
     assert!(lines[2].ends_with(" r2 beds.cc_adult.occupied=21"), "{text}");
