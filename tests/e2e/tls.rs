@@ -42,6 +42,13 @@ impl Ca {
     }
 }
 
+/// Writes a certificate and its key as `dir/name.crt` and `dir/name.key`; returns their paths.
+fn write_pair(dir: &Path, name: &str, (cert, key): (String, String)) -> [String; 2] {
+    std::fs::write(dir.join(format!("{name}.crt")), cert).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
+    [path(dir.join(format!("{name}.crt"))), path(dir.join(format!("{name}.key")))]
+}
+
 /// Writes `text` to `dir/name` all at once (a temporary file renamed), as rotation tools do.
 fn replace(dir: &Path, name: &str, text: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -235,12 +242,7 @@ async fn client_certificates_are_verified_when_required() {
         start_tls(&ca, "client_ca = \"clients.pem\"\nclient_auth = \"required\"\n", &[("clients.pem", &clients_pem)])
             .await;
     let https = format!("https://localhost:{}", server.port());
-    let dir = server.dir().to_owned();
-    let write_pair = |name: &str, (cert, key): (String, String)| {
-        std::fs::write(dir.join(format!("{name}.crt")), cert).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
-        [path(dir.join(format!("{name}.crt"))), path(dir.join(format!("{name}.key")))]
-    };
+    let write_pair = |name: &str, pair: (String, String)| write_pair(server.dir(), name, pair);
     let [good_cert, good_key] = write_pair("rj7", clients.issue(&["provider-rj7"]));
     let [bad_cert, bad_key] = write_pair("other", stranger.issue(&["provider-rj7"]));
     let ca_arg = path(server.dir().join("ca.pem"));
@@ -447,12 +449,7 @@ async fn a_client_certificate_is_a_principal() {
     let extra = "client_ca = \"clients.pem\"\nclient_auth = \"optional\"\n[auth]\nprincipals = \"p.toml\"\n";
     let server = start_tls(&ca, extra, &[("clients.pem", &clients_pem), ("p.toml", principals)]).await;
     let https = format!("https://localhost:{}", server.port());
-    let dir = server.dir().to_owned();
-    let write_pair = |name: &str, (cert, key): (String, String)| {
-        std::fs::write(dir.join(format!("{name}.crt")), cert).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
-        [path(dir.join(format!("{name}.crt"))), path(dir.join(format!("{name}.key")))]
-    };
+    let write_pair = |name: &str, pair: (String, String)| write_pair(server.dir(), name, pair);
     let [cert, key] = write_pair("rj7", clients.issue(&["provider-rj7"]));
     let [other_cert, other_key] = write_pair("unknown", clients.issue(&["provider-unknown"]));
     let ca_arg = path(server.dir().join("ca.pem"));
