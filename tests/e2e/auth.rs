@@ -564,3 +564,39 @@ async fn the_cli_sends_its_key() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A sharing agreement in the directory (a mental health trust shares with its system's acute trusts) lets the
+/// readers of an organisation within it see that trust, and nobody else; without one, a reader sees its grant.
+#[tokio::test]
+async fn the_directory_says_who_shares_with_whom() {
+    let directory = format!(
+        "{}\n[[share]]\nfrom = \"provider:RQY\"\nwith = \"system:QWE\"\n",
+        sitrep_core::profile::DEMO_DIRECTORY
+    );
+    let (rj7, rj7_lines) = make_key("RJ7 control room", &["--read", "provider:RJ7"]).await;
+    let (rgt, rgt_lines) = make_key("RGT control room", &["--read", "provider:RGT"]).await;
+    // The organisation each belongs to.
+    let principals = format!(
+        "{}\n{}",
+        rj7_lines.replacen("admin = false", "admin = false\norganisation = \"provider:RJ7\"", 1),
+        rgt_lines.replacen("admin = false", "admin = false\norganisation = \"provider:RGT\"", 1)
+    );
+    let config = "directory = \"directory.toml\"\n[auth]\nprincipals = \"p.toml\"\n";
+    let files = [("directory.toml", directory.as_str()), ("p.toml", principals.as_str())];
+    let server = Server::start_full(config, &[], "127.0.0.1:0", &files).await;
+    let providers = |key: String| {
+        let url = server.url.clone();
+        async move {
+            let auth = format!("Bearer {key}");
+            let d = request(&url, "GET", "/api/v1/directory", &[("Authorization", auth.as_str())], &[]).await.json();
+            d["providers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["code"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(providers(rj7).await, ["RJ7", "RQY"], "RQY shares with RJ7's system");
+    assert_eq!(providers(rgt).await, ["RGT"], "but not with RGT's");
+}

@@ -98,6 +98,20 @@ struct DirectoryFile {
     systems: Vec<System>,
     #[serde(rename = "provider", default)]
     providers: Vec<Provider>,
+    #[serde(rename = "share", default)]
+    shares: Vec<Share>,
+}
+
+/// A sharing agreement, stated by the organisations whose figures it shares: the providers of `from` share their
+/// figures with the readers of the organisations within `with`. Scopes are written `provider:CODE`,
+/// `system:CODE`, `region:CODE` or `nation`. Examples: the systems of a region share with each other (`from` and
+/// `with` the region); a mental health trust shares with its system's acute trusts (`from = "provider:RQY"`,
+/// `with = "system:QWE"`). Without any, a reader sees its grant and nothing more.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Share {
+    pub from: String,
+    pub with: String,
 }
 
 /// The configured hierarchy. Immutable once built; cheap to share behind an `Arc`.
@@ -107,6 +121,7 @@ pub struct Directory {
     regions: BTreeMap<String, Org>,
     systems: BTreeMap<String, System>,
     providers: BTreeMap<String, Provider>,
+    shares: Vec<Share>,
 }
 
 /// The providers a filter selects: every provider, or a set of codes.
@@ -180,7 +195,54 @@ impl Directory {
                 return Err(invalid(format!("provider {} is defined twice", p.code)));
             }
         }
-        Ok(Directory { nation: file.nation, regions, systems, providers })
+        let mut directory = Directory { nation: file.nation, regions, systems, providers, shares: Vec::new() };
+        for (i, share) in file.shares.iter().enumerate() {
+            for (field, scope) in [("from", &share.from), ("with", &share.with)] {
+                if directory.members(scope).is_none() {
+                    return Err(invalid(format!(
+                        "share[{i}].{field}: {scope:?} is not provider:CODE, system:CODE, region:CODE or nation of \
+                         this directory"
+                    )));
+                }
+            }
+        }
+        directory.shares = file.shares;
+        Ok(directory)
+    }
+
+    /// The sharing agreements, as configured.
+    pub fn shares(&self) -> &[Share] {
+        &self.shares
+    }
+
+    /// The providers of a scope written `provider:CODE`, `system:CODE`, `region:CODE` or `nation`; `None` if the
+    /// directory has no such scope.
+    pub fn members(&self, scope: &str) -> Option<BTreeSet<String>> {
+        let of = |keep: &dyn Fn(&Provider) -> bool| {
+            self.providers.values().filter(|p| keep(p)).map(|p| p.code.clone()).collect()
+        };
+        match scope.split_once(':') {
+            _ if scope == "nation" => Some(of(&|_| true)),
+            Some(("nation", code)) if code == self.nation.code => Some(of(&|_| true)),
+            Some(("provider", code)) => self.providers.contains_key(code).then(|| BTreeSet::from([code.to_owned()])),
+            Some(("system", code)) => self.systems.contains_key(code).then(|| of(&|p| p.system == code)),
+            Some(("region", code)) => self
+                .regions
+                .contains_key(code)
+                .then(|| of(&|p| self.systems.get(&p.system).is_some_and(|s| s.region == code))),
+            _ => None,
+        }
+    }
+
+    /// The providers whose figures are shared with an organisation (a scope written as for [`Directory::members`]):
+    /// those of every agreement whose `with` holds all of the organisation's providers.
+    pub fn shared_with(&self, organisation: &str) -> BTreeSet<String> {
+        let Some(own) = self.members(organisation).filter(|m| !m.is_empty()) else { return BTreeSet::new() };
+        self.shares
+            .iter()
+            .filter(|s| self.members(&s.with).is_some_and(|with| own.is_subset(&with)))
+            .flat_map(|s| self.members(&s.from).unwrap_or_default())
+            .collect()
     }
 
     pub fn nation(&self) -> &Org {
@@ -289,6 +351,10 @@ mod tests {
             (
                 "[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n[[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"S\"\nkind = \"hospice\"\n",
                 "unknown variant `hospice`",
+            ),
+            (
+                "[[share]]\nfrom = \"system:NOPE\"\nwith = \"nation\"\n",
+                "share[0].from: \"system:NOPE\" is not provider:CODE, system:CODE, region:CODE or nation",
             ),
         ];
         for (extra, expected) in cases {

@@ -136,6 +136,10 @@ struct PrincipalEntry {
     read: Vec<String>,
     #[serde(default)]
     admin: bool,
+    /// The organisation it belongs to (`provider:RJ7`, `system:QWE`, ...): it also reads what the directory's
+    /// sharing agreements share with that organisation.
+    #[serde(default)]
+    organisation: Option<String>,
     #[serde(default)]
     key: Vec<KeyEntry>,
     /// Client certificates (verified against `[tls] client_ca`) that identify it, by subject common name
@@ -172,7 +176,7 @@ impl Principals {
             if p.name.trim().is_empty() {
                 return Err(format!("{what}: a principal has an empty name"));
             }
-            let grants = Arc::new(grants_of(rules, &p.write, &p.read, p.admin).map_err(at)?);
+            let grants = Arc::new(grants_of(rules, &p.write, &p.read, p.admin, p.organisation.as_deref()).map_err(at)?);
             for k in p.key {
                 let hash =
                     parse_hash(&k.sha256).ok_or_else(|| at(format!("key {:?}: sha256 is not 64 hex digits", k.id)))?;
@@ -232,8 +236,15 @@ fn certificate_names(der: &[u8]) -> Vec<String> {
 }
 
 /// Grants as configured (in a principals file or a token's claims), checked against the directory: every
-/// provider and scope named must exist; `*` is everything.
-fn grants_of(rules: &Rules, write: &[String], read: &[String], admin: bool) -> Result<Grants, String> {
+/// provider and scope named must exist; `*` is everything. An organisation also reads what the directory's
+/// sharing agreements share with it.
+fn grants_of(
+    rules: &Rules,
+    write: &[String],
+    read: &[String],
+    admin: bool,
+    organisation: Option<&str>,
+) -> Result<Grants, String> {
     let write = match write.iter().any(|w| w == "*") {
         true => None,
         false => {
@@ -247,7 +258,18 @@ fn grants_of(rules: &Rules, write: &[String], read: &[String], admin: bool) -> R
     };
     let read = match read.iter().any(|r| r == "*") {
         true => None,
-        false => Some(read.iter().map(|r| scope_of(rules, r)).collect::<Result<Vec<_>, _>>()?),
+        false => {
+            let mut grants = read.iter().map(|r| scope_of(rules, r)).collect::<Result<Vec<_>, _>>()?;
+            if let Some(org) = organisation {
+                if rules.directory.members(org).is_none() {
+                    return Err(format!(
+                        "organisation: {org:?} is not provider:CODE, system:CODE, region:CODE or nation"
+                    ));
+                }
+                grants.extend(rules.directory.shared_with(org).into_iter().map(ReadGrant::Provider));
+            }
+            Some(grants)
+        }
     };
     Ok(readable(rules, write, read, admin))
 }
@@ -470,7 +492,7 @@ impl Authenticator {
         let (claims, kid) = jwt::verify(token, &keys, &self.expect, now).map_err(Status::unauthenticated)?;
         let rules = self.rules.as_ref().expect("a token is only verified when configured");
         let g = &claims.sitrep;
-        let grants = grants_of(rules, &g.write, &g.read, g.admin)
+        let grants = grants_of(rules, &g.write, &g.read, g.admin, g.organisation.as_deref())
             .map_err(|e| Status::unauthenticated(format!("the token's sitrep claim: {e}")))?;
         let credential = match &claims.jti {
             Some(jti) => format!("token {kid}/{jti}"),
@@ -599,6 +621,28 @@ mod tests {
         assert!(who.may(Action::ReadScope(&qwe)).is_ok());
         assert!(who.may(Action::ReadScope(&london)).is_err(), "a system's reader does not see its region's totals");
         assert!(who.may(Action::Admin).is_err());
+    }
+
+    /// Sharing agreements in the directory add to what an organisation's readers see, and nothing else does.
+    #[test]
+    fn an_organisation_reads_what_is_shared_with_it() {
+        let base = sitrep_core::profile::DEMO_DIRECTORY;
+        let shares = "\n[[share]]\nfrom = \"provider:RQY\"\nwith = \"system:QWE\"\n";
+        let directory = sitrep_core::Directory::from_toml("d", &format!("{base}{shares}")).unwrap();
+        let demo = Rules::demo();
+        let rules = Rules::new(demo.catalogue.clone(), Arc::new(directory), demo.opel.clone(), demo.staleness).unwrap();
+        let text = "[[principal]]\nname = \"RJ7 reader\"\nread = [\"provider:RJ7\"]\norganisation = \"provider:RJ7\"\n\
+                    [[principal.key]]\nid = \"k\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+        let p = Principals::from_toml("p", text, &rules).unwrap();
+        let who = p.by_key.values().next().unwrap();
+        assert!(who.may(Action::ReadProvider("RJ7")).is_ok());
+        assert!(who.may(Action::ReadProvider("RQY")).is_ok(), "the mental health trust shares with RJ7's system");
+        assert!(who.may(Action::ReadProvider("RVR")).is_err(), "nobody else shares");
+        let elsewhere = text
+            .replace("provider:RJ7\"\n[", "provider:RGT\"\n[")
+            .replace("read = [\"provider:RJ7\"]", "read = [\"provider:RGT\"]");
+        let p = Principals::from_toml("p", &elsewhere, &rules).unwrap();
+        assert!(p.by_key.values().next().unwrap().may(Action::ReadProvider("RQY")).is_err(), "not with RGT's system");
     }
 
     #[test]

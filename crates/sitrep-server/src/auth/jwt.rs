@@ -120,6 +120,9 @@ pub struct Grants {
     pub read: Vec<String>,
     #[serde(default)]
     pub admin: bool,
+    /// The organisation the holder belongs to, for the directory's sharing agreements.
+    #[serde(default)]
+    pub organisation: Option<String>,
 }
 
 /// What a token must say beyond its signature and times.
