@@ -306,12 +306,40 @@ async fn the_authorisation_matrix() {
 
     // The audit trail: every accepted report's history entry names its principal, credential and address; a
     // refused one left nothing.
-    let request = pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() };
-    let entries = query(admin).get_history(request).await.unwrap().into_inner().entries;
+    let rj7 = pb::GetHistoryRequest { provider: "RJ7".into(), ..Default::default() };
+    let entries = query(admin).get_history(rj7).await.unwrap().into_inner().entries;
     let senders: BTreeSet<String> = entries.iter().map(|e| e.sender.as_ref().unwrap().name.clone()).collect();
     assert_eq!(senders, BTreeSet::from(["admin".to_owned(), "feed A".to_owned()]), "only those who may write RJ7");
     let by_a = entries.iter().find(|e| e.sender.as_ref().unwrap().name == "feed A").unwrap().sender.clone().unwrap();
     assert!(by_a.credential.starts_with("feed-a-") && by_a.address.starts_with("127.0.0.1:"), "{by_a:?}");
+
+    // Refused attempts are kept for the audit, for admins only: over gRPC, HTTP and the CLI alike.
+    let refusals = query(admin).get_refusals(pb::GetRefusalsRequest::default()).await.unwrap().into_inner();
+    let seen = |kind: &str, principal: &str, target: &str| {
+        refusals.refusals.iter().any(|r| r.kind == kind && r.principal == principal && r.target.contains(target))
+    };
+    assert!(seen("permission_denied", "feed A", "ProviderService/Submit"), "{:?}", refusals.refusals.len());
+    assert!(seen("permission_denied", "feed B", "/api/v1/history"), "an HTTP refusal too");
+    assert!(seen("unauthenticated", "unauthenticated", "/api/v1/events"), "the direct event stream's too");
+    assert!(seen("permission_denied", "feed B", "ProviderService/Report"), "a stream's refusal, from its trailers");
+    let by_a = refusals.refusals.iter().find(|r| r.principal == "feed A").unwrap();
+    assert!(by_a.address.starts_with("127.0.0.1:") && by_a.reason.contains("may not"), "{by_a:?}");
+    assert!(refusals.counted >= refusals.refusals.len() as u64);
+    let denied = query(&whos[2]).get_refusals(pb::GetRefusalsRequest::default()).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "only admins read the audit");
+    let admin_header = format!("Bearer {}", keys[5]);
+    let headers = [("Authorization", admin_header.as_str())];
+    let http = request(&server.url, "GET", "/api/v1/refusals?limit=5", &headers, &[]).await;
+    assert_eq!(http.status, 200);
+    assert_eq!(http.json()["refusals"].as_array().unwrap().len(), 5);
+    let cli = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["refusals", "--server", &server.url, "--limit", "3"])
+        .env("SITREP_KEY", &keys[5])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success() && text.contains("refused attempt(s) shown"), "{text}");
 
     // Revocation without a restart: the key's lines go from the file, and within seconds it is refused.
     let mut q = query(&Who { name: "revoked", header: bearer(&revoked_key), write: None, read: vec![] });

@@ -126,6 +126,12 @@ enum Command {
         sitrep bench --providers 200 --subscribers 50 --seconds 30"
     )]
     Bench(bench::BenchArgs),
+    /// Print the attempts the aggregator refused (unauthenticated, outside a grant, over a limit): the audit of
+    /// who has been knocking. Needs a key with the admin grant.
+    #[command(after_help = "Examples:\n  \
+        sitrep refusals --key-file admin.key\n  \
+        sitrep refusals --hours 1 --limit 50")]
+    Refusals(RefusalsArgs),
     /// Make an API key for a principal and print the lines to add to the principals file.
     #[command(after_help = "The key is printed once, on standard output; the principals file keeps only its SHA-256, \
         so a lost key is replaced, never recovered. Add the printed [[principal.key]] to an existing principal's \
@@ -142,6 +148,18 @@ enum Command {
         #[arg(long)]
         redis: String,
     },
+}
+
+#[derive(Args)]
+struct RefusalsArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Only those of the last N hours (the aggregator keeps a day).
+    #[arg(long, default_value_t = 24)]
+    hours: i64,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 200)]
+    limit: u32,
 }
 
 #[derive(Args)]
@@ -383,6 +401,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::BenchFloor { redis } => bench::floor(&redis).await.map(|()| ExitCode::SUCCESS),
             Command::Key(args) => Ok(key(args)),
+            Command::Refusals(args) => refusals(args).await,
         }
     });
     match result {
@@ -801,6 +820,21 @@ async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
             _ => "warning ",
         };
         println!("{severity} since {since}  {}", a.message);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn refusals(args: RefusalsArgs) -> anyhow::Result<ExitCode> {
+    let mut client = QueryServiceClient::new(connect(&args.server)?);
+    let since = Some(sitrep_server::convert::timestamp_to_wire(Timestamp::now().add_hours(-args.hours.max(1))));
+    let answer =
+        client.get_refusals(pb::GetRefusalsRequest { since, limit: args.limit }).await.map_err(query_failed)?;
+    let answer = answer.into_inner();
+    println!("{} refused attempt(s) shown; {} since the aggregator started", answer.refusals.len(), answer.counted);
+    for r in answer.refusals {
+        let at = r.at.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+        let credential = if r.credential.is_empty() { String::new() } else { format!(" ({})", r.credential) };
+        println!("{at} {} {}{credential} from {} -> {}: {}", r.kind, r.principal, r.address, r.target, r.reason);
     }
     Ok(ExitCode::SUCCESS)
 }

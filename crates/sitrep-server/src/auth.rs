@@ -366,6 +366,7 @@ pub struct Authenticator {
     rules: Option<Rules>,
     current: Arc<RwLock<Arc<Principals>>>,
     keys: Arc<RwLock<Arc<Vec<jwt::Key>>>>,
+    refusals: Arc<crate::audit::Refusals>,
 }
 
 impl Authenticator {
@@ -378,6 +379,7 @@ impl Authenticator {
             rules: None,
             current: Arc::new(RwLock::new(Arc::new(Principals::default()))),
             keys: Arc::new(RwLock::new(Arc::new(Vec::new()))),
+            refusals: Default::default(),
         }
     }
 
@@ -398,7 +400,13 @@ impl Authenticator {
             rules: Some(rules.clone()),
             current: Arc::new(RwLock::new(Arc::new(loaded))),
             keys: Arc::new(RwLock::new(Arc::new(keys))),
+            refusals: Default::default(),
         })
+    }
+
+    /// The refused attempts kept for the audit.
+    pub fn refusals(&self) -> &Arc<crate::audit::Refusals> {
+        &self.refusals
     }
 
     pub fn is_open(&self) -> bool {
@@ -556,28 +564,74 @@ fn public(path: &str) -> bool {
 }
 
 /// The layer every request passes: its principal into the request's extensions, or UNAUTHENTICATED (gRPC) / 401
-/// (HTTP) for a bad credential, or for none where one is needed.
+/// (HTTP) for a bad credential, or for none where one is needed. Every refusal, here or by a service after it
+/// (outside the grant, over a limit), is recorded for the audit ([`crate::audit`]).
 pub async fn layer(
     axum::extract::State(auth): axum::extract::State<Authenticator>,
     mut request: Request,
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    match auth.authenticate(request.headers(), request.extensions().get::<Peer>()) {
+    let peer = request.extensions().get::<Peer>();
+    let address = peer.and_then(|p| p.remote_addr).map(|a| a.to_string()).unwrap_or_default();
+    let record = |principal: &str, credential: &str, kind: &'static str, reason: String| {
+        auth.refusals.record(crate::audit::Refusal {
+            at: sitrep_core::Timestamp::now(),
+            principal: principal.to_owned(),
+            credential: credential.to_owned(),
+            address: address.clone(),
+            target: path.clone(),
+            kind,
+            reason,
+        })
+    };
+    match auth.authenticate(request.headers(), peer) {
         Ok(Some(principal)) => {
+            let (name, credential) = (principal.name.clone(), principal.credential.clone());
             request.extensions_mut().insert(principal);
-            next.run(request).await
+            let response = next.run(request).await;
+            // Refused by a service: in the answer's head, its trailers (gRPC), or its HTTP status.
+            if let Some((kind, reason)) = crate::audit::refusal_in(response.headers()) {
+                record(&name, &credential, kind, reason);
+                return response;
+            }
+            match response.status() {
+                StatusCode::FORBIDDEN => record(&name, &credential, "permission_denied", "HTTP 403".into()),
+                StatusCode::TOO_MANY_REQUESTS => record(&name, &credential, "resource_exhausted", "HTTP 429".into()),
+                _ => {}
+            }
+            let (parts, body) = response.into_parts();
+            let refusals = auth.refusals.clone();
+            let body = http_body_util::BodyExt::map_frame(body, move |frame| {
+                if let Some((kind, reason)) = frame.trailers_ref().and_then(crate::audit::refusal_in) {
+                    refusals.record(crate::audit::Refusal {
+                        at: sitrep_core::Timestamp::now(),
+                        principal: name.clone(),
+                        credential: credential.clone(),
+                        address: address.clone(),
+                        target: path.clone(),
+                        kind,
+                        reason,
+                    });
+                }
+                frame
+            });
+            Response::from_parts(parts, axum::body::Body::new(body))
         }
         Ok(None) if public(&path) => next.run(request).await,
         Ok(None) => {
-            refuse(&request, &path, Status::unauthenticated("a credential is needed: authorization: Bearer <key>"))
+            let status = Status::unauthenticated("a credential is needed: authorization: Bearer <key>");
+            record("unauthenticated", "", "unauthenticated", status.message().to_owned());
+            refuse(&request, &path, status)
         }
-        Err(status) => refuse(&request, &path, status),
+        Err(status) => {
+            record("unauthenticated", "", "unauthenticated", status.message().to_owned());
+            refuse(&request, &path, status)
+        }
     }
 }
 
-fn refuse(request: &Request, path: &str, status: Status) -> Response {
-    tracing::info!(path, reason = status.message(), "request refused: unauthenticated");
+fn refuse(request: &Request, _path: &str, status: Status) -> Response {
     let grpc =
         request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if grpc {

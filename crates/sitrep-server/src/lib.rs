@@ -1,6 +1,7 @@
 //! The sitrep aggregator: validates what providers send, stores it, and streams every change to subscribers.
 //!
 //! # Layout
+//! - [`audit`]: refused attempts, kept for a while and queryable by admins.
 //! - [`auth`]: principals, their credentials and grants, the layer that authenticates every request and the one
 //!   function that authorises.
 //! - [`config`]: the one typed configuration struct, parsed from TOML, and the directory and catalogue it names.
@@ -21,6 +22,7 @@
 //! - [`display`]: readable one-line renderings of updates, for terminals and logs.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod convert;

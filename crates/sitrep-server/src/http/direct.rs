@@ -88,15 +88,33 @@ pub async fn serve(ctx: Arc<Context>, mut stream: Connection) {
         }
         // The same credentials as through hyper, checked by the same authenticator.
         Ok(Ok(Some(head))) => match ctx.auth.authenticate(&head.headers, Some(&peer)) {
-            Ok(Some(who)) => open_events(&ctx, &who, head.query, head.last_event_id.as_deref(), "directly"),
-            Ok(None) => Err(Status::unauthenticated("a credential is needed: authorization: Bearer <key>").into()),
-            Err(status) => Err(status.into()),
+            Ok(Some(who)) => {
+                let opened = open_events(&ctx, &who, head.query, head.last_event_id.as_deref(), "directly");
+                (opened, Some(who))
+            }
+            Ok(None) => {
+                (Err(Status::unauthenticated("a credential is needed: authorization: Bearer <key>").into()), None)
+            }
+            Err(status) => (Err(status.into()), None),
         },
-        _ => Err(Status::invalid_argument("a malformed or incomplete request head").into()),
+        _ => (Err(Status::invalid_argument("a malformed or incomplete request head").into()), None),
     };
+    let (opened, who) = opened;
     match opened {
         Ok(events) => stream_events(events, stream).await,
         Err(e) => {
+            // Refusals are audited here as the layer audits them on hyper's path.
+            if let Some((kind, reason)) = e.refusal() {
+                ctx.auth.refusals().record(crate::audit::Refusal {
+                    at: sitrep_core::Timestamp::now(),
+                    principal: who.as_ref().map_or("unauthenticated".into(), |w| w.name.clone()),
+                    credential: who.as_ref().map(|w| w.credential.clone()).unwrap_or_default(),
+                    address: peer.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+                    target: "/api/v1/events".into(),
+                    kind,
+                    reason,
+                });
+            }
             let (status, body) = e.parts();
             let _ = stream.write_all(&response(status, &body.to_string())).await;
         }

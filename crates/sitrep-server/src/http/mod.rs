@@ -80,6 +80,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/refusals", get(refusals))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .layer(axum::middleware::from_fn(one_request_per_connection))
         .with_state(ctx)
@@ -256,6 +257,17 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
+    /// The kind of refusal this is for the audit, and why, if it is one.
+    fn refusal(&self) -> Option<(&'static str, String)> {
+        let kind = match self.0.code() {
+            tonic::Code::Unauthenticated => "unauthenticated",
+            tonic::Code::PermissionDenied => "permission_denied",
+            tonic::Code::ResourceExhausted => "resource_exhausted",
+            _ => return None,
+        };
+        Some((kind, self.0.message().to_owned()))
+    }
+
     /// The HTTP status and JSON body that answer this failure.
     fn parts(&self) -> (StatusCode, Json) {
         let s = &self.0;
@@ -611,6 +623,21 @@ async fn alerts(
 /// The Server-Sent Events stream of the picture: `snapshot`, `event`, `heartbeat`, `reset`, `status` and, last,
 /// `error`. Ids are cursors. (A connection whose first request is this one is served by [`direct`] instead, with
 /// the same [`open_events`].)
+/// Refused attempts, newest first (see [`crate::audit`]): `?since=` (RFC 3339 or milliseconds) and `?limit=`
+/// (default 200). Needs the admin grant.
+async fn refusals(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.may(Action::Admin)?;
+    let params = params(q);
+    let since = time_param(&params, "since")?.unwrap_or(Timestamp(0));
+    let limit = one(&params, "limit").and_then(|l| l.parse().ok()).unwrap_or(200usize);
+    let list = ctx.auth.refusals().since(since, limit);
+    Ok(ok(json!({ "counted": ctx.auth.refusals().counted(), "refusals": list })))
+}
+
 async fn events(
     State(ctx): State<Arc<Context>>,
     Extension(who): Extension<Principal>,

@@ -167,6 +167,28 @@ impl pb::query_service_server::QueryService for QueryApi {
         Ok(Response::new(pb::Alerts { alerts: alerts.iter().map(alert_to_wire).collect() }))
     }
 
+    async fn get_refusals(&self, request: Request<pb::GetRefusalsRequest>) -> Result<Response<pb::Refusals>, Status> {
+        principal_of(request.extensions())?.may(Action::Admin)?;
+        let req = request.into_inner();
+        let since = req.since.as_ref().map(timestamp_from_wire).unwrap_or(Timestamp(0));
+        let limit = if req.limit == 0 { 200 } else { req.limit as usize };
+        let refusals = self.ctx.auth.refusals();
+        let list = refusals
+            .since(since, limit)
+            .into_iter()
+            .map(|r| pb::Refusal {
+                at: Some(timestamp_to_wire(r.at)),
+                principal: r.principal,
+                credential: r.credential,
+                address: r.address,
+                target: r.target,
+                kind: r.kind.to_owned(),
+                reason: r.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::Refusals { refusals: list, counted: refusals.counted() }))
+    }
+
     async fn get_hourly(&self, request: Request<pb::GetHourlyRequest>) -> Result<Response<pb::Hourly>, Status> {
         let who = principal_of(request.extensions())?.clone();
         let req = request.into_inner();

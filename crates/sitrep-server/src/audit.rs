@@ -1,0 +1,104 @@
+//! Refused attempts, kept for a while: every request refused as unauthenticated, outside its grant, or over a
+//! limit is logged and counted here with who, what and why, so an operator can ask "who has been knocking"
+//! (`QueryService/GetRefusals`, `GET /api/v1/refusals`, `sitrep refusals`; the admin grant). Each replica keeps
+//! its own, in memory, the newest [`KEPT`] for at most [`KEPT_FOR`]; accepted reports are audited in history.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use sitrep_core::Timestamp;
+use tonic::Status;
+
+/// How many refusals are kept, newest first out.
+pub const KEPT: usize = 10_000;
+/// How long a refusal is kept.
+pub const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// One refused attempt.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Refusal {
+    pub at: Timestamp,
+    /// The principal's name, or `unauthenticated`.
+    pub principal: String,
+    pub credential: String,
+    /// Where it came from (`ip:port`), when known.
+    pub address: String,
+    /// What it asked for: the gRPC method or HTTP path.
+    pub target: String,
+    /// `unauthenticated`, `permission_denied` or `resource_exhausted`.
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+#[derive(Default)]
+pub struct Refusals {
+    kept: Mutex<VecDeque<Refusal>>,
+    counted: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    pub fn record(&self, refusal: Refusal) {
+        tracing::info!(
+            principal = %refusal.principal, credential = %refusal.credential, address = %refusal.address,
+            target = ?refusal.target, kind = refusal.kind, reason = ?refusal.reason, "refused"
+        );
+        self.counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.push_back(refusal);
+        while kept.len() > KEPT {
+            kept.pop_front();
+        }
+    }
+
+    /// The refusals since `since` (and within the last day), newest first, at most `limit`.
+    pub fn since(&self, since: Timestamp, limit: usize) -> Vec<Refusal> {
+        let oldest = Timestamp::now().add_millis(-(KEPT_FOR.as_millis() as i64)).max(since);
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter().rev().take_while(|r| r.at >= oldest).take(limit).cloned().collect()
+    }
+
+    /// How many have been refused since the process started.
+    pub fn counted(&self) -> u64 {
+        self.counted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The kind of refusal a gRPC status (in `headers`, as a trailers-only answer or trailers carry it) is, if any.
+pub fn refusal_in(headers: &HeaderMap) -> Option<(&'static str, String)> {
+    let status = Status::from_header_map(headers)?;
+    let kind = match status.code() {
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission_denied",
+        tonic::Code::ResourceExhausted => "resource_exhausted",
+        _ => return None,
+    };
+    Some((kind, status.message().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_kept_newest_first_and_bounded() {
+        let r = Refusals::default();
+        let refusal = |n: usize| Refusal {
+            at: Timestamp::now(),
+            principal: format!("p{n}"),
+            credential: String::new(),
+            address: String::new(),
+            target: "/x".into(),
+            kind: "permission_denied",
+            reason: String::new(),
+        };
+        for n in 0..KEPT + 5 {
+            r.record(refusal(n));
+        }
+        let got = r.since(Timestamp(0), 3);
+        assert_eq!(got.iter().map(|r| r.principal.as_str()).collect::<Vec<_>>(), ["p10004", "p10003", "p10002"]);
+        assert_eq!(r.counted(), (KEPT + 5) as u64);
+        assert_eq!(r.since(Timestamp(0), usize::MAX).len(), KEPT);
+    }
+}
