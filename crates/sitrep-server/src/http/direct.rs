@@ -77,47 +77,79 @@ pub async fn sniff_read<S: AsyncRead + Unpin>(stream: &mut S) -> (bool, Vec<u8>)
 pub async fn serve(ctx: Arc<Context>, mut stream: Connection) {
     let peer = stream.peer();
     tracing::debug!(remote = ?peer.remote_addr, tls = peer.tls, "event stream served directly");
-    let opened = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
-        // The same Host check as through hyper (see `super::guard`).
-        Ok(Ok(Some(head))) if !ctx.hosts.allows(head.headers.get(header::HOST).and_then(|h| h.to_str().ok())) => {
-            let message = "this server does not answer to that Host name (see [http] allowed_hosts)";
-            let _ = stream
-                .write_all(&response(StatusCode::MISDIRECTED_REQUEST, &format!("{{\"error\":{message:?}}}")))
-                .await;
-            return;
-        }
-        // The same credentials as through hyper, checked by the same authenticator.
-        Ok(Ok(Some(head))) => match ctx.auth.authenticate(&head.headers, Some(&peer)) {
-            Ok(Some(who)) => {
-                let opened = open_events(&ctx, &who, head.query, head.last_event_id.as_deref(), "directly");
-                (opened, Some(who))
-            }
-            Ok(None) => {
-                (Err(Status::unauthenticated("a credential is needed: authorization: Bearer <key>").into()), None)
-            }
-            Err(status) => (Err(status.into()), None),
-        },
-        _ => (Err(Status::invalid_argument("a malformed or incomplete request head").into()), None),
+    let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await;
+    // The same Host check as through hyper (see `super::guard`).
+    if let Ok(Ok(Some(head))) = &head
+        && !ctx.hosts.allows(head.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+    {
+        let message = "this server does not answer to that Host name (see [http] allowed_hosts)";
+        let answer = response(StatusCode::MISDIRECTED_REQUEST, &format!("{{\"error\":{message:?}}}"));
+        return Box::pin(write_answer(stream, answer)).await;
+    }
+    let head = match head {
+        Ok(Ok(Some(head))) => Some(head),
+        _ => None,
     };
-    let (opened, who) = opened;
-    match opened {
-        Ok(events) => stream_events(events, stream).await,
-        Err(e) => {
-            // Refusals are audited here as the layer audits them on hyper's path.
-            if let Some((kind, reason)) = e.refusal() {
-                ctx.auth.refusals().record(crate::audit::Refusal {
-                    at: sitrep_core::Timestamp::now(),
-                    principal: who.as_ref().map_or("unauthenticated".into(), |w| w.name.clone()),
-                    credential: who.as_ref().map(|w| w.credential.clone()).unwrap_or_default(),
-                    address: peer.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
-                    target: "/api/v1/events".into(),
-                    kind,
-                    reason,
-                });
-            }
-            let (status, body) = e.parts();
-            let _ = stream.write_all(&response(status, &body.to_string())).await;
+    match open_direct(&ctx, head, &peer) {
+        Ok(events) => {
+            // Nothing but the stream is held while it runs: an idle stream's task stays small.
+            drop(peer);
+            stream_events(events, stream).await
         }
+        Err(refused) => {
+            let (e, who) = *refused;
+            audit_refusal(&ctx, &e, who, peer);
+            let (status, body) = e.parts();
+            // Boxed, so the error path's state does not weigh on every idle stream's task.
+            Box::pin(write_answer(stream, response(status, &body.to_string()))).await
+        }
+    }
+}
+
+/// Opens the stream a request head asks for, authenticated by the same authenticator as hyper's path; or why
+/// not, with who asked (boxed: the error is rare, and an idle stream's task should not carry room for it).
+fn open_direct(
+    ctx: &Arc<Context>,
+    head: Option<Head>,
+    peer: &crate::transport::Peer,
+) -> Result<EventStream, Box<(super::ApiError, Option<crate::auth::Principal>)>> {
+    let Some(head) = head else {
+        return Err(Box::new((Status::invalid_argument("a malformed or incomplete request head").into(), None)));
+    };
+    match ctx.auth.authenticate(&head.headers, Some(peer)) {
+        Ok(Some(who)) => match open_events(ctx, &who, head.query, head.last_event_id.as_deref(), "directly") {
+            Ok(events) => Ok(events),
+            Err(e) => Err(Box::new((e, Some(who)))),
+        },
+        Ok(None) => {
+            Err(Box::new((Status::unauthenticated("a credential is needed: authorization: Bearer <key>").into(), None)))
+        }
+        Err(status) => Err(Box::new((status.into(), None))),
+    }
+}
+
+/// Writes a whole answer, after which the connection closes.
+async fn write_answer(mut stream: Connection, answer: Vec<u8>) {
+    let _ = stream.write_all(&answer).await;
+}
+
+/// Records a refusal of the event stream for the audit, as the layer does on hyper's path.
+fn audit_refusal(
+    ctx: &Context,
+    e: &super::ApiError,
+    who: Option<crate::auth::Principal>,
+    peer: crate::transport::Peer,
+) {
+    if let Some((kind, reason)) = e.refusal() {
+        ctx.auth.refusals().record(crate::audit::Refusal {
+            at: sitrep_core::Timestamp::now(),
+            principal: who.as_ref().map_or("unauthenticated".into(), |w| w.name.clone()),
+            credential: who.map(|w| w.credential).unwrap_or_default(),
+            address: peer.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+            target: "/api/v1/events".into(),
+            kind,
+            reason,
+        });
     }
 }
 

@@ -241,7 +241,7 @@ fn ok(body: Json) -> Response {
 }
 
 /// A failure as HTTP: the gRPC status's meaning as a status code, and a JSON body naming every violated field.
-struct ApiError(Status);
+pub(crate) struct ApiError(Status);
 
 impl From<Status> for ApiError {
     fn from(s: Status) -> Self {
@@ -258,7 +258,7 @@ impl IntoResponse for ApiError {
 
 impl ApiError {
     /// The kind of refusal this is for the audit, and why, if it is one.
-    fn refusal(&self) -> Option<(&'static str, String)> {
+    pub(crate) fn refusal(&self) -> Option<(&'static str, String)> {
         let kind = match self.0.code() {
             tonic::Code::Unauthenticated => "unauthenticated",
             tonic::Code::PermissionDenied => "permission_denied",
