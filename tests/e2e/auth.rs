@@ -628,3 +628,16 @@ async fn the_directory_says_who_shares_with_whom() {
     assert_eq!(providers(rj7).await, ["RJ7", "RQY"], "RQY shares with RJ7's system");
     assert_eq!(providers(rgt).await, ["RGT"], "but not with RGT's");
 }
+
+/// A connection that never sends a byte is closed (within the handshake time, 10 s), rather than held forever.
+#[tokio::test]
+async fn a_connection_that_says_nothing_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let server = Server::start("").await;
+    let mut silent = tokio::net::TcpStream::connect(crate::http::authority(&server.url)).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(15), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed by the server: {read:?}");
+    println!("hardening: a silent connection was closed after {:?}", started.elapsed());
+}

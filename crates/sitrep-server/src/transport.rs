@@ -100,6 +100,16 @@ pub enum Routed {
 /// before TLS existed: a peek, nothing read.
 pub async fn route(stream: TcpStream, tls: Option<&ServerTls>) -> Routed {
     let Some(tls) = tls else {
+        // A connection that says nothing is let go, as one that does not finish its TLS handshake is: idle sockets
+        // held open by the thousand would otherwise use up the descriptors.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => {
+                tracing::debug!(remote = ?stream.peer_addr().ok(), "a connection sent nothing: closed");
+                return Routed::Dropped;
+            }
+        }
         return if crate::http::sniff(&stream).await {
             Routed::Events(Connection::Plain(stream))
         } else {
