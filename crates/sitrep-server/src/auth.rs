@@ -622,16 +622,16 @@ pub async fn layer(
         Ok(None) => {
             let status = Status::unauthenticated("a credential is needed: authorization: Bearer <key>");
             record("unauthenticated", "", "unauthenticated", status.message().to_owned());
-            refuse(&request, &path, status)
+            refuse(&request, status)
         }
         Err(status) => {
             record("unauthenticated", "", "unauthenticated", status.message().to_owned());
-            refuse(&request, &path, status)
+            refuse(&request, status)
         }
     }
 }
 
-fn refuse(request: &Request, _path: &str, status: Status) -> Response {
+fn refuse(request: &Request, status: Status) -> Response {
     let grpc =
         request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if grpc {

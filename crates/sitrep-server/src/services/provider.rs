@@ -40,10 +40,8 @@ pub async fn ingest(
     wire: pb::StatusReport,
 ) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
     // Before anything else: a caller learns nothing about a provider it may not write for, and nothing is stored.
-    if let Err(denied) = who.may(Action::Write(&wire.provider)) {
-        tracing::warn!(principal = %who.name, credential = %who.credential, provider = ?wire.provider, "report refused: permission denied");
-        return Err(denied);
-    }
+    // (Refusals are logged and kept by the authentication layer, for the audit.)
+    who.may(Action::Write(&wire.provider))?;
     let mut ack = pb::ReportAck {
         provider: wire.provider.clone(),
         period: wire.period,
@@ -56,11 +54,8 @@ pub async fn ingest(
         true => validate_owned(report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now),
         false => Err(wire_problems),
     };
-    if checked.is_ok()
-        && let Err(limited) = ctx.report_limiter.take(&ack.provider, std::time::Instant::now())
-    {
-        tracing::warn!(principal = %who.name, provider = ?ack.provider, "report refused: over its limit");
-        return Err(limited);
+    if checked.is_ok() {
+        ctx.report_limiter.take(&ack.provider, std::time::Instant::now())?;
     }
     let report = match checked {
         // Kept with the report in history and its event: who changed the picture, with which credential, from where.
