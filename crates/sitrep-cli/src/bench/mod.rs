@@ -78,6 +78,11 @@ pub struct BenchArgs {
     /// plaintext, so the difference from a run without `--tls` is what TLS costs.
     #[arg(long)]
     tls: bool,
+    /// With `--scenario hot`: the aggregator authenticates every caller (a principals file with one API key that
+    /// may write and read everything), and every provider stream and subscriber sends it, so the difference from
+    /// a run without `--auth` is what authentication costs.
+    #[arg(long)]
+    auth: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -538,12 +543,25 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let directory_path = tmp.join("directory.toml");
     std::fs::write(&directory_path, directory_text(args.providers))?;
     let config_path = tmp.join("sitrep.toml");
-    let (tls_section, client_tls) = if args.tls { bench_certificates(&tmp)? } else { Default::default() };
+    let (tls_section, mut client_tls) = if args.tls { bench_certificates(&tmp)? } else { Default::default() };
+    let auth_section = match args.auth {
+        false => String::new(),
+        true => {
+            let (key, sha256) = sitrep_server::auth::new_key();
+            let principals = format!(
+                "[[principal]]\nname = \"bench\"\nwrite = [\"*\"]\nread = [\"*\"]\n[[principal.key]]\nid = \"bench\"\nsha256 = \"{sha256}\"\n"
+            );
+            std::fs::write(tmp.join("principals.toml"), principals)?;
+            std::fs::write(tmp.join("bench.key"), key)?;
+            client_tls.key_file = Some(tmp.join("bench.key"));
+            format!("[auth]\nprincipals = {:?}\n", tmp.join("principals.toml"))
+        }
+    };
     std::fs::write(
         &config_path,
         format!(
             "directory = {:?}\n[store]\nkey_prefix = \"bench-{}\"\n[subscribers]\nqueue_capacity = 65536\n\
-             [limits]\nreports_per_provider_per_minute = 0\n{tls_section}",
+             {auth_section}[limits]\nreports_per_provider_per_minute = 0\n{tls_section}",
             directory_path,
             std::process::id()
         ),
