@@ -261,4 +261,51 @@ pub mod tests {
         let keys = parse_jwks("jwks.json", &jwks).unwrap();
         assert_eq!(verify(&token, &keys, &Expect::default(), now).unwrap().0.sub, "wall");
     }
+
+    /// RS256 with a key `openssl` makes (ring cannot generate RSA keys): the JWKS's n and e verify ring's
+    /// signature, and a token signed by another RSA key is refused.
+    #[test]
+    fn rs256_tokens_verify_with_an_rsa_jwk() {
+        let dir = std::env::temp_dir().join(format!("sitrep-rs256-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl").args(args).current_dir(&dir).output();
+            let out = out.expect("openssl (./scripts/test installs it)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        };
+        let make = |name: &str| {
+            let pem = format!("{name}.pem");
+            let der = format!("{name}.der");
+            openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &pem]);
+            openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", &pem, "-outform", "DER", "-out", &der]);
+            let modulus = String::from_utf8(openssl(&["rsa", "-in", &pem, "-noout", "-modulus"])).unwrap();
+            let hex = modulus.trim().trim_start_matches("Modulus=");
+            let n: Vec<u8> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+            let pair = signature::RsaKeyPair::from_pkcs8(&std::fs::read(dir.join(&der)).unwrap()).unwrap();
+            (pair, n)
+        };
+        let (pair, n) = make("a");
+        let (other, _) = make("b");
+        let jwks = serde_json::json!({ "keys": [{ "kty": "RSA", "kid": "rsa-1", "n": URL_SAFE_NO_PAD.encode(&n),
+            "e": URL_SAFE_NO_PAD.encode([1u8, 0, 1]) }] })
+        .to_string();
+        let keys = parse_jwks("jwks.json", &jwks).unwrap();
+        let now = 1_800_000_000;
+        let claims = serde_json::json!({ "sub": "idp user", "exp": now + 60 }).to_string();
+        let sign = |pair: &signature::RsaKeyPair| {
+            let signed = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"rsa-1"}"#),
+                URL_SAFE_NO_PAD.encode(&claims)
+            );
+            let mut sig = vec![0u8; pair.public().modulus_len()];
+            pair.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), signed.as_bytes(), &mut sig).unwrap();
+            format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+        };
+        assert_eq!(verify(&sign(&pair), &keys, &Expect::default(), now).unwrap().0.sub, "idp user");
+        assert!(verify(&sign(&other), &keys, &Expect::default(), now).unwrap_err().contains("not from a key"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
