@@ -641,3 +641,39 @@ async fn a_connection_that_says_nothing_is_closed() {
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed by the server: {read:?}");
     println!("hardening: a silent connection was closed after {:?}", started.elapsed());
 }
+
+/// At `[limits] max_connections`, a new connection is closed at once, while those already served carry on; when
+/// one ends, there is room again.
+#[tokio::test]
+async fn at_the_connection_limit_new_connections_are_shed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start("[limits]\nmax_connections = 3\n").await;
+    let addr = crate::http::authority(&server.url).to_owned();
+    // Three connections in the middle of a request line: held, counted.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the fourth is closed at once: {read:?}");
+    // The held ones are still served.
+    held[0].write_all(b"\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, held[0].read_to_end(&mut answer)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    // That one has ended: room for another.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let r = crate::http::get(&server.url, "/healthz").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "room again after one ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

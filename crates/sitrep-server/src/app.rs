@@ -33,7 +33,7 @@ use crate::services::provider::ProviderApi;
 use crate::services::query::QueryApi;
 use crate::services::subscriber::SubscriberApi;
 use crate::tls::ServerTls;
-use crate::transport::{Connection, PeerAddrLayer, Routed};
+use crate::transport::{Counted, PeerAddrLayer, Routed};
 
 type ProviderServer = pb::provider_service_server::ProviderServiceServer<ProviderApi>;
 use crate::services::subscriber_transport::SubscriberServer;
@@ -47,6 +47,7 @@ pub struct App {
     pub(crate) ctx: Arc<Context>,
     grace: Duration,
     max_message_bytes: usize,
+    max_connections: usize,
     stale_check: Duration,
     tls: Option<Arc<ServerTls>>,
 }
@@ -137,6 +138,7 @@ impl App {
             ctx: Arc::new(ctx),
             grace: Duration::from_secs(config.shutdown_grace_seconds),
             max_message_bytes: config.limits.max_message_bytes,
+            max_connections: config.limits.max_connections,
             stale_check: config.staleness.durations().2,
             tls: None,
         }
@@ -235,10 +237,16 @@ fn accept(
     listener: TcpListener,
     ctx: Arc<Context>,
     tls: Option<Arc<ServerTls>>,
+    max_connections: usize,
     stop: CancellationToken,
-) -> ReceiverStream<Result<Connection, std::io::Error>> {
+) -> ReceiverStream<Result<Counted, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
+    // Every open connection holds a permit; at the cap, new ones are closed at once (and said so, at most every
+    // few seconds), so the aggregator keeps the descriptors and the CPU for the connections it has.
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     tokio::spawn(async move {
+        let mut last_shed = None::<tokio::time::Instant>;
+        let mut shed = 0u64;
         loop {
             let stream = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -252,6 +260,19 @@ fn accept(
                     }
                 },
             };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                shed += 1;
+                if last_shed.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    tracing::warn!(
+                        max_connections,
+                        shed,
+                        "at the connection limit ([limits] max_connections): closing new connections"
+                    );
+                    last_shed = Some(tokio::time::Instant::now());
+                }
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let (tx, ctx, tls) = (tx.clone(), ctx.clone(), tls.clone());
             ctx.tasks.clone().spawn(async move {
@@ -261,7 +282,7 @@ fn accept(
                 };
                 match routed {
                     Routed::Hyper(connection) => {
-                        let _ = tx.send(Ok(connection)).await;
+                        let _ = tx.send(Ok(Counted::new(connection, permit))).await;
                     }
                     Routed::Events(connection) => http::serve_direct(ctx, connection).await,
                     Routed::Plaintext(stream) => crate::tls::refuse_plaintext(stream, &ctx.cancel).await,
@@ -307,7 +328,7 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
 
     // Health turns NOT_SERVING before the server stops accepting, so a check during shutdown is answered truly.
     let stop_accepting = CancellationToken::new();
-    let incoming = accept(listener, ctx.clone(), app.tls.clone(), stop_accepting.clone());
+    let incoming = accept(listener, ctx.clone(), app.tls.clone(), app.max_connections, stop_accepting.clone());
     let server = tonic::transport::Server::builder()
         .layer(PeerAddrLayer)
         .accept_http1(true)

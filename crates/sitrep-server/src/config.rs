@@ -251,6 +251,9 @@ pub struct LimitsConfig {
     /// Reports one provider may send a minute (a minute's worth at once, then steadily); more are refused with
     /// RESOURCE_EXHAUSTED and when to retry. 0: no limit.
     pub reports_per_provider_per_minute: u32,
+    /// Connections served at once (each wallboard, subscriber and feed holds one); beyond it new connections are
+    /// closed at once and a warning says so, so the descriptors stay for those already served.
+    pub max_connections: usize,
     pub future_tolerance_seconds: i64,
     /// Hours of history kept; reports for older periods are rejected, and duplicates are recognised this long.
     pub retention_hours: i64,
@@ -265,6 +268,7 @@ impl Default for LimitsConfig {
             max_narrative_chars: l.max_narrative_chars,
             max_source_chars: l.max_source_chars,
             reports_per_provider_per_minute: 600,
+            max_connections: 10_000,
             future_tolerance_seconds: l.future_tolerance_ms / 1000,
             retention_hours: l.retention_hours,
         }
@@ -439,6 +443,9 @@ impl Config {
         }
         if self.store.event_log_capacity == 0 {
             return invalid("store.event_log_capacity", "must be at least 1");
+        }
+        if self.limits.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1");
         }
         if self.limits.max_message_bytes < 1024 {
             return invalid("limits.max_message_bytes", "must be at least 1024");

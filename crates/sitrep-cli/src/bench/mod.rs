@@ -561,7 +561,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
         &config_path,
         format!(
             "directory = {:?}\n[store]\nkey_prefix = \"bench-{}\"\n[subscribers]\nqueue_capacity = 65536\n\
-             {auth_section}[limits]\nreports_per_provider_per_minute = 0\n{tls_section}",
+             {auth_section}[limits]\nreports_per_provider_per_minute = 0\nmax_connections = 1000000\n{tls_section}",
             directory_path,
             std::process::id()
         ),

@@ -79,7 +79,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         &config_path,
         format!(
             "directory = {directory_path:?}\n[store]\nkey_prefix = \"{prefix}\"\n[subscribers]\nqueue_capacity = 65536\n\
-             [limits]\nreports_per_provider_per_minute = 0\n"
+             [limits]\nreports_per_provider_per_minute = 0\nmax_connections = 1000000\n"
         ),
     )?;
     let directory = Arc::new(Directory::from_toml("bench directory", &directory_text(n))?);

@@ -85,7 +85,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config_path = tmp.join("sitrep.toml");
     std::fs::write(
         &config_path,
-        format!("directory = {directory_path:?}\n[limits]\nreports_per_provider_per_minute = 0\n"),
+        format!(
+            "directory = {directory_path:?}\n[limits]\nreports_per_provider_per_minute = 0\nmax_connections = 1000000\n"
+        ),
     )?;
     let server = Aggregator::start(&aggregator_binary(&args)?, None, &config_path).await?;
     let pid = server.pid()?;
