@@ -225,3 +225,18 @@ async fn a_redis_refusing_writes_degrades_the_picture() {
         }
     }
 }
+
+/// Before Redis fills (at `maxmemory` it refuses every write, so sitrep every report), the aggregator warns.
+#[tokio::test]
+async fn the_aggregator_warns_before_redis_fills() {
+    let redis = RedisProcess::start_with(&["--maxmemory", "1mb"]).expect("redis-server");
+    let config = "[staleness]\ncheck_interval = \"1s\"\n";
+    let server = Server::start_with(config, &["--redis", &redis.url()]).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !server.logs().contains("the store is") {
+        assert!(tokio::time::Instant::now() < deadline, "no warning: {}", server.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let logs = server.logs();
+    assert!(logs.contains("% full") && logs.contains("raise maxmemory"), "{logs}");
+}

@@ -48,6 +48,8 @@ pub struct App {
     grace: Duration,
     max_message_bytes: usize,
     max_connections: usize,
+    /// How often the store's fullness is looked at.
+    fullness_check: Duration,
     stale_check: Duration,
     tls: Option<Arc<ServerTls>>,
 }
@@ -139,6 +141,7 @@ impl App {
             grace: Duration::from_secs(config.shutdown_grace_seconds),
             max_message_bytes: config.limits.max_message_bytes,
             max_connections: config.limits.max_connections,
+            fullness_check: config.staleness.durations().2,
             stale_check: config.staleness.durations().2,
             tls: None,
         }
@@ -190,6 +193,37 @@ impl App {
             // Every request, gRPC and HTTP, is authenticated by this one layer.
             .layer(axum::middleware::from_fn_with_state(self.ctx.auth.clone(), crate::auth::layer));
         Ok(Routes::from(router))
+    }
+}
+
+/// Watches how full the store is (Redis's `maxmemory`, which once reached makes it refuse every write, and sitrep
+/// every report): a warning when it passes 80%, and again at every further 5%, and a note when it is back below.
+async fn watch_fullness(store: Arc<dyn Store>, every: Duration, cancel: CancellationToken) {
+    let mut warned: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let Ok(Some((used, max))) = store.fullness().await else { continue };
+        let percent = used.saturating_mul(100) / max;
+        match (percent >= 80, warned) {
+            (true, w) if w.is_none_or(|w| percent >= w + 5) => {
+                tracing::warn!(
+                    used,
+                    maxmemory = max,
+                    percent,
+                    "the store is {percent}% full: at 100% it refuses every report; raise maxmemory, or shorten \
+                     limits.retention_hours or the event log"
+                );
+                warned = Some(percent);
+            }
+            (false, Some(_)) => {
+                tracing::info!(percent, "the store is below 80% full again");
+                warned = None;
+            }
+            _ => {}
+        }
     }
 }
 
@@ -305,6 +339,7 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
     ctx.tasks.spawn(watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.stale_check, cancel.clone()));
     ctx.tasks.spawn(ctx.auth.clone().watch(ctx.rules.clone(), Duration::from_secs(2), cancel.clone()));
+    ctx.tasks.spawn(watch_fullness(ctx.store.clone(), app.fullness_check, cancel.clone()));
     if let Some(tls) = &app.tls {
         ctx.tasks.spawn(tls.clone().watch(cancel.clone()));
     }

@@ -161,4 +161,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every stored revision of `provider`'s periods from `from` to `to` inclusive, in (period, revision) order.
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError>;
+
+    /// How full the store is, `(used, limit)` in bytes, when it has a limit it will refuse writes at (Redis's
+    /// `maxmemory`); `None` when it has none. The aggregator warns well before it is reached.
+    async fn fullness(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        Ok(None)
+    }
 }

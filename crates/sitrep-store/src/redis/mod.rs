@@ -1061,6 +1061,17 @@ impl Store for RedisStore {
         self.read_once(after, max).await
     }
 
+    async fn fullness(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(unavailable)?;
+        let field =
+            |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok());
+        Ok(match (field("used_memory"), field("maxmemory")) {
+            (Some(used), Some(max)) if max > 0 => Some((used, max)),
+            _ => None,
+        })
+    }
+
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError> {
         if from > to {
             return Ok(Vec::new());
