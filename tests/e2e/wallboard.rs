@@ -809,3 +809,46 @@ async fn a_screen_that_is_not_signed_in_shows_the_signed_out_state() {
     assert_eq!(browser.eval(&page, "document.querySelector('#link').textContent"), "signed out");
     assert_eq!(browser.eval(&page, "document.querySelectorAll('.tile').length"), 0, "no empty board");
 }
+
+/// A wallboard signs in with a kiosk link an admin made: the one-time code becomes an HttpOnly session cookie, the
+/// code leaves the address, the page says who it is signed in as and shows only its scope's tiles; the link does
+/// not work twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_link_signs_a_screen_in_to_its_scope() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["key", "--name", "admin", "--read", "*", "--write", "*", "--admin"])
+        .output()
+        .await
+        .unwrap();
+    let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let lines = String::from_utf8(out.stderr).unwrap().split_once("\n\n").unwrap().1.to_owned();
+    let secret = "0123456789abcdef0123456789abcdef-session-key";
+    let config = "[auth]\nprincipals = \"p.toml\"\nsession_key = \"session.key\"\n";
+    let server = Server::start_full(config, &[], "127.0.0.1:0", &[("p.toml", &lines), ("session.key", secret)]).await;
+    // Something to show: RJ7 (in QWE) and RGT (elsewhere) have reported.
+    let bearer = sitrep_server::auth::Bearer::new(&admin).unwrap();
+    let mut provider = sitrep_proto::v1::provider_service_client::ProviderServiceClient::new(
+        sitrep_server::auth::authed(server.channel().await, bearer),
+    );
+    for p in ["RJ7", "RGT"] {
+        provider.submit(report(p, 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 10.0)])).await.unwrap();
+    }
+    let auth = format!("Bearer {admin}");
+    let body = br#"{"name": "QWE control room wall", "read": ["system:QWE"], "days": 7}"#;
+    let made =
+        crate::http::request(&server.url, "POST", "/api/v1/kiosk", &[("Authorization", auth.as_str())], body).await;
+    assert_eq!(made.status, 200, "{}", String::from_utf8_lossy(&made.body));
+    let link = made.json()["link"].as_str().unwrap().to_owned();
+
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}{link}", server.url));
+    browser.wait_for(&page, "document.querySelector('#tile-RJ7') !== null", DEADLINE);
+    browser.wait_for(&page, "document.querySelector('#who').textContent.includes('QWE control room wall')", DEADLINE);
+    assert_eq!(browser.eval(&page, "location.search"), "", "the code left the address");
+    assert_eq!(browser.eval(&page, "document.cookie"), "", "the session cookie is HttpOnly");
+    assert_eq!(browser.eval(&page, "document.querySelector('#tile-RGT') === null"), true, "only its scope");
+    // The link is one-time.
+    let again = crate::http::get(&server.url, &link).await;
+    assert_eq!(again.status, 401);
+    assert!(String::from_utf8_lossy(&again.body).contains("already used"));
+}

@@ -19,6 +19,7 @@
 //! development machine, so it is allowed only on a loopback listener unless `[auth] open = true` says otherwise.
 
 pub mod jwt;
+pub mod kiosk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -367,6 +368,15 @@ pub struct Authenticator {
     current: Arc<RwLock<Arc<Principals>>>,
     keys: Arc<RwLock<Arc<Vec<jwt::Key>>>>,
     refusals: Arc<crate::audit::Refusals>,
+    /// Signs and checks wallboards' kiosk links and session cookies.
+    sessions: Arc<kiosk::Sessions>,
+}
+
+/// A session key made for this process alone: sessions then end when it restarts, and work on this replica only.
+fn random_session_key() -> Arc<kiosk::Sessions> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("the system's random source");
+    Arc::new(kiosk::Sessions::new(&key).expect("32 bytes"))
 }
 
 impl Authenticator {
@@ -380,6 +390,7 @@ impl Authenticator {
             current: Arc::new(RwLock::new(Arc::new(Principals::default()))),
             keys: Arc::new(RwLock::new(Arc::new(Vec::new()))),
             refusals: Default::default(),
+            sessions: random_session_key(),
         }
     }
 
@@ -388,11 +399,24 @@ impl Authenticator {
     pub fn new(
         principals: Option<&Path>,
         jwks: Option<&Path>,
+        session_key: Option<&Path>,
         expect: jwt::Expect,
         rules: &Rules,
     ) -> Result<Self, String> {
         let loaded = principals.map(|f| load(f, rules)).transpose()?.unwrap_or_default();
         let keys = jwks.map(load_jwks).transpose()?.unwrap_or_default();
+        let sessions = match session_key {
+            None => {
+                tracing::warn!(
+                    "no [auth] session_key: wallboard sessions end when this process restarts, and work on this replica only"
+                );
+                random_session_key()
+            }
+            Some(file) => {
+                let secret = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                Arc::new(kiosk::Sessions::new(&secret).map_err(|e| format!("{}: {e}", file.display()))?)
+            }
+        };
         Ok(Authenticator {
             principals_file: principals.map(Path::to_owned),
             jwks_file: jwks.map(Path::to_owned),
@@ -401,7 +425,19 @@ impl Authenticator {
             current: Arc::new(RwLock::new(Arc::new(loaded))),
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             refusals: Default::default(),
+            sessions,
         })
+    }
+
+    /// Signs and checks kiosk links and wallboard sessions.
+    pub fn sessions(&self) -> &kiosk::Sessions {
+        &self.sessions
+    }
+
+    /// The grants a wallboard session (or a kiosk link about to be made) reads by: `read`, checked.
+    pub fn screen_grants(&self, read: &[String]) -> Result<Grants, String> {
+        let rules = self.rules.as_ref().ok_or("sign-in is for a deployment with principals")?;
+        grants_of(rules, &[], read, false, None)
     }
 
     /// The refused attempts kept for the audit.
@@ -463,7 +499,19 @@ impl Authenticator {
             return Ok(Some(Principal::anonymous()));
         }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
-            // No header: a client certificate (verified by the TLS handshake) may name the principal.
+            // No header: a wallboard's session cookie, made from a kiosk link.
+            if let Some(cookie) = kiosk::cookie(headers) {
+                let claims = self.sessions.session(cookie, unix_now()).map_err(|why| {
+                    Status::unauthenticated(format!("this screen's sign-in is no good ({why}): open a new kiosk link"))
+                })?;
+                let grants = self.screen_grants(&claims.read).map_err(Status::unauthenticated)?;
+                return Ok(Some(Principal {
+                    name: claims.name,
+                    credential: "kiosk session".into(),
+                    grants: Arc::new(grants),
+                }));
+            }
+            // Else a client certificate (verified by the TLS handshake) may name the principal.
             let Some(cert) = peer.and_then(|p| p.certificates.as_ref()).and_then(|c| c.first()) else {
                 return Ok(None);
             };
@@ -558,7 +606,7 @@ pub fn authed(channel: tonic::transport::Channel, bearer: Bearer) -> AuthedChann
 /// Routes anyone may reach without a credential: the wallboard's files (which show a signed-out state by
 /// themselves), health, and gRPC health and reflection.
 fn public(path: &str) -> bool {
-    matches!(path, "/" | "/wallboard.js" | "/wallboard.css" | "/healthz" | "/readyz")
+    matches!(path, "/" | "/wallboard.js" | "/wallboard.css" | "/healthz" | "/readyz" | "/kiosk")
         || path.starts_with("/grpc.health.v1.Health/")
         || path.starts_with("/grpc.reflection.")
 }

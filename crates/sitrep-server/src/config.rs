@@ -60,6 +60,10 @@ pub struct AuthConfig {
     /// A JWKS file (JSON Web Key Set, read again when it changes) whose keys sign the tokens callers may present
     /// instead of keys: EdDSA (Ed25519), ES256 or RS256, with `sub`, `exp` and the grants in a `sitrep` claim.
     pub jwks: Option<PathBuf>,
+    /// The key (a file of at least 32 random bytes, e.g. `openssl rand -out session.key 32`) that signs
+    /// wallboards' kiosk links and sessions; every replica needs the same one. Unset: a key made at start, so
+    /// sessions end when the process restarts and work on its replica only.
+    pub session_key: Option<PathBuf>,
     /// With `jwks`: the issuer (`iss`) tokens must name, if set.
     pub issuer: Option<String>,
     /// With `jwks`: the audience (`aud`) tokens must include, if set.
@@ -404,7 +408,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let tls = &mut config.tls;
         let files = [&mut tls.cert, &mut tls.key, &mut tls.client_ca, &mut config.store.redis_ca];
-        let auth = [&mut config.auth.principals, &mut config.auth.jwks];
+        let auth = [&mut config.auth.principals, &mut config.auth.jwks, &mut config.auth.session_key];
         for p in [&mut config.directory, &mut config.catalogue].into_iter().chain(files).chain(auth).flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -600,7 +604,13 @@ impl Config {
         match (&a.principals, &a.jwks) {
             (None, None) if self.listen.ip().is_loopback() || a.open => Ok(crate::auth::Authenticator::open()),
             (Some(_), _) | (_, Some(_)) => {
-                let auth = crate::auth::Authenticator::new(a.principals.as_deref(), a.jwks.as_deref(), expect, rules);
+                let auth = crate::auth::Authenticator::new(
+                    a.principals.as_deref(),
+                    a.jwks.as_deref(),
+                    a.session_key.as_deref(),
+                    expect,
+                    rules,
+                );
                 Ok(auth.map_err(invalid)?)
             }
             (None, None) => Err(invalid(format!(

@@ -1190,6 +1190,13 @@
         await new Promise((r) => setTimeout(r, 2000));
       }
     }
+    // Who this screen is signed in as (a kiosk session's name), shown beside its scope.
+    fetch("api/v1/whoami")
+      .then((r) => (r.ok ? r.json() : null))
+      .then((me) => {
+        if (me && me.name !== "anonymous") $("#who").textContent = `· signed in as ${me.name}`;
+      })
+      .catch(() => {});
     for (const m of state.catalogue.values()) if (m.inputs) m.words = inputWords(m.inputs);
     for (const p of state.directory.providers) {
       for (const s of p.sites || []) state.siteNames.set(`${p.code}/${s.code}`, shortSiteName(s.name));

@@ -229,7 +229,9 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Opti
                     .and_then(|h| std::str::from_utf8(h.value).ok())
                     .map(str::to_owned);
                 let mut credentials = axum::http::HeaderMap::new();
-                for (name, wanted) in [("authorization", header::AUTHORIZATION), ("host", header::HOST)] {
+                for (name, wanted) in
+                    [("authorization", header::AUTHORIZATION), ("host", header::HOST), ("cookie", header::COOKIE)]
+                {
                     let found = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
                     if let Some(value) = found.and_then(|h| axum::http::HeaderValue::from_bytes(h.value).ok()) {
                         credentials.insert(wanted, value);

@@ -81,6 +81,14 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/events", get(events))
         .route("/api/v1/refusals", get(refusals))
+        .route("/api/v1/kiosk", axum::routing::post(kiosk_link))
+        .route("/kiosk", get(kiosk_sign_in))
+        .route(
+            "/api/v1/whoami",
+            get(|Extension(who): Extension<Principal>| async move {
+                ok(json!({ "name": who.name, "credential": who.credential }))
+            }),
+        )
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .layer(axum::middleware::from_fn(one_request_per_connection))
         .with_state(ctx)
@@ -636,6 +644,76 @@ async fn refusals(
     let limit = one(&params, "limit").and_then(|l| l.parse().ok()).unwrap_or(200usize);
     let list = ctx.auth.refusals().since(since, limit);
     Ok(ok(json!({ "counted": ctx.auth.refusals().counted(), "refusals": list })))
+}
+
+/// Makes a kiosk link for a wallboard (see [`crate::auth::kiosk`]): `{"name": "London wall", "read":
+/// ["region:Y56"], "days": 30}` gives `{"link": "/kiosk?code=...", "expires_in_seconds": 900}`. Needs the admin
+/// grant; the read grant is checked against the directory.
+async fn kiosk_link(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    who.may(Action::Admin)?;
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        name: String,
+        read: Vec<String>,
+        #[serde(default = "thirty")]
+        days: u32,
+    }
+    fn thirty() -> u32 {
+        30
+    }
+    let ask: Ask = serde_json::from_slice(&body).map_err(|e| {
+        error::invalid_field("body", "json", format!("the body is not {{\"name\", \"read\": [...], \"days\"}}: {e}"))
+    })?;
+    ctx.auth.screen_grants(&ask.read).map_err(|e| error::invalid_field("read", "known_scope", e))?;
+    let now = Timestamp::now().millis() / 1000;
+    let code = ctx.auth.sessions().link(&ask.name, &ask.read, ask.days.clamp(1, 366), now);
+    tracing::info!(principal = %who.name, screen = %ask.name, read = ?ask.read, days = ask.days, "kiosk link made");
+    Ok(ok(json!({ "link": format!("/kiosk?code={code}"), "expires_in_seconds": crate::auth::kiosk::LINK_SECONDS })))
+}
+
+/// Opens a kiosk link on a screen: takes its one-time code for a session cookie, then shows the wallboard. The
+/// code leaves the address at once (the answer redirects to the page), and the cookie is HttpOnly.
+async fn kiosk_sign_in(
+    State(ctx): State<Arc<Context>>,
+    peer: Option<Extension<crate::transport::Peer>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let params = params(q);
+    let now = Timestamp::now().millis() / 1000;
+    let taken = one(&params, "code").ok_or("the link has no code").and_then(|c| ctx.auth.sessions().take(c, now));
+    match taken {
+        Ok((cookie, session)) => {
+            tracing::info!(screen = %session.name, "kiosk signed in");
+            // Secure over TLS (here, or at a proxy in front that says so).
+            let tls = peer.is_some_and(|p| p.tls) || headers.get("x-forwarded-proto").is_some_and(|v| v == "https");
+            let secure = if tls { "; Secure" } else { "" };
+            let max_age = session.exp - now;
+            let set = format!(
+                "{}={cookie}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
+                crate::auth::kiosk::COOKIE
+            );
+            let mut r = (StatusCode::SEE_OTHER, "").into_response();
+            r.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/"));
+            if let Ok(v) = HeaderValue::from_str(&set) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(why) => {
+            let page = format!(
+                "<!doctype html><title>sitrep</title><h1>This sign-in link cannot be used</h1><p>It is {why}.</p>\
+                 <p>Ask your sitrep administrator for a new one.</p>"
+            );
+            let mut r = (StatusCode::UNAUTHORIZED, page).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            r
+        }
+    }
 }
 
 async fn events(
