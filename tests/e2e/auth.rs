@@ -677,3 +677,38 @@ async fn at_the_connection_limit_new_connections_are_shed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What a request says is logged quoted and escaped: a provider code carrying a newline and a forged log line, or
+/// terminal escapes, cannot add a line to the aggregator's log.
+#[tokio::test]
+async fn a_forged_log_line_stays_inside_its_quotes() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, out.next_line()).await.unwrap().unwrap().unwrap();
+    let addr = first.strip_prefix("sitrep listening on ").unwrap().split_whitespace().next().unwrap().to_owned();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = ProviderServiceClient::new(channel);
+    let forged = "RJ7\n2026-01-01T00:00:00.000000Z  WARN sitrep: forged line \u{1b}[31m";
+    let mut r = report("RJ7", 0, 1, &[("ed.over_12h", 1.0)]);
+    r.provider = forged.into();
+    let _ = client.submit(r).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.start_kill();
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logs = String::new();
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(2), err.next_line()).await {
+        logs.push_str(&line);
+        logs.push('\n');
+    }
+    assert!(logs.contains("report rejected"), "the rejection is logged: {logs}");
+    assert!(!logs.lines().any(|l| l.starts_with("2026-01-01T00:00:00.000000Z")), "no forged line: {logs}");
+    assert!(!logs.contains('\u{1b}'), "no terminal escape reaches the log: {logs}");
+}

@@ -417,7 +417,9 @@ fn main() -> ExitCode {
 /// (for log collectors). `RUST_LOG` picks what is logged (default `info`).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or collector gets plain text, with nothing but what was logged.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match std::env::var("SITREP_LOG_FORMAT").as_deref() {
         Ok("json") => builder.json().init(),
         Ok("text") | Err(_) => builder.init(),
