@@ -712,3 +712,52 @@ async fn a_forged_log_line_stays_inside_its_quotes() {
     assert!(!logs.lines().any(|l| l.starts_with("2026-01-01T00:00:00.000000Z")), "no forged line: {logs}");
     assert!(!logs.contains('\u{1b}'), "no terminal escape reaches the log: {logs}");
 }
+
+/// When the process runs out of file descriptors, failing accepts are logged and paced (not spun on), and once
+/// connections close the aggregator serves again.
+#[tokio::test]
+async fn out_of_descriptors_is_logged_and_recovered_from() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let sitrep = env!("CARGO_BIN_EXE_sitrep");
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("ulimit -n 64 && exec {sitrep} serve --listen 127.0.0.1:0")])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, out.next_line()).await.unwrap().unwrap().unwrap();
+    let addr = first.strip_prefix("sitrep listening on ").unwrap().split_whitespace().next().unwrap().to_owned();
+    // More connections than descriptors, each mid-request so none is closed for silence.
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        if let Ok(mut c) = tokio::net::TcpStream::connect(&addr).await {
+            let _ = c.write_all(b"GET /healthz HTTP/1.1\r\n").await;
+            held.push(c);
+        }
+    }
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logs = String::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !logs.contains("accepting a connection failed") {
+        match tokio::time::timeout_at(deadline, err.next_line()).await {
+            Ok(Ok(Some(line))) => logs.push_str(&line),
+            _ => panic!("running out of descriptors was not logged: {logs}"),
+        }
+    }
+    drop(held);
+    let url = format!("http://{addr}");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(r) =
+            tokio::time::timeout(Duration::from_secs(2), crate::http::request(&url, "GET", "/healthz", &[], &[])).await
+            && r.status == 200
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "serving again once connections closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
