@@ -91,8 +91,26 @@ async fn the_authorisation_matrix() {
     // A key that was never (or is no longer) in the file, and one revoked while the server runs.
     let (revoked_key, revoked_lines) = make_key("revoked", &["--read", "*"]).await;
     let with_revoked = format!("{file}{revoked_lines}");
-    let config = "[auth]\nprincipals = \"principals.toml\"\n";
-    let server = Server::start_full(config, &[], "127.0.0.1:0", &[("principals.toml", &with_revoked)]).await;
+    // Tokens of an identity provider: the JWKS holds its key; an expired token, and one signed by another key.
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let new_pair = || {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    };
+    let (idp, stranger) = (new_pair(), new_pair());
+    let token = |pair: &Ed25519KeyPair, exp_in: i64| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let claims = serde_json::json!({ "sub": "token reader", "exp": now + exp_in, "sitrep": { "read": ["*"] } });
+        let signed = format!("{}.{}", B64.encode(r#"{"alg":"EdDSA"}"#), B64.encode(claims.to_string()));
+        format!("Bearer {signed}.{}", B64.encode(pair.sign(signed.as_bytes())))
+    };
+    let jwks =
+        serde_json::json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": B64.encode(idp.public_key().as_ref()) }] });
+    let config = "[auth]\nprincipals = \"principals.toml\"\njwks = \"jwks.json\"\n";
+    let files = [("principals.toml", with_revoked.as_str()), ("jwks.json", &jwks.to_string())];
+    let server = Server::start_full(config, &[], "127.0.0.1:0", &files).await;
     let bearer = |k: &str| Some(format!("Bearer {k}"));
     let all = providers_of(&["*"]);
     let whos = vec![
@@ -105,6 +123,8 @@ async fn the_authorisation_matrix() {
         Who { name: "none", header: None, write: None, read: vec![] },
         Who { name: "unknown key", header: bearer("sitrep_notakey"), write: None, read: vec![] },
         Who { name: "malformed", header: Some("Basic dXNlcjpwYXNz".into()), write: None, read: vec![] },
+        Who { name: "expired token", header: Some(token(&idp, -10)), write: None, read: vec![] },
+        Who { name: "wrong signature", header: Some(token(&stranger, 600)), write: None, read: vec![] },
     ];
     let authenticated = |w: &Who| w.name == "admin" || w.write.is_some();
     let may_write = |w: &Who, p: &str| w.name == "admin" || w.write.is_some_and(|list| list.contains(&p));
@@ -138,8 +158,16 @@ async fn the_authorisation_matrix() {
         "Hourly Y56",
         "Alerts",
         "Directory",
+        "Catalogue",
+        "MetricHistory",
+        "Refusals",
         "HTTP snapshot",
         "HTTP history RJ7",
+        "HTTP prev hour",
+        "HTTP changes",
+        "HTTP alerts",
+        "HTTP directory",
+        "HTTP refusals",
         "SSE",
         "wallboard page",
     ];
@@ -269,6 +297,19 @@ async fn the_authorisation_matrix() {
             assert!(d.providers.iter().all(|p| may_read(w, &p.code)), "{}: directory", w.name);
         }
         row.push(outcome(&got));
+        let got = query(w).get_catalogue(pb::GetCatalogueRequest::default()).await;
+        check("Catalogue", outcome(&got), expect(true));
+        row.push(outcome(&got));
+        let metric = pb::GetMetricHistoryRequest { metric: "beds.cc_adult.open".into(), ..Default::default() };
+        let got = query(w).get_metric_history(metric).await.map(|r| r.into_inner());
+        check("MetricHistory", outcome(&got), expect(true));
+        if let Ok(h) = &got {
+            assert!(h.series.iter().all(|s| may_read(w, &s.provider)), "{}: metric history", w.name);
+        }
+        row.push(outcome(&got));
+        let got = query(w).get_refusals(pb::GetRefusalsRequest::default()).await;
+        check("Refusals", outcome(&got), expect(w.name == "admin"));
+        row.push(outcome(&got));
 
         // Over HTTP: 401 and 403 for the same reasons, with the same contents.
         let headers: Vec<(&str, &str)> = w.header.iter().map(|h| ("Authorization", h.as_str())).collect();
@@ -290,6 +331,35 @@ async fn the_authorisation_matrix() {
         let hist = request(&server.url, "GET", "/api/v1/history?provider=RJ7", &headers, &[]).await;
         check("HTTP history RJ7", http(hist.status), expect(may_read(w, "RJ7")));
         row.push(http(hist.status));
+        let hour = request(&server.url, "GET", "/api/v1/previous_hour", &headers, &[]).await;
+        check("HTTP prev hour", http(hour.status), expect(true));
+        if hour.status == 200 {
+            let json = hour.json();
+            assert!(json["providers"].as_object().unwrap().keys().all(|p| may_read(w, p)), "{}: previous hour", w.name);
+        }
+        row.push(http(hour.status));
+        let changes = request(&server.url, "GET", "/api/v1/changes", &headers, &[]).await;
+        check("HTTP changes", http(changes.status), expect(true));
+        if changes.status == 200 {
+            let json = changes.json();
+            let list = json["changes"].as_array().unwrap();
+            assert!(list.iter().all(|c| may_read(w, c["provider"].as_str().unwrap())), "{}: changes", w.name);
+        }
+        row.push(http(changes.status));
+        let alerts = request(&server.url, "GET", "/api/v1/alerts", &headers, &[]).await;
+        check("HTTP alerts", http(alerts.status), expect(true));
+        row.push(http(alerts.status));
+        let directory = request(&server.url, "GET", "/api/v1/directory", &headers, &[]).await;
+        check("HTTP directory", http(directory.status), expect(true));
+        if directory.status == 200 {
+            let json = directory.json();
+            let list = json["providers"].as_array().unwrap();
+            assert!(list.iter().all(|p| may_read(w, p["code"].as_str().unwrap())), "{}: directory", w.name);
+        }
+        row.push(http(directory.status));
+        let refusals = request(&server.url, "GET", "/api/v1/refusals", &headers, &[]).await;
+        check("HTTP refusals", http(refusals.status), expect(w.name == "admin"));
+        row.push(http(refusals.status));
         let sse = Sse::open(&server.url, "/api/v1/events?heartbeat=1", &headers).await;
         check("SSE", http(sse.status), expect(true));
         row.push(http(sse.status));
@@ -322,8 +392,10 @@ async fn the_authorisation_matrix() {
     assert!(seen("permission_denied", "feed B", "/api/v1/history"), "an HTTP refusal too");
     assert!(seen("unauthenticated", "unauthenticated", "/api/v1/events"), "the direct event stream's too");
     assert!(seen("permission_denied", "feed B", "ProviderService/Report"), "a stream's refusal, from its trailers");
-    let by_a = refusals.refusals.iter().find(|r| r.principal == "feed A").unwrap();
-    assert!(by_a.address.starts_with("127.0.0.1:") && by_a.reason.contains("may not"), "{by_a:?}");
+    let by_a = refusals.refusals.iter().find(|r| r.principal == "feed A" && r.target.ends_with("Submit")).unwrap();
+    assert!(by_a.address.starts_with("127.0.0.1:") && by_a.reason.contains("may not report"), "{by_a:?}");
+    let http = refusals.refusals.iter().find(|r| r.principal == "feed A" && r.target == "/api/v1/refusals").unwrap();
+    assert_eq!(http.reason, "feed A has no admin grant", "an HTTP refusal's reason is kept too");
     assert!(refusals.counted >= refusals.refusals.len() as u64);
     let denied = query(&whos[2]).get_refusals(pb::GetRefusalsRequest::default()).await.unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "only admins read the audit");

@@ -16,6 +16,10 @@ pub const KEPT: usize = 10_000;
 /// How long a refusal is kept.
 pub const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
 
+/// Why an HTTP answer refused its request, for the audit (its body says so too).
+#[derive(Clone, Debug)]
+pub struct Reason(pub String);
+
 /// One refused attempt.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Refusal {

@@ -643,9 +643,14 @@ pub async fn layer(
                 record(&name, &credential, kind, reason);
                 return response;
             }
+            let reason = || response.extensions().get::<crate::audit::Reason>().map(|r| r.0.clone());
             match response.status() {
-                StatusCode::FORBIDDEN => record(&name, &credential, "permission_denied", "HTTP 403".into()),
-                StatusCode::TOO_MANY_REQUESTS => record(&name, &credential, "resource_exhausted", "HTTP 429".into()),
+                StatusCode::FORBIDDEN => {
+                    record(&name, &credential, "permission_denied", reason().unwrap_or_else(|| "HTTP 403".into()))
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    record(&name, &credential, "resource_exhausted", reason().unwrap_or_else(|| "HTTP 429".into()))
+                }
                 _ => {}
             }
             let (parts, body) = response.into_parts();

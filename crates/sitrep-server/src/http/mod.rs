@@ -260,7 +260,12 @@ impl From<Status> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, body) = self.parts();
-        (code, axum::Json(body)).into_response()
+        let mut response = (code, axum::Json(body)).into_response();
+        // The audit layer records a refusal with its reason (see `crate::auth::layer`).
+        if let Some((_, reason)) = self.refusal() {
+            response.extensions_mut().insert(crate::audit::Reason(reason));
+        }
+        response
     }
 }
 
