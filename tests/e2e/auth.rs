@@ -833,3 +833,24 @@ async fn out_of_descriptors_is_logged_and_recovered_from() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// CORS is closed unless configured: a page of a configured origin may call the JSON API (preflight answered, the
+/// answer names the origin); any other origin gets no CORS headers, so the browser keeps the answer from it.
+#[tokio::test]
+async fn cors_is_closed_unless_configured() {
+    let server = Server::start("[http]\ncors_origins = [\"https://portal.example\"]\n").await;
+    let allowed = [("Origin", "https://portal.example")];
+    let header = |r: &crate::http::Response, name: &str| {
+        r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+    };
+    let pre = request(&server.url, "OPTIONS", "/api/v1/snapshot", &allowed, &[]).await;
+    assert_eq!(pre.status, 204);
+    assert!(header(&pre, "access-control-allow-headers").is_some_and(|v| v.contains("authorization")));
+    let get = request(&server.url, "GET", "/api/v1/alerts", &allowed, &[]).await;
+    assert_eq!(header(&get, "access-control-allow-origin").as_deref(), Some("https://portal.example"));
+    let other = request(&server.url, "GET", "/api/v1/alerts", &[("Origin", "https://evil.example")], &[]).await;
+    assert_eq!(header(&other, "access-control-allow-origin"), None, "another origin gets nothing");
+    let closed = Server::start("").await;
+    let get = request(&closed.url, "GET", "/api/v1/alerts", &allowed, &[]).await;
+    assert_eq!(header(&get, "access-control-allow-origin"), None, "closed by default");
+}

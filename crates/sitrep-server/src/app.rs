@@ -133,6 +133,7 @@ impl App {
             subscribers: config.subscribers.clone(),
             page: crate::http::page(&config.wallboard),
             hosts: crate::http::Hosts::new(config.listen, &config.http.allowed_hosts),
+            cors_origins: config.http.cors_origins.clone(),
             cancel,
             tasks: TaskTracker::new(),
         };

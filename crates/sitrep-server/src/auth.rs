@@ -671,7 +671,8 @@ pub async fn layer(
             });
             Response::from_parts(parts, axum::body::Body::new(body))
         }
-        Ok(None) if public(&path) => next.run(request).await,
+        // A browser's CORS preflight carries no credential by design: the HTTP guard answers it.
+        Ok(None) if public(&path) || request.method() == axum::http::Method::OPTIONS => next.run(request).await,
         Ok(None) => {
             let status = Status::unauthenticated("a credential is needed: authorization: Bearer <key>");
             record("unauthenticated", "", "unauthenticated", status.message().to_owned());

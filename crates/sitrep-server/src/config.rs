@@ -48,6 +48,9 @@ pub struct HttpConfig {
     /// Loopback names and the listener's own address are always allowed; empty on an all-interfaces listener:
     /// any name (logged as a warning at start).
     pub allowed_hosts: Vec<String>,
+    /// Origins (e.g. "https://portal.nhs.example") whose pages may call the JSON API from the browser, with the
+    /// caller's own credential. Empty: cross-origin reads are closed (the default).
+    pub cors_origins: Vec<String>,
 }
 
 /// Who may call (see `crate::auth`).

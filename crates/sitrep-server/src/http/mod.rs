@@ -146,7 +146,23 @@ async fn guard(
     next: axum::middleware::Next,
 ) -> Response {
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(request.uri().host());
+    // Cross-origin reads only from the origins configured ([http] cors_origins); none by default.
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| ctx.cors_origins.iter().any(|c| c == o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let preflight = request.method() == axum::http::Method::OPTIONS;
     let mut response = match ctx.hosts.allows(host) {
+        true if preflight && origin.is_some() => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            let h = r.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            r
+        }
         true => next.run(request).await,
         false => {
             tracing::info!(host = ?host, path = request.uri().path(), "request refused: a Host this deployment does not answer to");
@@ -156,6 +172,10 @@ async fn guard(
     };
     for (name, value) in SECURITY_HEADERS {
         response.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    if let Some(origin) = origin {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
 }

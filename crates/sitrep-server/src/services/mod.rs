@@ -46,6 +46,8 @@ pub struct Context {
     pub subscriptions: crate::limit::Subscriptions,
     pub hub: Hub,
     pub subscribers: SubscriberConfig,
+    /// Origins whose pages may read the JSON API across origins (`[http] cors_origins`); none by default.
+    pub cors_origins: Vec<String>,
     /// The Host names HTTP requests may name (see [`crate::http::Hosts`]).
     pub hosts: crate::http::Hosts,
     /// The wallboard page, with this deployment's settings in it (see [`crate::http::page`]).
