@@ -60,6 +60,32 @@ fn providers_of(systems: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// A new Ed25519 key pair, as an identity provider holds.
+fn ed25519() -> ring::signature::Ed25519KeyPair {
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
+
+/// `Bearer <a JWT of header and claims, signed by pair>`.
+fn signed_token(pair: &ring::signature::Ed25519KeyPair, header: &str, claims: &serde_json::Value) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let signed = format!("{}.{}", B64.encode(header), B64.encode(claims.to_string()));
+    format!("Bearer {signed}.{}", B64.encode(pair.sign(signed.as_bytes())))
+}
+
+/// The JWKS of one Ed25519 public key.
+fn ed25519_jwks(pair: &ring::signature::Ed25519KeyPair, kid: Option<&str>) -> String {
+    use base64::Engine;
+    use ring::signature::KeyPair;
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    let mut key = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x });
+    if let Some(kid) = kid {
+        key["kid"] = kid.into();
+    }
+    serde_json::json!({ "keys": [key] }).to_string()
+}
+
 /// What an answer was, for the printed matrix.
 fn outcome<T>(r: &Result<T, tonic::Status>) -> &'static str {
     match r {
@@ -92,24 +118,15 @@ async fn the_authorisation_matrix() {
     let (revoked_key, revoked_lines) = make_key("revoked", &["--read", "*"]).await;
     let with_revoked = format!("{file}{revoked_lines}");
     // Tokens of an identity provider: the JWKS holds its key; an expired token, and one signed by another key.
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-    use ring::signature::{Ed25519KeyPair, KeyPair};
-    let new_pair = || {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
-    };
-    let (idp, stranger) = (new_pair(), new_pair());
-    let token = |pair: &Ed25519KeyPair, exp_in: i64| {
+    let (idp, stranger) = (ed25519(), ed25519());
+    let token = |pair: &ring::signature::Ed25519KeyPair, exp_in: i64| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let claims = serde_json::json!({ "sub": "token reader", "exp": now + exp_in, "sitrep": { "read": ["*"] } });
-        let signed = format!("{}.{}", B64.encode(r#"{"alg":"EdDSA"}"#), B64.encode(claims.to_string()));
-        format!("Bearer {signed}.{}", B64.encode(pair.sign(signed.as_bytes())))
+        signed_token(pair, r#"{"alg":"EdDSA"}"#, &claims)
     };
-    let jwks =
-        serde_json::json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": B64.encode(idp.public_key().as_ref()) }] });
+    let jwks = ed25519_jwks(&idp, None);
     let config = "[auth]\nprincipals = \"principals.toml\"\njwks = \"jwks.json\"\n";
-    let files = [("principals.toml", with_revoked.as_str()), ("jwks.json", &jwks.to_string())];
+    let files = [("principals.toml", with_revoked.as_str()), ("jwks.json", jwks.as_str())];
     let server = Server::start_full(config, &[], "127.0.0.1:0", &files).await;
     let bearer = |k: &str| Some(format!("Bearer {k}"));
     let all = providers_of(&["*"]);
@@ -555,21 +572,11 @@ async fn subscriptions_are_limited_and_a_reader_that_stops_is_let_go() {
 /// message saying which; a key removed from the JWKS file stops its tokens without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_tokens_carry_their_grants_and_expire() {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-    use ring::signature::{Ed25519KeyPair, KeyPair};
-    let pair = {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    let pair = ed25519();
+    let sign = |pair: &ring::signature::Ed25519KeyPair, claims: serde_json::Value| {
+        signed_token(pair, r#"{"alg":"EdDSA","kid":"idp-1","typ":"JWT"}"#, &claims)
     };
-    let sign = |pair: &Ed25519KeyPair, claims: serde_json::Value| {
-        let head = B64.encode(r#"{"alg":"EdDSA","kid":"idp-1","typ":"JWT"}"#);
-        let signed = format!("{head}.{}", B64.encode(claims.to_string()));
-        format!("Bearer {signed}.{}", B64.encode(pair.sign(signed.as_bytes())))
-    };
-    let jwks = serde_json::json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "kid": "idp-1",
-        "x": B64.encode(pair.public_key().as_ref()) }] })
-    .to_string();
+    let jwks = ed25519_jwks(&pair, Some("idp-1"));
     let config = "[auth]\njwks = \"jwks.json\"\naudience = \"sitrep-test\"\n";
     let server = Server::start_full(config, &[], "127.0.0.1:0", &[("jwks.json", &jwks)]).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
@@ -590,10 +597,7 @@ async fn signed_tokens_carry_their_grants_and_expire() {
     let sender = entries[0].sender.clone().unwrap();
     assert_eq!((sender.name.as_str(), sender.credential.as_str()), ("RJ7 feed (token)", "token idp-1/t-1"));
 
-    let other = {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
-    };
+    let other = ed25519();
     for (header, why) in [
         (sign(&pair, claims(now - 5, "provider:RJ7")), "expired"),
         (sign(&other, claims(now + 600, "provider:RJ7")), "not from a key"),
