@@ -308,39 +308,36 @@ impl Agent {
         Ok(())
     }
 
+    /// Sets aside a report the aggregator rejected, or answered with a conflict, with its violations.
     fn reject_report(&self, source: &str, report: &str, ack: &pb::ReportAck) {
         let period = ack.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
-        // The provider code comes from the file: keep it from naming a path outside rejected/.
-        let stem = safe_name(&format!("{source}.{}-{}-r{}", ack.provider, period.millis(), ack.revision));
-        let _ = std::fs::create_dir_all(&self.rejected);
-        let _ = std::fs::write(self.rejected.join(format!("{stem}.json")), report);
         let mut why = String::new();
         for v in &ack.violations {
             why.push_str(&format!("{} ({}): {}\n", v.field, v.rule, v.description));
         }
-        let _ = std::fs::write(self.rejected.join(format!("{stem}.reason.txt")), &why);
-        log(&format!(
-            "rejected {} {period} r{} from {source}: {}",
-            ack.provider,
-            ack.revision,
-            why.trim_end().replace('\n', "; ")
-        ));
+        self.set_aside(source, &ack.provider, period, ack.revision, report, &why);
     }
 
     /// Sets aside a report the aggregator refused for this agent's grant, with the aggregator's reason.
     fn reject_denied(&self, source: &str, text: &str, report: &sitrep_core::Report, why: &str) {
         let period = report.period.unwrap_or_default();
-        let stem = safe_name(&format!("{source}.{}-{}-r{}", report.provider, period.millis(), report.revision));
+        self.set_aside(source, &report.provider, period, report.revision, text, &format!("permission denied: {why}\n"));
+    }
+
+    /// Writes a refused report and why into rejected/, named by its source, provider, period and revision, and
+    /// says so.
+    fn set_aside(&self, source: &str, provider: &str, period: Timestamp, revision: u32, text: &str, why: &str) {
+        // The provider code comes from the file: keep it from naming a path outside rejected/.
+        let stem = safe_name(&format!("{source}.{provider}-{}-r{revision}", period.millis()));
+        self.write_aside(&stem, text, why);
+        log(&format!("rejected {provider} {period} r{revision} from {source}: {}", why.trim_end().replace('\n', "; ")));
+    }
+
+    /// `rejected/<stem>.json` and `rejected/<stem>.reason.txt`.
+    fn write_aside(&self, stem: &str, text: &str, why: &str) {
         let _ = std::fs::create_dir_all(&self.rejected);
         let _ = std::fs::write(self.rejected.join(format!("{stem}.json")), text);
-        let reason = format!("permission denied: {why}\n");
-        let _ = std::fs::write(self.rejected.join(format!("{stem}.reason.txt")), &reason);
-        log(&format!(
-            "rejected {} {period} r{} from {source}: {}",
-            report.provider,
-            report.revision,
-            reason.trim_end()
-        ));
+        let _ = std::fs::write(self.rejected.join(format!("{stem}.reason.txt")), why);
     }
 
     fn queued(&self) -> std::sync::MutexGuard<'_, Queued> {
@@ -457,10 +454,8 @@ impl Agent {
                             Err(e) => e.to_string(),
                             Ok(_) => "not one report".into(),
                         };
-                        let _ = std::fs::create_dir_all(&self.rejected);
                         let stem = safe_name(&format!("{}.damaged-spool-entry", entry.source));
-                        let _ = std::fs::write(self.rejected.join(format!("{stem}.json")), text);
-                        let _ = std::fs::write(self.rejected.join(format!("{stem}.reason.txt")), format!("{why}\n"));
+                        self.write_aside(&stem, text, &format!("{why}\n"));
                         log(&format!("rejected a damaged spool entry from {}: {why}", entry.source));
                         continue;
                     }

@@ -124,6 +124,15 @@ pub struct Directory {
     shares: Vec<Share>,
 }
 
+/// A part of the directory (see [`Directory::part`]).
+#[derive(Clone, Debug)]
+pub struct DirectoryPart<'a> {
+    pub nation: &'a Org,
+    pub regions: Vec<&'a Org>,
+    pub systems: Vec<&'a System>,
+    pub providers: Vec<&'a Provider>,
+}
+
 /// The providers a filter selects: every provider, or a set of codes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {
@@ -208,6 +217,16 @@ impl Directory {
         }
         directory.shares = file.shares;
         Ok(directory)
+    }
+
+    /// The part of the directory a reader of `readable` providers may see: those providers, and the systems and
+    /// regions they are in (in code order). What the gRPC and JSON directories both show.
+    pub fn part(&self, readable: &Selection) -> DirectoryPart<'_> {
+        let providers: Vec<&Provider> = self.providers.values().filter(|p| readable.contains(&p.code)).collect();
+        let systems: Vec<&System> =
+            self.systems.values().filter(|s| providers.iter().any(|p| p.system == s.code)).collect();
+        let regions: Vec<&Org> = self.regions.values().filter(|r| systems.iter().any(|s| s.region == r.code)).collect();
+        DirectoryPart { nation: &self.nation, regions, systems, providers }
     }
 
     /// The sharing agreements, as configured.

@@ -69,9 +69,9 @@ impl Refusals {
     }
 }
 
-/// The kind of refusal a gRPC status (in `headers`, as a trailers-only answer or trailers carry it) is, if any.
-pub fn refusal_in(headers: &HeaderMap) -> Option<(&'static str, String)> {
-    let status = Status::from_header_map(headers)?;
+/// The kind of refusal a status is (`unauthenticated`, `permission_denied`, `resource_exhausted`) and its reason;
+/// `None` for any other status. The one mapping every path records by.
+pub fn refusal_of(status: &Status) -> Option<(&'static str, String)> {
     let kind = match status.code() {
         tonic::Code::Unauthenticated => "unauthenticated",
         tonic::Code::PermissionDenied => "permission_denied",
@@ -79,6 +79,35 @@ pub fn refusal_in(headers: &HeaderMap) -> Option<(&'static str, String)> {
         _ => return None,
     };
     Some((kind, status.message().to_owned()))
+}
+
+/// The refusal a gRPC status in `headers` (a trailers-only answer's, or trailers) is, if any.
+pub fn refusal_in(headers: &HeaderMap) -> Option<(&'static str, String)> {
+    refusal_of(&Status::from_header_map(headers)?)
+}
+
+/// Who asked for what, from where: what a refusal of it is recorded with.
+#[derive(Clone, Debug, Default)]
+pub struct Attempt {
+    pub principal: String,
+    pub credential: String,
+    pub address: String,
+    pub target: String,
+}
+
+impl Refusals {
+    /// Records that `attempt` was refused (`kind` and `reason` as [`refusal_of`] gives them).
+    pub fn refuse(&self, attempt: &Attempt, (kind, reason): (&'static str, String)) {
+        self.record(Refusal {
+            at: Timestamp::now(),
+            principal: attempt.principal.clone(),
+            credential: attempt.credential.clone(),
+            address: attempt.address.clone(),
+            target: attempt.target.clone(),
+            kind,
+            reason,
+        })
+    }
 }
 
 #[cfg(test)]

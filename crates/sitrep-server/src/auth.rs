@@ -21,9 +21,9 @@
 pub mod jwt;
 pub mod kiosk;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::Request;
@@ -370,7 +370,16 @@ pub struct Authenticator {
     refusals: Arc<crate::audit::Refusals>,
     /// Signs and checks wallboards' kiosk links and session cookies.
     sessions: Arc<kiosk::Sessions>,
+    /// Grants made from tokens' claims and sessions, by what they say: worked out against the directory once,
+    /// not on every request that carries the same token or cookie.
+    claimed: Arc<Mutex<HashMap<GrantKey, Arc<Grants>>>>,
 }
+
+/// What grants are made from: write, read, admin, organisation.
+type GrantKey = (Vec<String>, Vec<String>, bool, Option<String>);
+
+/// Claimed grants kept at most; beyond it the cache starts again (tokens are short-lived and few per deployment).
+const CLAIMED_KEPT: usize = 1024;
 
 /// A session key made for this process alone: sessions then end when it restarts, and work on this replica only.
 fn random_session_key() -> Arc<kiosk::Sessions> {
@@ -391,6 +400,7 @@ impl Authenticator {
             keys: Arc::new(RwLock::new(Arc::new(Vec::new()))),
             refusals: Default::default(),
             sessions: random_session_key(),
+            claimed: Default::default(),
         }
     }
 
@@ -426,6 +436,7 @@ impl Authenticator {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             refusals: Default::default(),
             sessions,
+            claimed: Default::default(),
         })
     }
 
@@ -435,9 +446,30 @@ impl Authenticator {
     }
 
     /// The grants a wallboard session (or a kiosk link about to be made) reads by: `read`, checked.
-    pub fn screen_grants(&self, read: &[String]) -> Result<Grants, String> {
+    pub fn screen_grants(&self, read: &[String]) -> Result<Arc<Grants>, String> {
+        self.claimed_grants(&[], read, false, None)
+    }
+
+    /// Grants a token or session claims, checked against the directory (once for each distinct claim).
+    fn claimed_grants(
+        &self,
+        write: &[String],
+        read: &[String],
+        admin: bool,
+        organisation: Option<&str>,
+    ) -> Result<Arc<Grants>, String> {
         let rules = self.rules.as_ref().ok_or("sign-in is for a deployment with principals")?;
-        grants_of(rules, &[], read, false, None)
+        let key: GrantKey = (write.to_vec(), read.to_vec(), admin, organisation.map(str::to_owned));
+        if let Some(g) = self.claimed.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(g.clone());
+        }
+        let grants = Arc::new(grants_of(rules, write, read, admin, organisation)?);
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        if claimed.len() >= CLAIMED_KEPT {
+            claimed.clear();
+        }
+        claimed.insert(key, grants.clone());
+        Ok(grants)
     }
 
     /// The refused attempts kept for the audit.
@@ -505,11 +537,7 @@ impl Authenticator {
                     Status::unauthenticated(format!("this screen's sign-in is no good ({why}): open a new kiosk link"))
                 })?;
                 let grants = self.screen_grants(&claims.read).map_err(Status::unauthenticated)?;
-                return Ok(Some(Principal {
-                    name: claims.name,
-                    credential: "kiosk session".into(),
-                    grants: Arc::new(grants),
-                }));
+                return Ok(Some(Principal { name: claims.name, credential: "kiosk session".into(), grants }));
             }
             // Else a client certificate (verified by the TLS handshake) may name the principal.
             let Some(cert) = peer.and_then(|p| p.certificates.as_ref()).and_then(|c| c.first()) else {
@@ -544,22 +572,23 @@ impl Authenticator {
     /// The principal a signed token names, with the grants its claims hold.
     fn token(&self, token: &str) -> Result<Principal, Status> {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let now = crate::auth::unix_now();
+        let now = unix_now();
         let (claims, kid) = jwt::verify(token, &keys, &self.expect, now).map_err(Status::unauthenticated)?;
-        let rules = self.rules.as_ref().expect("a token is only verified when configured");
         let g = &claims.sitrep;
-        let grants = grants_of(rules, &g.write, &g.read, g.admin, g.organisation.as_deref())
+        let grants = self
+            .claimed_grants(&g.write, &g.read, g.admin, g.organisation.as_deref())
             .map_err(|e| Status::unauthenticated(format!("the token's sitrep claim: {e}")))?;
         let credential = match &claims.jti {
             Some(jti) => format!("token {kid}/{jti}"),
             None => format!("token {kid}"),
         };
-        Ok(Principal { name: claims.sub, credential, grants: Arc::new(grants) })
+        Ok(Principal { name: claims.sub, credential, grants })
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+/// Seconds since 1970, as tokens and sessions count time.
+pub(crate) fn unix_now() -> i64 {
+    sitrep_core::Timestamp::now().millis() / 1000
 }
 
 fn load_jwks(file: &Path) -> Result<Vec<jwt::Key>, String> {
@@ -621,51 +650,45 @@ pub async fn layer(
 ) -> Response {
     let path = request.uri().path().to_owned();
     let peer = request.extensions().get::<Peer>();
-    let address = peer.and_then(|p| p.remote_addr).map(|a| a.to_string()).unwrap_or_default();
-    let record = |principal: &str, credential: &str, kind: &'static str, reason: String| {
-        auth.refusals.record(crate::audit::Refusal {
-            at: sitrep_core::Timestamp::now(),
-            principal: principal.to_owned(),
-            credential: credential.to_owned(),
-            address: address.clone(),
-            target: path.clone(),
-            kind,
-            reason,
-        })
+    let mut attempt = crate::audit::Attempt {
+        principal: "unauthenticated".into(),
+        address: peer.and_then(|p| p.remote_addr).map(|a| a.to_string()).unwrap_or_default(),
+        target: path.clone(),
+        ..Default::default()
     };
     match auth.authenticate(request.headers(), peer) {
         Ok(Some(principal)) => {
-            let (name, credential) = (principal.name.clone(), principal.credential.clone());
+            (attempt.principal, attempt.credential) = (principal.name.clone(), principal.credential.clone());
             request.extensions_mut().insert(principal);
             let response = next.run(request).await;
-            // Refused by a service: in the answer's head, its trailers (gRPC), or its HTTP status.
-            if let Some((kind, reason)) = crate::audit::refusal_in(response.headers()) {
-                record(&name, &credential, kind, reason);
+            // Refused by a service: in the answer's head (gRPC), its HTTP status, or (a gRPC stream) its trailers.
+            if let Some(refusal) = crate::audit::refusal_in(response.headers()) {
+                auth.refusals.refuse(&attempt, refusal);
                 return response;
             }
-            let reason = || response.extensions().get::<crate::audit::Reason>().map(|r| r.0.clone());
-            match response.status() {
-                StatusCode::FORBIDDEN => {
-                    record(&name, &credential, "permission_denied", reason().unwrap_or_else(|| "HTTP 403".into()))
-                }
-                StatusCode::TOO_MANY_REQUESTS => {
-                    record(&name, &credential, "resource_exhausted", reason().unwrap_or_else(|| "HTTP 429".into()))
-                }
-                _ => {}
+            if let Some(code) = match response.status() {
+                StatusCode::FORBIDDEN => Some(tonic::Code::PermissionDenied),
+                StatusCode::TOO_MANY_REQUESTS => Some(tonic::Code::ResourceExhausted),
+                _ => None,
+            } {
+                let reason = response.extensions().get::<crate::audit::Reason>().map(|r| r.0.clone());
+                let status =
+                    Status::new(code, reason.unwrap_or_else(|| format!("HTTP {}", response.status().as_u16())));
+                auth.refusals.refuse(&attempt, crate::audit::refusal_of(&status).expect("a refusal's code"));
+                return response;
+            }
+            let grpc = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if !grpc {
+                return response;
             }
             let (parts, body) = response.into_parts();
             let refusals = auth.refusals.clone();
             let body = http_body_util::BodyExt::map_frame(body, move |frame| {
-                if let Some((kind, reason)) = frame.trailers_ref().and_then(crate::audit::refusal_in) {
-                    refusals.record(crate::audit::Refusal {
-                        at: sitrep_core::Timestamp::now(),
-                        principal: name.clone(),
-                        credential: credential.clone(),
-                        address: address.clone(),
-                        target: path.clone(),
-                        kind,
-                        reason,
-                    });
+                if let Some(refusal) = frame.trailers_ref().and_then(crate::audit::refusal_in) {
+                    refusals.refuse(&attempt, refusal);
                 }
                 frame
             });
@@ -675,11 +698,11 @@ pub async fn layer(
         Ok(None) if public(&path) || request.method() == axum::http::Method::OPTIONS => next.run(request).await,
         Ok(None) => {
             let status = Status::unauthenticated("a credential is needed: authorization: Bearer <key>");
-            record("unauthenticated", "", "unauthenticated", status.message().to_owned());
+            auth.refusals.refuse(&attempt, crate::audit::refusal_of(&status).expect("a refusal"));
             refuse(&request, status)
         }
         Err(status) => {
-            record("unauthenticated", "", "unauthenticated", status.message().to_owned());
+            auth.refusals.refuse(&attempt, crate::audit::refusal_of(&status).expect("a refusal"));
             refuse(&request, status)
         }
     }

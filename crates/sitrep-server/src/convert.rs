@@ -454,17 +454,21 @@ fn readings_to_wire(
         .collect()
 }
 
-pub fn directory_to_wire(d: &Directory) -> pb::Directory {
+/// The part of the directory a reader of `readable` providers may see (see [`Directory::part`]).
+pub fn directory_to_wire(d: &Directory, readable: &sitrep_core::Selection) -> pb::Directory {
+    let part = d.part(readable);
     let org = |code: &str, name: &str| pb::Organisation { code: code.to_owned(), name: name.to_owned() };
     pb::Directory {
-        nation: Some(org(&d.nation().code, &d.nation().name)),
-        regions: d.regions().map(|r| pb::Region { code: r.code.clone(), name: r.name.clone() }).collect(),
-        systems: d
-            .systems()
+        nation: Some(org(&part.nation.code, &part.nation.name)),
+        regions: part.regions.iter().map(|r| pb::Region { code: r.code.clone(), name: r.name.clone() }).collect(),
+        systems: part
+            .systems
+            .iter()
             .map(|s| pb::System { code: s.code.clone(), name: s.name.clone(), region: s.region.clone() })
             .collect(),
-        providers: d
-            .providers()
+        providers: part
+            .providers
+            .iter()
             .map(|p| pb::Provider {
                 code: p.code.clone(),
                 name: p.name.clone(),

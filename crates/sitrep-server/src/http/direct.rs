@@ -140,16 +140,14 @@ fn audit_refusal(
     who: Option<crate::auth::Principal>,
     peer: crate::transport::Peer,
 ) {
-    if let Some((kind, reason)) = e.refusal() {
-        ctx.auth.refusals().record(crate::audit::Refusal {
-            at: sitrep_core::Timestamp::now(),
+    if let Some(refusal) = e.refusal() {
+        let attempt = crate::audit::Attempt {
             principal: who.as_ref().map_or("unauthenticated".into(), |w| w.name.clone()),
             credential: who.map(|w| w.credential).unwrap_or_default(),
             address: peer.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
             target: "/api/v1/events".into(),
-            kind,
-            reason,
-        });
+        };
+        ctx.auth.refusals().refuse(&attempt, refusal);
     }
 }
 

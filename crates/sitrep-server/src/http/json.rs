@@ -329,17 +329,14 @@ pub fn change(c: &Change<'_>) -> Json {
     out
 }
 
-/// The part of the directory a caller may read: the `readable` providers, and the systems and regions they are in.
+/// The part of the directory a caller may read (see [`sitrep_core::Directory::part`]).
 pub fn directory(rules: &Rules, readable: &sitrep_core::Selection) -> Json {
-    let d = &rules.directory;
-    let providers: Vec<_> = d.providers().filter(|p| readable.contains(&p.code)).collect();
-    let systems: Vec<_> = d.systems().filter(|s| providers.iter().any(|p| p.system == s.code)).collect();
-    let regions: Vec<_> = d.regions().filter(|r| systems.iter().any(|s| s.region == r.code)).collect();
+    let part = rules.directory.part(readable);
     json!({
-        "nation": { "code": d.nation().code, "name": d.nation().name },
-        "regions": regions.iter().map(|r| json!({ "code": r.code, "name": r.name })).collect::<Vec<_>>(),
-        "systems": systems.iter().map(|s| json!({ "code": s.code, "name": s.name, "region": s.region })).collect::<Vec<_>>(),
-        "providers": providers.iter().map(|p| json!({
+        "nation": { "code": part.nation.code, "name": part.nation.name },
+        "regions": part.regions.iter().map(|r| json!({ "code": r.code, "name": r.name })).collect::<Vec<_>>(),
+        "systems": part.systems.iter().map(|s| json!({ "code": s.code, "name": s.name, "region": s.region })).collect::<Vec<_>>(),
+        "providers": part.providers.iter().map(|p| json!({
             "code": p.code,
             "name": p.name,
             "system": p.system,

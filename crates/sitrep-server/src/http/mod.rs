@@ -292,13 +292,7 @@ impl IntoResponse for ApiError {
 impl ApiError {
     /// The kind of refusal this is for the audit, and why, if it is one.
     pub(crate) fn refusal(&self) -> Option<(&'static str, String)> {
-        let kind = match self.0.code() {
-            tonic::Code::Unauthenticated => "unauthenticated",
-            tonic::Code::PermissionDenied => "permission_denied",
-            tonic::Code::ResourceExhausted => "resource_exhausted",
-            _ => return None,
-        };
-        Some((kind, self.0.message().to_owned()))
+        crate::audit::refusal_of(&self.0)
     }
 
     /// The HTTP status and JSON body that answer this failure.
@@ -694,7 +688,7 @@ async fn kiosk_link(
         error::invalid_field("body", "json", format!("the body is not {{\"name\", \"read\": [...], \"days\"}}: {e}"))
     })?;
     ctx.auth.screen_grants(&ask.read).map_err(|e| error::invalid_field("read", "known_scope", e))?;
-    let now = Timestamp::now().millis() / 1000;
+    let now = crate::auth::unix_now();
     let code = ctx.auth.sessions().link(&ask.name, &ask.read, ask.days.clamp(1, 366), now);
     tracing::info!(principal = %who.name, screen = %ask.name, read = ?ask.read, days = ask.days, "kiosk link made");
     Ok(ok(json!({ "link": format!("/kiosk?code={code}"), "expires_in_seconds": crate::auth::kiosk::LINK_SECONDS })))
@@ -709,7 +703,7 @@ async fn kiosk_sign_in(
     RawQuery(q): RawQuery,
 ) -> Response {
     let params = params(q);
-    let now = Timestamp::now().millis() / 1000;
+    let now = crate::auth::unix_now();
     let taken = one(&params, "code").ok_or("the link has no code").and_then(|c| ctx.auth.sessions().take(c, now));
     match taken {
         Ok((cookie, session)) => {

@@ -11,7 +11,7 @@ use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Context;
-use crate::auth::{Action, Principal, principal_of};
+use crate::auth::{Action, principal_of};
 use crate::convert::{
     absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, scope_to_wire, sender_to_wire,
     snapshot_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,
@@ -75,7 +75,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::GetDirectoryRequest>,
     ) -> Result<Response<pb::Directory>, Status> {
         let who = principal_of(request.extensions())?;
-        Ok(Response::new(readable_directory(directory_to_wire(&self.ctx.directory), who)))
+        Ok(Response::new(directory_to_wire(&self.ctx.directory, &who.grants.readable)))
     }
 
     async fn get_catalogue(&self, _: Request<pb::GetCatalogueRequest>) -> Result<Response<pb::Catalogue>, Status> {
@@ -324,14 +324,3 @@ fn scope_point(h: sitrep_core::hourly::ScopeHour) -> pb::HourlyPoint {
 
 /// Hours in an hour-by-hour view when the request does not say.
 const DEFAULT_HOURS: u32 = 72;
-
-/// The part of the directory `who` may read: its readable providers, and the systems and regions they are in.
-fn readable_directory(mut d: pb::Directory, who: &Principal) -> pb::Directory {
-    let Selection::Only(readable) = &who.grants.readable else { return d };
-    d.providers.retain(|p| readable.contains(&p.code));
-    let systems: std::collections::BTreeSet<String> = d.providers.iter().map(|p| p.system.clone()).collect();
-    d.systems.retain(|s| systems.contains(&s.code));
-    let regions: std::collections::BTreeSet<String> = d.systems.iter().map(|s| s.region.clone()).collect();
-    d.regions.retain(|r| regions.contains(&r.code));
-    d
-}
