@@ -8,7 +8,7 @@ self="$POD_NAME.$domain"
 primary=""
 for i in 0 1 2; do
   host="sitrep-redis-$i.$domain"
-  answer=$(timeout 3 redis-cli -h "$host" -p 26379 --raw SENTINEL get-master-addr-by-name sitrep 2>/dev/null | head -n1 || true)
+  answer=$(timeout 3 env -u REDISCLI_AUTH redis-cli -h "$host" -p 26379 --raw SENTINEL get-master-addr-by-name sitrep 2>/dev/null | head -n1 || true)
   if [ -n "$answer" ]; then primary=$answer && break; fi
 done
 if [ -z "$primary" ]; then primary="sitrep-redis-0.$domain"; fi

@@ -29,4 +29,4 @@ sentinel down-after-milliseconds sitrep 5000
 sentinel failover-timeout sitrep 60000
 sentinel parallel-syncs sitrep 1
 CONF
-exec redis-sentinel "$conf"
+exec redis-server "$conf" --sentinel
