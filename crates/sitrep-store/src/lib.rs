@@ -59,7 +59,8 @@ pub enum ResetReason {
     TooOld,
     /// The cursor belongs to another epoch of the log (or is malformed).
     OtherEpoch,
-    /// The cursor is beyond the end of the log.
+    /// The cursor is beyond the end of the log, or names an event the log does not hold (a Redis failover to a
+    /// replica that lacked the log's tail).
     Ahead,
 }
 
@@ -105,6 +106,10 @@ pub enum StoreError {
     /// The backend answered with something this version of sitrep cannot understand.
     #[error("store internal error: {0}")]
     Internal(String),
+    /// The stored data cannot be used by this build (it was written by a newer sitrep): do not retry; the message
+    /// says what to do.
+    #[error("store incompatible: {0}")]
+    Incompatible(String),
     /// A stored record names a metric by a number this store's dictionary lacks (another replica, with a larger
     /// catalogue, added it): read the dictionary again.
     #[error("store internal error: metric number {0} is not in the dictionary")]
