@@ -53,7 +53,7 @@ use sitrep_core::plan::{self, Plan};
 use sitrep_core::{Code, Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport, Value};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-pub use process::RedisProcess;
+pub use process::{RedisProcess, SentinelWatch};
 pub use schema::VERSION as SCHEMA_VERSION;
 
 use crate::{Applied, Loaded, Read, ResetReason, Store, StoreError};

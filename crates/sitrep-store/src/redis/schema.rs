@@ -162,3 +162,49 @@ fn newer(keys: &Keys, found: u32, newest: u32) -> StoreError {
         keys.schema
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::RedisProcess;
+
+    /// A migration that counts its runs, slowly, so that concurrent starts overlap.
+    fn counted<'a>(conn: &'a mut ConnectionManager, keys: &'a Keys) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let ran = format!("{}test:ran", keys.prefix);
+            let _: i64 = redis::cmd("INCR").arg(ran).query_async(conn).await.map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    const TWO: &[Migration] = &[
+        Migration { from: 0, what: "stamp", run: stamp },
+        Migration { from: 1, what: "a test migration that counts its runs", run: counted },
+    ];
+
+    /// Two replicas starting together on unversioned data: one migrates (each step once), the other waits for it,
+    /// and both find the data at the newest version.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_run_once_however_many_replicas_start_together() {
+        let redis = RedisProcess::start().expect("redis-server");
+        let client = redis::Client::open(redis.url()).unwrap();
+        let conn = ConnectionManager::new(client).await.unwrap();
+        let keys = Keys::new("mig");
+        let mut c = conn.clone();
+        let _: () = redis::cmd("HSET").arg(&keys.states).arg("RJ7").arg("1|x").query_async(&mut c).await.unwrap();
+        let (a, b) = tokio::join!(prepare(&conn, &keys, TWO), prepare(&conn, &keys, TWO));
+        assert_eq!((a.unwrap(), b.unwrap()), (2, 2));
+        let ran: i64 = redis::cmd("GET").arg("{mig}:test:ran").query_async(&mut c).await.unwrap();
+        let version: u32 = redis::cmd("GET").arg(&keys.schema).query_async(&mut c).await.unwrap();
+        let lock: Option<String> = redis::cmd("GET").arg("{mig}:schema:lock").query_async(&mut c).await.unwrap();
+        assert_eq!((ran, version, lock), (1, 2, None), "migrated once, stamped, lock released");
+        // Started again: nothing to do.
+        assert_eq!(prepare(&conn, &keys, TWO).await.unwrap(), 2);
+        let ran: i64 = redis::cmd("GET").arg("{mig}:test:ran").query_async(&mut c).await.unwrap();
+        assert_eq!(ran, 1);
+        // The shipped table on the same data: version 2 is newer than this build knows.
+        let err = prepare(&conn, &keys, MIGRATIONS).await.unwrap_err().to_string();
+        assert!(err.contains("{mig}:schema says the data in Redis is of version 2") && err.contains("up to 1"), "{err}");
+    }
+}
