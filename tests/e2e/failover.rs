@@ -25,10 +25,16 @@ struct Acked {
 
 /// What the subscriber received, in order.
 enum Seen {
-    Event { provider: String, revision: u32, cursor: String },
+    Event {
+        provider: String,
+        revision: u32,
+        cursor: String,
+    },
     Reset,
     /// The fresh snapshot after a reset, as of this cursor.
-    Snapshot { cursor: String },
+    Snapshot {
+        cursor: String,
+    },
 }
 
 /// A field of `SENTINEL MASTER <name>`, asked of one Sentinel.
@@ -65,15 +71,22 @@ async fn failover(ack_replicas: u32, replicas: Replicas) -> (Vec<(String, u32)>,
         Replicas::NeverSynced => "5",
     };
     let mut master = RedisProcess::start_with(&["--repl-diskless-sync-delay", delay]).expect("redis-server");
-    let _replicas = [RedisProcess::start_replica_of(&master).unwrap(), RedisProcess::start_replica_of(&master).unwrap()];
+    let _replicas =
+        [RedisProcess::start_replica_of(&master).unwrap(), RedisProcess::start_replica_of(&master).unwrap()];
     let deadline = Instant::now() + DEADLINE;
     while replicas == Replicas::InSync && !replicas_online(&master).await {
         assert!(Instant::now() < deadline, "the replicas did not sync");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let watch =
-        SentinelWatch { name: "m", master_port: master.port(), quorum: 2, down_after_ms: 1000, failover_timeout_ms: 5000 };
-    let sentinels: Vec<RedisProcess> = (0..3).map(|_| RedisProcess::start_sentinel(&watch).expect("sentinel")).collect();
+    let watch = SentinelWatch {
+        name: "m",
+        master_port: master.port(),
+        quorum: 2,
+        down_after_ms: 1000,
+        failover_timeout_ms: 5000,
+    };
+    let sentinels: Vec<RedisProcess> =
+        (0..3).map(|_| RedisProcess::start_sentinel(&watch).expect("sentinel")).collect();
     // Every Sentinel knows both replicas and the other Sentinels before the master goes.
     let deadline = Instant::now() + DEADLINE;
     for s in &sentinels {
@@ -150,7 +163,8 @@ async fn failover(ack_replicas: u32, replicas: Replicas) -> (Vec<(String, u32)>,
             }
         })
     };
-    let count = |acked: &Arc<Mutex<Vec<Acked>>>, after: Instant| acked.lock().unwrap().iter().filter(|a| a.at > after).count();
+    let count =
+        |acked: &Arc<Mutex<Vec<Acked>>>, after: Instant| acked.lock().unwrap().iter().filter(|a| a.at > after).count();
     let started = Instant::now();
     while count(&acked, started) < 30 {
         assert!(started.elapsed() < DEADLINE, "the load did not get going");
@@ -173,7 +187,8 @@ async fn failover(ack_replicas: u32, replicas: Replicas) -> (Vec<(String, u32)>,
     let mut query = server.query().await;
     let mut stored = BTreeSet::new();
     for p in PROVIDERS {
-        let request = pb::GetHistoryRequest { provider: p.into(), from: Some(period), to: Some(period), metrics: vec![] };
+        let request =
+            pb::GetHistoryRequest { provider: p.into(), from: Some(period), to: Some(period), metrics: vec![] };
         for e in query.get_history(request).await.unwrap().into_inner().entries {
             stored.insert((p.to_owned(), e.revision));
         }
@@ -187,8 +202,9 @@ async fn failover(ack_replicas: u32, replicas: Replicas) -> (Vec<(String, u32)>,
     let last_pos = sitrep_core::Cursor::parse(&last).expect("a cursor");
     let reached = |s: &Seen| match s {
         Seen::Event { cursor, .. } => *cursor == last,
-        Seen::Snapshot { cursor } => sitrep_core::Cursor::parse(cursor)
-            .is_some_and(|c| c.epoch == last_pos.epoch && c.pos >= last_pos.pos),
+        Seen::Snapshot { cursor } => {
+            sitrep_core::Cursor::parse(cursor).is_some_and(|c| c.epoch == last_pos.epoch && c.pos >= last_pos.pos)
+        }
         Seen::Reset => false,
     };
     let deadline = Instant::now() + DEADLINE;
@@ -205,7 +221,9 @@ async fn failover(ack_replicas: u32, replicas: Replicas) -> (Vec<(String, u32)>,
                     Seen::Snapshot { cursor } => format!("snapshot {cursor}"),
                 })
                 .collect();
-            panic!("the subscriber never caught up with the last acknowledged report:\nacked {acked:#?}\nseen {seen:#?}");
+            panic!(
+                "the subscriber never caught up with the last acknowledged report:\nacked {acked:#?}\nseen {seen:#?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -225,7 +243,10 @@ async fn failover(ack_replicas: u32, replicas: Replicas) -> (Vec<(String, u32)>,
             Seen::Event { provider, revision, cursor } => {
                 let c = sitrep_core::Cursor::parse(cursor).expect("a cursor");
                 if let Some(prev) = &last_cursor {
-                    assert!(c.epoch == prev.epoch && c.pos > prev.pos, "out of order or twice: {cursor} after {prev:?}");
+                    assert!(
+                        c.epoch == prev.epoch && c.pos > prev.pos,
+                        "out of order or twice: {cursor} after {prev:?}"
+                    );
                 }
                 if let Some(prev) = last_revision.get(provider) {
                     assert_eq!(*revision, prev + 1, "a silent gap in {provider}'s events");

@@ -347,7 +347,12 @@ impl StoreConfig {
                 return Err(("store.redis_master", "must name the master the Sentinels monitor when store.redis_sentinels is set (rule: required_with)".into()));
             }
             (true, Some(m)) => {
-                return Err(("store.redis_sentinels", format!("must list the Sentinels (\"host:port\") that monitor store.redis_master = {m:?} (rule: required_with)")));
+                return Err((
+                    "store.redis_sentinels",
+                    format!(
+                        "must list the Sentinels (\"host:port\") that monitor store.redis_master = {m:?} (rule: required_with)"
+                    ),
+                ));
             }
             (true, None) if self.redis_sentinel_password.is_some() => {
                 return Err(("store.redis_sentinel_password", "has no effect without store.redis_sentinels".into()));
@@ -378,7 +383,9 @@ impl StoreConfig {
             return Err(("store.ack_replicas", "needs Redis (store.redis or store.redis_sentinels)".into()));
         }
         match humantime::parse_duration(&self.ack_timeout) {
-            Err(e) => return Err(("store.ack_timeout", format!("{:?} is not a duration like \"1s\": {e}", self.ack_timeout))),
+            Err(e) => {
+                return Err(("store.ack_timeout", format!("{:?} is not a duration like \"1s\": {e}", self.ack_timeout)));
+            }
             Ok(d) if d < Duration::from_millis(1) || d > Duration::from_secs(60) => {
                 return Err(("store.ack_timeout", format!("{:?} must be from 1ms to 60s", self.ack_timeout)));
             }

@@ -339,7 +339,11 @@ async fn a_store_tails_its_own_events_without_reading_them_back() {
 }
 
 /// Waits until `check` holds, polling; fails after `within`.
-async fn eventually<F: std::future::Future<Output = bool>>(within: std::time::Duration, what: &str, check: impl Fn() -> F) {
+async fn eventually<F: std::future::Future<Output = bool>>(
+    within: std::time::Duration,
+    what: &str,
+    check: impl Fn() -> F,
+) {
     let deadline = tokio::time::Instant::now() + within;
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "{what} within {within:?}");
@@ -364,8 +368,13 @@ async fn the_store_follows_a_sentinel_failover() {
     use sitrep_store::{Applied, Store, StoreError};
     let master = RedisProcess::start().expect("redis-server");
     let replica = RedisProcess::start_replica_of(&master).expect("replica");
-    let watch =
-        SentinelWatch { name: "m", master_port: master.port(), quorum: 1, down_after_ms: 1000, failover_timeout_ms: 5000 };
+    let watch = SentinelWatch {
+        name: "m",
+        master_port: master.port(),
+        quorum: 1,
+        down_after_ms: 1000,
+        failover_timeout_ms: 5000,
+    };
     let sentinel = RedisProcess::start_sentinel(&watch).expect("sentinel");
     eventually(std::time::Duration::from_secs(20), "Sentinel sees the replica", || async {
         sentinel_field(&sentinel, "m", "num-slaves").await.as_deref() == Some("1")
@@ -505,7 +514,8 @@ async fn data_versions_are_stamped_and_newer_ones_refused() {
     assert_eq!(raw(&redis.url(), &["GET", "{old}:schema"]).await, redis::Value::BulkString(version.into()));
     // A newer version: refused, every time, with what to do.
     raw(&redis.url(), &["SET", "{new}:schema", "99"]).await;
-    let new = RedisStore::new(RedisOptions { url: redis.url(), key_prefix: "new".into(), ..Default::default() }).unwrap();
+    let new =
+        RedisStore::new(RedisOptions { url: redis.url(), key_prefix: "new".into(), ..Default::default() }).unwrap();
     for _ in 0..2 {
         match new.prepare().await {
             Err(StoreError::Incompatible(m)) => {

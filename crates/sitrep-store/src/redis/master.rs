@@ -89,7 +89,9 @@ impl Masters {
                 let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
                 let sentinels = s.addresses.iter().map(|(host, port)| match tls {
                     false => ConnectionAddr::Tcp(host.clone(), *port),
-                    true => ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None },
+                    true => {
+                        ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None }
+                    }
                 });
                 let redis = info.redis_settings();
                 let mut b = SentinelClientBuilder::new(sentinels, s.master.clone(), SentinelServerType::Master)
@@ -105,7 +107,9 @@ impl Masters {
                     b = b.set_client_to_sentinel_password(password);
                 }
                 if tls {
-                    b = b.set_client_to_redis_tls_mode(TlsMode::Secure).set_client_to_sentinel_tls_mode(TlsMode::Secure);
+                    b = b
+                        .set_client_to_redis_tls_mode(TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure);
                     if let Some(pem) = &options.tls_ca_pem {
                         let certificates = || redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
                         b = b
@@ -189,7 +193,9 @@ impl Masters {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let master = Arc::new(Self::connect(&client, &self.config, &self.commit_config, generation)?);
         match &current {
-            Some(old) => tracing::warn!(from = %old.address, to = %master.address, "redis: the master moved; reconnecting"),
+            Some(old) => {
+                tracing::warn!(from = %old.address, to = %master.address, "redis: the master moved; reconnecting")
+            }
             None => tracing::info!(master = %master.address, "redis: connecting to the master Sentinel names"),
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(master.clone());

@@ -1174,7 +1174,8 @@ impl Store for RedisStore {
 
     async fn fullness(&self) -> Result<Option<(u64, u64)>, StoreError> {
         let mut conn = self.conn().await?;
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
+        let info: String =
+            redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
         let field =
             |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok());
         Ok(match (field("used_memory"), field("maxmemory")) {

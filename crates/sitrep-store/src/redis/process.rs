@@ -80,8 +80,14 @@ impl RedisProcess {
             watch.master_port, watch.quorum, watch.down_after_ms, watch.failover_timeout_ms
         );
         std::fs::write(&config, text)?;
-        let mut p =
-            RedisProcess { child: None, port: free_port()?, dir, extra: Vec::new(), config: Some(config), sentinel: true };
+        let mut p = RedisProcess {
+            child: None,
+            port: free_port()?,
+            dir,
+            extra: Vec::new(),
+            config: Some(config),
+            sentinel: true,
+        };
         p.spawn()?;
         Ok(p)
     }

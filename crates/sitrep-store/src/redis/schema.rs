@@ -40,8 +40,11 @@ pub(super) struct Migration {
 }
 
 /// Every migration, in order: `MIGRATIONS[i].from == i`.
-pub(super) const MIGRATIONS: &[Migration] =
-    &[Migration { from: 0, what: "stamp data written before versions were kept (its layout is version 1's)", run: stamp }];
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    from: 0,
+    what: "stamp data written before versions were kept (its layout is version 1's)",
+    run: stamp,
+}];
 
 fn stamp<'a>(_: &'a mut ConnectionManager, _: &'a Keys) -> BoxFuture<'a, Result<(), StoreError>> {
     Box::pin(async { Ok(()) })
@@ -144,9 +147,10 @@ async fn migrate(
 ) -> Result<u32, StoreError> {
     let mut version = read_version(conn, keys, newest).await?;
     while version < newest {
-        let m = migrations.iter().find(|m| m.from == version).ok_or_else(|| {
-            StoreError::Internal(format!("{}: no migration from version {version}", keys.schema))
-        })?;
+        let m = migrations
+            .iter()
+            .find(|m| m.from == version)
+            .ok_or_else(|| StoreError::Internal(format!("{}: no migration from version {version}", keys.schema)))?;
         tracing::warn!(key = %keys.schema, from = version, to = version + 1, what = m.what, "redis: upgrading the data");
         (m.run)(conn, keys).await?;
         version += 1;
@@ -205,6 +209,9 @@ mod tests {
         assert_eq!(ran, 1);
         // The shipped table on the same data: version 2 is newer than this build knows.
         let err = prepare(&conn, &keys, MIGRATIONS).await.unwrap_err().to_string();
-        assert!(err.contains("{mig}:schema says the data in Redis is of version 2") && err.contains("up to 1"), "{err}");
+        assert!(
+            err.contains("{mig}:schema says the data in Redis is of version 2") && err.contains("up to 1"),
+            "{err}"
+        );
     }
 }
