@@ -5,8 +5,10 @@
 //!   [`Read`] and [`StoreError`].
 //! - [`memory`]: [`MemoryStore`], the embedded default: everything in one process, one lock.
 //! - [`redis`]: [`RedisStore`], the store of record: one Lua script per report, a stream as the event log, shared
-//!   by any number of aggregator replicas; and [`redis::RedisProcess`], a `redis-server` started on a free port for
-//!   tests and benchmarks.
+//!   by any number of aggregator replicas; the master found at a URL or through Redis Sentinel and followed across
+//!   failovers (`redis/master.rs`), an optional `WAIT` for replicas before acknowledging, and the data's layout
+//!   version with its migrations (`redis/schema.rs`); and [`redis::RedisProcess`], a `redis-server` (or a replica,
+//!   or a Sentinel) started on a free port for tests and benchmarks.
 //! - [`conformance`]: `pub async fn` checks any backend must pass; each backend's tests run all of them.
 //!
 //! The store knows the domain types of `sitrep-core` and nothing of gRPC.
