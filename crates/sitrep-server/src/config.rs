@@ -384,7 +384,10 @@ impl StoreConfig {
         }
         match humantime::parse_duration(&self.ack_timeout) {
             Err(e) => {
-                return Err(("store.ack_timeout", format!("{:?} is not a duration like \"1s\": {e}", self.ack_timeout)));
+                return Err((
+                    "store.ack_timeout",
+                    format!("{:?} is not a duration like \"1s\": {e}", self.ack_timeout),
+                ));
             }
             Ok(d) if d < Duration::from_millis(1) || d > Duration::from_secs(60) => {
                 return Err(("store.ack_timeout", format!("{:?} must be from 1ms to 60s", self.ack_timeout)));
@@ -913,6 +916,11 @@ mod tests {
                 "[store]\nredis = \"redis://:pw@10.0.0.9/0\"\nredis_sentinels = [\"a:26379\"]\nredis_master = \"m\"\n",
                 "store.redis: with store.redis_sentinels, the URL gives the master's credentials and its host must be \
                  store.redis_master (\"m\"), not \"10.0.0.9\"",
+            ),
+            (
+                "sentinel-password",
+                "[store]\nredis_sentinel_password = \"x\"\n",
+                "store.redis_sentinel_password: has no effect without store.redis_sentinels",
             ),
             (
                 "ack-redis",

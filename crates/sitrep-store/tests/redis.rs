@@ -528,3 +528,26 @@ async fn data_versions_are_stamped_and_newer_ones_refused() {
     }
     assert!(matches!(new.head().await, Err(StoreError::Incompatible(_))));
 }
+
+/// Without Sentinel, a master demoted to a replica (`READONLY`) is a passing condition too: the report is answered
+/// UNAVAILABLE, the store makes fresh connections to the URL (which may lead elsewhere by then), and once the
+/// server there takes writes again, so does the store.
+#[tokio::test]
+async fn a_demoted_master_is_unavailable_not_a_failure() {
+    use sitrep_store::{Applied, Store, StoreError};
+    let redis = RedisProcess::start().expect("redis-server");
+    let other = RedisProcess::start().expect("redis-server");
+    let store = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    assert!(matches!(store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await, Ok(Applied::Accepted(_))));
+    assert_eq!(redis.command(&format!("REPLICAOF 127.0.0.1 {}", other.port())).unwrap(), "+OK");
+    match store.apply(&report("RJ7", 2), sitrep_core::Timestamp::now()).await {
+        Err(StoreError::Unavailable { message, .. }) => assert!(message.contains("read only replica"), "{message}"),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert_eq!(redis.command("REPLICAOF NO ONE").unwrap(), "+OK");
+    // Its data is now the other server's (empty): the report is new there.
+    eventually(std::time::Duration::from_secs(10), "writes are taken again", || async {
+        matches!(store.apply(&report("RJ7", 2), sitrep_core::Timestamp::now()).await, Ok(Applied::Accepted(_)))
+    })
+    .await;
+}
