@@ -10,7 +10,9 @@
 //! if it names another address, or the old one answered `READONLY`, builds new connections; calls under way on the
 //! old ones fail as unavailable and are retried by their callers (reports are idempotent). With a fixed URL there
 //! is nothing to ask: `READONLY` gets fresh connections (a DNS name or a managed Redis's endpoint may now lead to
-//! the new master), and a lost connection is re-established by the `ConnectionManager` itself.
+//! the new master), and a lost connection is re-established by the `ConnectionManager` itself. With Sentinel the
+//! master is also asked for again every [`VERIFY_EVERY`] whatever happens, so a replica of sitrep that only reads
+//! (its blocking `XREAD` still answered by an old master that lives on as a replica) moves over too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -25,6 +27,8 @@ use crate::StoreError;
 
 /// Most often Sentinel is asked where the master is while calls keep failing.
 const RESOLVE_EVERY: Duration = Duration::from_millis(200);
+/// How often Sentinel is asked anyway.
+const VERIFY_EVERY: Duration = Duration::from_secs(5);
 
 /// No reason to doubt the current master.
 const TRUSTED: u8 = 0;
@@ -65,6 +69,9 @@ pub(super) struct Masters {
     generations: AtomicU64,
     /// One resolution at a time, and when the last one began.
     resolving: tokio::sync::Mutex<Option<Instant>>,
+    /// When Sentinel was last asked, in milliseconds since `started`.
+    asked_at: AtomicU64,
+    started: Instant,
     timeout: Duration,
 }
 
@@ -129,6 +136,8 @@ impl Masters {
             suspect: AtomicU8::new(TRUSTED),
             generations: AtomicU64::new(0),
             resolving: tokio::sync::Mutex::new(None),
+            asked_at: AtomicU64::new(0),
+            started: Instant::now(),
             timeout,
         })
     }
@@ -152,16 +161,23 @@ impl Masters {
 
     /// The master to send commands to: the current one, or, when it is suspect, the one Sentinel names now.
     pub async fn get(&self) -> Result<Arc<Master>, StoreError> {
-        if self.suspect.load(Ordering::Acquire) == TRUSTED
-            && let Some(m) = self.installed()
-        {
-            return Ok(m);
-        }
-        let mut last = self.resolving.lock().await;
+        let mut last = match self.installed() {
+            Some(m) if self.suspect.load(Ordering::Acquire) == TRUSTED => {
+                if !self.due() {
+                    return Ok(m);
+                }
+                // A routine check: one caller makes it, the others carry on with the master they have.
+                match self.resolving.try_lock() {
+                    Ok(last) => last,
+                    Err(_) => return Ok(m),
+                }
+            }
+            _ => self.resolving.lock().await,
+        };
         let current = self.installed();
         let suspect = self.suspect.load(Ordering::Acquire);
         if let Some(m) = &current
-            && (suspect == TRUSTED || last.is_some_and(|t| t.elapsed() < RESOLVE_EVERY))
+            && ((suspect == TRUSTED && !self.due()) || last.is_some_and(|t| t.elapsed() < RESOLVE_EVERY))
         {
             // Resolved meanwhile, or just now: use what there is (if it is still wrong, the call fails and retries).
             return Ok(m.clone());
@@ -171,12 +187,14 @@ impl Masters {
         let client = match &self.locator {
             Locator::Url(client) => client.clone(),
             Locator::Sentinel(sentinel) => {
+                self.asked_at.store(self.started.elapsed().as_millis() as u64, Ordering::Release);
                 let asked = async { sentinel.lock().await.async_get_client().await };
                 match tokio::time::timeout(self.timeout, asked).await {
                     Ok(Ok(client)) => client,
                     failed => {
-                        // Sentinel has no reachable master yet (a failover under way): keep what there is.
-                        self.suspect.store(suspect.max(UNREACHABLE), Ordering::Release);
+                        // Sentinel has no reachable master yet (a failover under way), or cannot be reached: keep
+                        // what there is, as suspect as it was (a routine check that fails is tried again later).
+                        self.suspect.store(suspect, Ordering::Release);
                         let message = match failed {
                             Ok(Err(e)) => format!("redis sentinel: no master: {e}"),
                             _ => "redis sentinel: no answer in time".into(),
@@ -200,6 +218,12 @@ impl Masters {
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(master.clone());
         Ok(master)
+    }
+
+    /// Whether Sentinel is due to be asked again, failures or not.
+    fn due(&self) -> bool {
+        let asked = Duration::from_millis(self.asked_at.load(Ordering::Acquire));
+        matches!(self.locator, Locator::Sentinel(_)) && self.started.elapsed().saturating_sub(asked) >= VERIFY_EVERY
     }
 
     /// Notes what a failed call says about the master, and maps the error.
