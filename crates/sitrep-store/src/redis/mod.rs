@@ -25,6 +25,8 @@
 //! - `hist:<provider>` hash: `<period in hours>:<revision>[:<site>]` -> `<event id>|<entry>` (no index: range queries and
 //!   trimming read the fields, which start with their period)
 //! - `codes` hash: the dictionary of metric numbers used by the encodings
+//! - `schema` string: the version of this layout, an integer (see `schema.rs`); `schema:lock` while a starting store
+//!   upgrades older data
 //!
 //! Every event in the stream carries its epoch and the id of the event before it (`p`). A reader resuming after
 //! cursor C checks that the first event it gets names C as its predecessor: that proves nothing between was
@@ -34,7 +36,15 @@
 //! its predecessor's, so when the next events of the log are ones this store just wrote (each naming the one before
 //! as its predecessor, the first naming the tail's cursor), the tail takes them as they are, with no read at all.
 //! Scripts are invoked by SHA and re-loaded by redis-rs when Redis answers `NOSCRIPT` (after a restart). Blocking
-//! reads of the stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout.
+//! reads of the stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout, and the
+//! committer a third (its `WAIT`s block the connection they are sent on).
+//!
+//! **High availability.** All three connections go to the current master, found at the URL or through Redis
+//! Sentinel and followed across failovers (see `master.rs`). With `ack_replicas`, each script call is followed by
+//! `WAIT` on the committer's connection, and a call that falls short is answered unavailable as a whole (its
+//! writes stay on the master: a retry is a duplicate, or accepted anew if a failover lost them). A failover to a
+//! replica that lacked the log's tail is caught by the `p` links: a cursor whose event the log does not hold is
+//! answered [`ResetReason::Ahead`]; a replica with no log at all starts a new epoch.
 
 pub mod codec;
 mod master;
@@ -170,7 +180,7 @@ pub struct RedisStore {
     /// For `XREAD BLOCK` only, with the generation of the master it was made to; `None` until first needed and
     /// after a failure.
     blocking: Mutex<Option<(u64, MultiplexedConnection)>>,
-    /// Set once the stored data's version has been checked (and upgraded) on first contact: see [`schema`].
+    /// Set once the stored data's version has been checked (and upgraded) on first contact: see `schema.rs`.
     prepared: tokio::sync::OnceCell<()>,
     keys: Arc<Keys>,
     scripts: Arc<Scripts>,
@@ -597,7 +607,7 @@ impl RedisStore {
     }
 
     /// The command connection to the current master, once the stored data's version has been checked (and the
-    /// data upgraded) on first contact; data newer than this build knows is refused, every time (see [`schema`]).
+    /// data upgraded) on first contact; data newer than this build knows is refused, every time (see `schema.rs`).
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         Ok(self.master().await?.conn.clone())
     }
@@ -625,7 +635,7 @@ impl RedisStore {
         Ok(master)
     }
 
-    /// Checks the stored data's version, upgrading older data (see [`schema`]): what an aggregator does before it
+    /// Checks the stored data's version, upgrading older data (see `schema.rs`): what an aggregator does before it
     /// serves. Fails with [`StoreError::Incompatible`] for data newer than this build knows.
     pub async fn prepare(&self) -> Result<(), StoreError> {
         self.conn().await.map(|_| ())
