@@ -37,5 +37,5 @@ pub mod sim;
 pub mod tls;
 pub mod transport;
 
-pub use app::{App, serve, store_from_config};
+pub use app::{App, redis_store_from_config, serve, store_from_config};
 pub use config::Config;
