@@ -853,6 +853,26 @@ mod tests {
         assert_eq!(Config::from_file(&example).unwrap(), Config::default());
     }
 
+    /// The configurations shipped for Kubernetes (deploy/k8s) are read by this build, including the overlay's
+    /// Sentinel settings with the Redis URL its Secret is documented to hold (docs/OPERATIONS.md, Configure).
+    #[test]
+    fn the_kubernetes_configurations_load() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s");
+        for file in ["base/config/sitrep.toml", "overlays/example/sitrep.toml"] {
+            let path = deploy.join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            Config::from_toml(&path, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+        let overlay = deploy.join("overlays/example/sitrep.toml");
+        let text = std::fs::read_to_string(&overlay).unwrap().replace(
+            "[store]\n",
+            "[store]\nredis = \"redis://:secret@sitrep/0\"\n",
+        );
+        let config = Config::from_toml(&overlay, &text).unwrap();
+        assert_eq!(config.store.redis_master.as_deref(), Some("sitrep"));
+        assert_eq!(config.store.ack_replicas, 1);
+    }
+
     #[test]
     fn errors_name_the_file_and_key() {
         let cases = [
