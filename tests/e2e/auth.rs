@@ -17,7 +17,7 @@ use crate::support::*;
 
 /// Sends a credential (or a malformed one, or none) with every gRPC call.
 #[derive(Clone)]
-struct Credential(Option<String>);
+pub struct Credential(pub Option<String>);
 
 impl Interceptor for Credential {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -40,7 +40,7 @@ struct Who {
 }
 
 /// `sitrep key`: the key, and the principals file lines it printed.
-async fn make_key(name: &str, args: &[&str]) -> (String, String) {
+pub async fn make_key(name: &str, args: &[&str]) -> (String, String) {
     let out =
         Command::new(env!("CARGO_BIN_EXE_sitrep")).args(["key", "--name", name]).args(args).output().await.unwrap();
     assert!(out.status.success());

@@ -6,6 +6,7 @@ mod derived;
 mod feed;
 mod http;
 mod integrity;
+mod metrics;
 mod redis;
 mod support;
 mod tls;
