@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
