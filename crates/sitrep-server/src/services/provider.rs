@@ -47,6 +47,7 @@ pub async fn ingest(
     answer
 }
 
+/// What becomes of one report (see [`ingest`]).
 async fn decide(
     ctx: &Context,
     who: &Principal,
