@@ -185,6 +185,7 @@ async fn the_authorisation_matrix() {
         "HTTP alerts",
         "HTTP directory",
         "HTTP refusals",
+        "HTTP metrics",
         "SSE",
         "wallboard page",
     ];
@@ -341,7 +342,7 @@ async fn the_authorisation_matrix() {
         fn codes(list: &serde_json::Value, field: &str) -> Vec<String> {
             list.as_array().unwrap().iter().map(|p| p[field].as_str().unwrap().to_owned()).collect()
         }
-        let routes: [(&str, &str, bool, Option<Named>); 7] = [
+        let routes: [(&str, &str, bool, Option<Named>); 8] = [
             ("HTTP snapshot", "/api/v1/snapshot", true, Some(|j| codes(&j["providers"], "provider"))),
             ("HTTP history RJ7", "/api/v1/history?provider=RJ7", may_read(w, "RJ7"), None),
             (
@@ -354,6 +355,7 @@ async fn the_authorisation_matrix() {
             ("HTTP alerts", "/api/v1/alerts", true, None),
             ("HTTP directory", "/api/v1/directory", true, Some(|j| codes(&j["providers"], "code"))),
             ("HTTP refusals", "/api/v1/refusals", w.name == "admin", None),
+            ("HTTP metrics", "/metrics", w.name == "admin", None),
         ];
         for (op, path, allowed, named) in routes {
             let answer = request(&server.url, "GET", path, &headers, &[]).await;
