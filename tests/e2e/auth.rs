@@ -17,7 +17,7 @@ use crate::support::*;
 
 /// Sends a credential (or a malformed one, or none) with every gRPC call.
 #[derive(Clone)]
-struct Credential(Option<String>);
+pub struct Credential(pub Option<String>);
 
 impl Interceptor for Credential {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -40,7 +40,7 @@ struct Who {
 }
 
 /// `sitrep key`: the key, and the principals file lines it printed.
-async fn make_key(name: &str, args: &[&str]) -> (String, String) {
+pub async fn make_key(name: &str, args: &[&str]) -> (String, String) {
     let out =
         Command::new(env!("CARGO_BIN_EXE_sitrep")).args(["key", "--name", name]).args(args).output().await.unwrap();
     assert!(out.status.success());
@@ -185,6 +185,7 @@ async fn the_authorisation_matrix() {
         "HTTP alerts",
         "HTTP directory",
         "HTTP refusals",
+        "HTTP metrics",
         "SSE",
         "wallboard page",
     ];
@@ -341,7 +342,7 @@ async fn the_authorisation_matrix() {
         fn codes(list: &serde_json::Value, field: &str) -> Vec<String> {
             list.as_array().unwrap().iter().map(|p| p[field].as_str().unwrap().to_owned()).collect()
         }
-        let routes: [(&str, &str, bool, Option<Named>); 7] = [
+        let routes: [(&str, &str, bool, Option<Named>); 8] = [
             ("HTTP snapshot", "/api/v1/snapshot", true, Some(|j| codes(&j["providers"], "provider"))),
             ("HTTP history RJ7", "/api/v1/history?provider=RJ7", may_read(w, "RJ7"), None),
             (
@@ -354,6 +355,7 @@ async fn the_authorisation_matrix() {
             ("HTTP alerts", "/api/v1/alerts", true, None),
             ("HTTP directory", "/api/v1/directory", true, Some(|j| codes(&j["providers"], "code"))),
             ("HTTP refusals", "/api/v1/refusals", w.name == "admin", None),
+            ("HTTP metrics", "/metrics", w.name == "admin", None),
         ];
         for (op, path, allowed, named) in routes {
             let answer = request(&server.url, "GET", path, &headers, &[]).await;

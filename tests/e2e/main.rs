@@ -7,6 +7,7 @@ mod failover;
 mod feed;
 mod http;
 mod integrity;
+mod metrics;
 mod redis;
 mod support;
 mod tls;

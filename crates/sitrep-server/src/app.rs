@@ -144,9 +144,13 @@ impl App {
     ) -> Self {
         let hub = Hub::new(rules.clone(), config.subscribers.queue_capacity)
             .warm_with(crate::services::subscriber::encode_provider);
+        let metrics = Arc::new(crate::metrics::Metrics::new(env!("CARGO_PKG_VERSION"), env!("SITREP_REVISION")));
+        // Every store call is timed and its failures counted, whichever backend it is.
+        let store: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore::new(store, metrics.clone()));
         let ctx = Context {
             auth,
             store,
+            metrics,
             directory: rules.directory.clone(),
             catalogue: rules.catalogue.clone(),
             rules,

@@ -16,6 +16,12 @@ pub const KEPT: usize = 10_000;
 /// How long a refusal is kept.
 pub const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
 
+/// The kinds of refusal, as [`Refusal::kind`] names them.
+pub const KINDS: [&str; 3] = ["unauthenticated", "permission_denied", "resource_exhausted"];
+
+/// Where providers' reports come in: a refusal of a request to it is a refused report.
+const PROVIDER_SERVICE: &str = "/sitrep.v1.ProviderService/";
+
 /// Why an HTTP answer refused its request, for the audit (its body says so too).
 #[derive(Clone, Debug)]
 pub struct Reason(pub String);
@@ -40,6 +46,10 @@ pub struct Refusal {
 pub struct Refusals {
     kept: Mutex<VecDeque<Refusal>>,
     counted: std::sync::atomic::AtomicU64,
+    /// Counted by kind, in [`KINDS`] order (for `sitrep_refusals_total`).
+    by_kind: [std::sync::atomic::AtomicU64; KINDS.len()],
+    /// Refused requests to `ProviderService` (for `sitrep_reports_total{outcome="refused"}`).
+    reports: std::sync::atomic::AtomicU64,
 }
 
 impl Refusals {
@@ -49,6 +59,12 @@ impl Refusals {
             target = ?refusal.target, kind = refusal.kind, reason = ?refusal.reason, "refused"
         );
         self.counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(i) = KINDS.iter().position(|k| *k == refusal.kind) {
+            self.by_kind[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if refusal.target.starts_with(PROVIDER_SERVICE) {
+            self.reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.push_back(refusal);
         while kept.len() > KEPT {
@@ -66,6 +82,16 @@ impl Refusals {
     /// How many have been refused since the process started.
     pub fn counted(&self) -> u64 {
         self.counted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many have been refused since the process started, by kind ([`KINDS`] order).
+    pub fn by_kind(&self) -> [u64; KINDS.len()] {
+        std::array::from_fn(|i| self.by_kind[i].load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// How many requests to `ProviderService` (reports, or a stream of them) have been refused.
+    pub fn reports(&self) -> u64 {
+        self.reports.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -132,6 +158,10 @@ mod tests {
         let got = r.since(Timestamp(0), 3);
         assert_eq!(got.iter().map(|r| r.principal.as_str()).collect::<Vec<_>>(), ["p10004", "p10003", "p10002"]);
         assert_eq!(r.counted(), (KEPT + 5) as u64);
+        assert_eq!(r.by_kind(), [0, (KEPT + 5) as u64, 0]);
+        assert_eq!(r.reports(), 0, "none was a report");
+        r.record(Refusal { target: "/sitrep.v1.ProviderService/Submit".into(), ..refusal(0) });
+        assert_eq!(r.reports(), 1);
         assert_eq!(r.since(Timestamp(0), usize::MAX).len(), KEPT);
     }
 }

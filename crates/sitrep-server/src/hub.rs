@@ -141,6 +141,9 @@ impl StoreHealth {
     }
 }
 
+/// Events the Hub reads from the log at a time.
+const TAIL_BATCH: usize = 1024;
+
 /// Consecutive refused writes after which the picture counts as degraded.
 const WRITE_FAILURES_TO_DEGRADE: u64 = 3;
 /// With no refused write for this long, refused writes no longer count: a replica that health checks took out of
@@ -169,6 +172,17 @@ pub struct Hub {
     /// How a provider is encoded for snapshots, if the Hub should encode every provider once a picture is
     /// installed, so that the first subscriber's snapshot is as quick as the next one's.
     warm: Option<fn(&ProviderLive) -> Bytes>,
+    /// How far behind the log's head the Hub is (for `sitrep_log_follow_lag_seconds`).
+    follow: Arc<crate::metrics::Follow>,
+}
+
+/// Providers by staleness in the Hub's picture (for the metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Census {
+    /// Providers stale now.
+    pub stale: u64,
+    /// Providers of the directory that have never reported.
+    pub not_reporting: u64,
 }
 
 /// A subscriber's end of its queue. Dropping it unregisters the subscriber.
@@ -231,6 +245,7 @@ impl Hub {
             positioned: watch::channel(false).0,
             encoded: Default::default(),
             warm: None,
+            follow: Default::default(),
         }
     }
 
@@ -391,6 +406,31 @@ impl Hub {
         self.shared.lock().slots.len()
     }
 
+    /// Events waiting in the deepest subscriber queue now.
+    pub fn deepest_queue(&self) -> usize {
+        let inner = self.shared.lock();
+        inner.slots.values().map(|s| s.tx.max_capacity() - s.tx.capacity()).max().unwrap_or(0)
+    }
+
+    /// How many of the picture's providers are stale, and how many of the directory's `providers` have never
+    /// reported; `None` until the Hub has a picture. One pass over the providers under the lock.
+    pub fn census(&self, providers: u64) -> Option<Census> {
+        let inner = self.shared.lock();
+        let picture = inner.picture.as_ref()?;
+        let (mut stale, mut reported) = (0u64, 0u64);
+        for p in picture.providers().filter(|p| p.version > 0) {
+            reported += 1;
+            stale += u64::from(p.stale);
+        }
+        Some(Census { stale, not_reporting: providers.saturating_sub(reported) })
+    }
+
+    /// How far behind the log's head the Hub is: zero while it waits at the head for the next event, else the
+    /// time since it last had read everything the log held (see [`crate::metrics::Follow`]).
+    pub fn follow_lag(&self) -> Duration {
+        self.follow.lag(std::time::Instant::now())
+    }
+
     /// Folds `events` into the picture and hands each, with the rollups it changed, to every subscriber. An
     /// event the picture cannot fold (a provider's version jumps: something is missing) stops the folding.
     fn fold_and_fan_out(&self, events: Vec<Event>) -> Result<(), sitrep_core::picture::Gap> {
@@ -455,6 +495,7 @@ impl Hub {
     /// Loads the stored states and replays the log onto them until caught up: the picture a replica starts with.
     async fn load(&self, store: &dyn Store) -> Result<Result<Picture, ResetReason>, sitrep_store::StoreError> {
         let started = std::time::Instant::now();
+        self.follow.read(false, std::time::Instant::now());
         let loaded = store.load().await?;
         let providers = loaded.providers.len();
         let mut picture = Picture::from_states(self.rules.clone(), loaded.cursor, loaded.providers);
@@ -475,6 +516,7 @@ impl Hub {
             }
         }
         tracing::info!(providers, replayed, cursor = %picture.cursor(), took = ?started.elapsed(), "picture loaded");
+        self.follow.read(true, std::time::Instant::now());
         Ok(Ok(picture))
     }
 
@@ -525,10 +567,12 @@ impl Hub {
                 Some(after) => {
                     let read = tokio::select! {
                         _ = cancel.cancelled() => break,
-                        r = store.read(&after, 1024, Duration::from_secs(5)) => r,
+                        r = store.read(&after, TAIL_BATCH, Duration::from_secs(5)) => r,
                     };
                     read.map(|r| match r {
                         Read::Events(events) => {
+                            // Fewer than asked for: the Hub has read everything the log holds.
+                            self.follow.read(events.len() < TAIL_BATCH, std::time::Instant::now());
                             let Some(last) = events.last().map(|e| e.cursor.clone()) else { return };
                             resets_in_a_row = 0;
                             match self.fold_and_fan_out(events) {
@@ -558,6 +602,7 @@ impl Hub {
                     self.reads(true, || "the store is reachable again; reports are being accepted".into());
                 }
                 Err(e) => {
+                    self.follow.read(false, std::time::Instant::now());
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "hub cannot read the event log");
                     self.reads(false, || format!("the store is unreachable; no reports are being accepted ({e})"));
@@ -655,6 +700,33 @@ mod tests {
         task.await.unwrap();
         assert!(fast.recv().await.is_none(), "queues close when the hub stops");
         assert_eq!(fast.kicked(), Kicked::No);
+    }
+
+    /// What the metrics read of the Hub: the deepest queue, and providers stale or never heard from.
+    #[tokio::test]
+    async fn the_deepest_queue_and_the_census() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let hub = Hub::new(Rules::demo(), 8);
+        assert_eq!(hub.census(3), None, "no picture yet");
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(hub.clone().run(store.clone(), cancel.clone()));
+        assert!(hub.ready(Duration::from_secs(10)).await);
+        assert_eq!(hub.follow_lag(), Duration::ZERO, "loaded: at the head");
+        let (mut reader, _) = hub.subscribe(&Selection::All).expect("ready");
+        let (_idle, _) = hub.subscribe(&Selection::All).expect("ready");
+        assert_eq!(hub.deepest_queue(), 0);
+        for rev in 1..=3u32 {
+            let r = report("RJ7", 0, rev, &[("flow.discharges", Value::Number(f64::from(rev)))]);
+            store.apply(&r, sitrep_core::Timestamp::now()).await.unwrap();
+        }
+        for _ in 0..3 {
+            reader.recv().await.expect("an event");
+        }
+        assert_eq!(hub.deepest_queue(), 3, "the idle subscriber holds three events");
+        let providers = Rules::demo().directory.providers().count() as u64;
+        assert_eq!(hub.census(providers), Some(Census { stale: 0, not_reporting: providers - 1 }));
+        cancel.cancel();
+        task.await.unwrap();
     }
 
     #[test]

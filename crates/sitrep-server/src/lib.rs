@@ -8,6 +8,7 @@
 //! - [`convert`]: the only place wire types (`sitrep-proto`) meet domain types (`sitrep-core`).
 //! - [`error`]: how domain and store failures become gRPC statuses.
 //! - [`limit`]: limits per caller (reports per provider per minute).
+//! - [`metrics`]: the Prometheus metrics (`GET /metrics`, admin grant), and the store wrapper that times every call.
 //! - [`hub`]: the Hub, which tails the store's event log and fans events out to bounded per-subscriber queues.
 //! - [`session`]: one subscription's gap-free sequence of snapshot, events, heartbeats, resets and status, shared
 //!   by gRPC `Subscribe` and the browser's Server-Sent Events.
@@ -31,6 +32,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod limit;
+pub mod metrics;
 pub mod services;
 pub mod session;
 pub mod sim;

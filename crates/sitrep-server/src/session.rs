@@ -338,6 +338,7 @@ impl Session {
     }
 
     async fn resync(&self, reason: Resync, text: &'static str) -> Result<(Subscription, Cursor), End> {
+        self.ctx.metrics.reset(reason);
         self.send(Out::Reset(reason, text)).await?;
         self.subscribe_with_snapshot().await
     }

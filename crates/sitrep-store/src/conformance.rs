@@ -357,6 +357,8 @@ pub async fn resets_foreign_and_future_cursors(store: &dyn Store) {
 /// whole stream nodes, so the check writes until trimming shows, within a bound.)
 pub async fn bounded_log_resets_trimmed_cursors(store: &dyn Store, capacity: usize) {
     let start = store.head().await.expect("head");
+    let counted = |n: Option<u64>| n.expect("the backend counts its log");
+    let before = counted(store.event_log_length().await.expect("log length"));
     let mut cursors = Vec::new();
     let bound = capacity + 250;
     loop {
@@ -375,6 +377,14 @@ pub async fn bounded_log_resets_trimmed_cursors(store: &dyn Store, capacity: usi
     }
     let recent = &cursors[cursors.len() - capacity];
     assert_eq!(events_after(store, recent).await.len(), capacity - 1);
+    // The length an operator sees: what was appended, less what was trimmed (approximately, on Redis).
+    let length = counted(store.event_log_length().await.expect("log length"));
+    assert!(
+        length >= capacity as u64 && length < before + cursors.len() as u64,
+        "{}: {length} events counted after {} appended to a log of {capacity}",
+        store.name(),
+        cursors.len()
+    );
 }
 
 /// Many concurrent applies each get their own event, none lost, cursors unique and increasing in log order.

@@ -174,4 +174,10 @@ pub trait Store: Send + Sync + 'static {
     async fn fullness(&self) -> Result<Option<(u64, u64)>, StoreError> {
         Ok(None)
     }
+
+    /// How many events the log holds now (Redis: the stream's `XLEN`); `None` when the backend cannot say. For
+    /// operators (the aggregator's `sitrep_event_log_events`), not for deciding anything.
+    async fn event_log_length(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 }

@@ -149,6 +149,10 @@ impl Store for MemoryStore {
         "memory"
     }
 
+    async fn event_log_length(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.lock().log.len() as u64))
+    }
+
     async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;

@@ -81,6 +81,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/events", get(events))
         .route("/api/v1/refusals", get(refusals))
+        .route("/metrics", get(metrics))
         .route("/api/v1/kiosk", axum::routing::post(kiosk_link))
         .route("/kiosk", get(kiosk_sign_in))
         .route(
@@ -665,6 +666,26 @@ async fn refusals(
     Ok(ok(json!({ "counted": ctx.auth.refusals().counted(), "refusals": list })))
 }
 
+/// The Prometheus metrics (see [`crate::metrics`]): OpenMetrics text for a scraper that asks for it (Prometheus
+/// does), the Prometheus text format 0.0.4 otherwise. Needs the admin grant.
+async fn metrics(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    who.may(Action::Admin)?;
+    let scraped = crate::metrics::scrape(&ctx).await;
+    let text = ctx.metrics.encode(&scraped);
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (body, content_type) = match crate::metrics::wants_openmetrics(accept) {
+        true => (text, crate::metrics::OPENMETRICS),
+        false => (crate::metrics::to_prometheus_text(&text), crate::metrics::PROMETHEUS_TEXT),
+    };
+    let mut r = body.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(r)
+}
+
 /// Makes a kiosk link for a wallboard (see [`crate::auth::kiosk`]): `{"name": "London wall", "read":
 /// ["region:Y56"], "days": 30}` gives `{"link": "/kiosk?code=...", "expires_in_seconds": 900}`. Needs the admin
 /// grant; the read grant is checked against the directory.
@@ -764,6 +785,8 @@ pub struct EventStream {
     rx: tokio::sync::mpsc::Receiver<Result<Out, Status>>,
     ctx: Arc<Context>,
     metrics: Option<BTreeSet<String>>,
+    /// Counted as an open subscription while the stream is held.
+    _open: crate::metrics::Subscribed,
 }
 
 impl EventStream {
@@ -810,7 +833,8 @@ fn open_events(
     let metrics = f.metrics.clone();
     let rx =
         session::start(ctx.clone(), f, Duration::from_secs(heartbeat), resume, format!("sse {}", who.name), ticket);
-    Ok(EventStream { rx, ctx: ctx.clone(), metrics })
+    let open = ctx.metrics.subscribed(crate::metrics::Transport::Sse);
+    Ok(EventStream { rx, ctx: ctx.clone(), metrics, _open: open })
 }
 
 /// One Server-Sent Events message: its name, its id if it has one, and its data on one line (compact JSON has no
@@ -832,6 +856,9 @@ fn message(event: &str, id: Option<&str>, data: &str) -> Bytes {
 
 fn sse_message(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> Bytes {
     let rules = &ctx.rules;
+    if let Out::Event(e) = &out {
+        ctx.metrics.delivered(crate::metrics::Transport::Sse, e.event());
+    }
     match out {
         Out::Snapshot(snap) => {
             let mut body = json::snapshot(rules, &snap.cursor, &snap.providers, &snap.rollups, snap.more);

@@ -45,6 +45,8 @@ pub struct Context {
     /// Open subscriptions per principal.
     pub subscriptions: crate::limit::Subscriptions,
     pub hub: Hub,
+    /// What is counted and timed, for `GET /metrics` (see [`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub subscribers: SubscriberConfig,
     /// Origins whose pages may read the JSON API across origins (`[http] cors_origins`); none by default.
     pub cors_origins: Vec<String>,

@@ -32,8 +32,23 @@ impl ProviderApi {
 }
 
 /// Handles one report: `Ok` with the ack (accepted, duplicate, conflict or rejected, plus the violations when rejected),
-/// `Err` when the store could not be reached.
+/// `Err` when it was refused or the store could not be reached. Counted and timed for the metrics.
 pub async fn ingest(
+    ctx: &Context,
+    who: &Principal,
+    peer: Option<std::net::SocketAddr>,
+    wire: pb::StatusReport,
+) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
+    let received = std::time::Instant::now();
+    let answer = decide(ctx, who, peer, wire).await;
+    if let Ok((ack, violations)) = &answer {
+        ctx.metrics.ingested(ack.outcome(), violations, received.elapsed());
+    }
+    answer
+}
+
+/// What becomes of one report (see [`ingest`]).
+async fn decide(
     ctx: &Context,
     who: &Principal,
     peer: Option<std::net::SocketAddr>,
@@ -162,6 +177,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                         // setting that limit comes from.
                         let limit = match status.code() {
                             tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+                                ctx.metrics.oversize();
                                 " (the aggregator's limits.max_message_bytes)"
                             }
                             _ => "",

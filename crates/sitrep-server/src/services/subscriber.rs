@@ -23,6 +23,7 @@ use crate::convert::{
     encode_event_update, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire, write_rollup,
 };
 use crate::error;
+use crate::metrics::Transport;
 use crate::session::{self, Out, OutEvent, Resync};
 use sitrep_store::write;
 
@@ -65,7 +66,12 @@ impl SubscriberApi {
         let who = format!("grpc {peer:?} {}", who.name);
         let rx = session::start(self.ctx.clone(), filter, Duration::from_secs(heartbeat.into()), resume, who, ticket);
         let ctx = self.ctx.clone();
-        let stream = ReceiverStream::new(rx).map(move |item| item.map(|out| encode(&ctx, metrics.as_ref(), out)));
+        // Counted as open for as long as the transport holds the stream.
+        let open = self.ctx.metrics.subscribed(Transport::Grpc);
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            let _open = &open;
+            item.map(|out| encode(&ctx, metrics.as_ref(), out))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -99,6 +105,9 @@ fn update(kind: pb::update::Kind) -> pb::Update {
 
 /// A session's item as an `Update`: shared events in their shared encoding.
 fn encode(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> OutUpdate {
+    if let Out::Event(e) = &out {
+        ctx.metrics.delivered(Transport::Grpc, e.event());
+    }
     let kind = match out {
         Out::Event(OutEvent::Shared(shared)) => {
             let rules = &ctx.rules;

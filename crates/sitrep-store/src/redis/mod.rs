@@ -1194,6 +1194,12 @@ impl Store for RedisStore {
         })
     }
 
+    async fn event_log_length(&self) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let len: u64 = redis::cmd("XLEN").arg(&self.keys.events).query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(Some(len))
+    }
+
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError> {
         if from > to {
             return Ok(Vec::new());
