@@ -9,6 +9,7 @@ mod integrity;
 mod redis;
 mod support;
 mod tls;
+mod traces;
 mod wallboard;
 mod web;
 
