@@ -41,6 +41,10 @@ use tracing_subscriber::registry::LookupSpan;
 /// the log output.
 pub const TARGET: &str = "sitrep_trace";
 
+/// How long exiting waits for the last spans to be sent (a collector that is down must not hold a short
+/// `sitrep feed FILE` run for the exporter's whole timeout).
+pub const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether traces are being exported: the check every span and every propagation step makes first.
@@ -74,12 +78,12 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Sends every span still batched and stops the exporter. Blocks (at most a few seconds) while the batch
+    /// Sends every span still batched and stops the exporter. Blocks (at most [`SHUTDOWN_WAIT`]) while the batch
     /// processor's thread exports, so it must not run on a current-thread runtime's only thread; the exporter's
     /// connection is driven by the runtime's worker threads, so call it before the runtime is dropped.
     pub fn shutdown(self) {
         ENABLED.store(false, Ordering::Relaxed);
-        if let Err(e) = self.provider.shutdown() {
+        if let Err(e) = self.provider.shutdown_with_timeout(SHUTDOWN_WAIT) {
             eprintln!("warning: could not send the last trace spans: {e}");
         }
     }
@@ -110,10 +114,11 @@ fn settings(var: impl Fn(&str) -> Option<String>) -> Result<Option<Settings>, St
             _ => return Err(format!("{name} = {v:?}: sitrep exports traces with otlp (or none for no traces)")),
         }
     }
-    let Some(endpoint) = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT")) else {
+    let Some(endpoint) = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    else {
         return Ok(None);
     };
-    if let Some((name, v)) = set("OTEL_EXPORTER_OTLP_PROTOCOL").or_else(|| set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+    if let Some((name, v)) = set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"))
         && v != "grpc"
     {
         return Err(format!("{name} = {v:?}: sitrep exports OTLP over gRPC only (grpc)"));
@@ -279,7 +284,13 @@ fn extract(traceparent: &str, tracestate: &str) -> opentelemetry::Context {
 
 /// The feed agent's (or `sitrep push`'s) span for sending one report: a new trace, kind producer. Only the key of
 /// the report and the file it came from; never its content.
-pub fn send_span(provider: &str, site: Option<&str>, period: &dyn std::fmt::Display, revision: u32, file: &str) -> Span {
+pub fn send_span(
+    provider: &str,
+    site: Option<&str>,
+    period: &dyn std::fmt::Display,
+    revision: u32,
+    file: &str,
+) -> Span {
     if !enabled() {
         return Span::none();
     }
@@ -452,13 +463,19 @@ mod tests {
     #[test]
     fn malformed_settings_name_the_variable_and_value() {
         for (vars, expect) in [
-            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")], "OTEL_EXPORTER_OTLP_ENDPOINT = \"collector:4317\""),
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"collector:4317\"",
+            ),
             (vec![("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://[bad")], "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317")], "plaintext gRPC only"),
             (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_SDK_DISABLED", "yes")], "OTEL_SDK_DISABLED"),
             (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_TRACES_EXPORTER", "zipkin")], "zipkin"),
             (
-                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")],
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ],
                 "gRPC only",
             ),
         ] {
@@ -471,7 +488,9 @@ mod tests {
     fn off_makes_no_spans_and_no_context() {
         assert!(!enabled());
         assert!(send_span("RJ7", None, &"2026-11-27T14:00:00Z", 1, "beds.csv").is_none());
-        assert!(report_span("RJ7", "", None, 1, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "").is_none());
+        assert!(
+            report_span("RJ7", "", None, 1, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "").is_none()
+        );
         assert!(store_span("memory", "apply").is_none());
         assert_eq!(context_of(&Span::current()), None);
         let mut metadata = tonic::metadata::MetadataMap::new();

@@ -44,13 +44,8 @@ impl TraceService for Counter {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let n: usize = request
-            .into_inner()
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
+        let n: usize =
+            request.into_inner().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
         self.0.fetch_add(n as u64, Ordering::Relaxed);
         Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }

@@ -93,13 +93,14 @@ async fn handle(
     }
     let report = match checked {
         // Kept with the report in history and its event: who changed the picture, with which credential, from where.
-        Ok(r) => r.sent_by(Sender {
-            name: who.name.clone(),
-            credential: who.credential.clone(),
-            address: peer.map(|p| p.to_string()).unwrap_or_default(),
-        })
-        // Its event carries the report's trace context to every replica's subscribers (none when not traced).
-        .traced(telemetry::sampled_context_of(span)),
+        Ok(r) => r
+            .sent_by(Sender {
+                name: who.name.clone(),
+                credential: who.credential.clone(),
+                address: peer.map(|p| p.to_string()).unwrap_or_default(),
+            })
+            // Its event carries the report's trace context to every replica's subscribers (none when not traced).
+            .traced(telemetry::sampled_context_of(span)),
         Err(violations) => {
             tracing::info!(provider = ?ack.provider, revision = ack.revision, violations = violations.len(), first = ?violations[0].to_string(), "report rejected");
             ack.set_outcome(Outcome::Rejected);

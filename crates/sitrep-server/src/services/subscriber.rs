@@ -63,7 +63,15 @@ impl SubscriberApi {
         tracing::info!(?peer, principal = %who.name, credential = %who.credential, filter = ?req.filter, resume = resume.as_deref(), "subscriber connected");
         let metrics = filter.metrics.clone();
         let who = format!("grpc {peer:?} {}", who.name);
-        let rx = session::start(self.ctx.clone(), filter, Duration::from_secs(heartbeat.into()), resume, who, "grpc", ticket);
+        let rx = session::start(
+            self.ctx.clone(),
+            filter,
+            Duration::from_secs(heartbeat.into()),
+            resume,
+            who,
+            "grpc",
+            ticket,
+        );
         let ctx = self.ctx.clone();
         let stream = ReceiverStream::new(rx).map(move |item| item.map(|out| encode(&ctx, metrics.as_ref(), out)));
         Ok(Response::new(Box::pin(stream)))
