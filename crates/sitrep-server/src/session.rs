@@ -490,7 +490,7 @@ mod tests {
 
         let resume_at = Some(cursors[resume - 1].to_string());
         let ticket = ctx.subscriptions.open("test").unwrap();
-        let mut rx = start(ctx.clone(), qwe(&ctx), Duration::from_secs(3600), resume_at, "test".into(), ticket);
+        let mut rx = start(ctx.clone(), qwe(&ctx), Duration::from_secs(3600), resume_at, "test".into(), "grpc", ticket);
         while ctx.hub.subscriber_count() == 0 {
             tokio::task::yield_now().await;
         }
@@ -575,6 +575,7 @@ mod tests {
             heartbeat: Duration::from_secs(1),
             stall: Duration::from_secs(60),
             tx,
+            transport: "grpc",
         };
         let run = std::mem::size_of_val(&session.run(None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

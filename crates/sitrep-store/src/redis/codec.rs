@@ -745,7 +745,7 @@ pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event
         rollups: Vec::new(),
         planned: Default::default(),
         trace: (!b.traceparent.is_empty())
-            .then(|| TraceContext { traceparent: b.traceparent, tracestate: b.tracestate }),
+            .then_some(TraceContext { traceparent: b.traceparent, tracestate: b.tracestate }),
         provider,
     })
 }
