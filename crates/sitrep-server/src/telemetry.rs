@@ -47,6 +47,10 @@ pub const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3)
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// Whether the sampler follows the parent's decision (the default, and every `parentbased_*` sampler): then a
+/// report whose context says "not sampled" gets no spans at all, rather than spans the SDK would only drop.
+static FOLLOWS_PARENT: AtomicBool = AtomicBool::new(true);
+
 /// Whether traces are being exported: the check every span and every propagation step makes first.
 #[inline]
 pub fn enabled() -> bool {
@@ -170,6 +174,8 @@ where
         .with_level(false)
         .with_target(false)
         .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::TRACE));
+    let sampler = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
+    FOLLOWS_PARENT.store(sampler.trim().is_empty() || sampler.starts_with("parentbased_"), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     Ok(Some((layer, Telemetry { provider })))
 }
@@ -355,7 +361,9 @@ pub async fn rpc_layer(request: axum::extract::Request, next: axum::middleware::
 
 /// The span of one report's handling, around validation and the store. Its parent is the report's own trace
 /// context (`StatusReport.traceparent`) when it has one in another trace than the call's (a later report on a
-/// long stream: then it links to the call's span), otherwise the call's span.
+/// long stream: then it links to the call's span), otherwise the call's span. A report its parent did not sample
+/// (under a parent-based sampler) gets `Span::none()`: at 1% sampling, 99% of reports cost a flag check, not
+/// spans made and dropped.
 pub fn report_span(
     provider: &str,
     site: &str,
@@ -368,12 +376,27 @@ pub fn report_span(
         return Span::none();
     }
     let call = Span::current();
+    let own = sampled_flag(traceparent);
+    if FOLLOWS_PARENT.load(Ordering::Relaxed) {
+        let sampled = match own {
+            Some(flag) => flag,
+            None => {
+                let cx = call.context();
+                let parent = cx.span();
+                let parent = parent.span_context();
+                !parent.is_valid() || parent.is_sampled()
+            }
+        };
+        if !sampled {
+            return Span::none();
+        }
+    }
     let span = tracing::info_span!(target: TARGET, "sitrep.report",
         otel.name = "ingest report", otel.kind = "internal",
         sitrep.provider = provider, sitrep.site = site,
         sitrep.period = %period.unwrap_or_default(),
         sitrep.revision = revision, sitrep.outcome = tracing::field::Empty);
-    if !traceparent.is_empty() {
+    if own.is_some() {
         let own = extract(traceparent, tracestate);
         let call_cx = call.context();
         let call_context = call_cx.span().span_context().clone();
@@ -386,21 +409,32 @@ pub fn report_span(
     span
 }
 
-/// Validation of one report, inside its span.
-pub fn validate_span() -> Span {
-    if !enabled() {
-        return Span::none();
+/// The sampled flag of a well-formed version-00 `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), `None` for an
+/// empty or malformed one (which the propagator ignores too).
+fn sampled_flag(traceparent: &str) -> Option<bool> {
+    let b = traceparent.as_bytes();
+    if b.len() != 55 || !traceparent.starts_with("00-") || b[35] != b'-' || b[52] != b'-' {
+        return None;
     }
-    tracing::info_span!(target: TARGET, "sitrep.validate", otel.name = "validate report", otel.kind = "internal",
-        sitrep.violations = tracing::field::Empty)
+    u8::from_str_radix(&traceparent[53..], 16).ok().map(|flags| flags & 1 == 1)
 }
 
-/// The store's part of a report: one call to the store (kind client), named by the database conventions.
-pub fn store_span(system: &'static str, operation: &'static str) -> Span {
-    if !enabled() {
+/// Validation of one report, inside its span (`report`: none when the report is not traced).
+pub fn validate_span(report: &Span) -> Span {
+    if report.is_none() {
         return Span::none();
     }
-    tracing::info_span!(target: TARGET, "sitrep.store",
+    tracing::info_span!(target: TARGET, parent: report, "sitrep.validate",
+        otel.name = "validate report", otel.kind = "internal", sitrep.violations = tracing::field::Empty)
+}
+
+/// The store's part of a report (`report`: its span, none when not traced): one call to the store (kind client),
+/// named by the database conventions.
+pub fn store_span(report: &Span, system: &'static str, operation: &'static str) -> Span {
+    if report.is_none() {
+        return Span::none();
+    }
+    tracing::info_span!(target: TARGET, parent: report, "sitrep.store",
         otel.name = format_args!("{operation} {system}"), otel.kind = "client",
         db.system = system, db.system.name = system, db.operation = operation, db.operation.name = operation)
 }
@@ -485,13 +519,29 @@ mod tests {
     }
 
     #[test]
+    fn sampled_flags_are_read_from_well_formed_traceparents_only() {
+        assert_eq!(sampled_flag("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), Some(true));
+        assert_eq!(sampled_flag("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"), Some(false));
+        assert_eq!(sampled_flag("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"), Some(true));
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf9-00f0-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
+        ] {
+            assert_eq!(sampled_flag(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn off_makes_no_spans_and_no_context() {
         assert!(!enabled());
         assert!(send_span("RJ7", None, &"2026-11-27T14:00:00Z", 1, "beds.csv").is_none());
         assert!(
             report_span("RJ7", "", None, 1, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "").is_none()
         );
-        assert!(store_span("memory", "apply").is_none());
+        assert!(store_span(&Span::none(), "memory", "apply").is_none());
+        assert!(validate_span(&Span::none()).is_none());
         assert_eq!(context_of(&Span::current()), None);
         let mut metadata = tonic::metadata::MetadataMap::new();
         inject(&mut metadata);

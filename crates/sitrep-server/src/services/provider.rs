@@ -79,7 +79,7 @@ async fn handle(
     };
     let now = Timestamp::now();
     let wire_problems = wire_violations(&wire);
-    let validating = telemetry::validate_span();
+    let validating = telemetry::validate_span(span);
     let checked = validating.in_scope(|| match wire_problems.is_empty() {
         true => validate_owned(report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now),
         false => Err(wire_problems),
@@ -110,7 +110,8 @@ async fn handle(
             return Ok((ack, violations));
         }
     };
-    let applied = ctx.store.apply(&report, now).instrument(telemetry::store_span(ctx.store.name(), "apply")).await;
+    let applied =
+        ctx.store.apply(&report, now).instrument(telemetry::store_span(span, ctx.store.name(), "apply")).await;
     match &applied {
         // A duplicate or a conflict writes nothing, so it says nothing about whether the store takes writes.
         Ok(Applied::Accepted(_)) => ctx.hub.writes(true, String::new),
