@@ -173,7 +173,11 @@ where
         .with_threads(false)
         .with_level(false)
         .with_target(false)
-        .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::TRACE));
+        // No busy/idle times: they cost two clock reads on every enter and exit of every span.
+        .with_tracked_inactivity(false)
+        // INFO, the level of sitrep's spans: a TRACE here would raise the process's maximum level, and every
+        // `debug!` and `trace!` on the hot path (h2's, hyper's) would get past its cheap level check.
+        .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO));
     let sampler = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
     FOLLOWS_PARENT.store(sampler.trim().is_empty() || sampler.starts_with("parentbased_"), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
@@ -365,6 +369,7 @@ pub async fn rpc_layer(request: axum::extract::Request, next: axum::middleware::
 /// (under a parent-based sampler) gets `Span::none()`: at 1% sampling, 99% of reports cost a flag check, not
 /// spans made and dropped.
 pub fn report_span(
+    call: &Span,
     provider: &str,
     site: &str,
     period: Option<sitrep_core::Timestamp>,
@@ -375,7 +380,6 @@ pub fn report_span(
     if !enabled() {
         return Span::none();
     }
-    let call = Span::current();
     let own = sampled_flag(traceparent);
     if FOLLOWS_PARENT.load(Ordering::Relaxed) {
         let sampled = match own {
@@ -391,7 +395,7 @@ pub fn report_span(
             return Span::none();
         }
     }
-    let span = tracing::info_span!(target: TARGET, "sitrep.report",
+    let span = tracing::info_span!(target: TARGET, parent: call, "sitrep.report",
         otel.name = "ingest report", otel.kind = "internal",
         sitrep.provider = provider, sitrep.site = site,
         sitrep.period = %period.unwrap_or_default(),
@@ -538,7 +542,16 @@ mod tests {
         assert!(!enabled());
         assert!(send_span("RJ7", None, &"2026-11-27T14:00:00Z", 1, "beds.csv").is_none());
         assert!(
-            report_span("RJ7", "", None, 1, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "").is_none()
+            report_span(
+                &Span::none(),
+                "RJ7",
+                "",
+                None,
+                1,
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ""
+            )
+            .is_none()
         );
         assert!(store_span(&Span::none(), "memory", "apply").is_none());
         assert!(validate_span(&Span::none()).is_none());

@@ -39,11 +39,13 @@ pub async fn ingest(
     who: &Principal,
     peer: Option<std::net::SocketAddr>,
     wire: pb::StatusReport,
+    call: &Span,
 ) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
     if !telemetry::enabled() {
         return handle(ctx, who, peer, wire, &Span::none()).await;
     }
     let span = telemetry::report_span(
+        call,
         &wire.provider,
         &wire.site,
         wire.period.as_ref().map(crate::convert::timestamp_from_wire),
@@ -171,7 +173,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
         let (tx, rx) = mpsc::channel(32);
         let ctx = self.ctx.clone();
         tracing::debug!(?peer, "provider stream opened");
-        // The call's span (when tracing) stays current in the stream's task, so each report's span is its child.
+        // The call's span (when tracing), the parent of its reports' spans unless they carry their own context.
         let call = if telemetry::enabled() { Span::current() } else { Span::none() };
         self.ctx.tasks.spawn(async move {
             loop {
@@ -186,7 +188,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                 match next {
                     Ok(Some(report)) => {
                         // Not raced against shutdown: a report being stored is finished and acknowledged first.
-                        let reply = ingest(&ctx, &who, peer, report).await.map(|(ack, _)| ack);
+                        let reply = ingest(&ctx, &who, peer, report, &call).await.map(|(ack, _)| ack);
                         let failed = reply.is_err();
                         if tx.send(reply).await.is_err() || failed {
                             break;
@@ -216,14 +218,15 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                 }
             }
             tracing::debug!(?peer, "provider stream closed");
-        }.instrument(call));
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn submit(&self, request: Request<pb::StatusReport>) -> Result<Response<pb::ReportAck>, Status> {
         let who = principal_of(request.extensions())?.clone();
         let peer = request.remote_addr();
-        let (ack, violations) = ingest(&self.ctx, &who, peer, request.into_inner()).await?;
+        let call = if telemetry::enabled() { Span::current() } else { Span::none() };
+        let (ack, violations) = ingest(&self.ctx, &who, peer, request.into_inner(), &call).await?;
         if !violations.is_empty() {
             return Err(error::invalid(&violations));
         }
