@@ -3,6 +3,7 @@
 mod auth;
 mod browser;
 mod derived;
+mod failover;
 mod feed;
 mod http;
 mod integrity;

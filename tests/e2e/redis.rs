@@ -240,3 +240,31 @@ async fn the_aggregator_warns_before_redis_fills() {
     let logs = server.logs();
     assert!(logs.contains("% full") && logs.contains("raise maxmemory"), "{logs}");
 }
+
+/// An aggregator pointed at data written by a newer sitrep (its `{prefix}:schema` version is above what this build
+/// knows) refuses to start: it exits non-zero, and says which key, which versions, and what to do.
+#[tokio::test]
+async fn the_aggregator_refuses_data_of_a_newer_version() {
+    let redis = RedisProcess::start().expect("redis-server");
+    assert_eq!(redis.command("SET {sitrep}:schema 99").unwrap(), "+OK");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis", &redis.url()])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(DEADLINE, run).await.expect("sitrep exits").expect("sitrep runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let newest = sitrep_store::redis::SCHEMA_VERSION;
+    for part in [
+        "{sitrep}:schema says the data in Redis is of version 99".to_owned(),
+        format!("this build knows versions up to {newest}"),
+        "Upgrade sitrep".into(),
+        "store.key_prefix".into(),
+    ] {
+        assert!(stderr.contains(&part), "{part:?} not in {stderr}");
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "it never said it was listening");
+    // Its data untouched.
+    assert_eq!(redis.command("GET {sitrep}:schema").unwrap(), "$2");
+}

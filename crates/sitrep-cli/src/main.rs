@@ -539,11 +539,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "computing OPEL levels with the shipped EXAMPLE framework; set [opel] framework to the current national one"
         );
     }
-    let store = sitrep_server::store_from_config(&config, &rules)?;
+    let store: Arc<dyn sitrep_store::Store> = match sitrep_server::redis_store_from_config(&config, &rules)? {
+        Some(redis) => {
+            let s = &config.store;
+            let at = s.redis.as_ref().map(|u| u.redacted()).unwrap_or_default();
+            tracing::info!(redis = %at, sentinels = ?s.redis_sentinels, master = ?s.redis_master, prefix = %s.key_prefix, "using redis");
+            // The data's version is checked (and older data upgraded) before serving: data of a newer sitrep is
+            // refused here, with its message. A Redis not reachable yet is checked on first contact instead.
+            match redis.prepare().await {
+                Err(e @ sitrep_store::StoreError::Unavailable { .. }) => {
+                    tracing::warn!(error = %e, "redis is not reachable yet; its data version is checked once it is");
+                }
+                Err(e) => bail!("{e}"),
+                Ok(()) => {}
+            }
+            Arc::new(redis)
+        }
+        None => sitrep_server::store_from_config(&config, &rules)?,
+    };
     let store_name = store.name();
-    if let Some(url) = &config.store.redis {
-        tracing::info!(redis = %url.redacted(), prefix = %config.store.key_prefix, "using redis");
-    }
     if config.listen.ip().is_unspecified() && config.http.allowed_hosts.is_empty() {
         tracing::warn!(listen = %config.listen, "[http] allowed_hosts is empty: HTTP requests naming any Host are answered");
     }

@@ -69,28 +69,52 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-/// The store the configuration asks for: Redis when `store.redis` is set, else the embedded memory store. Does not
-/// connect to Redis (the aggregator serves, degraded, until Redis is reachable).
+/// The store the configuration asks for: Redis when `store.redis` or `store.redis_sentinels` is set, else the
+/// embedded memory store. Does not connect to Redis (the aggregator serves, degraded, until Redis is reachable).
 pub fn store_from_config(config: &Config, rules: &Rules) -> Result<Arc<dyn Store>, ServeError> {
-    let s = &config.store;
-    Ok(match &s.redis {
-        None => Arc::new(MemoryStore::new(MemoryOptions {
-            event_log_capacity: s.event_log_capacity,
-            retention_hours: config.limits.retention_hours,
-            rules: rules.clone(),
-        })),
-        Some(url) => Arc::new(RedisStore::new(RedisOptions {
-            url: url.expose().to_owned(),
-            key_prefix: s.key_prefix.clone(),
-            event_log_max_len: s.event_log_capacity,
-            event_log_max_age: (s.event_log_max_age_seconds > 0)
-                .then(|| Duration::from_secs(s.event_log_max_age_seconds)),
-            retention_hours: config.limits.retention_hours,
-            response_timeout: Duration::from_millis(s.redis_timeout_ms),
-            rules: rules.clone(),
-            tls_ca_pem: redis_ca(config)?,
-        })?),
+    Ok(match redis_store_from_config(config, rules)? {
+        Some(redis) => Arc::new(redis),
+        None => {
+            let s = &config.store;
+            Arc::new(MemoryStore::new(MemoryOptions {
+                event_log_capacity: s.event_log_capacity,
+                retention_hours: config.limits.retention_hours,
+                rules: rules.clone(),
+            }))
+        }
     })
+}
+
+/// The Redis store the configuration asks for, if it asks for one. Does not connect.
+pub fn redis_store_from_config(config: &Config, rules: &Rules) -> Result<Option<RedisStore>, ServeError> {
+    let s = &config.store;
+    if !s.uses_redis() {
+        return Ok(None);
+    }
+    let sentinel = s.redis_master.as_ref().map(|master| sitrep_store::redis::SentinelOptions {
+        addresses: s.sentinel_addresses(),
+        master: master.clone(),
+        password: s.redis_sentinel_password.as_ref().map(|p| p.expose().to_owned()),
+    });
+    // With Sentinel and no URL, the master is reached with no credentials, database 0, no TLS.
+    let url = match (&s.redis, &sentinel) {
+        (Some(url), _) => url.expose().to_owned(),
+        (None, Some(sentinel)) => format!("redis://{}/", sentinel.master),
+        (None, None) => unreachable!("uses_redis"),
+    };
+    Ok(Some(RedisStore::new(RedisOptions {
+        url,
+        key_prefix: s.key_prefix.clone(),
+        event_log_max_len: s.event_log_capacity,
+        event_log_max_age: (s.event_log_max_age_seconds > 0).then(|| Duration::from_secs(s.event_log_max_age_seconds)),
+        retention_hours: config.limits.retention_hours,
+        response_timeout: Duration::from_millis(s.redis_timeout_ms),
+        rules: rules.clone(),
+        tls_ca_pem: redis_ca(config)?,
+        sentinel,
+        ack_replicas: s.ack_replicas,
+        ack_timeout: s.ack_timeout(),
+    })?))
 }
 
 /// The CA `store.redis_ca` names, read, for a `rediss://` URL; an error naming the setting and the file otherwise.

@@ -309,6 +309,129 @@ pub struct StoreConfig {
     pub redis_timeout_ms: u64,
     /// With a `rediss://` URL: the CA (PEM) that signed Redis's certificate, instead of the system's roots.
     pub redis_ca: Option<PathBuf>,
+    /// Redis Sentinel, each as "host:port": the master is the one they name `redis_master`, asked again whenever it
+    /// fails over. `redis`, if set, then gives only the master's credentials, database and scheme (rediss:// for
+    /// TLS to the master and the Sentinels), and its host must be `redis_master`.
+    pub redis_sentinels: Vec<String>,
+    /// With `redis_sentinels`: the name the Sentinels monitor the master under.
+    pub redis_master: Option<String>,
+    /// With `redis_sentinels`: the Sentinels' own password (`requirepass` in sentinel.conf), if they have one.
+    pub redis_sentinel_password: Option<Secret>,
+    /// Replicas that must have a report (Redis `WAIT`) before it is acknowledged; 0: acknowledged once the master
+    /// has it. Falling short answers the report UNAVAILABLE.
+    pub ack_replicas: u32,
+    /// With `ack_replicas`: how long to wait for the replicas, e.g. "1s".
+    pub ack_timeout: String,
+}
+
+impl StoreConfig {
+    /// Whether state is kept in Redis (a URL or Sentinel).
+    pub fn uses_redis(&self) -> bool {
+        self.redis.is_some() || !self.redis_sentinels.is_empty()
+    }
+
+    /// `redis_sentinels` as (host, port); checked by `Config::from_file`, so the unparsable are left out.
+    pub fn sentinel_addresses(&self) -> Vec<(String, u16)> {
+        self.redis_sentinels.iter().filter_map(|s| parse_host_port(s).ok()).collect()
+    }
+
+    /// `ack_timeout`; checked by `Config::from_file`, so the default when unparsable.
+    pub fn ack_timeout(&self) -> Duration {
+        humantime::parse_duration(&self.ack_timeout).unwrap_or(Duration::from_secs(1))
+    }
+
+    /// The `[store]` settings of Redis high availability, checked together.
+    fn check_ha(&self) -> Result<(), (&'static str, String)> {
+        match (self.redis_sentinels.is_empty(), &self.redis_master) {
+            (false, None) => {
+                return Err(("store.redis_master", "must name the master the Sentinels monitor when store.redis_sentinels is set (rule: required_with)".into()));
+            }
+            (true, Some(m)) => {
+                return Err((
+                    "store.redis_sentinels",
+                    format!(
+                        "must list the Sentinels (\"host:port\") that monitor store.redis_master = {m:?} (rule: required_with)"
+                    ),
+                ));
+            }
+            (true, None) if self.redis_sentinel_password.is_some() => {
+                return Err(("store.redis_sentinel_password", "has no effect without store.redis_sentinels".into()));
+            }
+            _ => {}
+        }
+        for s in &self.redis_sentinels {
+            if let Err(why) = parse_host_port(s) {
+                return Err(("store.redis_sentinels", format!("{s:?} is not \"host:port\": {why}")));
+            }
+        }
+        if let (Some(master), Some(url)) = (&self.redis_master, &self.redis) {
+            let host = url.host();
+            if host != *master {
+                return Err((
+                    "store.redis",
+                    format!(
+                        "with store.redis_sentinels, the URL gives the master's credentials and its host must be \
+                         store.redis_master ({master:?}), not {host:?}: e.g. redis://:password@{master}/0"
+                    ),
+                ));
+            }
+        }
+        if self.ack_replicas > 100 {
+            return Err(("store.ack_replicas", format!("{} is more than 100 (rule: at_most)", self.ack_replicas)));
+        }
+        if self.ack_replicas > 0 && !self.uses_redis() {
+            return Err(("store.ack_replicas", "needs Redis (store.redis or store.redis_sentinels)".into()));
+        }
+        match humantime::parse_duration(&self.ack_timeout) {
+            Err(e) => {
+                return Err((
+                    "store.ack_timeout",
+                    format!("{:?} is not a duration like \"1s\": {e}", self.ack_timeout),
+                ));
+            }
+            Ok(d) if d < Duration::from_millis(1) || d > Duration::from_secs(60) => {
+                return Err(("store.ack_timeout", format!("{:?} must be from 1ms to 60s", self.ack_timeout)));
+            }
+            Ok(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// "host:port" as its parts.
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s.rsplit_once(':').ok_or("no port")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    let port: u16 = port.parse().map_err(|_| format!("port {port:?} is not a number from 1 to 65535"))?;
+    if port == 0 {
+        return Err("port 0".into());
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// A password: never printed (Debug shows `***`).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
+    /// The secret itself: for connecting, never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
 }
 
 impl Default for StoreConfig {
@@ -320,6 +443,11 @@ impl Default for StoreConfig {
             event_log_max_age_seconds: 0,
             redis_timeout_ms: 2000,
             redis_ca: None,
+            redis_sentinels: Vec::new(),
+            redis_master: None,
+            redis_sentinel_password: None,
+            ack_replicas: 0,
+            ack_timeout: "1s".into(),
         }
     }
 }
@@ -337,6 +465,17 @@ impl RedisUrl {
     /// The full URL, password included: for connecting, never for logs.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The host the URL names ("" if none).
+    pub fn host(&self) -> String {
+        let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        match host_port.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host.to_owned(),
+            _ => host_port.to_owned(),
+        }
     }
 
     /// The URL with any password replaced by `***`, for logs and errors.
@@ -441,6 +580,9 @@ impl Config {
             && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
         {
             return invalid("store.redis", &format!("{} is not a redis:// or rediss:// URL", url.redacted()));
+        }
+        if let Err((key, message)) = self.store.check_ha() {
+            return invalid(key, &message);
         }
         if self.store.key_prefix.is_empty() || self.store.key_prefix.contains(['{', '}']) {
             return invalid("store.key_prefix", "must be non-empty without braces");
@@ -672,6 +814,18 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_settings_are_read() {
+        let text = "[store]\nredis_sentinels = [\"10.0.0.1:26379\", \"[::1]:26380\"]\nredis_master = \"sitrep\"\n\
+                    redis_sentinel_password = \"s3cret\"\nredis = \"rediss://:pw@sitrep/2\"\nack_replicas = 1\n\
+                    ack_timeout = \"250ms\"\n";
+        let c = Config::from_file(&write("sentinel", text)).unwrap();
+        assert!(c.store.uses_redis());
+        assert_eq!(c.store.sentinel_addresses(), [("10.0.0.1".to_owned(), 26379), ("::1".to_owned(), 26380)]);
+        assert_eq!(c.store.ack_timeout(), Duration::from_millis(250));
+        assert!(!format!("{c:?}").contains("s3cret"), "the Sentinel password is never printed");
+    }
+
+    #[test]
     fn tls_files_are_relative_to_the_configuration() {
         let path =
             write("tls", "[tls]\ncert = \"tls/tls.crt\"\nkey = \"/etc/k.pem\"\n[store]\nredis_ca = \"ca.pem\"\n");
@@ -742,6 +896,42 @@ mod tests {
                 "shutdown_grace_seconds: must be at most 3600",
             ),
             ("redis-timeout", "[store]\nredis_timeout_ms = 0\n", "store.redis_timeout_ms: must be from 1"),
+            (
+                "sentinel-master",
+                "[store]\nredis_sentinels = [\"10.0.0.1:26379\"]\n",
+                "store.redis_master: must name the master the Sentinels monitor when store.redis_sentinels is set",
+            ),
+            (
+                "master-sentinels",
+                "[store]\nredis_master = \"m\"\n",
+                "store.redis_sentinels: must list the Sentinels (\"host:port\") that monitor store.redis_master = \"m\"",
+            ),
+            (
+                "sentinel-port",
+                "[store]\nredis_sentinels = [\"10.0.0.1\"]\nredis_master = \"m\"\n",
+                "store.redis_sentinels: \"10.0.0.1\" is not \"host:port\": no port",
+            ),
+            (
+                "sentinel-url",
+                "[store]\nredis = \"redis://:pw@10.0.0.9/0\"\nredis_sentinels = [\"a:26379\"]\nredis_master = \"m\"\n",
+                "store.redis: with store.redis_sentinels, the URL gives the master's credentials and its host must be \
+                 store.redis_master (\"m\"), not \"10.0.0.9\"",
+            ),
+            (
+                "sentinel-password",
+                "[store]\nredis_sentinel_password = \"x\"\n",
+                "store.redis_sentinel_password: has no effect without store.redis_sentinels",
+            ),
+            (
+                "ack-redis",
+                "[store]\nack_replicas = 1\n",
+                "store.ack_replicas: needs Redis (store.redis or store.redis_sentinels)",
+            ),
+            (
+                "ack-timeout",
+                "[store]\nredis = \"redis://r/\"\nack_replicas = 1\nack_timeout = \"soon\"\n",
+                "store.ack_timeout: \"soon\" is not a duration like \"1s\"",
+            ),
             ("tls-pair", "[tls]\ncert = \"c.pem\"\n", "tls.key: must be set with tls.cert"),
             (
                 "tls-required",

@@ -64,5 +64,6 @@ pub fn store(e: StoreError) -> Status {
             Status::aborted(format!("{e}; the report was not stored: retry it (retrying is always safe)"))
         }
         StoreError::Internal(_) | StoreError::UnknownCode(_) => Status::internal(e.to_string()),
+        StoreError::Incompatible(_) => Status::failed_precondition(e.to_string()),
     }
 }

@@ -40,5 +40,5 @@ pub mod telemetry;
 pub mod tls;
 pub mod transport;
 
-pub use app::{App, serve, store_from_config};
+pub use app::{App, redis_store_from_config, serve, store_from_config};
 pub use config::Config;

@@ -5,8 +5,10 @@
 //!   [`Read`] and [`StoreError`].
 //! - [`memory`]: [`MemoryStore`], the embedded default: everything in one process, one lock.
 //! - [`redis`]: [`RedisStore`], the store of record: one Lua script per report, a stream as the event log, shared
-//!   by any number of aggregator replicas; and [`redis::RedisProcess`], a `redis-server` started on a free port for
-//!   tests and benchmarks.
+//!   by any number of aggregator replicas; the master found at a URL or through Redis Sentinel and followed across
+//!   failovers (`redis/master.rs`), an optional `WAIT` for replicas before acknowledging, and the data's layout
+//!   version with its migrations (`redis/schema.rs`); and [`redis::RedisProcess`], a `redis-server` (or a replica,
+//!   or a Sentinel) started on a free port for tests and benchmarks.
 //! - [`conformance`]: `pub async fn` checks any backend must pass; each backend's tests run all of them.
 //!
 //! The store knows the domain types of `sitrep-core` and nothing of gRPC.
@@ -59,7 +61,8 @@ pub enum ResetReason {
     TooOld,
     /// The cursor belongs to another epoch of the log (or is malformed).
     OtherEpoch,
-    /// The cursor is beyond the end of the log.
+    /// The cursor is beyond the end of the log, or names an event the log does not hold (a Redis failover to a
+    /// replica that lacked the log's tail).
     Ahead,
 }
 
@@ -105,6 +108,10 @@ pub enum StoreError {
     /// The backend answered with something this version of sitrep cannot understand.
     #[error("store internal error: {0}")]
     Internal(String),
+    /// The stored data cannot be used by this build (it was written by a newer sitrep): do not retry; the message
+    /// says what to do.
+    #[error("store incompatible: {0}")]
+    Incompatible(String),
     /// A stored record names a metric by a number this store's dictionary lacks (another replica, with a larger
     /// catalogue, added it): read the dictionary again.
     #[error("store internal error: metric number {0} is not in the dictionary")]

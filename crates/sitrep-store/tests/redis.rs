@@ -337,3 +337,217 @@ async fn a_store_tails_its_own_events_without_reading_them_back() {
     }
     assert_eq!(seen, ["RVR", "RJ7"]);
 }
+
+/// Waits until `check` holds, polling; fails after `within`.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    within: std::time::Duration,
+    what: &str,
+    check: impl Fn() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A field of `SENTINEL MASTER <name>` (or of `INFO replication`, as `name:value` lines), as text.
+async fn sentinel_field(sentinel: &RedisProcess, master: &str, field: &str) -> Option<String> {
+    let client = redis::Client::open(sentinel.url()).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let fields: Vec<String> = redis::cmd("SENTINEL").arg("MASTER").arg(master).query_async(&mut conn).await.ok()?;
+    fields.chunks(2).find(|kv| kv[0] == field).map(|kv| kv[1].clone())
+}
+
+/// When Sentinel fails the master over (here by hand, `SENTINEL FAILOVER`, so the old master lives on as a
+/// replica and answers writes with READONLY), the store asks Sentinel again and carries on with the new master:
+/// the reports sent meanwhile are answered UNAVAILABLE (never a permanent error), and the next ones are stored.
+#[tokio::test]
+async fn the_store_follows_a_sentinel_failover() {
+    use sitrep_store::redis::{SentinelOptions, SentinelWatch};
+    use sitrep_store::{Applied, Store, StoreError};
+    let master = RedisProcess::start().expect("redis-server");
+    let replica = RedisProcess::start_replica_of(&master).expect("replica");
+    let watch = SentinelWatch {
+        name: "m",
+        master_port: master.port(),
+        quorum: 1,
+        down_after_ms: 1000,
+        failover_timeout_ms: 5000,
+    };
+    let sentinel = RedisProcess::start_sentinel(&watch).expect("sentinel");
+    eventually(std::time::Duration::from_secs(20), "Sentinel sees the replica", || async {
+        sentinel_field(&sentinel, "m", "num-slaves").await.as_deref() == Some("1")
+    })
+    .await;
+    let options = RedisOptions {
+        url: "redis://m/".into(),
+        sentinel: Some(SentinelOptions {
+            addresses: vec![("127.0.0.1".into(), sentinel.port())],
+            master: "m".into(),
+            password: None,
+        }),
+        response_timeout: std::time::Duration::from_millis(500),
+        ..Default::default()
+    };
+    let store = RedisStore::connect(options).await.expect("connect through Sentinel");
+    let accepted = |a: Applied| matches!(a, Applied::Accepted(_));
+    assert!(accepted(store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap()));
+    eventually(std::time::Duration::from_secs(10), "the replica has the write", || async {
+        raw(&replica.url(), &["HEXISTS", "{sitrep}:states", "RJ7"]).await == redis::Value::Int(1)
+    })
+    .await;
+
+    assert_eq!(raw(&sentinel.url(), &["SENTINEL", "FAILOVER", "m"]).await, redis::Value::Okay);
+    let promoted = replica.port().to_string();
+    eventually(std::time::Duration::from_secs(20), "Sentinel names the replica as master", || async {
+        let client = redis::Client::open(sentinel.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let addr: Vec<String> =
+            redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg("m").query_async(&mut conn).await.unwrap();
+        addr.get(1) == Some(&promoted)
+    })
+    .await;
+    // Until the store has moved over, reports are refused as unavailable, never as a permanent failure.
+    let mut revision = 2;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match store.apply(&report("RJ7", revision), sitrep_core::Timestamp::now()).await {
+            Ok(a) => {
+                assert!(accepted(a));
+                break;
+            }
+            Err(StoreError::Unavailable { .. }) => revision += 1,
+            Err(e) => panic!("a failover must answer unavailable, not {e}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the store never reached the new master");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The write went to the promoted replica; the old master, now its replica, refuses writes.
+    assert_eq!(raw(&replica.url(), &["HEXISTS", "{sitrep}:states", "RJ7"]).await, redis::Value::Int(1));
+    let head = store.head().await.unwrap();
+    assert!(head.pos > sitrep_core::cursor::Position(0, 0));
+    drop(master);
+}
+
+/// With `ack_replicas`, a report is acknowledged only once that many replicas have it (`WAIT`): with no replica
+/// attached it is answered UNAVAILABLE, with a message naming the setting and the numbers, and it is still in the
+/// master's log (so a retry is a duplicate, not lost).
+#[tokio::test]
+async fn ack_replicas_waits_for_replicas_before_acknowledging() {
+    use sitrep_store::{Applied, Store, StoreError};
+    let master = RedisProcess::start().expect("redis-server");
+    let options = |ms| RedisOptions {
+        url: master.url(),
+        ack_replicas: 1,
+        ack_timeout: std::time::Duration::from_millis(ms),
+        ..Default::default()
+    };
+    let lonely = RedisStore::connect(options(200)).await.unwrap();
+    match lonely.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await {
+        Err(StoreError::Unavailable { message, .. }) => {
+            assert!(message.contains("0 of the 1 replicas store.ack_replicas asks for"), "{message}")
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    let replica = RedisProcess::start_replica_of(&master).expect("replica");
+    eventually(std::time::Duration::from_secs(20), "the replica is attached", || async {
+        matches!(raw(&master.url(), &["INFO", "replication"]).await,
+            redis::Value::BulkString(b) if String::from_utf8_lossy(&b).contains("state=online"))
+    })
+    .await;
+    // The retry of the report WAIT fell short on: it was on the master all along, now replicated. (A generous
+    // timeout from here: this machine is shared, and a replica slow to answer would fail the test for nothing.)
+    let lonely = RedisStore::connect(options(5000)).await.unwrap();
+    let again = lonely.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap();
+    assert!(matches!(again, Applied::Duplicate { .. }), "{again:?}");
+    let next = lonely.apply(&report("RJ7", 2), sitrep_core::Timestamp::now()).await.unwrap();
+    assert!(matches!(next, Applied::Accepted(_)), "{next:?}");
+    eventually(std::time::Duration::from_secs(5), "the replica has it", || async {
+        raw(&replica.url(), &["HEXISTS", "{sitrep}:states", "RJ7"]).await == redis::Value::Int(1)
+    })
+    .await;
+}
+
+/// A failover to a replica that lacked the log's tail (with `ack_replicas = 0`) leaves readers' cursors naming
+/// events the log no longer has. Simulated here by removing the tail as such a replica would lack it: a read from
+/// such a cursor is reset as ahead of the log, before and after new events, never a silent gap.
+#[tokio::test]
+async fn a_cursor_whose_event_the_log_lost_is_reset() {
+    use sitrep_store::{Applied, Read, ResetReason, Store};
+    let redis = RedisProcess::start().expect("redis-server");
+    let store = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    let accept = |a: Applied| match a {
+        Applied::Accepted(e) => e,
+        other => panic!("{other:?}"),
+    };
+    let kept = accept(store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await.unwrap());
+    let lost = accept(store.apply(&report("RGT", 1), sitrep_core::Timestamp::now()).await.unwrap());
+    let id = lost.cursor.pos.to_string();
+    raw(&redis.url(), &["XDEL", "{sitrep}:events", &id]).await;
+    raw(&redis.url(), &["HSET", "{sitrep}:log", "head", &kept.cursor.pos.to_string()]).await;
+    let zero = std::time::Duration::ZERO;
+    assert_eq!(store.read(&lost.cursor, 10, zero).await.unwrap(), Read::Reset(ResetReason::Ahead));
+    // New writes on the new master (another store: this one's memory of its own appends is of the old master).
+    let other = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    let after = accept(other.apply(&report("RAL", 1), sitrep_core::Timestamp::now()).await.unwrap());
+    assert!(after.cursor.pos > lost.cursor.pos);
+    assert_eq!(store.read(&lost.cursor, 10, zero).await.unwrap(), Read::Reset(ResetReason::Ahead));
+    let tail = store.read(&lost.cursor, 10, std::time::Duration::from_millis(300)).await.unwrap();
+    assert_eq!(tail, Read::Reset(ResetReason::Ahead));
+    // The cursor before the lost event still reads on: the new event follows it.
+    assert_eq!(store.read(&kept.cursor, 10, zero).await.unwrap(), Read::Events(vec![after]));
+}
+
+/// The data's version: an empty Redis is stamped with the current one, data written before versions were kept is
+/// stamped too, and data of a newer version is refused with a message saying what to do.
+#[tokio::test]
+async fn data_versions_are_stamped_and_newer_ones_refused() {
+    use sitrep_store::{Store, StoreError};
+    let redis = RedisProcess::start().expect("redis-server");
+    let version = sitrep_store::redis::SCHEMA_VERSION.to_string();
+    let fresh = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    fresh.head().await.unwrap();
+    assert_eq!(raw(&redis.url(), &["GET", "{sitrep}:schema"]).await, redis::Value::BulkString(version.clone().into()));
+    // Unversioned data of the current layout (as an older sitrep left it).
+    raw(&redis.url(), &["HSET", "{old}:log", "epoch", "r1", "head", "0-0"]).await;
+    let old = RedisStore::connect(RedisOptions { url: redis.url(), key_prefix: "old".into(), ..Default::default() });
+    old.await.unwrap().head().await.unwrap();
+    assert_eq!(raw(&redis.url(), &["GET", "{old}:schema"]).await, redis::Value::BulkString(version.into()));
+    // A newer version: refused, every time, with what to do.
+    raw(&redis.url(), &["SET", "{new}:schema", "99"]).await;
+    let new =
+        RedisStore::new(RedisOptions { url: redis.url(), key_prefix: "new".into(), ..Default::default() }).unwrap();
+    for _ in 0..2 {
+        match new.prepare().await {
+            Err(StoreError::Incompatible(m)) => {
+                assert!(m.contains("{new}:schema") && m.contains("version 99") && m.contains("Upgrade sitrep"), "{m}")
+            }
+            other => panic!("expected incompatible, got {other:?}"),
+        }
+    }
+    assert!(matches!(new.head().await, Err(StoreError::Incompatible(_))));
+}
+
+/// Without Sentinel, a master demoted to a replica (`READONLY`) is a passing condition too: the report is answered
+/// UNAVAILABLE, the store makes fresh connections to the URL (which may lead elsewhere by then), and once the
+/// server there takes writes again, so does the store.
+#[tokio::test]
+async fn a_demoted_master_is_unavailable_not_a_failure() {
+    use sitrep_store::{Applied, Store, StoreError};
+    let redis = RedisProcess::start().expect("redis-server");
+    let other = RedisProcess::start().expect("redis-server");
+    let store = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.unwrap();
+    assert!(matches!(store.apply(&report("RJ7", 1), sitrep_core::Timestamp::now()).await, Ok(Applied::Accepted(_))));
+    assert_eq!(redis.command(&format!("REPLICAOF 127.0.0.1 {}", other.port())).unwrap(), "+OK");
+    match store.apply(&report("RJ7", 2), sitrep_core::Timestamp::now()).await {
+        Err(StoreError::Unavailable { message, .. }) => assert!(message.contains("read only replica"), "{message}"),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert_eq!(redis.command("REPLICAOF NO ONE").unwrap(), "+OK");
+    // Its data is now the other server's (empty): the report is new there.
+    eventually(std::time::Duration::from_secs(10), "writes are taken again", || async {
+        matches!(store.apply(&report("RJ7", 2), sitrep_core::Timestamp::now()).await, Ok(Applied::Accepted(_)))
+    })
+    .await;
+}

@@ -25,6 +25,8 @@
 //! - `hist:<provider>` hash: `<period in hours>:<revision>[:<site>]` -> `<event id>|<entry>` (no index: range queries and
 //!   trimming read the fields, which start with their period)
 //! - `codes` hash: the dictionary of metric numbers used by the encodings
+//! - `schema` string: the version of this layout, an integer (see `schema.rs`); `schema:lock` while a starting store
+//!   upgrades older data
 //!
 //! Every event in the stream carries its epoch and the id of the event before it (`p`). A reader resuming after
 //! cursor C checks that the first event it gets names C as its predecessor: that proves nothing between was
@@ -34,24 +36,35 @@
 //! its predecessor's, so when the next events of the log are ones this store just wrote (each naming the one before
 //! as its predecessor, the first naming the tail's cursor), the tail takes them as they are, with no read at all.
 //! Scripts are invoked by SHA and re-loaded by redis-rs when Redis answers `NOSCRIPT` (after a restart). Blocking
-//! reads of the stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout.
+//! reads of the stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout, and the
+//! committer a third (its `WAIT`s block the connection they are sent on).
+//!
+//! **High availability.** All three connections go to the current master, found at the URL or through Redis
+//! Sentinel and followed across failovers (see `master.rs`). With `ack_replicas`, each script call is followed by
+//! `WAIT` on the committer's connection, and a call that falls short is answered unavailable as a whole (its
+//! writes stay on the master: a retry is a duplicate, or accepted anew if a failover lost them). A failover to a
+//! replica that lacked the log's tail is caught by the `p` links: a cursor whose event the log does not hold is
+//! answered [`ResetReason::Ahead`]; a replica with no log at all starts a new epoch.
 
 pub mod codec;
+mod master;
 mod process;
+mod schema;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, Value as RValue};
 use sitrep_core::cursor::Position;
 use sitrep_core::plan::{self, Plan};
 use sitrep_core::{Code, Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport, Value};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-pub use process::RedisProcess;
+pub use process::{RedisProcess, SentinelWatch};
+pub use schema::VERSION as SCHEMA_VERSION;
 
 use crate::{Applied, Loaded, Read, ResetReason, Store, StoreError};
 use codec::Codes;
@@ -76,6 +89,24 @@ pub struct RedisOptions {
     /// With a `rediss://` URL: the CA certificates (PEM) that Redis's certificate must be signed by, instead of the
     /// system's roots.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// Find the master through Redis Sentinel instead of at the URL's host (whose credentials, database and scheme
+    /// still apply), and follow it when it fails over.
+    pub sentinel: Option<SentinelOptions>,
+    /// Replicas that must have each script call's writes (`WAIT`) before its reports are acknowledged; 0: none.
+    pub ack_replicas: u32,
+    /// How long to wait for them before answering the reports unavailable.
+    pub ack_timeout: Duration,
+}
+
+/// Where Redis Sentinel is, and which master to ask it for.
+#[derive(Clone, Debug)]
+pub struct SentinelOptions {
+    /// Each Sentinel's host and port.
+    pub addresses: Vec<(String, u16)>,
+    /// The name the Sentinels monitor the master under (`sentinel monitor <name> ...`).
+    pub master: String,
+    /// The Sentinels' own password (`requirepass` in sentinel.conf), if any.
+    pub password: Option<String>,
 }
 
 impl Default for RedisOptions {
@@ -89,6 +120,9 @@ impl Default for RedisOptions {
             response_timeout: Duration::from_secs(2),
             rules: Rules::demo(),
             tls_ca_pem: None,
+            sentinel: None,
+            ack_replicas: 0,
+            ack_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -99,6 +133,7 @@ struct Keys {
     events: String,
     states: String,
     codes: String,
+    schema: String,
 }
 
 impl Keys {
@@ -109,6 +144,7 @@ impl Keys {
             events: format!("{prefix}events"),
             states: format!("{prefix}states"),
             codes: format!("{prefix}codes"),
+            schema: format!("{prefix}schema"),
             prefix,
         }
     }
@@ -139,10 +175,13 @@ impl Scripts {
 }
 
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
-    /// For `XREAD BLOCK` only; `None` until first needed and after a failure.
-    blocking: Mutex<Option<MultiplexedConnection>>,
+    /// Where the master is, and the connections to it.
+    masters: Arc<master::Masters>,
+    /// For `XREAD BLOCK` only, with the generation of the master it was made to; `None` until first needed and
+    /// after a failure.
+    blocking: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Set once the stored data's version has been checked (and upgraded) on first contact: see `schema.rs`.
+    prepared: tokio::sync::OnceCell<()>,
     keys: Arc<Keys>,
     scripts: Arc<Scripts>,
     options: RedisOptions,
@@ -356,11 +395,12 @@ enum Persisted {
 /// It stops when the store (the queue's sender) is dropped, once the calls under way have answered.
 async fn commit_loop(
     mut rx: mpsc::Receiver<Pending>,
-    conn: ConnectionManager,
+    masters: Arc<master::Masters>,
     scripts: Arc<Scripts>,
     keys: Arc<Keys>,
     head: [String; 3],
     appended: Arc<Appended>,
+    ack: Ack,
 ) {
     use futures_util::StreamExt;
     use std::sync::atomic::Ordering::SeqCst;
@@ -389,10 +429,15 @@ async fn commit_loop(
                 }
             }
             appended.in_flight.fetch_add(1, SeqCst);
-            let mut conn = conn.clone();
+            let masters = masters.clone();
             under_way.push_back(async move {
-                let reply: Result<RValue, StoreError> = invocation.invoke_async(&mut conn).await.map_err(unavailable);
-                (batch, reply)
+                let reply = async {
+                    let mut conn = masters.get().await?.commit.clone();
+                    let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(|e| masters.failed(e))?;
+                    ack.wait(&mut conn, &masters).await?;
+                    Ok(reply)
+                };
+                (batch, reply.await)
             });
         }
         if !open && gathered.is_empty() && under_way.is_empty() {
@@ -406,6 +451,38 @@ async fn commit_loop(
                 None => open = false,
             },
         }
+    }
+}
+
+/// How many replicas must have a script call's writes before its reports are acknowledged (`store.ack_replicas`).
+#[derive(Clone, Copy)]
+struct Ack {
+    replicas: u32,
+    timeout: Duration,
+}
+
+impl Ack {
+    /// `WAIT`s for the replicas on the connection the script call went on (`WAIT` counts that connection's writes).
+    /// Falling short answers the whole call unavailable: its writes are on the master, but a failover now could
+    /// lose them, so none of its reports is acknowledged (a retry is then a duplicate, or accepted anew).
+    async fn wait(&self, conn: &mut ConnectionManager, masters: &master::Masters) -> Result<(), StoreError> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let ms = self.timeout.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
+        let reached: u32 =
+            redis::cmd("WAIT").arg(self.replicas).arg(ms).query_async(conn).await.map_err(|e| masters.failed(e))?;
+        if reached >= self.replicas {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable {
+            message: format!(
+                "redis: {reached} of the {} replicas store.ack_replicas asks for acknowledged the write within {ms} ms; \
+                 not acknowledged (retry: it is then a duplicate, or stored anew)",
+                self.replicas
+            ),
+            source: None,
+        })
     }
 }
 
@@ -499,16 +576,10 @@ impl RedisStore {
             }
         }
         .map_err(|e| StoreError::Internal(format!("invalid redis url {:?}: {e}", options.url)))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.response_timeout))
-            .set_connection_timeout(Some(options.response_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
         Ok(RedisStore {
-            client,
-            conn,
+            masters: Arc::new(master::Masters::new(&options, client)?),
             blocking: Mutex::new(None),
+            prepared: tokio::sync::OnceCell::new(),
             keys: Arc::new(Keys::new(&options.key_prefix)),
             scripts: Arc::new(Scripts::new()),
             options,
@@ -531,8 +602,43 @@ impl RedisStore {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(unavailable).map(|_| ())
+        let mut conn = self.conn().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| self.masters.failed(e)).map(|_| ())
+    }
+
+    /// The command connection to the current master, once the stored data's version has been checked (and the
+    /// data upgraded) on first contact; data newer than this build knows is refused, every time (see `schema.rs`).
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        Ok(self.master().await?.conn.clone())
+    }
+
+    /// The current master (see [`RedisStore::conn`]).
+    async fn master(&self) -> Result<Arc<master::Master>, StoreError> {
+        let master = self.masters.get().await?;
+        if self.prepared.initialized() {
+            return Ok(master);
+        }
+        self.prepared
+            .get_or_try_init(|| async {
+                let version = schema::prepare(&master.conn, &self.keys, schema::MIGRATIONS).await?;
+                tracing::debug!(version, prefix = %self.options.key_prefix, "redis: data version checked");
+                Ok::<(), StoreError>(())
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Unavailable { .. } => {
+                    self.masters.unreachable();
+                    e
+                }
+                e => e,
+            })?;
+        Ok(master)
+    }
+
+    /// Checks the stored data's version, upgrading older data (see `schema.rs`): what an aggregator does before it
+    /// serves. Fails with [`StoreError::Incompatible`] for data newer than this build knows.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        self.conn().await.map(|_| ())
     }
 
     /// The dictionary of metric numbers, with a number for every metric of the rules.
@@ -551,8 +657,8 @@ impl RedisStore {
         for code in index.metrics.iter().chain(&index.derived) {
             invocation.arg(code.as_str());
         }
-        let mut conn = self.conn.clone();
-        let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let mut conn = self.conn().await?;
+        let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
         let pairs = array(&reply)?
             .chunks(2)
             .map(|kv| {
@@ -583,9 +689,10 @@ impl RedisStore {
                 self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default(),
                 self.keys.prefix.clone(),
             ];
-            let (conn, scripts, keys, appended) =
-                (self.conn.clone(), self.scripts.clone(), self.keys.clone(), self.appended.clone());
-            tokio::spawn(commit_loop(rx, conn, scripts, keys, head, appended));
+            let (masters, scripts, keys, appended) =
+                (self.masters.clone(), self.scripts.clone(), self.keys.clone(), self.appended.clone());
+            let ack = Ack { replicas: self.options.ack_replicas, timeout: self.options.ack_timeout };
+            tokio::spawn(commit_loop(rx, masters, scripts, keys, head, appended, ack));
             tx
         })
     }
@@ -659,13 +766,13 @@ impl RedisStore {
 
     /// The provider's state as stored now (`None`: it has none).
     async fn read_state(&self, provider: &str) -> Result<Option<ProviderLive>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let stored: Option<Vec<u8>> = redis::cmd("HGET")
             .arg(&self.keys.states)
             .arg(provider)
             .query_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.masters.failed(e))?;
         match stored {
             None => Ok(None),
             Some(s) => {
@@ -677,7 +784,7 @@ impl RedisStore {
     /// What the revision of `report`'s period (and site) just before it said, for a late report's diff.
     async fn previous_revision(&self, report: &ValidReport) -> Result<Option<BTreeMap<Code, Value>>, StoreError> {
         let p = report.provider();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let stored: Vec<u8> = self
             .scripts
             .previous
@@ -687,7 +794,7 @@ impl RedisStore {
             .arg(report.site().unwrap_or(""))
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.masters.failed(e))?;
         if stored.is_empty() {
             return Ok(None);
         }
@@ -753,7 +860,7 @@ impl RedisStore {
 
     /// `read.lua`: the log's epoch and head, and up to `max` raw entries after `after`.
     async fn read_script(&self, after: Position, max: usize) -> Result<(String, Position, RValue), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let reply: RValue = self
             .scripts
             .read
@@ -764,7 +871,7 @@ impl RedisStore {
             .arg(max)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.masters.failed(e))?;
         match <[RValue; 3]>::try_from(array(&reply)?.to_vec()) {
             Ok([epoch, head, entries]) => Ok((text(&epoch)?, position(&text(&head)?)?, entries)),
             Err(_) => Err(bad("read reply")),
@@ -799,7 +906,14 @@ impl RedisStore {
             // Everything after the cursor has been trimmed.
             return Ok(Read::Reset(ResetReason::TooOld));
         }
-        if !entries.is_empty() && !linked(after, &entries) {
+        if let Some(first) = entries.first()
+            && !linked(after, &entries)
+        {
+            // The event after the cursor names an earlier one as its predecessor: the cursor's own event is not in
+            // this log (a failover to a replica that lacked the tail, then new writes): the cursor is ahead of it.
+            if first.epoch == after.epoch && first.prev < after.pos {
+                return Ok(Read::Reset(ResetReason::Ahead));
+            }
             return Ok(Read::Reset(ResetReason::TooOld));
         }
         Ok(Read::Events(entries.into_iter().map(|e| e.event).collect()))
@@ -855,16 +969,22 @@ impl RedisStore {
 
     /// One `XREAD BLOCK` from `from`, raw entries (none if BLOCK expired).
     async fn xread(&self, from: Position, max: usize, wait: Duration) -> Result<Vec<RValue>, StoreError> {
+        let master = self.master().await?;
         let mut guard = self.blocking.lock().await;
-        if guard.is_none() {
+        // A connection to a master this store has since moved away from is dropped.
+        if guard.as_ref().is_none_or(|(generation, _)| *generation != master.generation) {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(self.options.response_timeout))
                 // A blocking read answers only when an entry arrives or BLOCK expires: no response timeout.
                 .set_response_timeout(None);
-            let conn = self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unavailable)?;
-            *guard = Some(conn);
+            let conn = master
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| self.masters.failed(e))?;
+            *guard = Some((master.generation, conn));
         }
-        let conn = guard.as_mut().expect("connected above");
+        let (_, conn) = guard.as_mut().expect("connected above");
         let block_ms = wait.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("BLOCK").arg(block_ms).arg("COUNT").arg(max.max(1)).arg("STREAMS");
@@ -875,10 +995,11 @@ impl RedisStore {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
                 *guard = None;
-                return Err(unavailable(e));
+                return Err(self.masters.failed(e));
             }
             Err(_) => {
                 *guard = None;
+                self.masters.unreachable();
                 return Err(StoreError::Unavailable { message: "redis: blocking read timed out".into(), source: None });
             }
         };
@@ -1001,7 +1122,7 @@ impl Store for RedisStore {
     async fn load(&self) -> Result<Loaded, StoreError> {
         let cursor = self.head().await?;
         let mut providers = Vec::new();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let mut scan = 0u64;
         loop {
             let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
@@ -1011,7 +1132,7 @@ impl Store for RedisStore {
                 .arg(LOAD_BATCH)
                 .query_async(&mut conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| self.masters.failed(e))?;
             for (provider, stored) in pairs {
                 providers.push(
                     self.decoding(|codes| codec::decode_state(codes, &self.options.rules, &provider, &stored)).await?,
@@ -1062,8 +1183,9 @@ impl Store for RedisStore {
     }
 
     async fn fullness(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        let mut conn = self.conn.clone();
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(unavailable)?;
+        let mut conn = self.conn().await?;
+        let info: String =
+            redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
         let field =
             |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok());
         Ok(match (field("used_memory"), field("maxmemory")) {
@@ -1076,7 +1198,7 @@ impl Store for RedisStore {
         if from > to {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let reply: RValue = self
             .scripts
             .history
@@ -1085,7 +1207,7 @@ impl Store for RedisStore {
             .arg(codec::history_score(to))
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.masters.failed(e))?;
         let items = array(&reply)?;
         let mut out = self
             .decoding(|codes| {

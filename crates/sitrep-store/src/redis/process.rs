@@ -2,7 +2,8 @@
 //!
 //! Tests and the benchmark use it so that each owns its Redis: nothing shared, nothing left behind. It runs with
 //! AOF persistence (`appendfsync always`, so a killed server loses nothing it acknowledged) and can be killed and
-//! restarted on the same port and data to exercise outages.
+//! restarted on the same port and data to exercise outages. It can also run as a replica of another
+//! (`--replicaof`) or as a Redis Sentinel watching a master, for failover tests.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,6 +17,19 @@ pub struct RedisProcess {
     dir: PathBuf,
     extra: Vec<String>,
     config: Option<PathBuf>,
+    sentinel: bool,
+}
+
+/// What a Sentinel started by [`RedisProcess::start_sentinel`] watches, and how quickly it acts.
+pub struct SentinelWatch<'a> {
+    /// The name the master is monitored under.
+    pub name: &'a str,
+    pub master_port: u16,
+    /// Sentinels that must agree the master is down.
+    pub quorum: u32,
+    /// How long the master must be unreachable before it counts as down.
+    pub down_after_ms: u64,
+    pub failover_timeout_ms: u64,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -49,13 +63,54 @@ impl RedisProcess {
         Self::launch(Vec::new(), Some(config.to_owned()))
     }
 
-    fn launch(extra: Vec<String>, config: Option<PathBuf>) -> std::io::Result<Self> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let dir = std::env::temp_dir().join(format!("sitrep-redis-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let mut p = RedisProcess { child: None, port: free_port()?, dir, extra, config };
+    /// Starts `redis-server` as a replica of `master` (`--replicaof`), with the same defaults.
+    pub fn start_replica_of(master: &RedisProcess) -> std::io::Result<Self> {
+        Self::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()])
+    }
+
+    /// Starts a Redis Sentinel (`redis-server --sentinel`) watching a master on loopback, with a sentinel.conf of
+    /// its own (Sentinel rewrites it as it learns of replicas, other Sentinels and failovers).
+    pub fn start_sentinel(watch: &SentinelWatch) -> std::io::Result<Self> {
+        let dir = Self::new_dir()?;
+        let name = watch.name;
+        let config = dir.join("sentinel.conf");
+        let text = format!(
+            "sentinel monitor {name} 127.0.0.1 {} {}\nsentinel down-after-milliseconds {name} {}\n\
+             sentinel failover-timeout {name} {}\nsentinel parallel-syncs {name} 1\n",
+            watch.master_port, watch.quorum, watch.down_after_ms, watch.failover_timeout_ms
+        );
+        std::fs::write(&config, text)?;
+        let mut p = RedisProcess {
+            child: None,
+            port: free_port()?,
+            dir,
+            extra: Vec::new(),
+            config: Some(config),
+            sentinel: true,
+        };
         p.spawn()?;
         Ok(p)
+    }
+
+    fn new_dir() -> std::io::Result<PathBuf> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sitrep-redis-{}-{nanos}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn launch(extra: Vec<String>, config: Option<PathBuf>) -> std::io::Result<Self> {
+        let dir = Self::new_dir()?;
+        let mut p = RedisProcess { child: None, port: free_port()?, dir, extra, config, sentinel: false };
+        p.spawn()?;
+        Ok(p)
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
     }
 
     /// The server's process id, while it runs.
@@ -69,9 +124,14 @@ impl RedisProcess {
         if let Some(config) = &self.config {
             command.arg(config);
         }
+        if self.sentinel {
+            command.arg("--sentinel");
+        } else {
+            command.args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"]);
+        }
         let child = command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-            .args(["--appendfsync", "always", "--daemonize", "no", "--protected-mode", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--daemonize", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
