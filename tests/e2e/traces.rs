@@ -244,9 +244,16 @@ async fn a_report_is_one_trace_from_the_feed_to_every_subscriber() {
 
     let spans = receiver
         .wait_for("the report's spans and two deliveries", |spans| {
-            ["send report", "sitrep.v1.ProviderService/Report", "ingest report", "fold and fan out"]
-                .iter()
-                .all(|n| !named(spans, n).is_empty())
+            [
+                "send report",
+                "sitrep.v1.ProviderService/Report",
+                "ingest report",
+                "validate report",
+                "apply memory",
+                "fold and fan out",
+            ]
+            .iter()
+            .all(|n| !named(spans, n).is_empty())
                 && named(spans, "deliver event").len() >= 2
         })
         .await;
@@ -284,7 +291,9 @@ async fn a_subscriber_of_another_replica_joins_the_reports_trace() {
 
     let spans = receiver
         .wait_for("the report's spans and replica b's delivery", |spans| {
-            ["send report", "ingest report", "apply redis"].iter().all(|n| !named(spans, n).is_empty())
+            ["send report", "sitrep.v1.ProviderService/Report", "ingest report", "validate report", "apply redis"]
+                .iter()
+                .all(|n| !named(spans, n).is_empty())
                 && spans.iter().any(|s| s.span.name == "deliver event" && s.instance == "b")
                 && spans.iter().any(|s| s.span.name == "fold and fan out" && s.instance == "b")
         })
@@ -302,4 +311,62 @@ async fn a_subscriber_of_another_replica_joins_the_reports_trace() {
         "nobody subscribed to a, so a delivers nothing"
     );
     check_no_narrative(&spans);
+}
+
+/// A feed that samples nothing (`OTEL_TRACES_SAMPLER=always_off` at the root) leaves the aggregator, which follows
+/// its parent (the default sampler), with nothing to export: no span of the report, its call, its fold or its
+/// delivery.
+#[tokio::test]
+async fn a_report_its_feed_did_not_sample_makes_no_spans() {
+    let (receiver, endpoint) = Receiver::start().await;
+    // The aggregator with the default sampler, parent-based (`always_on` would trace whatever its parent said).
+    let mut env = otel_env(&endpoint, "a");
+    env.retain(|(k, _)| *k != "OTEL_TRACES_SAMPLER");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_env("", &[], "127.0.0.1:0", &[], &env).await;
+    let mut grpc = server.updates(15).await;
+    expect_snapshot(next(&mut grpc).await);
+    let dir = TempDir::new("traces-off");
+    let file = dir.0.join("beds.json");
+    let hour = sitrep_core::Timestamp::now().hour_start().to_string();
+    std::fs::write(&file, format!(r#"{{"provider":"RJ7","period":"{hour}","values":{{"beds.cc_adult.open":28}}}}"#))
+        .unwrap();
+    let mut env = otel_env(&endpoint, "feed");
+    env.retain(|(k, _)| *k != "OTEL_TRACES_SAMPLER");
+    env.push(("OTEL_TRACES_SAMPLER", "always_off".into()));
+    let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+        .args(["feed", "--server", &server.url, "--spool"])
+        .arg(dir.0.join("spool"))
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "sitrep feed failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(expect_event(next_non_heartbeat(&mut grpc).await).provider, "RJ7");
+    // Ten batch delays: anything made would have been sent by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spans = receiver.0.lock().unwrap().clone();
+    let names: Vec<_> = spans.iter().map(|s| s.span.name.as_str()).collect();
+    assert!(names.iter().all(|n| *n == "sitrep.v1.SubscriberService/Subscribe"), "unexpected spans {names:?}");
+}
+
+/// A malformed endpoint stops the process at start with a message naming the variable and the value.
+#[tokio::test]
+async fn a_malformed_endpoint_is_named_at_start() {
+    for command in [&["serve", "--listen", "127.0.0.1:0"][..], &["feed", "--status"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+            .args(command)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command:?} started with a malformed endpoint");
+        assert!(
+            stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT = \"collector:4317\"") && stderr.contains("http://"),
+            "{command:?}: {stderr}"
+        );
+    }
 }
