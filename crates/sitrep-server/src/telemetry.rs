@@ -286,7 +286,12 @@ fn w3c(cx: &opentelemetry::Context) -> Option<TraceContext> {
     (!out.0.traceparent.is_empty()).then_some(out.0)
 }
 
+/// The longest `tracestate` taken from a report (the W3C's 32 members of moderate length fit): a longer one is
+/// dropped, not carried into every event and stream entry of the report.
+const MAX_TRACESTATE: usize = 512;
+
 fn extract(traceparent: &str, tracestate: &str) -> opentelemetry::Context {
+    let tracestate = if tracestate.len() <= MAX_TRACESTATE { tracestate } else { "" };
     TraceContextPropagator::new().extract(&TraceFields(traceparent, tracestate))
 }
 
