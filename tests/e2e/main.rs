@@ -11,6 +11,7 @@ mod metrics;
 mod redis;
 mod support;
 mod tls;
+mod traces;
 mod wallboard;
 mod web;
 

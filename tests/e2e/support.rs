@@ -70,6 +70,17 @@ impl Server {
     /// Starts `sitrep serve` listening on `listen`, with the configuration text, extra arguments, and other files
     /// (name, content) written beside the configuration (a directory, say).
     pub async fn start_full(config: &str, extra: &[&str], listen: &str, files: &[(&str, &str)]) -> Server {
+        Self::start_env(config, extra, listen, files, &[]).await
+    }
+
+    /// [`Server::start_full`] with these environment variables set (the `OTEL_*` ones, say).
+    pub async fn start_env(
+        config: &str,
+        extra: &[&str],
+        listen: &str,
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Server {
         let dir = TempDir::new("server");
         let config_path = dir.0.join("sitrep.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -81,6 +92,7 @@ impl Server {
             .arg(&config_path)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

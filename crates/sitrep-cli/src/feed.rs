@@ -44,9 +44,11 @@ use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_server::hub::Backoff;
+use sitrep_server::telemetry;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(clap::Args)]
 pub struct FeedArgs {
@@ -440,7 +442,8 @@ impl Agent {
                 Ok::<_, SendFailure>((tx, acks))
             }
         };
-        let (mut tx, mut acks) = open(client).await?;
+        // Opened for the first report, under its span, so the call's metadata carries that report's trace.
+        let mut stream = None;
         for (path, entry) in queue {
             for text in &entry.reports {
                 if cancel.is_cancelled() {
@@ -460,11 +463,38 @@ impl Agent {
                         continue;
                     }
                 };
-                tx.send(sitrep_server::convert::report_to_wire(&report))
+                // A trace per report when tracing is on; the report carries its context (a stream carries many).
+                let period = report.period.map(|p| p.to_string()).unwrap_or_default();
+                let span = telemetry::send_span(
+                    &report.provider,
+                    report.site.as_deref(),
+                    &period,
+                    report.revision,
+                    &entry.source,
+                );
+                let (tx, acks) = match &mut stream {
+                    Some(open) => open,
+                    None => stream.insert(open(client).instrument(span.clone()).await?),
+                };
+                let mut wire = sitrep_server::convert::report_to_wire(&report);
+                if let Some(trace) = telemetry::context_of(&span) {
+                    (wire.traceparent, wire.tracestate) = (trace.traceparent, trace.tracestate);
+                }
+                tx.send(wire).instrument(span.clone()).await.map_err(|_| {
+                    telemetry::record_outcome(&span, "failed");
+                    SendFailure::Other("the stream closed".to_owned())
+                })?;
+                let answer = tokio::time::timeout(wait, acks.message().instrument(span.clone()))
                     .await
-                    .map_err(|_| SendFailure::Other("the stream closed".to_owned()))?;
-                let answer =
-                    tokio::time::timeout(wait, acks.message()).await.unwrap_or_else(|_| Err(server::no_answer(wait)));
+                    .unwrap_or_else(|_| Err(server::no_answer(wait)));
+                telemetry::record_outcome(
+                    &span,
+                    &match &answer {
+                        Ok(Some(ack)) => ack.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(),
+                        _ => "failed".to_owned(),
+                    },
+                );
+                drop(span);
                 let ack = match answer {
                     Ok(Some(ack)) => ack,
                     Ok(None) => return Err(SendFailure::Other("the aggregator ended the stream".into())),
@@ -473,7 +503,7 @@ impl Agent {
                     Err(status) if status.code() == tonic::Code::PermissionDenied => {
                         *answered = true;
                         self.reject_denied(&entry.source, text, &report, status.message());
-                        (tx, acks) = open(client).await?;
+                        stream = None;
                         continue;
                     }
                     Err(status) => return Err(SendFailure::Call(status)),

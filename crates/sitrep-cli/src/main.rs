@@ -30,6 +30,7 @@ use sitrep_server::config::RedisUrl;
 use sitrep_server::display::{update_line, value_text};
 use sitrep_server::hub::Backoff;
 use sitrep_server::sim::{SimOptions, SimStats};
+use sitrep_server::telemetry::{self, Role, Telemetry};
 use sitrep_server::{App, Config};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
@@ -380,11 +381,23 @@ fn main() -> ExitCode {
     // for the process's default. Installing fails only if one is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let role = match cli.command {
+        Command::Serve(_) => Role::Aggregator,
+        Command::Feed(_) => Role::Feed,
+        _ => Role::Client,
+    };
+    // Inside the runtime: the trace exporter's channel is made there.
+    let telemetry = match runtime.block_on(async { init_logging(role) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: tracing is misconfigured: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -404,6 +417,10 @@ fn main() -> ExitCode {
             Command::Refusals(args) => refusals(args).await,
         }
     });
+    // Before the runtime goes: the last spans are sent over its connections (a short `sitrep feed FILE` run's too).
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -414,20 +431,35 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to standard error: readable text by default, one JSON object per line with `SITREP_LOG_FORMAT=json`
-/// (for log collectors). `RUST_LOG` picks what is logged (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+/// (for log collectors). `RUST_LOG` picks what is logged (default `info`). Traces go to an OTLP collector when the
+/// `OTEL_*` variables name one (`sitrep_server::telemetry`); the returned handle flushes them on exit. An error
+/// names the variable at fault.
+fn init_logging(role: Role) -> Result<Option<Telemetry>, String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive(telemetry::log_directive());
+    let (otel, telemetry) = match telemetry::from_env(role)? {
+        Some((layer, telemetry)) => (Some(layer), Some(telemetry)),
+        None => (None, None),
+    };
     // Colours only on a terminal: a log file or collector gets plain text, with nothing but what was logged.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match std::env::var("SITREP_LOG_FORMAT").as_deref() {
-        Ok("json") => builder.json().init(),
-        Ok("text") | Err(_) => builder.init(),
-        Ok(other) => {
-            builder.init();
-            tracing::warn!(value = other, "SITREP_LOG_FORMAT must be text or json; using text");
-        }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let format = std::env::var("SITREP_LOG_FORMAT");
+    let fmt = match format.as_deref() {
+        Ok("json") => fmt.json().with_filter(filter).boxed(),
+        _ => fmt.with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry().with(otel).with(fmt).init();
+    if let Ok(other) = format.as_deref()
+        && !matches!(other, "json" | "text")
+    {
+        tracing::warn!(value = other, "SITREP_LOG_FORMAT must be text or json; using text");
     }
+    Ok(telemetry)
 }
 
 /// A token cancelled on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed before this returns, so a signal
@@ -631,10 +663,21 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let mut client = ProviderServiceClient::new(channel);
     let mut code = ExitCode::SUCCESS;
     for report in reports {
+        // A trace per report when tracing is on: the call's metadata carries its context to the aggregator.
+        let period = report.period.map(|p| p.to_string()).unwrap_or_default();
+        let file = args.file.display().to_string();
+        let span = telemetry::send_span(&report.provider, report.site.as_deref(), &period, report.revision, &file);
         let call = client.submit(sitrep_server::convert::report_to_wire(&report));
-        let answer = tokio::time::timeout(server::ANSWER_TIMEOUT, call)
+        let answer = tokio::time::timeout(server::ANSWER_TIMEOUT, tracing::Instrument::instrument(call, span.clone()))
             .await
             .unwrap_or_else(|_| Err(server::no_answer(server::ANSWER_TIMEOUT)));
+        let outcome = match &answer {
+            Ok(ack) => ack.get_ref().outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(),
+            Err(status) if status.code() == tonic::Code::InvalidArgument => "rejected".into(),
+            Err(_) => "failed".into(),
+        };
+        telemetry::record_outcome(&span, &outcome);
+        drop(span);
         match answer {
             Ok(ack) => {
                 let ack = ack.into_inner();

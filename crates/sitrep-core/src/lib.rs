@@ -60,7 +60,7 @@ pub use report::{AbsentReason, MetricInput, Report, Value};
 pub use rules::{Level, Rules, Scope};
 pub use state::{Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Reading, SiteLive};
 pub use time::Timestamp;
-pub use validate::{Limits, Sender, ValidReport, Violation, validate};
+pub use validate::{Limits, Sender, TraceContext, ValidReport, Violation, validate};
 
 /// Configuration text that could not be understood, with the key or item at fault.
 #[derive(Debug, thiserror::Error)]

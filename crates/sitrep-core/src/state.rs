@@ -244,6 +244,7 @@ fn stale_event(live: &ProviderLive, alert: Alert, now: Timestamp) -> Event {
         derived: Derived { raised: vec![alert], ..Default::default() },
         rollups: Vec::new(),
         planned: Planned::default(),
+        trace: None,
     }
 }
 
@@ -300,6 +301,9 @@ pub struct Event {
     /// events read back by its own tail): the picture takes it rather than folding the event into its copy again.
     /// Not stored; ignored when events are compared.
     pub planned: Planned,
+    /// The trace context of the report's handling, when tracing was on and sampled it (see
+    /// [`crate::validate::TraceContext`]); `None` for the clock's events and events stored without one.
+    pub trace: Option<crate::validate::TraceContext>,
 }
 
 /// See [`Event::planned`]. Equal whatever it holds, so that events compare by what they say.
@@ -502,6 +506,7 @@ pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: 
         derived: Derived::default(),
         rollups: Vec::new(),
         planned: Planned::default(),
+        trace: report.trace().cloned(),
     }
 }
 

@@ -67,6 +67,7 @@ pub struct ValidReport {
     pub(crate) narrative: Option<String>,
     pub(crate) source: Option<String>,
     pub(crate) sender: Option<Sender>,
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// Who sent a report, as the aggregator authenticated it: kept with the report in history and its event, the
@@ -79,6 +80,17 @@ pub struct Sender {
     pub credential: String,
     /// Where the connection came from (`ip:port`), when known.
     pub address: String,
+}
+
+/// The W3C trace context (`traceparent`, and `tracestate` when there is one) of the span in which the aggregator
+/// handled a report. It travels with the report's event the way a message's headers do, through the store (the
+/// memory store keeps the event, Redis a field of its stream entry) to every replica's subscribers, whose delivery
+/// spans join the report's trace. The core only carries the text: it knows nothing of OpenTelemetry, and nothing
+/// it decides depends on this.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: String,
+    pub tracestate: String,
 }
 
 impl ValidReport {
@@ -116,6 +128,17 @@ impl ValidReport {
     /// The same report, sent by `sender`.
     pub fn sent_by(mut self, sender: Sender) -> ValidReport {
         self.sender = Some(sender);
+        self
+    }
+
+    /// The trace context of the span that handled it, when tracing is on (see [`TraceContext`]).
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
+    }
+
+    /// The same report, handled under `trace`: its event carries it to every replica's subscribers.
+    pub fn traced(mut self, trace: Option<TraceContext>) -> ValidReport {
+        self.trace = trace;
         self
     }
 
@@ -419,6 +442,7 @@ pub fn validate_owned(
         narrative,
         source,
         sender: None,
+        trace: None,
     })
 }
 

@@ -213,7 +213,7 @@ impl App {
             .add_service(health)
             .add_service(reflection.build_v1()?)
             .add_service(reflection_alpha.build_v1alpha()?);
-        let router = routes
+        let mut router = routes
             .routes()
             .into_axum_router()
             .layer(axum::middleware::map_response(crate::http::name_refusals))
@@ -221,6 +221,11 @@ impl App {
             .fallback(crate::http::fallback)
             // Every request, gRPC and HTTP, is authenticated by this one layer.
             .layer(axum::middleware::from_fn_with_state(self.ctx.auth.clone(), crate::auth::layer));
+        // Outermost, so a call's span covers its authentication too; not there at all when tracing is off (a
+        // middleware costs a boxed service and future per request even when it passes straight through).
+        if crate::telemetry::enabled() {
+            router = router.layer(axum::middleware::from_fn(crate::telemetry::rpc_layer));
+        }
         Ok(Routes::from(router))
     }
 }

@@ -601,7 +601,8 @@ fn load(file: &Path, rules: &Rules) -> Result<Principals, String> {
     Principals::from_toml(&file.display().to_string(), &text, rules)
 }
 
-/// A client's side: the `authorization: Bearer ...` every call on a channel carries (none: calls go without).
+/// A client's side: the `authorization: Bearer ...` every call on a channel carries (none: calls go without), and
+/// the current trace context when tracing is on.
 #[derive(Clone, Default)]
 pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
@@ -620,6 +621,8 @@ impl tonic::service::Interceptor for Bearer {
         if let Some(value) = &self.0 {
             request.metadata_mut().insert("authorization", value.clone());
         }
+        // The caller's trace continues on the aggregator (nothing when tracing is off).
+        crate::telemetry::inject(request.metadata_mut());
         Ok(request)
     }
 }

@@ -864,10 +864,9 @@ mod tests {
             Config::from_toml(&path, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
         let overlay = deploy.join("overlays/example/sitrep.toml");
-        let text = std::fs::read_to_string(&overlay).unwrap().replace(
-            "[store]\n",
-            "[store]\nredis = \"redis://:secret@sitrep/0\"\n",
-        );
+        let text = std::fs::read_to_string(&overlay)
+            .unwrap()
+            .replace("[store]\n", "[store]\nredis = \"redis://:secret@sitrep/0\"\n");
         let config = Config::from_toml(&overlay, &text).unwrap();
         assert_eq!(config.store.redis_master.as_deref(), Some("sitrep"));
         assert_eq!(config.store.ack_replicas, 1);

@@ -125,6 +125,8 @@ pub fn report_to_wire(r: &Report) -> pb::StatusReport {
         opel_level: r.opel_level,
         narrative: r.narrative.clone().unwrap_or_default(),
         source: r.source.clone().unwrap_or_default(),
+        traceparent: String::new(),
+        tracestate: String::new(),
     }
 }
 

@@ -438,6 +438,8 @@ impl Hub {
         let Inner { slots, picture } = &mut *inner;
         let Some(picture) = picture.as_mut() else { return Ok(()) };
         for mut event in events {
+            // A traced report's event is folded under a span of its trace (none otherwise, or when tracing is off).
+            let _folding = crate::telemetry::fold_span(&event, slots.len()).entered();
             // With nobody subscribed (a replica that only ingests, say), the rollups would go to nobody.
             if slots.is_empty() {
                 picture.apply_quietly(&event)?;

@@ -20,6 +20,8 @@
 //! - [`tls`]: TLS on the one port: the rustls configuration from `[tls]`, reloaded when the files change, and the
 //!   answer a plaintext client gets on a TLS port.
 //! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC.
+//! - [`telemetry`]: OpenTelemetry traces, off unless `OTEL_EXPORTER_OTLP_*ENDPOINT` is set: the exporter, trace
+//!   context propagation, and every span the aggregator and its clients make.
 //! - [`display`]: readable one-line renderings of updates, for terminals and logs.
 
 pub mod app;
@@ -36,6 +38,7 @@ pub mod metrics;
 pub mod services;
 pub mod session;
 pub mod sim;
+pub mod telemetry;
 pub mod tls;
 pub mod transport;
 

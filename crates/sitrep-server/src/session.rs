@@ -109,13 +109,14 @@ pub fn start(
     heartbeat: Duration,
     resume: Option<String>,
     who: String,
+    transport: &'static str,
     ticket: crate::limit::Ticket,
 ) -> mpsc::Receiver<Result<Out, Status>> {
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
     let tasks = ctx.tasks.clone();
     let followed = filter.scopes(&ctx.rules);
     let stall = Duration::from_secs(ctx.subscribers.stall_seconds);
-    let session = Session { ctx, filter, followed, heartbeat, stall, tx };
+    let session = Session { ctx, filter, followed, heartbeat, stall, tx, transport };
     tasks.spawn(async move {
         // Counted as one of its principal's open subscriptions until it ends.
         let _ticket = ticket;
@@ -156,6 +157,8 @@ struct Session {
     /// How long a send may wait on a full stream before the subscriber counts as gone.
     stall: Duration,
     tx: Outbound,
+    /// `grpc` or `sse`: named on delivery spans.
+    transport: &'static str,
 }
 
 impl Session {
@@ -298,6 +301,8 @@ impl Session {
             self.send(Out::Rollups(e.cursor.clone(), rollups)).await?;
             return Ok(true);
         }
+        // A traced report's event is delivered under a span of its trace (none otherwise, or when tracing is off).
+        let delivering = crate::telemetry::deliver_span(e, self.transport);
         // An event carries the totals of every scope its provider rolls up into; a caller that may not read some
         // of them gets its own copy without them.
         let unreadable = e.rollups.iter().any(|r| !self.followed.contains(&r.scope));
@@ -312,7 +317,7 @@ impl Session {
                 OutEvent::Own(Box::new(kept))
             }
         };
-        self.send(Out::Event(out)).await?;
+        tracing::Instrument::instrument(self.send(Out::Event(out)), delivering).await?;
         Ok(true)
     }
 
@@ -486,7 +491,7 @@ mod tests {
 
         let resume_at = Some(cursors[resume - 1].to_string());
         let ticket = ctx.subscriptions.open("test").unwrap();
-        let mut rx = start(ctx.clone(), qwe(&ctx), Duration::from_secs(3600), resume_at, "test".into(), ticket);
+        let mut rx = start(ctx.clone(), qwe(&ctx), Duration::from_secs(3600), resume_at, "test".into(), "grpc", ticket);
         while ctx.hub.subscriber_count() == 0 {
             tokio::task::yield_now().await;
         }
@@ -571,6 +576,7 @@ mod tests {
             heartbeat: Duration::from_secs(1),
             stall: Duration::from_secs(60),
             tx,
+            transport: "grpc",
         };
         let run = std::mem::size_of_val(&session.run(None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

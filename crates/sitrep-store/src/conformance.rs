@@ -13,7 +13,7 @@ use sitrep_core::cursor::Position;
 use sitrep_core::profile::{demo_directory, nhs_england_catalogue};
 use sitrep_core::{
     AbsentReason, AlertKind, Cursor, Event, EventKind, Limits, Picture, PictureSnapshot, Rag, Report, Rules, Selection,
-    Timestamp, ValidReport, Value, validate,
+    Timestamp, TraceContext, ValidReport, Value, validate,
 };
 
 use crate::{Applied, Read, ResetReason, Store};
@@ -32,6 +32,7 @@ pub async fn run_all<S: Store, F: std::future::Future<Output = S>>(
     diffs_against_live_state(&make().await).await;
     late_reports_go_to_history_only(&make().await).await;
     reads_events_after_a_cursor_in_order(&make().await).await;
+    events_carry_their_reports_trace_context(&make().await).await;
     read_wakes_when_an_event_is_appended(&make().await).await;
     resets_foreign_and_future_cursors(&make().await).await;
     concurrent_applies_are_serialised(&make().await).await;
@@ -319,6 +320,23 @@ pub async fn reads_events_after_a_cursor_in_order(store: &dyn Store) {
         Read::Events(e) => assert!(e.is_empty()),
         other => panic!("{other:?}"),
     }
+}
+
+/// A traced report's event carries its trace context (like a message's headers) as applied and as read from the
+/// log; an untraced report's carries none.
+pub async fn events_carry_their_reports_trace_context(store: &dyn Store) {
+    let start = store.head().await.expect("head");
+    let trace = TraceContext {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        tracestate: "congo=t61rcWkgMzE".into(),
+    };
+    let traced = report("RJ7", 0, 1, &[("flow.discharges", n(1.0))]).traced(Some(trace.clone()));
+    let applied = accept(store, &traced).await;
+    assert_eq!(applied.trace.as_ref(), Some(&trace), "{}: the applied event", store.name());
+    accept(store, &report("RGT", 0, 1, &[("flow.discharges", n(2.0))])).await;
+    let read = events_after(store, &start).await;
+    let traces: Vec<_> = read.iter().map(|e| e.trace.clone()).collect();
+    assert_eq!(traces, [Some(trace), None], "{}: the events read from the log", store.name());
 }
 
 /// A read waiting at the head returns as soon as an event is appended (well before its wait runs out).

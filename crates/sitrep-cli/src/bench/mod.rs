@@ -20,6 +20,7 @@
 
 mod floor;
 mod history;
+mod otlp_sink;
 mod scale;
 mod snapshot;
 mod sse;
@@ -83,6 +84,14 @@ pub struct BenchArgs {
     /// a run without `--auth` is what authentication costs.
     #[arg(long)]
     auth: bool,
+    /// With `--scenario hot`: trace the aggregator, as a deployment with OpenTelemetry on would, sampling this
+    /// fraction of reports (0 < R <= 1; e.g. 1 or 0.01). The bench runs a throwaway OTLP receiver (it counts the
+    /// spans) and starts the aggregator with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at it and a parent-based
+    /// sampler; each bench report carries its own `traceparent`, sampled with this probability, as a feed's would.
+    /// (Without it the aggregator traces nothing, unless `OTEL_*` variables in the bench's environment, which the
+    /// aggregator inherits, say otherwise.)
+    #[arg(long, value_name = "R")]
+    otlp: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -107,8 +116,19 @@ impl Aggregator {
         redis: Option<&str>,
         config: &std::path::Path,
     ) -> anyhow::Result<Aggregator> {
+        Self::start_env(binary, redis, config, &[]).await
+    }
+
+    /// [`Aggregator::start`] with these environment variables besides the bench's own (which it inherits).
+    pub async fn start_env(
+        binary: &std::path::Path,
+        redis: Option<&str>,
+        config: &std::path::Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Aggregator> {
         let mut command = tokio::process::Command::new(binary);
         command.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(config);
+        command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         if let Some(url) = redis {
             command.args(["--redis", url]);
         }
@@ -410,12 +430,14 @@ fn spawn_providers(
     codes: &[String],
     start: &Arc<std::sync::OnceLock<Phase>>,
     barrier: &Arc<tokio::sync::Barrier>,
+    traced: Option<f64>,
 ) -> Vec<tokio::task::JoinHandle<(Samples, u64, u64, u64)>> {
     let mut provider_tasks = Vec::new();
     for (i, (tx, mut acks)) in links.into_iter().enumerate() {
         let (code, start, barrier) = (codes[i].clone(), start.clone(), barrier.clone());
         provider_tasks.push(tokio::spawn(async move {
             let mut sim = SimProvider::new(&code, ProviderKind::Acute, i as u64);
+            let mut rng = otlp_sink::Rng::new(i as u64);
             barrier.wait().await;
             let phase = start.get().expect("set before the barrier opens");
             let (mut samples, mut accepted, mut values, mut all) = (Samples::default(), 0u64, 0u64, 0u64);
@@ -426,7 +448,11 @@ fn spawn_providers(
                 let narrative = t.duration_since(phase.start).as_micros().to_string();
                 let report = next_report(&code, &mut sim, revision, narrative);
                 let n = report.values.len() as u64 + 1;
-                if tx.send(report_to_wire(&report)).await.is_err() {
+                let mut wire = report_to_wire(&report);
+                if let Some(ratio) = traced {
+                    wire.traceparent = otlp_sink::traceparent(&mut rng, ratio);
+                }
+                if tx.send(wire).await.is_err() {
                     break;
                 }
                 let Ok(Some(ack)) = acks.message().await else { break };
@@ -572,7 +598,12 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let codes: Arc<Vec<String>> = Arc::new(directory.providers().map(|p| p.code.clone()).collect());
 
     eprintln!("bench: starting the aggregator (sitrep serve --redis)");
-    let server = Aggregator::start(&aggregator_binary(&args)?, Some(&url), &config_path).await?;
+    let sink = match args.otlp {
+        Some(r) => Some(otlp_sink::start(r).await?),
+        None => None,
+    };
+    let env = sink.as_ref().map(otlp_sink::Sink::env).unwrap_or_default();
+    let server = Aggregator::start_env(&aggregator_binary(&args)?, Some(&url), &config_path, &env).await?;
     let server_pid = server.pid()?;
     let url_grpc = match args.tls {
         // The certificate names localhost; the aggregator listens on 127.0.0.1.
@@ -632,7 +663,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
             (samples, from_receipt, events, resets)
         }));
     }
-    let provider_tasks = spawn_providers(links, &codes, &start, &barrier);
+    let provider_tasks = spawn_providers(links, &codes, &start, &barrier, args.otlp);
     eprintln!(
         "bench: {} provider streams, {} subscribers, 1 s warm-up then {} s measured",
         args.providers, args.subscribers, args.seconds
@@ -667,7 +698,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
         connect_providers(&format!("http://{}", floor_server.addr), codes.len(), &TlsArgs::default()).await?;
     let (floor_start, floor_barrier) =
         (Arc::new(std::sync::OnceLock::<Phase>::new()), Arc::new(tokio::sync::Barrier::new(args.providers + 1)));
-    let floor_tasks = spawn_providers(floor_links, &codes, &floor_start, &floor_barrier);
+    let floor_tasks = spawn_providers(floor_links, &codes, &floor_start, &floor_barrier, None);
     let floor = measure(&floor_start, &floor_barrier, args.seconds, floor_pid, floor_tasks, &url, redis_pid).await?;
     drop(floor_server);
 
@@ -757,6 +788,9 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
         "  sitrep (gRPC stream -> validate -> plan -> Redis script -> ack; Hub folds -> subscribers){}",
         if args.tls { ", over TLS 1.3" } else { ", plaintext" }
     );
+    if let Some(ratio) = args.otlp {
+        println!("    traced: OpenTelemetry on, OTLP/gRPC to the bench's sink, sampling {ratio} of reports");
+    }
     println!("    reports accepted     {rate:>10.0} /s");
     println!("    metric values        {:>10.0} /s", values as f64 / window);
     println!("    ack latency          {}", ack_samples.summary());
@@ -766,6 +800,12 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     println!("    aggregator CPU       {server_cpu} per report");
     println!("    load generator CPU   {own_per_report} per report (this process: provider streams and subscribers)");
     println!("    aggregator peak RSS  {peak}");
+    if let (Some(sink), Some(ratio)) = (&sink, args.otlp) {
+        println!(
+            "    traces               {} spans exported to the bench's OTLP sink (sampling {ratio}, all phases)",
+            sink.spans()
+        );
+    }
     println!("    redis                {}", redis_line(&redis_before, &redis_after, all));
     println!(
         "  gRPC floor (the same streams; a server that decodes, makes the raw writes and acknowledges; nothing else)"

@@ -831,8 +831,15 @@ fn open_events(
     // Who subscribed to what, and from where it replays: the audit of reads.
     tracing::info!(principal = %who.name, credential = %who.credential, query = ?params, resume = resume.as_deref(), served, "browser subscriber connected");
     let metrics = f.metrics.clone();
-    let rx =
-        session::start(ctx.clone(), f, Duration::from_secs(heartbeat), resume, format!("sse {}", who.name), ticket);
+    let rx = session::start(
+        ctx.clone(),
+        f,
+        Duration::from_secs(heartbeat),
+        resume,
+        format!("sse {}", who.name),
+        "sse",
+        ticket,
+    );
     let open = ctx.metrics.subscribed(crate::metrics::Transport::Sse);
     Ok(EventStream { rx, ctx: ctx.clone(), metrics, _open: open })
 }

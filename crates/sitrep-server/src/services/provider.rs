@@ -15,11 +15,12 @@ use sitrep_store::Applied;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, Span};
 
 use super::Context;
 use crate::auth::{Action, Principal, principal_of};
 use crate::convert::{report_from_wire, violation_to_wire, wire_violations};
-use crate::error;
+use crate::{error, telemetry};
 
 pub struct ProviderApi {
     ctx: Arc<Context>,
@@ -38,21 +39,52 @@ pub async fn ingest(
     who: &Principal,
     peer: Option<std::net::SocketAddr>,
     wire: pb::StatusReport,
+    call: &Span,
+) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
+    if !telemetry::enabled() {
+        return handle(ctx, who, peer, wire, &Span::none()).await;
+    }
+    let span = telemetry::report_span(
+        call,
+        &wire.provider,
+        &wire.site,
+        wire.period.as_ref().map(crate::convert::timestamp_from_wire),
+        wire.revision,
+        &wire.traceparent,
+        &wire.tracestate,
+    );
+    let answer = handle(ctx, who, peer, wire, &span).instrument(span.clone()).await;
+    let outcome = match &answer {
+        Ok((ack, _)) => ack.outcome().as_str_name().strip_prefix("OUTCOME_").unwrap_or("UNSPECIFIED"),
+        Err(_) => "FAILED",
+    };
+    telemetry::record_outcome(&span, &outcome.to_ascii_lowercase());
+    answer
+}
+
+/// [`ingest`] under the report's span (`Span::none()` when tracing is off), counted and timed for the metrics.
+async fn handle(
+    ctx: &Context,
+    who: &Principal,
+    peer: Option<std::net::SocketAddr>,
+    wire: pb::StatusReport,
+    span: &Span,
 ) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
     let received = std::time::Instant::now();
-    let answer = decide(ctx, who, peer, wire).await;
+    let answer = decide(ctx, who, peer, wire, span).await;
     if let Ok((ack, violations)) = &answer {
         ctx.metrics.ingested(ack.outcome(), violations, received.elapsed());
     }
     answer
 }
 
-/// What becomes of one report (see [`ingest`]).
+/// What becomes of one report (see [`ingest`]), under its span.
 async fn decide(
     ctx: &Context,
     who: &Principal,
     peer: Option<std::net::SocketAddr>,
     wire: pb::StatusReport,
+    span: &Span,
 ) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
     // Before anything else: a caller learns nothing about a provider it may not write for, and nothing is stored.
     // (Refusals are logged and kept by the authentication layer, for the audit.)
@@ -65,20 +97,28 @@ async fn decide(
     };
     let now = Timestamp::now();
     let wire_problems = wire_violations(&wire);
-    let checked = match wire_problems.is_empty() {
+    let validating = telemetry::validate_span(span);
+    let checked = validating.in_scope(|| match wire_problems.is_empty() {
         true => validate_owned(report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now),
         false => Err(wire_problems),
-    };
+    });
+    if let Err(violations) = &checked {
+        validating.record("sitrep.violations", violations.len());
+    }
+    drop(validating);
     if checked.is_ok() {
         ctx.report_limiter.take(&ack.provider, std::time::Instant::now())?;
     }
     let report = match checked {
         // Kept with the report in history and its event: who changed the picture, with which credential, from where.
-        Ok(r) => r.sent_by(Sender {
-            name: who.name.clone(),
-            credential: who.credential.clone(),
-            address: peer.map(|p| p.to_string()).unwrap_or_default(),
-        }),
+        Ok(r) => r
+            .sent_by(Sender {
+                name: who.name.clone(),
+                credential: who.credential.clone(),
+                address: peer.map(|p| p.to_string()).unwrap_or_default(),
+            })
+            // Its event carries the report's trace context to every replica's subscribers (none when not traced).
+            .traced(telemetry::sampled_context_of(span)),
         Err(violations) => {
             tracing::info!(provider = ?ack.provider, revision = ack.revision, violations = violations.len(), first = ?violations[0].to_string(), "report rejected");
             ack.set_outcome(Outcome::Rejected);
@@ -88,7 +128,8 @@ async fn decide(
             return Ok((ack, violations));
         }
     };
-    let applied = ctx.store.apply(&report, now).await;
+    let applied =
+        ctx.store.apply(&report, now).instrument(telemetry::store_span(span, ctx.store.name(), "apply")).await;
     match &applied {
         // A duplicate or a conflict writes nothing, so it says nothing about whether the store takes writes.
         Ok(Applied::Accepted(_)) => ctx.hub.writes(true, String::new),
@@ -148,6 +189,8 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
         let (tx, rx) = mpsc::channel(32);
         let ctx = self.ctx.clone();
         tracing::debug!(?peer, "provider stream opened");
+        // The call's span (when tracing), the parent of its reports' spans unless they carry their own context.
+        let call = if telemetry::enabled() { Span::current() } else { Span::none() };
         self.ctx.tasks.spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -161,7 +204,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
                 match next {
                     Ok(Some(report)) => {
                         // Not raced against shutdown: a report being stored is finished and acknowledged first.
-                        let reply = ingest(&ctx, &who, peer, report).await.map(|(ack, _)| ack);
+                        let reply = ingest(&ctx, &who, peer, report, &call).await.map(|(ack, _)| ack);
                         let failed = reply.is_err();
                         if tx.send(reply).await.is_err() || failed {
                             break;
@@ -199,7 +242,8 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
     async fn submit(&self, request: Request<pb::StatusReport>) -> Result<Response<pb::ReportAck>, Status> {
         let who = principal_of(request.extensions())?.clone();
         let peer = request.remote_addr();
-        let (ack, violations) = ingest(&self.ctx, &who, peer, request.into_inner()).await?;
+        let call = if telemetry::enabled() { Span::current() } else { Span::none() };
+        let (ack, violations) = ingest(&self.ctx, &who, peer, request.into_inner(), &call).await?;
         if !violations.is_empty() {
             return Err(error::invalid(&violations));
         }

@@ -64,7 +64,15 @@ impl SubscriberApi {
         tracing::info!(?peer, principal = %who.name, credential = %who.credential, filter = ?req.filter, resume = resume.as_deref(), "subscriber connected");
         let metrics = filter.metrics.clone();
         let who = format!("grpc {peer:?} {}", who.name);
-        let rx = session::start(self.ctx.clone(), filter, Duration::from_secs(heartbeat.into()), resume, who, ticket);
+        let rx = session::start(
+            self.ctx.clone(),
+            filter,
+            Duration::from_secs(heartbeat.into()),
+            resume,
+            who,
+            "grpc",
+            ticket,
+        );
         let ctx = self.ctx.clone();
         // Counted as open for as long as the transport holds the stream.
         let open = self.ctx.metrics.subscribed(Transport::Grpc);

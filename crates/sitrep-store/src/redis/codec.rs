@@ -16,7 +16,7 @@ use sitrep_core::derive::{Derived, Figure, Opel};
 use sitrep_core::opel::{Assessment, Scored};
 use sitrep_core::{
     AbsentReason, Alert, AlertKind, Code, Cursor, Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Rag,
-    Reading, Rules, Sender, Severity, SiteLive, Timestamp, Value,
+    Reading, Rules, Sender, Severity, SiteLive, Timestamp, TraceContext, Value,
 };
 
 use crate::StoreError;
@@ -631,6 +631,13 @@ struct EventBlob {
     cleared: Vec<AlertBlob>,
     #[prost(message, optional, tag = "19")]
     sender: Option<SenderBlob>,
+    /// The W3C trace context of the report's handling (`traceparent`, `tracestate`), when it was traced: so a
+    /// subscriber of another replica joins the report's trace. Absent in entries written before tracing, and
+    /// whenever tracing is off or did not sample the report (costing nothing then).
+    #[prost(string, tag = "20")]
+    traceparent: String,
+    #[prost(string, tag = "21")]
+    tracestate: String,
 }
 
 /// Who sent a report (see [`Sender`]).
@@ -693,6 +700,10 @@ pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
     write_alerts(17, codes, &e.derived.raised, b)?;
     write_alerts(18, codes, &e.derived.cleared, b)?;
     write_sender(19, e.sender.as_ref(), b);
+    if let Some(t) = &e.trace {
+        write::text(20, &t.traceparent, b);
+        write::text(21, &t.tracestate, b);
+    }
     Ok(out)
 }
 
@@ -733,6 +744,8 @@ pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event
         },
         rollups: Vec::new(),
         planned: Default::default(),
+        trace: (!b.traceparent.is_empty())
+            .then_some(TraceContext { traceparent: b.traceparent, tracestate: b.tracestate }),
         provider,
     })
 }
@@ -933,6 +946,8 @@ mod tests {
             raised: alert_blobs(codes, &e.derived.raised)?,
             cleared: alert_blobs(codes, &e.derived.cleared)?,
             sender: e.sender.as_ref().map(SenderBlob::of),
+            traceparent: e.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default(),
+            tracestate: e.trace.as_ref().map(|t| t.tracestate.clone()).unwrap_or_default(),
         };
         Ok(blob.encode_to_vec())
     }
@@ -982,7 +997,12 @@ mod tests {
             };
             let valid = validate(&r, &rules.directory, &rules.catalogue, &Limits::default(), now).unwrap();
             let sender = Sender { name: "RJ7 feed".into(), credential: "k1".into(), address: "10.0.0.7:5123".into() };
-            let valid = valid.sent_by(sender);
+            // The second is traced (its trace context travels with its event), the others not.
+            let trace = (revision == 2).then(|| TraceContext {
+                traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                tracestate: "congo=t61rcWkgMzE".into(),
+            });
+            let valid = valid.sent_by(sender).traced(trace.clone());
             let p = plan::report(&rules, prior.as_ref(), None, &valid, now.add_millis(20), 48);
             let state = p.state.clone().unwrap();
             let stored = encode_state(&codes, &state).unwrap();
@@ -994,6 +1014,7 @@ mod tests {
             let bytes = encode_event(&codes, &event).unwrap();
             assert_eq!(bytes, blob_event(&codes, &event).unwrap(), "the event as prost writes its blob");
             assert_eq!(decode_event(&codes, &bytes, event.cursor.clone()).unwrap(), event);
+            assert_eq!(event.trace, trace, "the event carries its report's trace context");
             let history = p.history.clone().unwrap();
             let mut entry = b"1-2|".to_vec();
             entry.extend(encode_history(&codes, &history).unwrap());

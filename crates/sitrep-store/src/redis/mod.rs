@@ -1196,8 +1196,11 @@ impl Store for RedisStore {
 
     async fn event_log_length(&self) -> Result<Option<u64>, StoreError> {
         let mut conn = self.conn().await?;
-        let len: u64 =
-            redis::cmd("XLEN").arg(&self.keys.events).query_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&self.keys.events)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.masters.failed(e))?;
         Ok(Some(len))
     }
 
