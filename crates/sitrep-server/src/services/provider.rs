@@ -41,37 +41,27 @@ pub async fn ingest(
     wire: pb::StatusReport,
     call: &Span,
 ) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
-    if !telemetry::enabled() {
-        return handle(ctx, who, peer, wire, &Span::none()).await;
-    }
-    let span = telemetry::report_span(
-        call,
-        &wire.provider,
-        &wire.site,
-        wire.period.as_ref().map(crate::convert::timestamp_from_wire),
-        wire.revision,
-        &wire.traceparent,
-        &wire.tracestate,
-    );
-    let answer = handle(ctx, who, peer, wire, &span).instrument(span.clone()).await;
-    let outcome = match &answer {
-        Ok((ack, _)) => ack.outcome().as_str_name().strip_prefix("OUTCOME_").unwrap_or("UNSPECIFIED"),
-        Err(_) => "FAILED",
-    };
-    telemetry::record_outcome(&span, &outcome.to_ascii_lowercase());
-    answer
-}
-
-/// [`ingest`] under the report's span (`Span::none()` when tracing is off), counted and timed for the metrics.
-async fn handle(
-    ctx: &Context,
-    who: &Principal,
-    peer: Option<std::net::SocketAddr>,
-    wire: pb::StatusReport,
-    span: &Span,
-) -> Result<(pb::ReportAck, Vec<Violation>), Status> {
     let received = std::time::Instant::now();
-    let answer = decide(ctx, who, peer, wire, span).await;
+    let answer = if !telemetry::enabled() {
+        decide(ctx, who, peer, wire, &Span::none()).await
+    } else {
+        let span = telemetry::report_span(
+            call,
+            &wire.provider,
+            &wire.site,
+            wire.period.as_ref().map(crate::convert::timestamp_from_wire),
+            wire.revision,
+            &wire.traceparent,
+            &wire.tracestate,
+        );
+        let answer = decide(ctx, who, peer, wire, &span).instrument(span.clone()).await;
+        let outcome = match &answer {
+            Ok((ack, _)) => ack.outcome().as_str_name().strip_prefix("OUTCOME_").unwrap_or("UNSPECIFIED"),
+            Err(_) => "FAILED",
+        };
+        telemetry::record_outcome(&span, &outcome.to_ascii_lowercase());
+        answer
+    };
     if let Ok((ack, violations)) = &answer {
         ctx.metrics.ingested(ack.outcome(), violations, received.elapsed());
     }
