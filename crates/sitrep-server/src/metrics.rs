@@ -79,7 +79,8 @@ pub enum Transport {
 impl Transport {
     const ALL: [Transport; 2] = [Transport::Grpc, Transport::Sse];
 
-    fn label(self) -> &'static str {
+    /// `grpc` or `sse`: the metrics' label and the delivery spans' destination.
+    pub fn label(self) -> &'static str {
         match self {
             Transport::Grpc => "grpc",
             Transport::Sse => "sse",

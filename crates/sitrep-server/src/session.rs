@@ -109,7 +109,7 @@ pub fn start(
     heartbeat: Duration,
     resume: Option<String>,
     who: String,
-    transport: &'static str,
+    transport: crate::metrics::Transport,
     ticket: crate::limit::Ticket,
 ) -> mpsc::Receiver<Result<Out, Status>> {
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
@@ -157,8 +157,8 @@ struct Session {
     /// How long a send may wait on a full stream before the subscriber counts as gone.
     stall: Duration,
     tx: Outbound,
-    /// `grpc` or `sse`: named on delivery spans.
-    transport: &'static str,
+    /// What it is served over: named on delivery spans.
+    transport: crate::metrics::Transport,
 }
 
 impl Session {
@@ -491,7 +491,15 @@ mod tests {
 
         let resume_at = Some(cursors[resume - 1].to_string());
         let ticket = ctx.subscriptions.open("test").unwrap();
-        let mut rx = start(ctx.clone(), qwe(&ctx), Duration::from_secs(3600), resume_at, "test".into(), "grpc", ticket);
+        let mut rx = start(
+            ctx.clone(),
+            qwe(&ctx),
+            Duration::from_secs(3600),
+            resume_at,
+            "test".into(),
+            crate::metrics::Transport::Grpc,
+            ticket,
+        );
         while ctx.hub.subscriber_count() == 0 {
             tokio::task::yield_now().await;
         }
@@ -576,7 +584,7 @@ mod tests {
             heartbeat: Duration::from_secs(1),
             stall: Duration::from_secs(60),
             tx,
-            transport: "grpc",
+            transport: crate::metrics::Transport::Grpc,
         };
         let run = std::mem::size_of_val(&session.run(None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -463,10 +463,11 @@ pub fn fold_span(event: &Event, subscribers: usize) -> Span {
 
 /// One subscriber's delivery of one traced event (`transport`: `grpc` or `sse`), kind consumer: parented to the
 /// report's span and linked to it (see the module's header for why both).
-pub fn deliver_span(event: &Event, transport: &'static str) -> Span {
+pub fn deliver_span(event: &Event, transport: crate::metrics::Transport) -> Span {
     let Some(trace) = event.trace.as_ref().filter(|_| enabled()) else {
         return Span::none();
     };
+    let transport = transport.label();
     let span = tracing::info_span!(target: TARGET, "sitrep.deliver",
         otel.name = "deliver event", otel.kind = "consumer",
         messaging.system = "sitrep", messaging.operation.type = "process", messaging.operation.name = "deliver",

@@ -837,7 +837,7 @@ fn open_events(
         Duration::from_secs(heartbeat),
         resume,
         format!("sse {}", who.name),
-        "sse",
+        crate::metrics::Transport::Sse,
         ticket,
     );
     let open = ctx.metrics.subscribed(crate::metrics::Transport::Sse);

@@ -70,7 +70,7 @@ impl SubscriberApi {
             Duration::from_secs(heartbeat.into()),
             resume,
             who,
-            "grpc",
+            Transport::Grpc,
             ticket,
         );
         let ctx = self.ctx.clone();
