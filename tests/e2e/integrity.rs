@@ -55,7 +55,7 @@ async fn a_report_for_ten_days_ago_leaves_the_provider_stale_and_the_live_figure
     let first = client.submit(report("RVR", 240, 1, &[(open, 50.0)])).await.unwrap().into_inner();
     assert_eq!(first.outcome(), Outcome::Accepted);
 
-    let snap = snapshot(&server).await;
+    let snap = server.snapshot_at(&first.cursor).await;
     let rj7 = provider(&snap, "RJ7").expect("RJ7");
     assert!(!rj7.stale);
     assert_eq!(num(&rj7.readings[open].value), Some(20.0), "the old report did not become live");
@@ -88,7 +88,7 @@ async fn conflicts_are_told_and_revisions_are_given() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains(" r2\n"), "the next revision: {text}");
     // Partial updates combine: both measures are live.
-    let snap = snapshot(&server).await;
+    let snap = server.snapshot_when("RJ7's revision 2", |s| provider(s, "RJ7").is_some_and(|p| p.revision == 2)).await;
     let rj7 = provider(&snap, "RJ7").unwrap();
     assert_eq!(num(&rj7.readings["beds.cc_adult.open"].value), Some(28.0));
     assert_eq!(num(&rj7.readings["ed.over_12h"].value), Some(4.0));
@@ -265,7 +265,7 @@ async fn two_saner_measures_for_one_day_combine() {
         assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
         assert!(text.contains("accepted: RGT") && text.contains(&format!(" {revision}\n")), "{text}");
     }
-    let snap = snapshot(&server).await;
+    let snap = server.snapshot_when("RGT's revision 2", |s| provider(s, "RGT").is_some_and(|p| p.revision == 2)).await;
     let rgt = provider(&snap, "RGT").unwrap();
     let got: Vec<Option<f64>> =
         ["beds.cc_adult.open", "beds.cc_adult.occupied", "ventilators.total", "ventilators.in_use"]

@@ -261,7 +261,7 @@ async fn every_validation_rule_is_reported_and_changes_nothing() {
     let good = || report("RJ7", 0, 1, &[("beds.cc_adult.open", 28.0), ("beds.cc_adult.occupied", 25.0)]);
     let ack = client.submit(good()).await.unwrap().into_inner();
     assert_eq!(ack.outcome(), Outcome::Accepted);
-    let before = query.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    let before = server.snapshot_at(&ack.cursor).await;
 
     let now = sitrep_core::Timestamp::now();
     type Edit = Box<dyn Fn(&mut pb::StatusReport)>;
@@ -551,7 +551,7 @@ async fn push_command_prints_the_ack() {
     let (code, out) = run(bad).await;
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("values[beds.cc_adult.occupied] (at_most): report for RJ7: beds.cc_adult.occupied = 31 exceeds beds.cc_adult.open = 28"), "{out}");
-    let snap = server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    let snap = server.snapshot_when("RJ7's report", |s| !s.providers.is_empty()).await;
     assert_eq!(snap.providers[0].readings.len(), 4, "three values and the declared OPEL level");
 }
 
@@ -675,7 +675,7 @@ async fn push_saner_measure_report() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("no sitrep metric for SANER population(s) numC19Died"), "{stdout}");
     assert!(stdout.contains("accepted: RGT"), "{stdout}");
-    let snap = server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    let snap = server.snapshot_when("RGT's report", |s| !s.providers.is_empty()).await;
     let rgt = &snap.providers[0];
     assert_eq!(num(&rgt.readings["beds.cc_adult.open"].value), Some(30.0));
     let occupied = rgt.readings["beds.cc_adult.occupied"].value.clone().unwrap();

@@ -155,6 +155,31 @@ impl Server {
         QueryServiceClient::new(self.channel().await)
     }
 
+    /// The live picture once `ok` holds of it. An ack means the report is stored; the Hub folds it from the log a
+    /// moment later, so a snapshot read right after an ack may not show it yet. Polls for up to 10 s, then fails
+    /// naming `what` it waited for.
+    pub async fn snapshot_when(&self, what: &str, ok: impl Fn(&pb::Snapshot) -> bool) -> pb::Snapshot {
+        let mut query = self.query().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let snap = query.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+            if ok(&snap) {
+                return snap;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the picture never showed {what}: {snap:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The live picture once it has folded the event at `cursor` (an ack's), or a later one of the same log.
+    pub async fn snapshot_at(&self, cursor: &str) -> pb::Snapshot {
+        let at = sitrep_core::Cursor::parse(cursor).unwrap_or_else(|| panic!("{cursor:?} is not a cursor"));
+        self.snapshot_when(&format!("the event at {cursor}"), |snap| {
+            sitrep_core::Cursor::parse(&snap.cursor).is_some_and(|c| c.epoch == at.epoch && c.pos >= at.pos)
+        })
+        .await
+    }
+
     /// A subscription to everything, with heartbeats every `heartbeat` seconds: its stream of updates (the first
     /// is the snapshot).
     pub async fn updates(&self, heartbeat: u32) -> tonic::Streaming<pb::Update> {

@@ -408,7 +408,7 @@ async fn redis_over_tls() {
         .expect("stored in Redis over TLS")
         .into_inner();
     assert_eq!(ack.outcome(), Outcome::Accepted, "{ack:?}");
-    let snap = server.query().await.get_snapshot(pb::GetSnapshotRequest::default()).await.unwrap().into_inner();
+    let snap = server.snapshot_at(&ack.cursor).await;
     assert_eq!(snap.providers.len(), 1);
     drop(redis);
 }
