@@ -770,3 +770,28 @@ async fn a_large_snapshot_comes_in_parts_with_the_rollups_first() {
     let event = expect_event(next_non_heartbeat(&mut stream).await);
     assert_eq!((event.provider.as_str(), changes(&event)), ("P007", vec![(occupied.clone(), Some(7.0), 19.0)]));
 }
+
+/// A directory's places (latitude and longitude, optional, of providers and sites) reach readers of the directory
+/// over gRPC and JSON; what has none carries none.
+#[tokio::test]
+async fn the_directory_gives_places() {
+    let directory = "[nation]\ncode = \"ENG\"\nname = \"England\"\n[[region]]\ncode = \"R1\"\nname = \"Region\"\n\
+        [[system]]\ncode = \"S1\"\nname = \"System\"\nregion = \"R1\"\n\
+        [[provider]]\ncode = \"P1\"\nname = \"One\"\nsystem = \"S1\"\nkind = \"acute\"\nlatitude = 51.4975\nlongitude = -0.1357\n\
+        [[provider.sites]]\ncode = \"P1A\"\nname = \"One A\"\nlatitude = 51.5\nlongitude = -0.12\n\
+        [[provider.sites]]\ncode = \"P1B\"\nname = \"One B\"\n\
+        [[provider]]\ncode = \"P2\"\nname = \"Two\"\nsystem = \"S1\"\nkind = \"acute\"\n";
+    let server = Server::start_with_directory(directory).await;
+    let dir = server.query().await.get_directory(pb::GetDirectoryRequest {}).await.unwrap().into_inner();
+    let place = |l: &Option<pb::Location>| l.as_ref().map(|l| (l.latitude, l.longitude));
+    let p1 = dir.providers.iter().find(|p| p.code == "P1").unwrap();
+    assert_eq!(place(&p1.location), Some((51.4975, -0.1357)));
+    assert_eq!(p1.sites.iter().map(|s| place(&s.location)).collect::<Vec<_>>(), [Some((51.5, -0.12)), None]);
+    assert_eq!(place(&dir.providers.iter().find(|p| p.code == "P2").unwrap().location), None);
+
+    let json = crate::http::get(&server.url, "/api/v1/directory").await.json();
+    assert_eq!(json["providers"][0]["location"], serde_json::json!({"latitude": 51.4975, "longitude": -0.1357}));
+    assert_eq!(json["providers"][0]["sites"][0]["location"]["latitude"], 51.5);
+    assert!(json["providers"][0]["sites"][1].get("location").is_none());
+    assert!(json["providers"][1].get("location").is_none());
+}

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_store::redis::RedisProcess;
 use tokio::io::{AsyncBufReadExt, BufReader};

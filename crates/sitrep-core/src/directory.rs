@@ -17,6 +17,65 @@ pub struct Org {
     pub name: String,
 }
 
+/// A provider's or a site's place: what mutual aid orders candidates by when both ends have one. Optional in the
+/// directory; given as `latitude` and `longitude` in decimal degrees (WGS 84), both or neither.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+impl Location {
+    /// The place of `latitude` and `longitude` as the directory gives them: `None` when neither is set; an error
+    /// naming the field, the rule and the value when only one is, or one is outside its range.
+    fn of(latitude: Option<f64>, longitude: Option<f64>) -> Result<Option<Location>, String> {
+        match (latitude, longitude) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("latitude is set without longitude (rule: both_or_neither)".into()),
+            (None, Some(_)) => Err("longitude is set without latitude (rule: both_or_neither)".into()),
+            (Some(lat), Some(lon)) => {
+                if !(-90.0..=90.0).contains(&lat) {
+                    return Err(format!("latitude {lat} is outside -90..=90 degrees (rule: range)"));
+                }
+                if !(-180.0..=180.0).contains(&lon) {
+                    return Err(format!("longitude {lon} is outside -180..=180 degrees (rule: range)"));
+                }
+                Ok(Some(Location { latitude: lat, longitude: lon }))
+            }
+        }
+    }
+
+    /// The great-circle distance to `other` in kilometres (haversine, on a sphere of the Earth's mean radius):
+    /// within 0.5% of the road-free distance, which is all an ordering of candidates needs.
+    pub fn distance_km(&self, other: &Location) -> f64 {
+        const EARTH_RADIUS_KM: f64 = 6371.0;
+        let (a, b) = (self.latitude.to_radians(), other.latitude.to_radians());
+        let dlat = b - a;
+        let dlon = (other.longitude - self.longitude).to_radians();
+        let h = (dlat / 2.0).sin().powi(2) + a.cos() * b.cos() * (dlon / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+    }
+}
+
+/// A provider's site (a hospital, a unit): its code, name and, optionally, its place.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub code: String,
+    pub name: String,
+    #[serde(default)]
+    pub latitude: Option<f64>,
+    #[serde(default)]
+    pub longitude: Option<f64>,
+}
+
+impl Site {
+    /// Where the site is, if the directory says (checked when the directory is read).
+    pub fn location(&self) -> Option<Location> {
+        Location::of(self.latitude, self.longitude).ok().flatten()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct System {
@@ -61,7 +120,7 @@ pub struct Provider {
     pub system: String,
     pub kind: ProviderKind,
     #[serde(default)]
-    pub sites: Vec<Org>,
+    pub sites: Vec<Site>,
     /// How often the provider is expected to report (e.g. "1h"); the deployment's default when unset.
     #[serde(default)]
     pub cadence: Option<String>,
@@ -72,6 +131,18 @@ pub struct Provider {
     /// thresholds differ from a large one's). Checked against the catalogue by [`crate::Rules::new`].
     #[serde(default)]
     pub rag: BTreeMap<String, RagOverride>,
+    /// Where the provider is (its main site, say), in decimal degrees; both or neither.
+    #[serde(default)]
+    pub latitude: Option<f64>,
+    #[serde(default)]
+    pub longitude: Option<f64>,
+}
+
+impl Provider {
+    /// Where the provider is, if the directory says (checked when the directory is read).
+    pub fn location(&self) -> Option<Location> {
+        Location::of(self.latitude, self.longitude).ok().flatten()
+    }
 }
 
 /// Fields of a metric's RAG thresholds that one provider replaces; unset fields keep the catalogue's.
@@ -188,6 +259,9 @@ impl Directory {
             if !systems.contains_key(&p.system) {
                 return Err(invalid(format!("provider {}: unknown system {}", p.code, p.system)));
             }
+            if let Err(why) = Location::of(p.latitude, p.longitude) {
+                return Err(invalid(format!("provider {}: {why}", p.code)));
+            }
             for site in &p.sites {
                 // A site's code is part of its reports' keys in history ('<period>:<revision>:<site>').
                 if site.code.is_empty() || site.code.contains([':', '|']) || site.code.contains(char::is_whitespace) {
@@ -195,6 +269,9 @@ impl Directory {
                         "provider {}: site code {:?} must be non-empty, without spaces, ':' or '|'",
                         p.code, site.code
                     )));
+                }
+                if let Err(why) = Location::of(site.latitude, site.longitude) {
+                    return Err(invalid(format!("provider {}: site {}: {why}", p.code, site.code)));
                 }
                 if !sites.insert(site.code.clone()) {
                     return Err(invalid(format!("provider {}: site {} is defined twice", p.code, site.code)));
@@ -372,6 +449,18 @@ mod tests {
                 "unknown variant `hospice`",
             ),
             (
+                "[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n[[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"S\"\nkind = \"acute\"\nlatitude = 51.5\n",
+                "provider P: latitude is set without longitude (rule: both_or_neither)",
+            ),
+            (
+                "[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n[[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"S\"\nkind = \"acute\"\nlatitude = 95.0\nlongitude = 0.1\n",
+                "provider P: latitude 95 is outside -90..=90 degrees (rule: range)",
+            ),
+            (
+                "[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n[[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"S\"\nkind = \"acute\"\n[[provider.sites]]\ncode = \"P1\"\nname = \"p1\"\nlatitude = 51.0\nlongitude = 181.0\n",
+                "provider P: site P1: longitude 181 is outside -180..=180 degrees (rule: range)",
+            ),
+            (
                 "[[share]]\nfrom = \"system:NOPE\"\nwith = \"nation\"\n",
                 "share[0].from: \"system:NOPE\" is not provider:CODE, system:CODE, region:CODE or nation",
             ),
@@ -380,5 +469,27 @@ mod tests {
             let err = Directory::from_toml("t", &format!("{base}{extra}")).unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
+    }
+
+    #[test]
+    fn locations_are_optional_and_distances_are_great_circles() {
+        let base = "[nation]\ncode = \"ENG\"\nname = \"England\"\n[[region]]\ncode = \"R\"\nname = \"r\"\n\
+            [[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n";
+        let text = format!(
+            "{base}[[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"S\"\nkind = \"acute\"\n\
+             latitude = 51.4975\nlongitude = -0.1357\n[[provider.sites]]\ncode = \"P1\"\nname = \"p1\"\n\
+             [[provider]]\ncode = \"Q\"\nname = \"q\"\nsystem = \"S\"\nkind = \"acute\"\n\
+             [[provider.sites]]\ncode = \"Q1\"\nname = \"q1\"\nlatitude = 52.1750\nlongitude = 0.1403\n"
+        );
+        let d = Directory::from_toml("t", &text).unwrap();
+        let p = d.provider("P").unwrap().location().expect("P has a place");
+        assert_eq!(d.provider("P").unwrap().sites[0].location(), None);
+        assert_eq!(d.provider("Q").unwrap().location(), None);
+        let q1 = d.provider("Q").unwrap().sites[0].location().expect("Q1 has a place");
+        // Westminster to Cambridge: about 77 km as the crow flies.
+        let km = p.distance_km(&q1);
+        assert!((76.0..78.5).contains(&km), "{km}");
+        assert_eq!(q1.distance_km(&q1), 0.0);
+        assert!((p.distance_km(&q1) - q1.distance_km(&p)).abs() < 1e-9, "symmetric");
     }
 }

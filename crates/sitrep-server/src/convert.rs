@@ -459,7 +459,9 @@ fn readings_to_wire(
 /// The part of the directory a reader of `readable` providers may see (see [`Directory::part`]).
 pub fn directory_to_wire(d: &Directory, readable: &sitrep_core::Selection) -> pb::Directory {
     let part = d.part(readable);
-    let org = |code: &str, name: &str| pb::Organisation { code: code.to_owned(), name: name.to_owned() };
+    let org =
+        |code: &str, name: &str| pb::Organisation { code: code.to_owned(), name: name.to_owned(), location: None };
+    let place = |l: sitrep_core::directory::Location| pb::Location { latitude: l.latitude, longitude: l.longitude };
     pb::Directory {
         nation: Some(org(&part.nation.code, &part.nation.name)),
         regions: part.regions.iter().map(|r| pb::Region { code: r.code.clone(), name: r.name.clone() }).collect(),
@@ -476,7 +478,12 @@ pub fn directory_to_wire(d: &Directory, readable: &sitrep_core::Selection) -> pb
                 name: p.name.clone(),
                 system: p.system.clone(),
                 kind: p.kind.as_str().to_owned(),
-                sites: p.sites.iter().map(|s| org(&s.code, &s.name)).collect(),
+                sites: p
+                    .sites
+                    .iter()
+                    .map(|s| pb::Organisation { location: s.location().map(place), ..org(&s.code, &s.name) })
+                    .collect(),
+                location: p.location().map(place),
             })
             .collect(),
     }

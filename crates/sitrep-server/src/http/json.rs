@@ -336,14 +336,31 @@ pub fn directory(rules: &Rules, readable: &sitrep_core::Selection) -> Json {
         "nation": { "code": part.nation.code, "name": part.nation.name },
         "regions": part.regions.iter().map(|r| json!({ "code": r.code, "name": r.name })).collect::<Vec<_>>(),
         "systems": part.systems.iter().map(|s| json!({ "code": s.code, "name": s.name, "region": s.region })).collect::<Vec<_>>(),
-        "providers": part.providers.iter().map(|p| json!({
-            "code": p.code,
-            "name": p.name,
-            "system": p.system,
-            "kind": p.kind.as_str(),
-            "sites": p.sites.iter().map(|s| json!({ "code": s.code, "name": s.name })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "providers": part.providers.iter().map(|p| {
+            let mut provider = json!({
+                "code": p.code,
+                "name": p.name,
+                "system": p.system,
+                "kind": p.kind.as_str(),
+                "sites": p.sites.iter().map(|s| {
+                    let mut site = json!({ "code": s.code, "name": s.name });
+                    if let Some(l) = s.location() {
+                        site["location"] = location(l);
+                    }
+                    site
+                }).collect::<Vec<_>>(),
+            });
+            if let Some(l) = p.location() {
+                provider["location"] = location(l);
+            }
+            provider
+        }).collect::<Vec<_>>(),
     })
+}
+
+/// A place as JSON: `{latitude, longitude}` in decimal degrees.
+fn location(l: sitrep_core::directory::Location) -> Json {
+    json!({ "latitude": l.latitude, "longitude": l.longitude })
 }
 
 pub fn catalogue(rules: &Rules) -> Json {
