@@ -219,10 +219,10 @@ mod tests {
     fn distance_breaks_ties_in_headroom_when_both_have_coordinates() {
         let statuses = [
             at(status("RJ7", 1, 1), 51.427, -0.175),
-            status("RAX", 5, 3),                     // no coordinates: after those with a distance
-            at(status("RVR", 5, 3), 51.60, -0.10),   // ~20 km
-            at(status("RJ6", 5, 3), 51.44, -0.17),   // ~1.5 km
-            at(status("RQY", 9, 3), 53.00, 1.00),    // far, but more headroom wins within the scope
+            status("RAX", 5, 3),                   // no coordinates: after those with a distance
+            at(status("RVR", 5, 3), 51.60, -0.10), // ~20 km
+            at(status("RJ6", 5, 3), 51.44, -0.17), // ~1.5 km
+            at(status("RQY", 9, 3), 53.00, 1.00),  // far, but more headroom wins within the scope
         ];
         let r = ranked(&AidBook::new(), Constraints::default(), &statuses);
         assert_eq!(codes(&r), ["RQY", "RJ6", "RVR", "RAX"]);

@@ -8,9 +8,9 @@
 //! - **On a report** ([`super::AidBook::release_on_report`]): a hold records the provider's occupied count when it
 //!   began (its *baseline*, read from the picture at the accepting decision's cursor). Holds of one provider and
 //!   pair are considered oldest first; a hold is released by a report whose occupied count has risen since its
-//!   baseline by at least its own quantity **plus the quantities of the older holds still in force**. The older
-//!   holds' patients raise the same count, so without that sum one arriving patient would release two holds of
-//!   one bed each. The rule is conservative: churn (admissions and discharges in the same hour) can delay a
+//!   baseline by at least its own quantity **plus the quantities of the older holds still in force** (including
+//!   those this same report releases). The older holds' patients raise the same count, so without that sum one
+//!   arriving patient would release two holds of one bed each. The rule is conservative: churn (admissions and discharges in the same hour) can delay a
 //!   release, never hasten it, and expiry bounds the delay.
 //! - **Explicitly**: when its request is cancelled or declared unfulfilled.
 //! - **On expiry**: when the offer's hold time passes ([`super::AidBook::tick`]).
@@ -69,15 +69,15 @@ impl HoldEnd {
 pub(super) fn released_by<'a>(holds: impl IntoIterator<Item = &'a Hold>, occupied_now: u32) -> Vec<OfferId> {
     let mut ordered: Vec<&Hold> = holds.into_iter().collect();
     ordered.sort_by_key(|h| (h.since, h.offer));
+    // Holds released by this same report count as older holds in force: their patients are in `occupied_now`.
     let mut older_in_force = 0i64;
     let mut released = Vec::new();
     for hold in ordered {
         let rise = i64::from(occupied_now) - i64::from(hold.baseline_occupied);
         if rise >= i64::from(hold.quantity) + older_in_force {
             released.push(hold.offer);
-        } else {
-            older_in_force += i64::from(hold.quantity);
         }
+        older_in_force += i64::from(hold.quantity);
     }
     released
 }

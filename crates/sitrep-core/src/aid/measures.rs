@@ -174,7 +174,10 @@ mod tests {
         // RVR gave 2 (to a); RRV's 2 (to b) was given from outside QWE; RJ7 received 4. c was never completed.
         assert_eq!(
             m.balances.into_iter().collect::<Vec<_>>(),
-            [("RJ7".to_owned(), Balance { given: 0, received: 4 }), ("RVR".to_owned(), Balance { given: 2, received: 0 })]
+            [
+                ("RJ7".to_owned(), Balance { given: 0, received: 4 }),
+                ("RVR".to_owned(), Balance { given: 2, received: 0 })
+            ]
         );
         // The region sees RRV's gift too; an unknown scope is None.
         let region = measures("region:Y56", &book, &d, t(200)).unwrap();

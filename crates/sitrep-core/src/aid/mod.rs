@@ -247,18 +247,39 @@ pub enum Stage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Create(NewRequest),
-    Offer { request: RequestId, provider: String, site: Option<String>, quantity: u32, hold_until: Timestamp },
+    Offer {
+        request: RequestId,
+        provider: String,
+        site: Option<String>,
+        quantity: u32,
+        hold_until: Timestamp,
+    },
     /// The requester accepts an offer; `baseline_occupied` is the offering provider's occupied count for the pair
     /// in the picture at the actor's cursor, from which the hold's release is judged.
-    Accept { offer: OfferId, baseline_occupied: u32 },
+    Accept {
+        offer: OfferId,
+        baseline_occupied: u32,
+    },
     Decline(OfferId),
     Withdraw(OfferId),
-    Progress { request: RequestId, stage: Stage },
-    Cancel { request: RequestId, reason: String },
-    Unfulfilled { request: RequestId, reason: String },
+    Progress {
+        request: RequestId,
+        stage: Stage,
+    },
+    Cancel {
+        request: RequestId,
+        reason: String,
+    },
+    Unfulfilled {
+        request: RequestId,
+        reason: String,
+    },
     ExpireRequest(RequestId),
     ExpireOffer(OfferId),
-    Escalate { request: RequestId, level: Level },
+    Escalate {
+        request: RequestId,
+        level: Level,
+    },
 }
 
 impl Action {
@@ -283,15 +304,45 @@ impl Action {
 /// What an action or the clock changed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AidEvent {
-    RequestChanged { request: RequestId, from: Option<RequestState>, to: RequestState },
-    OfferChanged { offer: OfferId, request: RequestId, from: Option<OfferState>, to: OfferState },
-    HoldPlaced { offer: OfferId, provider: String, pair: String, quantity: u32, until: Timestamp },
-    HoldEnded { offer: OfferId, provider: String, pair: String, quantity: u32, end: HoldEnd },
+    RequestChanged {
+        request: RequestId,
+        from: Option<RequestState>,
+        to: RequestState,
+    },
+    OfferChanged {
+        offer: OfferId,
+        request: RequestId,
+        from: Option<OfferState>,
+        to: OfferState,
+    },
+    HoldPlaced {
+        offer: OfferId,
+        provider: String,
+        pair: String,
+        quantity: u32,
+        until: Timestamp,
+    },
+    HoldEnded {
+        offer: OfferId,
+        provider: String,
+        pair: String,
+        quantity: u32,
+        end: HoldEnd,
+    },
     /// No offer in time: the coordinators of the requesting provider's system or region are alerted
     /// ([`coordinators`] names the scope).
-    Escalated { request: RequestId, level: Level, provider: String },
+    Escalated {
+        request: RequestId,
+        level: Level,
+        provider: String,
+    },
     /// A report left `open - occupied` below the beds still held at the provider.
-    Overcommitted { provider: String, pair: String, free: i64, held: u32 },
+    Overcommitted {
+        provider: String,
+        pair: String,
+        free: i64,
+        held: u32,
+    },
 }
 
 /// An action the book will not take, and why. Nothing was changed.
@@ -388,7 +439,8 @@ impl AidBook {
         // number in the tens); a store would persist the resulting events atomically.
         let mut next = self.clone();
         let name = action.name();
-        let decision = Decision { action: name, principal: actor.principal.clone(), cursor: actor.cursor.clone(), at: now };
+        let decision =
+            Decision { action: name, principal: actor.principal.clone(), cursor: actor.cursor.clone(), at: now };
         let events = next.make(action, decision, now)?;
         *self = next;
         Ok(events)
@@ -639,11 +691,8 @@ impl AidBook {
     }
 
     fn close_pending(&mut self, request: RequestId, to: OfferState, decision: &Decision, events: &mut Vec<AidEvent>) {
-        let pending: Vec<OfferId> = self
-            .offers_of(request)
-            .filter(|o| o.state == OfferState::Proposed)
-            .map(|o| o.id)
-            .collect();
+        let pending: Vec<OfferId> =
+            self.offers_of(request).filter(|o| o.state == OfferState::Proposed).map(|o| o.id).collect();
         for offer in pending {
             self.set_offer(offer, to, decision, events);
         }

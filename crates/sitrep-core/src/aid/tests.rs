@@ -86,7 +86,7 @@ fn request_state_machine() {
         ("complete", progress(r, Stage::Completed), 10),
         ("cancel", Action::Cancel { request: r, reason: "improved".into() }, 10),
         ("unfulfilled", Action::Unfulfilled { request: r, reason: "no beds".into() }, 10),
-        ("expire", Action::ExpireRequest(r), 240),
+        ("expire_request", Action::ExpireRequest(r), 240),
         ("escalate", Action::Escalate { request: r, level: Level::System }, 30),
     ];
     #[rustfmt::skip]
@@ -178,7 +178,10 @@ fn refusals_name_the_record_the_rule_and_the_value() {
     let (mut book, r) = request_in(RequestState::Open);
     let before = book.clone();
     let cases: Vec<(Action, &str)> = vec![
-        (Action::Create(NewRequest { quantity: 0, ..ask("RJ7", 1) }), "create refused: quantity = 0 must be at least 1"),
+        (
+            Action::Create(NewRequest { quantity: 0, ..ask("RJ7", 1) }),
+            "create refused: quantity = 0 must be at least 1",
+        ),
         (
             Action::Create(NewRequest { pair: "beds.cc_adult.open".into(), ..ask("RJ7", 1) }),
             "create refused: pair = \"beds.cc_adult.open\" must name a capacity pair such as beds.cc_adult",
@@ -197,7 +200,7 @@ fn refusals_name_the_record_the_rule_and_the_value() {
         (offer(RequestId(9), "RVR", 1), "offer refused: unknown request R9"),
         (accept(OfferId(4)), "accept refused: unknown offer O4"),
         (Action::Cancel { request: r, reason: "".into() }, "cancel refused: reason = \"\" must say why"),
-        (Action::ExpireRequest(r), "expire_request refused: request R1 is open: it is needed by 2027-01-15T08:40:00Z"),
+        (Action::ExpireRequest(r), "expire_request refused: request R1 is open: it is needed by 2027-01-15T12:00:00Z"),
         (
             Action::Escalate { request: r, level: Level::Nation },
             "escalate refused: request R1 is open: escalation goes to a system's or a region's coordinators",
@@ -236,12 +239,10 @@ fn partial_fulfilment_from_two_offers() {
     ok(&mut book, progress(r, Stage::InTransit), 7);
     ok(&mut book, progress(r, Stage::Completed), 8);
     let req = book.request(r).unwrap();
-    assert_eq!((req.state, req.first_offer_at, req.first_accepted_at, req.closed_at), (
-        RequestState::Completed,
-        Some(t(1)),
-        Some(t(4)),
-        Some(t(8))
-    ));
+    assert_eq!(
+        (req.state, req.first_offer_at, req.first_accepted_at, req.closed_at),
+        (RequestState::Completed, Some(t(1)), Some(t(4)), Some(t(8)))
+    );
     // Every decision is recorded with its principal and cursor.
     let names: Vec<&str> = req.decisions.iter().map(|d| d.action).collect();
     assert_eq!(names, ["create", "offer", "offer", "offer", "accept", "accept", "in_transit", "complete"]);
@@ -288,23 +289,24 @@ fn holds_are_placed_released_by_reports_and_flag_overcommitment() {
     assert_eq!(book.held("RVR", "beds.ga_adult"), 0);
     // A report with occupied unchanged keeps the hold; 10 open - 9 occupied still covers 1 held.
     assert_eq!(book.release_on_report("RVR", "beds.cc_adult", 10, 7), []);
-    assert_eq!(book.release_on_report("RVR", "beds.cc_adult", 10, 9), [AidEvent::HoldEnded {
-        offer: OfferId(1),
-        provider: "RVR".into(),
-        pair: "beds.cc_adult".into(),
-        quantity: 1,
-        end: HoldEnd::Occupied
-    }]);
+    assert_eq!(
+        book.release_on_report("RVR", "beds.cc_adult", 10, 9),
+        [AidEvent::HoldEnded {
+            offer: OfferId(1),
+            provider: "RVR".into(),
+            pair: "beds.cc_adult".into(),
+            quantity: 1,
+            end: HoldEnd::Occupied
+        }]
+    );
     assert_eq!(book.held("RVR", "beds.cc_adult"), 0);
     // A fresh hold, then a report that fills every bed without a rise big enough: overcommitted.
     ok(&mut book, offer(r, "RAX", 1), 6);
     ok(&mut book, Action::Accept { offer: OfferId(2), baseline_occupied: 8 }, 7);
-    assert_eq!(book.release_on_report("RAX", "beds.cc_adult", 8, 8), [AidEvent::Overcommitted {
-        provider: "RAX".into(),
-        pair: "beds.cc_adult".into(),
-        free: 0,
-        held: 1
-    }]);
+    assert_eq!(
+        book.release_on_report("RAX", "beds.cc_adult", 8, 8),
+        [AidEvent::Overcommitted { provider: "RAX".into(), pair: "beds.cc_adult".into(), free: 0, held: 1 }]
+    );
     assert_eq!(book.overcommitted("RAX", "beds.cc_adult", 9, 8), None);
     // Cancelling the request releases its holds.
     let events = ok(&mut book, Action::Cancel { request: r, reason: "improved".into() }, 8);
@@ -367,17 +369,28 @@ fn timers_expire_offers_holds_and_requests() {
     }));
     assert_eq!(book.request(r).unwrap().state, RequestState::Open);
     // An accepted offer's hold ends at its hold time if no report showed the bed occupied.
-    ok(&mut book, Action::Offer { request: r, provider: "RAX".into(), site: None, quantity: 1, hold_until: t(200) }, 130);
+    ok(
+        &mut book,
+        Action::Offer { request: r, provider: "RAX".into(), site: None, quantity: 1, hold_until: t(200) },
+        130,
+    );
     ok(&mut book, accept(OfferId(2)), 131);
-    ok(&mut book, Action::Offer { request: r, provider: "RRV".into(), site: None, quantity: 1, hold_until: t(300) }, 132);
+    ok(
+        &mut book,
+        Action::Offer { request: r, provider: "RRV".into(), site: None, quantity: 1, hold_until: t(300) },
+        132,
+    );
     let events = book.tick(t(200), &timers, &clock);
-    assert_eq!(events, [AidEvent::HoldEnded {
-        offer: OfferId(2),
-        provider: "RAX".into(),
-        pair: "beds.cc_adult".into(),
-        quantity: 1,
-        end: HoldEnd::Expired
-    }]);
+    assert_eq!(
+        events,
+        [AidEvent::HoldEnded {
+            offer: OfferId(2),
+            provider: "RAX".into(),
+            pair: "beds.cc_adult".into(),
+            quantity: 1,
+            end: HoldEnd::Expired
+        }]
+    );
     // An accepted request does not expire at needed-by (minute 240): it is being met.
     assert!(book.tick(t(240), &timers, &clock).is_empty());
     // An open one does, and its pending offers with it.
