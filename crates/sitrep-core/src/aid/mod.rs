@@ -558,9 +558,9 @@ impl AidBook {
             Action::Decline(offer) | Action::Withdraw(offer) | Action::ExpireOffer(offer) => {
                 let o = self.proposed(offer, name)?;
                 let request = o.request;
-                let to = match name {
-                    "decline" => OfferState::Declined,
-                    "withdraw" => OfferState::Withdrawn,
+                let to = match action {
+                    Action::Decline(_) => OfferState::Declined,
+                    Action::Withdraw(_) => OfferState::Withdrawn,
                     _ => OfferState::Expired,
                 };
                 if to == OfferState::Expired && o.hold_until > now {
@@ -597,11 +597,11 @@ impl AidBook {
                 set_request(r, to, now, &mut events);
             }
             Action::Cancel { request, reason } | Action::Unfulfilled { request, reason } => {
+                let to = if name == "cancel" { RequestState::Cancelled } else { RequestState::Unfulfilled };
                 let r = self.seeking(request, name)?;
                 if reason.trim().is_empty() {
                     return Err(invalid(name, "reason", "\"\"", "must say why"));
                 }
-                let to = if name == "cancel" { RequestState::Cancelled } else { RequestState::Unfulfilled };
                 let accepted: Vec<OfferId> =
                     self.offers_of_request(r).filter(|o| o.state == OfferState::Accepted).map(|o| o.id).collect();
                 for offer in accepted {
