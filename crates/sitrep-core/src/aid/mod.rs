@@ -482,7 +482,7 @@ impl AidBook {
                     return Err(invalid(name, "quantity", quantity, "must be at least 1"));
                 }
                 if hold_until <= now {
-                    return Err(invalid(name, "hold_until", hold_until.0, "must be after now"));
+                    return Err(invalid(name, "hold_until", hold_until, "must be after now"));
                 }
                 let outstanding = r.ask.quantity.saturating_sub(self.accepted_quantity(r));
                 if quantity > outstanding {
@@ -645,8 +645,8 @@ impl AidBook {
                 if level == Level::Nation {
                     return Err(refuse("escalation goes to a system's or a region's coordinators".to_owned()));
                 }
-                if r.escalated.is_some_and(|e| e >= level) {
-                    return Err(refuse(format!("it is already escalated to the {}", level.as_str())));
+                if let Some(current) = r.escalated.filter(|&e| e >= level) {
+                    return Err(refuse(format!("it is already escalated to the {}", current.as_str())));
                 }
                 let provider = r.ask.provider.clone();
                 let r = self.requests.get_mut(&request).expect("checked above");

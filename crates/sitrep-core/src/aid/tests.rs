@@ -176,6 +176,7 @@ fn offer_state_machine() {
 #[test]
 fn refusals_name_the_record_the_rule_and_the_value() {
     let (mut book, r) = request_in(RequestState::Open);
+    ok(&mut book, Action::Escalate { request: r, level: Level::Region }, 5);
     let before = book.clone();
     let cases: Vec<(Action, &str)> = vec![
         (
@@ -198,6 +199,14 @@ fn refusals_name_the_record_the_rule_and_the_value() {
         (offer(r, "RVR", 3), "offer refused: request R1 is open: offer of 3 exceeds the 2 still needed"),
         (offer(r, "RVR", 0), "offer refused: quantity = 0 must be at least 1"),
         (offer(RequestId(9), "RVR", 1), "offer refused: unknown request R9"),
+        (
+            Action::Offer { request: r, provider: "RVR".into(), site: None, quantity: 1, hold_until: t(10) },
+            "offer refused: hold_until = 2027-01-15T08:10:00Z must be after now",
+        ),
+        (
+            Action::Escalate { request: r, level: Level::System },
+            "escalate refused: request R1 is open: it is already escalated to the region",
+        ),
         (accept(OfferId(4)), "accept refused: unknown offer O4"),
         (Action::Cancel { request: r, reason: "".into() }, "cancel refused: reason = \"\" must say why"),
         (Action::ExpireRequest(r), "expire_request refused: request R1 is open: it is needed by 2027-01-15T12:00:00Z"),
