@@ -19,8 +19,8 @@
 //!
 //! # Layout
 //! - [`hold`]: [`Hold`], [`headroom()`] and the rule that releases a hold on a report.
-//! - [`candidates`]: the providers a request could ask, nearest scope first, with the reason for each rank.
-//! - [`measures`]: per-scope counts and durations (median, p90), unfulfilled rate, given/received balances.
+//! - [`mod@candidates`]: the providers a request could ask, nearest scope first, with the reason for each rank.
+//! - [`mod@measures`]: per-scope counts and durations (median, p90), unfulfilled rate, given/received balances.
 
 pub mod candidates;
 pub mod hold;
