@@ -516,6 +516,15 @@ impl AidBook {
                 let o = self.proposed(offer, name)?;
                 let request = o.request;
                 let r = self.seeking(request, name)?;
+                if o.hold_until <= now {
+                    // Not yet expired by the clock, but no longer held: accepting it would hold nothing.
+                    return Err(Refusal::Offer {
+                        id: offer,
+                        state: o.state,
+                        action: name,
+                        why: format!("its hold ended at {}", o.hold_until),
+                    });
+                }
                 let outstanding = r.ask.quantity.saturating_sub(self.accepted_quantity(r));
                 if o.quantity > outstanding {
                     return Err(Refusal::Offer {

@@ -268,6 +268,10 @@ fn an_offer_larger_than_what_remains_cannot_be_accepted() {
     ok(&mut book, accept(OfferId(2)), 3);
     let err = book.apply(accept(OfferId(1)), &actor("RJ7"), t(4)).unwrap_err();
     assert_eq!(err.to_string(), "accept refused: offer O1 is proposed: it offers 2 but request R1 needs only 1 more");
+    // Past its hold time, before the clock has expired it: still refused.
+    ok(&mut book, offer(r, "RRV", 1), 5);
+    let err = book.apply(accept(OfferId(3)), &actor("RJ7"), t(120)).unwrap_err();
+    assert_eq!(err.to_string(), "accept refused: offer O3 is proposed: its hold ended at 2027-01-15T10:00:00Z");
 }
 
 #[test]
