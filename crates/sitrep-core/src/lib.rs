@@ -5,6 +5,7 @@
 //! parameter, configuration arrives as text).
 //!
 //! # Layout
+//! - [`aid`]: mutual aid: requests and offers with their state machines, holds, candidates, timers, measures.
 //! - [`time`]: [`Timestamp`], millisecond UTC instants, and hour arithmetic for periods.
 //! - [`catalogue`]: the metrics a deployment accepts ([`Catalogue`], [`Metric`]), parsed from TOML.
 //! - [`code`]: [`Code`], a metric's code, interned: copied, compared and hashed as a pointer.
@@ -28,6 +29,7 @@
 //! - [`sim`]: plausible, slowly drifting synthetic values for the simulator.
 //! - [`input`]: what feeds export (sitrep JSON, CSV, FHIR MeasureReports) read into reports, with a mapping.
 
+pub mod aid;
 pub mod alert;
 pub mod catalogue;
 pub mod code;

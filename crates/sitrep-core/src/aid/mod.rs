@@ -1,0 +1,848 @@
+//! Mutual aid (issue 15): requests for capacity and offers of it, as audited records with state machines, the
+//! holds accepted offers place, the candidates a request could ask, timers, and measures.
+//!
+//! This is the pure core: no store, no wire types, no clock (the time is a parameter). An [`AidBook`] holds every
+//! request and offer; [`AidBook::apply`] makes one [`Action`] on behalf of an [`Actor`] at an instant, all or
+//! nothing: it either returns the [`AidEvent`]s it caused, or a [`Refusal`] naming the record, its state and the
+//! action refused, and changes nothing. Every decision records who made it and the picture [`Cursor`] it was made
+//! on, so the audit trail says what the decider saw.
+//!
+//! No patient-identifiable data is ever held: a request carries a caller's reference id and a short
+//! non-identifying summary, and nothing else about a patient. `docs/MUTUAL-AID.md` states the model.
+//!
+//! # State machines
+//! Request: `open -> offered -> accepted -> in_transit -> completed`, or `cancelled` (from open, offered or
+//! accepted), `expired` (needed-by passed while open or offered), `unfulfilled` with a reason (from open, offered
+//! or accepted). A request stays `accepted` while more offers are made and accepted for its remainder (partial
+//! fulfilment); it goes back to `open` when its last pending offer is declined, withdrawn or expires and none was
+//! accepted. Offer: `proposed -> accepted | declined | withdrawn | expired`.
+//!
+//! # Layout
+//! - [`hold`]: [`Hold`], [`headroom()`] and the rule that releases a hold on a report.
+//! - [`mod@candidates`]: the providers a request could ask, nearest scope first, with the reason for each rank.
+//! - [`mod@measures`]: per-scope counts and durations (median, p90), unfulfilled rate, given/received balances.
+
+pub mod candidates;
+pub mod hold;
+pub mod measures;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use candidates::{Candidate, Excluded, Location, ProviderStatus, Ranking, candidates};
+pub use hold::{Hold, HoldEnd, headroom};
+pub use measures::{Balance, Durations, Measures, measures};
+
+use crate::rules::Level;
+use crate::{Cursor, Directory, Timestamp};
+
+/// The longest non-identifying summary a request may carry: enough to describe the need, too short for notes.
+pub const SUMMARY_MAX: usize = 200;
+/// The longest reference id.
+pub const REFERENCE_MAX: usize = 64;
+const MINUTE_MS: i64 = 60_000;
+
+/// A request's id, written `R<n>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// An offer's id, written `O<n>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OfferId(pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "R{}", self.0)
+    }
+}
+
+impl fmt::Display for OfferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "O{}", self.0)
+    }
+}
+
+/// What is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    PatientTransfer,
+    Cohort,
+    Staff,
+    Equipment,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    Routine,
+    Urgent,
+    Immediate,
+}
+
+/// Where a request may be met: the widest scope to look in (nearest scope is always preferred), and whether the
+/// receiving provider must be able to isolate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraints {
+    pub within: Level,
+    pub isolation: bool,
+}
+
+impl Default for Constraints {
+    fn default() -> Self {
+        Constraints { within: Level::Nation, isolation: false }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Open,
+    Offered,
+    Accepted,
+    InTransit,
+    Completed,
+    Cancelled,
+    Expired,
+    Unfulfilled,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Open => "open",
+            RequestState::Offered => "offered",
+            RequestState::Accepted => "accepted",
+            RequestState::InTransit => "in_transit",
+            RequestState::Completed => "completed",
+            RequestState::Cancelled => "cancelled",
+            RequestState::Expired => "expired",
+            RequestState::Unfulfilled => "unfulfilled",
+        }
+    }
+
+    pub fn is_closed(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled | Self::Expired | Self::Unfulfilled)
+    }
+
+    /// Whether offers may still be made and accepted (and the request cancelled or declared unfulfilled).
+    fn is_seeking(self) -> bool {
+        matches!(self, Self::Open | Self::Offered | Self::Accepted)
+    }
+}
+
+impl fmt::Display for RequestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferState {
+    Proposed,
+    Accepted,
+    Declined,
+    Withdrawn,
+    Expired,
+}
+
+impl OfferState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferState::Proposed => "proposed",
+            OfferState::Accepted => "accepted",
+            OfferState::Declined => "declined",
+            OfferState::Withdrawn => "withdrawn",
+            OfferState::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for OfferState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who acts, and on which picture: every decision is recorded with both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    /// The authenticated principal's name (a person or a system), never a shared account.
+    pub principal: String,
+    /// The picture cursor the actor saw when deciding.
+    pub cursor: Cursor,
+}
+
+/// One recorded decision on a request or offer: the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The action's name (`create`, `offer`, `accept`, ...).
+    pub action: &'static str,
+    pub principal: String,
+    pub cursor: Cursor,
+    pub at: Timestamp,
+}
+
+/// What a new request says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRequest {
+    pub provider: String,
+    /// The unit (site) that needs the capacity, if not the whole provider.
+    pub site: Option<String>,
+    pub kind: Kind,
+    /// The capacity pair needed, e.g. `beds.cc_adult` (metrics `beds.cc_adult.open` and `.occupied`).
+    pub pair: String,
+    pub quantity: u32,
+    pub urgency: Urgency,
+    pub needed_by: Timestamp,
+    pub constraints: Constraints,
+    /// The requester's own reference id (not a patient identifier).
+    pub reference: String,
+    /// A short, non-identifying description of the need.
+    pub summary: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub id: RequestId,
+    pub ask: NewRequest,
+    pub state: RequestState,
+    /// Why a request was declared unfulfilled or cancelled.
+    pub reason: Option<String>,
+    /// The widest level its coordinators have been alerted at, by the timers.
+    pub escalated: Option<Level>,
+    pub offers: Vec<OfferId>,
+    pub created_at: Timestamp,
+    pub first_offer_at: Option<Timestamp>,
+    pub first_accepted_at: Option<Timestamp>,
+    pub closed_at: Option<Timestamp>,
+    pub decisions: Vec<Decision>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub id: OfferId,
+    pub request: RequestId,
+    pub provider: String,
+    pub site: Option<String>,
+    pub quantity: u32,
+    /// Until when the offering provider holds the capacity: the offer expires then if not accepted, and the hold
+    /// of an accepted offer ends then if no report has shown the beds occupied.
+    pub hold_until: Timestamp,
+    pub state: OfferState,
+    pub decisions: Vec<Decision>,
+}
+
+/// A request's onward stage once accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    InTransit,
+    Completed,
+}
+
+/// Everything that changes an [`AidBook`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Create(NewRequest),
+    Offer {
+        request: RequestId,
+        provider: String,
+        site: Option<String>,
+        quantity: u32,
+        hold_until: Timestamp,
+    },
+    /// The requester accepts an offer; `baseline_occupied` is the offering provider's occupied count for the pair
+    /// in the picture at the actor's cursor, from which the hold's release is judged.
+    Accept {
+        offer: OfferId,
+        baseline_occupied: u32,
+    },
+    Decline(OfferId),
+    Withdraw(OfferId),
+    Progress {
+        request: RequestId,
+        stage: Stage,
+    },
+    Cancel {
+        request: RequestId,
+        reason: String,
+    },
+    Unfulfilled {
+        request: RequestId,
+        reason: String,
+    },
+    ExpireRequest(RequestId),
+    ExpireOffer(OfferId),
+    Escalate {
+        request: RequestId,
+        level: Level,
+    },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Create(_) => "create",
+            Action::Offer { .. } => "offer",
+            Action::Accept { .. } => "accept",
+            Action::Decline(_) => "decline",
+            Action::Withdraw(_) => "withdraw",
+            Action::Progress { stage: Stage::InTransit, .. } => "in_transit",
+            Action::Progress { stage: Stage::Completed, .. } => "complete",
+            Action::Cancel { .. } => "cancel",
+            Action::Unfulfilled { .. } => "unfulfilled",
+            Action::ExpireRequest(_) => "expire_request",
+            Action::ExpireOffer(_) => "expire_offer",
+            Action::Escalate { .. } => "escalate",
+        }
+    }
+}
+
+/// What an action or the clock changed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AidEvent {
+    RequestChanged {
+        request: RequestId,
+        from: Option<RequestState>,
+        to: RequestState,
+    },
+    OfferChanged {
+        offer: OfferId,
+        request: RequestId,
+        from: Option<OfferState>,
+        to: OfferState,
+    },
+    HoldPlaced {
+        offer: OfferId,
+        provider: String,
+        pair: String,
+        quantity: u32,
+        until: Timestamp,
+    },
+    HoldEnded {
+        offer: OfferId,
+        provider: String,
+        pair: String,
+        quantity: u32,
+        end: HoldEnd,
+    },
+    /// No offer in time: the coordinators of the requesting provider's system or region are alerted
+    /// ([`coordinators`] names the scope).
+    Escalated {
+        request: RequestId,
+        level: Level,
+        provider: String,
+    },
+    /// A report left `open - occupied` below the beds still held at the provider.
+    Overcommitted {
+        provider: String,
+        pair: String,
+        free: i64,
+        held: u32,
+    },
+}
+
+/// An action the book will not take, and why. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{action} refused: request {id} is {state}: {why}")]
+    Request { id: RequestId, state: RequestState, action: &'static str, why: String },
+    #[error("{action} refused: offer {id} is {state}: {why}")]
+    Offer { id: OfferId, state: OfferState, action: &'static str, why: String },
+    #[error("{action} refused: unknown request {0}", action = .1)]
+    UnknownRequest(RequestId, &'static str),
+    #[error("{action} refused: unknown offer {0}", action = .1)]
+    UnknownOffer(OfferId, &'static str),
+    /// A field of the action breaks a rule, e.g. `create refused: quantity = 0 must be at least 1`.
+    #[error("{action} refused: {field} = {value} {rule}")]
+    Invalid { action: &'static str, field: &'static str, value: String, rule: &'static str },
+}
+
+/// The escalation timers: minutes without any offer before the system's, then the region's coordinators are
+/// alerted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timers {
+    pub system_after_ms: i64,
+    pub region_after_ms: i64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers { system_after_ms: 30 * MINUTE_MS, region_after_ms: 60 * MINUTE_MS }
+    }
+}
+
+/// Every request and offer, and the holds of accepted offers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AidBook {
+    requests: BTreeMap<RequestId, Request>,
+    offers: BTreeMap<OfferId, Offer>,
+    holds: BTreeMap<OfferId, Hold>,
+    next_request: u64,
+    next_offer: u64,
+}
+
+impl AidBook {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn request(&self, id: RequestId) -> Option<&Request> {
+        self.requests.get(&id)
+    }
+
+    pub fn offer(&self, id: OfferId) -> Option<&Offer> {
+        self.offers.get(&id)
+    }
+
+    pub fn requests(&self) -> impl Iterator<Item = &Request> {
+        self.requests.values()
+    }
+
+    pub fn offers_of(&self, request: RequestId) -> impl Iterator<Item = &Offer> {
+        self.requests.get(&request).into_iter().flat_map(|r| r.offers.iter().filter_map(|o| self.offers.get(o)))
+    }
+
+    pub fn holds(&self) -> impl Iterator<Item = &Hold> {
+        self.holds.values()
+    }
+
+    /// Beds held at a provider for a capacity pair.
+    pub fn held(&self, provider: &str, pair: &str) -> u32 {
+        self.holds.values().filter(|h| h.provider == provider && h.pair == pair).map(|h| h.quantity).sum()
+    }
+
+    /// What of a request is not yet covered by accepted offers.
+    pub fn outstanding(&self, request: RequestId) -> u32 {
+        let Some(r) = self.requests.get(&request) else { return 0 };
+        r.ask.quantity.saturating_sub(self.accepted_quantity(r))
+    }
+
+    fn accepted_quantity(&self, r: &Request) -> u32 {
+        self.offers_of_request(r).filter(|o| o.state == OfferState::Accepted).map(|o| o.quantity).sum()
+    }
+
+    fn pending_quantity(&self, r: &Request) -> u32 {
+        self.offers_of_request(r).filter(|o| o.state == OfferState::Proposed).map(|o| o.quantity).sum()
+    }
+
+    fn offers_of_request<'a>(&'a self, r: &'a Request) -> impl Iterator<Item = &'a Offer> + 'a {
+        r.offers.iter().filter_map(|o| self.offers.get(o))
+    }
+
+    /// Makes one action, all or nothing. The new id of a created request or offer is in the first event.
+    pub fn apply(&mut self, action: Action, actor: &Actor, now: Timestamp) -> Result<Vec<AidEvent>, Refusal> {
+        // Work on a copy so a refusal found part way leaves the book untouched. Books are small (open requests
+        // number in the tens); a store would persist the resulting events atomically.
+        let mut next = self.clone();
+        let name = action.name();
+        let decision =
+            Decision { action: name, principal: actor.principal.clone(), cursor: actor.cursor.clone(), at: now };
+        let events = next.make(action, decision, now)?;
+        *self = next;
+        Ok(events)
+    }
+
+    fn make(&mut self, action: Action, decision: Decision, now: Timestamp) -> Result<Vec<AidEvent>, Refusal> {
+        let name = decision.action;
+        let mut events = Vec::new();
+        match action {
+            Action::Create(ask) => {
+                check_ask(&ask, now)?;
+                self.next_request += 1;
+                let id = RequestId(self.next_request);
+                self.requests.insert(
+                    id,
+                    Request {
+                        id,
+                        ask,
+                        state: RequestState::Open,
+                        reason: None,
+                        escalated: None,
+                        offers: Vec::new(),
+                        created_at: now,
+                        first_offer_at: None,
+                        first_accepted_at: None,
+                        closed_at: None,
+                        decisions: vec![decision],
+                    },
+                );
+                events.push(AidEvent::RequestChanged { request: id, from: None, to: RequestState::Open });
+            }
+            Action::Offer { request, provider, site, quantity, hold_until } => {
+                let r = self.seeking(request, name)?;
+                let refuse = |why: String| Refusal::Request { id: request, state: r.state, action: name, why };
+                if provider == r.ask.provider {
+                    return Err(refuse(format!("{provider} cannot offer to its own request")));
+                }
+                if quantity == 0 {
+                    return Err(invalid(name, "quantity", quantity, "must be at least 1"));
+                }
+                if hold_until <= now {
+                    return Err(invalid(name, "hold_until", hold_until, "must be after now"));
+                }
+                let outstanding = r.ask.quantity.saturating_sub(self.accepted_quantity(r));
+                if quantity > outstanding {
+                    return Err(refuse(format!("offer of {quantity} exceeds the {outstanding} still needed")));
+                }
+                self.next_offer += 1;
+                let id = OfferId(self.next_offer);
+                self.offers.insert(
+                    id,
+                    Offer {
+                        id,
+                        request,
+                        provider,
+                        site,
+                        quantity,
+                        hold_until,
+                        state: OfferState::Proposed,
+                        decisions: vec![decision.clone()],
+                    },
+                );
+                events.push(AidEvent::OfferChanged { offer: id, request, from: None, to: OfferState::Proposed });
+                let r = self.requests.get_mut(&request).expect("checked above");
+                r.offers.push(id);
+                r.first_offer_at.get_or_insert(now);
+                r.decisions.push(decision);
+                if r.state == RequestState::Open {
+                    set_request(r, RequestState::Offered, now, &mut events);
+                }
+            }
+            Action::Accept { offer, baseline_occupied } => {
+                let o = self.proposed(offer, name)?;
+                let request = o.request;
+                let r = self.seeking(request, name)?;
+                if o.hold_until <= now {
+                    // Not yet expired by the clock, but no longer held: accepting it would hold nothing.
+                    return Err(Refusal::Offer {
+                        id: offer,
+                        state: o.state,
+                        action: name,
+                        why: format!("its hold ended at {}", o.hold_until),
+                    });
+                }
+                let outstanding = r.ask.quantity.saturating_sub(self.accepted_quantity(r));
+                if o.quantity > outstanding {
+                    return Err(Refusal::Offer {
+                        id: offer,
+                        state: o.state,
+                        action: name,
+                        why: format!("it offers {} but request {request} needs only {outstanding} more", o.quantity),
+                    });
+                }
+                let hold = Hold {
+                    offer,
+                    provider: o.provider.clone(),
+                    pair: r.ask.pair.clone(),
+                    quantity: o.quantity,
+                    baseline_occupied,
+                    since: now,
+                    until: o.hold_until,
+                };
+                self.set_offer(offer, OfferState::Accepted, &decision, &mut events);
+                events.push(AidEvent::HoldPlaced {
+                    offer,
+                    provider: hold.provider.clone(),
+                    pair: hold.pair.clone(),
+                    quantity: hold.quantity,
+                    until: hold.until,
+                });
+                self.holds.insert(offer, hold);
+                let covered = self.outstanding(request) == 0;
+                let r = self.requests.get_mut(&request).expect("checked above");
+                r.first_accepted_at.get_or_insert(now);
+                r.decisions.push(decision.clone());
+                if r.state != RequestState::Accepted {
+                    set_request(r, RequestState::Accepted, now, &mut events);
+                }
+                if covered {
+                    // Fully covered: the offers still pending are no longer needed.
+                    self.close_pending(request, OfferState::Declined, &decision, &mut events);
+                }
+            }
+            Action::Decline(offer) | Action::Withdraw(offer) | Action::ExpireOffer(offer) => {
+                let o = self.proposed(offer, name)?;
+                let request = o.request;
+                let to = match action {
+                    Action::Decline(_) => OfferState::Declined,
+                    Action::Withdraw(_) => OfferState::Withdrawn,
+                    _ => OfferState::Expired,
+                };
+                if to == OfferState::Expired && o.hold_until > now {
+                    return Err(Refusal::Offer {
+                        id: offer,
+                        state: o.state,
+                        action: name,
+                        why: format!("it is held until {}", o.hold_until),
+                    });
+                }
+                self.set_offer(offer, to, &decision, &mut events);
+                self.reopen_if_nothing_left(request, &decision, now, &mut events);
+            }
+            Action::Progress { request, stage } => {
+                let r = self.known(request, name)?;
+                let (from, to) = match stage {
+                    Stage::InTransit => (RequestState::Accepted, RequestState::InTransit),
+                    Stage::Completed => (RequestState::InTransit, RequestState::Completed),
+                };
+                if r.state != from {
+                    return Err(Refusal::Request {
+                        id: request,
+                        state: r.state,
+                        action: name,
+                        why: format!("only a request {from} can become {to}"),
+                    });
+                }
+                if to == RequestState::InTransit {
+                    // Capacity still pending on other offers is not waited for once patients move.
+                    self.close_pending(request, OfferState::Declined, &decision, &mut events);
+                }
+                let r = self.requests.get_mut(&request).expect("checked above");
+                r.decisions.push(decision);
+                set_request(r, to, now, &mut events);
+            }
+            Action::Cancel { request, reason } | Action::Unfulfilled { request, reason } => {
+                let to = if name == "cancel" { RequestState::Cancelled } else { RequestState::Unfulfilled };
+                let r = self.seeking(request, name)?;
+                if reason.trim().is_empty() {
+                    return Err(invalid(name, "reason", "\"\"", "must say why"));
+                }
+                let accepted: Vec<OfferId> =
+                    self.offers_of_request(r).filter(|o| o.state == OfferState::Accepted).map(|o| o.id).collect();
+                for offer in accepted {
+                    self.end_hold(offer, HoldEnd::Released, &mut events);
+                }
+                self.close_pending(request, OfferState::Declined, &decision, &mut events);
+                let r = self.requests.get_mut(&request).expect("checked above");
+                r.reason = Some(reason);
+                r.decisions.push(decision);
+                set_request(r, to, now, &mut events);
+            }
+            Action::ExpireRequest(request) => {
+                let r = self.known(request, name)?;
+                if !matches!(r.state, RequestState::Open | RequestState::Offered) {
+                    return Err(Refusal::Request {
+                        id: request,
+                        state: r.state,
+                        action: name,
+                        why: "only an open or offered request expires".to_owned(),
+                    });
+                }
+                if r.ask.needed_by > now {
+                    return Err(Refusal::Request {
+                        id: request,
+                        state: r.state,
+                        action: name,
+                        why: format!("it is needed by {}", r.ask.needed_by),
+                    });
+                }
+                self.close_pending(request, OfferState::Expired, &decision, &mut events);
+                let r = self.requests.get_mut(&request).expect("checked above");
+                r.decisions.push(decision);
+                set_request(r, RequestState::Expired, now, &mut events);
+            }
+            Action::Escalate { request, level } => {
+                let r = self.known(request, name)?;
+                let refuse = |why: String| Refusal::Request { id: request, state: r.state, action: name, why };
+                if r.state != RequestState::Open {
+                    return Err(refuse("only a request with no offer pending is escalated".to_owned()));
+                }
+                if level == Level::Nation {
+                    return Err(refuse("escalation goes to a system's or a region's coordinators".to_owned()));
+                }
+                if let Some(current) = r.escalated.filter(|&e| e >= level) {
+                    return Err(refuse(format!("it is already escalated to the {}", current.as_str())));
+                }
+                let provider = r.ask.provider.clone();
+                let r = self.requests.get_mut(&request).expect("checked above");
+                r.escalated = Some(level);
+                r.decisions.push(decision);
+                events.push(AidEvent::Escalated { request, level, provider });
+            }
+        }
+        Ok(events)
+    }
+
+    fn known(&self, id: RequestId, action: &'static str) -> Result<&Request, Refusal> {
+        self.requests.get(&id).ok_or(Refusal::UnknownRequest(id, action))
+    }
+
+    fn seeking(&self, id: RequestId, action: &'static str) -> Result<&Request, Refusal> {
+        let r = self.known(id, action)?;
+        if !r.state.is_seeking() {
+            return Err(Refusal::Request {
+                id,
+                state: r.state,
+                action,
+                why: "only an open, offered or accepted request can".to_owned(),
+            });
+        }
+        Ok(r)
+    }
+
+    fn proposed(&self, id: OfferId, action: &'static str) -> Result<&Offer, Refusal> {
+        let o = self.offers.get(&id).ok_or(Refusal::UnknownOffer(id, action))?;
+        if o.state != OfferState::Proposed {
+            return Err(Refusal::Offer { id, state: o.state, action, why: "only a proposed offer can".to_owned() });
+        }
+        Ok(o)
+    }
+
+    fn set_offer(&mut self, id: OfferId, to: OfferState, decision: &Decision, events: &mut Vec<AidEvent>) {
+        let o = self.offers.get_mut(&id).expect("offer checked by the caller");
+        events.push(AidEvent::OfferChanged { offer: id, request: o.request, from: Some(o.state), to });
+        o.state = to;
+        o.decisions.push(decision.clone());
+    }
+
+    fn close_pending(&mut self, request: RequestId, to: OfferState, decision: &Decision, events: &mut Vec<AidEvent>) {
+        let pending: Vec<OfferId> =
+            self.offers_of(request).filter(|o| o.state == OfferState::Proposed).map(|o| o.id).collect();
+        for offer in pending {
+            self.set_offer(offer, to, decision, events);
+        }
+    }
+
+    fn reopen_if_nothing_left(
+        &mut self,
+        request: RequestId,
+        decision: &Decision,
+        now: Timestamp,
+        events: &mut Vec<AidEvent>,
+    ) {
+        let r = &self.requests[&request];
+        let reopen = r.state == RequestState::Offered && self.pending_quantity(r) == 0;
+        let r = self.requests.get_mut(&request).expect("offer's request exists");
+        r.decisions.push(decision.clone());
+        if reopen {
+            set_request(r, RequestState::Open, now, events);
+        }
+    }
+
+    fn end_hold(&mut self, offer: OfferId, end: HoldEnd, events: &mut Vec<AidEvent>) {
+        if let Some(h) = self.holds.remove(&offer) {
+            events.push(AidEvent::HoldEnded { offer, provider: h.provider, pair: h.pair, quantity: h.quantity, end });
+        }
+    }
+
+    /// A provider's report for a capacity pair: releases the holds it shows occupied (rule in [`hold`]), then
+    /// reports `overcommitted` if `open - occupied` is below the beds still held.
+    pub fn release_on_report(&mut self, provider: &str, pair: &str, open: u32, occupied: u32) -> Vec<AidEvent> {
+        let mut events = Vec::new();
+        let released =
+            hold::released_by(self.holds.values().filter(|h| h.provider == provider && h.pair == pair), occupied);
+        for offer in released {
+            self.end_hold(offer, HoldEnd::Occupied, &mut events);
+        }
+        events.extend(self.overcommitted(provider, pair, open, occupied));
+        events
+    }
+
+    /// `Some(Overcommitted)` when `open - occupied` is below the beds held at the provider for the pair.
+    pub fn overcommitted(&self, provider: &str, pair: &str, open: u32, occupied: u32) -> Option<AidEvent> {
+        let held = self.held(provider, pair);
+        let free = headroom(open, occupied, 0);
+        (free < i64::from(held)).then(|| AidEvent::Overcommitted {
+            provider: provider.to_owned(),
+            pair: pair.to_owned(),
+            free,
+            held,
+        })
+    }
+
+    /// What the clock changes at `now`: requests past needed-by expire, offers past their hold time expire, holds
+    /// past their hold time end, and open requests with no offer are escalated to their system's coordinators
+    /// after `timers.system_after_ms` and their region's after `timers.region_after_ms` (from creation). Each
+    /// change is a decision of `actor` (the server's own principal) like any other.
+    pub fn tick(&mut self, now: Timestamp, timers: &Timers, actor: &Actor) -> Vec<AidEvent> {
+        let mut actions = Vec::new();
+        for r in self.requests.values() {
+            if matches!(r.state, RequestState::Open | RequestState::Offered) && r.ask.needed_by <= now {
+                actions.push(Action::ExpireRequest(r.id));
+                continue;
+            }
+            if r.state != RequestState::Open {
+                continue;
+            }
+            let waited = now.0 - r.created_at.0;
+            for (level, after) in [(Level::System, timers.system_after_ms), (Level::Region, timers.region_after_ms)] {
+                if waited >= after && r.escalated.is_none_or(|e| e < level) {
+                    actions.push(Action::Escalate { request: r.id, level });
+                }
+            }
+        }
+        for o in self.offers.values() {
+            if o.state == OfferState::Proposed && o.hold_until <= now {
+                actions.push(Action::ExpireOffer(o.id));
+            }
+        }
+        let mut events = Vec::new();
+        for action in actions {
+            // An earlier action of this tick may have made a later one moot (an expired request's offers); the
+            // refusal is then the right outcome, not an error.
+            if let Ok(mut more) = self.apply(action, actor, now) {
+                events.append(&mut more);
+            }
+        }
+        let expired: Vec<OfferId> = self.holds.values().filter(|h| h.until <= now).map(|h| h.offer).collect();
+        for offer in expired {
+            self.end_hold(offer, HoldEnd::Expired, &mut events);
+        }
+        events
+    }
+}
+
+/// The scope whose coordinators a provider's request escalates to at `level` (`system:QWE`, `region:Y56`).
+pub fn coordinators(directory: &Directory, provider: &str, level: Level) -> String {
+    let system = directory.provider(provider).map(|p| p.system.as_str());
+    match level {
+        Level::System => format!("system:{}", system.unwrap_or("?")),
+        Level::Region => {
+            let region = system.and_then(|s| directory.system(s)).map(|s| s.region.as_str());
+            format!("region:{}", region.unwrap_or("?"))
+        }
+        Level::Nation => "nation".to_owned(),
+    }
+}
+
+fn set_request(r: &mut Request, to: RequestState, now: Timestamp, events: &mut Vec<AidEvent>) {
+    events.push(AidEvent::RequestChanged { request: r.id, from: Some(r.state), to });
+    r.state = to;
+    if to.is_closed() {
+        r.closed_at = Some(now);
+    }
+}
+
+fn invalid(action: &'static str, field: &'static str, value: impl fmt::Display, rule: &'static str) -> Refusal {
+    Refusal::Invalid { action, field, value: value.to_string(), rule }
+}
+
+fn check_ask(ask: &NewRequest, now: Timestamp) -> Result<(), Refusal> {
+    const A: &str = "create";
+    if ask.provider.is_empty() {
+        return Err(invalid(A, "provider", "\"\"", "must name the requesting provider"));
+    }
+    if ask.quantity == 0 {
+        return Err(invalid(A, "quantity", 0, "must be at least 1"));
+    }
+    if ask.needed_by <= now {
+        return Err(invalid(A, "needed_by", ask.needed_by, "must be after now"));
+    }
+    if ask.pair.is_empty() || ask.pair.ends_with(".open") || ask.pair.ends_with(".occupied") {
+        return Err(invalid(A, "pair", format!("{:?}", ask.pair), "must name a capacity pair such as beds.cc_adult"));
+    }
+    if ask.reference.trim().is_empty() || ask.reference.chars().count() > REFERENCE_MAX {
+        return Err(invalid(A, "reference", format!("{:?}", ask.reference), "must be 1 to 64 characters"));
+    }
+    if ask.summary.chars().count() > SUMMARY_MAX {
+        return Err(invalid(A, "summary", format!("{} characters", ask.summary.chars().count()), "exceeds 200"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
