@@ -47,7 +47,7 @@ impl Location {
 
     /// The great-circle distance to `other` in kilometres (haversine, on a sphere of the Earth's mean radius):
     /// within 0.5% of the road-free distance, which is all an ordering of candidates needs.
-    pub fn distance_km(&self, other: &Location) -> f64 {
+    pub fn distance_km(self, other: Location) -> f64 {
         const EARTH_RADIUS_KM: f64 = 6371.0;
         let (a, b) = (self.latitude.to_radians(), other.latitude.to_radians());
         let dlat = b - a;
@@ -487,9 +487,9 @@ mod tests {
         assert_eq!(d.provider("Q").unwrap().location(), None);
         let q1 = d.provider("Q").unwrap().sites[0].location().expect("Q1 has a place");
         // Westminster to Cambridge: about 77 km as the crow flies.
-        let km = p.distance_km(&q1);
+        let km = p.distance_km(q1);
         assert!((76.0..78.5).contains(&km), "{km}");
-        assert_eq!(q1.distance_km(&q1), 0.0);
-        assert!((p.distance_km(&q1) - q1.distance_km(&p)).abs() < 1e-9, "symmetric");
+        assert_eq!(q1.distance_km(q1), 0.0);
+        assert!((p.distance_km(q1) - q1.distance_km(p)).abs() < 1e-9, "symmetric");
     }
 }

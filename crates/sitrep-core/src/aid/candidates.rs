@@ -19,25 +19,8 @@ use crate::rules::Level;
 
 /// The escalation level at which a provider is never asked to give: it needs help itself.
 pub const OPEL_TOP: u8 = 4;
-const EARTH_RADIUS_KM: f64 = 6371.0088;
-
-/// A point in decimal degrees (WGS84).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Location {
-    pub latitude: f64,
-    pub longitude: f64,
-}
-
-impl Location {
-    /// Great-circle distance in kilometres (haversine).
-    pub fn distance_km(self, other: Location) -> f64 {
-        let (p1, p2) = (self.latitude.to_radians(), other.latitude.to_radians());
-        let dp = p2 - p1;
-        let dl = (other.longitude - self.longitude).to_radians();
-        let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-        2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
-    }
-}
+/// A place, as the directory gives providers and sites one.
+pub use crate::directory::Location;
 
 /// What the picture says of one provider for the request's pair: the caller reads it at one cursor.
 #[derive(Clone, Debug, PartialEq)]
