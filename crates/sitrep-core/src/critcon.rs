@@ -181,7 +181,7 @@ impl Table {
                     "rule {code}: count_at {} must be from 1 to {top} for a {} (its {} are at 0 to {top})",
                     r.count_at,
                     r.scope.as_str(),
-                    member_noun(r.scope).to_owned() + "s"
+                    plural(member_noun(r.scope), 2)
                 ));
             }
             if r.min_count.is_none() && r.min_share.is_none() {
@@ -242,7 +242,11 @@ impl Table {
             counted,
             members: total,
             highest,
-            stale: counted_at(&|_| true).into_iter().filter(|c: &Counted| c.stale).collect(),
+            stale: members
+                .iter()
+                .filter(|m| m.stale)
+                .filter_map(|m| m.level.map(|level| Counted { code: m.code.clone(), level, stale: true }))
+                .collect(),
             not_declared: members.iter().filter(|m| m.level.is_none()).map(|m| m.code.clone()).collect(),
         })
     }
