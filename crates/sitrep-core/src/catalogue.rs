@@ -283,6 +283,9 @@ impl<T> ByCode<T> {
 /// The metric that a report's declared OPEL level is recorded as.
 pub const OPEL_METRIC: &str = "opel.level";
 
+/// The metric a critical care unit declares its CRITCON level (0..=3) as; see [`crate::critcon`].
+pub const CRITCON_METRIC: &str = "critcon.level";
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogueFile {

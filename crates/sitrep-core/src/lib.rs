@@ -22,6 +22,8 @@
 //! - [`rag`]: red, amber or green from thresholds with a direction, and the small-denominator rule.
 //! - [`rollup`]: system, region and nation figures from per-scope totals, by each metric's rollup rule.
 //! - [`opel`]: the table-driven OPEL framework: a computed level with its explanation.
+//! - [`critcon`]: the table-driven CRITCON rule: a system's, region's or the nation's critical care level derived
+//!   from its members' levels, with its explanation.
 //! - [`alert`]: [`Alert`]s, raised and cleared as events.
 //! - [`derive`]: what a report changes in a provider's derived picture: figures, ratings, OPEL, alerts.
 //! - [`hourly`]: the hour-by-hour view of a provider or a scope from stored revisions, with changes and completeness.
@@ -33,6 +35,7 @@ pub mod aid;
 pub mod alert;
 pub mod catalogue;
 pub mod code;
+pub mod critcon;
 pub mod cursor;
 pub mod derive;
 pub mod directory;

@@ -49,10 +49,13 @@ mod tests {
             "flow.discharges",
             "staff.absence_percent",
             "opel.level",
+            "critcon.level",
         ] {
             assert!(c.contains(code), "{code} missing");
         }
         assert_eq!(c.get("opel.level").unwrap().max, Some(4));
+        let critcon = c.get("critcon.level").unwrap();
+        assert_eq!((critcon.kind, critcon.min, critcon.max), (Kind::Level, Some(0), Some(3)));
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub struct Rules {
     pub directory: Arc<Directory>,
     /// The framework levels are computed by; `None` computes no level.
     pub opel: Option<Arc<Framework>>,
+    /// The CRITCON rule table scopes' critical care levels are derived by; `None` derives none. Set with
+    /// [`Rules::with_critcon`]. (Nothing folds derived CRITCON levels into the picture yet.)
+    pub critcon: Option<Arc<crate::critcon::Table>>,
     pub staleness: Staleness,
     /// Per provider: (cadence, grace) after applying the directory's overrides.
     stale_after: std::collections::BTreeMap<String, (Duration, Duration)>,
@@ -264,6 +267,7 @@ impl Rules {
             catalogue,
             directory,
             opel,
+            critcon: None,
             staleness,
             stale_after,
             sizes: Default::default(),
@@ -279,6 +283,28 @@ impl Rules {
             .collect();
         rules.index = Arc::new(rules.build_index());
         Ok(rules)
+    }
+
+    /// These rules with a CRITCON rule table (or none). A table needs the catalogue's `critcon.level`, the level
+    /// units declare, as a level up to [`crate::critcon::UNIT_MAX`]: without it no scope could ever have a level.
+    pub fn with_critcon(mut self, table: Option<Arc<crate::critcon::Table>>) -> Result<Self, ConfigError> {
+        if let Some(t) = &table {
+            t.check("critcon rules")?;
+            let metric = crate::catalogue::CRITCON_METRIC;
+            let fits = self.catalogue.get(metric).is_some_and(|m| {
+                m.kind == crate::Kind::Level && m.max.is_some_and(|max| max <= crate::critcon::UNIT_MAX)
+            });
+            if !fits {
+                let message = format!(
+                    "the CRITCON rules need the metric {metric} in the catalogue {}, as a level of at most {}",
+                    self.catalogue.profile,
+                    crate::critcon::UNIT_MAX
+                );
+                return Err(ConfigError::Invalid { what: "critcon rules".into(), message });
+            }
+        }
+        self.critcon = table;
+        Ok(self)
     }
 
     fn build_index(&self) -> Index {
@@ -349,7 +375,8 @@ impl Rules {
         &self.index
     }
 
-    /// The shipped catalogue and demo directory with the example OPEL framework and default staleness.
+    /// The shipped catalogue and demo directory with the example OPEL framework, the example CRITCON rule and
+    /// default staleness.
     pub fn demo() -> Self {
         Rules::new(
             Arc::new(crate::profile::nhs_england_catalogue()),
@@ -357,6 +384,7 @@ impl Rules {
             Some(Arc::new(crate::opel::example_framework())),
             Staleness::default(),
         )
+        .and_then(|r| r.with_critcon(Some(Arc::new(crate::critcon::example_table()))))
         .expect("the shipped profile is consistent (checked by tests)")
     }
 
@@ -512,6 +540,24 @@ mod tests {
         let r = rules("cadence = \"30m\"\n").unwrap();
         assert_eq!(r.stale_after("P"), Duration::from_secs(45 * 60));
         assert_eq!(r.stale_after("unknown"), Duration::from_secs(75 * 60));
+    }
+
+    #[test]
+    fn critcon_rules_need_the_critcon_level_metric() {
+        let table = Some(Arc::new(crate::critcon::example_table()));
+        let r = rules("").unwrap().with_critcon(table.clone()).unwrap();
+        assert!(r.critcon.as_ref().is_some_and(|t| t.example));
+        assert!(Rules::demo().critcon.is_some_and(|t| t.example), "the demo carries the example, labelled");
+        let text =
+            crate::profile::NHS_ENGLAND_CATALOGUE.replace("code = \"critcon.level\"", "code = \"critcon.other\"");
+        let catalogue = Arc::new(Catalogue::from_toml("test", &text).unwrap());
+        let without = Rules::new(catalogue, Arc::new(directory("")), None, Staleness::default()).unwrap();
+        let err = without.clone().with_critcon(table).unwrap_err().to_string();
+        assert!(
+            err.contains("critcon rules: the CRITCON rules need the metric critcon.level in the catalogue nhs-england"),
+            "{err}"
+        );
+        assert!(without.with_critcon(None).unwrap().critcon.is_none(), "no table needs no metric");
     }
 
     #[test]

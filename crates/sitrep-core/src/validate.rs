@@ -484,6 +484,16 @@ mod tests {
         assert_eq!(v.values().len(), 4);
     }
 
+    #[test]
+    fn accepts_every_critcon_level_a_unit_may_declare() {
+        for level in [0.0, 1.0, 2.0, 3.0] {
+            let mut r = good();
+            r.values.insert("critcon.level".into(), level.into());
+            let v = check(&r).unwrap_or_else(|e| panic!("critcon.level = {level}: {e:?}"));
+            assert_eq!(v.values().get("critcon.level"), Some(&Value::Number(level)));
+        }
+    }
+
     /// Each case: a change to a good report, and the (field, rule) it must be rejected with, and a fragment of the
     /// description that shows the value.
     #[test]
@@ -518,6 +528,14 @@ mod tests {
             (set("ed.in_department", 100_001.0.into()), "values[ed.in_department]", "plausible", "at most 100000"),
             (set("ed.in_department", f64::NAN.into()), "values[ed.in_department]", "finite", "NaN"),
             (set("staff.absence_percent", 101.0.into()), "values[staff.absence_percent]", "range", "= 101"),
+            (
+                set("critcon.level", 4.0.into()),
+                "values[critcon.level]",
+                "range",
+                "critcon.level = 4 is not a whole level in 0..=3",
+            ),
+            (set("critcon.level", (-1.0).into()), "values[critcon.level]", "range", "= -1"),
+            (set("critcon.level", 1.5.into()), "values[critcon.level]", "range", "= 1.5"),
             (
                 set("beds.cc_adult.occupied", 31.0.into()),
                 "values[beds.cc_adult.occupied]",

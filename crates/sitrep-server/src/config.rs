@@ -11,6 +11,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sitrep_core::critcon::{EXAMPLE_TABLE, Table as CritconTable};
 use sitrep_core::opel::{EXAMPLE_FRAMEWORK, Framework};
 use sitrep_core::profile::{DEMO_DIRECTORY, NHS_ENGLAND_CATALOGUE};
 use sitrep_core::rules::{Staleness, check_cadence, check_grace};
@@ -31,6 +32,7 @@ pub struct Config {
     pub subscribers: SubscriberConfig,
     pub staleness: StalenessConfig,
     pub opel: OpelConfig,
+    pub critcon: CritconConfig,
     pub wallboard: WallboardConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
@@ -220,6 +222,16 @@ pub struct OpelConfig {
     pub framework: String,
 }
 
+/// How sitrep derives CRITCON levels of systems, regions and the nation (see `sitrep_core::critcon`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CritconConfig {
+    /// The rule table file (TOML), "example" for the shipped example (to be replaced with the published rule), or
+    /// "" (the default) to derive no level: a derived critical care level is only worth showing once a deployment
+    /// has chosen its rule. Loaded and checked at start-up; nothing folds derived levels into the picture yet.
+    pub rules: String,
+}
+
 impl Default for OpelConfig {
     fn default() -> Self {
         OpelConfig { framework: "example".into() }
@@ -237,6 +249,7 @@ impl Default for Config {
             subscribers: SubscriberConfig::default(),
             staleness: StalenessConfig::default(),
             opel: OpelConfig::default(),
+            critcon: CritconConfig::default(),
             wallboard: WallboardConfig::default(),
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
@@ -556,9 +569,10 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        let framework = &mut config.opel.framework;
-        if !framework.is_empty() && framework != "example" && Path::new(framework.as_str()).is_relative() {
-            *framework = base.join(framework.as_str()).display().to_string();
+        for table in [&mut config.opel.framework, &mut config.critcon.rules] {
+            if !table.is_empty() && table != "example" && Path::new(table.as_str()).is_relative() {
+                *table = base.join(table.as_str()).display().to_string();
+            }
         }
         config.check(path)?;
         Ok(config)
@@ -722,6 +736,15 @@ impl Config {
         })
     }
 
+    /// The CRITCON rule table this configuration names (reading its file), the shipped example, or none.
+    pub fn load_critcon(&self) -> Result<Option<CritconTable>, ConfigError> {
+        Ok(match self.critcon.rules.as_str() {
+            "" => None,
+            "example" => Some(CritconTable::from_toml("built-in example CRITCON rule", EXAMPLE_TABLE)?),
+            path => Some(CritconTable::from_toml(path, &read(Path::new(path))?)?),
+        })
+    }
+
     /// Everything derived figures depend on, read and checked against each other.
     pub fn load_rules(&self) -> Result<Rules, ConfigError> {
         let (cadence, grace, _) = self.staleness.durations();
@@ -737,7 +760,8 @@ impl Config {
             Arc::new(self.load_directory()?),
             self.load_opel()?.map(Arc::new),
             Staleness { cadence, grace, value_max_age },
-        )?)
+        )?
+        .with_critcon(self.load_critcon()?.map(Arc::new))?)
     }
 
     /// Who may call: the principals file this configuration names (read and checked against the directory), or
@@ -799,6 +823,7 @@ mod tests {
         assert!(c.load_directory().unwrap().provider("RJ7").is_some());
         let rules = c.load_rules().unwrap();
         assert!(rules.opel.as_ref().is_some_and(|f| f.example), "the example framework, labelled as one");
+        assert!(rules.critcon.is_none(), "no CRITCON rule unless one is chosen");
         assert_eq!(rules.stale_after("RJ7"), Duration::from_secs(75 * 60));
     }
 
@@ -845,6 +870,32 @@ mod tests {
         assert!(err.contains("wallboard.totals: \"beds.nope\" is not a metric of the catalogue"), "{err}");
         let ok = write("figures-ok", "[wallboard.figures]\nmental_health = [\"beds.mh_adult.occupancy\"]\n");
         assert!(Config::from_file(&ok).unwrap().load_rules().is_ok());
+    }
+
+    #[test]
+    fn critcon_rules_are_read_relative_to_the_configuration_and_checked() {
+        let path = write("critcon-example", "[critcon]\nrules = \"example\"\n");
+        let rules = Config::from_file(&path).unwrap().load_rules().unwrap();
+        assert!(rules.critcon.as_ref().is_some_and(|t| t.example), "the example rule, labelled as one");
+
+        let path = write("critcon-file", "[critcon]\nrules = \"critcon.toml\"\n");
+        let table = path.with_file_name("critcon.toml");
+        let rule = "[[rule]]\ncode = \"s4\"\nscope = \"system\"\nlevel = 4\ncount_at = 3\n";
+        std::fs::write(&table, format!("name = \"ours\"\n{rule}min_count = 2\n")).unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(Path::new(&config.critcon.rules), table, "relative to the configuration's directory");
+        let rules = config.load_rules().unwrap();
+        assert_eq!(
+            rules.critcon.as_ref().map(|t| (t.name.as_str(), t.example, t.rules.len())),
+            Some(("ours", false, 1))
+        );
+
+        std::fs::write(&table, format!("name = \"ours\"\n{rule}min_share = 2\n")).unwrap();
+        let err = config.load_rules().unwrap_err().to_string();
+        assert!(
+            err.contains("critcon.toml") && err.contains("rule s4: min_share 2 must be above 0 and at most 1"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -966,6 +1017,8 @@ mod tests {
             ),
             ("tls-auth", "[tls]\nclient_auth = \"sometimes\"\n", "unknown variant `sometimes`"),
             ("opel", "[opel]\nframework = \"opel.toml\"\n", "cannot read"),
+            ("critcon", "[critcon]\nrules = \"critcon.toml\"\n", "cannot read"),
+            ("critcon-key", "[critcon]\nrule = \"critcon.toml\"\n", "unknown field `rule`"),
             ("missing", "directory = \"nope.toml\"\n", "cannot read"),
         ];
         for (name, text, expected) in cases {
@@ -973,7 +1026,10 @@ mod tests {
             let err = Config::from_file(&path).and_then(|c| c.load_rules().map(|_| c)).unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
             assert!(
-                err.contains("sitrep.toml") || err.contains("nope.toml") || err.contains("opel.toml"),
+                err.contains("sitrep.toml")
+                    || err.contains("nope.toml")
+                    || err.contains("opel.toml")
+                    || err.contains("critcon.toml"),
                 "{err:?} names the file"
             );
         }
