@@ -188,7 +188,18 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Asks Chromium to close (it then ends its own helper processes; a kill alone leaves them writing into the
+    /// profile, which then outlives the test), and kills it if it has not gone within two seconds.
     fn drop(&mut self) {
+        let close = json!({ "id": self.next_id, "method": "Browser.close", "params": {} });
+        let mut bytes = serde_json::to_vec(&close).unwrap();
+        bytes.push(0);
+        if self.commands.write_all(&bytes).is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
