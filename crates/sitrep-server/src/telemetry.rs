@@ -283,7 +283,30 @@ fn w3c(cx: &opentelemetry::Context) -> Option<TraceContext> {
     }
     let mut out = Collect(TraceContext::default());
     TraceContextPropagator::new().inject_context(cx, &mut out);
+    // However it came in (a report's field, a call's header), a long tracestate is not carried into the event.
+    if out.0.tracestate.len() > MAX_TRACESTATE {
+        out.0.tracestate.clear();
+    }
     (!out.0.traceparent.is_empty()).then_some(out.0)
+}
+
+/// A code a client sent, as a span attribute: as sent when it is short and made of code characters (what the
+/// directory's codes are), else `"invalid"`, so a caller cannot put a megabyte or arbitrary text into spans before
+/// the report is even checked.
+fn code_attribute(code: &str) -> &str {
+    let plain = code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain { code } else { "invalid" }
+}
+
+/// A gRPC path's service and method as span name and attributes: only this aggregator's services (and the
+/// standard health and reflection services) by name, anything else `unknown`, so a caller cannot mint span names.
+fn rpc_names<'a>(service: &'a str, method: &'a str) -> (&'a str, &'a str) {
+    let known = ["sitrep.v1.", "grpc.health.v1.", "grpc.reflection."].iter().any(|p| service.starts_with(p));
+    if known && service.len() <= 64 && method.len() <= 64 && method.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        (service, method)
+    } else {
+        ("unknown", "unknown")
+    }
 }
 
 /// The longest `tracestate` taken from a report (the W3C's 32 members of moderate length fit): a longer one is
@@ -340,6 +363,7 @@ pub async fn rpc_layer(request: axum::extract::Request, next: axum::middleware::
     if !grpc {
         return next.run(request).await;
     }
+    let (service, method) = rpc_names(service, method);
     let span = tracing::info_span!(target: TARGET, "sitrep.rpc",
         otel.name = format_args!("{service}/{method}"), otel.kind = "server",
         rpc.system = "grpc", rpc.service = service, rpc.method = method,
@@ -402,7 +426,7 @@ pub fn report_span(
     }
     let span = tracing::info_span!(target: TARGET, parent: call, "sitrep.report",
         otel.name = "ingest report", otel.kind = "internal",
-        sitrep.provider = provider, sitrep.site = site,
+        sitrep.provider = code_attribute(provider), sitrep.site = code_attribute(site),
         sitrep.period = %period.unwrap_or_default(),
         sitrep.revision = revision, sitrep.outcome = tracing::field::Empty);
     if own.is_some() {
@@ -565,5 +589,17 @@ mod tests {
         let mut metadata = tonic::metadata::MetadataMap::new();
         inject(&mut metadata);
         assert!(metadata.is_empty());
+    }
+
+    #[test]
+    fn what_a_caller_sends_is_bounded_in_spans() {
+        assert_eq!(code_attribute("RJ7"), "RJ7");
+        assert_eq!(code_attribute("RJ7_01-a"), "RJ7_01-a");
+        assert_eq!(code_attribute(&"X".repeat(65)), "invalid");
+        assert_eq!(code_attribute("RJ7 <script>"), "invalid");
+        assert_eq!(rpc_names("sitrep.v1.ProviderService", "Report"), ("sitrep.v1.ProviderService", "Report"));
+        assert_eq!(rpc_names("grpc.health.v1.Health", "Check"), ("grpc.health.v1.Health", "Check"));
+        assert_eq!(rpc_names("x93jd", "y12"), ("unknown", "unknown"));
+        assert_eq!(rpc_names("sitrep.v1.ProviderService", &"m".repeat(100)), ("unknown", "unknown"));
     }
 }

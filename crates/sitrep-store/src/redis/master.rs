@@ -230,7 +230,9 @@ impl Masters {
     pub fn failed(&self, e: RedisError) -> StoreError {
         let demoted = matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly)) || {
             let text = e.to_string();
-            text.contains("READONLY") || text.contains("MASTERDOWN")
+            // A demoted master refuses writes (READONLY), unblocks blocked calls (UNBLOCKED ... master -> replica)
+            // and refuses WAIT ("WAIT cannot be used with replica instances").
+            ["READONLY", "MASTERDOWN", "UNBLOCKED", "replica instances"].iter().any(|code| text.contains(code))
         };
         if demoted {
             self.suspect.store(DEMOTED, Ordering::Release);

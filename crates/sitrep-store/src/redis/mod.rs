@@ -228,7 +228,10 @@ const READ_MAX: usize = 200;
 
 /// Conditions in which Redis refuses a command for now but may take it later. Scripts can report them wrapped in a
 /// generic `ERR` (older Redis versions do), so they are recognised in the text too.
-const TRANSIENT: [&str; 7] = ["READONLY", "NOREPLICAS", "OOM", "MASTERDOWN", "LOADING", "BUSY", "TRYAGAIN"];
+/// Errors that pass: a master being demoted or promoted (`READONLY`, `UNBLOCKED` for a blocked call, "WAIT cannot
+/// be used with replica instances"), one without its replicas, full, loading or busy.
+const TRANSIENT: [&str; 9] =
+    ["READONLY", "NOREPLICAS", "OOM", "MASTERDOWN", "LOADING", "BUSY", "TRYAGAIN", "UNBLOCKED", "replica instances"];
 
 fn unavailable(e: RedisError) -> StoreError {
     let transient = || {
@@ -433,9 +436,7 @@ async fn commit_loop(
             under_way.push_back(async move {
                 let reply = async {
                     let mut conn = masters.get().await?.commit.clone();
-                    let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(|e| masters.failed(e))?;
-                    ack.wait(&mut conn, &masters).await?;
-                    Ok(reply)
+                    ack.persist(&invocation, &mut conn, &masters).await
                 };
                 (batch, reply.await)
             });
@@ -462,23 +463,41 @@ struct Ack {
 }
 
 impl Ack {
-    /// `WAIT`s for the replicas on the connection the script call went on (`WAIT` counts that connection's writes).
-    /// Falling short answers the whole call unavailable: its writes are on the master, but a failover now could
-    /// lose them, so none of its reports is acknowledged (a retry is then a duplicate, or accepted anew).
-    async fn wait(&self, conn: &mut ConnectionManager, masters: &master::Masters) -> Result<(), StoreError> {
+    /// Runs the script call and, when `store.ack_replicas` asks for replicas, `WAIT`s for them. The two go out as
+    /// one pipeline, in one write on one socket: `WAIT` counts the writes of the connection it is sent on, so sent
+    /// on its own it could land on a socket the manager had just reconnected (perhaps to a new master) and count
+    /// nothing, acknowledging writes no replica has. Falling short answers the whole call unavailable: its writes
+    /// are on the master, but a failover now could lose them, so none of its reports is acknowledged (a retry is
+    /// then a duplicate, or accepted anew).
+    async fn persist(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        conn: &mut ConnectionManager,
+        masters: &master::Masters,
+    ) -> Result<RValue, StoreError> {
         if self.replicas == 0 {
-            return Ok(());
+            return invocation.invoke_async(conn).await.map_err(|e| masters.failed(e));
         }
         let ms = self.timeout.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
-        let reached: u32 =
-            redis::cmd("WAIT").arg(self.replicas).arg(ms).query_async(conn).await.map_err(|e| masters.failed(e))?;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation).cmd("WAIT").arg(self.replicas).arg(ms);
+        let answer: Result<(RValue, u32), RedisError> = match pipe.query_async(conn).await {
+            // A pipeline does not load the script by itself (after a restart or a failover to a master that never
+            // ran it): load it, and send the pipeline again.
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                invocation.load_async(conn).await.map_err(|e| masters.failed(e))?;
+                pipe.query_async(conn).await
+            }
+            other => other,
+        };
+        let (reply, reached) = answer.map_err(|e| masters.failed(e))?;
         if reached >= self.replicas {
-            return Ok(());
+            return Ok(reply);
         }
         Err(StoreError::Unavailable {
             message: format!(
-                "redis: {reached} of the {} replicas store.ack_replicas asks for acknowledged the write within {ms} ms; \
-                 not acknowledged (retry: it is then a duplicate, or stored anew)",
+                "redis: {reached} of the {} replicas store.ack_replicas asks for acknowledged the write within \
+                 store.ack_timeout ({ms} ms); not acknowledged (retry: it is then a duplicate, or stored anew)",
                 self.replicas
             ),
             source: None,
