@@ -160,6 +160,11 @@ impl Masters {
     }
 
     /// The master to send commands to: the current one, or, when it is suspect, the one Sentinel names now.
+    /// The generation of the master in use now (0 before the first): what caches of the master's data are keyed by.
+    pub fn generation(&self) -> u64 {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |m| m.generation)
+    }
+
     pub async fn get(&self) -> Result<Arc<Master>, StoreError> {
         let mut last = match self.installed() {
             Some(m) if self.suspect.load(Ordering::Acquire) == TRUSTED => {

@@ -186,7 +186,9 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     options: RedisOptions,
     /// The dictionary of metric numbers, once read (and again when a number is not in it).
-    codes: std::sync::RwLock<Option<Arc<Codes>>>,
+    /// The dictionary as read from the master of the generation it is kept with: a new master (after a failover)
+    /// may lack numbers the old one gave out unreplicated, so the dictionary is read again from it.
+    codes: std::sync::RwLock<Option<(u64, Arc<Codes>)>>,
     /// Each provider's state as this store last wrote or saw it: what its next report is planned from. Only a
     /// hint: the script checks the version, and a stale hint costs a second round trip. A std mutex, held for a
     /// map operation, never across an await.
@@ -662,7 +664,10 @@ impl RedisStore {
 
     /// The dictionary of metric numbers, with a number for every metric of the rules.
     async fn codes(&self) -> Result<Arc<Codes>, StoreError> {
-        if let Some(c) = self.codes.read().unwrap_or_else(|e| e.into_inner()).clone() {
+        let generation = self.masters.generation();
+        if let Some((of, c)) = self.codes.read().unwrap_or_else(|e| e.into_inner()).clone()
+            && of == generation
+        {
             return Ok(c);
         }
         self.refresh_codes().await
@@ -676,7 +681,8 @@ impl RedisStore {
         for code in index.metrics.iter().chain(&index.derived) {
             invocation.arg(code.as_str());
         }
-        let mut conn = self.conn().await?;
+        let master = self.master().await?;
+        let mut conn = master.conn.clone();
         let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
         let pairs = array(&reply)?
             .chunks(2)
@@ -686,7 +692,7 @@ impl RedisStore {
             })
             .collect::<Result<Vec<(String, u32)>, StoreError>>()?;
         let codes = Arc::new(Codes::new(pairs));
-        *self.codes.write().unwrap_or_else(|e| e.into_inner()) = Some(codes.clone());
+        *self.codes.write().unwrap_or_else(|e| e.into_inner()) = Some((master.generation, codes.clone()));
         Ok(codes)
     }
 
