@@ -633,11 +633,13 @@ struct EventBlob {
     sender: Option<SenderBlob>,
     /// The W3C trace context of the report's handling (`traceparent`, `tracestate`), when it was traced: so a
     /// subscriber of another replica joins the report's trace. Absent in entries written before tracing, and
-    /// whenever tracing is off or did not sample the report (costing nothing then).
-    #[prost(string, tag = "20")]
-    traceparent: String,
-    #[prost(string, tag = "21")]
-    tracestate: String,
+    /// whenever tracing is off or did not sample the report (costing nothing then). Bytes, not strings, on the
+    /// wire: a trace context that is not UTF-8 (a future writer's, a damaged one) is dropped, and the event, which
+    /// matters, still reads.
+    #[prost(bytes = "vec", tag = "20")]
+    traceparent: Vec<u8>,
+    #[prost(bytes = "vec", tag = "21")]
+    tracestate: Vec<u8>,
 }
 
 /// Who sent a report (see [`Sender`]).
@@ -744,8 +746,12 @@ pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event
         },
         rollups: Vec::new(),
         planned: Default::default(),
-        trace: (!b.traceparent.is_empty())
-            .then_some(TraceContext { traceparent: b.traceparent, tracestate: b.tracestate }),
+        trace: match (String::from_utf8(b.traceparent), String::from_utf8(b.tracestate)) {
+            (Ok(traceparent), Ok(tracestate)) if !traceparent.is_empty() => {
+                Some(TraceContext { traceparent, tracestate })
+            }
+            _ => None,
+        },
         provider,
     })
 }
@@ -946,8 +952,8 @@ mod tests {
             raised: alert_blobs(codes, &e.derived.raised)?,
             cleared: alert_blobs(codes, &e.derived.cleared)?,
             sender: e.sender.as_ref().map(SenderBlob::of),
-            traceparent: e.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default(),
-            tracestate: e.trace.as_ref().map(|t| t.tracestate.clone()).unwrap_or_default(),
+            traceparent: e.trace.as_ref().map(|t| t.traceparent.clone().into_bytes()).unwrap_or_default(),
+            tracestate: e.trace.as_ref().map(|t| t.tracestate.clone().into_bytes()).unwrap_or_default(),
         };
         Ok(blob.encode_to_vec())
     }
@@ -1015,6 +1021,14 @@ mod tests {
             assert_eq!(bytes, blob_event(&codes, &event).unwrap(), "the event as prost writes its blob");
             assert_eq!(decode_event(&codes, &bytes, event.cursor.clone()).unwrap(), event);
             assert_eq!(event.trace, trace, "the event carries its report's trace context");
+            if trace.is_some() {
+                // A trace context that is not UTF-8 is dropped; the event still reads.
+                let at = bytes.windows(3).position(|w| w == b"00-").expect("the traceparent");
+                let mut damaged = bytes.clone();
+                damaged[at] = 0xFF;
+                let read = decode_event(&codes, &damaged, event.cursor.clone()).unwrap();
+                assert_eq!((read.trace, read.changes), (None, event.changes.clone()));
+            }
             let history = p.history.clone().unwrap();
             let mut entry = b"1-2|".to_vec();
             entry.extend(encode_history(&codes, &history).unwrap());
