@@ -199,10 +199,15 @@ impl Masters {
                     failed => {
                         // Sentinel has no reachable master yet (a failover under way), or cannot be reached: keep
                         // what there is, as suspect as it was (a routine check that fails is tried again later).
-                        self.suspect.store(suspect, Ordering::Release);
+                        // (Only if nothing marked it meanwhile: a demotion seen since is not forgotten.)
+                        let _ = self.suspect.compare_exchange(TRUSTED, suspect, Ordering::AcqRel, Ordering::Acquire);
                         let message = match failed {
-                            Ok(Err(e)) => format!("redis sentinel: no master: {e}"),
-                            _ => "redis sentinel: no answer in time".into(),
+                            Ok(Err(e)) => format!(
+                                "redis sentinel: no master named store.redis_master is known to store.redis_sentinels \
+                                 yet: {e}"
+                            ),
+                            _ => "redis sentinel: none of store.redis_sentinels answered within store.redis_timeout_ms"
+                                .into(),
                         };
                         return current.ok_or(StoreError::Unavailable { message, source: None });
                     }
