@@ -756,9 +756,7 @@ async fn a_forged_log_line_stays_inside_its_quotes() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, out.next_line()).await.unwrap().unwrap().unwrap();
-    let addr = first.strip_prefix("sitrep listening on ").unwrap().split_whitespace().next().unwrap().to_owned();
+    let addr = listening(&mut child).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut client = ProviderServiceClient::new(channel);
     let forged = "RJ7\n2026-01-01T00:00:00.000000Z  WARN sitrep: forged line \u{1b}[31m";
@@ -792,9 +790,7 @@ async fn out_of_descriptors_is_logged_and_recovered_from() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, out.next_line()).await.unwrap().unwrap().unwrap();
-    let addr = first.strip_prefix("sitrep listening on ").unwrap().split_whitespace().next().unwrap().to_owned();
+    let addr = listening(&mut child).await;
     // More connections than descriptors, each mid-request so none is closed for silence.
     let mut held = Vec::new();
     for _ in 0..120 {

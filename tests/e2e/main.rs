@@ -568,10 +568,7 @@ async fn demo_and_watch_show_live_changes() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut demo_out = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
-    let first = demo_out.next_line().await.unwrap().unwrap();
-    let addr = first.strip_prefix("sitrep listening on ").unwrap().to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = demo_out.next_line().await {} });
+    let addr = listening(&mut demo).await;
 
     let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
         .args(["watch", "--quiet", "--system", "QWE", "--server", &format!("http://{addr}")])

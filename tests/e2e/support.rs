@@ -109,17 +109,7 @@ impl Server {
                 logs.push('\n');
             }
         });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("sitrep prints its address")
-            .unwrap()
-            .expect("sitrep printed nothing");
-        let addr =
-            first.strip_prefix("sitrep listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        let url = format!("http://{addr}");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let url = format!("http://{}", listening(&mut child).await);
         Server { child, url, dir, logs }
     }
 
@@ -185,6 +175,21 @@ impl Server {
     pub async fn updates(&self, heartbeat: u32) -> tonic::Streaming<pb::Update> {
         self.subscriber().await.subscribe(subscribe_all(heartbeat)).await.unwrap().into_inner()
     }
+}
+
+/// The address a started `sitrep serve` (its stdout piped) prints first (`sitrep listening on ADDR`); its stdout is
+/// drained from then on, so the child never blocks on a full pipe.
+pub async fn listening(child: &mut Child) -> String {
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("sitrep prints its address")
+        .unwrap()
+        .expect("sitrep printed nothing");
+    let addr = first.strip_prefix("sitrep listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let addr = addr.split_whitespace().next().unwrap_or_default().to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
 }
 
 /// A request for everything, with heartbeats every `heartbeat` seconds.
