@@ -48,9 +48,9 @@ pub struct App {
     grace: Duration,
     max_message_bytes: usize,
     max_connections: usize,
-    /// How often the store's fullness is looked at.
-    fullness_check: Duration,
-    stale_check: Duration,
+    /// How often the clock task looks for providers gone stale, and the store's fullness is looked at
+    /// (`staleness.check_interval`).
+    check_interval: Duration,
     tls: Option<Arc<ServerTls>>,
 }
 
@@ -170,8 +170,7 @@ impl App {
             grace: Duration::from_secs(config.shutdown_grace_seconds),
             max_message_bytes: config.limits.max_message_bytes,
             max_connections: config.limits.max_connections,
-            fullness_check: config.staleness.durations().2,
-            stale_check: config.staleness.durations().2,
+            check_interval: config.staleness.durations().2,
             tls: None,
         }
     }
@@ -371,9 +370,9 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     let routes = app.routes(health)?;
     let ctx = app.ctx.clone();
     let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
-    ctx.tasks.spawn(watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.stale_check, cancel.clone()));
+    ctx.tasks.spawn(watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.check_interval, cancel.clone()));
     ctx.tasks.spawn(ctx.auth.clone().watch(ctx.rules.clone(), Duration::from_secs(2), cancel.clone()));
-    ctx.tasks.spawn(watch_fullness(ctx.store.clone(), app.fullness_check, cancel.clone()));
+    ctx.tasks.spawn(watch_fullness(ctx.store.clone(), app.check_interval, cancel.clone()));
     if let Some(tls) = &app.tls {
         ctx.tasks.spawn(tls.clone().watch(cancel.clone()));
     }
