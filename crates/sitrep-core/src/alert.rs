@@ -23,6 +23,10 @@ pub enum AlertKind {
     Jump,
     /// The declared OPEL level differs from the one computed from the provider's figures.
     OpelMismatch,
+    /// A report left fewer free beds of a capacity pair (`open - occupied`) than the provider holds for accepted
+    /// mutual aid offers: it has promised beds it no longer has. Cleared when the free beds cover the holds again
+    /// (or the holds end).
+    Overcommitted,
 }
 
 impl AlertKind {
@@ -33,6 +37,7 @@ impl AlertKind {
             AlertKind::Stale => "stale",
             AlertKind::Jump => "jump",
             AlertKind::OpelMismatch => "opel_mismatch",
+            AlertKind::Overcommitted => "overcommitted",
         }
     }
 }

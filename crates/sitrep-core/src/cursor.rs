@@ -52,6 +52,24 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// As its text form (an empty epoch for [`Cursor::none`]), so records that keep the cursor a decision was made on
+/// (mutual aid's audit trail) store it as people read it.
+impl serde::Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if text == Cursor::none().to_string() {
+            return Ok(Cursor::none());
+        }
+        Cursor::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a cursor")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

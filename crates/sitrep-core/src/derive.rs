@@ -51,12 +51,15 @@ struct Side {
     numbers: Vec<Option<f64>>,
     rags: Vec<Option<Rag>>,
     opel: Opel,
+    /// Beds held for accepted mutual aid offers, by the reported `<pair>.occupied` metric's position (see
+    /// [`crate::aid::hold`]): derived metrics read that metric as `occupied + held`, so free beds are headroom.
+    held: Vec<(usize, f64)>,
 }
 
 impl Side {
     /// Derived afresh from a provider's values: derived metrics from their inputs, ratings (a figure's
     /// `min_capacity` compares with a ratio's denominator, or the count a count is bounded by), OPEL levels.
-    fn of(rules: &Rules, provider: &str, values: impl Iterator<Item = (Code, Value)>) -> Self {
+    fn of(rules: &Rules, provider: &str, values: impl Iterator<Item = (Code, Value)>, held: &[(usize, f64)]) -> Self {
         let index = rules.index();
         let mut numbers = vec![None; index.all.len()];
         for (code, v) in values {
@@ -64,8 +67,12 @@ impl Side {
                 numbers[o] = Some(n);
             }
         }
+        let input = |m: usize, numbers: &[Option<f64>]| {
+            let extra: f64 = held.iter().filter(|(h, _)| *h == m).map(|(_, q)| q).sum();
+            numbers[index.metric_ord[m]].map(|n| n + extra)
+        };
         for (d, [a, b]) in index.inputs.iter().enumerate() {
-            let (a, b) = (numbers[index.metric_ord[*a]], numbers[index.metric_ord[*b]]);
+            let (a, b) = (input(*a, &numbers), input(*b, &numbers));
             numbers[index.derived_ord[d]] = a.zip(b).and_then(|(a, b)| index.derived_rules[d].0.apply(a, b));
         }
         let overrides = rules.directory.provider(provider).map(|p| &p.rag).filter(|o| !o.is_empty());
@@ -99,7 +106,7 @@ impl Side {
             declared: index.ordinal(OPEL_METRIC).and_then(|o| numbers[o]).map(|v| v as u32),
             computed: rules.opel.as_ref().and_then(|f| f.assess_with(|m| index.ordinal(m).and_then(|o| numbers[o]))),
         };
-        Side { numbers, rags, opel }
+        Side { numbers, rags, opel, held: held.to_vec() }
     }
 
     /// As a provider's state keeps it (what was derived when its last report came).
@@ -113,7 +120,7 @@ impl Side {
                 rags[o] = f.rag;
             }
         }
-        Side { numbers, rags, opel }
+        Side { numbers, rags, opel, held: Vec::new() }
     }
 
     /// Every figure with a number, with its rating, in metric order.
@@ -174,8 +181,14 @@ impl Derived {
 }
 
 /// A provider's whole derived picture from its live values: every figure with its rating, and its OPEL levels.
-pub fn provider_view(rules: &Rules, provider: &str, values: &BTreeMap<Code, Value>) -> (Vec<Figure>, Opel) {
-    let side = Side::of(rules, provider, values.iter().map(|(c, v)| (*c, *v)));
+/// `held` is what [`crate::aid::hold::held_by_metric`] makes of its holds.
+pub fn provider_view(
+    rules: &Rules,
+    provider: &str,
+    values: &BTreeMap<Code, Value>,
+    held: &[(usize, f64)],
+) -> (Vec<Figure>, Opel) {
+    let side = Side::of(rules, provider, values.iter().map(|(c, v)| (*c, *v)), held);
     (side.figures(rules), side.opel)
 }
 
@@ -224,14 +237,15 @@ pub fn report(
     at: Timestamp,
 ) -> Derived {
     let empty = BTreeMap::new();
-    let b = Side::of(rules, provider, before.values.unwrap_or(&empty).iter().map(|(c, v)| (*c, *v)));
-    let a = Side::of(rules, provider, after.iter().map(|(c, v)| (*c, *v)));
-    between(rules, provider, &b, &a, before.open, changes, at, None)
+    let b = Side::of(rules, provider, before.values.unwrap_or(&empty).iter().map(|(c, v)| (*c, *v)), &[]);
+    let a = Side::of(rules, provider, after.iter().map(|(c, v)| (*c, *v)), &[]);
+    between(rules, provider, &b, &a, before.open, Some(changes), at, None)
 }
 
 /// What changed between two sides of a report, and the alerts that raises and clears given the `open` ones.
 /// `still_stale` is the stale alert to keep open when the report's period is itself too old to make the provider
-/// fresh (see [`is_stale`]); `None` when the report ends staleness.
+/// fresh (see [`is_stale`]); `None` when the report ends staleness. `changes` is `None` when no report caused the
+/// change (a mutual aid hold placed or ended): jump warnings, which only a report judges, stay as they are.
 #[allow(clippy::too_many_arguments)]
 fn between(
     rules: &Rules,
@@ -239,7 +253,7 @@ fn between(
     b: &Side,
     a: &Side,
     open_alerts: &[Alert],
-    changes: &[MetricChange],
+    changes: Option<&[MetricChange]>,
     at: Timestamp,
     still_stale: Option<Alert>,
 ) -> Derived {
@@ -338,7 +352,7 @@ fn between(
 
     // Suspicious jumps: flagged, not refused. Earlier jump warnings close with this report unless it repeats them.
     let mut jumped: Vec<&str> = Vec::new();
-    for ch in changes {
+    for ch in changes.unwrap_or_default() {
         let (Some(Value::Number(b)), Value::Number(a)) = (ch.before, ch.after) else { continue };
         let Some(metric) = c.get(&ch.metric) else { continue };
         let Some(fraction) = metric.jump else { continue };
@@ -362,8 +376,44 @@ fn between(
         }
     }
     let repeated = |a: &Alert| a.metric.as_deref().is_some_and(|m| jumped.contains(&m));
-    for a in open_alerts.iter().filter(|a| a.kind == AlertKind::Jump && !repeated(a)) {
+    for a in open_alerts.iter().filter(|a| changes.is_some() && a.kind == AlertKind::Jump && !repeated(a)) {
         out.cleared.push(a.clone());
+    }
+
+    // Overcommitted: fewer free beds of a pair (`open - occupied`, as reported) than are held for accepted mutual
+    // aid offers. Keyed by the pair's occupied metric.
+    let mut over: Vec<&str> = Vec::new();
+    for (m, held) in &a.held {
+        let occupied_code = index.metrics[*m];
+        let Some(pair) = occupied_code.as_str().strip_suffix(".occupied") else { continue };
+        let number = |code: &str| index.ordinal(code).and_then(|o| fa[o]);
+        let free = number(&format!("{pair}.open")).unwrap_or(0.0) - number(occupied_code.as_str()).unwrap_or(0.0);
+        if free >= *held {
+            continue;
+        }
+        over.push(occupied_code.as_str());
+        if find(AlertKind::Overcommitted, Some(occupied_code.as_str())).is_none() {
+            let message = format!(
+                "{provider}: {held} {pair} held for mutual aid but only {free} free ({pair}.open - {pair}.occupied)",
+                held = show(c, occupied_code.as_str(), *held),
+                free = show(c, occupied_code.as_str(), free),
+            );
+            let alert = Alert::new(
+                AlertKind::Overcommitted,
+                Severity::Critical,
+                provider,
+                Some(occupied_code.as_str()),
+                Some(free),
+                message,
+                at,
+            );
+            raise(&mut out, alert);
+        }
+    }
+    for a in open_alerts.iter().filter(|a| a.kind == AlertKind::Overcommitted) {
+        if !a.metric.as_deref().is_some_and(|m| over.contains(&m)) {
+            out.cleared.push(a.clone());
+        }
     }
 
     // A report for a recent enough period ends staleness; one for a period already too old to be fresh does not.
@@ -417,12 +467,15 @@ fn between(
 /// `value_max_age` (by their period, against the report's) are left out of the derived figures and ratings.
 /// [`crate::plan`] calls this one function for every store, so every backend derives and keeps the same thing. The
 /// caller must already know the report is newer than `live`.
+///
+/// A live report also ends the mutual aid holds it shows occupied ([`crate::aid::hold`]); those are returned, and
+/// the provider's figures are derived with the holds that remain.
 pub fn advance(
     rules: &Rules,
     live: &mut Option<crate::ProviderLive>,
     report: &crate::ValidReport,
     received_at: Timestamp,
-) -> (Vec<MetricChange>, Derived) {
+) -> (Vec<MetricChange>, Derived, Vec<crate::aid::Hold>) {
     // What was derived when the last report came is kept in the state: the side before this report, for free.
     let (kept_figures, kept_opel, open) = match live.as_mut() {
         Some(l) => (std::mem::take(&mut l.figures), std::mem::take(&mut l.opel), std::mem::take(&mut l.alerts)),
@@ -434,11 +487,17 @@ pub fn advance(
     // which goes by its latest period.
     let stale = is_stale(rules, report.provider(), state.period, received_at);
     let still_stale = stale.then(|| stale_alert(rules, report.provider(), state.period, received_at));
+    let mut holds = std::mem::take(&mut state.holds);
+    let released = crate::aid::hold::release_on_report(&mut holds, |m| state.number(m));
+    state.holds = holds;
     let (derived, kept_opel) = {
         let before = Side::kept(rules, &kept_figures, kept_opel);
         let values = counted_readings(rules, state).map(|(c, r)| (*c, r.value));
-        let after = Side::of(rules, report.provider(), values);
-        (between(rules, report.provider(), &before, &after, &open, &changes, received_at, still_stale), before.opel)
+        let held = crate::aid::hold::held_by_metric(rules, &state.holds);
+        let after = Side::of(rules, report.provider(), values, &held);
+        let derived =
+            between(rules, report.provider(), &before, &after, &open, Some(&changes), received_at, still_stale);
+        (derived, before.opel)
     };
     state.figures = kept_figures;
     state.opel = kept_opel;
@@ -447,7 +506,24 @@ pub fn advance(
     state.stale = stale;
     state.version += 1;
     apply_derived(state, &derived);
-    (changes, derived)
+    (changes, derived, released)
+}
+
+/// What placing or ending mutual aid holds changes in a provider's derived picture: `state` takes `holds` as its
+/// holds, its figures are derived again (free beds and occupancy count held beds as taken) and the `overcommitted`
+/// alert is raised or cleared; staleness and jump warnings stay as they are. Advances its version.
+pub fn rehold(rules: &Rules, state: &mut crate::ProviderLive, holds: Vec<crate::aid::Hold>, at: Timestamp) -> Derived {
+    let before = Side::kept(rules, &state.figures, state.opel.clone());
+    state.holds = holds;
+    let held = crate::aid::hold::held_by_metric(rules, &state.holds);
+    let values = counted_readings(rules, state).map(|(c, r)| (*c, r.value));
+    let after = Side::of(rules, &state.provider, values, &held);
+    let still_stale = state.alerts.iter().find(|a| a.kind == AlertKind::Stale).cloned();
+    let derived = between(rules, &state.provider, &before, &after, &state.alerts, None, at, still_stale);
+    state.record_alerts(&derived);
+    state.version += 1;
+    apply_derived(state, &derived);
+    derived
 }
 
 /// Brings a provider's figures and OPEL levels up to date with what an event derived: the figures it lists
@@ -568,7 +644,7 @@ mod tests {
         let f = figures(&rules.catalogue, &v);
         assert_eq!(f["beds.cc_adult.occupancy"], 95.0);
         assert_eq!(f["beds.cc_adult.free"], 1.0);
-        let (view, _) = provider_view(&rules, "RJ7", &v);
+        let (view, _) = provider_view(&rules, "RJ7", &v, &[]);
         let r: BTreeMap<&str, Rag> = view.iter().filter_map(|f| Some((f.metric.as_str(), f.rag?))).collect();
         assert_eq!(r["beds.cc_adult.occupancy"], Rag::Red);
         assert_eq!(r["beds.cc_adult.free"], Rag::Amber);

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::derive;
 use crate::rollup::{ScopeRollup, Totals, fixed, rollup, rollup_at};
 use crate::rules::Position;
+use crate::aid::AidBook;
 use crate::{Alert, Cursor, Event, EventKind, ProviderLive, Rules, Scope, Selection, Timestamp};
 
 /// The whole (or a filtered part of the) picture as of one cursor.
@@ -53,11 +54,16 @@ pub struct Picture {
     providers: BTreeMap<String, Arc<ProviderLive>>,
     /// Per scope, by its position in the rules' index.
     totals: Vec<Totals>,
+    /// Mutual aid: every request and offer, and every provider's holds.
+    aid: AidBook,
 }
 
 impl PartialEq for Picture {
     fn eq(&self, other: &Self) -> bool {
-        self.cursor == other.cursor && self.providers == other.providers && self.totals == other.totals
+        self.cursor == other.cursor
+            && self.providers == other.providers
+            && self.totals == other.totals
+            && self.aid == other.aid
     }
 }
 
@@ -65,7 +71,7 @@ impl Picture {
     /// An empty picture as of `cursor` (the start of a log with no events).
     pub fn new(rules: Rules, cursor: Cursor) -> Self {
         let totals = vec![Totals::new(&rules); rules.index().scopes.len()];
-        Picture { rules, cursor, providers: BTreeMap::new(), totals }
+        Picture { rules, cursor, providers: BTreeMap::new(), totals, aid: AidBook::new() }
     }
 
     /// The picture of `states` as of `cursor`, with every total counted afresh. Also the reference a folded
@@ -74,9 +80,11 @@ impl Picture {
         let mut picture = Picture::new(rules, cursor);
         for state in states {
             let values = counted_values(&picture.rules, &state);
+            let held = crate::aid::hold::held_by_metric(&picture.rules, &state.holds);
             for s in picture.rules.index().scopes_of(&state.provider) {
-                picture.totals[*s].add(&picture.rules, &values, state.stale);
+                picture.totals[*s].add_held(&picture.rules, &values, &held, state.stale);
             }
+            picture.aid.set_holds(&state.provider, &state.holds);
             picture.providers.insert(state.provider.clone(), Arc::new(state));
         }
         picture
@@ -100,6 +108,24 @@ impl Picture {
         self.providers.values()
     }
 
+    /// The picture of `states` and the mutual aid `book` (its records; holds come from the states) as of `cursor`.
+    pub fn with_aid(
+        rules: Rules,
+        cursor: Cursor,
+        states: impl IntoIterator<Item = ProviderLive>,
+        book: AidBook,
+    ) -> Self {
+        let mut picture = Picture::from_states(rules, cursor, states);
+        let holds = std::mem::replace(&mut picture.aid, book);
+        picture.aid.take_holds(holds);
+        picture
+    }
+
+    /// Mutual aid as of the picture's cursor: every request and offer, and every provider's holds.
+    pub fn aid(&self) -> &AidBook {
+        &self.aid
+    }
+
     /// Each scope's running totals, in the rules' scope order.
     pub fn totals(&self) -> &[Totals] {
         &self.totals
@@ -120,7 +146,11 @@ impl Picture {
 
     fn fold_event(&mut self, event: &Event, rollups: bool) -> Result<Vec<ScopeRollup>, Gap> {
         self.cursor = event.cursor.clone();
-        if event.kind == EventKind::Report && !event.live {
+        if let Some(change) = &event.aid {
+            self.aid.fold(&event.provider, change, false);
+        }
+        let holds_change = event.aid.as_ref().is_some_and(|a| a.holds.is_some());
+        if (event.kind == EventKind::Report && !event.live) || (event.kind == EventKind::Aid && !holds_change) {
             return Ok(Vec::new());
         }
         let rules = &self.rules;
@@ -142,6 +172,7 @@ impl Picture {
         }
         let first = entry.version == 0;
         let was_stale = entry.stale;
+        let held_before = held_counted(rules, entry);
         // What the provider counts for in its scopes' totals before and after the event: its numbers by metric
         // position, none while it is stale, and none for readings too old to count (see `counted`).
         let before = counted(rules, entry);
@@ -153,11 +184,20 @@ impl Picture {
         }
         let state: &ProviderLive = entry;
         let after = counted(rules, state);
+        let held_after = held_counted(rules, state);
+        if let Some(holds) = event.aid.as_ref().and_then(|a| a.holds.as_ref()) {
+            self.aid.set_holds(&event.provider, holds);
+        }
         let changed: Vec<(usize, Option<i128>, Option<i128>)> =
             (0..index.metrics.len()).filter(|m| before[*m] != after[*m]).map(|m| (m, before[m], after[m])).collect();
-        let pair = |numbers: &[Option<i128>], d: usize| numbers[index.inputs[d][0]].zip(numbers[index.inputs[d][1]]);
+        let pair = |numbers: &[Option<i128>], held: &[(usize, i128)], d: usize| {
+            let input = |m: usize| {
+                numbers[m].map(|n| n + held.iter().filter(|(h, _)| *h == m).map(|(_, q)| q).sum::<i128>())
+            };
+            input(index.inputs[d][0]).zip(input(index.inputs[d][1]))
+        };
         let derived: Vec<(usize, InputPair, InputPair)> = (0..index.derived.len())
-            .map(|d| (d, pair(&before, d), pair(&after, d)))
+            .map(|d| (d, pair(&before, &held_before, d), pair(&after, &held_after, d)))
             .filter(|(_, b, a)| b != a)
             .collect();
 
@@ -257,6 +297,15 @@ fn counted(rules: &Rules, state: &ProviderLive) -> Vec<Option<i128>> {
     numbers
 }
 
+/// The beds a provider holds for mutual aid, as it counts them in its scopes' totals of derived metrics: by
+/// reported metric position, in millionths; none while it is stale or before it has reported (as [`counted`]).
+fn held_counted(rules: &Rules, state: &ProviderLive) -> Vec<(usize, i128)> {
+    if state.version == 0 || state.stale || state.holds.is_empty() {
+        return Vec::new();
+    }
+    crate::aid::hold::held_by_metric(rules, &state.holds).into_iter().map(|(m, q)| (m, fixed(q))).collect()
+}
+
 /// A provider's values that count (see [`counted`]; a stale provider's are left out by [`Totals::add`]).
 pub fn counted_values(rules: &Rules, state: &ProviderLive) -> BTreeMap<crate::Code, crate::Value> {
     derive::counted_readings(rules, state).map(|(c, r)| (*c, r.value)).collect()
@@ -294,7 +343,10 @@ fn fold(rules: &Rules, state: &mut ProviderLive, event: &Event) {
             };
             state.take(rules, facts, values.into_iter());
         }
-        EventKind::Stale => {}
+        EventKind::Stale | EventKind::Aid => {}
+    }
+    if let Some(holds) = event.aid.as_ref().and_then(|a| a.holds.as_ref()) {
+        state.holds = holds.clone();
     }
     state.record_alerts(&event.derived);
     // A provider is stale exactly while its stale alert is open: the clock raises it, a report for a recent

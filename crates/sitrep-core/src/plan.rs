@@ -108,11 +108,14 @@ pub fn report(
     }
     let new_period = prior.is_none_or(|p| report.period() > p.period);
     let mut next = prior.cloned();
-    let (changes, derived) = derive::advance(rules, &mut next, report, received_at);
+    let (changes, derived, released) = derive::advance(rules, &mut next, report, received_at);
     let state = next.expect("advance leaves live state");
     let mut ev = event(report, received_at, true, changes);
     ev.version = state.version;
     ev.derived = derived;
+    if !released.is_empty() {
+        ev.aid = Some(Box::new(crate::aid::AidChange::holds_ended(&state, released, crate::aid::HoldEnd::Occupied)));
+    }
     Plan {
         provider: report.provider().to_owned(),
         expected_version,
@@ -140,6 +143,31 @@ pub fn stale(rules: &Rules, prior: &ProviderLive, now: Timestamp) -> Option<Plan
         trim_before: None,
         event,
     })
+}
+
+/// Plans `prior`'s mutual aid holds becoming `holds` at `at` (an offer accepted, a request cancelled, a hold
+/// expired): its figures are derived again and its version advances; the event's [`crate::aid::AidChange`] is
+/// `change`, given the provider's holds as they are after.
+pub fn holds(
+    rules: &Rules,
+    prior: &ProviderLive,
+    holds: Vec<crate::aid::Hold>,
+    mut change: crate::aid::AidChange,
+    at: Timestamp,
+) -> Plan {
+    let mut state = prior.clone();
+    let derived = derive::rehold(rules, &mut state, holds, at);
+    let mut event = crate::state::provider_event(&state, crate::EventKind::Aid, derived, at);
+    change.holds = Some(state.holds.clone());
+    event.aid = Some(Box::new(change));
+    Plan {
+        provider: prior.provider.clone(),
+        expected_version: prior.version,
+        state: Some(state),
+        history: None,
+        trim_before: None,
+        event,
+    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,13 @@ impl Totals {
     /// Adds one provider's live values that count (see [`crate::picture::counted_values`]), and whether it is
     /// stale: a stale provider counts as reporting and stale, and its values count in no total.
     pub fn add(&mut self, rules: &Rules, values: &BTreeMap<Code, Value>, stale: bool) {
+        self.add_held(rules, values, &[], stale);
+    }
+
+    /// [`add`](Self::add) for a provider holding beds for mutual aid: `held` (by reported metric position, see
+    /// [`crate::aid::hold::held_by_metric`]) is added to the inputs of derived metrics, as the provider's own
+    /// figures add it, so a scope's free beds are its headroom.
+    pub fn add_held(&mut self, rules: &Rules, values: &BTreeMap<Code, Value>, held: &[(usize, f64)], stale: bool) {
         let index = rules.index();
         let numbers: Vec<Option<i128>> = index
             .metrics
@@ -123,8 +130,12 @@ impl Totals {
                 self.metrics[m].add(*n, index.by_max[m]);
             }
         }
+        let input = |m: usize| {
+            let extra: i128 = held.iter().filter(|(h, _)| *h == m).map(|(_, q)| fixed(*q)).sum();
+            numbers[m].map(|n| n + extra)
+        };
         for (d, [a, b]) in index.inputs.iter().enumerate() {
-            self.change_pair(d, None, numbers[*a].zip(numbers[*b]));
+            self.change_pair(d, None, input(*a).zip(input(*b)));
         }
     }
 

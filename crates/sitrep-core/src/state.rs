@@ -103,6 +103,10 @@ pub struct ProviderLive {
     pub figures: Vec<Figure>,
     /// Its declared and computed OPEL levels.
     pub opel: Opel,
+    /// Beds it holds for accepted mutual aid offers, in offer order: its derived free beds and occupancy count
+    /// them as taken until a report shows them occupied, the request is cancelled, or the hold expires (see
+    /// [`crate::aid::hold`]).
+    pub holds: Vec<crate::aid::Hold>,
 }
 
 impl ProviderLive {
@@ -124,6 +128,7 @@ impl ProviderLive {
             alerts: Vec::new(),
             figures: Vec::new(),
             opel: Opel::default(),
+            holds: Vec::new(),
         }
     }
 
@@ -225,6 +230,12 @@ impl ProviderLive {
 /// The event of `live` going stale (its version already advanced): its latest report's period, revision and
 /// observation time, the alert, when the clock noticed, and no cursor or rollups yet.
 fn stale_event(live: &ProviderLive, alert: Alert, now: Timestamp) -> Event {
+    provider_event(live, EventKind::Stale, Derived { raised: vec![alert], ..Default::default() }, now)
+}
+
+/// An event of `live` that no report caused (the clock, mutual aid), at its current version: its latest report's
+/// period, revision and observation time, what was derived, when it happened, and no cursor or rollups yet.
+pub fn provider_event(live: &ProviderLive, kind: EventKind, derived: Derived, at: Timestamp) -> Event {
     Event {
         cursor: Cursor::none(),
         version: live.version,
@@ -233,18 +244,19 @@ fn stale_event(live: &ProviderLive, alert: Alert, now: Timestamp) -> Event {
         period: live.period,
         revision: live.revision,
         observed_at: live.observed_at,
-        received_at: now,
+        received_at: at,
         live: false,
         changes: Vec::new(),
         unchanged: Vec::new(),
         narrative: None,
         source: None,
         sender: None,
-        kind: EventKind::Stale,
-        derived: Derived { raised: vec![alert], ..Default::default() },
+        kind,
+        derived,
         rollups: Vec::new(),
         planned: Planned::default(),
         trace: None,
+        aid: None,
     }
 }
 
@@ -256,6 +268,9 @@ pub enum EventKind {
     Report,
     /// The clock: the provider missed its expected report and is now stale.
     Stale,
+    /// Mutual aid: a request or offer changed (see [`Event::aid`]), and with it perhaps the holds of the event's
+    /// provider (then its version advances, as for a report).
+    Aid,
 }
 
 /// One metric's change.
@@ -304,6 +319,9 @@ pub struct Event {
     /// The trace context of the report's handling, when tracing was on and sampled it (see
     /// [`crate::validate::TraceContext`]); `None` for the clock's events and events stored without one.
     pub trace: Option<crate::validate::TraceContext>,
+    /// What changed in mutual aid: the requests and offers it changed as they are now, and the provider's holds
+    /// when they changed (a report that showed held beds occupied, or an aid action). `None` for most events.
+    pub aid: Option<Box<crate::aid::AidChange>>,
 }
 
 /// See [`Event::planned`]. Equal whatever it holds, so that events compare by what they say.
@@ -507,6 +525,7 @@ pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: 
         rollups: Vec::new(),
         planned: Planned::default(),
         trace: report.trace().cloned(),
+        aid: None,
     }
 }
 

@@ -192,6 +192,7 @@ fn alert_kind_severity(a: &Alert) -> (pb::alert::Kind, pb::alert::Severity) {
         AlertKind::Stale => Kind::Stale,
         AlertKind::Jump => Kind::Jump,
         AlertKind::OpelMismatch => Kind::OpelMismatch,
+        AlertKind::Overcommitted => Kind::Overcommitted,
     };
     let severity = match a.severity {
         Severity::Warning => S::Warning,

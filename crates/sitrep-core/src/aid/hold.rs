@@ -82,6 +82,44 @@ pub(super) fn released_by<'a>(holds: impl IntoIterator<Item = &'a Hold>, occupie
     released
 }
 
+/// Ends the holds a provider's report shows occupied: for each pair, by [`released_by`] against the occupied count
+/// `number` gives for `<pair>.occupied` (a pair with no such count releases nothing). Returns the ended holds; the
+/// rest stay in `holds`, in their order.
+pub fn release_on_report(holds: &mut Vec<Hold>, number: impl Fn(&str) -> Option<f64>) -> Vec<Hold> {
+    if holds.is_empty() {
+        return Vec::new();
+    }
+    let mut pairs: Vec<&str> = holds.iter().map(|h| h.pair.as_str()).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut ended: Vec<OfferId> = Vec::new();
+    for pair in pairs {
+        let Some(occupied) = number(&format!("{pair}.occupied")) else { continue };
+        let occupied = occupied.max(0.0).min(f64::from(u32::MAX)) as u32;
+        ended.extend(released_by(holds.iter().filter(|h| h.pair == pair), occupied));
+    }
+    let (gone, kept): (Vec<Hold>, Vec<Hold>) = std::mem::take(holds).into_iter().partition(|h| ended.contains(&h.offer));
+    *holds = kept;
+    gone
+}
+
+/// Beds held, by the position of each pair's `<pair>.occupied` among the rules' reported metrics: what derived
+/// figures add to that metric (free beds become headroom) and the picture adds to its scopes' totals of them.
+/// Pairs the catalogue does not know are left out.
+pub fn held_by_metric(rules: &crate::Rules, holds: &[Hold]) -> Vec<(usize, f64)> {
+    let mut out: Vec<(usize, f64)> = Vec::new();
+    for h in holds {
+        let Some(crate::rules::Position::Metric(m)) = rules.index().position(&format!("{}.occupied", h.pair)) else {
+            continue;
+        };
+        match out.iter_mut().find(|(p, _)| *p == m) {
+            Some((_, q)) => *q += f64::from(h.quantity),
+            None => out.push((m, f64::from(h.quantity))),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

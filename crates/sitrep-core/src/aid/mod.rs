@@ -21,10 +21,13 @@
 //! - [`hold`]: [`Hold`], [`headroom()`] and the rule that releases a hold on a report.
 //! - [`mod@candidates`]: the providers a request could ask, nearest scope first, with the reason for each rank.
 //! - [`mod@measures`]: per-scope counts and durations (median, p90), unfulfilled rate, given/received balances.
+//! - [`mod@plan`]: an action planned against the book and the holding providers' live states, for a store to
+//!   persist in one atomic step.
 
 pub mod candidates;
 pub mod hold;
 pub mod measures;
+pub mod plan;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +37,7 @@ use serde::{Deserialize, Serialize};
 pub use candidates::{Candidate, Excluded, Location, ProviderStatus, Ranking, candidates};
 pub use hold::{Hold, HoldEnd, headroom};
 pub use measures::{Balance, Durations, Measures, measures};
+pub use plan::{AidPlan, plan};
 
 use crate::rules::Level;
 use crate::{Cursor, Directory, Timestamp};
@@ -168,7 +172,7 @@ impl fmt::Display for OfferState {
 }
 
 /// Who acts, and on which picture: every decision is recorded with both.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
     /// The authenticated principal's name (a person or a system), never a shared account.
     pub principal: String,
@@ -177,17 +181,17 @@ pub struct Actor {
 }
 
 /// One recorded decision on a request or offer: the audit trail.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     /// The action's name (`create`, `offer`, `accept`, ...).
-    pub action: &'static str,
+    pub action: String,
     pub principal: String,
     pub cursor: Cursor,
     pub at: Timestamp,
 }
 
 /// What a new request says.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRequest {
     pub provider: String,
     /// The unit (site) that needs the capacity, if not the whole provider.
@@ -205,7 +209,7 @@ pub struct NewRequest {
     pub summary: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub id: RequestId,
     pub ask: NewRequest,
@@ -222,7 +226,7 @@ pub struct Request {
     pub decisions: Vec<Decision>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
     pub id: OfferId,
     pub request: RequestId,
@@ -254,8 +258,8 @@ pub enum Action {
         quantity: u32,
         hold_until: Timestamp,
     },
-    /// The requester accepts an offer; `baseline_occupied` is the offering provider's occupied count for the pair
-    /// in the picture at the actor's cursor, from which the hold's release is judged.
+    /// The requester accepts an offer; `baseline_occupied` is the offering provider's occupied count for the pair,
+    /// from which the hold's release is judged ([`plan`] reads it from the provider's stored state).
     Accept {
         offer: OfferId,
         baseline_occupied: u32,
@@ -276,6 +280,8 @@ pub enum Action {
     },
     ExpireRequest(RequestId),
     ExpireOffer(OfferId),
+    /// The clock: an accepted offer's hold time passed before a report showed its beds occupied.
+    ExpireHold(OfferId),
     Escalate {
         request: RequestId,
         level: Level,
@@ -296,13 +302,15 @@ impl Action {
             Action::Unfulfilled { .. } => "unfulfilled",
             Action::ExpireRequest(_) => "expire_request",
             Action::ExpireOffer(_) => "expire_offer",
+            Action::ExpireHold(_) => "expire_hold",
             Action::Escalate { .. } => "escalate",
         }
     }
 }
 
 /// What an action or the clock changed.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
 pub enum AidEvent {
     RequestChanged {
         request: RequestId,
@@ -336,13 +344,38 @@ pub enum AidEvent {
         level: Level,
         provider: String,
     },
-    /// A report left `open - occupied` below the beds still held at the provider.
-    Overcommitted {
-        provider: String,
-        pair: String,
-        free: i64,
-        held: u32,
-    },
+}
+
+/// What one event changed in mutual aid (see [`crate::Event::aid`]): the records an action changed, as they are
+/// after it, and the holds of the event's provider when they changed. Folding it into a book
+/// ([`AidBook::fold`]) gives the book the action left.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AidChange {
+    /// The book's version after the action; `None` when only holds changed (a report showed held beds occupied,
+    /// or the holds part of an action, which travels on the holding provider's own event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<Request>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offers: Vec<Offer>,
+    /// The event's provider's holds after it, when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds: Option<Vec<Hold>>,
+    /// What happened, for people: state changes, holds placed and ended, escalations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub happened: Vec<AidEvent>,
+}
+
+impl AidChange {
+    /// A report's ending of `ended` holds of `state` (which keeps the rest), for `end`.
+    pub fn holds_ended(state: &crate::ProviderLive, ended: Vec<Hold>, end: HoldEnd) -> Self {
+        let happened = ended
+            .into_iter()
+            .map(|h| AidEvent::HoldEnded { offer: h.offer, provider: h.provider, pair: h.pair, quantity: h.quantity, end })
+            .collect();
+        AidChange { holds: Some(state.holds.clone()), happened, ..Default::default() }
+    }
 }
 
 /// An action the book will not take, and why. Nothing was changed.
@@ -375,7 +408,11 @@ impl Default for Timers {
     }
 }
 
-/// Every request and offer, and the holds of accepted offers.
+/// Every request and offer, and the holds of accepted offers that it has been given.
+///
+/// Holds belong to the holding providers' live state ([`crate::ProviderLive::holds`]), where a report can end
+/// them in the same atomic step that stores it; a book is given the holds of the providers an action needs
+/// ([`AidBook::needs`], [`AidBook::set_holds`]) before it acts, and a picture keeps every provider's in its book.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AidBook {
     requests: BTreeMap<RequestId, Request>,
@@ -383,11 +420,99 @@ pub struct AidBook {
     holds: BTreeMap<OfferId, Hold>,
     next_request: u64,
     next_offer: u64,
+    version: u64,
 }
 
 impl AidBook {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A book of stored records at `version` (with no holds yet).
+    pub fn from_records(version: u64, requests: Vec<Request>, offers: Vec<Offer>) -> Self {
+        let mut book = AidBook { version, ..Default::default() };
+        book.take_records(requests, offers);
+        book
+    }
+
+    /// How many actions the book has taken: every action advances it by one, and a store takes an action only
+    /// if the book is still at the version it was planned from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn take_records(&mut self, requests: Vec<Request>, offers: Vec<Offer>) {
+        for r in requests {
+            self.next_request = self.next_request.max(r.id.0);
+            self.requests.insert(r.id, r);
+        }
+        for o in offers {
+            self.next_offer = self.next_offer.max(o.id.0);
+            self.offers.insert(o.id, o);
+        }
+    }
+
+    /// Folds in what an event of `provider` changed: its records (if the book has not seen its version yet) and,
+    /// with `holds_too`, the provider's holds (the caller folds those only when it folds the provider's state).
+    pub fn fold(&mut self, provider: &str, change: &AidChange, holds_too: bool) {
+        if let Some(version) = change.version.filter(|v| *v > self.version) {
+            self.take_records(change.requests.clone(), change.offers.clone());
+            self.version = version;
+        }
+        if let (true, Some(holds)) = (holds_too, &change.holds) {
+            self.set_holds(provider, holds);
+        }
+    }
+
+    /// Replaces what the book knows of `provider`'s holds.
+    pub fn set_holds(&mut self, provider: &str, holds: &[Hold]) {
+        self.holds.retain(|_, h| h.provider != provider);
+        self.holds.extend(holds.iter().map(|h| (h.offer, h.clone())));
+    }
+
+    /// Takes every hold `other` knows in place of its own.
+    pub(crate) fn take_holds(&mut self, other: AidBook) {
+        self.holds = other.holds;
+    }
+
+    /// The holds the book knows of `provider`, in offer order.
+    pub fn holds_of(&self, provider: &str) -> Vec<Hold> {
+        self.holds.values().filter(|h| h.provider == provider).cloned().collect()
+    }
+
+    /// The providers whose live state `action` needs (their holds, an offering provider's occupied count).
+    pub fn needs(&self, action: &Action) -> Vec<String> {
+        let offer_provider = |o: &OfferId| self.offers.get(o).map(|o| o.provider.clone());
+        let mut out: Vec<String> = match action {
+            Action::Accept { offer, .. } | Action::ExpireHold(offer) => offer_provider(offer).into_iter().collect(),
+            Action::Cancel { request, .. } | Action::Unfulfilled { request, .. } => self
+                .offers_of(*request)
+                .filter(|o| o.state == OfferState::Accepted)
+                .map(|o| o.provider.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The request an action is about (`None` for a request not yet created).
+    pub fn request_of(&self, action: &Action) -> Option<RequestId> {
+        match action {
+            Action::Create(_) => None,
+            Action::Offer { request, .. }
+            | Action::Progress { request, .. }
+            | Action::Cancel { request, .. }
+            | Action::Unfulfilled { request, .. }
+            | Action::ExpireRequest(request)
+            | Action::Escalate { request, .. } => Some(*request),
+            Action::Accept { offer, .. }
+            | Action::Decline(offer)
+            | Action::Withdraw(offer)
+            | Action::ExpireOffer(offer)
+            | Action::ExpireHold(offer) => self.offers.get(offer).map(|o| o.request),
+        }
     }
 
     pub fn request(&self, id: RequestId) -> Option<&Request> {
@@ -433,21 +558,29 @@ impl AidBook {
         r.offers.iter().filter_map(|o| self.offers.get(o))
     }
 
-    /// Makes one action, all or nothing. The new id of a created request or offer is in the first event.
+    /// Makes one action, all or nothing, and advances the book's version. The new id of a created request or
+    /// offer is in the first event. Every refusal is found before anything changes (the tests check the book is
+    /// untouched), so no copy of the book is made.
     pub fn apply(&mut self, action: Action, actor: &Actor, now: Timestamp) -> Result<Vec<AidEvent>, Refusal> {
-        // Work on a copy so a refusal found part way leaves the book untouched. Books are small (open requests
-        // number in the tens); a store would persist the resulting events atomically.
-        let mut next = self.clone();
         let name = action.name();
-        let decision =
-            Decision { action: name, principal: actor.principal.clone(), cursor: actor.cursor.clone(), at: now };
-        let events = next.make(action, decision, now)?;
-        *self = next;
+        let decision = Decision {
+            action: name.to_owned(),
+            principal: actor.principal.clone(),
+            cursor: actor.cursor.clone(),
+            at: now,
+        };
+        let events = self.make(action, name, decision, now)?;
+        self.version += 1;
         Ok(events)
     }
 
-    fn make(&mut self, action: Action, decision: Decision, now: Timestamp) -> Result<Vec<AidEvent>, Refusal> {
-        let name = decision.action;
+    fn make(
+        &mut self,
+        action: Action,
+        name: &'static str,
+        decision: Decision,
+        now: Timestamp,
+    ) -> Result<Vec<AidEvent>, Refusal> {
         let mut events = Vec::new();
         match action {
             Action::Create(ask) => {
@@ -645,6 +778,19 @@ impl AidBook {
                 r.decisions.push(decision);
                 set_request(r, RequestState::Expired, now, &mut events);
             }
+            Action::ExpireHold(offer) => {
+                let o = self.offers.get(&offer).ok_or(Refusal::UnknownOffer(offer, name))?;
+                let refuse = |why: String| Refusal::Offer { id: offer, state: o.state, action: name, why };
+                let Some(hold) = self.holds.get(&offer) else {
+                    return Err(refuse("it holds nothing now".to_owned()));
+                };
+                if hold.until > now {
+                    return Err(refuse(format!("its hold lasts until {}", hold.until)));
+                }
+                let request = o.request;
+                self.end_hold(offer, HoldEnd::Expired, &mut events);
+                self.requests.get_mut(&request).expect("an offer's request exists").decisions.push(decision);
+            }
             Action::Escalate { request, level } => {
                 let r = self.known(request, name)?;
                 let refuse = |why: String| Refusal::Request { id: request, state: r.state, action: name, why };
@@ -729,36 +875,12 @@ impl AidBook {
         }
     }
 
-    /// A provider's report for a capacity pair: releases the holds it shows occupied (rule in [`hold`]), then
-    /// reports `overcommitted` if `open - occupied` is below the beds still held.
-    pub fn release_on_report(&mut self, provider: &str, pair: &str, open: u32, occupied: u32) -> Vec<AidEvent> {
-        let mut events = Vec::new();
-        let released =
-            hold::released_by(self.holds.values().filter(|h| h.provider == provider && h.pair == pair), occupied);
-        for offer in released {
-            self.end_hold(offer, HoldEnd::Occupied, &mut events);
-        }
-        events.extend(self.overcommitted(provider, pair, open, occupied));
-        events
-    }
-
-    /// `Some(Overcommitted)` when `open - occupied` is below the beds held at the provider for the pair.
-    pub fn overcommitted(&self, provider: &str, pair: &str, open: u32, occupied: u32) -> Option<AidEvent> {
-        let held = self.held(provider, pair);
-        let free = headroom(open, occupied, 0);
-        (free < i64::from(held)).then(|| AidEvent::Overcommitted {
-            provider: provider.to_owned(),
-            pair: pair.to_owned(),
-            free,
-            held,
-        })
-    }
-
-    /// What the clock changes at `now`: requests past needed-by expire, offers past their hold time expire, holds
-    /// past their hold time end, and open requests with no offer are escalated to their system's coordinators
-    /// after `timers.system_after_ms` and their region's after `timers.region_after_ms` (from creation). Each
-    /// change is a decision of `actor` (the server's own principal) like any other.
-    pub fn tick(&mut self, now: Timestamp, timers: &Timers, actor: &Actor) -> Vec<AidEvent> {
+    /// What the clock should do at `now`: requests past needed-by expire, offers past their hold time expire,
+    /// holds past their hold time end, and open requests with no offer are escalated to their system's
+    /// coordinators after `timers.system_after_ms` and their region's after `timers.region_after_ms` (from
+    /// creation). Each is an action like any other, made by the server's own principal; one may make a later one
+    /// moot (an expired request's offers), and its refusal is then the right outcome.
+    pub fn due(&self, now: Timestamp, timers: &Timers) -> Vec<Action> {
         let mut actions = Vec::new();
         for r in self.requests.values() {
             if matches!(r.state, RequestState::Open | RequestState::Offered) && r.ask.needed_by <= now {
@@ -780,17 +902,17 @@ impl AidBook {
                 actions.push(Action::ExpireOffer(o.id));
             }
         }
+        actions.extend(self.holds.values().filter(|h| h.until <= now).map(|h| Action::ExpireHold(h.offer)));
+        actions
+    }
+
+    /// Takes every action [`due`](Self::due) at `now` in turn, as `actor`, and returns what they changed.
+    pub fn tick(&mut self, now: Timestamp, timers: &Timers, actor: &Actor) -> Vec<AidEvent> {
         let mut events = Vec::new();
-        for action in actions {
-            // An earlier action of this tick may have made a later one moot (an expired request's offers); the
-            // refusal is then the right outcome, not an error.
+        for action in self.due(now, timers) {
             if let Ok(mut more) = self.apply(action, actor, now) {
                 events.append(&mut more);
             }
-        }
-        let expired: Vec<OfferId> = self.holds.values().filter(|h| h.until <= now).map(|h| h.offer).collect();
-        for offer in expired {
-            self.end_hold(offer, HoldEnd::Expired, &mut events);
         }
         events
     }

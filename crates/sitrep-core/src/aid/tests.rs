@@ -253,7 +253,7 @@ fn partial_fulfilment_from_two_offers() {
         (RequestState::Completed, Some(t(1)), Some(t(4)), Some(t(8)))
     );
     // Every decision is recorded with its principal and cursor.
-    let names: Vec<&str> = req.decisions.iter().map(|d| d.action).collect();
+    let names: Vec<&str> = req.decisions.iter().map(|d| d.action.as_str()).collect();
     assert_eq!(names, ["create", "offer", "offer", "offer", "accept", "accept", "in_transit", "complete"]);
     assert!(req.decisions.iter().all(|d| d.principal == "RJ7.coordinator" && d.cursor.to_string() == "e1:7-0"));
 }
@@ -288,7 +288,7 @@ fn the_last_pending_offer_going_reopens_the_request() {
 }
 
 #[test]
-fn holds_are_placed_released_by_reports_and_flag_overcommitment() {
+fn cancelling_releases_the_holds_the_book_was_given() {
     let (mut book, r) = request_in(RequestState::Offered);
     let events = ok(&mut book, Action::Accept { offer: OfferId(1), baseline_occupied: 7 }, 5);
     assert!(events.contains(&AidEvent::HoldPlaced {
@@ -300,31 +300,23 @@ fn holds_are_placed_released_by_reports_and_flag_overcommitment() {
     }));
     assert_eq!(headroom(10, 7, book.held("RVR", "beds.cc_adult")), 2);
     assert_eq!(book.held("RVR", "beds.ga_adult"), 0);
-    // A report with occupied unchanged keeps the hold; 10 open - 9 occupied still covers 1 held.
-    assert_eq!(book.release_on_report("RVR", "beds.cc_adult", 10, 7), []);
-    assert_eq!(
-        book.release_on_report("RVR", "beds.cc_adult", 10, 9),
-        [AidEvent::HoldEnded {
-            offer: OfferId(1),
-            provider: "RVR".into(),
-            pair: "beds.cc_adult".into(),
-            quantity: 1,
-            end: HoldEnd::Occupied
-        }]
-    );
-    assert_eq!(book.held("RVR", "beds.cc_adult"), 0);
-    // A fresh hold, then a report that fills every bed without a rise big enough: overcommitted.
-    ok(&mut book, offer(r, "RAX", 1), 6);
-    ok(&mut book, Action::Accept { offer: OfferId(2), baseline_occupied: 8 }, 7);
-    assert_eq!(
-        book.release_on_report("RAX", "beds.cc_adult", 8, 8),
-        [AidEvent::Overcommitted { provider: "RAX".into(), pair: "beds.cc_adult".into(), free: 0, held: 1 }]
-    );
-    assert_eq!(book.overcommitted("RAX", "beds.cc_adult", 9, 8), None);
-    // Cancelling the request releases its holds.
+    assert_eq!(book.needs(&Action::Cancel { request: r, reason: "x".into() }), ["RVR"]);
     let events = ok(&mut book, Action::Cancel { request: r, reason: "improved".into() }, 8);
     assert!(events.iter().any(|e| matches!(e, AidEvent::HoldEnded { end: HoldEnd::Released, .. })));
     assert_eq!(book.holds().count(), 0);
+}
+
+#[test]
+fn an_expired_hold_ends_by_the_clock_once() {
+    let (mut book, _) = request_in(RequestState::Accepted);
+    let clock = Actor { principal: "sitrep".into(), cursor: Cursor::none() };
+    let err = book.apply(Action::ExpireHold(OfferId(1)), &clock, t(100)).unwrap_err();
+    assert_eq!(err.to_string(), "expire_hold refused: offer O1 is accepted: its hold lasts until 2027-01-15T10:00:00Z");
+    assert!(book.due(t(119), &Timers::default()).iter().all(|a| !matches!(a, Action::ExpireHold(_))));
+    let events = book.tick(t(120), &Timers::default(), &clock);
+    assert!(events.iter().any(|e| matches!(e, AidEvent::HoldEnded { end: HoldEnd::Expired, .. })));
+    let err = book.apply(Action::ExpireHold(OfferId(1)), &clock, t(121)).unwrap_err();
+    assert_eq!(err.to_string(), "expire_hold refused: offer O1 is accepted: it holds nothing now");
 }
 
 fn escalations(events: &[AidEvent]) -> Vec<Level> {

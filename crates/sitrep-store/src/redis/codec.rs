@@ -307,8 +307,14 @@ struct AlertBlob {
     raised_at: i64,
 }
 
-const ALERT_KINDS: [AlertKind; 5] =
-    [AlertKind::Threshold, AlertKind::Escalation, AlertKind::Stale, AlertKind::Jump, AlertKind::OpelMismatch];
+const ALERT_KINDS: [AlertKind; 6] = [
+    AlertKind::Threshold,
+    AlertKind::Escalation,
+    AlertKind::Stale,
+    AlertKind::Jump,
+    AlertKind::OpelMismatch,
+    AlertKind::Overcommitted,
+];
 
 impl AlertBlob {
     fn decode(self, codes: &Codes, provider: &str) -> Result<Alert, StoreError> {
