@@ -394,6 +394,7 @@ pub fn event_to_wire(rules: &Rules, e: &Event) -> pb::Event {
         kind: match e.kind {
             EventKind::Report => pb::event::Kind::Report,
             EventKind::Stale => pb::event::Kind::Stale,
+            EventKind::Aid => pb::event::Kind::Aid,
         } as i32,
         figures: e.derived.figures.iter().map(figure_to_wire).collect(),
         opel: e.derived.opel.as_ref().map(opel_to_wire),

@@ -500,7 +500,7 @@ impl Hub {
         self.follow.read(false, std::time::Instant::now());
         let loaded = store.load().await?;
         let providers = loaded.providers.len();
-        let mut picture = Picture::from_states(self.rules.clone(), loaded.cursor, loaded.providers);
+        let mut picture = Picture::with_aid(self.rules.clone(), loaded.cursor, loaded.providers, loaded.aid);
         let mut replayed = 0usize;
         loop {
             match store.read(picture.cursor(), 1024, Duration::ZERO).await? {

@@ -92,6 +92,7 @@ impl Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     Apply,
+    Act,
     MarkStale,
     Load,
     Head,
@@ -103,8 +104,9 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 9] = [
+    const ALL: [Op; 10] = [
         Op::Apply,
+        Op::Act,
         Op::MarkStale,
         Op::Load,
         Op::Head,
@@ -118,6 +120,7 @@ impl Op {
     fn label(self) -> &'static str {
         match self {
             Op::Apply => "apply",
+            Op::Act => "act",
             Op::MarkStale => "mark_stale",
             Op::Load => "load",
             Op::Head => "head",
@@ -485,6 +488,15 @@ impl Store for MeteredStore {
 
     async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError> {
         self.timed(Op::Apply, self.inner.apply(report, received_at)).await
+    }
+
+    async fn act(
+        &self,
+        action: &sitrep_core::aid::Action,
+        actor: &sitrep_core::aid::Actor,
+        now: Timestamp,
+    ) -> Result<sitrep_store::Acted, StoreError> {
+        self.timed(Op::Act, self.inner.act(action, actor, now)).await
     }
 
     async fn mark_stale(&self, provider: &str, now: Timestamp) -> Result<Option<Event>, StoreError> {

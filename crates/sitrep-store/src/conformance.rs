@@ -16,7 +16,11 @@ use sitrep_core::{
     Timestamp, TraceContext, ValidReport, Value, validate,
 };
 
-use crate::{Applied, Read, ResetReason, Store};
+use sitrep_core::aid::{
+    Action, Actor, AidBook, AidEvent, Constraints, HoldEnd, Kind, NewRequest, OfferId, RequestId, RequestState, Urgency,
+};
+
+use crate::{Acted, Applied, Read, ResetReason, Store};
 
 /// Every check, in order, each on a fresh store from `make`; `small_log` makes a store whose event log keeps
 /// only `capacity` events.
@@ -42,6 +46,7 @@ pub async fn run_all<S: Store, F: std::future::Future<Output = S>>(
     stale_is_raised_once_and_cleared_by_a_report(&make().await).await;
     load_and_replay_is_the_fold_of_the_whole_log(&make().await).await;
     random_sequences_fold_into_a_fresh_count(&make().await).await;
+    aid_actions_change_the_book_and_holds_in_one_step(&make().await).await;
     bounded_log_resets_trimmed_cursors(&small_log.await, capacity).await;
 }
 
@@ -49,7 +54,7 @@ pub async fn run_all<S: Store, F: std::future::Future<Output = S>>(
 /// later event of the log.
 pub async fn picture(store: &dyn Store) -> Picture {
     let loaded = store.load().await.expect("load");
-    let mut picture = Picture::from_states(Rules::demo(), loaded.cursor, loaded.providers);
+    let mut picture = Picture::with_aid(Rules::demo(), loaded.cursor, loaded.providers, loaded.aid);
     loop {
         match store.read(picture.cursor(), 1000, Duration::ZERO).await.expect("read") {
             Read::Events(events) if events.is_empty() => return picture,
@@ -452,7 +457,13 @@ pub async fn history_keeps_every_revision(store: &dyn Store) {
 async fn assert_picture_is_counted_afresh(store: &dyn Store) {
     let folded = picture(store).await;
     let states = folded.providers().map(|p| (**p).clone()).collect::<Vec<_>>();
-    let fresh = Picture::from_states(Rules::demo(), folded.cursor().clone(), states);
+    let book = folded.aid();
+    let records = AidBook::from_records(
+        book.version(),
+        book.requests().cloned().collect(),
+        book.requests().flat_map(|r| book.offers_of(r.id).cloned()).collect(),
+    );
+    let fresh = Picture::with_aid(Rules::demo(), folded.cursor().clone(), states, records);
     assert_eq!(folded, fresh, "{}: the folded picture is the one counted afresh", store.name());
 }
 
@@ -711,4 +722,171 @@ pub async fn history_is_trimmed_to_retention(store: &dyn Store, retention_hours:
         .map(|h| (h.period, h.revision))
         .collect();
     assert_eq!(kept, [(hour.add_hours(-1), 1), (hour, 1)], "{}: periods out of retention are gone", store.name());
+}
+
+/// Who acts in the mutual aid checks, on which picture.
+fn aid_actor(store: &dyn Store, cursor: Cursor) -> Actor {
+    Actor { principal: format!("conformance.{}", store.name()), cursor }
+}
+
+/// A request by `provider` for `quantity` adult critical care beds, needed within four hours.
+pub fn aid_request(provider: &str, quantity: u32) -> Action {
+    Action::Create(NewRequest {
+        provider: provider.into(),
+        site: None,
+        kind: Kind::PatientTransfer,
+        pair: "beds.cc_adult".into(),
+        quantity,
+        urgency: Urgency::Urgent,
+        needed_by: Timestamp::now().add_hours(4),
+        constraints: Constraints::default(),
+        reference: "CONF-1".into(),
+        summary: "adult needing level 3 care".into(),
+    })
+}
+
+/// An offer of `quantity` beds by `provider`, held for two hours.
+pub fn aid_offer(request: RequestId, provider: &str, quantity: u32) -> Action {
+    Action::Offer { request, provider: provider.into(), site: None, quantity, hold_until: Timestamp::now().add_hours(2) }
+}
+
+/// Takes `action` on `store` now; panics if it is refused or fails.
+pub async fn act(store: &dyn Store, action: Action) -> Vec<Event> {
+    let head = store.head().await.expect("head");
+    let name = action.name();
+    match store.act(&action, &aid_actor(store, head), Timestamp::now()).await.expect("act") {
+        Acted::Done(events) => events,
+        Acted::Refused(r) => panic!("{}: {name} refused: {r}", store.name()),
+    }
+}
+
+fn free_of(picture: &Picture, provider: &str) -> Option<f64> {
+    let p = picture.provider(provider)?;
+    p.figures.iter().find(|f| f.metric.as_str() == "beds.cc_adult.free").and_then(|f| f.value)
+}
+
+fn system_free(picture: &Picture) -> Option<f64> {
+    let scope = sitrep_core::Scope { level: sitrep_core::rules::Level::System, code: "QWE".into() };
+    let rollup = picture.rollups(&[scope], None).remove(0);
+    rollup.metrics.iter().find(|m| m.metric.as_str() == "beds.cc_adult.free").and_then(|m| m.value)
+}
+
+/// A mutual aid action is stored with the holds it places or ends in one step: its events come in order (the
+/// book's, then each holding provider's, with its version advanced), the picture folded from the store's load and
+/// log has the records and holds, the holding provider's free beds and its system's total drop by the held beds, a
+/// report showing the beds occupied ends the hold, cancelling ends the rest, an expired hold ends once, and the
+/// folded picture always equals one counted afresh.
+pub async fn aid_actions_change_the_book_and_holds_in_one_step(store: &dyn Store) {
+    let cc = |open: f64, occupied: f64| [("beds.cc_adult.open", n(open)), ("beds.cc_adult.occupied", n(occupied))];
+    accept(store, &report("RJ7", 0, 1, &cc(10.0, 10.0))).await;
+    accept(store, &report("RVR", 0, 1, &cc(10.0, 7.0))).await;
+    accept(store, &report("RAX", 0, 1, &cc(6.0, 4.0))).await;
+    let before = picture(store).await;
+    assert_eq!((free_of(&before, "RVR"), system_free(&before)), (Some(3.0), Some(5.0)));
+
+    let created = act(store, aid_request("RJ7", 2)).await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].kind, EventKind::Aid);
+    let r = RequestId(1);
+    act(store, aid_offer(r, "RVR", 1)).await;
+    act(store, aid_offer(r, "RAX", 1)).await;
+    let accepted = act(store, Action::Accept { offer: OfferId(1), baseline_occupied: 0 }).await;
+    let kinds: Vec<(&str, u64)> = accepted.iter().map(|e| (e.provider.as_str(), e.version)).collect();
+    assert_eq!(kinds, [("RJ7", 0), ("RVR", 2)], "{}: the book's event, then the holder's", store.name());
+    assert!(accepted[0].cursor.pos < accepted[1].cursor.pos);
+    let held = picture(store).await;
+    assert_eq!(held.aid().request(r).map(|r| r.state), Some(RequestState::Accepted), "{}", store.name());
+    assert_eq!(held.aid().held("RVR", "beds.cc_adult"), 1, "{}", store.name());
+    assert_eq!((free_of(&held, "RVR"), system_free(&held)), (Some(2.0), Some(4.0)), "{}: held", store.name());
+    assert_picture_is_counted_afresh(store).await;
+
+    // The patient arrives: RVR's next report shows the bed occupied, which ends the hold in the report's step.
+    let e = accept(store, &report("RVR", 0, 2, &cc(10.0, 8.0))).await;
+    let change = e.aid.as_ref().expect("the report ended the hold");
+    assert!(matches!(change.happened[..], [AidEvent::HoldEnded { end: HoldEnd::Occupied, .. }]), "{}", store.name());
+    let after = picture(store).await;
+    assert_eq!(after.aid().held("RVR", "beds.cc_adult"), 0, "{}", store.name());
+    assert_eq!((free_of(&after, "RVR"), system_free(&after)), (Some(2.0), Some(4.0)), "{}", store.name());
+
+    // RAX covers the rest; cancelling releases its hold as RAX's own event.
+    act(store, Action::Accept { offer: OfferId(2), baseline_occupied: 0 }).await;
+    assert_eq!(free_of(&picture(store).await, "RAX"), Some(1.0), "{}", store.name());
+    let cancelled = act(store, Action::Cancel { request: r, reason: "patient improved".into() }).await;
+    assert_eq!(cancelled.iter().map(|e| e.provider.as_str()).collect::<Vec<_>>(), ["RJ7", "RAX"]);
+    let after = picture(store).await;
+    assert_eq!(free_of(&after, "RAX"), Some(2.0), "{}", store.name());
+    assert_eq!(after.aid().request(r).map(|r| r.state), Some(RequestState::Cancelled));
+
+    // An accepted hold past its time ends by the clock, once.
+    act(store, aid_request("RJ7", 1)).await;
+    let r2 = RequestId(2);
+    act(store, Action::Offer { request: r2, provider: "RVR".into(), site: None, quantity: 1, hold_until: Timestamp::now().add_millis(1) }).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let late = act(store, Action::Offer { request: r2, provider: "RAX".into(), site: None, quantity: 1, hold_until: Timestamp::now().add_hours(1) }).await;
+    assert_eq!(late.len(), 1);
+    act(store, Action::Accept { offer: OfferId(4), baseline_occupied: 0 }).await;
+    let expire = Action::ExpireHold(OfferId(4));
+    let actor = aid_actor(store, store.head().await.expect("head"));
+    let later = Timestamp::now().add_hours(2);
+    let done = store.act(&expire, &actor, later).await.expect("act");
+    assert!(matches!(&done, Acted::Done(e) if e.len() == 2), "{}: {done:?}", store.name());
+    let again = store.act(&expire, &actor, later).await.expect("act");
+    assert!(matches!(again, Acted::Refused(_)), "{}: a hold ends once: {again:?}", store.name());
+    assert_eq!(free_of(&picture(store).await, "RAX"), Some(2.0), "{}", store.name());
+    assert_picture_is_counted_afresh(store).await;
+}
+
+/// Two replicas (`a` and `b`: two stores on one backend) racing on one request behave as if one acted after the
+/// other: of two accepts of one offer, or of two offers each covering the whole request, exactly one is done and
+/// the other refused; an accept racing the holder's report leaves both stored and the picture consistent.
+pub async fn aid_races_take_one_of_two(a: &dyn Store, b: &dyn Store) {
+    let cc = |open: f64, occupied: f64| [("beds.cc_adult.open", n(open)), ("beds.cc_adult.occupied", n(occupied))];
+    accept(a, &report("RJ7", 0, 1, &cc(10.0, 10.0))).await;
+    accept(a, &report("RVR", 0, 1, &cc(40.0, 10.0))).await;
+    accept(a, &report("RAX", 0, 1, &cc(40.0, 10.0))).await;
+    let mut next_request = 0u64;
+    let mut next_offer = 0u64;
+    let mut revision = 1u32;
+    for round in 0..10 {
+        act(a, aid_request("RJ7", 2)).await;
+        next_request += 1;
+        let r = RequestId(next_request);
+        act(b, aid_offer(r, "RVR", 2)).await;
+        act(a, aid_offer(r, "RAX", 2)).await;
+        next_offer += 2;
+        let (o1, o2) = (OfferId(next_offer - 1), OfferId(next_offer));
+        // Even rounds: both replicas accept the same offer; odd rounds: each accepts a different one.
+        let (x, y) = if round % 2 == 0 { (o1, o1) } else { (o1, o2) };
+        let actor_a = aid_actor(a, a.head().await.expect("head"));
+        let actor_b = aid_actor(b, b.head().await.expect("head"));
+        let now = Timestamp::now();
+        let (accept_x, accept_y) =
+            (Action::Accept { offer: x, baseline_occupied: 0 }, Action::Accept { offer: y, baseline_occupied: 0 });
+        let (ra, rb) = tokio::join!(a.act(&accept_x, &actor_a, now), b.act(&accept_y, &actor_b, now));
+        let outcomes = [ra.expect("act"), rb.expect("act")];
+        let done = outcomes.iter().filter(|o| matches!(o, Acted::Done(_))).count();
+        let refused = outcomes.iter().filter(|o| matches!(o, Acted::Refused(_))).count();
+        assert_eq!((done, refused), (1, 1), "{}: round {round}: {outcomes:?}", a.name());
+        // A report of the holder racing the request's next step: both are stored.
+        revision += 1;
+        let (holder, other) = if round % 2 == 0 { ("RVR", "RAX") } else { ("RAX", "RVR") };
+        let holder_report = report(holder, 0, revision, &cc(40.0, 10.0));
+        let progress = Action::Progress { request: r, stage: sitrep_core::aid::Stage::InTransit };
+        let (reported, progressed) =
+            tokio::join!(a.apply(&holder_report, Timestamp::now()), b.act(&progress, &actor_b, Timestamp::now()));
+        assert!(matches!(reported.expect("apply"), Applied::Accepted(_)), "{}: round {round}", a.name());
+        assert!(matches!(progressed.expect("act"), Acted::Done(_)), "{}: round {round}", a.name());
+        accept(a, &report(other, 0, revision, &cc(40.0, 10.0))).await;
+    }
+    let picture = picture(a).await;
+    let accepted: u32 = picture
+        .aid()
+        .requests()
+        .flat_map(|r| picture.aid().offers_of(r.id))
+        .filter(|o| o.state == sitrep_core::aid::OfferState::Accepted)
+        .map(|o| o.quantity)
+        .sum();
+    assert_eq!(accepted, 20, "{}: one accept of two beds per round", a.name());
+    assert_picture_is_counted_afresh(a).await;
+    assert_picture_is_counted_afresh(b).await;
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use sitrep_core::aid::{Action, Actor, AidBook, Refusal};
 use sitrep_core::{Cursor, Event, ProviderLive, Timestamp, ValidReport};
 
 pub use memory::{MemoryOptions, MemoryStore};
@@ -52,6 +53,18 @@ pub struct Loaded {
     pub cursor: Cursor,
     /// Every provider with live state, in no particular order.
     pub providers: Vec<ProviderLive>,
+    /// Mutual aid's records and the book's version (read after the states: at least as new as the cursor; the
+    /// picture passes over aid events it already reflects by the book's version). Holds are in the states.
+    pub aid: AidBook,
+}
+
+/// The outcome of [`Store::act`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Acted {
+    /// The action was stored, with these events in log order: the book's, then each holding provider's.
+    Done(Vec<Event>),
+    /// The book (or the rules) refused it against the current state; nothing changed.
+    Refused(Refusal),
 }
 
 /// Why the log cannot serve a read from a cursor: the reader must start again from a snapshot.
@@ -137,6 +150,11 @@ pub enum StoreError {
 /// - **Derived in the same step.** An accepted live report's event carries what it changed in the provider's
 ///   derived picture ([`sitrep_core::derive`]); the provider's stored state keeps its figures and open alerts.
 ///   Rollups are not stored: every reader folds them from the log ([`sitrep_core::Picture`]).
+/// - **Mutual aid in one step.** [`act`](Store::act) plans an action with [`sitrep_core::aid::plan`] against the
+///   stored book and the live states of the providers it needs, and persists the plan (the changed records, the
+///   holding providers' states, the events) all or nothing, provided the book and each of those providers are still
+///   at the versions it was planned from; otherwise it plans again. Two replicas racing on one request behave as if
+///   one acted after the other: of two accepts of one offer, one is done and the other refused.
 /// - **Staleness once.** [`mark_stale`](Store::mark_stale) marks a quiet provider stale and appends its event
 ///   exactly once however many aggregators call it at the same moment; its next live report clears it.
 /// - **Loading without stalls.** [`load`](Store::load) returns every provider's state, read in bounded pieces,
@@ -150,6 +168,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a validated report received at `received_at` (see the contract above).
     async fn apply(&self, report: &ValidReport, received_at: Timestamp) -> Result<Applied, StoreError>;
+
+    /// Takes one mutual aid action by `actor` at `now` (see the contract above).
+    async fn act(&self, action: &Action, actor: &Actor, now: Timestamp) -> Result<Acted, StoreError>;
 
     /// Marks `provider` stale at `now` if it has gone quiet and is not stale already (see
     /// [`sitrep_core::plan::stale`]), and returns the event; `None` if there was nothing to do, or another caller

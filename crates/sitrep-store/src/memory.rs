@@ -1,7 +1,7 @@
 //! `MemoryStore`: the embedded store, for a single aggregator with no Redis (demos, development, tests).
 //!
-//! It persists what [`sitrep_core::plan`] plans and nothing more: live state per provider (the plan's prior),
-//! history, and the event log. All of it lives behind one `std::sync::Mutex`: an apply is a plan and a few map
+//! It persists what [`sitrep_core::plan`] and [`sitrep_core::aid::plan`] plan and nothing more: live state per
+//! provider (the plan's prior), history, mutual aid's records, and the event log. All of it lives behind one `std::sync::Mutex`: an apply is a plan and a few map
 //! operations, so a blocking lock held for microseconds, never across an `.await`, is both the simplest and the
 //! fastest way to make it atomic. Nothing here looks at other providers, so a report costs the same with ten
 //! thousand providers as with fifty; rollups are the picture's business. Readers waiting for new events park on a
@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sitrep_core::cursor::Position;
+use sitrep_core::aid::{self, Action, Actor, AidBook, AidPlan};
 use sitrep_core::plan::{self, Plan};
 use sitrep_core::{Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport};
 use tokio::sync::watch;
 
-use crate::{Applied, Loaded, Read, ResetReason, Store, StoreError};
+use crate::{Acted, Applied, Loaded, Read, ResetReason, Store, StoreError};
 
 /// Tunables of the memory store.
 #[derive(Clone, Debug)]
@@ -54,6 +55,8 @@ struct Inner {
     live: HashMap<String, ProviderLive>,
     /// provider -> period -> (site, revision) -> what it said.
     history: HashMap<String, BTreeMap<Timestamp, Revisions>>,
+    /// Mutual aid's records (holds are in the providers' states).
+    aid: AidBook,
 }
 
 pub struct MemoryStore {
@@ -74,6 +77,7 @@ impl MemoryStore {
                 log: VecDeque::new(),
                 live: HashMap::new(),
                 history: HashMap::new(),
+                aid: AidBook::new(),
             }),
             appended,
         }
@@ -191,6 +195,38 @@ impl Store for MemoryStore {
         Ok(Applied::Accepted(event))
     }
 
+    async fn act(&self, action: &Action, actor: &Actor, now: Timestamp) -> Result<Acted, StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let states: BTreeMap<String, ProviderLive> = inner
+            .aid
+            .needs(action)
+            .into_iter()
+            .filter_map(|p| Some((p.clone(), inner.live.get(&p)?.clone())))
+            .collect();
+        // Under the lock nothing moves between planning and persisting: the versions the plan expects hold.
+        let plan = match aid::plan(&self.options.rules, inner.aid.clone(), &states, action.clone(), actor, now) {
+            Ok(plan) => plan,
+            Err(refusal) => return Ok(Acted::Refused(refusal)),
+        };
+        let AidPlan { event, providers, .. } = plan;
+        if let Some(change) = &event.aid {
+            inner.aid.fold(&event.provider, change, false);
+        }
+        let book = Plan {
+            provider: event.provider.clone(),
+            expected_version: 0,
+            state: None,
+            history: None,
+            trim_before: None,
+            event,
+        };
+        let mut events = vec![self.persist(inner, book)];
+        events.extend(providers.into_iter().map(|p| self.persist(inner, p)));
+        self.appended(guard);
+        Ok(Acted::Done(events))
+    }
+
     async fn mark_stale(&self, provider: &str, now: Timestamp) -> Result<Option<Event>, StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -204,7 +240,11 @@ impl Store for MemoryStore {
 
     async fn load(&self) -> Result<Loaded, StoreError> {
         let inner = self.lock();
-        Ok(Loaded { cursor: self.cursor(inner.next_seq - 1), providers: inner.live.values().cloned().collect() })
+        Ok(Loaded {
+            cursor: self.cursor(inner.next_seq - 1),
+            providers: inner.live.values().cloned().collect(),
+            aid: inner.aid.clone(),
+        })
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
@@ -248,5 +288,8 @@ mod tests {
         conformance::run_all(|| async { MemoryStore::default() }, async { MemoryStore::new(small) }, 3).await;
         let short = MemoryStore::new(MemoryOptions { retention_hours: 2, ..Default::default() });
         conformance::history_is_trimmed_to_retention(&short, 2).await;
+        // One store is both replicas: its lock is what makes them take turns.
+        let shared = MemoryStore::default();
+        conformance::aid_races_take_one_of_two(&shared, &shared).await;
     }
 }

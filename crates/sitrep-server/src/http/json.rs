@@ -203,7 +203,7 @@ pub fn event(e: &Event) -> Json {
         .collect();
     let mut out = json!({
         "cursor": e.cursor.to_string(),
-        "kind": match e.kind { EventKind::Report => "report", EventKind::Stale => "stale" },
+        "kind": match e.kind { EventKind::Report => "report", EventKind::Stale => "stale", EventKind::Aid => "aid" },
         "provider": e.provider,
         "period": e.period,
         "revision": e.revision,

@@ -443,6 +443,9 @@ struct StateBlob {
     /// Once it reports by site: each site's latest report and readings (the provider as a whole under '').
     #[prost(message, repeated, tag = "13")]
     sites: Vec<SiteBlob>,
+    /// Its mutual aid holds, as JSON (few, rare, and read by people in audits): empty when it holds nothing.
+    #[prost(bytes = "vec", tag = "14")]
+    holds: Vec<u8>,
 }
 
 /// One site of a provider's live state (see [`sitrep_core::SiteLive`]).
@@ -497,7 +500,18 @@ pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreErr
             write_reading_groups(7, codes, reading_groups(&site.readings), b)
         })?;
     }
+    if !p.holds.is_empty() {
+        prost::encoding::bytes::encode(14, &json(&p.holds)?, b);
+    }
     Ok(out)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Internal(format!("encoding mutual aid: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Internal(format!("stored {what} unreadable: {e}")))
 }
 
 fn write_reading_groups(tag: u32, codes: &Codes, groups: Vec<ReadingsOf>, b: &mut Vec<u8>) -> Result<(), StoreError> {
@@ -588,9 +602,11 @@ pub fn decode_state(codes: &Codes, rules: &Rules, provider: &str, stored: &[u8])
         alerts: alerts_decode(codes, provider, b.alerts)?,
         figures: Vec::new(),
         opel: Opel::default(),
+        holds: if b.holds.is_empty() { Vec::new() } else { from_json("holds", &b.holds)? },
     };
-    (state.figures, state.opel) =
-        sitrep_core::derive::provider_view(rules, provider, &sitrep_core::picture::counted_values(rules, &state));
+    let held = sitrep_core::aid::hold::held_by_metric(rules, &state.holds);
+    let values = sitrep_core::picture::counted_values(rules, &state);
+    (state.figures, state.opel) = sitrep_core::derive::provider_view(rules, provider, &values, &held);
     Ok(state)
 }
 
@@ -646,6 +662,18 @@ struct EventBlob {
     traceparent: Vec<u8>,
     #[prost(bytes = "vec", tag = "21")]
     tracestate: Vec<u8>,
+    /// What changed in mutual aid ([`sitrep_core::aid::AidChange`]), as JSON: empty for most events.
+    #[prost(bytes = "vec", tag = "22")]
+    aid: Vec<u8>,
+}
+
+/// How an event's kind is stored (`EventBlob::kind`).
+fn kind_number(kind: EventKind) -> u32 {
+    match kind {
+        EventKind::Report => 0,
+        EventKind::Stale => 1,
+        EventKind::Aid => 2,
+    }
 }
 
 /// Who sent a report (see [`Sender`]).
@@ -685,7 +713,7 @@ pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(256 + 16 * e.changes.len() + 12 * e.derived.figures.len());
     let b = &mut out;
     write::uint64(1, e.version, b);
-    write::uint32(2, u32::from(e.kind == EventKind::Stale), b);
+    write::uint32(2, kind_number(e.kind), b);
     write::text(3, &e.provider, b);
     write::text(4, e.site.as_deref().unwrap_or(""), b);
     write::sint64(5, hours(e.period), b);
@@ -711,6 +739,9 @@ pub fn encode_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
     if let Some(t) = &e.trace {
         write::text(20, &t.traceparent, b);
         write::text(21, &t.tracestate, b);
+    }
+    if let Some(aid) = &e.aid {
+        prost::encoding::bytes::encode(22, &json(aid)?, b);
     }
     Ok(out)
 }
@@ -743,7 +774,12 @@ pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event
         narrative: opt(b.narrative),
         source: opt(b.source),
         sender: b.sender.map(SenderBlob::sender),
-        kind: if b.kind == 1 { EventKind::Stale } else { EventKind::Report },
+        kind: match b.kind {
+            0 => EventKind::Report,
+            1 => EventKind::Stale,
+            2 => EventKind::Aid,
+            _ => return Err(bad("event kind")),
+        },
         derived: Derived {
             figures: b.figures.unwrap_or_default().decode(codes)?,
             opel: b.opel.map(|o| o.decode(codes)).transpose()?,
@@ -758,6 +794,7 @@ pub fn decode_event(codes: &Codes, bytes: &[u8], cursor: Cursor) -> Result<Event
             }
             _ => None,
         },
+        aid: if b.aid.is_empty() { None } else { Some(Box::new(from_json("mutual aid change", &b.aid)?)) },
         provider,
     })
 }
@@ -931,6 +968,7 @@ mod tests {
             readings,
             alerts: alert_blobs(codes, &p.alerts)?,
             sites,
+            holds: if p.holds.is_empty() { Vec::new() } else { serde_json::to_vec(&p.holds).expect("serialisable") },
         };
         let mut out = format!("{}|", p.version).into_bytes();
         blob.encode(&mut out).expect("a Vec grows");
@@ -940,7 +978,7 @@ mod tests {
     fn blob_event(codes: &Codes, e: &Event) -> Result<Vec<u8>, StoreError> {
         let blob = EventBlob {
             version: e.version,
-            kind: u32::from(e.kind == EventKind::Stale),
+            kind: kind_number(e.kind),
             provider: e.provider.clone(),
             site: text(&e.site),
             period_h: hours(e.period),
@@ -960,6 +998,7 @@ mod tests {
             sender: e.sender.as_ref().map(SenderBlob::of),
             traceparent: e.trace.as_ref().map(|t| t.traceparent.clone().into_bytes()).unwrap_or_default(),
             tracestate: e.trace.as_ref().map(|t| t.tracestate.clone().into_bytes()).unwrap_or_default(),
+            aid: e.aid.as_ref().map(|a| serde_json::to_vec(a).expect("serialisable")).unwrap_or_default(),
         };
         Ok(blob.encode_to_vec())
     }

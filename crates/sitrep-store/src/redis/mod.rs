@@ -1089,6 +1089,15 @@ impl AsyncPlanner for StalePlanner {
 
 #[async_trait]
 impl Store for RedisStore {
+    async fn act(
+        &self,
+        _action: &sitrep_core::aid::Action,
+        _actor: &sitrep_core::aid::Actor,
+        _now: Timestamp,
+    ) -> Result<crate::Acted, StoreError> {
+        Err(StoreError::Internal("mutual aid is not stored in Redis yet".into()))
+    }
+
     fn name(&self) -> &'static str {
         "redis"
     }
@@ -1168,7 +1177,7 @@ impl Store for RedisStore {
             }
             scan = next;
         }
-        Ok(Loaded { cursor, providers })
+        Ok(Loaded { cursor, providers, aid: sitrep_core::aid::AidBook::new() })
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
