@@ -136,6 +136,10 @@ pub struct Provider {
     pub latitude: Option<f64>,
     #[serde(default)]
     pub longitude: Option<f64>,
+    /// Whether it can take patients who must be isolated (side rooms, negative pressure): what a mutual aid
+    /// request's isolation constraint asks of a candidate. Unset: it cannot.
+    #[serde(default)]
+    pub isolation: bool,
 }
 
 impl Provider {

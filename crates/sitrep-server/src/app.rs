@@ -51,6 +51,8 @@ pub struct App {
     /// How often the clock task looks for providers gone stale, and the store's fullness is looked at
     /// (`staleness.check_interval`).
     check_interval: Duration,
+    /// Mutual aid's escalation timers (`[aid]`).
+    aid_timers: sitrep_core::aid::Timers,
     tls: Option<Arc<ServerTls>>,
 }
 
@@ -171,6 +173,7 @@ impl App {
             max_message_bytes: config.limits.max_message_bytes,
             max_connections: config.limits.max_connections,
             check_interval: config.staleness.durations().2,
+            aid_timers: config.aid.timers(),
             tls: None,
         }
     }
@@ -263,7 +266,15 @@ async fn watch_fullness(store: Arc<dyn Store>, every: Duration, cancel: Cancella
 /// The clock: every `interval`, asks the store to mark providers that the picture shows have gone quiet as stale.
 /// Every replica runs it; the store makes each transition happen once (a plan made from a provider's version
 /// applies only while the provider is at it), so there is no leader to elect or lose.
-async fn watch_staleness(store: Arc<dyn Store>, hub: Hub, interval: Duration, cancel: CancellationToken) {
+///
+/// It also takes mutual aid's due actions (expiry, escalation: [`crate::aid::tick`]) the same way.
+async fn watch_staleness(
+    store: Arc<dyn Store>,
+    hub: Hub,
+    interval: Duration,
+    timers: sitrep_core::aid::Timers,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -286,6 +297,7 @@ async fn watch_staleness(store: Arc<dyn Store>, hub: Hub, interval: Duration, ca
                 }
             }
         }
+        crate::aid::tick(&store, &hub, &timers, now).await;
     }
 }
 
@@ -370,7 +382,8 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     let routes = app.routes(health)?;
     let ctx = app.ctx.clone();
     let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
-    ctx.tasks.spawn(watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.check_interval, cancel.clone()));
+    let clock = watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.check_interval, app.aid_timers, cancel.clone());
+    ctx.tasks.spawn(clock);
     ctx.tasks.spawn(ctx.auth.clone().watch(ctx.rules.clone(), Duration::from_secs(2), cancel.clone()));
     ctx.tasks.spawn(watch_fullness(ctx.store.clone(), app.check_interval, cancel.clone()));
     if let Some(tls) = &app.tls {

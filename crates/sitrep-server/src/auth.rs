@@ -47,6 +47,9 @@ pub struct Grants {
     /// Providers it may read: those of its read scopes.
     pub readable: Selection,
     pub admin: bool,
+    /// Providers it may act for in mutual aid as a coordinator (`coordinate`: the providers of its coordinated
+    /// scopes), besides those it writes for.
+    pub coordinate: Selection,
 }
 
 /// An authenticated caller: who (for the audit), by which credential, and its grants.
@@ -69,6 +72,9 @@ pub enum Action<'a> {
     ReadScope(&'a Scope),
     /// Operational endpoints.
     Admin,
+    /// Act in mutual aid for a provider (ask, offer, accept, decline, withdraw, progress, cancel): the provider
+    /// itself (its write grant) or a coordinator of a scope it is in.
+    Broker(&'a str),
 }
 
 impl Principal {
@@ -80,6 +86,7 @@ impl Principal {
             Action::ReadProvider(p) => g.readable.contains(p),
             Action::ReadScope(s) => g.read.as_ref().is_none_or(|r| r.contains(s)),
             Action::Admin => g.admin,
+            Action::Broker(p) => g.write.as_ref().is_none_or(|w| w.contains(p)) || g.coordinate.contains(p),
         };
         if allowed {
             return Ok(());
@@ -103,6 +110,16 @@ impl Principal {
             }
             Action::ReadScope(s) => format!("{} may not read the totals of {s}: its read grant is {scopes}", self.name),
             Action::Admin => format!("{} has no admin grant", self.name),
+            Action::Broker(p) => format!(
+                "{} may not act in mutual aid for provider {p}: it writes for {} and coordinates {}",
+                self.name,
+                list(&g.write),
+                match &g.coordinate {
+                    Selection::All => "every provider".to_owned(),
+                    Selection::Only(s) if s.is_empty() => "none".to_owned(),
+                    Selection::Only(s) => s.iter().cloned().collect::<Vec<_>>().join(", "),
+                }
+            ),
         };
         Err(Status::permission_denied(message))
     }
@@ -114,7 +131,8 @@ impl Principal {
 
     /// The open principal of a deployment without a principals file: every grant.
     pub fn anonymous() -> Self {
-        let grants = Grants { write: None, read: None, readable: Selection::All, admin: true };
+        let grants =
+            Grants { write: None, read: None, readable: Selection::All, admin: true, coordinate: Selection::All };
         Principal { name: "anonymous".into(), credential: "anonymous".into(), grants: Arc::new(grants) }
     }
 }
@@ -137,6 +155,10 @@ struct PrincipalEntry {
     read: Vec<String>,
     #[serde(default)]
     admin: bool,
+    /// Scopes it coordinates mutual aid for (`system:QWE`, `region:Y56`, `nation`, `*`): it may ask, offer and
+    /// decide for their providers.
+    #[serde(default)]
+    coordinate: Vec<String>,
     /// The organisation it belongs to (`provider:RJ7`, `system:QWE`, ...): it also reads what the directory's
     /// sharing agreements share with that organisation.
     #[serde(default)]
@@ -177,7 +199,9 @@ impl Principals {
             if p.name.trim().is_empty() {
                 return Err(format!("{what}: a principal has an empty name"));
             }
-            let grants = Arc::new(grants_of(rules, &p.write, &p.read, p.admin, p.organisation.as_deref()).map_err(at)?);
+            let mut grants = grants_of(rules, &p.write, &p.read, p.admin, p.organisation.as_deref()).map_err(at)?;
+            grants.coordinate = coordinated(rules, &p.coordinate).map_err(at)?;
+            let grants = Arc::new(grants);
             for k in p.key {
                 let hash =
                     parse_hash(&k.sha256).ok_or_else(|| at(format!("key {:?}: sha256 is not 64 hex digits", k.id)))?;
@@ -275,6 +299,26 @@ fn grants_of(
     Ok(readable(rules, write, read, admin))
 }
 
+/// The providers of the scopes a principal coordinates (`system:CODE`, `region:CODE`, `nation`, or `*`).
+fn coordinated(rules: &Rules, scopes: &[String]) -> Result<Selection, String> {
+    if scopes.iter().any(|s| s == "*") {
+        return Ok(Selection::All);
+    }
+    let mut providers = BTreeSet::new();
+    for text in scopes {
+        let members = match text.as_str() {
+            "nation" => rules.directory.members(text),
+            t if t.starts_with("system:") || t.starts_with("region:") => rules.directory.members(t),
+            _ => None,
+        };
+        let members = members.ok_or_else(|| {
+            format!("coordinate: {text:?} is not a scope of the directory (system:CODE, region:CODE, nation or *)")
+        })?;
+        providers.extend(members);
+    }
+    Ok(Selection::Only(providers))
+}
+
 /// A read grant's scope: `provider:CODE` (kept as a provider), `system:CODE`, `region:CODE`, `nation`.
 enum ReadGrant {
     Provider(String),
@@ -303,7 +347,7 @@ fn scope_of(rules: &Rules, text: &str) -> Result<ReadGrant, String> {
 /// The grants of a principal, with the providers its read scopes hold.
 fn readable(rules: &Rules, write: Option<BTreeSet<String>>, read: Option<Vec<ReadGrant>>, admin: bool) -> Grants {
     let Some(read) = read else {
-        return Grants { write, read: None, readable: Selection::All, admin };
+        return Grants { write, read: None, readable: Selection::All, admin, coordinate: Selection::Only(BTreeSet::new()) };
     };
     let mut providers = BTreeSet::new();
     let mut scopes = BTreeSet::new();
@@ -327,7 +371,7 @@ fn readable(rules: &Rules, write: Option<BTreeSet<String>>, read: Option<Vec<Rea
             scopes.insert(scope);
         }
     }
-    Grants { write, read: Some(scopes), readable: Selection::Only(providers), admin }
+    Grants { write, read: Some(scopes), readable: Selection::Only(providers), admin, coordinate: Selection::Only(BTreeSet::new()) }
 }
 
 /// A key's SHA-256.

@@ -33,6 +33,7 @@ pub struct Config {
     pub staleness: StalenessConfig,
     pub opel: OpelConfig,
     pub critcon: CritconConfig,
+    pub aid: AidConfig,
     pub wallboard: WallboardConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
@@ -232,6 +233,34 @@ pub struct CritconConfig {
     pub rules: String,
 }
 
+/// Mutual aid's timers (see `docs/MUTUAL-AID.md`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AidConfig {
+    /// How long a request may wait with no offer before its system's coordinators are alerted, e.g. "30m".
+    pub escalate_to_system_after: String,
+    /// How long before its region's coordinators are alerted, e.g. "60m" (from when it was made).
+    pub escalate_to_region_after: String,
+}
+
+impl Default for AidConfig {
+    fn default() -> Self {
+        AidConfig { escalate_to_system_after: "30m".into(), escalate_to_region_after: "60m".into() }
+    }
+}
+
+impl AidConfig {
+    /// The timers; checked by `Config::from_file`, so the defaults only when unparsable.
+    pub fn timers(&self) -> sitrep_core::aid::Timers {
+        let ms = |t: &str, default: i64| humantime::parse_duration(t).map_or(default, |d| d.as_millis() as i64);
+        let defaults = sitrep_core::aid::Timers::default();
+        sitrep_core::aid::Timers {
+            system_after_ms: ms(&self.escalate_to_system_after, defaults.system_after_ms),
+            region_after_ms: ms(&self.escalate_to_region_after, defaults.region_after_ms),
+        }
+    }
+}
+
 impl Default for OpelConfig {
     fn default() -> Self {
         OpelConfig { framework: "example".into() }
@@ -250,6 +279,7 @@ impl Default for Config {
             staleness: StalenessConfig::default(),
             opel: OpelConfig::default(),
             critcon: CritconConfig::default(),
+            aid: AidConfig::default(),
             wallboard: WallboardConfig::default(),
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
@@ -674,6 +704,26 @@ impl Config {
             if let Err(m) = checked {
                 return invalid(key, m.strip_prefix(key).unwrap_or(&m).trim_start());
             }
+        }
+        let aid = &self.aid;
+        let mut after = Vec::new();
+        for (key, text) in
+            [("aid.escalate_to_system_after", &aid.escalate_to_system_after), ("aid.escalate_to_region_after", &aid.escalate_to_region_after)]
+        {
+            match humantime::parse_duration(text) {
+                Err(e) => return invalid(key, &format!("{text:?} is not a duration like \"30m\": {e}")),
+                Ok(d) if d.is_zero() => return invalid(key, "must be above zero (rule: above_zero)"),
+                Ok(d) => after.push(d),
+            }
+        }
+        if after[1] <= after[0] {
+            return invalid(
+                "aid.escalate_to_region_after",
+                &format!(
+                    "{:?} must be later than aid.escalate_to_system_after {:?} (rule: after_system)",
+                    aid.escalate_to_region_after, aid.escalate_to_system_after
+                ),
+            );
         }
         Ok(())
     }

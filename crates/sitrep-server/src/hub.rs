@@ -364,6 +364,12 @@ impl Hub {
         self.shared.lock().picture.as_ref().map(|p| p.snapshot(selection))
     }
 
+    /// What `read` makes of the picture as of the Hub's cursor (a moment under its lock: keep `read` short);
+    /// `None` until the Hub is ready.
+    pub fn read<T>(&self, read: impl FnOnce(&Picture) -> T) -> Option<T> {
+        self.shared.lock().picture.as_ref().map(read)
+    }
+
     /// The open alerts of the selected providers; `None` until the Hub is ready.
     pub fn alerts(&self, selection: &Selection) -> Option<Vec<Alert>> {
         self.shared.lock().picture.as_ref().map(|p| p.alerts(selection))

@@ -1,6 +1,8 @@
 //! The sitrep aggregator: validates what providers send, stores it, and streams every change to subscribers.
 //!
 //! # Layout
+//! - [`aid`]: mutual aid for every surface: who may take which action, the action through the store, the views
+//!   (requests, candidates, measures) from the Hub's picture, and the clock's expiry and escalation.
 //! - [`audit`]: refused attempts, kept for a while and queryable by admins.
 //! - [`auth`]: principals, their credentials and grants, the layer that authenticates every request and the one
 //!   function that authorises.
@@ -24,6 +26,7 @@
 //!   context propagation, and every span the aggregator and its clients make.
 //! - [`display`]: readable one-line renderings of updates, for terminals and logs.
 
+pub mod aid;
 pub mod app;
 pub mod audit;
 pub mod auth;

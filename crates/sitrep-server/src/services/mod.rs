@@ -137,6 +137,11 @@ impl Context {
         self.read_picture(|| self.hub.alerts(selection)).await
     }
 
+    /// What `read` makes of the Hub's picture, waiting for it as [`Context::snapshot`].
+    pub async fn with_picture<T>(&self, read: impl Fn(&sitrep_core::Picture) -> T) -> Result<T, Status> {
+        self.read_picture(|| self.hub.read(&read)).await
+    }
+
     async fn read_picture<T>(&self, read: impl Fn() -> Option<T>) -> Result<T, Status> {
         let deadline = tokio::time::Instant::now() + PICTURE_WAIT;
         loop {

@@ -1,0 +1,260 @@
+//! Mutual aid as every surface offers it (gRPC `AidService`, the JSON API, the `sitrep aid` commands through
+//! gRPC): who may take which action, the action through the store's one atomic step, and the views read from the
+//! Hub's picture. Transport-neutral: callers convert their wire types to [`Action`] and back.
+//!
+//! # Who may do what
+//! A provider asks and offers only for itself; a coordinator of a scope (`coordinate = ["system:QWE"]` in the
+//! principals file) may act for any provider in it ([`crate::auth::Action::Broker`]):
+//! - create, progress, cancel, unfulfilled, accept and decline: for the *requesting* provider;
+//! - offer and withdraw: for the *offering* provider;
+//! - expiry and escalation: the clock only ([`tick`]), never a caller.
+//!
+//! A caller sees a request if it may read or act for the requesting provider or one of the offering providers.
+//! Candidates are limited to providers the caller may read (how many others there were is said, not who): mutual
+//! aid does not widen what a credential may see.
+//!
+//! Every action records its principal and the picture cursor it was decided on: the caller's, when it sends the
+//! cursor of the picture it looked at, else this replica's at the moment of acting.
+
+use std::sync::Arc;
+
+use sitrep_core::aid::{
+    self, Action, Actor, AidBook, Measures, Offer, OfferId, ProviderStatus, Ranking, Refusal, Request, RequestId,
+    Timers,
+};
+use sitrep_core::{Cursor, Event, Picture, Timestamp};
+use sitrep_store::{Acted, Store};
+use tonic::Status;
+
+use crate::auth::{Action as Grant, Principal};
+use crate::error;
+use crate::hub::Hub;
+use crate::services::Context;
+
+/// The principal the clock's actions are recorded under.
+pub const CLOCK: &str = "sitrep (clock)";
+
+/// A request with its offers, in offer order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Case {
+    pub request: Request,
+    pub offers: Vec<Offer>,
+}
+
+/// What an action did: the events it stored (the book's first), and its request and offers as they are after it.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub events: Vec<Event>,
+    pub case: Case,
+}
+
+/// Takes `action` for `who`, after checking its grants against the book, on the picture at `cursor` (the caller's,
+/// if it sent one, else this replica's now).
+pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<&str>) -> Result<Done, Status> {
+    let (on_behalf, hub_cursor) = ctx.with_picture(|p| (acting_for(p.aid(), &action), p.cursor().clone())).await?;
+    let provider = on_behalf?;
+    who.may(Grant::Broker(&provider))?;
+    let cursor = match cursor.filter(|c| !c.is_empty()) {
+        None => hub_cursor,
+        Some(text) => Cursor::parse(text).ok_or_else(|| {
+            error::invalid_field("cursor", "cursor", format!("cursor {text:?} is not a cursor sitrep gave out"))
+        })?,
+    };
+    let actor = Actor { principal: who.name.clone(), cursor };
+    let name = action.name();
+    match ctx.store.act(&action, &actor, Timestamp::now()).await.map_err(error::store)? {
+        Acted::Refused(refusal) => Err(refused(&refusal)),
+        Acted::Done(events) => {
+            let change = events.first().and_then(|e| e.aid.as_deref()).ok_or_else(|| {
+                Status::internal(format!("{name}: the store answered with no mutual aid change"))
+            })?;
+            let request = change.requests.first().cloned().ok_or_else(|| {
+                Status::internal(format!("{name}: the store answered with no request"))
+            })?;
+            let offers = change.offers.clone();
+            tracing::info!(principal = %who.name, action = name, request = %request.id, state = %request.state, "mutual aid");
+            Ok(Done { events, case: Case { request, offers } })
+        }
+    }
+}
+
+/// The provider an action is taken for (whose grant it needs), from the book; NOT_FOUND for an unknown request or
+/// offer, PERMISSION_DENIED for the clock's actions.
+fn acting_for(book: &AidBook, action: &Action) -> Result<String, Status> {
+    let request = |id: RequestId| {
+        book.request(id)
+            .map(|r| r.ask.provider.clone())
+            .ok_or_else(|| Status::not_found(format!("{} refused: unknown request {id}", action.name())))
+    };
+    let offer = |id: OfferId| {
+        book.offer(id).ok_or_else(|| Status::not_found(format!("{} refused: unknown offer {id}", action.name())))
+    };
+    match action {
+        Action::Create(ask) => Ok(ask.provider.clone()),
+        Action::Offer { provider, request: id, .. } => request(*id).map(|_| provider.clone()),
+        Action::Withdraw(id) => offer(*id).map(|o| o.provider.clone()),
+        Action::Accept { offer: id, .. } | Action::Decline(id) => request(offer(*id)?.request),
+        Action::Progress { request: id, .. } | Action::Cancel { request: id, .. } | Action::Unfulfilled { request: id, .. } => {
+            request(*id)
+        }
+        Action::ExpireRequest(_) | Action::ExpireOffer(_) | Action::ExpireHold(_) | Action::Escalate { .. } => {
+            Err(Status::permission_denied(format!("{} is the clock's to take, not a caller's", action.name())))
+        }
+    }
+}
+
+/// A refusal as a status: a field breaking a rule is INVALID_ARGUMENT naming it; an unknown record NOT_FOUND; a
+/// record in the wrong state FAILED_PRECONDITION (the caller's picture was out of date: look again).
+pub fn refused(refusal: &Refusal) -> Status {
+    match refusal {
+        Refusal::Invalid { field, rule, .. } => {
+            error::invalid_field(field, rule_name(rule), refusal.to_string())
+        }
+        Refusal::UnknownRequest(..) | Refusal::UnknownOffer(..) => Status::not_found(refusal.to_string()),
+        Refusal::Request { .. } | Refusal::Offer { .. } => Status::failed_precondition(refusal.to_string()),
+    }
+}
+
+/// A rule's words as the short name field violations carry (`must be at least 1` -> `must_be_at_least_1`).
+fn rule_name(rule: &str) -> &'static str {
+    match rule {
+        r if r.starts_with("must be at least") => "at_least_one",
+        r if r.starts_with("must be after now") => "after_now",
+        r if r.contains("directory") => "known_provider",
+        r if r.contains("capacity pair") => "capacity_pair",
+        r if r.contains("characters") || r.starts_with("exceeds") => "length",
+        r if r.starts_with("must say why") => "reason_required",
+        _ => "aid_rule",
+    }
+}
+
+/// Whether `who` may see a case: it may read or act for the requester or one of the offerers.
+fn visible(who: &Principal, case: &Case) -> bool {
+    let may = |p: &str| who.may(Grant::ReadProvider(p)).is_ok() || who.may(Grant::Broker(p)).is_ok();
+    may(&case.request.ask.provider) || case.offers.iter().any(|o| may(&o.provider))
+}
+
+fn case_of(book: &AidBook, request: &Request) -> Case {
+    Case { request: request.clone(), offers: book.offers_of(request.id).cloned().collect() }
+}
+
+/// The requests `who` may see, newest first: only those still open to offers or under way with `open_only`, and
+/// only those of providers in `scope` (`system:QWE`, `region:Y56`, `nation`) when given.
+pub async fn cases(ctx: &Context, who: &Principal, open_only: bool, scope: Option<&str>) -> Result<Vec<Case>, Status> {
+    let members = match scope.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(ctx.directory.members(s).ok_or_else(|| {
+            error::invalid_field("scope", "known_scope", format!("scope {s:?} is not system:CODE, region:CODE or nation"))
+        })?),
+    };
+    ctx.with_picture(|p| {
+        let book = p.aid();
+        let mut out: Vec<Case> = book
+            .requests()
+            .filter(|r| !open_only || !r.state.is_closed())
+            .filter(|r| members.as_ref().is_none_or(|m| m.contains(&r.ask.provider)))
+            .map(|r| case_of(book, r))
+            .filter(|c| visible(who, c))
+            .collect();
+        out.reverse();
+        out
+    })
+    .await
+}
+
+/// One request with its offers and full decision trail; NOT_FOUND if unknown or not visible to `who` (the same
+/// answer, so ids cannot be probed).
+pub async fn case(ctx: &Context, who: &Principal, id: RequestId) -> Result<Case, Status> {
+    let found = ctx.with_picture(|p| p.aid().request(id).map(|r| case_of(p.aid(), r))).await?;
+    found.filter(|c| visible(who, c)).ok_or_else(|| Status::not_found(format!("unknown request {id}")))
+}
+
+/// What the picture says of each provider for `pair`, for [`aid::candidates`]: open and occupied beds, OPEL level
+/// (declared, else computed), place and isolation from the directory.
+pub fn statuses(picture: &Picture, pair: &str) -> Vec<ProviderStatus> {
+    let directory = &picture.rules().directory;
+    let (open, occupied) = (format!("{pair}.open"), format!("{pair}.occupied"));
+    picture
+        .providers()
+        .filter(|p| !p.stale)
+        .filter_map(|p| {
+            let count = |m: &str| p.number(m).map(|n| n.max(0.0) as u32);
+            let entry = directory.provider(&p.provider);
+            Some(ProviderStatus {
+                provider: p.provider.clone(),
+                open: count(&open)?,
+                occupied: count(&occupied)?,
+                opel: p.opel.declared.or(p.opel.computed.as_ref().map(|c| c.level)).map(|l| l.min(255) as u8),
+                location: entry.and_then(|e| e.location()),
+                isolation: entry.is_some_and(|e| e.isolation),
+            })
+        })
+        .collect()
+}
+
+/// The providers request `id` could ask, ranked (see [`aid::candidates`]), among those `who` may read; the
+/// others are summed up in one exclusion without their names.
+pub async fn candidates(ctx: &Context, who: &Principal, id: RequestId) -> Result<(Case, Ranking), Status> {
+    let case = case(ctx, who, id).await?;
+    let mut ranking = ctx
+        .with_picture(|p| {
+            let mut statuses = statuses(p, &case.request.ask.pair);
+            // The requester's own place is what distances are measured from, whatever the caller may read.
+            statuses.retain(|s| s.provider == case.request.ask.provider || who.may(Grant::ReadProvider(&s.provider)).is_ok());
+            aid::candidates(&case.request, &statuses, p.aid(), &p.rules().directory)
+        })
+        .await?;
+    let unreadable = ctx
+        .directory
+        .providers()
+        .filter(|p| p.code != case.request.ask.provider && who.may(Grant::ReadProvider(&p.code)).is_err())
+        .count();
+    if unreadable > 0 {
+        ranking.excluded.push(aid::Excluded {
+            provider: "*".into(),
+            why: format!("{unreadable} providers {} does not read are not considered", who.name),
+        });
+    }
+    Ok((case, ranking))
+}
+
+/// The measures of `scope` (`system:QWE`, `region:Y56`, `nation`), which `who` must be able to read.
+pub async fn measures(ctx: &Context, who: &Principal, scope: &str) -> Result<Measures, Status> {
+    let parsed = match scope {
+        "nation" => Some(sitrep_core::Scope::new(sitrep_core::rules::Level::Nation, &ctx.directory.nation().code)),
+        s => sitrep_core::Scope::parse(s),
+    };
+    let parsed = parsed.filter(|s| ctx.rules.scopes().contains(s)).ok_or_else(|| {
+        error::invalid_field("scope", "known_scope", format!("scope {scope:?} is not system:CODE, region:CODE or nation"))
+    })?;
+    who.may(Grant::ReadScope(&parsed))?;
+    let now = Timestamp::now();
+    ctx.with_picture(|p| aid::measures(scope, p.aid(), &p.rules().directory, now))
+        .await?
+        .ok_or_else(|| Status::not_found(format!("scope {scope:?} has no members")))
+}
+
+/// The clock's part: every action due at `now` by the picture's book (expiry, escalation), taken through the
+/// store as [`CLOCK`]. Every replica runs it; the store takes each once (an action planned from a book that has
+/// moved is planned again, and then refused as already done), so there is no leader.
+pub async fn tick(store: &Arc<dyn Store>, hub: &Hub, timers: &Timers, now: Timestamp) {
+    let Some((due, cursor)) = hub.read(|p| (p.aid().due(now, timers), p.cursor().clone())) else { return };
+    let actor = Actor { principal: CLOCK.to_owned(), cursor };
+    for action in due {
+        match store.act(&action, &actor, now).await {
+            Ok(Acted::Done(events)) => {
+                for e in &events {
+                    for what in e.aid.iter().flat_map(|a| &a.happened) {
+                        tracing::warn!(cursor = %e.cursor, action = action.name(), "mutual aid: {what:?}");
+                    }
+                }
+            }
+            Ok(Acted::Refused(r)) => tracing::debug!(refusal = %r, "mutual aid: another replica took it first"),
+            // The Hub reports the store's health; the next tick tries again.
+            Err(error) => {
+                tracing::debug!(%error, "mutual aid: cannot take the clock's actions");
+                return;
+            }
+        }
+    }
+}
