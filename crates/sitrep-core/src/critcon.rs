@@ -15,7 +15,11 @@
 //! does not escalate because most of its units have gone silent. It is named as not declared. A scope in which no
 //! member has a level gets no derived level at all.
 //!
-//! Not yet here (see `docs/CRITCON.md`): the Picture does not fold derived levels, and they are not on the wire.
+//! # Which providers are units
+//! A system's units ([`units`]) are its acute and specialist providers (the kinds that run critical care), and any
+//! other provider that has declared a level: each provider is one unit, or, once it declares by site, each site that
+//! declared is one. A unit provider that has never declared is named as not declared. The picture derives levels on
+//! demand from its providers ([`crate::Picture::critcon`]); its rollups carry them.
 
 use std::sync::Arc;
 
@@ -317,6 +321,72 @@ fn percent(share: f64) -> String {
     format!("{}", (share * 10_000.0).round() / 100.0)
 }
 
+/// The units of `system` as `state_of` knows them (see the module header): each with its declared level, stale
+/// when its provider is.
+pub fn units<'a>(
+    directory: &crate::Directory,
+    system: &str,
+    state_of: impl Fn(&str) -> Option<&'a crate::ProviderLive>,
+) -> Vec<Member> {
+    use crate::catalogue::CRITCON_METRIC;
+    use crate::directory::ProviderKind;
+    let mut members = Vec::new();
+    for p in directory.providers().filter(|p| p.system == system) {
+        let state = state_of(&p.code);
+        let level = |readings: &std::collections::BTreeMap<crate::Code, crate::state::Reading>| {
+            readings.get(CRITCON_METRIC).and_then(|r| r.value.number()).map(|n| n.clamp(0.0, UNIT_MAX as f64) as u32)
+        };
+        let member = |code: &str, level: Option<u32>| match (level, state.is_some_and(|s| s.stale)) {
+            (Some(l), false) => Member::current(code, l),
+            (Some(l), true) => Member::stale(code, l),
+            (None, _) => Member::not_declared(code),
+        };
+        let by_site: Vec<Member> = state
+            .into_iter()
+            .flat_map(|s| &s.sites)
+            .filter(|(site, _)| site.as_str() != crate::state::WHOLE)
+            .filter_map(|(site, live)| Some(member(site, Some(level(&live.readings)?))))
+            .collect();
+        if !by_site.is_empty() {
+            members.extend(by_site);
+            continue;
+        }
+        let declared = state.and_then(|s| level(&s.readings));
+        if declared.is_some() || matches!(p.kind, ProviderKind::Acute | ProviderKind::Specialist) {
+            members.push(member(&p.code, declared));
+        }
+    }
+    members
+}
+
+/// The derived level of `scope` by `table`: a system's from its [`units`], a region's from its systems' derived
+/// levels, the nation's from its regions'. `None` when no member has a level.
+pub fn of_scope<'a>(
+    table: &Table,
+    directory: &crate::Directory,
+    scope: &crate::Scope,
+    state_of: &dyn Fn(&str) -> Option<&'a crate::ProviderLive>,
+) -> Option<Derived> {
+    let as_member = |code: &str, d: Option<Derived>| match d {
+        Some(d) => Member { code: code.into(), level: Some(d.level), stale: !d.stale.is_empty() && d.stale.len() == d.counted.len() },
+        None => Member::not_declared(code),
+    };
+    let system = |code: &str| table.derive(Level::System, &units(directory, code, state_of));
+    let region = |code: &str| {
+        let members: Vec<Member> =
+            directory.systems().filter(|s| s.region == code).map(|s| as_member(&s.code, system(&s.code))).collect();
+        table.derive(Level::Region, &members)
+    };
+    match scope.level {
+        Level::System => system(&scope.code),
+        Level::Region => region(&scope.code),
+        Level::Nation => {
+            let members: Vec<Member> = directory.regions().map(|r| as_member(&r.code, region(&r.code))).collect();
+            table.derive(Level::Nation, &members)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,5 +625,51 @@ mod tests {
                 ("nation_region_at_4", Level::Nation, 4, 4),
             ]
         );
+    }
+
+    #[test]
+    fn the_picture_derives_levels_from_its_units_and_explains_them() {
+        use crate::cursor::Position;
+        use crate::{Cursor, Picture, Report, Rules, Scope, Timestamp, validate};
+        let rules = Rules::demo().with_critcon(Some(Arc::new(example_table()))).unwrap();
+        let now = Timestamp::parse_rfc3339("2026-12-04T10:20:00Z").unwrap();
+        let mut picture = Picture::new(rules.clone(), Cursor::new("t", Position(0, 0)));
+        let mut declare = |picture: &mut Picture, provider: &str, level: f64, n: u64| {
+            let r = Report {
+                provider: provider.into(),
+                period: Some(now.hour_start()),
+                revision: n as u32,
+                observed_at: Some(now),
+                values: [("critcon.level".to_string(), level.into())].into_iter().collect(),
+                ..Default::default()
+            };
+            let valid = validate(&r, &rules.directory, &rules.catalogue, &crate::Limits::default(), now).unwrap();
+            let prior = picture.provider(provider).map(|p| (**p).clone());
+            let mut event = crate::plan::report(&rules, prior.as_ref(), None, &valid, now, 24).event;
+            event.cursor = Cursor::new("t", Position(n, 0));
+            picture.apply(&event).unwrap()
+        };
+        let qwe = Scope::new(Level::System, "QWE");
+        assert_eq!(picture.critcon(&qwe), None, "no unit has declared");
+        let rollups = declare(&mut picture, "RJ7", 3.0, 1);
+        let system = rollups.iter().find(|r| r.scope == qwe).and_then(|r| r.critcon.clone()).expect("in the event");
+        assert_eq!((system.level, system.members), (3, 4), "one unit at 3: the highest; RQY runs no critical care");
+        assert_eq!(system.not_declared.iter().map(|c| &**c).collect::<Vec<_>>(), ["RAX", "RJ6", "RVR"]);
+        let rollups = declare(&mut picture, "RVR", 3.0, 2);
+        let system = rollups.iter().find(|r| r.scope == qwe).and_then(|r| r.critcon.clone()).unwrap();
+        assert_eq!(system.level, 4);
+        assert_eq!(
+            system.explain(),
+            "CRITCON 4 (rule system_units_at_3: at least 2 units at level 3 or above): 2 of 4 units counted: RJ7 at 3, \
+             RVR at 3; not declared: RAX, RJ6"
+        );
+        let region = picture.critcon(&Scope::new(Level::Region, "Y56")).unwrap();
+        assert_eq!((region.level, region.fired.as_ref().map(|f| &*f.rule)), (4, Some("region_system_at_4")));
+        let nation = picture.critcon(&Scope::new(Level::Nation, "ENG")).unwrap();
+        assert_eq!((nation.level, nation.fired.as_ref().map(|f| &*f.rule)), (4, Some("nation_region_at_4")));
+        // A report that does not change the level carries no CRITCON in its rollups; a snapshot always does.
+        let rollups = declare(&mut picture, "RVR", 3.0, 3);
+        assert!(rollups.iter().all(|r| r.critcon.is_none()));
+        assert!(picture.rollups(&[qwe], None)[0].critcon.is_some());
     }
 }

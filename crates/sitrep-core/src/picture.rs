@@ -234,7 +234,28 @@ impl Picture {
             .collect();
         positions.sort_by_key(|p| index.ordinal_of(*p));
         positions.dedup();
-        Ok(scopes.iter().map(|s| rollup_at(rules, &index.scopes[*s], &self.totals[*s], &positions, false)).collect())
+        // CRITCON moves with a unit's declared level, and with its staleness or first report (a stale unit counts at
+        // its last level and is named as such).
+        let critcon = rules.critcon.is_some()
+            && (first
+                || was_stale != state.stale
+                || event.changes.iter().any(|c| c.metric.as_str() == crate::catalogue::CRITCON_METRIC));
+        let mut out: Vec<ScopeRollup> =
+            scopes.iter().map(|s| rollup_at(rules, &index.scopes[*s], &self.totals[*s], &positions, false)).collect();
+        if critcon {
+            for r in &mut out {
+                r.critcon = self.critcon(&r.scope);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The derived CRITCON level of `scope`, explained (see [`crate::critcon::of_scope`]); `None` without a CRITCON
+    /// rule, or when no member has a level.
+    pub fn critcon(&self, scope: &Scope) -> Option<crate::critcon::Derived> {
+        let table = self.rules.critcon.as_ref()?;
+        let state_of = |code: &str| self.providers.get(code).map(|p| &**p);
+        crate::critcon::of_scope(table, &self.rules.directory, scope, &state_of)
     }
 
     /// The figures of `scopes`: of `metrics`, or of every metric that has a value when `None`.
@@ -244,7 +265,9 @@ impl Picture {
             .iter()
             .filter_map(|scope| {
                 let totals = &self.totals[index.scope(scope)?];
-                Some(rollup(&self.rules, scope, totals, metrics))
+                let mut r = rollup(&self.rules, scope, totals, metrics);
+                r.critcon = self.critcon(scope);
+                Some(r)
             })
             .collect()
     }

@@ -194,6 +194,10 @@ pub struct ScopeRollup {
     pub stale: u32,
     /// In metric code order.
     pub metrics: Vec<RollupValue>,
+    /// Its derived CRITCON level, explained, when the deployment has a CRITCON rule and a member has a level (see
+    /// [`crate::critcon`]). In an event, present only when the event may have changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critcon: Option<crate::critcon::Derived>,
 }
 
 impl ScopeRollup {
@@ -276,6 +280,7 @@ pub fn rollup_at(
         reporting: totals.reporting,
         stale: totals.stale,
         metrics,
+        critcon: None,
     }
 }
 

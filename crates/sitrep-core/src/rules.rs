@@ -119,7 +119,7 @@ pub struct Rules {
     /// The framework levels are computed by; `None` computes no level.
     pub opel: Option<Arc<Framework>>,
     /// The CRITCON rule table scopes' critical care levels are derived by; `None` derives none. Set with
-    /// [`Rules::with_critcon`]. (Nothing folds derived CRITCON levels into the picture yet.)
+    /// [`Rules::with_critcon`]; the picture derives scopes' levels with it ([`crate::Picture::critcon`]).
     pub critcon: Option<Arc<crate::critcon::Table>>,
     pub staleness: Staleness,
     /// Per provider: (cadence, grace) after applying the directory's overrides.

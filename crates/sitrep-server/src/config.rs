@@ -229,7 +229,7 @@ pub struct OpelConfig {
 pub struct CritconConfig {
     /// The rule table file (TOML), "example" for the shipped example (to be replaced with the published rule), or
     /// "" (the default) to derive no level: a derived critical care level is only worth showing once a deployment
-    /// has chosen its rule. Loaded and checked at start-up; nothing folds derived levels into the picture yet.
+    /// has chosen its rule. Loaded and checked at start-up; the picture derives levels with it (rollups carry them).
     pub rules: String,
 }
 

@@ -236,6 +236,12 @@ pub fn rollup_to_wire(rules: &Rules, r: &ScopeRollup) -> pb::ScopeRollup {
                 inputs: m.inputs.map_or_else(Vec::new, |i| i.to_vec()),
             })
             .collect(),
+        critcon: r.critcon.as_ref().map(|c| pb::Critcon {
+            level: c.level,
+            rule: c.fired.as_ref().map(|f| f.rule.to_string()).unwrap_or_default(),
+            explanation: c.explain(),
+            example_rule: rules.critcon.as_ref().is_some_and(|t| t.example),
+        }),
     }
 }
 

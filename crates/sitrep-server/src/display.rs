@@ -296,6 +296,7 @@ mod tests {
                         ..Default::default()
                     },
                 ],
+                critcon: None,
             }],
             ..Default::default()
         };

@@ -69,6 +69,17 @@ pub fn rollup(rules: &Rules, r: &ScopeRollup) -> Json {
         "reporting": r.reporting,
         "stale": r.stale,
         "metrics": r.metrics,
+        "critcon": r.critcon.as_ref().map(|c| critcon(rules, c)),
+    })
+}
+
+/// A derived CRITCON level with its explanation, and whether the rule is the shipped example.
+pub fn critcon(rules: &Rules, c: &sitrep_core::critcon::Derived) -> Json {
+    json!({
+        "level": c.level,
+        "rule": c.fired.as_ref().map(|f| &*f.rule),
+        "explanation": c.explain(),
+        "example_rule": rules.critcon.as_ref().is_some_and(|t| t.example),
     })
 }
 
@@ -197,6 +208,14 @@ pub fn event(e: &Event) -> Json {
             // Derived figures' summed inputs, only when the event has a derived figure.
             if inputs.iter().any(|i| !i.is_null()) {
                 out["inputs"] = Json::Array(inputs);
+            }
+            // Whether the rule is the shipped example is in the snapshot's rollups: events are encoded once for all.
+            if let Some(c) = &r.critcon {
+                out["critcon"] = json!({
+                    "level": c.level,
+                    "rule": c.fired.as_ref().map(|f| &*f.rule),
+                    "explanation": c.explain(),
+                });
             }
             out
         })
