@@ -820,8 +820,10 @@ pub async fn aid_actions_change_the_book_and_holds_in_one_step(store: &dyn Store
     // An accepted hold past its time ends by the clock, once.
     act(store, aid_request("RJ7", 1)).await;
     let r2 = RequestId(2);
-    act(store, Action::Offer { request: r2, provider: "RVR".into(), site: None, quantity: 1, hold_until: Timestamp::now().add_millis(1) }).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Held only briefly, but long enough to be in the future when a networked store plans it (its `now` is taken
+    // after a round trip): a millisecond was not, against Redis.
+    act(store, Action::Offer { request: r2, provider: "RVR".into(), site: None, quantity: 1, hold_until: Timestamp::now().add_millis(200) }).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let late = act(store, Action::Offer { request: r2, provider: "RAX".into(), site: None, quantity: 1, hold_until: Timestamp::now().add_hours(1) }).await;
     assert_eq!(late.len(), 1);
     act(store, Action::Accept { offer: OfferId(4), baseline_occupied: 0 }).await;

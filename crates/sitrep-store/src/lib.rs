@@ -1,11 +1,12 @@
 //! Where sitrep keeps live state, the hour-by-hour history and the event log, behind one contract.
 //!
 //! # Layout
-//! - [`Store`]: the contract every backend keeps (documented on the trait), with [`Applied`], [`Snapshot`],
-//!   [`Read`] and [`StoreError`].
+//! - [`Store`]: the contract every backend keeps (documented on the trait), with [`Applied`], [`Acted`],
+//!   [`Loaded`], [`Read`] and [`StoreError`].
 //! - [`memory`]: [`MemoryStore`], the embedded default: everything in one process, one lock.
-//! - [`redis`]: [`RedisStore`], the store of record: one Lua script per report, a stream as the event log, shared
-//!   by any number of aggregator replicas; the master found at a URL or through Redis Sentinel and followed across
+//! - [`redis`]: [`RedisStore`], the store of record: one Lua script per report (or batch of reports) and one per
+//!   mutual aid action (`redis/aid.rs`, the book in one hash), a stream as the event log, shared by any number of
+//!   aggregator replicas; the master found at a URL or through Redis Sentinel and followed across
 //!   failovers (`redis/master.rs`), an optional `WAIT` for replicas before acknowledging, and the data's layout
 //!   version with its migrations (`redis/schema.rs`); and [`redis::RedisProcess`], a `redis-server` (or a replica,
 //!   or a Sentinel) started on a free port for tests and benchmarks.

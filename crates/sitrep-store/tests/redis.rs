@@ -24,6 +24,47 @@ async fn redis_store_passes_the_conformance_suite() {
     conformance::run_all(make, async { small.await.expect("connect") }, 3).await;
     let short = RedisOptions { url: url.clone(), key_prefix: "short".into(), retention_hours: 2, ..Default::default() };
     conformance::history_is_trimmed_to_retention(&RedisStore::connect(short).await.expect("connect"), 2).await;
+    // Two replicas: two stores on one Redis under one prefix, each with its own connections and hints.
+    let replica =
+        || RedisStore::connect(RedisOptions { url: url.clone(), key_prefix: "race".into(), ..Default::default() });
+    let (a, b) = (replica().await.expect("connect"), replica().await.expect("connect"));
+    conformance::aid_races_take_one_of_two(&a, &b).await;
+}
+
+/// Mutual aid's book survives the store: a new store on the same Redis (an aggregator restarted) loads the book
+/// the first one left, records, version and holds, and takes the next action on from it.
+#[tokio::test]
+async fn a_restarted_store_loads_the_same_book() {
+    use sitrep_core::aid::{Action, OfferId, RequestId};
+    use sitrep_store::Store;
+    let redis = RedisProcess::start().expect("redis-server");
+    let options = RedisOptions { url: redis.url(), ..Default::default() };
+    let first = RedisStore::connect(options.clone()).await.unwrap();
+    let cc = [
+        ("beds.cc_adult.open", sitrep_core::Value::Number(10.0)),
+        ("beds.cc_adult.occupied", sitrep_core::Value::Number(7.0)),
+    ];
+    first.apply(&conformance::report("RVR", 0, 1, &cc), sitrep_core::Timestamp::now()).await.unwrap();
+    conformance::act(&first, conformance::aid_request("RJ7", 2)).await;
+    conformance::act(&first, conformance::aid_offer(RequestId(1), "RVR", 1)).await;
+    conformance::act(&first, conformance::aid_offer(RequestId(1), "RAX", 1)).await;
+    conformance::act(&first, Action::Accept { offer: OfferId(1), baseline_occupied: 0 }).await;
+    let before = first.load().await.unwrap();
+    let folded = conformance::picture(&first).await;
+    drop(first);
+
+    let second = RedisStore::connect(options).await.unwrap();
+    let after = second.load().await.unwrap();
+    assert_eq!(after.aid, before.aid, "the same records and version");
+    assert_eq!(after.aid.version(), 4);
+    assert_eq!(after.aid.offer(OfferId(2)).map(|o| o.provider.as_str()), Some("RAX"));
+    let rvr = after.providers.iter().find(|p| p.provider == "RVR").expect("RVR's state");
+    assert_eq!(rvr.holds.len(), 1, "the hold is in the holder's state");
+    assert_eq!(conformance::picture(&second).await, folded, "the same picture");
+    // The next action goes on from the stored book.
+    let done = conformance::act(&second, Action::Decline(OfferId(2))).await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(second.load().await.unwrap().aid.version(), 5);
 }
 
 fn report(provider: &str, revision: u32) -> sitrep_core::ValidReport {
@@ -513,7 +554,14 @@ async fn data_versions_are_stamped_and_newer_ones_refused() {
     raw(&redis.url(), &["HSET", "{old}:log", "epoch", "r1", "head", "0-0"]).await;
     let old = RedisStore::connect(RedisOptions { url: redis.url(), key_prefix: "old".into(), ..Default::default() });
     old.await.unwrap().head().await.unwrap();
-    assert_eq!(raw(&redis.url(), &["GET", "{old}:schema"]).await, redis::Value::BulkString(version.into()));
+    assert_eq!(raw(&redis.url(), &["GET", "{old}:schema"]).await, redis::Value::BulkString(version.clone().into()));
+    // Version 1 data (before mutual aid): stamped with the current version, its data untouched.
+    raw(&redis.url(), &["SET", "{v1}:schema", "1"]).await;
+    raw(&redis.url(), &["HSET", "{v1}:log", "epoch", "r1", "head", "0-0"]).await;
+    let v1 = RedisStore::connect(RedisOptions { url: redis.url(), key_prefix: "v1".into(), ..Default::default() });
+    let v1 = v1.await.unwrap();
+    assert_eq!(v1.head().await.unwrap(), sitrep_core::Cursor::new("r1", sitrep_core::cursor::Position(0, 0)));
+    assert_eq!(raw(&redis.url(), &["GET", "{v1}:schema"]).await, redis::Value::BulkString(version.into()));
     // A newer version: refused, every time, with what to do.
     raw(&redis.url(), &["SET", "{new}:schema", "99"]).await;
     let new =

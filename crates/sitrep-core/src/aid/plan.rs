@@ -66,7 +66,7 @@ pub fn plan(
             }
             let catalogue = &rules.catalogue;
             let pair_known = |suffix: &str| catalogue.get(&format!("{}.{suffix}", ask.pair)).is_some();
-            if !ask.pair.is_empty() && !(pair_known("open") && pair_known("occupied")) {
+            if !ask.pair.is_empty() && (!pair_known("open") || !pair_known("occupied")) {
                 return Err(invalid(
                     "pair",
                     format!("{:?}", ask.pair),

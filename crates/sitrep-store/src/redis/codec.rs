@@ -19,6 +19,8 @@ use sitrep_core::{
     Reading, Rules, Sender, Severity, SiteLive, Timestamp, TraceContext, Value,
 };
 
+use sitrep_core::aid::{AidBook, Offer, Request};
+
 use crate::StoreError;
 
 /// The deployment's dictionary of metric codes (see `codes.lua`).
@@ -504,6 +506,42 @@ pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreErr
         prost::encoding::bytes::encode(14, &json(&p.holds)?, b);
     }
     Ok(out)
+}
+
+/// The field of the `aid` hash that holds the book's version.
+pub const AID_VERSION: &str = "version";
+
+/// One record of mutual aid's book as stored: a field of the `aid` hash (`R<n>` or `O<n>`, the record's id) and
+/// the record as JSON. Records are few and read whole, so JSON (the core's serde) is small enough and keeps the
+/// storage independent of the records' growth.
+pub fn encode_aid_records(requests: &[Request], offers: &[Offer]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let requests = requests.iter().map(|r| Ok((r.id.to_string(), json(r)?)));
+    let offers = offers.iter().map(|o| Ok((o.id.to_string(), json(o)?)));
+    requests.chain(offers).collect()
+}
+
+/// A book read from the `aid` hash's fields (its `version` field and its records), named `key` in errors.
+pub fn decode_aid_book(key: &str, fields: Vec<(String, Vec<u8>)>) -> Result<AidBook, StoreError> {
+    let (mut version, mut requests, mut offers) = (0, Vec::new(), Vec::new());
+    for (field, value) in fields {
+        let what = || format!("{key} field {field}");
+        match field.as_bytes().first() {
+            _ if field == AID_VERSION => {
+                version = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
+                    StoreError::Internal(format!("{}: {:?} is not a version", what(), String::from_utf8_lossy(&value)))
+                })?
+            }
+            Some(b'R') => requests.push(from_json::<Request>(&what(), &value)?),
+            Some(b'O') => offers.push(from_json::<Offer>(&what(), &value)?),
+            _ => {
+                return Err(StoreError::Internal(format!(
+                    "{}: not a field sitrep writes (R<n>, O<n>, version)",
+                    what()
+                )));
+            }
+        }
+    }
+    Ok(AidBook::from_records(version, requests, offers))
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

@@ -1,9 +1,9 @@
 //! `RedisStore`: the store of record. Live state, hourly history and the event log in Redis, shared by replicas.
 //!
-//! It persists what [`sitrep_core::plan`] plans and serves the log; it decides nothing. An apply plans the report
-//! against the provider's state as this store last wrote or saw it, then persists the plan with one script
-//! (`persist.lua`) that writes only if the provider is still at the version the plan was made from and the report
-//! is not in history yet. If another replica (or the clock) moved the provider meanwhile, the script answers with
+//! It persists what [`sitrep_core::plan`] and [`sitrep_core::aid::plan`] plan and serves the log; it decides
+//! nothing. An apply plans the report against the provider's state as this store last wrote or saw it, then
+//! persists the plan with one script (`persist.lua`) that writes only if the provider is still at the version the
+//! plan was made from and the report is not in history yet. If another replica (or the clock) moved the provider meanwhile, the script answers with
 //! the provider's current state and the report is planned again from it: one round trip normally, two on a
 //! conflict, never a read before a write. Reports of one provider are planned and persisted one at a time within
 //! a replica (a lock per provider), so a replica never conflicts with itself.
@@ -12,8 +12,16 @@
 //! gathered as one script call while the previous call is in flight, so under load a call carries many plans and
 //! Redis pays its per-call overhead once for all of them.
 //!
+//! **Mutual aid** (`aid.rs`). An action reads the book and the states of the providers it needs, is planned by
+//! [`sitrep_core::aid::plan`], and is persisted by `act.lua` only if the book and each of those providers are
+//! still at the versions it was planned from (else it is read and planned again): the records, the book's version,
+//! the holders' states and the events (the book's, then each holder's) in one script call of its own, with the
+//! same `WAIT` and master following as reports. `log.lua`, the steps of appending to the log, is prefixed to both
+//! `persist.lua` and `act.lua`, so every entry is written by one definition.
+//!
 //! **Loading.** [`Store::load`] reads the log's head, then every provider's state with `HSCAN` in bounded pieces
-//! (no command holds Redis for long however many providers there are); the picture replays the log from that head.
+//! (no command holds Redis for long however many providers there are), then mutual aid's book the same way; the
+//! picture replays the log from that head.
 //!
 //! # Keys
 //! Every key starts with `{<prefix>}:` (the braces are a hash tag, so all keys share one Redis Cluster slot and
@@ -21,7 +29,9 @@
 //! - `log` hash: `epoch`, the log's generation id, and `head`, the id of the latest event
 //! - `events` stream: entry id = cursor position; fields `p` (the previous event's id), `e` (the epoch), `w` (the
 //!   writing store's token for it, `<store id>.<n>`) and `d` (the event, see [`codec`])
-//! - `states` hash: provider -> `<version>|<state>`
+//! - `states` hash: provider -> `<version>|<state>` (a state carries its provider's mutual aid holds)
+//! - `aid` hash: mutual aid's book: `R<n>` / `O<n>` -> the request or offer as JSON, `version` -> the book's
+//!   version, which every action advances
 //! - `hist:<provider>` hash: `<period in hours>:<revision>[:<site>]` -> `<event id>|<entry>` (no index: range queries and
 //!   trimming read the fields, which start with their period)
 //! - `codes` hash: the dictionary of metric numbers used by the encodings
@@ -46,6 +56,7 @@
 //! replica that lacked the log's tail is caught by the `p` links: a cursor whose event the log does not hold is
 //! answered [`ResetReason::Ahead`]; a replica with no log at all starts a new epoch.
 
+mod aid;
 pub mod codec;
 mod master;
 mod process;
@@ -132,6 +143,7 @@ struct Keys {
     log: String,
     events: String,
     states: String,
+    aid: String,
     codes: String,
     schema: String,
 }
@@ -143,6 +155,7 @@ impl Keys {
             log: format!("{prefix}log"),
             events: format!("{prefix}events"),
             states: format!("{prefix}states"),
+            aid: format!("{prefix}aid"),
             codes: format!("{prefix}codes"),
             schema: format!("{prefix}schema"),
             prefix,
@@ -156,6 +169,7 @@ impl Keys {
 
 struct Scripts {
     persist: Script,
+    act: Script,
     read: Script,
     history: Script,
     previous: Script,
@@ -165,7 +179,9 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Scripts {
-            persist: Script::new(include_str!("persist.lua")),
+            // The log's shared steps are prefixed to the scripts that append to it (see `log.lua`).
+            persist: Script::new(concat!(include_str!("log.lua"), include_str!("persist.lua"))),
+            act: Script::new(concat!(include_str!("log.lua"), include_str!("act.lua"))),
             read: Script::new(include_str!("read.lua")),
             history: Script::new(include_str!("history.lua")),
             previous: Script::new(include_str!("previous.lua")),
@@ -706,18 +722,28 @@ impl RedisStore {
         }
     }
 
+    /// The stream's bounds as the scripts that append take them: the most events kept, and their greatest age in
+    /// milliseconds ('' for none).
+    fn log_limits(&self) -> [String; 2] {
+        [
+            self.options.event_log_max_len.to_string(),
+            self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default(),
+        ]
+    }
+
+    /// The replicas a script call's writes must reach before it is acknowledged (`store.ack_replicas`).
+    fn ack(&self) -> Ack {
+        Ack { replicas: self.options.ack_replicas, timeout: self.options.ack_timeout }
+    }
+
     fn committer(&self) -> &mpsc::Sender<Pending> {
         self.committer.get_or_init(|| {
             let (tx, rx) = mpsc::channel(1024);
-            let head = [
-                self.options.event_log_max_len.to_string(),
-                self.options.event_log_max_age.map(|age| age.as_millis().to_string()).unwrap_or_default(),
-                self.keys.prefix.clone(),
-            ];
+            let [max_len, max_age] = self.log_limits();
+            let head = [max_len, max_age, self.keys.prefix.clone()];
             let (masters, scripts, keys, appended) =
                 (self.masters.clone(), self.scripts.clone(), self.keys.clone(), self.appended.clone());
-            let ack = Ack { replicas: self.options.ack_replicas, timeout: self.options.ack_timeout };
-            tokio::spawn(commit_loop(rx, masters, scripts, keys, head, appended, ack));
+            tokio::spawn(commit_loop(rx, masters, scripts, keys, head, appended, self.ack()));
             tx
         })
     }
@@ -738,7 +764,7 @@ impl RedisStore {
             None => Default::default(),
         };
         let encoded = state.map(|s| codec::encode_state(codes, s)).transpose()?.unwrap_or_default();
-        let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (token, written) = self.token();
         let args = [
             plan.provider.clone().into_bytes(),
             itoa::Buffer::new().format(plan.expected_version).as_bytes().to_vec(),
@@ -747,7 +773,7 @@ impl RedisStore {
             encoded,
             codec::encode_event(codes, &plan.event)?,
             entry,
-            [self.writer.as_bytes(), b".", itoa::Buffer::new().format(token).as_bytes()].concat(),
+            written,
         ];
         self.remember(token, &plan.event, state);
         let (reply, answer) = oneshot::channel();
@@ -760,6 +786,13 @@ impl RedisStore {
             self.recent.lock().unwrap_or_else(|e| e.into_inner()).remove(&token);
         }
         outcome
+    }
+
+    /// A new token for an event this store appends: its number, and the token as written with the event (`w`,
+    /// `<store id>.<n>`), by which this store's tail recognises its own events.
+    fn token(&self) -> (u64, Vec<u8>) {
+        let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (token, [self.writer.as_bytes(), b".", itoa::Buffer::new().format(token).as_bytes()].concat())
     }
 
     fn provider_lock(&self, provider: &str) -> Arc<Mutex<()>> {
@@ -1091,11 +1124,11 @@ impl AsyncPlanner for StalePlanner {
 impl Store for RedisStore {
     async fn act(
         &self,
-        _action: &sitrep_core::aid::Action,
-        _actor: &sitrep_core::aid::Actor,
-        _now: Timestamp,
+        action: &sitrep_core::aid::Action,
+        actor: &sitrep_core::aid::Actor,
+        now: Timestamp,
     ) -> Result<crate::Acted, StoreError> {
-        Err(StoreError::Internal("mutual aid is not stored in Redis yet".into()))
+        self.act_in_one_step(action, actor, now).await
     }
 
     fn name(&self) -> &'static str {
@@ -1177,7 +1210,10 @@ impl Store for RedisStore {
             }
             scan = next;
         }
-        Ok(Loaded { cursor, providers, aid: sitrep_core::aid::AidBook::new() })
+        // After the states, so the book is at least as new as the cursor (the picture passes over aid events it
+        // already reflects, by the book's version).
+        let aid = self.read_book().await?;
+        Ok(Loaded { cursor, providers, aid })
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {

@@ -1,6 +1,6 @@
 -- Persists plans made by sitrep-core (one or more, in order: a group commit), each all or nothing. No business rule
 -- lives here: the script only checks that each plan still applies (its provider is at the version it was planned
--- from, and its report is not in history yet) and writes what the plan says.
+-- from, and its report is not in history yet) and writes what the plan says. log.lua is prefixed to it.
 --
 -- KEYS: 1 log hash (epoch, head), 2 events stream, 3 states hash (provider -> '<version>|<state>')
 -- ARGV: 1 epoch candidate (used if the log has none: a new or flushed Redis), 2 stream max length, 3 stream max age
@@ -13,12 +13,7 @@
 -- 'c<length>\n<the provider's current state, '' if none>' (a conflict).
 local log, events, states = KEYS[1], KEYS[2], KEYS[3]
 local maxlen, maxage, prefix = ARGV[2], ARGV[3], ARGV[4]
-local epoch = redis.call('HGET', log, 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', log, 'epoch', epoch)
-end
-local head = redis.call('HGET', log, 'head') or '0-0'
+local epoch, head = open_log(log, ARGV[1])
 local appended = false
 
 -- The text before the first '|' of a stored value: a state's version, or a history entry's event id.
@@ -41,7 +36,7 @@ for i = 5, #ARGV, 8 do
     out[#out + 1] = 'c' .. #c .. '\n' .. c
   else
     local prev = head
-    local id = redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'p', prev, 'e', epoch, 'w', token, 'd', event)
+    local id = append(events, maxlen, epoch, prev, token, event)
     head, appended = id, true
     if state ~= '' then
       redis.call('HSET', states, provider, state)
@@ -74,13 +69,6 @@ for i = 5, #ARGV, 8 do
 end
 
 if appended then
-  redis.call('HSET', log, 'head', head)
-  if maxage ~= '' then
-    -- Age is measured on Redis's clock, the one stream ids come from, not on any replica's.
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    local min_ms = math.max(0, now - tonumber(maxage))
-    redis.call('XTRIM', events, 'MINID', '~', string.format('%.0f', min_ms) .. '-0')
-  end
+  close_log(log, events, head, maxage)
 end
 return table.concat(out)

@@ -27,8 +27,9 @@ use redis::aio::ConnectionManager;
 use super::{Keys, unavailable};
 use crate::StoreError;
 
-/// The layout this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The layout this build reads and writes. Version 2 added mutual aid (the `aid` hash, holds in states, events of
+/// kind 2): see [`MIGRATIONS`].
+pub const VERSION: u32 = 2;
 
 /// An upgrade of the data from version `from` to `from + 1`.
 pub(super) struct Migration {
@@ -40,11 +41,21 @@ pub(super) struct Migration {
 }
 
 /// Every migration, in order: `MIGRATIONS[i].from == i`.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    from: 0,
-    what: "stamp data written before versions were kept (its layout is version 1's)",
-    run: stamp,
-}];
+///
+/// 1 -> 2 changes no data: version 1's keys read the same in version 2, which only adds to them (the `aid` hash,
+/// holds in a state's field 14, events of kind 2 with an aid change in field 22). The version moves all the same
+/// because a version 1 build would misread those additions, not refuse them: it would take an aid event for a
+/// report, and drop a state's holds the next time it wrote the state. Stamping 2 makes such a build refuse the data
+/// (see [`prepare`]) instead of corrupting it.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration { from: 0, what: "stamp data written before versions were kept (its layout is version 1's)", run: stamp },
+    Migration {
+        from: 1,
+        what: "stamp version 2 (mutual aid: the aid hash, holds in states, aid events), which adds keys and fields \
+               and rewrites none, so that older builds refuse what they would misread",
+        run: stamp,
+    },
+];
 
 fn stamp<'a>(_: &'a mut ConnectionManager, _: &'a Keys) -> BoxFuture<'a, Result<(), StoreError>> {
     Box::pin(async { Ok(()) })
@@ -59,7 +70,7 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 const READ_VERSION: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v then return tonumber(v) end
-if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) == 0 then
+if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]) == 0 then
   redis.call('SET', KEYS[1], ARGV[1])
   return tonumber(ARGV[1])
 end
@@ -132,6 +143,7 @@ async fn read_version(conn: &mut ConnectionManager, keys: &Keys, newest: u32) ->
         .key(&keys.events)
         .key(&keys.states)
         .key(&keys.codes)
+        .key(&keys.aid)
         .arg(newest)
         .invoke_async(conn)
         .await
@@ -182,9 +194,10 @@ mod tests {
         })
     }
 
-    const TWO: &[Migration] = &[
+    const THREE: &[Migration] = &[
         Migration { from: 0, what: "stamp", run: stamp },
-        Migration { from: 1, what: "a test migration that counts its runs", run: counted },
+        Migration { from: 1, what: "stamp", run: stamp },
+        Migration { from: 2, what: "a test migration that counts its runs", run: counted },
     ];
 
     /// Two replicas starting together on unversioned data: one migrates (each step once), the other waits for it,
@@ -197,20 +210,20 @@ mod tests {
         let keys = Keys::new("mig");
         let mut c = conn.clone();
         let _: () = redis::cmd("HSET").arg(&keys.states).arg("RJ7").arg("1|x").query_async(&mut c).await.unwrap();
-        let (a, b) = tokio::join!(prepare(&conn, &keys, TWO), prepare(&conn, &keys, TWO));
-        assert_eq!((a.unwrap(), b.unwrap()), (2, 2));
+        let (a, b) = tokio::join!(prepare(&conn, &keys, THREE), prepare(&conn, &keys, THREE));
+        assert_eq!((a.unwrap(), b.unwrap()), (3, 3));
         let ran: i64 = redis::cmd("GET").arg("{mig}:test:ran").query_async(&mut c).await.unwrap();
         let version: u32 = redis::cmd("GET").arg(&keys.schema).query_async(&mut c).await.unwrap();
         let lock: Option<String> = redis::cmd("GET").arg("{mig}:schema:lock").query_async(&mut c).await.unwrap();
-        assert_eq!((ran, version, lock), (1, 2, None), "migrated once, stamped, lock released");
+        assert_eq!((ran, version, lock), (1, 3, None), "migrated once, stamped, lock released");
         // Started again: nothing to do.
-        assert_eq!(prepare(&conn, &keys, TWO).await.unwrap(), 2);
+        assert_eq!(prepare(&conn, &keys, THREE).await.unwrap(), 3);
         let ran: i64 = redis::cmd("GET").arg("{mig}:test:ran").query_async(&mut c).await.unwrap();
         assert_eq!(ran, 1);
-        // The shipped table on the same data: version 2 is newer than this build knows.
+        // The shipped table on the same data: version 3 is newer than this build knows.
         let err = prepare(&conn, &keys, MIGRATIONS).await.unwrap_err().to_string();
         assert!(
-            err.contains("{mig}:schema says the data in Redis is of version 2") && err.contains("up to 1"),
+            err.contains("{mig}:schema says the data in Redis is of version 3") && err.contains("up to 2"),
             "{err}"
         );
     }

@@ -1,0 +1,276 @@
+//! Mutual aid in Redis: [`Store::act`](crate::Store::act)'s atomic step, and the book
+//! [`Store::load`](crate::Store::load) returns.
+//!
+//! The book's records live in one hash, `{prefix}:aid` (`R<n>` / `O<n>` -> the record as JSON, `version` -> the
+//! book's version); holds live in the holding providers' states, where a report can end them in its own step. An
+//! action reads the book and the states of the providers it needs ([`AidBook::needs`]), is planned by the core
+//! ([`aid::plan`]: every rule is there), and the plan is persisted by `act.lua`, which writes only if the book and
+//! each of those providers are still at the versions the plan was made from. Otherwise it writes nothing and the
+//! action is read and planned again: another replica acted, or a holder reported, meanwhile. That is what makes
+//! two replicas racing on one request take exactly one of two accepts.
+//!
+//! Unlike reports, actions are not group-committed: they are rare (people deciding, the clock's timers), so each
+//! is one script call of its own, on the committer's connection with the same `WAIT` for `store.ack_replicas`
+//! (`Ack`) and the same following of the master as a report's. Within a replica an action takes the locks of the
+//! providers it needs (in name order), so it never races this replica's own reports of them.
+//!
+//! **Reading the book** takes `HSCAN` in bounded pieces, like the states, between two reads of its version: every
+//! write of the book advances the version in the same script, so an unchanged version proves the pieces are of
+//! one book.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use redis::Value as RValue;
+use sitrep_core::aid::{self, Action, Actor, AidBook, AidPlan};
+use sitrep_core::state::Planned;
+use sitrep_core::{Cursor, Event, ProviderLive, Timestamp};
+
+use super::{LOAD_BATCH, MAX_CONFLICTS, Outcome, RedisStore, bad, bytes, codec, outcomes};
+use crate::{Acted, StoreError};
+
+/// What `act.lua` did with a plan.
+enum Stored {
+    /// Persisted: the events, with their cursors, in log order.
+    Done(Vec<Event>),
+    /// The book or a holding provider moved since the plan was made; nothing was written.
+    Moved,
+}
+
+/// One event of a plan on its way to the script: what it says, its writer's token, and the state its plan leaves.
+struct Outgoing {
+    event: Event,
+    token: u64,
+    state: Option<Arc<ProviderLive>>,
+}
+
+impl RedisStore {
+    /// Takes `action` (see the module's header): read, plan, persist under the versions' check, again if they moved.
+    pub(super) async fn act_in_one_step(
+        &self,
+        action: &Action,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Acted, StoreError> {
+        for _ in 0..MAX_CONFLICTS {
+            let book = self.read_book().await?;
+            // In name order (`needs` sorts), as every taker of more than one lock takes them, so none waits in a cycle.
+            let needs = book.needs(action);
+            let mut held = Vec::with_capacity(needs.len());
+            for p in &needs {
+                held.push(self.provider_lock(p).lock_owned().await);
+            }
+            let states = self.read_states(&needs).await?;
+            let plan = match aid::plan(&self.options.rules, book, &states, action.clone(), actor, now) {
+                Ok(plan) => plan,
+                Err(refusal) => return Ok(Acted::Refused(refusal)),
+            };
+            if let Stored::Done(events) = self.persist_aid(plan).await? {
+                return Ok(Acted::Done(events));
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "{} or a holding provider kept changing while an action ({}) was being stored",
+            self.keys.aid,
+            action.name()
+        )))
+    }
+
+    /// The book as stored: its records and version, read in bounded pieces (see the module's header).
+    pub(super) async fn read_book(&self) -> Result<AidBook, StoreError> {
+        let key = &self.keys.aid;
+        let mut conn = self.conn().await?;
+        for _ in 0..MAX_CONFLICTS {
+            let before: Option<String> = redis::cmd("HGET")
+                .arg(key)
+                .arg(codec::AID_VERSION)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.masters.failed(e))?;
+            let mut fields = Vec::new();
+            let mut scan = 0u64;
+            loop {
+                let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                    .arg(key)
+                    .arg(scan)
+                    .arg("COUNT")
+                    .arg(LOAD_BATCH)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.masters.failed(e))?;
+                fields.extend(pairs);
+                if next == 0 {
+                    break;
+                }
+                scan = next;
+            }
+            let after: Option<String> = redis::cmd("HGET")
+                .arg(key)
+                .arg(codec::AID_VERSION)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.masters.failed(e))?;
+            if before == after {
+                return codec::decode_aid_book(key, fields);
+            }
+        }
+        Err(StoreError::Contention(format!("{key} kept changing while it was being read")))
+    }
+
+    /// The stored states of `providers` (those with none are left out).
+    async fn read_states(&self, providers: &[String]) -> Result<BTreeMap<String, ProviderLive>, StoreError> {
+        let mut out = BTreeMap::new();
+        if providers.is_empty() {
+            return Ok(out);
+        }
+        let mut conn = self.conn().await?;
+        let stored: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(&self.keys.states)
+            .arg(providers)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.masters.failed(e))?;
+        for (provider, stored) in providers.iter().zip(stored) {
+            if let Some(s) = stored {
+                let state =
+                    self.decoding(|codes| codec::decode_state(codes, &self.options.rules, provider, &s)).await?;
+                out.insert(provider.clone(), state);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Persists `plan` with `act.lua` (see its header for the arguments).
+    async fn persist_aid(&self, plan: AidPlan) -> Result<Stored, StoreError> {
+        let codes = self.codes().await?;
+        let AidPlan { expected_version, version, requests, offers, event, providers } = plan;
+        let records = codec::encode_aid_records(&requests, &offers)?;
+        let keys = &self.keys;
+        let [max_len, max_age] = self.log_limits();
+        let mut invocation = self.scripts.act.prepare_invoke();
+        invocation.key(&keys.log).key(&keys.events).key(&keys.states).key(&keys.aid);
+        invocation.arg(crate::new_epoch('r')).arg(max_len).arg(max_age);
+        invocation.arg(expected_version).arg(version).arg(records.len());
+        for (field, record) in &records {
+            invocation.arg(field).arg(record.as_slice());
+        }
+        let (token, written) = self.token();
+        invocation.arg(codec::encode_event(&codes, &event)?).arg(written);
+        let mut outgoing = vec![Outgoing { event, token, state: None }];
+        for p in providers {
+            let state = p.state.map(Arc::new);
+            let encoded = state.as_deref().map(|s| codec::encode_state(&codes, s)).transpose()?.unwrap_or_default();
+            let (token, written) = self.token();
+            invocation.arg(&p.provider).arg(p.expected_version).arg(encoded);
+            invocation.arg(codec::encode_event(&codes, &p.event)?).arg(written);
+            outgoing.push(Outgoing { event: p.event, token, state });
+        }
+        // Put aside before the call, as a report's event is: this store's tail may read them back before the answer.
+        for o in &outgoing {
+            self.remember(o.token, &o.event, o.state.as_ref());
+        }
+        let master = self.master().await?;
+        let mut conn = master.commit.clone();
+        let reply = self.ack().persist(&invocation, &mut conn, &self.masters).await;
+        let forget = |outgoing: &[Outgoing]| {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            for o in outgoing {
+                recent.remove(&o.token);
+            }
+        };
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                // The writes may or may not have happened: plan the holders' next reports from what is stored.
+                forget(&outgoing);
+                for o in &outgoing[1..] {
+                    self.set_known(&o.event.provider, None);
+                }
+                return Err(e);
+            }
+        };
+        if moved(&reply)? {
+            forget(&outgoing);
+            return Ok(Stored::Moved);
+        }
+        let (epoch, outcomes) = outcomes(&reply, outgoing.len())?;
+        let mut events = Vec::with_capacity(outgoing.len());
+        for (o, outcome) in outgoing.into_iter().zip(outcomes) {
+            let Outcome::Accepted { pos, .. } = outcome else { return Err(bad("act outcome")) };
+            let mut event = o.event;
+            event.cursor = Cursor::new(epoch.clone(), pos);
+            if o.state.is_some() {
+                self.set_known(&event.provider, o.state.clone());
+            }
+            event.planned = Planned(o.state);
+            events.push(event);
+        }
+        Ok(Stored::Done(events))
+    }
+}
+
+/// Whether `act.lua` answered that the book or a provider moved.
+fn moved(reply: &RValue) -> Result<bool, StoreError> {
+    Ok(bytes(reply)? == b"m")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use crate::conformance::{self, aid_offer, aid_request};
+    use crate::redis::{RedisOptions, RedisProcess};
+    use sitrep_core::aid::{OfferId, RequestId};
+    use sitrep_core::{ValidReport, Value};
+
+    fn cc(provider: &str, revision: u32, occupied: f64) -> ValidReport {
+        let values = [("beds.cc_adult.open", Value::Number(10.0)), ("beds.cc_adult.occupied", Value::Number(occupied))];
+        conformance::report(provider, 0, revision, &values)
+    }
+
+    /// `action` planned on `store` as `act` plans it, but not persisted.
+    async fn plan(store: &RedisStore, action: Action) -> AidPlan {
+        let book = store.read_book().await.expect("book");
+        let states = store.read_states(&book.needs(&action)).await.expect("states");
+        let actor = Actor { principal: "test".into(), cursor: store.head().await.expect("head") };
+        aid::plan(&store.options.rules, book, &states, action, &actor, Timestamp::now()).expect("planned")
+    }
+
+    /// `act.lua` writes nothing for a plan made from a book, or a holder's state, that has moved since (another
+    /// replica acted, the holder reported); `act` then reads and plans again, and is done.
+    #[tokio::test]
+    async fn the_act_script_refuses_a_plan_whose_book_or_holder_moved() {
+        let redis = RedisProcess::start().expect("redis-server");
+        let options = RedisOptions { url: redis.url(), ..Default::default() };
+        let a = RedisStore::connect(options.clone()).await.expect("connect");
+        let b = RedisStore::connect(options).await.expect("connect");
+        a.apply(&cc("RVR", 1, 7.0), Timestamp::now()).await.expect("apply");
+        conformance::act(&a, aid_request("RJ7", 1)).await;
+        let r = RequestId(1);
+
+        // b plans an offer on the book at version 1; a acts first.
+        let stale = plan(&b, aid_offer(r, "RVR", 1)).await;
+        conformance::act(&a, aid_offer(r, "RAX", 1)).await;
+        let head = a.head().await.expect("head");
+        assert!(matches!(b.persist_aid(stale).await.expect("persist"), Stored::Moved), "a moved book");
+        assert_eq!(a.head().await.expect("head"), head, "nothing appended");
+        let book = a.read_book().await.expect("book");
+        assert_eq!((book.version(), book.offers_of(r).count()), (2, 1), "nothing written");
+        // Through `act`, b plans again from the book as it is: its offer is the second.
+        conformance::act(&b, aid_offer(r, "RVR", 1)).await;
+        assert_eq!(b.read_book().await.expect("book").offer(OfferId(2)).map(|o| o.provider.as_str()), Some("RVR"));
+
+        // b plans to accept RVR's offer (a hold on RVR's state at version 1); RVR reports first.
+        let accept = Action::Accept { offer: OfferId(2), baseline_occupied: 0 };
+        let stale = plan(&b, accept.clone()).await;
+        assert_eq!(stale.providers[0].expected_version, 1);
+        a.apply(&cc("RVR", 2, 7.0), Timestamp::now()).await.expect("apply");
+        assert!(matches!(b.persist_aid(stale).await.expect("persist"), Stored::Moved), "a moved holder");
+        assert_eq!(a.read_book().await.expect("book").version(), 3, "nothing written");
+        let events = conformance::act(&b, accept).await;
+        let versions: Vec<(&str, u64)> = events.iter().map(|e| (e.provider.as_str(), e.version)).collect();
+        assert_eq!(versions, [("RJ7", 0), ("RVR", 3)], "planned again from RVR's report");
+        assert!(events[0].cursor.pos < events[1].cursor.pos);
+        assert!(events[1].planned.0.as_ref().is_some_and(|s| s.holds.len() == 1), "the holder's planned state");
+    }
+}
