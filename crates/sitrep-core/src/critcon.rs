@@ -634,7 +634,7 @@ mod tests {
         let rules = Rules::demo().with_critcon(Some(Arc::new(example_table()))).unwrap();
         let now = Timestamp::parse_rfc3339("2026-12-04T10:20:00Z").unwrap();
         let mut picture = Picture::new(rules.clone(), Cursor::new("t", Position(0, 0)));
-        let mut declare = |picture: &mut Picture, provider: &str, level: f64, n: u64| {
+        let declare = |picture: &mut Picture, provider: &str, level: f64, n: u64| {
             let r = Report {
                 provider: provider.into(),
                 period: Some(now.hour_start()),
