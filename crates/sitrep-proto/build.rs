@@ -8,8 +8,13 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files =
-        ["sitrep/v1/common.proto", "sitrep/v1/provider.proto", "sitrep/v1/subscriber.proto", "sitrep/v1/query.proto"];
+    let files = [
+        "sitrep/v1/common.proto",
+        "sitrep/v1/provider.proto",
+        "sitrep/v1/subscriber.proto",
+        "sitrep/v1/query.proto",
+        "sitrep/v1/aid.proto",
+    ];
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("sitrep_descriptor.bin"), fds.encode_to_vec())?;

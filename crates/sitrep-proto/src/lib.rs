@@ -1,7 +1,8 @@
 //! The sitrep wire contract, generated from `proto/sitrep/v1/*.proto` at build time.
 //!
 //! # Layout
-//! - [`v1`]: messages, and the clients and servers of `ProviderService`, `SubscriberService` and `QueryService`.
+//! - [`v1`]: messages, and the clients and servers of `ProviderService`, `SubscriberService`, `QueryService`
+//!   and `AidService` (mutual aid, `proto/sitrep/v1/aid.proto`).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of the contract, served through gRPC reflection.
 //! - [`codec`]: the codec the generated services use: prost's, except that a message that cannot be decoded is
 //!   `INVALID_ARGUMENT` (the caller sent it) rather than `INTERNAL`.
