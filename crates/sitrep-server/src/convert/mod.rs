@@ -2,6 +2,13 @@
 //!
 //! This is the one module where both vocabularies meet. Conversions from the wire never fail: anything odd (an
 //! unspecified absent reason, a missing timestamp) is carried into the domain report so validation can name it.
+//!
+//! # Layout
+//! - this file: reports, events, live states, snapshots, the directory and the catalogue.
+//! - [`aid`]: mutual aid (`AidService`): its messages to the core's actions, which can be refused, and the core's
+//!   requests, offers, changes, candidates and measures back to messages.
+
+pub mod aid;
 
 use sitrep_core::catalogue::{Catalogue, Formula, RagRule};
 use sitrep_core::derive::{Figure, Opel};
