@@ -1,6 +1,7 @@
 //! `sitrep`: the command-line entry point. Thin by design: it parses arguments, sets up logging, and calls into
-//! `sitrep-server` (serve, simulate) or the generated gRPC clients (push, watch).
+//! `sitrep-server` (serve, simulate) or the generated gRPC clients (push, watch, aid).
 
+mod aid;
 mod bench;
 mod feed;
 mod server;
@@ -133,6 +134,19 @@ enum Command {
         sitrep refusals --key-file admin.key\n  \
         sitrep refusals --hours 1 --limit 50")]
     Refusals(RefusalsArgs),
+    /// Mutual aid: ask for capacity, offer it, accept, decline, withdraw, move a request on, and see requests,
+    /// candidates and measures.
+    #[command(after_help = "Examples:\n  \
+        sitrep aid request --provider RJ7 --pair beds.cc_adult --quantity 2 --needed-by 2h --reference REF1\n  \
+        sitrep aid candidates R1\n  \
+        sitrep aid offer R1 --provider RXH --quantity 1 --hold 2h\n  \
+        sitrep aid accept O1\n  \
+        sitrep aid progress R1 in-transit\n  \
+        sitrep aid list --scope system:QWE\n  \
+        sitrep aid measures --scope system:QWE\n\n\
+        Every decision is recorded with who made it and the picture cursor it was made on (--cursor, default the \
+        aggregator's current one). Never put patient-identifiable data in a reference, summary or reason.")]
+    Aid(aid::AidArgs),
     /// Make an API key for a principal and print the lines to add to the principals file.
     #[command(after_help = "The key is printed once, on standard output; the principals file keeps only its SHA-256, \
         so a lost key is replaced, never recovered. Add the printed [[principal.key]] to an existing principal's \
@@ -415,6 +429,7 @@ fn main() -> ExitCode {
             Command::BenchFloor { redis } => bench::floor(&redis).await.map(|()| ExitCode::SUCCESS),
             Command::Key(args) => Ok(key(args)),
             Command::Refusals(args) => refusals(args).await,
+            Command::Aid(args) => aid::run(args).await,
         }
     });
     // Before the runtime goes: the last spans are sent over its connections (a short `sitrep feed FILE` run's too).
