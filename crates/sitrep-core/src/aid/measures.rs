@@ -30,6 +30,8 @@ pub struct Balance {
 
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Measures {
+    /// Requests counted: every request of the scope, or (by day) those made that day.
+    pub requests: usize,
     /// Requests not yet closed (open, offered, accepted or in transit).
     pub open_requests: usize,
     /// The age of the oldest request not yet closed, at `now`.
@@ -60,10 +62,42 @@ fn durations(values: &[i64]) -> Durations {
 /// when the directory has no such scope.
 pub fn measures(scope: &str, book: &AidBook, directory: &Directory, now: Timestamp) -> Option<Measures> {
     let members = directory.members(scope)?;
+    Some(measure(&members, book, now, |_| true))
+}
+
+/// The measures of `scope` for each of the `days` UTC days up to and including `now`'s, oldest first: each counts
+/// the requests made that day (how they fared since, as of `now`). `None` when the directory has no such scope.
+pub fn measures_by_day(
+    scope: &str,
+    book: &AidBook,
+    directory: &Directory,
+    now: Timestamp,
+    days: u32,
+) -> Option<Vec<(Timestamp, Measures)>> {
+    const DAY_MS: i64 = 24 * 3_600_000;
+    let members = directory.members(scope)?;
+    let today = Timestamp(now.0.div_euclid(DAY_MS) * DAY_MS);
+    let out = (0..i64::from(days))
+        .rev()
+        .map(|back| {
+            let start = Timestamp(today.0 - back * DAY_MS);
+            let day = start.0..start.0 + DAY_MS;
+            (start, measure(&members, book, now, |r| day.contains(&r.created_at.0)))
+        })
+        .collect();
+    Some(out)
+}
+
+fn measure(
+    members: &std::collections::BTreeSet<String>,
+    book: &AidBook,
+    now: Timestamp,
+    counted: impl Fn(&super::Request) -> bool,
+) -> Measures {
     let mut m = Measures::default();
     let (mut first_offer, mut acceptance, mut completion) = (Vec::new(), Vec::new(), Vec::new());
     let (mut unmet, mut closed) = (0u32, 0u32);
-    for r in book.requests() {
+    for r in book.requests().filter(|r| counted(r)) {
         let ours = members.contains(&r.ask.provider);
         if r.state == RequestState::Completed {
             for o in book.offers_of(r.id).filter(|o| o.state == OfferState::Accepted) {
@@ -78,6 +112,7 @@ pub fn measures(scope: &str, book: &AidBook, directory: &Directory, now: Timesta
         if !ours {
             continue;
         }
+        m.requests += 1;
         let since = |t: Option<Timestamp>| t.map(|t| t.0 - r.created_at.0);
         first_offer.extend(since(r.first_offer_at));
         acceptance.extend(since(r.first_accepted_at));
@@ -102,7 +137,7 @@ pub fn measures(scope: &str, book: &AidBook, directory: &Directory, now: Timesta
     m.to_acceptance = durations(&acceptance);
     m.to_completion = durations(&completion);
     m.unfulfilled_rate = (closed > 0).then(|| f64::from(unmet) / f64::from(closed));
-    Some(m)
+    m
 }
 
 #[cfg(test)]
@@ -184,5 +219,33 @@ mod tests {
         assert_eq!(region.balances["RRV"], Balance { given: 2, received: 0 });
         assert!(measures("system:NOPE", &book, &d, t(200)).is_none());
         assert_eq!(measures("system:QMM", &book, &d, t(200)).unwrap().unfulfilled_rate, None);
+    }
+
+    #[test]
+    fn measures_by_day_count_the_requests_made_each_day() {
+        let mut book = AidBook::new();
+        let d = demo_directory();
+        // t(0) is 08:00 UTC; t(16 * 60) is midnight.
+        run(&mut book, "RJ7", "RVR", 0, 5, 10);
+        let next_day = |provider: &str| crate::aid::NewRequest { needed_by: t(20 * 60), ..ask(provider, 1) };
+        book.apply(Action::Create(next_day("RJ7")), &actor("RJ7"), t(16 * 60 + 10)).unwrap();
+        let request = book.requests().last().unwrap().id;
+        let offer = Action::Offer { request, provider: "RVR".into(), site: None, quantity: 1, hold_until: t(20 * 60) };
+        book.apply(offer, &actor("RVR"), t(16 * 60 + 30)).unwrap();
+        book.apply(Action::Create(next_day("RAX")), &actor("RAX"), t(16 * 60 + 20)).unwrap();
+        let days = measures_by_day("system:QWE", &book, &d, t(17 * 60), 3).unwrap();
+        let summary: Vec<(String, usize, usize, Option<i64>)> = days
+            .iter()
+            .map(|(day, m)| (day.to_string(), m.requests, m.open_requests, m.to_first_offer.median_ms))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("2027-01-14T00:00:00Z".to_owned(), 0, 0, None),
+                ("2027-01-15T00:00:00Z".to_owned(), 1, 1, Some(5 * 60_000)),
+                ("2027-01-16T00:00:00Z".to_owned(), 2, 2, Some(20 * 60_000)),
+            ]
+        );
+        assert_eq!(measures("system:QWE", &book, &d, t(17 * 60)).unwrap().requests, 3);
     }
 }

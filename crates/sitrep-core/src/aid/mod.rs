@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use candidates::{Candidate, Excluded, Location, ProviderStatus, Ranking, candidates};
 pub use hold::{Hold, HoldEnd, headroom};
-pub use measures::{Balance, Durations, Measures, measures};
+pub use measures::{Balance, Durations, Measures, measures, measures_by_day};
 pub use plan::{AidPlan, plan};
 
 use crate::rules::Level;
