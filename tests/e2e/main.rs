@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `sitrep serve` process, real gRPC clients over TCP.
 
+mod aid;
 mod auth;
 mod browser;
 mod derived;
@@ -428,7 +429,7 @@ async fn slow_subscriber_is_resynced_without_delaying_anyone() {
     assert_eq!(expect_event(next_non_heartbeat(&mut slow).await).cursor, ack.cursor);
 }
 
-/// Health checking answers SERVING for the server and each service; reflection lists the three services.
+/// Health checking answers SERVING for the server and each service; reflection lists the four services.
 #[tokio::test]
 async fn health_and_reflection() {
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -440,7 +441,14 @@ async fn health_and_reflection() {
 
     let server = Server::start("").await;
     let mut health = HealthClient::new(server.channel().await);
-    for service in ["", "sitrep.v1.ProviderService", "sitrep.v1.SubscriberService", "sitrep.v1.QueryService"] {
+    let services = [
+        "",
+        "sitrep.v1.ProviderService",
+        "sitrep.v1.SubscriberService",
+        "sitrep.v1.QueryService",
+        "sitrep.v1.AidService",
+    ];
+    for service in services {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
     }
@@ -454,10 +462,8 @@ async fn health_and_reflection() {
     let response = responses.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else { panic!("{response:?}") };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for expected in
-        ["sitrep.v1.ProviderService", "sitrep.v1.SubscriberService", "sitrep.v1.QueryService", "grpc.health.v1.Health"]
-    {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    for expected in services.iter().skip(1).chain(&["grpc.health.v1.Health"]) {
+        assert!(names.contains(expected), "{expected} missing from {names:?}");
     }
     // The descriptors are served too, so generic clients can build requests.
     let request = ServerReflectionRequest {

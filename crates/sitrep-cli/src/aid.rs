@@ -18,6 +18,7 @@ use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::aid_service_client::AidServiceClient;
 use sitrep_server::convert::aid::{parse_offer_id, parse_request_id};
 use sitrep_server::convert::{timestamp_from_wire, timestamp_to_wire};
+use sitrep_server::display::{aid_event_text, aid_offer_state, aid_request_state, enum_name, who};
 use tonic_types::StatusExt;
 
 use crate::{ServerArg, connect, server};
@@ -412,7 +413,7 @@ fn mutate(
     answer(server, result, |update| {
         let now = Timestamp::now();
         for change in &update.happened {
-            println!("{}", event_line(change));
+            println!("{}", aid_event_text(change, &update));
         }
         for r in &update.requests {
             println!();
@@ -492,28 +493,13 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// An enum's name without its prefix, lower case: `STATE_IN_TRANSIT` -> `in_transit`.
-fn name(full: &str, prefix: &str) -> String {
-    full.trim_start_matches(prefix).to_lowercase()
-}
-
-fn request_state(code: i32) -> String {
-    pb::aid_request::State::try_from(code).map_or_else(|_| code.to_string(), |s| name(s.as_str_name(), "STATE_"))
-}
-
-fn offer_state(code: i32) -> String {
-    pb::aid_offer::State::try_from(code).map_or_else(|_| code.to_string(), |s| name(s.as_str_name(), "STATE_"))
-}
-
 fn kind(code: i32) -> String {
-    pb::aid_request::Kind::try_from(code).map_or_else(|_| code.to_string(), |k| name(k.as_str_name(), "KIND_"))
+    pb::aid_request::Kind::try_from(code).map_or_else(|_| code.to_string(), |k| enum_name(k.as_str_name(), "KIND_"))
 }
 
 fn urgency(code: i32) -> String {
-    pb::aid_request::Urgency::try_from(code).map_or_else(|_| code.to_string(), |u| name(u.as_str_name(), "URGENCY_"))
-}
-
-fn who(provider: &str, site: &str) -> String {
-    if site.is_empty() { provider.to_owned() } else { format!("{provider}/{site}") }
+    pb::aid_request::Urgency::try_from(code)
+        .map_or_else(|_| code.to_string(), |u| enum_name(u.as_str_name(), "URGENCY_"))
 }
 
 fn requests_table(requests: &[pb::AidRequest], now: Timestamp) -> String {
@@ -531,7 +517,7 @@ fn requests_table(requests: &[pb::AidRequest], now: Timestamp) -> String {
                 r.pair.clone(),
                 format!("{}/{}", r.quantity - r.outstanding.min(r.quantity), r.quantity),
                 urgency(r.urgency),
-                request_state(r.state),
+                aid_request_state(r.state),
                 waiting,
                 needed,
                 r.offers.len().to_string(),
@@ -551,7 +537,7 @@ fn request_text(r: &pb::AidRequest, now: Timestamp) -> String {
         r.pair,
         kind(r.kind),
         urgency(r.urgency),
-        request_state(r.state)
+        aid_request_state(r.state)
     );
     if let Some(t) = time(&r.created_at) {
         out.push_str(&format!("  made {}, {} ago\n", t, age(now.0 - t.0)));
@@ -591,7 +577,14 @@ fn request_text(r: &pb::AidRequest, now: Timestamp) -> String {
             .map(|o| {
                 let until = time(&o.hold_until).map_or_else(String::new, |t| relative(t, now));
                 let hold = o.hold.as_ref().map_or_else(String::new, |h| format!("{} held", h.quantity));
-                vec![o.id.clone(), who(&o.provider, &o.site), o.quantity.to_string(), offer_state(o.state), until, hold]
+                vec![
+                    o.id.clone(),
+                    who(&o.provider, &o.site),
+                    o.quantity.to_string(),
+                    aid_offer_state(o.state),
+                    until,
+                    hold,
+                ]
             })
             .collect();
         out.push_str("\nOffers:\n");
@@ -621,31 +614,6 @@ fn request_text(r: &pb::AidRequest, now: Timestamp) -> String {
         out.push_str(&table(&["AT", "ON", "ACTION", "BY", "PICTURE"], &rows));
     }
     out
-}
-
-fn event_line(c: &pb::AidEvent) -> String {
-    use pb::aid_event::Kind as K;
-    match &c.kind {
-        Some(K::RequestChanged(r)) if r.from == 0 => format!("{}: created, {}", r.request, request_state(r.to)),
-        Some(K::RequestChanged(r)) => format!("{}: {} -> {}", r.request, request_state(r.from), request_state(r.to)),
-        Some(K::OfferChanged(o)) if o.from == 0 => {
-            format!("{}: offered for {}, {}", o.offer, o.request, offer_state(o.to))
-        }
-        Some(K::OfferChanged(o)) => {
-            format!("{} (for {}): {} -> {}", o.offer, o.request, offer_state(o.from), offer_state(o.to))
-        }
-        Some(K::HoldPlaced(h)) => {
-            let until = time(&h.until).map_or_else(String::new, |t| format!(" until {t}"));
-            format!("{}: {} holds {} {}{until}", h.offer, h.provider, h.quantity, h.pair)
-        }
-        Some(K::HoldEnded(h)) => {
-            let end = pb::aid_event::hold_ended::End::try_from(h.end)
-                .map_or_else(|_| h.end.to_string(), |e| name(e.as_str_name(), "END_"));
-            format!("{}: {}'s hold of {} {} ended ({end})", h.offer, h.provider, h.quantity, h.pair)
-        }
-        Some(K::Escalated(e)) => format!("{}: escalated to {} coordinators ({})", e.request, e.level, e.coordinators),
-        None => "(a change this version of sitrep does not know)".to_owned(),
-    }
 }
 
 fn candidates_text(c: &pb::AidCandidates) -> String {
@@ -967,6 +935,6 @@ mod tests {
                 to: pb::aid_request::State::Accepted as i32,
             })),
         };
-        assert_eq!(event_line(&change), "R1: offered -> accepted");
+        assert_eq!(aid_event_text(&change, &pb::AidUpdate::default()), "R1: offered -> accepted");
     }
 }

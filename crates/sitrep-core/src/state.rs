@@ -368,7 +368,8 @@ impl Event {
 
     /// Keeps only the changes, figures and rollups of `metrics` (all when `None`). Returns whether anything is
     /// left worth delivering to a subscriber that asked for those metrics: a change, a changed figure (a derived
-    /// metric such as occupancy changes when its inputs do), or an alert.
+    /// metric such as occupancy changes when its inputs do), an alert, or a mutual aid change (like an alert, a
+    /// thing to act on whatever metrics are followed).
     pub fn retain_metrics(&mut self, metrics: Option<&std::collections::BTreeSet<String>>) -> bool {
         match metrics {
             None => true,
@@ -379,7 +380,11 @@ impl Event {
                     r.retain_metrics(metrics);
                 }
                 let alerts = !self.derived.raised.is_empty() || !self.derived.cleared.is_empty();
-                !self.changes.is_empty() || !self.derived.figures.is_empty() || alerts || self.kind == EventKind::Stale
+                !self.changes.is_empty()
+                    || !self.derived.figures.is_empty()
+                    || alerts
+                    || self.kind == EventKind::Stale
+                    || self.aid.is_some()
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Assembly and serving: the three services, health checking, reflection and the HTTP side (wallboard, JSON API,
+//! Assembly and serving: the four services, health checking, reflection and the HTTP side (wallboard, JSON API,
 //! Server-Sent Events, `/healthz` and `/readyz`) on one listener, until shutdown.
 //!
 //! The gRPC services are collected into `tonic::service::Routes`, which is also an axum router, and merged with
@@ -29,6 +29,7 @@ use crate::config::{Config, ConfigError};
 use crate::http;
 use crate::hub::Hub;
 use crate::services::Context;
+use crate::services::aid::AidApi;
 use crate::services::provider::ProviderApi;
 use crate::services::query::QueryApi;
 use crate::services::subscriber::SubscriberApi;
@@ -38,9 +39,10 @@ use crate::transport::{Counted, PeerAddrLayer, Routed};
 type ProviderServer = pb::provider_service_server::ProviderServiceServer<ProviderApi>;
 use crate::services::subscriber_transport::SubscriberServer;
 type QueryServer = pb::query_service_server::QueryServiceServer<QueryApi>;
+type AidServer = pb::aid_service_server::AidServiceServer<AidApi>;
 
 /// The names of sitrep's own services, as health checking and reflection know them.
-pub const SERVICE_NAMES: [&str; 3] = [ProviderServer::NAME, SubscriberServer::NAME, QueryServer::NAME];
+pub const SERVICE_NAMES: [&str; 4] = [ProviderServer::NAME, SubscriberServer::NAME, QueryServer::NAME, AidServer::NAME];
 
 /// A built aggregator: shared context and the routes that serve it.
 pub struct App {
@@ -212,6 +214,11 @@ impl App {
             .add_service(web.layer(
                 QueryServer::new(QueryApi::new(self.ctx.clone())).max_decoding_message_size(self.max_message_bytes),
             ))
+            .add_service(
+                web.layer(
+                    AidServer::new(AidApi::new(self.ctx.clone())).max_decoding_message_size(self.max_message_bytes),
+                ),
+            )
             .add_service(health)
             .add_service(reflection.build_v1()?)
             .add_service(reflection_alpha.build_v1alpha()?);

@@ -7,6 +7,15 @@
 //!     RAISED critical: RJ7: Adult critical care occupancy is 97.5%, in red (red at 95% or more)
 //!     system QWE (South West London ICB) 2/5 reporting: beds.cc_adult.occupancy 81.7 GREEN (2/5)
 //! ```
+//!
+//! A mutual aid event is one line of what happened (the same words `sitrep aid` prints), then the same indented
+//! lines; a report that showed held beds occupied says so on an indented line:
+//! ```text
+//! 2026-11-27T14:03:10Z RJ7 aid R1: open -> offered; O1: offered for R1 by RVR (1 beds.cc_adult), proposed  [r1x:1801-0]
+//! 2026-11-27T14:04:00Z RVR aid O1: RVR holds 1 beds.cc_adult until 2026-11-27T16:04:00Z; holds 1 beds.cc_adult (O1)  [r1x:1803-0]
+//!     RVR: beds.cc_adult.free 3
+//!     system QWE (South West London ICB) 3/5 reporting: beds.cc_adult.free 9 (3/5)
+//! ```
 
 use std::fmt::Write;
 
@@ -97,9 +106,80 @@ pub fn rollup_text(r: &pb::ScopeRollup, headline: bool) -> String {
     text
 }
 
+/// An enum value's protobuf name as people read it: `STATE_IN_TRANSIT` less `STATE_` is `in_transit`.
+pub fn enum_name(full: &str, prefix: &str) -> String {
+    full.trim_start_matches(prefix).to_lowercase()
+}
+
+/// A request's state by its number, e.g. `offered`.
+pub fn aid_request_state(code: i32) -> String {
+    pb::aid_request::State::try_from(code).map_or_else(|_| code.to_string(), |s| enum_name(s.as_str_name(), "STATE_"))
+}
+
+/// An offer's state by its number, e.g. `proposed`.
+pub fn aid_offer_state(code: i32) -> String {
+    pb::aid_offer::State::try_from(code).map_or_else(|_| code.to_string(), |s| enum_name(s.as_str_name(), "STATE_"))
+}
+
+/// One thing that happened in mutual aid, e.g. `R1: open -> offered`. A new offer is described from the update
+/// the change came in when it has the offer: `O1: offered for R1 by RVR (1 beds.cc_adult), proposed`.
+pub fn aid_event_text(c: &pb::AidEvent, update: &pb::AidUpdate) -> String {
+    use pb::aid_event::Kind as K;
+    match &c.kind {
+        Some(K::RequestChanged(r)) if r.from == 0 => format!("{}: created, {}", r.request, aid_request_state(r.to)),
+        Some(K::RequestChanged(r)) => {
+            format!("{}: {} -> {}", r.request, aid_request_state(r.from), aid_request_state(r.to))
+        }
+        Some(K::OfferChanged(o)) if o.from == 0 => {
+            let by = update.offers.iter().find(|offer| offer.id == o.offer).map_or_else(String::new, |offer| {
+                let request = update.requests.iter().find(|r| r.id == offer.request);
+                let pair = request.map_or("beds", |r| r.pair.as_str());
+                format!(" by {} ({} {pair})", who(&offer.provider, &offer.site), offer.quantity)
+            });
+            format!("{}: offered for {}{by}, {}", o.offer, o.request, aid_offer_state(o.to))
+        }
+        Some(K::OfferChanged(o)) => {
+            format!("{} (for {}): {} -> {}", o.offer, o.request, aid_offer_state(o.from), aid_offer_state(o.to))
+        }
+        Some(K::HoldPlaced(h)) => {
+            let until = h.until.as_ref().map_or_else(String::new, |t| format!(" until {}", timestamp_from_wire(t)));
+            format!("{}: {} holds {} {}{until}", h.offer, h.provider, h.quantity, h.pair)
+        }
+        Some(K::HoldEnded(h)) => {
+            let end = pb::aid_event::hold_ended::End::try_from(h.end)
+                .map_or_else(|_| h.end.to_string(), |e| enum_name(e.as_str_name(), "END_"));
+            format!("{}: {}'s hold of {} {} ended ({end})", h.offer, h.provider, h.quantity, h.pair)
+        }
+        Some(K::Escalated(e)) => format!("{}: escalated to {} coordinators ({})", e.request, e.level, e.coordinators),
+        None => "(a change this version of sitrep does not know)".to_owned(),
+    }
+}
+
+/// A provider, or one of its sites: `RVR`, `RVR/RVR05`.
+pub fn who(provider: &str, site: &str) -> String {
+    if site.is_empty() { provider.to_owned() } else { format!("{provider}/{site}") }
+}
+
+/// What an event says of mutual aid, `; `-separated: what happened, then the provider's holds when they changed.
+fn aid_text(e: &pb::Event) -> String {
+    let mut parts: Vec<String> =
+        e.aid.iter().flat_map(|a| a.happened.iter().map(move |c| aid_event_text(c, a))).collect();
+    if let Some(h) = &e.holds {
+        let held: Vec<String> = h.holds.iter().map(|h| format!("{} {} ({})", h.quantity, h.pair, h.offer)).collect();
+        parts.push(if held.is_empty() { "holds nothing now".to_owned() } else { format!("holds {}", held.join(", ")) });
+    }
+    parts.join("; ")
+}
+
 /// One event: period, provider, revision, each change, and the cursor; then, indented, the figures whose value or
-/// rating changed, the OPEL levels, alerts raised and cleared, and the rollups it changed.
+/// rating changed, the OPEL levels, alerts raised and cleared, and the rollups it changed. A mutual aid event
+/// (`KIND_AID`) opens with when it was stored, its provider and what happened instead.
 pub fn event_line(e: &pb::Event) -> String {
+    if e.kind() == pb::event::Kind::Aid {
+        let mut line = format!("{} {} aid {}  [{}]", time(e.received_at.as_ref()), e.provider, aid_text(e), e.cursor);
+        details(e, &mut line);
+        return line;
+    }
     if e.kind() == pb::event::Kind::Stale {
         let why = e.raised.first().map(|a| a.message.as_str()).unwrap_or("missed its expected report");
         let mut line = format!("{} {} STALE: {why}  [{}]", time(e.received_at.as_ref()), e.provider, e.cursor);
@@ -133,6 +213,15 @@ pub fn event_line(e: &pb::Event) -> String {
         let _ = write!(line, " “{}”", e.narrative);
     }
     let _ = write!(line, "  [{}]", e.cursor);
+    if e.aid.is_some() || e.holds.is_some() {
+        let _ = write!(line, "\n    aid: {}", aid_text(e));
+    }
+    details(e, &mut line);
+    line
+}
+
+/// The indented lines of an event: figures, OPEL, alerts raised and cleared, rollups.
+fn details(e: &pb::Event, line: &mut String) {
     let rated: Vec<String> = e
         .figures
         .iter()
@@ -154,7 +243,6 @@ pub fn event_line(e: &pb::Event) -> String {
     for r in &e.rollups {
         let _ = write!(line, "\n    {}", rollup_text(r, false));
     }
-    line
 }
 
 /// A snapshot: a summary line, each scope's headline (red and amber figures), and each provider's state.
@@ -239,6 +327,41 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(event_line(&e), "2026-11-27T14:00:00Z RJ7 r3 a 25→27, b –→1.5  [m1:7-0]");
+    }
+
+    #[test]
+    fn aid_events_say_what_happened_in_one_line() {
+        use pb::aid_event::{Kind, OfferChanged, RequestChanged};
+        let changed = |kind| pb::AidEvent { kind: Some(kind) };
+        let update = pb::AidUpdate {
+            happened: vec![
+                changed(Kind::RequestChanged(RequestChanged { request: "R1".into(), from: 1, to: 2 })),
+                changed(Kind::OfferChanged(OfferChanged { offer: "O1".into(), request: "R1".into(), from: 0, to: 1 })),
+            ],
+            requests: vec![pb::AidRequest { id: "R1".into(), pair: "beds.cc_adult".into(), ..Default::default() }],
+            offers: vec![pb::AidOffer {
+                id: "O1".into(),
+                request: "R1".into(),
+                provider: "RVR".into(),
+                quantity: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = pb::Event {
+            cursor: "m1:9-0".into(),
+            provider: "RJ7".into(),
+            received_at: Some(prost_types::Timestamp { seconds: 1_795_788_000, nanos: 0 }),
+            kind: pb::event::Kind::Aid as i32,
+            aid: Some(update),
+            ..Default::default()
+        };
+        let expected = "2026-11-27T14:00:00Z RJ7 aid R1: open -> offered; \
+            O1: offered for R1 by RVR (1 beds.cc_adult), proposed  [m1:9-0]";
+        assert_eq!(event_line(&e), expected);
+        // A holder's event says its holds, even when it holds nothing now.
+        let e = pb::Event { aid: None, holds: Some(pb::AidHolds::default()), provider: "RVR".into(), ..e };
+        assert_eq!(event_line(&e), "2026-11-27T14:00:00Z RVR aid holds nothing now  [m1:9-0]");
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - [`hub`]: the Hub, which tails the store's event log and fans events out to bounded per-subscriber queues.
 //! - [`session`]: one subscription's gap-free sequence of snapshot, events, heartbeats, resets and status, shared
 //!   by gRPC `Subscribe` and the browser's Server-Sent Events.
-//! - [`services`]: the gRPC services: `ProviderService` (ingest), `SubscriberService`, `QueryService`.
+//! - [`services`]: the gRPC services: `ProviderService` (ingest), `SubscriberService`, `QueryService`,
+//!   `AidService` (mutual aid).
 //! - [`http`]: the wallboard page, the JSON API, Server-Sent Events and health endpoints, on the same port.
 //! - [`app`]: builds the services, health and reflection into one router and serves it until shutdown.
 //! - [`transport`]: a connection plaintext or TLS, where the accept loop sends it, and who is at the other end

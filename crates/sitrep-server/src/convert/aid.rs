@@ -503,6 +503,24 @@ pub fn update_to_wire(
     }
 }
 
+/// What one stored event says of mutual aid (its `aid`, at `cursor`), as `Event.aid` carries it: what happened,
+/// and each request and offer it changed as it is now. The event's provider's holds (`change.holds`, when they
+/// changed) go on the offers they belong to; the holds themselves go out beside it ([`holds_to_wire`]).
+pub fn change_to_wire(cursor: &Cursor, change: &AidChange, directory: &Directory) -> pb::AidUpdate {
+    let holds = change.holds.as_deref().unwrap_or_default();
+    pb::AidUpdate {
+        cursor: cursor.to_string(),
+        happened: change.happened.iter().map(|e| aid_event_to_wire(e, directory)).collect(),
+        requests: change.requests.iter().map(|r| request_to_wire(r, &change.offers, holds, Trail::Full)).collect(),
+        offers: change.offers.iter().map(|o| offer_to_wire(o, hold_for(holds, o.id), Trail::Full)).collect(),
+    }
+}
+
+/// A provider's holds as `Event.holds` carries them: `None` when the event left them as they were.
+pub fn holds_to_wire(change: &AidChange) -> Option<pb::AidHolds> {
+    change.holds.as_ref().map(|holds| pb::AidHolds { holds: holds.iter().map(hold_to_wire).collect() })
+}
+
 /// What [`crate::aid::act`] did, on the wire.
 pub fn done_to_wire(done: &Done, directory: &Directory) -> pb::AidUpdate {
     let parts: Vec<Part<'_>> = done

@@ -6,7 +6,9 @@
 //! - [`subscriber`]: `SubscriberService`: one session task per stream: snapshot or catch-up, then live events.
 //! - [`subscriber_transport`]: its server, whose codec sends events encoded once for all subscribers.
 //! - [`query`]: `QueryService`: snapshot, directory, catalogue on request.
+//! - [`aid`]: `AidService`: mutual aid, a thin layer over [`crate::aid`].
 
+pub mod aid;
 pub mod provider;
 pub mod query;
 pub mod subscriber;
