@@ -368,7 +368,11 @@ pub fn of_scope<'a>(
     state_of: &dyn Fn(&str) -> Option<&'a crate::ProviderLive>,
 ) -> Option<Derived> {
     let as_member = |code: &str, d: Option<Derived>| match d {
-        Some(d) => Member { code: code.into(), level: Some(d.level), stale: !d.stale.is_empty() && d.stale.len() == d.counted.len() },
+        Some(d) => Member {
+            code: code.into(),
+            level: Some(d.level),
+            stale: !d.stale.is_empty() && d.stale.len() == d.counted.len(),
+        },
         None => Member::not_declared(code),
     };
     let system = |code: &str| table.derive(Level::System, &units(directory, code, state_of));

@@ -18,10 +18,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::aid::AidBook;
 use crate::derive;
 use crate::rollup::{ScopeRollup, Totals, fixed, rollup, rollup_at};
 use crate::rules::Position;
-use crate::aid::AidBook;
 use crate::{Alert, Cursor, Event, EventKind, ProviderLive, Rules, Scope, Selection, Timestamp};
 
 /// The whole (or a filtered part of the) picture as of one cursor.
@@ -191,9 +191,8 @@ impl Picture {
         let changed: Vec<(usize, Option<i128>, Option<i128>)> =
             (0..index.metrics.len()).filter(|m| before[*m] != after[*m]).map(|m| (m, before[m], after[m])).collect();
         let pair = |numbers: &[Option<i128>], held: &[(usize, i128)], d: usize| {
-            let input = |m: usize| {
-                numbers[m].map(|n| n + held.iter().filter(|(h, _)| *h == m).map(|(_, q)| q).sum::<i128>())
-            };
+            let input =
+                |m: usize| numbers[m].map(|n| n + held.iter().filter(|(h, _)| *h == m).map(|(_, q)| q).sum::<i128>());
             input(index.inputs[d][0]).zip(input(index.inputs[d][1]))
         };
         let derived: Vec<(usize, InputPair, InputPair)> = (0..index.derived.len())

@@ -65,12 +65,15 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
     match ctx.store.act(&action, &actor, Timestamp::now()).await.map_err(error::store)? {
         Acted::Refused(refusal) => Err(refused(&refusal)),
         Acted::Done(events) => {
-            let change = events.first().and_then(|e| e.aid.as_deref()).ok_or_else(|| {
-                Status::internal(format!("{name}: the store answered with no mutual aid change"))
-            })?;
-            let request = change.requests.first().cloned().ok_or_else(|| {
-                Status::internal(format!("{name}: the store answered with no request"))
-            })?;
+            let change = events
+                .first()
+                .and_then(|e| e.aid.as_deref())
+                .ok_or_else(|| Status::internal(format!("{name}: the store answered with no mutual aid change")))?;
+            let request = change
+                .requests
+                .first()
+                .cloned()
+                .ok_or_else(|| Status::internal(format!("{name}: the store answered with no request")))?;
             let offers = change.offers.clone();
             tracing::info!(principal = %who.name, action = name, request = %request.id, state = %request.state, "mutual aid");
             Ok(Done { events, case: Case { request, offers } })
@@ -94,9 +97,9 @@ fn acting_for(book: &AidBook, action: &Action) -> Result<String, Status> {
         Action::Offer { provider, request: id, .. } => request(*id).map(|_| provider.clone()),
         Action::Withdraw(id) => offer(*id).map(|o| o.provider.clone()),
         Action::Accept { offer: id, .. } | Action::Decline(id) => request(offer(*id)?.request),
-        Action::Progress { request: id, .. } | Action::Cancel { request: id, .. } | Action::Unfulfilled { request: id, .. } => {
-            request(*id)
-        }
+        Action::Progress { request: id, .. }
+        | Action::Cancel { request: id, .. }
+        | Action::Unfulfilled { request: id, .. } => request(*id),
         Action::ExpireRequest(_) | Action::ExpireOffer(_) | Action::ExpireHold(_) | Action::Escalate { .. } => {
             Err(Status::permission_denied(format!("{} is the clock's to take, not a caller's", action.name())))
         }
@@ -107,24 +110,9 @@ fn acting_for(book: &AidBook, action: &Action) -> Result<String, Status> {
 /// record in the wrong state FAILED_PRECONDITION (the caller's picture was out of date: look again).
 pub fn refused(refusal: &Refusal) -> Status {
     match refusal {
-        Refusal::Invalid { field, rule, .. } => {
-            error::invalid_field(field, rule_name(rule), refusal.to_string())
-        }
+        Refusal::Invalid { field, code, .. } => error::invalid_field(field, code, refusal.to_string()),
         Refusal::UnknownRequest(..) | Refusal::UnknownOffer(..) => Status::not_found(refusal.to_string()),
         Refusal::Request { .. } | Refusal::Offer { .. } => Status::failed_precondition(refusal.to_string()),
-    }
-}
-
-/// A rule's words as the short name field violations carry (`must be at least 1` -> `must_be_at_least_1`).
-fn rule_name(rule: &str) -> &'static str {
-    match rule {
-        r if r.starts_with("must be at least") => "at_least_one",
-        r if r.starts_with("must be after now") => "after_now",
-        r if r.contains("directory") => "known_provider",
-        r if r.contains("capacity pair") => "capacity_pair",
-        r if r.contains("characters") || r.starts_with("exceeds") => "length",
-        r if r.starts_with("must say why") => "reason_required",
-        _ => "aid_rule",
     }
 }
 
@@ -144,7 +132,11 @@ pub async fn cases(ctx: &Context, who: &Principal, open_only: bool, scope: Optio
     let members = match scope.filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(ctx.directory.members(s).ok_or_else(|| {
-            error::invalid_field("scope", "known_scope", format!("scope {s:?} is not system:CODE, region:CODE or nation"))
+            error::invalid_field(
+                "scope",
+                "known_scope",
+                format!("scope {s:?} is not system:CODE, region:CODE or nation"),
+            )
         })?),
     };
     ctx.with_picture(|p| {
@@ -200,7 +192,9 @@ pub async fn candidates(ctx: &Context, who: &Principal, id: RequestId) -> Result
         .with_picture(|p| {
             let mut statuses = statuses(p, &case.request.ask.pair);
             // The requester's own place is what distances are measured from, whatever the caller may read.
-            statuses.retain(|s| s.provider == case.request.ask.provider || who.may(Grant::ReadProvider(&s.provider)).is_ok());
+            statuses.retain(|s| {
+                s.provider == case.request.ask.provider || who.may(Grant::ReadProvider(&s.provider)).is_ok()
+            });
             aid::candidates(&case.request, &statuses, p.aid(), &p.rules().directory)
         })
         .await?;
@@ -225,7 +219,11 @@ pub async fn measures(ctx: &Context, who: &Principal, scope: &str) -> Result<Mea
         s => sitrep_core::Scope::parse(s),
     };
     let parsed = parsed.filter(|s| ctx.rules.scopes().contains(s)).ok_or_else(|| {
-        error::invalid_field("scope", "known_scope", format!("scope {scope:?} is not system:CODE, region:CODE or nation"))
+        error::invalid_field(
+            "scope",
+            "known_scope",
+            format!("scope {scope:?} is not system:CODE, region:CODE or nation"),
+        )
     })?;
     who.may(Grant::ReadScope(&parsed))?;
     let now = Timestamp::now();

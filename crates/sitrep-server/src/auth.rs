@@ -347,7 +347,13 @@ fn scope_of(rules: &Rules, text: &str) -> Result<ReadGrant, String> {
 /// The grants of a principal, with the providers its read scopes hold.
 fn readable(rules: &Rules, write: Option<BTreeSet<String>>, read: Option<Vec<ReadGrant>>, admin: bool) -> Grants {
     let Some(read) = read else {
-        return Grants { write, read: None, readable: Selection::All, admin, coordinate: Selection::Only(BTreeSet::new()) };
+        return Grants {
+            write,
+            read: None,
+            readable: Selection::All,
+            admin,
+            coordinate: Selection::Only(BTreeSet::new()),
+        };
     };
     let mut providers = BTreeSet::new();
     let mut scopes = BTreeSet::new();
@@ -371,7 +377,13 @@ fn readable(rules: &Rules, write: Option<BTreeSet<String>>, read: Option<Vec<Rea
             scopes.insert(scope);
         }
     }
-    Grants { write, read: Some(scopes), readable: Selection::Only(providers), admin, coordinate: Selection::Only(BTreeSet::new()) }
+    Grants {
+        write,
+        read: Some(scopes),
+        readable: Selection::Only(providers),
+        admin,
+        coordinate: Selection::Only(BTreeSet::new()),
+    }
 }
 
 /// A key's SHA-256.

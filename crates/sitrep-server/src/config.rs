@@ -707,9 +707,10 @@ impl Config {
         }
         let aid = &self.aid;
         let mut after = Vec::new();
-        for (key, text) in
-            [("aid.escalate_to_system_after", &aid.escalate_to_system_after), ("aid.escalate_to_region_after", &aid.escalate_to_region_after)]
-        {
+        for (key, text) in [
+            ("aid.escalate_to_system_after", &aid.escalate_to_system_after),
+            ("aid.escalate_to_region_after", &aid.escalate_to_region_after),
+        ] {
             match humantime::parse_duration(text) {
                 Err(e) => return invalid(key, &format!("{text:?} is not a duration like \"30m\": {e}")),
                 Ok(d) if d.is_zero() => return invalid(key, "must be above zero (rule: above_zero)"),

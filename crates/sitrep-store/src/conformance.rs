@@ -747,7 +747,13 @@ pub fn aid_request(provider: &str, quantity: u32) -> Action {
 
 /// An offer of `quantity` beds by `provider`, held for two hours.
 pub fn aid_offer(request: RequestId, provider: &str, quantity: u32) -> Action {
-    Action::Offer { request, provider: provider.into(), site: None, quantity, hold_until: Timestamp::now().add_hours(2) }
+    Action::Offer {
+        request,
+        provider: provider.into(),
+        site: None,
+        quantity,
+        hold_until: Timestamp::now().add_hours(2),
+    }
 }
 
 /// Takes `action` on `store` now; panics if it is refused or fails.
@@ -822,9 +828,29 @@ pub async fn aid_actions_change_the_book_and_holds_in_one_step(store: &dyn Store
     let r2 = RequestId(2);
     // Held only briefly, but long enough to be in the future when a networked store plans it (its `now` is taken
     // after a round trip): a millisecond was not, against Redis.
-    act(store, Action::Offer { request: r2, provider: "RVR".into(), site: None, quantity: 1, hold_until: Timestamp::now().add_millis(200) }).await;
+    act(
+        store,
+        Action::Offer {
+            request: r2,
+            provider: "RVR".into(),
+            site: None,
+            quantity: 1,
+            hold_until: Timestamp::now().add_millis(200),
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let late = act(store, Action::Offer { request: r2, provider: "RAX".into(), site: None, quantity: 1, hold_until: Timestamp::now().add_hours(1) }).await;
+    let late = act(
+        store,
+        Action::Offer {
+            request: r2,
+            provider: "RAX".into(),
+            site: None,
+            quantity: 1,
+            hold_until: Timestamp::now().add_hours(1),
+        },
+    )
+    .await;
     assert_eq!(late.len(), 1);
     act(store, Action::Accept { offer: OfferId(4), baseline_occupied: 0 }).await;
     let expire = Action::ExpireHold(OfferId(4));

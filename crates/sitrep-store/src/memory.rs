@@ -13,8 +13,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sitrep_core::cursor::Position;
 use sitrep_core::aid::{self, Action, Actor, AidBook, AidPlan};
+use sitrep_core::cursor::Position;
 use sitrep_core::plan::{self, Plan};
 use sitrep_core::{Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport};
 use tokio::sync::watch;

@@ -98,7 +98,8 @@ pub fn release_on_report(holds: &mut Vec<Hold>, number: impl Fn(&str) -> Option<
         let occupied = occupied.max(0.0).min(f64::from(u32::MAX)) as u32;
         ended.extend(released_by(holds.iter().filter(|h| h.pair == pair), occupied));
     }
-    let (gone, kept): (Vec<Hold>, Vec<Hold>) = std::mem::take(holds).into_iter().partition(|h| ended.contains(&h.offer));
+    let (gone, kept): (Vec<Hold>, Vec<Hold>) =
+        std::mem::take(holds).into_iter().partition(|h| ended.contains(&h.offer));
     *holds = kept;
     gone
 }

@@ -372,7 +372,13 @@ impl AidChange {
     pub fn holds_ended(state: &crate::ProviderLive, ended: Vec<Hold>, end: HoldEnd) -> Self {
         let happened = ended
             .into_iter()
-            .map(|h| AidEvent::HoldEnded { offer: h.offer, provider: h.provider, pair: h.pair, quantity: h.quantity, end })
+            .map(|h| AidEvent::HoldEnded {
+                offer: h.offer,
+                provider: h.provider,
+                pair: h.pair,
+                quantity: h.quantity,
+                end,
+            })
             .collect();
         AidChange { holds: Some(state.holds.clone()), happened, ..Default::default() }
     }
@@ -389,9 +395,10 @@ pub enum Refusal {
     UnknownRequest(RequestId, &'static str),
     #[error("{action} refused: unknown offer {0}", action = .1)]
     UnknownOffer(OfferId, &'static str),
-    /// A field of the action breaks a rule, e.g. `create refused: quantity = 0 must be at least 1`.
+    /// A field of the action breaks a rule, e.g. `create refused: quantity = 0 must be at least 1`; `code` names the
+    /// rule for machines (`at_least_one`).
     #[error("{action} refused: {field} = {value} {rule}")]
-    Invalid { action: &'static str, field: &'static str, value: String, rule: &'static str },
+    Invalid { action: &'static str, field: &'static str, value: String, rule: &'static str, code: &'static str },
 }
 
 /// The escalation timers: minutes without any offer before the system's, then the region's coordinators are
@@ -612,10 +619,10 @@ impl AidBook {
                     return Err(refuse(format!("{provider} cannot offer to its own request")));
                 }
                 if quantity == 0 {
-                    return Err(invalid(name, "quantity", quantity, "must be at least 1"));
+                    return Err(invalid(name, "quantity", quantity, "must be at least 1", "at_least_one"));
                 }
                 if hold_until <= now {
-                    return Err(invalid(name, "hold_until", hold_until, "must be after now"));
+                    return Err(invalid(name, "hold_until", hold_until, "must be after now", "after_now"));
                 }
                 let outstanding = r.ask.quantity.saturating_sub(self.accepted_quantity(r));
                 if quantity > outstanding {
@@ -742,7 +749,7 @@ impl AidBook {
                 let to = if name == "cancel" { RequestState::Cancelled } else { RequestState::Unfulfilled };
                 let r = self.seeking(request, name)?;
                 if reason.trim().is_empty() {
-                    return Err(invalid(name, "reason", "\"\"", "must say why"));
+                    return Err(invalid(name, "reason", "\"\"", "must say why", "reason_required"));
                 }
                 let accepted: Vec<OfferId> =
                     self.offers_of_request(r).filter(|o| o.state == OfferState::Accepted).map(|o| o.id).collect();
@@ -939,29 +946,47 @@ fn set_request(r: &mut Request, to: RequestState, now: Timestamp, events: &mut V
     }
 }
 
-fn invalid(action: &'static str, field: &'static str, value: impl fmt::Display, rule: &'static str) -> Refusal {
-    Refusal::Invalid { action, field, value: value.to_string(), rule }
+fn invalid(
+    action: &'static str,
+    field: &'static str,
+    value: impl fmt::Display,
+    rule: &'static str,
+    code: &'static str,
+) -> Refusal {
+    Refusal::Invalid { action, field, value: value.to_string(), rule, code }
 }
 
 fn check_ask(ask: &NewRequest, now: Timestamp) -> Result<(), Refusal> {
     const A: &str = "create";
     if ask.provider.is_empty() {
-        return Err(invalid(A, "provider", "\"\"", "must name the requesting provider"));
+        return Err(invalid(A, "provider", "\"\"", "must name the requesting provider", "required"));
     }
     if ask.quantity == 0 {
-        return Err(invalid(A, "quantity", 0, "must be at least 1"));
+        return Err(invalid(A, "quantity", 0, "must be at least 1", "at_least_one"));
     }
     if ask.needed_by <= now {
-        return Err(invalid(A, "needed_by", ask.needed_by, "must be after now"));
+        return Err(invalid(A, "needed_by", ask.needed_by, "must be after now", "after_now"));
     }
     if ask.pair.is_empty() || ask.pair.ends_with(".open") || ask.pair.ends_with(".occupied") {
-        return Err(invalid(A, "pair", format!("{:?}", ask.pair), "must name a capacity pair such as beds.cc_adult"));
+        return Err(invalid(
+            A,
+            "pair",
+            format!("{:?}", ask.pair),
+            "must name a capacity pair such as beds.cc_adult",
+            "capacity_pair",
+        ));
     }
     if ask.reference.trim().is_empty() || ask.reference.chars().count() > REFERENCE_MAX {
-        return Err(invalid(A, "reference", format!("{:?}", ask.reference), "must be 1 to 64 characters"));
+        return Err(invalid(A, "reference", format!("{:?}", ask.reference), "must be 1 to 64 characters", "length"));
     }
     if ask.summary.chars().count() > SUMMARY_MAX {
-        return Err(invalid(A, "summary", format!("{} characters", ask.summary.chars().count()), "exceeds 200"));
+        return Err(invalid(
+            A,
+            "summary",
+            format!("{} characters", ask.summary.chars().count()),
+            "exceeds 200",
+            "length",
+        ));
     }
     Ok(())
 }

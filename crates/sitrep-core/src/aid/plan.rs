@@ -53,16 +53,22 @@ pub fn plan(
     now: Timestamp,
 ) -> Result<AidPlan, Refusal> {
     let name = action.name();
-    let invalid = |field: &'static str, value: String, rule: &'static str| Refusal::Invalid {
+    let invalid = |field: &'static str, value: String, rule: &'static str, code: &'static str| Refusal::Invalid {
         action: name,
         field,
         value,
         rule,
+        code,
     };
     match &mut action {
         Action::Create(ask) => {
             if rules.directory.provider(&ask.provider).is_none() {
-                return Err(invalid("provider", format!("{:?}", ask.provider), "is not in the directory"));
+                return Err(invalid(
+                    "provider",
+                    format!("{:?}", ask.provider),
+                    "is not in the directory",
+                    "known_provider",
+                ));
             }
             let catalogue = &rules.catalogue;
             let pair_known = |suffix: &str| catalogue.get(&format!("{}.{suffix}", ask.pair)).is_some();
@@ -71,11 +77,12 @@ pub fn plan(
                     "pair",
                     format!("{:?}", ask.pair),
                     "is not a capacity pair of the catalogue (it needs <pair>.open and <pair>.occupied)",
+                    "capacity_pair",
                 ));
             }
         }
         Action::Offer { provider, .. } if rules.directory.provider(provider).is_none() => {
-            return Err(invalid("provider", format!("{provider:?}"), "is not in the directory"));
+            return Err(invalid("provider", format!("{provider:?}"), "is not in the directory", "known_provider"));
         }
         Action::Accept { offer, baseline_occupied } => {
             if let Some(o) = book.offer(*offer) {
@@ -86,10 +93,7 @@ pub fn plan(
                         id: o.id,
                         state: o.state,
                         action: name,
-                        why: format!(
-                            "{} has not reported {pair}.occupied, by which its hold would end",
-                            o.provider
-                        ),
+                        why: format!("{} has not reported {pair}.occupied, by which its hold would end", o.provider),
                     });
                 };
                 *baseline_occupied = occupied.max(0.0) as u32;
@@ -107,11 +111,14 @@ pub fn plan(
     let request = book.request(request_id).expect("the action's request exists").clone();
     let offers: Vec<Offer> = book.offers_of(request_id).cloned().collect();
 
-    let (hold_events, book_events): (Vec<AidEvent>, Vec<AidEvent>) = happened
-        .into_iter()
-        .partition(|e| matches!(e, AidEvent::HoldPlaced { .. } | AidEvent::HoldEnded { .. }));
-    let mut event =
-        crate::state::provider_event(&ProviderLive::new(&request.ask.provider), EventKind::Aid, Default::default(), now);
+    let (hold_events, book_events): (Vec<AidEvent>, Vec<AidEvent>) =
+        happened.into_iter().partition(|e| matches!(e, AidEvent::HoldPlaced { .. } | AidEvent::HoldEnded { .. }));
+    let mut event = crate::state::provider_event(
+        &ProviderLive::new(&request.ask.provider),
+        EventKind::Aid,
+        Default::default(),
+        now,
+    );
     event.site = request.ask.site.clone();
     event.aid = Some(Box::new(AidChange {
         version: Some(book.version()),
@@ -233,7 +240,8 @@ mod tests {
         w.act(Action::Create(ask("RJ7", 2)), 1).unwrap();
         let r = RequestId(1);
         for (provider, minute) in [("RVR", 2), ("RAX", 3)] {
-            let offer = Action::Offer { request: r, provider: provider.into(), site: None, quantity: 1, hold_until: t(120) };
+            let offer =
+                Action::Offer { request: r, provider: provider.into(), site: None, quantity: 1, hold_until: t(120) };
             let p = w.act(offer, minute).unwrap();
             assert!(p.providers.is_empty(), "an offer holds nothing yet");
         }
@@ -303,7 +311,8 @@ mod tests {
             "create refused: pair = \"beds.nothing\" is not a capacity pair of the catalogue (it needs <pair>.open and <pair>.occupied)"
         );
         w.act(Action::Create(ask("RJ7", 1)), 1).unwrap();
-        let offer = Action::Offer { request: RequestId(1), provider: "RVR".into(), site: None, quantity: 1, hold_until: t(60) };
+        let offer =
+            Action::Offer { request: RequestId(1), provider: "RVR".into(), site: None, quantity: 1, hold_until: t(60) };
         w.act(offer, 2).unwrap();
         assert_eq!(
             w.act(Action::Accept { offer: OfferId(1), baseline_occupied: 0 }, 3).unwrap_err().to_string(),
