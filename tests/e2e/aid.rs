@@ -236,12 +236,12 @@ async fn mutual_aid_across_two_replicas() {
 /// state), NOT_FOUND (unknown id) and INVALID_ARGUMENT (with a field violation per field).
 #[tokio::test]
 async fn who_may_act_for_whom_over_grpc() {
-    let coordinate =
-        |lines: String| lines.replacen("admin = false\n", "admin = false\ncoordinate = [\"system:QWE\"]\n", 1);
     let (rj7_key, rj7) = make_key("RJ7 feed", &["--write", "RJ7", "--read", "provider:RJ7"]).await;
-    let (coord_key, coord) = make_key("QWE coordinator", &["--read", "system:QWE"]).await;
+    let (coord_key, coord) =
+        make_key("QWE coordinator", &["--read", "system:QWE", "--coordinate", "system:QWE"]).await;
+    assert!(coord.contains("coordinate = [\"system:QWE\"]\n"), "sitrep key prints the grant: {coord}");
     let (admin_key, admin) = make_key("admin", &["--read", "*", "--write", "*", "--admin"]).await;
-    let principals = format!("{rj7}\n{}\n{admin}\n", coordinate(coord));
+    let principals = format!("{rj7}\n{coord}\n{admin}\n");
     let config = "[auth]\nprincipals = \"p.toml\"\n";
     let server = Server::start_full(config, &[], "127.0.0.1:0", &[("p.toml", &principals)]).await;
     let channel = server.channel().await;

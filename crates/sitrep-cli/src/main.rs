@@ -191,6 +191,9 @@ struct KeyArgs {
     /// It may use the operational endpoints.
     #[arg(long)]
     admin: bool,
+    /// Scopes whose providers it may act for in mutual aid, as a coordinator: system:CODE, region:CODE, nation, '*'.
+    #[arg(long, value_name = "SCOPE")]
+    coordinate: Vec<String>,
     /// The key's id, named in the audit (default: the principal's name and today's date).
     #[arg(long)]
     id: Option<String>,
@@ -524,6 +527,9 @@ fn key(args: KeyArgs) -> ExitCode {
     eprintln!("write = [{}]", list(&args.write));
     eprintln!("read = [{}]", list(&args.read));
     eprintln!("admin = {}", args.admin);
+    if !args.coordinate.is_empty() {
+        eprintln!("coordinate = [{}]", list(&args.coordinate));
+    }
     eprintln!("[[principal.key]]");
     eprintln!("id = {id:?}");
     eprintln!("sha256 = {sha256:?}");
