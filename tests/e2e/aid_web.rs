@@ -134,7 +134,7 @@ async fn a_request_is_offered_for_accepted_and_measured_over_http() {
     assert_eq!(get(&server.url, "/api/v1/aid/requests?open=true&scope=system:QMJ").await.json()["requests"], json!([]));
 
     let measures = get(&server.url, "/api/v1/aid/measures?scope=system:QWE").await.json();
-    assert_eq!(measures["open_requests"], 1);
+    assert_eq!((&measures["requests"], &measures["open_requests"]), (&json!(1), &json!(1)));
     assert_eq!(measures["to_first_offer"]["count"], 1);
     assert_eq!(measures["to_acceptance"]["count"], 1);
     assert_eq!(measures["unfulfilled_rate"], Value::Null, "none closed yet");

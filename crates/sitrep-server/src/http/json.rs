@@ -363,6 +363,7 @@ pub fn aid_measures(scope: &str, m: &Measures) -> Json {
         m.balances.iter().map(|(p, b)| (p.clone(), json!({ "given": b.given, "received": b.received }))).collect();
     json!({
         "scope": scope,
+        "requests": m.requests,
         "open_requests": m.open_requests,
         "oldest_open_ms": m.oldest_open_ms,
         "to_first_offer": durations(&m.to_first_offer),
