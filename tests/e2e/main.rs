@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `sitrep serve` process, real gRPC clients over TCP.
 
 mod aid;
+mod aid_web;
 mod auth;
 mod browser;
 mod derived;

@@ -442,7 +442,7 @@ const CONTRAST: &str = r#"(() => {
   return JSON.stringify({ checked, failures });
 })()"#;
 
-fn assert_contrast(browser: &mut Browser, page: &crate::browser::Page, what: &str, at_least: u64) {
+pub fn assert_contrast(browser: &mut Browser, page: &crate::browser::Page, what: &str, at_least: u64) {
     let v = browser.eval(page, CONTRAST);
     let v: serde_json::Value = serde_json::from_str(v.as_str().unwrap()).unwrap();
     assert!(v["checked"].as_u64().unwrap() >= at_least, "{what}: only {} text elements checked", v["checked"]);

@@ -53,8 +53,6 @@ pub struct App {
     /// How often the clock task looks for providers gone stale, and the store's fullness is looked at
     /// (`staleness.check_interval`).
     check_interval: Duration,
-    /// Mutual aid's escalation timers (`[aid]`).
-    aid_timers: sitrep_core::aid::Timers,
     tls: Option<Arc<ServerTls>>,
 }
 
@@ -164,6 +162,7 @@ impl App {
             hub,
             subscribers: config.subscribers.clone(),
             page: crate::http::page(&config.wallboard),
+            aid_timers: config.aid.timers(),
             hosts: crate::http::Hosts::new(config.listen, &config.http.allowed_hosts),
             cors_origins: config.http.cors_origins.clone(),
             cancel,
@@ -175,7 +174,6 @@ impl App {
             max_message_bytes: config.limits.max_message_bytes,
             max_connections: config.limits.max_connections,
             check_interval: config.staleness.durations().2,
-            aid_timers: config.aid.timers(),
             tls: None,
         }
     }
@@ -389,7 +387,7 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
     let routes = app.routes(health)?;
     let ctx = app.ctx.clone();
     let hub = ctx.tasks.spawn(ctx.hub.clone().run(ctx.store.clone(), cancel.clone()));
-    let clock = watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.check_interval, app.aid_timers, cancel.clone());
+    let clock = watch_staleness(ctx.store.clone(), ctx.hub.clone(), app.check_interval, ctx.aid_timers, cancel.clone());
     ctx.tasks.spawn(clock);
     ctx.tasks.spawn(ctx.auth.clone().watch(ctx.rules.clone(), Duration::from_secs(2), cancel.clone()));
     ctx.tasks.spawn(watch_fullness(ctx.store.clone(), app.check_interval, cancel.clone()));

@@ -16,6 +16,13 @@
 // adds a line for each site with the site's own values of the tile's first key figure its sites report. Events of a
 // site carry that site's own changes (and the provider's new figures, as every event does), so the page keeps each
 // site's readings from them, never mistaking a site's values for the provider's.
+//
+// Mutual aid (docs/MUTUAL-AID.md): the "Mutual aid" panel lists the open requests of the wall's scope, each with its
+// age and the minutes left before it escalates to its system's, then its region's coordinators (the aggregator's
+// `[aid]` timers, which /api/v1/aid/requests says). It loads them with the snapshot (on start and after every
+// reconnect) and then follows the stream's `aid` events. A provider holding beds for an accepted offer says "2 held"
+// beside that pair's free beds; scope totals say how many requests their providers have open and, when any went
+// unmet, the unfulfilled rate (from the snapshot's `strain`, looked up again when a request closes).
 "use strict";
 
 (function () {
@@ -83,6 +90,8 @@
     rollups: new Map(), // "level:code" -> { scope, providers, reporting, stale, figures: Map(metric -> {value, rag, n}) }
     previous: { providers: {}, rollups: {} }, // figures of the hour before the current one
     changes: [], // the last hour, newest first: { key, at, provider, site, changes, narrative, note }
+    aid: new Map(), // request id -> { request, offers }: the open mutual aid requests the wall can see
+    aidTimers: null, // { system_after_ms, region_after_ms }: when an open request escalates, after its creation
     cursor: null,
     source: null,
     backoff: 1000,
@@ -328,10 +337,15 @@
     const figs = el("div", "figs");
     for (const code of codes) figs.append(figureRow(code, withCover));
     card.append(figs);
+    // Mutual aid's strain signals of the scope, shown only when there are any.
+    const strain = el("span", "strain", "");
+    strain.hidden = true;
     if (tile) {
       const foot = el("div", "foot");
-      foot.append(el("span", "code", "System total"), document.createTextNode(" · "), el("span", "cover", ""));
+      foot.append(el("span", "code", "System total"), document.createTextNode(" · "), el("span", "cover", ""), strain);
       card.append(foot);
+    } else if (withCover) {
+      head.insertBefore(strain, head.querySelector(".opel"));
     }
     return card;
   }
@@ -574,6 +588,56 @@
     frame(tile, p.stale ? "" : worstOf(p.figures));
     paintFresh(tile, p);
     paintSites(tile, code, p, flash);
+    paintHeld(tile, p);
+  }
+
+  // Beds the provider holds for accepted mutual aid offers: "2 held" beside the pair's free beds (held beds are
+  // already counted out of them), or in the foot when the tile does not show that figure.
+  function paintHeld(tile, p) {
+    const held = new Map();
+    for (const h of p.holds || []) held.set(h.pair, (held.get(h.pair) || 0) + h.quantity);
+    const placed = new Set();
+    for (const row of tile.querySelectorAll(".fig")) {
+      const pair = row.dataset.key.endsWith(".free") ? row.dataset.key.slice(0, -".free".length) : null;
+      const n = pair ? held.get(pair) || 0 : 0;
+      let mark = row.querySelector(".held");
+      if (!n) {
+        if (mark) mark.remove();
+        continue;
+      }
+      placed.add(pair);
+      if (!mark) {
+        mark = el("span", "held");
+        let hint = row.querySelector(".hint");
+        if (!hint) {
+          hint = el("span", "hint");
+          row.querySelector(".lab").append(hint);
+          row.classList.add("has-hint");
+        }
+        hint.prepend(mark);
+      }
+      // Before the inputs ("2 held · 12 open · 8 occupied") when the figure has them.
+      const text = mark.nextSibling ? `${n} held · ` : `${n} held`;
+      if (mark.textContent !== text) mark.textContent = text;
+      mark.title = `${n} ${pairName(pair)} held for accepted mutual aid offers (not counted as free)`;
+    }
+    const rest = [...held].filter(([pair]) => !placed.has(pair)).map(([pair, n]) => `${n} ${pairName(pair)} held`);
+    let foot = tile.querySelector(".foot .held");
+    if (!rest.length) {
+      if (foot) foot.remove();
+      return;
+    }
+    if (!foot) {
+      foot = el("span", "held");
+      tile.querySelector(".foot").append(foot);
+    }
+    foot.textContent = ` · ${rest.join(", ")}`;
+  }
+
+  // A capacity pair in words: "Adult critical care beds" for beds.cc_adult (its open metric's label, less "open").
+  function pairName(pair) {
+    const open = `${pair}.open`;
+    return state.catalogue.has(open) ? label(open).replace(/ open$/, "") : pair;
   }
 
   function paintFresh(tile, p) {
@@ -712,6 +776,7 @@
     paintOpel(card, { declared: opel ? opel.value : null });
     frame(card, worstOf(r.figures));
     $(".cover", card).textContent = `${r.reporting}/${r.providers} reporting${r.stale ? ` · ${r.stale} stale` : ""}`;
+    paintStrain(key);
     for (const c of card.querySelectorAll(".coverage")) {
       const metric = c.dataset.cover;
       const f = r.figures.get(metric);
@@ -745,7 +810,38 @@
     }
   }
 
+  // A scope's mutual aid strain: its providers' open requests (counted from the panel's, which follow the stream)
+  // and the share of its closed requests that went unmet (the aggregator's measure), each only when not zero.
+  function paintStrain(key) {
+    const card = document.getElementById(totalId(key));
+    const mark = card && card.querySelector(".strain");
+    if (!mark) return;
+    const [level, code] = key.split(":");
+    let open = 0;
+    for (const c of state.aid.values()) if (inScopeOf(c.request.ask.provider, level, code)) open += 1;
+    const r = state.rollups.get(key);
+    const rate = r && r.strain ? r.strain.unfulfilled_rate : null;
+    const parts = [];
+    if (open) parts.push(`${open} open request${open === 1 ? "" : "s"}`);
+    if (rate) parts.push(`${Math.round(rate * 100)}% unfulfilled`);
+    const text = parts.length ? `${card.classList.contains("system-total") ? " · " : ""}${parts.join(" · ")}` : "";
+    if (mark.textContent !== text) mark.textContent = text;
+    mark.hidden = !text;
+    mark.title = "mutual aid: requests not yet closed, and the share of closed requests that went unmet";
+  }
+
+  // Whether a provider is in the scope `level:code`.
+  function inScopeOf(provider, level, code) {
+    if (level === "nation") return true;
+    const p = state.directory.providers.find((x) => x.code === provider);
+    if (!p) return false;
+    if (level === "system") return p.system === code;
+    const s = state.directory.systems.find((x) => x.code === p.system);
+    return !!s && s.region === code;
+  }
+
   function refreshAges() {
+    paintAid();
     for (const [code, p] of state.providers) {
       const tile = document.getElementById(`tile-${code}`);
       if (!tile) continue;
@@ -832,6 +928,115 @@
     let title = `${n} open alert${n === 1 ? "" : "s"}`;
     if (state.alertPages > 1) title += ` · ${first + 1}–${first + shown} (page ${state.alertPage + 1} of ${state.alertPages})`;
     $("#alerts-title").textContent = title;
+  }
+
+  // ---- mutual aid ----------------------------------------------------------------------------------------------
+
+  const CLOSED = new Set(["completed", "cancelled", "expired", "unfulfilled"]);
+  const URGENCY = { immediate: 3, urgent: 2, routine: 1 };
+
+  // When an open request escalates next ("to system in 18 min"), or how far it has ("escalated to region"). The
+  // timers count from its creation while it is open with no offer pending (docs/MUTUAL-AID.md).
+  function aidTimer(r) {
+    const t = state.aidTimers;
+    if (r.escalated === "region") return { text: "escalated to region", late: true };
+    const done = r.escalated ? `escalated to ${r.escalated}` : "";
+    if (r.state !== "open" || !t) return done ? { text: done, late: true } : null;
+    const [level, after] = r.escalated === "system" ? ["region", t.region_after_ms] : ["system", t.system_after_ms];
+    const left = Math.ceil((r.created_at + after - now()) / 60000);
+    const next = left > 0 ? `to ${level} in ${left} min` : `escalating to ${level}`;
+    return { text: done ? `${done} · ${next}` : next, late: !!done || left <= 0 };
+  }
+
+  function paintAid() {
+    const list = $("#aid");
+    if (!list || !state.directory) return;
+    const cases = [...state.aid.values()].filter((c) => {
+      const p = state.directory.providers.find((x) => x.code === c.request.ask.provider);
+      return !p || inScope(p);
+    });
+    cases.sort((a, b) => (URGENCY[b.request.ask.urgency] || 0) - (URGENCY[a.request.ask.urgency] || 0) || a.request.created_at - b.request.created_at);
+    const items = cases.map(({ request: r, offers }) => {
+      const item = el("li", `aid-request urgency-${r.ask.urgency}`);
+      item.dataset.request = r.id;
+      const offered = offers.filter((o) => o.state === "proposed" || o.state === "accepted").reduce((n, o) => n + o.quantity, 0);
+      item.append(
+        el("span", "when", age(r.created_at)),
+        el("span", "who", providerName(r.ask.provider)),
+        document.createTextNode(`${r.ask.quantity} × ${pairName(r.ask.pair)} · `),
+        el("span", "urgency", r.ask.urgency),
+        document.createTextNode(` · ${r.state.replace(/_/g, " ")}${offered ? ` (${offered} offered)` : ""}`),
+      );
+      const timer = aidTimer(r);
+      if (timer) item.append(document.createTextNode(" · "), el("span", timer.late ? "timer late" : "timer", timer.text));
+      item.title = `${r.id} ${r.ask.reference}${r.ask.summary ? `: ${r.ask.summary}` : ""}`;
+      return item;
+    });
+    if (!items.length) items.push(el("li", "empty", "No open requests"));
+    list.replaceChildren(...items);
+    const n = cases.length;
+    $("#aid-title").textContent = n ? `Mutual aid · ${n} open request${n === 1 ? "" : "s"}` : "Mutual aid";
+  }
+
+  // Every open request the wall can see, and the timers: on start and after every (re)connect's snapshot.
+  async function loadAid() {
+    try {
+      const r = await fetch("api/v1/aid/requests?open=true");
+      if (!r.ok) throw new Error(`${r.status}`);
+      const body = await r.json();
+      state.aidTimers = body.timers || null;
+      state.aid.clear();
+      for (const c of body.requests || []) if (!CLOSED.has(c.request.state)) state.aid.set(c.request.id, c);
+      paintAid();
+      for (const key of state.rollups.keys()) paintStrain(key);
+    } catch (err) {
+      console.warn("sitrep: mutual aid requests unavailable", err);
+    }
+  }
+
+  // A request closed: the unfulfilled rates of the wall's scopes are looked up again (a moment later, once for
+  // however many closed together).
+  let strainDue = null;
+  function scheduleStrain() {
+    clearTimeout(strainDue);
+    strainDue = setTimeout(async () => {
+      for (const [key, r] of state.rollups) {
+        if (!document.getElementById(totalId(key))) continue;
+        try {
+          const m = await fetch(`api/v1/aid/measures?scope=${encodeURIComponent(key)}`);
+          if (!m.ok) continue;
+          const body = await m.json();
+          r.strain = { open_requests: body.open_requests, unfulfilled_rate: body.unfulfilled_rate };
+          paintStrain(key);
+        } catch (err) {
+          console.warn("sitrep: mutual aid measures unavailable", err);
+        }
+      }
+    }, 1000);
+  }
+
+  // An `aid` event: the book's (requests and offers as they are after an action) or a holding provider's (its
+  // holds, and the figures and totals they moved).
+  function onAid(e) {
+    const a = e.aid || {};
+    for (const r of a.requests || []) {
+      if (CLOSED.has(r.state)) {
+        state.aid.delete(r.id);
+        if (r.state !== "cancelled") scheduleStrain();
+      } else {
+        state.aid.set(r.id, { request: r, offers: (a.offers || []).filter((o) => o.request === r.id) });
+      }
+    }
+    const p = state.providers.get(e.provider);
+    if (a.holds && p) {
+      p.holds = a.holds;
+      applyFigures(p, e);
+      applyRollups(e);
+      paintProvider(e.provider, true);
+    }
+    paintAid();
+    for (const key of state.rollups.keys()) paintStrain(key);
+    schedulePanels((e.raised && e.raised.length) || (e.cleared && e.cleared.length));
   }
 
   // What changed, worded for people: the provider's key figures first (and what they are made of), then how many
@@ -928,6 +1133,7 @@
         opel: p.opel,
         alerts: new Map(p.alerts.map((a) => [a.key, a])),
         sites: sitesOf(p.sites),
+        holds: p.holds || [],
       });
     }
     for (const r of s.rollups) {
@@ -939,16 +1145,35 @@
     for (const code of state.providers.keys()) paintProvider(code, false);
     for (const key of state.rollups.keys()) paintRollup(key, false);
     schedulePanels(true);
+    loadAid();
     stats.snapshots += 1;
   }
 
+  // An event's new figures of its provider ([index, value, rag], by the event's metrics) and its alerts.
+  function applyFigures(p, e) {
+    for (const [i, value, rag] of e.figures || []) {
+      if (value === null || value === undefined) p.figures.delete(e.metrics[i]);
+      else p.figures.set(e.metrics[i], { value, rag: rag || null });
+    }
+    for (const key of e.cleared || []) p.alerts.delete(key);
+    for (const a of e.raised || []) p.alerts.set(a.key, a);
+  }
+
+  // An event's totals: arrays aligned with its metrics.
+  function applyRollups(e) {
+    for (const r of e.rollups || []) {
+      updateRollup(r, e.metrics.map((metric, i) => ({ metric, value: r.value[i], rag: r.rag[i], n: r.n[i], inputs: r.inputs ? r.inputs[i] : null })));
+    }
+  }
+
   function onEvent(e) {
+    if (e.kind === "aid") return onAid(e);
     let p = state.providers.get(e.provider);
     // What the report changed: its site's own values where it has a site, else the provider's.
     const changes = (e.changes || []).map(([i, before, after]) => ({ metric: e.metrics[i], before, after }));
     if (e.live || e.kind === "stale") {
       if (!p) {
-        p = { period: e.period, received_at: e.received_at, stale: false, narrative: null, said: null, figures: new Map(), opel: null, alerts: new Map(), sites: new Map() };
+        p = { period: e.period, received_at: e.received_at, stale: false, narrative: null, said: null, figures: new Map(), opel: null, alerts: new Map(), sites: new Map(), holds: [] };
         state.providers.set(e.provider, p);
       }
       if (e.kind === "stale") {
@@ -971,11 +1196,10 @@
         // The provider's figures come from `figures` alone, also for a site's report (they are the rollup of its
         // sites); a site's `changes` are that site's values, kept with the site.
         // An event names its metrics once; figures are [index, value, rag] and rollups arrays aligned with them.
-        for (const [i, value, rag] of e.figures) {
-          if (value === null || value === undefined) p.figures.delete(e.metrics[i]);
-          else p.figures.set(e.metrics[i], { value, rag: rag || null });
-        }
+        applyFigures(p, e);
         if (e.opel) p.opel = e.opel;
+        // A report that shows held beds occupied ends their holds.
+        if (e.aid && e.aid.holds) p.holds = e.aid.holds;
         if (e.site) {
           const s = p.sites.get(e.site) || { readings: new Map() };
           s.period = e.period;
@@ -985,13 +1209,13 @@
           p.sites.set(e.site, s);
         }
       }
-      for (const key of e.cleared || []) p.alerts.delete(key);
-      for (const a of e.raised || []) p.alerts.set(a.key, a);
+      if (e.kind === "stale") {
+        for (const key of e.cleared || []) p.alerts.delete(key);
+        for (const a of e.raised || []) p.alerts.set(a.key, a);
+      }
       // Stale exactly while its stale alert is open: a report for an hour long past leaves it stale.
       p.stale = p.alerts.has(`stale:${e.provider}`);
-      for (const r of e.rollups) {
-        updateRollup(r, e.metrics.map((metric, i) => ({ metric, value: r.value[i], rag: r.rag[i], n: r.n[i], inputs: r.inputs ? r.inputs[i] : null })));
-      }
+      applyRollups(e);
       paintProvider(e.provider, true);
     }
     noteChange({

@@ -3,8 +3,12 @@
 //! They mirror the gRPC messages field for field (snake_case names), with two conventions a browser finds easy:
 //! times are milliseconds since the Unix epoch (UTC), and a value is a number or `{"absent": "<reason>"}`.
 //! Absent-from-the-object means unset. The shapes are documented in `docs/API.md`.
+//!
+//! Mutual aid's records are their storage serde form with one change: ids are written as people read them (`"R1"`,
+//! `"O1"`), not as the numbers they are stored as ([`aid_request`], [`aid_offer`], [`hold`], [`aid_change`]).
 
 use serde_json::{Map, Value as Json, json};
+use sitrep_core::aid::{AidChange, AidEvent, Hold, Measures, Offer, OfferId, Ranking, Request, RequestId, Timers};
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::{Cursor, Event, EventKind, HistoryRecord, ProviderLive, Rules, Timestamp, Value};
 
@@ -119,7 +123,7 @@ pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
             })
         })
         .collect();
-    json!({
+    let mut out = json!({
         "provider": p.provider,
         "name": dir.map(|d| d.name.as_str()),
         "system": dir.map(|d| d.system.as_str()),
@@ -137,7 +141,12 @@ pub fn provider(rules: &Rules, p: &ProviderLive) -> Json {
         "figures": figures,
         "opel": opel_json(opel),
         "alerts": p.alerts,
-    })
+    });
+    // Beds it holds for accepted mutual aid offers, only when it holds any.
+    if !p.holds.is_empty() {
+        out["holds"] = Json::Array(p.holds.iter().map(hold).collect());
+    }
+    out
 }
 
 /// A snapshot (or one part of it: `more` says further parts follow): providers in code order, then every scope's
@@ -254,7 +263,122 @@ pub fn event(e: &Event) -> Json {
     if let Some(o) = &e.derived.opel {
         fields.insert("opel".into(), opel_change_json(o));
     }
+    if let Some(a) = &e.aid {
+        fields.insert("aid".into(), aid_change(a));
+    }
     out
+}
+
+/// Replaces the number at `v[field]` with the id it stands for, as people read it (`R1`, `O1`).
+fn id_text(v: &mut Json, field: &str, text: impl Fn(u64) -> String) {
+    if let Some(n) = v.get(field).and_then(Json::as_u64) {
+        v[field] = json!(text(n));
+    }
+}
+
+fn request_id(n: u64) -> String {
+    RequestId(n).to_string()
+}
+
+fn offer_id(n: u64) -> String {
+    OfferId(n).to_string()
+}
+
+/// A request as stored, its id and its offers' ids written `R1` and `O1`.
+pub fn aid_request(r: &Request) -> Json {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    id_text(&mut v, "id", request_id);
+    v["offers"] = json!(r.offers.iter().map(ToString::to_string).collect::<Vec<_>>());
+    v
+}
+
+/// An offer as stored, its id and its request's written `O1` and `R1`.
+pub fn aid_offer(o: &Offer) -> Json {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    id_text(&mut v, "id", offer_id);
+    id_text(&mut v, "request", request_id);
+    v
+}
+
+/// A hold as a provider's JSON lists it: `{offer, pair, quantity, until}` (the provider is the one it is listed
+/// under; the baseline is the store's business).
+pub fn hold(h: &Hold) -> Json {
+    json!({ "offer": h.offer.to_string(), "pair": h.pair, "quantity": h.quantity, "until": h.until })
+}
+
+fn aid_event(e: &AidEvent) -> Json {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    id_text(&mut v, "request", request_id);
+    id_text(&mut v, "offer", offer_id);
+    v
+}
+
+/// What an event changed in mutual aid: `happened` (for people), the changed `requests` and `offers` as they are
+/// after it (the book's event), and `holds` (the holding provider's event: its holds after it). Empty parts are
+/// left out.
+pub fn aid_change(a: &AidChange) -> Json {
+    let mut out = Map::new();
+    out.insert("happened".into(), Json::Array(a.happened.iter().map(aid_event).collect()));
+    if !a.requests.is_empty() {
+        out.insert("requests".into(), Json::Array(a.requests.iter().map(aid_request).collect()));
+    }
+    if !a.offers.is_empty() {
+        out.insert("offers".into(), Json::Array(a.offers.iter().map(aid_offer).collect()));
+    }
+    if let Some(h) = &a.holds {
+        out.insert("holds".into(), Json::Array(h.iter().map(hold).collect()));
+    }
+    Json::Object(out)
+}
+
+/// A request with its offers (each with its decisions): what `/api/v1/aid/requests` lists.
+pub fn aid_case(c: &crate::aid::Case) -> Json {
+    json!({ "request": aid_request(&c.request), "offers": c.offers.iter().map(aid_offer).collect::<Vec<_>>() })
+}
+
+/// The escalation timers, in milliseconds after a request's creation.
+pub fn aid_timers(t: &Timers) -> Json {
+    json!({ "system_after_ms": t.system_after_ms, "region_after_ms": t.region_after_ms })
+}
+
+/// A request's candidates, best first, and the providers left out with why.
+pub fn aid_ranking(r: &Ranking) -> Json {
+    json!({
+        "candidates": r.candidates.iter().map(|c| json!({
+            "provider": c.provider,
+            "scope": c.scope.as_str(),
+            "headroom": c.headroom,
+            "distance_km": c.distance_km,
+            "reason": c.reason,
+        })).collect::<Vec<_>>(),
+        "excluded": r.excluded.iter().map(|e| json!({ "provider": e.provider, "why": e.why })).collect::<Vec<_>>(),
+    })
+}
+
+/// A scope's mutual aid measures; durations in milliseconds.
+pub fn aid_measures(scope: &str, m: &Measures) -> Json {
+    let durations =
+        |d: &sitrep_core::aid::Durations| json!({ "count": d.count, "median_ms": d.median_ms, "p90_ms": d.p90_ms });
+    let balances: Map<String, Json> =
+        m.balances.iter().map(|(p, b)| (p.clone(), json!({ "given": b.given, "received": b.received }))).collect();
+    json!({
+        "scope": scope,
+        "requests": m.requests,
+        "open_requests": m.open_requests,
+        "oldest_open_ms": m.oldest_open_ms,
+        "to_first_offer": durations(&m.to_first_offer),
+        "to_acceptance": durations(&m.to_acceptance),
+        "to_completion": durations(&m.to_completion),
+        "unfulfilled_rate": m.unfulfilled_rate.map(number),
+        "balances": balances,
+    })
+}
+
+/// A scope's strain signals, for its rollup: open requests and the unfulfilled rate; `None` when there is nothing
+/// to say (no request open, none ever closed).
+pub fn strain(m: &Measures) -> Option<Json> {
+    (m.open_requests > 0 || m.unfulfilled_rate.is_some_and(|r| r > 0.0))
+        .then(|| json!({ "open_requests": m.open_requests, "unfulfilled_rate": m.unfulfilled_rate.map(number) }))
 }
 
 pub fn status(s: &PictureState) -> Json {

@@ -4,13 +4,15 @@
 //! # Layout
 //! - [`router`]: every route. Handlers are thin: they resolve the same filters as gRPC (`Context::resolve`) and
 //!   read the same store; subscriptions run the same [`crate::session`] as gRPC `Subscribe`.
-//! - [`json`]: the JSON forms of snapshots, events, the directory, the catalogue and history.
+//! - [`json`]: the JSON forms of snapshots, events, the directory, the catalogue, history and mutual aid.
+//! - [`aid`]: the mutual aid API (`/api/v1/aid/...`), over [`crate::aid`].
 //! - The wallboard itself (`web/`: one HTML page, its script and style) is compiled into the binary.
 //!
 //! `/api/v1/events` is an SSE stream whose event ids are cursors: a browser that reconnects sends `Last-Event-ID`
 //! (or `?last_event_id=`; the header wins) and resumes exactly where it left off, or gets a `reset` and a fresh
 //! `snapshot` when its cursor cannot be served.
 
+mod aid;
 mod direct;
 pub mod json;
 
@@ -90,6 +92,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
                 ok(json!({ "name": who.name, "credential": who.credential }))
             }),
         )
+        .merge(aid::routes())
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .layer(axum::middleware::from_fn(one_request_per_connection))
         .with_state(ctx)
@@ -302,6 +305,8 @@ impl ApiError {
         let code = match s.code() {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            // A record in another state than the action needs (mutual aid): the caller's picture is out of date.
+            tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
             tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
             tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
             tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
@@ -313,7 +318,7 @@ impl ApiError {
             .map(|b| b.field_violations)
             .unwrap_or_default()
             .into_iter()
-            .map(|v| json!({ "field": v.field, "description": v.description }))
+            .map(|v| json!({ "field": v.field, "rule": v.reason.to_lowercase(), "description": v.description }))
             .collect();
         (code, json!({ "error": s.message(), "violations": violations }))
     }
@@ -467,7 +472,7 @@ async fn snapshot(
     let mut snap = ctx.snapshot(&f.providers).await?;
     f.retain_readable(&mut snap.rollups);
     let metrics = f.metrics;
-    let rollups: Vec<Json> = snap
+    let mut rollups: Vec<Json> = snap
         .rollups
         .iter()
         .map(|r| {
@@ -476,6 +481,7 @@ async fn snapshot(
             r
         })
         .collect();
+    aid::add_strain(&mut rollups, aid::strain(&ctx, &snap.rollups));
     let head = format!(
         "{{\"cursor\":{},\"more\":false,\"server_time\":{},\"rollups\":{},\"providers\":[",
         json!(snap.cursor.to_string()),
@@ -870,6 +876,10 @@ fn sse_message(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> B
         Out::Snapshot(snap) => {
             let mut body = json::snapshot(rules, &snap.cursor, &snap.providers, &snap.rollups, snap.more);
             retain_metrics(&mut body, metrics);
+            // Mutual aid's strain signals, read from the Hub's book once per snapshot (events do not carry them).
+            if let Some(rollups) = body["rollups"].as_array_mut() {
+                aid::add_strain(rollups, aid::strain(ctx, &snap.rollups));
+            }
             // Only the last part carries the cursor as its id: a browser that reconnects half-way through a
             // snapshot must not resume as if it had all of it.
             let cursor = snap.cursor.to_string();

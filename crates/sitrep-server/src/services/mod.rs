@@ -56,6 +56,8 @@ pub struct Context {
     pub hosts: crate::http::Hosts,
     /// The wallboard page, with this deployment's settings in it (see [`crate::http::page`]).
     pub page: String,
+    /// Mutual aid's escalation timers (`[aid]`): the clock escalates by them, and the API says them.
+    pub aid_timers: sitrep_core::aid::Timers,
     /// Fires at shutdown: every stream task selects on it.
     pub cancel: CancellationToken,
     /// Every task spawned for a stream, so shutdown can wait for them.
