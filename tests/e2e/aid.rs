@@ -237,8 +237,7 @@ async fn mutual_aid_across_two_replicas() {
 #[tokio::test]
 async fn who_may_act_for_whom_over_grpc() {
     let (rj7_key, rj7) = make_key("RJ7 feed", &["--write", "RJ7", "--read", "provider:RJ7"]).await;
-    let (coord_key, coord) =
-        make_key("QWE coordinator", &["--read", "system:QWE", "--coordinate", "system:QWE"]).await;
+    let (coord_key, coord) = make_key("QWE coordinator", &["--read", "system:QWE", "--coordinate", "system:QWE"]).await;
     assert!(coord.contains("coordinate = [\"system:QWE\"]\n"), "sitrep key prints the grant: {coord}");
     let (admin_key, admin) = make_key("admin", &["--read", "*", "--write", "*", "--admin"]).await;
     let principals = format!("{rj7}\n{coord}\n{admin}\n");

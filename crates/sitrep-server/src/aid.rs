@@ -48,10 +48,24 @@ pub struct Done {
     pub case: Case,
 }
 
+/// The longest an action waits for this replica's picture to catch up with the store: to find a request or offer
+/// made a moment ago (through another replica, or just before through this one), and to show the action itself
+/// before answering.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes `action` for `who`, after checking its grants against the book, on the picture at `cursor` (the caller's,
-/// if it sent one, else this replica's now).
+/// if it sent one, else this replica's now). Answers once this replica's picture shows the action (or
+/// [`CATCH_UP`] passed), so the caller's next request here sees what it did.
 pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<&str>) -> Result<Done, Status> {
-    let (on_behalf, hub_cursor) = ctx.with_picture(|p| (acting_for(p.aid(), &action), p.cursor().clone())).await?;
+    let look = || ctx.with_picture(|p| (acting_for(p.aid(), &action), p.cursor().clone()));
+    let (mut on_behalf, mut hub_cursor) = look().await?;
+    if on_behalf.as_ref().is_err_and(|e| e.code() == tonic::Code::NotFound) {
+        // The picture follows the log a moment behind: look again once it shows everything stored so far.
+        let head = ctx.store.head().await.map_err(error::store)?;
+        if ctx.hub.shows(&head, CATCH_UP).await {
+            (on_behalf, hub_cursor) = look().await?;
+        }
+    }
     let provider = on_behalf?;
     who.may(Grant::Broker(&provider))?;
     let cursor = match cursor.filter(|c| !c.is_empty()) {
@@ -75,6 +89,9 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
                 .cloned()
                 .ok_or_else(|| Status::internal(format!("{name}: the store answered with no request")))?;
             let offers = change.offers.clone();
+            if let Some(last) = events.last() {
+                ctx.hub.shows(&last.cursor, CATCH_UP).await;
+            }
             tracing::info!(principal = %who.name, action = name, request = %request.id, state = %request.state, "mutual aid");
             Ok(Done { events, case: Case { request, offers } })
         }

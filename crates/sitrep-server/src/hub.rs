@@ -174,6 +174,8 @@ pub struct Hub {
     warm: Option<fn(&ProviderLive) -> Bytes>,
     /// How far behind the log's head the Hub is (for `sitrep_log_follow_lag_seconds`).
     follow: Arc<crate::metrics::Follow>,
+    /// Bumped whenever the picture moves (events folded, a picture installed or dropped), for [`Hub::shows`].
+    moved: watch::Sender<u64>,
 }
 
 /// Providers by staleness in the Hub's picture (for the metrics).
@@ -246,6 +248,24 @@ impl Hub {
             encoded: Default::default(),
             warm: None,
             follow: Default::default(),
+            moved: watch::channel(0).0,
+        }
+    }
+
+    /// Waits (up to `wait`) until the picture reflects the event at `cursor` (or has moved to another epoch, where
+    /// the cursor means nothing): read-your-writes for a caller that acted through the store and reads next from
+    /// this replica's picture. False if it did not within the wait.
+    pub async fn shows(&self, cursor: &Cursor, wait: Duration) -> bool {
+        let mut moved = self.moved.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let seen = self.read(|p| p.cursor().epoch != cursor.epoch || p.cursor().pos >= cursor.pos);
+            if seen == Some(true) {
+                return true;
+            }
+            if !matches!(tokio::time::timeout_at(deadline, moved.changed()).await, Ok(Ok(()))) {
+                return false;
+            }
         }
     }
 
@@ -463,6 +483,8 @@ impl Hub {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             });
         }
+        drop(inner);
+        self.moved.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -480,6 +502,7 @@ impl Hub {
         }
         drop(inner);
         self.positioned.send_replace(ready);
+        self.moved.send_modify(|n| *n += 1);
     }
 
     /// Encodes every provider of a loaded `picture` for snapshots (with [`Hub::warm_with`]), before the picture is

@@ -7,11 +7,10 @@
 //! refused rather than ignored. Times are RFC 3339 (`needed_by`, `hold_until`) or minutes from now (`minutes`,
 //! `hold_minutes`).
 //!
-//! An action is answered once this replica's picture shows it, so that the caller's next request here (an offer
-//! on the request it just made, a snapshot) sees what it did.
+//! An action is answered once this replica's picture shows it ([`crate::aid::act`] waits), so that the caller's next
+//! request here (an offer on the request it just made, a snapshot) sees what it did.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Extension, Path, RawQuery, State};
@@ -23,7 +22,7 @@ use serde_json::{Map, Value as Json, json};
 use sitrep_core::aid::{Action, Constraints, Kind, NewRequest, OfferId, RequestId, Stage, Urgency};
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::rules::Level;
-use sitrep_core::{Cursor, Picture, Timestamp};
+use sitrep_core::{Picture, Timestamp};
 use tonic::Status;
 
 use super::json as form;
@@ -237,28 +236,7 @@ impl IntoResponse for Acted {
 
 async fn act(ctx: &Context, who: &Principal, action: Action, b: &Body) -> Result<Acted, Status> {
     let cursor = b.text("cursor")?;
-    let done = crate::aid::act(ctx, who, action, cursor.as_deref()).await?;
-    if let Some(last) = done.events.last() {
-        folded(ctx, &last.cursor).await;
-    }
-    Ok(Acted(done))
-}
-
-/// The longest an action's answer waits for this replica's picture to show the action.
-const FOLD_WAIT: Duration = Duration::from_secs(2);
-
-/// Waits until this replica's picture has folded the event at `last` (or moved to another epoch, or [`FOLD_WAIT`]
-/// passed). The picture follows the store's log a moment behind; without the wait, a caller that creates a request
-/// and at once offers for it (or reads its snapshot) through this replica could be told the request is unknown.
-async fn folded(ctx: &Context, last: &Cursor) {
-    let deadline = tokio::time::Instant::now() + FOLD_WAIT;
-    loop {
-        let seen = ctx.hub.read(|p| p.cursor().epoch != last.epoch || p.cursor().pos >= last.pos);
-        if seen == Some(true) || tokio::time::Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    Ok(Acted(crate::aid::act(ctx, who, action, cursor.as_deref()).await?))
 }
 
 fn request_id(text: &str) -> Result<RequestId, Status> {
