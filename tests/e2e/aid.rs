@@ -196,7 +196,8 @@ async fn mutual_aid_across_two_replicas() {
         let e = next_event(&mut on_b).await;
         assert!(happened(&e).contains(&to.to_owned()), "{to}: {e:?}");
     }
-    let m = on_a.measures(pb::GetAidMeasures { scope: "system:QWE".into() }).await.unwrap().into_inner();
+    let m = on_a.measures(pb::GetAidMeasures { scope: "system:QWE".into(), days: 1 }).await.unwrap().into_inner();
+    assert_eq!(m.by_day.len(), 1, "today");
     for (what, d) in
         [("first offer", &m.to_first_offer), ("acceptance", &m.to_acceptance), ("completion", &m.to_completion)]
     {

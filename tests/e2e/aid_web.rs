@@ -143,8 +143,15 @@ async fn a_request_is_offered_for_accepted_and_measured_over_http() {
         let r = post(&server, &format!("/api/v1/aid/requests/R1/{step}"), None, json!({})).await;
         assert_eq!(r.status, 200, "{step}: {}", String::from_utf8_lossy(&r.body));
     }
-    let measures = get(&server.url, "/api/v1/aid/measures?scope=system:QWE").await.json();
+    let measures = get(&server.url, "/api/v1/aid/measures?scope=system:QWE&days=2").await.json();
     assert_eq!((&measures["open_requests"], &measures["unfulfilled_rate"]), (&json!(0), &json!(0)));
+    let days = measures["by_day"].as_array().expect("by day");
+    assert_eq!(days.len(), 2);
+    // Yesterday and today: the request was made on one of them (today, unless the test ran across midnight UTC).
+    let made: Vec<u64> = days.iter().map(|d| d["requests"].as_u64().unwrap()).collect();
+    assert_eq!(made.iter().sum::<u64>(), 1, "{days:?}");
+    let day = &days[made.iter().position(|n| *n == 1).unwrap()];
+    assert_eq!(day["to_completion"]["count"], 1);
     assert_eq!(measures["balances"]["RVR"], json!({"given": 2, "received": 0}));
     assert_eq!(measures["balances"]["RJ7"], json!({"given": 0, "received": 2}));
     assert_eq!(get(&server.url, "/api/v1/aid/requests?open=true").await.json()["requests"], json!([]));

@@ -264,6 +264,9 @@ struct MeasuresArgs {
     /// The scope: system:CODE, region:CODE or nation.
     #[arg(long)]
     scope: String,
+    /// Also show each of the last DAYS days (UTC, today included): the requests made that day and how they fared.
+    #[arg(long, default_value_t = 0, value_name = "DAYS")]
+    days: u32,
 }
 
 /// A time given on the command line: a duration from now, or an instant.
@@ -394,7 +397,7 @@ pub async fn run(args: AidArgs) -> anyhow::Result<ExitCode> {
         }
         AidCommand::Measures(a) => {
             let mut c = client(&a.server)?;
-            answer(&a.server, c.measures(pb::GetAidMeasures { scope: a.scope }).await, |m| {
+            answer(&a.server, c.measures(pb::GetAidMeasures { scope: a.scope, days: a.days }).await, |m| {
                 print!("{}", measures_text(&m))
             })
         }
@@ -685,6 +688,26 @@ fn measures_text(m: &pb::AidMeasures) -> String {
             .collect();
         out.push_str("\nBalances:\n");
         out.push_str(&table(&["PROVIDER", "GIVEN", "RECEIVED", "NET"], &rows));
+    }
+    if !m.by_day.is_empty() {
+        let median = |d: &Option<pb::AidDurations>| minutes_text(d.unwrap_or_default().median_minutes);
+        let rows: Vec<Vec<String>> = m
+            .by_day
+            .iter()
+            .filter_map(|d| Some((time(&d.day)?, d.measures.as_ref()?)))
+            .map(|(day, m)| {
+                vec![
+                    day.to_string()[..10].to_owned(),
+                    m.requests.to_string(),
+                    m.open_requests.to_string(),
+                    median(&m.to_first_offer),
+                    median(&m.to_completion),
+                    m.unfulfilled_rate.map_or_else(|| "–".to_owned(), |r| format!("{:.0}%", r * 100.0)),
+                ]
+            })
+            .collect();
+        out.push_str("\nBy day (requests made that day):\n");
+        out.push_str(&table(&["DAY", "REQUESTS", "OPEN", "TO OFFER", "TO COMPLETE", "UNFULFILLED"], &rows));
     }
     out
 }

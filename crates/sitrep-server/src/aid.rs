@@ -229,8 +229,24 @@ pub async fn candidates(ctx: &Context, who: &Principal, id: RequestId) -> Result
     Ok((case, ranking))
 }
 
-/// The measures of `scope` (`system:QWE`, `region:Y56`, `nation`), which `who` must be able to read.
-pub async fn measures(ctx: &Context, who: &Principal, scope: &str) -> Result<Measures, Status> {
+/// The most days [`measures`] gives by day.
+pub const MEASURE_DAYS_MAX: u32 = 92;
+
+/// The measures of `scope` (`system:QWE`, `region:Y56`, `nation`), which `who` must be able to read: live, and for
+/// each of the last `days` UTC days (today included; none with 0) the requests made that day.
+pub async fn measures(
+    ctx: &Context,
+    who: &Principal,
+    scope: &str,
+    days: u32,
+) -> Result<(Measures, Vec<(Timestamp, Measures)>), Status> {
+    if days > MEASURE_DAYS_MAX {
+        return Err(error::invalid_field(
+            "days",
+            "at_most",
+            format!("days = {days} is more than the {MEASURE_DAYS_MAX} days measures are given for"),
+        ));
+    }
     let parsed = match scope {
         "nation" => Some(sitrep_core::Scope::new(sitrep_core::rules::Level::Nation, &ctx.directory.nation().code)),
         s => sitrep_core::Scope::parse(s),
@@ -244,9 +260,16 @@ pub async fn measures(ctx: &Context, who: &Principal, scope: &str) -> Result<Mea
     })?;
     who.may(Grant::ReadScope(&parsed))?;
     let now = Timestamp::now();
-    ctx.with_picture(|p| aid::measures(scope, p.aid(), &p.rules().directory, now))
-        .await?
-        .ok_or_else(|| Status::not_found(format!("scope {scope:?} has no members")))
+    let measured = ctx
+        .with_picture(|p| {
+            let directory = &p.rules().directory;
+            Some((
+                aid::measures(scope, p.aid(), directory, now)?,
+                aid::measures_by_day(scope, p.aid(), directory, now, days)?,
+            ))
+        })
+        .await?;
+    measured.ok_or_else(|| Status::not_found(format!("scope {scope:?} has no members")))
 }
 
 /// The clock's part: every action due at `now` by the picture's book (expiry, escalation), taken through the

@@ -566,9 +566,24 @@ fn durations_to_wire(d: &sitrep_core::aid::Durations) -> pb::AidDurations {
     }
 }
 
-pub fn measures_to_wire(scope: &str, m: &Measures, at: Timestamp) -> pb::AidMeasures {
+/// Live measures and, by day, those of each day's requests.
+pub fn measures_to_wire(scope: &str, m: &Measures, by_day: &[(Timestamp, Measures)], at: Timestamp) -> pb::AidMeasures {
+    let mut out = one_measures_to_wire(scope, m, at);
+    out.by_day = by_day
+        .iter()
+        .map(|(day, m)| pb::AidDayMeasures {
+            day: Some(timestamp_to_wire(*day)),
+            measures: Some(one_measures_to_wire(scope, m, at)),
+        })
+        .collect();
+    out
+}
+
+fn one_measures_to_wire(scope: &str, m: &Measures, at: Timestamp) -> pb::AidMeasures {
     pb::AidMeasures {
         scope: scope.to_owned(),
+        requests: u32::try_from(m.requests).unwrap_or(u32::MAX),
+        by_day: Vec::new(),
         open_requests: u32::try_from(m.open_requests).unwrap_or(u32::MAX),
         oldest_open_minutes: m.oldest_open_ms.map(minutes),
         to_first_offer: Some(durations_to_wire(&m.to_first_offer)),

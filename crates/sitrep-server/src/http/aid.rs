@@ -88,7 +88,7 @@ async fn candidates(
     Ok(ok(body))
 }
 
-/// `?scope=system:QWE` (or `region:Y56`, `nation`).
+/// `?scope=system:QWE` (or `region:Y56`, `nation`), and `&days=7` for the measures of each day's requests.
 async fn measures(
     State(ctx): State<Arc<Context>>,
     Extension(who): Extension<Principal>,
@@ -97,8 +97,26 @@ async fn measures(
     let params = params(q);
     let scope = one(&params, "scope")
         .ok_or_else(|| error::invalid_field("scope", "required", "scope is required, e.g. ?scope=system:QWE".into()))?;
-    let m = crate::aid::measures(&ctx, &who, scope).await?;
-    Ok(ok(form::aid_measures(scope, &m)))
+    let days = match one(&params, "days") {
+        None => 0,
+        Some(text) => text.parse().map_err(|_| {
+            error::invalid_field("days", "number", format!("days = {text:?} is not a whole number of days"))
+        })?,
+    };
+    let (live, by_day) = crate::aid::measures(&ctx, &who, scope, days).await?;
+    let mut body = form::aid_measures(scope, &live);
+    if days > 0 {
+        let days: Vec<Json> = by_day
+            .iter()
+            .map(|(day, m)| {
+                let mut d = form::aid_measures(scope, m);
+                d["day"] = json!(day);
+                d
+            })
+            .collect();
+        body["by_day"] = Json::Array(days);
+    }
+    Ok(ok(body))
 }
 
 async fn create(

@@ -111,8 +111,8 @@ impl pb::aid_service_server::AidService for AidApi {
 
     async fn measures(&self, request: Request<pb::GetAidMeasures>) -> Result<Response<pb::AidMeasures>, Status> {
         let who = principal_of(request.extensions())?;
-        let scope = &request.get_ref().scope;
-        let measures = aid::measures(&self.ctx, who, scope).await?;
-        Ok(Response::new(wire::measures_to_wire(scope, &measures, Timestamp::now())))
+        let (scope, days) = (&request.get_ref().scope, request.get_ref().days);
+        let (live, by_day) = aid::measures(&self.ctx, who, scope, days).await?;
+        Ok(Response::new(wire::measures_to_wire(scope, &live, &by_day, Timestamp::now())))
     }
 }

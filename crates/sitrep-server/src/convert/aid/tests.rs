@@ -602,10 +602,18 @@ fn candidates_and_measures_on_the_wire() {
     let m = measures("system:QWE", &book, &directory, t(130)).unwrap();
     let durations =
         |minutes: f64| Some(pb::AidDurations { count: 1, median_minutes: Some(minutes), p90_minutes: Some(minutes) });
+    let days = sitrep_core::aid::measures_by_day("system:QWE", &book, &directory, t(130), 1).unwrap();
+    let wire = measures_to_wire("system:QWE", &m, &days, t(130));
+    assert_eq!(wire.by_day.len(), 1);
+    let day = &wire.by_day[0];
+    assert_eq!(day.measures.as_ref().map(|d| (d.requests, d.open_requests)), Some((2, 1)), "both made that day");
+    assert_eq!(day.day, Some(timestamp_to_wire(Timestamp(t(0).0.div_euclid(86_400_000) * 86_400_000))));
     assert_eq!(
-        measures_to_wire("system:QWE", &m, t(130)),
+        pb::AidMeasures { by_day: Vec::new(), ..wire },
         pb::AidMeasures {
             scope: "system:QWE".into(),
+            requests: 2,
+            by_day: Vec::new(),
             open_requests: 1,
             oldest_open_minutes: Some(30.0),
             to_first_offer: durations(6.0),
@@ -620,7 +628,7 @@ fn candidates_and_measures_on_the_wire() {
         }
     );
     // Nothing reached: the durations say so rather than 0.
-    let empty = measures_to_wire("nation", &Measures::default(), t(0));
+    let empty = measures_to_wire("nation", &Measures::default(), &[], t(0));
     assert_eq!(empty.to_completion, Some(pb::AidDurations { count: 0, median_minutes: None, p90_minutes: None }));
     assert_eq!((empty.oldest_open_minutes, empty.unfulfilled_rate), (None, None));
 }
