@@ -11,7 +11,7 @@ use sitrep_store::redis::RedisProcess;
 use tokio::process::Command;
 use tonic_types::StatusExt;
 
-use crate::auth::{Credential, make_key};
+use crate::auth::{Credential, ed25519, ed25519_jwks, make_key, signed_token};
 use crate::support::*;
 
 /// The demo directory with places for the providers of system QWE that the test reports for, so candidates are
@@ -300,4 +300,25 @@ async fn who_may_act_for_whom_over_grpc() {
         list.iter().map(|r| (r.id.as_str(), r.state())).collect::<Vec<_>>(),
         [("R1", pb::aid_request::State::Accepted)]
     );
+}
+
+/// A signed token may carry the coordinate grant in its `sitrep` claim, as a principals file does: the holder acts
+/// for providers of its system, and only those, and is named on the decision.
+#[tokio::test]
+async fn a_signed_token_may_carry_the_coordinate_grant() {
+    let pair = ed25519();
+    let jwks = ed25519_jwks(&pair, Some("idp-1"));
+    let config = "[auth]\njwks = \"jwks.json\"\naudience = \"sitrep-test\"\n";
+    let server = Server::start_full(config, &[], "127.0.0.1:0", &[("jwks.json", &jwks)]).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = serde_json::json!({ "sub": "QWE coordinator (token)", "exp": now + 600, "aud": "sitrep-test",
+        "sitrep": { "read": ["system:QWE"], "coordinate": ["system:QWE"] } });
+    let token = signed_token(&pair, r#"{"alg":"EdDSA","kid":"idp-1","typ":"JWT"}"#, &claims);
+    let mut aid = AidServiceClient::with_interceptor(server.channel().await, Credential(Some(token)));
+    let made = aid.create_request(ask("RVR", 1, "TOK-1")).await.unwrap().into_inner();
+    let trail = &made.requests[0].decisions;
+    assert_eq!(trail.iter().map(|d| d.principal.as_str()).collect::<Vec<_>>(), ["QWE coordinator (token)"]);
+    let denied = aid.create_request(ask("RGT", 1, "TOK-2")).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("coordinates"), "{}", denied.message());
 }

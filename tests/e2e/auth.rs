@@ -61,13 +61,13 @@ fn providers_of(systems: &[&str]) -> Vec<String> {
 }
 
 /// A new Ed25519 key pair, as an identity provider holds.
-fn ed25519() -> ring::signature::Ed25519KeyPair {
+pub fn ed25519() -> ring::signature::Ed25519KeyPair {
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
     ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
 }
 
 /// `Bearer <a JWT of header and claims, signed by pair>`.
-fn signed_token(pair: &ring::signature::Ed25519KeyPair, header: &str, claims: &serde_json::Value) -> String {
+pub fn signed_token(pair: &ring::signature::Ed25519KeyPair, header: &str, claims: &serde_json::Value) -> String {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     let signed = format!("{}.{}", B64.encode(header), B64.encode(claims.to_string()));
@@ -75,7 +75,7 @@ fn signed_token(pair: &ring::signature::Ed25519KeyPair, header: &str, claims: &s
 }
 
 /// The JWKS of one Ed25519 public key.
-fn ed25519_jwks(pair: &ring::signature::Ed25519KeyPair, kid: Option<&str>) -> String {
+pub fn ed25519_jwks(pair: &ring::signature::Ed25519KeyPair, kid: Option<&str>) -> String {
     use base64::Engine;
     use ring::signature::KeyPair;
     let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());

@@ -135,14 +135,21 @@ pub fn stale(rules: &Rules, prior: &ProviderLive, now: Timestamp) -> Option<Plan
     let alert = derive::stale_alert(rules, &prior.provider, prior.period, now);
     let mut state = prior.clone();
     let event = state.go_stale(alert, now);
-    Some(Plan {
-        provider: prior.provider.clone(),
-        expected_version: prior.version,
-        state: Some(state),
-        history: None,
-        trim_before: None,
-        event,
-    })
+    Some(Plan::no_report(prior, state, event))
+}
+
+impl Plan {
+    /// A change of `prior` to `state` that no report caused (the clock, mutual aid): no history entry.
+    fn no_report(prior: &ProviderLive, state: ProviderLive, event: Event) -> Plan {
+        Plan {
+            provider: prior.provider.clone(),
+            expected_version: prior.version,
+            state: Some(state),
+            history: None,
+            trim_before: None,
+            event,
+        }
+    }
 }
 
 /// Plans `prior`'s mutual aid holds becoming `holds` at `at` (an offer accepted, a request cancelled, a hold
@@ -160,14 +167,7 @@ pub fn holds(
     let mut event = crate::state::provider_event(&state, crate::EventKind::Aid, derived, at);
     change.holds = Some(state.holds.clone());
     event.aid = Some(Box::new(change));
-    Plan {
-        provider: prior.provider.clone(),
-        expected_version: prior.version,
-        state: Some(state),
-        history: None,
-        trim_before: None,
-        event,
-    }
+    Plan::no_report(prior, state, event)
 }
 
 #[cfg(test)]

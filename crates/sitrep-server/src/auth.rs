@@ -432,7 +432,7 @@ pub struct Authenticator {
 }
 
 /// What grants are made from: write, read, admin, organisation.
-type GrantKey = (Vec<String>, Vec<String>, bool, Option<String>);
+type GrantKey = (Vec<String>, Vec<String>, bool, Option<String>, Vec<String>);
 
 /// Claimed grants kept at most; beyond it the cache starts again (tokens are short-lived and few per deployment).
 const CLAIMED_KEPT: usize = 1024;
@@ -503,7 +503,7 @@ impl Authenticator {
 
     /// The grants a wallboard session (or a kiosk link about to be made) reads by: `read`, checked.
     pub fn screen_grants(&self, read: &[String]) -> Result<Arc<Grants>, String> {
-        self.claimed_grants(&[], read, false, None)
+        self.claimed_grants(&[], read, false, None, &[])
     }
 
     /// Grants a token or session claims, checked against the directory (once for each distinct claim).
@@ -513,13 +513,17 @@ impl Authenticator {
         read: &[String],
         admin: bool,
         organisation: Option<&str>,
+        coordinate: &[String],
     ) -> Result<Arc<Grants>, String> {
         let rules = self.rules.as_ref().ok_or("sign-in is for a deployment with principals")?;
-        let key: GrantKey = (write.to_vec(), read.to_vec(), admin, organisation.map(str::to_owned));
+        let key: GrantKey =
+            (write.to_vec(), read.to_vec(), admin, organisation.map(str::to_owned), coordinate.to_vec());
         if let Some(g) = self.claimed.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(g.clone());
         }
-        let grants = Arc::new(grants_of(rules, write, read, admin, organisation)?);
+        let mut grants = grants_of(rules, write, read, admin, organisation)?;
+        grants.coordinate = coordinated(rules, coordinate)?;
+        let grants = Arc::new(grants);
         let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
         if claimed.len() >= CLAIMED_KEPT {
             claimed.clear();
@@ -632,7 +636,7 @@ impl Authenticator {
         let (claims, kid) = jwt::verify(token, &keys, &self.expect, now).map_err(Status::unauthenticated)?;
         let g = &claims.sitrep;
         let grants = self
-            .claimed_grants(&g.write, &g.read, g.admin, g.organisation.as_deref())
+            .claimed_grants(&g.write, &g.read, g.admin, g.organisation.as_deref(), &g.coordinate)
             .map_err(|e| Status::unauthenticated(format!("the token's sitrep claim: {e}")))?;
         let credential = match &claims.jti {
             Some(jti) => format!("token {kid}/{jti}"),

@@ -123,6 +123,9 @@ pub struct Grants {
     /// The organisation the holder belongs to, for the directory's sharing agreements.
     #[serde(default)]
     pub organisation: Option<String>,
+    /// Scopes the holder coordinates mutual aid for (`system:QWE`, `region:Y56`, `nation`, `*`).
+    #[serde(default)]
+    pub coordinate: Vec<String>,
 }
 
 /// What a token must say beyond its signature and times.

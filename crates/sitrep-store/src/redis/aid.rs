@@ -26,7 +26,7 @@ use sitrep_core::aid::{self, Action, Actor, AidBook, AidPlan};
 use sitrep_core::state::Planned;
 use sitrep_core::{Cursor, Event, ProviderLive, Timestamp};
 
-use super::{LOAD_BATCH, MAX_CONFLICTS, Outcome, RedisStore, bad, bytes, codec, outcomes};
+use super::{MAX_CONFLICTS, Outcome, RedisStore, bad, bytes, codec, outcomes};
 use crate::{Acted, StoreError};
 
 /// What `act.lua` did with a plan.
@@ -88,22 +88,11 @@ impl RedisStore {
                 .await
                 .map_err(|e| self.masters.failed(e))?;
             let mut fields = Vec::new();
-            let mut scan = 0u64;
-            loop {
-                let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
-                    .arg(key)
-                    .arg(scan)
-                    .arg("COUNT")
-                    .arg(LOAD_BATCH)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.masters.failed(e))?;
+            self.scan_hash(&mut conn, key, |pairs| {
                 fields.extend(pairs);
-                if next == 0 {
-                    break;
-                }
-                scan = next;
-            }
+                Ok(())
+            })
+            .await?;
             let after: Option<String> = redis::cmd("HGET")
                 .arg(key)
                 .arg(codec::AID_VERSION)

@@ -649,6 +649,32 @@ impl RedisStore {
         Ok(self.master().await?.conn.clone())
     }
 
+    /// Every field of the hash `key`, read in bounded pieces (`HSCAN ... COUNT LOAD_BATCH`, so a large hash never
+    /// blocks Redis), each piece handed to `each` as it comes.
+    async fn scan_hash(
+        &self,
+        conn: &mut ConnectionManager,
+        key: &str,
+        mut each: impl FnMut(Vec<(String, Vec<u8>)>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut scan = 0u64;
+        loop {
+            let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(key)
+                .arg(scan)
+                .arg("COUNT")
+                .arg(LOAD_BATCH)
+                .query_async(conn)
+                .await
+                .map_err(|e| self.masters.failed(e))?;
+            each(pairs)?;
+            if next == 0 {
+                return Ok(());
+            }
+            scan = next;
+        }
+    }
+
     /// The current master (see [`RedisStore::conn`]).
     async fn master(&self) -> Result<Arc<master::Master>, StoreError> {
         let master = self.masters.get().await?;
@@ -1188,27 +1214,17 @@ impl Store for RedisStore {
 
     async fn load(&self) -> Result<Loaded, StoreError> {
         let cursor = self.head().await?;
-        let mut providers = Vec::new();
+        let mut stored = Vec::new();
         let mut conn = self.conn().await?;
-        let mut scan = 0u64;
-        loop {
-            let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
-                .arg(&self.keys.states)
-                .arg(scan)
-                .arg("COUNT")
-                .arg(LOAD_BATCH)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.masters.failed(e))?;
-            for (provider, stored) in pairs {
-                providers.push(
-                    self.decoding(|codes| codec::decode_state(codes, &self.options.rules, &provider, &stored)).await?,
-                );
-            }
-            if next == 0 {
-                break;
-            }
-            scan = next;
+        self.scan_hash(&mut conn, &self.keys.states, |pairs| {
+            stored.extend(pairs);
+            Ok(())
+        })
+        .await?;
+        let mut providers = Vec::with_capacity(stored.len());
+        for (provider, state) in stored {
+            providers
+                .push(self.decoding(|codes| codec::decode_state(codes, &self.options.rules, &provider, &state)).await?);
         }
         // After the states, so the book is at least as new as the cursor (the picture passes over aid events it
         // already reflects, by the book's version).
