@@ -300,6 +300,16 @@ async fn who_may_act_for_whom_over_grpc() {
         list.iter().map(|r| (r.id.as_str(), r.state())).collect::<Vec<_>>(),
         [("R1", pb::aid_request::State::Accepted)]
     );
+    // The open request is a strain signal on its system's rollup in a snapshot.
+    let mut query = sitrep_proto::v1::query_service_client::QueryServiceClient::with_interceptor(
+        channel.clone(),
+        Credential(Some(format!("Bearer {admin_key}"))),
+    );
+    let snapshot = query.get_snapshot(pb::GetSnapshotRequest { filter: None }).await.unwrap().into_inner();
+    let qwe = snapshot.rollups.iter().find(|r| r.scope.as_ref().is_some_and(|s| s.code == "QWE")).unwrap();
+    assert_eq!(qwe.strain, Some(pb::AidStrain { open_requests: 1, unfulfilled_rate: None }), "{qwe:?}");
+    let quiet = snapshot.rollups.iter().find(|r| r.scope.as_ref().is_some_and(|s| s.code == "QUE")).unwrap();
+    assert_eq!(quiet.strain, None, "no request there");
 }
 
 /// A signed token may carry the coordinate grant in its `sitrep` claim, as a principals file does: the holder acts

@@ -249,6 +249,15 @@ impl Picture {
         Ok(out)
     }
 
+    /// Mutual aid's strain signals of `scope`, from the book as of the picture's cursor (see
+    /// [`crate::rollup::Strain`]).
+    pub fn strain(&self, scope: &Scope) -> Option<crate::rollup::Strain> {
+        // Strain does not depend on the time (only the oldest request's age would, which it leaves out), so the
+        // picture needs no clock: any instant does.
+        let measures = crate::aid::measures(&scope.to_string(), &self.aid, &self.rules.directory, Timestamp(0))?;
+        crate::rollup::Strain::of(&measures)
+    }
+
     /// The derived CRITCON level of `scope`, explained (see [`crate::critcon::of_scope`]); `None` without a CRITCON
     /// rule, or when no member has a level.
     pub fn critcon(&self, scope: &Scope) -> Option<crate::critcon::Derived> {
@@ -266,6 +275,7 @@ impl Picture {
                 let totals = &self.totals[index.scope(scope)?];
                 let mut r = rollup(&self.rules, scope, totals, metrics);
                 r.critcon = self.critcon(scope);
+                r.strain = self.strain(scope);
                 Some(r)
             })
             .collect()

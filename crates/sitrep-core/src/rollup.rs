@@ -198,6 +198,30 @@ pub struct ScopeRollup {
     /// [`crate::critcon`]). In an event, present only when the event may have changed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critcon: Option<crate::critcon::Derived>,
+    /// Mutual aid's strain signals of the scope, when there is something to say (see [`Strain`]). Snapshots carry
+    /// them; events do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strain: Option<Strain>,
+}
+
+/// A scope's mutual aid strain signals ([`crate::aid::measures`] of its requesting providers): requests still
+/// open, and the share of closed requests that went unmet. `None` on a rollup when no request is open and none went
+/// unmet.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Strain {
+    pub open_requests: u32,
+    /// `None` when no request has closed.
+    pub unfulfilled_rate: Option<f64>,
+}
+
+impl Strain {
+    /// The signals of `m`, when there is something to say.
+    pub fn of(m: &crate::aid::Measures) -> Option<Strain> {
+        (m.open_requests > 0 || m.unfulfilled_rate.is_some_and(|r| r > 0.0)).then(|| Strain {
+            open_requests: u32::try_from(m.open_requests).unwrap_or(u32::MAX),
+            unfulfilled_rate: m.unfulfilled_rate,
+        })
+    }
 }
 
 impl ScopeRollup {
@@ -281,6 +305,7 @@ pub fn rollup_at(
         stale: totals.stale,
         metrics,
         critcon: None,
+        strain: None,
     }
 }
 

@@ -420,6 +420,7 @@ mod tests {
                     },
                 ],
                 critcon: None,
+                strain: None,
             }],
             ..Default::default()
         };

@@ -249,6 +249,9 @@ pub fn rollup_to_wire(rules: &Rules, r: &ScopeRollup) -> pb::ScopeRollup {
             explanation: c.explain(),
             example_rule: rules.critcon.as_ref().is_some_and(|t| t.example),
         }),
+        strain: r
+            .strain
+            .map(|s| pb::AidStrain { open_requests: s.open_requests, unfulfilled_rate: s.unfulfilled_rate }),
     }
 }
 

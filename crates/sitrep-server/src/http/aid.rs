@@ -19,10 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prost::bytes::Bytes;
 use serde_json::{Map, Value as Json, json};
+use sitrep_core::Timestamp;
 use sitrep_core::aid::{Action, Constraints, Kind, NewRequest, OfferId, RequestId, Stage, Urgency};
-use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::rules::Level;
-use sitrep_core::{Picture, Timestamp};
 use tonic::Status;
 
 use super::json as form;
@@ -374,33 +373,6 @@ impl Body {
                 .filter(|m| (1..=366 * 24 * 60).contains(m))
                 .map(|m| Timestamp::from_millis(Timestamp::now().millis() + m * 60_000))
                 .ok_or_else(|| self.bad(minutes, "minutes", v, "must be a whole number of minutes from 1 to a year")),
-        }
-    }
-}
-
-/// Each rollup's strain signals ([`form::strain`]), from the picture's book, read once: aligned with `rollups`.
-pub(super) fn strain(ctx: &Context, rollups: &[ScopeRollup]) -> Vec<Option<Json>> {
-    let now = Timestamp::now();
-    let read = |p: &Picture| -> Vec<Option<Json>> {
-        rollups
-            .iter()
-            .map(|r| {
-                sitrep_core::aid::measures(&r.scope.to_string(), p.aid(), &p.rules().directory, now)
-                    .and_then(|m| form::strain(&m))
-            })
-            .collect()
-    };
-    if rollups.is_empty() {
-        return Vec::new();
-    }
-    ctx.hub.read(read).unwrap_or_else(|| vec![None; rollups.len()])
-}
-
-/// Puts each rollup's strain (see [`strain`]) into its JSON, where it has any.
-pub(super) fn add_strain(rollups: &mut [Json], strain: Vec<Option<Json>>) {
-    for (r, s) in rollups.iter_mut().zip(strain) {
-        if let Some(s) = s {
-            r["strain"] = s;
         }
     }
 }

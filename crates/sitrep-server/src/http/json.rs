@@ -74,6 +74,10 @@ pub fn rollup(rules: &Rules, r: &ScopeRollup) -> Json {
         "stale": r.stale,
         "metrics": r.metrics,
         "critcon": r.critcon.as_ref().map(|c| critcon(rules, c)),
+        "strain": r.strain.map(|s| json!({
+            "open_requests": s.open_requests,
+            "unfulfilled_rate": s.unfulfilled_rate.map(number),
+        })),
     })
 }
 
@@ -372,13 +376,6 @@ pub fn aid_measures(scope: &str, m: &Measures) -> Json {
         "unfulfilled_rate": m.unfulfilled_rate.map(number),
         "balances": balances,
     })
-}
-
-/// A scope's strain signals, for its rollup: open requests and the unfulfilled rate; `None` when there is nothing
-/// to say (no request open, none ever closed).
-pub fn strain(m: &Measures) -> Option<Json> {
-    (m.open_requests > 0 || m.unfulfilled_rate.is_some_and(|r| r > 0.0))
-        .then(|| json!({ "open_requests": m.open_requests, "unfulfilled_rate": m.unfulfilled_rate.map(number) }))
 }
 
 pub fn status(s: &PictureState) -> Json {

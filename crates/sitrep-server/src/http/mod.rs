@@ -472,7 +472,7 @@ async fn snapshot(
     let mut snap = ctx.snapshot(&f.providers).await?;
     f.retain_readable(&mut snap.rollups);
     let metrics = f.metrics;
-    let mut rollups: Vec<Json> = snap
+    let rollups: Vec<Json> = snap
         .rollups
         .iter()
         .map(|r| {
@@ -481,7 +481,6 @@ async fn snapshot(
             r
         })
         .collect();
-    aid::add_strain(&mut rollups, aid::strain(&ctx, &snap.rollups));
     let head = format!(
         "{{\"cursor\":{},\"more\":false,\"server_time\":{},\"rollups\":{},\"providers\":[",
         json!(snap.cursor.to_string()),
@@ -876,10 +875,6 @@ fn sse_message(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> B
         Out::Snapshot(snap) => {
             let mut body = json::snapshot(rules, &snap.cursor, &snap.providers, &snap.rollups, snap.more);
             retain_metrics(&mut body, metrics);
-            // Mutual aid's strain signals, read from the Hub's book once per snapshot (events do not carry them).
-            if let Some(rollups) = body["rollups"].as_array_mut() {
-                aid::add_strain(rollups, aid::strain(ctx, &snap.rollups));
-            }
             // Only the last part carries the cursor as its id: a browser that reconnects half-way through a
             // snapshot must not resume as if it had all of it.
             let cursor = snap.cursor.to_string();
