@@ -336,3 +336,25 @@ async fn an_unanswered_request_escalates_on_the_panel() {
         .collect();
     assert_eq!(clock, ["sitrep (clock)", "sitrep (clock)"]);
 }
+
+/// With a CRITCON rule configured, a system's total shows its derived level, explained on hover, and follows the
+/// units' declarations live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallboard_shows_a_systems_critcon_level() {
+    let server = Server::start("[critcon]\nrules = \"example\"\n").await;
+    let mut client = server.provider().await;
+    let ack = client.submit(report("RJ7", 0, 1, &[("critcon.level", 3.0)])).await.unwrap().into_inner();
+    assert_eq!(ack.outcome(), Outcome::Accepted, "{ack:?}");
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("{}/?system=QWE", server.url));
+    let badge = "document.querySelector('#total-system-QWE .critcon')";
+    browser.wait_for(&page, &format!("{badge} && !{badge}.hidden && {badge}.textContent === 'CRITCON 3'"), DEADLINE);
+    // A second unit at 3 fires the example's rule: the system goes to 4, live.
+    let ack = client.submit(report("RVR", 0, 1, &[("critcon.level", 3.0)])).await.unwrap().into_inner();
+    assert_eq!(ack.outcome(), Outcome::Accepted, "{ack:?}");
+    browser.wait_for(&page, &format!("{badge}.textContent === 'CRITCON 4'"), DEADLINE);
+    let title = browser.eval(&page, &format!("{badge}.title"));
+    let title = title.as_str().unwrap();
+    assert!(title.starts_with("CRITCON 4 (rule system_units_at_3: at least 2 units at level 3 or above)"), "{title}");
+    assert!(title.ends_with("(example rule, not the published one)"), "{title}");
+}

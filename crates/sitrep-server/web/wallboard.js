@@ -332,6 +332,12 @@
     head.append(title);
     const tile = cls.includes("system-total");
     if (withCover && !tile) head.append(el("span", "cover", ""));
+    // A scope's derived CRITCON level (critical care escalation), when the deployment has a rule and a unit declared.
+    if (withCover || tile) {
+      const critcon = el("span", "critcon", "");
+      critcon.hidden = true;
+      head.append(critcon);
+    }
     head.append(el("span", "opel", "OPEL –"));
     card.append(head);
     const figs = el("div", "figs");
@@ -576,6 +582,17 @@
       : "no level computed";
   }
 
+  // "CRITCON 4", explained on hover like the computed OPEL level; hidden without a level.
+  function paintCritcon(card, critcon) {
+    const badge = card.querySelector(".critcon");
+    if (!badge) return;
+    badge.hidden = !critcon;
+    if (!critcon) return;
+    badge.textContent = `CRITCON ${critcon.level}`;
+    badge.className = `critcon l${critcon.level}`;
+    badge.title = `${critcon.explanation}${critcon.example_rule ? " (example rule, not the published one)" : ""}`;
+  }
+
   function paintProvider(code, flash) {
     const p = state.providers.get(code);
     const tile = document.getElementById(`tile-${code}`);
@@ -774,6 +791,7 @@
     paintCells(card, r.figures, state.previous.rollups[key], flash);
     const opel = r.figures.get("opel.level");
     paintOpel(card, { declared: opel ? opel.value : null });
+    paintCritcon(card, r.critcon);
     frame(card, worstOf(r.figures));
     $(".cover", card).textContent = `${r.reporting}/${r.providers} reporting${r.stale ? ` · ${r.stale} stale` : ""}`;
     paintStrain(key);
@@ -1237,6 +1255,8 @@
     known.providers = r.providers;
     known.reporting = r.reporting;
     known.stale = r.stale;
+    // An event's rollups carry CRITCON only when the event may have changed it.
+    if (r.critcon) known.critcon = { ...known.critcon, ...r.critcon };
     for (const f of figures) {
       if (f.value === null || f.value === undefined) known.figures.delete(f.metric);
       else known.figures.set(f.metric, { value: f.value, rag: f.rag || null, n: f.n, inputs: f.inputs || null });
