@@ -205,7 +205,8 @@ impl Store for MemoryStore {
             .filter_map(|p| Some((p.clone(), inner.live.get(&p)?.clone())))
             .collect();
         // Under the lock nothing moves between planning and persisting: the versions the plan expects hold.
-        let plan = match aid::plan(&self.options.rules, inner.aid.clone(), &states, action.clone(), actor, now) {
+        let plan = match aid::plan(&self.options.rules, inner.aid.excerpt(action), &states, action.clone(), actor, now)
+        {
             Ok(plan) => plan,
             Err(refusal) => return Ok(Acted::Refused(refusal)),
         };

@@ -599,3 +599,46 @@ async fn a_demoted_master_is_unavailable_not_a_failure() {
     })
     .await;
 }
+
+/// Not a test: prints how long a mutual aid action takes on each store as the book grows (each action reads the
+/// whole book on Redis). Run with `cargo test -p sitrep-store --release --test redis -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement; prints numbers"]
+async fn measure_aid_action_time_as_the_book_grows() {
+    use sitrep_core::Timestamp;
+    use sitrep_core::aid::{Action, Actor, RequestId};
+    use sitrep_store::{MemoryStore, Store};
+    let redis = RedisProcess::start().expect("start redis-server");
+    let on_redis = RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.expect("connect");
+    let in_memory = MemoryStore::default();
+    let stores: [&dyn Store; 2] = [&in_memory, &on_redis];
+    for store in stores {
+        let actor = Actor { principal: "measure".into(), cursor: store.head().await.expect("head") };
+        let mut made = 0u64;
+        for target in [10u64, 100, 1000, 5000] {
+            // Grow the book: requests with an offer each, then closed, as a year of mutual aid leaves it.
+            while made < target {
+                let now = Timestamp::now();
+                conformance::act(store, conformance::aid_request("RJ7", 1)).await;
+                made += 1;
+                let cancel = Action::Cancel { request: RequestId(made), reason: "measured".into() };
+                store.act(&cancel, &actor, now).await.expect("act");
+            }
+            let start = std::time::Instant::now();
+            let n = 50u64;
+            for i in 0..n {
+                conformance::act(store, conformance::aid_request("RJ7", 1)).await;
+                let cancel = Action::Cancel { request: RequestId(made + i + 1), reason: "measured".into() };
+                store.act(&cancel, &actor, Timestamp::now()).await.expect("act");
+            }
+            made += n;
+            let per = start.elapsed() / (2 * n as u32);
+            println!(
+                "{:>6}: book of {:>5} records: {:>8.2} ms per action",
+                store.name(),
+                target,
+                per.as_secs_f64() * 1e3
+            );
+        }
+    }
+}

@@ -288,7 +288,33 @@ pub enum Action {
     },
 }
 
+/// The record an action names: its request, an offer, or none (a request being created).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    New,
+    Request(RequestId),
+    Offer(OfferId),
+}
+
 impl Action {
+    /// The record the action names (for a store to read only that part of the book, see [`AidBook::excerpt`]).
+    pub fn subject(&self) -> Subject {
+        match self {
+            Action::Create(_) => Subject::New,
+            Action::Offer { request, .. }
+            | Action::Progress { request, .. }
+            | Action::Cancel { request, .. }
+            | Action::Unfulfilled { request, .. }
+            | Action::ExpireRequest(request)
+            | Action::Escalate { request, .. } => Subject::Request(*request),
+            Action::Accept { offer, .. }
+            | Action::Decline(offer)
+            | Action::Withdraw(offer)
+            | Action::ExpireOffer(offer)
+            | Action::ExpireHold(offer) => Subject::Offer(*offer),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Action::Create(_) => "create",
@@ -504,21 +530,49 @@ impl AidBook {
         out
     }
 
+    /// A book of the records an excerpt read from a store holds (see [`AidBook::excerpt`]), with the book's version
+    /// and id counters (the highest request and offer ids given so far).
+    pub fn from_excerpt(
+        version: u64,
+        (last_request, last_offer): (u64, u64),
+        requests: Vec<Request>,
+        offers: Vec<Offer>,
+    ) -> Self {
+        let mut book = AidBook::from_records(version, requests, offers);
+        book.next_request = book.next_request.max(last_request);
+        book.next_offer = book.next_offer.max(last_offer);
+        book
+    }
+
+    /// The highest request and offer ids given so far: what a store keeps beside the records, so that an excerpt
+    /// ([`AidBook::from_excerpt`]) gives new records the ids the whole book would.
+    pub fn last_ids(&self) -> (u64, u64) {
+        (self.next_request, self.next_offer)
+    }
+
+    /// The part of the book `action` can touch: its request and that request's offers (none for a new request),
+    /// with the book's version and id counters. Every action concerns one request, so planning it on the excerpt
+    /// gives what planning it on the whole book gives, at a cost that does not grow with the book.
+    pub fn excerpt(&self, action: &Action) -> AidBook {
+        let mut out = AidBook {
+            next_request: self.next_request,
+            next_offer: self.next_offer,
+            version: self.version,
+            ..AidBook::default()
+        };
+        if let Some(r) = self.request_of(action).and_then(|id| self.requests.get(&id)) {
+            out.offers.extend(r.offers.iter().filter_map(|o| Some((*o, self.offers.get(o)?.clone()))));
+            out.requests.insert(r.id, r.clone());
+        }
+        out
+    }
+
     /// The request an action is about (`None` for a request not yet created).
     pub fn request_of(&self, action: &Action) -> Option<RequestId> {
-        match action {
-            Action::Create(_) => None,
-            Action::Offer { request, .. }
-            | Action::Progress { request, .. }
-            | Action::Cancel { request, .. }
-            | Action::Unfulfilled { request, .. }
-            | Action::ExpireRequest(request)
-            | Action::Escalate { request, .. } => Some(*request),
-            Action::Accept { offer, .. }
-            | Action::Decline(offer)
-            | Action::Withdraw(offer)
-            | Action::ExpireOffer(offer)
-            | Action::ExpireHold(offer) => self.offers.get(offer).map(|o| o.request),
+        match action.subject() {
+            Subject::New => None,
+            Subject::Request(request) => Some(request),
+            Subject::Offer(offer) => self.offers.get(&offer).map(|o| o.request),
         }
     }
 

@@ -22,6 +22,8 @@ pub struct AidPlan {
     pub expected_version: u64,
     /// The book's version after it.
     pub version: u64,
+    /// The highest request and offer ids given after it ([`AidBook::last_ids`]), for a store to keep.
+    pub last_ids: (u64, u64),
     /// The request the action concerned and its offers, as they are after it: the records to store.
     pub requests: Vec<Request>,
     pub offers: Vec<Offer>,
@@ -146,7 +148,15 @@ pub fn plan(
         let change = AidChange { happened, ..Default::default() };
         providers.push(crate::plan::holds(rules, state, holds, change, now));
     }
-    Ok(AidPlan { expected_version, version: book.version(), requests: vec![request], offers, event, providers })
+    Ok(AidPlan {
+        expected_version,
+        version: book.version(),
+        last_ids: book.last_ids(),
+        requests: vec![request],
+        offers,
+        event,
+        providers,
+    })
 }
 
 #[cfg(test)]
@@ -206,7 +216,11 @@ mod tests {
                 .into_iter()
                 .filter_map(|p| Some((p.clone(), (**self.picture.provider(&p)?).clone())))
                 .collect();
-            let plan = plan(&self.rules, book, &states, action, &actor("RJ7"), t(minute))?;
+            let excerpt = book.excerpt(&action);
+            let planned = plan(&self.rules, book, &states, action.clone(), &actor("RJ7"), t(minute));
+            // Planning on the excerpt (what the memory store does) gives what planning on the whole book gives.
+            assert_eq!(plan(&self.rules, excerpt, &states, action, &actor("RJ7"), t(minute)), planned);
+            let plan = planned?;
             for e in plan.events() {
                 self.fold(e.clone());
             }

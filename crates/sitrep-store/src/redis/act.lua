@@ -3,7 +3,8 @@
 -- was planned from) and writes what the plan says. log.lua is prefixed to it.
 --
 -- KEYS: 1 log hash (epoch, head), 2 events stream, 3 states hash (provider -> '<version>|<state>'), 4 aid hash
---       (R<n> / O<n> -> the record, 'version' -> the book's version)
+--       (R<n> / O<n> -> the record, 'version' -> the book's version, 'last_request' / 'last_offer' -> the highest
+--       ids given, written as two more of the pairs)
 -- ARGV: 1 epoch candidate (used if the log has none), 2 stream max length, 3 stream max age in ms ('' for none),
 --       4 the book's expected version, 5 its version after, 6 the number of records n, then n pairs (field, record),
 --       then the book's event and its writer's token, then 5 per holding provider: provider, expected version, new

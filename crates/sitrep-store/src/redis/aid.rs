@@ -14,15 +14,20 @@
 //! (`Ack`) and the same following of the master as a report's. Within a replica an action takes the locks of the
 //! providers it needs (in name order), so it never races this replica's own reports of them.
 //!
-//! **Reading the book** takes `HSCAN` in bounded pieces, like the states, between two reads of its version: every
-//! write of the book advances the version in the same script, so an unchanged version proves the pieces are of
-//! one book.
+//! **An action reads only its part of the book** (`aid_excerpt.lua`, one atomic call): the version, the last
+//! request and offer ids given (kept beside the records, so new records get the ids the whole book would), the
+//! action's request and that request's offers. Every action concerns one request ([`AidBook::excerpt`]), so its
+//! cost does not grow with the book.
+//!
+//! **Loading the whole book** takes `HSCAN` in bounded pieces, like the states, between two reads of its version:
+//! every write of the book advances the version in the same script, so an unchanged version proves the pieces are
+//! of one book.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use redis::Value as RValue;
-use sitrep_core::aid::{self, Action, Actor, AidBook, AidPlan};
+use sitrep_core::aid::{self, Action, Actor, AidBook, AidPlan, Subject};
 use sitrep_core::state::Planned;
 use sitrep_core::{Cursor, Event, ProviderLive, Timestamp};
 
@@ -53,7 +58,7 @@ impl RedisStore {
         now: Timestamp,
     ) -> Result<Acted, StoreError> {
         for _ in 0..MAX_CONFLICTS {
-            let book = self.read_book().await?;
+            let book = self.read_excerpt(action).await?;
             // In name order (`needs` sorts), as every taker of more than one lock takes them, so none waits in a cycle.
             let needs = book.needs(action);
             let mut held = Vec::with_capacity(needs.len());
@@ -74,6 +79,41 @@ impl RedisStore {
             self.keys.aid,
             action.name()
         )))
+    }
+
+    /// The part of the book `action` touches (its request and that request's offers, the version and last ids),
+    /// read in one step by `aid_excerpt.lua`: an action costs the same however many records the book has.
+    pub(super) async fn read_excerpt(&self, action: &Action) -> Result<AidBook, StoreError> {
+        let (request, offer) = match action.subject() {
+            Subject::New => (String::new(), String::new()),
+            Subject::Request(r) => (r.to_string(), String::new()),
+            Subject::Offer(o) => (String::new(), o.to_string()),
+        };
+        let mut conn = self.conn().await?;
+        let reply: Vec<Option<Vec<u8>>> = self
+            .scripts
+            .aid_excerpt
+            .key(&self.keys.aid)
+            .arg(request)
+            .arg(offer)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.masters.failed(e))?;
+        let [version, last_request, last_offer, request, offers @ ..] = reply.as_slice() else {
+            return Err(bad("aid excerpt"));
+        };
+        if version.is_some() && last_request.is_none() {
+            // A book written before the last ids were kept: the whole of it says what they are.
+            return Ok(self.read_book().await?.excerpt(action));
+        }
+        let offers: Vec<&[u8]> = offers.iter().flatten().map(Vec::as_slice).collect();
+        codec::decode_aid_excerpt(
+            &self.keys.aid,
+            version.as_deref(),
+            [last_request.as_deref(), last_offer.as_deref()],
+            request.as_deref(),
+            &offers,
+        )
     }
 
     /// The book as stored: its records and version, read in bounded pieces (see the module's header).
@@ -132,8 +172,10 @@ impl RedisStore {
     /// Persists `plan` with `act.lua` (see its header for the arguments).
     async fn persist_aid(&self, plan: AidPlan) -> Result<Stored, StoreError> {
         let codes = self.codes().await?;
-        let AidPlan { expected_version, version, requests, offers, event, providers } = plan;
-        let records = codec::encode_aid_records(&requests, &offers)?;
+        let AidPlan { expected_version, version, last_ids, requests, offers, event, providers } = plan;
+        let mut records = codec::encode_aid_records(&requests, &offers)?;
+        records.push((codec::AID_LAST_REQUEST.to_owned(), last_ids.0.to_string().into_bytes()));
+        records.push((codec::AID_LAST_OFFER.to_owned(), last_ids.1.to_string().into_bytes()));
         let keys = &self.keys;
         let [max_len, max_age] = self.log_limits();
         let mut invocation = self.scripts.act.prepare_invoke();
@@ -261,5 +303,37 @@ mod tests {
         assert_eq!(versions, [("RJ7", 0), ("RVR", 3)], "planned again from RVR's report");
         assert!(events[0].cursor.pos < events[1].cursor.pos);
         assert!(events[1].planned.0.as_ref().is_some_and(|s| s.holds.len() == 1), "the holder's planned state");
+    }
+
+    /// An action reads only its own records, yet gives new records the ids the whole book would: from the last ids
+    /// kept beside the records, or, in a book written before they were kept, from the whole book.
+    #[tokio::test]
+    async fn an_excerpt_gives_the_ids_the_whole_book_would() {
+        let redis = RedisProcess::start().expect("redis-server");
+        let store =
+            RedisStore::connect(RedisOptions { url: redis.url(), ..Default::default() }).await.expect("connect");
+        for _ in 0..3 {
+            conformance::act(&store, aid_request("RJ7", 1)).await;
+        }
+        conformance::act(&store, aid_offer(RequestId(1), "RVR", 1)).await;
+        let excerpt = store.read_excerpt(&aid_offer(RequestId(2), "RAX", 1)).await.expect("excerpt");
+        assert_eq!((excerpt.requests().count(), excerpt.last_ids(), excerpt.version()), (1, (3, 1), 4));
+        let whole = store.read_book().await.expect("book");
+        let offer = aid_offer(RequestId(1), "RAX", 1);
+        assert_eq!(store.read_excerpt(&offer).await.expect("excerpt"), whole.excerpt(&offer));
+        // The last ids gone (a book from before they were kept): the whole book is read for them.
+        let mut conn = store.conn().await.expect("conn");
+        let _: () = redis::cmd("HDEL")
+            .arg(&store.keys.aid)
+            .arg(codec::AID_LAST_REQUEST)
+            .arg(codec::AID_LAST_OFFER)
+            .query_async(&mut conn)
+            .await
+            .expect("hdel");
+        let events = conformance::act(&store, aid_request("RJ7", 1)).await;
+        let made = &events[0].aid.as_ref().expect("aid change").requests[0];
+        assert_eq!(made.id, RequestId(4), "not R1 again");
+        let events = conformance::act(&store, aid_offer(RequestId(3), "RAX", 1)).await;
+        assert_eq!(events[0].aid.as_ref().expect("aid change").offers[0].id, OfferId(2));
     }
 }

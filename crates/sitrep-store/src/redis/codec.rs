@@ -510,6 +510,10 @@ pub fn encode_state(codes: &Codes, p: &ProviderLive) -> Result<Vec<u8>, StoreErr
 
 /// The field of the `aid` hash that holds the book's version.
 pub const AID_VERSION: &str = "version";
+/// The `aid` hash's fields holding the highest request and offer ids given ([`AidBook::last_ids`]), so that an
+/// action read with only its own records gives new records the ids the whole book would.
+pub const AID_LAST_REQUEST: &str = "last_request";
+pub const AID_LAST_OFFER: &str = "last_offer";
 
 /// One record of mutual aid's book as stored: a field of the `aid` hash (`R<n>` or `O<n>`, the record's id) and
 /// the record as JSON. Records are few and read whole, so JSON (the core's serde) is small enough and keeps the
@@ -522,26 +526,51 @@ pub fn encode_aid_records(requests: &[Request], offers: &[Offer]) -> Result<Vec<
 
 /// A book read from the `aid` hash's fields (its `version` field and its records), named `key` in errors.
 pub fn decode_aid_book(key: &str, fields: Vec<(String, Vec<u8>)>) -> Result<AidBook, StoreError> {
-    let (mut version, mut requests, mut offers) = (0, Vec::new(), Vec::new());
+    let (mut version, mut last, mut requests, mut offers) = (0, (0, 0), Vec::new(), Vec::new());
     for (field, value) in fields {
         let what = || format!("{key} field {field}");
+        let number = || aid_number(&what(), &value);
         match field.as_bytes().first() {
-            _ if field == AID_VERSION => {
-                version = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
-                    StoreError::Internal(format!("{}: {:?} is not a version", what(), String::from_utf8_lossy(&value)))
-                })?
-            }
+            _ if field == AID_VERSION => version = number()?,
+            _ if field == AID_LAST_REQUEST => last.0 = number()?,
+            _ if field == AID_LAST_OFFER => last.1 = number()?,
             Some(b'R') => requests.push(from_json::<Request>(&what(), &value)?),
             Some(b'O') => offers.push(from_json::<Offer>(&what(), &value)?),
             _ => {
                 return Err(StoreError::Internal(format!(
-                    "{}: not a field sitrep writes (R<n>, O<n>, version)",
+                    "{}: not a field sitrep writes (R<n>, O<n>, version, last_request, last_offer)",
                     what()
                 )));
             }
         }
     }
-    Ok(AidBook::from_records(version, requests, offers))
+    Ok(AidBook::from_excerpt(version, last, requests, offers))
+}
+
+/// The part of a book an action touches, as `aid_excerpt.lua` reads it: the version and last ids (each `None`
+/// when the hash has none), its request and that request's offers.
+pub fn decode_aid_excerpt(
+    key: &str,
+    version: Option<&[u8]>,
+    last: [Option<&[u8]>; 2],
+    request: Option<&[u8]>,
+    offers: &[&[u8]],
+) -> Result<AidBook, StoreError> {
+    let field = |name: &str, value: Option<&[u8]>| {
+        value.map(|v| aid_number(&format!("{key} field {name}"), v)).transpose().map(Option::unwrap_or_default)
+    };
+    let version = field(AID_VERSION, version)?;
+    let last = (field(AID_LAST_REQUEST, last[0])?, field(AID_LAST_OFFER, last[1])?);
+    let requests =
+        request.map(|r| from_json::<Request>(&format!("{key} request"), r)).into_iter().collect::<Result<_, _>>()?;
+    let offers = offers.iter().map(|o| from_json::<Offer>(&format!("{key} offer"), o)).collect::<Result<_, _>>()?;
+    Ok(AidBook::from_excerpt(version, last, requests, offers))
+}
+
+fn aid_number(what: &str, value: &[u8]) -> Result<u64, StoreError> {
+    std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
+        StoreError::Internal(format!("{what}: {:?} is not a whole number", String::from_utf8_lossy(value)))
+    })
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

@@ -170,6 +170,7 @@ impl Keys {
 struct Scripts {
     persist: Script,
     act: Script,
+    aid_excerpt: Script,
     read: Script,
     history: Script,
     previous: Script,
@@ -182,6 +183,7 @@ impl Scripts {
             // The log's shared steps are prefixed to the scripts that append to it (see `log.lua`).
             persist: Script::new(concat!(include_str!("log.lua"), include_str!("persist.lua"))),
             act: Script::new(concat!(include_str!("log.lua"), include_str!("act.lua"))),
+            aid_excerpt: Script::new(include_str!("aid_excerpt.lua")),
             read: Script::new(include_str!("read.lua")),
             history: Script::new(include_str!("history.lua")),
             previous: Script::new(include_str!("previous.lua")),
