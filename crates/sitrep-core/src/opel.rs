@@ -65,22 +65,8 @@ fn one() -> f64 {
     1.0
 }
 
-/// Which way a parameter's value moves as pressure rises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    HigherIsWorse,
-    LowerIsWorse,
-}
-
-impl Direction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Direction::HigherIsWorse => "higher_is_worse",
-            Direction::LowerIsWorse => "lower_is_worse",
-        }
-    }
-}
+/// Which way a parameter's value moves as pressure rises: the catalogue's one definition, as for RAG ratings.
+pub use crate::catalogue::Direction;
 
 /// A level applies when the percent score is at least `min_percent` (and below the next band's).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
