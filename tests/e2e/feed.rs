@@ -21,6 +21,7 @@ fn agent(server: &str, drop: &Path, spool: &Path, extra: &[&str]) -> Child {
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("start sitrep feed")
@@ -254,11 +255,13 @@ async fn one_shot_files_and_standard_input() {
         .args(["feed", "--server", &server.url, "--spool"])
         .arg(&spool)
         .arg(&file)
+        .env("RUST_LOG", "info")
         .output()
         .await
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    // What the agent did is logged (standard error), as everything the agent says is.
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stdout));
     assert!(text.contains("accepted RM1"), "{text}");
     assert_eq!(events(&mut watch, 1).await[0].provider, "RM1");
 
@@ -385,7 +388,7 @@ async fn push_and_feed_tell_refused_not_sitrep_and_bad_addresses_apart() {
         async move {
             let out = tokio::time::timeout(
                 Duration::from_secs(60),
-                Command::new(env!("CARGO_BIN_EXE_sitrep")).args(&args).arg(&file).env("RUST_LOG", "warn").output(),
+                Command::new(env!("CARGO_BIN_EXE_sitrep")).args(&args).arg(&file).env("RUST_LOG", "info").output(),
             )
             .await
             .unwrap_or_else(|_| panic!("sitrep {args:?} did not finish: retrying for ever?"))
