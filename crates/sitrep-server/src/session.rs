@@ -595,4 +595,364 @@ mod tests {
         assert!(run <= 1024, "session state {run} bytes");
         assert!(direct <= 1024, "direct stream state {direct} bytes");
     }
+
+    /// The algorithm step by step, on a real [`MemoryStore`](sitrep_store::MemoryStore) and a Hub the test folds
+    /// by hand (rather than letting it tail the store), so each test decides where the Hub is when the session
+    /// registers: a snapshot joining the live queue, a resume whose queue overlaps what it read, a queue that
+    /// overflows, cursors the log cannot serve, heartbeats (on tokio's paused clock), status and shutdown.
+    mod algorithm {
+        use super::*;
+        use sitrep_core::cursor::Position;
+        use sitrep_core::{Timestamp, Value};
+        use sitrep_store::{Applied, MemoryOptions, MemoryStore, Store, conformance::report};
+
+        /// An aggregator's context over a memory store, and the cursor of each event the test applied.
+        struct Rig {
+            app: crate::App,
+            store: Arc<dyn Store>,
+            cursors: Vec<Cursor>,
+            applied: Vec<&'static str>,
+        }
+
+        /// An item a session sent, as the tests compare them.
+        #[derive(Debug, PartialEq)]
+        enum Seen {
+            Snapshot { cursor: Cursor, rollups: bool, more: bool },
+            Event(Cursor),
+            Heartbeat(Cursor),
+            Reset(Resync, &'static str),
+            Rollups(Cursor),
+            Status { degraded: bool },
+        }
+
+        fn seen(out: Out) -> Seen {
+            match out {
+                Out::Snapshot(part) => {
+                    Seen::Snapshot { cursor: part.cursor, rollups: !part.rollups.is_empty(), more: part.more }
+                }
+                Out::Event(e) => Seen::Event(e.event().cursor.clone()),
+                Out::Heartbeat(c) => Seen::Heartbeat(c),
+                Out::Reset(reason, text) => Seen::Reset(reason, text),
+                Out::Rollups(c, _) => Seen::Rollups(c),
+                Out::Status(state) => Seen::Status { degraded: state.degraded },
+            }
+        }
+
+        impl Rig {
+            fn new(queue_capacity: usize, store: MemoryStore) -> Self {
+                let mut config = crate::config::Config::default();
+                config.subscribers.queue_capacity = queue_capacity;
+                let store: Arc<dyn Store> = Arc::new(store);
+                let rules = sitrep_core::Rules::demo();
+                let auth = crate::auth::Authenticator::open();
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let app = crate::App::new(&config, store.clone(), rules, auth, cancel);
+                Rig { app, store, cursors: Vec::new(), applied: Vec::new() }
+            }
+
+            fn ctx(&self) -> &Arc<Context> {
+                &self.app.ctx
+            }
+
+            /// Stores a report of `provider` (its next revision) and returns its event's cursor.
+            async fn apply(&mut self, provider: &'static str) -> Cursor {
+                let revision = self.applied.iter().filter(|p| **p == provider).count() as u32 + 1;
+                let value = Value::Number(10.0 + self.applied.len() as f64);
+                let r = report(provider, 0, revision, &[("ed.in_department", value)]);
+                let Applied::Accepted(e) = self.store.apply(&r, Timestamp::now()).await.unwrap() else {
+                    panic!("accepted")
+                };
+                self.applied.push(provider);
+                self.cursors.push(e.cursor.clone());
+                e.cursor
+            }
+
+            /// The `n`th event's cursor (1 for the first).
+            fn at(&self, n: usize) -> Cursor {
+                self.cursors[n - 1].clone()
+            }
+
+            /// Starts a session taking every provider (or system QWE's), and waits until it has registered.
+            async fn open(&self, qwe_only: bool, heartbeat: Duration, resume: Option<String>) -> Rx {
+                let ctx = self.ctx().clone();
+                let filter = match qwe_only {
+                    true => qwe(&ctx),
+                    false => ctx.resolve(None, &crate::auth::Principal::anonymous()).unwrap(),
+                };
+                let ticket = ctx.subscriptions.open("test").unwrap();
+                let rx = start(
+                    ctx.clone(),
+                    filter,
+                    heartbeat,
+                    resume,
+                    "test".into(),
+                    crate::metrics::Transport::Grpc,
+                    ticket,
+                );
+                while ctx.hub.subscriber_count() == 0 {
+                    tokio::task::yield_now().await;
+                }
+                rx
+            }
+        }
+
+        type Rx = mpsc::Receiver<Result<Out, Status>>;
+
+        /// The next item the session sends, within `wait` (on the paused clock, time only the session's own timers
+        /// move).
+        async fn next(rx: &mut Rx, wait: Duration) -> Seen {
+            let out = tokio::time::timeout(wait, rx.recv()).await.expect("the session sends within the wait");
+            seen(out.expect("the session runs").expect("no error"))
+        }
+
+        async fn take(rx: &mut Rx, n: usize) -> Vec<Seen> {
+            let mut got = Vec::new();
+            for _ in 0..n {
+                got.push(next(rx, Duration::from_secs(5)).await);
+            }
+            got
+        }
+
+        async fn assert_quiet(rx: &mut Rx) {
+            let more = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
+            assert!(more.is_err(), "nothing more, got {:?}", more.map(|o| o.map(|o| o.map(seen))));
+        }
+
+        const HOUR: Duration = Duration::from_secs(3600);
+
+        fn snapshot_at(cursor: Cursor) -> Seen {
+            Seen::Snapshot { cursor, rollups: true, more: false }
+        }
+
+        /// A fresh subscriber registers while the Hub is two events behind the store: its snapshot is the Hub's
+        /// picture (not the store's head), and the queue then brings exactly the events after it, in order, none
+        /// twice, none missed at the join, and later ones as they come.
+        #[tokio::test]
+        async fn a_snapshot_joins_the_live_queue_without_a_gap_or_a_repeat() {
+            let mut rig = Rig::new(64, MemoryStore::default());
+            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
+                rig.apply(p).await;
+            }
+            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            rig.apply("RVR").await;
+            rig.apply("RAX").await;
+            let mut rx = rig.open(false, HOUR, None).await;
+            assert_eq!(take(&mut rx, 1).await, [snapshot_at(rig.at(4))]);
+            rig.ctx().hub.fold_by_hand(rig.store.as_ref(), 2).await;
+            rig.apply("RGT").await;
+            rig.ctx().hub.fold_by_hand(rig.store.as_ref(), 1).await;
+            let events = (5..=7).map(|n| Seen::Event(rig.at(n))).collect::<Vec<_>>();
+            assert_eq!(take(&mut rx, 3).await, events);
+            assert_quiet(&mut rx).await;
+        }
+
+        /// A subscriber resumes at the log's head while the Hub is two events behind: its queue then brings those
+        /// two again, at or below its cursor, and they are dropped; the next event is sent once.
+        #[tokio::test]
+        async fn queued_events_at_or_below_the_cursor_are_not_sent_again() {
+            let mut rig = Rig::new(64, MemoryStore::default());
+            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
+                rig.apply(p).await;
+            }
+            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            rig.apply("RVR").await;
+            rig.apply("RAX").await;
+            let mut rx = rig.open(false, HOUR, Some(rig.at(6).to_string())).await;
+            rig.ctx().hub.fold_by_hand(rig.store.as_ref(), 2).await;
+            assert_quiet(&mut rx).await;
+            rig.apply("RGT").await;
+            rig.ctx().hub.fold_by_hand(rig.store.as_ref(), 1).await;
+            assert_eq!(take(&mut rx, 1).await, [Seen::Event(rig.at(7))]);
+            assert_quiet(&mut rx).await;
+        }
+
+        /// The Hub cuts loose a subscriber whose queue overflowed (three events folded at once into a queue of
+        /// one): whatever it was sent continues its snapshot in order, then it gets a reset saying why and a fresh
+        /// snapshot at the Hub's cursor, and goes on live from there.
+        #[tokio::test]
+        async fn a_queue_overflow_is_a_reset_and_a_fresh_snapshot_never_a_gap() {
+            let mut rig = Rig::new(1, MemoryStore::default());
+            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
+                rig.apply(p).await;
+            }
+            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            let mut rx = rig.open(false, HOUR, None).await;
+            assert_eq!(take(&mut rx, 1).await, [snapshot_at(rig.at(4))]);
+            for p in ["RVR", "RAX", "RGT"] {
+                rig.apply(p).await;
+            }
+            rig.ctx().hub.fold_by_hand(rig.store.as_ref(), 3).await;
+            // The one event the queue held may have reached the session before it saw it was cut loose.
+            let mut got = take(&mut rx, 1).await;
+            if got == [Seen::Event(rig.at(5))] {
+                got = take(&mut rx, 1).await;
+            }
+            let text = "this subscriber fell behind and its queue overflowed";
+            assert_eq!(got, [Seen::Reset(Resync::SlowSubscriber, text)]);
+            assert_eq!(take(&mut rx, 1).await, [snapshot_at(rig.at(7))]);
+            rig.apply("RJ7").await;
+            rig.ctx().hub.fold_by_hand(rig.store.as_ref(), 1).await;
+            assert_eq!(take(&mut rx, 1).await, [Seen::Event(rig.at(8))]);
+            assert_quiet(&mut rx).await;
+        }
+
+        /// A resume cursor the log cannot serve is answered with a reset naming why, then a snapshot at the Hub's
+        /// cursor: never silence, never events that do not join up.
+        #[tokio::test]
+        async fn a_resume_the_log_cannot_serve_is_a_reset_then_a_snapshot() {
+            // The log keeps three events, so the first of seven is gone.
+            let mut rig = Rig::new(64, MemoryStore::new(MemoryOptions { event_log_capacity: 3, ..Default::default() }));
+            for p in ["RJ7", "RVR", "RGT", "RJ7", "RVR", "RAX", "RGT"] {
+                rig.apply(p).await;
+            }
+            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            let head = rig.at(7);
+            let cases = [
+                ("garbage".to_owned(), Resync::OtherEpoch, "the resume cursor is not one sitrep issued"),
+                (
+                    Cursor::new("elsewhere1", head.pos).to_string(),
+                    Resync::OtherEpoch,
+                    "the resume cursor belongs to another epoch of the event log",
+                ),
+                (
+                    Cursor::new(head.epoch.clone(), Position(head.pos.0 + 1000, 0)).to_string(),
+                    Resync::CursorAhead,
+                    "the resume cursor is ahead of the event log",
+                ),
+                (
+                    rig.at(1).to_string(),
+                    Resync::CursorTooOld,
+                    "the event log no longer holds the events after the resume cursor",
+                ),
+            ];
+            for (resume, reason, text) in cases {
+                let mut rx = rig.open(false, HOUR, Some(resume.clone())).await;
+                let got = take(&mut rx, 2).await;
+                assert_eq!(got, [Seen::Reset(reason, text), snapshot_at(head.clone())], "resuming from {resume}");
+                drop(rx);
+                while rig.ctx().hub.subscriber_count() > 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+
+        /// Heartbeats come a full period after the last thing sent (a send resets the clock) and carry the cursor
+        /// reached, so resuming from one is exact. On tokio's paused clock: no sleeping.
+        #[tokio::test(start_paused = true)]
+        async fn heartbeats_follow_a_period_of_silence_and_carry_the_cursor_reached() {
+            let period = Duration::from_secs(30);
+            let mut rig = Rig::new(64, MemoryStore::default());
+            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
+                rig.apply(p).await;
+            }
+            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            let mut rx = rig.open(false, period, None).await;
+            let start = tokio::time::Instant::now();
+            assert_eq!(next(&mut rx, HOUR).await, snapshot_at(rig.at(4)));
+            assert_eq!(next(&mut rx, HOUR).await, Seen::Heartbeat(rig.at(4)));
+            assert_eq!(start.elapsed(), period, "one period after the snapshot");
+            tokio::time::advance(Duration::from_secs(10)).await;
+            rig.apply("RVR").await;
+            rig.ctx().hub.fold_by_hand(rig.store.as_ref(), 1).await;
+            assert_eq!(next(&mut rx, HOUR).await, Seen::Event(rig.at(5)));
+            assert_eq!(next(&mut rx, HOUR).await, Seen::Heartbeat(rig.at(5)));
+            assert_eq!(start.elapsed(), period + Duration::from_secs(10) + period, "one period after the event");
+        }
+
+        /// A subscriber filtered to system QWE is sent nothing for an event that moves none of its figures, yet
+        /// its next heartbeat carries that event's cursor: resuming from it does not read the event again.
+        #[tokio::test(start_paused = true)]
+        async fn a_heartbeat_carries_the_cursor_past_events_the_filter_left_out() {
+            let period = Duration::from_secs(30);
+            let mut rig = Rig::new(64, MemoryStore::default());
+            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
+                rig.apply(p).await;
+            }
+            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            let mut rx = rig.open(true, period, None).await;
+            assert!(matches!(next(&mut rx, HOUR).await, Seen::Snapshot { .. }));
+            // RGT's report again with the same figures: its event moves no figure the subscriber follows.
+            let r = report("RGT", 0, 2, &[("ed.in_department", Value::Number(12.0))]);
+            let Applied::Accepted(e) = rig.store.apply(&r, Timestamp::now()).await.unwrap() else { panic!() };
+            rig.ctx().hub.fold_by_hand(rig.store.as_ref(), 1).await;
+            assert_eq!(next(&mut rx, HOUR).await, Seen::Heartbeat(e.cursor));
+        }
+
+        /// The picture's state goes out after the snapshot when it is degraded, and again whenever it changes.
+        #[tokio::test]
+        async fn a_degraded_picture_is_said_at_once_and_its_recovery_too() {
+            let mut rig = Rig::new(64, MemoryStore::default());
+            rig.apply("RJ7").await;
+            let hub = rig.ctx().hub.clone();
+            hub.load_by_hand(rig.store.as_ref()).await;
+            for _ in 0..3 {
+                hub.writes(false, || "the store refuses reports".into());
+            }
+            let mut rx = rig.open(false, HOUR, None).await;
+            assert_eq!(take(&mut rx, 2).await, [snapshot_at(rig.at(1)), Seen::Status { degraded: true }]);
+            hub.writes(true, String::new);
+            assert_eq!(take(&mut rx, 1).await, [Seen::Status { degraded: false }]);
+            assert_quiet(&mut rx).await;
+        }
+
+        /// At shutdown the stream ends with `unavailable`, telling the client to resume elsewhere; a client that
+        /// leaves ends its session and frees its place at the Hub.
+        #[tokio::test]
+        async fn shutdown_says_why_and_a_client_that_leaves_is_let_go() {
+            let mut rig = Rig::new(64, MemoryStore::default());
+            rig.apply("RJ7").await;
+            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            let mut rx = rig.open(false, HOUR, None).await;
+            assert_eq!(take(&mut rx, 1).await, [snapshot_at(rig.at(1))]);
+            drop(rx);
+            while rig.ctx().hub.subscriber_count() > 0 {
+                tokio::task::yield_now().await;
+            }
+            let mut rx = rig.open(false, HOUR, None).await;
+            assert_eq!(take(&mut rx, 1).await, [snapshot_at(rig.at(1))]);
+            rig.ctx().cancel.cancel();
+            let end = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("the stream ends");
+            let status = match end {
+                Some(Err(status)) => status,
+                other => panic!("expected a final status, got {:?}", other.map(|o| o.map(seen))),
+            };
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+            assert!(rx.recv().await.is_none(), "nothing after the final status");
+        }
+
+        /// A large snapshot goes in parts of [`SNAPSHOT_PART`] providers at one cursor, the rollups with the first
+        /// part only and `more` on all but the last; an empty one is still one part, with the rollups.
+        #[tokio::test]
+        async fn snapshots_go_in_parts_with_the_rollups_first() {
+            let mut rig = Rig::new(64, MemoryStore::default());
+            rig.apply("RJ7").await;
+            let ctx = rig.ctx().clone();
+            ctx.hub.load_by_hand(rig.store.as_ref()).await;
+            let filter = ctx.resolve(None, &crate::auth::Principal::anonymous()).unwrap();
+            let full = ctx.hub.snapshot(&filter.providers).unwrap();
+            let (tx, mut rx) = mpsc::channel(8);
+            let session = Session {
+                ctx: ctx.clone(),
+                filter,
+                followed: Vec::new(),
+                heartbeat: HOUR,
+                stall: HOUR,
+                tx,
+                transport: crate::metrics::Transport::Grpc,
+            };
+            let one = full.providers[0].clone();
+            let big = PictureSnapshot { providers: vec![one; 2 * SNAPSHOT_PART + 1], ..full.clone() };
+            assert!(session.send_snapshot(big).await.is_ok());
+            let empty = PictureSnapshot { providers: Vec::new(), ..full.clone() };
+            assert!(session.send_snapshot(empty).await.is_ok());
+            let mut parts = Vec::new();
+            while let Ok(Ok(Out::Snapshot(part))) = rx.try_recv() {
+                assert_eq!(part.cursor, full.cursor);
+                parts.push((part.providers.len(), !part.rollups.is_empty(), part.more));
+            }
+            let expected =
+                [(SNAPSHOT_PART, true, true), (SNAPSHOT_PART, false, true), (1, false, false), (0, true, false)];
+            assert_eq!(parts, expected);
+        }
+    }
 }

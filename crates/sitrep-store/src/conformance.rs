@@ -1,7 +1,9 @@
 //! The conformance suite: what every [`Store`] backend must do, as `pub async fn` checks.
 //!
-//! Each check takes a fresh, empty store and panics with a message on failure. A backend's tests call every
-//! check (see the memory store's tests; the Redis store runs the same list against a real `redis-server`). The
+//! Each check takes a fresh, empty store and panics with a message on failure. A backend's tests make each check
+//! a test of its own with [`conformance_tests!`](crate::conformance_tests) (see the memory store's tests; the
+//! Redis store runs the same list against a real `redis-server`). Built only for tests, and for users that enable
+//! the `test-support` feature. The
 //! reports used here are validated by `sitrep-core` against the built-in demo directory and NHS England catalogue,
 //! with periods relative to the current hour. What a store holds is looked at the way the aggregator does: as the
 //! [`Picture`] folded from what [`Store::load`] returns and the log after it.
@@ -22,32 +24,103 @@ use sitrep_core::aid::{
 
 use crate::{Acted, Applied, Read, ResetReason, Store};
 
-/// Every check, in order, each on a fresh store from `make`; `small_log` makes a store whose event log keeps
-/// only `capacity` events.
-pub async fn run_all<S: Store, F: std::future::Future<Output = S>>(
-    mut make: impl FnMut() -> F,
-    small_log: impl std::future::Future<Output = S>,
-    capacity: usize,
-) {
-    accepts_and_snapshots(&make().await).await;
-    a_seen_key_is_a_duplicate_or_a_conflict(&make().await).await;
-    revisions_are_given_when_missing(&make().await).await;
-    sites_report_apart(&make().await).await;
-    diffs_against_live_state(&make().await).await;
-    late_reports_go_to_history_only(&make().await).await;
-    reads_events_after_a_cursor_in_order(&make().await).await;
-    events_carry_their_reports_trace_context(&make().await).await;
-    read_wakes_when_an_event_is_appended(&make().await).await;
-    resets_foreign_and_future_cursors(&make().await).await;
-    concurrent_applies_are_serialised(&make().await).await;
-    history_keeps_every_revision(&make().await).await;
-    derives_in_the_same_step(&make().await).await;
-    rollups_match_a_fresh_count(&make().await).await;
-    stale_is_raised_once_and_cleared_by_a_report(&make().await).await;
-    load_and_replay_is_the_fold_of_the_whole_log(&make().await).await;
-    random_sequences_fold_into_a_fresh_count(&make().await).await;
-    aid_actions_change_the_book_and_holds_in_one_step(&make().await).await;
-    bounded_log_resets_trimmed_cursors(&small_log.await, capacity).await;
+/// Makes every check of the suite a test of its own (so one failure hides none of the others), run on stores
+/// from `$harness`, a type of the calling test module that provides, per test:
+///
+/// - `fn new() -> Self`: whatever the test's stores need for its life (a server, a key prefix);
+/// - `async fn fresh(&self) -> impl Store`: a fresh, empty store;
+/// - `async fn small_log(&self, capacity: usize) -> impl Store`: one whose event log keeps `capacity` events;
+/// - `async fn short_history(&self, retention_hours: i64) -> impl Store`: one that keeps that much history;
+/// - `async fn replicas(&self) -> [std::sync::Arc<dyn Store>; 2]`: two handles on one store, as two aggregator
+///   replicas would hold.
+///
+/// The list of checks is written here once, for every backend; a further test, `every_check_of_the_suite_runs`,
+/// fails if a public check of this module is missing from it.
+#[macro_export]
+macro_rules! conformance_tests {
+    (@fresh $harness:ident; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let harness = $harness::new();
+                $crate::conformance::$check(&harness.fresh().await).await;
+            }
+        )*
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn bounded_log_resets_trimmed_cursors() {
+            let harness = $harness::new();
+            $crate::conformance::bounded_log_resets_trimmed_cursors(&harness.small_log(3).await, 3).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn history_is_trimmed_to_retention() {
+            let harness = $harness::new();
+            $crate::conformance::history_is_trimmed_to_retention(&harness.short_history(2).await, 2).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn aid_races_take_one_of_two() {
+            let harness = $harness::new();
+            let [a, b] = harness.replicas().await;
+            $crate::conformance::aid_races_take_one_of_two(&*a, &*b).await;
+        }
+
+        #[test]
+        fn every_check_of_the_suite_runs() {
+            $crate::conformance::assert_every_check_runs(&[
+                $(stringify!($check),)*
+                "bounded_log_resets_trimmed_cursors",
+                "history_is_trimmed_to_retention",
+                "aid_races_take_one_of_two",
+            ]);
+        }
+    };
+    ($harness:ident) => {
+        $crate::conformance_tests!(@fresh $harness;
+            accepts_and_snapshots,
+            a_seen_key_is_a_duplicate_or_a_conflict,
+            revisions_are_given_when_missing,
+            sites_report_apart,
+            diffs_against_live_state,
+            late_reports_go_to_history_only,
+            reads_events_after_a_cursor_in_order,
+            events_carry_their_reports_trace_context,
+            read_wakes_when_an_event_is_appended,
+            resets_foreign_and_future_cursors,
+            concurrent_applies_are_serialised,
+            history_keeps_every_revision,
+            derives_in_the_same_step,
+            rollups_match_a_fresh_count,
+            stale_is_raised_once_and_cleared_by_a_report,
+            load_and_replay_is_the_fold_of_the_whole_log,
+            random_sequences_fold_into_a_fresh_count,
+            aid_actions_change_the_book_and_holds_in_one_step,
+        );
+    };
+}
+
+/// The checks of this suite: its public `async fn`s that return nothing (the helpers, [`picture`] and [`act`],
+/// return what they found), read from this file's own text so that a new check is counted without being listed.
+pub fn checks() -> Vec<&'static str> {
+    let source = include_str!("conformance.rs");
+    let mut checks = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("\npub async fn ") {
+        rest = &rest[at + "\npub async fn ".len()..];
+        let name = &rest[..rest.find('(').expect("a parameter list")];
+        let signature = &rest[..rest.find('{').expect("a body")];
+        if !signature.contains("->") {
+            checks.push(name);
+        }
+    }
+    checks
+}
+
+/// Panics unless `run` names every check of the suite (see [`conformance_tests!`]).
+pub fn assert_every_check_runs(run: &[&str]) {
+    let missing: Vec<&str> = checks().into_iter().filter(|c| !run.contains(c)).collect();
+    assert!(missing.is_empty(), "conformance checks no test runs (add them to conformance_tests!): {missing:?}");
 }
 
 /// The picture of what `store` holds, as an aggregator starting now would fold it: the loaded states, then every

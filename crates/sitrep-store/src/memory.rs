@@ -280,17 +280,39 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::conformance;
+    /// Every conformance check, each a test of its own.
+    mod conformance {
+        use std::sync::Arc;
 
-    #[tokio::test]
-    async fn conformance_suite() {
-        let small = MemoryOptions { event_log_capacity: 3, ..Default::default() };
-        conformance::run_all(|| async { MemoryStore::default() }, async { MemoryStore::new(small) }, 3).await;
-        let short = MemoryStore::new(MemoryOptions { retention_hours: 2, ..Default::default() });
-        conformance::history_is_trimmed_to_retention(&short, 2).await;
-        // One store is both replicas: its lock is what makes them take turns.
-        let shared = MemoryStore::default();
-        conformance::aid_races_take_one_of_two(&shared, &shared).await;
+        use crate::{MemoryOptions, MemoryStore, Store};
+
+        /// Memory stores for the suite: each new and empty, nothing to share.
+        struct Memory;
+
+        impl Memory {
+            fn new() -> Self {
+                Memory
+            }
+
+            async fn fresh(&self) -> MemoryStore {
+                MemoryStore::default()
+            }
+
+            async fn small_log(&self, capacity: usize) -> MemoryStore {
+                MemoryStore::new(MemoryOptions { event_log_capacity: capacity, ..Default::default() })
+            }
+
+            async fn short_history(&self, retention_hours: i64) -> MemoryStore {
+                MemoryStore::new(MemoryOptions { retention_hours, ..Default::default() })
+            }
+
+            /// One store is both replicas: its lock is what makes them take turns.
+            async fn replicas(&self) -> [Arc<dyn Store>; 2] {
+                let shared: Arc<dyn Store> = Arc::new(MemoryStore::default());
+                [shared.clone(), shared]
+            }
+        }
+
+        crate::conformance_tests!(Memory);
     }
 }

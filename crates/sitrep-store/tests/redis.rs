@@ -4,31 +4,60 @@ use sitrep_store::conformance;
 use sitrep_store::redis::RedisProcess;
 use sitrep_store::{RedisOptions, RedisStore};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_store_passes_the_conformance_suite() {
-    let redis = RedisProcess::start().expect("start redis-server");
-    let url = redis.url();
-    // Each check gets a fresh key prefix: as good as a fresh Redis, and it proves prefixes isolate deployments.
-    let mut n = 0;
-    let make = || {
-        n += 1;
-        let options = RedisOptions { url: url.clone(), key_prefix: format!("conf{n}"), ..Default::default() };
-        async move { RedisStore::connect(options).await.expect("connect") }
-    };
-    let small = RedisStore::connect(RedisOptions {
-        url: url.clone(),
-        key_prefix: "small".into(),
-        event_log_max_len: 3,
-        ..Default::default()
-    });
-    conformance::run_all(make, async { small.await.expect("connect") }, 3).await;
-    let short = RedisOptions { url: url.clone(), key_prefix: "short".into(), retention_hours: 2, ..Default::default() };
-    conformance::history_is_trimmed_to_retention(&RedisStore::connect(short).await.expect("connect"), 2).await;
-    // Two replicas: two stores on one Redis under one prefix, each with its own connections and hints.
-    let replica =
-        || RedisStore::connect(RedisOptions { url: url.clone(), key_prefix: "race".into(), ..Default::default() });
-    let (a, b) = (replica().await.expect("connect"), replica().await.expect("connect"));
-    conformance::aid_races_take_one_of_two(&a, &b).await;
+/// Every conformance check, each a test of its own, on one `redis-server` the checks share.
+mod suite {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, Weak};
+
+    use sitrep_store::redis::RedisProcess;
+    use sitrep_store::{RedisOptions, RedisStore, Store};
+
+    /// A check's stores: on the shared server, under a key prefix of the check's own (as good as a fresh Redis,
+    /// and it proves prefixes isolate deployments).
+    struct Redis {
+        server: Arc<RedisProcess>,
+        prefix: String,
+    }
+
+    impl Redis {
+        /// The server is shared by the checks running at once and stopped (its data directory removed) when the
+        /// last of them ends: a server in a plain static would never be dropped, and would outlive the test run.
+        fn new() -> Self {
+            static SHARED: Mutex<Weak<RedisProcess>> = Mutex::new(Weak::new());
+            static PREFIX: AtomicU64 = AtomicU64::new(0);
+            let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+            let server = shared.upgrade().unwrap_or_else(|| {
+                let server = Arc::new(RedisProcess::start().expect("start redis-server"));
+                *shared = Arc::downgrade(&server);
+                server
+            });
+            Redis { server, prefix: format!("conf{}", PREFIX.fetch_add(1, Ordering::Relaxed)) }
+        }
+
+        async fn connect(&self, options: RedisOptions) -> RedisStore {
+            let options = RedisOptions { url: self.server.url(), key_prefix: self.prefix.clone(), ..options };
+            RedisStore::connect(options).await.expect("connect")
+        }
+
+        async fn fresh(&self) -> RedisStore {
+            self.connect(RedisOptions::default()).await
+        }
+
+        async fn small_log(&self, capacity: usize) -> RedisStore {
+            self.connect(RedisOptions { event_log_max_len: capacity, ..Default::default() }).await
+        }
+
+        async fn short_history(&self, retention_hours: i64) -> RedisStore {
+            self.connect(RedisOptions { retention_hours, ..Default::default() }).await
+        }
+
+        /// Two replicas: two stores on one Redis under one prefix, each with its own connections and hints.
+        async fn replicas(&self) -> [Arc<dyn Store>; 2] {
+            [Arc::new(self.fresh().await), Arc::new(self.fresh().await)]
+        }
+    }
+
+    sitrep_store::conformance_tests!(Redis);
 }
 
 /// Mutual aid's book survives the store: a new store on the same Redis (an aggregator restarted) loads the book
