@@ -8,13 +8,15 @@
 //!   mutual aid action (`redis/aid.rs`, the book in one hash), a stream as the event log, shared by any number of
 //!   aggregator replicas; the master found at a URL or through Redis Sentinel and followed across
 //!   failovers (`redis/master.rs`), an optional `WAIT` for replicas before acknowledging, and the data's layout
-//!   version with its migrations (`redis/schema.rs`); and, with the `test-support` feature, `redis::RedisProcess`,
-//!   a `redis-server` (or a replica, or a Sentinel) started on a free port for tests and benchmarks.
+//!   version with its migrations (`redis/schema.rs`); and, with the `redis-process` feature (which `test-support`
+//!   includes), `redis::RedisProcess`, a `redis-server` (or a replica, or a Sentinel) started on a free port for
+//!   tests and for `sitrep bench`.
 //! - `conformance` (with the `test-support` feature): `pub async fn` checks any backend must pass, and
 //!   `conformance_tests!`, which makes each of them a test of its own in a backend's tests.
 //!
 //! The test support is behind the `test-support` feature (and built for this crate's own tests), so a normal
 //! build neither compiles nor exports it; a crate whose tests use it names the feature in its dev-dependencies.
+//! The `sitrep` binary enables only `redis-process`, for its benchmarks: the conformance suite is not in it.
 //!
 //! The store knows the domain types of `sitrep-core` and nothing of gRPC.
 

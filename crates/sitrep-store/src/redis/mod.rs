@@ -59,7 +59,7 @@
 mod aid;
 pub mod codec;
 mod master;
-#[cfg(any(test, feature = "test-support"))]
+#[cfg(any(test, feature = "redis-process"))]
 mod process;
 mod schema;
 
@@ -75,7 +75,7 @@ use sitrep_core::plan::{self, Plan};
 use sitrep_core::{Code, Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport, Value};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-#[cfg(any(test, feature = "test-support"))]
+#[cfg(any(test, feature = "redis-process"))]
 pub use process::{RedisProcess, SentinelWatch};
 pub use schema::VERSION as SCHEMA_VERSION;
 
