@@ -136,7 +136,7 @@ impl ServerTls {
         let material = Material::read(&files)?;
         let config = build(&files, &material, tls.client_auth)?;
         let current = RwLock::new(Current { config, fingerprint: material.fingerprint() });
-        Ok(Some(ServerTls { files, client_auth: tls.client_auth, interval: tls.reload_every(), current }))
+        Ok(Some(ServerTls { files, client_auth: tls.client_auth, interval: tls.reload_interval.get(), current }))
     }
 
     /// An acceptor with the configuration current now.
@@ -350,7 +350,7 @@ mod tests {
         TlsConfig {
             cert: Some(d.join("cert.pem")),
             key: Some(d.join("key.pem")),
-            reload_interval: reload.into(),
+            reload_interval: reload.parse().unwrap(),
             ..Default::default()
         }
     }
