@@ -861,30 +861,25 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// A configuration file in a directory of its own, removed with everything in it when this is dropped.
-    struct Written(PathBuf);
+    /// A configuration file in a directory of its own (its siblings are the files it names), removed with
+    /// everything in it when this is dropped.
+    struct Written {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    }
 
     impl std::ops::Deref for Written {
         type Target = Path;
         fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Written {
-        fn drop(&mut self) {
-            if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
+            &self.path
         }
     }
 
     fn write(name: &str, text: &str) -> Written {
-        let dir = std::env::temp_dir().join(format!("sitrep-config-test-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("sitrep.toml");
+        let dir = tempfile::Builder::new().prefix(&format!("sitrep-config-{name}-")).tempdir().unwrap();
+        let path = dir.path().join("sitrep.toml");
         std::fs::write(&path, text).unwrap();
-        Written(path)
+        Written { path, _dir: dir }
     }
 
     #[test]
