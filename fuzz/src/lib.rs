@@ -240,7 +240,8 @@ pub fn server_config(data: &[u8]) {
     let Ok(config) = sitrep_server::Config::from_toml(Path::new("/nonexistent/fuzz/sitrep.toml"), &text) else {
         return;
     };
-    let (cadence, grace, check) = config.staleness.durations();
+    let st = &config.staleness;
+    let (cadence, grace, check) = (st.cadence.get(), st.grace.get(), st.check_interval.get());
     assert!(cadence <= sitrep_core::rules::MAX_CADENCE && grace <= sitrep_core::rules::MAX_GRACE);
     assert!(!check.is_zero(), "a zero check interval would spin");
     let _ = config.load_rules();

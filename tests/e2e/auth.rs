@@ -615,9 +615,9 @@ async fn the_cli_sends_its_key() {
     let (key, lines) = make_key("RJ7 feed", &["--write", "RJ7", "--read", "provider:RJ7"]).await;
     let server =
         Server::start_full("[auth]\nprincipals = \"p.toml\"\n", &[], "127.0.0.1:0", &[("p.toml", &lines)]).await;
-    let dir = TempDir::new("cli-key");
+    let dir = temp_dir("cli-key");
     let report = |provider: &str| {
-        let path = dir.0.join(format!("{provider}.json"));
+        let path = dir.path().join(format!("{provider}.json"));
         std::fs::write(&path, format!(r#"{{"provider": "{provider}", "values": {{"ed.over_12h": 3}}}}"#)).unwrap();
         path
     };
@@ -646,7 +646,7 @@ async fn the_cli_sends_its_key() {
     assert!(text.contains("may not report for provider RGT"), "{text}");
     assert!(!text.contains(&key), "the key is never echoed");
     // The same key from a file.
-    let key_file = dir.0.join("key");
+    let key_file = dir.path().join("key");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
         .args(["alerts", "--server", &server.url, "--key-file"])

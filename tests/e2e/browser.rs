@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{DEADLINE, TempDir};
+use crate::support::{DEADLINE, TempDir, temp_dir};
 
 pub struct Browser {
     child: Child,
@@ -46,7 +46,7 @@ fn chromium() -> String {
 
 impl Browser {
     pub fn launch() -> Browser {
-        let profile = TempDir::new("chromium");
+        let profile = temp_dir("chromium");
         let (commands_r, commands_w) = std::io::pipe().unwrap();
         let (answers_r, answers_w) = std::io::pipe().unwrap();
         let (cr, aw) = (commands_r.as_raw_fd(), answers_w.as_raw_fd());
@@ -61,7 +61,7 @@ impl Browser {
             "--remote-debugging-pipe",
             "--window-size=1920,1080",
         ])
-        .arg(format!("--user-data-dir={}", profile.0.display()))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

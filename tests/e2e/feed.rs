@@ -64,10 +64,10 @@ async fn every_format_arrives_and_bad_files_are_set_aside() {
     let server = Server::start("").await;
     let mut watch = server.updates(1).await;
     expect_snapshot(next(&mut watch).await);
-    let dir = TempDir::new("feed");
-    let folder = dir.0.join("drop");
+    let dir = temp_dir("feed");
+    let folder = dir.path().join("drop");
     std::fs::create_dir_all(&folder).unwrap();
-    let mapping = dir.0.join("trust.toml");
+    let mapping = dir.path().join("trust.toml");
     std::fs::write(
         &mapping,
         "source = \"e2e exports\"\n[providers]\nSTG = \"RJ7\"\n[columns]\n\"ICU open\" = \"beds.cc_adult.open\"\n\
@@ -112,7 +112,7 @@ async fn every_format_arrives_and_bad_files_are_set_aside() {
     for (name, text) in &files {
         std::fs::write(folder.join(name), text).unwrap();
     }
-    let _agent = agent(&server.url, &folder, &dir.0.join("spool"), &["--mapping", mapping.to_str().unwrap()]);
+    let _agent = agent(&server.url, &folder, &dir.path().join("spool"), &["--mapping", mapping.to_str().unwrap()]);
 
     let got = events(&mut watch, 5).await;
     let by: std::collections::BTreeMap<&str, &pb::Event> = got.iter().map(|e| (e.provider.as_str(), e)).collect();
@@ -186,8 +186,8 @@ async fn a_thousand_reports_survive_killing_the_aggregator_and_the_agent() {
     let mut watch = observer.updates(1).await;
     expect_snapshot(next(&mut watch).await);
 
-    let dir = TempDir::new("feed-kill");
-    let folder = dir.0.join("drop");
+    let dir = temp_dir("feed-kill");
+    let folder = dir.path().join("drop");
     std::fs::create_dir_all(&folder).unwrap();
     let providers =
         ["RJ7", "RVR", "RAX", "RJ6", "RQY", "RAL", "RAP", "RKE", "RP4", "RRV", "RGT", "RGP", "RGN", "RCX", "RM1"];
@@ -203,7 +203,7 @@ async fn a_thousand_reports_survive_killing_the_aggregator_and_the_agent() {
             .collect();
         std::fs::write(folder.join(format!("{f:03}.json")), format!("[{}]", reports.join(","))).unwrap();
     }
-    let spool = dir.0.join("spool");
+    let spool = dir.path().join("spool");
     let server_url = format!("http://{addr}");
     let mut feed = agent(&server_url, &folder, &spool, &[]);
 
@@ -247,10 +247,10 @@ async fn one_shot_files_and_standard_input() {
     let server = Server::start("").await;
     let mut watch = server.updates(1).await;
     expect_snapshot(next(&mut watch).await);
-    let dir = TempDir::new("feed-once");
-    let file = dir.0.join("beds.json");
+    let dir = temp_dir("feed-once");
+    let file = dir.path().join("beds.json");
     std::fs::write(&file, r#"{"provider":"RM1","values":{"beds.cc_adult.open":9}}"#).unwrap();
-    let spool = dir.0.join("spool");
+    let spool = dir.path().join("spool");
     let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
         .args(["feed", "--server", &server.url, "--spool"])
         .arg(&spool)
@@ -302,7 +302,7 @@ async fn a_windows_1252_semicolon_csv_in_local_time_arrives_with_its_mapping() {
     let server = Server::start("").await;
     let mut watch = server.updates(1).await;
     expect_snapshot(next(&mut watch).await);
-    let dir = TempDir::new("feed-cp1252");
+    let dir = temp_dir("feed-cp1252");
     // This hour as London's clocks show it, with no zone: whichever of UTC+0 and UTC+1 London is on now.
     let hour = sitrep_core::Timestamp::now().hour_start();
     let london = sitrep_core::input::Mapping::default().timezone;
@@ -313,9 +313,9 @@ async fn a_windows_1252_semicolon_csv_in_local_time_arrives_with_its_mapping() {
         .expect("London is on UTC+0 or UTC+1");
     let mut csv = format!("provider;period;ICU open;narrative\nRJ7;{local};14;").into_bytes();
     csv.extend_from_slice(b"\"Caf\xE9 closed; \xA3 appeal\"\n");
-    let file = dir.0.join("export.csv");
+    let file = dir.path().join("export.csv");
     std::fs::write(&file, &csv).unwrap();
-    let mapping = dir.0.join("trust.toml");
+    let mapping = dir.path().join("trust.toml");
     std::fs::write(
         &mapping,
         "encoding = \"windows-1252\"\ndelimiter = \";\"\ntimezone = \"Europe/London\"\n\
@@ -326,7 +326,7 @@ async fn a_windows_1252_semicolon_csv_in_local_time_arrives_with_its_mapping() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sitrep"));
         command
             .args(["feed", "--server", server.url.trim_start_matches("http://"), "--spool"])
-            .arg(dir.0.join(spool))
+            .arg(dir.path().join(spool))
             .args(extra)
             .arg(&file);
         command
@@ -345,7 +345,7 @@ async fn a_windows_1252_semicolon_csv_in_local_time_arrives_with_its_mapping() {
     // Without the mapping: not UTF-8, set aside saying where and what to set.
     let out = feed(&[], "spool-2").output().await.unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
-    let reason = std::fs::read_to_string(dir.0.join("spool-2/rejected/export.csv.reason.txt")).unwrap();
+    let reason = std::fs::read_to_string(dir.path().join("spool-2/rejected/export.csv.reason.txt")).unwrap();
     assert!(
         reason.starts_with("export.csv:2: byte 0xE9 at column ")
             && reason.contains("is not UTF-8 text (rule: utf8)")
@@ -378,8 +378,8 @@ async fn not_sitrep() -> (String, tokio::task::JoinHandle<()>) {
 #[tokio::test]
 async fn push_and_feed_tell_refused_not_sitrep_and_bad_addresses_apart() {
     let server = Server::start("").await;
-    let dir = TempDir::new("feed-addr");
-    let file = dir.0.join("r.json");
+    let dir = temp_dir("feed-addr");
+    let file = dir.path().join("r.json");
     std::fs::write(&file, r#"{"provider":"RM1","values":{"beds.cc_adult.open":9}}"#).unwrap();
     let refused = free_addr();
     let (other, _other) = not_sitrep().await;
@@ -398,7 +398,7 @@ async fn push_and_feed_tell_refused_not_sitrep_and_bad_addresses_apart() {
         }
     };
     let push = |server: &str| vec!["push".to_owned(), "--server".to_owned(), server.to_owned()];
-    let spool = dir.0.join("spool").display().to_string();
+    let spool = dir.path().join("spool").display().to_string();
     let feed = |server: &str| ["feed", "--server", server, "--spool", &spool].map(str::to_owned).to_vec();
     let no_scheme = server.url.trim_start_matches("http://");
     // (arguments, exit code, what the output must say)
@@ -440,10 +440,10 @@ async fn a_report_outside_the_agents_grant_is_set_aside_and_a_refused_key_keeps_
     let principals = format!("{feed_lines}\n{reader_lines}");
     let server =
         Server::start_full("[auth]\nprincipals = \"p.toml\"\n", &[], "127.0.0.1:0", &[("p.toml", &principals)]).await;
-    let dir = TempDir::new("feed-grant");
-    let (folder, spool) = (dir.0.join("drop"), dir.0.join("spool"));
+    let dir = temp_dir("feed-grant");
+    let (folder, spool) = (dir.path().join("drop"), dir.path().join("spool"));
     std::fs::create_dir_all(&folder).unwrap();
-    let key_file = dir.0.join("key");
+    let key_file = dir.path().join("key");
     std::fs::write(&key_file, &feed_key).unwrap();
     let _agent = agent(&server.url, &folder, &spool, &["--key-file", key_file.to_str().unwrap()]);
     std::fs::write(folder.join("beds.csv"), "provider,ed.over_12h\nRGT,4\nRJ7,3\n").unwrap();
@@ -478,8 +478,8 @@ async fn a_report_outside_the_agents_grant_is_set_aside_and_a_refused_key_keeps_
     }
 
     // Without an accepted key: the agent says what to renew, never echoing the key, and keeps its spool.
-    let dir2 = TempDir::new("feed-nokey");
-    let (folder2, spool2) = (dir2.0.join("drop"), dir2.0.join("spool"));
+    let dir2 = temp_dir("feed-nokey");
+    let (folder2, spool2) = (dir2.path().join("drop"), dir2.path().join("spool"));
     std::fs::create_dir_all(&folder2).unwrap();
     std::fs::write(folder2.join("beds.csv"), "provider,ed.over_12h\nRJ7,5\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sitrep"))

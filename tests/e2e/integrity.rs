@@ -75,9 +75,9 @@ async fn a_report_for_ten_days_ago_leaves_the_provider_stale_and_the_live_figure
 #[tokio::test]
 async fn conflicts_are_told_and_revisions_are_given() {
     let server = Server::start("").await;
-    let dir = TempDir::new("push");
-    let run = |file: &str, extra: &'static [&'static str]| push(&server.url, dir.0.join(file), extra);
-    let write = |file: &str, json: &str| std::fs::write(dir.0.join(file), json).unwrap();
+    let dir = temp_dir("push");
+    let run = |file: &str, extra: &'static [&'static str]| push(&server.url, dir.path().join(file), extra);
+    let write = |file: &str, json: &str| std::fs::write(dir.path().join(file), json).unwrap();
     write("beds.json", r#"{"provider": "RJ7", "values": {"beds.cc_adult.open": 28, "beds.cc_adult.occupied": 25}}"#);
     write("ed.json", r#"{"provider": "RJ7", "values": {"ed.over_12h": 4}, "narrative": "ED busy"}"#);
 
@@ -236,7 +236,7 @@ async fn two_saner_measures_for_one_day_combine() {
     let server = Server::start("").await;
     let now = sitrep_core::Timestamp::now();
     let day = &now.to_string()[..10];
-    let dir = TempDir::new("saner-two");
+    let dir = temp_dir("saner-two");
     let measure = |name: &str, populations: &[(&str, u32)]| {
         let populations: Vec<String> = populations
             .iter()
@@ -248,7 +248,7 @@ async fn two_saner_measures_for_one_day_combine() {
             "period": {{"start": "{day}", "end": "{day}"}}, "group": [{{"population": [{}]}}]}}"#,
             populations.join(", ")
         );
-        let path = dir.0.join(format!("{name}.json"));
+        let path = dir.path().join(format!("{name}.json"));
         std::fs::write(&path, text).unwrap();
         path
     };
@@ -317,9 +317,9 @@ async fn two_sites_report_in_one_hour() {
     let replicas = [Server::start_redis(&redis.url()).await, Server::start_redis(&redis.url()).await];
     let mut updates = replicas[1].updates(1).await;
     expect_snapshot(next(&mut updates).await);
-    let dir = TempDir::new("sites");
+    let dir = temp_dir("sites");
     let push = |file: &str, json: &str| {
-        let path = dir.0.join(file);
+        let path = dir.path().join(file);
         std::fs::write(&path, json).unwrap();
         let url = replicas[0].url.clone();
         async move { push(&url, path, &[]).await }

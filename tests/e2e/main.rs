@@ -531,10 +531,10 @@ async fn sigterm_drains_streams_and_exits_cleanly() {
 #[tokio::test]
 async fn push_command_prints_the_ack() {
     let server = Server::start("").await;
-    let dir = TempDir::new("push");
-    let good = dir.0.join("good.json");
+    let dir = temp_dir("push");
+    let good = dir.path().join("good.json");
     std::fs::write(&good, r#"{"provider":"RJ7","values":{"beds.cc_adult.open":28,"beds.cc_adult.occupied":25,"ed.over_12h":{"absent":"not_available"}},"opel_level":3}"#).unwrap();
-    let bad = dir.0.join("bad.json");
+    let bad = dir.path().join("bad.json");
     std::fs::write(
         &bad,
         r#"{"provider":"RJ7","revision":2,"values":{"beds.cc_adult.open":28,"beds.cc_adult.occupied":31}}"#,
@@ -666,8 +666,8 @@ async fn push_saner_measure_report() {
           {{"code": {{"coding": [{{"code": "numICUBedsOcc"}}]}}}},
           {{"code": {{"coding": [{{"code": "numC19Died"}}]}}, "count": 2}}]}}]}}"#
     );
-    let dir = TempDir::new("saner");
-    let path = dir.0.join("measure-report.json");
+    let dir = temp_dir("saner");
+    let path = dir.path().join("measure-report.json");
     std::fs::write(&path, text).unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sitrep"))
         .args(["push", "--saner", "--provider", "RGT", "--server", &server.url])

@@ -156,17 +156,17 @@ async fn prometheus_scrapes(server: &Server, admin: &str) {
         eprintln!("NOTE: no prometheus binary; the real-server scrape is skipped (apt-get install prometheus)");
         return;
     }
-    let dir = TempDir::new("prometheus");
+    let dir = temp_dir("prometheus");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: sitrep\n    \
          authorization:\n      credentials: {admin}\n    static_configs:\n      - targets: ['{}']\n",
         authority(&server.url)
     );
-    std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let listen = free_addr();
     let _prometheus = tokio::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
         .arg(format!("--web.listen-address={listen}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

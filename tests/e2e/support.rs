@@ -2,7 +2,6 @@
 //! build reports, and read streams with a deadline (a deadline that passes is a failure, never a measurement).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -29,21 +28,12 @@ pub struct Server {
     logs: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-pub struct TempDir(pub PathBuf);
+pub use tempfile::TempDir;
 
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let path = std::env::temp_dir().join(format!("sitrep-e2e-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory of the test's own (`sitrep-e2e-{tag}-...` in the system's temporary directory), removed with
+/// everything in it when dropped.
+pub fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("sitrep-e2e-{tag}-")).tempdir().unwrap()
 }
 
 impl Server {
@@ -81,11 +71,11 @@ impl Server {
         files: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Server {
-        let dir = TempDir::new("server");
-        let config_path = dir.0.join("sitrep.toml");
+        let dir = temp_dir("server");
+        let config_path = dir.path().join("sitrep.toml");
         std::fs::write(&config_path, config).unwrap();
         for (name, content) in files {
-            std::fs::write(dir.0.join(name), content).unwrap();
+            std::fs::write(dir.path().join(name), content).unwrap();
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_sitrep"))
             .args(["serve", "--listen", listen, "--config"])
@@ -115,7 +105,7 @@ impl Server {
 
     /// The directory its configuration (and the files written beside it) is in.
     pub fn dir(&self) -> &std::path::Path {
-        &self.dir.0
+        self.dir.path()
     }
 
     /// What it has logged so far.

@@ -375,13 +375,13 @@ async fn plaintext_off_loopback_needs_allow_plaintext() {
 #[tokio::test]
 async fn redis_over_tls() {
     let ca = Ca::new("redis CA");
-    let dir = TempDir::new("redis-tls");
+    let dir = temp_dir("redis-tls");
     let (cert, key) = ca.issue(&["localhost"]);
     for (name, text) in [("redis.crt", cert), ("redis.key", key), ("ca.pem", ca.pem())] {
-        std::fs::write(dir.0.join(name), text).unwrap();
+        std::fs::write(dir.path().join(name), text).unwrap();
     }
     let tls_port = free_addr().rsplit(':').next().unwrap().to_owned();
-    let file = |name: &str| path(dir.0.join(name));
+    let file = |name: &str| path(dir.path().join(name));
     let (crt, key, ca_file) = (file("redis.crt"), file("redis.key"), file("ca.pem"));
     let redis = RedisProcess::start_with(&[
         "--tls-port",

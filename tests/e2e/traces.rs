@@ -124,9 +124,9 @@ async fn aggregator(extra: &[&str], endpoint: &str, instance: &str) -> Server {
 /// Sends one report (provider RJ7, this hour, revision 7, with the narrative) with `sitrep feed FILE`, tracing
 /// to `endpoint`; returns the period sent.
 async fn feed_one(server: &Server, endpoint: &str) -> String {
-    let dir = TempDir::new("traces");
+    let dir = temp_dir("traces");
     let hour = sitrep_core::Timestamp::now().hour_start().to_string();
-    let file = dir.0.join("beds.json");
+    let file = dir.path().join("beds.json");
     std::fs::write(
         &file,
         format!(
@@ -136,7 +136,7 @@ async fn feed_one(server: &Server, endpoint: &str) -> String {
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
         .args(["feed", "--server", &server.url, "--spool"])
-        .arg(dir.0.join("spool"))
+        .arg(dir.path().join("spool"))
         .arg(&file)
         .env("RUST_LOG", "warn")
         .envs(otel_env(endpoint, "feed"))
@@ -326,8 +326,8 @@ async fn a_report_its_feed_did_not_sample_makes_no_spans() {
     let server = Server::start_env("", &[], "127.0.0.1:0", &[], &env).await;
     let mut grpc = server.updates(15).await;
     expect_snapshot(next(&mut grpc).await);
-    let dir = TempDir::new("traces-off");
-    let file = dir.0.join("beds.json");
+    let dir = temp_dir("traces-off");
+    let file = dir.path().join("beds.json");
     let hour = sitrep_core::Timestamp::now().hour_start().to_string();
     std::fs::write(&file, format!(r#"{{"provider":"RJ7","period":"{hour}","values":{{"beds.cc_adult.open":28}}}}"#))
         .unwrap();
@@ -336,7 +336,7 @@ async fn a_report_its_feed_did_not_sample_makes_no_spans() {
     env.push(("OTEL_TRACES_SAMPLER", "always_off".into()));
     let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
         .args(["feed", "--server", &server.url, "--spool"])
-        .arg(dir.0.join("spool"))
+        .arg(dir.path().join("spool"))
         .arg(&file)
         .env("RUST_LOG", "warn")
         .envs(env)

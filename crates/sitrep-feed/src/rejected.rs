@@ -110,7 +110,7 @@ fn safe_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::temp::TempDir;
+    use crate::temp::temp_dir;
 
     #[test]
     fn rejected_names_stay_in_their_folder() {
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn refused_reports_and_unreadable_files_go_where_the_docs_say() {
-        let dir = TempDir::new("rejected");
+        let dir = temp_dir("rejected");
         let rejected = Rejected::new(dir.path().join("drop/rejected"));
         assert!(rejected.is_empty());
         let period = Timestamp::from_millis(1_700_000_000_000);
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn a_report_that_cannot_be_written_is_an_error_not_a_loss() {
-        let dir = TempDir::new("rejected-blocked");
+        let dir = temp_dir("rejected-blocked");
         // A file where the folder should be: nothing can be written under it.
         std::fs::write(dir.path().join("rejected"), b"").unwrap();
         let rejected = Rejected::new(dir.path().join("rejected"));

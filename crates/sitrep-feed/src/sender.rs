@@ -349,7 +349,7 @@ mod tests {
     use super::*;
     use crate::rejected::Rejected;
     use crate::spool::{Appended, Spool};
-    use crate::temp::TempDir;
+    use crate::temp::temp_dir;
 
     /// An aggregator that accepts every report, except those of provider XXX, which it rejects.
     struct Fake;
@@ -435,7 +435,7 @@ mod tests {
     /// set aside once it can be; the entry behind it waits its turn.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_report_that_cannot_be_set_aside_stays_in_the_spool() {
-        let dir = TempDir::new("sender-rejected");
+        let dir = temp_dir("sender-rejected");
         let spool = Spool::open(&dir.path().join("spool")).unwrap();
         spooled(&spool, "a.json", &["RJ7", "XXX"]);
         spooled(&spool, "b.json", &["RVR"]);

@@ -353,7 +353,7 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::temp::TempDir;
+    use crate::temp::temp_dir;
 
     fn report(provider: &str, revision: u32) -> Report {
         let text = format!(r#"{{"provider":"{provider}","revision":{revision},"values":{{"beds.cc_adult.open":3}}}}"#);
@@ -372,7 +372,7 @@ mod tests {
 
     #[test]
     fn entries_come_back_in_order_and_survive_a_reopen_until_acknowledged() {
-        let dir = TempDir::new("spool-order");
+        let dir = temp_dir("spool-order");
         let spool = Spool::open(dir.path()).unwrap();
         for (i, name) in ["a.csv", "b.csv", "c.csv"].iter().enumerate() {
             let got = spool.append(name, &file_key(name.as_bytes(), "x"), vec![report("RJ7", 0); i + 1]).unwrap();
@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_file_spooled_or_sent_before_is_not_spooled_again() {
-        let dir = TempDir::new("spool-once");
+        let dir = temp_dir("spool-once");
         let spool = Spool::open(dir.path()).unwrap();
         let key = file_key(b"same", "beds.csv/1");
         assert_eq!(spool.append("beds.csv", &key, vec![report("RJ7", 4)]).unwrap(), Appended::Queued(1));
@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_crash_between_write_and_rename_leaves_no_half_entry() {
-        let dir = TempDir::new("spool-crash");
+        let dir = temp_dir("spool-crash");
         let spool = Spool::open(dir.path()).unwrap();
         spool.append("whole.csv", "k1", vec![report("RJ7", 1)]).unwrap();
         drop(spool);
@@ -439,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_damaged_entry_is_named() {
-        let dir = TempDir::new("spool-damaged");
+        let dir = temp_dir("spool-damaged");
         Spool::open(dir.path()).unwrap();
         std::fs::write(dir.path().join("queue/00000000000000000001.json"), b"{").unwrap();
         let err = Spool::open(dir.path()).err().unwrap().to_string();

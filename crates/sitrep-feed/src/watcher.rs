@@ -166,7 +166,7 @@ mod tests {
     use super::*;
     use crate::rejected::Rejected;
     use crate::spool::Spool;
-    use crate::temp::TempDir;
+    use crate::temp::temp_dir;
 
     fn drop_file(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_dropped_file_is_spooled_once_and_moved_on() {
-        let dir = TempDir::new("watcher-once");
+        let dir = temp_dir("watcher-once");
         let mut w = watcher(dir.path());
         let beds = r#"[{"provider":"RJ7","values":{"beds.cc_adult.open":9}},{"provider":"RVR","values":{}}]"#;
         let path = drop_file(&w.dir, "beds.json", beds);
@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_file_is_set_aside_with_its_reason() {
-        let dir = TempDir::new("watcher-bad");
+        let dir = temp_dir("watcher-bad");
         let mut w = watcher(dir.path());
         drop_file(&w.dir, "bad.csv", "provider,beds.cc_adult.open\nRJ7,lots\n");
         assert_eq!(w.look(), 0);

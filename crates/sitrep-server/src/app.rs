@@ -115,7 +115,7 @@ pub fn redis_store_from_config(config: &Config, rules: &Rules) -> Result<Option<
         tls_ca_pem: redis_ca(config)?,
         sentinel,
         ack_replicas: s.ack_replicas,
-        ack_timeout: s.ack_timeout(),
+        ack_timeout: s.ack_timeout.get(),
     })?))
 }
 
@@ -173,7 +173,7 @@ impl App {
             grace: Duration::from_secs(config.shutdown_grace_seconds),
             max_message_bytes: config.limits.max_message_bytes,
             max_connections: config.limits.max_connections,
-            check_interval: config.staleness.durations().2,
+            check_interval: config.staleness.check_interval.get(),
             tls: None,
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Every key has a default, so `sitrep serve` runs with no file at all: the built-in NHS England catalogue, the
 //! demo directory and the embedded memory store. Unknown keys are errors, so a misspelt key is reported rather than
-//! silently ignored. Paths in the file are relative to the file's own directory.
+//! silently ignored. Paths in the file are relative to the file's own directory. Durations ("15m", "1h 30m") are
+//! read with `humantime` as the file is ([`Interval`]), so one that is not a duration fails the load at its line,
+//! and no reader of the configuration falls back to a default.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,7 +96,7 @@ pub struct TlsConfig {
     /// With `client_ca`: whether a client must present a certificate, or may.
     pub client_auth: ClientAuth,
     /// How often the files are looked at for a new certificate, e.g. "10s".
-    pub reload_interval: String,
+    pub reload_interval: Interval,
     /// Serve plaintext on an address other than loopback, on purpose: behind a TLS-terminating proxy, or on a
     /// network that is trusted. Without TLS and without this, sitrep serves only on loopback addresses.
     pub allow_plaintext: bool,
@@ -107,7 +109,7 @@ impl Default for TlsConfig {
             key: None,
             client_ca: None,
             client_auth: ClientAuth::Optional,
-            reload_interval: "10s".into(),
+            reload_interval: Interval::new("10s"),
             allow_plaintext: false,
         }
     }
@@ -117,11 +119,6 @@ impl TlsConfig {
     /// Whether TLS is configured (checked: `cert` and `key` come together).
     pub fn enabled(&self) -> bool {
         self.cert.is_some()
-    }
-
-    /// How often the files are looked at; checked by `Config::from_file`, so the default when unparsable.
-    pub fn reload_every(&self) -> Duration {
-        humantime::parse_duration(&self.reload_interval).unwrap_or(Duration::from_secs(10))
     }
 }
 
@@ -185,32 +182,24 @@ impl WallboardConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StalenessConfig {
     /// How often providers are expected to report, e.g. "1h".
-    pub cadence: String,
+    pub cadence: Interval,
     /// How late a report may be on top of that before the provider is stale, e.g. "15m".
-    pub grace: String,
+    pub grace: Interval,
     /// How often each aggregator looks for providers that have gone quiet, e.g. "15s".
-    pub check_interval: String,
+    pub check_interval: Interval,
     /// How much older than a provider's latest period one of its readings may be and still count in its figures,
     /// ratings and totals, e.g. "2h" (a metric it stopped sending is shown with its age and counted nowhere).
-    pub value_max_age: String,
+    pub value_max_age: Interval,
 }
 
 impl Default for StalenessConfig {
     fn default() -> Self {
         StalenessConfig {
-            cadence: "1h".into(),
-            grace: "15m".into(),
-            check_interval: "15s".into(),
-            value_max_age: "2h".into(),
+            cadence: Interval::new("1h"),
+            grace: Interval::new("15m"),
+            check_interval: Interval::new("15s"),
+            value_max_age: Interval::new("2h"),
         }
-    }
-}
-
-impl StalenessConfig {
-    /// (cadence, grace, check interval); checked by `Config::from_file`, so defaults when unparsable.
-    pub fn durations(&self) -> (Duration, Duration, Duration) {
-        let d = |t: &str, default: u64| humantime::parse_duration(t).unwrap_or(Duration::from_secs(default));
-        (d(&self.cadence, 3600), d(&self.grace, 900), d(&self.check_interval, 15))
     }
 }
 
@@ -238,26 +227,70 @@ pub struct CritconConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AidConfig {
     /// How long a request may wait with no offer before its system's coordinators are alerted, e.g. "30m".
-    pub escalate_to_system_after: String,
+    pub escalate_to_system_after: Interval,
     /// How long before its region's coordinators are alerted, e.g. "60m" (from when it was made).
-    pub escalate_to_region_after: String,
+    pub escalate_to_region_after: Interval,
 }
 
 impl Default for AidConfig {
     fn default() -> Self {
-        AidConfig { escalate_to_system_after: "30m".into(), escalate_to_region_after: "60m".into() }
+        AidConfig {
+            escalate_to_system_after: Interval::new("30m"),
+            escalate_to_region_after: Interval::new("60m"),
+        }
     }
 }
 
 impl AidConfig {
-    /// The timers; checked by `Config::from_file`, so the defaults only when unparsable.
+    /// The timers, in the core's milliseconds (bounded by `Config::from_file`: no overflow).
     pub fn timers(&self) -> sitrep_core::aid::Timers {
-        let ms = |t: &str, default: i64| humantime::parse_duration(t).map_or(default, |d| d.as_millis() as i64);
-        let defaults = sitrep_core::aid::Timers::default();
+        let ms = |i: &Interval| i.get().as_millis().min(i64::MAX as u128) as i64;
         sitrep_core::aid::Timers {
-            system_after_ms: ms(&self.escalate_to_system_after, defaults.system_after_ms),
-            region_after_ms: ms(&self.escalate_to_region_after, defaults.region_after_ms),
+            system_after_ms: ms(&self.escalate_to_system_after),
+            region_after_ms: ms(&self.escalate_to_region_after),
         }
+    }
+}
+
+/// A duration as the file writes it ("15m", "1h 30m"), read with `humantime` when the file is: a value that is not
+/// a duration fails the load (toml's error shows its line, so its key, and the value). The text is kept so that a
+/// range check quotes the value as written ("40days", not humantime's "1month 9days 12h 6m 24s").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interval {
+    text: String,
+    duration: Duration,
+}
+
+impl Interval {
+    /// A built-in default; `text` is a constant, so a typo in it is a bug (and a test fails).
+    fn new(text: &str) -> Interval {
+        text.parse().expect("a built-in duration")
+    }
+
+    pub fn get(&self) -> Duration {
+        self.duration
+    }
+
+    /// The value as the file wrote it, for messages.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::str::FromStr for Interval {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match humantime::parse_duration(text) {
+            Ok(duration) => Ok(Interval { text: text.to_owned(), duration }),
+            Err(e) => Err(format!("{text:?} is not a duration like \"15m\" or \"1h 30m\" (rule: duration): {e}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -364,7 +397,7 @@ pub struct StoreConfig {
     /// has it. Falling short answers the report UNAVAILABLE.
     pub ack_replicas: u32,
     /// With `ack_replicas`: how long to wait for the replicas, e.g. "1s".
-    pub ack_timeout: String,
+    pub ack_timeout: Interval,
 }
 
 impl StoreConfig {
@@ -376,11 +409,6 @@ impl StoreConfig {
     /// `redis_sentinels` as (host, port); checked by `Config::from_file`, so the unparsable are left out.
     pub fn sentinel_addresses(&self) -> Vec<(String, u16)> {
         self.redis_sentinels.iter().filter_map(|s| parse_host_port(s).ok()).collect()
-    }
-
-    /// `ack_timeout`; checked by `Config::from_file`, so the default when unparsable.
-    pub fn ack_timeout(&self) -> Duration {
-        humantime::parse_duration(&self.ack_timeout).unwrap_or(Duration::from_secs(1))
     }
 
     /// The `[store]` settings of Redis high availability, checked together.
@@ -425,17 +453,9 @@ impl StoreConfig {
         if self.ack_replicas > 0 && !self.uses_redis() {
             return Err(("store.ack_replicas", "needs Redis (store.redis or store.redis_sentinels)".into()));
         }
-        match humantime::parse_duration(&self.ack_timeout) {
-            Err(e) => {
-                return Err((
-                    "store.ack_timeout",
-                    format!("{:?} is not a duration like \"1s\": {e}", self.ack_timeout),
-                ));
-            }
-            Ok(d) if d < Duration::from_millis(1) || d > Duration::from_secs(60) => {
-                return Err(("store.ack_timeout", format!("{:?} must be from 1ms to 60s", self.ack_timeout)));
-            }
-            Ok(_) => {}
+        let d = self.ack_timeout.get();
+        if d < Duration::from_millis(1) || d > Duration::from_secs(60) {
+            return Err(("store.ack_timeout", format!("{:?} must be from 1ms to 60s", self.ack_timeout.text())));
         }
         Ok(())
     }
@@ -490,7 +510,7 @@ impl Default for StoreConfig {
             redis_master: None,
             redis_sentinel_password: None,
             ack_replicas: 0,
-            ack_timeout: "1s".into(),
+            ack_timeout: Interval::new("1s"),
         }
     }
 }
@@ -680,16 +700,13 @@ impl Config {
             );
         }
         let st = &self.staleness;
-        for (key, text) in [
+        for (key, interval) in [
             ("staleness.cadence", &st.cadence),
             ("staleness.grace", &st.grace),
             ("staleness.check_interval", &st.check_interval),
             ("staleness.value_max_age", &st.value_max_age),
         ] {
-            let d = match humantime::parse_duration(text) {
-                Err(e) => return invalid(key, &format!("{text:?} is not a duration like \"15m\": {e}")),
-                Ok(d) => d,
-            };
+            let (text, d) = (interval.text(), interval.get());
             let checked = match key {
                 "staleness.cadence" => check_cadence(key, text, d),
                 "staleness.grace" => check_grace(key, text, d),
@@ -706,23 +723,21 @@ impl Config {
             }
         }
         let aid = &self.aid;
-        let mut after = Vec::new();
-        for (key, text) in [
+        for (key, interval) in [
             ("aid.escalate_to_system_after", &aid.escalate_to_system_after),
             ("aid.escalate_to_region_after", &aid.escalate_to_region_after),
         ] {
-            match humantime::parse_duration(text) {
-                Err(e) => return invalid(key, &format!("{text:?} is not a duration like \"30m\": {e}")),
-                Ok(d) if d.is_zero() => return invalid(key, "must be above zero (rule: above_zero)"),
-                Ok(d) => after.push(d),
+            if interval.get().is_zero() {
+                return invalid(key, "must be above zero (rule: above_zero)");
             }
         }
-        if after[1] <= after[0] {
+        if aid.escalate_to_region_after.get() <= aid.escalate_to_system_after.get() {
             return invalid(
                 "aid.escalate_to_region_after",
                 &format!(
                     "{:?} must be later than aid.escalate_to_system_after {:?} (rule: after_system)",
-                    aid.escalate_to_region_after, aid.escalate_to_system_after
+                    aid.escalate_to_region_after.text(),
+                    aid.escalate_to_system_after.text()
                 ),
             );
         }
@@ -755,17 +770,9 @@ impl Config {
                 "has no effect with tls.cert and tls.key set (everything is served over TLS); remove it",
             );
         }
-        match humantime::parse_duration(&tls.reload_interval) {
-            Err(e) => {
-                return invalid(
-                    "tls.reload_interval",
-                    &format!("{:?} is not a duration like \"10s\": {e}", tls.reload_interval),
-                );
-            }
-            Ok(d) if d < Duration::from_millis(100) || d > Duration::from_secs(3600) => {
-                return invalid("tls.reload_interval", "must be from 100ms to 1h");
-            }
-            Ok(_) => {}
+        let d = tls.reload_interval.get();
+        if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+            return invalid("tls.reload_interval", "must be from 100ms to 1h");
         }
         Ok(())
     }
@@ -798,9 +805,8 @@ impl Config {
 
     /// Everything derived figures depend on, read and checked against each other.
     pub fn load_rules(&self) -> Result<Rules, ConfigError> {
-        let (cadence, grace, _) = self.staleness.durations();
-        let value_max_age =
-            humantime::parse_duration(&self.staleness.value_max_age).unwrap_or(Duration::from_secs(7200));
+        let st = &self.staleness;
+        let (cadence, grace, value_max_age) = (st.cadence.get(), st.grace.get(), st.value_max_age.get());
         let catalogue = self.load_catalogue()?;
         if let Some((key, code)) = self.wallboard.unknown_figures(&catalogue).into_iter().next() {
             let message = format!("{key}: {code:?} is not a metric of the catalogue {}", catalogue.profile);
@@ -855,30 +861,25 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// A configuration file in a directory of its own, removed with everything in it when this is dropped.
-    struct Written(PathBuf);
+    /// A configuration file in a directory of its own (its siblings are the files it names), removed with
+    /// everything in it when this is dropped.
+    struct Written {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    }
 
     impl std::ops::Deref for Written {
         type Target = Path;
         fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Written {
-        fn drop(&mut self) {
-            if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
+            &self.path
         }
     }
 
     fn write(name: &str, text: &str) -> Written {
-        let dir = std::env::temp_dir().join(format!("sitrep-config-test-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("sitrep.toml");
+        let dir = tempfile::Builder::new().prefix(&format!("sitrep-config-{name}-")).tempdir().unwrap();
+        let path = dir.path().join("sitrep.toml");
         std::fs::write(&path, text).unwrap();
-        Written(path)
+        Written { path, _dir: dir }
     }
 
     #[test]
@@ -915,7 +916,7 @@ mod tests {
         let c = Config::from_file(&write("sentinel", text)).unwrap();
         assert!(c.store.uses_redis());
         assert_eq!(c.store.sentinel_addresses(), [("10.0.0.1".to_owned(), 26379), ("::1".to_owned(), 26380)]);
-        assert_eq!(c.store.ack_timeout(), Duration::from_millis(250));
+        assert_eq!(c.store.ack_timeout.get(), Duration::from_millis(250));
         assert!(!format!("{c:?}").contains("s3cret"), "the Sentinel password is never printed");
     }
 
@@ -929,7 +930,7 @@ mod tests {
         assert_eq!(c.tls.key.as_deref(), Some(Path::new("/etc/k.pem")));
         assert_eq!(c.store.redis_ca.as_deref(), Some(base.join("ca.pem").as_path()));
         assert!(c.tls.enabled());
-        assert_eq!(c.tls.reload_every(), Duration::from_secs(10));
+        assert_eq!(c.tls.reload_interval.get(), Duration::from_secs(10));
     }
 
     #[test]
@@ -993,6 +994,32 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_that_is_not_one_fails_the_load_at_its_line() {
+        let keys = [
+            ("staleness", "cadence"),
+            ("staleness", "grace"),
+            ("staleness", "check_interval"),
+            ("staleness", "value_max_age"),
+            ("aid", "escalate_to_system_after"),
+            ("aid", "escalate_to_region_after"),
+            ("store", "ack_timeout"),
+            ("tls", "reload_interval"),
+        ];
+        for (table, key) in keys {
+            let text = format!("[{table}]\n{key} = \"soon\"\n");
+            let err = Config::from_toml(Path::new("s.toml"), &text).unwrap_err().to_string();
+            assert!(err.starts_with("s.toml: TOML parse error at line 2"), "{err}");
+            assert!(err.contains(&format!("{key} = \"soon\"")), "{err}");
+            assert!(err.contains("\"soon\" is not a duration like \"15m\" or \"1h 30m\" (rule: duration)"), "{err}");
+        }
+        let d = Config::default();
+        assert_eq!(d.staleness.cadence.get(), Duration::from_secs(3600));
+        assert_eq!(d.aid.timers(), sitrep_core::aid::Timers::default());
+        let c = Config::from_toml(Path::new("s.toml"), "[staleness]\ngrace = \"1h 30m\"\n").unwrap();
+        assert_eq!((c.staleness.grace.get(), c.staleness.grace.text()), (Duration::from_secs(5400), "1h 30m"));
+    }
+
+    #[test]
     fn errors_name_the_file_and_key() {
         let cases = [
             (
@@ -1009,7 +1036,7 @@ mod tests {
             ),
             ("typo", "lisen = \"0.0.0.0:1\"\n", "unknown field `lisen`"),
             ("zero", "[subscribers]\nqueue_capacity = 0\n", "subscribers.queue_capacity: must be at least 1"),
-            ("cadence", "[staleness]\ncadence = \"hourly\"\n", "staleness.cadence: \"hourly\" is not a duration"),
+            ("cadence", "[staleness]\ncadence = \"hourly\"\n", "\"hourly\" is not a duration like \"15m\""),
             ("cadence0", "[staleness]\ncadence = \"0s\"\n", "staleness.cadence: must be above zero"),
             (
                 "cadence-huge",
@@ -1069,7 +1096,7 @@ mod tests {
             (
                 "ack-timeout",
                 "[store]\nredis = \"redis://r/\"\nack_replicas = 1\nack_timeout = \"soon\"\n",
-                "store.ack_timeout: \"soon\" is not a duration like \"1s\"",
+                "\"soon\" is not a duration like \"15m\" or \"1h 30m\" (rule: duration)",
             ),
             ("tls-pair", "[tls]\ncert = \"c.pem\"\n", "tls.key: must be set with tls.cert"),
             (

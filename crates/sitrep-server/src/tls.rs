@@ -136,7 +136,7 @@ impl ServerTls {
         let material = Material::read(&files)?;
         let config = build(&files, &material, tls.client_auth)?;
         let current = RwLock::new(Current { config, fingerprint: material.fingerprint() });
-        Ok(Some(ServerTls { files, client_auth: tls.client_auth, interval: tls.reload_every(), current }))
+        Ok(Some(ServerTls { files, client_auth: tls.client_auth, interval: tls.reload_interval.get(), current }))
     }
 
     /// An acceptor with the configuration current now.
@@ -326,18 +326,8 @@ fn refusal<B>(request: &hyper::Request<B>) -> hyper::Response<Full<Bytes>> {
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn dir(tag: &str) -> Dir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let d = std::env::temp_dir().join(format!("sitrep-tls-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
+    fn dir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("sitrep-tls-{tag}-")).tempdir().unwrap()
     }
 
     /// A self-signed certificate for `name` and its key, as PEM.
@@ -350,7 +340,7 @@ mod tests {
         TlsConfig {
             cert: Some(d.join("cert.pem")),
             key: Some(d.join("key.pem")),
-            reload_interval: reload.into(),
+            reload_interval: reload.parse().unwrap(),
             ..Default::default()
         }
     }
@@ -386,13 +376,13 @@ mod tests {
     async fn a_rotated_certificate_is_served_and_a_bad_one_is_not() {
         let d = dir("rotate");
         let write = |(cert, key): &(String, String)| {
-            std::fs::write(d.0.join("cert.pem"), cert).unwrap();
-            std::fs::write(d.0.join("key.pem"), key).unwrap();
+            std::fs::write(d.path().join("cert.pem"), cert).unwrap();
+            std::fs::write(d.path().join("key.pem"), key).unwrap();
         };
         let (a, b, c) = (pair("localhost"), pair("localhost"), pair("localhost"));
         let roots = [a.0.as_str(), b.0.as_str(), c.0.as_str()];
         write(&a);
-        let tls = Arc::new(ServerTls::from_config(&config(&d.0, "100ms")).unwrap().unwrap());
+        let tls = Arc::new(ServerTls::from_config(&config(d.path(), "100ms")).unwrap().unwrap());
         let cancel = CancellationToken::new();
         let watcher = tokio::spawn(tls.clone().watch(cancel.clone()));
         assert_eq!(served(&tls, &roots).await, der(&a.0));
@@ -411,7 +401,7 @@ mod tests {
         write(&b);
         until(der(&b.0)).await;
         // B's certificate with C's key: not a pair. B stays.
-        std::fs::write(d.0.join("key.pem"), &c.1).unwrap();
+        std::fs::write(d.path().join("key.pem"), &c.1).unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(served(&tls, &roots).await, der(&b.0));
         write(&c);
@@ -425,7 +415,7 @@ mod tests {
         let d = dir("errors");
         let (cert, key) = pair("localhost");
         let (_, other_key) = pair("localhost");
-        std::fs::write(d.0.join("cert.pem"), &cert).unwrap();
+        std::fs::write(d.path().join("cert.pem"), &cert).unwrap();
         let secret = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==!!\n-----END PRIVATE KEY-----\n";
         let cases = [
             (None, "tls.key", "cannot read the file"),
@@ -435,11 +425,11 @@ mod tests {
             (Some(key.as_str()), "", ""),
         ];
         for (key_text, setting, expected) in cases {
-            let _ = std::fs::remove_file(d.0.join("key.pem"));
+            let _ = std::fs::remove_file(d.path().join("key.pem"));
             if let Some(k) = key_text {
-                std::fs::write(d.0.join("key.pem"), k).unwrap();
+                std::fs::write(d.path().join("key.pem"), k).unwrap();
             }
-            match ServerTls::from_config(&config(&d.0, "10s")) {
+            match ServerTls::from_config(&config(d.path(), "10s")) {
                 Ok(tls) => assert!(setting.is_empty() && tls.is_some(), "{setting} should have failed"),
                 Err(e) => {
                     let text = e.to_string();
@@ -449,8 +439,8 @@ mod tests {
                 }
             }
         }
-        std::fs::write(d.0.join("cert.pem"), "no certificate here").unwrap();
-        let text = ServerTls::from_config(&config(&d.0, "10s")).err().unwrap().to_string();
+        std::fs::write(d.path().join("cert.pem"), "no certificate here").unwrap();
+        let text = ServerTls::from_config(&config(d.path(), "10s")).err().unwrap().to_string();
         assert!(text.starts_with("tls.cert") && text.contains("no certificate in the file"), "{text}");
     }
 

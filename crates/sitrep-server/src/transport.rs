@@ -371,9 +371,8 @@ mod tests {
     /// `TcpConnectInfo` is added beside it.
     #[tokio::test]
     async fn the_client_certificate_reaches_the_request() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let dir = std::env::temp_dir().join(format!("sitrep-peer-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().prefix("sitrep-peer-").tempdir().unwrap();
+        let dir = tmp.path();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -397,7 +396,7 @@ mod tests {
             ..Default::default()
         };
         let tls = crate::tls::ServerTls::from_config(&config).unwrap().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(tmp);
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -269,10 +269,10 @@ pub mod tests {
     /// signature, and a token signed by another RSA key is refused.
     #[test]
     fn rs256_tokens_verify_with_an_rsa_jwk() {
-        let dir = std::env::temp_dir().join(format!("sitrep-rs256-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().prefix("sitrep-rs256-").tempdir().unwrap();
+        let dir = tmp.path();
         let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl").args(args).current_dir(&dir).output();
+            let out = std::process::Command::new("openssl").args(args).current_dir(dir).output();
             let out = out.expect("openssl (./scripts/test installs it)");
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
             out.stdout
@@ -309,6 +309,5 @@ pub mod tests {
         };
         assert_eq!(verify(&sign(&pair), &keys, &Expect::default(), now).unwrap().0.sub, "idp user");
         assert!(verify(&sign(&other), &keys, &Expect::default(), now).unwrap_err().contains("not from a key"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

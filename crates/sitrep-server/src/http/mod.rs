@@ -324,38 +324,10 @@ impl ApiError {
     }
 }
 
-/// Query parameters in order, percent-decoded (`+` is a space).
+/// Query parameters in order, percent-decoded (`+` is a space; a `%` not followed by two hex digits stays as it is;
+/// bytes that are not UTF-8 become U+FFFD), as an HTML form encodes them.
 fn params(query: Option<String>) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-                .and_then(|h| std::str::from_utf8(h).ok());
-            match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-                (b'+', _) => out.push(b' '),
-                (b'%', Some(b)) => {
-                    out.push(b);
-                    i += 2;
-                }
-                (b, _) => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 /// Every value of `key` (or its plural), each split at commas: `?system=QWE&system=QMJ` or `?systems=QWE,QMJ`.
