@@ -629,7 +629,7 @@ mod tests {
         let esc =
             Alert::new(AlertKind::Escalation, Severity::Warning, "RJ7", None, Some(3.0), "x".into(), Timestamp(0));
         type Case<'a> = (&'a str, &'a [(&'a str, f64)], Vec<Alert>, &'a [&'a str], &'a [&'a str]);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("into red", &[("beds.cc_adult.occupied", 19.0)], vec![], &["threshold:RJ7:beds.cc_adult.occupancy"], &[]),
             (
                 "still red raises nothing",
