@@ -6,8 +6,6 @@
 //! using it run on the multi-threaded runtime.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -49,8 +47,11 @@ impl Browser {
         let profile = temp_dir("chromium");
         let (commands_r, commands_w) = std::io::pipe().unwrap();
         let (answers_r, answers_w) = std::io::pipe().unwrap();
-        let (cr, aw) = (commands_r.as_raw_fd(), answers_w.as_raw_fd());
-        let mut cmd = Command::new(chromium());
+        // Chromium's --remote-debugging-pipe reads commands on fd 3 and writes answers on fd 4. A shell places the
+        // pipe ends there (given as its stdin and stdout, then pointed back at /dev/null) and becomes Chromium, so no
+        // code runs between fork and exec here and the tests need no `unsafe`.
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "exec 3<&0 4>&1 </dev/null >/dev/null; exec \"$0\" \"$@\"", &chromium()]);
         cmd.args([
             "--headless=new",
             "--no-sandbox",
@@ -63,23 +64,13 @@ impl Browser {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdin(Stdio::from(commands_r))
+        .stdout(Stdio::from(answers_w))
         .stderr(Stdio::null());
-        // SAFETY: between fork and exec only async-signal-safe calls (fcntl, dup2) run. The pipe ends are first
-        // moved above 10 so that placing them on 3 and 4 cannot overwrite one with the other.
-        unsafe {
-            cmd.pre_exec(move || {
-                let high_r = libc::fcntl(cr, libc::F_DUPFD, 10);
-                let high_w = libc::fcntl(aw, libc::F_DUPFD, 10);
-                if high_r < 0 || high_w < 0 || libc::dup2(high_r, 3) < 0 || libc::dup2(high_w, 4) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let child = cmd.spawn().expect("start chromium");
-        drop((commands_r, answers_w));
+        // The parent's copies of the child's ends went into `cmd` and are closed with it, so the answers pipe ends
+        // when Chromium exits.
+        drop(cmd);
         let (tx, answers) = mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(answers_r);

@@ -582,7 +582,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if config.listen.ip().is_unspecified() && config.http.allowed_hosts.is_empty() {
         tracing::warn!(listen = %config.listen, "[http] allowed_hosts is empty: HTTP requests naming any Host are answered");
     }
-    let auth = config.load_auth(&rules)?;
+    let auth = sitrep_server::auth::Authenticator::from_config(&config, &rules)?;
     if auth.is_open() {
         tracing::warn!(listen = %config.listen, "no principals file ([auth] principals): every caller may write and read everything");
     }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
-use crate::rules::Level;
+use crate::directory::Level;
 
 /// An example rule table, clearly labelled as such (`example = true`): not the published CRITCON rule.
 pub const EXAMPLE_TABLE: &str = include_str!("../data/critcon.example.toml");
@@ -321,37 +321,41 @@ fn percent(share: f64) -> String {
     format!("{}", (share * 10_000.0).round() / 100.0)
 }
 
+/// What a unit provider has declared, as the rule reads it: whether the provider is stale, its level as a whole,
+/// and the levels of its sites that declared one (by site code). The picture reads it from a provider's live state
+/// ([`crate::Picture::critcon`]), so that this rule does not depend on how live state is kept.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Declared {
+    pub stale: bool,
+    pub whole: Option<u32>,
+    pub sites: Vec<(String, u32)>,
+}
+
+/// A declared `critcon.level` reading as a unit's level: clamped to what a unit may declare.
+pub fn unit_level(n: f64) -> u32 {
+    n.clamp(0.0, UNIT_MAX as f64) as u32
+}
+
 /// The units of `system` as `state_of` knows them (see the module header): each with its declared level, stale
 /// when its provider is.
-pub fn units<'a>(
-    directory: &crate::Directory,
-    system: &str,
-    state_of: impl Fn(&str) -> Option<&'a crate::ProviderLive>,
-) -> Vec<Member> {
-    use crate::catalogue::CRITCON_METRIC;
+pub fn units(directory: &crate::Directory, system: &str, state_of: impl Fn(&str) -> Option<Declared>) -> Vec<Member> {
     use crate::directory::ProviderKind;
     let mut members = Vec::new();
     for p in directory.providers().filter(|p| p.system == system) {
         let state = state_of(&p.code);
-        let level = |readings: &std::collections::BTreeMap<crate::Code, crate::state::Reading>| {
-            readings.get(CRITCON_METRIC).and_then(|r| r.value.number()).map(|n| n.clamp(0.0, UNIT_MAX as f64) as u32)
-        };
-        let member = |code: &str, level: Option<u32>| match (level, state.is_some_and(|s| s.stale)) {
+        let stale = state.as_ref().is_some_and(|s| s.stale);
+        let member = |code: &str, level: Option<u32>| match (level, stale) {
             (Some(l), false) => Member::current(code, l),
             (Some(l), true) => Member::stale(code, l),
             (None, _) => Member::not_declared(code),
         };
-        let by_site: Vec<Member> = state
-            .into_iter()
-            .flat_map(|s| &s.sites)
-            .filter(|(site, _)| site.as_str() != crate::state::WHOLE)
-            .filter_map(|(site, live)| Some(member(site, Some(level(&live.readings)?))))
-            .collect();
+        let by_site: Vec<Member> =
+            state.iter().flat_map(|s| &s.sites).map(|(site, level)| member(site, Some(*level))).collect();
         if !by_site.is_empty() {
             members.extend(by_site);
             continue;
         }
-        let declared = state.and_then(|s| level(&s.readings));
+        let declared = state.and_then(|s| s.whole);
         if declared.is_some() || matches!(p.kind, ProviderKind::Acute | ProviderKind::Specialist) {
             members.push(member(&p.code, declared));
         }
@@ -361,11 +365,11 @@ pub fn units<'a>(
 
 /// The derived level of `scope` by `table`: a system's from its [`units`], a region's from its systems' derived
 /// levels, the nation's from its regions'. `None` when no member has a level.
-pub fn of_scope<'a>(
+pub fn of_scope(
     table: &Table,
     directory: &crate::Directory,
     scope: &crate::Scope,
-    state_of: &dyn Fn(&str) -> Option<&'a crate::ProviderLive>,
+    state_of: &dyn Fn(&str) -> Option<Declared>,
 ) -> Option<Derived> {
     let as_member = |code: &str, d: Option<Derived>| match d {
         Some(d) => Member {

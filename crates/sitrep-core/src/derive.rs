@@ -7,14 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::catalogue::{Formula, OPEL_METRIC};
-use crate::opel::Assessment;
 use crate::rag::{Rag, rate};
 use crate::rules::{Position, Rules};
-use crate::state::MetricChange;
+use crate::state::{Derived, Figure, MetricChange, Opel};
 use crate::{Catalogue, Code, Timestamp, Value};
 
 /// A provider's numbers: every reported metric that has one, and every derived metric that can be computed.
@@ -129,54 +126,6 @@ impl Side {
         (0..index.all.len())
             .filter_map(|o| Some(Figure { metric: index.all[o].0, value: Some(self.numbers[o]?), rag: self.rags[o] }))
             .collect()
-    }
-}
-
-/// One figure of a provider with its rating.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Figure {
-    pub metric: Code,
-    /// None when the figure no longer has a value.
-    pub value: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rag: Option<Rag>,
-}
-
-/// A provider's OPEL level: declared by the provider and computed by sitrep, each when known.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Opel {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub declared: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub computed: Option<Assessment>,
-}
-
-impl Opel {
-    /// Both levels are known and they differ: itself a signal worth a look.
-    pub fn mismatch(&self) -> bool {
-        matches!((self.declared, &self.computed), (Some(d), Some(c)) if d != c.level)
-    }
-}
-
-/// What a report (or the clock) changed in a provider's derived picture.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Derived {
-    /// Figures (reported or derived) whose value or rating changed, as they are now, in metric order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub figures: Vec<Figure>,
-    /// The provider's OPEL levels, when either changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub opel: Option<Opel>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub raised: Vec<Alert>,
-    /// The alerts this closed, as they were.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cleared: Vec<Alert>,
-}
-
-impl Derived {
-    pub fn is_empty(&self) -> bool {
-        self.figures.is_empty() && self.opel.is_none() && self.raised.is_empty() && self.cleared.is_empty()
     }
 }
 
@@ -680,7 +629,7 @@ mod tests {
         let esc =
             Alert::new(AlertKind::Escalation, Severity::Warning, "RJ7", None, Some(3.0), "x".into(), Timestamp(0));
         type Case<'a> = (&'a str, &'a [(&'a str, f64)], Vec<Alert>, &'a [&'a str], &'a [&'a str]);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("into red", &[("beds.cc_adult.occupied", 19.0)], vec![], &["threshold:RJ7:beds.cc_adult.occupancy"], &[]),
             (
                 "still red raises nothing",

@@ -5,10 +5,59 @@
 //! unique, so a bad directory fails at start-up with the offending code named, never at report time.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
+
+/// Where a rollup applies: a system, a region, or the nation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    System,
+    Region,
+    Nation,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::System => "system",
+            Level::Region => "region",
+            Level::Nation => "nation",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Level::System, Level::Region, Level::Nation].into_iter().find(|l| l.as_str() == text)
+    }
+}
+
+/// One system, region or the nation, e.g. `system:QWE`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    pub level: Level,
+    pub code: String,
+}
+
+impl Scope {
+    pub fn new(level: Level, code: impl Into<String>) -> Self {
+        Scope { level, code: code.into() }
+    }
+
+    /// Parses `level:code` as written by `Display`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (level, code) = text.split_once(':')?;
+        Some(Scope::new(Level::parse(level)?, code))
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.level.as_str(), self.code)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

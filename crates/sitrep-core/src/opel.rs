@@ -478,7 +478,7 @@ mod tests {
         let f = five();
         // Values given, then the expected score, maximum and missing parameters (None: no level at all).
         type Case<'a> = (&'a [(&'a str, f64)], Option<(f64, f64, &'a [&'a str])>);
-        let cases: [Case; 6] = [
+        let cases: [Case<'_>; 6] = [
             (&[], None),
             (&[("m1", 3.0)], None),
             (&[("m1", 3.0), ("m5", 3.0)], None),

@@ -262,7 +262,7 @@ impl Picture {
     /// rule, or when no member has a level.
     pub fn critcon(&self, scope: &Scope) -> Option<crate::critcon::Derived> {
         let table = self.rules.critcon.as_ref()?;
-        let state_of = |code: &str| self.providers.get(code).map(|p| &**p);
+        let state_of = |code: &str| self.providers.get(code).map(|p| declared(p));
         crate::critcon::of_scope(table, &self.rules.directory, scope, &state_of)
     }
 
@@ -386,6 +386,24 @@ fn fold(rules: &Rules, state: &mut ProviderLive, event: &Event) {
     state.stale = state.alerts.iter().any(|a| a.kind == crate::AlertKind::Stale);
     derive::apply_derived(state, &event.derived);
     state.version = event.version;
+}
+
+/// What `live` has declared for the CRITCON rule: its `critcon.level` as a whole and by site (sites that declared
+/// none left out), and whether it is stale.
+fn declared(live: &ProviderLive) -> crate::critcon::Declared {
+    let level = |readings: &std::collections::BTreeMap<crate::Code, crate::state::Reading>| {
+        readings.get(crate::catalogue::CRITCON_METRIC).and_then(|r| r.value.number()).map(crate::critcon::unit_level)
+    };
+    crate::critcon::Declared {
+        stale: live.stale,
+        whole: level(&live.readings),
+        sites: live
+            .sites
+            .iter()
+            .filter(|(site, _)| site.as_str() != crate::state::WHOLE)
+            .filter_map(|(site, s)| Some((site.clone(), level(&s.readings)?)))
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -9,11 +9,14 @@
 //!   it goes into history only, its event diffs against the previous revision of its period, and live state and
 //!   version stay as they are.
 //! - [`stale`]: the clock's transition of a quiet provider to stale, once.
+//! - [`mod@aid`]: a mutual aid action against the book and the holding providers' live states.
 //!
 //! A [`Plan`] names the version it was planned from. The store applies it only if the provider's stored version
 //! is still that one (else the store answers with the current state and the plan is made again), and only if the
 //! report's key (provider, site, period, revision) is not in history yet (else it is a duplicate). Those two checks are
 //! the store's whole part in deciding anything.
+
+pub mod aid;
 
 use std::collections::BTreeMap;
 
@@ -114,7 +117,11 @@ pub fn report(
     ev.version = state.version;
     ev.derived = derived;
     if !released.is_empty() {
-        ev.aid = Some(Box::new(crate::aid::AidChange::holds_ended(&state, released, crate::aid::HoldEnd::Occupied)));
+        ev.aid = Some(Box::new(crate::aid::AidChange::holds_ended(
+            state.holds.clone(),
+            released,
+            crate::aid::HoldEnd::Occupied,
+        )));
     }
     Plan {
         provider: report.provider().to_owned(),

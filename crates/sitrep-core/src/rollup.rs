@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Formula, Rollup};
+use crate::directory::Scope;
 use crate::rag::{Rag, rate};
-use crate::rules::{Index, Position, Rules, Scope};
+use crate::rules::{Index, Position, Rules};
 use crate::{Code, Value};
 
 /// Millionths per unit: the resolution at which totals are summed exactly.
@@ -327,7 +328,7 @@ pub fn rollup(rules: &Rules, scope: &Scope, totals: &Totals, metrics: Option<&BT
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::Level;
+    use crate::directory::Level;
 
     fn values(list: &[(&str, f64)]) -> BTreeMap<Code, Value> {
         list.iter().map(|(c, v)| (Code::new(c), Value::Number(*v))).collect()

@@ -6,63 +6,15 @@
 //! here can they be checked against each other (an override naming a metric the catalogue does not rate, a
 //! framework reading a metric that does not exist), so a bad combination fails at start-up naming the culprit.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::catalogue::RagRule;
 use crate::opel::Framework;
 use crate::{Catalogue, Code, ConfigError, Directory};
-
-/// Where a rollup applies: a system, a region, or the nation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    System,
-    Region,
-    Nation,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::System => "system",
-            Level::Region => "region",
-            Level::Nation => "nation",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Level::System, Level::Region, Level::Nation].into_iter().find(|l| l.as_str() == text)
-    }
-}
-
-/// One system, region or the nation, e.g. `system:QWE`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Scope {
-    pub level: Level,
-    pub code: String,
-}
-
-impl Scope {
-    pub fn new(level: Level, code: impl Into<String>) -> Self {
-        Scope { level, code: code.into() }
-    }
-
-    /// Parses `level:code` as written by `Display`.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (level, code) = text.split_once(':')?;
-        Some(Scope::new(Level::parse(level)?, code))
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.level.as_str(), self.code)
-    }
-}
+// The scope levels moved to the directory (the geography they name). This path stays for code outside this change
+// (the store's conformance suite, rewritten in parallel); new code names `crate::Level` / `crate::directory::Level`.
+pub use crate::directory::{Level, Scope};
 
 /// The longest cadence a provider may have (the directory's `cadence`, the configuration's `staleness.cadence`):
 /// 31 days. Longer ones are refused at start, naming the key, so no staleness arithmetic can overflow.

@@ -14,8 +14,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::catalogue::Rollup;
-use crate::derive::{Derived, Figure, Opel};
+use crate::opel::Assessment;
+use crate::rag::Rag;
 use crate::rollup::ScopeRollup;
 use crate::{Alert, Code, Cursor, Rules, Timestamp, ValidReport, Value};
 
@@ -281,6 +284,54 @@ pub struct MetricChange {
     pub after: Value,
 }
 
+/// One figure of a provider with its rating.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    pub metric: Code,
+    /// None when the figure no longer has a value.
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag: Option<Rag>,
+}
+
+/// A provider's OPEL level: declared by the provider and computed by sitrep, each when known.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Opel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed: Option<Assessment>,
+}
+
+impl Opel {
+    /// Both levels are known and they differ: itself a signal worth a look.
+    pub fn mismatch(&self) -> bool {
+        matches!((self.declared, &self.computed), (Some(d), Some(c)) if d != c.level)
+    }
+}
+
+/// What a report (or the clock) changed in a provider's derived picture.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Derived {
+    /// Figures (reported or derived) whose value or rating changed, as they are now, in metric order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
+    /// The provider's OPEL levels, when either changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opel: Option<Opel>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raised: Vec<Alert>,
+    /// The alerts this closed, as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleared: Vec<Alert>,
+}
+
+impl Derived {
+    pub fn is_empty(&self) -> bool {
+        self.figures.is_empty() && self.opel.is_none() && self.raised.is_empty() && self.cleared.is_empty()
+    }
+}
+
 /// What changed because of one accepted report (or the clock).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -537,8 +588,8 @@ pub fn event(report: &ValidReport, received_at: Timestamp, live: bool, changes: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::derive::Figure;
     use crate::profile::{demo_directory, nhs_england_catalogue};
+    use crate::state::Figure;
 
     #[test]
     fn a_metric_filter_keeps_derived_figures_and_alerts() {

@@ -27,9 +27,9 @@ use sitrep_store::{Acted, Store};
 use tonic::Status;
 
 use crate::auth::{Action as Grant, Principal};
+use crate::context::Context;
 use crate::error;
 use crate::hub::Hub;
-use crate::services::Context;
 
 /// The principal the clock's actions are recorded under.
 pub const CLOCK: &str = "sitrep (clock)";
@@ -248,7 +248,7 @@ pub async fn measures(
         ));
     }
     let parsed = match scope {
-        "nation" => Some(sitrep_core::Scope::new(sitrep_core::rules::Level::Nation, &ctx.directory.nation().code)),
+        "nation" => Some(sitrep_core::Scope::new(sitrep_core::Level::Nation, &ctx.directory.nation().code)),
         s => sitrep_core::Scope::parse(s),
     };
     let parsed = parsed.filter(|s| ctx.rules.scopes().contains(s)).ok_or_else(|| {

@@ -26,9 +26,9 @@ use tonic_health::server::HealthReporter;
 use tower_layer::Layer;
 
 use crate::config::{Config, ConfigError};
+use crate::context::Context;
 use crate::http;
 use crate::hub::Hub;
-use crate::services::Context;
 use crate::services::aid::AidApi;
 use crate::services::provider::ProviderApi;
 use crate::services::query::QueryApi;
@@ -163,7 +163,7 @@ impl App {
             subscribers: config.subscribers.clone(),
             page: crate::http::page(&config.wallboard),
             aid_timers: config.aid.timers(),
-            hosts: crate::http::Hosts::new(config.listen, &config.http.allowed_hosts),
+            hosts: crate::context::Hosts::new(config.listen, &config.http.allowed_hosts),
             cors_origins: config.http.cors_origins.clone(),
             cancel,
             tasks: TaskTracker::new(),

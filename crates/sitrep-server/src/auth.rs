@@ -31,10 +31,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use sitrep_core::rules::{Level, Scope};
+use sitrep_core::{Level, Scope};
 use sitrep_core::{Rules, Selection};
 use tonic::Status;
 
+use crate::config::{Config, ConfigError};
 use crate::transport::Peer;
 
 /// What a caller may do.
@@ -445,6 +446,33 @@ fn random_session_key() -> Arc<kiosk::Sessions> {
 }
 
 impl Authenticator {
+    /// Who may call, as `config` says: the principals file it names (read and checked against the directory), or
+    /// open, which only a loopback listener (`listen`, as finally set) may be unless `[auth] open = true`.
+    pub fn from_config(config: &Config, rules: &Rules) -> Result<Self, ConfigError> {
+        let invalid = |message: String| sitrep_core::ConfigError::Invalid { what: "configuration".into(), message };
+        let a = &config.auth;
+        let expect = jwt::Expect { issuer: a.issuer.clone(), audience: a.audience.clone() };
+        match (&a.principals, &a.jwks) {
+            (None, None) if config.listen.ip().is_loopback() || a.open => Ok(Authenticator::open()),
+            (Some(_), _) | (_, Some(_)) => {
+                let auth = Authenticator::new(
+                    a.principals.as_deref(),
+                    a.jwks.as_deref(),
+                    a.session_key.as_deref(),
+                    expect,
+                    rules,
+                );
+                Ok(auth.map_err(invalid)?)
+            }
+            (None, None) => Err(invalid(format!(
+                "auth.principals: listening on {} with no principals would let anyone who can reach it write and read \
+                 everything; name a principals file ([auth] principals), or set [auth] open = true to mean it",
+                config.listen
+            ))
+            .into()),
+        }
+    }
+
     /// Open: every caller is [`Principal::anonymous`].
     pub fn open() -> Self {
         Authenticator {

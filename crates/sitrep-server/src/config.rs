@@ -821,33 +821,6 @@ impl Config {
         .with_critcon(self.load_critcon()?.map(Arc::new))?)
     }
 
-    /// Who may call: the principals file this configuration names (read and checked against the directory), or
-    /// open, which only a loopback listener (`listen`, as finally set) may be unless `[auth] open = true`.
-    pub fn load_auth(&self, rules: &Rules) -> Result<crate::auth::Authenticator, ConfigError> {
-        let invalid = |message: String| sitrep_core::ConfigError::Invalid { what: "configuration".into(), message };
-        let a = &self.auth;
-        let expect = crate::auth::jwt::Expect { issuer: a.issuer.clone(), audience: a.audience.clone() };
-        match (&a.principals, &a.jwks) {
-            (None, None) if self.listen.ip().is_loopback() || a.open => Ok(crate::auth::Authenticator::open()),
-            (Some(_), _) | (_, Some(_)) => {
-                let auth = crate::auth::Authenticator::new(
-                    a.principals.as_deref(),
-                    a.jwks.as_deref(),
-                    a.session_key.as_deref(),
-                    expect,
-                    rules,
-                );
-                Ok(auth.map_err(invalid)?)
-            }
-            (None, None) => Err(invalid(format!(
-                "auth.principals: listening on {} with no principals would let anyone who can reach it write and read \
-                 everything; name a principals file ([auth] principals), or set [auth] open = true to mean it",
-                self.listen
-            ))
-            .into()),
-        }
-    }
-
     /// The catalogue this configuration names (reading its file), or the built-in NHS England profile.
     pub fn load_catalogue(&self) -> Result<Catalogue, ConfigError> {
         Ok(match &self.catalogue {

@@ -7,11 +7,13 @@
 //! - [`auth`]: principals, their credentials and grants, the layer that authenticates every request and the one
 //!   function that authorises.
 //! - [`config`]: the one typed configuration struct, parsed from TOML, and the directory and catalogue it names.
+//! - [`context`]: what every surface shares ([`context::Context`]), below the services, HTTP, sessions and aid.
 //! - [`convert`]: the only place wire types (`sitrep-proto`) meet domain types (`sitrep-core`).
 //! - [`error`]: how domain and store failures become gRPC statuses.
 //! - [`limit`]: limits per caller (reports per provider per minute).
 //! - [`metrics`]: the Prometheus metrics (`GET /metrics`, admin grant), and the store wrapper that times every call.
 //! - [`hub`]: the Hub, which tails the store's event log and fans events out to bounded per-subscriber queues.
+//! - [`resync`]: why a subscriber is sent a fresh snapshot, told by both transports and counted by the metrics.
 //! - [`session`]: one subscription's gap-free sequence of snapshot, events, heartbeats, resets and status, shared
 //!   by gRPC `Subscribe` and the browser's Server-Sent Events.
 //! - [`services`]: the gRPC services: `ProviderService` (ingest), `SubscriberService`, `QueryService`,
@@ -32,6 +34,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod context;
 pub mod convert;
 pub mod display;
 pub mod error;
@@ -39,6 +42,7 @@ pub mod http;
 pub mod hub;
 pub mod limit;
 pub mod metrics;
+pub mod resync;
 pub mod services;
 pub mod session;
 pub mod sim;

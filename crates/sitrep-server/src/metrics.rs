@@ -3,7 +3,7 @@
 //! One [`Metrics`], made at start and held in the services' `Context`. The hot path only increments counters it
 //! was handed when the `Metrics` was made (one per label value, in fixed arrays: no label lookup, no allocation
 //! per report) and observes histograms (a short uncontended lock each). What the picture, the Hub and the store
-//! know is read when scraped ([`Metrics::scrape`]): the picture under the Hub's lock for a moment, the store with
+//! know is read when scraped ([`crate::context::Context::scrape`]): the picture under the Hub's lock for a moment, the store with
 //! a short timeout.
 //!
 //! # The metrics (names are a contract: alerting rules are written against them)
@@ -54,7 +54,7 @@ use sitrep_core::{Cursor, Event, Timestamp, ValidReport, Violation};
 use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_store::{Applied, HistoryRecord, Loaded, Read, Store, StoreError};
 
-use crate::session::Resync;
+use crate::resync::Resync;
 
 /// A label set of one label; label values are fixed strings, so nothing is allocated to count.
 type Label = [(&'static str, &'static str); 1];
@@ -343,6 +343,18 @@ impl Metrics {
         }
     }
 
+    /// The store's log length for a scrape: within a second, else left out and counted as a store error.
+    pub async fn scrape_log_length(&self, store: &dyn Store) -> Option<u64> {
+        match tokio::time::timeout(STORE_SCRAPE_TIMEOUT, store.event_log_length()).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => None,
+            Err(_) => {
+                self.timed(Op::EventLogLength, STORE_SCRAPE_TIMEOUT, false);
+                None
+            }
+        }
+    }
+
     /// The metrics in the OpenMetrics text format, after setting those read when scraped to `scraped`.
     pub fn encode(&self, scraped: &Scraped) -> String {
         let g = &self.scraped;
@@ -526,31 +538,6 @@ impl Store for MeteredStore {
 
     async fn event_log_length(&self) -> Result<Option<u64>, StoreError> {
         self.timed(Op::EventLogLength, self.inner.event_log_length()).await
-    }
-}
-
-/// What is read when scraped: the Hub's picture and queues, the store's log length (within a second, else left
-/// out and counted as a store error), and the audit's refusals.
-pub async fn scrape(ctx: &crate::services::Context) -> Scraped {
-    let picture = ctx.hub.census(ctx.directory.providers().count() as u64);
-    let event_log_events = match tokio::time::timeout(STORE_SCRAPE_TIMEOUT, ctx.store.event_log_length()).await {
-        Ok(Ok(n)) => n,
-        Ok(Err(_)) => None,
-        Err(_) => {
-            ctx.metrics.timed(Op::EventLogLength, STORE_SCRAPE_TIMEOUT, false);
-            None
-        }
-    };
-    let refusals = ctx.auth.refusals();
-    Scraped {
-        store_up: !ctx.hub.status().borrow().degraded,
-        providers_stale: picture.map(|p| p.stale),
-        providers_not_reporting: picture.map(|p| p.not_reporting),
-        queue_depth_max: ctx.hub.deepest_queue() as u64,
-        event_log_events,
-        log_follow_lag: ctx.hub.follow_lag(),
-        refusals: refusals.by_kind(),
-        refused_reports: refusals.reports(),
     }
 }
 

@@ -16,17 +16,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sitrep_core::Scope;
 use sitrep_core::rollup::ScopeRollup;
-use sitrep_core::rules::Scope;
 use sitrep_core::{Cursor, Event, PictureSnapshot, ProviderLive};
 use sitrep_store::{Read, ResetReason};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tonic::Status;
 
+use crate::context::{Context, ResolvedFilter};
 use crate::error;
 use crate::hub::{HubEvent, Joined, Kicked, PictureState, Subscription};
-use crate::services::{Context, ResolvedFilter};
+use crate::resync::Resync;
 
 /// Items buffered between a session and its transport.
 const OUTBOUND_BUFFER: usize = 16;
@@ -38,28 +39,6 @@ const HUB_READY_WAIT: Duration = Duration::from_secs(10);
 const FINAL_SEND: Duration = Duration::from_secs(1);
 /// Providers per part of a snapshot.
 pub const SNAPSHOT_PART: usize = 250;
-
-/// Why a subscriber is being sent a fresh snapshot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resync {
-    CursorTooOld,
-    OtherEpoch,
-    CursorAhead,
-    SlowSubscriber,
-    Resync,
-}
-
-impl Resync {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Resync::CursorTooOld => "cursor_too_old",
-            Resync::OtherEpoch => "other_epoch",
-            Resync::CursorAhead => "cursor_ahead",
-            Resync::SlowSubscriber => "slow_subscriber",
-            Resync::Resync => "resync",
-        }
-    }
-}
 
 /// An event for one subscriber: the Hub's, shared by everyone who takes every metric, or its own filtered copy.
 pub enum OutEvent {

@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -110,7 +111,7 @@ pub async fn route(stream: TcpStream, tls: Option<&ServerTls>) -> Routed {
                 return Routed::Dropped;
             }
         }
-        return if crate::http::sniff(&stream).await {
+        return if sniff(&stream).await {
             Routed::Events(Connection::Plain(stream))
         } else {
             Routed::Hyper(Connection::Plain(stream))
@@ -135,7 +136,7 @@ pub async fn route(stream: TcpStream, tls: Option<&ServerTls>) -> Routed {
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         return Routed::Hyper(Connection::Tls(Box::new(Replayed::new(stream, Vec::new()))));
     }
-    let (events, first) = crate::http::sniff_read(&mut stream).await;
+    let (events, first) = sniff_read(&mut stream).await;
     let connection = Connection::Tls(Box::new(Replayed::new(stream, first)));
     if events { Routed::Events(connection) } else { Routed::Hyper(connection) }
 }
@@ -244,6 +245,51 @@ impl AsyncWrite for Connection {
             Connection::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+/// What a connection's first request starts with when it asks for the event stream (then a space or a query).
+const EVENTS: &[u8] = b"GET /api/v1/events";
+/// How long a new connection may take to send its request head (to be sniffed here, then read by the event
+/// stream).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a new connection's first request is for the event stream. Waits for the first bytes (a partial line is
+/// waited for briefly); errors and silence count as "not the stream", leaving the connection to hyper, whose
+/// own timeouts and errors then apply.
+pub async fn sniff(stream: &TcpStream) -> bool {
+    let mut first = [0u8; EVENTS.len() + 1];
+    let mut pause = Duration::from_millis(2);
+    let look = async {
+        loop {
+            let n = match stream.peek(&mut first).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            let seen = &first[..n];
+            if n == first.len() {
+                return seen.starts_with(EVENTS) && matches!(seen[EVENTS.len()], b' ' | b'?');
+            }
+            if !EVENTS.starts_with(seen) {
+                return false;
+            }
+            // A request line split across packets: peek again in a moment (the bytes stay readable, so there is
+            // nothing to wait on), less and less often, so a client trickling bytes costs next to nothing.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    };
+    tokio::time::timeout(HEAD_TIMEOUT, look).await.unwrap_or(false)
+}
+
+/// Whether a connection's first bytes, read (not peeked) from `stream`, are a request for the event stream; and
+/// those bytes, to be replayed to whoever serves the connection. For TLS connections, whose bytes cannot be peeked
+/// at.
+pub async fn sniff_read<S: AsyncRead + Unpin>(stream: &mut S) -> (bool, Vec<u8>) {
+    let could_be = |seen: &[u8]| EVENTS.starts_with(&seen[..seen.len().min(EVENTS.len())]);
+    let first = read_first(stream, EVENTS.len() + 1, could_be, HEAD_TIMEOUT).await;
+    let events =
+        first.len() == EVENTS.len() + 1 && first.starts_with(EVENTS) && matches!(first[EVENTS.len()], b' ' | b'?');
+    (events, first)
 }
 
 /// Reads up to `n` bytes, for routing a TLS connection by its first bytes: fewer if the stream ends, `matches`

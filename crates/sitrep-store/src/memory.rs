@@ -1,6 +1,6 @@
 //! `MemoryStore`: the embedded store, for a single aggregator with no Redis (demos, development, tests).
 //!
-//! It persists what [`sitrep_core::plan`] and [`sitrep_core::aid::plan`] plan and nothing more: live state per
+//! It persists what [`sitrep_core::plan`] and [`sitrep_core::plan::aid::plan`] plan and nothing more: live state per
 //! provider (the plan's prior), history, mutual aid's records, and the event log. All of it lives behind one `std::sync::Mutex`: an apply is a plan and a few map
 //! operations, so a blocking lock held for microseconds, never across an `.await`, is both the simplest and the
 //! fastest way to make it atomic. Nothing here looks at other providers, so a report costs the same with ten
@@ -13,8 +13,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sitrep_core::aid::{self, Action, Actor, AidBook, AidPlan};
+use sitrep_core::aid::{Action, Actor, AidBook};
 use sitrep_core::cursor::Position;
+use sitrep_core::plan::aid::AidPlan;
 use sitrep_core::plan::{self, Plan};
 use sitrep_core::{Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport};
 use tokio::sync::watch;
@@ -205,8 +206,14 @@ impl Store for MemoryStore {
             .filter_map(|p| Some((p.clone(), inner.live.get(&p)?.clone())))
             .collect();
         // Under the lock nothing moves between planning and persisting: the versions the plan expects hold.
-        let plan = match aid::plan(&self.options.rules, inner.aid.excerpt(action), &states, action.clone(), actor, now)
-        {
+        let plan = match sitrep_core::plan::aid::plan(
+            &self.options.rules,
+            inner.aid.excerpt(action),
+            &states,
+            action.clone(),
+            actor,
+            now,
+        ) {
             Ok(plan) => plan,
             Err(refusal) => return Ok(Acted::Refused(refusal)),
         };

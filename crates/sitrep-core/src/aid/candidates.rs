@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 
 use super::{AidBook, Request, headroom};
 use crate::Directory;
-use crate::rules::Level;
+use crate::directory::Level;
 
 /// The escalation level at which a provider is never asked to give: it needs help itself.
 pub const OPEL_TOP: u8 = 4;

@@ -21,13 +21,13 @@
 //! - [`hold`]: [`Hold`], [`headroom()`] and the rule that releases a hold on a report.
 //! - [`mod@candidates`]: the providers a request could ask, nearest scope first, with the reason for each rank.
 //! - [`mod@measures`]: per-scope counts and durations (median, p90), unfulfilled rate, given/received balances.
-//! - [`mod@plan`]: an action planned against the book and the holding providers' live states, for a store to
-//!   persist in one atomic step.
+//!
+//! An action planned against the book and the holding providers' live states, for a store to persist in one atomic
+//! step, is [`crate::plan::aid`]: it changes live state too, so it sits above this module and [`crate::state`].
 
 pub mod candidates;
 pub mod hold;
 pub mod measures;
-pub mod plan;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,9 +37,8 @@ use serde::{Deserialize, Serialize};
 pub use candidates::{Candidate, Excluded, Location, ProviderStatus, Ranking, candidates};
 pub use hold::{Hold, HoldEnd, headroom};
 pub use measures::{Balance, Durations, Measures, measures, measures_by_day};
-pub use plan::{AidPlan, plan};
 
-use crate::rules::Level;
+use crate::directory::Level;
 use crate::{Cursor, Directory, Timestamp};
 
 /// The longest non-identifying summary a request may carry: enough to describe the need, too short for notes.
@@ -394,8 +393,8 @@ pub struct AidChange {
 }
 
 impl AidChange {
-    /// A report's ending of `ended` holds of `state` (which keeps the rest), for `end`.
-    pub fn holds_ended(state: &crate::ProviderLive, ended: Vec<Hold>, end: HoldEnd) -> Self {
+    /// A report's ending of `ended` holds of a provider, which keeps `kept`, for `end`.
+    pub fn holds_ended(kept: Vec<Hold>, ended: Vec<Hold>, end: HoldEnd) -> Self {
         let happened = ended
             .into_iter()
             .map(|h| AidEvent::HoldEnded {
@@ -406,7 +405,7 @@ impl AidChange {
                 end,
             })
             .collect();
-        AidChange { holds: Some(state.holds.clone()), happened, ..Default::default() }
+        AidChange { holds: Some(kept), happened, ..Default::default() }
     }
 }
 
@@ -1045,5 +1044,6 @@ fn check_ask(ask: &NewRequest, now: Timestamp) -> Result<(), Refusal> {
     Ok(())
 }
 
+// The test helpers (`t`, `actor`, `ask`) are shared with `crate::plan::aid`'s tests.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

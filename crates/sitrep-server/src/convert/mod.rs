@@ -11,9 +11,9 @@
 pub mod aid;
 
 use sitrep_core::catalogue::{Catalogue, Formula, RagRule};
-use sitrep_core::derive::{Figure, Opel};
 use sitrep_core::opel::Assessment;
 use sitrep_core::rollup::ScopeRollup;
+use sitrep_core::state::{Figure, Opel};
 use sitrep_core::{
     AbsentReason, Alert, AlertKind, Directory, Event, EventKind, MetricInput, ProviderLive, Rag, Report, Rules, Scope,
     Severity, Timestamp, Value, Violation,
@@ -697,17 +697,14 @@ mod tests {
             let mut states = std::collections::BTreeMap::new();
             states.insert("RJ7".to_owned(), prior.clone().unwrap());
             for action in [Action::Create(ask), offer, accept] {
-                let planned = aid::plan(&rules, book.clone(), &states, action.clone(), &actor, now).unwrap();
+                let planned =
+                    sitrep_core::plan::aid::plan(&rules, book.clone(), &states, action.clone(), &actor, now).unwrap();
                 events.extend(planned.events().cloned());
                 book.apply(action, &actor, now).unwrap();
             }
             let mut ended = events.last().unwrap().clone();
             let held = ended.aid.as_deref().and_then(|a| a.holds.clone()).unwrap();
-            ended.aid = Some(Box::new(aid::AidChange::holds_ended(
-                &ProviderLive { holds: Vec::new(), ..prior.clone().unwrap() },
-                held,
-                aid::HoldEnd::Occupied,
-            )));
+            ended.aid = Some(Box::new(aid::AidChange::holds_ended(Vec::new(), held, aid::HoldEnd::Occupied)));
             events.push(ended);
         }
         assert!(events.iter().any(|e| e.aid.as_ref().is_some_and(|a| a.holds.as_ref().is_some_and(Vec::is_empty))));

@@ -19,16 +19,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prost::bytes::Bytes;
 use serde_json::{Map, Value as Json, json};
+use sitrep_core::Level;
 use sitrep_core::Timestamp;
 use sitrep_core::aid::{Action, Constraints, Kind, NewRequest, OfferId, RequestId, Stage, Urgency};
-use sitrep_core::rules::Level;
 use tonic::Status;
 
 use super::json as form;
 use super::{ApiError, ok, one, params};
 use crate::auth::Principal;
+use crate::context::Context;
 use crate::error;
-use crate::services::Context;
 
 /// The mutual aid routes, behind the same layers as the rest of the API.
 pub(super) fn routes() -> Router<Arc<Context>> {

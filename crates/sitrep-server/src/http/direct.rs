@@ -4,74 +4,29 @@
 //! keeps an 8 KiB read buffer and an 8 KiB write buffer and its service stack: about 27 KiB before sitrep's session
 //! adds anything (measured with 1,000 connections). A stream needs none of that: after the request head, the
 //! server only writes messages that are already made (each event's message is shared by every subscriber). So the
-//! listener looks at the first bytes of each new connection ([`sniff`]): `GET /api/v1/events` is served here
+//! listener looks at the first bytes of each new connection ([`crate::transport::sniff`]): `GET /api/v1/events` is served here
 //! ([`serve`]) with a small request parser and a close-delimited body; everything else (gRPC, the JSON API, the
 //! wallboard's files, and an events request that comes later on a reused connection) goes to hyper as before, and
 //! gets the same answers there. Both paths open the stream with the same [`super::open_events`].
 //!
 //! Under TLS the same holds after the handshake: a connection that negotiated HTTP/2 goes to hyper, and an
-//! HTTP/1 one has its first bytes read ([`sniff_read`]) rather than peeked, and replayed to whoever serves it
+//! HTTP/1 one has its first bytes read ([`crate::transport::sniff_read`]) rather than peeked, and replayed to whoever serves it
 //! (`crate::transport`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::{StatusCode, header};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tonic::Status;
 
 use super::{EventStream, open_events};
-use crate::services::Context;
-use crate::transport::Connection;
+use crate::context::Context;
+use crate::transport::{Connection, HEAD_TIMEOUT};
 
-/// What a connection's first request starts with when it asks for the event stream (then a space or a query).
-const EVENTS: &[u8] = b"GET /api/v1/events";
 /// The longest request head read here; a browser's is well under 2 KiB.
 const MAX_HEAD: usize = 16 * 1024;
-/// How long a new connection may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Whether a new connection's first request is for the event stream. Waits for the first bytes (a partial line is
-/// waited for briefly); errors and silence count as "not the stream", leaving the connection to hyper, whose
-/// own timeouts and errors then apply.
-pub async fn sniff(stream: &TcpStream) -> bool {
-    let mut first = [0u8; EVENTS.len() + 1];
-    let mut pause = Duration::from_millis(2);
-    let look = async {
-        loop {
-            let n = match stream.peek(&mut first).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => n,
-            };
-            let seen = &first[..n];
-            if n == first.len() {
-                return seen.starts_with(EVENTS) && matches!(seen[EVENTS.len()], b' ' | b'?');
-            }
-            if !EVENTS.starts_with(seen) {
-                return false;
-            }
-            // A request line split across packets: peek again in a moment (the bytes stay readable, so there is
-            // nothing to wait on), less and less often, so a client trickling bytes costs next to nothing.
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
-        }
-    };
-    tokio::time::timeout(HEAD_TIMEOUT, look).await.unwrap_or(false)
-}
-
-/// Whether a connection's first bytes, read (not peeked) from `stream`, are a request for the event stream; and
-/// those bytes, to be replayed to whoever serves the connection. For TLS connections, whose bytes cannot be peeked
-/// at.
-pub async fn sniff_read<S: AsyncRead + Unpin>(stream: &mut S) -> (bool, Vec<u8>) {
-    let could_be = |seen: &[u8]| EVENTS.starts_with(&seen[..seen.len().min(EVENTS.len())]);
-    let first = crate::transport::read_first(stream, EVENTS.len() + 1, could_be, HEAD_TIMEOUT).await;
-    let events =
-        first.len() == EVENTS.len() + 1 && first.starts_with(EVENTS) && matches!(first[EVENTS.len()], b' ' | b'?');
-    (events, first)
-}
-
-/// Serves the event stream on `stream`, whose first request [`sniff`] found to be for it: reads and parses the
+/// Serves the event stream on `stream`, whose first request [`crate::transport::sniff`] found to be for it: reads and parses the
 /// request head, opens the stream (or answers the error as JSON, as the API does), then writes each message as it
 /// comes until the subscriber goes, the session ends, or the aggregator shuts down.
 pub async fn serve(ctx: Arc<Context>, mut stream: Connection) {
@@ -257,7 +212,11 @@ fn response(status: StatusCode, body: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use std::time::Duration;
+
+    use tokio::net::{TcpListener, TcpStream};
+
+    use crate::transport::{sniff, sniff_read};
 
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -47,7 +47,7 @@ fn opt_text(s: &Option<String>) -> Json {
 
 /// OPEL levels as an event carries them: the computed level with its score, without the explanation and the
 /// per-parameter detail (which snapshots carry), to keep events small.
-fn opel_change_json(o: &sitrep_core::derive::Opel) -> Json {
+fn opel_change_json(o: &sitrep_core::state::Opel) -> Json {
     let computed = o
         .computed
         .as_ref()
@@ -56,7 +56,7 @@ fn opel_change_json(o: &sitrep_core::derive::Opel) -> Json {
 }
 
 /// OPEL levels, the computed one with its explanation.
-fn opel_json(o: &sitrep_core::derive::Opel) -> Json {
+fn opel_json(o: &sitrep_core::state::Opel) -> Json {
     let computed = o.computed.as_ref().map(|c| {
         let mut v = serde_json::to_value(c).unwrap_or_default();
         v["explanation"] = json!(c.explain());

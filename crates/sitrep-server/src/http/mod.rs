@@ -16,7 +16,7 @@ mod aid;
 mod direct;
 pub mod json;
 
-pub use direct::{serve as serve_direct, sniff, sniff_read};
+pub use direct::serve as serve_direct;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -39,8 +39,8 @@ use tonic::Status;
 use tonic_types::StatusExt;
 
 use crate::auth::{Action, Principal};
+use crate::context::Context;
 use crate::error;
-use crate::services::Context;
 use crate::session::{self, Out, OutEvent};
 
 const PAGE: &str = include_str!("../../web/index.html");
@@ -96,36 +96,6 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .layer(axum::middleware::from_fn(one_request_per_connection))
         .with_state(ctx)
-}
-
-/// The Host names this deployment answers to (over HTTP; gRPC clients are not browsers and are not checked).
-#[derive(Clone, Debug)]
-pub struct Hosts(Option<BTreeSet<String>>);
-
-impl Hosts {
-    /// Loopback names (which no other site can make a browser send) and the configured ones, and on a listener of
-    /// one address, that address; with none configured on an all-interfaces listener, any name.
-    pub fn new(listen: std::net::SocketAddr, configured: &[String]) -> Self {
-        if configured.is_empty() && listen.ip().is_unspecified() {
-            return Hosts(None);
-        }
-        let mut names: BTreeSet<String> = ["localhost", "127.0.0.1", "::1"].into_iter().map(str::to_owned).collect();
-        names.extend(configured.iter().map(|n| n.to_ascii_lowercase()));
-        if !listen.ip().is_unspecified() {
-            names.insert(listen.ip().to_string());
-        }
-        Hosts(Some(names))
-    }
-
-    /// Whether a request with this Host (`name`, `name:port`, `[v6]:port`) is answered; none is (HTTP/1.0).
-    pub fn allows(&self, host: Option<&str>) -> bool {
-        let (Some(names), Some(host)) = (&self.0, host) else { return true };
-        let name = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(v6),
-            None => host.rsplit_once(':').map_or(host, |(n, port)| if port.parse::<u16>().is_ok() { n } else { host }),
-        };
-        names.contains(&name.to_ascii_lowercase())
-    }
 }
 
 /// What a browser is told about every page and answer: no framing, no sniffing, scripts, styles and connections
@@ -651,7 +621,7 @@ async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     who.may(Action::Admin)?;
-    let scraped = crate::metrics::scrape(&ctx).await;
+    let scraped = ctx.scrape().await;
     let text = ctx.metrics.encode(&scraped);
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (body, content_type) = match crate::metrics::wants_openmetrics(accept) {
@@ -894,19 +864,6 @@ mod tests {
         assert!(frame.message().starts_with("not a gRPC message"), "{}", frame.message());
         let other = renamed(Status::internal("the store failed"));
         assert_eq!((other.code(), other.message()), (tonic::Code::Internal, "the store failed"));
-    }
-
-    #[test]
-    fn hosts_are_loopback_names_the_listener_and_the_configured_ones() {
-        let local = Hosts::new("127.0.0.1:50051".parse().unwrap(), &[]);
-        for ok in ["127.0.0.1:50051", "localhost", "LOCALHOST:80", "[::1]:50051"] {
-            assert!(local.allows(Some(ok)), "{ok}");
-        }
-        assert!(!local.allows(Some("attacker.example:50051")), "a rebinding page's name is refused");
-        let named = Hosts::new("10.1.2.3:443".parse().unwrap(), &["sitrep.nhs.example".into()]);
-        assert!(named.allows(Some("sitrep.nhs.example")) && named.allows(Some("10.1.2.3:443")));
-        assert!(!named.allows(Some("other.example")));
-        assert!(Hosts::new("0.0.0.0:80".parse().unwrap(), &[]).allows(Some("anything")), "unconfigured: any");
     }
 
     #[tokio::test]

@@ -15,9 +15,9 @@ use sitrep_core::aid::Hold;
 use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::Context;
 use crate::aid;
 use crate::auth::principal_of;
+use crate::context::Context;
 use crate::convert::aid::{self as wire, Trail};
 
 pub struct AidApi {

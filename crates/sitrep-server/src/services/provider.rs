@@ -17,8 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, Span};
 
-use super::Context;
 use crate::auth::{Action, Principal, principal_of};
+use crate::context::Context;
 use crate::convert::{report_from_wire, violation_to_wire, wire_violations};
 use crate::{error, telemetry};
 

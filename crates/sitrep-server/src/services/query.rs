@@ -10,8 +10,8 @@ use sitrep_core::{Code, Scope, Selection, Timestamp, Value};
 use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::Context;
 use crate::auth::{Action, principal_of};
+use crate::context::Context;
 use crate::convert::{
     absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, scope_to_wire, sender_to_wire,
     snapshot_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,

@@ -10,22 +10,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use prost::bytes::Bytes;
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::reset::Reason;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::Context;
-use super::subscriber_transport::OutUpdate;
 use crate::auth::principal_of;
+use crate::context::Context;
 use crate::convert::{
     encode_event_update, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire, write_rollup,
 };
 use crate::error;
 use crate::metrics::Transport;
-use crate::session::{self, Out, OutEvent, Resync};
+use crate::resync::Resync;
+use crate::session::{self, Out, OutEvent};
 use sitrep_store::write;
+
+/// One response of a subscription.
+// Built and consumed one at a time per stream: boxing the message would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum OutUpdate {
+    /// An update to encode.
+    Message(pb::Update),
+    /// The bytes of an encoded `Update`, shared between subscribers.
+    Encoded(Bytes),
+}
 
 /// The stream of a subscription, as the transport sends it.
 pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<OutUpdate, Status>> + Send>>;

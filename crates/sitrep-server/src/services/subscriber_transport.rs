@@ -3,32 +3,22 @@
 //!
 //! With many subscribers following everything, encoding each event once per subscriber was most of the cost of
 //! fan-out. This service is wire-identical to the generated one (same path, same messages, so generated clients
-//! in any language and reflection are unaffected), but its responses are [`OutUpdate`]s: either a message to
-//! encode, or the bytes of an `Update` encoded once and shared.
+//! in any language and reflection are unaffected), but its responses are [`OutUpdate`]s, which
+//! [`super::subscriber`] makes: either a message to encode, or the bytes of an `Update` encoded once and shared.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use prost::Message;
-use prost::bytes::{BufMut, Bytes};
+use prost::bytes::BufMut;
 use sitrep_proto::v1 as pb;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 
-use super::subscriber::SubscriberApi;
-
-/// One response of a subscription.
-// Built and consumed one at a time per stream: boxing the message would buy nothing.
-#[allow(clippy::large_enum_variant)]
-pub enum OutUpdate {
-    /// An update to encode.
-    Message(pb::Update),
-    /// The bytes of an encoded `Update`, shared between subscribers.
-    Encoded(Bytes),
-}
+use super::subscriber::{OutUpdate, SubscriberApi};
 
 /// Encodes [`OutUpdate`]s, decodes `SubscribeRequest`s.
 #[derive(Default)]

@@ -4,7 +4,7 @@
 //! The book's records live in one hash, `{prefix}:aid` (`R<n>` / `O<n>` -> the record as JSON, `version` -> the
 //! book's version); holds live in the holding providers' states, where a report can end them in its own step. An
 //! action reads the book and the states of the providers it needs ([`AidBook::needs`]), is planned by the core
-//! ([`aid::plan`]: every rule is there), and the plan is persisted by `act.lua`, which writes only if the book and
+//! ([`sitrep_core::plan::aid::plan`]: every rule is there), and the plan is persisted by `act.lua`, which writes only if the book and
 //! each of those providers are still at the versions the plan was made from. Otherwise it writes nothing and the
 //! action is read and planned again: another replica acted, or a holder reported, meanwhile. That is what makes
 //! two replicas racing on one request take exactly one of two accepts.
@@ -27,7 +27,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use redis::Value as RValue;
-use sitrep_core::aid::{self, Action, Actor, AidBook, AidPlan, Subject};
+use sitrep_core::aid::{Action, Actor, AidBook, Subject};
+use sitrep_core::plan::aid::AidPlan;
 use sitrep_core::state::Planned;
 use sitrep_core::{Cursor, Event, ProviderLive, Timestamp};
 
@@ -66,10 +67,11 @@ impl RedisStore {
                 held.push(self.provider_lock(p).lock_owned().await);
             }
             let states = self.read_states(&needs).await?;
-            let plan = match aid::plan(&self.options.rules, book, &states, action.clone(), actor, now) {
-                Ok(plan) => plan,
-                Err(refusal) => return Ok(Acted::Refused(refusal)),
-            };
+            let plan =
+                match sitrep_core::plan::aid::plan(&self.options.rules, book, &states, action.clone(), actor, now) {
+                    Ok(plan) => plan,
+                    Err(refusal) => return Ok(Acted::Refused(refusal)),
+                };
             if let Stored::Done(events) = self.persist_aid(plan).await? {
                 return Ok(Acted::Done(events));
             }
@@ -264,7 +266,8 @@ mod tests {
         let book = store.read_book().await.expect("book");
         let states = store.read_states(&book.needs(&action)).await.expect("states");
         let actor = Actor { principal: "test".into(), cursor: store.head().await.expect("head") };
-        aid::plan(&store.options.rules, book, &states, action, &actor, Timestamp::now()).expect("planned")
+        sitrep_core::plan::aid::plan(&store.options.rules, book, &states, action, &actor, Timestamp::now())
+            .expect("planned")
     }
 
     /// `act.lua` writes nothing for a plan made from a book, or a holder's state, that has moved since (another

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 
 use prost::Message;
-use sitrep_core::derive::{Derived, Figure, Opel};
 use sitrep_core::opel::{Assessment, Scored};
+use sitrep_core::state::{Derived, Figure, Opel};
 use sitrep_core::{
     AbsentReason, Alert, AlertKind, Code, Cursor, Event, EventKind, HistoryRecord, MetricChange, ProviderLive, Rag,
     Reading, Rules, Sender, Severity, SiteLive, Timestamp, TraceContext, Value,

@@ -1,6 +1,6 @@
 //! `RedisStore`: the store of record. Live state, hourly history and the event log in Redis, shared by replicas.
 //!
-//! It persists what [`sitrep_core::plan`] and [`sitrep_core::aid::plan`] plan and serves the log; it decides
+//! It persists what [`sitrep_core::plan`] and [`sitrep_core::plan::aid::plan`] plan and serves the log; it decides
 //! nothing. An apply plans the report against the provider's state as this store last wrote or saw it, then
 //! persists the plan with one script (`persist.lua`) that writes only if the provider is still at the version the
 //! plan was made from and the report is not in history yet. If another replica (or the clock) moved the provider meanwhile, the script answers with
@@ -13,7 +13,7 @@
 //! Redis pays its per-call overhead once for all of them.
 //!
 //! **Mutual aid** (`aid.rs`). An action reads the book and the states of the providers it needs, is planned by
-//! [`sitrep_core::aid::plan`], and is persisted by `act.lua` only if the book and each of those providers are
+//! [`sitrep_core::plan::aid::plan`], and is persisted by `act.lua` only if the book and each of those providers are
 //! still at the versions it was planned from (else it is read and planned again): the records, the book's version,
 //! the holders' states and the events (the book's, then each holder's) in one script call of its own, with the
 //! same `WAIT` and master following as reports. `log.lua`, the steps of appending to the log, is prefixed to both

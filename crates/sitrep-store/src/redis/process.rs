@@ -70,7 +70,7 @@ impl RedisProcess {
 
     /// Starts a Redis Sentinel (`redis-server --sentinel`) watching a master on loopback, with a sentinel.conf of
     /// its own (Sentinel rewrites it as it learns of replicas, other Sentinels and failovers).
-    pub fn start_sentinel(watch: &SentinelWatch) -> std::io::Result<Self> {
+    pub fn start_sentinel(watch: &SentinelWatch<'_>) -> std::io::Result<Self> {
         let dir = Self::new_dir()?;
         let name = watch.name;
         let config = dir.join("sentinel.conf");

@@ -1,5 +1,6 @@
-//! One mutual aid action planned for a store to persist in one atomic step, like a report's
-//! [`crate::plan::Plan`].
+//! One mutual aid action planned for a store to persist in one atomic step, like a report's [`super::Plan`]. It
+//! sits with the report's plan, above [`crate::aid`] (the book, pure) and [`crate::state`] (live state, which holds
+//! aid's holds), because it changes both.
 //!
 //! An action changes the book (its request and that request's offers) and perhaps the holds of providers (an
 //! accepted offer places one; a cancelled request or the clock ends them). Holds live in the holding provider's
@@ -11,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Action, Actor, AidBook, AidChange, AidEvent, Offer, Refusal, Request};
-use crate::plan::Plan;
+use super::Plan;
+use crate::aid::{Action, Actor, AidBook, AidChange, AidEvent, Offer, Refusal, Request};
 use crate::{Event, EventKind, ProviderLive, Rules, Timestamp};
 
 /// An action's changes, for a store to persist all or nothing.
@@ -146,7 +147,7 @@ pub fn plan(
             .cloned()
             .collect();
         let change = AidChange { happened, ..Default::default() };
-        providers.push(crate::plan::holds(rules, state, holds, change, now));
+        providers.push(super::holds(rules, state, holds, change, now));
     }
     Ok(AidPlan {
         expected_version,
@@ -165,7 +166,7 @@ mod tests {
     use crate::aid::tests::{actor, ask, t};
     use crate::aid::{HoldEnd, OfferId, RequestId, RequestState};
     use crate::cursor::Position;
-    use crate::rules::Level;
+    use crate::directory::Level;
     use crate::{AlertKind, Cursor, Picture, Report, validate};
 
     /// A log: every event planned is folded into a picture, as a replica's Hub does.

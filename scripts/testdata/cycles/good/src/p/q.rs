@@ -1,0 +1,3 @@
+//! The child.
+pub struct Q;
+pub fn parent() -> Option<super::P> { None }

@@ -1,0 +1,3 @@
+//! Uses right and top.
+use super::right::Right;
+pub struct Left(pub Right, pub crate::top::Top);

@@ -1,0 +1,4 @@
+//! The parent of left and right.
+mod left;
+mod right;
+pub struct Outer;

@@ -1,0 +1,3 @@
+//! Uses left.
+pub struct Right;
+pub fn make() -> Option<super::left::Left> { None }

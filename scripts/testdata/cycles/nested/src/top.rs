@@ -1,0 +1,2 @@
+//! Uses outer (its parent file).
+pub struct Top(pub crate::outer::Outer);

@@ -1,0 +1,3 @@
+//! Uses b.
+use super::b::{self};
+pub struct A(pub b::B);

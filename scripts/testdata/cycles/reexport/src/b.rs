@@ -1,0 +1,4 @@
+//! Uses a through crate::A.
+use crate::A;
+pub struct B;
+pub fn make() -> Option<A> { None }

@@ -1,0 +1,3 @@
+//! Uses b.
+use crate::b::B;
+pub struct A(pub B);
