@@ -40,9 +40,6 @@ pub mod cursor;
 pub mod derive;
 pub mod directory;
 pub mod hourly;
-// rust_2018_idioms (the workspace's lints) flags one elided lifetime in input/fhir.rs (`at: &At` for `At<'_>`).
-// input/ is being rewritten on another branch of issue 16 (maintained crates); drop this allow when that lands.
-#[allow(elided_lifetimes_in_paths)]
 pub mod input;
 pub mod opel;
 pub mod picture;

@@ -12,9 +12,7 @@ use std::time::Duration;
 use crate::catalogue::RagRule;
 use crate::opel::Framework;
 use crate::{Catalogue, Code, ConfigError, Directory};
-// The scope levels moved to the directory (the geography they name). This path stays for code outside this change
-// (the store's conformance suite, rewritten in parallel); new code names `crate::Level` / `crate::directory::Level`.
-pub use crate::directory::{Level, Scope};
+use crate::directory::{Level, Scope};
 
 /// The longest cadence a provider may have (the directory's `cadence`, the configuration's `staleness.cadence`):
 /// 31 days. Longer ones are refused at start, naming the key, so no staleness arithmetic can overflow.

@@ -677,7 +677,7 @@ pub async fn derives_in_the_same_step(store: &dyn Store) {
 pub async fn rollups_match_a_fresh_count(store: &dyn Store) {
     let absent = Value::Absent(AbsentReason::NotAvailable);
     type Step<'a> = (&'a str, u32, &'a [(&'a str, Value)]);
-    let steps: [Step; 9] = [
+    let steps: [Step<'_>; 9] = [
         ("RJ7", 1, &[("beds.ga_adult.open", n(500.0)), ("beds.ga_adult.occupied", n(480.0)), ("opel.level", n(3.0))]),
         ("RVR", 1, &[("beds.ga_adult.open", n(300.0)), ("beds.ga_adult.occupied", n(200.0)), ("opel.level", n(4.0))]),
         ("RGT", 1, &[("ambulance.handover_mean_minutes", n(31.5)), ("opel.level", n(2.0))]),
@@ -845,7 +845,7 @@ fn free_of(picture: &Picture, provider: &str) -> Option<f64> {
 }
 
 fn system_free(picture: &Picture) -> Option<f64> {
-    let scope = sitrep_core::Scope { level: sitrep_core::rules::Level::System, code: "QWE".into() };
+    let scope = sitrep_core::Scope { level: sitrep_core::Level::System, code: "QWE".into() };
     let rollup = picture.rollups(&[scope], None).remove(0);
     rollup.metrics.iter().find(|m| m.metric.as_str() == "beds.cc_adult.free").and_then(|m| m.value)
 }

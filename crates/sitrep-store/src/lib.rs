@@ -20,11 +20,7 @@
 //!
 //! The store knows the domain types of `sitrep-core` and nothing of gRPC.
 
-// rust_2018_idioms (the workspace's lints) flags one elided lifetime in conformance.rs (`[Step; 9]` for
-// `[Step<'_>; 9]`), a file this change left to the test-support work of issue 16: drop this allow once it is fixed
-// there.
 #[cfg(any(test, feature = "test-support"))]
-#[allow(elided_lifetimes_in_paths)]
 pub mod conformance;
 pub mod memory;
 pub mod redis;

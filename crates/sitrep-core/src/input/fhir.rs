@@ -63,7 +63,7 @@ fn dar(pop: &Json) -> Option<AbsentReason> {
 }
 
 fn measure_report(
-    at: &At,
+    at: &At<'_>,
     path: &str,
     mr: &Json,
     mapping: &Mapping,
