@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalogue::RagRule;
+use crate::directory::{Level, Scope};
 use crate::opel::Framework;
 use crate::{Catalogue, Code, ConfigError, Directory};
-use crate::directory::{Level, Scope};
 
 /// The longest cadence a provider may have (the directory's `cadence`, the configuration's `staleness.cadence`):
 /// 31 days. Longer ones are refused at start, naming the key, so no staleness arithmetic can overflow.

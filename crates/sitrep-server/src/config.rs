@@ -234,10 +234,7 @@ pub struct AidConfig {
 
 impl Default for AidConfig {
     fn default() -> Self {
-        AidConfig {
-            escalate_to_system_after: Interval::new("30m"),
-            escalate_to_region_after: Interval::new("60m"),
-        }
+        AidConfig { escalate_to_system_after: Interval::new("30m"), escalate_to_region_after: Interval::new("60m") }
     }
 }
 

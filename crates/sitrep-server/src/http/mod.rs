@@ -297,7 +297,9 @@ impl ApiError {
 /// Query parameters in order, percent-decoded (`+` is a space; a `%` not followed by two hex digits stays as it is;
 /// bytes that are not UTF-8 become U+FFFD), as an HTML form encodes them.
 fn params(query: Option<String>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// Every value of `key` (or its plural), each split at commas: `?system=QWE&system=QMJ` or `?systems=QWE,QMJ`.
