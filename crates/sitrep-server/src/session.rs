@@ -646,6 +646,15 @@ mod tests {
                 e.cursor
             }
 
+            /// Four reports stored (RJ7, RVR, RGT, RJ7 again), and the Hub's picture loaded from them: where most
+            /// of these tests start.
+            async fn start_with_four_events(&mut self) {
+                for p in ["RJ7", "RVR", "RGT", "RJ7"] {
+                    self.apply(p).await;
+                }
+                self.ctx().hub.load_by_hand(self.store.as_ref()).await;
+            }
+
             /// The `n`th event's cursor (1 for the first).
             fn at(&self, n: usize) -> Cursor {
                 self.cursors[n - 1].clone()
@@ -709,10 +718,7 @@ mod tests {
         #[tokio::test]
         async fn a_snapshot_joins_the_live_queue_without_a_gap_or_a_repeat() {
             let mut rig = Rig::new(64, MemoryStore::default());
-            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
-                rig.apply(p).await;
-            }
-            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            rig.start_with_four_events().await;
             rig.apply("RVR").await;
             rig.apply("RAX").await;
             let mut rx = rig.open(false, HOUR, None).await;
@@ -730,10 +736,7 @@ mod tests {
         #[tokio::test]
         async fn queued_events_at_or_below_the_cursor_are_not_sent_again() {
             let mut rig = Rig::new(64, MemoryStore::default());
-            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
-                rig.apply(p).await;
-            }
-            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            rig.start_with_four_events().await;
             rig.apply("RVR").await;
             rig.apply("RAX").await;
             let mut rx = rig.open(false, HOUR, Some(rig.at(6).to_string())).await;
@@ -751,10 +754,7 @@ mod tests {
         #[tokio::test]
         async fn a_queue_overflow_is_a_reset_and_a_fresh_snapshot_never_a_gap() {
             let mut rig = Rig::new(1, MemoryStore::default());
-            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
-                rig.apply(p).await;
-            }
-            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            rig.start_with_four_events().await;
             let mut rx = rig.open(false, HOUR, None).await;
             assert_eq!(take(&mut rx, 1).await, [snapshot_at(rig.at(4))]);
             for p in ["RVR", "RAX", "RGT"] {
@@ -821,10 +821,7 @@ mod tests {
         async fn heartbeats_follow_a_period_of_silence_and_carry_the_cursor_reached() {
             let period = Duration::from_secs(30);
             let mut rig = Rig::new(64, MemoryStore::default());
-            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
-                rig.apply(p).await;
-            }
-            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            rig.start_with_four_events().await;
             let mut rx = rig.open(false, period, None).await;
             let start = tokio::time::Instant::now();
             assert_eq!(next(&mut rx, HOUR).await, snapshot_at(rig.at(4)));
@@ -844,10 +841,7 @@ mod tests {
         async fn a_heartbeat_carries_the_cursor_past_events_the_filter_left_out() {
             let period = Duration::from_secs(30);
             let mut rig = Rig::new(64, MemoryStore::default());
-            for p in ["RJ7", "RVR", "RGT", "RJ7"] {
-                rig.apply(p).await;
-            }
-            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            rig.start_with_four_events().await;
             let mut rx = rig.open(true, period, None).await;
             assert!(matches!(next(&mut rx, HOUR).await, Seen::Snapshot { .. }));
             // RGT's report again with the same figures: its event moves no figure the subscriber follows.
