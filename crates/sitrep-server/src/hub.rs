@@ -27,6 +27,8 @@ use sitrep_store::{Read, ResetReason, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+
 /// Why the Hub stopped feeding a subscriber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kicked {
@@ -671,27 +673,6 @@ impl Hub {
     }
 }
 
-/// Exponential backoff with jitter, 50 ms doubling to 5 s.
-#[derive(Default)]
-pub struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn next_delay(&mut self) -> Duration {
-        let base = 50u64.saturating_mul(1 << self.attempt.min(7)).min(5_000);
-        self.attempt += 1;
-        // Jitter from the clock's sub-second nanos: good enough to keep replicas from retrying in lockstep.
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        Duration::from_millis(base / 2 + u64::from(nanos) % (base / 2 + 1))
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -848,14 +829,5 @@ mod tests {
         }
         cancel.cancel();
         task.await.unwrap();
-    }
-
-    #[test]
-    fn backoff_grows_and_is_bounded() {
-        let mut b = Backoff::default();
-        let first = b.next_delay();
-        assert!(first <= Duration::from_millis(50));
-        let late = (0..20).map(|_| b.next_delay()).last().unwrap();
-        assert!(late >= Duration::from_millis(2_500) && late <= Duration::from_secs(5));
     }
 }

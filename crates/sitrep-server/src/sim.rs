@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::convert::report_to_wire;
-use crate::hub::Backoff;
 
 /// How the simulator behaves.
 #[derive(Clone, Debug)]
