@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use sitrep_core::{Catalogue, Directory, Limits, Rules, Selection, Timestamp};
-use sitrep_proto::v1 as pb;
 use sitrep_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -83,6 +82,17 @@ impl Hosts {
         };
         names.contains(&name.to_ascii_lowercase())
     }
+}
+
+/// Which part of the picture a caller asks for, as every surface says it (gRPC's `Filter`, the JSON API's query
+/// parameters): providers listed, or in the listed systems or regions (all when the three are empty), and the
+/// metrics to keep (all when empty). [`Context::resolve`] checks it against the directory and the caller's grants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilterSpec {
+    pub providers: Vec<String>,
+    pub systems: Vec<String>,
+    pub regions: Vec<String>,
+    pub metrics: Vec<String>,
 }
 
 /// A request's filter, resolved against the directory and the catalogue, within what its caller may read.
@@ -203,7 +213,7 @@ impl Context {
     /// Resolves a filter within what `who` may read: `INVALID_ARGUMENT` naming the first unknown code (e.g.
     /// `filter.systems[1]`), PERMISSION_DENIED for a provider outside its read grant; no filter is everything it
     /// may read.
-    pub fn resolve(&self, filter: Option<&pb::Filter>, who: &Principal) -> Result<ResolvedFilter, Status> {
+    pub fn resolve(&self, filter: Option<&FilterSpec>, who: &Principal) -> Result<ResolvedFilter, Status> {
         let readable_scopes = who.grants.read.clone();
         let Some(f) = filter else {
             return Ok(ResolvedFilter { providers: who.grants.readable.clone(), metrics: None, readable_scopes });

@@ -391,7 +391,6 @@ mod tests {
 
     use sitrep_core::rollup::RollupValue;
     use sitrep_core::{Timestamp, Value};
-    use sitrep_proto::v1 as pb;
     use sitrep_store::{Applied, conformance::report};
 
     /// What a resumed session sent, each item named by its event's place in the log (1 for the first event).
@@ -429,7 +428,8 @@ mod tests {
 
     fn qwe(ctx: &Context) -> ResolvedFilter {
         let who = crate::auth::Principal::anonymous();
-        ctx.resolve(Some(&pb::Filter { systems: vec!["QWE".into()], ..Default::default() }), &who).unwrap()
+        let qwe = crate::context::FilterSpec { systems: vec!["QWE".into()], ..Default::default() };
+        ctx.resolve(Some(&qwe), &who).unwrap()
     }
 
     /// A subscriber filtered to system QWE resumes after the `resume`th event of [`LOG`] while the Hub, which

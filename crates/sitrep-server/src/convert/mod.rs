@@ -592,6 +592,16 @@ pub fn snapshot_to_wire(
     }
 }
 
+/// A gRPC filter as every surface's filter ([`crate::context::FilterSpec`]).
+pub fn filter_from_wire(f: &pb::Filter) -> crate::context::FilterSpec {
+    crate::context::FilterSpec {
+        providers: f.providers.clone(),
+        systems: f.systems.clone(),
+        regions: f.regions.clone(),
+        metrics: f.metrics.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

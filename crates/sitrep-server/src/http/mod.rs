@@ -33,13 +33,12 @@ use serde_json::{Value as Json, json};
 use sitrep_core::hourly::PeriodRevision;
 use sitrep_core::rollup::{Totals, rollup};
 use sitrep_core::{Code, ProviderLive, Timestamp, Value};
-use sitrep_proto::v1 as pb;
 use tokio_stream::StreamExt;
 use tonic::Status;
 use tonic_types::StatusExt;
 
 use crate::auth::{Action, Principal};
-use crate::context::Context;
+use crate::context::{Context, FilterSpec};
 use crate::error;
 use crate::session::{self, Out, OutEvent};
 
@@ -316,8 +315,8 @@ fn one<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
 }
 
-fn filter(params: &[(String, String)]) -> pb::Filter {
-    pb::Filter {
+fn filter(params: &[(String, String)]) -> FilterSpec {
+    FilterSpec {
         providers: list(params, "provider"),
         systems: list(params, "system"),
         regions: list(params, "region"),

@@ -11,10 +11,10 @@ use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Action, principal_of};
-use crate::context::Context;
+use crate::context::{Context, FilterSpec};
 use crate::convert::{
-    absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, scope_to_wire, sender_to_wire,
-    snapshot_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,
+    absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, filter_from_wire, scope_to_wire,
+    sender_to_wire, snapshot_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,
 };
 use crate::error;
 
@@ -56,7 +56,7 @@ impl QueryApi {
 impl pb::query_service_server::QueryService for QueryApi {
     async fn get_snapshot(&self, request: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::Snapshot>, Status> {
         let who = principal_of(request.extensions())?;
-        let filter = self.ctx.resolve(request.get_ref().filter.as_ref(), who)?;
+        let filter = self.ctx.resolve(request.get_ref().filter.as_ref().map(filter_from_wire).as_ref(), who)?;
         let mut snap = self.ctx.snapshot(&filter.providers).await?;
         filter.retain_readable(&mut snap.rollups);
         let metrics = filter.metrics.as_ref();
@@ -123,8 +123,10 @@ impl pb::query_service_server::QueryService for QueryApi {
         let req = request.into_inner();
         let ctx = &self.ctx;
         known_metric(ctx, "metric", &req.metric)?;
-        let filter =
-            ctx.resolve(req.filter.as_ref().map(|f| pb::Filter { metrics: Vec::new(), ..f.clone() }).as_ref(), &who)?;
+        let filter = ctx.resolve(
+            req.filter.as_ref().map(|f| FilterSpec { metrics: Vec::new(), ..filter_from_wire(f) }).as_ref(),
+            &who,
+        )?;
         let (from, to) = range(ctx, req.from.as_ref(), req.to.as_ref())?;
         let providers: Vec<String> = match filter.providers {
             Selection::All => ctx.directory.providers().map(|p| p.code.clone()).collect(),
@@ -162,7 +164,7 @@ impl pb::query_service_server::QueryService for QueryApi {
 
     async fn get_alerts(&self, request: Request<pb::GetAlertsRequest>) -> Result<Response<pb::Alerts>, Status> {
         let who = principal_of(request.extensions())?;
-        let filter = self.ctx.resolve(request.get_ref().filter.as_ref(), who)?;
+        let filter = self.ctx.resolve(request.get_ref().filter.as_ref().map(filter_from_wire).as_ref(), who)?;
         let alerts = self.ctx.alerts(&filter.providers).await?;
         Ok(Response::new(pb::Alerts { alerts: alerts.iter().map(alert_to_wire).collect() }))
     }

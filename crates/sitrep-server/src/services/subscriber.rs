@@ -57,7 +57,7 @@ impl SubscriberApi {
         let peer = request.remote_addr();
         let who = principal_of(request.extensions())?.clone();
         let req = request.into_inner();
-        let filter = self.ctx.resolve(req.filter.as_ref(), &who)?;
+        let filter = self.ctx.resolve(req.filter.as_ref().map(crate::convert::filter_from_wire).as_ref(), &who)?;
         let heartbeat = match req.heartbeat_seconds {
             0 => self.ctx.subscribers.default_heartbeat_seconds,
             s @ 1..=300 => s,
