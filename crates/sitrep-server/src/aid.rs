@@ -76,7 +76,7 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
     };
     let actor = Actor { principal: who.name.clone(), cursor };
     let name = action.name();
-    match ctx.store.act(&action, &actor, Timestamp::now()).await.map_err(error::store)? {
+    match ctx.store.act(&action, &actor, Timestamp::now()).await.map_err(store_failed)? {
         Acted::Refused(refusal) => Err(refused(&refusal)),
         Acted::Done(events) => {
             let change = events
@@ -95,6 +95,18 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
             tracing::info!(principal = %who.name, action = name, request = %request.id, state = %request.state, "mutual aid");
             Ok(Done { events, case: Case { request, offers } })
         }
+    }
+}
+
+/// A store failure while acting. Unlike a report's, an action has no key that makes a retry a duplicate: if the
+/// store took it before its answer was lost, trying again could, say, make a second request. So the caller is told
+/// to look first.
+fn store_failed(e: sitrep_store::StoreError) -> Status {
+    match e {
+        sitrep_store::StoreError::Unavailable { .. } => Status::unavailable(format!(
+            "{e}; the action may or may not have been stored: look at the request (list or get it) before trying again"
+        )),
+        other => error::store(other),
     }
 }
 
