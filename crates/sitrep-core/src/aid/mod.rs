@@ -681,6 +681,13 @@ impl AidBook {
                 if quantity > outstanding {
                     return Err(refuse(format!("offer of {quantity} exceeds the {outstanding} still needed")));
                 }
+                // One proposed offer per provider and request: a retried offer (its answer lost) is refused, not
+                // made twice; to change it, withdraw it first.
+                if let Some(o) =
+                    self.offers_of_request(r).find(|o| o.provider == provider && o.state == OfferState::Proposed)
+                {
+                    return Err(refuse(format!("{provider} already has offer {} proposed for it", o.id)));
+                }
                 self.next_offer += 1;
                 let id = OfferId(self.next_offer);
                 self.offers.insert(

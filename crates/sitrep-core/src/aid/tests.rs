@@ -274,6 +274,19 @@ fn an_offer_larger_than_what_remains_cannot_be_accepted() {
     assert_eq!(err.to_string(), "accept refused: offer O3 is proposed: its hold ended at 2027-01-15T10:00:00Z");
 }
 
+/// A provider has one proposed offer per request: a retried offer (whose answer was lost) is refused rather than
+/// made twice; once that offer is withdrawn, it may offer again.
+#[test]
+fn one_proposed_offer_per_provider_and_request() {
+    let (mut book, r) = request_in(RequestState::Offered);
+    let before = book.clone();
+    let err = book.apply(offer(r, "RVR", 1), &actor("RVR"), t(2)).unwrap_err();
+    assert_eq!(err.to_string(), "offer refused: request R1 is offered: RVR already has offer O1 proposed for it");
+    assert_eq!(book, before);
+    ok(&mut book, Action::Withdraw(OfferId(1)), 3);
+    ok(&mut book, offer(r, "RVR", 2), 4);
+}
+
 #[test]
 fn the_last_pending_offer_going_reopens_the_request() {
     let (mut book, r) = request_in(RequestState::Offered);
