@@ -249,13 +249,26 @@ impl Picture {
         Ok(out)
     }
 
-    /// Mutual aid's strain signals of `scope`, from the book as of the picture's cursor (see
-    /// [`crate::rollup::Strain`]).
-    pub fn strain(&self, scope: &Scope) -> Option<crate::rollup::Strain> {
-        // Strain does not depend on the time (only the oldest request's age would, which it leaves out), so the
-        // picture needs no clock: any instant does.
-        let measures = crate::aid::measures(&scope.to_string(), &self.aid, &self.rules.directory, Timestamp(0))?;
-        crate::rollup::Strain::of(&measures)
+    /// Every scope's mutual aid strain signals (see [`crate::rollup::Strain`]), by the scope's position in the
+    /// rules' index, from the book as of the picture's cursor: one pass over the requests, each counted in its
+    /// requesting provider's scopes, as [`crate::aid::measures`] counts them.
+    fn strains(&self) -> Vec<Option<crate::rollup::Strain>> {
+        let index = self.rules.index();
+        // Per scope: requests open, unmet (unfulfilled or expired), closed other than cancelled.
+        let mut counts = vec![(0u32, 0u32, 0u32); index.scopes.len()];
+        for r in self.aid.requests() {
+            let (open, unmet, closed) = match r.state {
+                crate::aid::RequestState::Completed => (0, 0, 1),
+                crate::aid::RequestState::Unfulfilled | crate::aid::RequestState::Expired => (0, 1, 1),
+                crate::aid::RequestState::Cancelled => continue,
+                _ => (1, 0, 0),
+            };
+            for s in index.scopes_of(&r.ask.provider) {
+                let c = &mut counts[*s];
+                (c.0, c.1, c.2) = (c.0 + open, c.1 + unmet, c.2 + closed);
+            }
+        }
+        counts.into_iter().map(|(open, unmet, closed)| crate::rollup::Strain::of_counts(open, unmet, closed)).collect()
     }
 
     /// The derived CRITCON level of `scope`, explained (see [`crate::critcon::of_scope`]); `None` without a CRITCON
@@ -269,13 +282,14 @@ impl Picture {
     /// The figures of `scopes`: of `metrics`, or of every metric that has a value when `None`.
     pub fn rollups(&self, scopes: &[Scope], metrics: Option<&BTreeSet<String>>) -> Vec<ScopeRollup> {
         let index = self.rules.index();
+        let strains = self.strains();
         scopes
             .iter()
             .filter_map(|scope| {
-                let totals = &self.totals[index.scope(scope)?];
-                let mut r = rollup(&self.rules, scope, totals, metrics);
+                let at = index.scope(scope)?;
+                let mut r = rollup(&self.rules, scope, &self.totals[at], metrics);
                 r.critcon = self.critcon(scope);
-                r.strain = self.strain(scope);
+                r.strain = strains[at];
                 Some(r)
             })
             .collect()

@@ -216,11 +216,12 @@ pub struct Strain {
 }
 
 impl Strain {
-    /// The signals of `m`, when there is something to say.
-    pub fn of(m: &crate::aid::Measures) -> Option<Strain> {
-        (m.open_requests > 0 || m.unfulfilled_rate.is_some_and(|r| r > 0.0)).then(|| Strain {
-            open_requests: u32::try_from(m.open_requests).unwrap_or(u32::MAX),
-            unfulfilled_rate: m.unfulfilled_rate,
+    /// The signals of a scope with `open` requests, `unmet` of its `closed` ones unmet (cancelled ones not counted),
+    /// when there is something to say.
+    pub fn of_counts(open: u32, unmet: u32, closed: u32) -> Option<Strain> {
+        (open > 0 || unmet > 0).then(|| Strain {
+            open_requests: open,
+            unfulfilled_rate: (closed > 0).then(|| f64::from(unmet) / f64::from(closed)),
         })
     }
 }

@@ -320,3 +320,29 @@ fn free_beds_and_occupancy_count_only_providers_that_reported_both() {
     assert_eq!(get("beds.cc_adult.free"), (Some(13.0), 2), "free beds only where occupancy is known");
     assert_eq!(get("beds.cc_adult.occupancy"), (Some(4900.0 / 62.0), 2));
 }
+
+/// Each scope's strain signals, counted in one pass over the book, are what the scope's measures say.
+#[test]
+fn strain_signals_agree_with_the_measures() {
+    use crate::aid::tests::{actor, ask, t};
+    use crate::aid::{Action, RequestId};
+    let rules = Rules::demo();
+    let mut picture = Picture::new(rules.clone(), Cursor::new("t", Position(0, 0)));
+    let book = &mut picture.aid;
+    for p in ["RJ7", "RAX", "RGT", "RJ6", "RRV"] {
+        book.apply(Action::Create(ask(p, 1)), &actor(p), t(0)).unwrap();
+    }
+    book.apply(Action::Unfulfilled { request: RequestId(2), reason: "none".into() }, &actor("RAX"), t(1)).unwrap();
+    book.apply(Action::Cancel { request: RequestId(3), reason: "better".into() }, &actor("RGT"), t(1)).unwrap();
+    book.apply(Action::ExpireRequest(RequestId(4)), &actor("RJ6"), t(240)).unwrap();
+    let mut seen = 0;
+    for scope in rules.scopes() {
+        let m = crate::aid::measures(&scope.to_string(), &picture.aid, &rules.directory, t(300)).unwrap();
+        let expected = (m.open_requests > 0 || m.unfulfilled_rate.is_some_and(|r| r > 0.0)).then(|| {
+            crate::rollup::Strain { open_requests: m.open_requests as u32, unfulfilled_rate: m.unfulfilled_rate }
+        });
+        seen += usize::from(expected.is_some());
+        assert_eq!(picture.rollups(std::slice::from_ref(&scope), None)[0].strain, expected, "{scope}");
+    }
+    assert!(seen >= 3, "the test looks at scopes with strain");
+}
