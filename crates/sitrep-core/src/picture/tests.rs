@@ -338,9 +338,9 @@ fn strain_signals_agree_with_the_measures() {
     let mut seen = 0;
     for scope in rules.scopes() {
         let m = crate::aid::measures(&scope.to_string(), &picture.aid, &rules.directory, t(300)).unwrap();
-        let expected = (m.open_requests > 0 || m.unfulfilled_rate.is_some_and(|r| r > 0.0)).then(|| {
-            crate::rollup::Strain { open_requests: m.open_requests as u32, unfulfilled_rate: m.unfulfilled_rate }
-        });
+        let strain =
+            crate::rollup::Strain { open_requests: m.open_requests as u32, unfulfilled_rate: m.unfulfilled_rate };
+        let expected = (m.open_requests > 0 || m.unfulfilled_rate.is_some_and(|r| r > 0.0)).then_some(strain);
         seen += usize::from(expected.is_some());
         assert_eq!(picture.rollups(std::slice::from_ref(&scope), None)[0].strain, expected, "{scope}");
     }
