@@ -27,7 +27,7 @@ use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::query_service_client::QueryServiceClient;
 use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
-use sitrep_server::backoff::Backoff;
+use sitrep_core::backoff::Backoff;
 use sitrep_server::config::RedisUrl;
 use sitrep_server::display::{update_line, value_text};
 use sitrep_server::sim::{SimOptions, SimStats};

@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`aid`]: mutual aid: requests and offers with their state machines, holds, candidates, timers, measures.
+//! - [`backoff`]: how long to wait before retrying, one policy for every retrier (the Hub, the simulator, the
+//!   feed agent, the CLI's watch); plain `std` arithmetic with clock jitter, no sleeping here.
 //! - [`time`]: [`Timestamp`], millisecond UTC instants, and hour arithmetic for periods.
 //! - [`catalogue`]: the metrics a deployment accepts ([`Catalogue`], [`Metric`]), parsed from TOML.
 //! - [`code`]: [`Code`], a metric's code, interned: copied, compared and hashed as a pointer.
@@ -33,6 +35,7 @@
 
 pub mod aid;
 pub mod alert;
+pub mod backoff;
 pub mod catalogue;
 pub mod code;
 pub mod critcon;

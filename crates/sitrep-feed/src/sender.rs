@@ -23,7 +23,7 @@ use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_server::auth::AuthedChannel;
-use sitrep_server::backoff::Backoff;
+use sitrep_core::backoff::Backoff;
 use sitrep_server::{convert, telemetry};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;

@@ -27,7 +27,7 @@ use sitrep_store::{Read, ResetReason, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use sitrep_core::backoff::Backoff;
 
 /// Why the Hub stopped feeding a subscriber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,6 @@
 //! - [`aid`]: mutual aid for every surface: who may take which action, the action through the store, the views
 //!   (requests, candidates, measures) from the Hub's picture, and the clock's expiry and escalation.
 //! - [`audit`]: refused attempts, kept for a while and queryable by admins.
-//! - [`backoff`]: how long to wait before retrying, one policy for every retrier.
 //! - [`auth`]: principals, their credentials and grants, the layer that authenticates every request and the one
 //!   function that authorises.
 //! - [`config`]: the one typed configuration struct, parsed from TOML, and the directory and catalogue it names.
@@ -34,7 +33,6 @@ pub mod aid;
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod backoff;
 pub mod config;
 pub mod context;
 pub mod convert;

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use sitrep_core::backoff::Backoff;
 use crate::convert::report_to_wire;
 
 /// How the simulator behaves.
