@@ -46,8 +46,8 @@ async fn next_event(stream: &mut tonic::Streaming<pb::Update>) -> pb::Event {
 
 /// What an event says happened in mutual aid, as `sitrep aid` prints it.
 fn happened(e: &pb::Event) -> Vec<String> {
-    let aid = e.aid.as_ref().unwrap_or_else(|| panic!("no aid on {}", sitrep_server::display::event_line(e)));
-    aid.happened.iter().map(|c| sitrep_server::display::aid_event_text(c, aid)).collect()
+    let aid = e.aid.as_ref().unwrap_or_else(|| panic!("no aid on {}", sitrep_client::display::event_line(e)));
+    aid.happened.iter().map(|c| sitrep_client::display::aid_event_text(c, aid)).collect()
 }
 
 fn figure(e: &pb::Event, metric: &str) -> Option<f64> {
@@ -172,7 +172,7 @@ async fn mutual_aid_across_two_replicas() {
     assert_eq!(holds.iter().map(|h| (h.offer.as_str(), h.quantity)).collect::<Vec<_>>(), [("O1", 1)]);
     assert_eq!(figure(&held, free), Some(3.0), "RVR: 10 open - 6 occupied - 1 held");
     assert_eq!(rollup(&held, "system:QWE", free), Some(7.0), "QWE's free beds drop by the held bed");
-    let line = sitrep_server::display::event_line(&held);
+    let line = sitrep_client::display::event_line(&held);
     assert!(line.contains("RVR aid") && line.contains("holds 1 beds.cc_adult (O1)"), "{line}");
 
     // RVR's next report shows the bed occupied: the hold ends in that report's own event.
@@ -223,7 +223,7 @@ async fn mutual_aid_across_two_replicas() {
     let quiet = tokio::time::Instant::now() + Duration::from_millis(2500);
     while let Ok(u) = tokio::time::timeout_at(quiet, on_b.message()).await {
         if let Some(pb::update::Kind::Event(e)) = u.unwrap().unwrap().kind {
-            panic!("nothing more was due, but: {}", sitrep_server::display::event_line(&e));
+            panic!("nothing more was due, but: {}", sitrep_client::display::event_line(&e));
         }
     }
     let trail = on_a.get_request(pb::GetAidRequest { request: r2 }).await.unwrap().into_inner().decisions;

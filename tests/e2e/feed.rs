@@ -464,8 +464,8 @@ async fn a_report_outside_the_agents_grant_is_set_aside_and_a_refused_key_keeps_
     };
     assert!(text.contains("permission denied") && text.contains("provider RGT"), "{text}");
     // RJ7's report, behind it in the same file, arrived.
-    let bearer = sitrep_server::auth::Bearer::new(&reader).unwrap();
-    let channel = sitrep_server::auth::authed(server.channel().await, bearer);
+    let bearer = sitrep_client::credentials::Bearer::new(&reader).unwrap();
+    let channel = sitrep_client::credentials::authed(server.channel().await, bearer);
     let mut query = sitrep_proto::v1::query_service_client::QueryServiceClient::new(channel);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {

@@ -303,7 +303,7 @@ async fn a_total_counts_only_providers_with_both_inputs_and_says_so() {
     let occupancy = rollup(&snap, "QWE", "beds.cc_adult.occupancy");
     assert_eq!(occupancy.1, 1);
     assert!((occupancy.0.unwrap() - 49.0 / 62.0 * 100.0).abs() < 1e-6, "{occupancy:?}");
-    let line = sitrep_server::display::rollup_text(qwe, false);
+    let line = sitrep_client::display::rollup_text(qwe, false);
     assert!(line.contains("beds.cc_adult.free 13") && line.contains("(1/5, partial)"), "{line}");
 }
 

@@ -188,7 +188,7 @@ pub fn subscribe_all(heartbeat: u32) -> pb::SubscribeRequest {
 }
 
 pub fn ts(t: sitrep_core::Timestamp) -> prost_types::Timestamp {
-    sitrep_server::convert::timestamp_to_wire(t)
+    sitrep_proto::convert::timestamp_to_wire(t)
 }
 
 pub fn number(n: f64) -> pb::MetricValue {

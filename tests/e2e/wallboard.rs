@@ -826,9 +826,9 @@ async fn a_kiosk_link_signs_a_screen_in_to_its_scope() {
     let config = "[auth]\nprincipals = \"p.toml\"\nsession_key = \"session.key\"\n";
     let server = Server::start_full(config, &[], "127.0.0.1:0", &[("p.toml", &lines), ("session.key", secret)]).await;
     // Something to show: RJ7 (in QWE) and RGT (elsewhere) have reported.
-    let bearer = sitrep_server::auth::Bearer::new(&admin).unwrap();
+    let bearer = sitrep_client::credentials::Bearer::new(&admin).unwrap();
     let mut provider = sitrep_proto::v1::provider_service_client::ProviderServiceClient::new(
-        sitrep_server::auth::authed(server.channel().await, bearer),
+        sitrep_client::credentials::authed(server.channel().await, bearer),
     );
     for p in ["RJ7", "RGT"] {
         provider.submit(report(p, 0, 1, &[("beds.cc_adult.open", 20.0), (OCCUPIED, 10.0)])).await.unwrap();

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
+use sitrep_client::display::{aid_event_text, aid_offer_state, aid_request_state, enum_name, who};
 use sitrep_core::Timestamp;
+use sitrep_proto::convert::{parse_offer_id, parse_request_id};
+use sitrep_proto::convert::{timestamp_from_wire, timestamp_to_wire};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::aid_service_client::AidServiceClient;
-use sitrep_server::convert::aid::{parse_offer_id, parse_request_id};
-use sitrep_server::convert::{timestamp_from_wire, timestamp_to_wire};
-use sitrep_server::display::{aid_event_text, aid_offer_state, aid_request_state, enum_name, who};
 use tonic_types::StatusExt;
 
 use crate::{ServerArg, connect, server};

@@ -20,19 +20,19 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use sitrep_client::display::{update_line, value_text};
+use sitrep_client::sim::{SimOptions, SimStats};
 use sitrep_core::Timestamp;
+use sitrep_core::backoff::Backoff;
 use sitrep_core::directory::ProviderKind;
 use sitrep_core::input::{self, Format, Mapping};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::query_service_client::QueryServiceClient;
 use sitrep_proto::v1::subscriber_service_client::SubscriberServiceClient;
-use sitrep_core::backoff::Backoff;
 use sitrep_server::config::RedisUrl;
-use sitrep_server::display::{update_line, value_text};
-use sitrep_server::sim::{SimOptions, SimStats};
-use sitrep_server::telemetry::{self, Role, Telemetry};
 use sitrep_server::{App, Config};
+use sitrep_telemetry::{self as telemetry, Role, Telemetry};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tonic_types::StatusExt;
@@ -450,7 +450,7 @@ fn main() -> ExitCode {
 
 /// Logs go to standard error: readable text by default, one JSON object per line with `SITREP_LOG_FORMAT=json`
 /// (for log collectors). `RUST_LOG` picks what is logged (default `info`). Traces go to an OTLP collector when the
-/// `OTEL_*` variables name one (`sitrep_server::telemetry`); the returned handle flushes them on exit. An error
+/// `OTEL_*` variables name one (`sitrep_telemetry`); the returned handle flushes them on exit. An error
 /// names the variable at fault.
 fn init_logging(role: Role) -> Result<Option<Telemetry>, String> {
     use tracing_subscriber::Layer;
@@ -624,12 +624,12 @@ async fn demo(
     let url = format!("http://{addr}");
     let channel = match Endpoint::from_shared(url.clone()).map(|e| e.connect_lazy()) {
         // The demo's own aggregator is open (loopback, no principals): no credential.
-        Ok(c) => sitrep_server::auth::authed(c, Default::default()),
+        Ok(c) => sitrep_client::credentials::authed(c, Default::default()),
         Err(e) => return tracing::error!(error = %e, "demo cannot connect to its own aggregator"),
     };
     let options = SimOptions { seconds_per_hour, source: "sitrep demo".into(), ..Default::default() };
     let sim =
-        sitrep_server::sim::run(channel.clone(), &providers, options, Arc::new(SimStats::default()), cancel.clone());
+        sitrep_client::sim::run(channel.clone(), &providers, options, Arc::new(SimStats::default()), cancel.clone());
     let request = pb::SubscribeRequest { heartbeat_seconds: 15, ..Default::default() };
     let printer = follow(channel, url, request, true, cancel.clone());
     let _ = tokio::join!(sim, printer);
@@ -688,7 +688,7 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         let period = report.period.map(|p| p.to_string()).unwrap_or_default();
         let file = args.file.display().to_string();
         let span = telemetry::send_span(&report.provider, report.site.as_deref(), &period, report.revision, &file);
-        let call = client.submit(sitrep_server::convert::report_to_wire(&report));
+        let call = client.submit(sitrep_proto::convert::report_to_wire(&report));
         let answer = tokio::time::timeout(server::ANSWER_TIMEOUT, tracing::Instrument::instrument(call, span.clone()))
             .await
             .unwrap_or_else(|_| Err(server::no_answer(server::ANSWER_TIMEOUT)));
@@ -702,7 +702,7 @@ async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         match answer {
             Ok(ack) => {
                 let ack = ack.into_inner();
-                let period = ack.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+                let period = ack.period.as_ref().map(sitrep_proto::convert::timestamp_from_wire).unwrap_or_default();
                 let outcome = ack.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase();
                 println!("{outcome}: {} {period} r{}", ack.provider, ack.revision);
                 println!("  {}", ack.message);
@@ -855,7 +855,7 @@ async fn hourly(args: HourlyArgs) -> anyhow::Result<ExitCode> {
         None => println!("{} for {}, hour by hour", h.metric, h.provider),
     }
     for p in &h.points {
-        let period = p.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+        let period = p.period.as_ref().map(sitrep_proto::convert::timestamp_from_wire).unwrap_or_default();
         let value = match (p.value, p.reported) {
             (Some(v), _) => number(v),
             (None, true) if p.absent != 0 => {
@@ -894,7 +894,7 @@ async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
     let alerts = alerts.into_inner().alerts;
     println!("{} open alert(s)", alerts.len());
     for a in alerts {
-        let since = a.raised_at.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+        let since = a.raised_at.as_ref().map(sitrep_proto::convert::timestamp_from_wire).unwrap_or_default();
         let severity = match a.severity() {
             pb::alert::Severity::Critical => "CRITICAL",
             _ => "warning ",
@@ -906,13 +906,13 @@ async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
 
 async fn refusals(args: RefusalsArgs) -> anyhow::Result<ExitCode> {
     let mut client = QueryServiceClient::new(connect(&args.server)?);
-    let since = Some(sitrep_server::convert::timestamp_to_wire(Timestamp::now().add_hours(-args.hours.max(1))));
+    let since = Some(sitrep_proto::convert::timestamp_to_wire(Timestamp::now().add_hours(-args.hours.max(1))));
     let answer =
         client.get_refusals(pb::GetRefusalsRequest { since, limit: args.limit }).await.map_err(query_failed)?;
     let answer = answer.into_inner();
     println!("{} refused attempt(s) shown; {} since the aggregator started", answer.refusals.len(), answer.counted);
     for r in answer.refusals {
-        let at = r.at.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+        let at = r.at.as_ref().map(sitrep_proto::convert::timestamp_from_wire).unwrap_or_default();
         let credential = if r.credential.is_empty() { String::new() } else { format!(" ({})", r.credential) };
         println!("{at} {} {}{credential} from {} -> {}: {}", r.kind, r.principal, r.address, r.target, r.reason);
     }
@@ -922,7 +922,7 @@ async fn refusals(args: RefusalsArgs) -> anyhow::Result<ExitCode> {
 async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let to = time_arg("to", &args.to)?.unwrap_or_else(|| Timestamp::now().hour_start());
     let from = time_arg("from", &args.from)?.unwrap_or_else(|| to.add_hours(-(args.hours.max(1) - 1)));
-    let wire = |t: Timestamp| Some(sitrep_server::convert::timestamp_to_wire(t));
+    let wire = |t: Timestamp| Some(sitrep_proto::convert::timestamp_to_wire(t));
     let mut client = QueryServiceClient::new(connect(&args.server)?);
     let failed = query_failed;
     match args.provider {
@@ -931,7 +931,7 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             let history = client.get_history(request).await.map_err(failed)?.into_inner();
             println!("{}: {} revision(s) from {from} to {to}", history.provider, history.entries.len());
             for e in history.entries {
-                let period = e.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+                let period = e.period.as_ref().map(sitrep_proto::convert::timestamp_from_wire).unwrap_or_default();
                 let mut values: Vec<_> = e.values.iter().collect();
                 values.sort_by(|a, b| a.0.cmp(b.0));
                 let values: Vec<String> = values.iter().map(|(k, v)| format!("{k}={}", value_text(Some(v)))).collect();
@@ -965,7 +965,7 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|p| {
                         let period =
-                            p.period.as_ref().map(sitrep_server::convert::timestamp_from_wire).unwrap_or_default();
+                            p.period.as_ref().map(sitrep_proto::convert::timestamp_from_wire).unwrap_or_default();
                         format!("{}={}", period.to_string().get(5..16).unwrap_or("?"), value_text(p.value.as_ref()))
                     })
                     .collect();
@@ -1013,7 +1013,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    tokio::join!(sitrep_server::sim::run(channel, &providers, options, stats.clone(), cancel), progress);
+    tokio::join!(sitrep_client::sim::run(channel, &providers, options, stats.clone(), cancel), progress);
     println!("simulate: {}", stats.summary());
     Ok(ExitCode::SUCCESS)
 }

@@ -58,11 +58,11 @@ pub fn endpoint(server: &str, tls: &TlsArgs) -> anyhow::Result<(Endpoint, tls::C
 }
 
 /// A connection to the aggregator that sends the caller's credential with every call.
-pub type Conn = sitrep_server::auth::AuthedChannel;
+pub type Conn = sitrep_client::credentials::AuthedChannel;
 
 /// The credential of `--key-file`, else of `SITREP_KEY`; none when neither is given. A key is never echoed in an
 /// error.
-pub fn credential(tls: &TlsArgs) -> anyhow::Result<sitrep_server::auth::Bearer> {
+pub fn credential(tls: &TlsArgs) -> anyhow::Result<sitrep_client::credentials::Bearer> {
     let key = match &tls.key_file {
         Some(file) => Some(
             std::fs::read_to_string(file)
@@ -71,8 +71,10 @@ pub fn credential(tls: &TlsArgs) -> anyhow::Result<sitrep_server::auth::Bearer> 
         None => std::env::var("SITREP_KEY").ok(),
     };
     match key.filter(|k| !k.trim().is_empty()) {
-        None => Ok(sitrep_server::auth::Bearer::default()),
-        Some(k) => sitrep_server::auth::Bearer::new(&k).map_err(|e| anyhow::anyhow!("--key-file or SITREP_KEY: {e}")),
+        None => Ok(sitrep_client::credentials::Bearer::default()),
+        Some(k) => {
+            sitrep_client::credentials::Bearer::new(&k).map_err(|e| anyhow::anyhow!("--key-file or SITREP_KEY: {e}"))
+        }
     }
 }
 
@@ -80,7 +82,7 @@ pub fn credential(tls: &TlsArgs) -> anyhow::Result<sitrep_server::auth::Bearer> 
 pub fn connect(server: &str, tls: &TlsArgs) -> anyhow::Result<Conn> {
     let bearer = credential(tls)?;
     let (endpoint, connector) = endpoint(server, tls)?;
-    Ok(sitrep_server::auth::authed(endpoint.connect_with_connector_lazy(connector), bearer))
+    Ok(sitrep_client::credentials::authed(endpoint.connect_with_connector_lazy(connector), bearer))
 }
 
 /// A channel to `server`, connected now.
@@ -91,7 +93,7 @@ pub async fn connect_now(server: &str, tls: &TlsArgs) -> anyhow::Result<Conn> {
         let status = tonic::Status::from_error(Box::new(e));
         anyhow::anyhow!("{}", describe(server, &status))
     })?;
-    Ok(sitrep_server::auth::authed(channel, bearer))
+    Ok(sitrep_client::credentials::authed(channel, bearer))
 }
 
 /// Why a call to the aggregator failed, as far as the transport tells.

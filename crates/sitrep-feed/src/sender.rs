@@ -17,14 +17,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sitrep_client::credentials::AuthedChannel;
 use sitrep_core::Timestamp;
+use sitrep_core::backoff::Backoff;
 use sitrep_core::input::{Mapping, json};
+use sitrep_proto::convert;
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
-use sitrep_server::auth::AuthedChannel;
-use sitrep_core::backoff::Backoff;
-use sitrep_server::{convert, telemetry};
+use sitrep_telemetry as telemetry;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -416,7 +417,7 @@ mod tests {
         );
         let channel = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect_lazy();
         Upstream {
-            client: ProviderServiceClient::new(sitrep_server::auth::authed(channel, Default::default())),
+            client: ProviderServiceClient::new(sitrep_client::credentials::authed(channel, Default::default())),
             server: url,
             answer_timeout: Duration::from_secs(10),
             diagnose: Box::new(Plain),

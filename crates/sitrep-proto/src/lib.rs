@@ -6,8 +6,13 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of the contract, served through gRPC reflection.
 //! - [`codec`]: the codec the generated services use: prost's, except that a message that cannot be decoded is
 //!   `INVALID_ARGUMENT` (the caller sent it) rather than `INTERNAL`.
+//! - [`convert`]: the conversions of the values both ends send (timestamps, metric values, reports, aid ids), to
+//!   and from `sitrep-core`'s types.
 //!
-//! Only `sitrep-server` and `sitrep-cli` (and tests) depend on this crate: wire types stay at the edges.
+//! Only the crates at the edges depend on this one (`sitrep-server`, `sitrep-client`, `sitrep-feed`, `sitrep-cli`,
+//! and tests): wire types stay at the edges, and the core does not know them.
+
+pub mod convert;
 
 /// Package `sitrep.v1`.
 pub mod v1 {

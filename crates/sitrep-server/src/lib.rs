@@ -24,10 +24,8 @@
 //!   ([`transport::Peer`], in every request's extensions: the client certificate for the identity layer).
 //! - [`tls`]: TLS on the one port: the rustls configuration from `[tls]`, reloaded when the files change, and the
 //!   answer a plaintext client gets on a TLS port.
-//! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC.
-//! - [`telemetry`]: OpenTelemetry traces, off unless `OTEL_EXPORTER_OTLP_*ENDPOINT` is set: the exporter, trace
-//!   context propagation, and every span the aggregator and its clients make.
-//! - [`display`]: readable one-line renderings of updates, for terminals and logs.
+//! - [`telemetry`]: the aggregator's side of OpenTelemetry tracing (`sitrep-telemetry` has the exporter,
+//!   propagation and the spans): the middleware giving every gRPC call its server span, the delivery span.
 
 pub mod aid;
 pub mod app;
@@ -36,7 +34,6 @@ pub mod auth;
 pub mod config;
 pub mod context;
 pub mod convert;
-pub mod display;
 pub mod error;
 pub mod http;
 pub mod hub;
@@ -45,7 +42,6 @@ pub mod metrics;
 pub mod resync;
 pub mod services;
 pub mod session;
-pub mod sim;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;

@@ -35,10 +35,10 @@ use clap::Args;
 use sitrep_core::directory::ProviderKind;
 use sitrep_core::sim::SimProvider;
 use sitrep_core::{Directory, Limits, Report, Rules, Timestamp, validate};
+use sitrep_proto::convert::report_to_wire;
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
-use sitrep_server::convert::report_to_wire;
 use sitrep_store::redis::RedisProcess;
 use sitrep_store::{RedisOptions, RedisStore, Store};
 use tokio::io::AsyncBufReadExt;
@@ -644,7 +644,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
                                 // The aggregator stamps received_at (ms) on receipt, before storing: from then to
                                 // here is publication plus delivery, on the same host clock.
                                 if let Some(rcv) = &e.received_at {
-                                    let rcv_ms = sitrep_server::convert::timestamp_from_wire(rcv).millis();
+                                    let rcv_ms = sitrep_proto::convert::timestamp_from_wire(rcv).millis();
                                     let now_ms = Timestamp::now().millis();
                                     from_receipt.0.push((now_ms - rcv_ms).max(0) as u64 * 1000);
                                 }

@@ -25,8 +25,10 @@ use sitrep_proto::v1 as pb;
 use tonic::Status;
 
 use super::{timestamp_from_wire, timestamp_to_wire};
+// Clients parse the ids people type too (`sitrep aid accept O3`): the parsing lives beside the wire types.
 use crate::aid::{Case, Done};
 use crate::error;
+pub use sitrep_proto::convert::{parse_offer_id, parse_request_id};
 
 /// How much of a request's record goes on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,24 +37,6 @@ pub enum Trail {
     Omitted,
     /// With the decision trails of the request and its offers.
     Full,
-}
-
-/// `R12`; `None` for anything else (`r12`, `R`, `R0`, `R+1`, `O12`).
-pub fn parse_request_id(text: &str) -> Option<RequestId> {
-    parse_id(text, 'R').map(RequestId)
-}
-
-/// `O3`; `None` for anything else.
-pub fn parse_offer_id(text: &str) -> Option<OfferId> {
-    parse_id(text, 'O').map(OfferId)
-}
-
-fn parse_id(text: &str, prefix: char) -> Option<u64> {
-    let digits = text.strip_prefix(prefix)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().filter(|&n| n >= 1)
 }
 
 /// The violations found in one message, reported together.

@@ -1,10 +1,12 @@
 //! Conversions between the wire contract (`sitrep_proto::v1`) and the domain (`sitrep_core`).
 //!
-//! This is the one module where both vocabularies meet. Conversions from the wire never fail: anything odd (an
-//! unspecified absent reason, a missing timestamp) is carried into the domain report so validation can name it.
+//! This is the one module of the aggregator where both vocabularies meet; the value-level conversions its clients
+//! need too (timestamps, values, reports, aid ids) are `sitrep_proto::convert`'s, re-exported here. Conversions
+//! from the wire never fail: anything odd (an unspecified absent reason, a missing timestamp) is carried into the
+//! domain report so validation can name it.
 //!
 //! # Layout
-//! - this file: reports, events, live states, snapshots, the directory and the catalogue.
+//! - this file: events, live states, snapshots, the directory and the catalogue (reports: `sitrep_proto::convert`).
 //! - [`aid`]: mutual aid (`AidService`): its messages to the core's actions, which can be refused, and the core's
 //!   requests, offers, changes, candidates and measures back to messages.
 
@@ -15,127 +17,19 @@ use sitrep_core::opel::Assessment;
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::state::{Figure, Opel};
 use sitrep_core::{
-    AbsentReason, Alert, AlertKind, Directory, Event, EventKind, MetricInput, ProviderLive, Rag, Report, Rules, Scope,
-    Severity, Timestamp, Value, Violation,
+    Alert, AlertKind, Directory, Event, EventKind, ProviderLive, Rag, Rules, Scope, Severity, Timestamp, Value,
+    Violation,
 };
 use sitrep_proto::v1 as pb;
 use sitrep_store::write;
 
-pub fn timestamp_to_wire(t: Timestamp) -> prost_types::Timestamp {
-    let ms = t.millis();
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
-}
-
-pub fn timestamp_from_wire(t: &prost_types::Timestamp) -> Timestamp {
-    Timestamp::from_millis(t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos / 1_000_000)))
-}
-
-pub fn absent_to_wire(r: AbsentReason) -> pb::AbsentReason {
-    match r {
-        AbsentReason::Unspecified => pb::AbsentReason::Unspecified,
-        AbsentReason::NotApplicable => pb::AbsentReason::NotApplicable,
-        AbsentReason::NotAvailable => pb::AbsentReason::NotAvailable,
-        AbsentReason::Suppressed => pb::AbsentReason::Suppressed,
-    }
-}
-
-fn absent_from_wire(code: i32) -> AbsentReason {
-    match pb::AbsentReason::try_from(code) {
-        Ok(pb::AbsentReason::NotApplicable) => AbsentReason::NotApplicable,
-        Ok(pb::AbsentReason::NotAvailable) => AbsentReason::NotAvailable,
-        Ok(pb::AbsentReason::Suppressed) => AbsentReason::Suppressed,
-        Ok(pb::AbsentReason::Unspecified) | Err(_) => AbsentReason::Unspecified,
-    }
-}
-
-pub fn value_to_wire(v: Value) -> pb::MetricValue {
-    let kind = match v {
-        Value::Number(n) => pb::metric_value::Kind::Number(n),
-        Value::Absent(r) => pb::metric_value::Kind::Absent(absent_to_wire(r) as i32),
-    };
-    pb::MetricValue { kind: Some(kind), unit: String::new() }
-}
-
-pub fn value_from_wire(v: &pb::MetricValue) -> Option<Value> {
-    match v.kind? {
-        pb::metric_value::Kind::Number(n) => Some(Value::Number(n)),
-        pb::metric_value::Kind::Absent(code) => Some(Value::Absent(absent_from_wire(code))),
-    }
-}
-
-/// A report as received, its texts moved out of the wire message.
-/// What the wire form of a report gets wrong that its domain form cannot show: timestamps outside the protobuf
-/// range of nanos, and a period with any sub-second part (milliseconds would round it onto the hour).
-pub fn wire_violations(r: &pb::StatusReport) -> Vec<sitrep_core::Violation> {
-    let mut out = Vec::new();
-    let who = if r.provider.is_empty() { "report".to_owned() } else { format!("report for {}", r.provider) };
-    for (field, t) in [("period", &r.period), ("observed_at", &r.observed_at)] {
-        let Some(t) = t else { continue };
-        if !(0..1_000_000_000).contains(&t.nanos) {
-            out.push(sitrep_core::Violation {
-                field: field.into(),
-                rule: "valid_timestamp",
-                description: format!("{who}: {field}.nanos = {} is outside 0..=999999999", t.nanos),
-            });
-        } else if field == "period" && t.nanos != 0 {
-            out.push(sitrep_core::Violation {
-                field: field.into(),
-                rule: "hour_aligned",
-                description: format!(
-                    "{who}: period has {} nanoseconds past the second; it must be the start of an hour exactly",
-                    t.nanos
-                ),
-            });
-        }
-    }
-    out
-}
-
-pub fn report_from_wire(r: pb::StatusReport) -> Report {
-    let owned = |s: String| (!s.is_empty()).then_some(s);
-    Report {
-        site: owned(r.site),
-        period: r.period.as_ref().map(timestamp_from_wire),
-        revision: r.revision,
-        observed_at: r.observed_at.as_ref().map(timestamp_from_wire),
-        values: r
-            .values
-            .into_iter()
-            .map(|(code, v)| {
-                let value = value_from_wire(&v);
-                (code, MetricInput { value, unit: owned(v.unit) })
-            })
-            .collect(),
-        opel_level: r.opel_level,
-        narrative: owned(r.narrative),
-        source: owned(r.source),
-        provider: r.provider,
-    }
-}
-
-pub fn report_to_wire(r: &Report) -> pb::StatusReport {
-    pb::StatusReport {
-        provider: r.provider.clone(),
-        site: r.site.clone().unwrap_or_default(),
-        period: r.period.map(timestamp_to_wire),
-        revision: r.revision,
-        observed_at: r.observed_at.map(timestamp_to_wire),
-        values: r
-            .values
-            .iter()
-            .map(|(code, input)| {
-                let mut v = input.value.map(value_to_wire).unwrap_or_default();
-                v.unit = input.unit.clone().unwrap_or_default();
-                (code.clone(), v)
-            })
-            .collect(),
-        opel_level: r.opel_level,
-        narrative: r.narrative.clone().unwrap_or_default(),
-        source: r.source.clone().unwrap_or_default(),
-        traceparent: String::new(),
-        tracestate: String::new(),
-    }
-}
+// The value-level conversions both ends of the wire need live in `sitrep-proto` (its `convert`), so that clients
+// need not depend on the aggregator; they are re-exported here so that the server names every conversion in one
+// place.
+pub use sitrep_proto::convert::{
+    absent_to_wire, report_from_wire, report_to_wire, timestamp_from_wire, timestamp_to_wire, value_from_wire,
+    value_to_wire, wire_violations,
+};
 
 pub fn violation_to_wire(v: &Violation) -> pb::Violation {
     pb::Violation { field: v.field.clone(), rule: v.rule.to_owned(), description: v.description.clone() }
@@ -605,6 +499,7 @@ pub fn filter_from_wire(f: &pb::Filter) -> crate::context::FilterSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sitrep_core::{AbsentReason, MetricInput, Report};
 
     #[test]
     fn report_round_trips_through_the_wire() {

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use sitrep_core::backoff::Backoff;
-use crate::convert::report_to_wire;
+use sitrep_proto::convert::report_to_wire;
 
 /// How the simulator behaves.
 #[derive(Clone, Debug)]
@@ -75,7 +75,7 @@ impl SimStats {
 /// Runs simulated providers (code and kind, usually the directory's, in code order) against `channel` until
 /// `cancel` fires.
 pub async fn run(
-    channel: crate::auth::AuthedChannel,
+    channel: crate::credentials::AuthedChannel,
     directory: &[(String, ProviderKind)],
     options: SimOptions,
     stats: Arc<SimStats>,
@@ -146,7 +146,7 @@ pub async fn run(
 
 /// One provider's feed: a Report stream that is reopened when it fails.
 struct Feed {
-    client: ProviderServiceClient<crate::auth::AuthedChannel>,
+    client: ProviderServiceClient<crate::credentials::AuthedChannel>,
     stream: Option<(mpsc::Sender<pb::StatusReport>, tonic::Streaming<pb::ReportAck>)>,
     stats: Arc<SimStats>,
 }

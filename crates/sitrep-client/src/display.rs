@@ -21,7 +21,7 @@ use std::fmt::Write;
 
 use sitrep_proto::v1 as pb;
 
-use crate::convert::{timestamp_from_wire, value_from_wire};
+use sitrep_proto::convert::{timestamp_from_wire, value_from_wire};
 
 /// A wire value as text: the number, `absent(reason)`, or `–` when there is none.
 pub fn value_text(v: Option<&pb::MetricValue>) -> String {
@@ -305,8 +305,8 @@ pub fn update_line(u: &pb::Update) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::value_to_wire;
     use sitrep_core::Value;
+    use sitrep_proto::convert::value_to_wire;
 
     #[test]
     fn event_line_shows_each_change() {

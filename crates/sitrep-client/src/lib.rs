@@ -1,0 +1,13 @@
+//! A client of the sitrep aggregator: what the CLI, the feed agent and the tests need to talk to it, without
+//! depending on the aggregator itself (`sitrep-server`). The wire types and their value conversions are
+//! `sitrep-proto`'s; tracing is `sitrep-telemetry`'s.
+//!
+//! # Layout
+//! - [`credentials`]: [`credentials::Bearer`], the key every call on a channel carries (with the caller's trace
+//!   context), and [`credentials::AuthedChannel`], a channel that carries it.
+//! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC.
+//! - [`display`]: readable one-line renderings of updates and mutual aid, for terminals and logs.
+
+pub mod credentials;
+pub mod display;
+pub mod sim;
