@@ -1,5 +1,6 @@
 //! `sitrep`: the command-line entry point. Thin by design: it parses arguments, sets up logging, and calls into
-//! `sitrep-server` (serve, simulate) or the generated gRPC clients (push, watch, aid).
+//! `sitrep-server` (serve), `sitrep-client` (simulate, and renderings for watch and aid), `sitrep-feed` (feed) or
+//! the generated gRPC clients (push, watch, aid).
 
 mod aid;
 mod bench;
