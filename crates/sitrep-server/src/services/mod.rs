@@ -6,9 +6,11 @@
 //! - [`subscriber_transport`]: its server, whose codec sends events encoded once for all subscribers.
 //! - [`query`]: `QueryService`: snapshot, directory, catalogue on request.
 //! - [`aid`]: `AidService`: mutual aid, a thin layer over [`crate::aid`].
+//! - [`refusals`]: tonic's own refusals of a caller's message (too large, not gRPC) as INVALID_ARGUMENT.
 
 pub mod aid;
 pub mod provider;
 pub mod query;
+pub mod refusals;
 pub mod subscriber;
 pub mod subscriber_transport;

@@ -16,25 +16,25 @@ use crate::convert::{
     absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, filter_from_wire, scope_to_wire,
     sender_to_wire, snapshot_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,
 };
-use crate::error;
+use crate::error::Error;
 
 /// The periods a history request covers (see [`Context::history_range`]), from the wire.
 fn range(
     ctx: &Context,
     from: Option<&prost_types::Timestamp>,
     to: Option<&prost_types::Timestamp>,
-) -> Result<(Timestamp, Timestamp), Status> {
+) -> Result<(Timestamp, Timestamp), Error> {
     ctx.history_range(from.map(timestamp_from_wire), to.map(timestamp_from_wire))
 }
 
-fn known_provider(ctx: &Context, code: &str) -> Result<(), Status> {
+fn known_provider(ctx: &Context, code: &str) -> Result<(), Error> {
     ctx.known_provider(code)
 }
 
-fn known_metric(ctx: &Context, field: &str, code: &str) -> Result<(), Status> {
+fn known_metric(ctx: &Context, field: &str, code: &str) -> Result<(), Error> {
     match ctx.catalogue.knows(code) {
         true => Ok(()),
-        false => Err(error::invalid_field(
+        false => Err(Error::invalid_field(
             field,
             "known_metric",
             format!("{field}: metric {code:?} is not in the catalogue"),
@@ -92,7 +92,7 @@ impl pb::query_service_server::QueryService for QueryApi {
             known_metric(ctx, &format!("metrics[{i}]"), m)?;
         }
         let (from, to) = range(ctx, req.from.as_ref(), req.to.as_ref())?;
-        let records = ctx.store.history(&req.provider, from, to).await.map_err(error::store)?;
+        let records = ctx.store.history(&req.provider, from, to).await.map_err(Error::store)?;
         let entries = records
             .into_iter()
             .map(|h| pb::HistoryEntry {
@@ -138,7 +138,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                 .store
                 .history(&provider, from, to)
                 .await
-                .map_err(error::store)?
+                .map_err(Error::store)?
                 .into_iter()
                 .map(PeriodRevision::from)
                 .collect();
@@ -198,18 +198,18 @@ impl pb::query_service_server::QueryService for QueryApi {
         known_metric(ctx, "metric", &req.metric)?;
         let hours = if req.hours == 0 { DEFAULT_HOURS } else { req.hours };
         if i64::from(hours) > ctx.limits.retention_hours {
-            return Err(error::invalid_field(
+            return Err(Error::invalid_field(
                 "hours",
                 "within_retention",
                 format!("hours = {hours} exceeds the {} hours of history kept", ctx.limits.retention_hours),
-            ));
+            ).into());
         }
         let to = req.to.as_ref().map(timestamp_from_wire).unwrap_or_else(Timestamp::now).hour_start();
         let periods = hours_ending(to, hours);
         // One hour more than shown, so the first hour has a change too.
         let from = periods[0].add_hours(-1);
         let history = |provider: String| async move {
-            let records = ctx.store.history(&provider, from, to).await.map_err(error::store)?;
+            let records = ctx.store.history(&provider, from, to).await.map_err(Error::store)?;
             let records: Vec<PeriodRevision> = records.into_iter().map(PeriodRevision::from).collect();
             Ok::<_, Status>((provider, records))
         };
@@ -262,7 +262,7 @@ impl pb::query_service_server::QueryService for QueryApi {
             }
             (true, false) => {
                 let scope = Scope::parse(&req.scope).filter(|s| ctx.rules.scopes().contains(s)).ok_or_else(|| {
-                    error::invalid_field(
+                    Error::invalid_field(
                         "scope",
                         "known_scope",
                         format!(
@@ -298,11 +298,11 @@ impl pb::query_service_server::QueryService for QueryApi {
                 out.scope = Some(scope_to_wire(&ctx.rules, &scope));
             }
             _ => {
-                return Err(error::invalid_field(
+                return Err(Error::invalid_field(
                     "provider",
                     "one_of",
                     "give exactly one of provider (e.g. \"RJ7\") or scope (e.g. \"system:QWE\")".to_owned(),
-                ));
+                ).into());
             }
         }
         Ok(Response::new(out))
