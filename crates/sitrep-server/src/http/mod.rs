@@ -18,7 +18,7 @@ pub mod json;
 
 pub use direct::serve as serve_direct;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +30,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prost::bytes::Bytes;
 use serde_json::{Value as Json, json};
-use sitrep_core::hourly::PeriodRevision;
-use sitrep_core::rollup::{Totals, rollup};
-use sitrep_core::{Code, ProviderLive, Timestamp, Value};
+use sitrep_core::{ProviderLive, Timestamp};
 use tokio_stream::StreamExt;
 
 use crate::auth::{Action, Principal};
 use crate::context::{Context, FilterSpec};
 use crate::error::Error;
 use crate::session::{self, Out, OutEvent};
+use crate::views;
 
 const PAGE: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/wallboard.js");
@@ -398,57 +397,16 @@ fn streamed(
 }
 
 /// Each selected provider's figures, and each of their scopes' rollup figures, for the hour before the current
-/// one: what the wallboard shows changes against.
+/// one ([`crate::views::previous_hour`]): what the wallboard shows changes against.
 async fn previous_hour(
     State(ctx): State<Arc<Context>>,
     Extension(who): Extension<Principal>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = params(q);
-    let f = ctx.resolve(Some(&filter(&params)), &who)?;
-    let hour = time_param(&params, "hour")?.unwrap_or_else(Timestamp::now).hour_start().add_hours(-1);
-    let rules = &ctx.rules;
-    let scopes = f.scopes(rules);
-    // Every provider of those scopes counts towards their rollups, selected or not.
-    let wanted: BTreeSet<String> = rules
-        .directory
-        .providers()
-        .filter(|p| f.providers.contains(&p.code) || scopes.iter().any(|s| rules.in_scope(&p.code, s)))
-        .map(|p| p.code.clone())
-        .collect();
-    let mut merged: BTreeMap<String, BTreeMap<Code, Value>> = BTreeMap::new();
-    for p in &wanted {
-        let records: Vec<PeriodRevision> = ctx
-            .store
-            .history(p, hour, hour)
-            .await
-            .map_err(Error::store)?
-            .into_iter()
-            .map(PeriodRevision::from)
-            .collect();
-        if let Some(values) = sitrep_core::hourly::merged_hour(rules, &records, hour) {
-            merged.insert(p.clone(), values);
-        }
-    }
-    let providers: BTreeMap<&String, BTreeMap<String, f64>> = merged
-        .iter()
-        .filter(|(p, _)| f.providers.contains(p))
-        .map(|(p, v)| (p, sitrep_core::derive::figures(&rules.catalogue, v)))
-        .collect();
-    let mut rollups = BTreeMap::new();
-    for scope in &scopes {
-        let mut totals = Totals::new(rules);
-        for (_, values) in merged.iter().filter(|(p, _)| rules.in_scope(p, scope)) {
-            totals.add(rules, values, false);
-        }
-        let figures: BTreeMap<String, f64> = rollup(rules, scope, &totals, None)
-            .metrics
-            .into_iter()
-            .filter_map(|m| Some((m.metric.to_string(), m.value?)))
-            .collect();
-        rollups.insert(scope.to_string(), figures);
-    }
-    Ok(ok(json!({ "hour": hour, "providers": providers, "rollups": rollups })))
+    let now = time_param(&params, "hour")?;
+    let view = views::previous_hour(&ctx, &who, &filter(&params), now).await?;
+    Ok(ok(json!({ "hour": view.hour, "providers": view.providers, "rollups": view.rollups })))
 }
 
 async fn history(
