@@ -64,6 +64,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/previous_hour", get(previous_hour))
+        .route("/api/v1/hourly", get(hourly))
         .route(
             "/api/v1/directory",
             get(|State(ctx): State<Arc<Context>>, Extension(who): Extension<Principal>| async move {
@@ -409,6 +410,31 @@ async fn previous_hour(
     Ok(ok(json!({ "hour": view.hour, "providers": view.providers, "rollups": view.rollups })))
 }
 
+/// One metric of a provider or a scope, hour by hour ([`crate::views::hourly`]), as `QueryService.GetHourly`
+/// gives it: `?metric=..&provider=..` or `&scope=system:QWE`, `hours=` (default 72) and `to=` (default now).
+async fn hourly(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = params(q);
+    let hours = match one(&params, "hours") {
+        None => 0,
+        Some(text) => text.parse::<u32>().map_err(|_| {
+            Error::invalid_field("hours", "whole_number", format!("hours = {text:?} is not a whole number of hours"))
+        })?,
+    };
+    let query = views::HourlyQuery {
+        metric: one(&params, "metric").unwrap_or_default().to_owned(),
+        provider: one(&params, "provider").map(str::to_owned),
+        scope: one(&params, "scope").map(str::to_owned),
+        hours,
+        to: time_param(&params, "to")?,
+    };
+    let view = views::hourly(&ctx, &who, &query).await?;
+    Ok(ok(json::hourly(&query.metric, &view)))
+}
+
 async fn history(
     State(ctx): State<Arc<Context>>,
     Extension(who): Extension<Principal>,
@@ -451,11 +477,18 @@ async fn changes(
     };
     let (from, to) = ctx.history_range(Some(since.hour_start().add_hours(-1)), Some(now.hour_start()))?;
     let metrics = list(&params, "metric");
-    let selected: Vec<&str> =
-        ctx.rules.directory.providers().map(|p| p.code.as_str()).filter(|p| f.providers.contains(p)).collect();
+    let selected: Vec<String> = ctx
+        .rules
+        .directory
+        .providers()
+        .filter(|p| f.providers.contains(&p.code))
+        .map(|p| p.code.clone())
+        .collect();
+    // One batch read for every selected provider, not a round trip each.
+    let mut stored = ctx.store.histories(&selected, from, to).await.map_err(Error::store)?;
     let mut histories = Vec::with_capacity(selected.len());
-    for p in selected {
-        let mut records = ctx.store.history(p, from, to).await.map_err(Error::store)?;
+    for p in &selected {
+        let mut records = stored.remove(p).unwrap_or_default();
         if !metrics.is_empty() {
             for r in &mut records {
                 r.values.retain(|k, _| metrics.iter().any(|m| m == k.as_str()));
