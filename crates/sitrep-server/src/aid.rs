@@ -134,7 +134,7 @@ fn acting_for(book: &AidBook, action: &Action) -> Result<String, Error> {
     }
 }
 
-/// A refusal as a status: a field breaking a rule is INVALID_ARGUMENT naming it; an unknown record NOT_FOUND; a
+/// A refusal as an error: a field breaking a rule is invalid, naming it; an unknown record not found; a
 /// record in the wrong state FAILED_PRECONDITION (the caller's picture was out of date: look again).
 pub fn refused(refusal: &Refusal) -> Error {
     match refusal {

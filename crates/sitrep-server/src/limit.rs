@@ -96,7 +96,9 @@ impl Subscriptions {
         let n = open.entry(principal.to_owned()).or_default();
         if self.per_principal > 0 && *n >= self.per_principal {
             return Err(Error::resource_exhausted(
-                format!("{principal} holds {n} subscriptions open already (subscribers.per_principal); close one first"),
+                format!(
+                    "{principal} holds {n} subscriptions open already (subscribers.per_principal); close one first"
+                ),
                 None,
             ));
         }

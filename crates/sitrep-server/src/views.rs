@@ -91,12 +91,8 @@ pub async fn hourly(ctx: &Context, who: &Principal, q: &HourlyQuery) -> Result<H
                 )
             })?;
             who.may(Action::ReadScope(&scope))?;
-            let expected: Vec<String> = ctx
-                .directory
-                .providers()
-                .filter(|p| rules.in_scope(&p.code, &scope))
-                .map(|p| p.code.clone())
-                .collect();
+            let expected: Vec<String> =
+                ctx.directory.providers().filter(|p| rules.in_scope(&p.code, &scope)).map(|p| p.code.clone()).collect();
             let histories = histories(ctx, &expected, from, to).await?;
             let metrics = BTreeSet::from([q.metric.clone()]);
             let roll = |list: &[(&str, &BTreeMap<Code, Value>)]| {
@@ -146,8 +142,7 @@ pub async fn metric_history(
     let mut series = Vec::new();
     for provider in providers {
         let Some(records) = histories.remove(&provider) else { continue };
-        let periods: Vec<Timestamp> =
-            records.iter().map(|r| r.period).collect::<BTreeSet<_>>().into_iter().collect();
+        let periods: Vec<Timestamp> = records.iter().map(|r| r.period).collect::<BTreeSet<_>>().into_iter().collect();
         let hours: Vec<ProviderHour> = provider_hours(&ctx.rules, &records, metric, &periods)
             .into_iter()
             .filter(|h| h.revision.is_some() && h.value.is_some())

@@ -8,7 +8,7 @@
 //! violations, each naming the action, the field, the rule and the value (`offer: request = "X7" is not a request
 //! id like R12`). The rest is said once, elsewhere: the domain's rules (needed-by in the future, a pair rather than a
 //! metric, the lengths of reference and summary) in the core, whose refusals [`crate::aid::refused`] turns into
-//! statuses; the message's `cursor` and who may act in [`crate::aid::act`], which takes the action made here; scopes
+//! errors; the message's `cursor` and who may act in [`crate::aid::act`], which takes the action made here; scopes
 //! in [`crate::aid`]'s views, which know the directory (so `ListAidRequests` and `GetAidMeasures` need no decoding).
 //!
 //! To the wire, nothing can fail. A request goes out with its offers ([`crate::aid::Case`]) and, for accepted ones,

@@ -69,7 +69,10 @@ fn open_direct(
     peer: &crate::transport::Peer,
 ) -> Result<EventStream, Box<(super::ApiError, Option<crate::auth::Principal>)>> {
     let Some(head) = head else {
-        return Err(Box::new((Error::new(Kind::Invalid(Vec::new()), "a malformed or incomplete request head").into(), None)));
+        return Err(Box::new((
+            Error::new(Kind::Invalid(Vec::new()), "a malformed or incomplete request head").into(),
+            None,
+        )));
     };
     match ctx.auth.authenticate(&head.headers, Some(peer)) {
         Ok(Some(who)) => match open_events(ctx, &who, head.query, head.last_event_id.as_deref(), "directly") {

@@ -2,8 +2,10 @@
 //! endpoints for load balancers.
 //!
 //! # Layout
-//! - [`router`]: every route. Handlers are thin: they resolve the same filters as gRPC (`Context::resolve`) and
-//!   read the same store; subscriptions run the same [`crate::session`] as gRPC `Subscribe`.
+//! - [`router`]: every route. Handlers are thin: they resolve the same filters as gRPC (`Context::resolve`), call
+//!   the same views ([`crate::views`]: hourly, previous hour) and read the same store; subscriptions run the same
+//!   [`crate::session`] as gRPC `Subscribe`. Failures are [`crate::error::Error`]s, answered by [`Error::http`]
+//!   (status code and `{error, violations}`); nothing here knows gRPC statuses.
 //! - [`json`]: the JSON forms of snapshots, events, the directory, the catalogue, history and mutual aid.
 //! - [`aid`]: the mutual aid API (`/api/v1/aid/...`), over [`crate::aid`].
 //! - The wallboard itself (`web/`: one HTML page, its script and style) is compiled into the binary.
@@ -477,13 +479,8 @@ async fn changes(
     };
     let (from, to) = ctx.history_range(Some(since.hour_start().add_hours(-1)), Some(now.hour_start()))?;
     let metrics = list(&params, "metric");
-    let selected: Vec<String> = ctx
-        .rules
-        .directory
-        .providers()
-        .filter(|p| f.providers.contains(&p.code))
-        .map(|p| p.code.clone())
-        .collect();
+    let selected: Vec<String> =
+        ctx.rules.directory.providers().filter(|p| f.providers.contains(&p.code)).map(|p| p.code.clone()).collect();
     // One batch read for every selected provider, not a round trip each.
     let mut stored = ctx.store.histories(&selected, from, to).await.map_err(Error::store)?;
     let mut histories = Vec::with_capacity(selected.len());

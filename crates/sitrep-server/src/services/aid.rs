@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status};
 use crate::aid;
 use crate::auth::principal_of;
 use crate::context::Context;
-use crate::error::Error;
 use crate::convert::aid::{self as wire, Trail};
+use crate::error::Error;
 
 pub struct AidApi {
     ctx: Arc<Context>,
