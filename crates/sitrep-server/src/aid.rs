@@ -27,7 +27,7 @@ use sitrep_store::{Acted, Store};
 
 use crate::auth::{Action as Grant, Principal};
 use crate::context::Context;
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::hub::Hub;
 
 /// The principal the clock's actions are recorded under.
@@ -58,7 +58,7 @@ const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<&str>) -> Result<Done, Error> {
     let look = || ctx.with_picture(|p| (acting_for(p.aid(), &action), p.cursor().clone()));
     let (mut on_behalf, mut hub_cursor) = look().await?;
-    if on_behalf.as_ref().is_err_and(|e| e.code() == tonic::Code::NotFound) {
+    if on_behalf.as_ref().is_err_and(|e| e.kind == Kind::NotFound) {
         // The picture follows the log a moment behind: look again once it shows everything stored so far.
         let head = ctx.store.head().await.map_err(Error::store)?;
         if ctx.hub.shows(&head, CATCH_UP).await {
