@@ -207,6 +207,28 @@ async fn hour_by_hour_for_a_provider_and_its_system() {
     assert_eq!(qwe.points[1].completeness, 0.4);
     assert!((qwe.points[1].change.unwrap() - (100.0 * 25.0 / 30.0 - 50.0)).abs() < 1e-9);
 
+    // The JSON API answers the same view.
+    let to_ms = now.hour_start().millis();
+    let path = format!("/api/v1/hourly?scope=system:QWE&metric=beds.cc_adult.occupancy&hours=3&to={to_ms}");
+    let json = crate::http::get(&server.url, &path).await.json();
+    assert_eq!(json["scope"], "system:QWE");
+    let points = json["points"].as_array().expect("points");
+    assert_eq!(points.len(), qwe.points.len());
+    for (j, p) in points.iter().zip(&qwe.points) {
+        assert_eq!(j["value"].as_f64().map(|v| (v * 100.0).round()), p.value.map(|v| (v * 100.0).round()), "{j}");
+        assert_eq!(j["providers_reported"], serde_json::json!(p.providers_reported));
+        assert_eq!(j["providers_expected"], p.providers_expected);
+    }
+    let path = format!("/api/v1/hourly?provider=RJ7&metric=beds.cc_adult.occupied&hours=3&to={to_ms}");
+    let json = crate::http::get(&server.url, &path).await.json();
+    let got: Vec<_> =
+        json["points"].as_array().unwrap().iter().map(|p| (p["value"].as_f64(), p["revision"].as_u64())).collect();
+    assert_eq!(got, [(Some(10.0), Some(1)), (Some(16.0), Some(2)), (Some(18.0), Some(1))]);
+    let bad =
+        crate::http::get(&server.url, "/api/v1/hourly?provider=RJ7&scope=system:QWE&metric=beds.cc_adult.occupied")
+            .await;
+    assert_eq!((bad.status, bad.json()["violations"][0]["rule"].as_str()), (400, Some("one_of")));
+
     // Bad requests name the field and the rule.
     let err = query.get_hourly(hourly("RJ7", "system:QWE", "beds.cc_adult.occupied")).await.unwrap_err();
     assert!(err.message().contains("give exactly one of provider"), "{}", err.message());

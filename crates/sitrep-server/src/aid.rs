@@ -24,11 +24,10 @@ use sitrep_core::aid::{
 };
 use sitrep_core::{Cursor, Event, Picture, Timestamp};
 use sitrep_store::{Acted, Store};
-use tonic::Status;
 
 use crate::auth::{Action as Grant, Principal};
 use crate::context::Context;
-use crate::error;
+use crate::error::{Error, Kind};
 use crate::hub::Hub;
 
 /// The principal the clock's actions are recorded under.
@@ -56,12 +55,12 @@ const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 /// Takes `action` for `who`, after checking its grants against the book, on the picture at `cursor` (the caller's,
 /// if it sent one, else this replica's now). Answers once this replica's picture shows the action (or
 /// [`CATCH_UP`] passed), so the caller's next request here sees what it did.
-pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<&str>) -> Result<Done, Status> {
+pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<&str>) -> Result<Done, Error> {
     let look = || ctx.with_picture(|p| (acting_for(p.aid(), &action), p.cursor().clone()));
     let (mut on_behalf, mut hub_cursor) = look().await?;
-    if on_behalf.as_ref().is_err_and(|e| e.code() == tonic::Code::NotFound) {
+    if on_behalf.as_ref().is_err_and(|e| e.kind == Kind::NotFound) {
         // The picture follows the log a moment behind: look again once it shows everything stored so far.
-        let head = ctx.store.head().await.map_err(error::store)?;
+        let head = ctx.store.head().await.map_err(Error::store)?;
         if ctx.hub.shows(&head, CATCH_UP).await {
             (on_behalf, hub_cursor) = look().await?;
         }
@@ -71,7 +70,7 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
     let cursor = match cursor.filter(|c| !c.is_empty()) {
         None => hub_cursor,
         Some(text) => Cursor::parse(text).ok_or_else(|| {
-            error::invalid_field("cursor", "cursor", format!("cursor {text:?} is not a cursor sitrep gave out"))
+            Error::invalid_field("cursor", "cursor", format!("cursor {text:?} is not a cursor sitrep gave out"))
         })?,
     };
     let actor = Actor { principal: who.name.clone(), cursor };
@@ -82,12 +81,12 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
             let change = events
                 .first()
                 .and_then(|e| e.aid.as_deref())
-                .ok_or_else(|| Status::internal(format!("{name}: the store answered with no mutual aid change")))?;
+                .ok_or_else(|| Error::internal(format!("{name}: the store answered with no mutual aid change")))?;
             let request = change
                 .requests
                 .first()
                 .cloned()
-                .ok_or_else(|| Status::internal(format!("{name}: the store answered with no request")))?;
+                .ok_or_else(|| Error::internal(format!("{name}: the store answered with no request")))?;
             let offers = change.offers.clone();
             if let Some(last) = events.last() {
                 ctx.hub.shows(&last.cursor, CATCH_UP).await;
@@ -101,25 +100,25 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
 /// A store failure while acting. Unlike a report's, an action has no key that makes a retry a duplicate: if the
 /// store took it before its answer was lost, trying again could, say, make a second request. So the caller is told
 /// to look first.
-fn store_failed(e: sitrep_store::StoreError) -> Status {
+fn store_failed(e: sitrep_store::StoreError) -> Error {
     match e {
-        sitrep_store::StoreError::Unavailable { .. } => Status::unavailable(format!(
+        sitrep_store::StoreError::Unavailable { .. } => Error::unavailable(format!(
             "{e}; the action may or may not have been stored: look at the request (list or get it) before trying again"
         )),
-        other => error::store(other),
+        other => Error::store(other),
     }
 }
 
 /// The provider an action is taken for (whose grant it needs), from the book; NOT_FOUND for an unknown request or
 /// offer, PERMISSION_DENIED for the clock's actions.
-fn acting_for(book: &AidBook, action: &Action) -> Result<String, Status> {
+fn acting_for(book: &AidBook, action: &Action) -> Result<String, Error> {
     let request = |id: RequestId| {
         book.request(id)
             .map(|r| r.ask.provider.clone())
-            .ok_or_else(|| Status::not_found(format!("{} refused: unknown request {id}", action.name())))
+            .ok_or_else(|| Error::not_found(format!("{} refused: unknown request {id}", action.name())))
     };
     let offer = |id: OfferId| {
-        book.offer(id).ok_or_else(|| Status::not_found(format!("{} refused: unknown offer {id}", action.name())))
+        book.offer(id).ok_or_else(|| Error::not_found(format!("{} refused: unknown offer {id}", action.name())))
     };
     match action {
         Action::Create(ask) => Ok(ask.provider.clone()),
@@ -130,18 +129,18 @@ fn acting_for(book: &AidBook, action: &Action) -> Result<String, Status> {
         | Action::Cancel { request: id, .. }
         | Action::Unfulfilled { request: id, .. } => request(*id),
         Action::ExpireRequest(_) | Action::ExpireOffer(_) | Action::ExpireHold(_) | Action::Escalate { .. } => {
-            Err(Status::permission_denied(format!("{} is the clock's to take, not a caller's", action.name())))
+            Err(Error::permission_denied(format!("{} is the clock's to take, not a caller's", action.name())))
         }
     }
 }
 
-/// A refusal as a status: a field breaking a rule is INVALID_ARGUMENT naming it; an unknown record NOT_FOUND; a
+/// A refusal as an error: a field breaking a rule is invalid, naming it; an unknown record not found; a
 /// record in the wrong state FAILED_PRECONDITION (the caller's picture was out of date: look again).
-pub fn refused(refusal: &Refusal) -> Status {
+pub fn refused(refusal: &Refusal) -> Error {
     match refusal {
-        Refusal::Invalid { field, code, .. } => error::invalid_field(field, code, refusal.to_string()),
-        Refusal::UnknownRequest(..) | Refusal::UnknownOffer(..) => Status::not_found(refusal.to_string()),
-        Refusal::Request { .. } | Refusal::Offer { .. } => Status::failed_precondition(refusal.to_string()),
+        Refusal::Invalid { field, code, .. } => Error::invalid_field(field, code, refusal.to_string()),
+        Refusal::UnknownRequest(..) | Refusal::UnknownOffer(..) => Error::not_found(refusal.to_string()),
+        Refusal::Request { .. } | Refusal::Offer { .. } => Error::conflict(refusal.to_string()),
     }
 }
 
@@ -157,11 +156,11 @@ fn case_of(book: &AidBook, request: &Request) -> Case {
 
 /// The requests `who` may see, newest first: only those still open to offers or under way with `open_only`, and
 /// only those of providers in `scope` (`system:QWE`, `region:Y56`, `nation`) when given.
-pub async fn cases(ctx: &Context, who: &Principal, open_only: bool, scope: Option<&str>) -> Result<Vec<Case>, Status> {
+pub async fn cases(ctx: &Context, who: &Principal, open_only: bool, scope: Option<&str>) -> Result<Vec<Case>, Error> {
     let members = match scope.filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(ctx.directory.members(s).ok_or_else(|| {
-            error::invalid_field(
+            Error::invalid_field(
                 "scope",
                 "known_scope",
                 format!("scope {s:?} is not system:CODE, region:CODE or nation"),
@@ -185,9 +184,9 @@ pub async fn cases(ctx: &Context, who: &Principal, open_only: bool, scope: Optio
 
 /// One request with its offers and full decision trail; NOT_FOUND if unknown or not visible to `who` (the same
 /// answer, so ids cannot be probed).
-pub async fn case(ctx: &Context, who: &Principal, id: RequestId) -> Result<Case, Status> {
+pub async fn case(ctx: &Context, who: &Principal, id: RequestId) -> Result<Case, Error> {
     let found = ctx.with_picture(|p| p.aid().request(id).map(|r| case_of(p.aid(), r))).await?;
-    found.filter(|c| visible(who, c)).ok_or_else(|| Status::not_found(format!("unknown request {id}")))
+    found.filter(|c| visible(who, c)).ok_or_else(|| Error::not_found(format!("unknown request {id}")))
 }
 
 /// What the picture says of each provider for `pair`, for [`aid::candidates`]: open and occupied beds, OPEL level
@@ -215,7 +214,7 @@ pub fn statuses(picture: &Picture, pair: &str) -> Vec<ProviderStatus> {
 
 /// The providers request `id` could ask, ranked (see [`aid::candidates`]), among those `who` may read; the
 /// others are summed up in one exclusion without their names.
-pub async fn candidates(ctx: &Context, who: &Principal, id: RequestId) -> Result<(Case, Ranking), Status> {
+pub async fn candidates(ctx: &Context, who: &Principal, id: RequestId) -> Result<(Case, Ranking), Error> {
     let case = case(ctx, who, id).await?;
     let mut ranking = ctx
         .with_picture(|p| {
@@ -251,9 +250,9 @@ pub async fn measures(
     who: &Principal,
     scope: &str,
     days: u32,
-) -> Result<(Measures, Vec<(Timestamp, Measures)>), Status> {
+) -> Result<(Measures, Vec<(Timestamp, Measures)>), Error> {
     if days > MEASURE_DAYS_MAX {
-        return Err(error::invalid_field(
+        return Err(Error::invalid_field(
             "days",
             "at_most",
             format!("days = {days} is more than the {MEASURE_DAYS_MAX} days measures are given for"),
@@ -264,7 +263,7 @@ pub async fn measures(
         s => sitrep_core::Scope::parse(s),
     };
     let parsed = parsed.filter(|s| ctx.rules.scopes().contains(s)).ok_or_else(|| {
-        error::invalid_field(
+        Error::invalid_field(
             "scope",
             "known_scope",
             format!("scope {scope:?} is not system:CODE, region:CODE or nation"),
@@ -281,7 +280,7 @@ pub async fn measures(
             ))
         })
         .await?;
-    measured.ok_or_else(|| Status::not_found(format!("scope {scope:?} has no members")))
+    measured.ok_or_else(|| Error::not_found(format!("scope {scope:?} has no members")))
 }
 
 /// The clock's part: every action due at `now` by the picture's book (expiry, escalation), taken through the

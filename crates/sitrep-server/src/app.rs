@@ -223,7 +223,7 @@ impl App {
         let mut router = routes
             .routes()
             .into_axum_router()
-            .layer(axum::middleware::map_response(crate::http::name_refusals))
+            .layer(axum::middleware::map_response(crate::services::refusals::name_refusals))
             .merge(crate::http::router(self.ctx.clone()))
             .fallback(crate::http::fallback)
             // Every request, gRPC and HTTP, is authenticated by this one layer.

@@ -95,21 +95,22 @@ impl Refusals {
     }
 }
 
-/// The kind of refusal a status is (`unauthenticated`, `permission_denied`, `resource_exhausted`) and its reason;
+/// The kind of refusal a status code is (`unauthenticated`, `permission_denied`, `resource_exhausted`) and its reason;
 /// `None` for any other status. The one mapping every path records by.
-pub fn refusal_of(status: &Status) -> Option<(&'static str, String)> {
-    let kind = match status.code() {
+pub fn refusal_of(code: tonic::Code, message: &str) -> Option<(&'static str, String)> {
+    let kind = match code {
         tonic::Code::Unauthenticated => "unauthenticated",
         tonic::Code::PermissionDenied => "permission_denied",
         tonic::Code::ResourceExhausted => "resource_exhausted",
         _ => return None,
     };
-    Some((kind, status.message().to_owned()))
+    Some((kind, message.to_owned()))
 }
 
 /// The refusal a gRPC status in `headers` (a trailers-only answer's, or trailers) is, if any.
 pub fn refusal_in(headers: &HeaderMap) -> Option<(&'static str, String)> {
-    refusal_of(&Status::from_header_map(headers)?)
+    let status = Status::from_header_map(headers)?;
+    refusal_of(status.code(), status.message())
 }
 
 /// Who asked for what, from where: what a refusal of it is recorded with.

@@ -36,6 +36,7 @@ use sitrep_core::{Rules, Selection};
 use tonic::Status;
 
 use crate::config::{Config, ConfigError};
+use crate::error::Error;
 use crate::transport::Peer;
 
 /// What a caller may do.
@@ -80,7 +81,7 @@ pub enum Action<'a> {
 
 impl Principal {
     /// The one authorisation decision: `Ok`, or PERMISSION_DENIED naming what was asked and what is granted.
-    pub fn may(&self, action: Action<'_>) -> Result<(), Status> {
+    pub fn may(&self, action: Action<'_>) -> Result<(), Error> {
         let g = &self.grants;
         let allowed = match action {
             Action::Write(p) => g.write.as_ref().is_none_or(|w| w.contains(p)),
@@ -122,7 +123,7 @@ impl Principal {
                 }
             ),
         };
-        Err(Status::permission_denied(message))
+        Err(Error::permission_denied(message))
     }
 
     /// The scopes among `scopes` whose totals it may read.
@@ -614,7 +615,7 @@ impl Authenticator {
 
     /// The principal `headers` authenticate: `Ok(None)` with no credential, `Err` (UNAUTHENTICATED) with one
     /// that is malformed, unknown, expired or wrongly signed. Open: always the anonymous principal.
-    pub fn authenticate(&self, headers: &HeaderMap, peer: Option<&Peer>) -> Result<Option<Principal>, Status> {
+    pub fn authenticate(&self, headers: &HeaderMap, peer: Option<&Peer>) -> Result<Option<Principal>, Error> {
         if self.is_open() {
             return Ok(Some(Principal::anonymous()));
         }
@@ -622,9 +623,9 @@ impl Authenticator {
             // No header: a wallboard's session cookie, made from a kiosk link.
             if let Some(cookie) = kiosk::cookie(headers) {
                 let claims = self.sessions.session(cookie, unix_now()).map_err(|why| {
-                    Status::unauthenticated(format!("this screen's sign-in is no good ({why}): open a new kiosk link"))
+                    Error::unauthenticated(format!("this screen's sign-in is no good ({why}): open a new kiosk link"))
                 })?;
-                let grants = self.screen_grants(&claims.read).map_err(Status::unauthenticated)?;
+                let grants = self.screen_grants(&claims.read).map_err(Error::unauthenticated)?;
                 return Ok(Some(Principal { name: claims.name, credential: "kiosk session".into(), grants }));
             }
             // Else a client certificate (verified by the TLS handshake) may name the principal.
@@ -635,7 +636,7 @@ impl Authenticator {
             let (found, names) = principals.for_certificate(cert.as_ref());
             return match found {
                 Some(p) => Ok(Some(p.clone())),
-                None => Err(Status::unauthenticated(format!(
+                None => Err(Error::unauthenticated(format!(
                     "the client certificate ({}) is not a principal's: add one of its names to the principals file",
                     names.join(", ")
                 ))),
@@ -646,26 +647,26 @@ impl Authenticator {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or_else(|| Status::unauthenticated("the authorization header is not \"Bearer <key or token>\""))?;
+            .ok_or_else(|| Error::unauthenticated("the authorization header is not \"Bearer <key or token>\""))?;
         if self.jwks_file.is_some() && jwt::looks_like(token) {
             return self.token(token).map(Some);
         }
         let principals = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
         // The key itself is never logged or echoed: an unknown one is only said to be unknown.
         principals.find(token).cloned().map(Some).ok_or_else(|| {
-            Status::unauthenticated("the key is not known (revoked, mistyped, or for another deployment)")
+            Error::unauthenticated("the key is not known (revoked, mistyped, or for another deployment)")
         })
     }
 
     /// The principal a signed token names, with the grants its claims hold.
-    fn token(&self, token: &str) -> Result<Principal, Status> {
+    fn token(&self, token: &str) -> Result<Principal, Error> {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
         let now = unix_now();
-        let (claims, kid) = jwt::verify(token, &keys, &self.expect, now).map_err(Status::unauthenticated)?;
+        let (claims, kid) = jwt::verify(token, &keys, &self.expect, now).map_err(Error::unauthenticated)?;
         let g = &claims.sitrep;
         let grants = self
             .claimed_grants(&g.write, &g.read, g.admin, g.organisation.as_deref(), &g.coordinate)
-            .map_err(|e| Status::unauthenticated(format!("the token's sitrep claim: {e}")))?;
+            .map_err(|e| Error::unauthenticated(format!("the token's sitrep claim: {e}")))?;
         let credential = match &claims.jti {
             Some(jti) => format!("token {kid}/{jti}"),
             None => format!("token {kid}"),
@@ -729,9 +730,8 @@ pub async fn layer(
                 _ => None,
             } {
                 let reason = response.extensions().get::<crate::audit::Reason>().map(|r| r.0.clone());
-                let status =
-                    Status::new(code, reason.unwrap_or_else(|| format!("HTTP {}", response.status().as_u16())));
-                auth.refusals.refuse(&attempt, crate::audit::refusal_of(&status).expect("a refusal's code"));
+                let reason = reason.unwrap_or_else(|| format!("HTTP {}", response.status().as_u16()));
+                auth.refusals.refuse(&attempt, crate::audit::refusal_of(code, &reason).expect("a refusal's code"));
                 return response;
             }
             let grpc = response
@@ -754,32 +754,33 @@ pub async fn layer(
         // A browser's CORS preflight carries no credential by design: the HTTP guard answers it.
         Ok(None) if public(&path) || request.method() == axum::http::Method::OPTIONS => next.run(request).await,
         Ok(None) => {
-            let status = Status::unauthenticated("a credential is needed: authorization: Bearer <key>");
-            auth.refusals.refuse(&attempt, crate::audit::refusal_of(&status).expect("a refusal"));
-            refuse(&request, status)
+            let error = Error::unauthenticated("a credential is needed: authorization: Bearer <key>");
+            auth.refusals.refuse(&attempt, error.refusal().expect("a refusal"));
+            refuse(&request, error)
         }
-        Err(status) => {
-            auth.refusals.refuse(&attempt, crate::audit::refusal_of(&status).expect("a refusal"));
-            refuse(&request, status)
+        Err(error) => {
+            auth.refusals.refuse(&attempt, error.refusal().expect("a refusal"));
+            refuse(&request, error)
         }
     }
 }
 
-fn refuse(request: &Request, status: Status) -> Response {
+/// A refused credential in the request's own protocol: a gRPC status, or HTTP 401 asking for a bearer credential.
+fn refuse(request: &Request, error: Error) -> Response {
     let grpc =
         request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if grpc {
-        return status.into_http::<axum::body::Body>().into_response();
+        return Status::from(error).into_http::<axum::body::Body>().into_response();
     }
-    let mut r =
-        (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": status.message() }))).into_response();
+    let (code, body) = error.http();
+    let mut r = (code, axum::Json(body)).into_response();
     r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
 }
 
 /// The principal a request was authenticated as (the layer always puts one in, except on public routes).
-pub fn principal_of(extensions: &axum::http::Extensions) -> Result<&Principal, Status> {
-    extensions.get::<Principal>().ok_or_else(|| Status::unauthenticated("a credential is needed"))
+pub fn principal_of(extensions: &axum::http::Extensions) -> Result<&Principal, Error> {
+    extensions.get::<Principal>().ok_or_else(|| Error::unauthenticated("a credential is needed"))
 }
 
 #[cfg(test)]
@@ -801,7 +802,7 @@ mod tests {
         assert!(who.may(Action::Write("RJ7")).is_ok());
         let denied = who.may(Action::Write("RGT")).unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-        assert_eq!(denied.message(), "RJ7 feed may not report for provider RGT: its write grant is RJ7");
+        assert_eq!(denied.message, "RJ7 feed may not report for provider RGT: its write grant is RJ7");
         assert!(who.may(Action::ReadProvider("RVR")).is_ok(), "RVR is in QWE");
         assert!(who.may(Action::ReadProvider("RGT")).is_err());
         let qwe = Scope::new(Level::System, "QWE");

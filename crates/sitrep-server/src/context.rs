@@ -12,11 +12,10 @@ use sitrep_core::{Catalogue, Directory, Limits, Rules, Selection, Timestamp};
 use sitrep_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::Status;
 
 use crate::auth::{Action, Principal};
 use crate::config::SubscriberConfig;
-use crate::error;
+use crate::error::Error;
 use crate::hub::Hub;
 
 /// How long a query waits for the Hub's picture (at start-up, or while it reloads) before answering `UNAVAILABLE`.
@@ -147,15 +146,15 @@ impl Context {
         &self,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-    ) -> Result<(Timestamp, Timestamp), Status> {
+    ) -> Result<(Timestamp, Timestamp), Error> {
         let to = to.unwrap_or_else(|| Timestamp::now().hour_start());
         let from = from.unwrap_or_else(|| to.add_hours(-23));
         if from > to {
-            return Err(error::invalid_field("from", "before_to", format!("from {from} is later than to {to}")));
+            return Err(Error::invalid_field("from", "before_to", format!("from {from} is later than to {to}")));
         }
         let hours = to.millis().checked_sub(from.millis()).map_or(i64::MAX, |ms| ms / Timestamp::HOUR_MS);
         if hours > self.limits.retention_hours {
-            return Err(error::invalid_field(
+            return Err(Error::invalid_field(
                 "to",
                 "within_retention",
                 format!(
@@ -168,10 +167,10 @@ impl Context {
     }
 
     /// `Ok` if the directory knows the provider, else `INVALID_ARGUMENT` on the field `provider`.
-    pub fn known_provider(&self, code: &str) -> Result<(), Status> {
+    pub fn known_provider(&self, code: &str) -> Result<(), Error> {
         match self.directory.provider(code) {
             Some(_) => Ok(()),
-            None => Err(error::invalid_field(
+            None => Err(Error::invalid_field(
                 "provider",
                 "known_provider",
                 format!("provider {code:?} is not in the directory"),
@@ -181,21 +180,21 @@ impl Context {
 
     /// The selected part of the Hub's picture, waiting a little (at start-up, or while it reloads after the log
     /// reset) for the picture to be there; `UNAVAILABLE` if it does not come.
-    pub async fn snapshot(&self, selection: &sitrep_core::Selection) -> Result<sitrep_core::PictureSnapshot, Status> {
+    pub async fn snapshot(&self, selection: &sitrep_core::Selection) -> Result<sitrep_core::PictureSnapshot, Error> {
         self.read_picture(|| self.hub.snapshot(selection)).await
     }
 
     /// The open alerts of the selected providers, from the Hub's picture (waiting for it as [`Context::snapshot`]).
-    pub async fn alerts(&self, selection: &sitrep_core::Selection) -> Result<Vec<sitrep_core::Alert>, Status> {
+    pub async fn alerts(&self, selection: &sitrep_core::Selection) -> Result<Vec<sitrep_core::Alert>, Error> {
         self.read_picture(|| self.hub.alerts(selection)).await
     }
 
     /// What `read` makes of the Hub's picture, waiting for it as [`Context::snapshot`].
-    pub async fn with_picture<T>(&self, read: impl Fn(&sitrep_core::Picture) -> T) -> Result<T, Status> {
+    pub async fn with_picture<T>(&self, read: impl Fn(&sitrep_core::Picture) -> T) -> Result<T, Error> {
         self.read_picture(|| self.hub.read(&read)).await
     }
 
-    async fn read_picture<T>(&self, read: impl Fn() -> Option<T>) -> Result<T, Status> {
+    async fn read_picture<T>(&self, read: impl Fn() -> Option<T>) -> Result<T, Error> {
         let deadline = tokio::time::Instant::now() + PICTURE_WAIT;
         loop {
             if let Some(value) = read() {
@@ -203,7 +202,7 @@ impl Context {
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() || !self.hub.ready(left).await {
-                return Err(error::not_ready());
+                return Err(Error::not_ready());
             }
             // Ready, but the picture may have been dropped again before it was read: look once more.
             tokio::task::yield_now().await;
@@ -213,7 +212,7 @@ impl Context {
     /// Resolves a filter within what `who` may read: `INVALID_ARGUMENT` naming the first unknown code (e.g.
     /// `filter.systems[1]`), PERMISSION_DENIED for a provider outside its read grant; no filter is everything it
     /// may read.
-    pub fn resolve(&self, filter: Option<&FilterSpec>, who: &Principal) -> Result<ResolvedFilter, Status> {
+    pub fn resolve(&self, filter: Option<&FilterSpec>, who: &Principal) -> Result<ResolvedFilter, Error> {
         let readable_scopes = who.grants.read.clone();
         let Some(f) = filter else {
             return Ok(ResolvedFilter { providers: who.grants.readable.clone(), metrics: None, readable_scopes });
@@ -221,10 +220,10 @@ impl Context {
         let providers = self
             .directory
             .select(&f.providers, &f.systems, &f.regions)
-            .map_err(|e| error::invalid_field(&format!("filter.{}", e.field), "known_code", e.to_string()))?;
+            .map_err(|e| Error::invalid_field(&format!("filter.{}", e.field), "known_code", e.to_string()))?;
         for (i, m) in f.metrics.iter().enumerate() {
             if !self.catalogue.knows(m) {
-                return Err(error::invalid_field(
+                return Err(Error::invalid_field(
                     &format!("filter.metrics[{i}]"),
                     "known_metric",
                     format!("filter.metrics[{i}]: metric {m:?} is not in the catalogue"),

@@ -9,11 +9,14 @@
 //! - [`config`]: the one typed configuration struct, parsed from TOML, and the directory and catalogue it names.
 //! - [`context`]: what every surface shares ([`context::Context`]), below the services, HTTP, sessions and aid.
 //! - [`convert`]: the only place wire types (`sitrep-proto`) meet domain types (`sitrep-core`).
-//! - [`error`]: how domain and store failures become gRPC statuses.
+//! - [`error`]: the one error type below the transports ([`error::Error`]: a kind and a sentence naming field,
+//!   rule and value), with its one mapping to a gRPC status and its one mapping to an HTTP answer.
 //! - [`limit`]: limits per caller (reports per provider per minute).
 //! - [`metrics`]: the Prometheus metrics (`GET /metrics`, admin grant), and the store wrapper that times every call.
 //! - [`hub`]: the Hub, which tails the store's event log and fans events out to bounded per-subscriber queues.
 //! - [`resync`]: why a subscriber is sent a fresh snapshot, told by both transports and counted by the metrics.
+//! - [`views`]: the views over history every transport serves (hour by hour, a metric's series, the previous
+//!   hour): domain inputs to domain answers, history read in one batch.
 //! - [`session`]: one subscription's gap-free sequence of snapshot, events, heartbeats, resets and status, shared
 //!   by gRPC `Subscribe` and the browser's Server-Sent Events.
 //! - [`services`]: the gRPC services: `ProviderService` (ingest), `SubscriberService`, `QueryService`,
@@ -45,6 +48,7 @@ pub mod session;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;
+pub mod views;
 
 pub use app::{App, redis_store_from_config, serve, store_from_config};
 pub use config::Config;

@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tonic::Status;
-use tonic_types::{ErrorDetails, StatusExt};
+use crate::error::Error;
 
 pub struct ReportLimiter {
     /// Reports a provider may send a minute; 0: no limit.
@@ -32,7 +31,7 @@ impl ReportLimiter {
 
     /// Takes one report's allowance for `provider` (a code the directory knows, so the buckets stay as few as the
     /// providers), or says how long until there is one: RESOURCE_EXHAUSTED with a retry delay.
-    pub fn take(&self, provider: &str, now: Instant) -> Result<(), Status> {
+    pub fn take(&self, provider: &str, now: Instant) -> Result<(), Error> {
         if self.per_minute == 0 {
             return Ok(());
         }
@@ -57,11 +56,7 @@ impl ReportLimiter {
             self.per_minute,
             wait.as_secs_f64()
         );
-        Err(Status::with_error_details(
-            tonic::Code::ResourceExhausted,
-            message,
-            ErrorDetails::with_retry_info(Some(wait)),
-        ))
+        Err(Error::resource_exhausted(message, Some(wait)))
     }
 }
 
@@ -96,13 +91,16 @@ impl Subscriptions {
     }
 
     /// Counts one more subscription of `principal`, or RESOURCE_EXHAUSTED when it holds its limit already.
-    pub fn open(&self, principal: &str) -> Result<Ticket, Status> {
+    pub fn open(&self, principal: &str) -> Result<Ticket, Error> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(principal.to_owned()).or_default();
         if self.per_principal > 0 && *n >= self.per_principal {
-            return Err(Status::resource_exhausted(format!(
-                "{principal} holds {n} subscriptions open already (subscribers.per_principal); close one first"
-            )));
+            return Err(Error::resource_exhausted(
+                format!(
+                    "{principal} holds {n} subscriptions open already (subscribers.per_principal); close one first"
+                ),
+                None,
+            ));
         }
         *n += 1;
         Ok(Ticket { principal: principal.to_owned(), open: self.open.clone() })
@@ -120,7 +118,8 @@ mod tests {
         for _ in 0..60 {
             limiter.take("RJ7", t).unwrap();
         }
-        let refused = limiter.take("RJ7", t).unwrap_err();
+        let refused = tonic::Status::from(limiter.take("RJ7", t).unwrap_err());
+        use tonic_types::StatusExt;
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         let retry = refused.get_details_retry_info().and_then(|r| r.retry_delay).unwrap();
         assert!((retry.as_secs_f64() - 1.0).abs() < 0.01, "{retry:?}");

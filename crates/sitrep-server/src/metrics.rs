@@ -39,6 +39,7 @@
 //! - `sitrep_refusals_total{reason}` counter: refused requests of every kind, as the audit records them
 //!   (`unauthenticated`, `permission_denied`, `resource_exhausted`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -530,6 +531,16 @@ impl Store for MeteredStore {
 
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError> {
         self.timed(Op::History, self.inner.history(provider, from, to)).await
+    }
+
+    // Counted as a history read: one call, however many providers it reads.
+    async fn histories(
+        &self,
+        providers: &[String],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<BTreeMap<String, Vec<HistoryRecord>>, StoreError> {
+        self.timed(Op::History, self.inner.histories(providers, from, to)).await
     }
 
     async fn fullness(&self) -> Result<Option<(u64, u64)>, StoreError> {

@@ -22,10 +22,9 @@ use sitrep_core::{Cursor, Event, PictureSnapshot, ProviderLive};
 use sitrep_store::{Read, ResetReason};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
-use tonic::Status;
 
 use crate::context::{Context, ResolvedFilter};
-use crate::error;
+use crate::error::Error;
 use crate::hub::{HubEvent, Joined, Kicked, PictureState, Subscription};
 use crate::resync::Resync;
 
@@ -78,7 +77,7 @@ pub enum Out {
 }
 
 /// The sending end a session writes to: items, then possibly one final error (shutdown, or a failure).
-pub type Outbound = mpsc::Sender<Result<Out, Status>>;
+pub type Outbound = mpsc::Sender<Result<Out, Error>>;
 
 /// Starts a session for `filter`, resuming after `resume` if given (a cursor text, which may be malformed: that
 /// is answered with a reset). Returns the receiving end; the session ends when it is dropped.
@@ -90,7 +89,7 @@ pub fn start(
     who: String,
     transport: crate::metrics::Transport,
     ticket: crate::limit::Ticket,
-) -> mpsc::Receiver<Result<Out, Status>> {
+) -> mpsc::Receiver<Result<Out, Error>> {
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
     let tasks = ctx.tasks.clone();
     let followed = filter.scopes(&ctx.rules);
@@ -105,7 +104,7 @@ pub fn start(
             End::Shutdown => {
                 // Say why the stream ends, so the client resumes elsewhere; a client that does not read within
                 // a second gets its stream cut (its transport error says as much).
-                let status = Status::unavailable("sitrep is shutting down; resume from your last cursor");
+                let status = Error::unavailable("sitrep is shutting down; resume from your last cursor");
                 let _ = tokio::time::timeout(FINAL_SEND, session.tx.send(Err(status))).await;
                 tracing::debug!(%who, "subscriber stream closed for shutdown");
             }
@@ -122,7 +121,7 @@ pub fn start(
 enum End {
     ClientGone,
     Shutdown,
-    Failed(Status),
+    Failed(Error),
     /// Its stream stayed full for the stall time: the subscriber stopped reading.
     Stalled,
 }
@@ -157,7 +156,7 @@ impl Session {
             };
             if !ready {
                 let text = "sitrep has not caught up with its event log yet (is its store reachable?); retry shortly";
-                return Err(End::Failed(Status::unavailable(text)));
+                return Err(End::Failed(Error::unavailable(text)));
             }
             // The picture may have been dropped (the log reset) between being ready and registering: wait again.
             if let Some(registered) = how() {
@@ -354,7 +353,7 @@ impl Session {
         let mut rollups = Some(rollups);
         loop {
             let read = self.ctx.store.read(&cursor, CATCH_UP_BATCH, Duration::ZERO).await;
-            match read.map_err(|e| End::Failed(error::store(e)))? {
+            match read.map_err(|e| End::Failed(Error::store(e)))? {
                 Read::Reset(reason) => return Ok(Err(reason)),
                 // The end of the log, or the Hub's cursor reached: the queue has the rest.
                 Read::Events(events) if events.is_empty() => return Ok(Ok((subscription, cursor))),
@@ -684,7 +683,7 @@ mod tests {
             }
         }
 
-        type Rx = mpsc::Receiver<Result<Out, Status>>;
+        type Rx = mpsc::Receiver<Result<Out, Error>>;
 
         /// The next item the session sends, within `wait` (on the paused clock, time only the session's own timers
         /// move).

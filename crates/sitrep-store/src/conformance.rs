@@ -90,6 +90,7 @@ macro_rules! conformance_tests {
             resets_foreign_and_future_cursors,
             concurrent_applies_are_serialised,
             history_keeps_every_revision,
+            histories_are_each_providers_history,
             derives_in_the_same_step,
             rollups_match_a_fresh_count,
             stale_is_raised_once_and_cleared_by_a_report,
@@ -524,6 +525,29 @@ pub async fn history_keeps_every_revision(store: &dyn Store) {
     let some = store.history("RAL", hour.add_hours(-2), hour.add_hours(-2)).await.expect("history");
     assert_eq!(some.len(), 1);
     assert!(store.history("RM1", hour.add_hours(-24), hour).await.expect("history").is_empty());
+}
+
+/// A batch read of many providers' history gives each exactly what its own history read gives, across the pieces
+/// a backend reads in; providers with nothing in the range are left out.
+pub async fn histories_are_each_providers_history(store: &dyn Store) {
+    accept(store, &report("RAL", 2, 1, &[("ed.in_department", n(30.0))])).await;
+    accept(store, &report("RAL", 1, 1, &[("ed.in_department", n(31.0))])).await;
+    accept(store, &report("RGT", 1, 1, &[("ed.in_department", n(99.0))])).await;
+    accept(store, &report("RGT", 1, 2, &[("ed.in_department", n(98.0))])).await;
+    let hour = Timestamp::now().hour_start();
+    let (from, to) = (hour.add_hours(-24), hour);
+    // More providers than one piece, the ones with history last.
+    let mut providers: Vec<String> = (0..crate::HISTORY_PIECE + 3).map(|i| format!("NONE{i}")).collect();
+    providers.extend(["RAL".to_owned(), "RM1".to_owned(), "RGT".to_owned()]);
+    let all = store.histories(&providers, from, to).await.expect("histories");
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["RAL", "RGT"], "only providers with history in the range");
+    for p in ["RAL", "RGT"] {
+        assert_eq!(all[p], store.history(p, from, to).await.expect("history"), "{p}");
+    }
+    assert_eq!(all["RGT"].len(), 2);
+    let one_hour = store.histories(&providers, hour.add_hours(-2), hour.add_hours(-2)).await.expect("histories");
+    assert_eq!(one_hour.keys().collect::<Vec<_>>(), ["RAL"]);
+    assert!(store.histories(&providers, to, from).await.expect("histories").is_empty(), "an empty range");
 }
 
 /// Whether the picture of `store` is the one counted afresh from its providers' live states.

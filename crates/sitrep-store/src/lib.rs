@@ -26,6 +26,7 @@ pub mod memory;
 pub mod redis;
 pub mod write;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,6 +37,10 @@ use sitrep_core::{Cursor, Event, ProviderLive, Timestamp, ValidReport};
 pub use memory::{MemoryOptions, MemoryStore};
 pub use redis::{RedisOptions, RedisStore};
 pub use sitrep_core::HistoryRecord;
+
+/// Providers whose history one call of a batch read ([`Store::histories`]) reads at most, so that no single
+/// command holds Redis for long however many providers a view covers.
+pub const HISTORY_PIECE: usize = 256;
 
 /// The outcome of [`Store::apply`].
 // One per report, moved once: boxing the event would buy nothing.
@@ -197,6 +202,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every stored revision of `provider`'s periods from `from` to `to` inclusive, in (period, revision) order.
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError>;
+
+    /// What [`history`](Store::history) gives for each of `providers`, read in as few round trips as the backend
+    /// can (Redis: one script call for every [`HISTORY_PIECE`] providers): what a view over many providers reads.
+    /// A provider with nothing in the range has no entry.
+    async fn histories(
+        &self,
+        providers: &[String],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<BTreeMap<String, Vec<HistoryRecord>>, StoreError>;
 
     /// How full the store is, `(used, limit)` in bytes, when it has a limit it will refuse writes at (Redis's
     /// `maxmemory`); `None` when it has none. The aggregator warns well before it is reached.

@@ -283,6 +283,22 @@ impl Store for MemoryStore {
         }
         Ok(periods.range(from..=to).flat_map(|(_, revisions)| revisions.values().map(|r| r.record.clone())).collect())
     }
+
+    async fn histories(
+        &self,
+        providers: &[String],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<BTreeMap<String, Vec<HistoryRecord>>, StoreError> {
+        let mut out = BTreeMap::new();
+        for provider in providers {
+            let records = self.history(provider, from, to).await?;
+            if !records.is_empty() {
+                out.insert(provider.clone(), records);
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! violations, each naming the action, the field, the rule and the value (`offer: request = "X7" is not a request
 //! id like R12`). The rest is said once, elsewhere: the domain's rules (needed-by in the future, a pair rather than a
 //! metric, the lengths of reference and summary) in the core, whose refusals [`crate::aid::refused`] turns into
-//! statuses; the message's `cursor` and who may act in [`crate::aid::act`], which takes the action made here; scopes
+//! errors; the message's `cursor` and who may act in [`crate::aid::act`], which takes the action made here; scopes
 //! in [`crate::aid`]'s views, which know the directory (so `ListAidRequests` and `GetAidMeasures` need no decoding).
 //!
 //! To the wire, nothing can fail. A request goes out with its offers ([`crate::aid::Case`]) and, for accepted ones,
@@ -22,12 +22,11 @@ use sitrep_core::aid::{
 };
 use sitrep_core::{Cursor, Directory, Level, Timestamp, Violation};
 use sitrep_proto::v1 as pb;
-use tonic::Status;
 
 use super::{timestamp_from_wire, timestamp_to_wire};
-// Clients parse the ids people type too (`sitrep aid accept O3`): the parsing lives beside the wire types.
 use crate::aid::{Case, Done};
-use crate::error;
+use crate::error::Error;
+// Clients parse the ids people type too (`sitrep aid accept O3`): the parsing lives beside the wire types.
 pub use sitrep_proto::convert::{parse_offer_id, parse_request_id};
 
 /// How much of a request's record goes on the wire.
@@ -102,12 +101,12 @@ impl Check {
     }
 
     /// Either the value built from the checked fields, or every violation found.
-    fn done<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Status> {
+    fn done<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Error> {
         if !self.violations.is_empty() {
-            return Err(error::invalid(&self.violations));
+            return Err(Error::invalid(&self.violations));
         }
         // Every `None` the builder can meet was recorded as a violation above.
-        build().ok_or_else(|| Status::internal(format!("{}: a field was refused without a violation", self.action)))
+        build().ok_or_else(|| Error::internal(format!("{}: a field was refused without a violation", self.action)))
     }
 }
 
@@ -150,7 +149,7 @@ fn owned(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
-pub fn create_from_wire(m: &pb::NewAidRequest) -> Result<Action, Status> {
+pub fn create_from_wire(m: &pb::NewAidRequest) -> Result<Action, Error> {
     let mut c = Check::new("create_request");
     c.required_text("provider", &m.provider, "must name the requesting provider");
     let kind = kind_from_wire(m.kind);
@@ -197,7 +196,7 @@ pub fn create_from_wire(m: &pb::NewAidRequest) -> Result<Action, Status> {
     })
 }
 
-pub fn offer_from_wire(m: &pb::NewAidOffer) -> Result<Action, Status> {
+pub fn offer_from_wire(m: &pb::NewAidOffer) -> Result<Action, Error> {
     let mut c = Check::new("offer");
     let request = c.request_id("request", &m.request);
     c.required_text("provider", &m.provider, "must name the offering provider");
@@ -217,25 +216,25 @@ pub fn offer_from_wire(m: &pb::NewAidOffer) -> Result<Action, Status> {
 
 /// The offering provider's occupied count, from which the hold's release is judged, is not the caller's to say:
 /// the store's plan reads it from the provider's stored state, so the action carries 0 until then.
-pub fn accept_from_wire(m: &pb::AcceptOffer) -> Result<Action, Status> {
+pub fn accept_from_wire(m: &pb::AcceptOffer) -> Result<Action, Error> {
     let mut c = Check::new("accept");
     let offer = c.offer_id("offer", &m.offer);
     c.done(|| Some(Action::Accept { offer: offer?, baseline_occupied: 0 }))
 }
 
-pub fn decline_from_wire(m: &pb::DeclineOffer) -> Result<Action, Status> {
+pub fn decline_from_wire(m: &pb::DeclineOffer) -> Result<Action, Error> {
     let mut c = Check::new("decline");
     let offer = c.offer_id("offer", &m.offer);
     c.done(|| Some(Action::Decline(offer?)))
 }
 
-pub fn withdraw_from_wire(m: &pb::WithdrawOffer) -> Result<Action, Status> {
+pub fn withdraw_from_wire(m: &pb::WithdrawOffer) -> Result<Action, Error> {
     let mut c = Check::new("withdraw");
     let offer = c.offer_id("offer", &m.offer);
     c.done(|| Some(Action::Withdraw(offer?)))
 }
 
-pub fn progress_from_wire(m: &pb::ProgressRequest) -> Result<Action, Status> {
+pub fn progress_from_wire(m: &pb::ProgressRequest) -> Result<Action, Error> {
     let mut c = Check::new("progress");
     let request = c.request_id("request", &m.request);
     let stage = stage_from_wire(m.stage);
@@ -246,27 +245,27 @@ pub fn progress_from_wire(m: &pb::ProgressRequest) -> Result<Action, Status> {
     c.done(|| Some(Action::Progress { request: request?, stage: stage? }))
 }
 
-pub fn cancel_from_wire(m: &pb::CancelRequest) -> Result<Action, Status> {
+pub fn cancel_from_wire(m: &pb::CancelRequest) -> Result<Action, Error> {
     let mut c = Check::new("cancel");
     let request = c.request_id("request", &m.request);
     c.required_text("reason", &m.reason, "must say why the capacity is no longer needed");
     c.done(|| Some(Action::Cancel { request: request?, reason: m.reason.clone() }))
 }
 
-pub fn unfulfilled_from_wire(m: &pb::UnfulfilledRequest) -> Result<Action, Status> {
+pub fn unfulfilled_from_wire(m: &pb::UnfulfilledRequest) -> Result<Action, Error> {
     let mut c = Check::new("unfulfilled");
     let request = c.request_id("request", &m.request);
     c.required_text("reason", &m.reason, "must say why the need could not be met");
     c.done(|| Some(Action::Unfulfilled { request: request?, reason: m.reason.clone() }))
 }
 
-pub fn get_from_wire(m: &pb::GetAidRequest) -> Result<RequestId, Status> {
+pub fn get_from_wire(m: &pb::GetAidRequest) -> Result<RequestId, Error> {
     let mut c = Check::new("get_request");
     let id = c.request_id("request", &m.request);
     c.done(|| id)
 }
 
-pub fn candidates_from_wire(m: &pb::GetAidCandidates) -> Result<RequestId, Status> {
+pub fn candidates_from_wire(m: &pb::GetAidCandidates) -> Result<RequestId, Error> {
     let mut c = Check::new("candidates");
     let id = c.request_id("request", &m.request);
     c.done(|| id)

@@ -22,13 +22,12 @@ use serde_json::{Map, Value as Json, json};
 use sitrep_core::Level;
 use sitrep_core::Timestamp;
 use sitrep_core::aid::{Action, Constraints, Kind, NewRequest, OfferId, RequestId, Stage, Urgency};
-use tonic::Status;
 
 use super::json as form;
 use super::{ApiError, ok, one, params};
 use crate::auth::Principal;
 use crate::context::Context;
-use crate::error;
+use crate::error::Error;
 
 /// The mutual aid routes, behind the same layers as the rest of the API.
 pub(super) fn routes() -> Router<Arc<Context>> {
@@ -55,7 +54,7 @@ async fn list(
         Some("true") => true,
         Some(other) => {
             return Err(
-                error::invalid_field("open", "boolean", format!("open = {other:?} must be true or false")).into()
+                Error::invalid_field("open", "boolean", format!("open = {other:?} must be true or false")).into()
             );
         }
     };
@@ -95,11 +94,11 @@ async fn measures(
 ) -> Result<Response, ApiError> {
     let params = params(q);
     let scope = one(&params, "scope")
-        .ok_or_else(|| error::invalid_field("scope", "required", "scope is required, e.g. ?scope=system:QWE".into()))?;
+        .ok_or_else(|| Error::invalid_field("scope", "required", "scope is required, e.g. ?scope=system:QWE".into()))?;
     let days = match one(&params, "days") {
         None => 0,
         Some(text) => text.parse().map_err(|_| {
-            error::invalid_field("days", "number", format!("days = {text:?} is not a whole number of days"))
+            Error::invalid_field("days", "number", format!("days = {text:?} is not a whole number of days"))
         })?,
     };
     let (live, by_day) = crate::aid::measures(&ctx, &who, scope, days).await?;
@@ -236,7 +235,7 @@ async fn decide(
 }
 
 fn unknown_step(step: &str, known: &str) -> ApiError {
-    ApiError::from(Status::not_found(format!("no mutual aid action {step:?}: the actions here are {known}")))
+    ApiError::from(Error::not_found(format!("no mutual aid action {step:?}: the actions here are {known}")))
 }
 
 /// What an action answers: its request and offers as they are after it, and the cursor of its last event (the
@@ -251,20 +250,20 @@ impl IntoResponse for Acted {
     }
 }
 
-async fn act(ctx: &Context, who: &Principal, action: Action, b: &Body) -> Result<Acted, Status> {
+async fn act(ctx: &Context, who: &Principal, action: Action, b: &Body) -> Result<Acted, Error> {
     let cursor = b.text("cursor")?;
     Ok(Acted(crate::aid::act(ctx, who, action, cursor.as_deref()).await?))
 }
 
-fn request_id(text: &str) -> Result<RequestId, Status> {
+fn request_id(text: &str) -> Result<RequestId, Error> {
     numbered(text, 'R').map(RequestId).ok_or_else(|| {
-        error::invalid_field("request", "request_id", format!("request = {text:?} is not a request id such as R1"))
+        Error::invalid_field("request", "request_id", format!("request = {text:?} is not a request id such as R1"))
     })
 }
 
-fn offer_id(text: &str) -> Result<OfferId, Status> {
+fn offer_id(text: &str) -> Result<OfferId, Error> {
     numbered(text, 'O').map(OfferId).ok_or_else(|| {
-        error::invalid_field("offer", "offer_id", format!("offer = {text:?} is not an offer id such as O1"))
+        Error::invalid_field("offer", "offer_id", format!("offer = {text:?} is not an offer id such as O1"))
     })
 }
 
@@ -279,20 +278,20 @@ struct Body(&'static str, Map<String, Json>);
 
 impl Body {
     /// Parses `bytes` (empty: no fields) as an object with only the `known` fields.
-    fn parse(action: &'static str, bytes: &[u8], known: &[&str]) -> Result<Self, Status> {
+    fn parse(action: &'static str, bytes: &[u8], known: &[&str]) -> Result<Self, Error> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Body(action, Map::new()));
         }
         let map = match serde_json::from_slice::<Json>(bytes) {
             Ok(Json::Object(map)) => map,
             Ok(_) => {
-                return Err(error::invalid_field(
+                return Err(Error::invalid_field(
                     "body",
                     "json_object",
                     format!("{action}: the body must be a JSON object"),
                 ));
             }
-            Err(e) => return Err(error::invalid_field("body", "json", format!("{action}: the body is not JSON: {e}"))),
+            Err(e) => return Err(Error::invalid_field("body", "json", format!("{action}: the body is not JSON: {e}"))),
         };
         let body = Body(action, map);
         body.known(known, "")?;
@@ -300,7 +299,7 @@ impl Body {
     }
 
     /// Refuses a field not in `known` (a misspelt field would otherwise be silently ignored).
-    fn known(&self, known: &[&str], prefix: &str) -> Result<(), Status> {
+    fn known(&self, known: &[&str], prefix: &str) -> Result<(), Error> {
         match self.1.iter().find(|(k, _)| !known.contains(&k.as_str())) {
             None => Ok(()),
             Some((k, v)) => Err(self.bad(
@@ -313,15 +312,15 @@ impl Body {
     }
 
     /// INVALID_ARGUMENT naming the field, the rule and the value: `create: quantity = -2 must be ...`.
-    fn bad(&self, field: &str, rule: &'static str, value: &Json, words: &str) -> Status {
-        error::invalid_field(field, rule, format!("{} refused: {field} = {value} {words}", self.0))
+    fn bad(&self, field: &str, rule: &'static str, value: &Json, words: &str) -> Error {
+        Error::invalid_field(field, rule, format!("{} refused: {field} = {value} {words}", self.0))
     }
 
     fn get(&self, field: &str) -> Option<&Json> {
         self.1.get(field).filter(|v| !v.is_null())
     }
 
-    fn text(&self, field: &str) -> Result<Option<String>, Status> {
+    fn text(&self, field: &str) -> Result<Option<String>, Error> {
         match self.get(field) {
             None => Ok(None),
             Some(Json::String(s)) => Ok(Some(s.clone())),
@@ -329,11 +328,11 @@ impl Body {
         }
     }
 
-    fn required(&self, field: &str) -> Result<String, Status> {
+    fn required(&self, field: &str) -> Result<String, Error> {
         self.text(field)?.ok_or_else(|| self.bad(field, "required", &Json::Null, "is required"))
     }
 
-    fn flag(&self, field: &str) -> Result<Option<bool>, Status> {
+    fn flag(&self, field: &str) -> Result<Option<bool>, Error> {
         match self.get(field) {
             None => Ok(None),
             Some(Json::Bool(b)) => Ok(Some(*b)),
@@ -342,7 +341,7 @@ impl Body {
     }
 
     /// A whole number of beds or people; zero is left for the core to refuse by its own rule.
-    fn count(&self, field: &str) -> Result<u32, Status> {
+    fn count(&self, field: &str) -> Result<u32, Error> {
         let v = self.get(field).ok_or_else(|| self.bad(field, "required", &Json::Null, "is required"))?;
         v.as_u64()
             .and_then(|n| u32::try_from(n).ok())
@@ -350,7 +349,7 @@ impl Body {
     }
 
     /// One of an enum's snake_case names.
-    fn choice<T: serde::de::DeserializeOwned>(&self, field: &str, names: &str) -> Result<T, Status> {
+    fn choice<T: serde::de::DeserializeOwned>(&self, field: &str, names: &str) -> Result<T, Error> {
         let v = self
             .get(field)
             .ok_or_else(|| self.bad(field, "required", &Json::Null, &format!("is required: {names}")))?;
@@ -358,7 +357,7 @@ impl Body {
     }
 
     /// A time: `at` in RFC 3339, or `minutes` from now; exactly one of them.
-    fn time(&self, at: &str, minutes: &str) -> Result<Timestamp, Status> {
+    fn time(&self, at: &str, minutes: &str) -> Result<Timestamp, Error> {
         match (self.get(at), self.get(minutes)) {
             (Some(_), Some(v)) => Err(self.bad(minutes, "one_of", v, &format!("cannot be given with {at}"))),
             (None, None) => {
@@ -393,27 +392,26 @@ mod tests {
     /// Bad input names its field, its rule and its value.
     #[test]
     fn bad_fields_are_named_with_rule_and_value() {
-        let violation = |status: Status| {
-            use tonic_types::StatusExt;
-            let v = status.get_details_bad_request().unwrap().field_violations.remove(0);
-            (v.field, v.reason, v.description)
+        let violation = |e: Error| {
+            let v = e.violations()[0].clone();
+            (v.field, v.rule.to_owned(), v.description)
         };
         let body = |text: &str| Body::parse("create", text.as_bytes(), &["quantity", "kind", "needed_by", "minutes"]);
         let (field, rule, words) = violation(body(r#"{"quantity": -2}"#).unwrap().count("quantity").unwrap_err());
-        assert_eq!((field.as_str(), rule.as_str()), ("quantity", "WHOLE_NUMBER"));
+        assert_eq!((field.as_str(), rule.as_str()), ("quantity", "whole_number"));
         assert_eq!(words, "create refused: quantity = -2 must be a whole number from 1");
         let (field, rule, _) = violation(body(r#"{"kind": "taxi"}"#).unwrap().choice::<Kind>("kind", "k").unwrap_err());
-        assert_eq!((field.as_str(), rule.as_str()), ("kind", "ONE_OF"));
+        assert_eq!((field.as_str(), rule.as_str()), ("kind", "one_of"));
         let (field, rule, words) = violation(body(r#"{"quantity": 1, "colour": "red"}"#).err().unwrap());
-        assert_eq!((field.as_str(), rule.as_str()), ("colour", "KNOWN_FIELD"));
+        assert_eq!((field.as_str(), rule.as_str()), ("colour", "known_field"));
         assert!(words.contains("colour = \"red\""), "{words}");
         let both = body(r#"{"needed_by": "2026-11-27T14:00:00Z", "minutes": 5}"#).unwrap();
         assert_eq!(violation(both.time("needed_by", "minutes").unwrap_err()).0, "minutes");
         let bad_time = body(r#"{"needed_by": "tomorrow"}"#).unwrap();
-        assert_eq!(violation(bad_time.time("needed_by", "minutes").unwrap_err()).1, "TIME");
+        assert_eq!(violation(bad_time.time("needed_by", "minutes").unwrap_err()).1, "time");
         let later = body(r#"{"minutes": 90}"#).unwrap().time("needed_by", "minutes").unwrap();
         assert!((later.millis() - Timestamp::now().millis() - 90 * 60_000).abs() < 5_000);
         assert!(body("").unwrap().1.is_empty(), "an empty body has no fields");
-        assert_eq!(violation(body("[1]").err().unwrap()).1, "JSON_OBJECT");
+        assert_eq!(violation(body("[1]").err().unwrap()).1, "json_object");
     }
 }

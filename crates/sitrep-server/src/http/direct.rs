@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use axum::http::{StatusCode, header};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tonic::Status;
 
 use super::{EventStream, open_events};
 use crate::context::Context;
+use crate::error::{Error, Kind};
 use crate::transport::{Connection, HEAD_TIMEOUT};
 
 /// The longest request head read here; a browser's is well under 2 KiB.
@@ -54,7 +54,7 @@ pub async fn serve(ctx: Arc<Context>, mut stream: Connection) {
         Err(refused) => {
             let (e, who) = *refused;
             audit_refusal(&ctx, &e, who, peer);
-            let (status, body) = e.parts();
+            let (status, body) = e.0.http();
             // Boxed, so the error path's state does not weigh on every idle stream's task.
             Box::pin(write_answer(stream, response(status, &body.to_string()))).await
         }
@@ -69,7 +69,10 @@ fn open_direct(
     peer: &crate::transport::Peer,
 ) -> Result<EventStream, Box<(super::ApiError, Option<crate::auth::Principal>)>> {
     let Some(head) = head else {
-        return Err(Box::new((Status::invalid_argument("a malformed or incomplete request head").into(), None)));
+        return Err(Box::new((
+            Error::new(Kind::Invalid(Vec::new()), "a malformed or incomplete request head").into(),
+            None,
+        )));
     };
     match ctx.auth.authenticate(&head.headers, Some(peer)) {
         Ok(Some(who)) => match open_events(ctx, &who, head.query, head.last_event_id.as_deref(), "directly") {
@@ -77,7 +80,7 @@ fn open_direct(
             Err(e) => Err(Box::new((e, Some(who)))),
         },
         Ok(None) => {
-            Err(Box::new((Status::unauthenticated("a credential is needed: authorization: Bearer <key>").into(), None)))
+            Err(Box::new((Error::unauthenticated("a credential is needed: authorization: Bearer <key>").into(), None)))
         }
         Err(status) => Err(Box::new((status.into(), None))),
     }

@@ -9,10 +9,12 @@
 
 use serde_json::{Map, Value as Json, json};
 use sitrep_core::aid::{AidChange, AidEvent, Hold, Measures, Offer, OfferId, Ranking, Request, RequestId, Timers};
+use sitrep_core::hourly::ScopeHour;
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::{Cursor, Event, EventKind, HistoryRecord, ProviderLive, Rules, Timestamp, Value};
 
 use crate::hub::PictureState;
+use crate::views::Hourly;
 
 pub fn value(v: &Value) -> Json {
     match v {
@@ -406,6 +408,53 @@ pub fn history(provider: &str, records: &[HistoryRecord]) -> Json {
         })
         .collect();
     json!({ "provider": provider, "entries": entries })
+}
+
+/// An hour-by-hour view ([`crate::views::hourly`]) as `GetHourly` answers it: `{metric, provider | scope, points:
+/// [{period, value, change, revision, corrections, reported, ...}]}`; a scope's points also say which providers
+/// reported, how many were expected and the completeness.
+pub fn hourly(metric: &str, view: &Hourly) -> Json {
+    let scope_point = |h: &ScopeHour, with_providers: bool| {
+        let mut point = json!({
+            "period": h.period,
+            "value": h.value.map(whole),
+            "change": h.change.map(number),
+            "corrections": h.corrections,
+            "reported": !h.reported.is_empty(),
+        });
+        if with_providers {
+            point["providers_reported"] = json!(h.reported);
+            point["providers_expected"] = json!(h.expected);
+            point["completeness"] = number(h.completeness);
+        }
+        point
+    };
+    match view {
+        Hourly::Provider { provider, hours } => {
+            let points: Vec<Json> = hours
+                .iter()
+                .map(|h| {
+                    json!({
+                        "period": h.period,
+                        "value": h.value.as_ref().map(value),
+                        "change": h.change.map(number),
+                        "revision": h.revision,
+                        "corrections": h.corrections,
+                        "reported": h.reported,
+                    })
+                })
+                .collect();
+            json!({ "metric": metric, "provider": provider, "points": points })
+        }
+        Hourly::ProviderDerived { provider, hours } => {
+            let points: Vec<Json> = hours.iter().map(|h| scope_point(h, false)).collect();
+            json!({ "metric": metric, "provider": provider, "points": points })
+        }
+        Hourly::Scope { scope, hours } => {
+            let points: Vec<Json> = hours.iter().map(|h| scope_point(h, true)).collect();
+            json!({ "metric": metric, "scope": scope.to_string(), "points": points })
+        }
+    }
 }
 
 /// What one stored report changed: its values that differ from the provider's (and site's) report received

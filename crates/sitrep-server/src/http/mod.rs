@@ -2,8 +2,10 @@
 //! endpoints for load balancers.
 //!
 //! # Layout
-//! - [`router`]: every route. Handlers are thin: they resolve the same filters as gRPC (`Context::resolve`) and
-//!   read the same store; subscriptions run the same [`crate::session`] as gRPC `Subscribe`.
+//! - [`router`]: every route. Handlers are thin: they resolve the same filters as gRPC (`Context::resolve`), call
+//!   the same views ([`crate::views`]: hourly, previous hour) and read the same store; subscriptions run the same
+//!   [`crate::session`] as gRPC `Subscribe`. Failures are [`crate::error::Error`]s, answered by [`Error::http`]
+//!   (status code and `{error, violations}`); nothing here knows gRPC statuses.
 //! - [`json`]: the JSON forms of snapshots, events, the directory, the catalogue, history and mutual aid.
 //! - [`aid`]: the mutual aid API (`/api/v1/aid/...`), over [`crate::aid`].
 //! - The wallboard itself (`web/`: one HTML page, its script and style) is compiled into the binary.
@@ -18,7 +20,7 @@ pub mod json;
 
 pub use direct::serve as serve_direct;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,17 +32,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prost::bytes::Bytes;
 use serde_json::{Value as Json, json};
-use sitrep_core::hourly::PeriodRevision;
-use sitrep_core::rollup::{Totals, rollup};
-use sitrep_core::{Code, ProviderLive, Timestamp, Value};
+use sitrep_core::{ProviderLive, Timestamp};
 use tokio_stream::StreamExt;
-use tonic::Status;
-use tonic_types::StatusExt;
 
 use crate::auth::{Action, Principal};
 use crate::context::{Context, FilterSpec};
-use crate::error;
+use crate::error::Error;
 use crate::session::{self, Out, OutEvent};
+use crate::views;
 
 const PAGE: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/wallboard.js");
@@ -67,6 +66,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/previous_hour", get(previous_hour))
+        .route("/api/v1/hourly", get(hourly))
         .route(
             "/api/v1/directory",
             get(|State(ctx): State<Arc<Context>>, Extension(who): Extension<Principal>| async move {
@@ -166,45 +166,6 @@ async fn one_request_per_connection(request: axum::extract::Request, next: axum:
     response
 }
 
-/// tonic refuses some messages before sitrep's handlers see them, in its own words: one over the decoder's size
-/// limit (OUT_OF_RANGE) and a frame that is not gRPC's (INTERNAL). Both are the caller's message at fault, so the
-/// answer is INVALID_ARGUMENT, naming the setting the limit comes from, wherever the status travels (the headers
-/// of a trailers-only answer, or the trailers). The Report stream says the same itself; gRPC-Web answers, whose
-/// trailers travel in the body, keep tonic's words.
-pub async fn name_refusals(response: Response) -> Response {
-    let grpc = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"application/grpc");
-    if !grpc {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    rename_refusal(&mut parts.headers);
-    let body = http_body_util::BodyExt::map_frame(body, |frame| match frame.into_trailers() {
-        Ok(mut trailers) => {
-            rename_refusal(&mut trailers);
-            http_body::Frame::trailers(trailers)
-        }
-        Err(frame) => frame,
-    });
-    Response::from_parts(parts, axum::body::Body::new(body))
-}
-
-fn rename_refusal(headers: &mut HeaderMap) {
-    let Some(status) = Status::from_header_map(headers) else { return };
-    let message = status.message();
-    let reason = match status.code() {
-        tonic::Code::OutOfRange if message.contains("decoded message length too large") => {
-            format!("{message} (the aggregator's limits.max_message_bytes)")
-        }
-        tonic::Code::Internal if message.starts_with("protocol error") => format!("not a gRPC message: {message}"),
-        _ => return,
-    };
-    headers.remove("grpc-message");
-    headers.remove("grpc-status-details-bin");
-    if Status::invalid_argument(reason).add_header(headers).is_err() {
-        headers.insert("grpc-status", HeaderValue::from_static("3"));
-    }
-}
-
 /// What unknown paths get: gRPC's "unimplemented" for gRPC clients, a 404 for everyone else.
 pub async fn fallback(request: axum::extract::Request) -> Response {
     let grpc = request
@@ -241,18 +202,18 @@ fn ok(body: Json) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-/// A failure as HTTP: the gRPC status's meaning as a status code, and a JSON body naming every violated field.
-pub(crate) struct ApiError(Status);
+/// A failure as HTTP: [`Error::http`]'s status code and JSON body, with the reason of a refusal for the audit.
+pub(crate) struct ApiError(Error);
 
-impl From<Status> for ApiError {
-    fn from(s: Status) -> Self {
-        ApiError(s)
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (code, body) = self.parts();
+        let (code, body) = self.0.http();
         let mut response = (code, axum::Json(body)).into_response();
         // The audit layer records a refusal with its reason (see `crate::auth::layer`).
         if let Some((_, reason)) = self.refusal() {
@@ -265,31 +226,7 @@ impl IntoResponse for ApiError {
 impl ApiError {
     /// The kind of refusal this is for the audit, and why, if it is one.
     pub(crate) fn refusal(&self) -> Option<(&'static str, String)> {
-        crate::audit::refusal_of(&self.0)
-    }
-
-    /// The HTTP status and JSON body that answer this failure.
-    fn parts(&self) -> (StatusCode, Json) {
-        let s = &self.0;
-        let code = match s.code() {
-            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
-            tonic::Code::NotFound => StatusCode::NOT_FOUND,
-            // A record in another state than the action needs (mutual aid): the caller's picture is out of date.
-            tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
-            tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
-            tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let violations: Vec<Json> = s
-            .get_details_bad_request()
-            .map(|b| b.field_violations)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| json!({ "field": v.field, "rule": v.reason.to_lowercase(), "description": v.description }))
-            .collect();
-        (code, json!({ "error": s.message(), "violations": violations }))
+        self.0.refusal()
     }
 }
 
@@ -324,13 +261,13 @@ fn filter(params: &[(String, String)]) -> FilterSpec {
     }
 }
 
-fn time_param(params: &[(String, String)], key: &str) -> Result<Option<Timestamp>, Status> {
+fn time_param(params: &[(String, String)], key: &str) -> Result<Option<Timestamp>, Error> {
     match one(params, key) {
         None => Ok(None),
         Some(text) => match text.parse::<i64>() {
             Ok(ms) => Ok(Some(Timestamp::from_millis(ms))),
             Err(_) => Timestamp::parse_rfc3339(text).map(Some).ok_or_else(|| {
-                error::invalid_field(
+                Error::invalid_field(
                     key,
                     "time",
                     format!("{key} = {text:?} is neither RFC 3339 (2026-11-27T14:00:00Z) nor milliseconds since 1970"),
@@ -463,57 +400,41 @@ fn streamed(
 }
 
 /// Each selected provider's figures, and each of their scopes' rollup figures, for the hour before the current
-/// one: what the wallboard shows changes against.
+/// one ([`crate::views::previous_hour`]): what the wallboard shows changes against.
 async fn previous_hour(
     State(ctx): State<Arc<Context>>,
     Extension(who): Extension<Principal>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = params(q);
-    let f = ctx.resolve(Some(&filter(&params)), &who)?;
-    let hour = time_param(&params, "hour")?.unwrap_or_else(Timestamp::now).hour_start().add_hours(-1);
-    let rules = &ctx.rules;
-    let scopes = f.scopes(rules);
-    // Every provider of those scopes counts towards their rollups, selected or not.
-    let wanted: BTreeSet<String> = rules
-        .directory
-        .providers()
-        .filter(|p| f.providers.contains(&p.code) || scopes.iter().any(|s| rules.in_scope(&p.code, s)))
-        .map(|p| p.code.clone())
-        .collect();
-    let mut merged: BTreeMap<String, BTreeMap<Code, Value>> = BTreeMap::new();
-    for p in &wanted {
-        let records: Vec<PeriodRevision> = ctx
-            .store
-            .history(p, hour, hour)
-            .await
-            .map_err(error::store)?
-            .into_iter()
-            .map(PeriodRevision::from)
-            .collect();
-        if let Some(values) = sitrep_core::hourly::merged_hour(rules, &records, hour) {
-            merged.insert(p.clone(), values);
-        }
-    }
-    let providers: BTreeMap<&String, BTreeMap<String, f64>> = merged
-        .iter()
-        .filter(|(p, _)| f.providers.contains(p))
-        .map(|(p, v)| (p, sitrep_core::derive::figures(&rules.catalogue, v)))
-        .collect();
-    let mut rollups = BTreeMap::new();
-    for scope in &scopes {
-        let mut totals = Totals::new(rules);
-        for (_, values) in merged.iter().filter(|(p, _)| rules.in_scope(p, scope)) {
-            totals.add(rules, values, false);
-        }
-        let figures: BTreeMap<String, f64> = rollup(rules, scope, &totals, None)
-            .metrics
-            .into_iter()
-            .filter_map(|m| Some((m.metric.to_string(), m.value?)))
-            .collect();
-        rollups.insert(scope.to_string(), figures);
-    }
-    Ok(ok(json!({ "hour": hour, "providers": providers, "rollups": rollups })))
+    let now = time_param(&params, "hour")?;
+    let view = views::previous_hour(&ctx, &who, &filter(&params), now).await?;
+    Ok(ok(json!({ "hour": view.hour, "providers": view.providers, "rollups": view.rollups })))
+}
+
+/// One metric of a provider or a scope, hour by hour ([`crate::views::hourly`]), as `QueryService.GetHourly`
+/// gives it: `?metric=..&provider=..` or `&scope=system:QWE`, `hours=` (default 72) and `to=` (default now).
+async fn hourly(
+    State(ctx): State<Arc<Context>>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = params(q);
+    let hours = match one(&params, "hours") {
+        None => 0,
+        Some(text) => text.parse::<u32>().map_err(|_| {
+            Error::invalid_field("hours", "whole_number", format!("hours = {text:?} is not a whole number of hours"))
+        })?,
+    };
+    let query = views::HourlyQuery {
+        metric: one(&params, "metric").unwrap_or_default().to_owned(),
+        provider: one(&params, "provider").map(str::to_owned),
+        scope: one(&params, "scope").map(str::to_owned),
+        hours,
+        to: time_param(&params, "to")?,
+    };
+    let view = views::hourly(&ctx, &who, &query).await?;
+    Ok(ok(json::hourly(&query.metric, &view)))
 }
 
 async fn history(
@@ -523,12 +444,12 @@ async fn history(
 ) -> Result<Response, ApiError> {
     let params = params(q);
     let provider = one(&params, "provider").ok_or_else(|| {
-        error::invalid_field("provider", "required", "provider is required, e.g. ?provider=RJ7".into())
+        Error::invalid_field("provider", "required", "provider is required, e.g. ?provider=RJ7".into())
     })?;
     ctx.known_provider(provider)?;
     who.may(Action::ReadProvider(provider))?;
     let (from, to) = ctx.history_range(time_param(&params, "from")?, time_param(&params, "to")?)?;
-    let mut records = ctx.store.history(provider, from, to).await.map_err(error::store)?;
+    let mut records = ctx.store.history(provider, from, to).await.map_err(Error::store)?;
     let metrics = list(&params, "metric");
     if !metrics.is_empty() {
         for r in &mut records {
@@ -553,16 +474,18 @@ async fn changes(
     let limit = match one(&params, "limit") {
         None => CHANGES_LIMIT,
         Some(text) => text.parse::<usize>().ok().filter(|n| (1..=CHANGES_MAX).contains(n)).ok_or_else(|| {
-            error::invalid_field("limit", "range", format!("limit = {text:?} is not a number from 1 to {CHANGES_MAX}"))
+            Error::invalid_field("limit", "range", format!("limit = {text:?} is not a number from 1 to {CHANGES_MAX}"))
         })?,
     };
     let (from, to) = ctx.history_range(Some(since.hour_start().add_hours(-1)), Some(now.hour_start()))?;
     let metrics = list(&params, "metric");
-    let selected: Vec<&str> =
-        ctx.rules.directory.providers().map(|p| p.code.as_str()).filter(|p| f.providers.contains(p)).collect();
+    let selected: Vec<String> =
+        ctx.rules.directory.providers().filter(|p| f.providers.contains(&p.code)).map(|p| p.code.clone()).collect();
+    // One batch read for every selected provider, not a round trip each.
+    let mut stored = ctx.store.histories(&selected, from, to).await.map_err(Error::store)?;
     let mut histories = Vec::with_capacity(selected.len());
-    for p in selected {
-        let mut records = ctx.store.history(p, from, to).await.map_err(error::store)?;
+    for p in &selected {
+        let mut records = stored.remove(p).unwrap_or_default();
         if !metrics.is_empty() {
             for r in &mut records {
                 r.values.retain(|k, _| metrics.iter().any(|m| m == k.as_str()));
@@ -654,9 +577,9 @@ async fn kiosk_link(
         30
     }
     let ask: Ask = serde_json::from_slice(&body).map_err(|e| {
-        error::invalid_field("body", "json", format!("the body is not {{\"name\", \"read\": [...], \"days\"}}: {e}"))
+        Error::invalid_field("body", "json", format!("the body is not {{\"name\", \"read\": [...], \"days\"}}: {e}"))
     })?;
-    ctx.auth.screen_grants(&ask.read).map_err(|e| error::invalid_field("read", "known_scope", e))?;
+    ctx.auth.screen_grants(&ask.read).map_err(|e| Error::invalid_field("read", "known_scope", e))?;
     let now = crate::auth::unix_now();
     let code = ctx.auth.sessions().link(&ask.name, &ask.read, ask.days.clamp(1, 366), now);
     tracing::info!(principal = %who.name, screen = %ask.name, read = ?ask.read, days = ask.days, "kiosk link made");
@@ -730,7 +653,7 @@ const RETRY: &[u8] = b"retry: 1000\n\n";
 
 /// An open event stream: the session's items, made into messages.
 pub struct EventStream {
-    rx: tokio::sync::mpsc::Receiver<Result<Out, Status>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Out, Error>>,
     ctx: Arc<Context>,
     metrics: Option<BTreeSet<String>>,
     /// Counted as an open subscription while the stream is held.
@@ -742,7 +665,7 @@ impl EventStream {
     pub async fn next(&mut self) -> Option<Bytes> {
         Some(match self.rx.recv().await? {
             Ok(out) => sse_message(&self.ctx, self.metrics.as_ref(), out),
-            Err(status) => message("error", None, &json!({ "message": status.message() }).to_string()),
+            Err(e) => message("error", None, &json!({ "message": e.message }).to_string()),
         })
     }
 }
@@ -763,7 +686,7 @@ fn open_events(
         None => u64::from(ctx.subscribers.default_heartbeat_seconds),
         Some(Ok(s @ 1..=300)) => s,
         Some(_) => {
-            return Err(error::invalid_field(
+            return Err(Error::invalid_field(
                 "heartbeat",
                 "range",
                 "heartbeat must be whole seconds in 1..=300".into(),
@@ -847,25 +770,6 @@ fn sse_message(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> B
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// tonic's own refusals of a caller's message become INVALID_ARGUMENT; other statuses are left alone.
-    #[test]
-    fn refusals_of_the_callers_message_are_invalid_argument() {
-        let renamed = |status: Status| {
-            let mut headers = HeaderMap::new();
-            status.add_header(&mut headers).unwrap();
-            rename_refusal(&mut headers);
-            Status::from_header_map(&headers).unwrap()
-        };
-        let big = renamed(Status::out_of_range("Error, decoded message length too large: found 9 bytes"));
-        assert_eq!(big.code(), tonic::Code::InvalidArgument);
-        assert!(big.message().ends_with("(the aggregator's limits.max_message_bytes)"), "{}", big.message());
-        let frame = renamed(Status::internal("protocol error: received message with invalid compression flag: 2"));
-        assert_eq!(frame.code(), tonic::Code::InvalidArgument);
-        assert!(frame.message().starts_with("not a gRPC message"), "{}", frame.message());
-        let other = renamed(Status::internal("the store failed"));
-        assert_eq!((other.code(), other.message()), (tonic::Code::Internal, "the store failed"));
-    }
 
     #[tokio::test]
     async fn a_streamed_snapshot_is_one_json_document_whatever_its_pieces() {

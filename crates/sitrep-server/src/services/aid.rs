@@ -19,6 +19,7 @@ use crate::aid;
 use crate::auth::principal_of;
 use crate::context::Context;
 use crate::convert::aid::{self as wire, Trail};
+use crate::error::Error;
 
 pub struct AidApi {
     ctx: Arc<Context>,
@@ -33,7 +34,7 @@ impl AidApi {
     async fn act<T>(
         &self,
         request: Request<T>,
-        action: impl FnOnce(&T) -> Result<sitrep_core::aid::Action, Status>,
+        action: impl FnOnce(&T) -> Result<sitrep_core::aid::Action, Error>,
         cursor: impl FnOnce(&T) -> &str,
     ) -> Result<Response<pb::AidUpdate>, Status> {
         let who = principal_of(request.extensions())?.clone();
@@ -44,7 +45,7 @@ impl AidApi {
     }
 
     /// Every hold in force, from the Hub's picture (see the module's documentation).
-    async fn holds(&self) -> Result<Vec<Hold>, Status> {
+    async fn holds(&self) -> Result<Vec<Hold>, Error> {
         self.ctx.with_picture(|p| p.aid().holds().cloned().collect()).await
     }
 }

@@ -20,7 +20,8 @@ use tracing::{Instrument, Span};
 use crate::auth::{Action, Principal, principal_of};
 use crate::context::Context;
 use crate::convert::{report_from_wire, violation_to_wire, wire_violations};
-use crate::{error, telemetry};
+use crate::error::{self, Error};
+use crate::telemetry;
 
 pub struct ProviderApi {
     ctx: Arc<Context>,
@@ -129,7 +130,7 @@ async fn decide(
         }
         Err(_) => {}
     }
-    match applied.map_err(error::store)? {
+    match applied.map_err(Error::store)? {
         Applied::Accepted(event) => {
             tracing::debug!(provider = %event.provider, period = %event.period, revision = event.revision, cursor = %event.cursor, changes = event.changes.len(), live = event.live, "report accepted");
             ack.set_outcome(Outcome::Accepted);
@@ -235,7 +236,7 @@ impl pb::provider_service_server::ProviderService for ProviderApi {
         let call = if telemetry::enabled() { Span::current() } else { Span::none() };
         let (ack, violations) = ingest(&self.ctx, &who, peer, request.into_inner(), &call).await?;
         if !violations.is_empty() {
-            return Err(error::invalid(&violations));
+            return Err(Error::invalid(&violations).into());
         }
         Ok(Response::new(ack))
     }

@@ -1,46 +1,20 @@
-//! `QueryService`: the current picture, the directory and the catalogue, on request.
+//! `QueryService`: the current picture, the directory and the catalogue, history and the views over it, on
+//! request. Each method reads its request, calls the context or a view ([`crate::views`], shared with HTTP) and
+//! writes the answer; failures are [`crate::error::Error`]s, made statuses by `?`.
 
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
-
-use sitrep_core::hourly::{PeriodRevision, hours_ending, provider_hours, scope_hours};
-use sitrep_core::rollup::{Totals, rollup};
-use sitrep_core::{Code, Scope, Selection, Timestamp, Value};
+use sitrep_core::{Timestamp, Value};
 use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Action, principal_of};
-use crate::context::{Context, FilterSpec};
+use crate::context::Context;
 use crate::convert::{
     absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, filter_from_wire, scope_to_wire,
     sender_to_wire, snapshot_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,
 };
-use crate::error;
-
-/// The periods a history request covers (see [`Context::history_range`]), from the wire.
-fn range(
-    ctx: &Context,
-    from: Option<&prost_types::Timestamp>,
-    to: Option<&prost_types::Timestamp>,
-) -> Result<(Timestamp, Timestamp), Status> {
-    ctx.history_range(from.map(timestamp_from_wire), to.map(timestamp_from_wire))
-}
-
-fn known_provider(ctx: &Context, code: &str) -> Result<(), Status> {
-    ctx.known_provider(code)
-}
-
-fn known_metric(ctx: &Context, field: &str, code: &str) -> Result<(), Status> {
-    match ctx.catalogue.knows(code) {
-        true => Ok(()),
-        false => Err(error::invalid_field(
-            field,
-            "known_metric",
-            format!("{field}: metric {code:?} is not in the catalogue"),
-        )),
-    }
-}
+use crate::views::{self, Hourly};
 
 pub struct QueryApi {
     ctx: Arc<Context>,
@@ -86,13 +60,14 @@ impl pb::query_service_server::QueryService for QueryApi {
         let who = principal_of(request.extensions())?.clone();
         let req = request.into_inner();
         let ctx = &self.ctx;
-        known_provider(ctx, &req.provider)?;
+        ctx.known_provider(&req.provider)?;
         who.may(Action::ReadProvider(&req.provider))?;
         for (i, m) in req.metrics.iter().enumerate() {
-            known_metric(ctx, &format!("metrics[{i}]"), m)?;
+            views::known_metric(ctx, &format!("metrics[{i}]"), m)?;
         }
-        let (from, to) = range(ctx, req.from.as_ref(), req.to.as_ref())?;
-        let records = ctx.store.history(&req.provider, from, to).await.map_err(error::store)?;
+        let (from, to) =
+            ctx.history_range(req.from.as_ref().map(timestamp_from_wire), req.to.as_ref().map(timestamp_from_wire))?;
+        let records = ctx.store.history(&req.provider, from, to).await.map_err(crate::error::Error::store)?;
         let entries = records
             .into_iter()
             .map(|h| pb::HistoryEntry {
@@ -121,44 +96,26 @@ impl pb::query_service_server::QueryService for QueryApi {
     ) -> Result<Response<pb::MetricHistory>, Status> {
         let who = principal_of(request.extensions())?.clone();
         let req = request.into_inner();
-        let ctx = &self.ctx;
-        known_metric(ctx, "metric", &req.metric)?;
-        let filter = ctx.resolve(
-            req.filter.as_ref().map(|f| FilterSpec { metrics: Vec::new(), ..filter_from_wire(f) }).as_ref(),
-            &who,
-        )?;
-        let (from, to) = range(ctx, req.from.as_ref(), req.to.as_ref())?;
-        let providers: Vec<String> = match filter.providers {
-            Selection::All => ctx.directory.providers().map(|p| p.code.clone()).collect(),
-            Selection::Only(set) => set.into_iter().collect(),
-        };
-        let mut series = Vec::new();
-        for provider in providers {
-            let records: Vec<PeriodRevision> = ctx
-                .store
-                .history(&provider, from, to)
-                .await
-                .map_err(error::store)?
-                .into_iter()
-                .map(PeriodRevision::from)
-                .collect();
-            // Each hour's revisions merged (and a provider's sites combined) as the hourly view does.
-            let periods: Vec<Timestamp> =
-                records.iter().map(|r| r.period).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-            let points: Vec<pb::MetricPoint> = provider_hours(&ctx.rules, &records, &req.metric, &periods)
-                .into_iter()
-                .filter_map(|h| {
-                    Some(pb::MetricPoint {
-                        period: Some(timestamp_to_wire(h.period)),
-                        revision: h.revision?,
-                        value: Some(value_to_wire(h.value?)),
+        let filter = req.filter.as_ref().map(filter_from_wire);
+        let (from, to) = (req.from.as_ref().map(timestamp_from_wire), req.to.as_ref().map(timestamp_from_wire));
+        let found = views::metric_history(&self.ctx, &who, &req.metric, filter, from, to).await?;
+        let series = found
+            .into_iter()
+            .map(|s| pb::MetricSeries {
+                provider: s.provider,
+                points: s
+                    .hours
+                    .into_iter()
+                    .filter_map(|h| {
+                        Some(pb::MetricPoint {
+                            period: Some(timestamp_to_wire(h.period)),
+                            revision: h.revision?,
+                            value: Some(value_to_wire(h.value?)),
+                        })
                     })
-                })
-                .collect();
-            if !points.is_empty() {
-                series.push(pb::MetricSeries { provider, points });
-            }
-        }
+                    .collect(),
+            })
+            .collect();
         Ok(Response::new(pb::MetricHistory { metric: req.metric, series }))
     }
 
@@ -194,118 +151,57 @@ impl pb::query_service_server::QueryService for QueryApi {
     async fn get_hourly(&self, request: Request<pb::GetHourlyRequest>) -> Result<Response<pb::Hourly>, Status> {
         let who = principal_of(request.extensions())?.clone();
         let req = request.into_inner();
-        let ctx = &self.ctx;
-        known_metric(ctx, "metric", &req.metric)?;
-        let hours = if req.hours == 0 { DEFAULT_HOURS } else { req.hours };
-        if i64::from(hours) > ctx.limits.retention_hours {
-            return Err(error::invalid_field(
-                "hours",
-                "within_retention",
-                format!("hours = {hours} exceeds the {} hours of history kept", ctx.limits.retention_hours),
-            ));
-        }
-        let to = req.to.as_ref().map(timestamp_from_wire).unwrap_or_else(Timestamp::now).hour_start();
-        let periods = hours_ending(to, hours);
-        // One hour more than shown, so the first hour has a change too.
-        let from = periods[0].add_hours(-1);
-        let history = |provider: String| async move {
-            let records = ctx.store.history(&provider, from, to).await.map_err(error::store)?;
-            let records: Vec<PeriodRevision> = records.into_iter().map(PeriodRevision::from).collect();
-            Ok::<_, Status>((provider, records))
+        let query = views::HourlyQuery {
+            metric: req.metric.clone(),
+            provider: Some(req.provider),
+            scope: Some(req.scope),
+            hours: req.hours,
+            to: req.to.as_ref().map(timestamp_from_wire),
         };
-        let metric = req.metric.clone();
-        let figure = |merged: &BTreeMap<Code, Value>| -> Option<f64> {
-            sitrep_core::derive::figures(&ctx.catalogue, merged).get(&metric).copied()
-        };
-        let mut out = pb::Hourly { metric: req.metric.clone(), ..Default::default() };
-        match (req.provider.is_empty(), req.scope.is_empty()) {
-            (false, true) => {
-                known_provider(ctx, &req.provider)?;
-                who.may(Action::ReadProvider(&req.provider))?;
-                let (provider, records) = history(req.provider.clone()).await?;
-                if ctx.catalogue.get(&req.metric).is_some() {
-                    out.points = provider_hours(&ctx.rules, &records, &req.metric, &periods)
-                        .into_iter()
-                        .map(|h| pb::HourlyPoint {
-                            period: Some(timestamp_to_wire(h.period)),
-                            value: match h.value {
-                                Some(Value::Number(n)) => Some(n),
-                                _ => None,
-                            },
-                            absent: match h.value {
-                                Some(Value::Absent(r)) => absent_to_wire(r) as i32,
-                                _ => 0,
-                            },
-                            change: h.change,
-                            revision: h.revision,
-                            corrections: h.corrections,
-                            reported: h.reported,
-                            ..Default::default()
-                        })
-                        .collect();
-                } else {
-                    // A derived figure: from each hour's merged values, like a one-provider scope.
-                    let histories = BTreeMap::from([(provider.clone(), records)]);
-                    let expected = [provider];
-                    out.points =
-                        scope_hours(&ctx.rules, &histories, &expected, &periods, |list| figure(list.first()?.1))
-                            .into_iter()
-                            .map(|h| pb::HourlyPoint {
-                                providers_reported: Vec::new(),
-                                providers_expected: 0,
-                                completeness: 0.0,
-                                ..scope_point(h)
-                            })
-                            .collect();
-                }
-                out.provider = req.provider;
+        let mut out = pb::Hourly { metric: req.metric, ..Default::default() };
+        match views::hourly(&self.ctx, &who, &query).await? {
+            Hourly::Provider { provider, hours } => {
+                out.points = hours.into_iter().map(provider_point).collect();
+                out.provider = provider;
             }
-            (true, false) => {
-                let scope = Scope::parse(&req.scope).filter(|s| ctx.rules.scopes().contains(s)).ok_or_else(|| {
-                    error::invalid_field(
-                        "scope",
-                        "known_scope",
-                        format!(
-                            "scope {:?} is not a system, region or nation of the directory (e.g. \"system:QWE\")",
-                            req.scope
-                        ),
-                    )
-                })?;
-                who.may(Action::ReadScope(&scope))?;
-                let expected: Vec<String> = ctx
-                    .directory
-                    .providers()
-                    .filter(|p| ctx.rules.in_scope(&p.code, &scope))
-                    .map(|p| p.code.clone())
-                    .collect();
-                let mut histories = BTreeMap::new();
-                for provider in &expected {
-                    let (p, records) = history(provider.clone()).await?;
-                    histories.insert(p, records);
-                }
-                let metrics = std::collections::BTreeSet::from([req.metric.clone()]);
-                let roll = |list: &[(&str, &BTreeMap<Code, Value>)]| {
-                    let mut totals = Totals::new(&ctx.rules);
-                    for (_, values) in list {
-                        totals.add(&ctx.rules, values, false);
-                    }
-                    rollup(&ctx.rules, &scope, &totals, Some(&metrics)).metrics.first().and_then(|m| m.value)
-                };
-                out.points = scope_hours(&ctx.rules, &histories, &expected, &periods, roll)
+            Hourly::ProviderDerived { provider, hours } => {
+                out.points = hours
                     .into_iter()
-                    .map(scope_point)
+                    .map(|h| pb::HourlyPoint {
+                        providers_reported: Vec::new(),
+                        providers_expected: 0,
+                        completeness: 0.0,
+                        ..scope_point(h)
+                    })
                     .collect();
-                out.scope = Some(scope_to_wire(&ctx.rules, &scope));
+                out.provider = provider;
             }
-            _ => {
-                return Err(error::invalid_field(
-                    "provider",
-                    "one_of",
-                    "give exactly one of provider (e.g. \"RJ7\") or scope (e.g. \"system:QWE\")".to_owned(),
-                ));
+            Hourly::Scope { scope, hours } => {
+                out.points = hours.into_iter().map(scope_point).collect();
+                out.scope = Some(scope_to_wire(&self.ctx.rules, &scope));
             }
         }
         Ok(Response::new(out))
+    }
+}
+
+/// One hour of a provider's view on the wire.
+fn provider_point(h: sitrep_core::hourly::ProviderHour) -> pb::HourlyPoint {
+    pb::HourlyPoint {
+        period: Some(timestamp_to_wire(h.period)),
+        value: match h.value {
+            Some(Value::Number(n)) => Some(n),
+            _ => None,
+        },
+        absent: match h.value {
+            Some(Value::Absent(r)) => absent_to_wire(r) as i32,
+            _ => 0,
+        },
+        change: h.change,
+        revision: h.revision,
+        corrections: h.corrections,
+        reported: h.reported,
+        ..Default::default()
     }
 }
 
@@ -323,6 +219,3 @@ fn scope_point(h: sitrep_core::hourly::ScopeHour) -> pb::HourlyPoint {
         ..Default::default()
     }
 }
-
-/// Hours in an hour-by-hour view when the request does not say.
-const DEFAULT_HOURS: u32 = 72;

@@ -22,7 +22,7 @@ use crate::context::Context;
 use crate::convert::{
     encode_event_update, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire, write_rollup,
 };
-use crate::error;
+use crate::error::Error;
 use crate::metrics::Transport;
 use crate::resync::Resync;
 use crate::session::{self, Out, OutEvent};
@@ -62,11 +62,12 @@ impl SubscriberApi {
             0 => self.ctx.subscribers.default_heartbeat_seconds,
             s @ 1..=300 => s,
             s => {
-                return Err(error::invalid_field(
+                return Err(Error::invalid_field(
                     "heartbeat_seconds",
                     "range",
                     format!("heartbeat_seconds = {s} is outside 1..=300"),
-                ));
+                )
+                .into());
             }
         };
         let resume = (!req.resume_from.is_empty()).then_some(req.resume_from);
@@ -89,7 +90,7 @@ impl SubscriberApi {
         let open = self.ctx.metrics.subscribed(Transport::Grpc);
         let stream = ReceiverStream::new(rx).map(move |item| {
             let _open = &open;
-            item.map(|out| encode(&ctx, metrics.as_ref(), out))
+            item.map(|out| encode(&ctx, metrics.as_ref(), out)).map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -1295,34 +1295,54 @@ impl Store for RedisStore {
     }
 
     async fn history(&self, provider: &str, from: Timestamp, to: Timestamp) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut found = self.histories(&[provider.to_owned()], from, to).await?;
+        Ok(found.remove(provider).unwrap_or_default())
+    }
+
+    async fn histories(
+        &self,
+        providers: &[String],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<BTreeMap<String, Vec<HistoryRecord>>, StoreError> {
+        let mut out = BTreeMap::new();
         if from > to {
-            return Ok(Vec::new());
+            return Ok(out);
         }
         let mut conn = self.conn().await?;
-        let reply: RValue = self
-            .scripts
-            .history
-            .key(self.keys.of("hist", provider))
-            .arg(codec::history_score(from))
-            .arg(codec::history_score(to))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.masters.failed(e))?;
-        let items = array(&reply)?;
-        let mut out = self
-            .decoding(|codes| {
-                items
-                    .chunks(2)
-                    .map(|kv| {
-                        let field = text(&kv[0])?;
-                        let stored = bytes(kv.get(1).ok_or_else(|| bad("history pairs"))?)?;
-                        Ok(codec::decode_history(codes, &field, stored)?.0)
+        // One script call per piece of providers: a round trip each, and no call that holds Redis for long.
+        for piece in providers.chunks(crate::HISTORY_PIECE) {
+            let mut invocation = self.scripts.history.prepare_invoke();
+            for provider in piece {
+                invocation.key(self.keys.of("hist", provider));
+            }
+            invocation.arg(codec::history_score(from)).arg(codec::history_score(to));
+            let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
+            let per_provider = array(&reply)?;
+            if per_provider.len() != piece.len() {
+                return Err(bad("history: one list per provider"));
+            }
+            for (provider, items) in piece.iter().zip(per_provider) {
+                let items = array(items)?;
+                let mut records = self
+                    .decoding(|codes| {
+                        items
+                            .chunks(2)
+                            .map(|kv| {
+                                let field = text(&kv[0])?;
+                                let stored = bytes(kv.get(1).ok_or_else(|| bad("history pairs"))?)?;
+                                Ok(codec::decode_history(codes, &field, stored)?.0)
+                            })
+                            .collect::<Result<Vec<_>, StoreError>>()
                     })
-                    .collect::<Result<Vec<_>, StoreError>>()
-            })
-            .await?;
-        out.retain(|h| h.period >= from && h.period <= to);
-        out.sort_by_key(|h| (h.period, h.revision));
+                    .await?;
+                records.retain(|h| h.period >= from && h.period <= to);
+                records.sort_by_key(|h| (h.period, h.revision));
+                if !records.is_empty() {
+                    out.insert(provider.clone(), records);
+                }
+            }
+        }
         Ok(out)
     }
 }

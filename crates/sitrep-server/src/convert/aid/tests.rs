@@ -6,7 +6,7 @@ use sitrep_core::aid::{Actor, AidBook, Candidate, Excluded, Timers, measures};
 use crate::aid::Case;
 use sitrep_core::cursor::Position;
 use sitrep_core::profile::demo_directory;
-use tonic::Code;
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use super::*;
@@ -52,8 +52,8 @@ fn violations(status: &Status) -> Vec<Said> {
     bad.field_violations.into_iter().map(|v| (v.field, v.reason, v.description)).collect()
 }
 
-fn refused<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<Said> {
-    violations(&result.expect_err("refused"))
+fn refused<T: std::fmt::Debug>(result: Result<T, crate::error::Error>) -> Vec<Said> {
+    violations(&Status::from(result.expect_err("refused")))
 }
 
 fn v(field: &str, rule: &str, description: &str) -> Said {
@@ -153,7 +153,7 @@ fn every_other_action_decodes() {
 
 #[test]
 fn an_empty_new_request_names_every_missing_field_at_once() {
-    let status = create_from_wire(&pb::NewAidRequest::default()).unwrap_err();
+    let status = Status::from(create_from_wire(&pb::NewAidRequest::default()).unwrap_err());
     assert_eq!(status.message(), "create_request: provider = \"\" must name the requesting provider (and 6 more)");
     assert_eq!(
         violations(&status),
