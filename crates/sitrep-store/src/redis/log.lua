@@ -30,3 +30,13 @@ local function close_log(log, events, head, maxage)
   end
 end
 
+
+-- The record of arguments at ARGV[from] on, as a table whose fields are `names` (the script's declared list, which
+-- redis/args.rs sends in the same order), and the index of the argument after it.
+local function named(names, from)
+  local record = {}
+  for k, name in ipairs(names) do
+    record[name] = ARGV[from + k - 1]
+  end
+  return record, from + #names
+end

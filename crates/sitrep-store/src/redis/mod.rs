@@ -57,6 +57,7 @@
 //! answered [`ResetReason::Ahead`]; a replica with no log at all starts a new epoch.
 
 mod aid;
+mod args;
 pub mod codec;
 mod master;
 #[cfg(any(test, feature = "redis-process"))]
@@ -359,7 +360,7 @@ fn linked(after: &Cursor, entries: &[Entry]) -> bool {
 
 /// One plan's arguments to `persist.lua`, its writer's token, and where its outcome goes.
 struct Pending {
-    args: [Vec<u8>; 8],
+    args: args::PlanArgs,
     token: u64,
     reply: oneshot::Sender<Result<(String, Outcome), StoreError>>,
 }
@@ -447,11 +448,12 @@ async fn commit_loop(
             let batch = std::mem::take(&mut gathered);
             let mut invocation = scripts.persist.prepare_invoke();
             invocation.key(&keys.log).key(&keys.events).key(&keys.states);
-            invocation.arg(crate::new_epoch('r')).arg(&head[0]).arg(&head[1]).arg(&head[2]);
+            let epoch_candidate = crate::new_epoch('r');
+            let [max_len, max_age_ms, prefix] = &head;
+            let header = args::PersistHeader { epoch_candidate: &epoch_candidate, max_len, max_age_ms, prefix };
+            args::push(&mut invocation, &header.named());
             for p in &batch {
-                for a in &p.args {
-                    invocation.arg(a.as_slice());
-                }
+                args::push(&mut invocation, &p.args.named());
             }
             appended.in_flight.fetch_add(1, SeqCst);
             let masters = masters.clone();
@@ -795,16 +797,16 @@ impl RedisStore {
         };
         let encoded = state.map(|s| codec::encode_state(codes, s)).transpose()?.unwrap_or_default();
         let (token, written) = self.token();
-        let args = [
-            plan.provider.clone().into_bytes(),
-            itoa::Buffer::new().format(plan.expected_version).as_bytes().to_vec(),
-            field.into_bytes(),
-            trim.into_bytes(),
-            encoded,
-            codec::encode_event(codes, &plan.event)?,
+        let args = args::PlanArgs {
+            provider: plan.provider.clone(),
+            expected_version: itoa::Buffer::new().format(plan.expected_version).to_owned(),
+            history_field: field,
+            trim_hours: trim,
+            state: encoded,
+            event: codec::encode_event(codes, &plan.event)?,
             entry,
-            written,
-        ];
+            token: written,
+        };
         self.remember(token, &plan.event, state);
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Unavailable { message: "redis: the committer stopped".into(), source: None };

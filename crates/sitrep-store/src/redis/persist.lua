@@ -3,17 +3,19 @@
 -- from, and its report is not in history yet) and writes what the plan says. log.lua is prefixed to it.
 --
 -- KEYS: 1 log hash (epoch, head), 2 events stream, 3 states hash (provider -> '<version>|<state>')
--- ARGV: 1 epoch candidate (used if the log has none: a new or flushed Redis), 2 stream max length, 3 stream max age
---       in ms ('' for none), 4 key prefix, then 8 per plan: provider, expected version, history field ('' for a
---       clock transition), trim history of periods before this one (in hours; '' for no trimming), new state ('' when live state does not change), event, history entry, writer's token (which
---       the writer recognises its own events by when it reads them back)
+-- ARGV: a HEADER, then a PLAN per plan, in the order the lists below name their fields (redis/args.rs sends them
+-- and documents each field; its test checks the two agree).
 -- Returns one string (one reply to parse rather than four per plan): the epoch and a newline, then an outcome per
 -- plan: 'a<id> <id of the event before it>\n' (accepted), 'd<length>\n<the stored history entry, '<id>|<entry>'>'
 -- (the report's key is in history already: a duplicate or a conflict), or
 -- 'c<length>\n<the provider's current state, '' if none>' (a conflict).
+local HEADER = {'epoch_candidate', 'max_len', 'max_age_ms', 'prefix'}
+local PLAN = {'provider', 'expected_version', 'history_field', 'trim_hours', 'state', 'event', 'entry', 'token'}
+
 local log, events, states = KEYS[1], KEYS[2], KEYS[3]
-local maxlen, maxage, prefix = ARGV[2], ARGV[3], ARGV[4]
-local epoch, head = open_log(log, ARGV[1])
+local header, next_arg = named(HEADER, 1)
+local maxlen, maxage, prefix = header.max_len, header.max_age_ms, header.prefix
+local epoch, head = open_log(log, header.epoch_candidate)
 local appended = false
 
 -- The text before the first '|' of a stored value: a state's version, or a history entry's event id.
@@ -22,9 +24,11 @@ local function before_bar(value)
 end
 
 local out = {epoch, '\n'}
-for i = 5, #ARGV, 8 do
-  local provider, expected, field, trim = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local state, event, entry, token = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+while next_arg <= #ARGV do
+  local plan
+  plan, next_arg = named(PLAN, next_arg)
+  local provider, expected, field, trim = plan.provider, plan.expected_version, plan.history_field, plan.trim_hours
+  local state, event, entry, token = plan.state, plan.event, plan.entry, plan.token
   local hist = prefix .. 'hist:' .. provider
   local seen = field ~= '' and redis.call('HGET', hist, field)
   local current = redis.call('HGET', states, provider)
