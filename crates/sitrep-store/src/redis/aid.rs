@@ -26,13 +26,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redis::Value as RValue;
+use redis::FromRedisValue;
 use sitrep_core::aid::{Action, Actor, AidBook, Subject};
 use sitrep_core::plan::aid::AidPlan;
 use sitrep_core::state::Planned;
 use sitrep_core::{Cursor, Event, ProviderLive, Timestamp};
 
-use super::{MAX_CONFLICTS, Outcome, RedisStore, args, bad, bytes, codec, outcomes};
+use super::{MAX_CONFLICTS, Outcome, RedisStore, args, bad, codec, reply};
 use crate::{Acted, StoreError};
 
 /// What `act.lua` did with a plan.
@@ -237,11 +237,14 @@ impl RedisStore {
                 return Err(e);
             }
         };
-        if moved(&reply)? {
+        let answer = reply::ActAnswer::from_redis_value(reply).map_err(|e| bad(&format!("act reply: {e}")))?;
+        let reply::ActAnswer::Done(reply::Committed { epoch, outcomes }) = answer else {
             forget(&outgoing);
             return Ok(Stored::Moved);
+        };
+        if outcomes.len() != outgoing.len() {
+            return Err(bad(&format!("act reply: {} outcomes for {} events", outcomes.len(), outgoing.len())));
         }
-        let (epoch, outcomes) = outcomes(&reply, outgoing.len())?;
         let mut events = Vec::with_capacity(outgoing.len());
         for (o, outcome) in outgoing.into_iter().zip(outcomes) {
             let Outcome::Accepted { pos, .. } = outcome else { return Err(bad("act outcome")) };
@@ -255,11 +258,6 @@ impl RedisStore {
         }
         Ok(Stored::Done(events))
     }
-}
-
-/// Whether `act.lua` answered that the book or a provider moved.
-fn moved(reply: &RValue) -> Result<bool, StoreError> {
-    Ok(bytes(reply)? == b"m")
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ pub mod codec;
 mod master;
 #[cfg(any(test, feature = "redis-process"))]
 mod process;
+mod reply;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,7 +71,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, Value as RValue};
+use redis::{AsyncConnectionConfig, ErrorKind, FromRedisValue, RedisError, Script, ServerErrorKind, Value as RValue};
+use reply::Outcome;
 use sitrep_core::cursor::Position;
 use sitrep_core::plan::{self, Plan};
 use sitrep_core::{Code, Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport, Value};
@@ -300,8 +302,7 @@ fn array(v: &RValue) -> Result<&[RValue], StoreError> {
 }
 
 fn position(id: &str) -> Result<Position, StoreError> {
-    let (ms, seq) = id.split_once('-').ok_or_else(|| bad(&format!("stream id {id:?}")))?;
-    Ok(Position(ms.parse().map_err(|_| bad("stream id"))?, seq.parse().map_err(|_| bad("stream id"))?))
+    reply::stream_id(id).map_err(|e| bad(&e.to_string()))
 }
 
 /// A stream entry: the event, the epoch it was written in, and the position of the event before it.
@@ -383,19 +384,6 @@ struct Appended {
     /// Script calls under way; while there are any, the tail waits for them rather than for the stream.
     in_flight: std::sync::atomic::AtomicUsize,
     landed: tokio::sync::Notify,
-}
-
-/// What the script did with one plan.
-enum Outcome {
-    Accepted {
-        pos: Position,
-        prev: Position,
-    },
-    /// The report's key is in history: its stored entry (`<event id>|<entry>`), for the core to tell a duplicate
-    /// from a conflict.
-    Seen(Vec<u8>),
-    /// The provider's current state (empty if it has none).
-    Conflict(Vec<u8>),
 }
 
 /// What [`RedisStore::plan_and_persist`] did.
@@ -532,7 +520,7 @@ impl Ack {
 /// Hands each plan of an answered call its outcome, noting where accepted events landed for the tail first.
 fn answered(appended: &Appended, batch: Vec<Pending>, reply: Result<RValue, StoreError>) {
     use std::sync::atomic::Ordering::SeqCst;
-    let outcomes = reply.and_then(|r| outcomes(&r, batch.len()));
+    let outcomes = reply.and_then(|r| outcomes(r, batch.len()));
     if let Ok((epoch, outcomes)) = &outcomes {
         let epoch: Arc<str> = Arc::from(epoch.as_str());
         let mut links = appended.links.lock().unwrap_or_else(|e| e.into_inner());
@@ -567,39 +555,12 @@ fn answered(appended: &Appended, batch: Vec<Pending>, reply: Result<RValue, Stor
     }
 }
 
-fn outcomes(reply: &RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreError> {
-    let mut rest = bytes(reply)?;
-    fn line<'a>(rest: &mut &'a [u8]) -> Result<&'a str, StoreError> {
-        let end = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("persist reply"))?;
-        let text = std::str::from_utf8(&rest[..end]).map_err(|_| bad("persist reply"))?;
-        *rest = &rest[end + 1..];
-        Ok(text)
-    }
-    let epoch = line(&mut rest)?.to_owned();
-    let mut outcomes = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (kind, tail) = rest.split_first().ok_or_else(|| bad("persist reply"))?;
-        rest = tail;
-        let text = line(&mut rest)?;
-        outcomes.push(match kind {
-            b'a' => {
-                let (id, prev) = text.split_once(' ').ok_or_else(|| bad("persist outcome"))?;
-                Outcome::Accepted { pos: position(id)?, prev: position(prev)? }
-            }
-            b'd' | b'c' => {
-                let len: usize = text.parse().map_err(|_| bad("persist outcome"))?;
-                let stored = rest.get(..len).ok_or_else(|| bad("persist outcome"))?.to_vec();
-                rest = &rest[len..];
-                match kind {
-                    b'd' => Outcome::Seen(stored),
-                    _ => Outcome::Conflict(stored),
-                }
-            }
-            _ => return Err(bad("persist outcome")),
-        });
-    }
-    if !rest.is_empty() {
-        return Err(bad("persist reply"));
+/// A script's answer to `n` plans (or events): the epoch and their outcomes, in order.
+fn outcomes(reply: RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreError> {
+    let reply::Committed { epoch, outcomes } =
+        reply::Committed::from_redis_value(reply).map_err(|e| bad(&format!("persist reply: {e}")))?;
+    if outcomes.len() != n {
+        return Err(bad(&format!("persist reply: {} outcomes for {n} plans", outcomes.len())));
     }
     Ok((epoch, outcomes))
 }
@@ -949,7 +910,7 @@ impl RedisStore {
     }
 
     /// `read.lua`: the log's epoch and head, and up to `max` raw entries after `after`.
-    async fn read_script(&self, after: Position, max: usize) -> Result<(String, Position, RValue), StoreError> {
+    async fn read_script(&self, after: Position, max: usize) -> Result<reply::ReadReply, StoreError> {
         let mut conn = self.conn().await?;
         let reply: RValue = self
             .scripts
@@ -962,10 +923,7 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.masters.failed(e))?;
-        match <[RValue; 3]>::try_from(array(&reply)?.to_vec()) {
-            Ok([epoch, head, entries]) => Ok((text(&epoch)?, position(&text(&head)?)?, entries)),
-            Err(_) => Err(bad("read reply")),
-        }
+        reply::ReadReply::from_redis_value(reply).map_err(|e| bad(&format!("read reply: {e}")))
     }
 
     /// The entries sitrep can read, in order. Anything else in the stream (written by someone else, or damaged) is
@@ -984,14 +942,14 @@ impl RedisStore {
 
     /// One read through the checking script: `Read` decided against the log's epoch, head and links.
     async fn read_once(&self, after: &Cursor, max: usize) -> Result<Read, StoreError> {
-        let (epoch, head, entries) = self.read_script(after.pos, max).await?;
+        let reply::ReadReply { epoch, head, entries } = self.read_script(after.pos, max).await?;
         if after.epoch != epoch {
             return Ok(Read::Reset(ResetReason::OtherEpoch));
         }
         if after.pos > head {
             return Ok(Read::Reset(ResetReason::Ahead));
         }
-        let entries = self.own_entries(array(&entries)?).await?;
+        let entries = self.own_entries(&entries).await?;
         if entries.is_empty() && after.pos < head {
             // Everything after the cursor has been trimmed.
             return Ok(Read::Reset(ResetReason::TooOld));
@@ -1094,14 +1052,11 @@ impl RedisStore {
             }
         };
         drop(guard);
-        // [[stream, [entry, ...]]], or nil when BLOCK expired.
-        match array(&reply)?.first() {
-            None => Ok(Vec::new()),
-            Some(stream) => match array(stream)? {
-                [_, entries] => Ok(array(entries)?.to_vec()),
-                _ => Err(bad("XREAD reply")),
-            },
-        }
+        // [[stream, [entry, ...]]], or nil when BLOCK expired. The entries stay raw: `entry` reads them (see
+        // reply.rs for why not `StreamReadReply`).
+        let streams: Option<Vec<(RValue, Vec<RValue>)>> =
+            FromRedisValue::from_redis_value(reply).map_err(|e| bad(&format!("XREAD reply: {e}")))?;
+        Ok(streams.and_then(|s| s.into_iter().next()).map(|(_, entries)| entries).unwrap_or_default())
     }
 }
 
@@ -1239,7 +1194,7 @@ impl Store for RedisStore {
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
-        let (epoch, head, _) = self.read_script(Position(0, 0), 0).await?;
+        let reply::ReadReply { epoch, head, .. } = self.read_script(Position(0, 0), 0).await?;
         Ok(Cursor::new(epoch, head))
     }
 
