@@ -693,13 +693,8 @@ impl RedisStore {
         let master = self.master().await?;
         let mut conn = master.conn.clone();
         let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
-        let pairs = array(&reply)?
-            .chunks(2)
-            .map(|kv| {
-                let id = text(kv.get(1).ok_or_else(|| bad("codes"))?)?.parse().map_err(|_| bad("code number"))?;
-                Ok((text(&kv[0])?, id))
-            })
-            .collect::<Result<Vec<(String, u32)>, StoreError>>()?;
+        let pairs: Vec<(String, u32)> =
+            FromRedisValue::from_redis_value(reply).map_err(|e| bad(&format!("codes: {e}")))?;
         let codes = Arc::new(Codes::new(pairs));
         *self.codes.write().unwrap_or_else(|e| e.into_inner()) = Some((master.generation, codes.clone()));
         Ok(codes)
@@ -1265,17 +1260,15 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.masters.failed(e))?;
-        let items = array(&reply)?;
+        let pairs: Vec<(String, Vec<u8>)> =
+            FromRedisValue::from_redis_value(reply).map_err(|e| bad(&format!("history pairs: {e}")))?;
         let mut out = self
             .decoding(|codes| {
-                items
-                    .chunks(2)
-                    .map(|kv| {
-                        let field = text(&kv[0])?;
-                        let stored = bytes(kv.get(1).ok_or_else(|| bad("history pairs"))?)?;
-                        Ok(codec::decode_history(codes, &field, stored)?.0)
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()
+                pairs.iter().map(|(field, stored)| Ok(codec::decode_history(codes, field, stored)?.0)).collect::<Result<
+                    Vec<_>,
+                    StoreError,
+                >>(
+                )
             })
             .await?;
         out.retain(|h| h.period >= from && h.period <= to);
