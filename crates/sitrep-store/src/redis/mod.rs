@@ -45,6 +45,9 @@
 //! lets a store's tail skip the stream for its own events: the script answers each append with the event's id and
 //! its predecessor's, so when the next events of the log are ones this store just wrote (each naming the one before
 //! as its predecessor, the first naming the tail's cursor), the tail takes them as they are, with no read at all.
+//! The appending scripts take their arguments as named records (`args.rs`), and the scripts' answers are parsed
+//! into types by redis-rs's `FromRedisValue` (`reply.rs`); stream entries are read by hand (`entry`: why in
+//! `reply.rs`).
 //! Scripts are invoked by SHA and re-loaded by redis-rs when Redis answers `NOSCRIPT` (after a restart). Blocking
 //! reads of the stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout, and the
 //! committer a third (its `WAIT`s block the connection they are sent on).
