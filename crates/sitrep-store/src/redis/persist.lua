@@ -27,31 +27,30 @@ local out = {epoch, '\n'}
 while next_arg <= #ARGV do
   local plan
   plan, next_arg = named(PLAN, next_arg)
-  local provider, expected, field, trim = plan.provider, plan.expected_version, plan.history_field, plan.trim_hours
-  local state, event, entry, token = plan.state, plan.event, plan.entry, plan.token
-  local hist = prefix .. 'hist:' .. provider
+  local field = plan.history_field
+  local hist = prefix .. 'hist:' .. plan.provider
   local seen = field ~= '' and redis.call('HGET', hist, field)
-  local current = redis.call('HGET', states, provider)
+  local current = redis.call('HGET', states, plan.provider)
   if seen then
     -- The report's key was seen: whether it said the same (a duplicate) or not (a conflict) is the core's call.
     out[#out + 1] = 'd' .. #seen .. '\n' .. seen
-  elseif (current and before_bar(current) or '0') ~= expected then
+  elseif (current and before_bar(current) or '0') ~= plan.expected_version then
     local c = current or ''
     out[#out + 1] = 'c' .. #c .. '\n' .. c
   else
     local prev = head
-    local id = append(events, maxlen, epoch, prev, token, event)
+    local id = append(events, maxlen, epoch, prev, plan.token, plan.event)
     head, appended = id, true
-    if state ~= '' then
-      redis.call('HSET', states, provider, state)
+    if plan.state ~= '' then
+      redis.call('HSET', states, plan.provider, plan.state)
     end
     if field ~= '' then
-      redis.call('HSET', hist, field, id .. '|' .. entry)
-      if trim ~= '' then
+      redis.call('HSET', hist, field, id .. '|' .. plan.entry)
+      if plan.trim_hours ~= '' then
         -- History older than the retention window goes when the provider moves to a new period (once an hour), a
         -- bounded batch at a time. Fields start with their period in hours; no index is kept (it cost more memory
         -- than the entries it indexed).
-        local cutoff, old = tonumber(trim), {}
+        local cutoff, old = tonumber(plan.trim_hours), {}
         for _, f in ipairs(redis.call('HKEYS', hist)) do
           -- A field that does not start '<hours>:' is not sitrep's: left alone (a script error here would come
           -- after the writes above, which Redis does not undo).
