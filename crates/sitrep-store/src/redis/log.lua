@@ -40,3 +40,13 @@ local function named(names, from)
   end
   return record, from + #names
 end
+
+-- Where each of `names` sits within a record of them (0 for the first): for reading records in place, by name, on
+-- the report path, where copying each into a table (`named`) cost measurably more (docs/PERFORMANCE.md).
+local function offsets(names)
+  local at = {}
+  for k = 1, #names do
+    at[names[k]] = k - 1
+  end
+  return at
+end

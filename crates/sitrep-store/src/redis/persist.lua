@@ -24,33 +24,34 @@ local function before_bar(value)
 end
 
 local out = {epoch, '\n'}
-while next_arg <= #ARGV do
-  local plan
-  plan, next_arg = named(PLAN, next_arg)
-  local field = plan.history_field
-  local hist = prefix .. 'hist:' .. plan.provider
+-- Each plan's fields are read in place by name (`at`), not copied into a table per plan: this loop is the report
+-- path, and the copy cost a tenth or more of the script's time (docs/PERFORMANCE.md).
+local at = offsets(PLAN)
+for i = next_arg, #ARGV, #PLAN do
+  local provider, field = ARGV[i + at.provider], ARGV[i + at.history_field]
+  local hist = prefix .. 'hist:' .. provider
   local seen = field ~= '' and redis.call('HGET', hist, field)
-  local current = redis.call('HGET', states, plan.provider)
+  local current = redis.call('HGET', states, provider)
   if seen then
     -- The report's key was seen: whether it said the same (a duplicate) or not (a conflict) is the core's call.
     out[#out + 1] = 'd' .. #seen .. '\n' .. seen
-  elseif (current and before_bar(current) or '0') ~= plan.expected_version then
+  elseif (current and before_bar(current) or '0') ~= ARGV[i + at.expected_version] then
     local c = current or ''
     out[#out + 1] = 'c' .. #c .. '\n' .. c
   else
     local prev = head
-    local id = append(events, maxlen, epoch, prev, plan.token, plan.event)
+    local id = append(events, maxlen, epoch, prev, ARGV[i + at.token], ARGV[i + at.event])
     head, appended = id, true
-    if plan.state ~= '' then
-      redis.call('HSET', states, plan.provider, plan.state)
+    if ARGV[i + at.state] ~= '' then
+      redis.call('HSET', states, provider, ARGV[i + at.state])
     end
     if field ~= '' then
-      redis.call('HSET', hist, field, id .. '|' .. plan.entry)
-      if plan.trim_hours ~= '' then
+      redis.call('HSET', hist, field, id .. '|' .. ARGV[i + at.entry])
+      if ARGV[i + at.trim_hours] ~= '' then
         -- History older than the retention window goes when the provider moves to a new period (once an hour), a
         -- bounded batch at a time. Fields start with their period in hours; no index is kept (it cost more memory
         -- than the entries it indexed).
-        local cutoff, old = tonumber(plan.trim_hours), {}
+        local cutoff, old = tonumber(ARGV[i + at.trim_hours]), {}
         for _, f in ipairs(redis.call('HKEYS', hist)) do
           -- A field that does not start '<hours>:' is not sitrep's: left alone (a script error here would come
           -- after the writes above, which Redis does not undo).
