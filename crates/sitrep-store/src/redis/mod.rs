@@ -316,6 +316,8 @@ struct Entry {
 }
 
 /// sitrep's fields of a stream entry, `p`, `e`, `w` and `d`, or `None` for an entry sitrep did not write.
+/// Read by hand, not through `redis::streams::StreamReadReply`: that would allocate a map per entry on the tail's
+/// path and lose the fields' order, which is how sitrep's entries are told from others (see `reply.rs`).
 fn fields(entry: &RValue) -> Option<(Position, &[RValue])> {
     let [id, fields] = array(entry).ok()? else { return None };
     let pos = position(&text(id).ok()?).ok()?;
