@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::catalogue::OPEL_METRIC;
-use crate::{AbsentReason, Catalogue, Code, Directory, Kind, Report, Timestamp, Value};
+use crate::{AbsentReason, Catalogue, Code, Directory, Kind, Metric, MetricInput, Report, Timestamp, Value};
 
 /// Bounds on what one report may carry and how far its times may stray.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +159,7 @@ pub const MAX_REVISION: u32 = 4_000_000_000;
 
 /// Who a complaint is about: `report for RJ7`, or `report` when it names no provider. Written only when there is a
 /// complaint to write.
+#[derive(Clone, Copy)]
 struct Who<'a>(&'a str);
 
 impl std::fmt::Display for Who<'_> {
@@ -186,7 +187,8 @@ pub fn validate(
 }
 
 /// [`validate`], taking the report, so that its codes and texts move into the validated form rather than being
-/// copied (the aggregator's ingest path: it owns the report it decoded).
+/// copied (the aggregator's ingest path: it owns the report it decoded). The checks run in the order a reader
+/// would ask (who, when, what, what else said), each adding to one list so that every violation is found.
 pub fn validate_owned(
     report: Report,
     directory: &Directory,
@@ -194,243 +196,28 @@ pub fn validate_owned(
     limits: &Limits,
     now: Timestamp,
 ) -> Result<ValidReport, Vec<Violation>> {
-    let mut out = Vec::new();
-    let mut bad =
-        |field: String, rule: &'static str, description: String| out.push(Violation { field, rule, description });
     let Report { provider, site, period, revision, observed_at, values: inputs, opel_level, narrative, source } =
         report;
-    let who = Who(&provider);
     let says_nothing = inputs.is_empty() && opel_level.is_none() && narrative.as_deref().is_none_or(str::is_empty);
-
-    // Who.
-    match directory.provider(&provider) {
-        _ if provider.is_empty() => bad("provider".into(), "required", "provider code is required".into()),
-        None => bad("provider".into(), "known_provider", format!("provider {:?} is not in the directory", provider)),
-        Some(p) => {
-            if let Some(site) = &site
-                && !p.sites.iter().any(|s| &s.code == site)
-            {
-                bad("site".into(), "known_site", format!("{who}: site {site:?} is not a site of provider {}", p.code));
-            }
-        }
-    }
-
-    // When.
-    let current_hour = now.hour_start();
-    match period {
-        None => bad("period".into(), "required", format!("{who}: period (the start of the hour reported) is required")),
-        Some(p) if !p.is_hour_aligned() => bad(
-            "period".into(),
-            "hour_aligned",
-            format!("{who}: period {p} is not the start of an hour (expected {})", p.hour_start()),
-        ),
-        Some(p) if p > current_hour => bad(
-            "period".into(),
-            "not_in_future",
-            format!("{who}: period {p} is later than the current hour {current_hour}"),
-        ),
-        Some(p) if p < current_hour.add_hours(-limits.retention_hours) => bad(
-            "period".into(),
-            "within_retention",
-            format!(
-                "{who}: period {p} is older than the {} hours of history kept (earliest {})",
-                limits.retention_hours,
-                current_hour.add_hours(-limits.retention_hours)
-            ),
-        ),
-        Some(_) => {}
-    }
-    // Revision 0 (none given) asks the store for the next one. Senders' revisions stop at MAX_REVISION, and the
-    // store may give revisions above it, so a typo of the largest revision cannot leave a period with nothing newer
-    // to correct it (a report sent without a revision always gets one).
-    if revision > MAX_REVISION {
-        bad("revision".into(), "max", format!("{who}: revision = {revision} exceeds the limit of {MAX_REVISION}"));
-    }
-    match observed_at {
-        None => bad("observed_at".into(), "required", format!("{who}: observed_at is required")),
-        Some(t) if t > now.add_millis(limits.future_tolerance_ms) => bad(
-            "observed_at".into(),
-            "not_in_future",
-            format!(
-                "{who}: observed_at {t} is more than {} s ahead of the server's clock ({now})",
-                limits.future_tolerance_ms / 1000
-            ),
-        ),
-        Some(t) if period.is_some_and(|p| t < p.add_hours(-24)) => bad(
-            "observed_at".into(),
-            "near_period",
-            format!(
-                "{who}: observed_at {t} is more than 24 hours before the hour it reports ({})",
-                period.expect("checked")
-            ),
-        ),
-        Some(_) => {}
-    }
-
-    // What.
-    if inputs.len() > limits.max_values {
-        bad(
-            "values".into(),
-            "max_values",
-            format!("{who}: {} values exceed the limit of {} per report", inputs.len(), limits.max_values),
-        );
-    }
-    // Pushed in code order (the report's map is), then built into a map in one pass.
-    let mut values = Vec::with_capacity(inputs.len());
-    // Numbers bounded by another metric of the report, checked once every value is in.
-    let mut bounded: Vec<(Code, f64, &str)> = Vec::new();
-    for (owned, input) in inputs {
-        let code = owned.as_str();
-        let Some((key, metric)) = catalogue.lookup(code) else {
-            match catalogue.derived(code) {
-                Some(d) => bad(
-                    field(code),
-                    "not_derived",
-                    format!(
-                        "{who}: metric {code:?} is computed by sitrep from {}; report those instead",
-                        d.formula.inputs().join(" and ")
-                    ),
-                ),
-                None => bad(field(code), "known_metric", format!("{who}: metric {code:?} is not in the catalogue")),
-            }
-            continue;
-        };
-        if let Some(unit) = &input.unit
-            && unit != &metric.unit
-        {
-            bad(
-                field(code),
-                "unit_matches",
-                format!("{who}: metric {code} is measured in {}, not {unit}", metric.unit),
-            );
-            continue;
-        }
-        let n = match input.value {
-            None => {
-                bad(field(code), "required", format!("{who}: metric {code} has neither a number nor an absent reason"));
-                continue;
-            }
-            Some(Value::Absent(AbsentReason::Unspecified)) => {
-                bad(field(code), "absent_reason", format!("{who}: metric {code} is absent without a reason"));
-                continue;
-            }
-            Some(v @ Value::Absent(_)) => {
-                values.push((key, v));
-                continue;
-            }
-            Some(Value::Number(n)) => n,
-        };
-        let rule = if !n.is_finite() {
-            Some(("finite", format!("{code} = {n} is not a finite number")))
-        } else {
-            match metric.kind {
-                Kind::Count | Kind::Minutes if n < 0.0 => {
-                    Some(("non_negative", format!("{code} = {n} is negative ({} cannot be)", metric.unit)))
-                }
-                Kind::Count if n.fract() != 0.0 => {
-                    Some(("integer", format!("{code} = {n} is not a whole number of {}", metric.unit)))
-                }
-                _ if metric.plausible_max().is_some_and(|max| n > max) => Some((
-                    "plausible",
-                    format!(
-                        "{code} = {n} is more {} than one provider plausibly has (at most {}): a typo? If it is \
-                         right, raise plausible_max in the catalogue",
-                        metric.unit,
-                        metric.plausible_max().unwrap_or_default()
-                    ),
-                )),
-                Kind::Percent if !(0.0..=100.0).contains(&n) => {
-                    Some(("range", format!("{code} = {n} is outside 0..=100 percent")))
-                }
-                Kind::Level => {
-                    let (lo, hi) = (metric.min.unwrap_or(0), metric.max.unwrap_or(u32::MAX));
-                    if n.fract() != 0.0 || n < f64::from(lo) || n > f64::from(hi) {
-                        Some(("range", format!("{code} = {n} is not a whole level in {lo}..={hi}")))
-                    } else {
-                        None
-                    }
-                }
-                _ => None,
-            }
-        };
-        match rule {
-            Some((rule, text)) => bad(field(code), rule, format!("{who}: {text}")),
-            None => {
-                values.push((key, Value::Number(n)));
-                if let Some(bound) = &metric.at_most {
-                    bounded.push((key, n, bound));
-                }
-            }
-        }
-    }
-    let mut values: BTreeMap<Code, Value> = values.into_iter().collect();
-    // Bounds between metrics of the same report (occupied beds may not exceed open beds).
-    for (code, n, bound) in bounded {
-        if let Some(Value::Number(limit)) = values.get(bound)
-            && n > *limit
-        {
-            bad(field(&code), "at_most", format!("{who}: {code} = {n} exceeds {bound} = {limit}"));
-        }
-    }
-    if let Some(level) = opel_level {
-        match catalogue.lookup(OPEL_METRIC) {
-            None => bad(
-                "opel_level".into(),
-                "known_metric",
-                format!("{who}: this deployment's catalogue has no {OPEL_METRIC} metric"),
-            ),
-            Some((opel, m)) => {
-                let (lo, hi) = (m.min.unwrap_or(1), m.max.unwrap_or(4));
-                let declared = Value::Number(f64::from(level));
-                if !(lo..=hi).contains(&level) {
-                    bad("opel_level".into(), "range", format!("{who}: opel_level = {level} is outside {lo}..={hi}"));
-                } else if values.get(OPEL_METRIC).is_some_and(|v| v != &declared) {
-                    bad(
-                        "opel_level".into(),
-                        "consistent",
-                        format!("{who}: opel_level = {level} disagrees with values[{OPEL_METRIC}]"),
-                    );
-                } else {
-                    values.insert(opel, declared);
-                }
-            }
-        }
-    }
+    let mut found = Found { who: Who(&provider), violations: Vec::new() };
+    found.check_who(directory, site.as_deref());
+    found.check_when(limits, now, period, revision, observed_at);
+    let mut values = found.check_values(catalogue, limits, inputs);
+    found.check_opel(catalogue, opel_level, &mut values);
     let narrative = narrative.filter(|n| !n.is_empty());
-    if let Some(n) = &narrative
-        && n.chars().count() > limits.max_narrative_chars
-    {
-        bad(
-            "narrative".into(),
-            "max_length",
-            format!(
-                "{who}: narrative of {} characters exceeds {} (the aggregator's limits.max_narrative_chars)",
-                n.chars().count(),
-                limits.max_narrative_chars
-            ),
-        );
-    }
     let source = source.filter(|s| !s.is_empty());
-    if let Some(s) = &source
-        && s.chars().count() > limits.max_source_chars
-    {
-        bad(
-            "source".into(),
-            "max_length",
-            format!("{who}: source of {} characters exceeds {}", s.chars().count(), limits.max_source_chars),
-        );
-    }
-
+    found.check_texts(limits, narrative.as_deref(), source.as_deref());
     if says_nothing {
-        bad(
+        let who = found.who;
+        found.bad(
             "values".into(),
             "not_empty",
             format!("{who}: the report carries no values, no OPEL level and no narrative: nothing to record"),
         );
     }
 
-    if !out.is_empty() {
-        return Err(out);
+    if !found.violations.is_empty() {
+        return Err(found.violations);
     }
     Ok(ValidReport {
         provider,
@@ -444,6 +231,313 @@ pub fn validate_owned(
         sender: None,
         trace: None,
     })
+}
+
+/// The violations found so far in one report, and whom they are about.
+struct Found<'a> {
+    who: Who<'a>,
+    violations: Vec<Violation>,
+}
+
+impl Found<'_> {
+    fn bad(&mut self, field: String, rule: &'static str, description: String) {
+        self.violations.push(Violation { field, rule, description });
+    }
+
+    /// Who: the provider is in the directory, and the site (if any) is one of its sites.
+    fn check_who(&mut self, directory: &Directory, site: Option<&str>) {
+        let who = self.who;
+        let provider = who.0;
+        match directory.provider(provider) {
+            _ if provider.is_empty() => self.bad("provider".into(), "required", "provider code is required".into()),
+            None => self.bad(
+                "provider".into(),
+                "known_provider",
+                format!("provider {:?} is not in the directory", provider),
+            ),
+            Some(p) => {
+                if let Some(site) = site
+                    && !p.sites.iter().any(|s| s.code == site)
+                {
+                    self.bad(
+                        "site".into(),
+                        "known_site",
+                        format!("{who}: site {site:?} is not a site of provider {}", p.code),
+                    );
+                }
+            }
+        }
+    }
+
+    /// When: the period is a past or current hour within retention, the revision within a sender's range, and the
+    /// observation neither in the future nor long before the period.
+    fn check_when(
+        &mut self,
+        limits: &Limits,
+        now: Timestamp,
+        period: Option<Timestamp>,
+        revision: u32,
+        observed_at: Option<Timestamp>,
+    ) {
+        let who = self.who;
+        let current_hour = now.hour_start();
+        match period {
+            None => self.bad(
+                "period".into(),
+                "required",
+                format!("{who}: period (the start of the hour reported) is required"),
+            ),
+            Some(p) if !p.is_hour_aligned() => self.bad(
+                "period".into(),
+                "hour_aligned",
+                format!("{who}: period {p} is not the start of an hour (expected {})", p.hour_start()),
+            ),
+            Some(p) if p > current_hour => self.bad(
+                "period".into(),
+                "not_in_future",
+                format!("{who}: period {p} is later than the current hour {current_hour}"),
+            ),
+            Some(p) if p < current_hour.add_hours(-limits.retention_hours) => self.bad(
+                "period".into(),
+                "within_retention",
+                format!(
+                    "{who}: period {p} is older than the {} hours of history kept (earliest {})",
+                    limits.retention_hours,
+                    current_hour.add_hours(-limits.retention_hours)
+                ),
+            ),
+            Some(_) => {}
+        }
+        // Revision 0 (none given) asks the store for the next one. Senders' revisions stop at MAX_REVISION, and the
+        // store may give revisions above it, so a typo of the largest revision cannot leave a period with nothing
+        // newer to correct it (a report sent without a revision always gets one).
+        if revision > MAX_REVISION {
+            self.bad(
+                "revision".into(),
+                "max",
+                format!("{who}: revision = {revision} exceeds the limit of {MAX_REVISION}"),
+            );
+        }
+        match observed_at {
+            None => self.bad("observed_at".into(), "required", format!("{who}: observed_at is required")),
+            Some(t) if t > now.add_millis(limits.future_tolerance_ms) => self.bad(
+                "observed_at".into(),
+                "not_in_future",
+                format!(
+                    "{who}: observed_at {t} is more than {} s ahead of the server's clock ({now})",
+                    limits.future_tolerance_ms / 1000
+                ),
+            ),
+            Some(t) if period.is_some_and(|p| t < p.add_hours(-24)) => self.bad(
+                "observed_at".into(),
+                "near_period",
+                format!(
+                    "{who}: observed_at {t} is more than 24 hours before the hour it reports ({})",
+                    period.expect("checked")
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    /// What: each value is a known, reported (not derived) metric in its unit, a number its kind allows or an
+    /// absence with a reason; then the bounds between metrics of the report. Returns the values that passed.
+    fn check_values(
+        &mut self,
+        catalogue: &Catalogue,
+        limits: &Limits,
+        inputs: BTreeMap<String, MetricInput>,
+    ) -> BTreeMap<Code, Value> {
+        let who = self.who;
+        if inputs.len() > limits.max_values {
+            self.bad(
+                "values".into(),
+                "max_values",
+                format!("{who}: {} values exceed the limit of {} per report", inputs.len(), limits.max_values),
+            );
+        }
+        // Pushed in code order (the report's map is), then built into a map in one pass.
+        let mut values = Vec::with_capacity(inputs.len());
+        // Numbers bounded by another metric of the report, checked once every value is in.
+        let mut bounded: Vec<(Code, f64, &str)> = Vec::new();
+        for (owned, input) in inputs {
+            let code = owned.as_str();
+            let Some((key, metric)) = self.known_metric(catalogue, code) else { continue };
+            let Some(value) = self.reported_value(code, metric, input) else { continue };
+            let Value::Number(n) = value else {
+                values.push((key, value));
+                continue;
+            };
+            match number_rule(code, n, metric) {
+                Some((rule, text)) => self.bad(field(code), rule, format!("{who}: {text}")),
+                None => {
+                    values.push((key, Value::Number(n)));
+                    if let Some(bound) = &metric.at_most {
+                        bounded.push((key, n, bound));
+                    }
+                }
+            }
+        }
+        let values: BTreeMap<Code, Value> = values.into_iter().collect();
+        // Bounds between metrics of the same report (occupied beds may not exceed open beds).
+        for (code, n, bound) in bounded {
+            if let Some(Value::Number(limit)) = values.get(bound)
+                && n > *limit
+            {
+                self.bad(field(&code), "at_most", format!("{who}: {code} = {n} exceeds {bound} = {limit}"));
+            }
+        }
+        values
+    }
+
+    /// The catalogue's metric for `code`, or `None` (with the violation noted) for one that is derived or unknown.
+    fn known_metric<'c>(&mut self, catalogue: &'c Catalogue, code: &str) -> Option<(Code, &'c Metric)> {
+        let who = self.who;
+        let found = catalogue.lookup(code);
+        if found.is_none() {
+            match catalogue.derived(code) {
+                Some(d) => self.bad(
+                    field(code),
+                    "not_derived",
+                    format!(
+                        "{who}: metric {code:?} is computed by sitrep from {}; report those instead",
+                        d.formula.inputs().join(" and ")
+                    ),
+                ),
+                None => {
+                    self.bad(field(code), "known_metric", format!("{who}: metric {code:?} is not in the catalogue"))
+                }
+            }
+        }
+        found
+    }
+
+    /// The value `input` gives, or `None` (with the violation noted) for one in the wrong unit, with no value, or
+    /// absent without a reason.
+    fn reported_value(&mut self, code: &str, metric: &Metric, input: MetricInput) -> Option<Value> {
+        let who = self.who;
+        if let Some(unit) = &input.unit
+            && unit != &metric.unit
+        {
+            self.bad(
+                field(code),
+                "unit_matches",
+                format!("{who}: metric {code} is measured in {}, not {unit}", metric.unit),
+            );
+            return None;
+        }
+        match input.value {
+            None => {
+                self.bad(
+                    field(code),
+                    "required",
+                    format!("{who}: metric {code} has neither a number nor an absent reason"),
+                );
+                None
+            }
+            Some(Value::Absent(AbsentReason::Unspecified)) => {
+                self.bad(field(code), "absent_reason", format!("{who}: metric {code} is absent without a reason"));
+                None
+            }
+            Some(v) => Some(v),
+        }
+    }
+
+    /// The OPEL level, if declared, is within the catalogue's range and agrees with the OPEL metric if that was
+    /// reported too; it is then stored as that metric.
+    fn check_opel(&mut self, catalogue: &Catalogue, opel_level: Option<u32>, values: &mut BTreeMap<Code, Value>) {
+        let who = self.who;
+        let Some(level) = opel_level else { return };
+        match catalogue.lookup(OPEL_METRIC) {
+            None => self.bad(
+                "opel_level".into(),
+                "known_metric",
+                format!("{who}: this deployment's catalogue has no {OPEL_METRIC} metric"),
+            ),
+            Some((opel, m)) => {
+                let (lo, hi) = (m.min.unwrap_or(1), m.max.unwrap_or(4));
+                let declared = Value::Number(f64::from(level));
+                if !(lo..=hi).contains(&level) {
+                    self.bad(
+                        "opel_level".into(),
+                        "range",
+                        format!("{who}: opel_level = {level} is outside {lo}..={hi}"),
+                    );
+                } else if values.get(OPEL_METRIC).is_some_and(|v| v != &declared) {
+                    self.bad(
+                        "opel_level".into(),
+                        "consistent",
+                        format!("{who}: opel_level = {level} disagrees with values[{OPEL_METRIC}]"),
+                    );
+                } else {
+                    values.insert(opel, declared);
+                }
+            }
+        }
+    }
+
+    /// The narrative and the source's name are within their lengths.
+    fn check_texts(&mut self, limits: &Limits, narrative: Option<&str>, source: Option<&str>) {
+        let who = self.who;
+        if let Some(n) = narrative
+            && n.chars().count() > limits.max_narrative_chars
+        {
+            self.bad(
+                "narrative".into(),
+                "max_length",
+                format!(
+                    "{who}: narrative of {} characters exceeds {} (the aggregator's limits.max_narrative_chars)",
+                    n.chars().count(),
+                    limits.max_narrative_chars
+                ),
+            );
+        }
+        if let Some(s) = source
+            && s.chars().count() > limits.max_source_chars
+        {
+            self.bad(
+                "source".into(),
+                "max_length",
+                format!("{who}: source of {} characters exceeds {}", s.chars().count(), limits.max_source_chars),
+            );
+        }
+    }
+}
+
+/// The rule a reported number `n` of `metric` breaks, and the complaint (without whom it is about), if any.
+fn number_rule(code: &str, n: f64, metric: &Metric) -> Option<(&'static str, String)> {
+    if !n.is_finite() {
+        return Some(("finite", format!("{code} = {n} is not a finite number")));
+    }
+    match metric.kind {
+        Kind::Count | Kind::Minutes if n < 0.0 => {
+            Some(("non_negative", format!("{code} = {n} is negative ({} cannot be)", metric.unit)))
+        }
+        Kind::Count if n.fract() != 0.0 => {
+            Some(("integer", format!("{code} = {n} is not a whole number of {}", metric.unit)))
+        }
+        _ if metric.plausible_max().is_some_and(|max| n > max) => Some((
+            "plausible",
+            format!(
+                "{code} = {n} is more {} than one provider plausibly has (at most {}): a typo? If it is \
+                 right, raise plausible_max in the catalogue",
+                metric.unit,
+                metric.plausible_max().unwrap_or_default()
+            ),
+        )),
+        Kind::Percent if !(0.0..=100.0).contains(&n) => {
+            Some(("range", format!("{code} = {n} is outside 0..=100 percent")))
+        }
+        Kind::Level => {
+            let (lo, hi) = (metric.min.unwrap_or(0), metric.max.unwrap_or(u32::MAX));
+            if n.fract() != 0.0 || n < f64::from(lo) || n > f64::from(hi) {
+                Some(("range", format!("{code} = {n} is not a whole level in {lo}..={hi}")))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -625,7 +625,17 @@ impl Config {
         Ok(config)
     }
 
+    /// Every check, in the order of the file's sections; the first failure is the answer, naming its key.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        self.check_bounds(path)?;
+        self.check_tls(path)?;
+        self.check_wallboard(path)?;
+        self.check_staleness(path)?;
+        self.check_aid(path)
+    }
+
+    /// Capacities, limits and timeouts: each within bounds, so that no arithmetic on them can overflow, and the store's URL and key prefix well formed.
+    fn check_bounds(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid =
             |key, message: &str| Err(ConfigError::Invalid { path: path.to_owned(), key, message: message.into() });
         if self.subscribers.queue_capacity == 0 {
@@ -673,7 +683,13 @@ impl Config {
         if !(1..=600_000).contains(&self.store.redis_timeout_ms) {
             return invalid("store.redis_timeout_ms", "must be from 1 to 600000 (ten minutes)");
         }
-        self.check_tls(path)?;
+        Ok(())
+    }
+
+    /// The `[wallboard]` section: a known time zone and theme, page and rotation within bounds, known service types.
+    fn check_wallboard(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid =
+            |key, message: &str| Err(ConfigError::Invalid { path: path.to_owned(), key, message: message.into() });
         let wb = &self.wallboard;
         if jiff::tz::TimeZone::get(&wb.timezone).is_err() {
             return invalid(
@@ -696,6 +712,13 @@ impl Config {
                 &format!("{kind:?} is not a service type (acute, specialist, mental_health, community, ambulance)"),
             );
         }
+        Ok(())
+    }
+
+    /// The `[staleness]` durations, each within its own bounds.
+    fn check_staleness(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid =
+            |key, message: &str| Err(ConfigError::Invalid { path: path.to_owned(), key, message: message.into() });
         let st = &self.staleness;
         for (key, interval) in [
             ("staleness.cadence", &st.cadence),
@@ -719,6 +742,13 @@ impl Config {
                 return invalid(key, m.strip_prefix(key).unwrap_or(&m).trim_start());
             }
         }
+        Ok(())
+    }
+
+    /// The `[aid]` escalation delays: above zero, the region's after the system's.
+    fn check_aid(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid =
+            |key, message: &str| Err(ConfigError::Invalid { path: path.to_owned(), key, message: message.into() });
         let aid = &self.aid;
         for (key, interval) in [
             ("aid.escalate_to_system_after", &aid.escalate_to_system_after),

@@ -8,7 +8,8 @@
 //!   mutual aid action (`redis/aid.rs`, the book in one hash), a stream as the event log, shared by any number of
 //!   aggregator replicas; the master found at a URL or through Redis Sentinel and followed across
 //!   failovers (`redis/master.rs`), an optional `WAIT` for replicas before acknowledging, and the data's layout
-//!   version with its migrations (`redis/schema.rs`); and, with the `redis-process` feature (which `test-support`
+//!   version with its migrations (`redis/schema.rs`); the scripts' arguments as named records (`redis/args.rs`)
+//!   and their answers as `FromRedisValue` types (`redis/reply.rs`); and, with the `redis-process` feature (which `test-support`
 //!   includes), `redis::RedisProcess`, a `redis-server` (or a replica, or a Sentinel) started on a free port for
 //!   tests and for `sitrep bench`.
 //! - `conformance` (with the `test-support` feature): `pub async fn` checks any backend must pass, and

@@ -566,32 +566,7 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     let _cleanup = scopeguard(tmp.clone());
     let (redis_process, url) = bench_redis(&args)?;
     let redis_pid = redis_process.as_ref().and_then(|r| r.pid());
-    let directory_path = tmp.join("directory.toml");
-    std::fs::write(&directory_path, directory_text(args.providers))?;
-    let config_path = tmp.join("sitrep.toml");
-    let (tls_section, mut client_tls) = if args.tls { bench_certificates(&tmp)? } else { Default::default() };
-    let auth_section = match args.auth {
-        false => String::new(),
-        true => {
-            let (key, sha256) = sitrep_server::auth::new_key();
-            let principals = format!(
-                "[[principal]]\nname = \"bench\"\nwrite = [\"*\"]\nread = [\"*\"]\n[[principal.key]]\nid = \"bench\"\nsha256 = \"{sha256}\"\n"
-            );
-            std::fs::write(tmp.join("principals.toml"), principals)?;
-            std::fs::write(tmp.join("bench.key"), key)?;
-            client_tls.key_file = Some(tmp.join("bench.key"));
-            format!("[auth]\nprincipals = {:?}\n", tmp.join("principals.toml"))
-        }
-    };
-    std::fs::write(
-        &config_path,
-        format!(
-            "directory = {:?}\n[store]\nkey_prefix = \"bench-{}\"\n[subscribers]\nqueue_capacity = 65536\n\
-             {auth_section}[limits]\nreports_per_provider_per_minute = 0\nmax_connections = 1000000\n{tls_section}",
-            directory_path,
-            std::process::id()
-        ),
-    )?;
+    let (config_path, client_tls) = hot_config(&tmp, &args)?;
     let directory = Arc::new(Directory::from_toml("bench directory", &directory_text(args.providers))?);
     let catalogue = Arc::new(sitrep_core::profile::nhs_england_catalogue());
     let rules = bench_rules(directory.clone())?;
@@ -624,166 +599,284 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     }
     let links = connect_providers(&url_grpc, codes.len(), &client_tls).await?;
     let barrier = Arc::new(tokio::sync::Barrier::new(args.providers + args.subscribers + 1));
-    let mut subscriber_tasks = Vec::new();
-    for mut stream in streams {
-        let (start, barrier) = (start.clone(), barrier.clone());
-        subscriber_tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let phase = start.get().expect("set before the barrier opens");
-            let (mut samples, mut events, mut resets) = (Samples::default(), 0u64, 0u64);
-            let mut from_receipt = Samples::default();
-            while let Ok(Ok(Some(u))) = tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
-                match u.kind {
-                    Some(light::Kind::Event(e)) => {
-                        events += 1;
-                        let now = Instant::now();
-                        if let Ok(sent_us) = e.narrative.parse::<u64>() {
-                            let sent_at = phase.start + Duration::from_micros(sent_us);
-                            if phase.measuring(sent_at) {
-                                samples.0.push(now.duration_since(sent_at).as_micros() as u64);
-                                // The aggregator stamps received_at (ms) on receipt, before storing: from then to
-                                // here is publication plus delivery, on the same host clock.
-                                if let Some(rcv) = &e.received_at {
-                                    let rcv_ms = sitrep_proto::convert::timestamp_from_wire(rcv).millis();
-                                    let now_ms = Timestamp::now().millis();
-                                    from_receipt.0.push((now_ms - rcv_ms).max(0) as u64 * 1000);
-                                }
-                            }
-                        }
-                    }
-                    Some(light::Kind::Reset(_)) => resets += 1,
-                    Some(light::Kind::Heartbeat(_))
-                        if Instant::now() > phase.measure_until + Duration::from_secs(2) =>
-                    {
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            (samples, from_receipt, events, resets)
-        }));
-    }
+    let subscriber_tasks: Vec<_> =
+        streams.into_iter().map(|stream| spawn_subscriber(stream, start.clone(), barrier.clone())).collect();
     let provider_tasks = spawn_providers(links, &codes, &start, &barrier, args.otlp);
     eprintln!(
         "bench: {} provider streams, {} subscribers, 1 s warm-up then {} s measured",
         args.providers, args.subscribers, args.seconds
     );
-    let Window { acks: ack_samples, accepted, values, all, server_cpu, server_peak, own_cpu, redis } =
-        measure(&start, &barrier, args.seconds, server_pid, provider_tasks, &url, redis_pid).await?;
-    let (redis_before, redis_after) = redis;
-    let (mut delivery, mut publish, mut delivered, mut resets) = (Samples::default(), Samples::default(), 0, 0);
+    let sitrep = measure(&start, &barrier, args.seconds, server_pid, provider_tasks, &url, redis_pid).await?;
+    let mut delivery = Delivery::default();
     for t in subscriber_tasks {
-        let (s, p, e, r) = t.await?;
-        delivery.0.extend(s.0);
-        publish.0.extend(p.0);
-        delivered += e;
-        resets += r;
+        delivery.add(t.await?);
     }
-    let window = args.seconds as f64;
-    let server_cpu = cpu_per_report(server_cpu, accepted);
-    let peak = server_peak.map_or("unavailable".into(), |hwm| format!("{:.1} MiB", hwm as f64 / 1048576.0));
-    // The load generator (this process: its provider streams and subscribers) shares the machine with the aggregator
-    // and Redis; its CPU per report says how much of the machine the measurement itself takes.
-    let own_per_report = cpu_per_report(own_cpu, accepted);
     drop(server);
 
-    // The gRPC floor: the same provider streams against a server that only decodes, makes the raw baseline's writes
-    // and acknowledges (no subscribers: it has none to serve).
-    eprintln!("bench: gRPC floor, {} provider streams against a server making only the raw writes", args.providers);
-    let mut command = tokio::process::Command::new(std::env::current_exe()?);
-    command.args(["bench-floor", "--redis", &url]);
-    let floor_server = Aggregator::spawn(command).await?;
-    let floor_pid = floor_server.pid()?;
-    let floor_links =
-        connect_providers(&format!("http://{}", floor_server.addr), codes.len(), &TlsArgs::default()).await?;
-    let (floor_start, floor_barrier) =
-        (Arc::new(std::sync::OnceLock::<Phase>::new()), Arc::new(tokio::sync::Barrier::new(args.providers + 1)));
-    let floor_tasks = spawn_providers(floor_links, &codes, &floor_start, &floor_barrier, None);
-    let floor = measure(&floor_start, &floor_barrier, args.seconds, floor_pid, floor_tasks, &url, redis_pid).await?;
-    drop(floor_server);
-
-    // Raw baseline: the irreducible writes of the same reports, one minimal script per report.
-    eprintln!("bench: raw baseline, one minimal script per report from {} concurrent tasks", args.providers);
-    let raw = RawWrites::connect(&url, "raw").await?;
-    let sims: Arc<Vec<tokio::sync::Mutex<SimProvider>>> = Arc::new(
+    let sims = Arc::new(
         codes
             .iter()
             .enumerate()
             .map(|(i, c)| tokio::sync::Mutex::new(SimProvider::new(c, ProviderKind::Acute, i as u64)))
             .collect(),
     );
-    let raw_before = redis_mark(&url, redis_pid).await;
-    let (_, raw_samples, raw_counted, raw_all) = run_phase(args.providers, args.seconds, {
-        let (codes, sims, raw) = (codes.clone(), sims.clone(), raw.clone());
-        move |i, n| {
-            let (codes, sims, raw) = (codes.clone(), sims.clone(), raw.clone());
-            async move {
-                let code = &codes[i];
-                let report = next_report(code, &mut *sims[i].lock().await, n, "baseline".into());
-                let values = report.values.iter().filter_map(|(metric, v)| match v.value {
-                    Some(sitrep_core::Value::Number(x)) => Some((metric.as_str(), x)),
-                    _ => None,
-                });
-                raw.write(code, report.period.map_or(0, |p| p.millis()), n, values).await
+    let bench = HotBench { providers: args.providers, seconds: args.seconds, url, redis_pid, codes, sims };
+    let floor = bench.floor().await?;
+    let raw = bench.raw().await?;
+    let store = bench.store(rules, directory, catalogue).await?;
+    print_hot(HotResults {
+        args: &args,
+        redis_started: redis_process.is_some(),
+        spans: sink.as_ref().map(otlp_sink::Sink::spans),
+        sitrep,
+        delivery,
+        floor,
+        raw,
+        store,
+    });
+    drop(redis_process);
+    Ok(())
+}
+
+/// Writes the aggregator's configuration for the hot bench into `tmp` (its directory, and with `--tls` or
+/// `--auth` the certificates or the principals and the bench's key); returns its path and how clients connect.
+fn hot_config(tmp: &std::path::Path, args: &BenchArgs) -> anyhow::Result<(std::path::PathBuf, TlsArgs)> {
+    let directory_path = tmp.join("directory.toml");
+    std::fs::write(&directory_path, directory_text(args.providers))?;
+    let config_path = tmp.join("sitrep.toml");
+    let (tls_section, mut client_tls) = if args.tls { bench_certificates(tmp)? } else { Default::default() };
+    let auth_section = match args.auth {
+        false => String::new(),
+        true => {
+            let (key, sha256) = sitrep_server::auth::new_key();
+            let principals = format!(
+                "[[principal]]\nname = \"bench\"\nwrite = [\"*\"]\nread = [\"*\"]\n[[principal.key]]\nid = \"bench\"\nsha256 = \"{sha256}\"\n"
+            );
+            std::fs::write(tmp.join("principals.toml"), principals)?;
+            std::fs::write(tmp.join("bench.key"), key)?;
+            client_tls.key_file = Some(tmp.join("bench.key"));
+            format!("[auth]\nprincipals = {:?}\n", tmp.join("principals.toml"))
+        }
+    };
+    std::fs::write(
+        &config_path,
+        format!(
+            "directory = {:?}\n[store]\nkey_prefix = \"bench-{}\"\n[subscribers]\nqueue_capacity = 65536\n\
+             {auth_section}[limits]\nreports_per_provider_per_minute = 0\nmax_connections = 1000000\n{tls_section}",
+            directory_path,
+            std::process::id()
+        ),
+    )?;
+    Ok((config_path, client_tls))
+}
+
+/// What the hot bench's subscribers saw: send-to-subscriber and receipt-to-subscriber times of the events sent in
+/// the measured window, events delivered, resets.
+#[derive(Default)]
+struct Delivery {
+    from_send: Samples,
+    from_receipt: Samples,
+    delivered: u64,
+    resets: u64,
+}
+
+impl Delivery {
+    fn add(&mut self, other: Delivery) {
+        self.from_send.0.extend(other.from_send.0);
+        self.from_receipt.0.extend(other.from_receipt.0);
+        self.delivered += other.delivered;
+        self.resets += other.resets;
+    }
+}
+
+/// One subscriber of the hot bench: waits at `barrier`, then times the events it receives until heartbeats come
+/// after the measured window.
+fn spawn_subscriber(
+    mut stream: tonic::Streaming<light::Update>,
+    start: Arc<std::sync::OnceLock<Phase>>,
+    barrier: Arc<tokio::sync::Barrier>,
+) -> tokio::task::JoinHandle<Delivery> {
+    tokio::spawn(async move {
+        barrier.wait().await;
+        let phase = start.get().expect("set before the barrier opens");
+        let mut seen = Delivery::default();
+        while let Ok(Ok(Some(u))) = tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+            match u.kind {
+                Some(light::Kind::Event(e)) => {
+                    seen.delivered += 1;
+                    let now = Instant::now();
+                    if let Ok(sent_us) = e.narrative.parse::<u64>() {
+                        let sent_at = phase.start + Duration::from_micros(sent_us);
+                        if phase.measuring(sent_at) {
+                            seen.from_send.0.push(now.duration_since(sent_at).as_micros() as u64);
+                            // The aggregator stamps received_at (ms) on receipt, before storing: from then to
+                            // here is publication plus delivery, on the same host clock.
+                            if let Some(rcv) = &e.received_at {
+                                let rcv_ms = sitrep_proto::convert::timestamp_from_wire(rcv).millis();
+                                let now_ms = Timestamp::now().millis();
+                                seen.from_receipt.0.push((now_ms - rcv_ms).max(0) as u64 * 1000);
+                            }
+                        }
+                    }
+                }
+                Some(light::Kind::Reset(_)) => seen.resets += 1,
+                Some(light::Kind::Heartbeat(_)) if Instant::now() > phase.measure_until + Duration::from_secs(2) => {
+                    break;
+                }
+                _ => {}
             }
         }
+        seen
     })
-    .await;
-    let raw_after = redis_mark(&url, redis_pid).await;
+}
 
-    // Store baseline: RedisStore::apply with the bench's rules, no gRPC.
-    eprintln!("bench: store baseline, RedisStore::apply from {} concurrent tasks", args.providers);
-    let store = Arc::new(
-        RedisStore::connect(RedisOptions {
-            url: url.clone(),
-            key_prefix: format!("bench-store-{}", std::process::id()),
-            rules: rules.clone(),
-            ..Default::default()
+/// A baseline's numbers: latencies, reports counted in the window, all reports, and Redis's marks around it.
+struct Baseline {
+    samples: Samples,
+    counted: u64,
+    all: u64,
+    redis: (RedisMark, RedisMark),
+}
+
+/// What the hot bench's comparison phases share: the providers, the window, Redis, and the providers' codes.
+struct HotBench {
+    providers: usize,
+    seconds: u64,
+    url: String,
+    redis_pid: Option<u32>,
+    codes: Arc<Vec<String>>,
+    /// A simulator per provider, for the baselines' reports (the store baseline's continue from the raw one's).
+    sims: Arc<Vec<tokio::sync::Mutex<SimProvider>>>,
+}
+
+impl HotBench {
+    /// The gRPC floor: the same provider streams against a server that only decodes, makes the raw baseline's
+    /// writes and acknowledges (no subscribers: it has none to serve).
+    async fn floor(&self) -> anyhow::Result<Window> {
+        eprintln!("bench: gRPC floor, {} provider streams against a server making only the raw writes", self.providers);
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.args(["bench-floor", "--redis", &self.url]);
+        let floor_server = Aggregator::spawn(command).await?;
+        let floor_pid = floor_server.pid()?;
+        let floor_links =
+            connect_providers(&format!("http://{}", floor_server.addr), self.codes.len(), &TlsArgs::default()).await?;
+        let (floor_start, floor_barrier) =
+            (Arc::new(std::sync::OnceLock::<Phase>::new()), Arc::new(tokio::sync::Barrier::new(self.providers + 1)));
+        let floor_tasks = spawn_providers(floor_links, &self.codes, &floor_start, &floor_barrier, None);
+        let (url, pid) = (&self.url, self.redis_pid);
+        let floor = measure(&floor_start, &floor_barrier, self.seconds, floor_pid, floor_tasks, url, pid).await?;
+        drop(floor_server);
+        Ok(floor)
+    }
+
+    /// The raw baseline: the irreducible writes of the same reports, one minimal script per report.
+    async fn raw(&self) -> anyhow::Result<Baseline> {
+        eprintln!("bench: raw baseline, one minimal script per report from {} concurrent tasks", self.providers);
+        let raw = RawWrites::connect(&self.url, "raw").await?;
+        let before = redis_mark(&self.url, self.redis_pid).await;
+        let (_, samples, counted, all) = run_phase(self.providers, self.seconds, {
+            let (codes, sims, raw) = (self.codes.clone(), self.sims.clone(), raw.clone());
+            move |i, n| {
+                let (codes, sims, raw) = (codes.clone(), sims.clone(), raw.clone());
+                async move {
+                    let code = &codes[i];
+                    let report = next_report(code, &mut *sims[i].lock().await, n, "baseline".into());
+                    let values = report.values.iter().filter_map(|(metric, v)| match v.value {
+                        Some(sitrep_core::Value::Number(x)) => Some((metric.as_str(), x)),
+                        _ => None,
+                    });
+                    raw.write(code, report.period.map_or(0, |p| p.millis()), n, values).await
+                }
+            }
         })
-        .await?,
-    );
-    let store_before = redis_mark(&url, redis_pid).await;
-    let (_, store_samples, store_counted, store_all) = run_phase(args.providers, args.seconds, {
-        let (codes, sims, store, directory, catalogue) =
-            (codes.clone(), sims.clone(), store.clone(), directory.clone(), catalogue.clone());
-        move |i, n| {
-            let (codes, sims, store, directory, catalogue) =
-                (codes.clone(), sims.clone(), store.clone(), directory.clone(), catalogue.clone());
-            async move {
-                let report = next_report(&codes[i], &mut *sims[i].lock().await, n, "baseline".into());
-                let Ok(valid) = validate(&report, &directory, &catalogue, &Limits::default(), Timestamp::now()) else {
-                    return false;
-                };
-                matches!(store.apply(&valid, Timestamp::now()).await, Ok(sitrep_store::Applied::Accepted(_)))
-            }
-        }
-    })
-    .await;
-    let store_after = redis_mark(&url, redis_pid).await;
+        .await;
+        let after = redis_mark(&self.url, self.redis_pid).await;
+        Ok(Baseline { samples, counted, all, redis: (before, after) })
+    }
 
+    /// The store baseline: `RedisStore::apply` with the bench's rules, no gRPC.
+    async fn store(
+        &self,
+        rules: Rules,
+        directory: Arc<Directory>,
+        catalogue: Arc<sitrep_core::Catalogue>,
+    ) -> anyhow::Result<Baseline> {
+        eprintln!("bench: store baseline, RedisStore::apply from {} concurrent tasks", self.providers);
+        let store = Arc::new(
+            RedisStore::connect(RedisOptions {
+                url: self.url.clone(),
+                key_prefix: format!("bench-store-{}", std::process::id()),
+                rules,
+                ..Default::default()
+            })
+            .await?,
+        );
+        let before = redis_mark(&self.url, self.redis_pid).await;
+        let (_, samples, counted, all) = run_phase(self.providers, self.seconds, {
+            let (codes, sims) = (self.codes.clone(), self.sims.clone());
+            move |i, n| {
+                let (codes, sims, store, directory, catalogue) =
+                    (codes.clone(), sims.clone(), store.clone(), directory.clone(), catalogue.clone());
+                async move {
+                    let report = next_report(&codes[i], &mut *sims[i].lock().await, n, "baseline".into());
+                    let Ok(valid) = validate(&report, &directory, &catalogue, &Limits::default(), Timestamp::now())
+                    else {
+                        return false;
+                    };
+                    matches!(store.apply(&valid, Timestamp::now()).await, Ok(sitrep_store::Applied::Accepted(_)))
+                }
+            }
+        })
+        .await;
+        let after = redis_mark(&self.url, self.redis_pid).await;
+        Ok(Baseline { samples, counted, all, redis: (before, after) })
+    }
+}
+
+/// Everything the hot bench measured, for [`print_hot`].
+struct HotResults<'a> {
+    args: &'a BenchArgs,
+    redis_started: bool,
+    /// Spans the bench's OTLP sink received, when tracing was on.
+    spans: Option<u64>,
+    sitrep: Window,
+    delivery: Delivery,
+    floor: Window,
+    raw: Baseline,
+    store: Baseline,
+}
+
+/// The machine's cores and CPU model, as /proc/cpuinfo names it.
+fn machine_line() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{} cores; {model}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))
+}
+
+fn print_hot(r: HotResults<'_>) {
+    let HotResults { args, redis_started, spans, sitrep, delivery, floor, raw, store } = r;
+    let Window { acks: ack_samples, accepted, values, all, server_cpu, server_peak, own_cpu, redis } = sitrep;
+    let window = args.seconds as f64;
+    let server_cpu = cpu_per_report(server_cpu, accepted);
+    let peak = server_peak.map_or("unavailable".into(), |hwm| format!("{:.1} MiB", hwm as f64 / 1048576.0));
+    // The load generator (this process: its provider streams and subscribers) shares the machine with the aggregator
+    // and Redis; its CPU per report says how much of the machine the measurement itself takes.
+    let own_per_report = cpu_per_report(own_cpu, accepted);
     let rate = accepted as f64 / window;
-    let raw_rate = raw_counted as f64 / window;
-    let store_rate = store_counted as f64 / window;
+    let raw_rate = raw.counted as f64 / window;
+    let store_rate = store.counted as f64 / window;
     println!(
         "sitrep bench: {} provider streams, {} subscribers, {} s measured, Redis {}",
         args.providers,
         args.subscribers,
         args.seconds,
-        if redis_process.is_some() { "started by the bench (AOF everysec)" } else { "given" }
+        if redis_started { "started by the bench (AOF everysec)" } else { "given" }
     );
-    println!(
-        "  machine: {} cores; {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
-                .split(':')
-                .nth(1)
-                .unwrap_or("")
-                .trim()
-                .to_owned()))
-            .unwrap_or_default()
-    );
+    println!("  machine: {}", machine_line());
     println!(
         "  sitrep (gRPC stream -> validate -> plan -> Redis script -> ack; Hub folds -> subscribers){}",
         if args.tls { ", over TLS 1.3" } else { ", plaintext" }
@@ -794,19 +887,21 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     println!("    reports accepted     {rate:>10.0} /s");
     println!("    metric values        {:>10.0} /s", values as f64 / window);
     println!("    ack latency          {}", ack_samples.summary());
-    println!("    send -> subscriber   {}", delivery.summary());
-    println!("    receipt -> subscriber {} (ms clock)", publish.summary());
-    println!("    events delivered     {delivered} to {} subscribers ({} resets)", args.subscribers, resets);
+    println!("    send -> subscriber   {}", delivery.from_send.summary());
+    println!("    receipt -> subscriber {} (ms clock)", delivery.from_receipt.summary());
+    println!(
+        "    events delivered     {} to {} subscribers ({} resets)",
+        delivery.delivered, args.subscribers, delivery.resets
+    );
     println!("    aggregator CPU       {server_cpu} per report");
     println!("    load generator CPU   {own_per_report} per report (this process: provider streams and subscribers)");
     println!("    aggregator peak RSS  {peak}");
-    if let (Some(sink), Some(ratio)) = (&sink, args.otlp) {
+    if let (Some(spans), Some(ratio)) = (spans, args.otlp) {
         println!(
-            "    traces               {} spans exported to the bench's OTLP sink (sampling {ratio}, all phases)",
-            sink.spans()
+            "    traces               {spans} spans exported to the bench's OTLP sink (sampling {ratio}, all phases)"
         );
     }
-    println!("    redis                {}", redis_line(&redis_before, &redis_after, all));
+    println!("    redis                {}", redis_line(&redis.0, &redis.1, all));
     println!(
         "  gRPC floor (the same streams; a server that decodes, makes the raw writes and acknowledges; nothing else)"
     );
@@ -814,19 +909,19 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
     println!("    server CPU           {} per report", cpu_per_report(floor.server_cpu, floor.accepted));
     println!("    load generator CPU   {} per report", cpu_per_report(floor.own_cpu, floor.accepted));
     println!("    redis                {}", redis_line(&floor.redis.0, &floor.redis.1, floor.all));
+    let floor_rate = floor.accepted as f64 / window;
     println!("    ack latency          {}", floor.acks.summary());
     println!(
         "  raw baseline (one minimal script per report: state hash, history entry, stream entry; {} tasks)",
         args.providers
     );
     println!("    reports written      {raw_rate:>10.0} /s");
-    println!("    write latency        {}", raw_samples.summary());
-    println!("    redis                {}", redis_line(&raw_before, &raw_after, raw_all));
+    println!("    write latency        {}", raw.samples.summary());
+    println!("    redis                {}", redis_line(&raw.redis.0, &raw.redis.1, raw.all));
     println!("  store baseline (RedisStore::apply with the bench's rules, no gRPC; {} tasks)", args.providers);
     println!("    reports applied      {store_rate:>10.0} /s");
-    println!("    apply latency        {}", store_samples.summary());
-    println!("    redis                {}", redis_line(&store_before, &store_after, store_all));
-    let floor_rate = floor.accepted as f64 / window;
+    println!("    apply latency        {}", store.samples.summary());
+    println!("    redis                {}", redis_line(&store.redis.0, &store.redis.1, store.all));
     println!(
         "  sitrep sustains {:.2}x the raw baseline's rate ({:.2}x the gRPC floor's, {:.2}x the store baseline's); \
          the gRPC floor {:.2}x the raw baseline's",
@@ -835,9 +930,6 @@ async fn hot(args: BenchArgs) -> anyhow::Result<()> {
         rate / store_rate.max(1e-9),
         floor_rate / raw_rate.max(1e-9)
     );
-
-    drop(redis_process);
-    Ok(())
 }
 
 /// The bench's subscribers: real gRPC subscriptions that decode of each update only what the bench times (an event's

@@ -189,6 +189,13 @@ pub struct Decision {
     pub at: Timestamp,
 }
 
+/// An action being made: its name (for refusals), the decision it records, and when.
+struct Making {
+    name: &'static str,
+    decision: Decision,
+    now: Timestamp,
+}
+
 /// What a new request says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRequest {
@@ -641,242 +648,306 @@ impl AidBook {
         decision: Decision,
         now: Timestamp,
     ) -> Result<Vec<AidEvent>, Refusal> {
-        let mut events = Vec::new();
+        let m = Making { name, decision, now };
         match action {
-            Action::Create(ask) => {
-                check_ask(&ask, now)?;
-                self.next_request += 1;
-                let id = RequestId(self.next_request);
-                self.requests.insert(
-                    id,
-                    Request {
-                        id,
-                        ask,
-                        state: RequestState::Open,
-                        reason: None,
-                        escalated: None,
-                        offers: Vec::new(),
-                        created_at: now,
-                        first_offer_at: None,
-                        first_accepted_at: None,
-                        closed_at: None,
-                        decisions: vec![decision],
-                    },
-                );
-                events.push(AidEvent::RequestChanged { request: id, from: None, to: RequestState::Open });
-            }
+            Action::Create(ask) => self.create_request(m, ask),
             Action::Offer { request, provider, site, quantity, hold_until } => {
-                let r = self.seeking(request, name)?;
-                let refuse = |why: String| Refusal::Request { id: request, state: r.state, action: name, why };
-                if provider == r.ask.provider {
-                    return Err(refuse(format!("{provider} cannot offer to its own request")));
-                }
-                if quantity == 0 {
-                    return Err(invalid(name, "quantity", quantity, "must be at least 1", "at_least_one"));
-                }
-                if hold_until <= now {
-                    return Err(invalid(name, "hold_until", hold_until, "must be after now", "after_now"));
-                }
-                let outstanding = r.ask.quantity.saturating_sub(self.accepted_quantity(r));
-                if quantity > outstanding {
-                    return Err(refuse(format!("offer of {quantity} exceeds the {outstanding} still needed")));
-                }
-                // One proposed offer per provider and request: a retried offer (its answer lost) is refused, not
-                // made twice; to change it, withdraw it first.
-                if let Some(o) =
-                    self.offers_of_request(r).find(|o| o.provider == provider && o.state == OfferState::Proposed)
-                {
-                    return Err(refuse(format!("{provider} already has offer {} proposed for it", o.id)));
-                }
-                self.next_offer += 1;
-                let id = OfferId(self.next_offer);
-                self.offers.insert(
-                    id,
-                    Offer {
-                        id,
-                        request,
-                        provider,
-                        site,
-                        quantity,
-                        hold_until,
-                        state: OfferState::Proposed,
-                        decisions: vec![decision.clone()],
-                    },
-                );
-                events.push(AidEvent::OfferChanged { offer: id, request, from: None, to: OfferState::Proposed });
-                let r = self.requests.get_mut(&request).expect("checked above");
-                r.offers.push(id);
-                r.first_offer_at.get_or_insert(now);
-                r.decisions.push(decision);
-                if r.state == RequestState::Open {
-                    set_request(r, RequestState::Offered, now, &mut events);
-                }
+                self.make_offer(m, request, provider, site, quantity, hold_until)
             }
-            Action::Accept { offer, baseline_occupied } => {
-                let o = self.proposed(offer, name)?;
-                let request = o.request;
-                let r = self.seeking(request, name)?;
-                if o.hold_until <= now {
-                    // Not yet expired by the clock, but no longer held: accepting it would hold nothing.
-                    return Err(Refusal::Offer {
-                        id: offer,
-                        state: o.state,
-                        action: name,
-                        why: format!("its hold ended at {}", o.hold_until),
-                    });
-                }
-                let outstanding = r.ask.quantity.saturating_sub(self.accepted_quantity(r));
-                if o.quantity > outstanding {
-                    return Err(Refusal::Offer {
-                        id: offer,
-                        state: o.state,
-                        action: name,
-                        why: format!("it offers {} but request {request} needs only {outstanding} more", o.quantity),
-                    });
-                }
-                let hold = Hold {
-                    offer,
-                    provider: o.provider.clone(),
-                    pair: r.ask.pair.clone(),
-                    quantity: o.quantity,
-                    baseline_occupied,
-                    since: now,
-                    until: o.hold_until,
-                };
-                self.set_offer(offer, OfferState::Accepted, &decision, &mut events);
-                events.push(AidEvent::HoldPlaced {
-                    offer,
-                    provider: hold.provider.clone(),
-                    pair: hold.pair.clone(),
-                    quantity: hold.quantity,
-                    until: hold.until,
-                });
-                self.holds.insert(offer, hold);
-                let covered = self.outstanding(request) == 0;
-                let r = self.requests.get_mut(&request).expect("checked above");
-                r.first_accepted_at.get_or_insert(now);
-                r.decisions.push(decision.clone());
-                if r.state != RequestState::Accepted {
-                    set_request(r, RequestState::Accepted, now, &mut events);
-                }
-                if covered {
-                    // Fully covered: the offers still pending are no longer needed.
-                    self.close_pending(request, OfferState::Declined, &decision, &mut events);
-                }
-            }
-            Action::Decline(offer) | Action::Withdraw(offer) | Action::ExpireOffer(offer) => {
-                let o = self.proposed(offer, name)?;
-                let request = o.request;
-                let to = match action {
-                    Action::Decline(_) => OfferState::Declined,
-                    Action::Withdraw(_) => OfferState::Withdrawn,
-                    _ => OfferState::Expired,
-                };
-                if to == OfferState::Expired && o.hold_until > now {
-                    return Err(Refusal::Offer {
-                        id: offer,
-                        state: o.state,
-                        action: name,
-                        why: format!("it is held until {}", o.hold_until),
-                    });
-                }
-                self.set_offer(offer, to, &decision, &mut events);
-                self.reopen_if_nothing_left(request, &decision, now, &mut events);
-            }
-            Action::Progress { request, stage } => {
-                let r = self.known(request, name)?;
-                let (from, to) = match stage {
-                    Stage::InTransit => (RequestState::Accepted, RequestState::InTransit),
-                    Stage::Completed => (RequestState::InTransit, RequestState::Completed),
-                };
-                if r.state != from {
-                    return Err(Refusal::Request {
-                        id: request,
-                        state: r.state,
-                        action: name,
-                        why: format!("only a request {from} can become {to}"),
-                    });
-                }
-                if to == RequestState::InTransit {
-                    // Capacity still pending on other offers is not waited for once patients move.
-                    self.close_pending(request, OfferState::Declined, &decision, &mut events);
-                }
-                let r = self.requests.get_mut(&request).expect("checked above");
-                r.decisions.push(decision);
-                set_request(r, to, now, &mut events);
-            }
-            Action::Cancel { request, reason } | Action::Unfulfilled { request, reason } => {
-                let to = if name == "cancel" { RequestState::Cancelled } else { RequestState::Unfulfilled };
-                let r = self.seeking(request, name)?;
-                if reason.trim().is_empty() {
-                    return Err(invalid(name, "reason", "\"\"", "must say why", "reason_required"));
-                }
-                let accepted: Vec<OfferId> =
-                    self.offers_of_request(r).filter(|o| o.state == OfferState::Accepted).map(|o| o.id).collect();
-                for offer in accepted {
-                    self.end_hold(offer, HoldEnd::Released, &mut events);
-                }
-                self.close_pending(request, OfferState::Declined, &decision, &mut events);
-                let r = self.requests.get_mut(&request).expect("checked above");
-                r.reason = Some(reason);
-                r.decisions.push(decision);
-                set_request(r, to, now, &mut events);
-            }
-            Action::ExpireRequest(request) => {
-                let r = self.known(request, name)?;
-                if !matches!(r.state, RequestState::Open | RequestState::Offered) {
-                    return Err(Refusal::Request {
-                        id: request,
-                        state: r.state,
-                        action: name,
-                        why: "only an open or offered request expires".to_owned(),
-                    });
-                }
-                if r.ask.needed_by > now {
-                    return Err(Refusal::Request {
-                        id: request,
-                        state: r.state,
-                        action: name,
-                        why: format!("it is needed by {}", r.ask.needed_by),
-                    });
-                }
-                self.close_pending(request, OfferState::Expired, &decision, &mut events);
-                let r = self.requests.get_mut(&request).expect("checked above");
-                r.decisions.push(decision);
-                set_request(r, RequestState::Expired, now, &mut events);
-            }
-            Action::ExpireHold(offer) => {
-                let o = self.offers.get(&offer).ok_or(Refusal::UnknownOffer(offer, name))?;
-                let refuse = |why: String| Refusal::Offer { id: offer, state: o.state, action: name, why };
-                let Some(hold) = self.holds.get(&offer) else {
-                    return Err(refuse("it holds nothing now".to_owned()));
-                };
-                if hold.until > now {
-                    return Err(refuse(format!("its hold lasts until {}", hold.until)));
-                }
-                let request = o.request;
-                self.end_hold(offer, HoldEnd::Expired, &mut events);
-                self.requests.get_mut(&request).expect("an offer's request exists").decisions.push(decision);
-            }
-            Action::Escalate { request, level } => {
-                let r = self.known(request, name)?;
-                let refuse = |why: String| Refusal::Request { id: request, state: r.state, action: name, why };
-                if r.state != RequestState::Open {
-                    return Err(refuse("only a request with no offer pending is escalated".to_owned()));
-                }
-                if level == Level::Nation {
-                    return Err(refuse("escalation goes to a system's or a region's coordinators".to_owned()));
-                }
-                if let Some(current) = r.escalated.filter(|&e| e >= level) {
-                    return Err(refuse(format!("it is already escalated to the {}", current.as_str())));
-                }
-                let provider = r.ask.provider.clone();
-                let r = self.requests.get_mut(&request).expect("checked above");
-                r.escalated = Some(level);
-                r.decisions.push(decision);
-                events.push(AidEvent::Escalated { request, level, provider });
-            }
+            Action::Accept { offer, baseline_occupied } => self.accept_offer(m, offer, baseline_occupied),
+            Action::Decline(offer) => self.close_offer(m, offer, OfferState::Declined),
+            Action::Withdraw(offer) => self.close_offer(m, offer, OfferState::Withdrawn),
+            Action::ExpireOffer(offer) => self.close_offer(m, offer, OfferState::Expired),
+            Action::Progress { request, stage } => self.progress(m, request, stage),
+            Action::Cancel { request, reason } => self.end_request(m, request, reason, RequestState::Cancelled),
+            Action::Unfulfilled { request, reason } => self.end_request(m, request, reason, RequestState::Unfulfilled),
+            Action::ExpireRequest(request) => self.expire_request(m, request),
+            Action::ExpireHold(offer) => self.expire_hold(m, offer),
+            Action::Escalate { request, level } => self.escalate(m, request, level),
         }
+    }
+
+    /// Creates a request.
+    fn create_request(&mut self, m: Making, ask: NewRequest) -> Result<Vec<AidEvent>, Refusal> {
+        let Making { decision, now, .. } = m;
+        let mut events = Vec::new();
+        check_ask(&ask, now)?;
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        self.requests.insert(
+            id,
+            Request {
+                id,
+                ask,
+                state: RequestState::Open,
+                reason: None,
+                escalated: None,
+                offers: Vec::new(),
+                created_at: now,
+                first_offer_at: None,
+                first_accepted_at: None,
+                closed_at: None,
+                decisions: vec![decision],
+            },
+        );
+        events.push(AidEvent::RequestChanged { request: id, from: None, to: RequestState::Open });
+        Ok(events)
+    }
+
+    /// Proposes an offer to a seeking request.
+    fn make_offer(
+        &mut self,
+        m: Making,
+        request: RequestId,
+        provider: String,
+        site: Option<String>,
+        quantity: u32,
+        hold_until: Timestamp,
+    ) -> Result<Vec<AidEvent>, Refusal> {
+        let Making { name, decision, now } = m;
+        let mut events = Vec::new();
+        let r = self.seeking(request, name)?;
+        let refuse = |why: String| Refusal::Request { id: request, state: r.state, action: name, why };
+        if provider == r.ask.provider {
+            return Err(refuse(format!("{provider} cannot offer to its own request")));
+        }
+        if quantity == 0 {
+            return Err(invalid(name, "quantity", quantity, "must be at least 1", "at_least_one"));
+        }
+        if hold_until <= now {
+            return Err(invalid(name, "hold_until", hold_until, "must be after now", "after_now"));
+        }
+        let outstanding = r.ask.quantity.saturating_sub(self.accepted_quantity(r));
+        if quantity > outstanding {
+            return Err(refuse(format!("offer of {quantity} exceeds the {outstanding} still needed")));
+        }
+        // One proposed offer per provider and request: a retried offer (its answer lost) is refused, not
+        // made twice; to change it, withdraw it first.
+        if let Some(o) = self.offers_of_request(r).find(|o| o.provider == provider && o.state == OfferState::Proposed) {
+            return Err(refuse(format!("{provider} already has offer {} proposed for it", o.id)));
+        }
+        self.next_offer += 1;
+        let id = OfferId(self.next_offer);
+        self.offers.insert(
+            id,
+            Offer {
+                id,
+                request,
+                provider,
+                site,
+                quantity,
+                hold_until,
+                state: OfferState::Proposed,
+                decisions: vec![decision.clone()],
+            },
+        );
+        events.push(AidEvent::OfferChanged { offer: id, request, from: None, to: OfferState::Proposed });
+        let r = self.requests.get_mut(&request).expect("checked above");
+        r.offers.push(id);
+        r.first_offer_at.get_or_insert(now);
+        r.decisions.push(decision);
+        if r.state == RequestState::Open {
+            set_request(r, RequestState::Offered, now, &mut events);
+        }
+        Ok(events)
+    }
+
+    /// Accepts a proposed offer: places its hold, and declines what is still pending once the request is covered.
+    fn accept_offer(&mut self, m: Making, offer: OfferId, baseline_occupied: u32) -> Result<Vec<AidEvent>, Refusal> {
+        let Making { name, decision, now } = m;
+        let mut events = Vec::new();
+        let o = self.proposed(offer, name)?;
+        let request = o.request;
+        let r = self.seeking(request, name)?;
+        if o.hold_until <= now {
+            // Not yet expired by the clock, but no longer held: accepting it would hold nothing.
+            return Err(Refusal::Offer {
+                id: offer,
+                state: o.state,
+                action: name,
+                why: format!("its hold ended at {}", o.hold_until),
+            });
+        }
+        let outstanding = r.ask.quantity.saturating_sub(self.accepted_quantity(r));
+        if o.quantity > outstanding {
+            return Err(Refusal::Offer {
+                id: offer,
+                state: o.state,
+                action: name,
+                why: format!("it offers {} but request {request} needs only {outstanding} more", o.quantity),
+            });
+        }
+        let hold = Hold {
+            offer,
+            provider: o.provider.clone(),
+            pair: r.ask.pair.clone(),
+            quantity: o.quantity,
+            baseline_occupied,
+            since: now,
+            until: o.hold_until,
+        };
+        self.set_offer(offer, OfferState::Accepted, &decision, &mut events);
+        events.push(AidEvent::HoldPlaced {
+            offer,
+            provider: hold.provider.clone(),
+            pair: hold.pair.clone(),
+            quantity: hold.quantity,
+            until: hold.until,
+        });
+        self.holds.insert(offer, hold);
+        let covered = self.outstanding(request) == 0;
+        let r = self.requests.get_mut(&request).expect("checked above");
+        r.first_accepted_at.get_or_insert(now);
+        r.decisions.push(decision.clone());
+        if r.state != RequestState::Accepted {
+            set_request(r, RequestState::Accepted, now, &mut events);
+        }
+        if covered {
+            // Fully covered: the offers still pending are no longer needed.
+            self.close_pending(request, OfferState::Declined, &decision, &mut events);
+        }
+        Ok(events)
+    }
+
+    /// Closes a proposed offer (declined, withdrawn, or expired once its hold has ended), reopening its request if nothing is left.
+    fn close_offer(&mut self, m: Making, offer: OfferId, to: OfferState) -> Result<Vec<AidEvent>, Refusal> {
+        let Making { name, decision, now } = m;
+        let mut events = Vec::new();
+        let o = self.proposed(offer, name)?;
+        let request = o.request;
+        if to == OfferState::Expired && o.hold_until > now {
+            return Err(Refusal::Offer {
+                id: offer,
+                state: o.state,
+                action: name,
+                why: format!("it is held until {}", o.hold_until),
+            });
+        }
+        self.set_offer(offer, to, &decision, &mut events);
+        self.reopen_if_nothing_left(request, &decision, now, &mut events);
+        Ok(events)
+    }
+
+    /// Moves an accepted request on: in transit, then completed.
+    fn progress(&mut self, m: Making, request: RequestId, stage: Stage) -> Result<Vec<AidEvent>, Refusal> {
+        let Making { name, decision, now } = m;
+        let mut events = Vec::new();
+        let r = self.known(request, name)?;
+        let (from, to) = match stage {
+            Stage::InTransit => (RequestState::Accepted, RequestState::InTransit),
+            Stage::Completed => (RequestState::InTransit, RequestState::Completed),
+        };
+        if r.state != from {
+            return Err(Refusal::Request {
+                id: request,
+                state: r.state,
+                action: name,
+                why: format!("only a request {from} can become {to}"),
+            });
+        }
+        if to == RequestState::InTransit {
+            // Capacity still pending on other offers is not waited for once patients move.
+            self.close_pending(request, OfferState::Declined, &decision, &mut events);
+        }
+        let r = self.requests.get_mut(&request).expect("checked above");
+        r.decisions.push(decision);
+        set_request(r, to, now, &mut events);
+        Ok(events)
+    }
+
+    /// Ends a seeking request, cancelled or unfulfilled (`to`), with the reason given: its holds released, pending offers declined.
+    fn end_request(
+        &mut self,
+        m: Making,
+        request: RequestId,
+        reason: String,
+        to: RequestState,
+    ) -> Result<Vec<AidEvent>, Refusal> {
+        let Making { name, decision, now } = m;
+        let mut events = Vec::new();
+        let r = self.seeking(request, name)?;
+        if reason.trim().is_empty() {
+            return Err(invalid(name, "reason", "\"\"", "must say why", "reason_required"));
+        }
+        let accepted: Vec<OfferId> =
+            self.offers_of_request(r).filter(|o| o.state == OfferState::Accepted).map(|o| o.id).collect();
+        for offer in accepted {
+            self.end_hold(offer, HoldEnd::Released, &mut events);
+        }
+        self.close_pending(request, OfferState::Declined, &decision, &mut events);
+        let r = self.requests.get_mut(&request).expect("checked above");
+        r.reason = Some(reason);
+        r.decisions.push(decision);
+        set_request(r, to, now, &mut events);
+        Ok(events)
+    }
+
+    /// Expires an open or offered request past its needed-by time.
+    fn expire_request(&mut self, m: Making, request: RequestId) -> Result<Vec<AidEvent>, Refusal> {
+        let Making { name, decision, now } = m;
+        let mut events = Vec::new();
+        let r = self.known(request, name)?;
+        if !matches!(r.state, RequestState::Open | RequestState::Offered) {
+            return Err(Refusal::Request {
+                id: request,
+                state: r.state,
+                action: name,
+                why: "only an open or offered request expires".to_owned(),
+            });
+        }
+        if r.ask.needed_by > now {
+            return Err(Refusal::Request {
+                id: request,
+                state: r.state,
+                action: name,
+                why: format!("it is needed by {}", r.ask.needed_by),
+            });
+        }
+        self.close_pending(request, OfferState::Expired, &decision, &mut events);
+        let r = self.requests.get_mut(&request).expect("checked above");
+        r.decisions.push(decision);
+        set_request(r, RequestState::Expired, now, &mut events);
+        Ok(events)
+    }
+
+    /// Ends an accepted offer's hold that has run out.
+    fn expire_hold(&mut self, m: Making, offer: OfferId) -> Result<Vec<AidEvent>, Refusal> {
+        let Making { name, decision, now } = m;
+        let mut events = Vec::new();
+        let o = self.offers.get(&offer).ok_or(Refusal::UnknownOffer(offer, name))?;
+        let refuse = |why: String| Refusal::Offer { id: offer, state: o.state, action: name, why };
+        let Some(hold) = self.holds.get(&offer) else {
+            return Err(refuse("it holds nothing now".to_owned()));
+        };
+        if hold.until > now {
+            return Err(refuse(format!("its hold lasts until {}", hold.until)));
+        }
+        let request = o.request;
+        self.end_hold(offer, HoldEnd::Expired, &mut events);
+        self.requests.get_mut(&request).expect("an offer's request exists").decisions.push(decision);
+        Ok(events)
+    }
+
+    /// Escalates an open request to a system's or a region's coordinators.
+    fn escalate(&mut self, m: Making, request: RequestId, level: Level) -> Result<Vec<AidEvent>, Refusal> {
+        let Making { name, decision, .. } = m;
+        let mut events = Vec::new();
+        let r = self.known(request, name)?;
+        let refuse = |why: String| Refusal::Request { id: request, state: r.state, action: name, why };
+        if r.state != RequestState::Open {
+            return Err(refuse("only a request with no offer pending is escalated".to_owned()));
+        }
+        if level == Level::Nation {
+            return Err(refuse("escalation goes to a system's or a region's coordinators".to_owned()));
+        }
+        if let Some(current) = r.escalated.filter(|&e| e >= level) {
+            return Err(refuse(format!("it is already escalated to the {}", current.as_str())));
+        }
+        let provider = r.ask.provider.clone();
+        let r = self.requests.get_mut(&request).expect("checked above");
+        r.escalated = Some(level);
+        r.decisions.push(decision);
+        events.push(AidEvent::Escalated { request, level, provider });
         Ok(events)
     }
 

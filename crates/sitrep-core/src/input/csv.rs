@@ -146,18 +146,64 @@ pub fn parse(name: &str, text: &str, mapping: &Mapping, now: Timestamp) -> Resul
         .flexible(true)
         .delimiter(mapping.delimiter)
         .from_reader(text.as_bytes());
-    let malformed = |e: csv::Error| {
-        let line = e.position().map_or(0, |p| p.line());
-        InputError::new(format!("{name}:{line}"), format!("{e} (rule: csv)"))
-    };
-    let blank = |r: &csv::StringRecord| r.iter().all(|f| f.trim().is_empty());
     let mut lines = Lines { text: text.as_bytes(), byte: 0, line: 1 };
     let mut record = csv::StringRecord::new();
+    let columns = read_header(name, mapping, &mut reader, &mut record, &mut lines)?;
+    let long = columns.get(Special::Metric).is_some() && columns.get(Special::Value).is_some();
+    let width = columns.names.len();
+
+    let mut reports: Vec<Report> = Vec::new();
+    let mut index: BTreeMap<ReportKey, usize> = BTreeMap::new();
+    while reader.read_record(&mut record).map_err(|e| malformed(name, e))? {
+        if blank(&record) {
+            continue;
+        }
+        let row = Row { name, line: lines.of(&record), record: &record, columns: &columns, mapping };
+        if record.len() > width {
+            return Err(InputError::new(
+                format!("{name}:{}", row.line),
+                format!("{} fields, but the header has {width} (rule: csv)", record.len()),
+            ));
+        }
+        let key = row.key(now)?;
+        let i = match (long, index.get(&key)) {
+            (true, Some(i)) => *i,
+            _ => {
+                reports.push(row.report(&key, now)?);
+                index.insert(key, reports.len() - 1);
+                reports.len() - 1
+            }
+        };
+        row.add_values(&mut reports[i], long)?;
+    }
+    Ok(reports)
+}
+
+/// A record the `csv` crate could not read, at the line it names.
+fn malformed(name: &str, e: csv::Error) -> InputError {
+    let line = e.position().map_or(0, |p| p.line());
+    InputError::new(format!("{name}:{line}"), format!("{e} (rule: csv)"))
+}
+
+/// Whether a record has nothing in it but blanks (such rows are skipped, before the header and after).
+fn blank(record: &csv::StringRecord) -> bool {
+    record.iter().all(|f| f.trim().is_empty())
+}
+
+/// The header (the first record that is not blank), looked up in the mapping; an error for an empty file, or for a
+/// header of one column that another separator would have split (a mapping with the wrong `delimiter`).
+fn read_header(
+    name: &str,
+    mapping: &Mapping,
+    reader: &mut csv::Reader<&[u8]>,
+    record: &mut csv::StringRecord,
+    lines: &mut Lines<'_>,
+) -> Result<Columns, InputError> {
     let header = loop {
-        if !reader.read_record(&mut record).map_err(malformed)? {
+        if !reader.read_record(record).map_err(|e| malformed(name, e))? {
             return Err(InputError::new(name, "is empty (rule: csv)"));
         }
-        if !blank(&record) {
+        if !blank(record) {
             break record.clone();
         }
     };
@@ -176,115 +222,129 @@ pub fn parse(name: &str, text: &str, mapping: &Mapping, now: Timestamp) -> Resul
             ),
         ));
     }
-    let long = columns.get(Special::Metric).is_some() && columns.get(Special::Value).is_some();
-    let width = columns.names.len();
-    let zone = &mapping.timezone;
+    Ok(columns)
+}
 
-    let mut reports: Vec<Report> = Vec::new();
-    let mut index: BTreeMap<(String, Option<String>, Timestamp, u32), usize> = BTreeMap::new();
-    while reader.read_record(&mut record).map_err(malformed)? {
-        let row = &record;
-        if blank(row) {
-            continue;
-        }
-        let line = lines.of(row);
-        let at = |column: &str| format!("{name}:{line}: column {column:?}");
-        if row.len() > width {
-            return Err(InputError::new(
-                format!("{name}:{line}"),
-                format!("{} fields, but the header has {width} (rule: csv)", row.len()),
-            ));
-        }
-        let cell = |i: Option<usize>| i.and_then(|i| row.get(i)).map(str::trim).filter(|s| !s.is_empty());
-        let special = |kind: Special| cell(columns.get(kind));
-        let provider = match (special(Special::Provider), &mapping.provider) {
-            (Some(p), _) => mapping.provider_code(p),
+/// What makes rows of the long layout one report: provider, site, period and revision.
+type ReportKey = (String, Option<String>, Timestamp, u32);
+
+/// One data row, with what its cells are read against and where it is, for complaints.
+struct Row<'a> {
+    name: &'a str,
+    line: usize,
+    record: &'a csv::StringRecord,
+    columns: &'a Columns,
+    mapping: &'a Mapping,
+}
+
+impl Row<'_> {
+    fn at(&self, column: &str) -> String {
+        format!("{}:{}: column {column:?}", self.name, self.line)
+    }
+
+    fn cell(&self, i: Option<usize>) -> Option<&str> {
+        i.and_then(|i| self.record.get(i)).map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    fn special(&self, kind: Special) -> Option<&str> {
+        self.cell(self.columns.get(kind))
+    }
+
+    /// The report this row belongs to: its provider (the mapping's when the row names none), site, period (the
+    /// current hour when none is given) and revision (0, the store's choice, when none is given).
+    fn key(&self, now: Timestamp) -> Result<ReportKey, InputError> {
+        let provider = match (self.special(Special::Provider), &self.mapping.provider) {
+            (Some(p), _) => self.mapping.provider_code(p),
             (None, Some(p)) => p.clone(),
             (None, None) => {
                 return Err(InputError::new(
-                    at("provider"),
+                    self.at("provider"),
                     "is empty and the mapping names no provider (rule: required)",
                 ));
             }
         };
-        let time = |kind: Special, column: &str| -> Result<Option<Timestamp>, InputError> {
-            match special(kind) {
-                None => Ok(None),
-                Some(t) => parse_time(t, zone).map(Some).ok_or_else(|| {
-                    InputError::new(
-                        at(column),
-                        format!("value {t:?} is not a time like 2026-11-27T14:00:00Z or 2026-11-27 14:00 (rule: time)"),
-                    )
-                }),
-            }
-        };
-        let whole = |kind: Special, column: &str| -> Result<Option<u32>, InputError> {
-            match special(kind) {
-                None => Ok(None),
-                Some(t) => t.parse::<u32>().map(Some).map_err(|_| {
-                    InputError::new(
-                        at(column),
-                        format!("value {t:?} is not a whole number from 0 to 4294967295 (rule: integer)"),
-                    )
-                }),
-            }
-        };
-        let value_of = |column: &str, text: &str| -> Result<Value, InputError> {
-            if let Some(reason) = mapping.absent_reason(text) {
-                return Ok(Value::Absent(reason));
-            }
-            match text.parse::<f64>() {
-                Ok(n) if n.is_finite() => Ok(Value::Number(n)),
-                Ok(_) => {
-                    Err(InputError::new(at(column), format!("value {text:?} is not a finite number (rule: finite)")))
-                }
-                Err(_) => Err(InputError::new(
-                    at(column),
-                    format!("value {text:?} is neither a number nor an absent reason (rule: number)"),
-                )),
-            }
-        };
-        let period = time(Special::Period, "period")?.unwrap_or(now.hour_start());
-        let revision = whole(Special::Revision, "revision")?.unwrap_or(0);
-        let site = special(Special::Site).map(str::to_owned);
-        let key = (provider, site, period, revision);
-        let i = match (long, index.get(&key)) {
-            (true, Some(i)) => *i,
-            _ => {
-                let narrative = special(Special::Narrative);
-                check_narrative(|| at("narrative"), narrative)?;
-                reports.push(Report {
-                    provider: key.0.clone(),
-                    site: key.1.clone(),
-                    period: Some(period),
-                    revision,
-                    observed_at: Some(time(Special::ObservedAt, "observed_at")?.unwrap_or(now)),
-                    opel_level: whole(Special::OpelLevel, "opel_level")?,
-                    narrative: narrative.map(str::to_owned),
-                    source: special(Special::Source).map(str::to_owned),
-                    ..Default::default()
-                });
-                index.insert(key, reports.len() - 1);
-                reports.len() - 1
-            }
-        };
-        let report = &mut reports[i];
+        let period = self.time(Special::Period, "period")?.unwrap_or(now.hour_start());
+        let revision = self.whole(Special::Revision, "revision")?.unwrap_or(0);
+        let site = self.special(Special::Site).map(str::to_owned);
+        Ok((provider, site, period, revision))
+    }
+
+    /// A new report for `key` with this row's report-wide cells (observed_at, OPEL level, narrative, source) and no
+    /// values yet.
+    fn report(&self, key: &ReportKey, now: Timestamp) -> Result<Report, InputError> {
+        let narrative = self.special(Special::Narrative);
+        check_narrative(|| self.at("narrative"), narrative)?;
+        Ok(Report {
+            provider: key.0.clone(),
+            site: key.1.clone(),
+            period: Some(key.2),
+            revision: key.3,
+            observed_at: Some(self.time(Special::ObservedAt, "observed_at")?.unwrap_or(now)),
+            opel_level: self.whole(Special::OpelLevel, "opel_level")?,
+            narrative: narrative.map(str::to_owned),
+            source: self.special(Special::Source).map(str::to_owned),
+            ..Default::default()
+        })
+    }
+
+    /// This row's values into `report`: its metric and value (long layout), or every metric column it fills (wide).
+    fn add_values(&self, report: &mut Report, long: bool) -> Result<(), InputError> {
         if long {
-            let Some(metric) = special(Special::Metric) else {
-                return Err(InputError::new(at("metric"), "is empty (rule: required)"));
+            let Some(metric) = self.special(Special::Metric) else {
+                return Err(InputError::new(self.at("metric"), "is empty (rule: required)"));
             };
-            let Some(text) = special(Special::Value) else { continue };
-            let v = value_of("value", text)?;
-            let unit = special(Special::Unit).map(str::to_owned);
-            report.values.insert(mapping.metric_code(metric), MetricInput { value: Some(v), unit });
+            let Some(text) = self.special(Special::Value) else { return Ok(()) };
+            let v = self.value("value", text)?;
+            let unit = self.special(Special::Unit).map(str::to_owned);
+            report.values.insert(self.mapping.metric_code(metric), MetricInput { value: Some(v), unit });
         } else {
-            for (c, h, code) in &columns.metrics {
-                let Some(text) = cell(Some(*c)) else { continue };
-                report.values.insert(code.clone(), value_of(h, text)?.into());
+            for (c, h, code) in &self.columns.metrics {
+                let Some(text) = self.cell(Some(*c)) else { continue };
+                report.values.insert(code.clone(), self.value(h, text)?.into());
             }
         }
+        Ok(())
     }
-    Ok(reports)
+
+    fn time(&self, kind: Special, column: &str) -> Result<Option<Timestamp>, InputError> {
+        match self.special(kind) {
+            None => Ok(None),
+            Some(t) => parse_time(t, &self.mapping.timezone).map(Some).ok_or_else(|| {
+                InputError::new(
+                    self.at(column),
+                    format!("value {t:?} is not a time like 2026-11-27T14:00:00Z or 2026-11-27 14:00 (rule: time)"),
+                )
+            }),
+        }
+    }
+
+    fn whole(&self, kind: Special, column: &str) -> Result<Option<u32>, InputError> {
+        match self.special(kind) {
+            None => Ok(None),
+            Some(t) => t.parse::<u32>().map(Some).map_err(|_| {
+                InputError::new(
+                    self.at(column),
+                    format!("value {t:?} is not a whole number from 0 to 4294967295 (rule: integer)"),
+                )
+            }),
+        }
+    }
+
+    fn value(&self, column: &str, text: &str) -> Result<Value, InputError> {
+        if let Some(reason) = self.mapping.absent_reason(text) {
+            return Ok(Value::Absent(reason));
+        }
+        match text.parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(Value::Number(n)),
+            Ok(_) => {
+                Err(InputError::new(self.at(column), format!("value {text:?} is not a finite number (rule: finite)")))
+            }
+            Err(_) => Err(InputError::new(
+                self.at(column),
+                format!("value {text:?} is neither a number nor an absent reason (rule: number)"),
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

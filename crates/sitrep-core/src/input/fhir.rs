@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde_json::Value as Json;
 
 use super::{InputError, Mapping, parse_time};
-use crate::{AbsentReason, MetricInput, Report, Value};
+use crate::{AbsentReason, MetricInput, Report, Timestamp, Value};
 
 pub const DATA_ABSENT_REASON: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
 
@@ -62,6 +62,8 @@ fn dar(pop: &Json) -> Option<AbsentReason> {
     })
 }
 
+/// One MeasureReport as a report: its hour and observation time, its provider, and a value per population the
+/// mapping knows (notes say which populations it does not).
 fn measure_report(
     at: &At<'_>,
     path: &str,
@@ -70,107 +72,16 @@ fn measure_report(
     populations: &BTreeMap<String, String>,
     notes: &mut Vec<String>,
 ) -> Result<Report, InputError> {
-    let start_path = format!("{path}.period.start");
-    let start = at
-        .text(&mr["period"]["start"], &start_path)?
-        .ok_or_else(|| at.err(&start_path, "is required (rule: required)".into()))?;
-    let period = parse_time(start, &mapping.timezone)
-        .ok_or_else(|| at.err(&start_path, format!("{start:?} is not a FHIR date or dateTime (rule: time)")))?;
-    let date_path = format!("{path}.date");
-    let observed = match at.text(&mr["date"], &date_path)? {
-        None => period,
-        Some(d) => parse_time(d, &mapping.timezone)
-            .ok_or_else(|| at.err(&date_path, format!("{d:?} is not a FHIR dateTime (rule: time)")))?,
-    };
-    // Who: the first of the subject's and the reporter's names that the mapping knows.
-    let mut names = Vec::new();
-    for who in ["subject", "reporter"] {
-        let v = &mr[who];
-        for (key, value) in [
-            ("reference", &v["reference"]),
-            ("identifier.value", &v["identifier"]["value"]),
-            ("display", &v["display"]),
-        ] {
-            if let Some(name) = at.text(value, &format!("{path}.{who}.{key}"))? {
-                names.push(name.to_owned());
-            }
-        }
-    }
-    let provider = match names.iter().find_map(|n| mapping.fhir.subjects.get(n)) {
-        Some(p) => p.clone(),
-        None => match &mapping.provider {
-            Some(p) => p.clone(),
-            None => {
-                return Err(at.err(
-                    &format!("{path}.subject"),
-                    format!(
-                        "no provider for {} (map one of them in [fhir.subjects], or set provider in the mapping) (rule: known_subject)",
-                        if names.is_empty() { "a report with no subject or reporter".to_owned() } else { names.join(", ") }
-                    ),
-                ));
-            }
-        },
-    };
+    let (period, observed) = times(at, path, mr, mapping)?;
+    let provider = provider(at, path, mr, mapping)?;
     let mut values = BTreeMap::new();
-    // FHIR's measure-population type codes (http://terminology.hl7.org/CodeSystem/measure-population).
-    const POPULATION_TYPES: [&str; 9] = [
-        "initial-population",
-        "numerator",
-        "numerator-exclusion",
-        "denominator",
-        "denominator-exclusion",
-        "denominator-exception",
-        "measure-population",
-        "measure-population-exclusion",
-        "measure-observation",
-    ];
     for (g, group) in at.list(&mr["group"], &format!("{path}.group"))?.iter().enumerate() {
         let gpath = format!("{path}.group[{g}].population");
         for (p, pop) in at.list(&group["population"], &gpath)?.iter().enumerate() {
             let ppath = format!("{gpath}[{p}]");
-            let codings = at.list(&pop["code"]["coding"], &format!("{ppath}.code.coding"))?;
-            let mut metric = None;
-            let mut codes = Vec::new();
-            for (c, coding) in codings.iter().enumerate() {
-                if let Some(code) = at.text(&coding["code"], &format!("{ppath}.code.coding[{c}].code"))? {
-                    codes.push(code);
-                    if let Some(m) = populations.get(code) {
-                        metric = Some(m.clone());
-                    }
-                }
+            if let Some((metric, value)) = population(at, &ppath, pop, populations, notes)? {
+                values.insert(metric, MetricInput { value: Some(value), unit: None });
             }
-            let Some(metric) = metric else {
-                // Not silently: say which populations had nowhere to go, and tell FHIR's own population type
-                // codes (`initial-population`, ...) apart: they say what kind of population it is, not what it
-                // counts, so a population with only those has no measure to map.
-                let (types, theirs): (Vec<&str>, Vec<&str>) =
-                    codes.into_iter().partition(|c| POPULATION_TYPES.contains(c));
-                if !theirs.is_empty() {
-                    notes.push(format!(
-                        "{}: {ppath}: no sitrep metric for SANER population(s) {}",
-                        at.name,
-                        theirs.join(", ")
-                    ));
-                } else if !types.is_empty() {
-                    notes.push(format!(
-                        "{}: {ppath}: only FHIR population type code(s) {}, which name no measure (a population \
-                         needs a SANER code such as numICUBeds); skipped",
-                        at.name,
-                        types.join(", ")
-                    ));
-                }
-                continue;
-            };
-            let value = match &pop["count"] {
-                Json::Null => Value::Absent(dar(pop).unwrap_or(AbsentReason::NotAvailable)),
-                Json::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-                other => {
-                    return Err(
-                        at.err(&format!("{ppath}.count"), format!("expected a number, got {other} (rule: number)"))
-                    );
-                }
-            };
-            values.insert(metric, MetricInput { value: Some(value), unit: None });
         }
     }
     let measure = mr["measure"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_owned();
@@ -189,6 +100,113 @@ fn measure_report(
             format!("FHIR MeasureReport {measure}")
         }),
     })
+}
+
+/// A MeasureReport's period start (required) and its date (the period start when absent).
+fn times(at: &At<'_>, path: &str, mr: &Json, mapping: &Mapping) -> Result<(Timestamp, Timestamp), InputError> {
+    let start_path = format!("{path}.period.start");
+    let start = at
+        .text(&mr["period"]["start"], &start_path)?
+        .ok_or_else(|| at.err(&start_path, "is required (rule: required)".into()))?;
+    let period = parse_time(start, &mapping.timezone)
+        .ok_or_else(|| at.err(&start_path, format!("{start:?} is not a FHIR date or dateTime (rule: time)")))?;
+    let date_path = format!("{path}.date");
+    let observed = match at.text(&mr["date"], &date_path)? {
+        None => period,
+        Some(d) => parse_time(d, &mapping.timezone)
+            .ok_or_else(|| at.err(&date_path, format!("{d:?} is not a FHIR dateTime (rule: time)")))?,
+    };
+    Ok((period, observed))
+}
+
+/// Who: the first of the subject's and the reporter's names that the mapping knows, else the mapping's provider.
+fn provider(at: &At<'_>, path: &str, mr: &Json, mapping: &Mapping) -> Result<String, InputError> {
+    let mut names = Vec::new();
+    for who in ["subject", "reporter"] {
+        let v = &mr[who];
+        for (key, value) in [
+            ("reference", &v["reference"]),
+            ("identifier.value", &v["identifier"]["value"]),
+            ("display", &v["display"]),
+        ] {
+            if let Some(name) = at.text(value, &format!("{path}.{who}.{key}"))? {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    match names.iter().find_map(|n| mapping.fhir.subjects.get(n)) {
+        Some(p) => Ok(p.clone()),
+        None => match &mapping.provider {
+            Some(p) => Ok(p.clone()),
+            None => Err(at.err(
+                &format!("{path}.subject"),
+                format!(
+                    "no provider for {} (map one of them in [fhir.subjects], or set provider in the mapping) (rule: known_subject)",
+                    if names.is_empty() { "a report with no subject or reporter".to_owned() } else { names.join(", ") }
+                ),
+            )),
+        },
+    }
+}
+
+/// FHIR's measure-population type codes (http://terminology.hl7.org/CodeSystem/measure-population).
+const POPULATION_TYPES: [&str; 9] = [
+    "initial-population",
+    "numerator",
+    "numerator-exclusion",
+    "denominator",
+    "denominator-exclusion",
+    "denominator-exception",
+    "measure-population",
+    "measure-population-exclusion",
+    "measure-observation",
+];
+
+/// The metric a population (at `ppath`) counts, by its codes, and its count; `None`, with a note, when no code maps
+/// to a metric.
+fn population(
+    at: &At<'_>,
+    ppath: &str,
+    pop: &Json,
+    populations: &BTreeMap<String, String>,
+    notes: &mut Vec<String>,
+) -> Result<Option<(String, Value)>, InputError> {
+    let codings = at.list(&pop["code"]["coding"], &format!("{ppath}.code.coding"))?;
+    let mut metric = None;
+    let mut codes = Vec::new();
+    for (c, coding) in codings.iter().enumerate() {
+        if let Some(code) = at.text(&coding["code"], &format!("{ppath}.code.coding[{c}].code"))? {
+            codes.push(code);
+            if let Some(m) = populations.get(code) {
+                metric = Some(m.clone());
+            }
+        }
+    }
+    let Some(metric) = metric else {
+        // Not silently: say which populations had nowhere to go, and tell FHIR's own population type codes
+        // (`initial-population`, ...) apart: they say what kind of population it is, not what it counts, so a
+        // population with only those has no measure to map.
+        let (types, theirs): (Vec<&str>, Vec<&str>) = codes.into_iter().partition(|c| POPULATION_TYPES.contains(c));
+        if !theirs.is_empty() {
+            notes.push(format!("{}: {ppath}: no sitrep metric for SANER population(s) {}", at.name, theirs.join(", ")));
+        } else if !types.is_empty() {
+            notes.push(format!(
+                "{}: {ppath}: only FHIR population type code(s) {}, which name no measure (a population needs a \
+                 SANER code such as numICUBeds); skipped",
+                at.name,
+                types.join(", ")
+            ));
+        }
+        return Ok(None);
+    };
+    let value = match &pop["count"] {
+        Json::Null => Value::Absent(dar(pop).unwrap_or(AbsentReason::NotAvailable)),
+        Json::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
+        other => {
+            return Err(at.err(&format!("{ppath}.count"), format!("expected a number, got {other} (rule: number)")));
+        }
+    };
+    Ok(Some((metric, value)))
 }
 
 /// The reports, and notes on populations that had no metric to go to.

@@ -55,6 +55,47 @@ pub fn plan(
     actor: &Actor,
     now: Timestamp,
 ) -> Result<AidPlan, Refusal> {
+    check_known(rules, &book, states, &mut action)?;
+    for state in states.values() {
+        book.set_holds(&state.provider, &state.holds);
+    }
+    let expected_version = book.version();
+    let before = book.request_of(&action);
+    let happened = book.apply(action, actor, now)?;
+    let request_id = before.or_else(|| book.requests().map(|r| r.id).max()).expect("an action concerns a request");
+    let request = book.request(request_id).expect("the action's request exists").clone();
+    let offers: Vec<Offer> = book.offers_of(request_id).cloned().collect();
+
+    let (hold_events, book_events): (Vec<AidEvent>, Vec<AidEvent>) =
+        happened.into_iter().partition(|e| matches!(e, AidEvent::HoldPlaced { .. } | AidEvent::HoldEnded { .. }));
+    let change = AidChange {
+        version: Some(book.version()),
+        requests: vec![request.clone()],
+        offers: offers.clone(),
+        holds: None,
+        happened: book_events,
+    };
+    let event = book_event(&request, change, now);
+    let providers = holders(rules, &book, states, &hold_events, now);
+    Ok(AidPlan {
+        expected_version,
+        version: book.version(),
+        last_ids: book.last_ids(),
+        requests: vec![request],
+        offers,
+        event,
+        providers,
+    })
+}
+
+/// What the rules, rather than the book, refuse: an unknown provider or capacity pair; for an accept, an offer
+/// whose provider has not reported the pair's occupied count (which is then taken as the hold's baseline).
+fn check_known(
+    rules: &Rules,
+    book: &AidBook,
+    states: &BTreeMap<String, ProviderLive>,
+    action: &mut Action,
+) -> Result<(), Refusal> {
     let name = action.name();
     let invalid = |field: &'static str, value: String, rule: &'static str, code: &'static str| Refusal::Invalid {
         action: name,
@@ -63,7 +104,7 @@ pub fn plan(
         rule,
         code,
     };
-    match &mut action {
+    match action {
         Action::Create(ask) => {
             if rules.directory.provider(&ask.provider).is_none() {
                 return Err(invalid(
@@ -104,18 +145,11 @@ pub fn plan(
         }
         _ => {}
     }
-    for state in states.values() {
-        book.set_holds(&state.provider, &state.holds);
-    }
-    let expected_version = book.version();
-    let before = book.request_of(&action);
-    let happened = book.apply(action, actor, now)?;
-    let request_id = before.or_else(|| book.requests().map(|r| r.id).max()).expect("an action concerns a request");
-    let request = book.request(request_id).expect("the action's request exists").clone();
-    let offers: Vec<Offer> = book.offers_of(request_id).cloned().collect();
+    Ok(())
+}
 
-    let (hold_events, book_events): (Vec<AidEvent>, Vec<AidEvent>) =
-        happened.into_iter().partition(|e| matches!(e, AidEvent::HoldPlaced { .. } | AidEvent::HoldEnded { .. }));
+/// The book's event: of the requesting provider (whose state it does not change), carrying `change`.
+fn book_event(request: &Request, change: AidChange, now: Timestamp) -> Event {
     let mut event = crate::state::provider_event(
         &ProviderLive::new(&request.ask.provider),
         EventKind::Aid,
@@ -123,13 +157,18 @@ pub fn plan(
         now,
     );
     event.site = request.ask.site.clone();
-    event.aid = Some(Box::new(AidChange {
-        version: Some(book.version()),
-        requests: vec![request.clone()],
-        offers: offers.clone(),
-        holds: None,
-        happened: book_events,
-    }));
+    event.aid = Some(Box::new(change));
+    event
+}
+
+/// A plan for each provider in `states` whose holds the action changed, with the hold events that are its own.
+fn holders(
+    rules: &Rules,
+    book: &AidBook,
+    states: &BTreeMap<String, ProviderLive>,
+    hold_events: &[AidEvent],
+    now: Timestamp,
+) -> Vec<Plan> {
     let mut providers = Vec::new();
     for state in states.values() {
         let holds = book.holds_of(&state.provider);
@@ -149,15 +188,7 @@ pub fn plan(
         let change = AidChange { happened, ..Default::default() };
         providers.push(super::holds(rules, state, holds, change, now));
     }
-    Ok(AidPlan {
-        expected_version,
-        version: book.version(),
-        last_ids: book.last_ids(),
-        requests: vec![request],
-        offers,
-        event,
-        providers,
-    })
+    providers
 }
 
 #[cfg(test)]

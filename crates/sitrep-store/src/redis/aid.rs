@@ -26,13 +26,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redis::Value as RValue;
+use redis::FromRedisValue;
 use sitrep_core::aid::{Action, Actor, AidBook, Subject};
 use sitrep_core::plan::aid::AidPlan;
 use sitrep_core::state::Planned;
 use sitrep_core::{Cursor, Event, ProviderLive, Timestamp};
 
-use super::{MAX_CONFLICTS, Outcome, RedisStore, bad, bytes, codec, outcomes};
+use super::{MAX_CONFLICTS, Outcome, RedisStore, args, bad, codec, reply};
 use crate::{Acted, StoreError};
 
 /// What `act.lua` did with a plan.
@@ -179,23 +179,38 @@ impl RedisStore {
         records.push((codec::AID_LAST_REQUEST.to_owned(), last_ids.0.to_string().into_bytes()));
         records.push((codec::AID_LAST_OFFER.to_owned(), last_ids.1.to_string().into_bytes()));
         let keys = &self.keys;
-        let [max_len, max_age] = self.log_limits();
+        let [max_len, max_age_ms] = self.log_limits();
         let mut invocation = self.scripts.act.prepare_invoke();
         invocation.key(&keys.log).key(&keys.events).key(&keys.states).key(&keys.aid);
-        invocation.arg(crate::new_epoch('r')).arg(max_len).arg(max_age);
-        invocation.arg(expected_version).arg(version).arg(records.len());
+        let epoch_candidate = crate::new_epoch('r');
+        let header = args::ActHeader {
+            epoch_candidate: &epoch_candidate,
+            max_len: &max_len,
+            max_age_ms: &max_age_ms,
+            expected_version: expected_version.to_string(),
+            version: version.to_string(),
+            records: records.len().to_string(),
+        };
+        args::push(&mut invocation, &header.named());
         for (field, record) in &records {
             invocation.arg(field).arg(record.as_slice());
         }
         let (token, written) = self.token();
-        invocation.arg(codec::encode_event(&codes, &event)?).arg(written);
+        let book = args::EventArgs { event: codec::encode_event(&codes, &event)?, token: written };
+        args::push(&mut invocation, &book.named());
         let mut outgoing = vec![Outgoing { event, token, state: None }];
         for p in providers {
             let state = p.state.map(Arc::new);
             let encoded = state.as_deref().map(|s| codec::encode_state(&codes, s)).transpose()?.unwrap_or_default();
             let (token, written) = self.token();
-            invocation.arg(&p.provider).arg(p.expected_version).arg(encoded);
-            invocation.arg(codec::encode_event(&codes, &p.event)?).arg(written);
+            let holder = args::HolderArgs {
+                provider: p.provider,
+                expected_version: p.expected_version.to_string(),
+                state: encoded,
+                event: codec::encode_event(&codes, &p.event)?,
+                token: written,
+            };
+            args::push(&mut invocation, &holder.named());
             outgoing.push(Outgoing { event: p.event, token, state });
         }
         // Put aside before the call, as a report's event is: this store's tail may read them back before the answer.
@@ -222,11 +237,14 @@ impl RedisStore {
                 return Err(e);
             }
         };
-        if moved(&reply)? {
+        let answer = reply::ActAnswer::from_redis_value(reply).map_err(|e| bad(&format!("act reply: {e}")))?;
+        let reply::ActAnswer::Done(reply::Committed { epoch, outcomes }) = answer else {
             forget(&outgoing);
             return Ok(Stored::Moved);
+        };
+        if outcomes.len() != outgoing.len() {
+            return Err(bad(&format!("act reply: {} outcomes for {} events", outcomes.len(), outgoing.len())));
         }
-        let (epoch, outcomes) = outcomes(&reply, outgoing.len())?;
         let mut events = Vec::with_capacity(outgoing.len());
         for (o, outcome) in outgoing.into_iter().zip(outcomes) {
             let Outcome::Accepted { pos, .. } = outcome else { return Err(bad("act outcome")) };
@@ -240,11 +258,6 @@ impl RedisStore {
         }
         Ok(Stored::Done(events))
     }
-}
-
-/// Whether `act.lua` answered that the book or a provider moved.
-fn moved(reply: &RValue) -> Result<bool, StoreError> {
-    Ok(bytes(reply)? == b"m")
 }
 
 #[cfg(test)]

@@ -30,3 +30,23 @@ local function close_log(log, events, head, maxage)
   end
 end
 
+
+-- The record of arguments at ARGV[from] on, as a table whose fields are `names` (the script's declared list, which
+-- redis/args.rs sends in the same order), and the index of the argument after it.
+local function named(names, from)
+  local record = {}
+  for k, name in ipairs(names) do
+    record[name] = ARGV[from + k - 1]
+  end
+  return record, from + #names
+end
+
+-- Where each of `names` sits within a record of them (0 for the first): for reading records in place, by name, on
+-- the report path, where copying each into a table (`named`) cost measurably more (docs/PERFORMANCE.md).
+local function offsets(names)
+  local at = {}
+  for k = 1, #names do
+    at[names[k]] = k - 1
+  end
+  return at
+end

@@ -45,6 +45,9 @@
 //! lets a store's tail skip the stream for its own events: the script answers each append with the event's id and
 //! its predecessor's, so when the next events of the log are ones this store just wrote (each naming the one before
 //! as its predecessor, the first naming the tail's cursor), the tail takes them as they are, with no read at all.
+//! The appending scripts take their arguments as named records (`args.rs`), and the scripts' answers are parsed
+//! into types by redis-rs's `FromRedisValue` (`reply.rs`); stream entries are read by hand (`entry`: why in
+//! `reply.rs`).
 //! Scripts are invoked by SHA and re-loaded by redis-rs when Redis answers `NOSCRIPT` (after a restart). Blocking
 //! reads of the stream (`XREAD BLOCK`) use a second, dedicated connection with no response timeout, and the
 //! committer a third (its `WAIT`s block the connection they are sent on).
@@ -57,10 +60,12 @@
 //! answered [`ResetReason::Ahead`]; a replica with no log at all starts a new epoch.
 
 mod aid;
+mod args;
 pub mod codec;
 mod master;
 #[cfg(any(test, feature = "redis-process"))]
 mod process;
+mod reply;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -69,7 +74,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, Value as RValue};
+use redis::{AsyncConnectionConfig, ErrorKind, FromRedisValue, RedisError, Script, ServerErrorKind, Value as RValue};
+use reply::Outcome;
 use sitrep_core::cursor::Position;
 use sitrep_core::plan::{self, Plan};
 use sitrep_core::{Code, Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport, Value};
@@ -299,8 +305,7 @@ fn array(v: &RValue) -> Result<&[RValue], StoreError> {
 }
 
 fn position(id: &str) -> Result<Position, StoreError> {
-    let (ms, seq) = id.split_once('-').ok_or_else(|| bad(&format!("stream id {id:?}")))?;
-    Ok(Position(ms.parse().map_err(|_| bad("stream id"))?, seq.parse().map_err(|_| bad("stream id"))?))
+    reply::stream_id(id).map_err(|e| bad(&e.to_string()))
 }
 
 /// A stream entry: the event, the epoch it was written in, and the position of the event before it.
@@ -311,6 +316,8 @@ struct Entry {
 }
 
 /// sitrep's fields of a stream entry, `p`, `e`, `w` and `d`, or `None` for an entry sitrep did not write.
+/// Read by hand, not through `redis::streams::StreamReadReply`: that would allocate a map per entry on the tail's
+/// path and lose the fields' order, which is how sitrep's entries are told from others (see `reply.rs`).
 fn fields(entry: &RValue) -> Option<(Position, &[RValue])> {
     let [id, fields] = array(entry).ok()? else { return None };
     let pos = position(&text(id).ok()?).ok()?;
@@ -359,7 +366,7 @@ fn linked(after: &Cursor, entries: &[Entry]) -> bool {
 
 /// One plan's arguments to `persist.lua`, its writer's token, and where its outcome goes.
 struct Pending {
-    args: [Vec<u8>; 8],
+    args: args::PlanArgs,
     token: u64,
     reply: oneshot::Sender<Result<(String, Outcome), StoreError>>,
 }
@@ -382,19 +389,6 @@ struct Appended {
     /// Script calls under way; while there are any, the tail waits for them rather than for the stream.
     in_flight: std::sync::atomic::AtomicUsize,
     landed: tokio::sync::Notify,
-}
-
-/// What the script did with one plan.
-enum Outcome {
-    Accepted {
-        pos: Position,
-        prev: Position,
-    },
-    /// The report's key is in history: its stored entry (`<event id>|<entry>`), for the core to tell a duplicate
-    /// from a conflict.
-    Seen(Vec<u8>),
-    /// The provider's current state (empty if it has none).
-    Conflict(Vec<u8>),
 }
 
 /// What [`RedisStore::plan_and_persist`] did.
@@ -447,11 +441,12 @@ async fn commit_loop(
             let batch = std::mem::take(&mut gathered);
             let mut invocation = scripts.persist.prepare_invoke();
             invocation.key(&keys.log).key(&keys.events).key(&keys.states);
-            invocation.arg(crate::new_epoch('r')).arg(&head[0]).arg(&head[1]).arg(&head[2]);
+            let epoch_candidate = crate::new_epoch('r');
+            let [max_len, max_age_ms, prefix] = &head;
+            let header = args::PersistHeader { epoch_candidate: &epoch_candidate, max_len, max_age_ms, prefix };
+            args::push(&mut invocation, &header.named());
             for p in &batch {
-                for a in &p.args {
-                    invocation.arg(a.as_slice());
-                }
+                args::push(&mut invocation, &p.args.named());
             }
             appended.in_flight.fetch_add(1, SeqCst);
             let masters = masters.clone();
@@ -530,7 +525,7 @@ impl Ack {
 /// Hands each plan of an answered call its outcome, noting where accepted events landed for the tail first.
 fn answered(appended: &Appended, batch: Vec<Pending>, reply: Result<RValue, StoreError>) {
     use std::sync::atomic::Ordering::SeqCst;
-    let outcomes = reply.and_then(|r| outcomes(&r, batch.len()));
+    let outcomes = reply.and_then(|r| outcomes(r, batch.len()));
     if let Ok((epoch, outcomes)) = &outcomes {
         let epoch: Arc<str> = Arc::from(epoch.as_str());
         let mut links = appended.links.lock().unwrap_or_else(|e| e.into_inner());
@@ -565,39 +560,12 @@ fn answered(appended: &Appended, batch: Vec<Pending>, reply: Result<RValue, Stor
     }
 }
 
-fn outcomes(reply: &RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreError> {
-    let mut rest = bytes(reply)?;
-    fn line<'a>(rest: &mut &'a [u8]) -> Result<&'a str, StoreError> {
-        let end = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("persist reply"))?;
-        let text = std::str::from_utf8(&rest[..end]).map_err(|_| bad("persist reply"))?;
-        *rest = &rest[end + 1..];
-        Ok(text)
-    }
-    let epoch = line(&mut rest)?.to_owned();
-    let mut outcomes = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (kind, tail) = rest.split_first().ok_or_else(|| bad("persist reply"))?;
-        rest = tail;
-        let text = line(&mut rest)?;
-        outcomes.push(match kind {
-            b'a' => {
-                let (id, prev) = text.split_once(' ').ok_or_else(|| bad("persist outcome"))?;
-                Outcome::Accepted { pos: position(id)?, prev: position(prev)? }
-            }
-            b'd' | b'c' => {
-                let len: usize = text.parse().map_err(|_| bad("persist outcome"))?;
-                let stored = rest.get(..len).ok_or_else(|| bad("persist outcome"))?.to_vec();
-                rest = &rest[len..];
-                match kind {
-                    b'd' => Outcome::Seen(stored),
-                    _ => Outcome::Conflict(stored),
-                }
-            }
-            _ => return Err(bad("persist outcome")),
-        });
-    }
-    if !rest.is_empty() {
-        return Err(bad("persist reply"));
+/// A script's answer to `n` plans (or events): the epoch and their outcomes, in order.
+fn outcomes(reply: RValue, n: usize) -> Result<(String, Vec<Outcome>), StoreError> {
+    let reply::Committed { epoch, outcomes } =
+        reply::Committed::from_redis_value(reply).map_err(|e| bad(&format!("persist reply: {e}")))?;
+    if outcomes.len() != n {
+        return Err(bad(&format!("persist reply: {} outcomes for {n} plans", outcomes.len())));
     }
     Ok((epoch, outcomes))
 }
@@ -730,13 +698,8 @@ impl RedisStore {
         let master = self.master().await?;
         let mut conn = master.conn.clone();
         let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
-        let pairs = array(&reply)?
-            .chunks(2)
-            .map(|kv| {
-                let id = text(kv.get(1).ok_or_else(|| bad("codes"))?)?.parse().map_err(|_| bad("code number"))?;
-                Ok((text(&kv[0])?, id))
-            })
-            .collect::<Result<Vec<(String, u32)>, StoreError>>()?;
+        let pairs: Vec<(String, u32)> =
+            FromRedisValue::from_redis_value(reply).map_err(|e| bad(&format!("codes: {e}")))?;
         let codes = Arc::new(Codes::new(pairs));
         *self.codes.write().unwrap_or_else(|e| e.into_inner()) = Some((master.generation, codes.clone()));
         Ok(codes)
@@ -795,16 +758,16 @@ impl RedisStore {
         };
         let encoded = state.map(|s| codec::encode_state(codes, s)).transpose()?.unwrap_or_default();
         let (token, written) = self.token();
-        let args = [
-            plan.provider.clone().into_bytes(),
-            itoa::Buffer::new().format(plan.expected_version).as_bytes().to_vec(),
-            field.into_bytes(),
-            trim.into_bytes(),
-            encoded,
-            codec::encode_event(codes, &plan.event)?,
+        let args = args::PlanArgs {
+            provider: plan.provider.clone(),
+            expected_version: itoa::Buffer::new().format(plan.expected_version).to_owned(),
+            history_field: field,
+            trim_hours: trim,
+            state: encoded,
+            event: codec::encode_event(codes, &plan.event)?,
             entry,
-            written,
-        ];
+            token: written,
+        };
         self.remember(token, &plan.event, state);
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Unavailable { message: "redis: the committer stopped".into(), source: None };
@@ -947,7 +910,7 @@ impl RedisStore {
     }
 
     /// `read.lua`: the log's epoch and head, and up to `max` raw entries after `after`.
-    async fn read_script(&self, after: Position, max: usize) -> Result<(String, Position, RValue), StoreError> {
+    async fn read_script(&self, after: Position, max: usize) -> Result<reply::ReadReply, StoreError> {
         let mut conn = self.conn().await?;
         let reply: RValue = self
             .scripts
@@ -960,10 +923,7 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.masters.failed(e))?;
-        match <[RValue; 3]>::try_from(array(&reply)?.to_vec()) {
-            Ok([epoch, head, entries]) => Ok((text(&epoch)?, position(&text(&head)?)?, entries)),
-            Err(_) => Err(bad("read reply")),
-        }
+        reply::ReadReply::from_redis_value(reply).map_err(|e| bad(&format!("read reply: {e}")))
     }
 
     /// The entries sitrep can read, in order. Anything else in the stream (written by someone else, or damaged) is
@@ -982,14 +942,14 @@ impl RedisStore {
 
     /// One read through the checking script: `Read` decided against the log's epoch, head and links.
     async fn read_once(&self, after: &Cursor, max: usize) -> Result<Read, StoreError> {
-        let (epoch, head, entries) = self.read_script(after.pos, max).await?;
+        let reply::ReadReply { epoch, head, entries } = self.read_script(after.pos, max).await?;
         if after.epoch != epoch {
             return Ok(Read::Reset(ResetReason::OtherEpoch));
         }
         if after.pos > head {
             return Ok(Read::Reset(ResetReason::Ahead));
         }
-        let entries = self.own_entries(array(&entries)?).await?;
+        let entries = self.own_entries(&entries).await?;
         if entries.is_empty() && after.pos < head {
             // Everything after the cursor has been trimmed.
             return Ok(Read::Reset(ResetReason::TooOld));
@@ -1092,14 +1052,11 @@ impl RedisStore {
             }
         };
         drop(guard);
-        // [[stream, [entry, ...]]], or nil when BLOCK expired.
-        match array(&reply)?.first() {
-            None => Ok(Vec::new()),
-            Some(stream) => match array(stream)? {
-                [_, entries] => Ok(array(entries)?.to_vec()),
-                _ => Err(bad("XREAD reply")),
-            },
-        }
+        // [[stream, [entry, ...]]], or nil when BLOCK expired. The entries stay raw: `entry` reads them (see
+        // reply.rs for why not `StreamReadReply`).
+        let streams: Option<Vec<(RValue, Vec<RValue>)>> =
+            FromRedisValue::from_redis_value(reply).map_err(|e| bad(&format!("XREAD reply: {e}")))?;
+        Ok(streams.and_then(|s| s.into_iter().next()).map(|(_, entries)| entries).unwrap_or_default())
     }
 }
 
@@ -1237,7 +1194,7 @@ impl Store for RedisStore {
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
-        let (epoch, head, _) = self.read_script(Position(0, 0), 0).await?;
+        let reply::ReadReply { epoch, head, .. } = self.read_script(Position(0, 0), 0).await?;
         Ok(Cursor::new(epoch, head))
     }
 
@@ -1318,21 +1275,18 @@ impl Store for RedisStore {
             }
             invocation.arg(codec::history_score(from)).arg(codec::history_score(to));
             let reply: RValue = invocation.invoke_async(&mut conn).await.map_err(|e| self.masters.failed(e))?;
-            let per_provider = array(&reply)?;
+            // One list of (field, stored entry) pairs per provider, in the order of the keys.
+            let per_provider: Vec<Vec<(String, Vec<u8>)>> =
+                FromRedisValue::from_redis_value(reply).map_err(|e| bad(&format!("history pairs: {e}")))?;
             if per_provider.len() != piece.len() {
                 return Err(bad("history: one list per provider"));
             }
-            for (provider, items) in piece.iter().zip(per_provider) {
-                let items = array(items)?;
+            for (provider, pairs) in piece.iter().zip(per_provider) {
                 let mut records = self
                     .decoding(|codes| {
-                        items
-                            .chunks(2)
-                            .map(|kv| {
-                                let field = text(&kv[0])?;
-                                let stored = bytes(kv.get(1).ok_or_else(|| bad("history pairs"))?)?;
-                                Ok(codec::decode_history(codes, &field, stored)?.0)
-                            })
+                        pairs
+                            .iter()
+                            .map(|(field, stored)| Ok(codec::decode_history(codes, field, stored)?.0))
                             .collect::<Result<Vec<_>, StoreError>>()
                     })
                     .await?;
