@@ -28,35 +28,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::resync::Resync;
 
-/// Why the Hub stopped feeding a subscriber.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kicked {
-    /// Still subscribed (or the Hub stopped: shutdown).
-    No,
-    /// The subscriber's queue overflowed.
-    Lagged,
-    /// The event log could not continue from the Hub's position (a new epoch, trimmed, or ahead of the log).
-    LogReset(ResetReason),
-    /// The Hub had no position in the log when the subscriber registered (start-up, or after a log reset while
-    /// the store was unreachable), so what it queued may not join up with what the subscriber read.
-    Resync,
-}
-
+/// A subscriber's flag: not cut loose (its [`Resync::code`] otherwise).
 const NOT_KICKED: u8 = 0;
-const LAGGED: u8 = 1;
-const OTHER_EPOCH: u8 = 2;
-const TOO_OLD: u8 = 3;
-const AHEAD: u8 = 4;
-const RESYNC: u8 = 5;
-
-fn reset_code(reason: ResetReason) -> u8 {
-    match reason {
-        ResetReason::OtherEpoch => OTHER_EPOCH,
-        ResetReason::TooOld => TOO_OLD,
-        ResetReason::Ahead => AHEAD,
-    }
-}
 
 /// An event as the Hub hands it to every subscriber, with room for its wire encoding, made once by the first
 /// subscriber that needs it and shared by the rest (encoding per subscriber dominated fan-out).
@@ -200,22 +175,15 @@ pub struct Subscription {
 impl Subscription {
     /// The next event, or `None` when the Hub stopped feeding this subscriber; see [`Subscription::kicked`].
     pub async fn recv(&mut self) -> Option<Arc<HubEvent>> {
-        if self.kicked() != Kicked::No {
+        if self.kicked().is_some() {
             return None;
         }
         self.rx.recv().await
     }
 
-    /// Whether (and why) the Hub cut this subscriber loose.
-    pub fn kicked(&self) -> Kicked {
-        match self.kicked.load(Ordering::Acquire) {
-            LAGGED => Kicked::Lagged,
-            OTHER_EPOCH => Kicked::LogReset(ResetReason::OtherEpoch),
-            TOO_OLD => Kicked::LogReset(ResetReason::TooOld),
-            AHEAD => Kicked::LogReset(ResetReason::Ahead),
-            RESYNC => Kicked::Resync,
-            _ => Kicked::No,
-        }
+    /// Why the Hub cut this subscriber loose; `None` while it is still subscribed (or the Hub stopped: shutdown).
+    pub fn kicked(&self) -> Option<Resync> {
+        Resync::from_code(self.kicked.load(Ordering::Acquire))
     }
 }
 
@@ -479,7 +447,7 @@ impl Hub {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::info!(subscriber = id, "subscriber queue overflowed; it will be reset");
-                    slot.kicked.store(LAGGED, Ordering::Release);
+                    slot.kicked.store(Resync::SlowSubscriber.code(), Ordering::Release);
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -492,7 +460,7 @@ impl Hub {
 
     /// Installs a caught-up picture (or, with `None`, drops it after the log reset) and cuts every subscriber
     /// registered to the old one loose, flagged with `why`.
-    fn install(&self, picture: Option<Picture>, why: u8) {
+    fn install(&self, picture: Option<Picture>, why: Resync) {
         let ready = picture.is_some();
         if !ready {
             self.encoded.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -500,7 +468,7 @@ impl Hub {
         let mut inner = self.shared.lock();
         inner.picture = picture;
         for (_, slot) in inner.slots.drain() {
-            slot.kicked.store(why, Ordering::Release);
+            slot.kicked.store(why.code(), Ordering::Release);
         }
         drop(inner);
         self.positioned.send_replace(ready);
@@ -559,7 +527,7 @@ impl Hub {
     pub async fn run(self, store: Arc<dyn Store>, cancel: CancellationToken) {
         let mut backoff = Backoff::default();
         let mut position: Option<Cursor> = None;
-        let mut why_lost = RESYNC;
+        let mut why_lost = Resync::Resync;
         // A log that keeps resetting the Hub (something is wrong with it) must not become a storm of resets for
         // every subscriber: after the first, each further reset in a row waits a backoff step first.
         let mut resets_in_a_row = 0u32;
@@ -613,8 +581,8 @@ impl Hub {
                                 Err(gap) => {
                                     tracing::warn!(%gap, "the picture cannot fold the log; loading it afresh");
                                     position = None;
-                                    why_lost = RESYNC;
-                                    self.install(None, RESYNC);
+                                    why_lost = Resync::Resync;
+                                    self.install(None, why_lost);
                                     resets_in_a_row += 1;
                                 }
                             }
@@ -622,7 +590,7 @@ impl Hub {
                         Read::Reset(reason) => {
                             tracing::warn!(?reason, cursor = %after, "event log cannot continue from the hub's position; resetting subscribers");
                             position = None;
-                            why_lost = reset_code(reason);
+                            why_lost = Resync::from(reason);
                             self.install(None, why_lost);
                             resets_in_a_row += 1;
                         }
@@ -659,7 +627,7 @@ impl Hub {
     /// Loads the picture from everything `store` holds and installs it, as [`Hub::run`] does at start.
     pub(crate) async fn load_by_hand(&self, store: &dyn Store) {
         let picture = self.load(store).await.expect("the store answers").expect("the log replays");
-        self.install(Some(picture), RESYNC);
+        self.install(Some(picture), Resync::Resync);
     }
 
     /// Folds and fans out the next `n` events of `store`'s log after the picture's cursor, as [`Hub::run`] does.
@@ -705,13 +673,13 @@ mod tests {
         let (_, later) = hub.subscribe(&Selection::All).expect("ready");
         assert_eq!(later.cursor, *cursors.last().unwrap());
         assert_eq!(later.providers[0].revision, 10, "snapshots come from the folded picture");
-        assert_eq!(slow.kicked(), Kicked::Lagged, "a queue of 4 overflowed after 10 events");
-        assert_eq!(fast.kicked(), Kicked::No);
+        assert_eq!(slow.kicked(), Some(Resync::SlowSubscriber), "a queue of 4 overflowed after 10 events");
+        assert_eq!(fast.kicked(), None);
         assert_eq!(hub.subscriber_count(), 1);
         cancel.cancel();
         task.await.unwrap();
         assert!(fast.recv().await.is_none(), "queues close when the hub stops");
-        assert_eq!(fast.kicked(), Kicked::No);
+        assert_eq!(fast.kicked(), None);
     }
 
     /// What the metrics read of the Hub: the deepest queue, and providers stale or never heard from.

@@ -26,7 +26,7 @@ use tonic::Status;
 
 use crate::context::{Context, ResolvedFilter};
 use crate::error;
-use crate::hub::{HubEvent, Joined, Kicked, PictureState, Subscription};
+use crate::hub::{HubEvent, Joined, PictureState, Subscription};
 use crate::resync::Resync;
 
 /// Items buffered between a session and its transport.
@@ -187,16 +187,12 @@ impl Session {
             Some(Some(from)) => match Box::pin(self.catch_up_fully(from)).await? {
                 Ok(joined) => joined,
                 Err(reason) => {
-                    let (reason, text) = match reason {
-                        ResetReason::TooOld => {
-                            (Resync::CursorTooOld, "the event log no longer holds the events after the resume cursor")
-                        }
-                        ResetReason::OtherEpoch => {
-                            (Resync::OtherEpoch, "the resume cursor belongs to another epoch of the event log")
-                        }
-                        ResetReason::Ahead => (Resync::CursorAhead, "the resume cursor is ahead of the event log"),
+                    let text = match reason {
+                        ResetReason::TooOld => "the event log no longer holds the events after the resume cursor",
+                        ResetReason::OtherEpoch => "the resume cursor belongs to another epoch of the event log",
+                        ResetReason::Ahead => "the resume cursor is ahead of the event log",
                     };
-                    Box::pin(self.resync(reason, text)).await?
+                    Box::pin(self.resync(reason.into(), text)).await?
                 }
             },
         };
@@ -225,13 +221,13 @@ impl Session {
                         }
                     }
                     None => {
-                        let (reason, text) = match sub.kicked() {
-                            Kicked::No => return Err(End::Shutdown),
-                            Kicked::Lagged => (Resync::SlowSubscriber, "this subscriber fell behind and its queue overflowed"),
-                            Kicked::LogReset(ResetReason::OtherEpoch) => (Resync::OtherEpoch, "the event log started a new epoch"),
-                            Kicked::LogReset(ResetReason::TooOld) => (Resync::CursorTooOld, "the event log was trimmed past the aggregator's position"),
-                            Kicked::LogReset(ResetReason::Ahead) => (Resync::CursorAhead, "the event log is behind the aggregator's position (it was reset)"),
-                            Kicked::Resync => (Resync::Resync, "the aggregator resynchronised with the event log"),
+                        let Some(reason) = sub.kicked() else { return Err(End::Shutdown) };
+                        let text = match reason {
+                            Resync::SlowSubscriber => "this subscriber fell behind and its queue overflowed",
+                            Resync::OtherEpoch => "the event log started a new epoch",
+                            Resync::CursorTooOld => "the event log was trimmed past the aggregator's position",
+                            Resync::CursorAhead => "the event log is behind the aggregator's position (it was reset)",
+                            Resync::Resync => "the aggregator resynchronised with the event log",
                         };
                         tracing::info!(?reason, "resyncing subscriber");
                         (sub, cursor) = Box::pin(self.resync(reason, text)).await?;
@@ -335,7 +331,7 @@ impl Session {
         for attempt in 0..4 {
             let joined = self.register(|| self.ctx.hub.join(&self.followed)).await?;
             match self.catch_up(from, joined).await? {
-                Ok((sub, reached)) if sub.kicked() == Kicked::Lagged && attempt < 3 => from = reached,
+                Ok((sub, reached)) if sub.kicked() == Some(Resync::SlowSubscriber) && attempt < 3 => from = reached,
                 other => return Ok(other),
             }
         }
