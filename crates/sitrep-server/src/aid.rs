@@ -160,7 +160,7 @@ fn case_of(book: &AidBook, request: &Request) -> Case {
 pub async fn cases(ctx: &Context, who: &Principal, open_only: bool, scope: Option<&str>) -> Result<Vec<Case>, Status> {
     let members = match scope.filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(ctx.directory.members(s).ok_or_else(|| {
+        Some(s) => Some(ctx.rules.directory.members(s).ok_or_else(|| {
             error::invalid_field(
                 "scope",
                 "known_scope",
@@ -228,6 +228,7 @@ pub async fn candidates(ctx: &Context, who: &Principal, id: RequestId) -> Result
         })
         .await?;
     let unreadable = ctx
+        .rules
         .directory
         .providers()
         .filter(|p| p.code != case.request.ask.provider && who.may(Grant::ReadProvider(&p.code)).is_err())
@@ -260,7 +261,7 @@ pub async fn measures(
         ));
     }
     let parsed = match scope {
-        "nation" => Some(sitrep_core::Scope::new(sitrep_core::Level::Nation, &ctx.directory.nation().code)),
+        "nation" => Some(sitrep_core::Scope::new(sitrep_core::Level::Nation, &ctx.rules.directory.nation().code)),
         s => sitrep_core::Scope::parse(s),
     };
     let parsed = parsed.filter(|s| ctx.rules.scopes().contains(s)).ok_or_else(|| {

@@ -26,7 +26,8 @@ use tonic::Status;
 
 use crate::context::{Context, ResolvedFilter};
 use crate::error;
-use crate::hub::{HubEvent, Joined, PictureState, Subscription};
+use crate::health::PictureState;
+use crate::hub::{HubEvent, Joined, Subscription};
 use crate::resync::Resync;
 
 /// Items buffered between a session and its transport.
@@ -196,7 +197,7 @@ impl Session {
                 }
             },
         };
-        let mut status = self.ctx.hub.status();
+        let mut status = self.ctx.health.status();
         if status.borrow_and_update().degraded {
             let state = status.borrow().clone();
             self.send(Out::Status(state)).await?;
@@ -457,7 +458,7 @@ mod tests {
             }
             if i + 1 == resume {
                 // The totals the subscriber had when it left.
-                let then = crate::hub::Hub::new(rules.clone(), 1);
+                let then = crate::hub::Hub::new(rules.clone(), 1, Default::default());
                 then.load_by_hand(store.as_ref()).await;
                 keep(&mut totals, &then.snapshot(&selection).unwrap().rollups);
             }
@@ -852,14 +853,14 @@ mod tests {
         async fn a_degraded_picture_is_said_at_once_and_its_recovery_too() {
             let mut rig = Rig::new(64, MemoryStore::default());
             rig.apply("RJ7").await;
-            let hub = rig.ctx().hub.clone();
-            hub.load_by_hand(rig.store.as_ref()).await;
+            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            let health = rig.ctx().health.clone();
             for _ in 0..3 {
-                hub.writes(false, || "the store refuses reports".into());
+                health.write_refused(&"out of memory");
             }
             let mut rx = rig.open(false, HOUR, None).await;
             assert_eq!(take(&mut rx, 2).await, [snapshot_at(rig.at(1)), Seen::Status { degraded: true }]);
-            hub.writes(true, String::new);
+            health.write_stored();
             assert_eq!(take(&mut rx, 1).await, [Seen::Status { degraded: false }]);
             assert_quiet(&mut rx).await;
         }

@@ -12,7 +12,7 @@ use sitrep_core::aid::{AidChange, AidEvent, Hold, Measures, Offer, OfferId, Rank
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::{Cursor, Event, EventKind, HistoryRecord, ProviderLive, Rules, Timestamp, Value};
 
-use crate::hub::PictureState;
+use crate::health::PictureState;
 
 pub fn value(v: &Value) -> Json {
     match v {

@@ -32,7 +32,7 @@ fn known_provider(ctx: &Context, code: &str) -> Result<(), Status> {
 }
 
 fn known_metric(ctx: &Context, field: &str, code: &str) -> Result<(), Status> {
-    match ctx.catalogue.knows(code) {
+    match ctx.rules.catalogue.knows(code) {
         true => Ok(()),
         false => Err(error::invalid_field(
             field,
@@ -75,11 +75,11 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::GetDirectoryRequest>,
     ) -> Result<Response<pb::Directory>, Status> {
         let who = principal_of(request.extensions())?;
-        Ok(Response::new(directory_to_wire(&self.ctx.directory, &who.grants.readable)))
+        Ok(Response::new(directory_to_wire(&self.ctx.rules.directory, &who.grants.readable)))
     }
 
     async fn get_catalogue(&self, _: Request<pb::GetCatalogueRequest>) -> Result<Response<pb::Catalogue>, Status> {
-        Ok(Response::new(catalogue_to_wire(&self.ctx.catalogue)))
+        Ok(Response::new(catalogue_to_wire(&self.ctx.rules.catalogue)))
     }
 
     async fn get_history(&self, request: Request<pb::GetHistoryRequest>) -> Result<Response<pb::History>, Status> {
@@ -129,7 +129,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         )?;
         let (from, to) = range(ctx, req.from.as_ref(), req.to.as_ref())?;
         let providers: Vec<String> = match filter.providers {
-            Selection::All => ctx.directory.providers().map(|p| p.code.clone()).collect(),
+            Selection::All => ctx.rules.directory.providers().map(|p| p.code.clone()).collect(),
             Selection::Only(set) => set.into_iter().collect(),
         };
         let mut series = Vec::new();
@@ -215,7 +215,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         };
         let metric = req.metric.clone();
         let figure = |merged: &BTreeMap<Code, Value>| -> Option<f64> {
-            sitrep_core::derive::figures(&ctx.catalogue, merged).get(&metric).copied()
+            sitrep_core::derive::figures(&ctx.rules.catalogue, merged).get(&metric).copied()
         };
         let mut out = pb::Hourly { metric: req.metric.clone(), ..Default::default() };
         match (req.provider.is_empty(), req.scope.is_empty()) {
@@ -223,7 +223,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                 known_provider(ctx, &req.provider)?;
                 who.may(Action::ReadProvider(&req.provider))?;
                 let (provider, records) = history(req.provider.clone()).await?;
-                if ctx.catalogue.get(&req.metric).is_some() {
+                if ctx.rules.catalogue.get(&req.metric).is_some() {
                     out.points = provider_hours(&ctx.rules, &records, &req.metric, &periods)
                         .into_iter()
                         .map(|h| pb::HourlyPoint {
@@ -273,6 +273,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                 })?;
                 who.may(Action::ReadScope(&scope))?;
                 let expected: Vec<String> = ctx
+                    .rules
                     .directory
                     .providers()
                     .filter(|p| ctx.rules.in_scope(&p.code, &scope))
