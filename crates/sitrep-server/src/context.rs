@@ -1,6 +1,6 @@
-//! [`Context`]: what every surface shares (store, rules, limits, Hub, store health, metrics, shutdown token), built once by
-//! [`crate::App`]; [`ResolvedFilter`], a request's filter within what its caller may read; and [`Hosts`], the Host
-//! names HTTP requests may name.
+//! [`Context`]: what every surface shares (store, rules, limits, Hub, store health, metrics, shutdown token), built
+//! once by [`crate::App`]; [`ResolvedFilter`], a request's filter within what its caller may read; and [`Hosts`],
+//! the Host names HTTP requests may name.
 //!
 //! It sits below the gRPC services, the HTTP layer, the sessions and mutual aid, which all take it, so that none
 //! of them reaches into another for it.
