@@ -159,7 +159,7 @@ fn case_of(book: &AidBook, request: &Request) -> Case {
 pub async fn cases(ctx: &Context, who: &Principal, open_only: bool, scope: Option<&str>) -> Result<Vec<Case>, Error> {
     let members = match scope.filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(ctx.directory.members(s).ok_or_else(|| {
+        Some(s) => Some(ctx.rules.directory.members(s).ok_or_else(|| {
             Error::invalid_field(
                 "scope",
                 "known_scope",
@@ -227,6 +227,7 @@ pub async fn candidates(ctx: &Context, who: &Principal, id: RequestId) -> Result
         })
         .await?;
     let unreadable = ctx
+        .rules
         .directory
         .providers()
         .filter(|p| p.code != case.request.ask.provider && who.may(Grant::ReadProvider(&p.code)).is_err())
@@ -259,7 +260,7 @@ pub async fn measures(
         ));
     }
     let parsed = match scope {
-        "nation" => Some(sitrep_core::Scope::new(sitrep_core::Level::Nation, &ctx.directory.nation().code)),
+        "nation" => Some(sitrep_core::Scope::new(sitrep_core::Level::Nation, &ctx.rules.directory.nation().code)),
         s => sitrep_core::Scope::parse(s),
     };
     let parsed = parsed.filter(|s| ctx.rules.scopes().contains(s)).ok_or_else(|| {

@@ -144,7 +144,8 @@ impl App {
         auth: crate::auth::Authenticator,
         cancel: CancellationToken,
     ) -> Self {
-        let hub = Hub::new(rules.clone(), config.subscribers.queue_capacity)
+        let health = crate::health::StoreHealth::default();
+        let hub = Hub::new(rules.clone(), config.subscribers.queue_capacity, health.clone())
             .warm_with(crate::services::subscriber::encode_provider);
         let metrics = Arc::new(crate::metrics::Metrics::new(env!("CARGO_PKG_VERSION"), env!("SITREP_REVISION")));
         // Every store call is timed and its failures counted, whichever backend it is.
@@ -153,13 +154,12 @@ impl App {
             auth,
             store,
             metrics,
-            directory: rules.directory.clone(),
-            catalogue: rules.catalogue.clone(),
             rules,
             limits: config.limits.to_limits(),
             report_limiter: crate::limit::ReportLimiter::new(config.limits.reports_per_provider_per_minute),
             subscriptions: crate::limit::Subscriptions::new(config.subscribers.per_principal),
             hub,
+            health,
             subscribers: config.subscribers.clone(),
             page: crate::http::page(&config.wallboard),
             aid_timers: config.aid.timers(),
@@ -185,7 +185,7 @@ impl App {
     }
 
     pub fn directory(&self) -> &Arc<Directory> {
-        &self.ctx.directory
+        &self.ctx.rules.directory
     }
 
     fn routes(
@@ -395,7 +395,7 @@ pub async fn serve(app: App, listener: TcpListener, cancel: CancellationToken) -
         ctx.tasks.spawn(tls.clone().watch(cancel.clone()));
     }
     // Health follows the picture: NOT_SERVING while the store is unreachable.
-    let (mut status, health_reporter, health_cancel) = (ctx.hub.status(), reporter.clone(), cancel.clone());
+    let (mut status, health_reporter, health_cancel) = (ctx.health.status(), reporter.clone(), cancel.clone());
     ctx.tasks.spawn(async move {
         loop {
             tokio::select! {

@@ -1,6 +1,6 @@
-//! [`Context`]: what every surface shares (store, rules, limits, Hub, metrics, shutdown token), built once by
-//! [`crate::App`]; [`ResolvedFilter`], a request's filter within what its caller may read; and [`Hosts`], the Host
-//! names HTTP requests may name.
+//! [`Context`]: what every surface shares (store, rules, limits, Hub, store health, metrics, shutdown token), built
+//! once by [`crate::App`]; [`ResolvedFilter`], a request's filter within what its caller may read; and [`Hosts`],
+//! the Host names HTTP requests may name.
 //!
 //! It sits below the gRPC services, the HTTP layer, the sessions and mutual aid, which all take it, so that none
 //! of them reaches into another for it.
@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use sitrep_core::{Catalogue, Directory, Limits, Rules, Selection, Timestamp};
+use sitrep_core::{Limits, Rules, Selection, Timestamp};
 use sitrep_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Action, Principal};
 use crate::config::SubscriberConfig;
 use crate::error::Error;
+use crate::health::StoreHealth;
 use crate::hub::Hub;
 
 /// How long a query waits for the Hub's picture (at start-up, or while it reloads) before answering `UNAVAILABLE`.
@@ -26,16 +27,18 @@ pub struct Context {
     /// Who callers are (see [`crate::auth`]).
     pub auth: crate::auth::Authenticator,
     pub store: Arc<dyn Store>,
-    /// What derived figures are computed by; `directory` and `catalogue` are its parts, for brevity.
+    /// What derived figures are computed by, with the directory and the catalogue (`rules.directory`,
+    /// `rules.catalogue`): one copy of each, here.
     pub rules: Rules,
-    pub directory: Arc<Directory>,
-    pub catalogue: Arc<Catalogue>,
     pub limits: Limits,
     /// Reports per provider per minute.
     pub report_limiter: crate::limit::ReportLimiter,
     /// Open subscriptions per principal.
     pub subscriptions: crate::limit::Subscriptions,
     pub hub: Hub,
+    /// Whether the store is well (the Hub reports its reads, ingest its writes) and the picture's status that
+    /// follows (see [`crate::health`]).
+    pub health: StoreHealth,
     /// What is counted and timed, for `GET /metrics` (see [`crate::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
     pub subscribers: SubscriberConfig,
@@ -125,11 +128,11 @@ impl Context {
     /// What is read when scraped: the Hub's picture and queues, the store's log length (within a second, else left
     /// out and counted as a store error), and the audit's refusals.
     pub async fn scrape(&self) -> crate::metrics::Scraped {
-        let picture = self.hub.census(self.directory.providers().count() as u64);
+        let picture = self.hub.census(self.rules.directory.providers().count() as u64);
         let event_log_events = self.metrics.scrape_log_length(self.store.as_ref()).await;
         let refusals = self.auth.refusals();
         crate::metrics::Scraped {
-            store_up: !self.hub.status().borrow().degraded,
+            store_up: !self.health.status().borrow().degraded,
             providers_stale: picture.map(|p| p.stale),
             providers_not_reporting: picture.map(|p| p.not_reporting),
             queue_depth_max: self.hub.deepest_queue() as u64,
@@ -168,7 +171,7 @@ impl Context {
 
     /// `Ok` if the directory knows the provider, else `INVALID_ARGUMENT` on the field `provider`.
     pub fn known_provider(&self, code: &str) -> Result<(), Error> {
-        match self.directory.provider(code) {
+        match self.rules.directory.provider(code) {
             Some(_) => Ok(()),
             None => Err(Error::invalid_field(
                 "provider",
@@ -218,11 +221,12 @@ impl Context {
             return Ok(ResolvedFilter { providers: who.grants.readable.clone(), metrics: None, readable_scopes });
         };
         let providers = self
+            .rules
             .directory
             .select(&f.providers, &f.systems, &f.regions)
             .map_err(|e| Error::invalid_field(&format!("filter.{}", e.field), "known_code", e.to_string()))?;
         for (i, m) in f.metrics.iter().enumerate() {
-            if !self.catalogue.knows(m) {
+            if !self.rules.catalogue.knows(m) {
                 return Err(Error::invalid_field(
                     &format!("filter.metrics[{i}]"),
                     "known_metric",

@@ -13,7 +13,10 @@
 //! cannot slow ingest. Each subscriber has its own bounded queue; the Hub only ever `try_send`s into it. When a queue
 //! is full the subscriber is cut loose and flagged as lagged: its session then resyncs it with a reset and a fresh
 //! snapshot, so it is never silently skipped past events. When the log itself resets (a new epoch), every
-//! subscriber is flagged.
+//! subscriber is flagged, with the [`Resync`] its session tells it.
+//!
+//! The Hub reports each read of the log to [`StoreHealth`], which alone decides what a failing store means for the
+//! picture's status; ingest reports its writes there too, not here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -29,34 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 use sitrep_core::backoff::Backoff;
 
-/// Why the Hub stopped feeding a subscriber.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kicked {
-    /// Still subscribed (or the Hub stopped: shutdown).
-    No,
-    /// The subscriber's queue overflowed.
-    Lagged,
-    /// The event log could not continue from the Hub's position (a new epoch, trimmed, or ahead of the log).
-    LogReset(ResetReason),
-    /// The Hub had no position in the log when the subscriber registered (start-up, or after a log reset while
-    /// the store was unreachable), so what it queued may not join up with what the subscriber read.
-    Resync,
-}
+use crate::health::StoreHealth;
+use crate::resync::Resync;
 
+/// A subscriber's flag: not cut loose (its [`Resync::code`] otherwise).
 const NOT_KICKED: u8 = 0;
-const LAGGED: u8 = 1;
-const OTHER_EPOCH: u8 = 2;
-const TOO_OLD: u8 = 3;
-const AHEAD: u8 = 4;
-const RESYNC: u8 = 5;
-
-fn reset_code(reason: ResetReason) -> u8 {
-    match reason {
-        ResetReason::OtherEpoch => OTHER_EPOCH,
-        ResetReason::TooOld => TOO_OLD,
-        ResetReason::Ahead => AHEAD,
-    }
-}
 
 /// An event as the Hub hands it to every subscriber, with room for its wire encoding, made once by the first
 /// subscriber that needs it and shared by the rest (encoding per subscriber dominated fan-out).
@@ -107,50 +87,8 @@ impl Shared {
     }
 }
 
-/// Whether the Hub can read the event log, i.e. whether the picture is being kept up to date.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PictureState {
-    pub degraded: bool,
-    pub message: String,
-    pub since: Timestamp,
-}
-
-/// What the Hub knows of the store: reads come from its own tail, writes from ingest.
-#[derive(Default)]
-struct StoreHealth {
-    reads_failing_since: Option<std::time::Instant>,
-    /// Refused writes since the last stored one.
-    write_failures: u64,
-    writes_failing_since: Option<std::time::Instant>,
-    last_write_failure: Option<std::time::Instant>,
-}
-
-/// Why the picture is degraded; a change of cause is published even while it stays degraded.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Cause {
-    None,
-    WritesRefused,
-    Unreachable,
-}
-
-impl StoreHealth {
-    fn cause(&self) -> Cause {
-        match (self.reads_failing_since, self.writes_failing_since) {
-            (Some(_), _) => Cause::Unreachable,
-            (None, Some(_)) => Cause::WritesRefused,
-            (None, None) => Cause::None,
-        }
-    }
-}
-
 /// Events the Hub reads from the log at a time.
 const TAIL_BATCH: usize = 1024;
-
-/// Consecutive refused writes after which the picture counts as degraded.
-const WRITE_FAILURES_TO_DEGRADE: u64 = 3;
-/// With no refused write for this long, refused writes no longer count: a replica that health checks took out of
-/// service (so it gets no reports to prove the store healthy again) comes back and tries.
-const WRITE_FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(30);
 
 /// A provider's encoding for snapshots: the epoch and version it was made for, and the bytes.
 type Encoded = (String, u64, Bytes);
@@ -160,9 +98,8 @@ type Encoded = (String, u64, Bytes);
 pub struct Hub {
     shared: Arc<Shared>,
     rules: Rules,
-    status: watch::Sender<PictureState>,
-    health: Arc<Mutex<StoreHealth>>,
-    write_quiet: Duration,
+    /// Where the Hub reports whether it can read the log (the policy is [`crate::health`]'s).
+    health: StoreHealth,
     /// Whether the Hub knows its position in the log (so a new subscriber's queue joins up with the store) and, when
     /// it warms snapshots, has every provider encoded.
     positioned: watch::Sender<bool>,
@@ -200,22 +137,15 @@ pub struct Subscription {
 impl Subscription {
     /// The next event, or `None` when the Hub stopped feeding this subscriber; see [`Subscription::kicked`].
     pub async fn recv(&mut self) -> Option<Arc<HubEvent>> {
-        if self.kicked() != Kicked::No {
+        if self.kicked().is_some() {
             return None;
         }
         self.rx.recv().await
     }
 
-    /// Whether (and why) the Hub cut this subscriber loose.
-    pub fn kicked(&self) -> Kicked {
-        match self.kicked.load(Ordering::Acquire) {
-            LAGGED => Kicked::Lagged,
-            OTHER_EPOCH => Kicked::LogReset(ResetReason::OtherEpoch),
-            TOO_OLD => Kicked::LogReset(ResetReason::TooOld),
-            AHEAD => Kicked::LogReset(ResetReason::Ahead),
-            RESYNC => Kicked::Resync,
-            _ => Kicked::No,
-        }
+    /// Why the Hub cut this subscriber loose; `None` while it is still subscribed (or the Hub stopped: shutdown).
+    pub fn kicked(&self) -> Option<Resync> {
+        Resync::from_code(self.kicked.load(Ordering::Acquire))
     }
 }
 
@@ -234,8 +164,7 @@ pub struct Joined {
 }
 
 impl Hub {
-    pub fn new(rules: Rules, queue_capacity: usize) -> Self {
-        let healthy = PictureState { degraded: false, message: "up to date".into(), since: Timestamp::now() };
+    pub fn new(rules: Rules, queue_capacity: usize, health: StoreHealth) -> Self {
         Hub {
             rules,
             shared: Arc::new(Shared {
@@ -243,9 +172,7 @@ impl Hub {
                 next_id: AtomicU64::new(1),
                 queue_capacity: queue_capacity.max(1),
             }),
-            status: watch::channel(healthy).0,
-            health: Arc::new(Mutex::new(StoreHealth::default())),
-            write_quiet: WRITE_FAILURES_FORGOTTEN_AFTER,
+            health,
             positioned: watch::channel(false).0,
             encoded: Default::default(),
             warm: None,
@@ -277,81 +204,6 @@ impl Hub {
     pub async fn ready(&self, timeout: Duration) -> bool {
         let mut positioned = self.positioned.subscribe();
         matches!(tokio::time::timeout(timeout, positioned.wait_for(|p| *p)).await, Ok(Ok(_)))
-    }
-
-    /// Follows the picture's state: degraded while the event log cannot be read.
-    pub fn status(&self) -> watch::Receiver<PictureState> {
-        self.status.subscribe()
-    }
-
-    /// Records whether the Hub can read the log. Called after every read, so it also forgets refused writes
-    /// that have gone quiet.
-    fn reads(&self, ok: bool, message: impl FnOnce() -> String) {
-        let now = std::time::Instant::now();
-        let quiet = self.write_quiet;
-        self.update_health(
-            |h| {
-                if !ok {
-                    h.reads_failing_since.get_or_insert(now);
-                } else if let Some(down) = h.reads_failing_since.take() {
-                    // Writes refused only once the store was unreachable are explained by that: start afresh.
-                    // Writes refused before it went down are a problem of their own and still count.
-                    if h.writes_failing_since.is_some_and(|w| w >= down) {
-                        h.writes_failing_since = None;
-                        h.write_failures = 0;
-                    }
-                }
-                if h.last_write_failure.is_some_and(|t| now.duration_since(t) >= quiet) {
-                    h.writes_failing_since = None;
-                    h.write_failures = 0;
-                    h.last_write_failure = None;
-                }
-            },
-            message,
-        );
-    }
-
-    /// Records the outcome of a write: a report stored (`true`), or refused by the store (`false`). A store that
-    /// answers reads but refuses writes (a demoted master, out of memory) is degraded too; a few refusals in a row
-    /// count, not one slow answer under load. Duplicates prove nothing either way: do not report them.
-    pub fn writes(&self, ok: bool, message: impl FnOnce() -> String) {
-        let now = std::time::Instant::now();
-        self.update_health(
-            |h| {
-                if ok {
-                    h.write_failures = 0;
-                    h.writes_failing_since = None;
-                } else {
-                    h.write_failures += 1;
-                    h.last_write_failure = Some(now);
-                    if h.write_failures >= WRITE_FAILURES_TO_DEGRADE {
-                        h.writes_failing_since.get_or_insert(now);
-                    }
-                }
-            },
-            message,
-        );
-    }
-
-    fn update_health(&self, change: impl FnOnce(&mut StoreHealth), message: impl FnOnce() -> String) {
-        // Decided and published under one lock, so concurrent reporters cannot publish out of order.
-        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        let before = h.cause();
-        change(&mut h);
-        let cause = h.cause();
-        if cause == before {
-            return;
-        }
-        // The caller's message explains the state it caused; other transitions get a plain sentence.
-        let message = match (before, cause) {
-            (Cause::None, _) | (Cause::WritesRefused, Cause::Unreachable) => message(),
-            (Cause::Unreachable, Cause::WritesRefused) => {
-                "the store is reachable again but still refuses reports".into()
-            }
-            (_, Cause::None) => "the store is reachable and accepts reports again".into(),
-            _ => message(),
-        };
-        self.status.send_replace(PictureState { degraded: cause != Cause::None, message, since: Timestamp::now() });
     }
 
     /// Registers a subscriber under the lock the Hub folds under, so it gets every event after the picture's
@@ -479,7 +331,7 @@ impl Hub {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::info!(subscriber = id, "subscriber queue overflowed; it will be reset");
-                    slot.kicked.store(LAGGED, Ordering::Release);
+                    slot.kicked.store(Resync::SlowSubscriber.code(), Ordering::Release);
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -492,7 +344,7 @@ impl Hub {
 
     /// Installs a caught-up picture (or, with `None`, drops it after the log reset) and cuts every subscriber
     /// registered to the old one loose, flagged with `why`.
-    fn install(&self, picture: Option<Picture>, why: u8) {
+    fn install(&self, picture: Option<Picture>, why: Resync) {
         let ready = picture.is_some();
         if !ready {
             self.encoded.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -500,7 +352,7 @@ impl Hub {
         let mut inner = self.shared.lock();
         inner.picture = picture;
         for (_, slot) in inner.slots.drain() {
-            slot.kicked.store(why, Ordering::Release);
+            slot.kicked.store(why.code(), Ordering::Release);
         }
         drop(inner);
         self.positioned.send_replace(ready);
@@ -559,7 +411,7 @@ impl Hub {
     pub async fn run(self, store: Arc<dyn Store>, cancel: CancellationToken) {
         let mut backoff = Backoff::default();
         let mut position: Option<Cursor> = None;
-        let mut why_lost = RESYNC;
+        let mut why_lost = Resync::Resync;
         // A log that keeps resetting the Hub (something is wrong with it) must not become a storm of resets for
         // every subscriber: after the first, each further reset in a row waits a backoff step first.
         let mut resets_in_a_row = 0u32;
@@ -613,8 +465,8 @@ impl Hub {
                                 Err(gap) => {
                                     tracing::warn!(%gap, "the picture cannot fold the log; loading it afresh");
                                     position = None;
-                                    why_lost = RESYNC;
-                                    self.install(None, RESYNC);
+                                    why_lost = Resync::Resync;
+                                    self.install(None, why_lost);
                                     resets_in_a_row += 1;
                                 }
                             }
@@ -622,7 +474,7 @@ impl Hub {
                         Read::Reset(reason) => {
                             tracing::warn!(?reason, cursor = %after, "event log cannot continue from the hub's position; resetting subscribers");
                             position = None;
-                            why_lost = reset_code(reason);
+                            why_lost = Resync::from(reason);
                             self.install(None, why_lost);
                             resets_in_a_row += 1;
                         }
@@ -632,13 +484,13 @@ impl Hub {
             match result {
                 Ok(()) => {
                     backoff.reset();
-                    self.reads(true, || "the store is reachable again; reports are being accepted".into());
+                    self.health.read_ok();
                 }
                 Err(e) => {
                     self.follow.read(false, std::time::Instant::now());
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "hub cannot read the event log");
-                    self.reads(false, || format!("the store is unreachable; no reports are being accepted ({e})"));
+                    self.health.read_failed(&e);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -659,7 +511,7 @@ impl Hub {
     /// Loads the picture from everything `store` holds and installs it, as [`Hub::run`] does at start.
     pub(crate) async fn load_by_hand(&self, store: &dyn Store) {
         let picture = self.load(store).await.expect("the store answers").expect("the log replays");
-        self.install(Some(picture), RESYNC);
+        self.install(Some(picture), Resync::Resync);
     }
 
     /// Folds and fans out the next `n` events of `store`'s log after the picture's cursor, as [`Hub::run`] does.
@@ -682,7 +534,7 @@ mod tests {
     #[tokio::test]
     async fn fans_out_in_order_and_cuts_loose_a_full_queue() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let hub = Hub::new(Rules::demo(), 4);
+        let hub = Hub::new(Rules::demo(), 4, StoreHealth::default());
         let cancel = CancellationToken::new();
         assert!(hub.subscribe(&Selection::All).is_none(), "nobody subscribes before the picture is loaded");
         let task = tokio::spawn(hub.clone().run(store.clone(), cancel.clone()));
@@ -705,20 +557,20 @@ mod tests {
         let (_, later) = hub.subscribe(&Selection::All).expect("ready");
         assert_eq!(later.cursor, *cursors.last().unwrap());
         assert_eq!(later.providers[0].revision, 10, "snapshots come from the folded picture");
-        assert_eq!(slow.kicked(), Kicked::Lagged, "a queue of 4 overflowed after 10 events");
-        assert_eq!(fast.kicked(), Kicked::No);
+        assert_eq!(slow.kicked(), Some(Resync::SlowSubscriber), "a queue of 4 overflowed after 10 events");
+        assert_eq!(fast.kicked(), None);
         assert_eq!(hub.subscriber_count(), 1);
         cancel.cancel();
         task.await.unwrap();
         assert!(fast.recv().await.is_none(), "queues close when the hub stops");
-        assert_eq!(fast.kicked(), Kicked::No);
+        assert_eq!(fast.kicked(), None);
     }
 
     /// What the metrics read of the Hub: the deepest queue, and providers stale or never heard from.
     #[tokio::test]
     async fn the_deepest_queue_and_the_census() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let hub = Hub::new(Rules::demo(), 8);
+        let hub = Hub::new(Rules::demo(), 8, StoreHealth::default());
         assert_eq!(hub.census(3), None, "no picture yet");
         let cancel = CancellationToken::new();
         let task = tokio::spawn(hub.clone().run(store.clone(), cancel.clone()));
@@ -742,50 +594,8 @@ mod tests {
     }
 
     #[test]
-    fn refused_writes_degrade_the_picture_until_one_succeeds_or_they_go_quiet() {
-        let hub = Hub::new(Rules::demo(), 4);
-        let status = hub.status();
-        hub.writes(false, || "refused".into());
-        hub.writes(false, || "refused".into());
-        assert!(!status.borrow().degraded, "one or two failures are not an outage");
-        hub.writes(false, || "refused".into());
-        assert!(status.borrow().degraded);
-        assert_eq!(status.borrow().message, "refused");
-        hub.reads(true, || "reads fine".into());
-        assert!(status.borrow().degraded, "reads alone do not clear refused writes");
-        // A blip in reads does not clear writes that were refused before it.
-        hub.reads(false, || "down".into());
-        assert_eq!(status.borrow().message, "down", "the cause changed");
-        hub.reads(true, || "back".into());
-        assert!(status.borrow().degraded);
-        assert_eq!(status.borrow().message, "the store is reachable again but still refuses reports");
-        hub.writes(true, || unreachable!());
-        assert!(!status.borrow().degraded);
-        assert_eq!(status.borrow().message, "the store is reachable and accepts reports again");
-        // Writes refused while the store was unreachable are explained by it.
-        hub.reads(false, || "down".into());
-        for _ in 0..5 {
-            hub.writes(false, || "refused".into());
-        }
-        hub.reads(true, || "back".into());
-        assert!(!status.borrow().degraded);
-    }
-
-    #[test]
-    fn refused_writes_are_forgotten_when_quiet() {
-        let hub = Hub { write_quiet: Duration::ZERO, ..Hub::new(Rules::demo(), 4) };
-        let status = hub.status();
-        for _ in 0..3 {
-            hub.writes(false, || "refused".into());
-        }
-        assert!(status.borrow().degraded);
-        hub.reads(true, || "quiet".into());
-        assert!(!status.borrow().degraded, "no refusal within the quiet period: try again");
-    }
-
-    #[test]
     fn encodings_are_kept_per_epoch_and_version() {
-        let hub = Hub::new(Rules::demo(), 4);
+        let hub = Hub::new(Rules::demo(), 4, StoreHealth::default());
         let mut p = sitrep_core::ProviderLive::new("RJ7");
         p.version = 3;
         let made = std::sync::atomic::AtomicUsize::new(0);
@@ -817,7 +627,7 @@ mod tests {
             let r = report(p, 0, 1, &[("flow.discharges", Value::Number(3.0))]);
             store.apply(&r, sitrep_core::Timestamp::now()).await.unwrap();
         }
-        let hub = Hub::new(Rules::demo(), 4).warm_with(encode);
+        let hub = Hub::new(Rules::demo(), 4, StoreHealth::default()).warm_with(encode);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(hub.clone().run(store.clone(), cancel.clone()));
         assert!(hub.ready(Duration::from_secs(10)).await);

@@ -13,6 +13,8 @@
 //!   rule and value), with its one mapping to a gRPC status and its one mapping to an HTTP answer.
 //! - [`limit`]: limits per caller (reports per provider per minute).
 //! - [`metrics`]: the Prometheus metrics (`GET /metrics`, admin grant), and the store wrapper that times every call.
+//! - [`health`]: the store's health (the Hub reports its reads, ingest its writes) and the rules that make the picture
+//!   degraded, with the status every surface shows.
 //! - [`hub`]: the Hub, which tails the store's event log and fans events out to bounded per-subscriber queues.
 //! - [`resync`]: why a subscriber is sent a fresh snapshot, told by both transports and counted by the metrics.
 //! - [`views`]: the views over history every transport serves (hour by hour, a metric's series, the previous
@@ -38,6 +40,7 @@ pub mod config;
 pub mod context;
 pub mod convert;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod hub;
 pub mod limit;

@@ -134,14 +134,6 @@ impl Op {
     }
 }
 
-/// The reset reasons, in label order (as subscribers are told them: [`Resync::as_str`]).
-const RESETS: [Resync; 5] =
-    [Resync::SlowSubscriber, Resync::CursorTooOld, Resync::OtherEpoch, Resync::CursorAhead, Resync::Resync];
-
-fn reset_index(reason: Resync) -> usize {
-    RESETS.iter().position(|r| *r == reason).expect("every reason is listed")
-}
-
 /// What is read from the picture, the Hub and the store when scraped.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Scraped {
@@ -170,7 +162,8 @@ pub struct Metrics {
     store_errors: [Counter; Op::ALL.len()],
     delivery: [Histogram; Transport::ALL.len()],
     subscribers: [Gauge; Transport::ALL.len()],
-    resets: [Counter; RESETS.len()],
+    /// By reason, in [`Resync::ALL`] order, labelled as subscribers are told them ([`Resync::as_str`]).
+    resets: [Counter; Resync::ALL.len()],
     scraped: ScrapedGauges,
 }
 
@@ -248,7 +241,7 @@ impl Metrics {
             queue_depth_max.clone(),
         );
         let resets_family = Family::<Label, Counter>::default();
-        let resets = labelled(&resets_family, "reason", RESETS.map(Resync::as_str));
+        let resets = labelled(&resets_family, "reason", Resync::ALL.map(Resync::as_str));
         registry.register("sitrep_subscriber_resets", "Resets sent to subscribers, by reason", resets_family);
 
         let providers_stale = Gauge::default();
@@ -334,7 +327,7 @@ impl Metrics {
 
     /// Counts a reset sent to a subscriber.
     pub fn reset(&self, reason: Resync) {
-        self.resets[reset_index(reason)].inc();
+        self.resets[reason.index()].inc();
     }
 
     fn timed(&self, op: Op, took: Duration, ok: bool) {

@@ -25,7 +25,8 @@ use tokio::time::MissedTickBehavior;
 
 use crate::context::{Context, ResolvedFilter};
 use crate::error::Error;
-use crate::hub::{HubEvent, Joined, Kicked, PictureState, Subscription};
+use crate::health::PictureState;
+use crate::hub::{HubEvent, Joined, Subscription};
 use crate::resync::Resync;
 
 /// Items buffered between a session and its transport.
@@ -186,20 +187,16 @@ impl Session {
             Some(Some(from)) => match Box::pin(self.catch_up_fully(from)).await? {
                 Ok(joined) => joined,
                 Err(reason) => {
-                    let (reason, text) = match reason {
-                        ResetReason::TooOld => {
-                            (Resync::CursorTooOld, "the event log no longer holds the events after the resume cursor")
-                        }
-                        ResetReason::OtherEpoch => {
-                            (Resync::OtherEpoch, "the resume cursor belongs to another epoch of the event log")
-                        }
-                        ResetReason::Ahead => (Resync::CursorAhead, "the resume cursor is ahead of the event log"),
+                    let text = match reason {
+                        ResetReason::TooOld => "the event log no longer holds the events after the resume cursor",
+                        ResetReason::OtherEpoch => "the resume cursor belongs to another epoch of the event log",
+                        ResetReason::Ahead => "the resume cursor is ahead of the event log",
                     };
-                    Box::pin(self.resync(reason, text)).await?
+                    Box::pin(self.resync(reason.into(), text)).await?
                 }
             },
         };
-        let mut status = self.ctx.hub.status();
+        let mut status = self.ctx.health.status();
         if status.borrow_and_update().degraded {
             let state = status.borrow().clone();
             self.send(Out::Status(state)).await?;
@@ -224,13 +221,13 @@ impl Session {
                         }
                     }
                     None => {
-                        let (reason, text) = match sub.kicked() {
-                            Kicked::No => return Err(End::Shutdown),
-                            Kicked::Lagged => (Resync::SlowSubscriber, "this subscriber fell behind and its queue overflowed"),
-                            Kicked::LogReset(ResetReason::OtherEpoch) => (Resync::OtherEpoch, "the event log started a new epoch"),
-                            Kicked::LogReset(ResetReason::TooOld) => (Resync::CursorTooOld, "the event log was trimmed past the aggregator's position"),
-                            Kicked::LogReset(ResetReason::Ahead) => (Resync::CursorAhead, "the event log is behind the aggregator's position (it was reset)"),
-                            Kicked::Resync => (Resync::Resync, "the aggregator resynchronised with the event log"),
+                        let Some(reason) = sub.kicked() else { return Err(End::Shutdown) };
+                        let text = match reason {
+                            Resync::SlowSubscriber => "this subscriber fell behind and its queue overflowed",
+                            Resync::OtherEpoch => "the event log started a new epoch",
+                            Resync::CursorTooOld => "the event log was trimmed past the aggregator's position",
+                            Resync::CursorAhead => "the event log is behind the aggregator's position (it was reset)",
+                            Resync::Resync => "the aggregator resynchronised with the event log",
                         };
                         tracing::info!(?reason, "resyncing subscriber");
                         (sub, cursor) = Box::pin(self.resync(reason, text)).await?;
@@ -334,7 +331,7 @@ impl Session {
         for attempt in 0..4 {
             let joined = self.register(|| self.ctx.hub.join(&self.followed)).await?;
             match self.catch_up(from, joined).await? {
-                Ok((sub, reached)) if sub.kicked() == Kicked::Lagged && attempt < 3 => from = reached,
+                Ok((sub, reached)) if sub.kicked() == Some(Resync::SlowSubscriber) && attempt < 3 => from = reached,
                 other => return Ok(other),
             }
         }
@@ -460,7 +457,7 @@ mod tests {
             }
             if i + 1 == resume {
                 // The totals the subscriber had when it left.
-                let then = crate::hub::Hub::new(rules.clone(), 1);
+                let then = crate::hub::Hub::new(rules.clone(), 1, Default::default());
                 then.load_by_hand(store.as_ref()).await;
                 keep(&mut totals, &then.snapshot(&selection).unwrap().rollups);
             }
@@ -855,14 +852,14 @@ mod tests {
         async fn a_degraded_picture_is_said_at_once_and_its_recovery_too() {
             let mut rig = Rig::new(64, MemoryStore::default());
             rig.apply("RJ7").await;
-            let hub = rig.ctx().hub.clone();
-            hub.load_by_hand(rig.store.as_ref()).await;
+            rig.ctx().hub.load_by_hand(rig.store.as_ref()).await;
+            let health = rig.ctx().health.clone();
             for _ in 0..3 {
-                hub.writes(false, || "the store refuses reports".into());
+                health.write_refused(&"out of memory");
             }
             let mut rx = rig.open(false, HOUR, None).await;
             assert_eq!(take(&mut rx, 2).await, [snapshot_at(rig.at(1)), Seen::Status { degraded: true }]);
-            hub.writes(true, String::new);
+            health.write_stored();
             assert_eq!(take(&mut rx, 1).await, [Seen::Status { degraded: false }]);
             assert_quiet(&mut rx).await;
         }

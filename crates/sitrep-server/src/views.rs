@@ -70,12 +70,12 @@ pub async fn hourly(ctx: &Context, who: &Principal, q: &HourlyQuery) -> Result<H
             ctx.known_provider(provider)?;
             who.may(Action::ReadProvider(provider))?;
             let records = revisions(ctx.store.history(provider, from, to).await?);
-            if ctx.catalogue.get(&q.metric).is_some() {
+            if ctx.rules.catalogue.get(&q.metric).is_some() {
                 let hours = provider_hours(rules, &records, &q.metric, &periods);
                 return Ok(Hourly::Provider { provider: provider.to_owned(), hours });
             }
             let figure = |merged: &BTreeMap<Code, Value>| -> Option<f64> {
-                sitrep_core::derive::figures(&ctx.catalogue, merged).get(&q.metric).copied()
+                sitrep_core::derive::figures(&ctx.rules.catalogue, merged).get(&q.metric).copied()
             };
             let histories = BTreeMap::from([(provider.to_owned(), records)]);
             let expected = [provider.to_owned()];
@@ -91,8 +91,13 @@ pub async fn hourly(ctx: &Context, who: &Principal, q: &HourlyQuery) -> Result<H
                 )
             })?;
             who.may(Action::ReadScope(&scope))?;
-            let expected: Vec<String> =
-                ctx.directory.providers().filter(|p| rules.in_scope(&p.code, &scope)).map(|p| p.code.clone()).collect();
+            let expected: Vec<String> = ctx
+                .rules
+                .directory
+                .providers()
+                .filter(|p| rules.in_scope(&p.code, &scope))
+                .map(|p| p.code.clone())
+                .collect();
             let histories = histories(ctx, &expected, from, to).await?;
             let metrics = BTreeSet::from([q.metric.clone()]);
             let roll = |list: &[(&str, &BTreeMap<Code, Value>)]| {
@@ -135,7 +140,7 @@ pub async fn metric_history(
     let filter = ctx.resolve(filter.map(|f| FilterSpec { metrics: Vec::new(), ..f }).as_ref(), who)?;
     let (from, to) = ctx.history_range(from, to)?;
     let providers: Vec<String> = match filter.providers {
-        Selection::All => ctx.directory.providers().map(|p| p.code.clone()).collect(),
+        Selection::All => ctx.rules.directory.providers().map(|p| p.code.clone()).collect(),
         Selection::Only(set) => set.into_iter().collect(),
     };
     let mut histories = histories(ctx, &providers, from, to).await?;
@@ -211,7 +216,7 @@ pub async fn previous_hour(
 
 /// INVALID_ARGUMENT on `field` unless the catalogue knows `code` (a metric or a derived figure).
 pub fn known_metric(ctx: &Context, field: &str, code: &str) -> Result<(), Error> {
-    match ctx.catalogue.knows(code) {
+    match ctx.rules.catalogue.knows(code) {
         true => Ok(()),
         false => Err(Error::invalid_field(
             field,

@@ -13,7 +13,7 @@ use sitrep_core::hourly::ScopeHour;
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::{Cursor, Event, EventKind, HistoryRecord, ProviderLive, Rules, Timestamp, Value};
 
-use crate::hub::PictureState;
+use crate::health::PictureState;
 use crate::views::Hourly;
 
 pub fn value(v: &Value) -> Json {

@@ -279,7 +279,7 @@ fn time_param(params: &[(String, String)], key: &str) -> Result<Option<Timestamp
 
 /// Ready only when the store answers and the Hub is following the log: what a load balancer should route on.
 async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
-    let state = ctx.hub.status().borrow().clone();
+    let state = ctx.health.status().borrow().clone();
     let positioned = ctx.hub.ready(Duration::ZERO).await;
     let head = tokio::time::timeout(Duration::from_secs(1), ctx.store.head()).await;
     let reason = match (&head, positioned, state.degraded) {

@@ -41,7 +41,7 @@ impl AidApi {
         let m = request.into_inner();
         let action = action(&m)?;
         let done = aid::act(&self.ctx, &who, action, Some(cursor(&m))).await?;
-        Ok(Response::new(wire::done_to_wire(&done, &self.ctx.directory)))
+        Ok(Response::new(wire::done_to_wire(&done, &self.ctx.rules.directory)))
     }
 
     /// Every hold in force, from the Hub's picture (see the module's documentation).

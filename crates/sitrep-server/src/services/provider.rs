@@ -90,7 +90,7 @@ async fn decide(
     let wire_problems = wire_violations(&wire);
     let validating = telemetry::validate_span(span);
     let checked = validating.in_scope(|| match wire_problems.is_empty() {
-        true => validate_owned(report_from_wire(wire), &ctx.directory, &ctx.catalogue, &ctx.limits, now),
+        true => validate_owned(report_from_wire(wire), &ctx.rules.directory, &ctx.rules.catalogue, &ctx.limits, now),
         false => Err(wire_problems),
     });
     if let Err(violations) = &checked {
@@ -123,11 +123,9 @@ async fn decide(
         ctx.store.apply(&report, now).instrument(telemetry::store_span(span, ctx.store.name(), "apply")).await;
     match &applied {
         // A duplicate or a conflict writes nothing, so it says nothing about whether the store takes writes.
-        Ok(Applied::Accepted(_)) => ctx.hub.writes(true, String::new),
+        Ok(Applied::Accepted(_)) => ctx.health.write_stored(),
         Ok(Applied::Duplicate { .. } | Applied::Conflict { .. }) => {}
-        Err(e @ sitrep_store::StoreError::Unavailable { .. }) => {
-            ctx.hub.writes(false, || format!("the store refuses reports; none are being accepted ({e})"))
-        }
+        Err(e @ sitrep_store::StoreError::Unavailable { .. }) => ctx.health.write_refused(e),
         Err(_) => {}
     }
     match applied.map_err(Error::store)? {

@@ -49,11 +49,11 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::GetDirectoryRequest>,
     ) -> Result<Response<pb::Directory>, Status> {
         let who = principal_of(request.extensions())?;
-        Ok(Response::new(directory_to_wire(&self.ctx.directory, &who.grants.readable)))
+        Ok(Response::new(directory_to_wire(&self.ctx.rules.directory, &who.grants.readable)))
     }
 
     async fn get_catalogue(&self, _: Request<pb::GetCatalogueRequest>) -> Result<Response<pb::Catalogue>, Status> {
-        Ok(Response::new(catalogue_to_wire(&self.ctx.catalogue)))
+        Ok(Response::new(catalogue_to_wire(&self.ctx.rules.catalogue)))
     }
 
     async fn get_history(&self, request: Request<pb::GetHistoryRequest>) -> Result<Response<pb::History>, Status> {
