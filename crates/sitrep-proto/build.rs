@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it is built: a build script shared through a target directory by several
+    // checkouts (worktrees) must compile the checkout that runs it.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "sitrep/v1/common.proto",
         "sitrep/v1/provider.proto",
