@@ -21,7 +21,8 @@ use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::aid_service_client::AidServiceClient;
 use tonic_types::StatusExt;
 
-use crate::{ServerArg, connect, server};
+use crate::args::{ServerArg, connect};
+use crate::server;
 
 #[derive(Args)]
 pub struct AidArgs {

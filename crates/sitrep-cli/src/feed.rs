@@ -79,7 +79,7 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
             .map(|f| if f.as_os_str() == "-" { Input::Stdin } else { Input::File(f) })
             .collect(),
         format: args.format.as_deref().and_then(Format::parse),
-        mapping: crate::load_mapping(args.mapping.as_deref())?,
+        mapping: crate::args::load_mapping(args.mapping.as_deref())?,
         poll: Duration::from_millis(args.poll_ms),
     };
     let upstream = Upstream {

@@ -1,0 +1,75 @@
+//! `sitrep simulate`: synthetic reports from the aggregator's own directory, sent by `sitrep_client::sim` until
+//! stopped, with a line of progress every ten seconds and a summary at the end.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use sitrep_client::sim::{SimOptions, SimStats};
+use sitrep_core::directory::ProviderKind;
+use sitrep_proto::v1 as pb;
+use sitrep_proto::v1::query_service_client::QueryServiceClient;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{ServerArg, connect};
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// How many providers to simulate, from the aggregator's directory in code order (0: all).
+    #[arg(long, default_value_t = 0)]
+    providers: usize,
+    /// Real seconds per simulated hour.
+    #[arg(long, default_value_t = 2.0)]
+    seconds_per_hour: f64,
+    /// Hours of history to fill in before reaching real time.
+    #[arg(long, default_value_t = 24)]
+    backfill_hours: i64,
+    /// Seed of the synthetic values.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+pub async fn simulate(args: SimulateArgs, cancel: CancellationToken) -> anyhow::Result<ExitCode> {
+    if args.seconds_per_hour.is_nan() || args.seconds_per_hour <= 0.0 {
+        bail!("--seconds-per-hour must be positive, not {}", args.seconds_per_hour);
+    }
+    let channel = connect(&args.server)?;
+    let directory = QueryServiceClient::new(channel.clone())
+        .get_directory(pb::GetDirectoryRequest {})
+        .await
+        .with_context(|| format!("cannot read the directory from {}", args.server.server))?
+        .into_inner();
+    let providers: Vec<_> = directory
+        .providers
+        .iter()
+        .map(|p| (p.code.clone(), ProviderKind::parse(&p.kind).unwrap_or(ProviderKind::Acute)))
+        .collect();
+    let options = SimOptions {
+        providers: args.providers,
+        seconds_per_hour: args.seconds_per_hour,
+        backfill_hours: args.backfill_hours,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let stats = Arc::new(SimStats::default());
+    let progress = {
+        let (stats, cancel) = (stats.clone(), cancel.clone());
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = every.tick() => tracing::info!("simulate: {}", stats.summary()),
+                }
+            }
+        }
+    };
+    tokio::join!(sitrep_client::sim::run(channel, &providers, options, stats.clone(), cancel), progress);
+    println!("simulate: {}", stats.summary());
+    Ok(ExitCode::SUCCESS)
+}
