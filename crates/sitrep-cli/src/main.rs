@@ -1,6 +1,21 @@
-//! `sitrep`: the command-line entry point. Thin by design: it parses arguments, sets up logging, and calls into
-//! `sitrep-server` (serve), `sitrep-client` (simulate, and renderings for watch and aid), `sitrep-feed` (feed) or
-//! the generated gRPC clients (push, watch, aid).
+//! `sitrep`: the command-line entry point. Thin by design: it parses arguments, sets up logging and the shutdown
+//! signal, and hands each command to its module, which calls into `sitrep-server` (serve), `sitrep-client`
+//! (simulate, and renderings for watch and aid), `sitrep-feed` (feed) or the generated gRPC clients.
+//!
+//! # Layout
+//! - `serve`: `sitrep serve` (with `--demo`) and `sitrep key`, the aggregator's process and its keys.
+//! - `push`: `sitrep push`, one file's reports sent once.
+//! - `feed`: `sitrep feed`, the command line of the `sitrep-feed` agent.
+//! - `watch`: `sitrep watch`, the subscription that prints every change (also `--demo`'s printer).
+//! - `query`: `sitrep history`, `hourly`, `alerts`, `refusals`: one query each, printed.
+//! - `simulate`: `sitrep simulate`, synthetic providers from the aggregator's directory.
+//! - `aid`: `sitrep aid ...`, mutual aid.
+//! - `bench`: `sitrep bench` and its hidden gRPC floor.
+//! - `args`: the arguments several commands share (the server, the providers, a mapping file).
+//! - `server`, `tls`: connecting to an aggregator, and failures explained for people.
+//!
+//! Each command's arguments, with their examples (`after_help`), live beside its body; the one-line summaries that
+//! `sitrep --help` lists are the variants' doc comments below.
 
 mod aid;
 mod args;
@@ -38,112 +53,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the aggregator.
-    #[command(after_help = "Examples:\n  \
-        sitrep serve --demo                       # in-memory store, simulated providers, changes printed\n  \
-        sitrep serve --redis redis://127.0.0.1:6379/   # state in Redis, shared by every replica\n  \
-        sitrep serve --config sitrep.toml --listen 0.0.0.0:50051   # all interfaces: needs [tls] (or allow_plaintext)\n  \
-        sitrep serve --config /etc/sitrep/sitrep.toml\n\n\
-        Logging is controlled by RUST_LOG (default: info), e.g. RUST_LOG=sitrep_server=debug;\n\
-        SITREP_LOG_FORMAT=json writes one JSON object per line.")]
     Serve(serve::ServeArgs),
     /// Send one report from a JSON file and print the acknowledgement.
-    #[command(after_help = "The file holds one report, e.g.\n  \
-        {\"provider\": \"RJ7\", \"period\": \"2026-11-27T14:00:00Z\",\n   \
-        \"values\": {\"beds.cc_adult.open\": 28, \"beds.cc_adult.occupied\": 25,\n              \
-        \"ed.over_12h\": {\"absent\": \"not_available\"}},\n   \
-        \"opel_level\": 3, \"narrative\": \"Two wards closed\"}\n\
-        period defaults to the current hour, observed_at to now; without a revision (in the file or --revision) \
-        the aggregator gives the report the next revision of its period.\n\n\
-        Examples:\n  \
-        sitrep push report.json\n  \
-        sitrep push - --server http://sitrep.example:50051 < report.json\n  \
-        sitrep push --saner --provider RJ7 MeasureReport.json     # a FHIR SANER MeasureReport or Bundle\n\n\
-        Exit status: 0 accepted or duplicate, 2 rejected (each violation is printed), 3 conflict (the same \
-        revision was stored before with other content: send it as the revision printed), 1 any other failure.")]
     Push(push::PushArgs),
     /// Run a trust's feed agent: read exported files (CSV, JSON, FHIR) from a drop folder or the command line,
     /// keep them in an on-disk spool, and stream them to the aggregator until each is acknowledged.
-    #[command(after_help = "Examples:\n  \
-        sitrep feed --watch /data/exports --mapping trust.toml --server http://sitrep:50051\n  \
-        sitrep feed beds.csv --mapping trust.toml        # one file; exits when it is acknowledged\n  \
-        sitrep feed --status                             # the spool's depth and the last acknowledgement\n\n\
-        Nothing is lost: reports are fsync'd to the spool (--spool, default ./sitrep-spool) before a file leaves \
-        the folder, and removed only when acknowledged; after a restart they are sent again, in order, with the \
-        same revisions (so the aggregator sees duplicates, not new reports). Unreadable files and rejected reports \
-        go to <folder>/rejected/ with a .reason.txt. See docs/FEEDS.md.")]
     Feed(feed::FeedArgs),
     /// Subscribe to changes and print each as a line.
-    #[command(after_help = "Examples:\n  \
-        sitrep watch                                   # everything\n  \
-        sitrep watch --system QWE --metric beds.cc_adult.occupied\n  \
-        sitrep watch --provider RJ7 --provider RGT --resume m1abc:42-0\n\n\
-        The watch reconnects by itself and resumes from the last cursor it saw.")]
     Watch(watch::WatchArgs),
     /// Stream synthetic reports from the directory's providers to an aggregator.
-    #[command(after_help = "Examples:\n  \
-        sitrep simulate                                # every provider, one simulated hour per 2 s\n  \
-        sitrep simulate --providers 5 --seconds-per-hour 0.5 --backfill-hours 48\n\n\
-        Simulated time starts --backfill-hours in the past and never runs ahead of real time; once caught up, each \
-        tick sends a new revision of the current hour.")]
     Simulate(simulate::SimulateArgs),
     /// Print the hour-by-hour history of a provider, or of a metric across providers.
-    #[command(after_help = "Examples:\n  \
-        sitrep history --provider RJ7                          # every revision of the last 24 hours\n  \
-        sitrep history --provider RJ7 --metric beds.cc_adult.occupied --hours 72\n  \
-        sitrep history --metric beds.cc_adult.occupied --system QWE   # one metric, each provider of a system\n  \
-        sitrep history --provider RGT --from 2026-11-26T00:00:00Z --to 2026-11-26T23:00:00Z")]
     History(query::HistoryArgs),
     /// Print one metric hour by hour for a provider, a system, a region or the nation: value, change since the
     /// previous hour, corrections, and which providers reported (completeness).
-    #[command(after_help = "Examples:\n  \
-        sitrep hourly --provider RJ7 --metric beds.cc_adult.occupancy       # the last 72 hours\n  \
-        sitrep hourly --scope system:QWE --metric beds.ga_adult.occupancy --hours 24\n  \
-        sitrep hourly --scope nation:ENG --metric ed.over_12h")]
     Hourly(query::HourlyArgs),
     /// Print the open alerts (threshold, escalation, stale, jump, OPEL mismatch).
-    #[command(after_help = "Examples:\n  \
-        sitrep alerts\n  \
-        sitrep alerts --system QWE --provider RGT")]
     Alerts(query::AlertsArgs),
     /// Benchmark the hot path against a real Redis, with a baseline of the bare Redis work.
-    #[command(
-        after_help = "Starts its own redis-server (unless --redis) and its own aggregator process, drives P provider \
-        streams with S subscribers attached, and prints throughput, latencies, the aggregator's CPU per report and \
-        peak memory; then the same streams against a server that only makes the raw writes (the gRPC floor), and the same \
-        Redis work done without gRPC or the aggregator.\n\n\
-        Examples:\n  \
-        sitrep bench\n  \
-        sitrep bench --providers 200 --subscribers 50 --seconds 30"
-    )]
     Bench(bench::BenchArgs),
     /// Print the attempts the aggregator refused (unauthenticated, outside a grant, over a limit): the audit of
     /// who has been knocking. Needs a key with the admin grant.
-    #[command(after_help = "Examples:\n  \
-        sitrep refusals --key-file admin.key\n  \
-        sitrep refusals --hours 1 --limit 50")]
     Refusals(query::RefusalsArgs),
     /// Mutual aid: ask for capacity, offer it, accept, decline, withdraw, move a request on, and see requests,
     /// candidates and measures.
-    #[command(after_help = "Examples:\n  \
-        sitrep aid request --provider RJ7 --pair beds.cc_adult --quantity 2 --needed-by 2h --reference REF1\n  \
-        sitrep aid candidates R1\n  \
-        sitrep aid offer R1 --provider RXH --quantity 1 --hold 2h\n  \
-        sitrep aid accept O1\n  \
-        sitrep aid progress R1 in-transit\n  \
-        sitrep aid list --scope system:QWE\n  \
-        sitrep aid measures --scope system:QWE\n\n\
-        Every decision is recorded with who made it and the picture cursor it was made on (--cursor, default the \
-        aggregator's current one). Never put patient-identifiable data in a reference, summary or reason.")]
     Aid(aid::AidArgs),
     /// Make an API key for a principal and print the lines to add to the principals file.
-    #[command(after_help = "The key is printed once, on standard output; the principals file keeps only its SHA-256, \
-        so a lost key is replaced, never recovered. Add the printed [[principal.key]] to an existing principal's \
-        table, or the whole [[principal]] for a new one; the aggregator reads the file again within seconds (no \
-        restart), and a key is revoked by deleting its lines.\n\n\
-        Examples:\n  \
-        sitrep key --name \"RJ7 feed\" --write RJ7 --read provider:RJ7\n  \
-        sitrep key --name \"London control room\" --read region:Y56\n  \
-        sitrep key --name \"operations\" --read '*' --admin")]
     Key(serve::KeyArgs),
     /// `sitrep bench`'s gRPC floor: a server that only decodes reports, writes them raw to Redis and acknowledges.
     #[command(hide = true)]
@@ -204,6 +139,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Only the commands that run until stopped take the shutdown token (and drain on a signal); a one-shot command
+    // keeps the default action, so Ctrl-C ends it at once.
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::serve(args, shutdown_on_signal()).await,
@@ -297,4 +234,3 @@ fn shutdown_on_signal() -> CancellationToken {
     });
     token
 }
-

@@ -19,6 +19,19 @@ use crate::args::{ServerArg, connect, load_mapping};
 use crate::server;
 
 #[derive(Args)]
+#[command(after_help = "The file holds one report, e.g.\n  \
+    {\"provider\": \"RJ7\", \"period\": \"2026-11-27T14:00:00Z\",\n   \
+    \"values\": {\"beds.cc_adult.open\": 28, \"beds.cc_adult.occupied\": 25,\n              \
+    \"ed.over_12h\": {\"absent\": \"not_available\"}},\n   \
+    \"opel_level\": 3, \"narrative\": \"Two wards closed\"}\n\
+    period defaults to the current hour, observed_at to now; without a revision (in the file or --revision) \
+    the aggregator gives the report the next revision of its period.\n\n\
+    Examples:\n  \
+    sitrep push report.json\n  \
+    sitrep push - --server http://sitrep.example:50051 < report.json\n  \
+    sitrep push --saner --provider RJ7 MeasureReport.json     # a FHIR SANER MeasureReport or Bundle\n\n\
+    Exit status: 0 accepted or duplicate, 2 rejected (each violation is printed), 3 conflict (the same \
+    revision was stored before with other content: send it as the revision printed), 1 any other failure.")]
 pub struct PushArgs {
     /// The report file, or - for standard input.
     file: PathBuf,

@@ -15,6 +15,11 @@ use tonic_types::StatusExt;
 use crate::args::{ProvidersArg, ServerArg, connect};
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sitrep history --provider RJ7                          # every revision of the last 24 hours\n  \
+    sitrep history --provider RJ7 --metric beds.cc_adult.occupied --hours 72\n  \
+    sitrep history --metric beds.cc_adult.occupied --system QWE   # one metric, each provider of a system\n  \
+    sitrep history --provider RGT --from 2026-11-26T00:00:00Z --to 2026-11-26T23:00:00Z")]
 pub struct HistoryArgs {
     #[command(flatten)]
     server: ServerArg,
@@ -43,6 +48,10 @@ pub struct HistoryArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sitrep hourly --provider RJ7 --metric beds.cc_adult.occupancy       # the last 72 hours\n  \
+    sitrep hourly --scope system:QWE --metric beds.ga_adult.occupancy --hours 24\n  \
+    sitrep hourly --scope nation:ENG --metric ed.over_12h")]
 pub struct HourlyArgs {
     #[command(flatten)]
     server: ServerArg,
@@ -61,6 +70,9 @@ pub struct HourlyArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sitrep alerts\n  \
+    sitrep alerts --system QWE --provider RGT")]
 pub struct AlertsArgs {
     #[command(flatten)]
     server: ServerArg,
@@ -69,6 +81,9 @@ pub struct AlertsArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sitrep refusals --key-file admin.key\n  \
+    sitrep refusals --hours 1 --limit 50")]
 pub struct RefusalsArgs {
     #[command(flatten)]
     server: ServerArg,

@@ -22,6 +22,13 @@ use tonic::transport::Endpoint;
 use crate::watch::follow;
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sitrep serve --demo                       # in-memory store, simulated providers, changes printed\n  \
+    sitrep serve --redis redis://127.0.0.1:6379/   # state in Redis, shared by every replica\n  \
+    sitrep serve --config sitrep.toml --listen 0.0.0.0:50051   # all interfaces: needs [tls] (or allow_plaintext)\n  \
+    sitrep serve --config /etc/sitrep/sitrep.toml\n\n\
+    Logging is controlled by RUST_LOG (default: info), e.g. RUST_LOG=sitrep_server=debug;\n\
+    SITREP_LOG_FORMAT=json writes one JSON object per line.")]
 pub struct ServeArgs {
     /// Configuration file (TOML). Without one, built-in defaults are used (see docs/ARCHITECTURE.md).
     #[arg(long, short, env = "SITREP_CONFIG")]
@@ -41,6 +48,14 @@ pub struct ServeArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = "The key is printed once, on standard output; the principals file keeps only its SHA-256, \
+    so a lost key is replaced, never recovered. Add the printed [[principal.key]] to an existing principal's \
+    table, or the whole [[principal]] for a new one; the aggregator reads the file again within seconds (no \
+    restart), and a key is revoked by deleting its lines.\n\n\
+    Examples:\n  \
+    sitrep key --name \"RJ7 feed\" --write RJ7 --read provider:RJ7\n  \
+    sitrep key --name \"London control room\" --read region:Y56\n  \
+    sitrep key --name \"operations\" --read '*' --admin")]
 pub struct KeyArgs {
     /// The principal's name, as the audit shows it.
     #[arg(long)]

@@ -16,6 +16,11 @@ use tokio_util::sync::CancellationToken;
 use crate::args::{ServerArg, connect};
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sitrep simulate                                # every provider, one simulated hour per 2 s\n  \
+    sitrep simulate --providers 5 --seconds-per-hour 0.5 --backfill-hours 48\n\n\
+    Simulated time starts --backfill-hours in the past and never runs ahead of real time; once caught up, each \
+    tick sends a new revision of the current hour.")]
 pub struct SimulateArgs {
     #[command(flatten)]
     server: ServerArg,

@@ -18,6 +18,11 @@ use crate::args::{ProvidersArg, ServerArg, connect};
 use crate::server;
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sitrep watch                                   # everything\n  \
+    sitrep watch --system QWE --metric beds.cc_adult.occupied\n  \
+    sitrep watch --provider RJ7 --provider RGT --resume m1abc:42-0\n\n\
+    The watch reconnects by itself and resumes from the last cursor it saw.")]
 pub struct WatchArgs {
     #[command(flatten)]
     server: ServerArg,
