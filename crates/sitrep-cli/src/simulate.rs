@@ -1,5 +1,6 @@
-//! `sitrep simulate`: synthetic reports from the aggregator's own directory, sent by `sitrep_client::sim` until
-//! stopped, with a line of progress every ten seconds and a summary at the end.
+//! `sitrep simulate`: synthetic reports for the providers of the aggregator's own directory, read and sent by
+//! `sitrep_client::sim` until stopped; this checks the arguments and prints a line of progress every ten seconds
+//! and a summary at the end.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,9 +9,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use sitrep_client::sim::{SimOptions, SimStats};
-use sitrep_core::directory::ProviderKind;
-use sitrep_proto::v1 as pb;
-use sitrep_proto::v1::query_service_client::QueryServiceClient;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{ServerArg, connect};
@@ -43,16 +41,9 @@ pub async fn simulate(args: SimulateArgs, cancel: CancellationToken) -> anyhow::
         bail!("--seconds-per-hour must be positive, not {}", args.seconds_per_hour);
     }
     let channel = connect(&args.server)?;
-    let directory = QueryServiceClient::new(channel.clone())
-        .get_directory(pb::GetDirectoryRequest {})
+    let providers = sitrep_client::sim::directory(channel.clone())
         .await
-        .with_context(|| format!("cannot read the directory from {}", args.server.server))?
-        .into_inner();
-    let providers: Vec<_> = directory
-        .providers
-        .iter()
-        .map(|p| (p.code.clone(), ProviderKind::parse(&p.kind).unwrap_or(ProviderKind::Acute)))
-        .collect();
+        .with_context(|| format!("cannot read the directory from {}", args.server.server))?;
     let options = SimOptions {
         providers: args.providers,
         seconds_per_hour: args.seconds_per_hour,
