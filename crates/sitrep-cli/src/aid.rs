@@ -21,9 +21,20 @@ use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::aid_service_client::AidServiceClient;
 use tonic_types::StatusExt;
 
-use crate::{ServerArg, connect, server};
+use crate::args::{ServerArg, connect};
+use crate::server;
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sitrep aid request --provider RJ7 --pair beds.cc_adult --quantity 2 --needed-by 2h --reference REF1\n  \
+    sitrep aid candidates R1\n  \
+    sitrep aid offer R1 --provider RXH --quantity 1 --hold 2h\n  \
+    sitrep aid accept O1\n  \
+    sitrep aid progress R1 in-transit\n  \
+    sitrep aid list --scope system:QWE\n  \
+    sitrep aid measures --scope system:QWE\n\n\
+    Every decision is recorded with who made it and the picture cursor it was made on (--cursor, default the \
+    aggregator's current one). Never put patient-identifiable data in a reference, summary or reason.")]
 pub struct AidArgs {
     #[command(subcommand)]
     command: AidCommand,

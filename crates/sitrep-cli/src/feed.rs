@@ -14,6 +14,14 @@ use tokio_util::sync::CancellationToken;
 use crate::server;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    sitrep feed --watch /data/exports --mapping trust.toml --server http://sitrep:50051\n  \
+    sitrep feed beds.csv --mapping trust.toml        # one file; exits when it is acknowledged\n  \
+    sitrep feed --status                             # the spool's depth and the last acknowledgement\n\n\
+    Nothing is lost: reports are fsync'd to the spool (--spool, default ./sitrep-spool) before a file leaves \
+    the folder, and removed only when acknowledged; after a restart they are sent again, in order, with the \
+    same revisions (so the aggregator sees duplicates, not new reports). Unreadable files and rejected reports \
+    go to <folder>/rejected/ with a .reason.txt. See docs/FEEDS.md.")]
 pub struct FeedArgs {
     /// The aggregator's address: https://host:port (TLS), http://host:port or host:port (plaintext).
     #[arg(long, short, env = "SITREP_SERVER", default_value = "http://127.0.0.1:50051")]
@@ -79,7 +87,7 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
             .map(|f| if f.as_os_str() == "-" { Input::Stdin } else { Input::File(f) })
             .collect(),
         format: args.format.as_deref().and_then(Format::parse),
-        mapping: crate::load_mapping(args.mapping.as_deref())?,
+        mapping: crate::args::load_mapping(args.mapping.as_deref())?,
         poll: Duration::from_millis(args.poll_ms),
     };
     let upstream = Upstream {

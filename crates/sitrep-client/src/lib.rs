@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`credentials`]: [`credentials::Bearer`], the key every call on a channel carries (with the caller's trace
 //!   context), and [`credentials::AuthedChannel`], a channel that carries it.
-//! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC.
+//! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC, and `sim::directory`,
+//!   the providers its directory lists.
 //! - [`display`]: readable one-line renderings of updates and mutual aid, for terminals and logs.
 
 pub mod credentials;

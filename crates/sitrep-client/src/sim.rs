@@ -16,6 +16,7 @@ use sitrep_core::sim::SimProvider;
 use sitrep_core::{Report, Timestamp};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
+use sitrep_proto::v1::query_service_client::QueryServiceClient;
 use sitrep_proto::v1::report_ack::Outcome;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -70,6 +71,17 @@ impl SimStats {
             self.reconnects.load(Ordering::Relaxed)
         )
     }
+}
+
+/// The providers to simulate, code and kind in code order, as the aggregator's directory lists them
+/// (`QueryService.GetDirectory`). A kind this client does not know is simulated as acute, so a newer aggregator's
+/// directory can still be simulated.
+pub async fn directory(
+    channel: crate::credentials::AuthedChannel,
+) -> Result<Vec<(String, ProviderKind)>, tonic::Status> {
+    let directory = QueryServiceClient::new(channel).get_directory(pb::GetDirectoryRequest {}).await?.into_inner();
+    let kind = |text: &str| ProviderKind::parse(text).unwrap_or(ProviderKind::Acute);
+    Ok(directory.providers.iter().map(|p| (p.code.clone(), kind(&p.kind))).collect())
 }
 
 /// Runs simulated providers (code and kind, usually the directory's, in code order) against `channel` until

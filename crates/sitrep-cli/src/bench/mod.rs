@@ -46,6 +46,15 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Args)]
+#[command(
+    after_help = "Starts its own redis-server (unless --redis) and its own aggregator process, drives P provider \
+    streams with S subscribers attached, and prints throughput, latencies, the aggregator's CPU per report and \
+    peak memory; then the same streams against a server that only makes the raw writes (the gRPC floor), and the same \
+    Redis work done without gRPC or the aggregator.\n\n\
+    Examples:\n  \
+    sitrep bench\n  \
+    sitrep bench --providers 200 --subscribers 50 --seconds 30"
+)]
 pub struct BenchArgs {
     /// Concurrent provider streams (P).
     #[arg(long, default_value_t = 50)]
