@@ -1,7 +1,8 @@
 //! `sitrep serve` and `sitrep key`: the aggregator's process and the keys its principals file grants. `serve`
 //! applies the command line over the configuration, checks where and how it may listen before anything starts,
-//! opens the store, and hands the rest to `sitrep_server` until the shutdown signal; with `--demo` it also runs
-//! simulated providers against itself and prints every change, so there is something to see at once.
+//! opens the store (`sitrep_server::open_store`, which also checks a Redis store's data), and hands the rest to
+//! `sitrep_server` until the shutdown signal; with `--demo` it also runs simulated providers against itself and
+//! prints every change, so there is something to see at once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,24 +101,7 @@ pub async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result
             "computing OPEL levels with the shipped EXAMPLE framework; set [opel] framework to the current national one"
         );
     }
-    let store: Arc<dyn sitrep_store::Store> = match sitrep_server::redis_store_from_config(&config, &rules)? {
-        Some(redis) => {
-            let s = &config.store;
-            let at = s.redis.as_ref().map(|u| u.redacted()).unwrap_or_default();
-            tracing::info!(redis = %at, sentinels = ?s.redis_sentinels, master = ?s.redis_master, prefix = %s.key_prefix, "using redis");
-            // The data's version is checked (and older data upgraded) before serving: data of a newer sitrep is
-            // refused here, with its message. A Redis not reachable yet is checked on first contact instead.
-            match redis.prepare().await {
-                Err(e @ sitrep_store::StoreError::Unavailable { .. }) => {
-                    tracing::warn!(error = %e, "redis is not reachable yet; its data version is checked once it is");
-                }
-                Err(e) => bail!("{e}"),
-                Ok(()) => {}
-            }
-            Arc::new(redis)
-        }
-        None => sitrep_server::store_from_config(&config, &rules)?,
-    };
+    let store = sitrep_server::open_store(&config, &rules).await?;
     let store_name = store.name();
     if config.listen.ip().is_unspecified() && config.http.allowed_hosts.is_empty() {
         tracing::warn!(listen = %config.listen, "[http] allowed_hosts is empty: HTTP requests naming any Host are answered");

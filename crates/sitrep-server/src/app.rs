@@ -87,6 +87,27 @@ pub fn store_from_config(config: &Config, rules: &Rules) -> Result<Arc<dyn Store
     })
 }
 
+/// The store an aggregator serves from, as [`store_from_config`] chooses it, made ready: a Redis store's data
+/// version is checked (and older data upgraded) before serving, so data of a newer sitrep is refused here, with
+/// its message. A Redis not reachable yet is only warned about: its version is checked on first contact, and the
+/// aggregator serves, degraded, until then. Every embedder of the server gets the same set-up and log lines.
+pub async fn open_store(config: &Config, rules: &Rules) -> Result<Arc<dyn Store>, ServeError> {
+    let Some(redis) = redis_store_from_config(config, rules)? else {
+        return store_from_config(config, rules);
+    };
+    let s = &config.store;
+    let at = s.redis.as_ref().map(|u| u.redacted()).unwrap_or_default();
+    tracing::info!(redis = %at, sentinels = ?s.redis_sentinels, master = ?s.redis_master, prefix = %s.key_prefix, "using redis");
+    match redis.prepare().await {
+        Err(e @ sitrep_store::StoreError::Unavailable { .. }) => {
+            tracing::warn!(error = %e, "redis is not reachable yet; its data version is checked once it is");
+        }
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
+    }
+    Ok(Arc::new(redis))
+}
+
 /// The Redis store the configuration asks for, if it asks for one. Does not connect.
 pub fn redis_store_from_config(config: &Config, rules: &Rules) -> Result<Option<RedisStore>, ServeError> {
     let s = &config.store;

@@ -53,5 +53,5 @@ pub mod tls;
 pub mod transport;
 pub mod views;
 
-pub use app::{App, redis_store_from_config, serve, store_from_config};
+pub use app::{App, open_store, redis_store_from_config, serve, store_from_config};
 pub use config::Config;
