@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use sitrep_client::sim::{SimOptions, SimStats};
+use sitrep_client::sim::{SimOptions, SimStats, SimulatedProvider};
 use sitrep_core::Timestamp;
-use sitrep_core::directory::ProviderKind;
 use sitrep_proto::v1 as pb;
 use sitrep_server::config::RedisUrl;
 use sitrep_server::{App, Config};
@@ -131,7 +130,7 @@ pub async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result
     // A plain line on stdout, for people and for scripts (and tests) that start sitrep on port 0.
     println!("sitrep listening on {addr}");
     if args.demo {
-        let providers = app.directory().providers().map(|p| (p.code.clone(), p.kind)).collect();
+        let providers = app.directory().providers().map(|p| SimulatedProvider { code: p.code.clone(), kind: p.kind }).collect();
         tokio::spawn(demo(addr, providers, args.demo_seconds_per_hour, cancel.clone()));
     }
     sitrep_server::serve(app, listener, cancel).await?;
@@ -141,7 +140,7 @@ pub async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result
 /// The demo: simulated providers feeding the aggregator, and a subscriber printing what changes.
 async fn demo(
     addr: SocketAddr,
-    providers: Vec<(String, ProviderKind)>,
+    providers: Vec<SimulatedProvider>,
     seconds_per_hour: f64,
     cancel: CancellationToken,
 ) {

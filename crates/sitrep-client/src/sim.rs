@@ -73,22 +73,26 @@ impl SimStats {
     }
 }
 
-/// The providers to simulate, code and kind in code order, as the aggregator's directory lists them
-/// (`QueryService.GetDirectory`). A kind this client does not know is simulated as acute, so a newer aggregator's
-/// directory can still be simulated.
-pub async fn directory(
-    channel: crate::credentials::AuthedChannel,
-) -> Result<Vec<(String, ProviderKind)>, tonic::Status> {
-    let directory = QueryServiceClient::new(channel).get_directory(pb::GetDirectoryRequest {}).await?.into_inner();
-    let kind = |text: &str| ProviderKind::parse(text).unwrap_or(ProviderKind::Acute);
-    Ok(directory.providers.iter().map(|p| (p.code.clone(), kind(&p.kind))).collect())
+/// A provider to simulate: its code, and its kind, which decides which metrics it reports and at what size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimulatedProvider {
+    pub code: String,
+    pub kind: ProviderKind,
 }
 
-/// Runs simulated providers (code and kind, usually the directory's, in code order) against `channel` until
-/// `cancel` fires.
+/// The providers to simulate, in code order, as the aggregator's directory lists them
+/// (`QueryService.GetDirectory`). A kind this client does not know is simulated as acute, so a newer aggregator's
+/// directory can still be simulated.
+pub async fn directory(channel: crate::credentials::AuthedChannel) -> Result<Vec<SimulatedProvider>, tonic::Status> {
+    let directory = QueryServiceClient::new(channel).get_directory(pb::GetDirectoryRequest {}).await?.into_inner();
+    let kind = |text: &str| ProviderKind::parse(text).unwrap_or(ProviderKind::Acute);
+    Ok(directory.providers.iter().map(|p| SimulatedProvider { code: p.code.clone(), kind: kind(&p.kind) }).collect())
+}
+
+/// Runs simulated providers (usually the directory's, in code order) against `channel` until `cancel` fires.
 pub async fn run(
     channel: crate::credentials::AuthedChannel,
-    directory: &[(String, ProviderKind)],
+    directory: &[SimulatedProvider],
     options: SimOptions,
     stats: Arc<SimStats>,
     cancel: CancellationToken,
@@ -113,7 +117,7 @@ pub async fn run(
     let speed = 3600.0 / options.seconds_per_hour.max(0.001);
     let tick = Duration::from_secs_f64(options.seconds_per_hour.max(0.001));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, (code, kind)) in providers.iter().enumerate() {
+    for (i, SimulatedProvider { code, kind }) in providers.iter().enumerate() {
         let mut sim = SimProvider::new(code, *kind, options.seed);
         let client = ProviderServiceClient::new(channel.clone());
         let (code, source, stats, cancel) = (code.clone(), options.source.clone(), stats.clone(), cancel.clone());
