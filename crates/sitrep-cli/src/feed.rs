@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use sitrep_core::input::Format;
-use sitrep_feed::{Config, Diagnose, Diagnosis, Failure, Finished, Input, Upstream};
+use sitrep_feed::{Config, Finished, Input, Upstream};
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
 use tokio_util::sync::CancellationToken;
 
@@ -50,26 +50,6 @@ pub struct FeedArgs {
     status: bool,
 }
 
-/// Failed calls told apart by `crate::server` (which knows the TLS errors).
-struct Classify {
-    server: String,
-}
-
-impl Diagnose for Classify {
-    fn diagnose(&self, status: &tonic::Status) -> Diagnosis {
-        let failure = match server::classify(status) {
-            f if f.is_configuration() => Failure::Configuration,
-            server::Failure::Closed => Failure::Closed,
-            _ => Failure::Passing,
-        };
-        Diagnosis { failure, message: server::describe(&self.server, status) }
-    }
-
-    fn no_answer(&self, after: Duration) -> tonic::Status {
-        server::no_answer(after)
-    }
-}
-
 pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<ExitCode> {
     if args.status {
         let spool = args.spool;
@@ -94,7 +74,7 @@ pub async fn run(args: FeedArgs, cancel: CancellationToken) -> anyhow::Result<Ex
         client: ProviderServiceClient::new(channel),
         server: args.server.clone(),
         answer_timeout: server::ANSWER_TIMEOUT,
-        diagnose: Box::new(Classify { server: args.server }),
+        diagnose: Box::new(server::Classify { server: args.server }),
     };
     Ok(match sitrep_feed::run(config, upstream, cancel).await? {
         Finished::Sent | Finished::Stopped => ExitCode::SUCCESS,

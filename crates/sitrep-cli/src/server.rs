@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
+use sitrep_client::diagnose::{self, Diagnose, Diagnosis};
 use tonic::transport::Endpoint;
 
 use crate::tls::{self, TlsArgs};
@@ -215,6 +216,27 @@ pub fn describe(server: &str, status: &tonic::Status) -> String {
 /// The status a call that never answered gets: unreachable, after `after`.
 pub fn no_answer(after: Duration) -> tonic::Status {
     tonic::Status::unavailable(format!("no answer within {} s (timed out)", after.as_secs()))
+}
+
+/// Failed calls to `server` told apart as the library's retrying clients (the feed agent, `follow`) need them:
+/// [`classify`] and [`describe`] here, because only this side knows its TLS errors and the address as given.
+pub struct Classify {
+    pub server: String,
+}
+
+impl Diagnose for Classify {
+    fn diagnose(&self, status: &tonic::Status) -> Diagnosis {
+        let failure = match classify(status) {
+            f if f.is_configuration() => diagnose::Failure::Configuration,
+            Failure::Closed => diagnose::Failure::Closed,
+            _ => diagnose::Failure::Passing,
+        };
+        Diagnosis { failure, message: describe(&self.server, status) }
+    }
+
+    fn no_answer(&self, after: Duration) -> tonic::Status {
+        no_answer(after)
+    }
 }
 
 #[cfg(test)]

@@ -5,10 +5,13 @@
 //! # Layout
 //! - [`credentials`]: [`credentials::Bearer`], the key every call on a channel carries (with the caller's trace
 //!   context), and [`credentials::AuthedChannel`], a channel that carries it.
+//! - [`diagnose`]: what a failed call means ([`diagnose::Failure`]: give up, closed unanswered, passing), as the
+//!   caller's transport tells it ([`diagnose::Diagnose`]); the feed agent's sender retries by it.
 //! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC, and `sim::directory`,
 //!   the providers its directory lists.
 //! - [`display`]: readable one-line renderings of updates and mutual aid, for terminals and logs.
 
 pub mod credentials;
+pub mod diagnose;
 pub mod display;
 pub mod sim;

@@ -15,7 +15,7 @@
 //!   with an in-memory index so that nothing is read twice.
 //! - `watcher`: the drop folder, looked at every poll interval; files move to `processed/` once spooled.
 //! - [`sender`]: the spool over one gRPC stream, report by report, retried with backoff; what a failed call means
-//!   is the caller's to say ([`Diagnose`]), as the connection (TLS, credential) is the caller's.
+//!   is the caller's to say (`sitrep_client::diagnose::Diagnose`), as the connection (TLS, credential) is the caller's.
 //! - `rejected`: what cannot be sent, set aside in `rejected/` beside its reason.
 //! - `agent`: what the watcher and the sender share, and reading a file into the spool.
 //!
@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use agent::Input;
 pub use error::Error;
-pub use sender::{Diagnose, Diagnosis, Failure, Upstream};
+pub use sender::Upstream;
 
 use crate::agent::Agent;
 use crate::error::joined;

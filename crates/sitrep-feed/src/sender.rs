@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sitrep_client::credentials::AuthedChannel;
+use sitrep_client::diagnose::{Diagnose, Failure};
 use sitrep_core::Timestamp;
 use sitrep_core::backoff::Backoff;
 use sitrep_core::input::{Mapping, json};
@@ -35,30 +36,6 @@ use crate::agent::Agent;
 use crate::error::{Error, joined};
 use crate::rejected::Refused;
 use crate::spool::{LastAck, Queued};
-
-/// What a failed call means for the agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// Retrying cannot help until someone changes the settings (not sitrep there, a TLS handshake that fails).
-    Configuration,
-    /// The connection closed before any answer: an aggregator going down, or something that is not sitrep.
-    Closed,
-    /// Down, unreachable, or the aggregator's own answer: retried.
-    Passing,
-}
-
-/// A failed call, told apart: what it means, and a sentence saying so (naming the address).
-pub struct Diagnosis {
-    pub failure: Failure,
-    pub message: String,
-}
-
-/// How the caller's transport tells failed calls apart (it knows its TLS errors and its addresses).
-pub trait Diagnose: Send + Sync {
-    fn diagnose(&self, status: &tonic::Status) -> Diagnosis;
-    /// The status given to a call that did not answer within `after`.
-    fn no_answer(&self, after: Duration) -> tonic::Status;
-}
 
 /// The aggregator as the agent reaches it: a client on a channel the caller made (with its TLS and credential).
 pub struct Upstream {
@@ -343,6 +320,7 @@ impl Sender {
 mod tests {
     use std::pin::Pin;
 
+    use sitrep_client::diagnose::Diagnosis;
     use sitrep_proto::v1::provider_service_server::{ProviderService, ProviderServiceServer};
     use tokio_stream::wrappers::TcpListenerStream;
     use tonic::{Request, Response, Status, Streaming};
