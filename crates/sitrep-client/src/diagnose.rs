@@ -1,6 +1,6 @@
 //! What a failed call means, told apart by whoever made the connection: only the caller knows its transport (the
 //! TLS errors it can meet, the address as the person gave it), so this crate asks it through [`Diagnose`] rather
-//! than guessing from a `tonic::Status`. Every client that retries (the feed agent's sender)
+//! than guessing from a `tonic::Status`. Every client that retries (the feed agent's sender, [`crate::follow`])
 //! decides with the same three answers: give up, a connection closed unanswered, or a passing fault.
 
 use std::time::Duration;

@@ -6,7 +6,9 @@
 //! - [`credentials`]: [`credentials::Bearer`], the key every call on a channel carries (with the caller's trace
 //!   context), and [`credentials::AuthedChannel`], a channel that carries it.
 //! - [`diagnose`]: what a failed call means ([`diagnose::Failure`]: give up, closed unanswered, passing), as the
-//!   caller's transport tells it ([`diagnose::Diagnose`]); the feed agent's sender retries by it.
+//!   caller's transport tells it ([`diagnose::Diagnose`]); the feed agent's sender and [`follow`] retry by it.
+//! - [`follow`]: a subscription that outlives outages: reconnects with backoff, resumes from its last cursor, and
+//!   hands each update to the caller (`sitrep watch` prints them).
 //! - [`sim`]: synthetic providers that stream plausible reports to an aggregator over gRPC, and `sim::directory`,
 //!   the providers its directory lists.
 //! - [`display`]: readable one-line renderings of updates and mutual aid, for terminals and logs.
@@ -14,4 +16,5 @@
 pub mod credentials;
 pub mod diagnose;
 pub mod display;
+pub mod follow;
 pub mod sim;
