@@ -1,18 +1,21 @@
 //! `sitrep`: the command-line entry point. Thin by design: it parses arguments, sets up logging and the shutdown
 //! signal, and hands each command to its module, which calls into `sitrep-server` (serve), `sitrep-client`
-//! (simulate, and renderings for watch and aid), `sitrep-feed` (feed) or the generated gRPC clients.
+//! (simulate, the resuming subscription behind watch, renderings for watch and aid), `sitrep-feed` (feed) or the
+//! generated gRPC clients.
 //!
 //! # Layout
 //! - `serve`: `sitrep serve` (with `--demo`) and `sitrep key`, the aggregator's process and its keys.
 //! - `push`: `sitrep push`, one file's reports sent once.
 //! - `feed`: `sitrep feed`, the command line of the `sitrep-feed` agent.
-//! - `watch`: `sitrep watch`, the subscription that prints every change (also `--demo`'s printer).
+//! - `watch`: `sitrep watch`, every change of `sitrep_client::follow`'s subscription printed (also `--demo`'s
+//!   printer).
 //! - `query`: `sitrep history`, `hourly`, `alerts`, `refusals`: one query each, printed.
 //! - `simulate`: `sitrep simulate`, synthetic providers from the aggregator's directory.
 //! - `aid`: `sitrep aid ...`, mutual aid.
 //! - `bench`: `sitrep bench` and its hidden gRPC floor.
 //! - `args`: the arguments several commands share (the server, the providers, a mapping file).
-//! - `server`, `tls`: connecting to an aggregator, and failures explained for people.
+//! - `server`, `tls`: connecting to an aggregator, and failures explained for people (and told apart for the
+//!   library's retrying clients: `server::Classify`).
 //!
 //! Each command's arguments, with their examples (`after_help`), live beside its body; the one-line summaries that
 //! `sitrep --help` lists are the variants' doc comments below.

@@ -130,7 +130,8 @@ pub async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result
     // A plain line on stdout, for people and for scripts (and tests) that start sitrep on port 0.
     println!("sitrep listening on {addr}");
     if args.demo {
-        let providers = app.directory().providers().map(|p| SimulatedProvider { code: p.code.clone(), kind: p.kind }).collect();
+        let providers =
+            app.directory().providers().map(|p| SimulatedProvider { code: p.code.clone(), kind: p.kind }).collect();
         tokio::spawn(demo(addr, providers, args.demo_seconds_per_hour, cancel.clone()));
     }
     sitrep_server::serve(app, listener, cancel).await?;
@@ -138,12 +139,7 @@ pub async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result
 }
 
 /// The demo: simulated providers feeding the aggregator, and a subscriber printing what changes.
-async fn demo(
-    addr: SocketAddr,
-    providers: Vec<SimulatedProvider>,
-    seconds_per_hour: f64,
-    cancel: CancellationToken,
-) {
+async fn demo(addr: SocketAddr, providers: Vec<SimulatedProvider>, seconds_per_hour: f64, cancel: CancellationToken) {
     let url = format!("http://{addr}");
     let channel = match Endpoint::from_shared(url.clone()).map(|e| e.connect_lazy()) {
         // The demo's own aggregator is open (loopback, no principals): no credential.

@@ -1,11 +1,12 @@
 //! Following the aggregator's changes for as long as the caller wants them: one subscription that outlives
 //! outages. When the stream fails or ends, it waits with the shared backoff (`sitrep_core::backoff`) and
 //! subscribes again from the last cursor it saw, so nothing is missed and nothing is seen twice (the aggregator
-//! answers a cursor it can no longer continue from with a reset and a fresh snapshot). Two failures end it instead, because retrying cannot help: a request the aggregator rejects (a bad
-//! filter), and a configuration error ([`Failure::Configuration`]: something there that is not sitrep, a TLS
-//! handshake that fails) before the aggregator has answered once in this run (after that it is taken for a
-//! passing fault, a certificate being rotated, and retried). The caller says what a failure is ([`Diagnose`]) and
-//! what to do with each update; `sitrep watch` prints them.
+//! answers a cursor it can no longer continue from with a reset and a fresh snapshot). Two failures end it
+//! instead, because retrying cannot help: a request the aggregator rejects (a bad filter), and a configuration
+//! error ([`Failure::Configuration`]: something there that is not sitrep, a TLS handshake that fails) before the
+//! aggregator has answered once in this run (after that it is taken for a passing fault, a certificate being
+//! rotated, and retried). The caller says what a failure is ([`Diagnose`]) and what to do with each update;
+//! `sitrep watch` prints them.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
