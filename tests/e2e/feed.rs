@@ -356,7 +356,7 @@ async fn a_windows_1252_semicolon_csv_in_local_time_arrives_with_its_mapping() {
 
 /// Something listening on a port that answers, but not with HTTP/2: what `--server` pointing at the wrong
 /// service looks like. It reads what it is sent and answers an HTTP/1 error, keeping the connection open.
-async fn not_sitrep() -> (String, tokio::task::JoinHandle<()>) {
+pub(crate) async fn not_sitrep() -> (String, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();

@@ -15,6 +15,7 @@ mod support;
 mod tls;
 mod traces;
 mod wallboard;
+mod watch;
 mod web;
 
 use sitrep_proto::v1 as pb;
