@@ -1,8 +1,8 @@
 //! Retrying: how long to wait before the next attempt. One policy for everything that retries a connection or a
 //! call (the Hub reading the log, the simulator's and the feed agent's streams, `sitrep_client::follow` behind
-//! `sitrep watch`), so that they back off alike and replicas do not retry in lockstep. It lives in the core, which the aggregator and all its clients
-//! share, because it is plain arithmetic on `std`; reading the clock's nanos for jitter is its one brush with the
-//! outside world, and nothing here sleeps.
+//! `sitrep watch`), so that they back off alike and replicas do not retry in lockstep. It lives in the core, which
+//! the aggregator and all its clients share, because it is plain arithmetic on `std`; reading the clock's nanos for
+//! jitter is its one brush with the outside world, and nothing here sleeps.
 
 use std::time::Duration;
 
