@@ -315,40 +315,9 @@ fn offer_id(text: &str) -> Result<String, String> {
 
 pub async fn run(args: AidArgs) -> anyhow::Result<ExitCode> {
     let now = Timestamp::now();
-    let wire = |t: Timestamp| Some(timestamp_to_wire(t));
     match args.command {
-        AidCommand::Request(a) => {
-            let m = pb::NewAidRequest {
-                provider: a.provider,
-                site: a.site.unwrap_or_default(),
-                kind: a.kind.wire() as i32,
-                pair: a.pair,
-                quantity: a.quantity,
-                urgency: a.urgency.wire() as i32,
-                needed_by: wire(a.needed_by.at(now)),
-                constraints: Some(pb::AidConstraints {
-                    within: a.within.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
-                    isolation: a.isolation,
-                }),
-                reference: a.reference,
-                summary: a.summary,
-                cursor: a.cursor.text(),
-            };
-            let mut c = client(&a.server)?;
-            mutate(&a.server, c.create_request(m).await)
-        }
-        AidCommand::Offer(a) => {
-            let m = pb::NewAidOffer {
-                request: a.request,
-                provider: a.provider,
-                site: a.site.unwrap_or_default(),
-                quantity: a.quantity,
-                hold_until: wire(a.hold.at(now)),
-                cursor: a.cursor.text(),
-            };
-            let mut c = client(&a.server)?;
-            mutate(&a.server, c.offer(m).await)
-        }
+        AidCommand::Request(a) => request(a, now).await,
+        AidCommand::Offer(a) => offer(a, now).await,
         AidCommand::Accept(a) => {
             let mut c = client(&a.server)?;
             mutate(&a.server, c.accept(pb::AcceptOffer { offer: a.offer, cursor: a.cursor.text() }).await)
@@ -402,6 +371,42 @@ pub async fn run(args: AidArgs) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `sitrep aid request`: asks for capacity, needed by `--needed-by` from `now`.
+async fn request(a: RequestArgs, now: Timestamp) -> anyhow::Result<ExitCode> {
+    let m = pb::NewAidRequest {
+        provider: a.provider,
+        site: a.site.unwrap_or_default(),
+        kind: a.kind.wire() as i32,
+        pair: a.pair,
+        quantity: a.quantity,
+        urgency: a.urgency.wire() as i32,
+        needed_by: Some(timestamp_to_wire(a.needed_by.at(now))),
+        constraints: Some(pb::AidConstraints {
+            within: a.within.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
+            isolation: a.isolation,
+        }),
+        reference: a.reference,
+        summary: a.summary,
+        cursor: a.cursor.text(),
+    };
+    let mut c = client(&a.server)?;
+    mutate(&a.server, c.create_request(m).await)
+}
+
+/// `sitrep aid offer`: offers capacity for a request, held for `--hold` from `now`.
+async fn offer(a: OfferArgs, now: Timestamp) -> anyhow::Result<ExitCode> {
+    let m = pb::NewAidOffer {
+        request: a.request,
+        provider: a.provider,
+        site: a.site.unwrap_or_default(),
+        quantity: a.quantity,
+        hold_until: Some(timestamp_to_wire(a.hold.at(now))),
+        cursor: a.cursor.text(),
+    };
+    let mut c = client(&a.server)?;
+    mutate(&a.server, c.offer(m).await)
 }
 
 fn client(server: &ServerArg) -> anyhow::Result<AidServiceClient<server::Conn>> {
