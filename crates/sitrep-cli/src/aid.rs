@@ -578,26 +578,30 @@ fn request_text(r: &pb::AidRequest, now: Timestamp) -> String {
             }
         }
     }
-    if !r.offers.is_empty() {
-        let rows: Vec<Vec<String>> = r
-            .offers
-            .iter()
-            .map(|o| {
-                let until = time(&o.hold_until).map_or_else(String::new, |t| relative(t, now));
-                let hold = o.hold.as_ref().map_or_else(String::new, |h| format!("{} held", h.quantity));
-                vec![
-                    o.id.clone(),
-                    who(&o.provider, &o.site),
-                    o.quantity.to_string(),
-                    aid_offer_state(o.state),
-                    until,
-                    hold,
-                ]
-            })
-            .collect();
-        out.push_str("\nOffers:\n");
-        out.push_str(&table(&["ID", "PROVIDER", "QTY", "STATE", "HOLD UNTIL", "HOLD"], &rows));
+    out.push_str(&offers_text(r, now));
+    out.push_str(&decisions_text(r));
+    out
+}
+
+/// A request's offers as a table under a heading, or nothing when it has none.
+fn offers_text(r: &pb::AidRequest, now: Timestamp) -> String {
+    if r.offers.is_empty() {
+        return String::new();
     }
+    let rows: Vec<Vec<String>> = r
+        .offers
+        .iter()
+        .map(|o| {
+            let until = time(&o.hold_until).map_or_else(String::new, |t| relative(t, now));
+            let hold = o.hold.as_ref().map_or_else(String::new, |h| format!("{} held", h.quantity));
+            vec![o.id.clone(), who(&o.provider, &o.site), o.quantity.to_string(), aid_offer_state(o.state), until, hold]
+        })
+        .collect();
+    format!("\nOffers:\n{}", table(&["ID", "PROVIDER", "QTY", "STATE", "HOLD UNTIL", "HOLD"], &rows))
+}
+
+/// A request's decision trail, its own and its offers', in time order, as a table under a heading (or nothing).
+fn decisions_text(r: &pb::AidRequest) -> String {
     // A decision on an offer is recorded on its request too: show it once, under the offer. One decision can touch
     // several offers (an acceptance that covers the request declines the others), so each offer keeps its own.
     let on_offers: Vec<(String, &pb::AidDecision)> =
@@ -610,18 +614,17 @@ fn request_text(r: &pb::AidRequest, now: Timestamp) -> String {
         .chain(on_offers.iter().cloned())
         .collect();
     trail.sort_by_key(|(record, d)| (time(&d.at).unwrap_or_default(), record.starts_with('O'), record.clone()));
-    if !trail.is_empty() {
-        let rows: Vec<Vec<String>> = trail
-            .iter()
-            .map(|(record, d)| {
-                let at = time(&d.at).map(|t| t.to_string()).unwrap_or_default();
-                vec![at, record.clone(), d.action.clone(), d.principal.clone(), d.cursor.clone()]
-            })
-            .collect();
-        out.push_str("\nDecisions:\n");
-        out.push_str(&table(&["AT", "ON", "ACTION", "BY", "PICTURE"], &rows));
+    if trail.is_empty() {
+        return String::new();
     }
-    out
+    let rows: Vec<Vec<String>> = trail
+        .iter()
+        .map(|(record, d)| {
+            let at = time(&d.at).map(|t| t.to_string()).unwrap_or_default();
+            vec![at, record.clone(), d.action.clone(), d.principal.clone(), d.cursor.clone()]
+        })
+        .collect();
+    format!("\nDecisions:\n{}", table(&["AT", "ON", "ACTION", "BY", "PICTURE"], &rows))
 }
 
 fn candidates_text(c: &pb::AidCandidates) -> String {
