@@ -122,47 +122,22 @@ impl Sender {
                 }
             };
             let failure = match self.send_entry(queued, cancel).await {
-                Ok(last) => {
-                    let (agent, number) = (self.agent.clone(), queued.number);
-                    match tokio::task::spawn_blocking(move || agent.spool.ack(number, last)).await {
-                        Ok(Ok(())) => {
-                            current = None;
-                            backoff.reset();
-                            closed = 0;
-                            continue;
-                        }
-                        Ok(Err(e)) => SendFailure::Other(e.to_string()),
-                        Err(e) => SendFailure::Other(e.to_string()),
+                Ok(last) => match self.acknowledge(queued.number, last).await {
+                    Ok(()) => {
+                        current = None;
+                        backoff.reset();
+                        closed = 0;
+                        continue;
                     }
-                }
+                    Err(failure) => failure,
+                },
                 Err(failure) => failure,
             };
             self.stream = None;
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            let server = &self.upstream.server;
-            let why = match &failure {
-                // The credential is missing, revoked or expired: what to renew, and nothing lost meanwhile.
-                SendFailure::Call(status) if status.code() == tonic::Code::Unauthenticated => format!(
-                    "{server} does not accept this agent's credential ({}); renew its key or token \
-                     (--key-file or SITREP_KEY) and restart the agent; the spool is kept",
-                    status.message()
-                ),
-                SendFailure::Call(status) => {
-                    let diagnosis = self.upstream.diagnose.diagnose(status);
-                    closed = if diagnosis.failure == Failure::Closed { closed + 1 } else { 0 };
-                    if !self.answered && (diagnosis.failure == Failure::Configuration || closed >= 3) {
-                        return Err(Error::Configuration(format!(
-                            "{}; not retrying ({} report(s) stay in the spool for when --server is right)",
-                            diagnosis.message,
-                            self.agent.spool.waiting()
-                        )));
-                    }
-                    diagnosis.message
-                }
-                SendFailure::Other(why) => format!("sending to {server} failed: {why}"),
-            };
+            let why = self.explain(&failure, &mut closed)?;
             let delay = backoff.next_delay().max(Duration::from_millis(200));
             tracing::warn!(
                 "{why}; {} report(s) queued in the spool; retrying in {:.1} s",
@@ -174,6 +149,43 @@ impl Sender {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Takes a sent entry out of the spool (on a blocking thread), noting its last acknowledgement.
+    async fn acknowledge(&self, number: u64, last: Option<LastAck>) -> Result<(), SendFailure> {
+        let agent = self.agent.clone();
+        match tokio::task::spawn_blocking(move || agent.spool.ack(number, last)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SendFailure::Other(e.to_string())),
+            Err(e) => Err(SendFailure::Other(e.to_string())),
+        }
+    }
+
+    /// What a failed send means, in a sentence for the log before the retry; a configuration error (see "Retries")
+    /// when retrying cannot help. `closed` counts the connections closed unanswered in a row.
+    fn explain(&self, failure: &SendFailure, closed: &mut u32) -> Result<String, Error> {
+        let server = &self.upstream.server;
+        Ok(match failure {
+            // The credential is missing, revoked or expired: what to renew, and nothing lost meanwhile.
+            SendFailure::Call(status) if status.code() == tonic::Code::Unauthenticated => format!(
+                "{server} does not accept this agent's credential ({}); renew its key or token \
+                 (--key-file or SITREP_KEY) and restart the agent; the spool is kept",
+                status.message()
+            ),
+            SendFailure::Call(status) => {
+                let diagnosis = self.upstream.diagnose.diagnose(status);
+                *closed = if diagnosis.failure == Failure::Closed { *closed + 1 } else { 0 };
+                if !self.answered && (diagnosis.failure == Failure::Configuration || *closed >= 3) {
+                    return Err(Error::Configuration(format!(
+                        "{}; not retrying ({} report(s) stay in the spool for when --server is right)",
+                        diagnosis.message,
+                        self.agent.spool.waiting()
+                    )));
+                }
+                diagnosis.message
+            }
+            SendFailure::Other(why) => format!("sending to {server} failed: {why}"),
+        })
     }
 
     /// Opens a stream to the aggregator.
