@@ -326,40 +326,9 @@ fn offer_id(text: &str) -> Result<String, String> {
 
 pub async fn run(args: AidArgs) -> anyhow::Result<ExitCode> {
     let now = Timestamp::now();
-    let wire = |t: Timestamp| Some(timestamp_to_wire(t));
     match args.command {
-        AidCommand::Request(a) => {
-            let m = pb::NewAidRequest {
-                provider: a.provider,
-                site: a.site.unwrap_or_default(),
-                kind: a.kind.wire() as i32,
-                pair: a.pair,
-                quantity: a.quantity,
-                urgency: a.urgency.wire() as i32,
-                needed_by: wire(a.needed_by.at(now)),
-                constraints: Some(pb::AidConstraints {
-                    within: a.within.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
-                    isolation: a.isolation,
-                }),
-                reference: a.reference,
-                summary: a.summary,
-                cursor: a.cursor.text(),
-            };
-            let mut c = client(&a.server)?;
-            mutate(&a.server, c.create_request(m).await)
-        }
-        AidCommand::Offer(a) => {
-            let m = pb::NewAidOffer {
-                request: a.request,
-                provider: a.provider,
-                site: a.site.unwrap_or_default(),
-                quantity: a.quantity,
-                hold_until: wire(a.hold.at(now)),
-                cursor: a.cursor.text(),
-            };
-            let mut c = client(&a.server)?;
-            mutate(&a.server, c.offer(m).await)
-        }
+        AidCommand::Request(a) => request(a, now).await,
+        AidCommand::Offer(a) => offer(a, now).await,
         AidCommand::Accept(a) => {
             let mut c = client(&a.server)?;
             mutate(&a.server, c.accept(pb::AcceptOffer { offer: a.offer, cursor: a.cursor.text() }).await)
@@ -413,6 +382,42 @@ pub async fn run(args: AidArgs) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `sitrep aid request`: asks for capacity, needed by `--needed-by` from `now`.
+async fn request(a: RequestArgs, now: Timestamp) -> anyhow::Result<ExitCode> {
+    let m = pb::NewAidRequest {
+        provider: a.provider,
+        site: a.site.unwrap_or_default(),
+        kind: a.kind.wire() as i32,
+        pair: a.pair,
+        quantity: a.quantity,
+        urgency: a.urgency.wire() as i32,
+        needed_by: Some(timestamp_to_wire(a.needed_by.at(now))),
+        constraints: Some(pb::AidConstraints {
+            within: a.within.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
+            isolation: a.isolation,
+        }),
+        reference: a.reference,
+        summary: a.summary,
+        cursor: a.cursor.text(),
+    };
+    let mut c = client(&a.server)?;
+    mutate(&a.server, c.create_request(m).await)
+}
+
+/// `sitrep aid offer`: offers capacity for a request, held for `--hold` from `now`.
+async fn offer(a: OfferArgs, now: Timestamp) -> anyhow::Result<ExitCode> {
+    let m = pb::NewAidOffer {
+        request: a.request,
+        provider: a.provider,
+        site: a.site.unwrap_or_default(),
+        quantity: a.quantity,
+        hold_until: Some(timestamp_to_wire(a.hold.at(now))),
+        cursor: a.cursor.text(),
+    };
+    let mut c = client(&a.server)?;
+    mutate(&a.server, c.offer(m).await)
 }
 
 fn client(server: &ServerArg) -> anyhow::Result<AidServiceClient<server::Conn>> {
@@ -584,26 +589,30 @@ fn request_text(r: &pb::AidRequest, now: Timestamp) -> String {
             }
         }
     }
-    if !r.offers.is_empty() {
-        let rows: Vec<Vec<String>> = r
-            .offers
-            .iter()
-            .map(|o| {
-                let until = time(&o.hold_until).map_or_else(String::new, |t| relative(t, now));
-                let hold = o.hold.as_ref().map_or_else(String::new, |h| format!("{} held", h.quantity));
-                vec![
-                    o.id.clone(),
-                    who(&o.provider, &o.site),
-                    o.quantity.to_string(),
-                    aid_offer_state(o.state),
-                    until,
-                    hold,
-                ]
-            })
-            .collect();
-        out.push_str("\nOffers:\n");
-        out.push_str(&table(&["ID", "PROVIDER", "QTY", "STATE", "HOLD UNTIL", "HOLD"], &rows));
+    out.push_str(&offers_text(r, now));
+    out.push_str(&decisions_text(r));
+    out
+}
+
+/// A request's offers as a table under a heading, or nothing when it has none.
+fn offers_text(r: &pb::AidRequest, now: Timestamp) -> String {
+    if r.offers.is_empty() {
+        return String::new();
     }
+    let rows: Vec<Vec<String>> = r
+        .offers
+        .iter()
+        .map(|o| {
+            let until = time(&o.hold_until).map_or_else(String::new, |t| relative(t, now));
+            let hold = o.hold.as_ref().map_or_else(String::new, |h| format!("{} held", h.quantity));
+            vec![o.id.clone(), who(&o.provider, &o.site), o.quantity.to_string(), aid_offer_state(o.state), until, hold]
+        })
+        .collect();
+    format!("\nOffers:\n{}", table(&["ID", "PROVIDER", "QTY", "STATE", "HOLD UNTIL", "HOLD"], &rows))
+}
+
+/// A request's decision trail, its own and its offers', in time order, as a table under a heading (or nothing).
+fn decisions_text(r: &pb::AidRequest) -> String {
     // A decision on an offer is recorded on its request too: show it once, under the offer. One decision can touch
     // several offers (an acceptance that covers the request declines the others), so each offer keeps its own.
     let on_offers: Vec<(String, &pb::AidDecision)> =
@@ -616,18 +625,17 @@ fn request_text(r: &pb::AidRequest, now: Timestamp) -> String {
         .chain(on_offers.iter().cloned())
         .collect();
     trail.sort_by_key(|(record, d)| (time(&d.at).unwrap_or_default(), record.starts_with('O'), record.clone()));
-    if !trail.is_empty() {
-        let rows: Vec<Vec<String>> = trail
-            .iter()
-            .map(|(record, d)| {
-                let at = time(&d.at).map(|t| t.to_string()).unwrap_or_default();
-                vec![at, record.clone(), d.action.clone(), d.principal.clone(), d.cursor.clone()]
-            })
-            .collect();
-        out.push_str("\nDecisions:\n");
-        out.push_str(&table(&["AT", "ON", "ACTION", "BY", "PICTURE"], &rows));
+    if trail.is_empty() {
+        return String::new();
     }
-    out
+    let rows: Vec<Vec<String>> = trail
+        .iter()
+        .map(|(record, d)| {
+            let at = time(&d.at).map(|t| t.to_string()).unwrap_or_default();
+            vec![at, record.clone(), d.action.clone(), d.principal.clone(), d.cursor.clone()]
+        })
+        .collect();
+    format!("\nDecisions:\n{}", table(&["AT", "ON", "ACTION", "BY", "PICTURE"], &rows))
 }
 
 fn candidates_text(c: &pb::AidCandidates) -> String {

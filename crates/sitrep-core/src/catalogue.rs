@@ -240,6 +240,111 @@ struct ByCode<T> {
     at: rustc_hash::FxHashMap<String, usize>,
 }
 
+/// Whether `code` can name a metric: not empty, and without spaces or quotes (it is written in files and URLs).
+fn valid_code(code: &str) -> Result<(), String> {
+    match code.is_empty() || code.chars().any(|c| c.is_whitespace() || c == '"') {
+        true => Err(format!("metric code {code:?} must be non-empty without spaces or quotes")),
+        false => Ok(()),
+    }
+}
+
+/// The reported metrics by code, each with a valid code, defined once, and with bounds only if it is a level
+/// (which needs both, in order). Checked in the list's order: the first problem is the one told.
+fn metrics_by_code(list: Vec<Metric>) -> Result<BTreeMap<String, Metric>, String> {
+    let mut metrics = BTreeMap::new();
+    for m in list {
+        valid_code(&m.code)?;
+        match m.kind {
+            Kind::Level => match (m.min, m.max) {
+                (Some(lo), Some(hi)) if lo <= hi => {}
+                _ => return Err(format!("metric {}: a level needs min <= max", m.code)),
+            },
+            _ if m.min.is_some() || m.max.is_some() => {
+                return Err(format!("metric {}: min and max are for levels only", m.code));
+            }
+            _ => {}
+        }
+        let code = m.code.clone();
+        if metrics.insert(code.clone(), m).is_some() {
+            return Err(format!("metric {code} is defined twice"));
+        }
+    }
+    Ok(metrics)
+}
+
+/// That every `at_most` names a count bounding a count, and that the OPEL metric, if there is one, is a level.
+fn check_bounds(metrics: &BTreeMap<String, Metric>) -> Result<(), String> {
+    for m in metrics.values() {
+        if let Some(bound) = &m.at_most {
+            match metrics.get(bound) {
+                Some(b) if b.kind == m.kind && m.kind == Kind::Count => {}
+                Some(_) => return Err(format!("metric {}: at_most {bound} must be a count like it", m.code)),
+                None => return Err(format!("metric {}: at_most names unknown metric {bound}", m.code)),
+            }
+        }
+    }
+    if let Some(m) = metrics.get(OPEL_METRIC)
+        && m.kind != Kind::Level
+    {
+        return Err(format!("metric {OPEL_METRIC} must be a level"));
+    }
+    Ok(())
+}
+
+/// That every metric's RAG rule is sound (a minimum capacity only with a capacity to compare with), and its jump
+/// threshold, if any, a fraction above 0.
+fn check_ratings(metrics: &BTreeMap<String, Metric>) -> Result<(), String> {
+    for m in metrics.values() {
+        if let Some(problem) = m.rag.as_ref().and_then(RagRule::problem) {
+            return Err(format!("metric {}: {problem}", m.code));
+        }
+        if m.rag.as_ref().is_some_and(|r| r.min_capacity.is_some()) && m.at_most.is_none() {
+            return Err(format!("metric {}: rag.min_capacity needs a capacity (at_most) to compare with", m.code));
+        }
+        if let Some(j) = m.jump
+            && !(j > 0.0 && j.is_finite())
+        {
+            return Err(format!("metric {}: jump must be a fraction above 0, not {j}", m.code));
+        }
+    }
+    Ok(())
+}
+
+/// The derived metrics by code, each with a valid code no other metric has, inputs that are reported counts
+/// rolling up by sum, and a sound RAG rule (a minimum capacity only for ratios).
+fn derived_by_code(
+    metrics: &BTreeMap<String, Metric>,
+    derived_list: Vec<DerivedMetric>,
+) -> Result<BTreeMap<String, DerivedMetric>, String> {
+    let mut derived = BTreeMap::new();
+    for d in derived_list {
+        valid_code(&d.code)?;
+        if metrics.contains_key(&d.code) || derived.contains_key(&d.code) {
+            return Err(format!("metric {} is defined twice", d.code));
+        }
+        for input in d.formula.inputs() {
+            match metrics.get(input) {
+                Some(m) if m.kind == Kind::Count && m.rollup == Rollup::Sum => {}
+                Some(_) => {
+                    return Err(format!(
+                        "derived metric {}: input {input} must be a count that rolls up by sum",
+                        d.code
+                    ));
+                }
+                None => return Err(format!("derived metric {}: unknown input {input}", d.code)),
+            }
+        }
+        if let Some(problem) = d.rag.as_ref().and_then(RagRule::problem) {
+            return Err(format!("derived metric {}: {problem}", d.code));
+        }
+        if d.rag.as_ref().is_some_and(|r| r.min_capacity.is_some()) && !matches!(d.formula, Formula::Ratio { .. }) {
+            return Err(format!("derived metric {}: rag.min_capacity is for ratios only", d.code));
+        }
+        derived.insert(d.code.clone(), d);
+    }
+    Ok(derived)
+}
+
 impl<T> ByCode<T> {
     fn new(sorted: BTreeMap<String, T>) -> Self {
         let mut at = rustc_hash::FxHashMap::default();
@@ -341,86 +446,10 @@ impl Catalogue {
         derived_list: Vec<DerivedMetric>,
     ) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { what: what.to_owned(), message };
-        let mut metrics = BTreeMap::new();
-        for m in list {
-            if m.code.is_empty() || m.code.chars().any(|c| c.is_whitespace() || c == '"') {
-                return Err(invalid(format!("metric code {:?} must be non-empty without spaces or quotes", m.code)));
-            }
-            match m.kind {
-                Kind::Level => match (m.min, m.max) {
-                    (Some(lo), Some(hi)) if lo <= hi => {}
-                    _ => return Err(invalid(format!("metric {}: a level needs min <= max", m.code))),
-                },
-                _ if m.min.is_some() || m.max.is_some() => {
-                    return Err(invalid(format!("metric {}: min and max are for levels only", m.code)));
-                }
-                _ => {}
-            }
-            let code = m.code.clone();
-            if metrics.insert(code.clone(), m).is_some() {
-                return Err(invalid(format!("metric {code} is defined twice")));
-            }
-        }
-        for m in metrics.values() {
-            if let Some(bound) = &m.at_most {
-                match metrics.get(bound) {
-                    Some(b) if b.kind == m.kind && m.kind == Kind::Count => {}
-                    Some(_) => {
-                        return Err(invalid(format!("metric {}: at_most {bound} must be a count like it", m.code)));
-                    }
-                    None => return Err(invalid(format!("metric {}: at_most names unknown metric {bound}", m.code))),
-                }
-            }
-        }
-        if let Some(m) = metrics.get(OPEL_METRIC)
-            && m.kind != Kind::Level
-        {
-            return Err(invalid(format!("metric {OPEL_METRIC} must be a level")));
-        }
-        for m in metrics.values() {
-            if let Some(problem) = m.rag.as_ref().and_then(RagRule::problem) {
-                return Err(invalid(format!("metric {}: {problem}", m.code)));
-            }
-            if m.rag.as_ref().is_some_and(|r| r.min_capacity.is_some()) && m.at_most.is_none() {
-                return Err(invalid(format!(
-                    "metric {}: rag.min_capacity needs a capacity (at_most) to compare with",
-                    m.code
-                )));
-            }
-            if let Some(j) = m.jump
-                && !(j > 0.0 && j.is_finite())
-            {
-                return Err(invalid(format!("metric {}: jump must be a fraction above 0, not {j}", m.code)));
-            }
-        }
-        let mut derived = BTreeMap::new();
-        for d in derived_list {
-            if d.code.is_empty() || d.code.chars().any(|c| c.is_whitespace() || c == '"') {
-                return Err(invalid(format!("metric code {:?} must be non-empty without spaces or quotes", d.code)));
-            }
-            if metrics.contains_key(&d.code) || derived.contains_key(&d.code) {
-                return Err(invalid(format!("metric {} is defined twice", d.code)));
-            }
-            for input in d.formula.inputs() {
-                match metrics.get(input) {
-                    Some(m) if m.kind == Kind::Count && m.rollup == Rollup::Sum => {}
-                    Some(_) => {
-                        return Err(invalid(format!(
-                            "derived metric {}: input {input} must be a count that rolls up by sum",
-                            d.code
-                        )));
-                    }
-                    None => return Err(invalid(format!("derived metric {}: unknown input {input}", d.code))),
-                }
-            }
-            if let Some(problem) = d.rag.as_ref().and_then(RagRule::problem) {
-                return Err(invalid(format!("derived metric {}: {problem}", d.code)));
-            }
-            if d.rag.as_ref().is_some_and(|r| r.min_capacity.is_some()) && !matches!(d.formula, Formula::Ratio { .. }) {
-                return Err(invalid(format!("derived metric {}: rag.min_capacity is for ratios only", d.code)));
-            }
-            derived.insert(d.code.clone(), d);
-        }
+        let metrics = metrics_by_code(list).map_err(invalid)?;
+        check_bounds(&metrics).map_err(invalid)?;
+        check_ratings(&metrics).map_err(invalid)?;
+        let derived = derived_by_code(&metrics, derived_list).map_err(invalid)?;
         Ok(Catalogue { profile, metrics: ByCode::new(metrics), derived: ByCode::new(derived) })
     }
 

@@ -149,29 +149,14 @@ impl Picture {
         if let Some(change) = &event.aid {
             self.aid.fold(&event.provider, change, false);
         }
-        let holds_change = event.aid.as_ref().is_some_and(|a| a.holds.is_some());
-        if (event.kind == EventKind::Report && !event.live) || (event.kind == EventKind::Aid && !holds_change) {
+        if !moves_totals(event) {
             return Ok(Vec::new());
         }
         let rules = &self.rules;
-        let index = rules.index();
-        if !self.providers.contains_key(&event.provider) {
-            self.providers.insert(event.provider.clone(), Arc::new(ProviderLive::new(&event.provider)));
-        }
-        let entry = self.providers.get_mut(&event.provider).expect("inserted above");
-        if event.version <= entry.version {
+        let Some(entry) = next_in_line(&mut self.providers, event)? else {
             return Ok(Vec::new());
-        }
-        if event.version != entry.version + 1 {
-            return Err(Gap {
-                cursor: event.cursor.clone(),
-                provider: event.provider.clone(),
-                have: entry.version,
-                got: event.version,
-            });
-        }
-        let first = entry.version == 0;
-        let was_stale = entry.stale;
+        };
+        let (first, was_stale) = (entry.version == 0, entry.stale);
         let held_before = held_counted(rules, entry);
         // What the provider counts for in its scopes' totals before and after the event: its numbers by metric
         // position, none while it is stale, and none for readings too old to count (see `counted`).
@@ -185,49 +170,40 @@ impl Picture {
         let state: &ProviderLive = entry;
         let after = counted(rules, state);
         let held_after = held_counted(rules, state);
+        let moved = Moved {
+            first,
+            was_stale,
+            stale: state.stale,
+            metrics: changed_metrics(&before, &after),
+            derived: changed_pairs(rules, (&before, &held_before), (&after, &held_after)),
+        };
         if let Some(holds) = event.aid.as_ref().and_then(|a| a.holds.as_ref()) {
             self.aid.set_holds(&event.provider, holds);
         }
-        let changed: Vec<(usize, Option<i128>, Option<i128>)> =
-            (0..index.metrics.len()).filter(|m| before[*m] != after[*m]).map(|m| (m, before[m], after[m])).collect();
-        let pair = |numbers: &[Option<i128>], held: &[(usize, i128)], d: usize| {
-            let input =
-                |m: usize| numbers[m].map(|n| n + held.iter().filter(|(h, _)| *h == m).map(|(_, q)| q).sum::<i128>());
-            input(index.inputs[d][0]).zip(input(index.inputs[d][1]))
-        };
-        let derived: Vec<(usize, InputPair, InputPair)> = (0..index.derived.len())
-            .map(|d| (d, pair(&before, &held_before, d), pair(&after, &held_after, d)))
-            .filter(|(_, b, a)| b != a)
-            .collect();
-
-        let scopes = index.scopes_of(&event.provider);
+        let scopes = rules.index().scopes_of(&event.provider);
         for s in scopes {
-            let t = &mut self.totals[*s];
-            t.reporting += u32::from(first);
-            match (was_stale, state.stale) {
-                (false, true) => t.stale += 1,
-                (true, false) => t.stale -= 1,
-                _ => {}
-            }
-            for (m, before, after) in &changed {
-                t.change_metric(rules, *m, *before, *after);
-            }
-            for (d, before, after) in &derived {
-                t.change_pair(*d, *before, *after);
-            }
+            moved.count_in(rules, &mut self.totals[*s]);
         }
         if !rollups {
             return Ok(Vec::new());
         }
-        // Rollups of those, of the derived metrics they feed (a provider's open beds with no occupied figure move
-        // no free-beds total, but how partial it is: its coverage against open beds), of every metric the event
-        // changed, and of every figure whose rating changed (its scope's rating may have moved with it), so an
-        // event's rollups cover every metric the event mentions.
-        let mut positions: Vec<Position> = changed
+        Ok(self.rollups_moved(event, scopes, &moved))
+    }
+
+    /// The rollups of `scopes` (the event's provider's) after the event that `moved` describes: of the metrics it
+    /// changed, of the derived metrics they feed (a provider's open beds with no occupied figure move no free-beds
+    /// total, but how partial it is: its coverage against open beds), of every metric the event changed, and of
+    /// every figure whose rating changed (its scope's rating may have moved with it), so an event's rollups cover
+    /// every metric the event mentions.
+    fn rollups_moved(&self, event: &Event, scopes: &[usize], moved: &Moved) -> Vec<ScopeRollup> {
+        let rules = &self.rules;
+        let index = rules.index();
+        let mut positions: Vec<Position> = moved
+            .metrics
             .iter()
             .map(|(m, ..)| Position::Metric(*m))
-            .chain(changed.iter().flat_map(|(m, ..)| index.feeds[*m].iter().map(|d| Position::Derived(*d))))
-            .chain(derived.iter().map(|(d, ..)| Position::Derived(*d)))
+            .chain(moved.metrics.iter().flat_map(|(m, ..)| index.feeds[*m].iter().map(|d| Position::Derived(*d))))
+            .chain(moved.derived.iter().map(|(d, ..)| Position::Derived(*d)))
             .chain(event.changes.iter().filter_map(|c| index.position_of(c.metric)))
             .chain(event.derived.figures.iter().filter_map(|f| index.position_of(f.metric)))
             .collect();
@@ -236,8 +212,8 @@ impl Picture {
         // CRITCON moves with a unit's declared level, and with its staleness or first report (a stale unit counts at
         // its last level and is named as such).
         let critcon = rules.critcon.is_some()
-            && (first
-                || was_stale != state.stale
+            && (moved.first
+                || moved.was_stale != moved.stale
                 || event.changes.iter().any(|c| c.metric.as_str() == crate::catalogue::CRITCON_METRIC));
         let mut out: Vec<ScopeRollup> =
             scopes.iter().map(|s| rollup_at(rules, &index.scopes[*s], &self.totals[*s], &positions, false)).collect();
@@ -246,7 +222,7 @@ impl Picture {
                 r.critcon = self.critcon(&r.scope);
             }
         }
-        Ok(out)
+        out
     }
 
     /// Every scope's mutual aid strain signals (see [`crate::rollup::Strain`]), by the scope's position in the
@@ -325,6 +301,91 @@ impl Picture {
 
 /// A provider's two inputs of a derived metric, in millionths, when it has both.
 type InputPair = Option<(i128, i128)>;
+
+/// Whether `event` can move the totals: a report only when it is live (a late one is history), an aid change
+/// only when it changes the provider's holds.
+fn moves_totals(event: &Event) -> bool {
+    match event.kind {
+        EventKind::Report => event.live,
+        EventKind::Aid => event.aid.as_ref().is_some_and(|a| a.holds.is_some()),
+        EventKind::Stale => true,
+    }
+}
+
+/// The provider's state that `event` comes next for (made on its first event), or `None` when the picture already
+/// reflects it; a [`Gap`] when events between are missing.
+fn next_in_line<'a>(
+    providers: &'a mut BTreeMap<String, Arc<ProviderLive>>,
+    event: &Event,
+) -> Result<Option<&'a mut Arc<ProviderLive>>, Gap> {
+    if !providers.contains_key(&event.provider) {
+        providers.insert(event.provider.clone(), Arc::new(ProviderLive::new(&event.provider)));
+    }
+    let entry = providers.get_mut(&event.provider).expect("inserted above");
+    if event.version <= entry.version {
+        return Ok(None);
+    }
+    if event.version != entry.version + 1 {
+        return Err(Gap {
+            cursor: event.cursor.clone(),
+            provider: event.provider.clone(),
+            have: entry.version,
+            got: event.version,
+        });
+    }
+    Ok(Some(entry))
+}
+
+/// What one event moved in its provider's part of the totals.
+struct Moved {
+    /// The provider's first event: it starts counting as reporting.
+    first: bool,
+    was_stale: bool,
+    stale: bool,
+    /// Metric positions whose counted number changed, with the number before and after.
+    metrics: Vec<(usize, Option<i128>, Option<i128>)>,
+    /// Derived positions whose input pair changed, with the pair before and after.
+    derived: Vec<(usize, InputPair, InputPair)>,
+}
+
+impl Moved {
+    /// Moves one of the provider's scopes' totals by what the event moved.
+    fn count_in(&self, rules: &Rules, totals: &mut Totals) {
+        totals.reporting += u32::from(self.first);
+        match (self.was_stale, self.stale) {
+            (false, true) => totals.stale += 1,
+            (true, false) => totals.stale -= 1,
+            _ => {}
+        }
+        for (m, before, after) in &self.metrics {
+            totals.change_metric(rules, *m, *before, *after);
+        }
+        for (d, before, after) in &self.derived {
+            totals.change_pair(*d, *before, *after);
+        }
+    }
+}
+
+/// The metric positions whose counted number differs between `before` and `after`.
+fn changed_metrics(before: &[Option<i128>], after: &[Option<i128>]) -> Vec<(usize, Option<i128>, Option<i128>)> {
+    (0..before.len()).filter(|m| before[*m] != after[*m]).map(|m| (m, before[m], after[m])).collect()
+}
+
+/// The derived positions whose input pair (each input with the provider's held capacity added) differs between
+/// `before` and `after`, each given as counted numbers and held quantities.
+fn changed_pairs(
+    rules: &Rules,
+    before: (&[Option<i128>], &[(usize, i128)]),
+    after: (&[Option<i128>], &[(usize, i128)]),
+) -> Vec<(usize, InputPair, InputPair)> {
+    let index = rules.index();
+    let pair = |(numbers, held): (&[Option<i128>], &[(usize, i128)]), d: usize| {
+        let input =
+            |m: usize| numbers[m].map(|n| n + held.iter().filter(|(h, _)| *h == m).map(|(_, q)| q).sum::<i128>());
+        input(index.inputs[d][0]).zip(input(index.inputs[d][1]))
+    };
+    (0..index.derived.len()).map(|d| (d, pair(before, d), pair(after, d))).filter(|(_, b, a)| b != a).collect()
+}
 
 /// What a provider counts for in its scopes' totals, by metric position: nothing while it is stale or before it
 /// has reported, and of its readings only those recent enough ([`derive::oldest_counted`]). A scope's totals are

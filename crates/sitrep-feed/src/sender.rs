@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use sitrep_client::credentials::AuthedChannel;
 use sitrep_client::diagnose::{Diagnose, Failure};
-use sitrep_core::Timestamp;
 use sitrep_core::backoff::Backoff;
 use sitrep_core::input::{Mapping, json};
+use sitrep_core::{Report, Timestamp};
 use sitrep_proto::convert;
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::provider_service_client::ProviderServiceClient;
@@ -54,6 +54,9 @@ enum SendFailure {
 }
 
 type Stream = (mpsc::Sender<pb::StatusReport>, tonic::Streaming<pb::ReportAck>);
+
+/// The aggregator's answer to one report: its acknowledgement, the end of the stream, or a failed call.
+type Answer = Result<Option<pb::ReportAck>, tonic::Status>;
 
 pub(crate) struct Sender {
     agent: Arc<Agent>,
@@ -96,47 +99,22 @@ impl Sender {
                 }
             };
             let failure = match self.send_entry(queued, cancel).await {
-                Ok(last) => {
-                    let (agent, number) = (self.agent.clone(), queued.number);
-                    match tokio::task::spawn_blocking(move || agent.spool.ack(number, last)).await {
-                        Ok(Ok(())) => {
-                            current = None;
-                            backoff.reset();
-                            closed = 0;
-                            continue;
-                        }
-                        Ok(Err(e)) => SendFailure::Other(e.to_string()),
-                        Err(e) => SendFailure::Other(e.to_string()),
+                Ok(last) => match self.acknowledge(queued.number, last).await {
+                    Ok(()) => {
+                        current = None;
+                        backoff.reset();
+                        closed = 0;
+                        continue;
                     }
-                }
+                    Err(failure) => failure,
+                },
                 Err(failure) => failure,
             };
             self.stream = None;
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            let server = &self.upstream.server;
-            let why = match &failure {
-                // The credential is missing, revoked or expired: what to renew, and nothing lost meanwhile.
-                SendFailure::Call(status) if status.code() == tonic::Code::Unauthenticated => format!(
-                    "{server} does not accept this agent's credential ({}); renew its key or token \
-                     (--key-file or SITREP_KEY) and restart the agent; the spool is kept",
-                    status.message()
-                ),
-                SendFailure::Call(status) => {
-                    let diagnosis = self.upstream.diagnose.diagnose(status);
-                    closed = if diagnosis.failure == Failure::Closed { closed + 1 } else { 0 };
-                    if !self.answered && (diagnosis.failure == Failure::Configuration || closed >= 3) {
-                        return Err(Error::Configuration(format!(
-                            "{}; not retrying ({} report(s) stay in the spool for when --server is right)",
-                            diagnosis.message,
-                            self.agent.spool.waiting()
-                        )));
-                    }
-                    diagnosis.message
-                }
-                SendFailure::Other(why) => format!("sending to {server} failed: {why}"),
-            };
+            let why = self.explain(&failure, &mut closed)?;
             let delay = backoff.next_delay().max(Duration::from_millis(200));
             tracing::warn!(
                 "{why}; {} report(s) queued in the spool; retrying in {:.1} s",
@@ -148,6 +126,43 @@ impl Sender {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Takes a sent entry out of the spool (on a blocking thread), noting its last acknowledgement.
+    async fn acknowledge(&self, number: u64, last: Option<LastAck>) -> Result<(), SendFailure> {
+        let agent = self.agent.clone();
+        match tokio::task::spawn_blocking(move || agent.spool.ack(number, last)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SendFailure::Other(e.to_string())),
+            Err(e) => Err(SendFailure::Other(e.to_string())),
+        }
+    }
+
+    /// What a failed send means, in a sentence for the log before the retry; a configuration error (see "Retries")
+    /// when retrying cannot help. `closed` counts the connections closed unanswered in a row.
+    fn explain(&self, failure: &SendFailure, closed: &mut u32) -> Result<String, Error> {
+        let server = &self.upstream.server;
+        Ok(match failure {
+            // The credential is missing, revoked or expired: what to renew, and nothing lost meanwhile.
+            SendFailure::Call(status) if status.code() == tonic::Code::Unauthenticated => format!(
+                "{server} does not accept this agent's credential ({}); renew its key or token \
+                 (--key-file or SITREP_KEY) and restart the agent; the spool is kept",
+                status.message()
+            ),
+            SendFailure::Call(status) => {
+                let diagnosis = self.upstream.diagnose.diagnose(status);
+                *closed = if diagnosis.failure == Failure::Closed { *closed + 1 } else { 0 };
+                if !self.answered && (diagnosis.failure == Failure::Configuration || *closed >= 3) {
+                    return Err(Error::Configuration(format!(
+                        "{}; not retrying ({} report(s) stay in the spool for when --server is right)",
+                        diagnosis.message,
+                        self.agent.spool.waiting()
+                    )));
+                }
+                diagnosis.message
+            }
+            SendFailure::Other(why) => format!("sending to {server} failed: {why}"),
+        })
     }
 
     /// Opens a stream to the aggregator.
@@ -171,54 +186,22 @@ impl Sender {
         cancel: &CancellationToken,
     ) -> Result<Option<LastAck>, SendFailure> {
         let entry = &queued.entry;
-        let wait = self.upstream.answer_timeout;
         let mut last = None;
         for text in &entry.reports {
             if cancel.is_cancelled() {
                 return Err(SendFailure::Other("stopping".into()));
             }
-            let report = match json::parse("spool", text, &Mapping::default(), Timestamp::now()) {
-                Ok(mut r) if r.len() == 1 => r.remove(0),
+            let report = match parse_spooled(text) {
+                Ok(report) => report,
                 // A damaged entry must not hold up everything behind it: set it aside and carry on.
-                other => {
-                    let why = match other {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "not one report".into(),
-                    };
+                Err(why) => {
                     let (source, text_owned, reason) = (entry.source.clone(), text.clone(), format!("{why}\n"));
                     self.set_aside(move |agent| agent.rejected.damaged(&source, &text_owned, &reason)).await?;
                     tracing::warn!("rejected a damaged spool entry from {}: {why}", entry.source);
                     continue;
                 }
             };
-            // A trace per report when tracing is on; the report carries its context (a stream carries many).
-            let period = report.period.map(|p| p.to_string()).unwrap_or_default();
-            let span =
-                telemetry::send_span(&report.provider, report.site.as_deref(), &period, report.revision, &entry.source);
-            if self.stream.is_none() {
-                self.stream = Some(self.open().instrument(span.clone()).await?);
-            }
-            let (tx, acks) = self.stream.as_mut().expect("opened above");
-            let mut wire = convert::report_to_wire(&report);
-            if let Some(trace) = telemetry::context_of(&span) {
-                (wire.traceparent, wire.tracestate) = (trace.traceparent, trace.tracestate);
-            }
-            tx.send(wire).instrument(span.clone()).await.map_err(|_| {
-                telemetry::record_outcome(&span, "failed");
-                SendFailure::Other("the stream closed".to_owned())
-            })?;
-            let answer = tokio::time::timeout(wait, acks.message().instrument(span.clone()))
-                .await
-                .unwrap_or_else(|_| Err(self.upstream.diagnose.no_answer(wait)));
-            telemetry::record_outcome(
-                &span,
-                &match &answer {
-                    Ok(Some(ack)) => ack.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(),
-                    _ => "failed".to_owned(),
-                },
-            );
-            drop(span);
-            let ack = match answer {
+            let ack = match self.send_report(&report, &entry.source).await? {
                 Ok(Some(ack)) => ack,
                 Ok(None) => return Err(SendFailure::Other("the aggregator ended the stream".into())),
                 // This agent's credential may not report for that provider: sending it again will not help.
@@ -234,45 +217,85 @@ impl Sender {
                 Err(status) => return Err(SendFailure::Call(status)),
             };
             self.answered = true;
-            let period = ack.period.as_ref().map(convert::timestamp_from_wire).unwrap_or_default();
-            if ack.provider != report.provider || ack.revision != report.revision {
-                return Err(SendFailure::Other(format!(
-                    "the acknowledgement is for {} r{}, not the {} r{} just sent",
-                    ack.provider, ack.revision, report.provider, report.revision
-                )));
-            }
-            match ack.outcome() {
-                // A conflict will not go away by sending it again: set it aside with its reason, as a rejection.
-                Outcome::Rejected | Outcome::Conflict => {
-                    let why: String = ack
-                        .violations
-                        .iter()
-                        .map(|v| format!("{} ({}): {}\n", v.field, v.rule, v.description))
-                        .collect();
-                    self.refuse(&entry.source, &ack.provider, period, ack.revision, text, why).await?;
-                }
-                Outcome::Unspecified => return Err(SendFailure::Other("an acknowledgement with no outcome".into())),
-                outcome => {
-                    let word = if outcome == Outcome::Duplicate { "duplicate" } else { "accepted" };
-                    tracing::info!(
-                        "{word} {} {period} r{} from {}: {}",
-                        ack.provider,
-                        ack.revision,
-                        entry.source,
-                        ack.message
-                    );
-                    last = Some(LastAck {
-                        at: Timestamp::now(),
-                        outcome: word.into(),
-                        provider: ack.provider,
-                        period: period.to_string(),
-                        revision: ack.revision,
-                        cursor: ack.cursor,
-                    });
-                }
+            if let Some(acked) = self.settle(ack, &report, &entry.source, text).await? {
+                last = Some(acked);
             }
         }
         Ok(last)
+    }
+
+    /// Sends one report on the open stream (opening one if there is none) and waits for its answer, under a span
+    /// that records the outcome. The outer error is a failure to send; the inner result is the aggregator's answer
+    /// (or the diagnosed lack of one), for the caller to judge.
+    async fn send_report(&mut self, report: &Report, source: &str) -> Result<Answer, SendFailure> {
+        let wait = self.upstream.answer_timeout;
+        // A trace per report when tracing is on; the report carries its context (a stream carries many).
+        let period = report.period.map(|p| p.to_string()).unwrap_or_default();
+        let span = telemetry::send_span(&report.provider, report.site.as_deref(), &period, report.revision, source);
+        if self.stream.is_none() {
+            self.stream = Some(self.open().instrument(span.clone()).await?);
+        }
+        let (tx, acks) = self.stream.as_mut().expect("opened above");
+        let mut wire = convert::report_to_wire(report);
+        if let Some(trace) = telemetry::context_of(&span) {
+            (wire.traceparent, wire.tracestate) = (trace.traceparent, trace.tracestate);
+        }
+        tx.send(wire).instrument(span.clone()).await.map_err(|_| {
+            telemetry::record_outcome(&span, "failed");
+            SendFailure::Other("the stream closed".to_owned())
+        })?;
+        let answer = tokio::time::timeout(wait, acks.message().instrument(span.clone()))
+            .await
+            .unwrap_or_else(|_| Err(self.upstream.diagnose.no_answer(wait)));
+        telemetry::record_outcome(
+            &span,
+            &match &answer {
+                Ok(Some(ack)) => ack.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(),
+                _ => "failed".to_owned(),
+            },
+        );
+        Ok(answer)
+    }
+
+    /// Acts on the aggregator's acknowledgement of `report`: an acceptance or a duplicate is returned (the entry's
+    /// latest), a rejection or a conflict is set aside with its reasons (`None`); an acknowledgement for another
+    /// report, or without an outcome, fails the send.
+    async fn settle(
+        &self,
+        ack: pb::ReportAck,
+        report: &Report,
+        source: &str,
+        text: &str,
+    ) -> Result<Option<LastAck>, SendFailure> {
+        let period = ack.period.as_ref().map(convert::timestamp_from_wire).unwrap_or_default();
+        if ack.provider != report.provider || ack.revision != report.revision {
+            return Err(SendFailure::Other(format!(
+                "the acknowledgement is for {} r{}, not the {} r{} just sent",
+                ack.provider, ack.revision, report.provider, report.revision
+            )));
+        }
+        match ack.outcome() {
+            // A conflict will not go away by sending it again: set it aside with its reason, as a rejection.
+            Outcome::Rejected | Outcome::Conflict => {
+                let why: String =
+                    ack.violations.iter().map(|v| format!("{} ({}): {}\n", v.field, v.rule, v.description)).collect();
+                self.refuse(source, &ack.provider, period, ack.revision, text, why).await?;
+                Ok(None)
+            }
+            Outcome::Unspecified => Err(SendFailure::Other("an acknowledgement with no outcome".into())),
+            outcome => {
+                let word = if outcome == Outcome::Duplicate { "duplicate" } else { "accepted" };
+                tracing::info!("{word} {} {period} r{} from {source}: {}", ack.provider, ack.revision, ack.message);
+                Ok(Some(LastAck {
+                    at: Timestamp::now(),
+                    outcome: word.into(),
+                    provider: ack.provider,
+                    period: period.to_string(),
+                    revision: ack.revision,
+                    cursor: ack.cursor,
+                }))
+            }
+        }
     }
 
     /// Sets aside a report the aggregator refused (rejected, a conflict, or outside this agent's grant), and says
@@ -313,6 +336,15 @@ impl Sender {
             tracing::error!(path = %dir, error = %e, "cannot set a refused report aside; keeping it in the spool");
             SendFailure::Other(format!("cannot write a refused report into {dir}: {e}"))
         })
+    }
+}
+
+/// The one report a spooled text holds, or why it is damaged (it does not parse, or holds other than one report).
+fn parse_spooled(text: &str) -> Result<Report, String> {
+    match json::parse("spool", text, &Mapping::default(), Timestamp::now()) {
+        Ok(mut reports) if reports.len() == 1 => Ok(reports.remove(0)),
+        Ok(_) => Err("not one report".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -410,76 +410,24 @@ impl Hub {
     /// trimmed past it, or behind it) drops the picture, resets every subscriber, and loads afresh.
     pub async fn run(self, store: Arc<dyn Store>, cancel: CancellationToken) {
         let mut backoff = Backoff::default();
-        let mut position: Option<Cursor> = None;
-        let mut why_lost = Resync::Resync;
+        let mut tail = Tail { position: None, why_lost: Resync::Resync, resets_in_a_row: 0 };
         // A log that keeps resetting the Hub (something is wrong with it) must not become a storm of resets for
         // every subscriber: after the first, each further reset in a row waits a backoff step first.
-        let mut resets_in_a_row = 0u32;
         let mut reset_backoff = Backoff::default();
         loop {
-            if position.is_none() && resets_in_a_row > 1 {
+            if tail.position.is_none() && tail.resets_in_a_row > 1 {
                 let delay = reset_backoff.next_delay();
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
                 }
-            } else if resets_in_a_row == 0 {
+            } else if tail.resets_in_a_row == 0 {
                 reset_backoff.reset();
             }
-            let result = match position.clone() {
-                None => {
-                    let loaded = tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        r = async {
-                            let loaded = self.load(store.as_ref()).await;
-                            if let Ok(Ok(picture)) = &loaded {
-                                self.warm_up(picture).await;
-                            }
-                            loaded
-                        } => r,
-                    };
-                    loaded.map(|l| match l {
-                        Ok(picture) => {
-                            position = Some(picture.cursor().clone());
-                            self.install(Some(picture), why_lost);
-                        }
-                        Err(reason) => {
-                            tracing::warn!(?reason, "the event log moved on while loading; loading again");
-                            resets_in_a_row += 1;
-                        }
-                    })
-                }
-                Some(after) => {
-                    let read = tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        r = store.read(&after, TAIL_BATCH, Duration::from_secs(5)) => r,
-                    };
-                    read.map(|r| match r {
-                        Read::Events(events) => {
-                            // Fewer than asked for: the Hub has read everything the log holds.
-                            self.follow.read(events.len() < TAIL_BATCH, std::time::Instant::now());
-                            let Some(last) = events.last().map(|e| e.cursor.clone()) else { return };
-                            resets_in_a_row = 0;
-                            match self.fold_and_fan_out(events) {
-                                Ok(()) => position = Some(last),
-                                Err(gap) => {
-                                    tracing::warn!(%gap, "the picture cannot fold the log; loading it afresh");
-                                    position = None;
-                                    why_lost = Resync::Resync;
-                                    self.install(None, why_lost);
-                                    resets_in_a_row += 1;
-                                }
-                            }
-                        }
-                        Read::Reset(reason) => {
-                            tracing::warn!(?reason, cursor = %after, "event log cannot continue from the hub's position; resetting subscribers");
-                            position = None;
-                            why_lost = Resync::from(reason);
-                            self.install(None, why_lost);
-                            resets_in_a_row += 1;
-                        }
-                    })
-                }
+            // Each step's work after its store call is synchronous: cancelling can stop it only while it waits.
+            let result = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = self.step(store.as_ref(), &mut tail) => r,
             };
             match result {
                 Ok(()) => {
@@ -502,6 +450,80 @@ impl Hub {
         self.shared.lock().slots.clear();
         tracing::debug!("hub stopped");
     }
+
+    /// One step of [`Hub::run`]: loads and installs a picture when there is none, or else folds and fans out the
+    /// next batch of the log. A store error is returned for `run` to retry; a log that cannot go on resets.
+    async fn step(&self, store: &dyn Store, tail: &mut Tail) -> Result<(), sitrep_store::StoreError> {
+        match tail.position.clone() {
+            None => self.load_and_install(store, tail).await,
+            Some(after) => self.read_and_fold(store, &after, tail).await,
+        }
+    }
+
+    /// Loads the picture, warms its snapshots up and installs it, telling its subscribers why the last was lost;
+    /// a log that moved on while loading counts as a reset in a row.
+    async fn load_and_install(&self, store: &dyn Store, tail: &mut Tail) -> Result<(), sitrep_store::StoreError> {
+        match self.load(store).await? {
+            Ok(picture) => {
+                self.warm_up(&picture).await;
+                tail.position = Some(picture.cursor().clone());
+                self.install(Some(picture), tail.why_lost);
+            }
+            Err(reason) => {
+                tracing::warn!(?reason, "the event log moved on while loading; loading again");
+                tail.resets_in_a_row += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the log's next batch after `after` (waiting a while for one) and folds and fans it out; a batch the
+    /// picture cannot fold, or a log that cannot continue from `after`, drops the picture.
+    async fn read_and_fold(
+        &self,
+        store: &dyn Store,
+        after: &Cursor,
+        tail: &mut Tail,
+    ) -> Result<(), sitrep_store::StoreError> {
+        match store.read(after, TAIL_BATCH, Duration::from_secs(5)).await? {
+            Read::Events(events) => {
+                // Fewer than asked for: the Hub has read everything the log holds.
+                self.follow.read(events.len() < TAIL_BATCH, std::time::Instant::now());
+                let Some(last) = events.last().map(|e| e.cursor.clone()) else { return Ok(()) };
+                tail.resets_in_a_row = 0;
+                match self.fold_and_fan_out(events) {
+                    Ok(()) => tail.position = Some(last),
+                    Err(gap) => {
+                        tracing::warn!(%gap, "the picture cannot fold the log; loading it afresh");
+                        self.lose_picture(tail, Resync::Resync);
+                    }
+                }
+            }
+            Read::Reset(reason) => {
+                tracing::warn!(?reason, cursor = %after, "event log cannot continue from the hub's position; resetting subscribers");
+                self.lose_picture(tail, Resync::from(reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the picture and resets every subscriber with `why`, to load afresh.
+    fn lose_picture(&self, tail: &mut Tail, why: Resync) {
+        tail.position = None;
+        tail.why_lost = why;
+        self.install(None, why);
+        tail.resets_in_a_row += 1;
+    }
+}
+
+/// Where [`Hub::run`] stands in the log between steps.
+struct Tail {
+    /// The cursor of the picture installed, or `None` while one is to be loaded.
+    position: Option<Cursor>,
+    /// Why the last picture was dropped: what the next one's subscribers are told.
+    why_lost: Resync,
+    /// Resets of the picture in a row, with no batch of the log folded between (see [`Hub::run`]).
+    resets_in_a_row: u32,
 }
 
 /// A Hub a test steps through the log by hand, rather than [`Hub::run`] tailing it, so the test decides how far

@@ -50,7 +50,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use sitrep_core::{Cursor, Event, Timestamp, ValidReport, Violation};
 use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_store::{Applied, HistoryRecord, Loaded, Read, Store, StoreError};
@@ -191,78 +191,91 @@ where
     values.map(|v| family.get_or_create(&[(name, v)]).clone())
 }
 
+/// Registers `metric` and returns it, to count into (a metric's clones share its value).
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// Registers a family of one label, with a metric made for each of its values (`label`: its name and values), and
+/// returns those metrics in the values' order.
+fn by_label<M, const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    (label, values): (&'static str, [&'static str; N]),
+) -> [M; N]
+where
+    M: Metric + Clone + Default,
+    Family<Label, M>: Metric,
+{
+    let family = Family::<Label, M>::default();
+    let metrics = labelled(&family, label, values);
+    registry.register(name, help, family);
+    metrics
+}
+
+/// As [`by_label`], for histograms (with the latency buckets).
+fn histograms_by<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    (label, values): (&'static str, [&'static str; N]),
+) -> [Histogram; N] {
+    let family = Family::<Label, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+    let metrics = labelled(&family, label, values);
+    registry.register(name, help, family);
+    metrics
+}
+
 impl Metrics {
-    /// Every metric, registered, with `revision` the git revision the binary was built from.
+    /// Every metric, registered (in the order `/metrics` lists them), with `revision` the git revision the binary
+    /// was built from.
     pub fn new(version: &'static str, revision: &'static str) -> Self {
         let mut registry = Registry::default();
+        let r = &mut registry;
         let build = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         build.get_or_create(&[("version", version), ("revision", revision)]).set(1);
-        registry.register("sitrep_build_info", "The aggregator's version and git revision (value 1)", build);
+        r.register("sitrep_build_info", "The aggregator's version and git revision (value 1)", build);
 
-        let reports = Family::<Label, Counter>::default();
-        let outcomes = labelled(&reports, "outcome", OUTCOMES);
-        registry.register("sitrep_reports", "Reports received, by outcome", reports);
+        let outcomes = by_label(r, "sitrep_reports", "Reports received, by outcome", ("outcome", OUTCOMES));
         let rejections = Family::<Label, Counter>::default();
-        registry.register(
+        let rejections = registered(
+            r,
             "sitrep_report_rejections",
             "Rejected reports, by each distinct validation rule they violated",
-            rejections.clone(),
+            rejections,
         );
-        let ack = histogram();
-        registry.register("sitrep_ack_duration_seconds", "From a report's receipt to its ack", ack.clone());
+        let ack = registered(r, "sitrep_ack_duration_seconds", "From a report's receipt to its ack", histogram());
 
-        let durations = Family::<Label, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
-        let store_duration = labelled(&durations, "operation", Op::ALL.map(Op::label));
-        registry.register("sitrep_store_duration_seconds", "Store calls' durations, by operation", durations);
-        let errors = Family::<Label, Counter>::default();
-        let store_errors = labelled(&errors, "operation", Op::ALL.map(Op::label));
-        registry.register("sitrep_store_errors", "Store calls that failed, by operation", errors);
-        let store_up = Gauge::default();
-        registry.register(
-            "sitrep_store_up",
-            "1 while the store can be read and takes reports, else 0",
-            store_up.clone(),
-        );
+        let ops = ("operation", Op::ALL.map(Op::label));
+        let store_duration =
+            histograms_by(r, "sitrep_store_duration_seconds", "Store calls' durations, by operation", ops);
+        let store_errors = by_label(r, "sitrep_store_errors", "Store calls that failed, by operation", ops);
+        let store_up = "1 while the store can be read and takes reports, else 0";
+        let store_up = registered(r, "sitrep_store_up", store_up, Gauge::default());
 
-        let delivery_family = Family::<Label, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
-        let delivery = labelled(&delivery_family, "transport", Transport::ALL.map(Transport::label));
-        registry.register(
+        let transports = ("transport", Transport::ALL.map(Transport::label));
+        let delivery = histograms_by(
+            r,
             "sitrep_delivery_latency_seconds",
             "From a report's receipt to its event being handed to a subscriber's transport",
-            delivery_family,
+            transports,
         );
-        let subscribers_family = Family::<Label, Gauge>::default();
-        let subscribers = labelled(&subscribers_family, "transport", Transport::ALL.map(Transport::label));
-        registry.register("sitrep_subscribers", "Open subscriptions, by transport", subscribers_family);
-        let queue_depth_max = Gauge::default();
-        registry.register(
-            "sitrep_subscriber_queue_depth_max",
-            "Events waiting in the deepest subscriber queue",
-            queue_depth_max.clone(),
-        );
-        let resets_family = Family::<Label, Counter>::default();
-        let resets = labelled(&resets_family, "reason", Resync::ALL.map(Resync::as_str));
-        registry.register("sitrep_subscriber_resets", "Resets sent to subscribers, by reason", resets_family);
+        let subscribers = by_label(r, "sitrep_subscribers", "Open subscriptions, by transport", transports);
+        let deepest = "Events waiting in the deepest subscriber queue";
+        let queue_depth_max = registered(r, "sitrep_subscriber_queue_depth_max", deepest, Gauge::default());
+        let reasons = ("reason", Resync::ALL.map(Resync::as_str));
+        let resets = by_label(r, "sitrep_subscriber_resets", "Resets sent to subscribers, by reason", reasons);
 
-        let providers_stale = Gauge::default();
-        registry.register("sitrep_providers_stale", "Providers stale now", providers_stale.clone());
-        let providers_not_reporting = Gauge::default();
-        registry.register(
-            "sitrep_providers_not_reporting",
-            "Providers of the directory that have never reported",
-            providers_not_reporting.clone(),
-        );
-        let event_log_events = Gauge::default();
-        registry.register("sitrep_event_log_events", "Events the store's log holds", event_log_events.clone());
-        let log_follow_lag = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "sitrep_log_follow_lag_seconds",
-            "Time since this replica's Hub last had read everything the log held (0 while it waits at the head)",
-            log_follow_lag.clone(),
-        );
-        let refusals_family = Family::<Label, Counter>::default();
-        let refusals = labelled(&refusals_family, "reason", crate::audit::KINDS);
-        registry.register("sitrep_refusals", "Refused requests, by reason", refusals_family);
+        let providers_stale = registered(r, "sitrep_providers_stale", "Providers stale now", Gauge::default());
+        let never = "Providers of the directory that have never reported";
+        let providers_not_reporting = registered(r, "sitrep_providers_not_reporting", never, Gauge::default());
+        let event_log_events =
+            registered(r, "sitrep_event_log_events", "Events the store's log holds", Gauge::default());
+        let lag = "Time since this replica's Hub last had read everything the log held (0 while it waits at the head)";
+        let log_follow_lag = registered(r, "sitrep_log_follow_lag_seconds", lag, Gauge::<f64, AtomicU64>::default());
+        let refusals = by_label(r, "sitrep_refusals", "Refused requests, by reason", ("reason", crate::audit::KINDS));
 
         Metrics {
             registry,

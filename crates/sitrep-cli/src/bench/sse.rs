@@ -80,15 +80,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("sitrep-bench-sse-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let _cleanup = scopeguard(tmp.clone());
-    let directory_path = tmp.join("directory.toml");
-    std::fs::write(&directory_path, directory_text(args.providers))?;
-    let config_path = tmp.join("sitrep.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "directory = {directory_path:?}\n[limits]\nreports_per_provider_per_minute = 0\nmax_connections = 1000000\n"
-        ),
-    )?;
+    let config_path = write_config(&tmp, args.providers)?;
     let server = Aggregator::start(&aggregator_binary(&args)?, None, &config_path).await?;
     let pid = server.pid()?;
     let addr = server.addr.clone();
@@ -99,41 +91,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: opening {s} SSE subscribers");
     let start = Instant::now();
     let until = Arc::new(std::sync::OnceLock::new());
-    let (ready_tx, mut ready_rx) = mpsc::channel(s);
-    let mut tasks = Vec::new();
-    for _ in 0..s {
-        let (addr, ready, until) = (addr.clone(), ready_tx.clone(), until.clone());
-        tasks.push(tokio::spawn(subscriber(addr, start, ready, until)));
-    }
-    drop(ready_tx);
-    for _ in 0..s {
-        ready_rx.recv().await.context("a subscriber never got its snapshot")?;
-    }
+    let tasks = open_subscribers(&addr, s, start, &until).await?;
     let opened = start.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss(pid);
 
-    // One provider stream, 10 reports a second.
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
-    let (tx, rx) = mpsc::channel(4);
-    let mut acks = ProviderServiceClient::new(channel).report(ReceiverStream::new(rx)).await?.into_inner();
-    let code = "B0000".to_owned();
-    let mut sim = SimProvider::new(&code, ProviderKind::Acute, 1);
-    let window = Duration::from_secs(args.seconds);
-    let sending = Instant::now();
-    let cpu_before = process_usage(pid);
-    let mut sent = 0u32;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while sending.elapsed() < window {
-        tick.tick().await;
-        sent += 1;
-        let narrative = start.elapsed().as_micros().to_string();
-        tx.send(report_to_wire(&next_report(&code, &mut sim, sent, narrative))).await?;
-        acks.message().await?.context("no ack")?;
-    }
-    let cpu = process_usage(pid)
-        .zip(cpu_before)
-        .map(|((after, _), (before, _))| (after - before) / sending.elapsed().as_secs_f64());
+    let sent = send_reports(&addr, start, Duration::from_secs(args.seconds), pid).await?;
     let _ = until.set(Instant::now() + Duration::from_secs(3));
     let mut delivery = Samples::default();
     let mut finished = 0;
@@ -155,13 +118,83 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (i.saturating_sub(b)) as f64 / 1024.0 / s as f64
         );
     }
-    println!("  sent                     {sent} reports at 10/s; {deliveries} deliveries to {finished} subscribers");
+    println!(
+        "  sent                     {} reports at 10/s; {deliveries} deliveries to {finished} subscribers",
+        sent.reports
+    );
     println!("  send -> subscriber       {}", delivery.summary());
-    if let Some(cores) = cpu {
+    if let Some(cores) = sent.cores {
         println!(
             "  aggregator CPU           {cores:.2} cores while sending (the rest of the machine runs the subscribers)"
         );
     }
     drop(server);
     Ok(())
+}
+
+/// Writes the bench's directory of `providers` and an aggregator configuration using it into `tmp`, without rate
+/// or connection limits; returns the configuration's path.
+fn write_config(tmp: &std::path::Path, providers: usize) -> anyhow::Result<std::path::PathBuf> {
+    let directory_path = tmp.join("directory.toml");
+    std::fs::write(&directory_path, directory_text(providers))?;
+    let config_path = tmp.join("sitrep.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "directory = {directory_path:?}\n[limits]\nreports_per_provider_per_minute = 0\nmax_connections = 1000000\n"
+        ),
+    )?;
+    Ok(config_path)
+}
+
+/// Opens `s` SSE subscribers to `addr` and waits until each has its snapshot; each runs until `until` is set
+/// (and passed), returning its delivery latencies.
+async fn open_subscribers(
+    addr: &str,
+    s: usize,
+    start: Instant,
+    until: &Arc<std::sync::OnceLock<Instant>>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<Samples>>>> {
+    let (ready_tx, mut ready_rx) = mpsc::channel(s);
+    let mut tasks = Vec::new();
+    for _ in 0..s {
+        let (addr, ready, until) = (addr.to_owned(), ready_tx.clone(), until.clone());
+        tasks.push(tokio::spawn(subscriber(addr, start, ready, until)));
+    }
+    drop(ready_tx);
+    for _ in 0..s {
+        ready_rx.recv().await.context("a subscriber never got its snapshot")?;
+    }
+    Ok(tasks)
+}
+
+/// What one provider stream sent, and the aggregator's CPU (in cores) meanwhile, if it could be read.
+struct Sent {
+    reports: u32,
+    cores: Option<f64>,
+}
+
+/// One provider stream to `addr`, 10 reports a second for `window`, each report's narrative its send time in
+/// microseconds since `start` (the subscribers read it), each acknowledged before the next.
+async fn send_reports(addr: &str, start: Instant, window: Duration, pid: u32) -> anyhow::Result<Sent> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    let (tx, rx) = mpsc::channel(4);
+    let mut acks = ProviderServiceClient::new(channel).report(ReceiverStream::new(rx)).await?.into_inner();
+    let code = "B0000".to_owned();
+    let mut sim = SimProvider::new(&code, ProviderKind::Acute, 1);
+    let sending = Instant::now();
+    let cpu_before = process_usage(pid);
+    let mut sent = 0u32;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while sending.elapsed() < window {
+        tick.tick().await;
+        sent += 1;
+        let narrative = start.elapsed().as_micros().to_string();
+        tx.send(report_to_wire(&next_report(&code, &mut sim, sent, narrative))).await?;
+        acks.message().await?.context("no ack")?;
+    }
+    let cores = process_usage(pid)
+        .zip(cpu_before)
+        .map(|((after, _), (before, _))| (after - before) / sending.elapsed().as_secs_f64());
+    Ok(Sent { reports: sent, cores })
 }

@@ -178,15 +178,7 @@ pub fn snapshot(
 /// `metrics` names every metric the event mentions once, in code order; `changes` and `figures` refer to it by
 /// index, and each rollup's `value`, `n` and `rag` are arrays aligned with it.
 pub fn event(e: &Event) -> Json {
-    let mut metrics: Vec<&str> = e
-        .changes
-        .iter()
-        .map(|c| c.metric.as_str())
-        .chain(e.derived.figures.iter().map(|f| f.metric.as_str()))
-        .chain(e.rollups.iter().flat_map(|r| r.metrics.iter().map(|m| m.metric.as_str())))
-        .collect();
-    metrics.sort_unstable();
-    metrics.dedup();
+    let metrics = event_metrics(e);
     let at = |code: &str| metrics.binary_search(&code).unwrap_or_default();
     let changes: Vec<Json> = e
         .changes
@@ -195,46 +187,7 @@ pub fn event(e: &Event) -> Json {
         .collect();
     let figures: Vec<Json> =
         e.derived.figures.iter().map(|f| json!([at(&f.metric), f.value.map(number), f.rag])).collect();
-    let rollups: Vec<Json> = e
-        .rollups
-        .iter()
-        .map(|r| {
-            // Aligned with `metrics`; a metric the rollup does not have (never, unless filtered apart) is null.
-            let mut values = Vec::with_capacity(metrics.len());
-            let mut n = Vec::with_capacity(metrics.len());
-            let mut inputs = Vec::with_capacity(metrics.len());
-            let mut rag = Vec::with_capacity(metrics.len());
-            for code in &metrics {
-                let v = r.metrics.iter().find(|m| m.metric == *code);
-                values.push(json!(v.and_then(|v| v.value).map(number)));
-                n.push(json!(v.map_or(0, |v| v.n)));
-                rag.push(json!(v.and_then(|v| v.rag)));
-                inputs.push(json!(v.and_then(|v| v.inputs).map(|[a, b]| [number(a), number(b)])));
-            }
-            let mut out = json!({
-                "scope": { "level": r.scope.level.as_str(), "code": r.scope.code },
-                "providers": r.providers,
-                "reporting": r.reporting,
-                "stale": r.stale,
-                "value": values,
-                "n": n,
-                "rag": rag,
-            });
-            // Derived figures' summed inputs, only when the event has a derived figure.
-            if inputs.iter().any(|i| !i.is_null()) {
-                out["inputs"] = Json::Array(inputs);
-            }
-            // Whether the rule is the shipped example is in the snapshot's rollups: events are encoded once for all.
-            if let Some(c) = &r.critcon {
-                out["critcon"] = json!({
-                    "level": c.level,
-                    "rule": c.fired.as_ref().map(|f| &*f.rule),
-                    "explanation": c.explain(),
-                });
-            }
-            out
-        })
-        .collect();
+    let rollups: Vec<Json> = e.rollups.iter().map(|r| event_rollup(r, &metrics)).collect();
     let mut out = json!({
         "cursor": e.cursor.to_string(),
         "kind": match e.kind { EventKind::Report => "report", EventKind::Stale => "stale", EventKind::Aid => "aid" },
@@ -249,8 +202,66 @@ pub fn event(e: &Event) -> Json {
         "figures": figures,
         "rollups": rollups,
     });
+    add_event_extras(out.as_object_mut().expect("an object"), e);
+    out
+}
+
+/// Every metric `e` mentions (changed, figured, or in a rollup), once each, in code order.
+fn event_metrics(e: &Event) -> Vec<&str> {
+    let mut metrics: Vec<&str> = e
+        .changes
+        .iter()
+        .map(|c| c.metric.as_str())
+        .chain(e.derived.figures.iter().map(|f| f.metric.as_str()))
+        .chain(e.rollups.iter().flat_map(|r| r.metrics.iter().map(|m| m.metric.as_str())))
+        .collect();
+    metrics.sort_unstable();
+    metrics.dedup();
+    metrics
+}
+
+/// One of an event's rollups, its figures as arrays aligned with the event's `metrics`.
+fn event_rollup(r: &ScopeRollup, metrics: &[&str]) -> Json {
+    // Aligned with `metrics`; a metric the rollup does not have (never, unless filtered apart) is null.
+    let mut values = Vec::with_capacity(metrics.len());
+    let mut n = Vec::with_capacity(metrics.len());
+    let mut inputs = Vec::with_capacity(metrics.len());
+    let mut rag = Vec::with_capacity(metrics.len());
+    for code in metrics {
+        let v = r.metrics.iter().find(|m| m.metric == *code);
+        values.push(json!(v.and_then(|v| v.value).map(number)));
+        n.push(json!(v.map_or(0, |v| v.n)));
+        rag.push(json!(v.and_then(|v| v.rag)));
+        inputs.push(json!(v.and_then(|v| v.inputs).map(|[a, b]| [number(a), number(b)])));
+    }
+    let mut out = json!({
+        "scope": { "level": r.scope.level.as_str(), "code": r.scope.code },
+        "providers": r.providers,
+        "reporting": r.reporting,
+        "stale": r.stale,
+        "value": values,
+        "n": n,
+        "rag": rag,
+    });
+    // Derived figures' summed inputs, only when the event has a derived figure.
+    if inputs.iter().any(|i| !i.is_null()) {
+        out["inputs"] = Json::Array(inputs);
+    }
+    // Whether the rule is the shipped example is in the snapshot's rollups: events are encoded once for all.
+    if let Some(c) = &r.critcon {
+        out["critcon"] = json!({
+            "level": c.level,
+            "rule": c.fired.as_ref().map(|f| &*f.rule),
+            "explanation": c.explain(),
+        });
+    }
+    out
+}
+
+/// Adds to an event's fields those it leaves out when unset: texts, the sender, alerts raised and cleared, an OPEL
+/// level that changed, and a mutual aid change.
+fn add_event_extras(fields: &mut Map<String, Json>, e: &Event) {
     // Unset texts, unchanged OPEL levels and empty lists of alerts are left out.
-    let fields = out.as_object_mut().expect("an object");
     for (name, text) in [("site", &e.site), ("narrative", &e.narrative), ("source", &e.source)] {
         if let Some(t) = text {
             fields.insert(name.into(), json!(t));
@@ -272,7 +283,6 @@ pub fn event(e: &Event) -> Json {
     if let Some(a) = &e.aid {
         fields.insert("aid".into(), aid_change(a));
     }
-    out
 }
 
 /// Replaces the number at `v[field]` with the id it stands for, as people read it (`R1`, `O1`).

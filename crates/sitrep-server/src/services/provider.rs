@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use sitrep_core::validate::validate_owned;
-use sitrep_core::{Sender, Timestamp, Violation};
+use sitrep_core::{Sender, Timestamp, ValidReport, Violation};
 use sitrep_proto::v1 as pb;
 use sitrep_proto::v1::report_ack::Outcome;
 use sitrep_store::Applied;
@@ -87,16 +87,7 @@ async fn decide(
         ..Default::default()
     };
     let now = Timestamp::now();
-    let wire_problems = wire_violations(&wire);
-    let validating = telemetry::validate_span(span);
-    let checked = validating.in_scope(|| match wire_problems.is_empty() {
-        true => validate_owned(report_from_wire(wire), &ctx.rules.directory, &ctx.rules.catalogue, &ctx.limits, now),
-        false => Err(wire_problems),
-    });
-    if let Err(violations) = &checked {
-        validating.record("sitrep.violations", violations.len());
-    }
-    drop(validating);
+    let checked = check(ctx, wire, now, span);
     if checked.is_ok() {
         ctx.report_limiter.take(&ack.provider, std::time::Instant::now())?;
     }
@@ -111,11 +102,7 @@ async fn decide(
             // Its event carries the report's trace context to every replica's subscribers (none when not traced).
             .traced(telemetry::sampled_context_of(span)),
         Err(violations) => {
-            tracing::info!(provider = ?ack.provider, revision = ack.revision, violations = violations.len(), first = ?violations[0].to_string(), "report rejected");
-            ack.set_outcome(Outcome::Rejected);
-            let listed = error::listed(&violations);
-            ack.violations = listed.iter().map(violation_to_wire).collect();
-            ack.message = format!("rejected: {}", listed.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "));
+            reject(&mut ack, &violations);
             return Ok((ack, violations));
         }
     };
@@ -128,7 +115,38 @@ async fn decide(
         Err(e @ sitrep_store::StoreError::Unavailable { .. }) => ctx.health.write_refused(e),
         Err(_) => {}
     }
-    match applied.map_err(Error::store)? {
+    acknowledge(&mut ack, &applied.map_err(Error::store)?, &report);
+    Ok((ack, Vec::new()))
+}
+
+/// Validates the report against the rules (its wire form first: a malformed report is not converted), under a
+/// span that records how many violations it has.
+fn check(ctx: &Context, wire: pb::StatusReport, now: Timestamp, span: &Span) -> Result<ValidReport, Vec<Violation>> {
+    let wire_problems = wire_violations(&wire);
+    let validating = telemetry::validate_span(span);
+    let checked = validating.in_scope(|| match wire_problems.is_empty() {
+        true => validate_owned(report_from_wire(wire), &ctx.rules.directory, &ctx.rules.catalogue, &ctx.limits, now),
+        false => Err(wire_problems),
+    });
+    if let Err(violations) = &checked {
+        validating.record("sitrep.violations", violations.len());
+    }
+    checked
+}
+
+/// Makes `ack` a rejection that lists `violations` (at least one), and logs it.
+fn reject(ack: &mut pb::ReportAck, violations: &[Violation]) {
+    tracing::info!(provider = ?ack.provider, revision = ack.revision, violations = violations.len(), first = ?violations[0].to_string(), "report rejected");
+    ack.set_outcome(Outcome::Rejected);
+    let listed = error::listed(violations);
+    ack.violations = listed.iter().map(violation_to_wire).collect();
+    ack.message = format!("rejected: {}", listed.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "));
+}
+
+/// Makes `ack` say what the store did with `report`: accepted it (live or into history only), had it already, or
+/// had other content under its revision (and which revision to send it as).
+fn acknowledge(ack: &mut pb::ReportAck, applied: &Applied, report: &ValidReport) {
+    match applied {
         Applied::Accepted(event) => {
             tracing::debug!(provider = %event.provider, period = %event.period, revision = event.revision, cursor = %event.cursor, changes = event.changes.len(), live = event.live, "report accepted");
             ack.set_outcome(Outcome::Accepted);
@@ -145,7 +163,7 @@ async fn decide(
             tracing::debug!(provider = %report.provider(), period = %report.period(), revision = report.revision(), "duplicate report");
             ack.set_outcome(Outcome::Duplicate);
             ack.message = "duplicate: this provider, period and revision were stored before with the same content; nothing changed".into();
-            ack.cursor = cursor.map(|c| c.to_string()).unwrap_or_default();
+            ack.cursor = cursor.as_ref().map(|c| c.to_string()).unwrap_or_default();
         }
         Applied::Conflict { cursor, next_revision } => {
             tracing::info!(provider = %report.provider(), period = %report.period(), revision = report.revision(), next_revision, "conflicting report");
@@ -157,11 +175,10 @@ async fn decide(
                 report.period(),
                 report.revision()
             );
-            ack.cursor = cursor.map(|c| c.to_string()).unwrap_or_default();
-            ack.next_revision = next_revision;
+            ack.cursor = cursor.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            ack.next_revision = *next_revision;
         }
     }
-    Ok((ack, Vec::new()))
 }
 
 #[tonic::async_trait]
