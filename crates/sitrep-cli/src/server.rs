@@ -97,9 +97,10 @@ pub async fn connect_now(server: &str, tls: &TlsArgs) -> anyhow::Result<Conn> {
     Ok(sitrep_client::credentials::authed(channel, bearer))
 }
 
-/// Why a call to the aggregator failed, as far as the transport tells.
+/// Why a call to the aggregator failed, as far as the transport tells: finer than the client library's
+/// [`diagnose::Failure`] (whether to retry), because the sentences people read need the cause.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub enum Cause {
     /// Nothing listens at the address (the aggregator is down, or the port is wrong).
     Refused,
     /// Something answered, but not as a sitrep aggregator does (another service on that port).
@@ -116,20 +117,20 @@ pub enum Failure {
     Answered,
 }
 
-impl Failure {
+impl Cause {
     /// Whether retrying cannot help until someone changes the command's settings or the aggregator's.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Failure::NotSitrep | Failure::Tls | Failure::NeedsTls)
+        matches!(self, Cause::NotSitrep | Cause::Tls | Cause::NeedsTls)
     }
 }
 
 /// Tells a failed call's status apart: refused, not sitrep, unreachable, or the aggregator's own answer.
-pub fn classify(status: &tonic::Status) -> Failure {
+pub fn classify(status: &tonic::Status) -> Cause {
     if tls::failure_in(Some(status)).is_some() {
-        return Failure::Tls;
+        return Cause::Tls;
     }
     if status.message().contains(sitrep_server::tls::PLAINTEXT_REFUSED) {
-        return Failure::NeedsTls;
+        return Cause::NeedsTls;
     }
     let mut chain = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
@@ -137,9 +138,9 @@ pub fn classify(status: &tonic::Status) -> Failure {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             match io.kind() {
-                ConnectionRefused => return Failure::Refused,
+                ConnectionRefused => return Cause::Refused,
                 TimedOut | HostUnreachable | NetworkUnreachable | NetworkDown | AddrNotAvailable => {
-                    return Failure::Unreachable;
+                    return Cause::Unreachable;
                 }
                 _ => {}
             }
@@ -150,13 +151,13 @@ pub fn classify(status: &tonic::Status) -> Failure {
     let text = format!("{} {}", status.message().to_lowercase(), chain.join(" "));
     if text.contains("timed out") || text.contains("timeout") || text.contains("lookup address") || text.contains("dns")
     {
-        return Failure::Unreachable;
+        return Cause::Unreachable;
     }
     if text.contains("connection refused") {
-        return Failure::Refused;
+        return Cause::Refused;
     }
     if text.contains("connection closed") && !text.contains("connection closed before message completed") {
-        return Failure::Closed;
+        return Cause::Closed;
     }
     // A gRPC server without sitrep's services, or an HTTP server that is not gRPC at all (a status mapped from
     // its HTTP status), or something that does not speak HTTP/2 (a protocol error in the handshake).
@@ -169,12 +170,12 @@ pub fn classify(status: &tonic::Status) -> Failure {
         || text.contains("h2 ")
         || text.contains("http2 error")
     {
-        return Failure::NotSitrep;
+        return Cause::NotSitrep;
     }
     if status.code() == tonic::Code::Unavailable && (text.contains("transport error") || text.contains("connect")) {
-        return Failure::Unreachable;
+        return Cause::Unreachable;
     }
-    Failure::Answered
+    Cause::Answered
 }
 
 /// A sentence for a failed call to `server`: which of the cases it is, and what was said.
@@ -184,32 +185,32 @@ pub fn describe(server: &str, status: &tonic::Status) -> String {
         m => m.to_owned(),
     };
     match classify(status) {
-        Failure::Refused => format!(
+        Cause::Refused => format!(
             "connection refused at {server}: nothing is listening there (is the aggregator running, and is the port right?)"
         ),
-        Failure::NotSitrep => {
+        Cause::NotSitrep => {
             format!("{server} answered, but it is not a sitrep aggregator ({said}); check --server's host and port")
         }
-        Failure::Unreachable => {
+        Cause::Unreachable => {
             format!("{server} is unreachable: {said} (check the host name, the network, or a firewall)")
         }
-        Failure::Tls => {
+        Cause::Tls => {
             let why = tls::failure_in(Some(status)).unwrap_or_else(|| said.clone());
             format!("{server}: {why}")
         }
-        Failure::NeedsTls => format!(
+        Cause::NeedsTls => format!(
             "{server} serves TLS, and this call was plaintext: use https:// (and --ca FILE \
             if the aggregator's certificate is not from a CA this system trusts)"
         ),
-        Failure::Closed => format!(
+        Cause::Closed => format!(
             "{server} closed the connection without answering: it is not a sitrep aggregator, or one shutting down; \
              check --server's host and port"
         ),
         // tonic's decoder refusing a message over the aggregator's size limit: say which setting that is.
-        Failure::Answered if status.code() == tonic::Code::OutOfRange && said.contains("too large") => format!(
+        Cause::Answered if status.code() == tonic::Code::OutOfRange && said.contains("too large") => format!(
             "{server}: the report is larger than the aggregator takes ({said}; its setting limits.max_message_bytes)"
         ),
-        Failure::Answered => format!("{server}: {said} ({:?})", status.code()),
+        Cause::Answered => format!("{server}: {said} ({:?})", status.code()),
     }
 }
 
@@ -228,7 +229,7 @@ impl Diagnose for Classify {
     fn diagnose(&self, status: &tonic::Status) -> Diagnosis {
         let failure = match classify(status) {
             f if f.is_configuration() => diagnose::Failure::Configuration,
-            Failure::Closed => diagnose::Failure::Closed,
+            Cause::Closed => diagnose::Failure::Closed,
             _ => diagnose::Failure::Passing,
         };
         Diagnosis { failure, message: describe(&self.server, status) }
@@ -271,17 +272,14 @@ mod tests {
     #[test]
     fn statuses_are_told_apart() {
         let cases = [
-            (tonic::Status::unimplemented(""), Failure::NotSitrep),
-            (
-                tonic::Status::unknown("grpc-status header missing, mapped from HTTP status code 404"),
-                Failure::NotSitrep,
-            ),
-            (tonic::Status::internal("h2 protocol error: http2 error"), Failure::NotSitrep),
-            (tonic::Status::cancelled("operation was canceled: connection closed"), Failure::Closed),
-            (no_answer(ANSWER_TIMEOUT), Failure::Unreachable),
-            (tonic::Status::invalid_argument("bad filter"), Failure::Answered),
-            (tonic::Status::unavailable("the store is unavailable"), Failure::Answered),
-            (tonic::Status::failed_precondition(sitrep_server::tls::PLAINTEXT_REFUSED), Failure::NeedsTls),
+            (tonic::Status::unimplemented(""), Cause::NotSitrep),
+            (tonic::Status::unknown("grpc-status header missing, mapped from HTTP status code 404"), Cause::NotSitrep),
+            (tonic::Status::internal("h2 protocol error: http2 error"), Cause::NotSitrep),
+            (tonic::Status::cancelled("operation was canceled: connection closed"), Cause::Closed),
+            (no_answer(ANSWER_TIMEOUT), Cause::Unreachable),
+            (tonic::Status::invalid_argument("bad filter"), Cause::Answered),
+            (tonic::Status::unavailable("the store is unavailable"), Cause::Answered),
+            (tonic::Status::failed_precondition(sitrep_server::tls::PLAINTEXT_REFUSED), Cause::NeedsTls),
         ];
         for (status, want) in cases {
             assert_eq!(classify(&status), want, "{status:?}");

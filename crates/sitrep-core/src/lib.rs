@@ -1,13 +1,14 @@
 //! The sitrep domain: what a report is, what makes it valid, and what changes when it is accepted.
 //!
-//! This crate is pure: no I/O, no async, no wire types. Everything that touches a network, a clock or a disk lives
-//! in `sitrep-store`, `sitrep-server` or `sitrep-cli` and calls in here with plain values (the current time is a
-//! parameter, configuration arrives as text).
+//! This crate is pure: no I/O, no async, no wire types. Everything that touches a network or a disk lives in the
+//! other crates (store, server, client, feed, telemetry, cli) and calls in here with plain values (the current time
+//! is a parameter, configuration arrives as text); [`backoff`] reads the clock's nanos for jitter, its one brush
+//! with the outside world.
 //!
 //! # Layout
 //! - [`aid`]: mutual aid: requests and offers with their state machines, holds, candidates, timers, measures.
 //! - [`backoff`]: how long to wait before retrying, one policy for every retrier (the Hub, the simulator, the
-//!   feed agent, the CLI's watch); plain `std` arithmetic with clock jitter, no sleeping here.
+//!   feed agent, `sitrep_client::follow`); plain `std` arithmetic with clock jitter, no sleeping here.
 //! - [`time`]: [`Timestamp`], millisecond UTC instants, and hour arithmetic for periods.
 //! - [`catalogue`]: the metrics a deployment accepts ([`Catalogue`], [`Metric`]), parsed from TOML.
 //! - [`code`]: [`Code`], a metric's code, interned: copied, compared and hashed as a pointer.

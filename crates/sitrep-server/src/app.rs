@@ -109,7 +109,7 @@ pub async fn open_store(config: &Config, rules: &Rules) -> Result<Arc<dyn Store>
 }
 
 /// The Redis store the configuration asks for, if it asks for one. Does not connect.
-pub fn redis_store_from_config(config: &Config, rules: &Rules) -> Result<Option<RedisStore>, ServeError> {
+pub(crate) fn redis_store_from_config(config: &Config, rules: &Rules) -> Result<Option<RedisStore>, ServeError> {
     let s = &config.store;
     if !s.uses_redis() {
         return Ok(None);

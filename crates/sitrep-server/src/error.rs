@@ -4,7 +4,8 @@
 //! views, request conversions) fails with an `Error`: what went wrong, as a [`Kind`] a caller can act on, and a
 //! sentence naming the field, rule and value. The transports each turn it into their own answer in exactly one
 //! place: `impl From<Error> for Status` here (gRPC), and [`Error::http`] (HTTP), so a failure reads the same on
-//! every surface and no module below them knows which transport it serves.
+//! every surface and no module below them knows which transport it serves. The kinds carry gRPC's codes
+//! ([`Error::code`]) because the audit records refusals by them, whichever transport refused.
 
 use std::time::Duration;
 

@@ -30,13 +30,13 @@ pub struct PictureState {
 }
 
 /// Consecutive refused writes after which the picture counts as degraded.
-pub const WRITE_FAILURES_TO_DEGRADE: u64 = 3;
+pub(crate) const WRITE_FAILURES_TO_DEGRADE: u64 = 3;
 /// With no refused write for this long, refused writes no longer count (see the module's header).
-pub const WRITE_FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const WRITE_FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(30);
 
 /// Why the picture is degraded, if it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     None,
     WritesRefused,
     Unreachable,
@@ -44,7 +44,7 @@ pub enum Cause {
 
 /// What is known of the store's reads and writes, and the rules that change it; times are the caller's.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     reads_failing_since: Option<Instant>,
     /// Refused writes since the last stored one.
     write_failures: u64,
@@ -132,7 +132,8 @@ impl StoreHealth {
 
     /// The Hub read the event log.
     pub fn read_ok(&self) {
-        self.update(|t, now| t.read(true, now), || "the store is reachable again; reports are being accepted".into());
+        // A success can only end a cause, and `message` words every such change itself.
+        self.update(|t, now| t.read(true, now), String::new);
     }
 
     /// The Hub could not read the event log.
@@ -145,6 +146,7 @@ impl StoreHealth {
 
     /// The store took a report (not a duplicate or a conflict: those write nothing, and prove nothing).
     pub fn write_stored(&self) {
+        // As for `read_ok`: `message` words the change.
         self.update(|t, now| t.write(true, now), String::new);
     }
 

@@ -8,7 +8,9 @@
 //!   function that authorises.
 //! - [`config`]: the one typed configuration struct, parsed from TOML, and the directory and catalogue it names.
 //! - [`context`]: what every surface shares ([`context::Context`]), below the services, HTTP, sessions and aid.
-//! - [`convert`]: the only place wire types (`sitrep-proto`) meet domain types (`sitrep-core`).
+//! - [`convert`]: every conversion of a domain value (`sitrep-core`) to or from the wire (`sitrep-proto`), one
+//!   function each (the values both ends send come from `sitrep_proto::convert`); the services assemble answers
+//!   from them.
 //! - [`error`]: the one error type below the transports ([`error::Error`]: a kind and a sentence naming field,
 //!   rule and value), with its one mapping to a gRPC status and its one mapping to an HTTP answer.
 //! - [`limit`]: limits per caller (reports per provider per minute).
@@ -53,5 +55,5 @@ pub mod tls;
 pub mod transport;
 pub mod views;
 
-pub use app::{App, open_store, redis_store_from_config, serve, store_from_config};
+pub use app::{App, open_store, serve, store_from_config};
 pub use config::Config;

@@ -44,17 +44,17 @@ impl Resync {
     }
 
     /// The reason as one byte, never 0 (see the module's header).
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         self as u8
     }
 
     /// The reason [`Resync::code`] gave `code`; `None` for 0 (and any other byte no reason encodes to).
-    pub fn from_code(code: u8) -> Option<Resync> {
+    pub(crate) fn from_code(code: u8) -> Option<Resync> {
         Resync::ALL.into_iter().find(|r| r.code() == code)
     }
 
     /// The reason's position in [`Resync::ALL`].
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         usize::from(self.code()) - 1
     }
 }

@@ -6,7 +6,8 @@
 //! domain report so validation can name it.
 //!
 //! # Layout
-//! - this file: events, live states, snapshots, the directory and the catalogue (reports: `sitrep_proto::convert`).
+//! - this file: events, live states, snapshots, the directory and the catalogue, history entries and hourly points,
+//!   refusals, reset reasons (reports: `sitrep_proto::convert`).
 //! - [`aid`]: mutual aid (`AidService`): its messages to the core's actions, which can be refused, and the core's
 //!   requests, offers, changes, candidates and measures back to messages.
 
@@ -17,8 +18,8 @@ use sitrep_core::opel::Assessment;
 use sitrep_core::rollup::ScopeRollup;
 use sitrep_core::state::{Figure, Opel};
 use sitrep_core::{
-    Alert, AlertKind, Directory, Event, EventKind, ProviderLive, Rag, Rules, Scope, Severity, Timestamp, Value,
-    Violation,
+    Alert, AlertKind, Directory, Event, EventKind, HistoryRecord, ProviderLive, Rag, Rules, Scope, Severity, Timestamp,
+    Value, Violation,
 };
 use sitrep_proto::v1 as pb;
 use sitrep_store::write;
@@ -27,12 +28,110 @@ use sitrep_store::write;
 // need not depend on the aggregator; they are re-exported here so that the server names every conversion in one
 // place.
 pub use sitrep_proto::convert::{
-    absent_to_wire, report_from_wire, report_to_wire, timestamp_from_wire, timestamp_to_wire, value_from_wire,
-    value_to_wire, wire_violations,
+    absent_to_wire, report_from_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire, wire_violations,
 };
 
 pub fn violation_to_wire(v: &Violation) -> pb::Violation {
     pb::Violation { field: v.field.clone(), rule: v.rule.to_owned(), description: v.description.clone() }
+}
+
+/// One hour of a provider's view on the wire.
+pub fn provider_hour_to_wire(h: sitrep_core::hourly::ProviderHour) -> pb::HourlyPoint {
+    pb::HourlyPoint {
+        period: Some(timestamp_to_wire(h.period)),
+        value: match h.value {
+            Some(Value::Number(n)) => Some(n),
+            _ => None,
+        },
+        absent: match h.value {
+            Some(Value::Absent(r)) => absent_to_wire(r) as i32,
+            _ => 0,
+        },
+        change: h.change,
+        revision: h.revision,
+        corrections: h.corrections,
+        reported: h.reported,
+        ..Default::default()
+    }
+}
+
+/// One hour of a scope's view on the wire.
+pub fn scope_hour_to_wire(h: sitrep_core::hourly::ScopeHour) -> pb::HourlyPoint {
+    pb::HourlyPoint {
+        period: Some(timestamp_to_wire(h.period)),
+        value: h.value,
+        change: h.change,
+        corrections: h.corrections,
+        reported: !h.reported.is_empty(),
+        providers_reported: h.reported,
+        providers_expected: h.expected,
+        completeness: h.completeness,
+        ..Default::default()
+    }
+}
+
+/// A history record on the wire, with only `metrics` among its values (all of them when `metrics` is empty).
+pub fn history_entry_to_wire(h: HistoryRecord, metrics: &[String]) -> pb::HistoryEntry {
+    pb::HistoryEntry {
+        period: Some(timestamp_to_wire(h.period)),
+        revision: h.revision,
+        observed_at: Some(timestamp_to_wire(h.observed_at)),
+        received_at: Some(timestamp_to_wire(h.received_at)),
+        values: h
+            .values
+            .into_iter()
+            .filter(|(code, _)| metrics.is_empty() || metrics.iter().any(|m| m == code.as_str()))
+            .map(|(code, v)| (code.to_string(), value_to_wire(v)))
+            .collect(),
+        narrative: h.narrative.unwrap_or_default(),
+        source: h.source.unwrap_or_default(),
+        site: h.site.unwrap_or_default(),
+        sender: h.sender.as_ref().map(sender_to_wire),
+    }
+}
+
+/// A refused attempt, as the audit keeps it, on the wire.
+pub fn refusal_to_wire(r: crate::audit::Refusal) -> pb::Refusal {
+    pb::Refusal {
+        at: Some(timestamp_to_wire(r.at)),
+        principal: r.principal,
+        credential: r.credential,
+        address: r.address,
+        target: r.target,
+        kind: r.kind.to_owned(),
+        reason: r.reason,
+    }
+}
+
+/// A provider's series of one metric on the wire: only the hours it reported, with their revision.
+pub fn metric_series_to_wire(s: crate::views::MetricSeries) -> pb::MetricSeries {
+    pb::MetricSeries {
+        provider: s.provider,
+        points: s
+            .hours
+            .into_iter()
+            .filter_map(|h| {
+                Some(pb::MetricPoint {
+                    period: Some(timestamp_to_wire(h.period)),
+                    revision: h.revision?,
+                    value: Some(value_to_wire(h.value?)),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Why a subscriber is sent a fresh snapshot, as the wire's reset reason.
+pub fn resync_to_wire(reason: crate::resync::Resync) -> pb::reset::Reason {
+    use crate::resync::Resync;
+    use pb::reset::Reason;
+    match reason {
+        Resync::CursorTooOld => Reason::CursorTooOld,
+        Resync::OtherEpoch => Reason::OtherEpoch,
+        Resync::CursorAhead => Reason::CursorAhead,
+        Resync::SlowSubscriber => Reason::SlowSubscriber,
+        Resync::Resync => Reason::Resync,
+    }
 }
 
 #[cfg(test)]
@@ -520,7 +619,7 @@ mod tests {
             MetricInput { value: Some(Value::Absent(AbsentReason::Suppressed)), unit: Some("beds".into()) },
         );
         r.values.insert("c".into(), MetricInput { value: None, unit: None });
-        assert_eq!(report_from_wire(report_to_wire(&r)), r);
+        assert_eq!(report_from_wire(sitrep_proto::convert::report_to_wire(&r)), r);
     }
 
     #[test]

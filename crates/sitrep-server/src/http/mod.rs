@@ -5,7 +5,8 @@
 //! - [`router`]: every route. Handlers are thin: they resolve the same filters as gRPC (`Context::resolve`), call
 //!   the same views ([`crate::views`]: hourly, previous hour) and read the same store; subscriptions run the same
 //!   [`crate::session`] as gRPC `Subscribe`. Failures are [`crate::error::Error`]s, answered by [`Error::http`]
-//!   (status code and `{error, violations}`); nothing here knows gRPC statuses.
+//!   (status code and `{error, violations}`); no handler makes a gRPC status (only [`router`]'s fallback tells a
+//!   gRPC caller of an unknown method so, in `grpc-status`).
 //! - [`json`]: the JSON forms of snapshots, events, the directory, the catalogue, history and mutual aid.
 //! - [`aid`]: the mutual aid API (`/api/v1/aid/...`), over [`crate::aid`].
 //! - The wallboard itself (`web/`: one HTML page, its script and style) is compiled into the binary.

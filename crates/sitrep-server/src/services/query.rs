@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 
-use sitrep_core::{Timestamp, Value};
+use sitrep_core::Timestamp;
 use sitrep_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Action, principal_of};
 use crate::context::Context;
 use crate::convert::{
-    absent_to_wire, alert_to_wire, catalogue_to_wire, directory_to_wire, filter_from_wire, scope_to_wire,
-    sender_to_wire, snapshot_to_wire, timestamp_from_wire, timestamp_to_wire, value_to_wire,
+    alert_to_wire, catalogue_to_wire, directory_to_wire, filter_from_wire, history_entry_to_wire,
+    metric_series_to_wire, provider_hour_to_wire, refusal_to_wire, scope_hour_to_wire, scope_to_wire, snapshot_to_wire,
+    timestamp_from_wire,
 };
 use crate::views::{self, Hourly};
 
@@ -68,25 +69,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         let (from, to) =
             ctx.history_range(req.from.as_ref().map(timestamp_from_wire), req.to.as_ref().map(timestamp_from_wire))?;
         let records = ctx.store.history(&req.provider, from, to).await.map_err(crate::error::Error::store)?;
-        let entries = records
-            .into_iter()
-            .map(|h| pb::HistoryEntry {
-                period: Some(timestamp_to_wire(h.period)),
-                revision: h.revision,
-                observed_at: Some(timestamp_to_wire(h.observed_at)),
-                received_at: Some(timestamp_to_wire(h.received_at)),
-                values: h
-                    .values
-                    .into_iter()
-                    .filter(|(code, _)| req.metrics.is_empty() || req.metrics.iter().any(|m| m == code.as_str()))
-                    .map(|(code, v)| (code.to_string(), value_to_wire(v)))
-                    .collect(),
-                narrative: h.narrative.unwrap_or_default(),
-                source: h.source.unwrap_or_default(),
-                site: h.site.unwrap_or_default(),
-                sender: h.sender.as_ref().map(sender_to_wire),
-            })
-            .collect();
+        let entries = records.into_iter().map(|h| history_entry_to_wire(h, &req.metrics)).collect();
         Ok(Response::new(pb::History { provider: req.provider, entries }))
     }
 
@@ -99,23 +82,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         let filter = req.filter.as_ref().map(filter_from_wire);
         let (from, to) = (req.from.as_ref().map(timestamp_from_wire), req.to.as_ref().map(timestamp_from_wire));
         let found = views::metric_history(&self.ctx, &who, &req.metric, filter, from, to).await?;
-        let series = found
-            .into_iter()
-            .map(|s| pb::MetricSeries {
-                provider: s.provider,
-                points: s
-                    .hours
-                    .into_iter()
-                    .filter_map(|h| {
-                        Some(pb::MetricPoint {
-                            period: Some(timestamp_to_wire(h.period)),
-                            revision: h.revision?,
-                            value: Some(value_to_wire(h.value?)),
-                        })
-                    })
-                    .collect(),
-            })
-            .collect();
+        let series = found.into_iter().map(metric_series_to_wire).collect();
         Ok(Response::new(pb::MetricHistory { metric: req.metric, series }))
     }
 
@@ -132,19 +99,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         let since = req.since.as_ref().map(timestamp_from_wire).unwrap_or(Timestamp(0));
         let limit = if req.limit == 0 { 200 } else { req.limit as usize };
         let refusals = self.ctx.auth.refusals();
-        let list = refusals
-            .since(since, limit)
-            .into_iter()
-            .map(|r| pb::Refusal {
-                at: Some(timestamp_to_wire(r.at)),
-                principal: r.principal,
-                credential: r.credential,
-                address: r.address,
-                target: r.target,
-                kind: r.kind.to_owned(),
-                reason: r.reason,
-            })
-            .collect();
+        let list = refusals.since(since, limit).into_iter().map(refusal_to_wire).collect();
         Ok(Response::new(pb::Refusals { refusals: list, counted: refusals.counted() }))
     }
 
@@ -161,7 +116,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         let mut out = pb::Hourly { metric: req.metric, ..Default::default() };
         match views::hourly(&self.ctx, &who, &query).await? {
             Hourly::Provider { provider, hours } => {
-                out.points = hours.into_iter().map(provider_point).collect();
+                out.points = hours.into_iter().map(provider_hour_to_wire).collect();
                 out.provider = provider;
             }
             Hourly::ProviderDerived { provider, hours } => {
@@ -171,51 +126,16 @@ impl pb::query_service_server::QueryService for QueryApi {
                         providers_reported: Vec::new(),
                         providers_expected: 0,
                         completeness: 0.0,
-                        ..scope_point(h)
+                        ..scope_hour_to_wire(h)
                     })
                     .collect();
                 out.provider = provider;
             }
             Hourly::Scope { scope, hours } => {
-                out.points = hours.into_iter().map(scope_point).collect();
+                out.points = hours.into_iter().map(scope_hour_to_wire).collect();
                 out.scope = Some(scope_to_wire(&self.ctx.rules, &scope));
             }
         }
         Ok(Response::new(out))
-    }
-}
-
-/// One hour of a provider's view on the wire.
-fn provider_point(h: sitrep_core::hourly::ProviderHour) -> pb::HourlyPoint {
-    pb::HourlyPoint {
-        period: Some(timestamp_to_wire(h.period)),
-        value: match h.value {
-            Some(Value::Number(n)) => Some(n),
-            _ => None,
-        },
-        absent: match h.value {
-            Some(Value::Absent(r)) => absent_to_wire(r) as i32,
-            _ => 0,
-        },
-        change: h.change,
-        revision: h.revision,
-        corrections: h.corrections,
-        reported: h.reported,
-        ..Default::default()
-    }
-}
-
-/// One hour of a scope's view on the wire.
-fn scope_point(h: sitrep_core::hourly::ScopeHour) -> pb::HourlyPoint {
-    pb::HourlyPoint {
-        period: Some(timestamp_to_wire(h.period)),
-        value: h.value,
-        change: h.change,
-        corrections: h.corrections,
-        reported: !h.reported.is_empty(),
-        providers_reported: h.reported,
-        providers_expected: h.expected,
-        completeness: h.completeness,
-        ..Default::default()
     }
 }

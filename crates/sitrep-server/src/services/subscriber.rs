@@ -12,7 +12,6 @@ use std::time::Duration;
 use prost::Message;
 use prost::bytes::Bytes;
 use sitrep_proto::v1 as pb;
-use sitrep_proto::v1::reset::Reason;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -20,11 +19,11 @@ use tonic::{Request, Response, Status};
 use crate::auth::principal_of;
 use crate::context::Context;
 use crate::convert::{
-    encode_event_update, live_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire, write_rollup,
+    encode_event_update, live_to_wire, resync_to_wire, rollup_to_wire, snapshot_to_wire, timestamp_to_wire,
+    write_rollup,
 };
 use crate::error::Error;
 use crate::metrics::Transport;
-use crate::resync::Resync;
 use crate::session::{self, Out, OutEvent};
 use sitrep_store::write;
 
@@ -148,14 +147,7 @@ fn encode(ctx: &Context, metrics: Option<&BTreeSet<String>>, out: Out) -> OutUpd
             server_time: Some(timestamp_to_wire(sitrep_core::Timestamp::now())),
         }),
         Out::Reset(reason, text) => {
-            let reason = match reason {
-                Resync::CursorTooOld => Reason::CursorTooOld,
-                Resync::OtherEpoch => Reason::OtherEpoch,
-                Resync::CursorAhead => Reason::CursorAhead,
-                Resync::SlowSubscriber => Reason::SlowSubscriber,
-                Resync::Resync => Reason::Resync,
-            };
-            pb::update::Kind::Reset(pb::Reset { reason: reason as i32, message: text.to_owned() })
+            pb::update::Kind::Reset(pb::Reset { reason: resync_to_wire(reason) as i32, message: text.to_owned() })
         }
         Out::Rollups(cursor, rollups) => pb::update::Kind::Rollups(pb::Rollups {
             cursor: cursor.to_string(),
