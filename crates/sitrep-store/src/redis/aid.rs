@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use redis::FromRedisValue;
 use sitrep_core::aid::{Action, Actor, AidBook, Subject};
-use sitrep_core::plan::aid::AidPlan;
+use sitrep_core::plan::aid::{AidOutcome, AidPlan};
 use sitrep_core::state::Planned;
 use sitrep_core::{Cursor, Event, ProviderLive, Timestamp};
 
@@ -69,7 +69,8 @@ impl RedisStore {
             let states = self.read_states(&needs).await?;
             let plan =
                 match sitrep_core::plan::aid::plan(&self.options.rules, book, &states, action.clone(), actor, now) {
-                    Ok(plan) => plan,
+                    Ok(AidOutcome::Plan(plan)) => plan,
+                    Ok(AidOutcome::Unchanged { request, offers }) => return Ok(Acted::Unchanged { request, offers }),
                     Err(refusal) => return Ok(Acted::Refused(refusal)),
                 };
             if let Stored::Done(events) = self.persist_aid(plan).await? {
@@ -87,7 +88,10 @@ impl RedisStore {
     /// read in one step by `aid_excerpt.lua`: an action costs the same however many records the book has.
     pub(super) async fn read_excerpt(&self, action: &Action) -> Result<AidBook, StoreError> {
         let (request, offer) = match action.subject() {
-            Subject::New => (String::new(), String::new()),
+            // A create's part is the provider's open request with the same reference, if any (a retry is answered
+            // with it): no key names it, so the whole book is read. Creates are rare (people asking for help); every
+            // other action reads only its own records.
+            Subject::New => return Ok(self.read_book().await?.excerpt(action)),
             Subject::Request(r) => (r.to_string(), String::new()),
             Subject::Offer(o) => (String::new(), o.to_string()),
         };
@@ -279,8 +283,10 @@ mod tests {
         let book = store.read_book().await.expect("book");
         let states = store.read_states(&book.needs(&action)).await.expect("states");
         let actor = Actor { principal: "test".into(), cursor: store.head().await.expect("head") };
-        sitrep_core::plan::aid::plan(&store.options.rules, book, &states, action, &actor, Timestamp::now())
-            .expect("planned")
+        match sitrep_core::plan::aid::plan(&store.options.rules, book, &states, action, &actor, Timestamp::now()) {
+            Ok(AidOutcome::Plan(plan)) => plan,
+            other => panic!("not planned: {other:?}"),
+        }
     }
 
     /// `act.lua` writes nothing for a plan made from a book, or a holder's state, that has moved since (another
