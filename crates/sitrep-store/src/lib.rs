@@ -73,6 +73,8 @@ pub struct Loaded {
 }
 
 /// The outcome of [`Store::act`].
+// One per action, moved once: boxing the request would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Acted {
     /// The action was stored, with these events in log order: the book's, then each holding provider's.
