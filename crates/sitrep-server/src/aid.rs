@@ -15,6 +15,10 @@
 //!
 //! Every action records its principal and the picture cursor it was decided on: the caller's, when it sends the
 //! cursor of the picture it looked at, else this replica's at the moment of acting.
+//!
+//! An action is answered once this replica's picture shows it (read-your-writes): its last event, or, for a
+//! retried create the store answered with its open request ([`Acted::Unchanged`]: no event to wait for), the
+//! request itself.
 
 use std::sync::Arc;
 

@@ -10,6 +10,10 @@
 //! No patient-identifiable data is ever held: a request carries a caller's reference id and a short
 //! non-identifying summary, and nothing else about a patient. `docs/MUTUAL-AID.md` states the model.
 //!
+//! The reference also makes a create safe to retry: while a provider's request is open, a create with its
+//! reference is that request again (same content: nothing changes, no event) or refused (other content,
+//! `reference_in_use`); see [`AidBook::apply`]. Every other action is refused when repeated, by its state machine.
+//!
 //! # State machines
 //! Request: `open -> offered -> accepted -> in_transit -> completed`, or `cancelled` (from open, offered or
 //! accepted), `expired` (needed-by passed while open or offered), `unfulfilled` with a reason (from open, offered

@@ -17,7 +17,9 @@
 //! **An action reads only its part of the book** (`aid_excerpt.lua`, one atomic call): the version, the last
 //! request and offer ids given (kept beside the records, so new records get the ids the whole book would), the
 //! action's request and that request's offers. Every action concerns one request ([`AidBook::excerpt`]), so its
-//! cost does not grow with the book.
+//! cost does not grow with the book. A create is the exception: its part is the provider's open request with the
+//! same reference, if any (a retried create is answered with it, [`AidBook::open_with_reference`]), which no key
+//! names, so a create is planned on the whole book. Creates are people asking for help: rare.
 //!
 //! **Loading the whole book** takes `HSCAN` in bounded pieces, like the states, between two reads of its version:
 //! every write of the book advances the version in the same script, so an unchanged version proves the pieces are
