@@ -376,4 +376,23 @@ async fn a_retried_create_makes_no_second_request() {
     on_a.cancel(cancel).await.unwrap();
     let new = on_a.create_request(message).await.unwrap().into_inner();
     assert_eq!(new.requests[0].id, "R2");
+
+    // `sitrep aid request` run again (its answer lost, say) with a time, not a duration: the same request.
+    let needed_by = sitrep_core::Timestamp::now().add_hours(3).to_string();
+    let mut printed = Vec::new();
+    for server in [&a.url, &b.url] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+            .args(["aid", "request", "--provider", "RJ7", "--pair", "beds.cc_adult", "--quantity", "1"])
+            .args(["--needed-by", &needed_by, "--reference", "CLI-1", "--server", server])
+            .env_remove("SITREP_KEY")
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        printed.push(text);
+    }
+    assert!(printed[0].contains("R3") && !printed[0].contains("nothing changed"), "{}", printed[0]);
+    assert!(printed[1].contains("nothing changed: this request was made before"), "{}", printed[1]);
+    assert!(printed[1].contains("R3") && !printed[1].contains("R4"), "{}", printed[1]);
 }
