@@ -83,7 +83,8 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
     };
     let actor = Actor { principal: who.name.clone(), cursor };
     let name = action.name();
-    match ctx.store.act(&action, &actor, Timestamp::now()).await.map_err(store_failed)? {
+    let retry_safe = matches!(action, Action::Create(_));
+    match ctx.store.act(&action, &actor, Timestamp::now()).await.map_err(|e| store_failed(e, retry_safe))? {
         Acted::Refused(refusal) => Err(refused(&refusal)),
         Acted::Unchanged { request, offers } => {
             // Nothing was appended, so there is no event to wait for; but the request may have been made through
@@ -120,11 +121,16 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
     }
 }
 
-/// A store failure while acting. Only a create has a key that makes a retry safe (the requester's reference: a
-/// retry is answered with the request it made); another action taken before its answer was lost is refused when
-/// tried again, or (an offer after its first was withdrawn, say) taken twice. So the caller is told to look first.
-fn store_failed(e: sitrep_store::StoreError) -> Error {
+/// A store failure while acting. Only a create (`retry_safe`) has a key that makes a retry safe (the requester's
+/// reference: a retry is answered with the request it made); another action taken before its answer was lost is
+/// refused when tried again, or (an offer after its first was withdrawn, say) taken twice. So the caller of any
+/// other action is told to look first.
+fn store_failed(e: sitrep_store::StoreError, retry_safe: bool) -> Error {
     match e {
+        sitrep_store::StoreError::Unavailable { .. } if retry_safe => Error::unavailable(format!(
+            "{e}; the request may or may not have been made: sending the same create again is safe (while the \
+             request is open its reference names it, and the answer is that request)"
+        )),
         sitrep_store::StoreError::Unavailable { .. } => Error::unavailable(format!(
             "{e}; the action may or may not have been stored: look at the request (list or get it) before trying again"
         )),
