@@ -332,3 +332,67 @@ async fn a_signed_token_may_carry_the_coordinate_grant() {
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
     assert!(denied.message().contains("coordinates"), "{}", denied.message());
 }
+
+/// A create whose answer was lost is simply sent again: the same message, even through the other replica, is
+/// answered with the request the first made (same id, still one request listed, nothing new on the log), and the
+/// same reference with other content is refused, naming it and the open request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_create_makes_no_second_request() {
+    let redis = RedisProcess::start().expect("redis-server");
+    let a = Server::start_redis(&redis.url()).await;
+    let b = Server::start_redis(&redis.url()).await;
+    let mut feed = a.provider().await;
+    let values = [("beds.cc_adult.open", 10.0), ("beds.cc_adult.occupied", 10.0)];
+    let ack = feed.submit(report("RJ7", 0, 1, &values)).await.unwrap().into_inner();
+    assert_eq!(ack.outcome(), Outcome::Accepted, "{ack:?}");
+
+    let (mut on_a, mut on_b) = (AidServiceClient::new(a.channel().await), AidServiceClient::new(b.channel().await));
+    let message = ask("RJ7", 2, "ICU-0042");
+    let first = on_a.create_request(message.clone()).await.unwrap().into_inner();
+    let again = on_a.create_request(message.clone()).await.unwrap().into_inner();
+    let elsewhere = on_b.create_request(message.clone()).await.unwrap().into_inner();
+    for answer in [&again, &elsewhere] {
+        assert_eq!(answer.requests.len(), 1, "{answer:?}");
+        let (r, made) = (&answer.requests[0], &first.requests[0]);
+        assert_eq!((r.id.as_str(), r.state(), r.reference.as_str()), ("R1", pb::aid_request::State::Open, "ICU-0042"));
+        assert_eq!(r.decisions, made.decisions, "the first create's trail: no second decision");
+        assert!(answer.happened.is_empty(), "nothing happened again: {answer:?}");
+        assert!(!answer.cursor.is_empty(), "the cursor of a picture that shows it: {answer:?}");
+    }
+    for on in [&mut on_a, &mut on_b] {
+        let listed = on.list_requests(pb::ListAidRequests { all: true, scope: String::new() }).await.unwrap();
+        let ids: Vec<String> = listed.into_inner().requests.into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["R1"], "one request");
+    }
+
+    let other = pb::NewAidRequest { quantity: 3, ..message.clone() };
+    let refused = on_b.create_request(other).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    for part in ["reference = \"ICU-0042\"", "reference_in_use", "its quantity differs", "end R1 first"] {
+        assert!(refused.message().contains(part), "{part}: {}", refused.message());
+    }
+    // Ended, the reference makes a new request.
+    let cancel = pb::CancelRequest { request: "R1".into(), reason: "patient improved".into(), ..Default::default() };
+    on_a.cancel(cancel).await.unwrap();
+    let new = on_a.create_request(message).await.unwrap().into_inner();
+    assert_eq!(new.requests[0].id, "R2");
+
+    // `sitrep aid request` run again (its answer lost, say) with a time, not a duration: the same request.
+    let needed_by = sitrep_core::Timestamp::now().add_hours(3).to_string();
+    let mut printed = Vec::new();
+    for server in [&a.url, &b.url] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sitrep"))
+            .args(["aid", "request", "--provider", "RJ7", "--pair", "beds.cc_adult", "--quantity", "1"])
+            .args(["--needed-by", &needed_by, "--reference", "CLI-1", "--server", server])
+            .env_remove("SITREP_KEY")
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        printed.push(text);
+    }
+    assert!(printed[0].contains("R3") && !printed[0].contains("nothing changed"), "{}", printed[0]);
+    assert!(printed[1].contains("nothing changed: this request was made before"), "{}", printed[1]);
+    assert!(printed[1].contains("R3") && !printed[1].contains("R4"), "{}", printed[1]);
+}

@@ -78,6 +78,22 @@ async fn a_request_is_offered_for_accepted_and_measured_over_http() {
     assert_eq!(created["request"]["state"], "open");
     assert_eq!(created["request"]["decisions"][0]["action"], "create");
     assert_eq!(created["request"]["decisions"][0]["principal"], "anonymous");
+    // A retry is answered with R1 when it asks for the same: `minutes` counts from each send, so the retry names
+    // the answer's needed_by to be the same; sent with `minutes` again it asks for another time, and is refused.
+    let mut same = ask("RJ7", 2);
+    let needed_by = created["request"]["ask"]["needed_by"].as_i64().expect("milliseconds");
+    same["needed_by"] = json!(sitrep_core::Timestamp::from_millis(needed_by).to_string());
+    same.as_object_mut().unwrap().remove("minutes");
+    let retried = post(&server, "/api/v1/aid/requests", None, same).await;
+    assert_eq!(retried.status, 201, "{}", String::from_utf8_lossy(&retried.body));
+    assert_eq!(
+        (&retried.json()["request"]["id"], &retried.json()["request"]["decisions"]),
+        (&json!("R1"), &created["request"]["decisions"])
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let later = post(&server, "/api/v1/aid/requests", None, ask("RJ7", 2)).await;
+    assert_eq!(later.status, 409, "{}", String::from_utf8_lossy(&later.body));
+    assert!(later.json()["error"].as_str().unwrap().contains("its needed_by differs"), "{}", later.json());
     let book = next_aid(&mut sse, "RJ7").await;
     assert_eq!(book["aid"]["requests"][0]["id"], "R1");
     assert_eq!(book["aid"]["happened"][0]["what"], "request_changed");

@@ -165,7 +165,8 @@ struct RequestArgs {
     #[arg(long, value_enum, default_value = "urgent")]
     urgency: UrgencyArg,
     /// When it is needed by: a duration from now (2h, 30m, 1h30m) or an RFC 3339 time. It expires then if not
-    /// accepted.
+    /// accepted. Re-running the command while the request is open answers with it; give a time, not a duration,
+    /// for a re-run to ask for the same.
     #[arg(long, value_parser = when)]
     needed_by: When,
     /// The widest scope to look in (the nearest is always preferred).
@@ -174,7 +175,8 @@ struct RequestArgs {
     /// The receiving provider must be able to isolate.
     #[arg(long)]
     isolation: bool,
-    /// Your own reference id, 1 to 64 characters; never a patient identifier.
+    /// Your own reference id, 1 to 64 characters; never a patient identifier. While the request is open it names
+    /// it: the same command again is answered with that request, other content under it is refused.
     #[arg(long)]
     reference: String,
     /// A short non-identifying description of the need, at most 200 characters.
@@ -431,6 +433,10 @@ fn mutate(
 ) -> anyhow::Result<ExitCode> {
     answer(server, result, |update| {
         let now = Timestamp::now();
+        if update.happened.is_empty() {
+            // Only a retried create changes nothing: the aggregator answered with the request it made before.
+            println!("nothing changed: this request was made before (its reference names it while it is open)");
+        }
         for change in &update.happened {
             println!("{}", aid_event_text(change, &update));
         }

@@ -15,6 +15,10 @@
 //!
 //! Every action records its principal and the picture cursor it was decided on: the caller's, when it sends the
 //! cursor of the picture it looked at, else this replica's at the moment of acting.
+//!
+//! An action is answered once this replica's picture shows it (read-your-writes): its last event, or, for a
+//! retried create the store answered with its open request ([`Acted::Unchanged`]: no event to wait for), the
+//! request itself.
 
 use std::sync::Arc;
 
@@ -40,11 +44,15 @@ pub struct Case {
     pub offers: Vec<Offer>,
 }
 
-/// What an action did: the events it stored (the book's first), and its request and offers as they are after it.
+/// What an action did: the events it stored (the book's first; none for a retried create, which changed nothing),
+/// its request and offers as they are after it, and the cursor of a picture that shows them (the last event's, or
+/// for a retried create this replica's picture once it shows the request; `None` if it did not within
+/// [`CATCH_UP`]).
 #[derive(Clone, Debug)]
 pub struct Done {
     pub events: Vec<Event>,
     pub case: Case,
+    pub cursor: Option<Cursor>,
 }
 
 /// The longest an action waits for this replica's picture to catch up with the store: to find a request or offer
@@ -75,8 +83,23 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
     };
     let actor = Actor { principal: who.name.clone(), cursor };
     let name = action.name();
-    match ctx.store.act(&action, &actor, Timestamp::now()).await.map_err(store_failed)? {
+    let retry_safe = matches!(action, Action::Create(_));
+    match ctx.store.act(&action, &actor, Timestamp::now()).await.map_err(|e| store_failed(e, retry_safe))? {
         Acted::Refused(refusal) => Err(refused(&refusal)),
+        Acted::Unchanged { request, offers } => {
+            // Nothing was appended, so there is no event to wait for; but the request may have been made through
+            // another replica a moment ago: answer once this picture shows it, as the first answer did.
+            let shown = |p: &Picture| p.aid().request(request.id).is_some().then(|| p.cursor().clone());
+            let mut cursor = ctx.with_picture(shown).await?;
+            if cursor.is_none() {
+                let head = ctx.store.head().await.map_err(Error::store)?;
+                if ctx.hub.shows(&head, CATCH_UP).await {
+                    cursor = ctx.with_picture(shown).await?;
+                }
+            }
+            tracing::info!(principal = %who.name, action = name, request = %request.id, state = %request.state, "mutual aid: a retry, answered with its request");
+            Ok(Done { events: Vec::new(), case: Case { request, offers }, cursor })
+        }
         Acted::Done(events) => {
             let change = events
                 .first()
@@ -88,20 +111,26 @@ pub async fn act(ctx: &Context, who: &Principal, action: Action, cursor: Option<
                 .cloned()
                 .ok_or_else(|| Error::internal(format!("{name}: the store answered with no request")))?;
             let offers = change.offers.clone();
-            if let Some(last) = events.last() {
-                ctx.hub.shows(&last.cursor, CATCH_UP).await;
+            let cursor = events.last().map(|e| e.cursor.clone());
+            if let Some(last) = &cursor {
+                ctx.hub.shows(last, CATCH_UP).await;
             }
             tracing::info!(principal = %who.name, action = name, request = %request.id, state = %request.state, "mutual aid");
-            Ok(Done { events, case: Case { request, offers } })
+            Ok(Done { events, case: Case { request, offers }, cursor })
         }
     }
 }
 
-/// A store failure while acting. Unlike a report's, an action has no key that makes a retry a duplicate: if the
-/// store took it before its answer was lost, trying again could, say, make a second request. So the caller is told
-/// to look first.
-fn store_failed(e: sitrep_store::StoreError) -> Error {
+/// A store failure while acting. Only a create (`retry_safe`) has a key that makes a retry safe (the requester's
+/// reference: a retry is answered with the request it made); another action taken before its answer was lost is
+/// refused when tried again, or (an offer after its first was withdrawn, say) taken twice. So the caller of any
+/// other action is told to look first.
+fn store_failed(e: sitrep_store::StoreError, retry_safe: bool) -> Error {
     match e {
+        sitrep_store::StoreError::Unavailable { .. } if retry_safe => Error::unavailable(format!(
+            "{e}; the request may or may not have been made: sending the same create again is safe (while the \
+             request is open its reference names it, and the answer is that request)"
+        )),
         sitrep_store::StoreError::Unavailable { .. } => Error::unavailable(format!(
             "{e}; the action may or may not have been stored: look at the request (list or get it) before trying again"
         )),
@@ -300,6 +329,8 @@ pub async fn tick(store: &Arc<dyn Store>, hub: &Hub, timers: &Timers, now: Times
                 }
             }
             Ok(Acted::Refused(r)) => tracing::debug!(refusal = %r, "mutual aid: another replica took it first"),
+            // The clock never creates a request, the only action that can change nothing.
+            Ok(Acted::Unchanged { .. }) => {}
             // The Hub reports the store's health; the next tick tries again.
             Err(error) => {
                 tracing::debug!(%error, "mutual aid: cannot take the clock's actions");

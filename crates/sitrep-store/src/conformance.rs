@@ -66,6 +66,13 @@ macro_rules! conformance_tests {
             $crate::conformance::aid_races_take_one_of_two(&*a, &*b).await;
         }
 
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn aid_retried_creates_make_one_request() {
+            let harness = $harness::new();
+            let [a, b] = harness.replicas().await;
+            $crate::conformance::aid_retried_creates_make_one_request(&*a, &*b).await;
+        }
+
         #[test]
         fn every_check_of_the_suite_runs() {
             $crate::conformance::assert_every_check_runs(&[
@@ -73,6 +80,7 @@ macro_rules! conformance_tests {
                 "bounded_log_resets_trimmed_cursors",
                 "history_is_trimmed_to_retention",
                 "aid_races_take_one_of_two",
+                "aid_retried_creates_make_one_request",
             ]);
         }
     };
@@ -828,6 +836,8 @@ fn aid_actor(store: &dyn Store, cursor: Cursor) -> Actor {
 
 /// A request by `provider` for `quantity` adult critical care beds, needed within four hours.
 pub fn aid_request(provider: &str, quantity: u32) -> Action {
+    // Each with a reference of its own, so that checks may make several open requests.
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     Action::Create(NewRequest {
         provider: provider.into(),
         site: None,
@@ -837,7 +847,7 @@ pub fn aid_request(provider: &str, quantity: u32) -> Action {
         urgency: Urgency::Urgent,
         needed_by: Timestamp::now().add_hours(4),
         constraints: Constraints::default(),
-        reference: "CONF-1".into(),
+        reference: format!("CONF-{}", MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1),
         summary: "adult needing level 3 care".into(),
     })
 }
@@ -860,6 +870,7 @@ pub async fn act(store: &dyn Store, action: Action) -> Vec<Event> {
     match store.act(&action, &aid_actor(store, head), Timestamp::now()).await.expect("act") {
         Acted::Done(events) => events,
         Acted::Refused(r) => panic!("{}: {name} refused: {r}", store.name()),
+        Acted::Unchanged { request, .. } => panic!("{}: {name} changed nothing: {}", store.name(), request.id),
     }
 }
 
@@ -959,6 +970,64 @@ pub async fn aid_actions_change_the_book_and_holds_in_one_step(store: &dyn Store
     assert!(matches!(again, Acted::Refused(_)), "{}: a hold ends once: {again:?}", store.name());
     assert_eq!(free_of(&picture(store).await, "RAX"), Some(2.0), "{}", store.name());
     assert_picture_is_counted_afresh(store).await;
+}
+
+/// A retried create (its answer lost) makes no second request, through either replica (`a` and `b`: two stores on
+/// one backend), one after the other or racing: it is answered with the open request it made, and nothing is
+/// written. The same reference with other content is refused naming it; once the request has ended, the reference
+/// makes a new one.
+pub async fn aid_retried_creates_make_one_request(a: &dyn Store, b: &dyn Store) {
+    let name = a.name();
+    let create = aid_request("RJ7", 2);
+    let made = act(a, create.clone()).await;
+    let id = made[0].aid.as_ref().expect("aid change").requests[0].id;
+    let head = a.head().await.expect("head");
+    let actor = aid_actor(b, head.clone());
+    match b.act(&create, &actor, Timestamp::now()).await.expect("act") {
+        Acted::Unchanged { request, offers } => {
+            assert_eq!((request.id, request.state, offers.len()), (id, RequestState::Open, 0), "{name}");
+        }
+        other => panic!("{name}: a retry is answered with its request: {other:?}"),
+    }
+    assert_eq!(b.head().await.expect("head"), head, "{name}: nothing appended");
+    assert_eq!(a.load().await.expect("load").aid.version(), 1, "{name}: the book unchanged");
+
+    // Other content under the same reference: refused, naming the reference and the open request.
+    let Action::Create(ask) = &create else { unreachable!() };
+    let other = Action::Create(NewRequest { quantity: 3, ..ask.clone() });
+    match a.act(&other, &actor, Timestamp::now()).await.expect("act") {
+        Acted::Refused(r) => {
+            let text = r.to_string();
+            assert!(text.contains("reference_in_use") && text.contains(&format!("end {id} first")), "{name}: {text}");
+        }
+        other => panic!("{name}: other content is refused: {other:?}"),
+    }
+
+    // Two replicas sending the same new request at once: one makes it, the other is answered with it.
+    let racing = aid_request("RJ7", 1);
+    let now = Timestamp::now();
+    let (ra, rb) = tokio::join!(a.act(&racing, &actor, now), b.act(&racing, &actor, now));
+    let outcomes = [ra.expect("act"), rb.expect("act")];
+    let made: Vec<RequestId> = outcomes
+        .iter()
+        .map(|o| match o {
+            Acted::Done(events) => events[0].aid.as_ref().expect("aid change").requests[0].id,
+            Acted::Unchanged { request, .. } => request.id,
+            Acted::Refused(r) => panic!("{name}: {r}"),
+        })
+        .collect();
+    assert_eq!(made[0], made[1], "{name}: one request: {outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Acted::Done(_))).count(), 1, "{name}: {outcomes:?}");
+
+    // Ended, the reference is free: the same create makes a new request.
+    act(b, Action::Cancel { request: id, reason: "patient improved".into() }).await;
+    let again = act(b, create).await;
+    let new = again[0].aid.as_ref().expect("aid change").requests[0].id;
+    assert!(new > made[0], "{name}: a new request {new} after {id} ended");
+    let picture = picture(a).await;
+    let open = picture.aid().requests().filter(|r| !r.state.is_closed()).count();
+    assert_eq!((picture.aid().requests().count(), open), (3, 2), "{name}");
+    assert_picture_is_counted_afresh(a).await;
 }
 
 /// Two replicas (`a` and `b`: two stores on one backend) racing on one request behave as if one acted after the

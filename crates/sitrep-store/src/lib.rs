@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use sitrep_core::aid::{Action, Actor, AidBook, Refusal};
+use sitrep_core::aid::{Action, Actor, AidBook, Offer, Refusal, Request};
 use sitrep_core::{Cursor, Event, ProviderLive, Timestamp, ValidReport};
 
 pub use memory::{MemoryOptions, MemoryStore};
@@ -73,10 +73,15 @@ pub struct Loaded {
 }
 
 /// The outcome of [`Store::act`].
+// One per action, moved once: boxing the request would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Acted {
     /// The action was stored, with these events in log order: the book's, then each holding provider's.
     Done(Vec<Event>),
+    /// The action had been taken before (a retried create, whose request is still open with the same content): the
+    /// request and its offers as stored. Nothing was written and no event appended.
+    Unchanged { request: Request, offers: Vec<Offer> },
     /// The book (or the rules) refused it against the current state; nothing changed.
     Refused(Refusal),
 }
@@ -169,6 +174,10 @@ pub enum StoreError {
 ///   holding providers' states, the events) all or nothing, provided the book and each of those providers are still
 ///   at the versions it was planned from; otherwise it plans again. Two replicas racing on one request behave as if
 ///   one acted after the other: of two accepts of one offer, one is done and the other refused.
+/// - **A retried create is answered, not repeated.** A create whose provider has an open request with the same
+///   reference and content is answered [`Acted::Unchanged`] with that request (nothing written); with other content
+///   it is refused (the core decides both, [`sitrep_core::aid::AidBook::apply`]). Two replicas racing to create the
+///   same request make one: the second plans again against the moved book and finds the first's.
 /// - **Staleness once.** [`mark_stale`](Store::mark_stale) marks a quiet provider stale and appends its event
 ///   exactly once however many aggregators call it at the same moment; its next live report clears it.
 /// - **Loading without stalls.** [`load`](Store::load) returns every provider's state, read in bounded pieces,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sitrep_core::aid::{Action, Actor, AidBook};
 use sitrep_core::cursor::Position;
-use sitrep_core::plan::aid::AidPlan;
+use sitrep_core::plan::aid::{AidOutcome, AidPlan};
 use sitrep_core::plan::{self, Plan};
 use sitrep_core::{Cursor, Event, HistoryRecord, ProviderLive, Rules, Timestamp, ValidReport};
 use tokio::sync::watch;
@@ -214,7 +214,8 @@ impl Store for MemoryStore {
             actor,
             now,
         ) {
-            Ok(plan) => plan,
+            Ok(AidOutcome::Plan(plan)) => plan,
+            Ok(AidOutcome::Unchanged { request, offers }) => return Ok(Acted::Unchanged { request, offers }),
             Err(refusal) => return Ok(Acted::Refused(refusal)),
         };
         let AidPlan { event, providers, .. } = plan;

@@ -10,6 +10,10 @@
 //! No patient-identifiable data is ever held: a request carries a caller's reference id and a short
 //! non-identifying summary, and nothing else about a patient. `docs/MUTUAL-AID.md` states the model.
 //!
+//! The reference also makes a create safe to retry: while a provider's request is open, a create with its
+//! reference is that request again (same content: nothing changes, no event) or refused (other content,
+//! `reference_in_use`); see [`AidBook::apply`]. Every other action is refused when repeated, by its state machine.
+//!
 //! # State machines
 //! Request: `open -> offered -> accepted -> in_transit -> completed`, or `cancelled` (from open, offered or
 //! accepted), `expired` (needed-by passed while open or offered), `unfulfilled` with a reason (from open, offered
@@ -573,13 +577,27 @@ impl AidBook {
         out
     }
 
-    /// The request an action is about (`None` for a request not yet created).
+    /// The request an action is about: for a create, the requesting provider's open request with the same
+    /// reference, if it has one (see [`AidBook::open_with_reference`]); otherwise `None` for a request not yet
+    /// created.
     pub fn request_of(&self, action: &Action) -> Option<RequestId> {
         match action.subject() {
-            Subject::New => None,
+            Subject::New => match action {
+                Action::Create(ask) => self.open_with_reference(&ask.provider, &ask.reference).map(|r| r.id),
+                _ => None,
+            },
             Subject::Request(request) => Some(request),
             Subject::Offer(offer) => self.offers.get(&offer).map(|o| o.request),
         }
+    }
+
+    /// `provider`'s request carrying `reference` that has not ended (not completed, cancelled, expired or
+    /// unfulfilled), if any. While it is open the reference names it: a create with the same reference is a retry
+    /// of it, or refused (see [`AidBook::apply`]); once it has ended the reference is free again.
+    pub fn open_with_reference(&self, provider: &str, reference: &str) -> Option<&Request> {
+        self.requests
+            .values()
+            .find(|r| !r.state.is_closed() && r.ask.provider == provider && r.ask.reference == reference)
     }
 
     pub fn request(&self, id: RequestId) -> Option<&Request> {
@@ -628,6 +646,11 @@ impl AidBook {
     /// Makes one action, all or nothing, and advances the book's version. The new id of a created request or
     /// offer is in the first event. Every refusal is found before anything changes (the tests check the book is
     /// untouched), so no copy of the book is made.
+    ///
+    /// **A retried create changes nothing.** A create by a provider whose open request carries the same reference
+    /// and asks for the same (every field of [`NewRequest`] equal) is that request again: no events, and the book
+    /// (its version too) as it was; [`AidBook::request_of`] names the request. The same reference with other
+    /// content is refused (`reference_in_use`). So a caller whose answer was lost may simply send it again.
     pub fn apply(&mut self, action: Action, actor: &Actor, now: Timestamp) -> Result<Vec<AidEvent>, Refusal> {
         let name = action.name();
         let decision = Decision {
@@ -637,7 +660,10 @@ impl AidBook {
             at: now,
         };
         let events = self.make(action, name, decision, now)?;
-        self.version += 1;
+        // Every action that changes the book says what it changed; only a retried create says nothing.
+        if !events.is_empty() {
+            self.version += 1;
+        }
         Ok(events)
     }
 
@@ -667,10 +693,27 @@ impl AidBook {
         }
     }
 
-    /// Creates a request.
+    /// Creates a request, unless the provider's open request with the same reference is this one again (then
+    /// nothing changes) or asks for something else (then it is refused).
     fn create_request(&mut self, m: Making, ask: NewRequest) -> Result<Vec<AidEvent>, Refusal> {
-        let Making { decision, now, .. } = m;
+        let Making { name, decision, now } = m;
         let mut events = Vec::new();
+        if let Some(r) = self.open_with_reference(&ask.provider, &ask.reference) {
+            // Checked before the ask itself: a retry whose needed-by has passed meanwhile is still the same request.
+            return match differing_field(&r.ask, &ask) {
+                None => Ok(events),
+                Some(field) => Err(Refusal::Request {
+                    id: r.id,
+                    state: r.state,
+                    action: name,
+                    why: format!(
+                        "reference = {:?} is in use (reference_in_use) by this request of {}, which asks for \
+                         other content (its {field} differs): use another reference, or end {} first",
+                        ask.reference, ask.provider, r.id
+                    ),
+                }),
+            };
+        }
         check_ask(&ask, now)?;
         self.next_request += 1;
         let id = RequestId(self.next_request);
@@ -1085,6 +1128,27 @@ fn invalid(
     code: &'static str,
 ) -> Refusal {
     Refusal::Invalid { action, field, value: value.to_string(), rule, code }
+}
+
+/// The first field in which two asks differ, `None` when they ask for the same.
+fn differing_field(held: &NewRequest, asked: &NewRequest) -> Option<&'static str> {
+    // Destructured so that a field added to `NewRequest` cannot be forgotten here.
+    let NewRequest { provider, site, kind, pair, quantity, urgency, needed_by, constraints, reference, summary } =
+        asked;
+    [
+        ("provider", held.provider == *provider),
+        ("site", held.site == *site),
+        ("kind", held.kind == *kind),
+        ("pair", held.pair == *pair),
+        ("quantity", held.quantity == *quantity),
+        ("urgency", held.urgency == *urgency),
+        ("needed_by", held.needed_by == *needed_by),
+        ("constraints", held.constraints == *constraints),
+        ("reference", held.reference == *reference),
+        ("summary", held.summary == *summary),
+    ]
+    .into_iter()
+    .find_map(|(field, same)| (!same).then_some(field))
 }
 
 fn check_ask(ask: &NewRequest, now: Timestamp) -> Result<(), Refusal> {

@@ -14,8 +14,11 @@ pub(crate) fn actor(provider: &str) -> Actor {
     Actor { principal: format!("{provider}.coordinator"), cursor: Cursor::new("e1", Position(7, 0)) }
 }
 
-/// A request by `provider` for `quantity` adult critical care beds, needed within four hours of t(0).
+/// A request by `provider` for `quantity` adult critical care beds, needed within four hours of t(0), with a
+/// reference of its own (`REF-<n>`, counting every call), so that tests may make several open requests.
 pub(crate) fn ask(provider: &str, quantity: u32) -> NewRequest {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     NewRequest {
         provider: provider.into(),
         site: None,
@@ -25,7 +28,7 @@ pub(crate) fn ask(provider: &str, quantity: u32) -> NewRequest {
         urgency: Urgency::Urgent,
         needed_by: t(240),
         constraints: Constraints::default(),
-        reference: "REF-0001".into(),
+        reference: format!("REF-{n:04}"),
         summary: "Adult needing level 3 care".into(),
     }
 }
@@ -423,4 +426,59 @@ fn timers_expire_offers_holds_and_requests() {
         to: RequestState::Expired
     }));
     assert_eq!(book.request(r).unwrap().decisions.last().unwrap().principal, "sitrep.coordinator");
+}
+
+#[test]
+fn a_retried_create_is_its_open_request_again() {
+    let mut book = AidBook::new();
+    let first = ask("RJ7", 2);
+    ok(&mut book, Action::Create(first.clone()), 0);
+    let before = book.clone();
+    // Same provider, reference and content: the same request, no event, nothing changed (the version neither).
+    let again = Action::Create(first.clone());
+    assert_eq!(book.request_of(&again), Some(RequestId(1)));
+    assert_eq!(ok(&mut book, again.clone(), 5), vec![]);
+    assert_eq!(book, before);
+    // It stays so while the request is under way, in whatever state.
+    ok(&mut book, offer(RequestId(1), "RVR", 1), 6);
+    let offered = book.clone();
+    assert_eq!(ok(&mut book, again, 7), vec![]);
+    assert_eq!(book, offered);
+    // Another provider may use the same reference: references are each provider's own.
+    ok(&mut book, Action::Create(NewRequest { provider: "RAX".into(), ..first.clone() }), 8);
+    assert_eq!(book.requests().count(), 2);
+}
+
+#[test]
+fn a_reference_in_use_with_other_content_is_refused_naming_it() {
+    let mut book = AidBook::new();
+    let first = ask("RJ7", 2);
+    ok(&mut book, Action::Create(first.clone()), 0);
+    let before = book.clone();
+    let other = Action::Create(NewRequest { quantity: 3, ..first.clone() });
+    let refusal = book.apply(other, &actor("RJ7"), t(1)).unwrap_err();
+    assert_eq!(
+        refusal.to_string(),
+        format!(
+            "create refused: request R1 is open: reference = {:?} is in use (reference_in_use) by this request of \
+             RJ7, which asks for other content (its quantity differs): use another reference, or end R1 first",
+            first.reference
+        )
+    );
+    assert_eq!(book, before, "refusals change nothing");
+    let later = Action::Create(NewRequest { needed_by: t(300), ..first });
+    let refusal = book.apply(later, &actor("RJ7"), t(1)).unwrap_err();
+    assert!(refusal.to_string().contains("its needed_by differs"), "{refusal}");
+}
+
+#[test]
+fn once_its_request_has_ended_a_reference_is_free_again() {
+    for end in [RequestState::Completed, RequestState::Cancelled, RequestState::Expired, RequestState::Unfulfilled] {
+        let (mut book, r) = request_in(end);
+        // Its needed-by moved on, as a new need's would: the expired request's has passed.
+        let reused = NewRequest { needed_by: t(600), ..book.request(r).unwrap().ask.clone() };
+        let events = book.apply(Action::Create(reused), &actor("RJ7"), t(300)).unwrap_or_else(|e| panic!("{end}: {e}"));
+        let made = RequestId(r.0 + 1);
+        assert_eq!(events, [AidEvent::RequestChanged { request: made, from: None, to: RequestState::Open }], "{end}");
+    }
 }

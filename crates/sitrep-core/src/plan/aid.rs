@@ -35,6 +35,19 @@ pub struct AidPlan {
     pub providers: Vec<Plan>,
 }
 
+/// What planning an action gives a store: changes to persist, or nothing to do.
+// One per action, moved once: boxing the plan would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum AidOutcome {
+    /// The action changes the book: persist the plan.
+    Plan(AidPlan),
+    /// The action was taken before: a retried create whose request is still open with the same content
+    /// ([`AidBook::apply`]). Nothing is persisted and no event appended; the request and its offers, as the book
+    /// holds them, are the answer.
+    Unchanged { request: Request, offers: Vec<Offer> },
+}
+
 impl AidPlan {
     /// Every event, in log order.
     pub fn events(&self) -> impl Iterator<Item = &Event> {
@@ -46,7 +59,7 @@ impl AidPlan {
 /// ([`AidBook::needs`]; a provider missing from `states` has no live state). Refuses what the book refuses, and
 /// what the rules do not know: a pair that is not a capacity pair of the catalogue, a provider not in the directory,
 /// an accepted offer from a provider that has not reported the pair's occupied count (its hold could never end by
-/// a report).
+/// a report). `book` needs only the action's part ([`AidBook::excerpt`]).
 pub fn plan(
     rules: &Rules,
     mut book: AidBook,
@@ -54,7 +67,7 @@ pub fn plan(
     mut action: Action,
     actor: &Actor,
     now: Timestamp,
-) -> Result<AidPlan, Refusal> {
+) -> Result<AidOutcome, Refusal> {
     check_known(rules, &book, states, &mut action)?;
     for state in states.values() {
         book.set_holds(&state.provider, &state.holds);
@@ -62,6 +75,12 @@ pub fn plan(
     let expected_version = book.version();
     let before = book.request_of(&action);
     let happened = book.apply(action, actor, now)?;
+    if happened.is_empty() {
+        let id = before.expect("only a retried create changes nothing, and it names its open request");
+        let request = book.request(id).expect("the action's request exists").clone();
+        let offers = book.offers_of(id).cloned().collect();
+        return Ok(AidOutcome::Unchanged { request, offers });
+    }
     let request_id = before.or_else(|| book.requests().map(|r| r.id).max()).expect("an action concerns a request");
     let request = book.request(request_id).expect("the action's request exists").clone();
     let offers: Vec<Offer> = book.offers_of(request_id).cloned().collect();
@@ -77,7 +96,7 @@ pub fn plan(
     };
     let event = book_event(&request, change, now);
     let providers = holders(rules, &book, states, &hold_events, now);
-    Ok(AidPlan {
+    Ok(AidOutcome::Plan(AidPlan {
         expected_version,
         version: book.version(),
         last_ids: book.last_ids(),
@@ -85,7 +104,7 @@ pub fn plan(
         offers,
         event,
         providers,
-    })
+    }))
 }
 
 /// What the rules, rather than the book, refuse: an unknown provider or capacity pair; for an accept, an offer
@@ -242,6 +261,13 @@ mod tests {
         }
 
         fn act(&mut self, action: Action, minute: i64) -> Result<AidPlan, Refusal> {
+            match self.outcome(action, minute)? {
+                AidOutcome::Plan(plan) => Ok(plan),
+                unchanged => panic!("the action changed nothing: {unchanged:?}"),
+            }
+        }
+
+        fn outcome(&mut self, action: Action, minute: i64) -> Result<AidOutcome, Refusal> {
             let book = self.picture.aid().clone();
             let states = book
                 .needs(&action)
@@ -252,11 +278,12 @@ mod tests {
             let planned = plan(&self.rules, book, &states, action.clone(), &actor("RJ7"), t(minute));
             // Planning on the excerpt (what the memory store does) gives what planning on the whole book gives.
             assert_eq!(plan(&self.rules, excerpt, &states, action, &actor("RJ7"), t(minute)), planned);
-            let plan = planned?;
-            for e in plan.events() {
-                self.fold(e.clone());
+            if let Ok(AidOutcome::Plan(plan)) = &planned {
+                for e in plan.events() {
+                    self.fold(e.clone());
+                }
             }
-            Ok(plan)
+            planned
         }
 
         fn free(&self, provider: &str) -> Option<f64> {
@@ -341,6 +368,24 @@ mod tests {
             ),
         );
         assert_eq!(fresh, w.picture);
+    }
+
+    /// A retried create is answered with its open request and plans nothing: no record, no event, the book's version
+    /// as it was, on the excerpt as on the whole book (which `act` checks).
+    #[test]
+    fn a_retried_create_plans_nothing_and_names_its_request() {
+        let mut w = World::new();
+        let first = ask("RJ7", 2);
+        w.act(Action::Create(first.clone()), 1).unwrap();
+        let head = w.n;
+        let AidOutcome::Unchanged { request, offers } = w.outcome(Action::Create(first.clone()), 2).unwrap() else {
+            panic!("a retry is not a new request");
+        };
+        assert_eq!((request.id, request.state, offers.len()), (RequestId(1), RequestState::Open, 0));
+        assert_eq!((w.n, w.picture.aid().version(), w.picture.aid().requests().count()), (head, 1, 1));
+        let other = crate::aid::NewRequest { quantity: 3, ..first };
+        let refused = w.act(Action::Create(other), 3).unwrap_err();
+        assert!(matches!(refused, Refusal::Request { id: RequestId(1), .. }), "{refused}");
     }
 
     #[test]

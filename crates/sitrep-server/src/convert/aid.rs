@@ -511,7 +511,7 @@ pub fn done_to_wire(done: &Done, directory: &Directory) -> pb::AidUpdate {
         .iter()
         .filter_map(|e| e.aid.as_deref().map(|change| Part { provider: &e.provider, change }))
         .collect();
-    update_to_wire(done.events.last().map(|e| &e.cursor), &parts, &done.case, directory)
+    update_to_wire(done.cursor.as_ref(), &parts, &done.case, directory)
 }
 
 pub fn candidates_to_wire(request: RequestId, cursor: &Cursor, ranking: &Ranking) -> pb::AidCandidates {

@@ -703,6 +703,7 @@ mod tests {
             for action in [Action::Create(ask), offer, accept] {
                 let planned =
                     sitrep_core::plan::aid::plan(&rules, book.clone(), &states, action.clone(), &actor, now).unwrap();
+                let sitrep_core::plan::aid::AidOutcome::Plan(planned) = planned else { panic!("each action changes") };
                 events.extend(planned.events().cloned());
                 book.apply(action, &actor, now).unwrap();
             }

@@ -238,14 +238,14 @@ fn unknown_step(step: &str, known: &str) -> ApiError {
     ApiError::from(Error::not_found(format!("no mutual aid action {step:?}: the actions here are {known}")))
 }
 
-/// What an action answers: its request and offers as they are after it, and the cursor of its last event (the
-/// picture that shows it).
+/// What an action answers: its request and offers as they are after it, and the cursor of a picture that shows it
+/// (its last event's; for a retried create, which appended none, the picture's that shows the request).
 struct Acted(crate::aid::Done);
 
 impl IntoResponse for Acted {
     fn into_response(self) -> Response {
         let mut body = form::aid_case(&self.0.case);
-        body["cursor"] = json!(self.0.events.last().map(|e| e.cursor.to_string()));
+        body["cursor"] = json!(self.0.cursor.as_ref().map(|c| c.to_string()));
         (StatusCode::OK, axum::Json(body)).into_response()
     }
 }

@@ -17,7 +17,9 @@
 //! **An action reads only its part of the book** (`aid_excerpt.lua`, one atomic call): the version, the last
 //! request and offer ids given (kept beside the records, so new records get the ids the whole book would), the
 //! action's request and that request's offers. Every action concerns one request ([`AidBook::excerpt`]), so its
-//! cost does not grow with the book.
+//! cost does not grow with the book. A create is the exception: its part is the provider's open request with the
+//! same reference, if any (a retried create is answered with it, [`AidBook::open_with_reference`]), which no key
+//! names, so a create is planned on the whole book. Creates are people asking for help: rare.
 //!
 //! **Loading the whole book** takes `HSCAN` in bounded pieces, like the states, between two reads of its version:
 //! every write of the book advances the version in the same script, so an unchanged version proves the pieces are
@@ -28,7 +30,7 @@ use std::sync::Arc;
 
 use redis::FromRedisValue;
 use sitrep_core::aid::{Action, Actor, AidBook, Subject};
-use sitrep_core::plan::aid::AidPlan;
+use sitrep_core::plan::aid::{AidOutcome, AidPlan};
 use sitrep_core::state::Planned;
 use sitrep_core::{Cursor, Event, ProviderLive, Timestamp};
 
@@ -69,7 +71,8 @@ impl RedisStore {
             let states = self.read_states(&needs).await?;
             let plan =
                 match sitrep_core::plan::aid::plan(&self.options.rules, book, &states, action.clone(), actor, now) {
-                    Ok(plan) => plan,
+                    Ok(AidOutcome::Plan(plan)) => plan,
+                    Ok(AidOutcome::Unchanged { request, offers }) => return Ok(Acted::Unchanged { request, offers }),
                     Err(refusal) => return Ok(Acted::Refused(refusal)),
                 };
             if let Stored::Done(events) = self.persist_aid(plan).await? {
@@ -87,7 +90,10 @@ impl RedisStore {
     /// read in one step by `aid_excerpt.lua`: an action costs the same however many records the book has.
     pub(super) async fn read_excerpt(&self, action: &Action) -> Result<AidBook, StoreError> {
         let (request, offer) = match action.subject() {
-            Subject::New => (String::new(), String::new()),
+            // A create's part is the provider's open request with the same reference, if any (a retry is answered
+            // with it): no key names it, so the whole book is read. Creates are rare (people asking for help); every
+            // other action reads only its own records.
+            Subject::New => return Ok(self.read_book().await?.excerpt(action)),
             Subject::Request(r) => (r.to_string(), String::new()),
             Subject::Offer(o) => (String::new(), o.to_string()),
         };
@@ -279,8 +285,10 @@ mod tests {
         let book = store.read_book().await.expect("book");
         let states = store.read_states(&book.needs(&action)).await.expect("states");
         let actor = Actor { principal: "test".into(), cursor: store.head().await.expect("head") };
-        sitrep_core::plan::aid::plan(&store.options.rules, book, &states, action, &actor, Timestamp::now())
-            .expect("planned")
+        match sitrep_core::plan::aid::plan(&store.options.rules, book, &states, action, &actor, Timestamp::now()) {
+            Ok(AidOutcome::Plan(plan)) => plan,
+            other => panic!("not planned: {other:?}"),
+        }
     }
 
     /// `act.lua` writes nothing for a plan made from a book, or a holder's state, that has moved since (another

@@ -2,6 +2,8 @@
 -- the action's request and that request's offers. No rule lives here; the core decides what the records mean.
 --
 -- KEYS: 1 aid hash (R<n> / O<n> -> the record as JSON, 'version', 'last_request', 'last_offer')
+-- (A create is not read through here: its part of the book is the provider's open request with its reference, which
+-- no field names, so redis/aid.rs reads the whole book for it.)
 -- ARGV: 1 the request's field ('R<n>'), or '' when the action names an offer (then its request is found from it),
 --       2 the offer's field ('O<n>') or ''
 -- Returns: {version or false, last_request or false, last_offer or false, the request or false, offer, offer, ...}
