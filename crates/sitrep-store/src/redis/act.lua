@@ -4,14 +4,17 @@
 --
 -- KEYS: 1 log hash (epoch, head), 2 events stream, 3 states hash (provider -> '<version>|<state>'), 4 aid hash
 --       (R<n> / O<n> -> the record, 'version' -> the book's version, 'last_request' / 'last_offer' -> the highest
---       ids given, written as two more of the pairs)
--- ARGV: a HEADER; then `records` pairs (field, record), written to the aid hash as they are; then the book's
+--       ids given, written as two more of the pairs; 'ref:<provider>|<reference>' -> the id of the provider's open
+--       request with that reference, the index a create reads, set as more of the pairs)
+-- ARGV: a HEADER; then `records` pairs (field, record), written to the aid hash as they are; then `ended_refs`
+--       pairs (index field, request id) of requests the plan ends, each field removed only while it still names
+--       that request (so rewriting an ended request never unindexes a later open one); then the book's
 --       BOOK_EVENT; then a HOLDER per holding provider, in the order the lists below name their fields
 --       (redis/args.rs sends them and documents each field; its test checks the two agree)
 -- Returns one string: 'm' if the book or a provider has moved since the plan was made (nothing is written: the
 -- caller plans again), else the epoch and a newline, then 'a<id> <id of the event before it>\n' per event in log
 -- order (the book's first), the same outcome lines persist.lua answers.
-local HEADER = {'epoch_candidate', 'max_len', 'max_age_ms', 'expected_version', 'version', 'records'}
+local HEADER = {'epoch_candidate', 'max_len', 'max_age_ms', 'expected_version', 'version', 'records', 'ended_refs'}
 local BOOK_EVENT = {'event', 'token'}
 local HOLDER = {'provider', 'expected_version', 'state', 'event', 'token'}
 
@@ -19,7 +22,8 @@ local log, events, states, aid = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local header, first_record = named(HEADER, 1)
 local maxlen, maxage = header.max_len, header.max_age_ms
 local after_records = first_record + 2 * tonumber(header.records)
-local book, next_arg = named(BOOK_EVENT, after_records)
+local after_ended = after_records + 2 * tonumber(header.ended_refs)
+local book, next_arg = named(BOOK_EVENT, after_ended)
 local holders = {}
 while next_arg <= #ARGV do
   holders[#holders + 1], next_arg = named(HOLDER, next_arg)
@@ -38,6 +42,11 @@ for _, holder in ipairs(holders) do
 end
 
 redis.call('HSET', aid, 'version', header.version, unpack(ARGV, first_record, after_records - 1))
+for i = after_records, after_ended - 1, 2 do
+  if redis.call('HGET', aid, ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', aid, ARGV[i])
+  end
+end
 local epoch, head = open_log(log, header.epoch_candidate)
 local out = {epoch, '\n'}
 local id = append(events, maxlen, epoch, head, book.token, book.event)

@@ -2,7 +2,7 @@
 //! [`Store::load`](crate::Store::load) returns.
 //!
 //! The book's records live in one hash, `{prefix}:aid` (`R<n>` / `O<n>` -> the record as JSON, `version` -> the
-//! book's version); holds live in the holding providers' states, where a report can end them in its own step. An
+//! book's version, and the index of open references below); holds live in the holding providers' states, where a report can end them in its own step. An
 //! action reads the book and the states of the providers it needs ([`AidBook::needs`]), is planned by the core
 //! ([`sitrep_core::plan::aid::plan`]: every rule is there), and the plan is persisted by `act.lua`, which writes only if the book and
 //! each of those providers are still at the versions the plan was made from. Otherwise it writes nothing and the
@@ -17,9 +17,11 @@
 //! **An action reads only its part of the book** (`aid_excerpt.lua`, one atomic call): the version, the last
 //! request and offer ids given (kept beside the records, so new records get the ids the whole book would), the
 //! action's request and that request's offers. Every action concerns one request ([`AidBook::excerpt`]), so its
-//! cost does not grow with the book. A create is the exception: its part is the provider's open request with the
-//! same reference, if any (a retried create is answered with it, [`AidBook::open_with_reference`]), which no key
-//! names, so a create is planned on the whole book. Creates are people asking for help: rare.
+//! cost does not grow with the book. A create's request is the provider's open request with the same reference, if
+//! any (a retried create is answered with it, [`AidBook::open_with_reference`]): an index in the same hash,
+//! `ref:<provider>|<reference>` -> `R<n>`, names it. Which entries a plan sets and removes is decided here, from
+//! the records it writes ([`codec::aid_ref_changes`]: set while a request is open, removed when it ends);
+//! `act.lua` writes them with the records, so the index never disagrees with them.
 //!
 //! **Loading the whole book** takes `HSCAN` in bounded pieces, like the states, between two reads of its version:
 //! every write of the book advances the version in the same script, so an unchanged version proves the pieces are
@@ -89,13 +91,15 @@ impl RedisStore {
     /// The part of the book `action` touches (its request and that request's offers, the version and last ids),
     /// read in one step by `aid_excerpt.lua`: an action costs the same however many records the book has.
     pub(super) async fn read_excerpt(&self, action: &Action) -> Result<AidBook, StoreError> {
-        let (request, offer) = match action.subject() {
+        let (request, offer, reference) = match (action.subject(), action) {
             // A create's part is the provider's open request with the same reference, if any (a retry is answered
-            // with it): no key names it, so the whole book is read. Creates are rare (people asking for help); every
-            // other action reads only its own records.
-            Subject::New => return Ok(self.read_book().await?.excerpt(action)),
-            Subject::Request(r) => (r.to_string(), String::new()),
-            Subject::Offer(o) => (String::new(), o.to_string()),
+            // with it), which the index of open references names.
+            (Subject::New, Action::Create(ask)) => {
+                (String::new(), String::new(), codec::aid_ref_field(&ask.provider, &ask.reference))
+            }
+            (Subject::New, _) => (String::new(), String::new(), String::new()),
+            (Subject::Request(r), _) => (r.to_string(), String::new(), String::new()),
+            (Subject::Offer(o), _) => (String::new(), o.to_string(), String::new()),
         };
         let mut conn = self.conn().await?;
         let reply: Vec<Option<Vec<u8>>> = self
@@ -104,6 +108,7 @@ impl RedisStore {
             .key(&self.keys.aid)
             .arg(request)
             .arg(offer)
+            .arg(reference)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.masters.failed(e))?;
@@ -184,6 +189,8 @@ impl RedisStore {
         let mut records = codec::encode_aid_records(&requests, &offers)?;
         records.push((codec::AID_LAST_REQUEST.to_owned(), last_ids.0.to_string().into_bytes()));
         records.push((codec::AID_LAST_OFFER.to_owned(), last_ids.1.to_string().into_bytes()));
+        let (open_refs, ended_refs) = codec::aid_ref_changes(&requests);
+        records.extend(open_refs.into_iter().map(|(field, id)| (field, id.into_bytes())));
         let keys = &self.keys;
         let [max_len, max_age_ms] = self.log_limits();
         let mut invocation = self.scripts.act.prepare_invoke();
@@ -196,10 +203,14 @@ impl RedisStore {
             expected_version: expected_version.to_string(),
             version: version.to_string(),
             records: records.len().to_string(),
+            ended_refs: ended_refs.len().to_string(),
         };
         args::push(&mut invocation, &header.named());
         for (field, record) in &records {
             invocation.arg(field).arg(record.as_slice());
+        }
+        for (field, id) in &ended_refs {
+            invocation.arg(field).arg(id);
         }
         let (token, written) = self.token();
         let book = args::EventArgs { event: codec::encode_event(&codes, &event)?, token: written };
@@ -359,5 +370,69 @@ mod tests {
         assert_eq!(made.id, RequestId(4), "not R1 again");
         let events = conformance::act(&store, aid_offer(RequestId(3), "RAX", 1)).await;
         assert_eq!(events[0].aid.as_ref().expect("aid change").offers[0].id, OfferId(2));
+    }
+
+    /// The index of open references: set when a request is created, removed when it ends (a later request with the
+    /// same reference then takes it), and built from a version 2 book by the 2 -> 3 migration, after which a
+    /// retried create finds its open request from the index alone.
+    #[tokio::test]
+    async fn a_create_finds_its_open_request_through_the_index_also_after_migrating_version_2() {
+        let redis = RedisProcess::start().expect("redis-server");
+        let options = RedisOptions { url: redis.url(), ..Default::default() };
+        let store = RedisStore::connect(options.clone()).await.expect("connect");
+        let key = store.keys.aid.clone();
+        let mut conn = store.conn().await.expect("conn");
+        let reference = |a: &Action| match a {
+            Action::Create(ask) => codec::aid_ref_field(&ask.provider, &ask.reference),
+            _ => unreachable!(),
+        };
+        let first = aid_request("RJ7", 1);
+        conformance::act(&store, first.clone()).await;
+        let ended = aid_request("RJ7", 2);
+        conformance::act(&store, ended.clone()).await;
+        let cancel = Action::Cancel { request: RequestId(2), reason: "test".into() };
+        conformance::act(&store, cancel).await;
+        let mut index = async |field: &str| -> Option<String> {
+            redis::cmd("HGET").arg(&key).arg(field).query_async(&mut conn).await.expect("hget")
+        };
+        assert_eq!(index(&reference(&first)).await.as_deref(), Some("R1"));
+        assert_eq!(index(&reference(&ended)).await, None, "removed when R2 ended");
+        // The ended request's reference is free: a new request with it takes the entry.
+        let Action::Create(mut again) = ended.clone() else { unreachable!() };
+        again.quantity = 3;
+        let again = Action::Create(again);
+        conformance::act(&store, again.clone()).await;
+        assert_eq!(index(&reference(&again)).await.as_deref(), Some("R3"));
+
+        // Version 2 data: the same book without the index.
+        let mut conn = store.conn().await.expect("conn");
+        let fields: Vec<String> = redis::cmd("HKEYS").arg(&key).query_async(&mut conn).await.expect("hkeys");
+        let refs: Vec<&String> = fields.iter().filter(|f| f.starts_with(codec::AID_REF_PREFIX)).collect();
+        assert_eq!(refs.len(), 2);
+        for _ in 0..2 {
+            // Twice: a migration run again (after an interruption) gives the same index.
+            let _: () = redis::cmd("HDEL").arg(&key).arg(&refs).query_async(&mut conn).await.expect("hdel");
+            let _: () = redis::cmd("SET").arg(&store.keys.schema).arg(2).query_async(&mut conn).await.expect("set");
+            let migrated = RedisStore::connect(options.clone()).await.expect("connect");
+            migrated.head().await.expect("head");
+            let version: u32 =
+                redis::cmd("GET").arg(&store.keys.schema).query_async(&mut conn).await.expect("get");
+            assert_eq!(version, super::super::SCHEMA_VERSION);
+            let mut found = Vec::new();
+            for a in [&first, &again] {
+                let id: Option<String> =
+                    redis::cmd("HGET").arg(&key).arg(reference(a)).query_async(&mut conn).await.expect("hget");
+                found.push(id);
+            }
+            assert_eq!(found, [Some("R1".to_owned()), Some("R3".to_owned())]);
+            // A retried create reads only its open request, and is answered with it.
+            let excerpt = migrated.read_excerpt(&first).await.expect("excerpt");
+            assert_eq!(excerpt.requests().map(|r| r.id).collect::<Vec<_>>(), [RequestId(1)]);
+            let actor = Actor { principal: "test".into(), cursor: migrated.head().await.expect("head") };
+            match migrated.act(&first, &actor, Timestamp::now()).await.expect("act") {
+                Acted::Unchanged { request, .. } => assert_eq!(request.id, RequestId(1)),
+                other => panic!("not answered with R1: {other:?}"),
+            }
+        }
     }
 }

@@ -76,7 +76,9 @@ impl PlanArgs {
 }
 
 /// `act.lua`'s header (its `HEADER`). The book's records follow it, `records` pairs of (field, record), which the
-/// script hands to `HSET` as they are; then the book's event ([`EventArgs`]); then one [`HolderArgs`] per holder.
+/// script hands to `HSET` as they are (the index of open references' new entries among them); then `ended_refs`
+/// pairs (index field, request id) to remove; then the book's event ([`EventArgs`]); then one [`HolderArgs`] per
+/// holder.
 pub(super) struct ActHeader<'a> {
     pub epoch_candidate: &'a str,
     pub max_len: &'a str,
@@ -87,10 +89,12 @@ pub(super) struct ActHeader<'a> {
     pub version: String,
     /// How many (field, record) pairs follow.
     pub records: String,
+    /// How many (index field, request id) pairs follow those: entries of requests the plan ends.
+    pub ended_refs: String,
 }
 
 impl ActHeader<'_> {
-    pub(super) fn named(&self) -> [(&'static str, &[u8]); 6] {
+    pub(super) fn named(&self) -> [(&'static str, &[u8]); 7] {
         [
             ("epoch_candidate", self.epoch_candidate.as_bytes()),
             ("max_len", self.max_len.as_bytes()),
@@ -98,6 +102,7 @@ impl ActHeader<'_> {
             ("expected_version", self.expected_version.as_bytes()),
             ("version", self.version.as_bytes()),
             ("records", self.records.as_bytes()),
+            ("ended_refs", self.ended_refs.as_bytes()),
         ]
     }
 }
@@ -184,6 +189,7 @@ mod tests {
             expected_version: String::new(),
             version: String::new(),
             records: String::new(),
+            ended_refs: String::new(),
         };
         assert_eq!(declared(script, "HEADER"), names(&header.named()));
         let event = EventArgs { event: vec![], token: vec![] };

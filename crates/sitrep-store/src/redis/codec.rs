@@ -514,6 +514,25 @@ pub const AID_VERSION: &str = "version";
 /// action read with only its own records gives new records the ids the whole book would.
 pub const AID_LAST_REQUEST: &str = "last_request";
 pub const AID_LAST_OFFER: &str = "last_offer";
+/// The prefix of the `aid` hash's index of open references: `ref:<provider>|<reference>` -> the id (`R<n>`) of the
+/// provider's open request carrying that reference, so that a create reads only that request
+/// ([`AidBook::open_with_reference`]) rather than the whole book. A provider's name holds no `|`.
+pub const AID_REF_PREFIX: &str = "ref:";
+
+/// The index field naming `provider`'s open request with `reference` (see [`AID_REF_PREFIX`]).
+pub fn aid_ref_field(provider: &str, reference: &str) -> String {
+    format!("{AID_REF_PREFIX}{provider}|{reference}")
+}
+
+/// How the records a plan writes change the index of open references: the `(field, request id)` pairs to set (a
+/// request not ended), and those to remove (a request ended: its reference is free again). The store removes an
+/// entry only while it still names that request, so rewriting an ended request never unindexes a later one.
+pub fn aid_ref_changes(requests: &[Request]) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let entry = |r: &Request| (aid_ref_field(&r.ask.provider, &r.ask.reference), r.id.to_string());
+    let open = requests.iter().filter(|r| !r.state.is_closed()).map(entry).collect();
+    let ended = requests.iter().filter(|r| r.state.is_closed()).map(entry).collect();
+    (open, ended)
+}
 
 /// One record of mutual aid's book as stored: a field of the `aid` hash (`R<n>` or `O<n>`, the record's id) and
 /// the record as JSON. Records are few and read whole, so JSON (the core's serde) is small enough and keeps the
@@ -534,11 +553,13 @@ pub fn decode_aid_book(key: &str, fields: Vec<(String, Vec<u8>)>) -> Result<AidB
             _ if field == AID_VERSION => version = number()?,
             _ if field == AID_LAST_REQUEST => last.0 = number()?,
             _ if field == AID_LAST_OFFER => last.1 = number()?,
+            // The index of open references: derived from the records, which say the same.
+            _ if field.starts_with(AID_REF_PREFIX) => {}
             Some(b'R') => requests.push(from_json::<Request>(&what(), &value)?),
             Some(b'O') => offers.push(from_json::<Offer>(&what(), &value)?),
             _ => {
                 return Err(StoreError::Internal(format!(
-                    "{}: not a field sitrep writes (R<n>, O<n>, version, last_request, last_offer)",
+                    "{}: not a field sitrep writes (R<n>, O<n>, version, last_request, last_offer, ref:<provider>|<reference>)",
                     what()
                 )));
             }

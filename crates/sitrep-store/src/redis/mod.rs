@@ -31,7 +31,9 @@
 //!   writing store's token for it, `<store id>.<n>`) and `d` (the event, see [`codec`])
 //! - `states` hash: provider -> `<version>|<state>` (a state carries its provider's mutual aid holds)
 //! - `aid` hash: mutual aid's book: `R<n>` / `O<n>` -> the request or offer as JSON, `version` -> the book's
-//!   version, which every action advances
+//!   version, which every action advances, `last_request` / `last_offer` -> the highest ids given, and (since
+//!   layout version 3) `ref:<provider>|<reference>` -> `R<n>`, the index of open requests by reference that a
+//!   create reads instead of the whole book, kept by `act.lua` with the records
 //! - `hist:<provider>` hash: `<period in hours>:<revision>[:<site>]` -> `<event id>|<entry>` (no index: range queries and
 //!   trimming read the fields, which start with their period)
 //! - `codes` hash: the dictionary of metric numbers used by the encodings

@@ -24,12 +24,15 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use redis::aio::ConnectionManager;
 
+use sitrep_core::aid::{Request, RequestId};
+
+use super::codec::aid_ref_field;
 use super::{Keys, unavailable};
 use crate::StoreError;
 
 /// The layout this build reads and writes. Version 2 added mutual aid (the `aid` hash, holds in states, events of
-/// kind 2): see [`MIGRATIONS`].
-pub const VERSION: u32 = 2;
+/// kind 2); version 3 the index of open references in the `aid` hash: see [`MIGRATIONS`].
+pub const VERSION: u32 = 3;
 
 /// An upgrade of the data from version `from` to `from + 1`.
 pub(super) struct Migration {
@@ -47,6 +50,10 @@ pub(super) struct Migration {
 /// because a version 1 build would misread those additions, not refuse them: it would take an aid event for a
 /// report, and drop a state's holds the next time it wrote the state. Stamping 2 makes such a build refuse the data
 /// (see [`prepare`]) instead of corrupting it.
+///
+/// 2 -> 3 builds the index of open references (`ref:<provider>|<reference>` -> `R<n>` in the `aid` hash, see
+/// [`super::aid`]) from the requests already there ([`index_open_references`]). A version 2 build would not keep
+/// the index when requests end, so it must refuse version 3 data.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { from: 0, what: "stamp data written before versions were kept (its layout is version 1's)", run: stamp },
     Migration {
@@ -55,7 +62,65 @@ pub(super) const MIGRATIONS: &[Migration] = &[
                and rewrites none, so that older builds refuse what they would misread",
         run: stamp,
     },
+    Migration {
+        from: 2,
+        what: "index the open mutual aid requests by provider and reference in the aid hash (ref:<provider>|<reference>)",
+        run: index_open_references,
+    },
 ];
+
+/// How many fields of the `aid` hash one `HSCAN` step asks for while indexing.
+const INDEX_BATCH: usize = 500;
+
+/// 2 -> 3: reads the `aid` hash in `HSCAN` batches and sets, for each request that has not ended, its index entry.
+/// Where an older book has two open requests with one reference (before retried creates were recognised), the
+/// entry names the lower id, the one the whole book's [`AidBook::open_with_reference`] finds. Setting the same
+/// entries again is harmless, so an interrupted run is simply run again.
+///
+/// [`AidBook::open_with_reference`]: sitrep_core::aid::AidBook::open_with_reference
+fn index_open_references<'a>(
+    conn: &'a mut ConnectionManager,
+    keys: &'a Keys,
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(async move {
+        let key = &keys.aid;
+        // Only the open requests' entries are held, never the book.
+        let mut open: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        let mut scan = 0u64;
+        loop {
+            let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(key)
+                .arg(scan)
+                .arg("COUNT")
+                .arg(INDEX_BATCH)
+                .query_async(conn)
+                .await
+                .map_err(unavailable)?;
+            for (field, value) in pairs {
+                if !field.starts_with('R') {
+                    continue;
+                }
+                let request: Request = serde_json::from_slice(&value).map_err(|e| {
+                    StoreError::Internal(format!("{key} field {field}: stored request unreadable while indexing: {e}"))
+                })?;
+                if request.state.is_closed() {
+                    continue;
+                }
+                let entry = open.entry(aid_ref_field(&request.ask.provider, &request.ask.reference)).or_insert(request.id.0);
+                *entry = (*entry).min(request.id.0);
+            }
+            if next == 0 {
+                break;
+            }
+            scan = next;
+        }
+        let entries: Vec<(String, String)> = open.into_iter().map(|(field, id)| (field, RequestId(id).to_string())).collect();
+        for batch in entries.chunks(INDEX_BATCH) {
+            let _: () = redis::cmd("HSET").arg(key).arg(batch).query_async(conn).await.map_err(unavailable)?;
+        }
+        Ok(())
+    })
+}
 
 fn stamp<'a>(_: &'a mut ConnectionManager, _: &'a Keys) -> BoxFuture<'a, Result<(), StoreError>> {
     Box::pin(async { Ok(()) })
@@ -194,10 +259,11 @@ mod tests {
         })
     }
 
-    const THREE: &[Migration] = &[
+    const FOUR: &[Migration] = &[
         Migration { from: 0, what: "stamp", run: stamp },
         Migration { from: 1, what: "stamp", run: stamp },
-        Migration { from: 2, what: "a test migration that counts its runs", run: counted },
+        Migration { from: 2, what: "stamp", run: stamp },
+        Migration { from: 3, what: "a test migration that counts its runs", run: counted },
     ];
 
     /// Two replicas starting together on unversioned data: one migrates (each step once), the other waits for it,
@@ -210,20 +276,20 @@ mod tests {
         let keys = Keys::new("mig");
         let mut c = conn.clone();
         let _: () = redis::cmd("HSET").arg(&keys.states).arg("RJ7").arg("1|x").query_async(&mut c).await.unwrap();
-        let (a, b) = tokio::join!(prepare(&conn, &keys, THREE), prepare(&conn, &keys, THREE));
-        assert_eq!((a.unwrap(), b.unwrap()), (3, 3));
+        let (a, b) = tokio::join!(prepare(&conn, &keys, FOUR), prepare(&conn, &keys, FOUR));
+        assert_eq!((a.unwrap(), b.unwrap()), (4, 4));
         let ran: i64 = redis::cmd("GET").arg("{mig}:test:ran").query_async(&mut c).await.unwrap();
         let version: u32 = redis::cmd("GET").arg(&keys.schema).query_async(&mut c).await.unwrap();
         let lock: Option<String> = redis::cmd("GET").arg("{mig}:schema:lock").query_async(&mut c).await.unwrap();
-        assert_eq!((ran, version, lock), (1, 3, None), "migrated once, stamped, lock released");
+        assert_eq!((ran, version, lock), (1, 4, None), "migrated once, stamped, lock released");
         // Started again: nothing to do.
-        assert_eq!(prepare(&conn, &keys, THREE).await.unwrap(), 3);
+        assert_eq!(prepare(&conn, &keys, FOUR).await.unwrap(), 4);
         let ran: i64 = redis::cmd("GET").arg("{mig}:test:ran").query_async(&mut c).await.unwrap();
         assert_eq!(ran, 1);
-        // The shipped table on the same data: version 3 is newer than this build knows.
+        // The shipped table on the same data: version 4 is newer than this build knows.
         let err = prepare(&conn, &keys, MIGRATIONS).await.unwrap_err().to_string();
         assert!(
-            err.contains("{mig}:schema says the data in Redis is of version 3") && err.contains("up to 2"),
+            err.contains("{mig}:schema says the data in Redis is of version 4") && err.contains("up to 3"),
             "{err}"
         );
     }
