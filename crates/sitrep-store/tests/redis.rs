@@ -630,7 +630,8 @@ async fn a_demoted_master_is_unavailable_not_a_failure() {
 }
 
 /// Not a test: prints how long a mutual aid action takes on each store as the book grows (half of them creates,
-/// which read the whole book on Redis to find a retried request; the cancels read only their own records). Run with `cargo test -p sitrep-store --release --test redis -- --ignored --nocapture`.
+/// which read only the index entry of their reference and the request it names, as the cancels read only their own
+/// records). Run with `cargo test -p sitrep-store --release --test redis -- --ignored --nocapture`.
 #[tokio::test]
 #[ignore = "a measurement; prints numbers"]
 async fn measure_aid_action_time_as_the_book_grows() {

@@ -189,7 +189,7 @@ impl RedisStore {
         let mut records = codec::encode_aid_records(&requests, &offers)?;
         records.push((codec::AID_LAST_REQUEST.to_owned(), last_ids.0.to_string().into_bytes()));
         records.push((codec::AID_LAST_OFFER.to_owned(), last_ids.1.to_string().into_bytes()));
-        let (open_refs, ended_refs) = codec::aid_ref_changes(&requests);
+        let codec::RefChanges { open: open_refs, ended: ended_refs } = codec::aid_ref_changes(&requests);
         records.extend(open_refs.into_iter().map(|(field, id)| (field, id.into_bytes())));
         let keys = &self.keys;
         let [max_len, max_age_ms] = self.log_limits();
@@ -415,8 +415,7 @@ mod tests {
             let _: () = redis::cmd("SET").arg(&store.keys.schema).arg(2).query_async(&mut conn).await.expect("set");
             let migrated = RedisStore::connect(options.clone()).await.expect("connect");
             migrated.head().await.expect("head");
-            let version: u32 =
-                redis::cmd("GET").arg(&store.keys.schema).query_async(&mut conn).await.expect("get");
+            let version: u32 = redis::cmd("GET").arg(&store.keys.schema).query_async(&mut conn).await.expect("get");
             assert_eq!(version, super::super::SCHEMA_VERSION);
             let mut found = Vec::new();
             for a in [&first, &again] {

@@ -516,7 +516,9 @@ pub const AID_LAST_REQUEST: &str = "last_request";
 pub const AID_LAST_OFFER: &str = "last_offer";
 /// The prefix of the `aid` hash's index of open references: `ref:<provider>|<reference>` -> the id (`R<n>`) of the
 /// provider's open request carrying that reference, so that a create reads only that request
-/// ([`AidBook::open_with_reference`]) rather than the whole book. A provider's name holds no `|`.
+/// ([`AidBook::open_with_reference`]) rather than the whole book. Should a provider code hold a `|`, two entries
+/// could share a field; the core checks the request an entry names (its provider, reference, and that it is open),
+/// so such an entry finds no request, never the wrong one.
 pub const AID_REF_PREFIX: &str = "ref:";
 
 /// The index field naming `provider`'s open request with `reference` (see [`AID_REF_PREFIX`]).
@@ -527,11 +529,19 @@ pub fn aid_ref_field(provider: &str, reference: &str) -> String {
 /// How the records a plan writes change the index of open references: the `(field, request id)` pairs to set (a
 /// request not ended), and those to remove (a request ended: its reference is free again). The store removes an
 /// entry only while it still names that request, so rewriting an ended request never unindexes a later one.
-pub fn aid_ref_changes(requests: &[Request]) -> (Vec<(String, String)>, Vec<(String, String)>) {
+pub fn aid_ref_changes(requests: &[Request]) -> RefChanges {
     let entry = |r: &Request| (aid_ref_field(&r.ask.provider, &r.ask.reference), r.id.to_string());
     let open = requests.iter().filter(|r| !r.state.is_closed()).map(entry).collect();
     let ended = requests.iter().filter(|r| r.state.is_closed()).map(entry).collect();
-    (open, ended)
+    RefChanges { open, ended }
+}
+
+/// The index entries ([`AID_REF_PREFIX`]) one plan changes, each `(field, request id)`.
+pub struct RefChanges {
+    /// To set: requests the plan writes that have not ended.
+    pub open: Vec<(String, String)>,
+    /// To remove while they still name the request: requests the plan writes that have ended.
+    pub ended: Vec<(String, String)>,
 }
 
 /// One record of mutual aid's book as stored: a field of the `aid` hash (`R<n>` or `O<n>`, the record's id) and

@@ -78,10 +78,7 @@ const INDEX_BATCH: usize = 500;
 /// entries again is harmless, so an interrupted run is simply run again.
 ///
 /// [`AidBook::open_with_reference`]: sitrep_core::aid::AidBook::open_with_reference
-fn index_open_references<'a>(
-    conn: &'a mut ConnectionManager,
-    keys: &'a Keys,
-) -> BoxFuture<'a, Result<(), StoreError>> {
+fn index_open_references<'a>(conn: &'a mut ConnectionManager, keys: &'a Keys) -> BoxFuture<'a, Result<(), StoreError>> {
     Box::pin(async move {
         let key = &keys.aid;
         // Only the open requests' entries are held, never the book.
@@ -106,7 +103,8 @@ fn index_open_references<'a>(
                 if request.state.is_closed() {
                     continue;
                 }
-                let entry = open.entry(aid_ref_field(&request.ask.provider, &request.ask.reference)).or_insert(request.id.0);
+                let entry =
+                    open.entry(aid_ref_field(&request.ask.provider, &request.ask.reference)).or_insert(request.id.0);
                 *entry = (*entry).min(request.id.0);
             }
             if next == 0 {
@@ -114,7 +112,8 @@ fn index_open_references<'a>(
             }
             scan = next;
         }
-        let entries: Vec<(String, String)> = open.into_iter().map(|(field, id)| (field, RequestId(id).to_string())).collect();
+        let entries: Vec<(String, String)> =
+            open.into_iter().map(|(field, id)| (field, RequestId(id).to_string())).collect();
         for batch in entries.chunks(INDEX_BATCH) {
             let _: () = redis::cmd("HSET").arg(key).arg(batch).query_async(conn).await.map_err(unavailable)?;
         }
