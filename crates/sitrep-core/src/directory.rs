@@ -306,8 +306,13 @@ impl Directory {
         let mut providers = BTreeMap::new();
         let mut sites = BTreeSet::new();
         for p in file.providers {
-            if p.code.is_empty() {
-                return Err(invalid("a provider has an empty code".to_owned()));
+            // A provider's code names its keys in a store and its mutual aid references' index
+            // ('ref:<provider>|<reference>'): plain text, as a site's code.
+            if p.code.is_empty() || p.code.contains([':', '|']) || p.code.contains(char::is_whitespace) {
+                return Err(invalid(format!(
+                    "provider code {:?} must be non-empty, without spaces, ':' or '|'",
+                    p.code
+                )));
             }
             if !systems.contains_key(&p.system) {
                 return Err(invalid(format!("provider {}: unknown system {}", p.code, p.system)));
@@ -496,6 +501,10 @@ mod tests {
             (
                 "[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n[[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"T\"\nkind = \"acute\"\n",
                 "provider P: unknown system T",
+            ),
+            (
+                "[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n[[provider]]\ncode = \"P|1\"\nname = \"p\"\nsystem = \"S\"\nkind = \"acute\"\n",
+                "provider code \"P|1\" must be non-empty, without spaces, ':' or '|'",
             ),
             (
                 "[[system]]\ncode = \"S\"\nname = \"s\"\nregion = \"R\"\n[[provider]]\ncode = \"P\"\nname = \"p\"\nsystem = \"S\"\nkind = \"hospice\"\n",

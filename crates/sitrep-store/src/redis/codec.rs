@@ -516,9 +516,9 @@ pub const AID_LAST_REQUEST: &str = "last_request";
 pub const AID_LAST_OFFER: &str = "last_offer";
 /// The prefix of the `aid` hash's index of open references: `ref:<provider>|<reference>` -> the id (`R<n>`) of the
 /// provider's open request carrying that reference, so that a create reads only that request
-/// ([`AidBook::open_with_reference`]) rather than the whole book. Should a provider code hold a `|`, two entries
-/// could share a field; the core checks the request an entry names (its provider, reference, and that it is open),
-/// so such an entry finds no request, never the wrong one.
+/// ([`AidBook::open_with_reference`]) rather than the whole book. The directory refuses a provider code with a `|`,
+/// so the field is unambiguous; and the core checks the request an entry names anyway (its provider, reference,
+/// and that it is open), so a stale entry finds no request, never the wrong one.
 pub const AID_REF_PREFIX: &str = "ref:";
 
 /// The index field naming `provider`'s open request with `reference` (see [`AID_REF_PREFIX`]).
