@@ -623,30 +623,15 @@ impl RedisStore {
         Ok(self.master().await?.conn.clone())
     }
 
-    /// Every field of the hash `key`, read in bounded pieces (`HSCAN ... COUNT LOAD_BATCH`, so a large hash never
-    /// blocks Redis), each piece handed to `each` as it comes.
+    /// Every field of the hash `key`, read in bounded pieces ([`scan_hash`] with `LOAD_BATCH`), each piece handed
+    /// to `each` as it comes.
     async fn scan_hash(
         &self,
         conn: &mut ConnectionManager,
         key: &str,
-        mut each: impl FnMut(Vec<(String, Vec<u8>)>) -> Result<(), StoreError>,
+        each: impl FnMut(Vec<(String, Vec<u8>)>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut scan = 0u64;
-        loop {
-            let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
-                .arg(key)
-                .arg(scan)
-                .arg("COUNT")
-                .arg(LOAD_BATCH)
-                .query_async(conn)
-                .await
-                .map_err(|e| self.masters.failed(e))?;
-            each(pairs)?;
-            if next == 0 {
-                return Ok(());
-            }
-            scan = next;
-        }
+        scan_hash(conn, key, LOAD_BATCH, |e| self.masters.failed(e), each).await
     }
 
     /// The current master (see [`RedisStore::conn`]).
@@ -1300,5 +1285,27 @@ impl Store for RedisStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// Every field of the hash `key`, read in pieces of about `count` (`HSCAN ... COUNT`, so a large hash never blocks
+/// Redis), each piece handed to `each` as it comes; a failed command becomes a store error through `fail`. The
+/// store's loads and the schema's migrations read hashes this one way.
+pub(super) async fn scan_hash(
+    conn: &mut ConnectionManager,
+    key: &str,
+    count: usize,
+    fail: impl Fn(redis::RedisError) -> StoreError,
+    mut each: impl FnMut(Vec<(String, Vec<u8>)>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut scan = 0u64;
+    loop {
+        let (next, pairs): (u64, Vec<(String, Vec<u8>)>) =
+            redis::cmd("HSCAN").arg(key).arg(scan).arg("COUNT").arg(count).query_async(conn).await.map_err(&fail)?;
+        each(pairs)?;
+        if next == 0 {
+            return Ok(());
+        }
+        scan = next;
     }
 }

@@ -26,7 +26,7 @@ use redis::aio::ConnectionManager;
 
 use sitrep_core::aid::{Request, RequestId};
 
-use super::codec::aid_ref_field;
+use super::codec::{self, aid_ref_field};
 use super::{Keys, unavailable};
 use crate::StoreError;
 
@@ -83,35 +83,22 @@ fn index_open_references<'a>(conn: &'a mut ConnectionManager, keys: &'a Keys) ->
         let key = &keys.aid;
         // Only the open requests' entries are held, never the book.
         let mut open: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-        let mut scan = 0u64;
-        loop {
-            let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
-                .arg(key)
-                .arg(scan)
-                .arg("COUNT")
-                .arg(INDEX_BATCH)
-                .query_async(conn)
-                .await
-                .map_err(unavailable)?;
+        super::scan_hash(conn, key, INDEX_BATCH, unavailable, |pairs| {
             for (field, value) in pairs {
                 if !field.starts_with('R') {
                     continue;
                 }
-                let request: Request = serde_json::from_slice(&value).map_err(|e| {
-                    StoreError::Internal(format!("{key} field {field}: stored request unreadable while indexing: {e}"))
-                })?;
-                if request.state.is_closed() {
-                    continue;
+                let request: Request = codec::from_json(&format!("{key} field {field} (indexing)"), &value)?;
+                if !request.state.is_closed() {
+                    let entry = open
+                        .entry(aid_ref_field(&request.ask.provider, &request.ask.reference))
+                        .or_insert(request.id.0);
+                    *entry = (*entry).min(request.id.0);
                 }
-                let entry =
-                    open.entry(aid_ref_field(&request.ask.provider, &request.ask.reference)).or_insert(request.id.0);
-                *entry = (*entry).min(request.id.0);
             }
-            if next == 0 {
-                break;
-            }
-            scan = next;
-        }
+            Ok(())
+        })
+        .await?;
         let entries: Vec<(String, String)> =
             open.into_iter().map(|(field, id)| (field, RequestId(id).to_string())).collect();
         for batch in entries.chunks(INDEX_BATCH) {
